@@ -1,0 +1,86 @@
+//! The command-line face: parses arguments, calls the library, prints results.
+//!
+//! Data goes to stdout, progress and logs to stderr. Exit codes: 0 success, 2 error
+//! (one readable line on stderr naming the file, line, field or parameter).
+
+mod generate;
+mod ingest;
+mod lake;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// meterlake: usage events → a Parquet lake → rollups, forecasts, anomalies, bills, reports.
+#[derive(Debug, Parser)]
+#[command(name = "meterlake", version, about, long_about = None)]
+pub struct Cli {
+    /// Hide progress bars.
+    #[arg(long, short, global = true)]
+    pub quiet: bool,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate, deduplicate and commit usage events into the lake.
+    Ingest(ingest::IngestArgs),
+    /// Write realistic synthetic usage events (with labelled anomalies).
+    Generate(generate::GenerateArgs),
+    /// Merge each partition's small files into one (same rows, atomically).
+    Compact(lake::CompactArgs),
+    /// Inspect the lake.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
+}
+
+/// How a command prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// Human-readable table.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+}
+
+/// Runs the CLI; returns the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MLK_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_target(false)
+        .init();
+    let result = match cli.command {
+        Command::Ingest(a) => ingest::run(a, cli.quiet),
+        Command::Generate(a) => generate::run(a),
+        Command::Compact(a) => lake::compact(a),
+        Command::Lake(c) => lake::run(c),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout pipe (`| head`) is not an error.
+            if e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints a serialisable value as one JSON line on stdout.
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! Chunks → outcomes: each raw record parsed, mapped and validated. Pure functions, run
+//! on many chunks in parallel.
+
+use std::borrow::Cow;
+
+use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, TimeUnit};
+
+use super::record::{Accepted, Draft, Limits, Prop, Rejection, TsIn, parse_json, parse_number};
+use super::source::{Chunk, CsvHeader};
+
+/// A rejected record, kept verbatim for the quarantine.
+#[derive(Debug)]
+pub(crate) struct Bad {
+    pub line: u64,
+    pub rejection: Rejection,
+    pub raw: String,
+}
+
+/// What became of one record.
+pub(crate) enum Outcome {
+    Ok(Accepted),
+    Bad(Bad),
+}
+
+fn bad(line: u64, rejection: Rejection, raw: &[u8]) -> Outcome {
+    Outcome::Bad(Bad { line, rejection, raw: String::from_utf8_lossy(raw).into_owned() })
+}
+
+/// Parses every record of a chunk, in order. `cloudevents_only` rejects plain records.
+pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> Vec<Outcome> {
+    let json = |raw: &[u8], line: u64, out: &mut Vec<Outcome>| {
+        if cloudevents_only && memchr::memmem::find(raw, b"\"specversion\"").is_none() {
+            out.push(bad(line, Rejection::new("specversion", "missing (--format cloudevents)"), raw));
+            return;
+        }
+        match parse_json(raw, limits) {
+            Ok(a) => out.push(Outcome::Ok(a)),
+            Err(r) => out.push(bad(line, r, raw)),
+        }
+    };
+    let mut out = Vec::new();
+    match chunk {
+        Chunk::Lines { data, first_line } => {
+            out.reserve(data.len() / 200);
+            let mut line = first_line;
+            for raw in data.split(|&b| b == b'\n') {
+                let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                if !raw.iter().all(u8::is_ascii_whitespace) {
+                    json(raw, line, &mut out);
+                }
+                line += 1;
+            }
+        }
+        Chunk::Elements { doc, items } => {
+            for (s, e, line) in items {
+                json(&doc[s..e], line, &mut out);
+            }
+        }
+        Chunk::Oversized { line, head, len } => {
+            let r = Rejection::new("record", format!("{len} bytes is larger than the 1 MiB limit (first 64 KiB kept)"));
+            out.push(bad(line, r, &head));
+        }
+        Chunk::Csv { data, first_line, header } => csv_chunk(&data, first_line, &header, limits, &mut out),
+        Chunk::Rows { batch, first_row } => rows(&batch, first_row, limits, &mut out),
+    }
+    out
+}
+
+/// Column names accepted for a canonical field in CSV and Parquet inputs.
+pub(crate) fn aliases(field: &str) -> &'static [&'static str] {
+    match field {
+        "id" => &["id"],
+        "ts" => &["ts", "timestamp"],
+        "tenant_id" => &["tenant_id"],
+        "user_id" => &["user_id"],
+        "meter" => &["meter", "event_type", "event_name", "metric_type"],
+        "value" => &["value", "quantity", "metric_value"],
+        "properties" => &["properties", "metadata"],
+        _ => &[],
+    }
+}
+
+const FIELDS: [&str; 7] = ["id", "ts", "tenant_id", "user_id", "meter", "value", "properties"];
+
+fn field_of(name: &str) -> Option<&'static str> {
+    FIELDS.into_iter().find(|f| aliases(f).contains(&name))
+}
+
+/// True when `s` is a JSON number as written (so it can be stored as a number property).
+fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = usize::from(b.first() == Some(&b'-'));
+    let digits = |i: &mut usize| {
+        let st = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - st
+    };
+    let int_start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && b[int_start] == b'0') {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+/// A CSV cell as a property: number or bool when it reads as one, else text.
+fn cell_prop(s: &str) -> Prop<'_> {
+    match s {
+        "true" => Prop::Bool(true),
+        "false" => Prop::Bool(false),
+        _ if is_json_number(s) => Prop::Num(Cow::Borrowed(s)),
+        _ => Prop::Str(Cow::Borrowed(s)),
+    }
+}
+
+fn csv_chunk(data: &[u8], first_line: u64, header: &CsvHeader, limits: &Limits, out: &mut Vec<Outcome>) {
+    let mapping: Vec<Option<&'static str>> = header.names.iter().map(|n| field_of(n)).collect();
+    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
+    let mut rec = csv::ByteRecord::new();
+    loop {
+        let start = rdr.position().clone();
+        let more = match rdr.read_byte_record(&mut rec) {
+            Ok(m) => m,
+            Err(e) => {
+                // Only I/O errors end a csv read of an in-memory slice; record the rest as bad.
+                let line = first_line + start.line() - 1;
+                out.push(bad(line, Rejection::new("record", format!("invalid CSV: {e}")), &data[start.byte() as usize..]));
+                return;
+            }
+        };
+        if !more {
+            return;
+        }
+        let (s, e) = (rec.position().map(|p| p.byte()).unwrap_or(start.byte()) as usize, rdr.position().byte() as usize);
+        let raw = trim_newline(&data[s..e.min(data.len())]);
+        let line = first_line + rec.position().map(|p| p.line()).unwrap_or(1) - 1;
+        if rec.len() == 1 && rec.get(0).is_some_and(|c| c.is_empty()) {
+            continue;
+        }
+        if rec.len() != header.names.len() {
+            let r = Rejection::new("record", format!("has {} fields, the header has {}", rec.len(), header.names.len()));
+            out.push(bad(line, r, raw));
+            continue;
+        }
+        match csv_draft(&rec, header, &mapping).and_then(|d| d.finish(raw.len(), limits)) {
+            Ok(a) => out.push(Outcome::Ok(a)),
+            Err(r) => out.push(bad(line, r, raw)),
+        }
+    }
+}
+
+fn trim_newline(b: &[u8]) -> &[u8] {
+    let b = b.strip_suffix(b"\n").unwrap_or(b);
+    b.strip_suffix(b"\r").unwrap_or(b)
+}
+
+fn csv_draft<'a>(rec: &'a csv::ByteRecord, header: &'a CsvHeader, mapping: &[Option<&'static str>]) -> Result<Draft<'a>, Rejection> {
+    let mut d = Draft::default();
+    for (i, cell) in rec.iter().enumerate() {
+        let name = &header.names[i];
+        let cell = std::str::from_utf8(cell).map_err(|_| Rejection::new(name.clone(), "is not valid UTF-8"))?;
+        if cell.is_empty() {
+            continue;
+        }
+        let c = Cow::Borrowed(cell);
+        match mapping[i] {
+            Some("id") => d.id = Some(c),
+            Some("ts") => d.ts = Some(TsIn::Text(c)),
+            Some("tenant_id") => d.tenant_id = Some(c),
+            Some("user_id") => d.user_id = Some(c),
+            Some("meter") => d.meter = Some(c),
+            Some("value") => d.value = Some(parse_number(cell).ok_or_else(|| format!("{cell:?} is not a number"))),
+            Some("properties") => {
+                let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(cell)
+                    .map_err(|e| Rejection::new(name.clone(), format!("is not a JSON object: {e}")))?;
+                for (k, v) in m {
+                    let p = match v {
+                        serde_json::Value::String(s) => Prop::Str(Cow::Owned(s)),
+                        serde_json::Value::Number(n) => Prop::Num(Cow::Owned(n.to_string())),
+                        serde_json::Value::Bool(b) => Prop::Bool(b),
+                        serde_json::Value::Null => continue,
+                        _ => {
+                            return Err(Rejection::new(
+                                format!("{name}.{k}"),
+                                "nested objects and arrays are not allowed (flat map)",
+                            ));
+                        }
+                    };
+                    d.props.insert(Cow::Owned(k), p);
+                }
+            }
+            _ => {
+                d.props.entry(Cow::Borrowed(name.as_str())).or_insert_with(|| cell_prop(cell));
+            }
+        }
+    }
+    Ok(d)
+}
+
+/// Typed Parquet columns, cast once per batch to the shapes the draft wants.
+fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outcome>) {
+    let schema = batch.schema();
+    let find = |field: &str| schema.fields().iter().position(|f| aliases(field).contains(&f.name().as_str()));
+    let as_utf8 = |i: Option<usize>| i.and_then(|i| cast(batch.column(i), &DataType::Utf8).ok());
+    let (id, tenant, user, meter, props) = (
+        as_utf8(find("id")),
+        as_utf8(find("tenant_id")),
+        as_utf8(find("user_id")),
+        as_utf8(find("meter")),
+        as_utf8(find("properties")),
+    );
+    let ts_col = find("ts").map(|i| batch.column(i).clone());
+    // Typed timestamps: raw epoch values in their unit (cast to Int64 keeps them as is, in UTC).
+    let ts_us = ts_col.as_ref().and_then(|c| {
+        let per_unit = match c.data_type() {
+            DataType::Timestamp(TimeUnit::Second, _) => 1_000_000,
+            DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Date64 => 1_000,
+            DataType::Timestamp(TimeUnit::Microsecond, _) => 1,
+            DataType::Timestamp(TimeUnit::Nanosecond, _) => -1_000,
+            DataType::Date32 => crate::event::MICROS_PER_DAY,
+            _ => return None,
+        };
+        let raw = if *c.data_type() == DataType::Date32 { cast(c, &DataType::Int32).and_then(|a| cast(&a, &DataType::Int64)) } else { cast(c, &DataType::Int64) };
+        raw.ok().map(|a| (a, per_unit))
+    });
+    let ts_num = ts_col.as_ref().filter(|c| c.data_type().is_numeric()).and_then(|c| cast(c, &DataType::Float64).ok());
+    let ts_text = ts_col.as_ref().filter(|c| matches!(c.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)).and_then(|c| cast(c, &DataType::Utf8).ok());
+    let value_col = find("value").map(|i| batch.column(i).clone());
+    let value = value_col.as_ref().and_then(|c| cast(c, &DataType::Float64).ok());
+    let value_text = value_col.as_ref().and_then(|c| cast(c, &DataType::Utf8).ok());
+    fn s(a: &Option<arrow::array::ArrayRef>, i: usize) -> Option<&str> {
+        a.as_ref().map(|a| a.as_string::<i32>()).filter(|a| a.is_valid(i)).map(|a| a.value(i))
+    }
+    for i in 0..batch.num_rows() {
+        let mut d = Draft {
+            id: s(&id, i).map(Cow::Borrowed),
+            tenant_id: s(&tenant, i).map(Cow::Borrowed),
+            user_id: s(&user, i).map(Cow::Borrowed),
+            meter: s(&meter, i).map(Cow::Borrowed),
+            ..Draft::default()
+        };
+        if let Some((a, per_unit)) = &ts_us {
+            let a = a.as_primitive::<arrow::datatypes::Int64Type>();
+            d.ts = a.is_valid(i).then(|| {
+                let v = a.value(i);
+                TsIn::Micros(if *per_unit < 0 { v.div_euclid(-per_unit) } else { v.saturating_mul(*per_unit) })
+            });
+        } else if let Some(a) = &ts_num {
+            let a = a.as_primitive::<arrow::datatypes::Float64Type>();
+            d.ts = a.is_valid(i).then(|| TsIn::Millis(a.value(i)));
+        } else if ts_text.is_some() {
+            d.ts = s(&ts_text, i).map(|t| TsIn::Text(Cow::Borrowed(t)));
+        }
+        if let Some(a) = &value {
+            let a = a.as_primitive::<arrow::datatypes::Float64Type>();
+            if a.is_valid(i) {
+                d.value = Some(Ok(a.value(i)));
+            } else if let Some(t) = s(&value_text, i) {
+                d.value = Some(Err(format!("{t:?} is not a number")));
+            }
+        }
+        if let Some(p) = s(&props, i) {
+            match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p) {
+                Ok(m) => {
+                    for (k, v) in m {
+                        let p = match v {
+                            serde_json::Value::String(s) => Prop::Str(Cow::Owned(s)),
+                            serde_json::Value::Number(n) => Prop::Num(Cow::Owned(n.to_string())),
+                            serde_json::Value::Bool(b) => Prop::Bool(b),
+                            serde_json::Value::Null => continue,
+                            _ => {
+                                d.problem.get_or_insert(Rejection::new(format!("properties.{k}"), "nested objects and arrays are not allowed (flat map)"));
+                                continue;
+                            }
+                        };
+                        d.props.insert(Cow::Owned(k), p);
+                    }
+                }
+                Err(e) => {
+                    d.problem.get_or_insert(Rejection::new("properties", format!("is not a JSON object: {e}")));
+                }
+            }
+        }
+        let row = first_row + i as u64;
+        match d.finish(0, limits) {
+            Ok(a) => out.push(Outcome::Ok(a)),
+            Err(r) => out.push(Outcome::Bad(Bad { line: row, rejection: r, raw: row_json(batch, i) })),
+        }
+    }
+}
+
+/// A Parquet row rendered as JSON, for the quarantine.
+fn row_json(batch: &RecordBatch, i: usize) -> String {
+    let mut m = serde_json::Map::new();
+    for (f, c) in batch.schema().fields().iter().zip(batch.columns()) {
+        let v = if c.is_null(i) {
+            serde_json::Value::Null
+        } else {
+            match cast(&c.slice(i, 1), &DataType::Utf8) {
+                Ok(a) => serde_json::Value::String(a.as_string::<i32>().value(0).to_string()),
+                Err(_) => serde_json::Value::String(format!("<{}>", c.data_type())),
+            }
+        };
+        m.insert(f.name().clone(), v);
+    }
+    serde_json::Value::Object(m).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_numbers_as_written() {
+        for (s, ok) in [("1", true), ("-2.5", true), ("1e9", true), ("007", false), ("1.", false), ("inf", false), ("", false), ("0", true), ("12ab", false)] {
+            assert_eq!(is_json_number(s), ok, "{s}");
+        }
+    }
+}

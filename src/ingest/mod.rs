@@ -1,0 +1,518 @@
+//! Ingest: input files → validated, deduplicated events committed to the lake.
+//!
+//! ```text
+//! reader thread ──chunks──▶ parse in parallel (rayon) ──outcomes, in input order──▶
+//!   dedup (KeySet, lookback window) ──▶ per-day buffers ──flush──▶ staged Parquet + key files
+//!   rejects ──▶ staged quarantine NDJSON                         └─▶ one commit (see `lake`)
+//! ```
+//!
+//! Every record read ends accepted, rejected (quarantined with file, line and reason) or a
+//! duplicate, and `read = accepted + rejected + duplicates` holds for every ingest. An
+//! unreadable input stops the ingest before its commit, so nothing is half-written. Inputs
+//! whose checksum the lake has already committed are skipped, so re-running an ingest after
+//! a crash finishes the job exactly once.
+//!
+//! Dedup key: the hash of (scope, id), where scope is the CloudEvents `source` or else the
+//! tenant, so two tenants may reuse ids. A record without an id gets one derived from its
+//! content (see [`record`]): re-ingesting the same data stays idempotent, but two distinct
+//! events identical to the microsecond in every field count once.
+
+mod convert;
+mod record;
+mod source;
+
+pub use record::{Accepted, DEFAULT_MAX_FUTURE, DEFAULT_MIN_TS, Limits, MAX_ID_BYTES, MAX_RECORD_BYTES, Rejection, dedup_key};
+pub use source::Format;
+
+pub(crate) use convert::aliases as csv_aliases;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::{BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::{UsageEvent, day_to_string};
+use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, KeySet, Lake};
+use convert::{Bad, Outcome, convert};
+
+/// Default dedup lookback: an event is a duplicate of one in the lake within this many days.
+pub const DEFAULT_LOOKBACK_DAYS: u32 = 35;
+/// Default memory for buffered events before they are flushed to Parquet, in MiB.
+pub const DEFAULT_MEMORY_BUDGET_MB: usize = 256;
+
+/// How to ingest.
+#[derive(Debug, Clone)]
+pub struct IngestOptions {
+    /// Input format, or `Auto` to detect per file.
+    pub format: Format,
+    /// Validation limits (timestamp range).
+    pub limits: Limits,
+    /// Dedup lookback in days.
+    pub lookback_days: u32,
+    /// Buffered-event budget in MiB; beyond it the largest partitions are flushed.
+    pub memory_budget_mb: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            format: Format::Auto,
+            limits: Limits::relative_to(chrono::Utc::now().timestamp_micros()),
+            lookback_days: DEFAULT_LOOKBACK_DAYS,
+            memory_budget_mb: DEFAULT_MEMORY_BUDGET_MB,
+            progress: false,
+        }
+    }
+}
+
+/// An input skipped because the lake already holds it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Skipped {
+    /// The input path.
+    pub path: String,
+    /// The commit that ingested the same bytes.
+    pub commit: u64,
+}
+
+/// Per-input accounting.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct InputSummary {
+    /// The input path.
+    pub path: String,
+    /// Format it was read as.
+    pub format: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// What an ingest did. `read = accepted + rejected + duplicates`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct IngestSummary {
+    /// Records read.
+    pub read: u64,
+    /// Events committed.
+    pub accepted: u64,
+    /// Records quarantined.
+    pub rejected: u64,
+    /// Records dropped as duplicates.
+    pub duplicates: u64,
+    /// Partitions (`YYYY-MM-DD`) that received events.
+    pub partitions: Vec<String>,
+    /// Quarantine file of this ingest, if any record was rejected.
+    pub quarantine: Option<String>,
+    /// The commit, if anything was committed.
+    pub commit: Option<u64>,
+    /// Per input.
+    pub inputs: Vec<InputSummary>,
+    /// Inputs already in the lake.
+    pub skipped: Vec<Skipped>,
+}
+
+/// Expands directories into the input files they hold (sorted), keeps files as given.
+pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = fs::read_dir(p)
+                .at(p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && source::is_input_file(f))
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+        }
+    }
+    Ok(out)
+}
+
+/// xxh3-128 of a file's bytes, hex.
+pub fn checksum(path: &Path) -> Result<(String, u64)> {
+    let mut f = fs::File::open(path).at(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let k = f.read(&mut buf).at(path)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+        n += k as u64;
+    }
+    Ok((format!("{:032x}", h.digest128()), n))
+}
+
+/// Ingests `inputs` into the lake at `root` as one commit.
+pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestSummary> {
+    if opts.memory_budget_mb == 0 {
+        return Err(Error::InvalidParameter { name: "memory budget", reason: "must be at least 1 MiB".into() });
+    }
+    let inputs = expand_inputs(inputs)?;
+    // Decide formats and checksums before touching the lake, so a missing or unreadable
+    // file fails the command with nothing written.
+    let mut plan = Vec::new();
+    for p in &inputs {
+        let decided = source::decide(p, opts.format)?;
+        let (sum, bytes) = checksum(p)?;
+        plan.push((p.clone(), decided, sum, bytes));
+    }
+    let mut lake = Lake::open_for_write(root)?;
+    let mut summary = IngestSummary {
+        read: 0,
+        accepted: 0,
+        rejected: 0,
+        duplicates: 0,
+        partitions: vec![],
+        quarantine: None,
+        commit: None,
+        inputs: vec![],
+        skipped: vec![],
+    };
+    let done: std::collections::HashMap<String, u64> =
+        lake.ingested_inputs().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let seq = lake.next_seq();
+    let mut todo = Vec::new();
+    for (p, d, sum, bytes) in plan {
+        let seen_now = todo.iter().any(|(_, _, s, _): &(PathBuf, source::Decided, String, u64)| *s == sum);
+        match done.get(&sum) {
+            Some(&commit) => summary.skipped.push(Skipped { path: p.display().to_string(), commit }),
+            None if seen_now => summary.skipped.push(Skipped { path: p.display().to_string(), commit: seq }),
+            None => todo.push((p, d, sum, bytes)),
+        }
+    }
+    if todo.is_empty() {
+        return Ok(summary);
+    }
+    let total_bytes: u64 = todo.iter().map(|t| t.3).sum();
+    let bar = progress_bar(opts.progress, total_bytes);
+    let mut txn = Txn::new(&lake, seq, opts)?;
+    let mut records = Vec::new();
+    for (path, decided, sum, bytes) in todo {
+        let before = txn.counts;
+        let counter = Arc::new(AtomicU64::new(0));
+        txn.read_input(&path, decided, counter, &bar)?;
+        let mut counts = txn.counts;
+        counts.read -= before.read;
+        counts.accepted -= before.accepted;
+        counts.rejected -= before.rejected;
+        counts.duplicates -= before.duplicates;
+        summary.inputs.push(InputSummary {
+            path: path.display().to_string(),
+            format: decided.format.name().to_string(),
+            counts,
+        });
+        records.push(InputRecord {
+            path: path.display().to_string(),
+            checksum: sum,
+            bytes,
+            format: decided.format.name().to_string(),
+            counts,
+        });
+    }
+    bar.finish_and_clear();
+    let commit = txn.finish(records)?;
+    summary.read = commit.counts.read;
+    summary.accepted = commit.counts.accepted;
+    summary.rejected = commit.counts.rejected;
+    summary.duplicates = commit.counts.duplicates;
+    summary.partitions = commit.partitions.clone();
+    summary.quarantine = commit.quarantine.as_ref().map(|q| root.join(q).display().to_string());
+    summary.commit = Some(commit.seq);
+    lake.commit(commit)?;
+    Ok(summary)
+}
+
+fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("ingest {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+/// Events of one UTC day waiting to be flushed.
+#[derive(Default)]
+struct DayBuffer {
+    events: Vec<UsageEvent>,
+    keys: Vec<u128>,
+    bytes: usize,
+    files: u32,
+}
+
+/// One ingest transaction: dedup state, buffers, staged files.
+struct Txn {
+    seq: u64,
+    stage: PathBuf,
+    limits: Limits,
+    cloudevents_only: bool,
+    lookback: i32,
+    budget: usize,
+    keys: KeySet,
+    key_files: BTreeMap<i32, Vec<PathBuf>>,
+    loaded: Option<(i32, i32)>,
+    days: BTreeMap<i32, DayBuffer>,
+    buffered: usize,
+    added: Vec<DataFile>,
+    key_paths: Vec<String>,
+    touched: BTreeSet<i32>,
+    quarantine: Option<BufWriter<fs::File>>,
+    counts: Counts,
+    current_file: String,
+}
+
+/// Rough heap + inline size of a buffered event, for the memory budget.
+fn event_bytes(e: &UsageEvent) -> usize {
+    160 + e.id.len() + e.tenant_id.len() + e.user_id.as_ref().map_or(0, String::len) + e.meter.len() + e.properties.len()
+}
+
+impl Txn {
+    fn new(lake: &Lake, seq: u64, opts: &IngestOptions) -> Result<Self> {
+        Ok(Txn {
+            seq,
+            stage: lake.stage_dir(seq)?,
+            limits: opts.limits,
+            cloudevents_only: opts.format == Format::Cloudevents,
+            lookback: opts.lookback_days.min(20_000) as i32,
+            budget: opts.memory_budget_mb.saturating_mul(1 << 20),
+            keys: KeySet::default(),
+            key_files: lake.key_files(),
+            loaded: None,
+            days: BTreeMap::new(),
+            buffered: 0,
+            added: vec![],
+            key_paths: vec![],
+            touched: BTreeSet::new(),
+            quarantine: None,
+            counts: Counts::default(),
+            current_file: String::new(),
+        })
+    }
+
+    fn read_input(&mut self, path: &Path, decided: source::Decided, counter: Arc<AtomicU64>, bar: &indicatif::ProgressBar) -> Result<()> {
+        self.current_file = path.display().to_string();
+        let (rx, handle) = source::spawn_reader(path.to_path_buf(), decided, counter.clone());
+        let batch_chunks = rayon::current_num_threads().max(1) * 2;
+        let (limits, ce_only) = (self.limits, self.cloudevents_only || decided.format == Format::Cloudevents);
+        let mut pending: Option<Vec<Vec<Outcome>>> = None;
+        let mut last = 0u64;
+        let mut ended = false;
+        let result = loop {
+            // Gather the next batch of chunks (blocking on the reader).
+            let mut chunks = Vec::with_capacity(batch_chunks);
+            let mut err = None;
+            while !ended && chunks.len() < batch_chunks {
+                match rx.recv() {
+                    Ok(Ok(c)) => chunks.push(c),
+                    Ok(Err(e)) => {
+                        err = Some(e);
+                        ended = true;
+                    }
+                    Err(_) => ended = true,
+                }
+            }
+            if let Some(e) = err {
+                break Err(e);
+            }
+            // Parse this batch while the previous one is deduplicated and buffered.
+            let prev = pending.take();
+            let (parsed, consumed) = rayon::join(
+                || chunks.into_par_iter().map(|c| convert(c, &limits, ce_only)).collect::<Vec<_>>(),
+                || match prev {
+                    Some(p) => self.consume(p),
+                    None => Ok(()),
+                },
+            );
+            if let Err(e) = consumed {
+                break Err(e);
+            }
+            let now = counter.load(Ordering::Relaxed);
+            bar.inc(now - last);
+            last = now;
+            if parsed.is_empty() && ended {
+                break Ok(());
+            }
+            pending = Some(parsed);
+        };
+        drop(rx);
+        let _ = handle.join();
+        result
+    }
+
+    /// Sequential stage: dedup, route to day buffers, quarantine rejects.
+    fn consume(&mut self, batches: Vec<Vec<Outcome>>) -> Result<()> {
+        for outcomes in batches {
+            for o in outcomes {
+                self.counts.read += 1;
+                match o {
+                    Outcome::Bad(b) => {
+                        self.counts.rejected += 1;
+                        self.quarantine(&b)?;
+                    }
+                    Outcome::Ok(a) => {
+                        let day = a.event.day();
+                        self.ensure_loaded(day)?;
+                        if !self.keys.insert_if_new(a.key, day, self.lookback) {
+                            self.counts.duplicates += 1;
+                            continue;
+                        }
+                        self.counts.accepted += 1;
+                        let size = event_bytes(&a.event);
+                        let buf = self.days.entry(day).or_default();
+                        buf.events.push(a.event);
+                        buf.keys.push(a.key);
+                        buf.bytes += size;
+                        self.buffered += size;
+                        self.touched.insert(day);
+                    }
+                }
+            }
+            if self.buffered > self.budget {
+                self.flush(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the lake's dedup keys for every day within the lookback of `day`.
+    fn ensure_loaded(&mut self, day: i32) -> Result<()> {
+        let (lo, hi) = (day - self.lookback, day + self.lookback);
+        let missing: Vec<(i32, i32)> = match self.loaded {
+            Some((a, b)) if a <= lo && hi <= b => return Ok(()),
+            Some((a, b)) => {
+                let mut m = vec![];
+                if lo < a {
+                    m.push((lo, a - 1));
+                }
+                if hi > b {
+                    m.push((b + 1, hi));
+                }
+                self.loaded = Some((a.min(lo), b.max(hi)));
+                m
+            }
+            None => {
+                self.loaded = Some((lo, hi));
+                vec![(lo, hi)]
+            }
+        };
+        for (a, b) in missing {
+            for (d, files) in self.key_files.range(a..=b) {
+                for f in files {
+                    self.keys.load(f, *d)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn quarantine(&mut self, b: &Bad) -> Result<()> {
+        if self.quarantine.is_none() {
+            let p = self.stage.join(Lake::quarantine_path(self.seq));
+            fs::create_dir_all(p.parent().expect("has parent")).at(&p)?;
+            self.quarantine = Some(BufWriter::new(fs::File::create(&p).at(&p)?));
+        }
+        #[derive(Serialize)]
+        struct Q<'a> {
+            file: &'a str,
+            line: u64,
+            field: &'a str,
+            reason: &'a str,
+            record: &'a str,
+        }
+        let q = Q { file: &self.current_file, line: b.line, field: &b.rejection.field, reason: &b.rejection.reason, record: &b.raw };
+        let w = self.quarantine.as_mut().expect("just opened");
+        let p = self.stage.join(Lake::quarantine_path(self.seq));
+        serde_json::to_writer(&mut *w, &q).map_err(|e| Error::io(&p, e.into()))?;
+        w.write_all(b"\n").at(&p)
+    }
+
+    /// Writes buffered days to staged Parquet + key files: all of them (`all`), or the
+    /// largest until the buffer is under half the budget.
+    fn flush(&mut self, all: bool) -> Result<()> {
+        let mut chosen: Vec<i32> = self.days.iter().filter(|(_, b)| !b.events.is_empty()).map(|(d, _)| *d).collect();
+        if !all {
+            chosen.sort_by_key(|d| std::cmp::Reverse(self.days[d].bytes));
+            let mut left = self.buffered;
+            let mut keep = 0;
+            for d in &chosen {
+                if left <= self.budget / 2 {
+                    break;
+                }
+                left -= self.days[d].bytes;
+                keep += 1;
+            }
+            chosen.truncate(keep);
+            chosen.sort_unstable();
+        }
+        let mut work: Vec<(i32, DayBuffer)> = Vec::with_capacity(chosen.len());
+        for d in chosen {
+            let buf = self.days.get_mut(&d).expect("chosen from days");
+            let taken = std::mem::take(buf);
+            buf.files = taken.files + 1;
+            self.buffered -= taken.bytes;
+            work.push((d, taken));
+        }
+        let (stage, seq) = (&self.stage, self.seq);
+        let written: Vec<Result<(DataFile, String)>> = work
+            .into_par_iter()
+            .map(|(day, mut buf)| {
+                let date = day_to_string(day);
+                let rel = Lake::data_file_path(&date, seq, buf.files);
+                let w = crate::lake::write_events(&stage.join(&rel), &mut buf.events)?;
+                let key_rel = format!("{}-{:04}.keys", Lake::key_file_path(&date, seq).trim_end_matches(".keys"), buf.files);
+                crate::lake::write_key_file(&stage.join(&key_rel), &mut buf.keys)?;
+                Ok((DataFile { path: rel, date, rows: w.rows, bytes: w.bytes, value_sum: w.value_sum }, key_rel))
+            })
+            .collect();
+        for r in written {
+            let (f, k) = r?;
+            self.added.push(f);
+            self.key_paths.push(k);
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, inputs: Vec<InputRecord>) -> Result<Commit> {
+        self.flush(true)?;
+        let quarantine = match self.quarantine.take() {
+            Some(w) => {
+                let p = self.stage.join(Lake::quarantine_path(self.seq));
+                let f = w.into_inner().map_err(|e| Error::io(&p, e.into_error()))?;
+                f.sync_all().at(&p)?;
+                Some(Lake::quarantine_path(self.seq))
+            }
+            None => None,
+        };
+        debug_assert_eq!(self.counts.read, self.counts.accepted + self.counts.rejected + self.counts.duplicates);
+        self.added.sort_by(|a, b| a.path.cmp(&b.path));
+        self.key_paths.sort();
+        Ok(Commit {
+            seq: self.seq,
+            kind: CommitKind::Ingest,
+            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            inputs,
+            added: self.added,
+            removed: vec![],
+            keys: self.key_paths,
+            quarantine,
+            counts: self.counts,
+            partitions: self.touched.iter().map(|d| day_to_string(*d)).collect(),
+        })
+    }
+}

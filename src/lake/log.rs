@@ -1,0 +1,171 @@
+//! The commit log: one JSON file per commit under `LAKE/_log/`, written atomically.
+//!
+//! A commit is the unit of visibility. Its log file lists every file it adds or removes,
+//! the inputs (by checksum) it consumed and what it counted. The log file's rename is the
+//! commit point: before it the commit does not exist, after it recovery finishes it.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CommitKind {
+    /// New events from input files.
+    Ingest,
+    /// Small files of a partition merged into one (same rows).
+    Compact,
+}
+
+/// Accounting of one ingest: `read = accepted + rejected + duplicates`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Records read from the inputs.
+    pub read: u64,
+    /// Records written to the lake.
+    pub accepted: u64,
+    /// Records quarantined, each with its reason.
+    pub rejected: u64,
+    /// Records dropped because an event with the same key was already there.
+    pub duplicates: u64,
+}
+
+impl Counts {
+    /// Adds another ingest's counts.
+    pub fn add(&mut self, o: &Counts) {
+        self.read += o.read;
+        self.accepted += o.accepted;
+        self.rejected += o.rejected;
+        self.duplicates += o.duplicates;
+    }
+}
+
+/// An input file consumed by an ingest commit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InputRecord {
+    /// The path as given on the command line.
+    pub path: String,
+    /// xxh3-128 of the file's bytes, hex: a second ingest of the same bytes is skipped.
+    pub checksum: String,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// The format it was read as.
+    pub format: String,
+    /// Its share of the commit's counts.
+    pub counts: Counts,
+}
+
+/// A data file of the lake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Path relative to the lake root (`events/date=2026-10-01/part-00000003-0000.parquet`).
+    pub path: String,
+    /// Its partition (`YYYY-MM-DD`, UTC).
+    pub date: String,
+    /// Rows in the file.
+    pub rows: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Sum of `value` over the file's rows: a cheap check that compaction kept every row.
+    pub value_sum: f64,
+}
+
+/// One commit of the lake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Commit {
+    /// Commit sequence number, from 1, gap-free.
+    pub seq: u64,
+    /// Ingest or compaction.
+    pub kind: CommitKind,
+    /// Wall-clock time of the commit (RFC 3339, UTC): the audit trail of what arrived when.
+    pub committed_at: String,
+    /// Inputs consumed (ingest only).
+    #[serde(default)]
+    pub inputs: Vec<InputRecord>,
+    /// Data files added.
+    #[serde(default)]
+    pub added: Vec<DataFile>,
+    /// Data files removed (relative paths).
+    #[serde(default)]
+    pub removed: Vec<String>,
+    /// Dedup key files added (relative paths, `_index/date=D/NNNNNNNN.keys`).
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Quarantine file written (relative path), if any record was rejected.
+    #[serde(default)]
+    pub quarantine: Option<String>,
+    /// Accounting of the whole commit (ingest only).
+    #[serde(default)]
+    pub counts: Counts,
+    /// Partitions (`YYYY-MM-DD`) whose rows changed: later stages recompute only these.
+    #[serde(default)]
+    pub partitions: Vec<String>,
+}
+
+impl Commit {
+    /// Every file the commit brings into the lake (data, keys, quarantine), relative paths.
+    pub fn published_files(&self) -> impl Iterator<Item = &str> {
+        self.added
+            .iter()
+            .map(|f| f.path.as_str())
+            .chain(self.keys.iter().map(String::as_str))
+            .chain(self.quarantine.as_deref())
+    }
+}
+
+/// File name of commit `seq` in the log directory.
+pub(crate) fn log_name(seq: u64) -> String {
+    format!("{seq:08}.json")
+}
+
+/// Reads every commit, in order, checking that sequence numbers have no gaps.
+pub(crate) fn read_all(dir: &Path) -> Result<Vec<Commit>> {
+    let mut names: Vec<(u64, PathBuf)> = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(stem) = name.strip_suffix(".json") else { continue };
+        if let Ok(seq) = stem.parse::<u64>() {
+            names.push((seq, entry.path()));
+        }
+    }
+    names.sort();
+    let mut out = Vec::with_capacity(names.len());
+    for (i, (seq, path)) in names.into_iter().enumerate() {
+        if seq != i as u64 + 1 {
+            return Err(Error::CorruptLake { path, reason: format!("commit {} is missing", i + 1) });
+        }
+        let text = fs::read(&path).at(&path)?;
+        let c: Commit = serde_json::from_slice(&text)
+            .map_err(|e| Error::CorruptLake { path: path.clone(), reason: e.to_string() })?;
+        if c.seq != seq {
+            return Err(Error::CorruptLake { path, reason: format!("holds seq {}", c.seq) });
+        }
+        out.push(c);
+    }
+    Ok(out)
+}
+
+/// Writes a commit atomically: temp file, fsync, rename, fsync of the directory.
+pub(crate) fn write(dir: &Path, commit: &Commit) -> Result<()> {
+    let tmp = dir.join(format!(".tmp-{}", log_name(commit.seq)));
+    let path = dir.join(log_name(commit.seq));
+    let text = serde_json::to_vec_pretty(commit).expect("commits serialise");
+    let mut f = fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(&text).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    drop(f);
+    fs::rename(&tmp, &path).at(&path)?;
+    sync_dir(dir)
+}
+
+/// fsync of a directory, so a rename in it survives a power cut.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}

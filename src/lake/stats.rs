@@ -1,0 +1,127 @@
+//! `lake stats`: what the lake holds, read with a polars lazy scan of the live files.
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::lake::{Counts, Lake};
+
+/// Per-meter totals.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MeterStats {
+    /// Meter name.
+    pub meter: String,
+    /// Events of this meter.
+    pub rows: u64,
+    /// Sum of their values.
+    pub value_sum: f64,
+    /// Tenants with at least one event of it.
+    pub tenants: u64,
+}
+
+/// A summary of a lake.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LakeStats {
+    /// Commits in the log.
+    pub commits: u64,
+    /// Date partitions with at least one live file.
+    pub partitions: u64,
+    /// Live data files.
+    pub files: u64,
+    /// Rows in the live files.
+    pub rows: u64,
+    /// Bytes of the live files.
+    pub bytes: u64,
+    /// First and last partition (`YYYY-MM-DD`).
+    pub first_date: Option<String>,
+    /// Last partition.
+    pub last_date: Option<String>,
+    /// Earliest and latest event time (RFC 3339).
+    pub min_ts: Option<String>,
+    /// Latest event time.
+    pub max_ts: Option<String>,
+    /// Distinct tenants.
+    pub tenants: u64,
+    /// Per meter, by name.
+    pub meters: Vec<MeterStats>,
+    /// Accounting over every ingest so far.
+    pub ingested: Counts,
+}
+
+/// Computes [`LakeStats`] for an open lake.
+pub fn stats(lake: &Lake) -> Result<LakeStats> {
+    let files = lake.data_files();
+    let mut dates: Vec<&str> = files.iter().map(|f| f.date.as_str()).collect();
+    dates.sort_unstable();
+    dates.dedup();
+    let mut ingested = Counts::default();
+    for c in lake.commits() {
+        ingested.add(&c.counts);
+    }
+    let mut out = LakeStats {
+        commits: lake.commits().len() as u64,
+        partitions: dates.len() as u64,
+        files: files.len() as u64,
+        rows: files.iter().map(|f| f.rows).sum(),
+        bytes: files.iter().map(|f| f.bytes).sum(),
+        first_date: dates.first().map(|d| d.to_string()),
+        last_date: dates.last().map(|d| d.to_string()),
+        min_ts: None,
+        max_ts: None,
+        tenants: 0,
+        meters: Vec::new(),
+        ingested,
+    };
+    if files.is_empty() {
+        return Ok(out);
+    }
+    let lf = scan_events(lake)?;
+    let totals = lf
+        .clone()
+        .select([
+            col("ts").min().cast(DataType::Int64).alias("min_ts"),
+            col("ts").max().cast(DataType::Int64).alias("max_ts"),
+            col("tenant_id").n_unique().cast(DataType::UInt64).alias("tenants"),
+        ])
+        .collect()?;
+    let get_i64 = |name: &str| -> Result<Option<i64>> { Ok(totals.column(name)?.i64()?.get(0)) };
+    out.min_ts = get_i64("min_ts")?.map(crate::event::ts_to_rfc3339);
+    out.max_ts = get_i64("max_ts")?.map(crate::event::ts_to_rfc3339);
+    out.tenants = totals.column("tenants")?.u64()?.get(0).unwrap_or(0);
+    let per_meter = lf
+        .group_by([col("meter")])
+        .agg([
+            len().cast(DataType::UInt64).alias("rows"),
+            col("value").sum().alias("value_sum"),
+            col("tenant_id").n_unique().cast(DataType::UInt64).alias("tenants"),
+        ])
+        .sort(["meter"], SortMultipleOptions::default())
+        .collect()?;
+    let (m, r, v, t) = (
+        per_meter.column("meter")?.str()?,
+        per_meter.column("rows")?.u64()?,
+        per_meter.column("value_sum")?.f64()?,
+        per_meter.column("tenants")?.u64()?,
+    );
+    for i in 0..per_meter.height() {
+        out.meters.push(MeterStats {
+            meter: m.get(i).unwrap_or_default().to_string(),
+            rows: r.get(i).unwrap_or(0),
+            value_sum: v.get(i).unwrap_or(0.0),
+            tenants: t.get(i).unwrap_or(0),
+        });
+    }
+    Ok(out)
+}
+
+/// A polars lazy scan of the lake's live event files (from the log, not a glob, so an
+/// interrupted commit is never half visible), with the `date` partition column.
+pub fn scan_events(lake: &Lake) -> Result<LazyFrame> {
+    let paths: Vec<PlRefPath> = lake
+        .data_files()
+        .iter()
+        .map(|f| PlRefPath::new(lake.root().join(&f.path).to_string_lossy().as_ref()))
+        .collect();
+    let args = ScanArgsParquet { hive_options: HiveOptions::new_enabled(), glob: false, ..Default::default() };
+    Ok(LazyFrame::scan_parquet_files(paths.into_iter().collect(), args)?)
+}

@@ -1,0 +1,31 @@
+//! meterlake: an engine for SaaS usage analytics.
+//!
+//! Usage events (API calls, documents, storage, AI tokens, seats) are [`ingest`]ed from
+//! NDJSON, CSV, CloudEvents or Parquet into a [`lake`] of Hive-partitioned Parquet files,
+//! validated record by record: a bad record is quarantined with its reason, a duplicate is
+//! dropped, and `read = accepted + rejected + duplicates` always holds. Later stages roll
+//! the lake up, forecast, detect anomalies, bill and report.
+//!
+//! The command-line interface ([`cli`]) is a thin layer over this library.
+//!
+//! ```no_run
+//! use std::path::{Path, PathBuf};
+//! use meterlake::ingest::{ingest, IngestOptions};
+//!
+//! let summary = ingest(Path::new("out/lake"), &[PathBuf::from("data/events.ndjson.gz")], &IngestOptions::default())?;
+//! assert_eq!(summary.read, summary.accepted + summary.rejected + summary.duplicates);
+//! let lake = meterlake::lake::Lake::open(Path::new("out/lake"))?;
+//! println!("{} rows", meterlake::lake::stats(&lake)?.rows);
+//! # Ok::<(), meterlake::Error>(())
+//! ```
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod error;
+pub mod event;
+pub mod generate;
+pub mod ingest;
+pub mod lake;
+
+pub use error::{Error, Result};
+pub use event::UsageEvent;

@@ -1,0 +1,8 @@
+//! Integration tests: one binary (polars links once) driving the real `meterlake` CLI.
+
+mod common;
+mod crash;
+mod formats;
+mod generate;
+mod ingest;
+mod props;
