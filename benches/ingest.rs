@@ -33,11 +33,39 @@ fn inputs(dir: &Path, tenants: usize, days: u32, scale: f64) -> (PathBuf, PathBu
     // The same events as CSV with a JSON properties column (malformed lines dropped).
     let csv_path = dir.join("events.csv");
     let mut w = csv::Writer::from_path(&csv_path).unwrap();
-    w.write_record(["id", "ts", "tenant_id", "user_id", "meter", "value", "properties"]).unwrap();
+    w.write_record([
+        "id",
+        "ts",
+        "tenant_id",
+        "user_id",
+        "meter",
+        "value",
+        "properties",
+    ])
+    .unwrap();
     for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else { continue };
-        let s = |k: &str| v.get(k).map(|x| x.as_str().map(str::to_string).unwrap_or_else(|| x.to_string())).unwrap_or_default();
-        w.write_record([s("id"), s("ts"), s("tenant_id"), s("user_id"), s("meter"), s("value"), s("properties")]).unwrap();
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
+            continue;
+        };
+        let s = |k: &str| {
+            v.get(k)
+                .map(|x| {
+                    x.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| x.to_string())
+                })
+                .unwrap_or_default()
+        };
+        w.write_record([
+            s("id"),
+            s("ts"),
+            s("tenant_id"),
+            s("user_id"),
+            s("meter"),
+            s("value"),
+            s("properties"),
+        ])
+        .unwrap();
     }
     w.flush().unwrap();
     (nd, csv_path, summary.lines)
@@ -54,7 +82,12 @@ fn bench(c: &mut Criterion) {
                 b.iter_batched(
                     || tempfile::tempdir().unwrap(),
                     |lake| {
-                        let s = ingest(lake.path(), std::slice::from_ref(path), &IngestOptions::default()).unwrap();
+                        let s = ingest(
+                            lake.path(),
+                            std::slice::from_ref(path),
+                            &IngestOptions::default(),
+                        )
+                        .unwrap();
                         assert!(s.accepted > 0);
                         lake
                     },

@@ -12,8 +12,14 @@ use chrono::{DateTime, NaiveDate, Utc};
 pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// The meters the generator and the default configuration know; any other name is allowed.
-pub const KNOWN_METERS: [&str; 6] =
-    ["api_calls", "storage_bytes", "documents", "ai_tokens", "ingest_bytes", "active_users"];
+pub const KNOWN_METERS: [&str; 6] = [
+    "api_calls",
+    "storage_bytes",
+    "documents",
+    "ai_tokens",
+    "ingest_bytes",
+    "active_users",
+];
 
 /// One usage event, as stored in the lake.
 #[derive(Debug, Clone, PartialEq)]
@@ -76,7 +82,11 @@ pub fn ts_to_rfc3339(ts_micros: i64) -> String {
 pub fn lake_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
-        Field::new("ts", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "ts",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
         Field::new("tenant_id", DataType::Utf8, false),
         Field::new("user_id", DataType::Utf8, true),
         Field::new("meter", DataType::Utf8, false),

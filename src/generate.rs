@@ -145,9 +145,30 @@ const ZONES: [(&str, i64); 12] = [
 ];
 
 const NAMES: [&str; 24] = [
-    "acme", "globex", "initech", "umbrella", "hooli", "stark", "wayne", "wonka", "tyrell", "cyberdyne", "soylent",
-    "oscorp", "vandelay", "dunder", "pied", "aperture", "gringotts", "monarch", "nakatomi", "octan", "prestige",
-    "rekall", "sirius", "zorg",
+    "acme",
+    "globex",
+    "initech",
+    "umbrella",
+    "hooli",
+    "stark",
+    "wayne",
+    "wonka",
+    "tyrell",
+    "cyberdyne",
+    "soylent",
+    "oscorp",
+    "vandelay",
+    "dunder",
+    "pied",
+    "aperture",
+    "gringotts",
+    "monarch",
+    "nakatomi",
+    "octan",
+    "prestige",
+    "rekall",
+    "sirius",
+    "zorg",
 ];
 const ENDPOINTS: [(&str, &str, f64); 8] = [
     ("/v1/documents", "GET", 0.30),
@@ -194,7 +215,6 @@ struct Anomaly {
 }
 
 struct TenantGen {
-    idx: usize,
     id: String,
     tier: Tier,
     tz_min: i64,
@@ -207,6 +227,8 @@ struct TenantGen {
     anomalies: Vec<Anomaly>,
     rng: ChaCha8Rng,
     next_id: u64,
+    /// `{seed:x}-{tenant number}`: the stable part of this tenant's event ids.
+    id_prefix: String,
 }
 
 /// A line waiting for a later hour (late events and retries), in generation order.
@@ -238,7 +260,12 @@ fn shape_norm() -> f64 {
 
 impl GenConfig {
     fn validate(&self) -> Result<()> {
-        let bad = |name, reason: &str| Err(Error::InvalidParameter { name, reason: reason.into() });
+        let bad = |name, reason: &str| {
+            Err(Error::InvalidParameter {
+                name,
+                reason: reason.into(),
+            })
+        };
         if self.tenants == 0 || self.tenants > 1_000_000 {
             return bad("--tenants", "must be between 1 and 1000000");
         }
@@ -248,7 +275,11 @@ impl GenConfig {
         if !(self.scale > 0.0 && self.scale.is_finite()) {
             return bad("--scale", "must be a positive number");
         }
-        for (name, r) in [("--late-rate", self.late_rate), ("--dup-rate", self.dup_rate), ("--bad-rate", self.bad_rate)] {
+        for (name, r) in [
+            ("--late-rate", self.late_rate),
+            ("--dup-rate", self.dup_rate),
+            ("--bad-rate", self.bad_rate),
+        ] {
             if !(0.0..=0.5).contains(&r) {
                 return bad(name, "must be between 0 and 0.5");
             }
@@ -279,21 +310,37 @@ fn make_tenants(cfg: &GenConfig) -> Vec<TenantGen> {
             let (_, _, _, _, (ulo, uhi)) = tier.volumes();
             let zone = ZONES[rng.random_range(0..ZONES.len())];
             let trend = match rng.random::<f64>() {
-                x if x < 0.15 => 1.0 - rng.random_range(0.005..0.02),  // declining: churn risk
+                x if x < 0.15 => 1.0 - rng.random_range(0.005..0.02), // declining: churn risk
                 x if x < 0.45 => 1.0 + rng.random_range(0.005..0.025), // growing fast
                 _ => 1.0 + rng.random_range(-0.002..0.004),
             };
             let mut anomalies = Vec::new();
             // Roughly a third of tenants carry one anomaly; the first five one of each kind.
             let kind = if i >= 4 && i < 9 {
-                Some([Kind::Spike, Kind::NightBurst, Kind::Bot, Kind::Drop, Kind::Leak][i - 4])
+                Some(
+                    [
+                        Kind::Spike,
+                        Kind::NightBurst,
+                        Kind::Bot,
+                        Kind::Drop,
+                        Kind::Leak,
+                    ][i - 4],
+                )
             } else if i >= 9 && rng.random::<f64>() < 0.33 {
-                Some([Kind::Spike, Kind::NightBurst, Kind::Bot, Kind::Drop, Kind::Leak][rng.random_range(0..5)])
+                Some(
+                    [
+                        Kind::Spike,
+                        Kind::NightBurst,
+                        Kind::Bot,
+                        Kind::Drop,
+                        Kind::Leak,
+                    ][rng.random_range(0..5)],
+                )
             } else {
                 None
             };
             if let Some(kind) = kind
-                && hours >= 72
+                && hours >= 96
             {
                 // Not in the first week (detectors need history) when there is room.
                 let lo = if hours > 24 * 10 { 24 * 7 } else { 24 };
@@ -313,11 +360,15 @@ fn make_tenants(cfg: &GenConfig) -> Vec<TenantGen> {
                 } else {
                     start
                 };
-                anomalies.push(Anomaly { kind, start, end: (start + len).min(hours), factor });
+                anomalies.push(Anomaly {
+                    kind,
+                    start,
+                    end: (start + len).min(hours),
+                    factor,
+                });
             }
             let name = NAMES[i % NAMES.len()];
             TenantGen {
-                idx: i,
                 id: format!("{name}-{:03}", i + 1),
                 tier,
                 tz_min: zone.1,
@@ -329,6 +380,7 @@ fn make_tenants(cfg: &GenConfig) -> Vec<TenantGen> {
                 anomalies,
                 rng,
                 next_id: 0,
+                id_prefix: format!("{:x}-{}", cfg.seed, i + 1),
             }
         })
         .collect()
@@ -340,7 +392,12 @@ fn push_ts(out: &mut Vec<u8>, ts: i64) {
     let rem = ts.rem_euclid(MICROS_PER_DAY);
     let date = crate::event::date_of_day(day as i32);
     let _ = write!(out, "{}", date.format("%Y-%m-%d"));
-    let (h, m, s, us) = (rem / 3_600_000_000, rem / 60_000_000 % 60, rem / 1_000_000 % 60, rem % 1_000_000);
+    let (h, m, s, us) = (
+        rem / 3_600_000_000,
+        rem / 60_000_000 % 60,
+        rem / 1_000_000 % 60,
+        rem % 1_000_000,
+    );
     let _ = write!(out, "T{h:02}:{m:02}:{s:02}.{us:06}Z");
 }
 
@@ -377,8 +434,9 @@ struct HourOut {
 impl TenantGen {
     fn render(&mut self, e: &Ev<'_>, out: &mut Vec<u8>) {
         self.next_id += 1;
+        // Ids carry the seed, so two data sets generated with different seeds never collide.
         out.extend_from_slice(b"{\"id\":\"evt-");
-        out.extend_from_slice(itoa::Buffer::new().format(self.idx + 1).as_bytes());
+        out.extend_from_slice(self.id_prefix.as_bytes());
         out.push(b'-');
         out.extend_from_slice(itoa::Buffer::new().format(self.next_id).as_bytes());
         out.extend_from_slice(b"\",\"ts\":\"");
@@ -420,7 +478,8 @@ impl TenantGen {
         let r: f64 = self.rng.random();
         if r < cfg.bad_rate {
             o.stats.malformed += 1;
-            o.lines.extend_from_slice(&corrupt(&line, self.rng.random_range(0..6)));
+            o.lines
+                .extend_from_slice(&corrupt(&line, self.rng.random_range(0..6)));
             return;
         }
         o.stats.events += 1;
@@ -428,7 +487,10 @@ impl TenantGen {
         if r < cfg.bad_rate + cfg.dup_rate {
             o.stats.duplicates += 1;
             let later = hour + self.rng.random_range(0..2);
-            o.deferred.push(Deferred { hour: later, line: line.clone() });
+            o.deferred.push(Deferred {
+                hour: later,
+                line: line.clone(),
+            });
         }
         if self.rng.random::<f64>() < cfg.late_rate {
             o.stats.late += 1;
@@ -440,7 +502,9 @@ impl TenantGen {
     }
 
     fn anomaly_at(&self, hour: i64) -> Option<&Anomaly> {
-        self.anomalies.iter().find(|a| a.start <= hour && hour < a.end)
+        self.anomalies
+            .iter()
+            .find(|a| a.start <= hour && hour < a.end)
     }
 
     fn pick_user(&mut self) -> u32 {
@@ -457,14 +521,17 @@ impl TenantGen {
         let local_dow = (local.div_euclid(60 * 24) + 3).rem_euclid(7); // 1970-01-01 was a Thursday
         let day = hour / 24;
         let trend = self.trend.powi(day as i32);
-        let a = self.level * trend * diurnal(local_hour) * weekly(local_dow) / norm / 24.0 * cfg.scale;
+        let a =
+            self.level * trend * diurnal(local_hour) * weekly(local_dow) / norm / 24.0 * cfg.scale;
         let (calls, docs, ai, ingests, _) = self.tier.volumes();
         let anomaly = self.anomaly_at(hour).cloned();
         let mut call_rate = calls * a;
         match &anomaly {
             Some(an) if an.kind == Kind::Spike => call_rate *= an.factor,
             Some(an) if an.kind == Kind::Drop => call_rate *= an.factor,
-            Some(an) if an.kind == Kind::NightBurst => call_rate = (call_rate * an.factor).max(40.0 * cfg.scale),
+            Some(an) if an.kind == Kind::NightBurst => {
+                call_rate = (call_rate * an.factor).max(40.0 * cfg.scale)
+            }
             _ => {}
         }
         let lat = LogNormal::new(80f64.ln(), 0.6).expect("valid");
@@ -473,7 +540,9 @@ impl TenantGen {
         let mut times = self.times(hour_ts, n);
         let burst_user = self.users + 1; // a user id no one else has: the burst's culprit
         for ts in times.drain(..) {
-            let user = if anomaly.as_ref().is_some_and(|a| a.kind == Kind::NightBurst) && self.rng.random::<f64>() < 0.9 {
+            let user = if anomaly.as_ref().is_some_and(|a| a.kind == Kind::NightBurst)
+                && self.rng.random::<f64>() < 0.9
+            {
                 burst_user
             } else {
                 self.pick_user()
@@ -488,8 +557,24 @@ impl TenantGen {
                 _ => 500.0,
             };
             let rt = (lat.sample(&mut self.rng) * 10.0).round() / 10.0;
-            let props = [("endpoint", PropV::S(ep)), ("method", PropV::S(method)), ("response_time_ms", PropV::N(rt)), ("status_code", PropV::N(status))];
-            self.emit(cfg, hour, &Ev { ts, user: Some(user), meter: "api_calls", value: 1.0, props: &props }, &mut o);
+            let props = [
+                ("endpoint", PropV::S(ep)),
+                ("method", PropV::S(method)),
+                ("response_time_ms", PropV::N(rt)),
+                ("status_code", PropV::N(status)),
+            ];
+            self.emit(
+                cfg,
+                hour,
+                &Ev {
+                    ts,
+                    user: Some(user),
+                    meter: "api_calls",
+                    value: 1.0,
+                    props: &props,
+                },
+                &mut o,
+            );
         }
         // Bot: one user, one endpoint, a call every 4 seconds exactly, near-constant latency.
         if let Some(an) = anomaly.as_ref().filter(|a| a.kind == Kind::Bot) {
@@ -498,8 +583,24 @@ impl TenantGen {
             for k in 0..900 {
                 let ts = hour_ts + offset + k * 4_000_000;
                 let rt = 50.0 + (self.rng.random::<f64>() * 2.0).round() / 10.0;
-                let props = [("endpoint", PropV::S("/v1/search")), ("method", PropV::S("GET")), ("response_time_ms", PropV::N(rt)), ("status_code", PropV::N(200.0))];
-                self.emit(cfg, hour, &Ev { ts, user: Some(bot_user), meter: "api_calls", value: 1.0, props: &props }, &mut o);
+                let props = [
+                    ("endpoint", PropV::S("/v1/search")),
+                    ("method", PropV::S("GET")),
+                    ("response_time_ms", PropV::N(rt)),
+                    ("status_code", PropV::N(200.0)),
+                ];
+                self.emit(
+                    cfg,
+                    hour,
+                    &Ev {
+                        ts,
+                        user: Some(bot_user),
+                        meter: "api_calls",
+                        value: 1.0,
+                        props: &props,
+                    },
+                    &mut o,
+                );
             }
         }
         // documents
@@ -507,10 +608,26 @@ impl TenantGen {
         for ts in self.times(hour_ts, n) {
             let user = self.pick_user();
             let ft = FILE_TYPES[self.rng.random_range(0..FILE_TYPES.len())];
-            let feat = FEATURES[(self.rng.random::<f64>().powi(2) * FEATURES.len() as f64) as usize];
+            let feat =
+                FEATURES[(self.rng.random::<f64>().powi(2) * FEATURES.len() as f64) as usize];
             let pages = 1.0 + (self.rng.random::<f64>().powi(3) * 60.0).floor();
-            let props = [("feature", PropV::S(feat)), ("file_type", PropV::S(ft)), ("pages", PropV::N(pages))];
-            self.emit(cfg, hour, &Ev { ts, user: Some(user), meter: "documents", value: 1.0, props: &props }, &mut o);
+            let props = [
+                ("feature", PropV::S(feat)),
+                ("file_type", PropV::S(ft)),
+                ("pages", PropV::N(pages)),
+            ];
+            self.emit(
+                cfg,
+                hour,
+                &Ev {
+                    ts,
+                    user: Some(user),
+                    meter: "documents",
+                    value: 1.0,
+                    props: &props,
+                },
+                &mut o,
+            );
         }
         // ai_tokens
         if self.uses_ai {
@@ -518,10 +635,25 @@ impl TenantGen {
             let tok = LogNormal::new(700f64.ln(), 0.8).expect("valid");
             for ts in self.times(hour_ts, n) {
                 let user = self.pick_user();
-                let model = MODELS[(self.rng.random::<f64>().powi(2) * MODELS.len() as f64) as usize];
+                let model =
+                    MODELS[(self.rng.random::<f64>().powi(2) * MODELS.len() as f64) as usize];
                 let tokens = tok.sample(&mut self.rng).round().max(1.0);
-                let props = [("feature", PropV::S("assistant")), ("model", PropV::S(model))];
-                self.emit(cfg, hour, &Ev { ts, user: Some(user), meter: "ai_tokens", value: tokens, props: &props }, &mut o);
+                let props = [
+                    ("feature", PropV::S("assistant")),
+                    ("model", PropV::S(model)),
+                ];
+                self.emit(
+                    cfg,
+                    hour,
+                    &Ev {
+                        ts,
+                        user: Some(user),
+                        meter: "ai_tokens",
+                        value: tokens,
+                        props: &props,
+                    },
+                    &mut o,
+                );
             }
         }
         // ingest_bytes (and storage grows with it)
@@ -532,15 +664,47 @@ impl TenantGen {
             let user = self.pick_user();
             let bytes = size.sample(&mut self.rng).round().max(1.0);
             ingested += bytes;
-            let props = [("source", PropV::S(if self.rng.random::<f64>() < 0.7 { "api" } else { "upload" }))];
-            self.emit(cfg, hour, &Ev { ts, user: Some(user), meter: "ingest_bytes", value: bytes, props: &props }, &mut o);
+            let props = [(
+                "source",
+                PropV::S(if self.rng.random::<f64>() < 0.7 {
+                    "api"
+                } else {
+                    "upload"
+                }),
+            )];
+            self.emit(
+                cfg,
+                hour,
+                &Ev {
+                    ts,
+                    user: Some(user),
+                    meter: "ingest_bytes",
+                    value: bytes,
+                    props: &props,
+                },
+                &mut o,
+            );
         }
         // active_users: logins
-        let n = poisson(&mut self.rng, (self.users as f64 * 0.8 * a * 24.0 / 8.0).min(self.users as f64 * 2.0));
+        let n = poisson(
+            &mut self.rng,
+            (self.users as f64 * 0.8 * a * 24.0 / 8.0).min(self.users as f64 * 2.0),
+        );
         for ts in self.times(hour_ts, n) {
             let user = self.pick_user();
             let props = [("feature", PropV::S("login"))];
-            self.emit(cfg, hour, &Ev { ts, user: Some(user), meter: "active_users", value: 1.0, props: &props }, &mut o);
+            self.emit(
+                cfg,
+                hour,
+                &Ev {
+                    ts,
+                    user: Some(user),
+                    meter: "active_users",
+                    value: 1.0,
+                    props: &props,
+                },
+                &mut o,
+            );
         }
         // storage_bytes: a gauge reading at minute 0 of every hour
         self.storage = self.storage * 0.9995 + ingested * 0.8;
@@ -548,13 +712,26 @@ impl TenantGen {
             self.storage *= 1.0 + an.factor;
         }
         let reading = self.storage.round();
-        self.emit(cfg, hour, &Ev { ts: hour_ts, user: None, meter: "storage_bytes", value: reading, props: &[] }, &mut o);
+        self.emit(
+            cfg,
+            hour,
+            &Ev {
+                ts: hour_ts,
+                user: None,
+                meter: "storage_bytes",
+                value: reading,
+                props: &[],
+            },
+            &mut o,
+        );
         o
     }
 
     /// `n` sorted instants uniformly inside the hour.
     fn times(&mut self, hour_ts: i64, n: u64) -> Vec<i64> {
-        let mut t: Vec<i64> = (0..n).map(|_| hour_ts + self.rng.random_range(0..MICROS_PER_HOUR)).collect();
+        let mut t: Vec<i64> = (0..n)
+            .map(|_| hour_ts + self.rng.random_range(0..MICROS_PER_HOUR))
+            .collect();
         t.sort_unstable();
         t
     }
@@ -564,7 +741,9 @@ fn poisson(rng: &mut ChaCha8Rng, lambda: f64) -> u64 {
     if lambda <= 0.0 {
         return 0;
     }
-    Poisson::new(lambda).map(|p| p.sample(rng) as u64).unwrap_or(0)
+    Poisson::new(lambda)
+        .map(|p| p.sample(rng) as u64)
+        .unwrap_or(0)
 }
 
 fn weighted_endpoint(u: f64) -> (&'static str, &'static str) {
@@ -583,12 +762,12 @@ fn corrupt(line: &[u8], how: u32) -> Vec<u8> {
     let s = String::from_utf8_lossy(line);
     let s = s.trim_end();
     let out = match how {
-        0 => s[..s.len() / 2].to_string(),                                    // truncated write
-        1 => s.replacen("\"tenant_id\"", "\"tenant\"", 1),                    // missing tenant_id
-        2 => s.replacen("\"value\":", "\"value\":-", 1),                      // negative value
-        3 => s.replacen("\"ts\":\"", "\"ts\":\"not-a-time ", 1),              // bad timestamp
-        4 => s.replacen("\"id\":\"evt-", "\"id\":\"evt/", 1),                 // path separator in id
-        _ => s.replacen("\"meter\":\"", "\"meter\":\"\",\"x\":\"", 1),         // empty meter
+        0 => s[..s.len() / 2].to_string(), // truncated write
+        1 => s.replacen("\"tenant_id\"", "\"tenant\"", 1), // missing tenant_id
+        2 => s.replacen("\"value\":", "\"value\":-", 1), // negative value
+        3 => s.replacen("\"ts\":\"", "\"ts\":\"not-a-time ", 1), // bad timestamp
+        4 => s.replacen("\"id\":\"evt-", "\"id\":\"evt/", 1), // path separator in id
+        _ => s.replacen("\"meter\":\"", "\"meter\":\"\",\"x\":\"", 1), // empty meter
     };
     let mut v = out.into_bytes();
     v.push(b'\n');
@@ -596,7 +775,10 @@ fn corrupt(line: &[u8], how: u32) -> Vec<u8> {
 }
 
 /// Generates `cfg` into `out` (NDJSON); returns the ground truth, the labels and the tenants.
-pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> Result<(GenSummary, Vec<Label>, Vec<TenantInfo>)> {
+pub fn generate(
+    cfg: &GenConfig,
+    out: &mut dyn Write,
+) -> Result<(GenSummary, Vec<Label>, Vec<TenantInfo>)> {
     cfg.validate()?;
     let io = |e: std::io::Error| Error::io("<output>", e);
     let mut tenants = make_tenants(cfg);
@@ -606,12 +788,18 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> Result<(GenSummary, Vec
     let mut total = GenSummary::default();
     let mut deferred: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
     for hour in 0..hours {
-        let outs: Vec<HourOut> = tenants.par_iter_mut().map(|t| t.hour(cfg, hour, t0, norm)).collect();
+        let outs: Vec<HourOut> = tenants
+            .par_iter_mut()
+            .map(|t| t.hour(cfg, hour, t0, norm))
+            .collect();
         for o in outs {
             out.write_all(&o.lines).map_err(io)?;
             total.lines += memchr::memchr_iter(b'\n', &o.lines).count() as u64;
             for d in o.deferred {
-                deferred.entry(d.hour.max(hour + 1)).or_default().push(d.line);
+                deferred
+                    .entry(d.hour.max(hour + 1))
+                    .or_default()
+                    .push(d.line);
             }
             merge(&mut total, &o.stats);
         }
@@ -632,7 +820,11 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> Result<(GenSummary, Vec
     let mut labels = Vec::new();
     for t in &tenants {
         for a in &t.anomalies {
-            let meter = if a.kind == Kind::Leak { "storage_bytes" } else { "api_calls" };
+            let meter = if a.kind == Kind::Leak {
+                "storage_bytes"
+            } else {
+                "api_calls"
+            };
             labels.push(Label {
                 tenant_id: t.id.clone(),
                 meter: meter.into(),
@@ -648,7 +840,12 @@ pub fn generate(cfg: &GenConfig, out: &mut dyn Write) -> Result<(GenSummary, Vec
         .map(|t| TenantInfo {
             tenant_id: t.id.clone(),
             plan: t.tier.name().into(),
-            time_zone: ZONES.iter().find(|z| z.1 == t.tz_min).map(|z| z.0).unwrap_or("UTC").into(),
+            time_zone: ZONES
+                .iter()
+                .find(|z| z.1 == t.tz_min)
+                .map(|z| z.0)
+                .unwrap_or("UTC")
+                .into(),
         })
         .collect();
     Ok((total, labels, infos))

@@ -58,11 +58,16 @@ fn create(path: &Path) -> anyhow::Result<BufWriter<fs::File>> {
     if let Some(p) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(p).with_context(|| format!("{}", p.display()))?;
     }
-    Ok(BufWriter::with_capacity(1 << 20, fs::File::create(path).with_context(|| format!("{}", path.display()))?))
+    Ok(BufWriter::with_capacity(
+        1 << 20,
+        fs::File::create(path).with_context(|| format!("{}", path.display()))?,
+    ))
 }
 
 pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
-    let start = a.start.unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Duration::days(a.days as i64));
+    let start = a
+        .start
+        .unwrap_or_else(|| chrono::Utc::now().date_naive() - chrono::Duration::days(a.days as i64));
     let mut cfg = GenConfig {
         tenants: a.tenants,
         days: a.days,
@@ -75,7 +80,10 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     };
     if let Some(target) = a.events {
         // Calibrate on a one-day dry run of the same tenants, then scale.
-        let probe = GenConfig { days: a.days.min(7), ..cfg.clone() };
+        let probe = GenConfig {
+            days: a.days.min(7),
+            ..cfg.clone()
+        };
         let (s, _, _) = generate::generate(&probe, &mut std::io::sink())?;
         let per_day = s.lines.max(1) as f64 / probe.days as f64;
         cfg.scale = (target as f64 / (per_day * a.days as f64)).max(1e-6);
@@ -98,7 +106,11 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         let mut w = create(p)?;
         writeln!(w, "tenant_id,meter,start,end,kind")?;
         for l in &labels {
-            writeln!(w, "{},{},{},{},{}", l.tenant_id, l.meter, l.start, l.end, l.kind)?;
+            writeln!(
+                w,
+                "{},{},{},{},{}",
+                l.tenant_id, l.meter, l.start, l.end, l.kind
+            )?;
         }
         w.flush()?;
     }

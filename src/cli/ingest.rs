@@ -52,7 +52,10 @@ pub(crate) fn parse_instant(s: &str, name: &str) -> anyhow::Result<i64> {
 
 pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let now = chrono::Utc::now().timestamp_micros();
-    let limits = Limits { min_ts: parse_instant(&a.min_ts, "--min-ts")?, max_ts: now + a.max_future_hours as i64 * 3_600_000_000 };
+    let limits = Limits {
+        min_ts: parse_instant(&a.min_ts, "--min-ts")?,
+        max_ts: now + a.max_future_hours as i64 * 3_600_000_000,
+    };
     let opts = IngestOptions {
         format: a.format,
         limits,
@@ -69,11 +72,20 @@ pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 writeln!(
                     out,
                     "{:<40} {:>8}  read {:>10}  accepted {:>10}  rejected {:>8}  duplicates {:>8}",
-                    i.path, i.format, i.counts.read, i.counts.accepted, i.counts.rejected, i.counts.duplicates
+                    i.path,
+                    i.format,
+                    i.counts.read,
+                    i.counts.accepted,
+                    i.counts.rejected,
+                    i.counts.duplicates
                 )?;
             }
             for k in &s.skipped {
-                writeln!(out, "{:<40} skipped: already ingested by commit {}", k.path, k.commit)?;
+                writeln!(
+                    out,
+                    "{:<40} skipped: already ingested by commit {}",
+                    k.path, k.commit
+                )?;
             }
             writeln!(
                 out,
@@ -85,7 +97,11 @@ pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                     (Some(a), Some(b)) => format!(" ({a} .. {b})"),
                     _ => String::new(),
                 };
-                writeln!(out, "commit {c}: {} partitions touched{span}", s.partitions.len())?;
+                writeln!(
+                    out,
+                    "commit {c}: {} partitions touched{span}",
+                    s.partitions.len()
+                )?;
             }
             if let Some(q) = &s.quarantine {
                 writeln!(out, "quarantine: {q}")?;

@@ -40,7 +40,9 @@ pub struct CompactArgs {
 }
 
 pub(crate) fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
-    let mut lake = Lake::open(&a.lake).map(|_| ()).and_then(|_| Lake::open_for_write(&a.lake))?;
+    let mut lake = Lake::open(&a.lake)
+        .map(|_| ())
+        .and_then(|_| Lake::open_for_write(&a.lake))?;
     let s = lake::compact(&mut lake, a.min_files, &a.partitions)?;
     match a.output {
         super::Output::Json => super::print_json(&s)?,
@@ -69,20 +71,42 @@ pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
                     let mut o = std::io::stdout().lock();
                     writeln!(o, "lake        {}", lake.display())?;
                     writeln!(o, "commits     {}", s.commits)?;
-                    writeln!(o, "partitions  {} ({} .. {})", s.partitions, s.first_date.as_deref().unwrap_or("-"), s.last_date.as_deref().unwrap_or("-"))?;
+                    writeln!(
+                        o,
+                        "partitions  {} ({} .. {})",
+                        s.partitions,
+                        s.first_date.as_deref().unwrap_or("-"),
+                        s.last_date.as_deref().unwrap_or("-")
+                    )?;
                     writeln!(o, "files       {}", s.files)?;
                     writeln!(o, "rows        {}", s.rows)?;
                     writeln!(o, "bytes       {}", s.bytes)?;
-                    writeln!(o, "events      {} .. {}", s.min_ts.as_deref().unwrap_or("-"), s.max_ts.as_deref().unwrap_or("-"))?;
+                    writeln!(
+                        o,
+                        "events      {} .. {}",
+                        s.min_ts.as_deref().unwrap_or("-"),
+                        s.max_ts.as_deref().unwrap_or("-")
+                    )?;
                     writeln!(o, "tenants     {}", s.tenants)?;
                     writeln!(
                         o,
                         "ingested    read {} = accepted {} + rejected {} + duplicates {}",
-                        s.ingested.read, s.ingested.accepted, s.ingested.rejected, s.ingested.duplicates
+                        s.ingested.read,
+                        s.ingested.accepted,
+                        s.ingested.rejected,
+                        s.ingested.duplicates
                     )?;
-                    writeln!(o, "{:<20} {:>12} {:>20} {:>8}", "meter", "rows", "value_sum", "tenants")?;
+                    writeln!(
+                        o,
+                        "{:<20} {:>12} {:>20} {:>8}",
+                        "meter", "rows", "value_sum", "tenants"
+                    )?;
                     for m in &s.meters {
-                        writeln!(o, "{:<20} {:>12} {:>20.1} {:>8}", m.meter, m.rows, m.value_sum, m.tenants)?;
+                        writeln!(
+                            o,
+                            "{:<20} {:>12} {:>20.1} {:>8}",
+                            m.meter, m.rows, m.value_sum, m.tenants
+                        )?;
                     }
                 }
             }

@@ -25,14 +25,22 @@ pub(crate) enum Outcome {
 }
 
 fn bad(line: u64, rejection: Rejection, raw: &[u8]) -> Outcome {
-    Outcome::Bad(Bad { line, rejection, raw: String::from_utf8_lossy(raw).into_owned() })
+    Outcome::Bad(Bad {
+        line,
+        rejection,
+        raw: String::from_utf8_lossy(raw).into_owned(),
+    })
 }
 
 /// Parses every record of a chunk, in order. `cloudevents_only` rejects plain records.
 pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> Vec<Outcome> {
     let json = |raw: &[u8], line: u64, out: &mut Vec<Outcome>| {
         if cloudevents_only && memchr::memmem::find(raw, b"\"specversion\"").is_none() {
-            out.push(bad(line, Rejection::new("specversion", "missing (--format cloudevents)"), raw));
+            out.push(bad(
+                line,
+                Rejection::new("specversion", "missing (--format cloudevents)"),
+                raw,
+            ));
             return;
         }
         match parse_json(raw, limits) {
@@ -59,10 +67,17 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
             }
         }
         Chunk::Oversized { line, head, len } => {
-            let r = Rejection::new("record", format!("{len} bytes is larger than the 1 MiB limit (first 64 KiB kept)"));
+            let r = Rejection::new(
+                "record",
+                format!("{len} bytes is larger than the 1 MiB limit (first 64 KiB kept)"),
+            );
             out.push(bad(line, r, &head));
         }
-        Chunk::Csv { data, first_line, header } => csv_chunk(&data, first_line, &header, limits, &mut out),
+        Chunk::Csv {
+            data,
+            first_line,
+            header,
+        } => csv_chunk(&data, first_line, &header, limits, &mut out),
         Chunk::Rows { batch, first_row } => rows(&batch, first_row, limits, &mut out),
     }
     out
@@ -82,7 +97,15 @@ pub(crate) fn aliases(field: &str) -> &'static [&'static str] {
     }
 }
 
-const FIELDS: [&str; 7] = ["id", "ts", "tenant_id", "user_id", "meter", "value", "properties"];
+const FIELDS: [&str; 7] = [
+    "id",
+    "ts",
+    "tenant_id",
+    "user_id",
+    "meter",
+    "value",
+    "properties",
+];
 
 fn field_of(name: &str) -> Option<&'static str> {
     FIELDS.into_iter().find(|f| aliases(f).contains(&name))
@@ -132,9 +155,18 @@ fn cell_prop(s: &str) -> Prop<'_> {
     }
 }
 
-fn csv_chunk(data: &[u8], first_line: u64, header: &CsvHeader, limits: &Limits, out: &mut Vec<Outcome>) {
+fn csv_chunk(
+    data: &[u8],
+    first_line: u64,
+    header: &CsvHeader,
+    limits: &Limits,
+    out: &mut Vec<Outcome>,
+) {
     let mapping: Vec<Option<&'static str>> = header.names.iter().map(|n| field_of(n)).collect();
-    let mut rdr = csv::ReaderBuilder::new().has_headers(false).flexible(true).from_reader(data);
+    let mut rdr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .from_reader(data);
     let mut rec = csv::ByteRecord::new();
     loop {
         let start = rdr.position().clone();
@@ -143,21 +175,35 @@ fn csv_chunk(data: &[u8], first_line: u64, header: &CsvHeader, limits: &Limits, 
             Err(e) => {
                 // Only I/O errors end a csv read of an in-memory slice; record the rest as bad.
                 let line = first_line + start.line() - 1;
-                out.push(bad(line, Rejection::new("record", format!("invalid CSV: {e}")), &data[start.byte() as usize..]));
+                out.push(bad(
+                    line,
+                    Rejection::new("record", format!("invalid CSV: {e}")),
+                    &data[start.byte() as usize..],
+                ));
                 return;
             }
         };
         if !more {
             return;
         }
-        let (s, e) = (rec.position().map(|p| p.byte()).unwrap_or(start.byte()) as usize, rdr.position().byte() as usize);
+        let (s, e) = (
+            rec.position().map(|p| p.byte()).unwrap_or(start.byte()) as usize,
+            rdr.position().byte() as usize,
+        );
         let raw = trim_newline(&data[s..e.min(data.len())]);
         let line = first_line + rec.position().map(|p| p.line()).unwrap_or(1) - 1;
         if rec.len() == 1 && rec.get(0).is_some_and(|c| c.is_empty()) {
             continue;
         }
         if rec.len() != header.names.len() {
-            let r = Rejection::new("record", format!("has {} fields, the header has {}", rec.len(), header.names.len()));
+            let r = Rejection::new(
+                "record",
+                format!(
+                    "has {} fields, the header has {}",
+                    rec.len(),
+                    header.names.len()
+                ),
+            );
             out.push(bad(line, r, raw));
             continue;
         }
@@ -173,11 +219,16 @@ fn trim_newline(b: &[u8]) -> &[u8] {
     b.strip_suffix(b"\r").unwrap_or(b)
 }
 
-fn csv_draft<'a>(rec: &'a csv::ByteRecord, header: &'a CsvHeader, mapping: &[Option<&'static str>]) -> Result<Draft<'a>, Rejection> {
+fn csv_draft<'a>(
+    rec: &'a csv::ByteRecord,
+    header: &'a CsvHeader,
+    mapping: &[Option<&'static str>],
+) -> Result<Draft<'a>, Rejection> {
     let mut d = Draft::default();
     for (i, cell) in rec.iter().enumerate() {
         let name = &header.names[i];
-        let cell = std::str::from_utf8(cell).map_err(|_| Rejection::new(name.clone(), "is not valid UTF-8"))?;
+        let cell = std::str::from_utf8(cell)
+            .map_err(|_| Rejection::new(name.clone(), "is not valid UTF-8"))?;
         if cell.is_empty() {
             continue;
         }
@@ -188,10 +239,15 @@ fn csv_draft<'a>(rec: &'a csv::ByteRecord, header: &'a CsvHeader, mapping: &[Opt
             Some("tenant_id") => d.tenant_id = Some(c),
             Some("user_id") => d.user_id = Some(c),
             Some("meter") => d.meter = Some(c),
-            Some("value") => d.value = Some(parse_number(cell).ok_or_else(|| format!("{cell:?} is not a number"))),
+            Some("value") => {
+                d.value =
+                    Some(parse_number(cell).ok_or_else(|| format!("{cell:?} is not a number")))
+            }
             Some("properties") => {
                 let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(cell)
-                    .map_err(|e| Rejection::new(name.clone(), format!("is not a JSON object: {e}")))?;
+                    .map_err(|e| {
+                        Rejection::new(name.clone(), format!("is not a JSON object: {e}"))
+                    })?;
                 for (k, v) in m {
                     let p = match v {
                         serde_json::Value::String(s) => Prop::Str(Cow::Owned(s)),
@@ -209,7 +265,9 @@ fn csv_draft<'a>(rec: &'a csv::ByteRecord, header: &'a CsvHeader, mapping: &[Opt
                 }
             }
             _ => {
-                d.props.entry(Cow::Borrowed(name.as_str())).or_insert_with(|| cell_prop(cell));
+                d.props
+                    .entry(Cow::Borrowed(name.as_str()))
+                    .or_insert_with(|| cell_prop(cell));
             }
         }
     }
@@ -219,7 +277,12 @@ fn csv_draft<'a>(rec: &'a csv::ByteRecord, header: &'a CsvHeader, mapping: &[Opt
 /// Typed Parquet columns, cast once per batch to the shapes the draft wants.
 fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outcome>) {
     let schema = batch.schema();
-    let find = |field: &str| schema.fields().iter().position(|f| aliases(field).contains(&f.name().as_str()));
+    let find = |field: &str| {
+        schema
+            .fields()
+            .iter()
+            .position(|f| aliases(field).contains(&f.name().as_str()))
+    };
     let as_utf8 = |i: Option<usize>| i.and_then(|i| cast(batch.column(i), &DataType::Utf8).ok());
     let (id, tenant, user, meter, props) = (
         as_utf8(find("id")),
@@ -239,16 +302,38 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outc
             DataType::Date32 => crate::event::MICROS_PER_DAY,
             _ => return None,
         };
-        let raw = if *c.data_type() == DataType::Date32 { cast(c, &DataType::Int32).and_then(|a| cast(&a, &DataType::Int64)) } else { cast(c, &DataType::Int64) };
+        let raw = if *c.data_type() == DataType::Date32 {
+            cast(c, &DataType::Int32).and_then(|a| cast(&a, &DataType::Int64))
+        } else {
+            cast(c, &DataType::Int64)
+        };
         raw.ok().map(|a| (a, per_unit))
     });
-    let ts_num = ts_col.as_ref().filter(|c| c.data_type().is_numeric()).and_then(|c| cast(c, &DataType::Float64).ok());
-    let ts_text = ts_col.as_ref().filter(|c| matches!(c.data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View)).and_then(|c| cast(c, &DataType::Utf8).ok());
+    let ts_num = ts_col
+        .as_ref()
+        .filter(|c| c.data_type().is_numeric())
+        .and_then(|c| cast(c, &DataType::Float64).ok());
+    let ts_text = ts_col
+        .as_ref()
+        .filter(|c| {
+            matches!(
+                c.data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            )
+        })
+        .and_then(|c| cast(c, &DataType::Utf8).ok());
     let value_col = find("value").map(|i| batch.column(i).clone());
-    let value = value_col.as_ref().and_then(|c| cast(c, &DataType::Float64).ok());
-    let value_text = value_col.as_ref().and_then(|c| cast(c, &DataType::Utf8).ok());
+    let value = value_col
+        .as_ref()
+        .and_then(|c| cast(c, &DataType::Float64).ok());
+    let value_text = value_col
+        .as_ref()
+        .and_then(|c| cast(c, &DataType::Utf8).ok());
     fn s(a: &Option<arrow::array::ArrayRef>, i: usize) -> Option<&str> {
-        a.as_ref().map(|a| a.as_string::<i32>()).filter(|a| a.is_valid(i)).map(|a| a.value(i))
+        a.as_ref()
+            .map(|a| a.as_string::<i32>())
+            .filter(|a| a.is_valid(i))
+            .map(|a| a.value(i))
     }
     for i in 0..batch.num_rows() {
         let mut d = Draft {
@@ -262,7 +347,11 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outc
             let a = a.as_primitive::<arrow::datatypes::Int64Type>();
             d.ts = a.is_valid(i).then(|| {
                 let v = a.value(i);
-                TsIn::Micros(if *per_unit < 0 { v.div_euclid(-per_unit) } else { v.saturating_mul(*per_unit) })
+                TsIn::Micros(if *per_unit < 0 {
+                    v.div_euclid(-per_unit)
+                } else {
+                    v.saturating_mul(*per_unit)
+                })
             });
         } else if let Some(a) = &ts_num {
             let a = a.as_primitive::<arrow::datatypes::Float64Type>();
@@ -288,7 +377,10 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outc
                             serde_json::Value::Bool(b) => Prop::Bool(b),
                             serde_json::Value::Null => continue,
                             _ => {
-                                d.problem.get_or_insert(Rejection::new(format!("properties.{k}"), "nested objects and arrays are not allowed (flat map)"));
+                                d.problem.get_or_insert(Rejection::new(
+                                    format!("properties.{k}"),
+                                    "nested objects and arrays are not allowed (flat map)",
+                                ));
                                 continue;
                             }
                         };
@@ -296,14 +388,21 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outc
                     }
                 }
                 Err(e) => {
-                    d.problem.get_or_insert(Rejection::new("properties", format!("is not a JSON object: {e}")));
+                    d.problem.get_or_insert(Rejection::new(
+                        "properties",
+                        format!("is not a JSON object: {e}"),
+                    ));
                 }
             }
         }
         let row = first_row + i as u64;
         match d.finish(0, limits) {
             Ok(a) => out.push(Outcome::Ok(a)),
-            Err(r) => out.push(Outcome::Bad(Bad { line: row, rejection: r, raw: row_json(batch, i) })),
+            Err(r) => out.push(Outcome::Bad(Bad {
+                line: row,
+                rejection: r,
+                raw: row_json(batch, i),
+            })),
         }
     }
 }
@@ -331,7 +430,17 @@ mod tests {
 
     #[test]
     fn json_numbers_as_written() {
-        for (s, ok) in [("1", true), ("-2.5", true), ("1e9", true), ("007", false), ("1.", false), ("inf", false), ("", false), ("0", true), ("12ab", false)] {
+        for (s, ok) in [
+            ("1", true),
+            ("-2.5", true),
+            ("1e9", true),
+            ("007", false),
+            ("1.", false),
+            ("inf", false),
+            ("", false),
+            ("0", true),
+            ("12ab", false),
+        ] {
             assert_eq!(is_json_number(s), ok, "{s}");
         }
     }

@@ -21,7 +21,10 @@ mod convert;
 mod record;
 mod source;
 
-pub use record::{Accepted, DEFAULT_MAX_FUTURE, DEFAULT_MIN_TS, Limits, MAX_ID_BYTES, MAX_RECORD_BYTES, Rejection, dedup_key};
+pub use record::{
+    Accepted, DEFAULT_MAX_FUTURE, DEFAULT_MIN_TS, Limits, MAX_ID_BYTES, MAX_RECORD_BYTES,
+    Rejection, dedup_key,
+};
 pub use source::Format;
 
 pub(crate) use convert::aliases as csv_aliases;
@@ -132,7 +135,10 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if p.is_file() {
             out.push(p.clone());
         } else {
-            return Err(Error::io(p, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory")));
+            return Err(Error::io(
+                p,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such file or directory"),
+            ));
         }
     }
     Ok(out)
@@ -158,7 +164,10 @@ pub fn checksum(path: &Path) -> Result<(String, u64)> {
 /// Ingests `inputs` into the lake at `root` as one commit.
 pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<IngestSummary> {
     if opts.memory_budget_mb == 0 {
-        return Err(Error::InvalidParameter { name: "memory budget", reason: "must be at least 1 MiB".into() });
+        return Err(Error::InvalidParameter {
+            name: "memory budget",
+            reason: "must be at least 1 MiB".into(),
+        });
     }
     let inputs = expand_inputs(inputs)?;
     // Decide formats and checksums before touching the lake, so a missing or unreadable
@@ -181,15 +190,26 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         inputs: vec![],
         skipped: vec![],
     };
-    let done: std::collections::HashMap<String, u64> =
-        lake.ingested_inputs().into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+    let done: std::collections::HashMap<String, u64> = lake
+        .ingested_inputs()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     let seq = lake.next_seq();
     let mut todo = Vec::new();
     for (p, d, sum, bytes) in plan {
-        let seen_now = todo.iter().any(|(_, _, s, _): &(PathBuf, source::Decided, String, u64)| *s == sum);
+        let seen_now = todo
+            .iter()
+            .any(|(_, _, s, _): &(PathBuf, source::Decided, String, u64)| *s == sum);
         match done.get(&sum) {
-            Some(&commit) => summary.skipped.push(Skipped { path: p.display().to_string(), commit }),
-            None if seen_now => summary.skipped.push(Skipped { path: p.display().to_string(), commit: seq }),
+            Some(&commit) => summary.skipped.push(Skipped {
+                path: p.display().to_string(),
+                commit,
+            }),
+            None if seen_now => summary.skipped.push(Skipped {
+                path: p.display().to_string(),
+                commit: seq,
+            }),
             None => todo.push((p, d, sum, bytes)),
         }
     }
@@ -229,7 +249,10 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     summary.rejected = commit.counts.rejected;
     summary.duplicates = commit.counts.duplicates;
     summary.partitions = commit.partitions.clone();
-    summary.quarantine = commit.quarantine.as_ref().map(|q| root.join(q).display().to_string());
+    summary.quarantine = commit
+        .quarantine
+        .as_ref()
+        .map(|q| root.join(q).display().to_string());
     summary.commit = Some(commit.seq);
     lake.commit(commit)?;
     Ok(summary)
@@ -241,8 +264,10 @@ fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
     }
     let bar = indicatif::ProgressBar::new(total);
     bar.set_style(
-        indicatif::ProgressStyle::with_template("ingest {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}")
-            .expect("valid template"),
+        indicatif::ProgressStyle::with_template(
+            "ingest {bar:30} {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} eta {eta}",
+        )
+        .expect("valid template"),
     );
     bar
 }
@@ -279,7 +304,11 @@ struct Txn {
 
 /// Rough heap + inline size of a buffered event, for the memory budget.
 fn event_bytes(e: &UsageEvent) -> usize {
-    160 + e.id.len() + e.tenant_id.len() + e.user_id.as_ref().map_or(0, String::len) + e.meter.len() + e.properties.len()
+    160 + e.id.len()
+        + e.tenant_id.len()
+        + e.user_id.as_ref().map_or(0, String::len)
+        + e.meter.len()
+        + e.properties.len()
 }
 
 impl Txn {
@@ -305,11 +334,20 @@ impl Txn {
         })
     }
 
-    fn read_input(&mut self, path: &Path, decided: source::Decided, counter: Arc<AtomicU64>, bar: &indicatif::ProgressBar) -> Result<()> {
+    fn read_input(
+        &mut self,
+        path: &Path,
+        decided: source::Decided,
+        counter: Arc<AtomicU64>,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
         self.current_file = path.display().to_string();
         let (rx, handle) = source::spawn_reader(path.to_path_buf(), decided, counter.clone());
         let batch_chunks = rayon::current_num_threads().max(1) * 2;
-        let (limits, ce_only) = (self.limits, self.cloudevents_only || decided.format == Format::Cloudevents);
+        let (limits, ce_only) = (
+            self.limits,
+            self.cloudevents_only || decided.format == Format::Cloudevents,
+        );
         let mut pending: Option<Vec<Vec<Outcome>>> = None;
         let mut last = 0u64;
         let mut ended = false;
@@ -333,7 +371,12 @@ impl Txn {
             // Parse this batch while the previous one is deduplicated and buffered.
             let prev = pending.take();
             let (parsed, consumed) = rayon::join(
-                || chunks.into_par_iter().map(|c| convert(c, &limits, ce_only)).collect::<Vec<_>>(),
+                || {
+                    chunks
+                        .into_par_iter()
+                        .map(|c| convert(c, &limits, ce_only))
+                        .collect::<Vec<_>>()
+                },
                 || match prev {
                     Some(p) => self.consume(p),
                     None => Ok(()),
@@ -435,7 +478,13 @@ impl Txn {
             reason: &'a str,
             record: &'a str,
         }
-        let q = Q { file: &self.current_file, line: b.line, field: &b.rejection.field, reason: &b.rejection.reason, record: &b.raw };
+        let q = Q {
+            file: &self.current_file,
+            line: b.line,
+            field: &b.rejection.field,
+            reason: &b.rejection.reason,
+            record: &b.raw,
+        };
         let w = self.quarantine.as_mut().expect("just opened");
         let p = self.stage.join(Lake::quarantine_path(self.seq));
         serde_json::to_writer(&mut *w, &q).map_err(|e| Error::io(&p, e.into()))?;
@@ -445,7 +494,12 @@ impl Txn {
     /// Writes buffered days to staged Parquet + key files: all of them (`all`), or the
     /// largest until the buffer is under half the budget.
     fn flush(&mut self, all: bool) -> Result<()> {
-        let mut chosen: Vec<i32> = self.days.iter().filter(|(_, b)| !b.events.is_empty()).map(|(d, _)| *d).collect();
+        let mut chosen: Vec<i32> = self
+            .days
+            .iter()
+            .filter(|(_, b)| !b.events.is_empty())
+            .map(|(d, _)| *d)
+            .collect();
         if !all {
             chosen.sort_by_key(|d| std::cmp::Reverse(self.days[d].bytes));
             let mut left = self.buffered;
@@ -475,9 +529,22 @@ impl Txn {
                 let date = day_to_string(day);
                 let rel = Lake::data_file_path(&date, seq, buf.files);
                 let w = crate::lake::write_events(&stage.join(&rel), &mut buf.events)?;
-                let key_rel = format!("{}-{:04}.keys", Lake::key_file_path(&date, seq).trim_end_matches(".keys"), buf.files);
+                let key_rel = format!(
+                    "{}-{:04}.keys",
+                    Lake::key_file_path(&date, seq).trim_end_matches(".keys"),
+                    buf.files
+                );
                 crate::lake::write_key_file(&stage.join(&key_rel), &mut buf.keys)?;
-                Ok((DataFile { path: rel, date, rows: w.rows, bytes: w.bytes, value_sum: w.value_sum }, key_rel))
+                Ok((
+                    DataFile {
+                        path: rel,
+                        date,
+                        rows: w.rows,
+                        bytes: w.bytes,
+                        value_sum: w.value_sum,
+                    },
+                    key_rel,
+                ))
             })
             .collect();
         for r in written {
@@ -499,7 +566,10 @@ impl Txn {
             }
             None => None,
         };
-        debug_assert_eq!(self.counts.read, self.counts.accepted + self.counts.rejected + self.counts.duplicates);
+        debug_assert_eq!(
+            self.counts.read,
+            self.counts.accepted + self.counts.rejected + self.counts.duplicates
+        );
         self.added.sort_by(|a, b| a.path.cmp(&b.path));
         self.key_paths.sort();
         Ok(Commit {

@@ -35,7 +35,10 @@ pub struct Limits {
 impl Limits {
     /// The defaults: from 2000-01-01 to 24 hours after `now` (µs).
     pub fn relative_to(now_micros: i64) -> Self {
-        Limits { min_ts: DEFAULT_MIN_TS, max_ts: now_micros.saturating_add(DEFAULT_MAX_FUTURE) }
+        Limits {
+            min_ts: DEFAULT_MIN_TS,
+            max_ts: now_micros.saturating_add(DEFAULT_MAX_FUTURE),
+        }
     }
 }
 
@@ -50,7 +53,10 @@ pub struct Rejection {
 
 impl Rejection {
     pub(crate) fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
-        Rejection { field: field.into(), reason: reason.into() }
+        Rejection {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -151,7 +157,10 @@ impl<'a> Draft<'a> {
             None => 1.0,
             Some(Err(reason)) => return Err(Rejection::new("value", reason)),
             Some(Ok(v)) if !v.is_finite() => {
-                return Err(Rejection::new("value", format!("{v} is not a finite number")));
+                return Err(Rejection::new(
+                    "value",
+                    format!("{v} is not a finite number"),
+                ));
             }
             Some(Ok(v)) if v < 0.0 => {
                 return Err(Rejection::new("value", format!("{v} is negative")));
@@ -162,7 +171,14 @@ impl<'a> Draft<'a> {
         let user_id = self.user_id.map(Cow::into_owned);
         let id = match self.id {
             Some(id) => id.into_owned(),
-            None => derived_id(ts, &tenant_id, user_id.as_deref(), &meter, value, &properties),
+            None => derived_id(
+                ts,
+                &tenant_id,
+                user_id.as_deref(),
+                &meter,
+                value,
+                &properties,
+            ),
         };
         let scope = self.source.as_deref().unwrap_or(&tenant_id);
         let key = dedup_key(scope, &id);
@@ -191,13 +207,22 @@ fn check_id(field: &'static str, v: &str) -> Result<(), Rejection> {
         return Err(Rejection::new(field, "is empty"));
     }
     if v.len() > MAX_ID_BYTES {
-        return Err(Rejection::new(field, format!("{} bytes is longer than {MAX_ID_BYTES}", v.len())));
+        return Err(Rejection::new(
+            field,
+            format!("{} bytes is longer than {MAX_ID_BYTES}", v.len()),
+        ));
     }
     if let Some(c) = v.chars().find(|c| c.is_control()) {
-        return Err(Rejection::new(field, format!("holds control character U+{:04X}", c as u32)));
+        return Err(Rejection::new(
+            field,
+            format!("holds control character U+{:04X}", c as u32),
+        ));
     }
     if v.contains(['/', '\\']) {
-        return Err(Rejection::new(field, format!("holds a path separator: {v:?}")));
+        return Err(Rejection::new(
+            field,
+            format!("holds a path separator: {v:?}"),
+        ));
     }
     Ok(())
 }
@@ -242,15 +267,23 @@ pub(crate) fn parse_ts(t: &TsIn<'_>) -> Result<i64, Rejection> {
             if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
                 return match s.parse::<f64>() {
                     Ok(ms) => millis_to_micros(ms),
-                    Err(_) => Err(Rejection::new("ts", format!("{s:?} is not epoch milliseconds"))),
+                    Err(_) => Err(Rejection::new(
+                        "ts",
+                        format!("{s:?} is not epoch milliseconds"),
+                    )),
                 };
             }
-            chrono::DateTime::parse_from_rfc3339(s).map(|t| t.timestamp_micros()).map_err(|e| {
-                Rejection::new(
-                    "ts",
-                    format!("{:?} is neither RFC 3339 nor epoch milliseconds ({e})", short(s)),
-                )
-            })
+            chrono::DateTime::parse_from_rfc3339(s)
+                .map(|t| t.timestamp_micros())
+                .map_err(|e| {
+                    Rejection::new(
+                        "ts",
+                        format!(
+                            "{:?} is neither RFC 3339 nor epoch milliseconds ({e})",
+                            short(s)
+                        ),
+                    )
+                })
         }
     }
 }
@@ -258,7 +291,10 @@ pub(crate) fn parse_ts(t: &TsIn<'_>) -> Result<i64, Rejection> {
 fn millis_to_micros(ms: f64) -> Result<i64, Rejection> {
     let us = (ms * 1000.0).round();
     if !us.is_finite() || us.abs() > 9.0e18 {
-        return Err(Rejection::new("ts", format!("{ms} epoch milliseconds is out of range")));
+        return Err(Rejection::new(
+            "ts",
+            format!("{ms} epoch milliseconds is out of range"),
+        ));
     }
     Ok(us as i64)
 }
@@ -403,7 +439,10 @@ fn plain_draft(members: Members<'_>) -> Draft<'_> {
             continue;
         };
         if let Some(first) = &seen[c as usize] {
-            d.note(Rejection::new(k.to_string(), format!("given twice (also as {first:?})")));
+            d.note(Rejection::new(
+                k.to_string(),
+                format!("given twice (also as {first:?})"),
+            ));
             continue;
         }
         match c {
@@ -441,8 +480,14 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
             "time" => d.ts = json_ts(&mut d, v),
             "data" => data = Some(v),
             "specversion" => {
-                if !matches!(json_string(&mut d, "specversion", v).as_deref(), Some("1.0")) {
-                    d.note(Rejection::new("specversion", format!("{} is not \"1.0\"", v.get())));
+                if !matches!(
+                    json_string(&mut d, "specversion", v).as_deref(),
+                    Some("1.0")
+                ) {
+                    d.note(Rejection::new(
+                        "specversion",
+                        format!("{} is not \"1.0\"", v.get()),
+                    ));
                 }
             }
             "datacontenttype" | "dataschema" => {}
@@ -450,7 +495,10 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
         }
     }
     if d.source.is_none() {
-        d.note(Rejection::new("source", "missing (required by CloudEvents)"));
+        d.note(Rejection::new(
+            "source",
+            "missing (required by CloudEvents)",
+        ));
     }
     if d.id.is_none() {
         d.note(Rejection::new("id", "missing (required by CloudEvents)"));
@@ -473,7 +521,10 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
     // Name the CloudEvents attribute in "missing" reasons, not our canonical name.
     if d.problem.is_none() {
         if d.tenant_id.is_none() {
-            d.note(Rejection::new("subject", "missing (it carries the tenant id)"));
+            d.note(Rejection::new(
+                "subject",
+                "missing (it carries the tenant id)",
+            ));
         } else if d.meter.is_none() {
             d.note(Rejection::new("type", "missing (it carries the meter)"));
         } else if d.ts.is_none() {
@@ -488,7 +539,10 @@ fn json_string<'a>(d: &mut Draft<'a>, field: &str, v: &'a RawValue) -> Option<Co
         Ok(Str(s)) => Some(s),
         Err(_) if v.get() == "null" => None,
         Err(_) => {
-            d.note(Rejection::new(field, format!("{} is not a string", short(v.get()))));
+            d.note(Rejection::new(
+                field,
+                format!("{} is not a string", short(v.get())),
+            ));
             None
         }
     }
@@ -497,7 +551,10 @@ fn json_string<'a>(d: &mut Draft<'a>, field: &str, v: &'a RawValue) -> Option<Co
 /// Ids may be strings or integers (many trackers use numeric ids).
 fn json_id<'a>(d: &mut Draft<'a>, field: &str, v: &'a RawValue) -> Option<Cow<'a, str>> {
     let text = v.get();
-    if text.bytes().next().is_some_and(|b| b.is_ascii_digit() || b == b'-')
+    if text
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_digit() || b == b'-')
         && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
     {
         return Some(Cow::Borrowed(text));
@@ -516,7 +573,10 @@ fn json_ts<'a>(d: &mut Draft<'a>, v: &'a RawValue) -> Option<TsIn<'a>> {
     match text.parse::<f64>() {
         Ok(ms) => Some(TsIn::Millis(ms)),
         Err(_) => {
-            d.note(Rejection::new("ts", format!("{} is neither a string nor a number", short(text))));
+            d.note(Rejection::new(
+                "ts",
+                format!("{} is neither a string nor a number", short(text)),
+            ));
             None
         }
     }
@@ -572,7 +632,10 @@ fn json_prop<'a>(d: &mut Draft<'a>, field: &str, key: Cow<'a, str>, v: &'a RawVa
         Some(b'f') => Prop::Bool(false),
         Some(b'n') => return,
         Some(b'{') | Some(b'[') => {
-            d.note(Rejection::new(field, "nested objects and arrays are not allowed (flat map)"));
+            d.note(Rejection::new(
+                field,
+                "nested objects and arrays are not allowed (flat map)",
+            ));
             return;
         }
         _ => Prop::Num(Cow::Borrowed(text)),
@@ -600,7 +663,10 @@ mod tests {
         let b = parse(r#"{"id":"e1","timestamp":1788256800000,"tenant_id":"t1","user_id":"u1","event_type":"api_calls","quantity":"2","metadata":{"status_code":200,"endpoint":"/v1/x","ok":true}}"#).unwrap();
         assert_eq!(a.event, b.event);
         assert_eq!(a.key, b.key);
-        assert_eq!(a.event.properties, r#"{"endpoint":"/v1/x","ok":true,"status_code":200}"#);
+        assert_eq!(
+            a.event.properties,
+            r#"{"endpoint":"/v1/x","ok":true,"status_code":200}"#
+        );
         assert_eq!(a.event.ts, 1_788_256_800_000_000);
     }
 
@@ -608,26 +674,81 @@ mod tests {
     fn each_rule_names_its_field() {
         let cases = [
             ("not json", r#"{"id":"#, "record"),
-            ("no tenant", r#"{"ts":"2026-09-01T10:00:00Z","meter":"m"}"#, "tenant_id"),
-            ("no meter", r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t"}"#, "meter"),
+            (
+                "no tenant",
+                r#"{"ts":"2026-09-01T10:00:00Z","meter":"m"}"#,
+                "tenant_id",
+            ),
+            (
+                "no meter",
+                r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t"}"#,
+                "meter",
+            ),
             ("no ts", r#"{"tenant_id":"t","meter":"m"}"#, "ts"),
-            ("bad ts", r#"{"ts":"yesterday","tenant_id":"t","meter":"m"}"#, "ts"),
-            ("old ts", r#"{"ts":"1999-12-31T23:59:59Z","tenant_id":"t","meter":"m"}"#, "ts"),
-            ("future ts", r#"{"ts":"2026-09-23T10:00:00Z","tenant_id":"t","meter":"m"}"#, "ts"),
-            ("negative", r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","value":-1}"#, "value"),
-            ("nan", r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","value":"NaN"}"#, "value"),
-            ("text value", r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","value":"lots"}"#, "value"),
-            ("empty id", r#"{"id":"","ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}"#, "id"),
-            ("slash id", r#"{"id":"a/b","ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}"#, "id"),
-            ("ctl tenant", r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t\u0001","meter":"m"}"#, "tenant_id"),
-            ("nested prop", r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"a":{"b":1}}}"#, "properties.a"),
-            ("twice", r#"{"ts":"2026-09-01T10:00:00Z","timestamp":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}"#, "timestamp"),
+            (
+                "bad ts",
+                r#"{"ts":"yesterday","tenant_id":"t","meter":"m"}"#,
+                "ts",
+            ),
+            (
+                "old ts",
+                r#"{"ts":"1999-12-31T23:59:59Z","tenant_id":"t","meter":"m"}"#,
+                "ts",
+            ),
+            (
+                "future ts",
+                r#"{"ts":"2026-09-23T10:00:00Z","tenant_id":"t","meter":"m"}"#,
+                "ts",
+            ),
+            (
+                "negative",
+                r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","value":-1}"#,
+                "value",
+            ),
+            (
+                "nan",
+                r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","value":"NaN"}"#,
+                "value",
+            ),
+            (
+                "text value",
+                r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","value":"lots"}"#,
+                "value",
+            ),
+            (
+                "empty id",
+                r#"{"id":"","ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}"#,
+                "id",
+            ),
+            (
+                "slash id",
+                r#"{"id":"a/b","ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}"#,
+                "id",
+            ),
+            (
+                "ctl tenant",
+                r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t\u0001","meter":"m"}"#,
+                "tenant_id",
+            ),
+            (
+                "nested prop",
+                r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"a":{"b":1}}}"#,
+                "properties.a",
+            ),
+            (
+                "twice",
+                r#"{"ts":"2026-09-01T10:00:00Z","timestamp":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}"#,
+                "timestamp",
+            ),
         ];
         for (name, line, field) in cases {
             let r = parse(line).expect_err(name);
             assert_eq!(r.field, field, "{name}: {r}");
         }
-        let long = format!(r#"{{"id":"{}","ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}}"#, "x".repeat(257));
+        let long = format!(
+            r#"{{"id":"{}","ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m"}}"#,
+            "x".repeat(257)
+        );
         assert_eq!(parse(&long).unwrap_err().field, "id");
     }
 
@@ -642,7 +763,12 @@ mod tests {
         assert_eq!(a.event.properties, r#"{"model":"gpt","region":"eu"}"#);
         let b = parse(&ce.replace("svc-a", "svc-b")).unwrap();
         assert_ne!(a.key, b.key, "same id from another source is another event");
-        assert_eq!(parse(&ce.replace(r#""subject":"t1","#, "")).unwrap_err().field, "subject");
+        assert_eq!(
+            parse(&ce.replace(r#""subject":"t1","#, ""))
+                .unwrap_err()
+                .field,
+            "subject"
+        );
     }
 
     #[test]
@@ -651,6 +777,9 @@ mod tests {
         let a = parse(line).unwrap();
         assert!(a.event.id.starts_with("h-"));
         assert_eq!(a.event.id, parse(line).unwrap().event.id);
-        assert_ne!(a.event.id, parse(&line.replace("10:00", "10:01")).unwrap().event.id);
+        assert_ne!(
+            a.event.id,
+            parse(&line.replace("10:00", "10:01")).unwrap().event.id
+        );
     }
 }

@@ -63,9 +63,16 @@ pub(crate) enum Chunk {
     /// Whole NDJSON lines; `first_line` is the 1-based line number of the first.
     Lines { data: Vec<u8>, first_line: u64 },
     /// Whole CSV records (after the header).
-    Csv { data: Vec<u8>, first_line: u64, header: Arc<CsvHeader> },
+    Csv {
+        data: Vec<u8>,
+        first_line: u64,
+        header: Arc<CsvHeader>,
+    },
     /// Elements of a JSON document (array or stream): byte ranges and their line numbers.
-    Elements { doc: Arc<Vec<u8>>, items: Vec<(usize, usize, u64)> },
+    Elements {
+        doc: Arc<Vec<u8>>,
+        items: Vec<(usize, usize, u64)>,
+    },
     /// Parquet rows; `first_row` is the 1-based row number of the first.
     Rows { batch: RecordBatch, first_row: u64 },
     /// A line too long to buffer: its start and full length.
@@ -94,7 +101,11 @@ impl<R: Read> Read for Counting<R> {
 }
 
 fn has_ext(path: &Path, exts: &[&str]) -> bool {
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("").to_ascii_lowercase();
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     exts.iter().any(|e| name.ends_with(e))
 }
@@ -106,8 +117,15 @@ pub(crate) fn is_input_file(path: &Path) -> bool {
 
 fn open_raw(path: &Path, counter: Arc<AtomicU64>, gzip: bool) -> Result<Box<dyn Read + Send>> {
     let f = File::open(path).at(path)?;
-    let counted = Counting { inner: BufReader::with_capacity(1 << 20, f), n: counter };
-    Ok(if gzip { Box::new(flate2::read::MultiGzDecoder::new(counted)) } else { Box::new(counted) })
+    let counted = Counting {
+        inner: BufReader::with_capacity(1 << 20, f),
+        n: counter,
+    };
+    Ok(if gzip {
+        Box::new(flate2::read::MultiGzDecoder::new(counted))
+    } else {
+        Box::new(counted)
+    })
 }
 
 /// Decides the format of `path`: the forced one, else extension, else content.
@@ -125,7 +143,10 @@ pub(crate) fn decide(path: &Path, forced: Format) -> Result<Decided> {
             } else if has_ext(path, &[".ndjson", ".jsonl", ".json"]) {
                 Format::Ndjson
             } else if has_ext(path, &[".parquet"]) {
-                return Err(Error::BadInput { path: path.into(), reason: "not a Parquet file (no PAR1 magic)".into() });
+                return Err(Error::BadInput {
+                    path: path.into(),
+                    reason: "not a Parquet file (no PAR1 magic)".into(),
+                });
             } else {
                 // Sniff the (decompressed) content: JSON starts with { or [.
                 let mut r = open_raw(path, Arc::default(), gzip)?;
@@ -140,7 +161,10 @@ pub(crate) fn decide(path: &Path, forced: Format) -> Result<Decided> {
         f => f,
     };
     if format == Format::Parquet && gzip {
-        return Err(Error::BadInput { path: path.into(), reason: "gzipped Parquet is not supported".into() });
+        return Err(Error::BadInput {
+            path: path.into(),
+            reason: "gzipped Parquet is not supported".into(),
+        });
     }
     Ok(Decided { format, gzip })
 }
@@ -160,7 +184,10 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 fn bad_read(path: &Path, e: std::io::Error, gzip: bool) -> Error {
     if gzip {
-        Error::BadInput { path: path.into(), reason: format!("bad gzip data: {e}") }
+        Error::BadInput {
+            path: path.into(),
+            reason: format!("bad gzip data: {e}"),
+        }
     } else {
         Error::io(path, e)
     }
@@ -180,7 +207,8 @@ pub(crate) fn spawn_reader(
                 Format::Parquet => read_parquet(&path, counter, &tx),
                 Format::Csv => open_raw(&path, counter, decided.gzip)
                     .and_then(|r| read_csv(&path, r, decided.gzip, &tx)),
-                _ => open_raw(&path, counter, decided.gzip).and_then(|r| read_json(&path, r, decided.gzip, &tx)),
+                _ => open_raw(&path, counter, decided.gzip)
+                    .and_then(|r| read_json(&path, r, decided.gzip, &tx)),
             };
             if let Err(e) = r {
                 let _ = tx.send(Err(e));
@@ -197,7 +225,12 @@ fn send(tx: &SyncSender<Result<Chunk>>, c: Chunk) -> std::result::Result<(), Han
     tx.send(Ok(c)).map_err(|_| Hangup)
 }
 
-fn read_json(path: &Path, mut r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSender<Result<Chunk>>) -> Result<()> {
+fn read_json(
+    path: &Path,
+    mut r: Box<dyn Read + Send>,
+    gzip: bool,
+    tx: &SyncSender<Result<Chunk>>,
+) -> Result<()> {
     let mut buf = Vec::with_capacity(CHUNK_BYTES * 2);
     // Look at the start to choose line mode or document mode.
     let mut probe = vec![0u8; CHUNK_BYTES];
@@ -205,13 +238,22 @@ fn read_json(path: &Path, mut r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSend
     probe.truncate(k);
     let first = probe.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else { return Ok(()) };
-    let first_line_end = memchr::memchr(b'\n', &probe[first..]).map(|i| first + i).unwrap_or(probe.len());
-    let line_mode = probe[first] == b'{'
-        && serde_json::from_slice::<serde::de::IgnoredAny>(&probe[first..first_line_end]).is_ok();
+    // Document mode for a JSON array (a CloudEvents batch), or when the first value is a
+    // complete object spanning several lines (pretty-printed envelopes). Anything else is
+    // read line by line, so a bad first line is just a rejected record.
+    let line_mode = match probe[first] {
+        b'[' => false,
+        _ => {
+            let mut stream = serde_json::Deserializer::from_slice(&probe[first..])
+                .into_iter::<&serde_json::value::RawValue>();
+            !matches!(stream.next(), Some(Ok(v)) if v.get().contains('\n'))
+        }
+    };
     if !line_mode {
         // A JSON array (CloudEvents batch) or a stream of (pretty-printed) objects: read whole.
         let mut doc = probe;
-        r.read_to_end(&mut doc).map_err(|e| bad_read(path, e, gzip))?;
+        r.read_to_end(&mut doc)
+            .map_err(|e| bad_read(path, e, gzip))?;
         return json_document(path, doc, tx);
     }
     buf.extend_from_slice(&probe);
@@ -231,14 +273,26 @@ fn read_json(path: &Path, mut r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSend
         if buf.is_empty() {
             return Ok(());
         }
-        let cut = if eof { Some(buf.len()) } else { memchr::memrchr(b'\n', &buf).map(|i| i + 1) };
+        let cut = if eof {
+            Some(buf.len())
+        } else {
+            memchr::memrchr(b'\n', &buf).map(|i| i + 1)
+        };
         match cut {
             Some(cut) => {
                 let rest = buf.split_off(cut);
                 let lines = memchr::memchr_iter(b'\n', &buf).count() as u64;
                 let data = std::mem::replace(&mut buf, rest);
                 let ends_nl = data.last() == Some(&b'\n');
-                if send(tx, Chunk::Lines { data, first_line: line }).is_err() {
+                if send(
+                    tx,
+                    Chunk::Lines {
+                        data,
+                        first_line: line,
+                    },
+                )
+                .is_err()
+                {
                     return Ok(());
                 }
                 line += lines + u64::from(!ends_nl);
@@ -287,20 +341,25 @@ fn read_json(path: &Path, mut r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSend
 /// the values of a whitespace-separated stream.
 fn json_document(path: &Path, doc: Vec<u8>, tx: &SyncSender<Result<Chunk>>) -> Result<()> {
     let doc = Arc::new(doc);
-    let start = doc.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(doc.len());
+    let start = doc
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(doc.len());
     let base = doc.as_ptr() as usize;
     let mut ranges: Vec<(usize, usize)> = Vec::new();
     if doc.get(start) == Some(&b'[') {
-        let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(&doc).map_err(|e| Error::BadInput {
-            path: path.into(),
-            reason: format!("not a JSON array of events: {e}"),
-        })?;
+        let items: Vec<&serde_json::value::RawValue> =
+            serde_json::from_slice(&doc).map_err(|e| Error::BadInput {
+                path: path.into(),
+                reason: format!("not a JSON array of events: {e}"),
+            })?;
         for it in items {
             let s = it.get().as_ptr() as usize - base;
             ranges.push((s, s + it.get().len()));
         }
     } else {
-        let stream = serde_json::Deserializer::from_slice(&doc).into_iter::<&serde_json::value::RawValue>();
+        let stream =
+            serde_json::Deserializer::from_slice(&doc).into_iter::<&serde_json::value::RawValue>();
         for it in stream {
             let it = it.map_err(|e| Error::BadInput {
                 path: path.into(),
@@ -319,7 +378,15 @@ fn json_document(path: &Path, doc: Vec<u8>, tx: &SyncSender<Result<Chunk>>) -> R
         items.push((s, e, line));
     }
     for part in items.chunks(16 * 1024) {
-        if send(tx, Chunk::Elements { doc: doc.clone(), items: part.to_vec() }).is_err() {
+        if send(
+            tx,
+            Chunk::Elements {
+                doc: doc.clone(),
+                items: part.to_vec(),
+            },
+        )
+        .is_err()
+        {
             break;
         }
     }
@@ -341,15 +408,29 @@ fn csv_cut(data: &[u8]) -> Option<usize> {
     cut
 }
 
-fn read_csv(path: &Path, r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSender<Result<Chunk>>) -> Result<()> {
+fn read_csv(
+    path: &Path,
+    r: Box<dyn Read + Send>,
+    gzip: bool,
+    tx: &SyncSender<Result<Chunk>>,
+) -> Result<()> {
     let mut r = BufReader::with_capacity(1 << 20, r);
     let mut header_line = Vec::new();
-    r.read_until(b'\n', &mut header_line).map_err(|e| bad_read(path, e, gzip))?;
-    let mut hr = csv::ReaderBuilder::new().has_headers(false).from_reader(&header_line[..]);
+    r.read_until(b'\n', &mut header_line)
+        .map_err(|e| bad_read(path, e, gzip))?;
+    let mut hr = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(&header_line[..]);
     let names: Vec<String> = match hr.records().next() {
-        Some(Ok(rec)) => rec.iter().map(|s| s.trim().trim_start_matches('\u{feff}').to_string()).collect(),
+        Some(Ok(rec)) => rec
+            .iter()
+            .map(|s| s.trim().trim_start_matches('\u{feff}').to_string())
+            .collect(),
         Some(Err(e)) => {
-            return Err(Error::BadInput { path: path.into(), reason: format!("line 1: bad CSV header: {e}") });
+            return Err(Error::BadInput {
+                path: path.into(),
+                reason: format!("line 1: bad CSV header: {e}"),
+            });
         }
         None => return Ok(()),
     };
@@ -358,7 +439,10 @@ fn read_csv(path: &Path, r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSender<Re
         if !names.iter().any(|n| aliases.contains(&n.as_str())) {
             return Err(Error::BadInput {
                 path: path.into(),
-                reason: format!("line 1: CSV header has no {req} column (columns: {})", names.join(",")),
+                reason: format!(
+                    "line 1: CSV header has no {req} column (columns: {})",
+                    names.join(",")
+                ),
             });
         }
     }
@@ -379,7 +463,9 @@ fn read_csv(path: &Path, r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSender<Re
             if buf.len() >= MAX_LINE_BYTES {
                 return Err(Error::BadInput {
                     path: path.into(),
-                    reason: format!("line {line}: a CSV record longer than {MAX_LINE_BYTES} bytes (unbalanced quote?)"),
+                    reason: format!(
+                        "line {line}: a CSV record longer than {MAX_LINE_BYTES} bytes (unbalanced quote?)"
+                    ),
                 });
             }
             continue;
@@ -387,7 +473,16 @@ fn read_csv(path: &Path, r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSender<Re
         let rest = buf.split_off(cut);
         let data = std::mem::replace(&mut buf, rest);
         let lines = memchr::memchr_iter(b'\n', &data).count() as u64;
-        if send(tx, Chunk::Csv { data, first_line: line, header: header.clone() }).is_err() {
+        if send(
+            tx,
+            Chunk::Csv {
+                data,
+                first_line: line,
+                header: header.clone(),
+            },
+        )
+        .is_err()
+        {
             return Ok(());
         }
         line += lines;
@@ -395,17 +490,35 @@ fn read_csv(path: &Path, r: Box<dyn Read + Send>, gzip: bool, tx: &SyncSender<Re
     Ok(())
 }
 
-fn read_parquet(path: &Path, counter: Arc<AtomicU64>, tx: &SyncSender<Result<Chunk>>) -> Result<()> {
+fn read_parquet(
+    path: &Path,
+    counter: Arc<AtomicU64>,
+    tx: &SyncSender<Result<Chunk>>,
+) -> Result<()> {
     let f = File::open(path).at(path)?;
     let size = f.metadata().at(path)?.len();
     let reader = ParquetRecordBatchReaderBuilder::try_new(f)
         .and_then(|b| b.with_batch_size(32 * 1024).build())
-        .map_err(|e| Error::BadInput { path: path.into(), reason: format!("not a readable Parquet file: {e}") })?;
+        .map_err(|e| Error::BadInput {
+            path: path.into(),
+            reason: format!("not a readable Parquet file: {e}"),
+        })?;
     let mut row = 1u64;
     for batch in reader {
-        let batch = batch.map_err(|e| Error::BadInput { path: path.into(), reason: format!("Parquet: {e}") })?;
+        let batch = batch.map_err(|e| Error::BadInput {
+            path: path.into(),
+            reason: format!("Parquet: {e}"),
+        })?;
         let n = batch.num_rows() as u64;
-        if send(tx, Chunk::Rows { batch, first_row: row }).is_err() {
+        if send(
+            tx,
+            Chunk::Rows {
+                batch,
+                first_row: row,
+            },
+        )
+        .is_err()
+        {
             return Ok(());
         }
         row += n;

@@ -33,7 +33,9 @@ pub fn compact(lake: &mut Lake, min_files: usize, only: &[String]) -> Result<Com
     let seq = lake.next_seq();
     let targets: Vec<(&str, Vec<&DataFile>)> = by_date
         .into_iter()
-        .filter(|(d, fs)| fs.len() >= min_files.max(2) && (only.is_empty() || only.iter().any(|o| o == d)))
+        .filter(|(d, fs)| {
+            fs.len() >= min_files.max(2) && (only.is_empty() || only.iter().any(|o| o == d))
+        })
         .collect();
     let mut summary = CompactSummary {
         commit: None,
@@ -55,16 +57,28 @@ pub fn compact(lake: &mut Lake, min_files: usize, only: &[String]) -> Result<Com
         }
         let rel = Lake::data_file_path(date, seq, 0);
         let w = write_events(&stage.join(&rel), &mut events)?;
-        let (rows, sum): (u64, f64) = (old.iter().map(|f| f.rows).sum(), old.iter().map(|f| f.value_sum).sum());
+        let (rows, sum): (u64, f64) = (
+            old.iter().map(|f| f.rows).sum(),
+            old.iter().map(|f| f.value_sum).sum(),
+        );
         if w.rows != rows || (w.value_sum - sum).abs() > 1e-9 * sum.abs().max(1.0) {
             return Err(Error::CorruptLake {
                 path: lake.root().join(&rel),
-                reason: format!("compaction of {date} changed the data: {} rows / sum {} vs {rows} / {sum}", w.rows, w.value_sum),
+                reason: format!(
+                    "compaction of {date} changed the data: {} rows / sum {} vs {rows} / {sum}",
+                    w.rows, w.value_sum
+                ),
             });
         }
         summary.rows += w.rows;
         summary.partitions.push(date.to_string());
-        added.push(DataFile { path: rel, date: date.to_string(), rows: w.rows, bytes: w.bytes, value_sum: w.value_sum });
+        added.push(DataFile {
+            path: rel,
+            date: date.to_string(),
+            rows: w.rows,
+            bytes: w.bytes,
+            value_sum: w.value_sum,
+        });
         removed.extend(old.iter().map(|f| f.path.clone()));
     }
     summary.files_after = summary.files_before - removed.len() as u64 + added.len() as u64;

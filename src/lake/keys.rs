@@ -125,7 +125,9 @@ pub(crate) fn write_key_file(path: &Path, keys: &mut [u128]) -> Result<()> {
     for k in keys.iter() {
         f.write_all(&k.to_le_bytes()).at(path)?;
     }
-    let f = f.into_inner().map_err(|e| crate::Error::io(path, e.into_error()))?;
+    let f = f
+        .into_inner()
+        .map_err(|e| crate::Error::io(path, e.into_error()))?;
     f.sync_all().at(path)
 }
 
@@ -145,10 +147,19 @@ mod tests {
         let mut s = KeySet::default();
         let d0 = 20_000;
         assert!(s.insert_if_new(42 << 20, d0, 35));
-        assert!(!s.insert_if_new(42 << 20, d0 + 35, 35), "35 days later is still a duplicate");
+        assert!(
+            !s.insert_if_new(42 << 20, d0 + 35, 35),
+            "35 days later is still a duplicate"
+        );
         assert!(!s.insert_if_new(42 << 20, d0 - 35, 35));
-        assert!(s.insert_if_new(42 << 20, d0 + 36, 35), "outside the lookback it is new");
-        assert!(!s.insert_if_new(42 << 20, d0 + 40, 35), "and now remembered on its new day");
+        assert!(
+            s.insert_if_new(42 << 20, d0 + 36, 35),
+            "outside the lookback it is new"
+        );
+        assert!(
+            !s.insert_if_new(42 << 20, d0 + 40, 35),
+            "and now remembered on its new day"
+        );
         assert!(s.insert_if_new(43 << 20, d0, 35));
         assert_eq!(s.len(), 2);
     }

@@ -130,7 +130,9 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<Commit>> {
         let entry = entry.at(dir)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let Some(stem) = name.strip_suffix(".json") else { continue };
+        let Some(stem) = name.strip_suffix(".json") else {
+            continue;
+        };
         if let Ok(seq) = stem.parse::<u64>() {
             names.push((seq, entry.path()));
         }
@@ -139,13 +141,21 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<Commit>> {
     let mut out = Vec::with_capacity(names.len());
     for (i, (seq, path)) in names.into_iter().enumerate() {
         if seq != i as u64 + 1 {
-            return Err(Error::CorruptLake { path, reason: format!("commit {} is missing", i + 1) });
+            return Err(Error::CorruptLake {
+                path,
+                reason: format!("commit {} is missing", i + 1),
+            });
         }
         let text = fs::read(&path).at(&path)?;
-        let c: Commit = serde_json::from_slice(&text)
-            .map_err(|e| Error::CorruptLake { path: path.clone(), reason: e.to_string() })?;
+        let c: Commit = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         if c.seq != seq {
-            return Err(Error::CorruptLake { path, reason: format!("holds seq {}", c.seq) });
+            return Err(Error::CorruptLake {
+                path,
+                reason: format!("holds seq {}", c.seq),
+            });
         }
         out.push(c);
     }

@@ -81,7 +81,11 @@ impl Lake {
             .at(&lock_path)?;
         lock.lock().at(&lock_path)?;
         let commits = log::read_all(&root.join(LOG_DIR))?;
-        let lake = Lake { root: root.to_path_buf(), commits, _lock: Some(lock) };
+        let lake = Lake {
+            root: root.to_path_buf(),
+            commits,
+            _lock: Some(lock),
+        };
         lake.recover()?;
         Ok(lake)
     }
@@ -100,11 +104,22 @@ impl Lake {
         if let Ok(lock) = fs::OpenOptions::new().write(true).open(&lock_path)
             && lock.try_lock().is_ok()
         {
-            let lake = Lake { root: root.to_path_buf(), commits: log::read_all(&log_dir)?, _lock: Some(lock) };
+            let lake = Lake {
+                root: root.to_path_buf(),
+                commits: log::read_all(&log_dir)?,
+                _lock: Some(lock),
+            };
             lake.recover()?;
-            return Ok(Lake { _lock: None, ..lake });
+            return Ok(Lake {
+                _lock: None,
+                ..lake
+            });
         }
-        Ok(Lake { root: root.to_path_buf(), commits: log::read_all(&log_dir)?, _lock: None })
+        Ok(Lake {
+            root: root.to_path_buf(),
+            commits: log::read_all(&log_dir)?,
+            _lock: None,
+        })
     }
 
     /// The lake's root directory.
@@ -124,8 +139,11 @@ impl Lake {
 
     /// The live data files: added by a commit and not removed by a later one, in commit order.
     pub fn data_files(&self) -> Vec<DataFile> {
-        let removed: HashSet<&str> =
-            self.commits.iter().flat_map(|c| c.removed.iter().map(String::as_str)).collect();
+        let removed: HashSet<&str> = self
+            .commits
+            .iter()
+            .flat_map(|c| c.removed.iter().map(String::as_str))
+            .collect();
         self.commits
             .iter()
             .flat_map(|c| c.added.iter())
@@ -199,11 +217,17 @@ impl Lake {
     pub(crate) fn commit(&mut self, commit: Commit) -> Result<()> {
         assert!(self._lock.is_some(), "commit on a read-only lake");
         assert_eq!(commit.seq, self.next_seq(), "commits are gap-free");
-        let staged = self.root.join(STAGING_DIR).join(format!("{:08}", commit.seq));
+        let staged = self
+            .root
+            .join(STAGING_DIR)
+            .join(format!("{:08}", commit.seq));
         for rel in commit.published_files() {
             let p = staged.join(rel);
             if !p.is_file() {
-                return Err(Error::CorruptLake { path: p, reason: "staged file missing before commit".into() });
+                return Err(Error::CorruptLake {
+                    path: p,
+                    reason: "staged file missing before commit".into(),
+                });
             }
         }
         crash_point("staged");
@@ -215,7 +239,10 @@ impl Lake {
 
     /// Step 4 of the protocol; idempotent, so recovery calls it again after a crash.
     fn publish(&self, commit: &Commit) -> Result<()> {
-        let staged = self.root.join(STAGING_DIR).join(format!("{:08}", commit.seq));
+        let staged = self
+            .root
+            .join(STAGING_DIR)
+            .join(format!("{:08}", commit.seq));
         let mut dirs: Vec<PathBuf> = Vec::new();
         let half = commit.published_files().count() / 2;
         for (i, rel) in commit.published_files().enumerate() {
@@ -223,7 +250,10 @@ impl Lake {
                 crash_point("published_half");
             }
             let target = self.root.join(rel);
-            let parent = target.parent().expect("relative paths have a parent").to_path_buf();
+            let parent = target
+                .parent()
+                .expect("relative paths have a parent")
+                .to_path_buf();
             let source = staged.join(rel);
             if source.is_file() {
                 fs::create_dir_all(&parent).at(&parent)?;
@@ -231,7 +261,10 @@ impl Lake {
             } else if !target.is_file() && !self.removed_later(commit.seq, rel) {
                 return Err(Error::CorruptLake {
                     path: target,
-                    reason: format!("file of commit {} is neither staged nor published", commit.seq),
+                    reason: format!(
+                        "file of commit {} is neither staged nor published",
+                        commit.seq
+                    ),
                 });
             }
             if !dirs.contains(&parent) {
@@ -261,7 +294,9 @@ impl Lake {
     }
 
     fn removed_later(&self, seq: u64, rel: &str) -> bool {
-        self.commits.iter().any(|c| c.seq > seq && c.removed.iter().any(|r| r == rel))
+        self.commits
+            .iter()
+            .any(|c| c.seq > seq && c.removed.iter().any(|r| r == rel))
     }
 
     /// Finishes committed-but-unpublished commits and deletes aborted staging directories.
@@ -275,10 +310,19 @@ impl Lake {
         }
         leftovers.sort();
         for dir in leftovers {
-            let seq = dir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok());
-            match seq.filter(|&s| s > 0).and_then(|s| self.commits.get(s as usize - 1)) {
+            let seq = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u64>().ok());
+            match seq
+                .filter(|&s| s > 0)
+                .and_then(|s| self.commits.get(s as usize - 1))
+            {
                 Some(commit) => {
-                    tracing::info!(seq = commit.seq, "finishing the publication of an interrupted commit");
+                    tracing::info!(
+                        seq = commit.seq,
+                        "finishing the publication of an interrupted commit"
+                    );
                     self.publish(commit)?;
                 }
                 None => {

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder, TimestampMicrosecondArray,
+    Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder,
+    TimestampMicrosecondArray,
 };
 use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -33,21 +34,28 @@ pub struct WrittenFile {
 /// Sorts `events` by (tenant_id, meter, ts, id) and writes them to `path` (fsynced).
 pub fn write_events(path: &Path, events: &mut [UsageEvent]) -> Result<WrittenFile> {
     events.sort_unstable_by(|a, b| {
-        (a.tenant_id.as_str(), a.meter.as_str(), a.ts, a.id.as_str())
-            .cmp(&(b.tenant_id.as_str(), b.meter.as_str(), b.ts, b.id.as_str()))
+        (a.tenant_id.as_str(), a.meter.as_str(), a.ts, a.id.as_str()).cmp(&(
+            b.tenant_id.as_str(),
+            b.meter.as_str(),
+            b.ts,
+            b.id.as_str(),
+        ))
     });
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
     }
     let file = fs::File::create(path).at(path)?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("meterlake {}", env!("CARGO_PKG_VERSION")))
         .build();
     let schema = lake_schema();
-    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props)).map_err(|e| Error::parquet(path, e))?;
+    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))
+        .map_err(|e| Error::parquet(path, e))?;
     let mut value_sum = 0.0;
     for chunk in events.chunks(ROW_GROUP_ROWS) {
         let batch = to_batch(chunk)?;
@@ -57,7 +65,11 @@ pub fn write_events(path: &Path, events: &mut [UsageEvent]) -> Result<WrittenFil
     let file = w.into_inner().map_err(|e| Error::parquet(path, e))?;
     file.sync_all().at(path)?;
     let bytes = file.metadata().at(path)?.len();
-    Ok(WrittenFile { rows: events.len() as u64, bytes, value_sum })
+    Ok(WrittenFile {
+        rows: events.len() as u64,
+        bytes,
+        value_sum,
+    })
 }
 
 fn strings<'a>(it: impl Iterator<Item = Option<&'a str>>, len: usize) -> ArrayRef {
@@ -72,11 +84,16 @@ fn to_batch(events: &[UsageEvent]) -> Result<RecordBatch> {
     let n = events.len();
     let cols: Vec<ArrayRef> = vec![
         strings(events.iter().map(|e| Some(e.id.as_str())), n),
-        Arc::new(TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts)).with_timezone("UTC")),
+        Arc::new(
+            TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts))
+                .with_timezone("UTC"),
+        ),
         strings(events.iter().map(|e| Some(e.tenant_id.as_str())), n),
         strings(events.iter().map(|e| e.user_id.as_deref()), n),
         strings(events.iter().map(|e| Some(e.meter.as_str())), n),
-        Arc::new(Float64Array::from_iter_values(events.iter().map(|e| e.value))),
+        Arc::new(Float64Array::from_iter_values(
+            events.iter().map(|e| e.value),
+        )),
         strings(events.iter().map(|e| Some(e.properties.as_str())), n),
     ];
     Ok(RecordBatch::try_new(lake_schema(), cols)?)
@@ -91,11 +108,23 @@ pub fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;
-        let bad = |c: &str| Error::CorruptLake { path: path.to_path_buf(), reason: format!("column {c} missing or mistyped") };
-        let s = |name: &'static str| {
-            batch.column_by_name(name).and_then(|c| c.as_any().downcast_ref::<StringArray>()).ok_or_else(|| bad(name))
+        let bad = |c: &str| Error::CorruptLake {
+            path: path.to_path_buf(),
+            reason: format!("column {c} missing or mistyped"),
         };
-        let (id, tenant, user, meter, props) = (s("id")?, s("tenant_id")?, s("user_id")?, s("meter")?, s("properties")?);
+        let s = |name: &'static str| {
+            batch
+                .column_by_name(name)
+                .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+                .ok_or_else(|| bad(name))
+        };
+        let (id, tenant, user, meter, props) = (
+            s("id")?,
+            s("tenant_id")?,
+            s("user_id")?,
+            s("meter")?,
+            s("properties")?,
+        );
         let ts = batch
             .column_by_name("ts")
             .and_then(|c| c.as_any().downcast_ref::<TimestampMicrosecondArray>())

@@ -81,7 +81,10 @@ pub fn stats(lake: &Lake) -> Result<LakeStats> {
         .select([
             col("ts").min().cast(DataType::Int64).alias("min_ts"),
             col("ts").max().cast(DataType::Int64).alias("max_ts"),
-            col("tenant_id").n_unique().cast(DataType::UInt64).alias("tenants"),
+            col("tenant_id")
+                .n_unique()
+                .cast(DataType::UInt64)
+                .alias("tenants"),
         ])
         .collect()?;
     let get_i64 = |name: &str| -> Result<Option<i64>> { Ok(totals.column(name)?.i64()?.get(0)) };
@@ -93,7 +96,10 @@ pub fn stats(lake: &Lake) -> Result<LakeStats> {
         .agg([
             len().cast(DataType::UInt64).alias("rows"),
             col("value").sum().alias("value_sum"),
-            col("tenant_id").n_unique().cast(DataType::UInt64).alias("tenants"),
+            col("tenant_id")
+                .n_unique()
+                .cast(DataType::UInt64)
+                .alias("tenants"),
         ])
         .sort(["meter"], SortMultipleOptions::default())
         .collect()?;
@@ -122,6 +128,13 @@ pub fn scan_events(lake: &Lake) -> Result<LazyFrame> {
         .iter()
         .map(|f| PlRefPath::new(lake.root().join(&f.path).to_string_lossy().as_ref()))
         .collect();
-    let args = ScanArgsParquet { hive_options: HiveOptions::new_enabled(), glob: false, ..Default::default() };
-    Ok(LazyFrame::scan_parquet_files(paths.into_iter().collect(), args)?)
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions::new_enabled(),
+        glob: false,
+        ..Default::default()
+    };
+    Ok(LazyFrame::scan_parquet_files(
+        paths.into_iter().collect(),
+        args,
+    )?)
 }

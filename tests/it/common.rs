@@ -11,13 +11,21 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 pub const BIN: &str = env!("CARGO_BIN_EXE_meterlake");
 
 pub fn mlk(args: &[&str]) -> Output {
-    Command::new(BIN).args(args).env("NO_COLOR", "1").output().expect("run meterlake")
+    Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run meterlake")
 }
 
 /// Runs and expects success; returns stdout.
 pub fn ok(args: &[&str]) -> String {
     let o = mlk(args);
-    assert!(o.status.success(), "meterlake {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "meterlake {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -25,12 +33,22 @@ pub fn ok(args: &[&str]) -> String {
 pub fn ingest(lake: &Path, files: &[&Path], extra: &[&str]) -> serde_json::Value {
     let mut args: Vec<String> = vec!["ingest".into()];
     args.extend(files.iter().map(|f| f.display().to_string()));
-    args.extend(["--lake".into(), lake.display().to_string(), "--output".into(), "json".into(), "--quiet".into()]);
+    args.extend([
+        "--lake".into(),
+        lake.display().to_string(),
+        "--output".into(),
+        "json".into(),
+        "--quiet".into(),
+    ]);
     args.extend(extra.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let v: serde_json::Value = serde_json::from_str(&ok(&args)).unwrap();
     let n = |k: &str| v[k].as_u64().unwrap();
-    assert_eq!(n("read"), n("accepted") + n("rejected") + n("duplicates"), "accounting: {v}");
+    assert_eq!(
+        n("read"),
+        n("accepted") + n("rejected") + n("duplicates"),
+        "accounting: {v}"
+    );
     v
 }
 
@@ -64,7 +82,12 @@ pub fn parquet_files(lake: &Path) -> Vec<PathBuf> {
         let d = d.unwrap().path();
         for f in fs::read_dir(&d).unwrap() {
             let f = f.unwrap().path();
-            assert_eq!(f.extension().and_then(|e| e.to_str()), Some("parquet"), "stray file {}", f.display());
+            assert_eq!(
+                f.extension().and_then(|e| e.to_str()),
+                Some("parquet"),
+                "stray file {}",
+                f.display()
+            );
             out.push(f);
         }
     }
@@ -75,14 +98,39 @@ pub fn parquet_files(lake: &Path) -> Vec<PathBuf> {
 pub fn read_lake(lake: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     for f in parquet_files(lake) {
-        let date = f.parent().unwrap().file_name().unwrap().to_str().unwrap().trim_start_matches("date=").to_string();
-        let r = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&f).unwrap()).unwrap().build().unwrap();
+        let date = f
+            .parent()
+            .unwrap()
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .trim_start_matches("date=")
+            .to_string();
+        let r = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
         for b in r {
             let b = b.unwrap();
             let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
-            let (id, tenant, user, meter, props) = (s("id"), s("tenant_id"), s("user_id"), s("meter"), s("properties"));
-            let ts = b.column_by_name("ts").unwrap().as_primitive::<arrow::datatypes::TimestampMicrosecondType>().clone();
-            let value = b.column_by_name("value").unwrap().as_primitive::<arrow::datatypes::Float64Type>().clone();
+            let (id, tenant, user, meter, props) = (
+                s("id"),
+                s("tenant_id"),
+                s("user_id"),
+                s("meter"),
+                s("properties"),
+            );
+            let ts = b
+                .column_by_name("ts")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                .clone();
+            let value = b
+                .column_by_name("value")
+                .unwrap()
+                .as_primitive::<arrow::datatypes::Float64Type>()
+                .clone();
             for i in 0..b.num_rows() {
                 rows.push(Row {
                     date: date.clone(),
@@ -110,7 +158,10 @@ pub fn sums(rows: &[Row]) -> BTreeMap<String, f64> {
 }
 
 pub fn assert_close(a: f64, b: f64, what: &str) {
-    assert!((a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0), "{what}: {a} vs {b}");
+    assert!(
+        (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0),
+        "{what}: {a} vs {b}"
+    );
 }
 
 /// Quarantine records of a lake, all files.
@@ -120,7 +171,10 @@ pub fn quarantine(lake: &Path) -> Vec<serde_json::Value> {
     if !q.exists() {
         return out;
     }
-    let mut files: Vec<_> = fs::read_dir(q).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = fs::read_dir(q)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for f in files {
         for line in fs::read_to_string(f).unwrap().lines() {

@@ -12,11 +12,28 @@ struct Truth {
     sums: serde_json::Value,
 }
 
-fn generate(dir: &std::path::Path, name: &str, seed: u64, tenants: u32) -> (std::path::PathBuf, Truth) {
+fn generate(
+    dir: &std::path::Path,
+    name: &str,
+    seed: u64,
+    tenants: u32,
+) -> (std::path::PathBuf, Truth) {
     let out = dir.join(name);
     let s = ok(&[
-        "generate", "--tenants", &tenants.to_string(), "--days", "20", "--start", "2026-02-01", "--seed", &seed.to_string(),
-        "--scale", "0.3", "--out", out.to_str().unwrap(), "--summary",
+        "generate",
+        "--tenants",
+        &tenants.to_string(),
+        "--days",
+        "20",
+        "--start",
+        "2026-02-01",
+        "--seed",
+        &seed.to_string(),
+        "--scale",
+        "0.3",
+        "--out",
+        out.to_str().unwrap(),
+        "--summary",
     ]);
     let v: serde_json::Value = serde_json::from_str(&s).unwrap();
     let t = Truth {
@@ -31,15 +48,37 @@ fn generate(dir: &std::path::Path, name: &str, seed: u64, tenants: u32) -> (std:
 /// The glob view of the lake (what DuckDB sees) equals the log's view and holds no id twice.
 fn assert_consistent(lake: &std::path::Path) -> Vec<Row> {
     // `lake stats` recovers an interrupted commit first (no writer is running).
-    let stats: serde_json::Value = serde_json::from_str(&ok(&["lake", "stats", "--lake", lake.to_str().unwrap(), "--output", "json"])).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&ok(&[
+        "lake",
+        "stats",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--output",
+        "json",
+    ]))
+    .unwrap();
     let rows = read_lake(lake);
-    assert_eq!(stats["rows"].as_u64().unwrap(), rows.len() as u64, "log and files agree");
-    let mut ids: Vec<(&str, &str)> = rows.iter().map(|r| (r.tenant.as_str(), r.id.as_str())).collect();
+    assert_eq!(
+        stats["rows"].as_u64().unwrap(),
+        rows.len() as u64,
+        "log and files agree"
+    );
+    let mut ids: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.id.as_str()))
+        .collect();
     ids.sort_unstable();
     let n = ids.len();
     ids.dedup();
     assert_eq!(ids.len(), n, "no event twice");
-    assert!(!lake.join("_staging").exists() || std::fs::read_dir(lake.join("_staging")).unwrap().next().is_none(), "staging cleaned");
+    assert!(
+        !lake.join("_staging").exists()
+            || std::fs::read_dir(lake.join("_staging"))
+                .unwrap()
+                .next()
+                .is_none(),
+        "staging cleaned"
+    );
     rows
 }
 
@@ -48,7 +87,10 @@ fn check_truth(rows: &[Row], truths: &[&Truth]) {
     assert_eq!(rows.len() as u64, events);
     let got = sums(rows);
     for (meter, _) in truths[0].sums.as_object().unwrap() {
-        let want: f64 = truths.iter().map(|t| t.sums[meter].as_f64().unwrap_or(0.0)).sum();
+        let want: f64 = truths
+            .iter()
+            .map(|t| t.sums[meter].as_f64().unwrap_or(0.0))
+            .sum();
         assert_close(got[meter], want, meter);
     }
 }
@@ -65,7 +107,16 @@ fn kill_minus_9_mid_ingest_then_rerun_counts_exactly_once() {
     let mut killed_mid_run = 0;
     for delay_ms in [30u64, 120, 250, 400, 700, 1100] {
         let mut child = Command::new(BIN)
-            .args(["ingest", b.to_str().unwrap(), a.to_str().unwrap(), "--lake", lake.to_str().unwrap(), "--quiet", "--memory-budget-mb", "2"])
+            .args([
+                "ingest",
+                b.to_str().unwrap(),
+                a.to_str().unwrap(),
+                "--lake",
+                lake.to_str().unwrap(),
+                "--quiet",
+                "--memory-budget-mb",
+                "2",
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -79,9 +130,15 @@ fn kill_minus_9_mid_ingest_then_rerun_counts_exactly_once() {
         let rows = assert_consistent(&lake);
         // Either b's commit happened whole or not at all.
         let n = rows.len() as u64;
-        assert!(n == ta.events || n == ta.events + tb.events, "partial commit visible: {n}");
+        assert!(
+            n == ta.events || n == ta.events + tb.events,
+            "partial commit visible: {n}"
+        );
     }
-    assert!(killed_mid_run >= 2, "the test should kill some runs mid-way ({killed_mid_run})");
+    assert!(
+        killed_mid_run >= 2,
+        "the test should kill some runs mid-way ({killed_mid_run})"
+    );
     let v = ingest(&lake, &[&b, &a], &[]);
     let rows = assert_consistent(&lake);
     check_truth(&rows, &[&ta, &tb]);
@@ -102,16 +159,32 @@ fn a_crash_at_each_step_of_the_commit_protocol_recovers() {
     for point in ["staged", "logged", "published_half"] {
         let lake = dir.path().join(format!("lake-{point}"));
         let o = Command::new(BIN)
-            .args(["ingest", a.to_str().unwrap(), "--lake", lake.to_str().unwrap(), "--quiet", "--memory-budget-mb", "1"])
+            .args([
+                "ingest",
+                a.to_str().unwrap(),
+                "--lake",
+                lake.to_str().unwrap(),
+                "--quiet",
+                "--memory-budget-mb",
+                "1",
+            ])
             .env("MLK_CRASH_AT", point)
             .output()
             .unwrap();
         assert!(!o.status.success(), "{point}: the crash hook fired");
         let rows = assert_consistent(&lake);
         let committed = point != "staged";
-        assert_eq!(rows.len() as u64, if committed { ta.events } else { 0 }, "{point}");
+        assert_eq!(
+            rows.len() as u64,
+            if committed { ta.events } else { 0 },
+            "{point}"
+        );
         let v = ingest(&lake, &[&a], &[]);
-        assert_eq!(v["accepted"].as_u64().unwrap(), if committed { 0 } else { ta.events }, "{point}: {v}");
+        assert_eq!(
+            v["accepted"].as_u64().unwrap(),
+            if committed { 0 } else { ta.events },
+            "{point}: {v}"
+        );
         let rows = assert_consistent(&lake);
         check_truth(&rows, &[&ta]);
     }

@@ -20,15 +20,40 @@ fn csv_with_property_columns_json_column_and_quoted_newlines() {
     );
     let lake = dir.path().join("lake");
     let v = ingest(&lake, &[&input], &[]);
-    assert_eq!((v["read"].as_u64(), v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(5), Some(2), Some(3)), "{v}");
+    assert_eq!(
+        (
+            v["read"].as_u64(),
+            v["accepted"].as_u64(),
+            v["rejected"].as_u64()
+        ),
+        (Some(5), Some(2), Some(3)),
+        "{v}"
+    );
     let mut rows = read_lake(&lake);
     rows.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!(rows[0].props, r#"{"endpoint":"/v1/a","model":"m1","status_code":200}"#);
-    assert_eq!(rows[1].props, "{\"endpoint\":\"/v1/multi\\nline\",\"status_code\":\"007\"}", "007 is text, not a number");
-    assert_eq!((rows[1].value, rows[1].user.as_deref()), (1.0, None), "empty value defaults to 1, empty user is absent");
+    assert_eq!(
+        rows[0].props,
+        r#"{"endpoint":"/v1/a","model":"m1","status_code":200}"#
+    );
+    assert_eq!(
+        rows[1].props, "{\"endpoint\":\"/v1/multi\\nline\",\"status_code\":\"007\"}",
+        "007 is text, not a number"
+    );
+    assert_eq!(
+        (rows[1].value, rows[1].user.as_deref()),
+        (1.0, None),
+        "empty value defaults to 1, empty user is absent"
+    );
     let q = quarantine(&lake);
-    let got: Vec<(u64, &str)> = q.iter().map(|r| (r["line"].as_u64().unwrap(), r["field"].as_str().unwrap())).collect();
-    assert_eq!(got, vec![(5, "value"), (6, "record"), (7, "tenant_id")], "lines count the quoted newline");
+    let got: Vec<(u64, &str)> = q
+        .iter()
+        .map(|r| (r["line"].as_u64().unwrap(), r["field"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![(5, "value"), (6, "record"), (7, "tenant_id")],
+        "lines count the quoted newline"
+    );
     assert_eq!(q[1]["record"], "c4,2026-03-01T10:00:00Z,t1");
 }
 
@@ -40,59 +65,143 @@ fn cloudevents_single_batch_and_ndjson_dedup_on_source_and_id() {
             r#"{{"specversion":"1.0","id":"{id}","source":"{source}","type":"ai_tokens","subject":"t1","time":"2026-03-01T10:00:00Z","data":{{"value":{tokens},"user_id":"u1","model":"m"}}}}"#
         )
     };
-    let single = write(dir.path(), "single.json", &serde_json::to_string_pretty(&serde_json::from_str::<serde_json::Value>(&ce("1", "svc/a", 10)).unwrap()).unwrap());
-    let batch = write(dir.path(), "batch.json", &format!("[\n{},\n{},\n{}\n]", ce("1", "svc/a", 10), ce("1", "svc/b", 20), ce("2", "svc/a", 30)));
+    let single = write(
+        dir.path(),
+        "single.json",
+        &serde_json::to_string_pretty(
+            &serde_json::from_str::<serde_json::Value>(&ce("1", "svc/a", 10)).unwrap(),
+        )
+        .unwrap(),
+    );
+    let batch = write(
+        dir.path(),
+        "batch.json",
+        &format!(
+            "[\n{},\n{},\n{}\n]",
+            ce("1", "svc/a", 10),
+            ce("1", "svc/b", 20),
+            ce("2", "svc/a", 30)
+        ),
+    );
     let lines = write(
         dir.path(),
         "lines.ndjson",
-        &format!("{}\n{}\n{}\n", ce("3", "svc/a", 40), ce("3", "svc/a", 40), r#"{"specversion":"1.0","id":"4","source":"s","type":"ai_tokens","time":"2026-03-01T10:00:00Z"}"#),
+        &format!(
+            "{}\n{}\n{}\n",
+            ce("3", "svc/a", 40),
+            ce("3", "svc/a", 40),
+            r#"{"specversion":"1.0","id":"4","source":"s","type":"ai_tokens","time":"2026-03-01T10:00:00Z"}"#
+        ),
     );
     let lake = dir.path().join("lake");
-    let v = ingest(&lake, &[&single, &batch, &lines], &["--format", "cloudevents"]);
+    let v = ingest(
+        &lake,
+        &[&single, &batch, &lines],
+        &["--format", "cloudevents"],
+    );
     assert_eq!(v["read"], 7);
     assert_eq!(v["accepted"], 4, "{v}");
     assert_eq!(v["duplicates"], 2, "(svc/a, 1) twice, (svc/a, 3) twice");
     assert_eq!(v["rejected"], 1);
     let q = quarantine(&lake);
-    assert_eq!((q[0]["field"].as_str(), q[0]["line"].as_u64()), (Some("subject"), Some(3)));
+    assert_eq!(
+        (q[0]["field"].as_str(), q[0]["line"].as_u64()),
+        (Some("subject"), Some(3))
+    );
     let rows = read_lake(&lake);
     assert_close(sums(&rows)["ai_tokens"], 100.0, "tokens");
-    assert!(rows.iter().all(|r| r.user.as_deref() == Some("u1") && r.props == r#"{"model":"m"}"#));
+    assert!(
+        rows.iter()
+            .all(|r| r.user.as_deref() == Some("u1") && r.props == r#"{"model":"m"}"#)
+    );
     // Batch elements keep their own line numbers for the quarantine.
-    let bad_batch = write(dir.path(), "bad.json", &format!("[\n{},\n{{\"specversion\":\"1.0\",\"id\":\"9\"}}\n]", ce("8", "s", 1)));
+    let bad_batch = write(
+        dir.path(),
+        "bad.json",
+        &format!(
+            "[\n{},\n{{\"specversion\":\"1.0\",\"id\":\"9\"}}\n]",
+            ce("8", "s", 1)
+        ),
+    );
     let v = ingest(&lake, &[&bad_batch], &[]);
-    assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
     let q = quarantine(&lake);
     assert_eq!(q.last().unwrap()["line"], 3);
 }
 
 #[test]
 fn parquet_input_with_typed_columns() {
-    use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray};
+    use arrow::array::{
+        ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMillisecondArray,
+    };
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("in.parquet");
     let cols: Vec<(&str, ArrayRef)> = vec![
         ("id", Arc::new(StringArray::from(vec!["p1", "p2", "p3"]))),
-        ("ts", Arc::new(TimestampMillisecondArray::from(vec![1_772_359_200_000, 1_772_359_200_001, 1]).with_timezone("UTC"))),
-        ("tenant_id", Arc::new(StringArray::from(vec![Some("t1"), Some("t2"), Some("t1")]))),
-        ("meter", Arc::new(StringArray::from(vec!["storage_bytes", "storage_bytes", "x"]))),
-        ("value", Arc::new(Float64Array::from(vec![Some(5.0), None, Some(1.0)]))),
-        ("properties", Arc::new(StringArray::from(vec![Some(r#"{"tier":"hot"}"#), None, None]))),
+        (
+            "ts",
+            Arc::new(
+                TimestampMillisecondArray::from(vec![1_772_359_200_000, 1_772_359_200_001, 1])
+                    .with_timezone("UTC"),
+            ),
+        ),
+        (
+            "tenant_id",
+            Arc::new(StringArray::from(vec![Some("t1"), Some("t2"), Some("t1")])),
+        ),
+        (
+            "meter",
+            Arc::new(StringArray::from(vec![
+                "storage_bytes",
+                "storage_bytes",
+                "x",
+            ])),
+        ),
+        (
+            "value",
+            Arc::new(Float64Array::from(vec![Some(5.0), None, Some(1.0)])),
+        ),
+        (
+            "properties",
+            Arc::new(StringArray::from(vec![
+                Some(r#"{"tier":"hot"}"#),
+                None,
+                None,
+            ])),
+        ),
     ];
     let batch = RecordBatch::try_from_iter(cols).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(fs::File::create(&path).unwrap(), batch.schema(), None).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(
+        fs::File::create(&path).unwrap(),
+        batch.schema(),
+        None,
+    )
+    .unwrap();
     w.write(&batch).unwrap();
     w.close().unwrap();
     let lake = dir.path().join("lake");
     let v = ingest(&lake, &[&path], &[]);
-    assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(2), Some(1)), "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
     assert_eq!(v["inputs"][0]["format"], "parquet");
     let mut rows = read_lake(&lake);
     rows.sort_by(|a, b| a.id.cmp(&b.id));
-    assert_eq!((rows[0].ts, rows[0].value, rows[0].props.as_str()), (1_772_359_200_000_000, 5.0, r#"{"tier":"hot"}"#));
+    assert_eq!(
+        (rows[0].ts, rows[0].value, rows[0].props.as_str()),
+        (1_772_359_200_000_000, 5.0, r#"{"tier":"hot"}"#)
+    );
     assert_eq!((rows[1].ts, rows[1].value), (1_772_359_200_001_000, 1.0));
     let q = quarantine(&lake);
-    assert_eq!((q[0]["line"].as_u64(), q[0]["field"].as_str()), (Some(3), Some("ts")));
+    assert_eq!(
+        (q[0]["line"].as_u64(), q[0]["field"].as_str()),
+        (Some(3), Some("ts"))
+    );
 }
 
 #[test]
@@ -103,8 +212,16 @@ fn gzip_and_directory_inputs() {
     let text: String = (0..1000)
         .map(|i| format!(r#"{{"id":"z{i}","ts":"2026-03-01T10:00:00Z","tenant_id":"t1","meter":"m","value":2}}"#) + "\n")
         .collect();
-    fs::write(inputs.join("a.ndjson.gz"), crate::ingest::flate2_bytes(&text)).unwrap();
-    fs::write(inputs.join("b.csv"), "tenant_id,meter,ts,value\nt9,m,2026-03-02T00:00:00Z,3\n").unwrap();
+    fs::write(
+        inputs.join("a.ndjson.gz"),
+        crate::ingest::flate2_bytes(&text),
+    )
+    .unwrap();
+    fs::write(
+        inputs.join("b.csv"),
+        "tenant_id,meter,ts,value\nt9,m,2026-03-02T00:00:00Z,3\n",
+    )
+    .unwrap();
     fs::write(inputs.join("README.txt"), "not an input").unwrap();
     let lake = dir.path().join("lake");
     let v = ingest(&lake, &[&inputs], &[]);

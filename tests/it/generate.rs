@@ -11,10 +11,28 @@ fn same_seed_same_bytes_and_ingest_reproduces_the_ground_truth() {
         let out = dir.path().join(name);
         let labels = dir.path().join(format!("{name}.labels.csv"));
         let s = ok(&[
-            "generate", "--tenants", "12", "--days", "14", "--start", "2026-01-05", "--seed", seed, "--scale", "0.2",
-            "--out", out.to_str().unwrap(), "--labels", labels.to_str().unwrap(), "--summary",
+            "generate",
+            "--tenants",
+            "12",
+            "--days",
+            "14",
+            "--start",
+            "2026-01-05",
+            "--seed",
+            seed,
+            "--scale",
+            "0.2",
+            "--out",
+            out.to_str().unwrap(),
+            "--labels",
+            labels.to_str().unwrap(),
+            "--summary",
         ]);
-        (out, labels, serde_json::from_str::<serde_json::Value>(&s).unwrap())
+        (
+            out,
+            labels,
+            serde_json::from_str::<serde_json::Value>(&s).unwrap(),
+        )
     };
     let (a, la, truth) = gen_to("a.ndjson", "5");
     let (b, lb, _) = gen_to("b.ndjson", "5");
@@ -43,15 +61,28 @@ fn same_seed_same_bytes_and_ingest_reproduces_the_ground_truth() {
         assert_close(got[meter], want.as_f64().unwrap(), meter);
     }
     // Realistic shape: every meter present, tenants of very different sizes.
-    for m in ["api_calls", "storage_bytes", "documents", "ai_tokens", "ingest_bytes", "active_users"] {
+    for m in [
+        "api_calls",
+        "storage_bytes",
+        "documents",
+        "ai_tokens",
+        "ingest_bytes",
+        "active_users",
+    ] {
         assert!(got.contains_key(m), "{m}");
     }
     let mut per_tenant = std::collections::BTreeMap::<&str, u64>::new();
     for r in &rows {
         *per_tenant.entry(&r.tenant).or_default() += 1;
     }
-    let (min, max) = (per_tenant.values().min().unwrap(), per_tenant.values().max().unwrap());
-    assert!(*max > 50 * *min, "tenant sizes differ by orders of magnitude: {min} .. {max}");
+    let (min, max) = (
+        per_tenant.values().min().unwrap(),
+        per_tenant.values().max().unwrap(),
+    );
+    assert!(
+        *max > 50 * *min,
+        "tenant sizes differ by orders of magnitude: {min} .. {max}"
+    );
 }
 
 #[test]
@@ -59,6 +90,12 @@ fn generator_rejects_bad_parameters_by_name() {
     let o = mlk(&["generate", "--tenants", "0", "--out", "/tmp/never.ndjson"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tenants"));
-    let o = mlk(&["generate", "--dup-rate", "0.9", "--out", "/tmp/never.ndjson"]);
+    let o = mlk(&[
+        "generate",
+        "--dup-rate",
+        "0.9",
+        "--out",
+        "/tmp/never.ndjson",
+    ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--dup-rate"));
 }

@@ -10,7 +10,10 @@ const GOOD: &str = r#"{"id":"g1","ts":"2026-03-01T10:00:00Z","tenant_id":"t1","u
 fn every_rejection_reason_is_quarantined_verbatim_with_its_field() {
     let dir = tempfile::tempdir().unwrap();
     let long_id = "x".repeat(257);
-    let big = format!(r#"{{"id":"big","ts":"2026-03-01T10:00:00Z","tenant_id":"t1","meter":"m","properties":{{"blob":"{}"}}}}"#, "y".repeat(1 << 20));
+    let big = format!(
+        r#"{{"id":"big","ts":"2026-03-01T10:00:00Z","tenant_id":"t1","meter":"m","properties":{{"blob":"{}"}}}}"#,
+        "y".repeat(1 << 20)
+    );
     let cases: Vec<(String, &str)> = vec![
         ("{not json".into(), "record"),
         (r#"{"id":"a1","ts":"2026-03-01T10:00:00Z","meter":"m"}"#.into(), "tenant_id"),
@@ -54,7 +57,12 @@ fn every_rejection_reason_is_quarantined_verbatim_with_its_field() {
             assert_eq!(rec["record"].as_str().unwrap(), line, "kept verbatim");
         }
     }
-    assert_eq!(v["quarantine"].as_str().unwrap(), lake.join("quarantine/00000001.ndjson").display().to_string());
+    assert_eq!(
+        v["quarantine"].as_str().unwrap(),
+        lake.join("quarantine/00000001.ndjson")
+            .display()
+            .to_string()
+    );
     // Quarantined records can be fixed and re-ingested: the records are there verbatim.
     assert_eq!(read_lake(&lake).len(), cases.len());
 }
@@ -66,9 +74,12 @@ fn tracker_aliases_and_epoch_millis_map_to_canonical_fields() {
         dir.path(),
         "aliases.jsonl",
         concat!(
-            r#"{"id":"a","timestamp":1772359200000,"tenant_id":"t1","event_type":"documents","quantity":2,"metadata":{"file_type":"pdf"}}"#, "\n",
-            r#"{"id":"b","ts":"2026-03-01T10:00:00+02:00","tenant_id":"t1","event_name":"ai_tokens","metric_value":"512","region":"eu"}"#, "\n",
-            r#"{"id":"c","ts":"1772359200000","tenant_id":"t1","metric_type":"storage_bytes","value":1e9}"#, "\n",
+            r#"{"id":"a","timestamp":1772359200000,"tenant_id":"t1","event_type":"documents","quantity":2,"metadata":{"file_type":"pdf"}}"#,
+            "\n",
+            r#"{"id":"b","ts":"2026-03-01T10:00:00+02:00","tenant_id":"t1","event_name":"ai_tokens","metric_value":"512","region":"eu"}"#,
+            "\n",
+            r#"{"id":"c","ts":"1772359200000","tenant_id":"t1","metric_type":"storage_bytes","value":1e9}"#,
+            "\n",
         ),
     );
     let lake = dir.path().join("lake");
@@ -77,11 +88,27 @@ fn tracker_aliases_and_epoch_millis_map_to_canonical_fields() {
     let mut rows = read_lake(&lake);
     rows.sort_by(|a, b| a.id.cmp(&b.id));
     assert_eq!(rows[0].ts, 1_772_359_200_000_000);
-    assert_eq!((rows[0].meter.as_str(), rows[0].value, rows[0].props.as_str()), ("documents", 2.0, r#"{"file_type":"pdf"}"#));
+    assert_eq!(
+        (
+            rows[0].meter.as_str(),
+            rows[0].value,
+            rows[0].props.as_str()
+        ),
+        ("documents", 2.0, r#"{"file_type":"pdf"}"#)
+    );
     assert_eq!(rows[1].ts, 1_772_352_000_000_000, "offset converted to UTC");
-    assert_eq!((rows[1].meter.as_str(), rows[1].value), ("ai_tokens", 512.0));
-    assert_eq!(rows[1].props, r#"{"region":"eu"}"#, "unknown top-level fields become properties");
-    assert_eq!((rows[2].meter.as_str(), rows[2].value, rows[2].ts), ("storage_bytes", 1e9, 1_772_359_200_000_000));
+    assert_eq!(
+        (rows[1].meter.as_str(), rows[1].value),
+        ("ai_tokens", 512.0)
+    );
+    assert_eq!(
+        rows[1].props, r#"{"region":"eu"}"#,
+        "unknown top-level fields become properties"
+    );
+    assert_eq!(
+        (rows[2].meter.as_str(), rows[2].value, rows[2].ts),
+        ("storage_bytes", 1e9, 1_772_359_200_000_000)
+    );
     assert_eq!(rows[2].user, None);
 }
 
@@ -89,30 +116,63 @@ fn tracker_aliases_and_epoch_millis_map_to_canonical_fields() {
 fn duplicates_within_a_batch_across_runs_and_the_lookback() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let a = write(dir.path(), "a.ndjson", &format!("{GOOD}\n{GOOD}\n{}\n", GOOD.replace("g1", "g2")));
+    let a = write(
+        dir.path(),
+        "a.ndjson",
+        &format!("{GOOD}\n{GOOD}\n{}\n", GOOD.replace("g1", "g2")),
+    );
     let v = ingest(&lake, &[&a], &[]);
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(2), Some(1)));
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(2), Some(1))
+    );
     // Another file repeating g2, and g1 from another tenant (ids are scoped by tenant).
     let b = write(
         dir.path(),
         "b.ndjson",
-        &format!("{}\n{}\n", GOOD.replace("g1", "g2"), GOOD.replace("\"t1\"", "\"t2\"")),
+        &format!(
+            "{}\n{}\n",
+            GOOD.replace("g1", "g2"),
+            GOOD.replace("\"t1\"", "\"t2\"")
+        ),
     );
     let v = ingest(&lake, &[&b], &[]);
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(1), Some(1))
+    );
     // The same id 40 days later is outside the default 35-day lookback: a new event;
     // 30 days later it is a duplicate.
     let c = write(
         dir.path(),
         "c.ndjson",
-        &format!("{}\n{}\n", GOOD.replace("2026-03-01", "2026-04-10"), GOOD.replace("2026-03-01", "2026-03-31").replace("g1", "g2")),
+        &format!(
+            "{}\n{}\n",
+            GOOD.replace("2026-03-01", "2026-04-10"),
+            GOOD.replace("2026-03-01", "2026-03-31").replace("g1", "g2")
+        ),
     );
     let v = ingest(&lake, &[&c], &[]);
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(1), Some(1)), "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
     // With a 60-day lookback the 40-days-later copy of g2 is a duplicate.
-    let d = write(dir.path(), "d.ndjson", &format!("{}\n", GOOD.replace("2026-03-01", "2026-04-10").replace("g1", "g2")));
+    let d = write(
+        dir.path(),
+        "d.ndjson",
+        &format!(
+            "{}\n",
+            GOOD.replace("2026-03-01", "2026-04-10").replace("g1", "g2")
+        ),
+    );
     let v = ingest(&lake, &[&d], &["--lookback-days", "60"]);
-    assert_eq!((v["accepted"].as_u64(), v["duplicates"].as_u64()), (Some(0), Some(1)), "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(1)),
+        "{v}"
+    );
     assert_eq!(read_lake(&lake).len(), 4);
 }
 
@@ -120,7 +180,9 @@ fn duplicates_within_a_batch_across_runs_and_the_lookback() {
 fn ingesting_the_same_file_twice_accepts_nothing_new() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
-    let text: String = (0..500).map(|i| GOOD.replace("g1", &format!("e{i}")) + "\n").collect();
+    let text: String = (0..500)
+        .map(|i| GOOD.replace("g1", &format!("e{i}")) + "\n")
+        .collect();
     let a = write(dir.path(), "a.ndjson", &text);
     let first = ingest(&lake, &[&a], &[]);
     assert_eq!(first["accepted"], 500);
@@ -130,7 +192,14 @@ fn ingesting_the_same_file_twice_accepts_nothing_new() {
     // A copy under another name is read, and every event is a duplicate.
     let copy = write(dir.path(), "copy.ndjson", &(text.clone() + "\n"));
     let v = ingest(&lake, &[&copy], &[]);
-    assert_eq!((v["read"].as_u64(), v["duplicates"].as_u64(), v["accepted"].as_u64()), (Some(500), Some(500), Some(0)));
+    assert_eq!(
+        (
+            v["read"].as_u64(),
+            v["duplicates"].as_u64(),
+            v["accepted"].as_u64()
+        ),
+        (Some(500), Some(500), Some(0))
+    );
     assert_eq!(read_lake(&lake).len(), 500);
 }
 
@@ -145,14 +214,33 @@ fn unreadable_inputs_fail_with_exit_2_naming_the_file_and_write_nothing() {
     let badgz = dir.path().join("bad.ndjson.gz");
     fs::write(&badgz, &gz).unwrap();
     let notpq = write(dir.path(), "fake.parquet", "id,ts\n");
-    let nocol = write(dir.path(), "nocol.csv", "id,ts,meter\n1,2026-03-01T00:00:00Z,m\n");
-    for (bad, needle) in [(&missing, "missing.ndjson"), (&badgz, "bad.ndjson.gz"), (&notpq, "fake.parquet"), (&nocol, "tenant_id")] {
-        let o = mlk(&["ingest", good.to_str().unwrap(), bad.to_str().unwrap(), "--lake", lake.to_str().unwrap(), "--quiet"]);
+    let nocol = write(
+        dir.path(),
+        "nocol.csv",
+        "id,ts,meter\n1,2026-03-01T00:00:00Z,m\n",
+    );
+    for (bad, needle) in [
+        (&missing, "missing.ndjson"),
+        (&badgz, "bad.ndjson.gz"),
+        (&notpq, "fake.parquet"),
+        (&nocol, "tenant_id"),
+    ] {
+        let o = mlk(&[
+            "ingest",
+            good.to_str().unwrap(),
+            bad.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            "--quiet",
+        ]);
         assert_eq!(o.status.code(), Some(2), "{bad:?}");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains(needle), "{bad:?}: {err}");
         assert_eq!(err.trim().lines().count(), 1, "one readable line: {err}");
-        assert!(read_lake(&lake).is_empty(), "nothing half-written after {bad:?}");
+        assert!(
+            read_lake(&lake).is_empty(),
+            "nothing half-written after {bad:?}"
+        );
         assert!(!lake.join("_log/00000001.json").exists());
     }
     // After the failures the good file ingests normally.
@@ -187,18 +275,38 @@ fn lake_files_are_sorted_deterministic_and_stats_agree() {
     assert_eq!(f1.len(), 3, "one file per day");
     for f in &f1 {
         let rel = f.strip_prefix(&l1).unwrap();
-        assert_eq!(fs::read(f).unwrap(), fs::read(l2.join(rel)).unwrap(), "same input, same bytes: {rel:?}");
+        assert_eq!(
+            fs::read(f).unwrap(),
+            fs::read(l2.join(rel)).unwrap(),
+            "same input, same bytes: {rel:?}"
+        );
     }
     let rows = read_lake(&l1);
     for w in rows.windows(2).filter(|w| w[0].date == w[1].date) {
-        assert!((&w[0].tenant, &w[0].meter, w[0].ts) <= (&w[1].tenant, &w[1].meter, w[1].ts), "sorted within a file");
+        assert!(
+            (&w[0].tenant, &w[0].meter, w[0].ts) <= (&w[1].tenant, &w[1].meter, w[1].ts),
+            "sorted within a file"
+        );
     }
-    let stats: serde_json::Value = serde_json::from_str(&ok(&["lake", "stats", "--lake", l1.to_str().unwrap(), "--output", "json"])).unwrap();
+    let stats: serde_json::Value = serde_json::from_str(&ok(&[
+        "lake",
+        "stats",
+        "--lake",
+        l1.to_str().unwrap(),
+        "--output",
+        "json",
+    ]))
+    .unwrap();
     assert_eq!(stats["rows"], 300);
     assert_eq!(stats["partitions"], 3);
     assert_eq!(stats["tenants"], 3);
     assert_eq!(stats["first_date"], "2026-03-01");
-    let m1 = stats["meters"].as_array().unwrap().iter().find(|m| m["meter"] == "m1").unwrap();
+    let m1 = stats["meters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["meter"] == "m1")
+        .unwrap();
     let want: f64 = (0..300).filter(|i| i % 2 == 1).map(|i| i as f64).sum();
     assert_close(m1["value_sum"].as_f64().unwrap(), want, "m1 sum");
 }
@@ -216,9 +324,18 @@ fn compaction_merges_small_files_keeping_every_row() {
     }
     let before = read_lake(&lake);
     assert_eq!(parquet_files(&lake).len(), 6);
-    let out = ok(&["compact", "--lake", lake.to_str().unwrap(), "--output", "json"]);
+    let out = ok(&[
+        "compact",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--output",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
-    assert_eq!((v["files_before"].as_u64(), v["files_after"].as_u64()), (Some(6), Some(2)));
+    assert_eq!(
+        (v["files_before"].as_u64(), v["files_after"].as_u64()),
+        (Some(6), Some(2))
+    );
     let after = read_lake(&lake);
     assert_eq!(parquet_files(&lake).len(), 2);
     let key = |r: &Row| (r.id.clone(), r.ts, r.value.to_bits());
@@ -228,6 +345,10 @@ fn compaction_merges_small_files_keeping_every_row() {
     b.sort();
     assert_eq!(a, b);
     // Dedup still sees compacted events.
-    let again = write(dir.path(), "again.ndjson", r#"{"id":"k0-3","ts":"2026-03-02T10:00:00Z","tenant_id":"t3","meter":"m","value":3.5}"#);
+    let again = write(
+        dir.path(),
+        "again.ndjson",
+        r#"{"id":"k0-3","ts":"2026-03-02T10:00:00Z","tenant_id":"t3","meter":"m","value":3.5}"#,
+    );
     assert_eq!(ingest(&lake, &[&again], &[])["duplicates"], 1);
 }

@@ -9,7 +9,12 @@ use crate::common::*;
 
 #[derive(Debug, Clone)]
 enum Rec {
-    Good { tenant: u8, id: u8, day: u8, value: u16 },
+    Good {
+        tenant: u8,
+        id: u8,
+        day: u8,
+        value: u16,
+    },
     Bad(u8),
 }
 
@@ -22,14 +27,24 @@ fn rec() -> impl Strategy<Value = Rec> {
 
 fn line(r: &Rec) -> String {
     match r {
-        Rec::Good { tenant, id, day, value } => format!(
+        Rec::Good {
+            tenant,
+            id,
+            day,
+            value,
+        } => format!(
             r#"{{"id":"i{id}","ts":"2026-02-{day:02}T12:00:00Z","tenant_id":"t{tenant}","meter":"m","value":{value}}}"#
         ),
         Rec::Bad(0) => "{\"id\":".into(),
         Rec::Bad(1) => r#"{"id":"x","ts":"2026-02-01T00:00:00Z","meter":"m"}"#.into(),
-        Rec::Bad(2) => r#"{"id":"x","ts":"2026-02-01T00:00:00Z","tenant_id":"t","meter":"m","value":-1}"#.into(),
+        Rec::Bad(2) => {
+            r#"{"id":"x","ts":"2026-02-01T00:00:00Z","tenant_id":"t","meter":"m","value":-1}"#
+                .into()
+        }
         Rec::Bad(3) => r#"{"id":"x","ts":"never","tenant_id":"t","meter":"m"}"#.into(),
-        Rec::Bad(_) => r#"{"id":"x/y","ts":"2026-02-01T00:00:00Z","tenant_id":"t","meter":"m"}"#.into(),
+        Rec::Bad(_) => {
+            r#"{"id":"x/y","ts":"2026-02-01T00:00:00Z","tenant_id":"t","meter":"m"}"#.into()
+        }
     }
 }
 
