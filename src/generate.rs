@@ -316,7 +316,7 @@ fn make_tenants(cfg: &GenConfig) -> Vec<TenantGen> {
             };
             let mut anomalies = Vec::new();
             // Roughly a third of tenants carry one anomaly; the first five one of each kind.
-            let kind = if i >= 4 && i < 9 {
+            let kind = if (4..9).contains(&i) {
                 Some(
                     [
                         Kind::Spike,

@@ -52,13 +52,11 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
     match chunk {
         Chunk::Lines { data, first_line } => {
             out.reserve(data.len() / 200);
-            let mut line = first_line;
-            for raw in data.split(|&b| b == b'\n') {
+            for (line, raw) in (first_line..).zip(data.split(|&b| b == b'\n')) {
                 let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
                 if !raw.iter().all(u8::is_ascii_whitespace) {
                     json(raw, line, &mut out);
                 }
-                line += 1;
             }
         }
         Chunk::Elements { doc, items } => {
