@@ -12,7 +12,7 @@
 //! use std::path::{Path, PathBuf};
 //! use meterlake::ingest::{ingest, IngestOptions};
 //!
-//! let summary = ingest(Path::new("out/lake"), &[PathBuf::from("data/events.ndjson.gz")], &IngestOptions::default())?;
+//! let summary = ingest(Path::new("out/lake"), &[PathBuf::from("data/events/events.ndjson.gz")], &IngestOptions::default())?;
 //! assert_eq!(summary.read, summary.accepted + summary.rejected + summary.duplicates);
 //! let lake = meterlake::lake::Lake::open(Path::new("out/lake"))?;
 //! println!("{} rows", meterlake::lake::stats(&lake)?.rows);

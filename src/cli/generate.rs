@@ -79,14 +79,17 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         bad_rate: a.bad_rate,
     };
     if let Some(target) = a.events {
-        // Calibrate on a one-day dry run of the same tenants, then scale.
-        let probe = GenConfig {
-            days: a.days.min(7),
-            ..cfg.clone()
+        // Volume is linear in the scale (Poisson rates) plus a fixed part (hourly storage
+        // readings, bot traffic): fit lines = fixed + slope * scale on two small dry runs.
+        let lines_at = |scale: f64| -> anyhow::Result<f64> {
+            let (s, _, _) = generate::generate(&GenConfig { scale, ..cfg.clone() }, &mut std::io::sink())?;
+            Ok(s.lines as f64)
         };
-        let (s, _, _) = generate::generate(&probe, &mut std::io::sink())?;
-        let per_day = s.lines.max(1) as f64 / probe.days as f64;
-        cfg.scale = (target as f64 / (per_day * a.days as f64)).max(1e-6);
+        let (s1, s2) = (0.02, 0.06);
+        let (l1, l2) = (lines_at(s1)?, lines_at(s2)?);
+        let slope = ((l2 - l1) / (s2 - s1)).max(1.0);
+        let fixed = l1 - slope * s1;
+        cfg.scale = ((target as f64 - fixed) / slope).max(1e-4);
     }
     let tmp = a.out.with_extension("partial");
     let mut w = create(&tmp)?;

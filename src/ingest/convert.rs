@@ -7,7 +7,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 
-use super::record::{Accepted, Draft, Limits, Prop, Rejection, TsIn, parse_json, parse_number};
+use super::record::{
+    Accepted, Draft, Limits, Prop, Rejection, TsIn, parse_json, parse_number, props_from_json_text,
+};
 use super::source::{Chunk, CsvHeader};
 
 /// A rejected record, kept verbatim for the quarantine.
@@ -241,31 +243,9 @@ fn csv_draft<'a>(
                 d.value =
                     Some(parse_number(cell).ok_or_else(|| format!("{cell:?} is not a number")))
             }
-            Some("properties") => {
-                let m: serde_json::Map<String, serde_json::Value> = serde_json::from_str(cell)
-                    .map_err(|e| {
-                        Rejection::new(name.clone(), format!("is not a JSON object: {e}"))
-                    })?;
-                for (k, v) in m {
-                    let p = match v {
-                        serde_json::Value::String(s) => Prop::Str(Cow::Owned(s)),
-                        serde_json::Value::Number(n) => Prop::Num(Cow::Owned(n.to_string())),
-                        serde_json::Value::Bool(b) => Prop::Bool(b),
-                        serde_json::Value::Null => continue,
-                        _ => {
-                            return Err(Rejection::new(
-                                format!("{name}.{k}"),
-                                "nested objects and arrays are not allowed (flat map)",
-                            ));
-                        }
-                    };
-                    d.props.insert(Cow::Owned(k), p);
-                }
-            }
+            Some("properties") => props_from_json_text(&mut d, name, cell),
             _ => {
-                d.props
-                    .entry(Cow::Borrowed(name.as_str()))
-                    .or_insert_with(|| cell_prop(cell));
+                d.default_prop(Cow::Borrowed(name.as_str()), cell_prop(cell));
             }
         }
     }
@@ -366,32 +346,7 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outc
             }
         }
         if let Some(p) = s(&props, i) {
-            match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(p) {
-                Ok(m) => {
-                    for (k, v) in m {
-                        let p = match v {
-                            serde_json::Value::String(s) => Prop::Str(Cow::Owned(s)),
-                            serde_json::Value::Number(n) => Prop::Num(Cow::Owned(n.to_string())),
-                            serde_json::Value::Bool(b) => Prop::Bool(b),
-                            serde_json::Value::Null => continue,
-                            _ => {
-                                d.problem.get_or_insert(Rejection::new(
-                                    format!("properties.{k}"),
-                                    "nested objects and arrays are not allowed (flat map)",
-                                ));
-                                continue;
-                            }
-                        };
-                        d.props.insert(Cow::Owned(k), p);
-                    }
-                }
-                Err(e) => {
-                    d.problem.get_or_insert(Rejection::new(
-                        "properties",
-                        format!("is not a JSON object: {e}"),
-                    ));
-                }
-            }
+            props_from_json_text(&mut d, "properties", p);
         }
         let row = first_row + i as u64;
         match d.finish(0, limits) {

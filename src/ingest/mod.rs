@@ -47,7 +47,7 @@ use convert::{Bad, Outcome, convert};
 /// Default dedup lookback: an event is a duplicate of one in the lake within this many days.
 pub const DEFAULT_LOOKBACK_DAYS: u32 = 35;
 /// Default memory for buffered events before they are flushed to Parquet, in MiB.
-pub const DEFAULT_MEMORY_BUDGET_MB: usize = 256;
+pub const DEFAULT_MEMORY_BUDGET_MB: usize = 128;
 
 /// How to ingest.
 #[derive(Debug, Clone)]

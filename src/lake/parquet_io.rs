@@ -1,6 +1,7 @@
 //! Event files: sorted, ZSTD-compressed Parquet with statistics, and reading them back.
 
 use std::fs;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{UsageEvent, lake_schema};
@@ -31,45 +33,74 @@ pub struct WrittenFile {
     pub value_sum: f64,
 }
 
-/// Sorts `events` by (tenant_id, meter, ts, id) and writes them to `path` (fsynced).
+/// Writes `events` to `path` (fsynced), sorted by (tenant_id, meter, ts, id).
+///
+/// The sort runs on a permutation, not on the events: (tenant, meter) pairs are ranked
+/// once, so most comparisons are on two integers instead of strings.
 pub fn write_events(path: &Path, events: &mut [UsageEvent]) -> Result<WrittenFile> {
-    events.sort_unstable_by(|a, b| {
-        (a.tenant_id.as_str(), a.meter.as_str(), a.ts, a.id.as_str()).cmp(&(
-            b.tenant_id.as_str(),
-            b.meter.as_str(),
-            b.ts,
-            b.id.as_str(),
-        ))
-    });
+    let order = sort_order(events);
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
     }
     let file = fs::File::create(path).at(path)?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).expect("level 1 is valid"),
-        ))
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("meterlake {}", env!("CARGO_PKG_VERSION")))
+        // Ids and properties are (nearly) unique per row: a dictionary only costs time.
+        .set_column_dictionary_enabled(ColumnPath::from("id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("properties"), false)
         .build();
     let schema = lake_schema();
     let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))
         .map_err(|e| Error::parquet(path, e))?;
     let mut value_sum = 0.0;
-    for chunk in events.chunks(ROW_GROUP_ROWS) {
-        let batch = to_batch(chunk)?;
-        value_sum += chunk.iter().map(|e| e.value).sum::<f64>();
-        w.write(&batch).map_err(|e| Error::parquet(path, e))?;
+    for chunk in order.chunks(ROW_GROUP_ROWS) {
+        let rows: Vec<&UsageEvent> = chunk.iter().map(|&i| &events[i as usize]).collect();
+        value_sum += rows.iter().map(|e| e.value).sum::<f64>();
+        w.write(&to_batch(&rows)?).map_err(|e| Error::parquet(path, e))?;
     }
     let file = w.into_inner().map_err(|e| Error::parquet(path, e))?;
     file.sync_all().at(path)?;
     let bytes = file.metadata().at(path)?.len();
-    Ok(WrittenFile {
-        rows: events.len() as u64,
-        bytes,
-        value_sum,
-    })
+    Ok(WrittenFile { rows: events.len() as u64, bytes, value_sum })
+}
+
+/// A small fast hasher for the rank lookup (std's SipHash costs more than the sort here;
+/// keys are our own strings, so flooding resistance is not needed).
+#[derive(Default)]
+struct Fx(u64);
+
+impl Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for c in bytes.chunks(8) {
+            let mut w = [0u8; 8];
+            w[..c.len()].copy_from_slice(c);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+}
+
+/// Row order of a lake file: by (tenant_id, meter, ts, id).
+fn sort_order(events: &[UsageEvent]) -> Vec<u32> {
+    let mut pairs: Vec<(&str, &str)> = events.iter().map(|e| (e.tenant_id.as_str(), e.meter.as_str())).collect();
+    pairs.sort_unstable();
+    pairs.dedup();
+    let rank: std::collections::HashMap<(&str, &str), u32, BuildHasherDefault<Fx>> =
+        pairs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
+    let mut keyed: Vec<(u32, i64, u32)> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (rank[&(e.tenant_id.as_str(), e.meter.as_str())], e.ts, i as u32))
+        .collect();
+    keyed.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| events[a.2 as usize].id.cmp(&events[b.2 as usize].id))
+    });
+    keyed.into_iter().map(|k| k.2).collect()
 }
 
 fn strings<'a>(it: impl Iterator<Item = Option<&'a str>>, len: usize) -> ArrayRef {
@@ -80,7 +111,7 @@ fn strings<'a>(it: impl Iterator<Item = Option<&'a str>>, len: usize) -> ArrayRe
     Arc::new(b.finish())
 }
 
-fn to_batch(events: &[UsageEvent]) -> Result<RecordBatch> {
+fn to_batch(events: &[&UsageEvent]) -> Result<RecordBatch> {
     let n = events.len();
     let cols: Vec<ArrayRef> = vec![
         strings(events.iter().map(|e| Some(e.id.as_str())), n),

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Peak memory of `meterlake ingest` on a multi-GB NDJSON input (bounded-memory streaming).
+# Usage: bash benches/rss.sh            (env: MLK_BIN, EVENTS=10000000, KEEP=0)
+# Prints input size, events/s and the peak RSS from /usr/bin/time -v.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+MLK_BIN="${MLK_BIN:-target/release/meterlake}"
+EVENTS="${EVENTS:-10000000}"
+[[ -x "$MLK_BIN" ]] || { echo "error: build first: cargo build --release (or set MLK_BIN)" >&2; exit 1; }
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/meterlake-rss.XXXXXX")"
+[[ "${KEEP:-0}" == 1 ]] || trap 'rm -rf "$WORK"' EXIT
+"$MLK_BIN" generate --tenants 1000 --days 30 --start 2026-09-01 --seed 7 --events "$EVENTS" --out "$WORK/big.ndjson"
+ls -l "$WORK/big.ndjson" | awk '{printf "input: %.2f GB\n", $5/1e9}'
+/usr/bin/time -v "$MLK_BIN" ingest "$WORK/big.ndjson" --lake "$WORK/lake" --quiet 2> "$WORK/time.txt"
+grep -E "Maximum resident set size|Elapsed \(wall clock\)" "$WORK/time.txt"
+awk '/Maximum resident/ {printf "peak RSS: %.0f MiB\n", $6/1024}' "$WORK/time.txt"
