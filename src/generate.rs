@@ -518,7 +518,12 @@ impl TenantGen {
             return;
         }
         o.stats.events += 1;
-        match o.stats.value_sums.iter_mut().find(|(k, _)| k.as_str() == e.meter) {
+        match o
+            .stats
+            .value_sums
+            .iter_mut()
+            .find(|(k, _)| k.as_str() == e.meter)
+        {
             Some((_, v)) => *v += e.value,
             None => {
                 o.stats.value_sums.insert(e.meter.to_string(), e.value);
@@ -527,12 +532,18 @@ impl TenantGen {
         if r < cfg.bad_rate + cfg.dup_rate {
             o.stats.duplicates += 1;
             let later = hour + self.rng.random_range(0..2);
-            o.deferred.push(Deferred { hour: later, line: o.lines[start..].to_vec() });
+            o.deferred.push(Deferred {
+                hour: later,
+                line: o.lines[start..].to_vec(),
+            });
         }
         if self.rng.random::<f64>() < cfg.late_rate {
             o.stats.late += 1;
             let later = hour + self.rng.random_range(1..=72);
-            o.deferred.push(Deferred { hour: later, line: o.lines[start..].to_vec() });
+            o.deferred.push(Deferred {
+                hour: later,
+                line: o.lines[start..].to_vec(),
+            });
             o.lines.truncate(start);
         }
     }
@@ -919,10 +930,21 @@ mod tests {
 
     #[test]
     fn timestamps_render_like_chrono() {
-        for ts in [0i64, 1, 86_399_999_999, 951_782_400_000_000, 1_790_000_123_456_789, 4_102_444_799_999_999] {
+        for ts in [
+            0i64,
+            1,
+            86_399_999_999,
+            951_782_400_000_000,
+            1_790_000_123_456_789,
+            4_102_444_799_999_999,
+        ] {
             let mut out = Vec::new();
             push_ts(&mut out, ts);
-            assert_eq!(String::from_utf8(out).unwrap(), crate::event::ts_to_rfc3339(ts), "{ts}");
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                crate::event::ts_to_rfc3339(ts),
+                "{ts}"
+            );
         }
     }
 

@@ -82,7 +82,13 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         // Volume is linear in the scale (Poisson rates) plus a fixed part (hourly storage
         // readings, bot traffic): fit lines = fixed + slope * scale on two small dry runs.
         let lines_at = |scale: f64| -> anyhow::Result<f64> {
-            let (s, _, _) = generate::generate(&GenConfig { scale, ..cfg.clone() }, &mut std::io::sink())?;
+            let (s, _, _) = generate::generate(
+                &GenConfig {
+                    scale,
+                    ..cfg.clone()
+                },
+                &mut std::io::sink(),
+            )?;
             Ok(s.lines as f64)
         };
         let (s1, s2) = (0.02, 0.06);

@@ -223,7 +223,8 @@ fn check_id(field: &'static str, v: &str) -> Result<(), Rejection> {
     // Fast path: printable ASCII without separators (nearly every real id).
     if !v.is_empty()
         && v.len() <= MAX_ID_BYTES
-        && v.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'/' && b != b'\\')
+        && v.bytes()
+            .all(|b| (0x20..0x7f).contains(&b) && b != b'/' && b != b'\\')
     {
         return Ok(());
     }
@@ -538,7 +539,8 @@ pub(crate) fn parse_json(raw: &[u8], limits: &Limits) -> Result<Accepted, Reject
     }
     // Validate UTF-8 once for the whole line: parsing from a &str then skips the per-value
     // validation serde_json does for raw values read from bytes.
-    let text = std::str::from_utf8(raw).map_err(|e| Rejection::new("record", format!("invalid JSON: not UTF-8 ({e})")))?;
+    let text = std::str::from_utf8(raw)
+        .map_err(|e| Rejection::new("record", format!("invalid JSON: not UTF-8 ({e})")))?;
     let members: Members = serde_json::from_str(text)
         .map_err(|e| Rejection::new("record", format!("invalid JSON: {e}")))?;
     let draft = if members.0.iter().any(|(k, _)| k == "specversion") {
@@ -781,7 +783,10 @@ fn json_prop<'a>(d: &mut Draft<'a>, parent: Option<&str>, key: Cow<'a, str>, v: 
         Some(b'f') => Prop::Bool(false),
         Some(b'n') => return,
         Some(b'{') | Some(b'[') => {
-            d.note(Rejection::new(field(&key), "nested objects and arrays are not allowed (flat map)"));
+            d.note(Rejection::new(
+                field(&key),
+                "nested objects and arrays are not allowed (flat map)",
+            ));
             return;
         }
         _ => Prop::Num(Cow::Borrowed(text)),

@@ -44,7 +44,9 @@ pub fn write_events(path: &Path, events: &mut [UsageEvent]) -> Result<WrittenFil
     }
     let file = fs::File::create(path).at(path)?;
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).expect("level 1 is valid")))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).expect("level 1 is valid"),
+        ))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("meterlake {}", env!("CARGO_PKG_VERSION")))
@@ -59,12 +61,17 @@ pub fn write_events(path: &Path, events: &mut [UsageEvent]) -> Result<WrittenFil
     for chunk in order.chunks(ROW_GROUP_ROWS) {
         let rows: Vec<&UsageEvent> = chunk.iter().map(|&i| &events[i as usize]).collect();
         value_sum += rows.iter().map(|e| e.value).sum::<f64>();
-        w.write(&to_batch(&rows)?).map_err(|e| Error::parquet(path, e))?;
+        w.write(&to_batch(&rows)?)
+            .map_err(|e| Error::parquet(path, e))?;
     }
     let file = w.into_inner().map_err(|e| Error::parquet(path, e))?;
     file.sync_all().at(path)?;
     let bytes = file.metadata().at(path)?.len();
-    Ok(WrittenFile { rows: events.len() as u64, bytes, value_sum })
+    Ok(WrittenFile {
+        rows: events.len() as u64,
+        bytes,
+        value_sum,
+    })
 }
 
 /// A small fast hasher for the rank lookup (std's SipHash costs more than the sort here;
@@ -80,25 +87,40 @@ impl Hasher for Fx {
         for c in bytes.chunks(8) {
             let mut w = [0u8; 8];
             w[..c.len()].copy_from_slice(c);
-            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w)).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(w))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
         }
     }
 }
 
 /// Row order of a lake file: by (tenant_id, meter, ts, id).
 fn sort_order(events: &[UsageEvent]) -> Vec<u32> {
-    let mut pairs: Vec<(&str, &str)> = events.iter().map(|e| (e.tenant_id.as_str(), e.meter.as_str())).collect();
+    let mut pairs: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (e.tenant_id.as_str(), e.meter.as_str()))
+        .collect();
     pairs.sort_unstable();
     pairs.dedup();
-    let rank: std::collections::HashMap<(&str, &str), u32, BuildHasherDefault<Fx>> =
-        pairs.iter().enumerate().map(|(i, p)| (*p, i as u32)).collect();
+    let rank: std::collections::HashMap<(&str, &str), u32, BuildHasherDefault<Fx>> = pairs
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (*p, i as u32))
+        .collect();
     let mut keyed: Vec<(u32, i64, u32)> = events
         .iter()
         .enumerate()
-        .map(|(i, e)| (rank[&(e.tenant_id.as_str(), e.meter.as_str())], e.ts, i as u32))
+        .map(|(i, e)| {
+            (
+                rank[&(e.tenant_id.as_str(), e.meter.as_str())],
+                e.ts,
+                i as u32,
+            )
+        })
         .collect();
     keyed.sort_unstable_by(|a, b| {
-        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| events[a.2 as usize].id.cmp(&events[b.2 as usize].id))
+        (a.0, a.1)
+            .cmp(&(b.0, b.1))
+            .then_with(|| events[a.2 as usize].id.cmp(&events[b.2 as usize].id))
     });
     keyed.into_iter().map(|k| k.2).collect()
 }
