@@ -343,7 +343,7 @@ impl Txn {
     ) -> Result<()> {
         self.current_file = path.display().to_string();
         let (rx, handle) = source::spawn_reader(path.to_path_buf(), decided, counter.clone());
-        let batch_chunks = rayon::current_num_threads().max(1) * 2;
+        let batch_chunks = rayon::current_num_threads().max(1) * 4;
         let (limits, ce_only) = (
             self.limits,
             self.cloudevents_only || decided.format == Format::Cloudevents,

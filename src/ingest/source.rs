@@ -19,7 +19,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use crate::error::{Error, IoContext, Result};
 
 /// Target size of a chunk handed to one parser task.
-pub const CHUNK_BYTES: usize = 2 << 20;
+pub const CHUNK_BYTES: usize = 1 << 20;
 /// A line longer than this is not buffered whole: it is rejected with its first bytes kept.
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
