@@ -451,6 +451,24 @@ struct Ev<'a> {
     props: &'a [(&'a str, PropV<'a>)],
 }
 
+impl<'a> Ev<'a> {
+    fn new(
+        ts: i64,
+        user: Option<u32>,
+        meter: &'a str,
+        value: f64,
+        props: &'a [(&'a str, PropV<'a>)],
+    ) -> Self {
+        Ev {
+            ts,
+            user,
+            meter,
+            value,
+            props,
+        }
+    }
+}
+
 enum PropV<'a> {
     S(&'a str),
     N(f64),
@@ -616,13 +634,7 @@ impl TenantGen {
             self.emit(
                 cfg,
                 hour,
-                &Ev {
-                    ts,
-                    user: Some(user),
-                    meter: "api_calls",
-                    value: 1.0,
-                    props: &props,
-                },
+                &Ev::new(ts, Some(user), "api_calls", 1.0, &props),
                 &mut o,
             );
         }
@@ -642,13 +654,7 @@ impl TenantGen {
                 self.emit(
                     cfg,
                     hour,
-                    &Ev {
-                        ts,
-                        user: Some(bot_user),
-                        meter: "api_calls",
-                        value: 1.0,
-                        props: &props,
-                    },
+                    &Ev::new(ts, Some(bot_user), "api_calls", 1.0, &props),
                     &mut o,
                 );
             }
@@ -669,13 +675,7 @@ impl TenantGen {
             self.emit(
                 cfg,
                 hour,
-                &Ev {
-                    ts,
-                    user: Some(user),
-                    meter: "documents",
-                    value: 1.0,
-                    props: &props,
-                },
+                &Ev::new(ts, Some(user), "documents", 1.0, &props),
                 &mut o,
             );
         }
@@ -695,13 +695,7 @@ impl TenantGen {
                 self.emit(
                     cfg,
                     hour,
-                    &Ev {
-                        ts,
-                        user: Some(user),
-                        meter: "ai_tokens",
-                        value: tokens,
-                        props: &props,
-                    },
+                    &Ev::new(ts, Some(user), "ai_tokens", tokens, &props),
                     &mut o,
                 );
             }
@@ -725,13 +719,7 @@ impl TenantGen {
             self.emit(
                 cfg,
                 hour,
-                &Ev {
-                    ts,
-                    user: Some(user),
-                    meter: "ingest_bytes",
-                    value: bytes,
-                    props: &props,
-                },
+                &Ev::new(ts, Some(user), "ingest_bytes", bytes, &props),
                 &mut o,
             );
         }
@@ -746,13 +734,7 @@ impl TenantGen {
             self.emit(
                 cfg,
                 hour,
-                &Ev {
-                    ts,
-                    user: Some(user),
-                    meter: "active_users",
-                    value: 1.0,
-                    props: &props,
-                },
+                &Ev::new(ts, Some(user), "active_users", 1.0, &props),
                 &mut o,
             );
         }
@@ -765,13 +747,7 @@ impl TenantGen {
         self.emit(
             cfg,
             hour,
-            &Ev {
-                ts: hour_ts,
-                user: None,
-                meter: "storage_bytes",
-                value: reading,
-                props: &[],
-            },
+            &Ev::new(hour_ts, None, "storage_bytes", reading, &[]),
             &mut o,
         );
         o
