@@ -269,7 +269,11 @@ fn lake_files_are_sorted_deterministic_and_stats_agree() {
     }
     let input = write(dir.path(), "e.ndjson", &text);
     let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
-    ingest(&l1, &[&input], &[]);
+    let v = ingest(&l1, &[&input], &[]);
+    assert_eq!(
+        v["partitions"],
+        serde_json::json!(["2026-03-01", "2026-03-02", "2026-03-03"])
+    );
     ingest(&l2, &[&input], &["--memory-budget-mb", "1"]);
     let f1 = parquet_files(&l1);
     assert_eq!(f1.len(), 3, "one file per day");
@@ -307,6 +311,24 @@ fn lake_files_are_sorted_deterministic_and_stats_agree() {
         .iter()
         .find(|m| m["meter"] == "m1")
         .unwrap();
+    // A late event lands in its own (old) partition, and the commit says which one it touched.
+    let late = write(
+        dir.path(),
+        "late.ndjson",
+        r#"{"id":"late1","ts":"2026-03-01T23:59:59Z","tenant_id":"t1","meter":"m1","value":1}"#,
+    );
+    let v = ingest(&l1, &[&late], &[]);
+    assert_eq!(v["partitions"], serde_json::json!(["2026-03-01"]));
+    let log: serde_json::Value =
+        serde_json::from_slice(&fs::read(l1.join("_log/00000002.json")).unwrap()).unwrap();
+    assert_eq!(log["partitions"], serde_json::json!(["2026-03-01"]));
+    assert_eq!(
+        parquet_files(&l1)
+            .iter()
+            .filter(|f| f.to_str().unwrap().contains("date=2026-03-01"))
+            .count(),
+        2
+    );
     let want: f64 = (0..300).filter(|i| i % 2 == 1).map(|i| i as f64).sum();
     assert_close(m1["value_sum"].as_f64().unwrap(), want, "m1 sum");
 }
