@@ -98,7 +98,7 @@ pub struct InputSummary {
 }
 
 /// What an ingest did. `read = accepted + rejected + duplicates`.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct IngestSummary {
     /// Records read.
     pub read: u64,
@@ -179,17 +179,7 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         plan.push((p.clone(), decided, sum, bytes));
     }
     let mut lake = Lake::open_for_write(root)?;
-    let mut summary = IngestSummary {
-        read: 0,
-        accepted: 0,
-        rejected: 0,
-        duplicates: 0,
-        partitions: vec![],
-        quarantine: None,
-        commit: None,
-        inputs: vec![],
-        skipped: vec![],
-    };
+    let mut summary = IngestSummary::default();
     let done: std::collections::HashMap<String, u64> = lake
         .ingested_inputs()
         .into_iter()
@@ -224,11 +214,7 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         let before = txn.counts;
         let counter = Arc::new(AtomicU64::new(0));
         txn.read_input(&path, decided, counter, &bar)?;
-        let mut counts = txn.counts;
-        counts.read -= before.read;
-        counts.accepted -= before.accepted;
-        counts.rejected -= before.rejected;
-        counts.duplicates -= before.duplicates;
+        let counts = txn.counts.since(&before);
         summary.inputs.push(InputSummary {
             path: path.display().to_string(),
             format: decided.format.name().to_string(),

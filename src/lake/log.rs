@@ -36,6 +36,16 @@ pub struct Counts {
 }
 
 impl Counts {
+    /// What was counted after `earlier` (a snapshot of the same running counts).
+    pub fn since(&self, earlier: &Counts) -> Counts {
+        Counts {
+            read: self.read - earlier.read,
+            accepted: self.accepted - earlier.accepted,
+            rejected: self.rejected - earlier.rejected,
+            duplicates: self.duplicates - earlier.duplicates,
+        }
+    }
+
     /// Adds another ingest's counts.
     pub fn add(&mut self, o: &Counts) {
         self.read += o.read;
