@@ -59,7 +59,12 @@ pub fn day_to_string(day: i32) -> String {
 
 /// The calendar date of a day number.
 pub fn date_of_day(day: i32) -> NaiveDate {
-    NaiveDate::from_ymd_opt(1970, 1, 1).expect("valid date") + chrono::Duration::days(day as i64)
+    // 719_163 days from 0001-01-01 (CE day 1) to 1970-01-01; out-of-range days saturate.
+    NaiveDate::from_num_days_from_ce_opt(day.saturating_add(719_163)).unwrap_or(if day < 0 {
+        NaiveDate::MIN
+    } else {
+        NaiveDate::MAX
+    })
 }
 
 /// Day number of a calendar date.

@@ -32,8 +32,8 @@ pub struct IngestArgs {
     /// Earliest accepted event time (RFC 3339 or YYYY-MM-DD).
     #[arg(long, default_value = "2000-01-01")]
     pub min_ts: String,
-    /// How far in the future an event may be, in hours (clock skew tolerance).
-    #[arg(long, default_value_t = 24)]
+    /// How far in the future an event may be, in hours (clock skew tolerance; at most 10 years).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=87_600))]
     pub max_future_hours: u32,
     /// Memory for buffered events before they are flushed to Parquet, in MiB.
     #[arg(long, default_value_t = meterlake_ingest::DEFAULT_MEMORY_BUDGET_MB)]
