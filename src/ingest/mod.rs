@@ -131,6 +131,9 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
                 .filter(|f| f.is_file() && source::is_input_file(f))
                 .collect();
             found.sort();
+            if found.is_empty() {
+                tracing::warn!(dir = %p.display(), "no input files (.ndjson, .jsonl, .json, .csv, .parquet, optionally .gz) in this directory");
+            }
             out.extend(found);
         } else if p.is_file() {
             out.push(p.clone());

@@ -152,7 +152,8 @@ pub(crate) fn decide(path: &Path, forced: Format) -> Result<Decided> {
                 let mut r = open_raw(path, Arc::default(), gzip)?;
                 let mut buf = vec![0u8; 4096];
                 let k = read_up_to(&mut r, &mut buf).map_err(|e| bad_read(path, e, gzip))?;
-                match buf[..k].iter().find(|b| !b.is_ascii_whitespace()) {
+                let text = buf[..k].strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf[..k]);
+                match text.iter().find(|b| !b.is_ascii_whitespace()) {
                     Some(b'{') | Some(b'[') | None => Format::Ndjson,
                     Some(_) => Format::Csv,
                 }
@@ -236,6 +237,10 @@ fn read_json(
     let mut probe = vec![0u8; CHUNK_BYTES];
     let k = read_up_to(&mut r, &mut probe).map_err(|e| bad_read(path, e, gzip))?;
     probe.truncate(k);
+    // Windows tools often start UTF-8 files with a byte-order mark: it is not part of line 1.
+    if probe.starts_with(b"\xEF\xBB\xBF") {
+        probe.drain(..3);
+    }
     let first = probe.iter().position(|b| !b.is_ascii_whitespace());
     let Some(first) = first else { return Ok(()) };
     // Document mode for a JSON array (a CloudEvents batch), or when the first value is a
