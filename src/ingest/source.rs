@@ -413,6 +413,21 @@ fn csv_cut(data: &[u8]) -> Option<usize> {
     cut
 }
 
+/// A file without a column for tenant, meter or time is the wrong format, not a file of
+/// bad records: stop with an error naming the missing column.
+fn require_columns(path: &Path, names: &[String], what: &str) -> Result<()> {
+    for req in ["tenant_id", "meter", "ts"] {
+        let aliases = crate::ingest::csv_aliases(req);
+        if !names.iter().any(|n| aliases.contains(&n.as_str())) {
+            return Err(Error::BadInput {
+                path: path.into(),
+                reason: format!("{what} has no {req} column (columns: {})", names.join(",")),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn read_csv(
     path: &Path,
     r: Box<dyn Read + Send>,
@@ -439,18 +454,7 @@ fn read_csv(
         }
         None => return Ok(()),
     };
-    for req in ["tenant_id", "meter", "ts"] {
-        let aliases = crate::ingest::csv_aliases(req);
-        if !names.iter().any(|n| aliases.contains(&n.as_str())) {
-            return Err(Error::BadInput {
-                path: path.into(),
-                reason: format!(
-                    "line 1: CSV header has no {req} column (columns: {})",
-                    names.join(",")
-                ),
-            });
-        }
-    }
+    require_columns(path, &names, "line 1: CSV header")?;
     let header = Arc::new(CsvHeader { names });
     let mut buf: Vec<u8> = Vec::with_capacity(CHUNK_BYTES * 2);
     let mut line = 2u64;
@@ -502,12 +506,22 @@ fn read_parquet(
 ) -> Result<()> {
     let f = File::open(path).at(path)?;
     let size = f.metadata().at(path)?.len();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
-        .and_then(|b| b.with_batch_size(32 * 1024).build())
-        .map_err(|e| Error::BadInput {
-            path: path.into(),
-            reason: format!("not a readable Parquet file: {e}"),
-        })?;
+    let unreadable = |e: parquet::errors::ParquetError| Error::BadInput {
+        path: path.into(),
+        reason: format!("not a readable Parquet file: {e}"),
+    };
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(unreadable)?;
+    let names: Vec<String> = builder
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    require_columns(path, &names, "Parquet schema")?;
+    let reader = builder
+        .with_batch_size(32 * 1024)
+        .build()
+        .map_err(unreadable)?;
     let mut row = 1u64;
     for batch in reader {
         let batch = batch.map_err(|e| Error::BadInput {

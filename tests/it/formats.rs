@@ -202,6 +202,37 @@ fn parquet_input_with_typed_columns() {
         (q[0]["line"].as_u64(), q[0]["field"].as_str()),
         (Some(3), Some("ts"))
     );
+    // A Parquet file without a meter column is the wrong format: exit 2 naming the column.
+    let bad = dir.path().join("nometer.parquet");
+    let b2 = RecordBatch::try_from_iter(vec![
+        (
+            "tenant_id",
+            Arc::new(StringArray::from(vec!["t1"])) as ArrayRef,
+        ),
+        (
+            "ts",
+            Arc::new(StringArray::from(vec!["2026-03-01T00:00:00Z"])) as ArrayRef,
+        ),
+    ])
+    .unwrap();
+    let mut w =
+        parquet::arrow::ArrowWriter::try_new(fs::File::create(&bad).unwrap(), b2.schema(), None)
+            .unwrap();
+    w.write(&b2).unwrap();
+    w.close().unwrap();
+    let o = mlk(&[
+        "ingest",
+        bad.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("nometer.parquet") && err.contains("no meter column"),
+        "{err}"
+    );
 }
 
 #[test]
