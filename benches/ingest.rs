@@ -33,16 +33,12 @@ fn inputs(dir: &Path, tenants: usize, days: u32, scale: f64) -> (PathBuf, PathBu
     // The same events as CSV with a JSON properties column (malformed lines dropped).
     let csv_path = dir.join("events.csv");
     let mut w = csv::Writer::from_path(&csv_path).unwrap();
-    w.write_record([
-        "id",
-        "ts",
-        "tenant_id",
-        "user_id",
-        "meter",
-        "value",
-        "properties",
-    ])
-    .unwrap();
+    let columns: Vec<String> = meterlake::event::lake_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    w.write_record(&columns).unwrap();
     for line in buf.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(line) else {
             continue;
@@ -56,16 +52,7 @@ fn inputs(dir: &Path, tenants: usize, days: u32, scale: f64) -> (PathBuf, PathBu
                 })
                 .unwrap_or_default()
         };
-        w.write_record([
-            s("id"),
-            s("ts"),
-            s("tenant_id"),
-            s("user_id"),
-            s("meter"),
-            s("value"),
-            s("properties"),
-        ])
-        .unwrap();
+        w.write_record(columns.iter().map(|c| s(c))).unwrap();
     }
     w.flush().unwrap();
     (nd, csv_path, summary.lines)

@@ -61,14 +61,7 @@ fn same_seed_same_bytes_and_ingest_reproduces_the_ground_truth() {
         assert_close(got[meter], want.as_f64().unwrap(), meter);
     }
     // Realistic shape: every meter present, tenants of very different sizes.
-    for m in [
-        "api_calls",
-        "storage_bytes",
-        "documents",
-        "ai_tokens",
-        "ingest_bytes",
-        "active_users",
-    ] {
+    for m in meterlake::event::KNOWN_METERS {
         assert!(got.contains_key(m), "{m}");
     }
     let mut per_tenant = std::collections::BTreeMap::<&str, u64>::new();
