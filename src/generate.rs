@@ -259,7 +259,8 @@ fn shape_norm() -> f64 {
 }
 
 impl GenConfig {
-    fn validate(&self) -> Result<()> {
+    /// Checks every parameter, naming the one out of range.
+    pub fn validate(&self) -> Result<()> {
         let bad = |name, reason: &str| {
             Err(Error::InvalidParameter {
                 name,

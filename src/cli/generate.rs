@@ -78,6 +78,7 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         dup_rate: a.dup_rate,
         bad_rate: a.bad_rate,
     };
+    cfg.validate()?;
     if let Some(target) = a.events {
         // Volume is linear in the scale (Poisson rates) plus a fixed part (hourly storage
         // readings, bot traffic): fit lines = fixed + slope * scale on two small dry runs.
@@ -100,13 +101,20 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
     let tmp = a.out.with_extension("partial");
     let mut w = create(&tmp)?;
     let gz = a.out.extension().is_some_and(|e| e == "gz");
-    let (summary, labels, tenants) = if gz {
+    let result = if gz {
         let mut enc = flate2::write::GzEncoder::new(&mut w, flate2::Compression::new(6));
-        let r = generate::generate(&cfg, &mut enc)?;
-        enc.finish()?;
-        r
+        generate::generate(&cfg, &mut enc)
+            .map_err(anyhow::Error::from)
+            .and_then(|r| Ok(enc.finish().map(|_| r)?))
     } else {
-        generate::generate(&cfg, &mut w)?
+        generate::generate(&cfg, &mut w).map_err(anyhow::Error::from)
+    };
+    let (summary, labels, tenants) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
     };
     w.flush().with_context(|| format!("{}", tmp.display()))?;
     drop(w);

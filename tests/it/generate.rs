@@ -80,7 +80,9 @@ fn same_seed_same_bytes_and_ingest_reproduces_the_ground_truth() {
 
 #[test]
 fn generator_rejects_bad_parameters_by_name() {
-    let o = mlk(&["generate", "--tenants", "0", "--out", "/tmp/never.ndjson"]);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("never.ndjson");
+    let o = mlk(&["generate", "--tenants", "0", "--out", out.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--tenants"));
     let o = mlk(&[
@@ -88,7 +90,9 @@ fn generator_rejects_bad_parameters_by_name() {
         "--dup-rate",
         "0.9",
         "--out",
-        "/tmp/never.ndjson",
+        out.to_str().unwrap(),
     ]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("--dup-rate"));
+    // Nothing is left behind: no output, no partial file.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
