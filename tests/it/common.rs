@@ -52,6 +52,19 @@ pub fn ingest(lake: &Path, files: &[&Path], extra: &[&str]) -> serde_json::Value
     v
 }
 
+/// `lake stats --output json` (which also recovers an interrupted commit when no writer runs).
+pub fn lake_stats(lake: &Path) -> serde_json::Value {
+    serde_json::from_str(&ok(&[
+        "lake",
+        "stats",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--output",
+        "json",
+    ]))
+    .unwrap()
+}
+
 pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     fs::write(&p, text).unwrap();

@@ -48,15 +48,7 @@ fn generate(
 /// The glob view of the lake (what DuckDB sees) equals the log's view and holds no id twice.
 fn assert_consistent(lake: &std::path::Path) -> Vec<Row> {
     // `lake stats` recovers an interrupted commit first (no writer is running).
-    let stats: serde_json::Value = serde_json::from_str(&ok(&[
-        "lake",
-        "stats",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let stats = lake_stats(lake);
     let rows = read_lake(lake);
     assert_eq!(
         stats["rows"].as_u64().unwrap(),

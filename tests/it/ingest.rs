@@ -292,15 +292,7 @@ fn lake_files_are_sorted_deterministic_and_stats_agree() {
             "sorted within a file"
         );
     }
-    let stats: serde_json::Value = serde_json::from_str(&ok(&[
-        "lake",
-        "stats",
-        "--lake",
-        l1.to_str().unwrap(),
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let stats = lake_stats(&l1);
     assert_eq!(stats["rows"], 300);
     assert_eq!(stats["partitions"], 3);
     assert_eq!(stats["tenants"], 3);
