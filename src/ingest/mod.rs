@@ -517,7 +517,7 @@ impl Txn {
             .map(|(day, mut buf)| {
                 let date = day_to_string(day);
                 let rel = Lake::data_file_path(&date, seq, buf.files);
-                let w = crate::lake::write_events(&stage.join(&rel), &mut buf.events)?;
+                let w = crate::lake::write_events(&stage.join(&rel), &buf.events)?;
                 let key_rel = format!(
                     "{}-{:04}.keys",
                     Lake::key_file_path(&date, seq).trim_end_matches(".keys"),

@@ -56,7 +56,7 @@ pub fn compact(lake: &mut Lake, min_files: usize, only: &[String]) -> Result<Com
             events.extend(read_events(&lake.root().join(&f.path))?);
         }
         let rel = Lake::data_file_path(date, seq, 0);
-        let w = write_events(&stage.join(&rel), &mut events)?;
+        let w = write_events(&stage.join(&rel), &events)?;
         let (rows, sum): (u64, f64) = (
             old.iter().map(|f| f.rows).sum(),
             old.iter().map(|f| f.value_sum).sum(),

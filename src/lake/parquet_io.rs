@@ -37,7 +37,7 @@ pub struct WrittenFile {
 ///
 /// The sort runs on a permutation, not on the events: (tenant, meter) pairs are ranked
 /// once, so most comparisons are on two integers instead of strings.
-pub fn write_events(path: &Path, events: &mut [UsageEvent]) -> Result<WrittenFile> {
+pub fn write_events(path: &Path, events: &[UsageEvent]) -> Result<WrittenFile> {
     let order = sort_order(events);
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
