@@ -26,6 +26,7 @@ pub mod event;
 pub mod generate;
 pub mod ingest;
 pub mod lake;
+pub mod rollup;
 
 pub use error::{Error, Result};
 pub use event::UsageEvent;

@@ -6,6 +6,7 @@
 mod generate;
 mod ingest;
 mod lake;
+mod rollup;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,6 +34,8 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Merge each partition's small files into one (same rows, atomically).
     Compact(lake::CompactArgs),
+    /// Aggregate the lake per tenant, meter (and user or property) and window.
+    Rollup(rollup::RollupArgs),
     /// Inspect the lake.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -64,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Generate(a) => generate::run(a),
         Command::Compact(a) => lake::compact(a),
         Command::Lake(c) => lake::run(c),
+        Command::Rollup(a) => rollup::run(a),
     };
     match result {
         Ok(code) => code,

@@ -37,9 +37,10 @@ mod stats;
 pub use compact::{CompactSummary, compact};
 pub use keys::KeySet;
 pub(crate) use keys::write_key_file;
+pub(crate) use log::sync_dir;
 pub use log::{Commit, CommitKind, Counts, DataFile, InputRecord};
 pub use parquet_io::{read_events, write_events};
-pub use stats::{LakeStats, MeterStats, scan_events, stats};
+pub use stats::{LakeStats, MeterStats, scan_events, scan_files, stats};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;

@@ -123,8 +123,13 @@ pub fn stats(lake: &Lake) -> Result<LakeStats> {
 /// A polars lazy scan of the lake's live event files (from the log, not a glob, so an
 /// interrupted commit is never half visible), with the `date` partition column.
 pub fn scan_events(lake: &Lake) -> Result<LazyFrame> {
-    let paths: Vec<PlRefPath> = lake
-        .data_files()
+    scan_files(lake, &lake.data_files())
+}
+
+/// A polars lazy scan of some of the lake's data files (for example those of the
+/// partitions a later stage recomputes).
+pub fn scan_files(lake: &Lake, files: &[crate::lake::DataFile]) -> Result<LazyFrame> {
+    let paths: Vec<PlRefPath> = files
         .iter()
         .map(|f| PlRefPath::new(lake.root().join(&f.path).to_string_lossy().as_ref()))
         .collect();

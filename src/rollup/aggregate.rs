@@ -1,0 +1,259 @@
+//! The aggregation engine: events of a lazy scan → one row per (tenant, meter, dimensions,
+//! window) with the meter's value and the number of events behind it.
+//!
+//! Meters that aggregate `value` (or `user_id`) share one polars `group_by` over the scan;
+//! each meter that reads a property gets its own (the property is parsed from the
+//! `properties` JSON only for its events).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::str::FromStr;
+
+use polars::prelude::*;
+
+use super::meters::{Aggregation, Meter, Meters};
+use crate::error::{Error, Result};
+
+/// A breakdown dimension of a rollup (`--by`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Dim {
+    /// Per `user_id` (events without one form their own null group).
+    User,
+    /// Per value of a property (`property:endpoint`), in column `dim_endpoint`.
+    Property(String),
+}
+
+impl Dim {
+    /// The output column.
+    pub fn column(&self) -> String {
+        match self {
+            Dim::User => "user_id".into(),
+            Dim::Property(k) => format!("dim_{k}"),
+        }
+    }
+
+    /// Name in paths and on the command line (`user`, `property:endpoint`).
+    pub fn spec(&self) -> String {
+        match self {
+            Dim::User => "user".into(),
+            Dim::Property(k) => format!("property:{k}"),
+        }
+    }
+
+    fn expr(&self) -> Expr {
+        match self {
+            Dim::User => col("user_id"),
+            Dim::Property(k) => property_expr(k).alias(self.column()),
+        }
+    }
+}
+
+impl FromStr for Dim {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Dim> {
+        if s == "user" {
+            return Ok(Dim::User);
+        }
+        match s.strip_prefix("property:") {
+            Some(k) if is_plain_key(k) => Ok(Dim::Property(k.to_string())),
+            _ => Err(Error::InvalidParameter {
+                name: "--by",
+                reason: format!(
+                    "`{s}`: expected `user` or `property:KEY` with KEY of letters, digits, `_` or `-`"
+                ),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Dim {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.spec())
+    }
+}
+
+fn is_plain_key(k: &str) -> bool {
+    !k.is_empty()
+        && k.len() <= 64
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A property of the event's `properties` JSON, as text (numbers and booleans as written).
+pub fn property_expr(key: &str) -> Expr {
+    col("properties")
+        .str()
+        .json_path_match(lit(format!("$['{key}']")))
+}
+
+/// The columns identifying a series: tenant, meter, then the dimensions.
+pub fn key_columns(dims: &[Dim]) -> Vec<String> {
+    let mut k = vec!["tenant_id".to_string(), "meter".to_string()];
+    k.extend(dims.iter().map(Dim::column));
+    k
+}
+
+/// The value expression of an aggregation over `x` (numbers) within a group.
+fn agg_expr(a: Aggregation, x: Expr, distinct_of: Expr) -> Expr {
+    match a {
+        Aggregation::Count => len().cast(DataType::Float64),
+        Aggregation::Sum | Aggregation::Duration => x.sum(),
+        Aggregation::Max => x.max(),
+        Aggregation::Min => x.min(),
+        Aggregation::Avg => x.mean(),
+        Aggregation::UniqueCount => distinct_of.drop_nulls().n_unique().cast(DataType::Float64),
+        // The last reading by time; of readings at the same instant, the largest.
+        Aggregation::Latest => x
+            .clone()
+            .filter(col("ts").eq(col("ts").filter(x.is_not_null()).max()))
+            .max(),
+        Aggregation::P50 | Aggregation::P95 | Aggregation::P99 => x.quantile(
+            lit(a.quantile().expect("a percentile")),
+            QuantileMethod::Linear,
+        ),
+    }
+}
+
+fn agg_column(a: Aggregation) -> String {
+    format!("_{}", a.name())
+}
+
+/// Aggregates `events` (a lazy scan with the lake's columns) per tenant, meter, `dims` and
+/// window (`window`: an Int64 expression of UTC µs). Returns the rows (columns
+/// `tenant_id, meter, dims..., window_start, value, event_count`, unsorted) and the event
+/// meters no definition reads (rolled up with `sum`).
+pub fn aggregate(
+    events: LazyFrame,
+    meters: &Meters,
+    window: Expr,
+    dims: &[Dim],
+) -> Result<(DataFrame, Vec<String>)> {
+    let mut keys: Vec<Expr> = vec![col("tenant_id"), col("meter")];
+    keys.extend(dims.iter().map(|d| col(d.column())));
+    let mut with: Vec<Expr> = vec![window.alias("window_start")];
+    with.extend(dims.iter().filter(|d| **d != Dim::User).map(Dim::expr));
+    let events = events.with_columns(with);
+    let mut group_keys = keys.clone();
+    group_keys.push(col("window_start"));
+
+    // 1. Value meters: one group_by with every aggregation they need.
+    let plain: Vec<&Meter> = meters.iter().filter(|m| m.property.is_none()).collect();
+    let mut kinds: BTreeSet<Aggregation> = plain.iter().map(|m| m.aggregation).collect();
+    kinds.insert(Aggregation::Sum);
+    kinds.remove(&Aggregation::Count);
+    let mut aggs = vec![len().cast(DataType::Int64).alias("event_count")];
+    aggs.extend(
+        kinds
+            .iter()
+            .map(|&a| agg_expr(a, col("value"), col("user_id")).alias(agg_column(a))),
+    );
+    let grouped = events
+        .clone()
+        .group_by(group_keys.clone())
+        .agg(aggs)
+        .collect()?;
+
+    let present: BTreeSet<String> = grouped
+        .column("meter")?
+        .unique()?
+        .str()?
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    let unconfigured = meters.unconfigured_of(present.iter().map(String::as_str));
+
+    let mut out_cols = keys.clone();
+    out_cols[1] = col("meter");
+    let select_value = |m: &Meter, value: Expr| -> Vec<Expr> {
+        let mut s = out_cols.clone();
+        s[1] = lit(m.name.clone()).alias("meter");
+        s.push(col("window_start"));
+        s.push(value.cast(DataType::Float64).alias("value"));
+        s.push(col("event_count"));
+        s
+    };
+    let g = grouped.lazy();
+    let mut parts: Vec<LazyFrame> = Vec::new();
+    for m in &plain {
+        if !present.contains(m.event()) {
+            continue;
+        }
+        let v = match m.aggregation {
+            Aggregation::Count => col("event_count").cast(DataType::Float64),
+            Aggregation::Duration => {
+                col(agg_column(Aggregation::Sum)) * lit(m.duration_unit.seconds())
+            }
+            a => col(agg_column(a)),
+        };
+        parts.push(
+            g.clone()
+                .filter(col("meter").eq(lit(m.event().to_string())))
+                .select(select_value(m, v)),
+        );
+    }
+    if !unconfigured.is_empty() {
+        let names = Series::new("u".into(), unconfigured.clone());
+        let mut s = out_cols.clone();
+        s.push(col("window_start"));
+        s.push(col(agg_column(Aggregation::Sum)).alias("value"));
+        s.push(col("event_count"));
+        parts.push(
+            g.clone()
+                .filter(col("meter").is_in(lit(names).implode(true), false))
+                .select(s),
+        );
+    }
+
+    // 2. Property meters: one group_by each, over their own events only.
+    for m in meters.iter().filter(|m| m.property.is_some()) {
+        if !present.contains(m.event()) {
+            continue;
+        }
+        let p = property_expr(m.property.as_deref().expect("filtered"));
+        let x = if m.aggregation == Aggregation::Duration {
+            p.clone().cast(DataType::Float64) * lit(m.duration_unit.seconds())
+        } else {
+            p.clone().cast(DataType::Float64)
+        };
+        let value = agg_expr(m.aggregation, x, p).alias("value");
+        let mut s = out_cols.clone();
+        s[1] = lit(m.name.clone()).alias("meter");
+        s.push(col("window_start"));
+        s.push(col("value").cast(DataType::Float64));
+        s.push(col("event_count"));
+        parts.push(
+            events
+                .clone()
+                .filter(col("meter").eq(lit(m.event().to_string())))
+                .group_by(group_keys.clone())
+                .agg([value, len().cast(DataType::Int64).alias("event_count")])
+                .select(s),
+        );
+    }
+    if parts.is_empty() {
+        return Ok((empty_rows(dims)?, unconfigured));
+    }
+    let df = concat(parts, UnionArgs::default())?.collect()?;
+    Ok((df, unconfigured))
+}
+
+/// An empty result with the right columns.
+pub(crate) fn empty_rows(dims: &[Dim]) -> Result<DataFrame> {
+    let mut cols: Vec<Column> = key_columns(dims)
+        .into_iter()
+        .map(|k| Column::new_empty(k.into(), &DataType::String))
+        .collect();
+    cols.push(Column::new_empty("window_start".into(), &DataType::Int64));
+    cols.push(Column::new_empty("value".into(), &DataType::Float64));
+    cols.push(Column::new_empty("event_count".into(), &DataType::Int64));
+    Ok(DataFrame::new_infer_height(cols)?)
+}
+
+/// Aggregations of meters by name (configured ones, and `sum` for the rest).
+pub fn aggregation_of(meters: &Meters, meter: &str) -> Aggregation {
+    meters
+        .get(meter)
+        .map(|m| m.aggregation)
+        .unwrap_or(Aggregation::Sum)
+}

@@ -1,0 +1,729 @@
+//! Rollups: the lake's events aggregated per tenant, meter (and optionally user or
+//! property) and window, with polars. Every later stage (forecasts, anomalies, quotas,
+//! reports) reads these.
+//!
+//! ```text
+//! LAKE/rollups/granularity=G/by=B/tz=Z/
+//!   period=YYYY-MM-DD/part-0.parquet   one partition: a (local) day of hours, or one
+//!                                      day, week or month window
+//!   _state.json                        the lake commit the rollup is complete up to
+//! ```
+//! `B` is `none`, or the `--by` dimensions joined by `+` (`user`, `prop_endpoint`); `Z` is
+//! the time zone with `/` written `%2F`. Columns: `tenant_id, meter, [user_id | dim_KEY]...,
+//! window_start, window_end` (UTC timestamps, half-open windows)`, value, event_count`.
+//!
+//! **Complete series.** For meters whose empty window is 0 (`count`, `sum`, `duration`,
+//! `unique_count`), every window between a series' first and last window has a row, with
+//! value 0 where no event fell, so forecasts see zeros, not gaps. Gauges and statistics
+//! (`latest`, `max`, `min`, `avg`, percentiles) have no value without events and get no row.
+//!
+//! **Incremental.** The lake's log records the UTC date partitions each commit touched. A
+//! rollup recomputes only the partitions holding windows that overlap those dates (late
+//! events included), plus those where a series' range grew and so gained zero rows;
+//! everything else is left as it is. A full recompute (`--full`, new meter definitions,
+//! or no state) gives the same rows.
+//!
+//! ```no_run
+//! use std::path::Path;
+//! use meterlake::rollup::{rollup, Granularity, Meters, RollupOptions, RollupSpec};
+//! let lake = meterlake::lake::Lake::open(Path::new("out/lake"))?;
+//! let spec = RollupSpec::new(Granularity::Day);
+//! let s = rollup(&lake, &Meters::default(), &spec, &RollupOptions::default())?;
+//! println!("{} rows in {} partitions", s.rows_written, s.partitions_written);
+//! # Ok::<(), meterlake::Error>(())
+//! ```
+
+mod aggregate;
+mod meters;
+mod window;
+
+pub use aggregate::{Dim, aggregate, aggregation_of, key_columns, property_expr};
+pub use meters::{
+    Aggregation, DEFAULT_METERS_FILE, DEFAULT_METERS_TOML, DurationUnit, Meter, Meters,
+};
+pub use window::{
+    Calendar, Granularity, Zone, date_start_micros, parse_instant, truncate_all, utc_datetime,
+    window_start_expr,
+};
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::MICROS_PER_DAY;
+use crate::lake::{DataFile, Lake};
+
+/// Directory of the rollups, relative to the lake root.
+pub const ROLLUPS_DIR: &str = "rollups";
+const STATE_FILE: &str = "_state.json";
+const PART_FILE: &str = "part-0.parquet";
+
+/// Which rollup: window length, breakdown dimensions and time zone.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupSpec {
+    /// Window length.
+    pub granularity: Granularity,
+    /// Breakdown dimensions (`--by`), in the order given.
+    pub by: Vec<Dim>,
+    /// Time zone the windows are cut in.
+    pub zone: Zone,
+}
+
+impl RollupSpec {
+    /// Per tenant and meter, UTC windows.
+    pub fn new(granularity: Granularity) -> RollupSpec {
+        RollupSpec {
+            granularity,
+            by: Vec::new(),
+            zone: Zone::UTC,
+        }
+    }
+
+    /// With breakdown dimensions.
+    pub fn with_by(mut self, by: Vec<Dim>) -> Self {
+        self.by = by;
+        self
+    }
+
+    /// In a time zone.
+    pub fn with_zone(mut self, zone: Zone) -> Self {
+        self.zone = zone;
+        self
+    }
+
+    /// The rollup's directory, relative to the lake root.
+    pub fn relative_dir(&self) -> String {
+        let by = if self.by.is_empty() {
+            "none".to_string()
+        } else {
+            self.by
+                .iter()
+                .map(|d| match d {
+                    Dim::User => "user".to_string(),
+                    Dim::Property(k) => format!("prop_{k}"),
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        format!(
+            "{ROLLUPS_DIR}/granularity={}/by={by}/tz={}",
+            self.granularity,
+            self.zone.name().replace('/', "%2F")
+        )
+    }
+
+    /// The series key columns.
+    pub fn key_columns(&self) -> Vec<String> {
+        key_columns(&self.by)
+    }
+}
+
+/// Options of [`rollup`].
+#[derive(Debug, Clone, Default)]
+pub struct RollupOptions {
+    /// Recompute everything, whatever the state says.
+    pub full: bool,
+    /// Only recompute partitions overlapping `[from, to)` (UTC µs); the state is not
+    /// advanced, and other partitions are left as they are.
+    pub from: Option<i64>,
+    /// End of that range.
+    pub to: Option<i64>,
+}
+
+/// How a rollup ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollupMode {
+    /// Everything recomputed.
+    Full,
+    /// Only partitions touched since the last run.
+    Incremental,
+    /// Only partitions in `--from`/`--to`.
+    Range,
+    /// Nothing new in the lake.
+    UpToDate,
+}
+
+/// What a rollup did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RollupSummary {
+    /// The rollup directory.
+    pub dir: PathBuf,
+    /// Full, incremental, range or up to date.
+    pub mode: RollupMode,
+    /// The lake commit the rollup now reflects.
+    pub lake_seq: u64,
+    /// Partitions (files) written.
+    pub partitions_written: u64,
+    /// Partitions deleted (no rows any more).
+    pub partitions_removed: u64,
+    /// Rows in the files written (zero rows included).
+    pub rows_written: u64,
+    /// Of those, rows with no events (gap fill).
+    pub zero_rows: u64,
+    /// Distinct series in the files written.
+    pub series: u64,
+    /// Event meters no definition reads (rolled up with `sum`).
+    pub unconfigured_meters: Vec<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct State {
+    seq: u64,
+    fingerprint: String,
+}
+
+type Key = Vec<Option<String>>;
+type Ranges = HashMap<Key, (i64, i64)>;
+
+/// Brings the rollup `spec` of `lake` up to date (see the module docs).
+pub fn rollup(
+    lake: &Lake,
+    meters: &Meters,
+    spec: &RollupSpec,
+    opts: &RollupOptions,
+) -> Result<RollupSummary> {
+    let dir = lake.root().join(spec.relative_dir());
+    fs::create_dir_all(&dir).at(&dir)?;
+    let lock_path = dir.join("_lock");
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
+
+    let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
+    let state = read_state(&dir)?;
+    let lake_seq = lake.commits().len() as u64;
+    let files = lake.data_files();
+    let lake_dates: BTreeSet<&str> = files.iter().map(|f| f.date.as_str()).collect();
+    let ranged = opts.from.is_some() || opts.to.is_some();
+    let stale = state.as_ref().is_none_or(|s| s.fingerprint != fingerprint);
+    let mode = if ranged {
+        RollupMode::Range
+    } else if opts.full || stale {
+        RollupMode::Full
+    } else {
+        RollupMode::Incremental
+    };
+    let (from, to) = (opts.from.unwrap_or(i64::MIN), opts.to.unwrap_or(i64::MAX));
+    if from >= to {
+        return Err(Error::InvalidParameter {
+            name: "--from/--to",
+            reason: "--from must be before --to".into(),
+        });
+    }
+    let touched_dates: Vec<String> = match mode {
+        RollupMode::Incremental => lake
+            .partitions_since(state.as_ref().map_or(0, |s| s.seq))
+            .into_iter()
+            .filter(|d| lake_dates.contains(d.as_str()))
+            .collect(),
+        _ => lake_dates
+            .iter()
+            .filter(|d| {
+                let s = date_micros(d);
+                s < to && s + MICROS_PER_DAY > from
+            })
+            .map(|d| d.to_string())
+            .collect(),
+    };
+    let mut summary = RollupSummary {
+        dir: dir.clone(),
+        mode,
+        lake_seq,
+        partitions_written: 0,
+        partitions_removed: 0,
+        rows_written: 0,
+        zero_rows: 0,
+        series: 0,
+        unconfigured_meters: Vec::new(),
+    };
+    if touched_dates.is_empty() {
+        if mode == RollupMode::Full {
+            summary.partitions_removed = remove_partitions_except(&dir, &BTreeSet::new())?;
+        }
+        if mode != RollupMode::Range {
+            write_state(
+                &dir,
+                &State {
+                    seq: lake_seq,
+                    fingerprint,
+                },
+            )?;
+        }
+        if mode == RollupMode::Incremental {
+            summary.mode = RollupMode::UpToDate;
+        }
+        return Ok(summary);
+    }
+
+    let old_ranges = if mode == RollupMode::Full {
+        Ranges::new()
+    } else {
+        existing_ranges(&dir, spec, meters)?
+    };
+    // The calendar spans the lake and any window already stored.
+    let mut lo = date_micros(lake_dates.first().expect("non-empty"));
+    let mut hi = date_micros(lake_dates.last().expect("non-empty")) + MICROS_PER_DAY;
+    for &(a, b) in old_ranges.values() {
+        lo = lo.min(a);
+        hi = hi.max(b + 1);
+    }
+    let cal = Calendar::new(spec.granularity, spec.zone, lo, hi)?;
+    let pcal = if spec.granularity.partition() == spec.granularity {
+        cal.clone()
+    } else {
+        Calendar::new(spec.granularity.partition(), spec.zone, lo, hi)?
+    };
+    let part_of = |w: i64| -> i64 {
+        let i = pcal.starts().partition_point(|&s| s <= w);
+        pcal.starts()[i.saturating_sub(1)]
+    };
+    let mut scope: BTreeSet<i64> = BTreeSet::new();
+    for d in &touched_dates {
+        let s = date_micros(d);
+        for i in cal.overlapping(s, s + MICROS_PER_DAY) {
+            scope.insert(part_of(cal.starts()[i]));
+        }
+    }
+
+    let (mut rows, unconfigured) = compute(lake, &files, meters, spec, &pcal, &scope, mode)?;
+    summary.unconfigured_meters = unconfigured;
+    let mut ranges = old_ranges.clone();
+    for (k, (a, b)) in series_ranges(&rows, spec, meters)? {
+        let r = ranges.entry(k).or_insert((a, b));
+        *r = (r.0.min(a), r.1.max(b));
+    }
+    if mode != RollupMode::Full {
+        // Partitions where a series' range grew: they gain zero rows.
+        let mut gaps = BTreeSet::new();
+        for (k, &(a, b)) in &ranges {
+            let old = old_ranges.get(k).copied();
+            let (ia, ib) = (cal.index_of(a), cal.index_of(b));
+            let (Some(ia), Some(ib)) = (ia, ib) else {
+                continue;
+            };
+            for i in ia..=ib {
+                let w = cal.starts()[i];
+                if old.is_some_and(|(oa, ob)| w >= oa && w <= ob) {
+                    continue;
+                }
+                let p = part_of(w);
+                if !scope.contains(&p)
+                    && (!ranged || (p < to && pcal.end_of(p).unwrap_or(i64::MAX) > from))
+                {
+                    gaps.insert(p);
+                }
+            }
+        }
+        if !gaps.is_empty() {
+            let (more, _) = compute(lake, &files, meters, spec, &pcal, &gaps, mode)?;
+            rows.vstack_mut(&more)?;
+            scope.extend(gaps);
+        }
+    }
+    let out = complete(
+        &rows,
+        spec,
+        meters,
+        &cal,
+        &part_of,
+        &scope,
+        &ranges,
+        &mut summary,
+    )?;
+    write_partitions(&dir, spec, &out, &scope, &mut summary)?;
+    if mode == RollupMode::Full {
+        let keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
+        summary.partitions_removed += remove_partitions_except(&dir, &keep)?;
+    }
+    if mode != RollupMode::Range {
+        write_state(
+            &dir,
+            &State {
+                seq: lake_seq,
+                fingerprint,
+            },
+        )?;
+    }
+    Ok(summary)
+}
+
+/// A lazy scan of a rollup's stored rows (no rows: an empty frame with the columns).
+pub fn scan_rollup(lake: &Lake, spec: &RollupSpec) -> Result<LazyFrame> {
+    let dir = lake.root().join(spec.relative_dir());
+    let files = partition_files(&dir)?;
+    if files.is_empty() {
+        let mut df = aggregate::empty_rows(&spec.by)?;
+        df.with_column(Column::new_empty("window_end".into(), &utc_datetime()))?;
+        let lf = df
+            .lazy()
+            .with_column(col("window_start").cast(utc_datetime()));
+        return Ok(lf.select(output_columns(spec)));
+    }
+    let paths: Vec<PlRefPath> = files
+        .iter()
+        .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
+        .collect();
+    let args = ScanArgsParquet {
+        glob: false,
+        ..Default::default()
+    };
+    Ok(LazyFrame::scan_parquet_files(
+        paths.into_iter().collect(),
+        args,
+    )?)
+}
+
+fn output_columns(spec: &RollupSpec) -> Vec<Expr> {
+    let mut c: Vec<Expr> = spec.key_columns().into_iter().map(col).collect();
+    c.extend([
+        col("window_start"),
+        col("window_end"),
+        col("value"),
+        col("event_count"),
+    ]);
+    c
+}
+
+fn date_micros(d: &str) -> i64 {
+    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+        .map(date_start_micros)
+        .unwrap_or(0)
+}
+
+/// Aggregated rows of the windows of the partitions in `scope`.
+fn compute(
+    lake: &Lake,
+    files: &[DataFile],
+    meters: &Meters,
+    spec: &RollupSpec,
+    pcal: &Calendar,
+    scope: &BTreeSet<i64>,
+    mode: RollupMode,
+) -> Result<(DataFrame, Vec<String>)> {
+    let spans: Vec<(i64, i64)> = scope
+        .iter()
+        .map(|&p| (p, pcal.end_of(p).unwrap_or(i64::MAX)))
+        .collect();
+    let wanted: Vec<DataFile> = files
+        .iter()
+        .filter(|f| {
+            let s = date_micros(&f.date);
+            spans.iter().any(|&(a, b)| s < b && s + MICROS_PER_DAY > a)
+        })
+        .cloned()
+        .collect();
+    if wanted.is_empty() {
+        return Ok((aggregate::empty_rows(&spec.by)?, Vec::new()));
+    }
+    let mut events = crate::lake::scan_files(lake, &wanted)?;
+    if mode != RollupMode::Full {
+        // Only events of the partitions in scope (a local-time partition spans two UTC dates).
+        let parts = Series::new("p".into(), scope.iter().copied().collect::<Vec<i64>>());
+        events = events.filter(
+            window_start_expr(col("ts"), spec.granularity.partition(), spec.zone)?
+                .is_in(lit(parts).implode(true), false),
+        );
+    }
+    let window = window_start_expr(col("ts"), spec.granularity, spec.zone)?;
+    aggregate(events, meters, window, &spec.by)
+}
+
+/// First and last window of every series whose meter is zero when empty.
+fn series_ranges(rows: &DataFrame, spec: &RollupSpec, meters: &Meters) -> Result<Ranges> {
+    let keys = spec.key_columns();
+    let r = rows
+        .clone()
+        .lazy()
+        .group_by(keys.iter().map(|k| col(k.as_str())).collect::<Vec<_>>())
+        .agg([
+            col("window_start").min().alias("a"),
+            col("window_start").max().alias("b"),
+        ])
+        .collect()?;
+    ranges_of(&r, &keys, meters)
+}
+
+fn ranges_of(r: &DataFrame, keys: &[String], meters: &Meters) -> Result<Ranges> {
+    let kc: Vec<&StringChunked> = keys
+        .iter()
+        .map(|k| r.column(k).and_then(|c| c.str()))
+        .collect::<PolarsResult<_>>()?;
+    let (a, b) = (r.column("a")?.i64()?, r.column("b")?.i64()?);
+    let mut out = Ranges::new();
+    for i in 0..r.height() {
+        let meter = kc[1].get(i).unwrap_or_default();
+        if !aggregation_of(meters, meter).zero_when_empty() {
+            continue;
+        }
+        let key: Key = kc.iter().map(|c| c.get(i).map(str::to_string)).collect();
+        if let (Some(a), Some(b)) = (a.get(i), b.get(i)) {
+            out.insert(key, (a, b));
+        }
+    }
+    Ok(out)
+}
+
+/// Ranges of the series already stored.
+fn existing_ranges(dir: &Path, spec: &RollupSpec, meters: &Meters) -> Result<Ranges> {
+    if partition_files(dir)?.is_empty() {
+        return Ok(Ranges::new());
+    }
+    let keys = spec.key_columns();
+    let paths: Vec<PlRefPath> = partition_files(dir)?
+        .iter()
+        .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
+        .collect();
+    let r = LazyFrame::scan_parquet_files(
+        paths.into_iter().collect(),
+        ScanArgsParquet {
+            glob: false,
+            ..Default::default()
+        },
+    )?
+    .group_by(keys.iter().map(|k| col(k.as_str())).collect::<Vec<_>>())
+    .agg([
+        col("window_start").min().cast(DataType::Int64).alias("a"),
+        col("window_start").max().cast(DataType::Int64).alias("b"),
+    ])
+    .collect()?;
+    ranges_of(&r, &keys, meters)
+}
+
+/// The rows to store: the aggregated rows of `scope`, with zero rows filling each
+/// zero-when-empty series over its range, window ends and partitions.
+#[allow(clippy::too_many_arguments)]
+fn complete(
+    rows: &DataFrame,
+    spec: &RollupSpec,
+    meters: &Meters,
+    cal: &Calendar,
+    part_of: &dyn Fn(i64) -> i64,
+    scope: &BTreeSet<i64>,
+    ranges: &Ranges,
+    summary: &mut RollupSummary,
+) -> Result<DataFrame> {
+    let keys = spec.key_columns();
+    let mut sort_by: Vec<String> = keys.clone();
+    sort_by.push("window_start".into());
+    let rows = rows.sort(sort_by, SortMultipleOptions::default())?;
+    let kc: Vec<&StringChunked> = keys
+        .iter()
+        .map(|k| rows.column(k).and_then(|c| c.str()))
+        .collect::<PolarsResult<_>>()?;
+    let ws = rows.column("window_start")?.i64()?;
+    let vs = rows.column("value")?.f64()?;
+    let ns = rows.column("event_count")?.i64()?;
+
+    let mut out_keys: Vec<Vec<Option<String>>> = vec![Vec::new(); keys.len()];
+    let (mut o_ws, mut o_we, mut o_v, mut o_n, mut o_p) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut emit = |key: &[Option<&str>], w: i64, v: f64, n: i64| {
+        for (c, k) in out_keys.iter_mut().zip(key) {
+            c.push(k.map(str::to_string));
+        }
+        o_ws.push(w);
+        o_we.push(cal.end_of(w).unwrap_or(w));
+        o_v.push(v);
+        o_n.push(n);
+        o_p.push(part_of(w));
+    };
+    let mut seen: std::collections::HashSet<Key> = std::collections::HashSet::new();
+    let n = rows.height();
+    let mut i = 0;
+    while i < n {
+        let key: Vec<Option<&str>> = kc.iter().map(|c| c.get(i)).collect();
+        let mut j = i + 1;
+        while j < n && kc.iter().zip(&key).all(|(c, k)| c.get(j) == *k) {
+            j += 1;
+        }
+        summary.series += 1;
+        let owned: Key = key.iter().map(|k| k.map(str::to_string)).collect();
+        let range = ranges.get(&owned).copied();
+        seen.insert(owned);
+        match range.and_then(|(a, b)| Some((cal.index_of(a)?, cal.index_of(b)?))) {
+            Some((ia, ib)) => {
+                // Zero-when-empty series: every window of the range in scope.
+                let mut r = i;
+                for wi in ia..=ib {
+                    let w = cal.starts()[wi];
+                    while r < j && ws.get(r).unwrap_or(i64::MAX) < w {
+                        r += 1;
+                    }
+                    if r < j && ws.get(r) == Some(w) {
+                        emit(&key, w, vs.get(r).unwrap_or(0.0), ns.get(r).unwrap_or(0));
+                    } else if scope.contains(&part_of(w)) {
+                        emit(&key, w, 0.0, 0);
+                        summary.zero_rows += 1;
+                    }
+                }
+            }
+            None => {
+                for r in i..j {
+                    if let (Some(w), Some(v)) = (ws.get(r), vs.get(r)) {
+                        emit(&key, w, v, ns.get(r).unwrap_or(0));
+                    }
+                }
+            }
+        }
+        i = j;
+    }
+    // Stored series with no events in scope still get their zero rows there.
+    let mut others: Vec<(&Key, &(i64, i64))> =
+        ranges.iter().filter(|(k, _)| !seen.contains(*k)).collect();
+    others.sort();
+    for (key, &(a, b)) in others {
+        let (Some(ia), Some(ib)) = (cal.index_of(a), cal.index_of(b)) else {
+            continue;
+        };
+        let k: Vec<Option<&str>> = key.iter().map(|s| s.as_deref()).collect();
+        let mut any = false;
+        for wi in ia..=ib {
+            let w = cal.starts()[wi];
+            if scope.contains(&part_of(w)) {
+                emit(&k, w, 0.0, 0);
+                summary.zero_rows += 1;
+                any = true;
+            }
+        }
+        summary.series += u64::from(any);
+    }
+    let _ = meters;
+    let mut cols: Vec<Column> = keys
+        .iter()
+        .zip(out_keys)
+        .map(|(k, v)| Column::new(k.as_str().into(), v))
+        .collect();
+    cols.push(Column::new("window_start".into(), o_ws).cast(&utc_datetime())?);
+    cols.push(Column::new("window_end".into(), o_we).cast(&utc_datetime())?);
+    cols.push(Column::new("value".into(), o_v));
+    cols.push(Column::new("event_count".into(), o_n));
+    cols.push(Column::new("_period".into(), o_p));
+    let df = DataFrame::new_infer_height(cols)?;
+    let mut by: Vec<String> = vec!["_period".into()];
+    by.extend(keys);
+    by.push("window_start".into());
+    Ok(df.sort(by, SortMultipleOptions::default().with_nulls_last(false))?)
+}
+
+fn period_dir(spec: &RollupSpec, p: i64) -> String {
+    format!("period={}", spec.zone.local_date(p).format("%Y-%m-%d"))
+}
+
+/// Writes one file per partition of `scope` (atomically: temp file, fsync, rename).
+fn write_partitions(
+    dir: &Path,
+    spec: &RollupSpec,
+    out: &DataFrame,
+    scope: &BTreeSet<i64>,
+    summary: &mut RollupSummary,
+) -> Result<()> {
+    let periods = out.column("_period")?.i64()?;
+    let mut start = 0usize;
+    let mut written: BTreeSet<i64> = BTreeSet::new();
+    let n = out.height();
+    while start < n {
+        let p = periods.get(start).unwrap_or_default();
+        let mut end = start + 1;
+        while end < n && periods.get(end) == Some(p) {
+            end += 1;
+        }
+        let mut part = out.slice(start as i64, end - start).drop("_period")?;
+        let pdir = dir.join(period_dir(spec, p));
+        fs::create_dir_all(&pdir).at(&pdir)?;
+        let path = pdir.join(PART_FILE);
+        let tmp = pdir.join(format!(".{PART_FILE}.tmp"));
+        let f = fs::File::create(&tmp).at(&tmp)?;
+        ParquetWriter::new(&f)
+            .with_compression(ParquetCompression::Zstd(None))
+            .with_statistics(StatisticsOptions::full())
+            .finish(&mut part)
+            .map_err(|e| Error::BadInput {
+                path: tmp.clone(),
+                reason: format!("writing the rollup: {e}"),
+            })?;
+        f.sync_all().at(&tmp)?;
+        fs::rename(&tmp, &path).at(&path)?;
+        summary.partitions_written += 1;
+        summary.rows_written += (end - start) as u64;
+        written.insert(p);
+        start = end;
+    }
+    for &p in scope.difference(&written) {
+        let path = dir.join(period_dir(spec, p)).join(PART_FILE);
+        if path.is_file() {
+            fs::remove_file(&path).at(&path)?;
+            summary.partitions_removed += 1;
+        }
+    }
+    crate::lake::sync_dir(dir)
+}
+
+fn partition_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for e in fs::read_dir(dir).at(dir)? {
+        let p = e.at(dir)?.path();
+        if p.is_dir()
+            && p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("period="))
+        {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn partition_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(partition_dirs(dir)?
+        .into_iter()
+        .map(|d| d.join(PART_FILE))
+        .filter(|p| p.is_file())
+        .collect())
+}
+
+fn remove_partitions_except(dir: &Path, keep: &BTreeSet<String>) -> Result<u64> {
+    let mut n = 0;
+    for d in partition_dirs(dir)? {
+        let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !keep.contains(name) {
+            fs::remove_dir_all(&d).at(&d)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn read_state(dir: &Path) -> Result<Option<State>> {
+    let p = dir.join(STATE_FILE);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = fs::read(&p).at(&p)?;
+    // A damaged state only costs a full recompute.
+    Ok(serde_json::from_slice(&text).ok())
+}
+
+fn write_state(dir: &Path, s: &State) -> Result<()> {
+    let p = dir.join(STATE_FILE);
+    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(s).expect("state serialises"))
+        .at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    fs::rename(&tmp, &p).at(&p)?;
+    crate::lake::sync_dir(dir)
+}
