@@ -234,7 +234,10 @@ pub fn aggregate(
     if parts.is_empty() {
         return Ok((empty_rows(dims)?, unconfigured));
     }
-    let df = concat(parts, UnionArgs::default())?.collect()?;
+    // A statistic over no readings (every event lacked the property) is no row at all.
+    let df = concat(parts, UnionArgs::default())?
+        .filter(col("value").is_not_null())
+        .collect()?;
     Ok((df, unconfigured))
 }
 

@@ -302,8 +302,9 @@ pub fn rollup(
         let r = ranges.entry(k).or_insert((a, b));
         *r = (r.0.min(a), r.1.max(b));
     }
-    if mode != RollupMode::Full {
-        // Partitions where a series' range grew: they gain zero rows.
+    {
+        // Partitions where a series' range grew (or, in a full run, days without any event
+        // inside a range): they gain zero rows.
         let mut gaps = BTreeSet::new();
         for (k, &(a, b)) in &ranges {
             let old = old_ranges.get(k).copied();

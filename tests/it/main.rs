@@ -6,3 +6,4 @@ mod formats;
 mod generate;
 mod ingest;
 mod props;
+mod rollup;
