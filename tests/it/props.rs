@@ -83,3 +83,73 @@ proptest! {
         prop_assert_eq!(got, want);
     }
 }
+
+/// A usage event for the rollup property: tenant, meter (0 = api_calls, counted; 1 =
+/// ai_tokens, summed), minute offset from 2026-10-20 (three weeks, across the US DST change
+/// and a month boundary) and value.
+fn usage_event() -> impl Strategy<Value = (u8, u8, u32, u16)> {
+    (0u8..3, 0u8..2, 0u32..(21 * 24 * 60), 0u16..1000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, .. ProptestConfig::default() })]
+    #[test]
+    fn count_and_sum_rollups_keep_totals_across_granularities_and_zones(
+        evs in prop::collection::vec(usage_event(), 1..80),
+        split in 0usize..80,
+        g in 0usize..4,
+        zone in 0usize..4,
+    ) {
+        use crate::rollup::{ALL_G, read_rollup, rollup_json};
+        let dir = tempfile::tempdir().unwrap();
+        let tz = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"][zone];
+        let g = ALL_G[g];
+        let start = chrono::NaiveDate::from_ymd_opt(2026, 10, 20).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc();
+        let line = |i: usize, (t, m, min, v): &(u8, u8, u32, u16)| {
+            let ts = (start + chrono::Duration::minutes(*min as i64)).to_rfc3339();
+            let meter = ["api_calls", "ai_tokens"][*m as usize];
+            format!("{{\"id\":\"e{i}\",\"ts\":\"{ts}\",\"tenant_id\":\"t{t}\",\"meter\":\"{meter}\",\"value\":{v}}}\n")
+        };
+        let split = split.min(evs.len());
+        let text = |r: std::ops::Range<usize>| r.map(|i| line(i, &evs[i])).collect::<String>();
+        let f1 = write(dir.path(), "1.ndjson", &text(0..split));
+        let f2 = write(dir.path(), "2.ndjson", &format!("\n{}", text(split..evs.len())));
+        let meters = write(dir.path(), "m.toml", "[[meter]]\nname = \"api_calls\"\naggregation = \"count\"\n[[meter]]\nname = \"ai_tokens\"\naggregation = \"sum\"\n");
+        let lake = dir.path().join("lake");
+        let args = ["--granularity", g.name(), "--tz", tz];
+        // Roll up between the two ingests, so the second rollup is incremental.
+        ingest(&lake, &[&f1], &[]);
+        if split > 0 {
+            rollup_json(&lake, &meters, &args);
+        }
+        ingest(&lake, &[&f2], &[]);
+        let s = rollup_json(&lake, &meters, &args);
+        let keys = vec!["tenant_id".to_string(), "meter".to_string()];
+        let got = read_rollup(std::path::Path::new(s["dir"].as_str().unwrap()), &keys);
+        let mut want: BTreeMap<(String, String), (f64, i64)> = BTreeMap::new();
+        for (t, m, _, v) in &evs {
+            let e = want.entry((format!("t{t}"), ["api_calls", "ai_tokens"][*m as usize].to_string())).or_default();
+            e.0 += if *m == 0 { 1.0 } else { *v as f64 };
+            e.1 += 1;
+        }
+        let mut have: BTreeMap<(String, String), (f64, i64)> = BTreeMap::new();
+        let mut prev: BTreeMap<(String, String), i64> = BTreeMap::new();
+        for ((k, w), (end, v, n)) in &got {
+            let key = (k[0].clone().unwrap(), k[1].clone().unwrap());
+            // Complete series: each window starts where the previous one ended.
+            if let Some(p) = prev.insert(key.clone(), *end) {
+                prop_assert_eq!(p, *w, "gap before {:?} {}", key, w);
+            }
+            prop_assert!(end > w);
+            let e = have.entry(key).or_default();
+            e.0 += v;
+            e.1 += n;
+        }
+        prop_assert_eq!(have.len(), want.len());
+        for (k, (v, n)) in &want {
+            let (hv, hn) = have[k];
+            prop_assert!((hv - v).abs() < 1e-6, "{:?}: {} vs {}", k, hv, v);
+            prop_assert_eq!(hn, *n, "{:?}", k);
+        }
+    }
+}

@@ -672,3 +672,40 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+fn rfc(ts: i64) -> String {
+    DateTime::<Utc>::from_timestamp_micros(ts)
+        .unwrap()
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+/// Golden files made by DuckDB (tests/golden/rollup/make_golden.py) from the same events.
+#[test]
+fn rollups_match_duckdb_golden_files() {
+    let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/rollup");
+    let meters = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/meters.toml");
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[&golden.join("events.ndjson")], &[]);
+    for (g, tz, file) in [
+        ("day", "UTC", "day_utc.csv"),
+        ("week", "Europe/Berlin", "week_berlin.csv"),
+    ] {
+        let s = rollup_json(&lake, &meters, &["--granularity", g, "--tz", tz]);
+        let keys = vec!["tenant_id".to_string(), "meter".to_string()];
+        let got = read_rollup(Path::new(s["dir"].as_str().unwrap()), &keys);
+        let mut text = String::from("tenant_id,meter,window_start,window_end,value,event_count\n");
+        for ((k, w), (e, v, n)) in &got {
+            text += &format!(
+                "{},{},{},{},{v:.6},{n}\n",
+                k[0].as_deref().unwrap(),
+                k[1].as_deref().unwrap(),
+                rfc(*w),
+                rfc(*e)
+            );
+        }
+        let want = fs::read_to_string(golden.join(file)).unwrap();
+        assert_eq!(text, want, "{file}");
+    }
+}
