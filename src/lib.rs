@@ -27,6 +27,7 @@ pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod rollup;
+pub mod usage;
 
 pub use error::{Error, Result};
 pub use event::UsageEvent;

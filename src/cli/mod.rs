@@ -7,6 +7,7 @@ mod generate;
 mod ingest;
 mod lake;
 mod rollup;
+mod usage;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -36,6 +37,10 @@ pub enum Command {
     Compact(lake::CompactArgs),
     /// Aggregate the lake per tenant, meter (and user or property) and window.
     Rollup(rollup::RollupArgs),
+    /// Usage per tenant and meter over a period: totals, breakdown with shares, change.
+    Usage(usage::UsageArgs),
+    /// Active users (DAU/WAU/MAU), inactive users, feature adoption, documents and storage.
+    Engagement(usage::EngagementArgs),
     /// Inspect the lake.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -68,6 +73,8 @@ pub fn main() -> ExitCode {
         Command::Compact(a) => lake::compact(a),
         Command::Lake(c) => lake::run(c),
         Command::Rollup(a) => rollup::run(a),
+        Command::Usage(a) => usage::run(a),
+        Command::Engagement(a) => usage::engagement(a),
     };
     match result {
         Ok(code) => code,

@@ -7,3 +7,4 @@ mod generate;
 mod ingest;
 mod props;
 mod rollup;
+mod usage;

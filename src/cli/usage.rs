@@ -1,0 +1,301 @@
+//! `meterlake usage` and `meterlake engagement`: queries over the lake, printed as a table,
+//! JSON or CSV.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use serde::Serialize;
+
+use crate::lake::Lake;
+use crate::rollup::{Dim, Meters, parse_instant};
+use crate::usage::{self, Compare, EngagementOptions, UsageQuery};
+
+/// How a query prints its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum QueryOutput {
+    /// Human-readable tables.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+    /// CSV with a header (the breakdown with `--by`, else the totals).
+    Csv,
+}
+
+/// Arguments of `usage`.
+#[derive(Debug, Args)]
+pub struct UsageArgs {
+    /// The lake directory.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Only this meter.
+    #[arg(long)]
+    pub meter: Option<String>,
+    /// Period start: a date (YYYY-MM-DD, UTC midnight) or an RFC 3339 instant.
+    #[arg(long)]
+    pub from: String,
+    /// Period end (exclusive).
+    #[arg(long)]
+    pub to: String,
+    /// Break down by `user` or `property:KEY` (endpoint, feature, model, ...).
+    #[arg(long)]
+    pub by: Option<String>,
+    /// Compare with `previous` (the same length just before) or `FROM..TO`.
+    #[arg(long)]
+    pub compare: Option<String>,
+    /// Breakdown rows per tenant and meter; the rest are summed into `(other)` (0: all).
+    #[arg(long, default_value_t = usage::DEFAULT_TOP)]
+    pub top: usize,
+    /// Meter definitions (default data/meters.toml if present, else the built-in set).
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
+    /// Table, JSON or CSV.
+    #[arg(long, value_enum, default_value_t = QueryOutput::Table)]
+    pub output: QueryOutput,
+}
+
+fn parse_compare(s: &str) -> anyhow::Result<Compare> {
+    if s == "previous" {
+        return Ok(Compare::Previous);
+    }
+    match s.split_once("..") {
+        Some((a, b)) => Ok(Compare::Range(
+            parse_instant("--compare", a)?,
+            parse_instant("--compare", b)?,
+        )),
+        None => Err(crate::Error::InvalidParameter {
+            name: "--compare",
+            reason: format!("`{s}`: expected `previous` or FROM..TO (dates or instants)"),
+        }
+        .into()),
+    }
+}
+
+fn num(v: Option<f64>) -> String {
+    match v {
+        Some(v) if v.fract() == 0.0 && v.abs() < 1e15 => format!("{v:.0}"),
+        Some(v) => format!("{v:.2}"),
+        None => "-".into(),
+    }
+}
+
+fn pct(v: Option<f64>) -> String {
+    v.map(|p| format!("{p:+.1}%")).unwrap_or_else(|| "-".into())
+}
+
+fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub(crate) fn run(a: UsageArgs) -> anyhow::Result<ExitCode> {
+    let q = UsageQuery {
+        tenant: a.tenant,
+        meter: a.meter,
+        from: parse_instant("--from", &a.from)?,
+        to: parse_instant("--to", &a.to)?,
+        by: a.by.as_deref().map(str::parse::<Dim>).transpose()?,
+        compare: a.compare.as_deref().map(parse_compare).transpose()?,
+        top: a.top,
+    };
+    let meters = Meters::load_or_default(a.meters.as_deref())?;
+    let lake = Lake::open(&a.lake)?;
+    let r = usage::usage(&lake, &meters, &q)?;
+    match a.output {
+        QueryOutput::Json => super::print_json(&r)?,
+        QueryOutput::Csv if q.by.is_some() => write_csv(&r.breakdown)?,
+        QueryOutput::Csv => write_csv(&r.totals)?,
+        QueryOutput::Table => {
+            let mut o = std::io::stdout().lock();
+            write!(o, "usage {} .. {}", r.period.from, r.period.to)?;
+            if let Some(c) = &r.compared_with {
+                write!(o, "  (compared with {} .. {})", c.from, c.to)?;
+            }
+            writeln!(o)?;
+            writeln!(
+                o,
+                "{:<20} {:<18} {:>16} {:>10} {:>16} {:>9}",
+                "tenant", "meter", "value", "events", "previous", "change"
+            )?;
+            for t in &r.totals {
+                writeln!(
+                    o,
+                    "{:<20} {:<18} {:>16} {:>10} {:>16} {:>9}",
+                    t.tenant_id,
+                    t.meter,
+                    num(Some(t.value)),
+                    t.event_count,
+                    num(t.previous),
+                    pct(t.change_pct)
+                )?;
+            }
+            if let Some(by) = &r.by {
+                writeln!(o, "\nbreakdown by {by}")?;
+                writeln!(
+                    o,
+                    "{:<20} {:<18} {:<24} {:>16} {:>7} {:>9}",
+                    "tenant", "meter", "key", "value", "share", "change"
+                )?;
+                for p in &r.breakdown {
+                    writeln!(
+                        o,
+                        "{:<20} {:<18} {:<24} {:>16} {:>7} {:>9}",
+                        p.tenant_id,
+                        p.meter,
+                        p.key,
+                        num(Some(p.value)),
+                        p.share
+                            .map(|s| format!("{:.1}%", s * 100.0))
+                            .unwrap_or_else(|| "-".into()),
+                        pct(p.change_pct)
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `engagement`.
+#[derive(Debug, Args)]
+pub struct EngagementArgs {
+    /// The lake directory.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// Only this tenant.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// As of this date or instant (exclusive); default: just after the lake's last event.
+    #[arg(long)]
+    pub at: Option<String>,
+    /// The property naming a feature.
+    #[arg(long, default_value = "feature")]
+    pub feature_property: String,
+    /// The meter counting documents.
+    #[arg(long, default_value = "documents")]
+    pub documents_meter: String,
+    /// The storage gauge meter.
+    #[arg(long, default_value = "storage_bytes")]
+    pub storage_meter: String,
+    /// Users listed per tenant (inactive users, top document users).
+    #[arg(long, default_value_t = 10)]
+    pub list: usize,
+    /// Table, JSON or CSV.
+    #[arg(long, value_enum, default_value_t = QueryOutput::Table)]
+    pub output: QueryOutput,
+}
+
+/// One flat CSV row of engagement.
+#[derive(Serialize)]
+struct EngagementRow<'a> {
+    tenant_id: &'a str,
+    at: &'a str,
+    dau: u64,
+    wau: u64,
+    mau: u64,
+    stickiness: f64,
+    known_users: u64,
+    inactive_users: u64,
+    documents: u64,
+    documents_per_active_user: f64,
+    storage_now: Option<f64>,
+    storage_growth: Option<f64>,
+    storage_growth_per_active_user: Option<f64>,
+    /// `feature=adoption;...`
+    feature_adoption: String,
+}
+
+pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
+    let opts = EngagementOptions {
+        tenant: a.tenant,
+        at: a
+            .at
+            .as_deref()
+            .map(|s| parse_instant("--at", s))
+            .transpose()?,
+        feature_property: a.feature_property,
+        documents_meter: a.documents_meter,
+        storage_meter: a.storage_meter,
+        list: a.list,
+    };
+    let lake = Lake::open(&a.lake)?;
+    let e = usage::engagement(&lake, &opts)?;
+    match a.output {
+        QueryOutput::Json => super::print_json(&e)?,
+        QueryOutput::Csv => {
+            let rows: Vec<EngagementRow> = e
+                .iter()
+                .map(|x| EngagementRow {
+                    tenant_id: &x.tenant_id,
+                    at: &x.at,
+                    dau: x.dau,
+                    wau: x.wau,
+                    mau: x.mau,
+                    stickiness: x.stickiness,
+                    known_users: x.known_users,
+                    inactive_users: x.inactive_users,
+                    documents: x.documents,
+                    documents_per_active_user: x.documents_per_active_user,
+                    storage_now: x.storage_now,
+                    storage_growth: x.storage_growth,
+                    storage_growth_per_active_user: x.storage_growth_per_active_user,
+                    feature_adoption: x
+                        .feature_adoption
+                        .iter()
+                        .map(|f| format!("{}={:.4}", f.feature, f.adoption))
+                        .collect::<Vec<_>>()
+                        .join(";"),
+                })
+                .collect();
+            write_csv(&rows)?
+        }
+        QueryOutput::Table => {
+            let mut o = std::io::stdout().lock();
+            writeln!(
+                o,
+                "{:<20} {:>6} {:>6} {:>6} {:>7} {:>6} {:>8} {:>9} {:>14}  top features",
+                "tenant",
+                "DAU",
+                "WAU",
+                "MAU",
+                "sticky",
+                "users",
+                "inactive",
+                "docs/user",
+                "storage growth"
+            )?;
+            for x in &e {
+                let feats: Vec<String> = x
+                    .feature_adoption
+                    .iter()
+                    .take(3)
+                    .map(|f| format!("{} {:.0}%", f.feature, f.adoption * 100.0))
+                    .collect();
+                writeln!(
+                    o,
+                    "{:<20} {:>6} {:>6} {:>6} {:>6.0}% {:>6} {:>8} {:>9.1} {:>14}  {}",
+                    x.tenant_id,
+                    x.dau,
+                    x.wau,
+                    x.mau,
+                    x.stickiness * 100.0,
+                    x.known_users,
+                    x.inactive_users,
+                    x.documents_per_active_user,
+                    num(x.storage_growth),
+                    feats.join(", ")
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,355 @@
+//! Usage queries: what each tenant used of each meter in a period, broken down by user or
+//! property with shares, compared with another period; and engagement ([`engagement`]).
+//!
+//! A period is one window: its value is the meter's aggregation over all of the period's
+//! events (the distinct users of a month, not the sum of daily distinct users; the last
+//! storage reading, not a sum of readings), computed from the lake's events with polars.
+//!
+//! Shares: a breakdown row's share is its value over the tenant's total for the meter. For
+//! additive meters (count, sum, duration) shares add up to 1 and the rows below the top N
+//! are summed into one `(other)` row. For `unique_count` a share is "of the tenant's
+//! distinct users/values" (a user can use several endpoints, so shares may add up to more
+//! than 1). Gauges and statistics have no share.
+
+pub mod engagement;
+
+use std::collections::{BTreeMap, HashMap};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::event::MICROS_PER_DAY;
+use crate::lake::{DataFile, Lake};
+use crate::rollup::{Dim, Meters, aggregate, aggregation_of};
+
+pub use engagement::{Engagement, EngagementOptions, FeatureAdoption, UserCount, engagement};
+
+/// The label of the row summing a breakdown's rows below the top N.
+pub const OTHER: &str = "(other)";
+/// Breakdown rows per tenant and meter by default.
+pub const DEFAULT_TOP: usize = 10;
+
+/// What to compare a period with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Compare {
+    /// The period of the same length just before.
+    Previous,
+    /// An explicit period `[from, to)` (UTC µs).
+    Range(i64, i64),
+}
+
+/// A usage query.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    /// Only this tenant.
+    pub tenant: Option<String>,
+    /// Only this meter (a configured meter's name, or an event meter's).
+    pub meter: Option<String>,
+    /// Period start (UTC µs, inclusive).
+    pub from: i64,
+    /// Period end (exclusive).
+    pub to: i64,
+    /// Break down by this dimension.
+    pub by: Option<Dim>,
+    /// Compare with another period.
+    pub compare: Option<Compare>,
+    /// Breakdown rows per tenant and meter (0: all).
+    pub top: usize,
+}
+
+/// A period.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Period {
+    /// Start, RFC 3339 (UTC).
+    pub from: String,
+    /// End (exclusive).
+    pub to: String,
+}
+
+impl Period {
+    fn new(from: i64, to: i64) -> Period {
+        Period {
+            from: crate::event::ts_to_rfc3339(from),
+            to: crate::event::ts_to_rfc3339(to),
+        }
+    }
+}
+
+/// One tenant × meter total.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Total {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Meter.
+    pub meter: String,
+    /// Its aggregation (`count`, `sum`, ...).
+    pub aggregation: String,
+    /// Value over the period.
+    pub value: f64,
+    /// Events behind it.
+    pub event_count: i64,
+    /// Value over the comparison period (0 for zero-when-empty meters without events there).
+    pub previous: Option<f64>,
+    /// `value - previous`.
+    pub change: Option<f64>,
+    /// `change / previous * 100`, none when `previous` is 0 or missing.
+    pub change_pct: Option<f64>,
+}
+
+/// One breakdown row.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Part {
+    /// Tenant.
+    pub tenant_id: String,
+    /// Meter.
+    pub meter: String,
+    /// The user or property value (`(none)` for events without one, `(other)` for the rest).
+    pub key: String,
+    /// Value over the period.
+    pub value: f64,
+    /// Events behind it.
+    pub event_count: i64,
+    /// Of the tenant's total for the meter (see the module docs).
+    pub share: Option<f64>,
+    /// Value over the comparison period.
+    pub previous: Option<f64>,
+    /// `value - previous`.
+    pub change: Option<f64>,
+    /// In percent.
+    pub change_pct: Option<f64>,
+}
+
+/// The answer to a [`UsageQuery`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageReport {
+    /// The period.
+    pub period: Period,
+    /// The comparison period, if any.
+    pub compared_with: Option<Period>,
+    /// The breakdown dimension (`user`, `property:KEY`), if any.
+    pub by: Option<String>,
+    /// Per tenant and meter, sorted.
+    pub totals: Vec<Total>,
+    /// Per tenant, meter and key: by value, largest first, top N then `(other)`.
+    pub breakdown: Vec<Part>,
+}
+
+type Values = HashMap<(String, String, Option<String>), (f64, i64)>;
+/// Breakdown rows of one tenant and meter: (key, value, events).
+type Rows = Vec<(Option<String>, f64, i64)>;
+
+/// Runs a usage query over the lake's events.
+pub fn usage(lake: &Lake, meters: &Meters, q: &UsageQuery) -> Result<UsageReport> {
+    if q.from >= q.to {
+        return Err(Error::InvalidParameter {
+            name: "--from/--to",
+            reason: "--from must be before --to".into(),
+        });
+    }
+    let compared = match q.compare {
+        None => None,
+        Some(Compare::Previous) => Some((q.from - (q.to - q.from), q.from)),
+        Some(Compare::Range(a, b)) if a < b => Some((a, b)),
+        Some(Compare::Range(..)) => {
+            return Err(Error::InvalidParameter {
+                name: "--compare",
+                reason: "the comparison period must end after it starts".into(),
+            });
+        }
+    };
+    let dims: Vec<Dim> = q.by.iter().cloned().collect();
+    let totals_now = period_values(lake, meters, q, q.from, q.to, &[])?;
+    let totals_before = compared
+        .map(|(a, b)| period_values(lake, meters, q, a, b, &[]))
+        .transpose()?;
+    let mut totals: Vec<Total> = totals_now
+        .iter()
+        .map(|((t, m, _), &(v, n))| {
+            let agg = aggregation_of(meters, m);
+            let prev = totals_before.as_ref().map(|b| {
+                b.get(&(t.clone(), m.clone(), None))
+                    .map(|p| p.0)
+                    .unwrap_or(if agg.zero_when_empty() { 0.0 } else { f64::NAN })
+            });
+            let prev = prev.filter(|p| !p.is_nan());
+            Total {
+                tenant_id: t.clone(),
+                meter: m.clone(),
+                aggregation: agg.name().into(),
+                value: v,
+                event_count: n,
+                previous: prev,
+                change: prev.map(|p| v - p),
+                change_pct: pct(v, prev),
+            }
+        })
+        .collect();
+    totals.sort_by(|a, b| (&a.tenant_id, &a.meter).cmp(&(&b.tenant_id, &b.meter)));
+
+    let mut breakdown = Vec::new();
+    if !dims.is_empty() {
+        let now = period_values(lake, meters, q, q.from, q.to, &dims)?;
+        let before = compared
+            .map(|(a, b)| period_values(lake, meters, q, a, b, &dims))
+            .transpose()?;
+        let mut groups: BTreeMap<(String, String), Rows> = BTreeMap::new();
+        for ((t, m, k), &(v, n)) in &now {
+            groups
+                .entry((t.clone(), m.clone()))
+                .or_default()
+                .push((k.clone(), v, n));
+        }
+        for ((t, m), mut rows) in groups {
+            let agg = aggregation_of(meters, &m);
+            let total = totals
+                .iter()
+                .find(|x| x.tenant_id == t && x.meter == m)
+                .map(|x| x.value);
+            let shared = agg.additive() || agg == crate::rollup::Aggregation::UniqueCount;
+            rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+            let keep = if q.top == 0 {
+                rows.len()
+            } else {
+                q.top.min(rows.len())
+            };
+            let prev_of = |k: &Option<String>| {
+                before.as_ref().map(|b| {
+                    b.get(&(t.clone(), m.clone(), k.clone()))
+                        .map(|p| p.0)
+                        .unwrap_or(0.0)
+                })
+            };
+            let share = |v: f64| match total {
+                Some(tot) if shared && tot > 0.0 => Some(v / tot),
+                _ => None,
+            };
+            for (k, v, n) in &rows[..keep] {
+                let prev = if agg.zero_when_empty() {
+                    prev_of(k)
+                } else {
+                    None
+                };
+                breakdown.push(Part {
+                    tenant_id: t.clone(),
+                    meter: m.clone(),
+                    key: k.clone().unwrap_or_else(|| "(none)".into()),
+                    value: *v,
+                    event_count: *n,
+                    share: share(*v),
+                    previous: prev,
+                    change: prev.map(|p| v - p),
+                    change_pct: pct(*v, prev),
+                });
+            }
+            if keep < rows.len() && agg.additive() {
+                let rest = &rows[keep..];
+                let v: f64 = rest.iter().map(|r| r.1).sum();
+                let prev = before.as_ref().map(|_| {
+                    let all: f64 = totals_before
+                        .as_ref()
+                        .and_then(|b| b.get(&(t.clone(), m.clone(), None)))
+                        .map(|p| p.0)
+                        .unwrap_or(0.0);
+                    let top: f64 = rows[..keep].iter().filter_map(|r| prev_of(&r.0)).sum();
+                    all - top
+                });
+                breakdown.push(Part {
+                    tenant_id: t.clone(),
+                    meter: m.clone(),
+                    key: OTHER.into(),
+                    value: v,
+                    event_count: rest.iter().map(|r| r.2).sum(),
+                    share: share(v),
+                    previous: prev,
+                    change: prev.map(|p| v - p),
+                    change_pct: pct(v, prev),
+                });
+            }
+        }
+    }
+    Ok(UsageReport {
+        period: Period::new(q.from, q.to),
+        compared_with: compared.map(|(from, to)| Period::new(from, to)),
+        by: q.by.as_ref().map(Dim::spec),
+        totals,
+        breakdown,
+    })
+}
+
+fn pct(v: f64, prev: Option<f64>) -> Option<f64> {
+    prev.filter(|p| *p != 0.0).map(|p| (v - p) / p * 100.0)
+}
+
+/// The lake's files that may hold events of `[from, to)`.
+pub(crate) fn files_between(lake: &Lake, from: i64, to: i64) -> Vec<DataFile> {
+    lake.data_files()
+        .into_iter()
+        .filter(|f| {
+            let d = chrono::NaiveDate::parse_from_str(&f.date, "%Y-%m-%d")
+                .map(crate::rollup::date_start_micros)
+                .unwrap_or(0);
+            d < to && d + MICROS_PER_DAY > from
+        })
+        .collect()
+}
+
+/// Events of `[from, to)`, of one tenant if asked, as a lazy scan (None: no file).
+pub(crate) fn events_between(
+    lake: &Lake,
+    tenant: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Result<Option<LazyFrame>> {
+    let files = files_between(lake, from, to);
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let ts = col("ts").cast(DataType::Int64);
+    let mut lf = crate::lake::scan_files(lake, &files)?
+        .filter(ts.clone().gt_eq(lit(from)).and(ts.lt(lit(to))));
+    if let Some(t) = tenant {
+        lf = lf.filter(col("tenant_id").eq(lit(t.to_string())));
+    }
+    Ok(Some(lf))
+}
+
+/// Values of one period per (tenant, meter, dimension value).
+fn period_values(
+    lake: &Lake,
+    meters: &Meters,
+    q: &UsageQuery,
+    from: i64,
+    to: i64,
+    dims: &[Dim],
+) -> Result<Values> {
+    let Some(lf) = events_between(lake, q.tenant.as_deref(), from, to)? else {
+        return Ok(Values::new());
+    };
+    let (df, _) = aggregate(lf, meters, lit(from), dims)?;
+    let tenants = df.column("tenant_id")?.str()?;
+    let ms = df.column("meter")?.str()?;
+    let keys = match dims.first() {
+        Some(d) => Some(df.column(&d.column())?.str()?.clone()),
+        None => None,
+    };
+    let vs = df.column("value")?.f64()?;
+    let ns = df.column("event_count")?.i64()?;
+    let mut out = Values::new();
+    for i in 0..df.height() {
+        let m = ms.get(i).unwrap_or_default();
+        if q.meter.as_deref().is_some_and(|want| want != m) {
+            continue;
+        }
+        let k = keys.as_ref().and_then(|c| c.get(i).map(str::to_string));
+        out.insert(
+            (
+                tenants.get(i).unwrap_or_default().to_string(),
+                m.to_string(),
+                k,
+            ),
+            (vs.get(i).unwrap_or(0.0), ns.get(i).unwrap_or(0)),
+        );
+    }
+    Ok(out)
+}
