@@ -30,7 +30,8 @@ fn bench(c: &mut Criterion) {
     let lake = Lake::open(&lake_dir).unwrap();
     let meters = Meters::default();
     let mut g = c.benchmark_group(format!("rollup/{} events", s.accepted));
-    g.sample_size(10).throughput(Throughput::Elements(s.accepted));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(s.accepted));
     for gran in [Granularity::Day, Granularity::Hour] {
         let spec = RollupSpec::new(gran);
         let full = RollupOptions {

@@ -3,8 +3,11 @@
 //! Usage events (API calls, documents, storage, AI tokens, seats) are [`ingest`]ed from
 //! NDJSON, CSV, CloudEvents or Parquet into a [`lake`] of Hive-partitioned Parquet files,
 //! validated record by record: a bad record is quarantined with its reason, a duplicate is
-//! dropped, and `read = accepted + rejected + duplicates` always holds. Later stages roll
-//! the lake up, forecast, detect anomalies, bill and report.
+//! dropped, and `read = accepted + rejected + duplicates` always holds. [`rollup`] aggregates
+//! the lake per tenant, meter (and user or property) and window with polars, incrementally;
+//! [`usage`] answers period queries (totals, breakdowns with shares, comparisons) and
+//! engagement (active users, adoption). Later stages forecast, detect anomalies, bill and
+//! report.
 //!
 //! The command-line interface ([`cli`]) is a thin layer over this library.
 //!

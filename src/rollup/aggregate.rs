@@ -136,108 +136,122 @@ pub fn aggregate(
     let mut group_keys = keys.clone();
     group_keys.push(col("window_start"));
 
-    // 1. Value meters: one group_by with every aggregation they need.
+    // One plan, collected once: polars' common-subplan elimination scans the lake once and
+    // shares it between the branches.
+    // 1. Cheap aggregations (count, sum, min, max, mean) of every event meter in one
+    //    group_by: they serve count/sum/duration/min/max/avg meters and unconfigured ones.
     let plain: Vec<&Meter> = meters.iter().filter(|m| m.property.is_none()).collect();
-    let mut kinds: BTreeSet<Aggregation> = plain.iter().map(|m| m.aggregation).collect();
-    kinds.insert(Aggregation::Sum);
-    kinds.remove(&Aggregation::Count);
+    let cheap_kinds = [
+        Aggregation::Sum,
+        Aggregation::Min,
+        Aggregation::Max,
+        Aggregation::Avg,
+    ];
+    let needed: BTreeSet<Aggregation> = plain
+        .iter()
+        .map(|m| match m.aggregation {
+            Aggregation::Duration => Aggregation::Sum,
+            a => a,
+        })
+        .filter(|a| cheap_kinds.contains(a))
+        .chain([Aggregation::Sum])
+        .collect();
     let mut aggs = vec![len().cast(DataType::Int64).alias("event_count")];
     aggs.extend(
-        kinds
+        needed
             .iter()
             .map(|&a| agg_expr(a, col("value"), col("user_id")).alias(agg_column(a))),
     );
-    let grouped = events
-        .clone()
-        .group_by(group_keys.clone())
-        .agg(aggs)
-        .collect()?;
+    let cheap = events.clone().group_by(group_keys.clone()).agg(aggs);
 
-    let present: BTreeSet<String> = grouped
-        .column("meter")?
-        .unique()?
-        .str()?
-        .iter()
-        .flatten()
-        .map(str::to_string)
-        .collect();
-    let unconfigured = meters.unconfigured_of(present.iter().map(String::as_str));
-
-    let mut out_cols = keys.clone();
-    out_cols[1] = col("meter");
-    let select_value = |m: &Meter, value: Expr| -> Vec<Expr> {
-        let mut s = out_cols.clone();
-        s[1] = lit(m.name.clone()).alias("meter");
+    let select_value = |name: &str, value: Expr| -> Vec<Expr> {
+        let mut s = keys.clone();
+        s[1] = lit(name.to_string()).alias("meter");
         s.push(col("window_start"));
         s.push(value.cast(DataType::Float64).alias("value"));
         s.push(col("event_count"));
         s
     };
-    let g = grouped.lazy();
     let mut parts: Vec<LazyFrame> = Vec::new();
     for m in &plain {
-        if !present.contains(m.event()) {
-            continue;
-        }
-        let v = match m.aggregation {
-            Aggregation::Count => col("event_count").cast(DataType::Float64),
-            Aggregation::Duration => {
-                col(agg_column(Aggregation::Sum)) * lit(m.duration_unit.seconds())
-            }
-            a => col(agg_column(a)),
+        let of_meter = col("meter").eq(lit(m.event().to_string()));
+        let part = match m.aggregation {
+            Aggregation::Count => cheap
+                .clone()
+                .filter(of_meter)
+                .select(select_value(&m.name, col("event_count"))),
+            Aggregation::Duration => cheap.clone().filter(of_meter).select(select_value(
+                &m.name,
+                col(agg_column(Aggregation::Sum)) * lit(m.duration_unit.seconds()),
+            )),
+            a if cheap_kinds.contains(&a) => cheap
+                .clone()
+                .filter(of_meter)
+                .select(select_value(&m.name, col(agg_column(a)))),
+            // 2. Distinct counts, latest readings and percentiles: only over their meter's
+            //    events (evaluated per group, so not for every group of the lake).
+            a => events
+                .clone()
+                .filter(of_meter)
+                .group_by(group_keys.clone())
+                .agg([
+                    agg_expr(a, col("value"), col("user_id")).alias("_v"),
+                    len().cast(DataType::Int64).alias("event_count"),
+                ])
+                .select(select_value(&m.name, col("_v"))),
         };
-        parts.push(
-            g.clone()
-                .filter(col("meter").eq(lit(m.event().to_string())))
-                .select(select_value(m, v)),
-        );
+        parts.push(part);
     }
-    if !unconfigured.is_empty() {
-        let names = Series::new("u".into(), unconfigured.clone());
-        let mut s = out_cols.clone();
-        s.push(col("window_start"));
-        s.push(col(agg_column(Aggregation::Sum)).alias("value"));
-        s.push(col("event_count"));
-        parts.push(
-            g.clone()
-                .filter(col("meter").is_in(lit(names).implode(true), false))
-                .select(s),
-        );
-    }
+    // 3. Event meters no definition reads: `sum`.
+    let read: Vec<String> = meters.iter().map(|m| m.event().to_string()).collect();
+    let read = Series::new("read".into(), read);
+    let mut s = keys.clone();
+    s.push(col("window_start"));
+    s.push(col(agg_column(Aggregation::Sum)).alias("value"));
+    s.push(col("event_count"));
+    parts.push(
+        cheap
+            .clone()
+            .filter(col("meter").is_in(lit(read).implode(true), false).not())
+            .select(s),
+    );
 
-    // 2. Property meters: one group_by each, over their own events only.
+    // 4. Property meters: one group_by each, over their own events only.
     for m in meters.iter().filter(|m| m.property.is_some()) {
-        if !present.contains(m.event()) {
-            continue;
-        }
         let p = property_expr(m.property.as_deref().expect("filtered"));
         let x = if m.aggregation == Aggregation::Duration {
             p.clone().cast(DataType::Float64) * lit(m.duration_unit.seconds())
         } else {
             p.clone().cast(DataType::Float64)
         };
-        let value = agg_expr(m.aggregation, x, p).alias("value");
-        let mut s = out_cols.clone();
-        s[1] = lit(m.name.clone()).alias("meter");
-        s.push(col("window_start"));
-        s.push(col("value").cast(DataType::Float64));
-        s.push(col("event_count"));
         parts.push(
             events
                 .clone()
                 .filter(col("meter").eq(lit(m.event().to_string())))
                 .group_by(group_keys.clone())
-                .agg([value, len().cast(DataType::Int64).alias("event_count")])
-                .select(s),
+                .agg([
+                    agg_expr(m.aggregation, x, p).alias("_v"),
+                    len().cast(DataType::Int64).alias("event_count"),
+                ])
+                .select(select_value(&m.name, col("_v"))),
         );
-    }
-    if parts.is_empty() {
-        return Ok((empty_rows(dims)?, unconfigured));
     }
     // A statistic over no readings (every event lacked the property) is no row at all.
     let df = concat(parts, UnionArgs::default())?
         .filter(col("value").is_not_null())
         .collect()?;
+    let names: BTreeSet<&str> = meters.iter().map(|m| m.name.as_str()).collect();
+    let unconfigured: Vec<String> = df
+        .column("meter")?
+        .unique()?
+        .str()?
+        .iter()
+        .flatten()
+        .filter(|m| !names.contains(m))
+        .map(str::to_string)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     Ok((df, unconfigured))
 }
 

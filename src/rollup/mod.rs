@@ -46,7 +46,7 @@ pub use window::{
     window_start_expr,
 };
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -331,17 +331,8 @@ pub fn rollup(
             scope.extend(gaps);
         }
     }
-    let out = complete(
-        &rows,
-        spec,
-        meters,
-        &cal,
-        &part_of,
-        &scope,
-        &ranges,
-        &mut summary,
-    )?;
-    write_partitions(&dir, spec, &out, &scope, &mut summary)?;
+    let out = complete(&rows, spec, &cal, &part_of, &scope, &ranges, &mut summary)?;
+    write_partitions(&dir, spec, out, &scope, &mut summary)?;
     if mode == RollupMode::Full {
         let keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
         summary.partitions_removed += remove_partitions_except(&dir, &keep)?;
@@ -500,145 +491,147 @@ fn existing_ranges(dir: &Path, spec: &RollupSpec, meters: &Meters) -> Result<Ran
     ranges_of(&r, &keys, meters)
 }
 
-/// The rows to store: the aggregated rows of `scope`, with zero rows filling each
-/// zero-when-empty series over its range, window ends and partitions.
+/// The rows to store, one frame per partition of `scope`: the aggregated rows, with zero
+/// rows filling each zero-when-empty series over its range, and window ends.
+///
+/// Rows are walked once in (series, window) order; output key columns are gathered from
+/// the input by row index, so no key string is copied one by one.
 #[allow(clippy::too_many_arguments)]
 fn complete(
     rows: &DataFrame,
     spec: &RollupSpec,
-    meters: &Meters,
     cal: &Calendar,
     part_of: &dyn Fn(i64) -> i64,
     scope: &BTreeSet<i64>,
     ranges: &Ranges,
     summary: &mut RollupSummary,
-) -> Result<DataFrame> {
+) -> Result<BTreeMap<i64, DataFrame>> {
     let keys = spec.key_columns();
+    // Series known only from stored files get a placeholder row (flag set) so the walk
+    // visits them too: they may need zero rows in the partitions recomputed now.
+    let mut ex_keys: Vec<Vec<Option<&str>>> = vec![Vec::new(); keys.len()];
+    for k in ranges.keys() {
+        for (c, v) in ex_keys.iter_mut().zip(k) {
+            c.push(v.as_deref());
+        }
+    }
+    let n_ex = ranges.len();
+    let mut ex_cols: Vec<Column> = keys
+        .iter()
+        .zip(ex_keys)
+        .map(|(k, v)| Column::new(k.as_str().into(), v))
+        .collect();
+    ex_cols.push(Column::new("window_start".into(), vec![i64::MIN; n_ex]));
+    ex_cols.push(Column::new("value".into(), vec![0.0f64; n_ex]));
+    ex_cols.push(Column::new("event_count".into(), vec![0i64; n_ex]));
+    let extras = DataFrame::new_infer_height(ex_cols)?;
+    let mut all = rows.select(extras.get_column_names().into_iter().cloned())?;
+    all.vstack_mut(&extras)?;
     let mut sort_by: Vec<String> = keys.clone();
     sort_by.push("window_start".into());
-    let rows = rows.sort(sort_by, SortMultipleOptions::default())?;
+    let mut all = all.sort(sort_by, SortMultipleOptions::default())?;
+    all.rechunk_mut();
     let kc: Vec<&StringChunked> = keys
         .iter()
-        .map(|k| rows.column(k).and_then(|c| c.str()))
+        .map(|k| all.column(k).and_then(|c| c.str()))
         .collect::<PolarsResult<_>>()?;
-    let ws = rows.column("window_start")?.i64()?;
-    let vs = rows.column("value")?.f64()?;
-    let ns = rows.column("event_count")?.i64()?;
+    let ws = all.column("window_start")?.i64()?;
+    let vs = all.column("value")?.f64()?;
+    let ns = all.column("event_count")?.i64()?;
 
-    let mut out_keys: Vec<Vec<Option<String>>> = vec![Vec::new(); keys.len()];
-    let (mut o_ws, mut o_we, mut o_v, mut o_n, mut o_p) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut emit = |key: &[Option<&str>], w: i64, v: f64, n: i64| {
-        for (c, k) in out_keys.iter_mut().zip(key) {
-            c.push(k.map(str::to_string));
-        }
-        o_ws.push(w);
-        o_we.push(cal.end_of(w).unwrap_or(w));
-        o_v.push(v);
-        o_n.push(n);
-        o_p.push(part_of(w));
+    #[derive(Default)]
+    struct Out {
+        src: Vec<IdxSize>,
+        ws: Vec<i64>,
+        we: Vec<i64>,
+        v: Vec<f64>,
+        n: Vec<i64>,
+    }
+    let mut parts: BTreeMap<i64, Out> = BTreeMap::new();
+    let mut emit = |src: usize, w: i64, v: f64, n: i64| {
+        let o = parts.entry(part_of(w)).or_default();
+        o.src.push(src as IdxSize);
+        o.ws.push(w);
+        o.we.push(cal.end_of(w).unwrap_or(w));
+        o.v.push(v);
+        o.n.push(n);
     };
-    let mut seen: std::collections::HashSet<Key> = std::collections::HashSet::new();
-    let n = rows.height();
+    let total = all.height();
     let mut i = 0;
-    while i < n {
-        let key: Vec<Option<&str>> = kc.iter().map(|c| c.get(i)).collect();
+    while i < total {
         let mut j = i + 1;
-        while j < n && kc.iter().zip(&key).all(|(c, k)| c.get(j) == *k) {
+        while j < total && kc.iter().all(|c| c.get(j) == c.get(i)) {
             j += 1;
         }
-        summary.series += 1;
-        let owned: Key = key.iter().map(|k| k.map(str::to_string)).collect();
-        let range = ranges.get(&owned).copied();
-        seen.insert(owned);
-        match range.and_then(|(a, b)| Some((cal.index_of(a)?, cal.index_of(b)?))) {
+        let owned: Key = kc.iter().map(|c| c.get(i).map(str::to_string)).collect();
+        let range = ranges
+            .get(&owned)
+            .and_then(|&(a, b)| Some((cal.index_of(a)?, cal.index_of(b)?)));
+        let before = summary.rows_written;
+        // Placeholder rows sort first (window i64::MIN): skip them.
+        let mut r = i;
+        while r < j && ws.get(r) == Some(i64::MIN) {
+            r += 1;
+        }
+        match range {
             Some((ia, ib)) => {
                 // Zero-when-empty series: every window of the range in scope.
-                let mut r = i;
                 for wi in ia..=ib {
                     let w = cal.starts()[wi];
                     while r < j && ws.get(r).unwrap_or(i64::MAX) < w {
                         r += 1;
                     }
                     if r < j && ws.get(r) == Some(w) {
-                        emit(&key, w, vs.get(r).unwrap_or(0.0), ns.get(r).unwrap_or(0));
+                        emit(r, w, vs.get(r).unwrap_or(0.0), ns.get(r).unwrap_or(0));
+                        summary.rows_written += 1;
                     } else if scope.contains(&part_of(w)) {
-                        emit(&key, w, 0.0, 0);
+                        emit(i, w, 0.0, 0);
+                        summary.rows_written += 1;
                         summary.zero_rows += 1;
                     }
                 }
             }
             None => {
-                for r in i..j {
+                for r in r..j {
                     if let (Some(w), Some(v)) = (ws.get(r), vs.get(r)) {
-                        emit(&key, w, v, ns.get(r).unwrap_or(0));
+                        emit(r, w, v, ns.get(r).unwrap_or(0));
+                        summary.rows_written += 1;
                     }
                 }
             }
         }
+        summary.series += u64::from(summary.rows_written > before);
         i = j;
     }
-    // Stored series with no events in scope still get their zero rows there.
-    let mut others: Vec<(&Key, &(i64, i64))> =
-        ranges.iter().filter(|(k, _)| !seen.contains(*k)).collect();
-    others.sort();
-    for (key, &(a, b)) in others {
-        let (Some(ia), Some(ib)) = (cal.index_of(a), cal.index_of(b)) else {
-            continue;
-        };
-        let k: Vec<Option<&str>> = key.iter().map(|s| s.as_deref()).collect();
-        let mut any = false;
-        for wi in ia..=ib {
-            let w = cal.starts()[wi];
-            if scope.contains(&part_of(w)) {
-                emit(&k, w, 0.0, 0);
-                summary.zero_rows += 1;
-                any = true;
-            }
-        }
-        summary.series += u64::from(any);
+    let key_frame = all.select(keys.iter().map(String::as_str))?;
+    let mut out = BTreeMap::new();
+    for (p, o) in parts {
+        let idx = IdxCa::from_vec("idx".into(), o.src);
+        let mut df = key_frame.take(&idx)?;
+        df.with_column(Column::new("window_start".into(), o.ws).cast(&utc_datetime())?)?;
+        df.with_column(Column::new("window_end".into(), o.we).cast(&utc_datetime())?)?;
+        df.with_column(Column::new("value".into(), o.v))?;
+        df.with_column(Column::new("event_count".into(), o.n))?;
+        out.insert(p, df);
     }
-    let _ = meters;
-    let mut cols: Vec<Column> = keys
-        .iter()
-        .zip(out_keys)
-        .map(|(k, v)| Column::new(k.as_str().into(), v))
-        .collect();
-    cols.push(Column::new("window_start".into(), o_ws).cast(&utc_datetime())?);
-    cols.push(Column::new("window_end".into(), o_we).cast(&utc_datetime())?);
-    cols.push(Column::new("value".into(), o_v));
-    cols.push(Column::new("event_count".into(), o_n));
-    cols.push(Column::new("_period".into(), o_p));
-    let df = DataFrame::new_infer_height(cols)?;
-    let mut by: Vec<String> = vec!["_period".into()];
-    by.extend(keys);
-    by.push("window_start".into());
-    Ok(df.sort(by, SortMultipleOptions::default().with_nulls_last(false))?)
+    Ok(out)
 }
 
 fn period_dir(spec: &RollupSpec, p: i64) -> String {
     format!("period={}", spec.zone.local_date(p).format("%Y-%m-%d"))
 }
 
-/// Writes one file per partition of `scope` (atomically: temp file, fsync, rename).
+/// Writes one file per partition of `scope` (atomically: temp file, fsync, rename) and
+/// deletes the files of partitions in scope that have no rows any more.
 fn write_partitions(
     dir: &Path,
     spec: &RollupSpec,
-    out: &DataFrame,
+    out: BTreeMap<i64, DataFrame>,
     scope: &BTreeSet<i64>,
     summary: &mut RollupSummary,
 ) -> Result<()> {
-    let periods = out.column("_period")?.i64()?;
-    let mut start = 0usize;
     let mut written: BTreeSet<i64> = BTreeSet::new();
-    let n = out.height();
-    while start < n {
-        let p = periods.get(start).unwrap_or_default();
-        let mut end = start + 1;
-        while end < n && periods.get(end) == Some(p) {
-            end += 1;
-        }
-        let mut part = out.slice(start as i64, end - start).drop("_period")?;
+    for (p, mut part) in out {
         let pdir = dir.join(period_dir(spec, p));
         fs::create_dir_all(&pdir).at(&pdir)?;
         let path = pdir.join(PART_FILE);
@@ -655,9 +648,7 @@ fn write_partitions(
         f.sync_all().at(&tmp)?;
         fs::rename(&tmp, &path).at(&path)?;
         summary.partitions_written += 1;
-        summary.rows_written += (end - start) as u64;
         written.insert(p);
-        start = end;
     }
     for &p in scope.difference(&written) {
         let path = dir.join(period_dir(spec, p)).join(PART_FILE);
