@@ -103,10 +103,16 @@ fn agg_expr(a: Aggregation, x: Expr, distinct_of: Expr) -> Expr {
         Aggregation::Avg => x.mean(),
         Aggregation::UniqueCount => distinct_of.drop_nulls().n_unique().cast(DataType::Float64),
         // The last reading by time; of readings at the same instant, the largest.
+        // The last reading by time; of readings at the same instant, the largest. Sorting
+        // within each group is far faster in polars than a filter against the group's max.
+        // Rows without a reading (a property meter's events lacking it) sort first.
         Aggregation::Latest => x
             .clone()
-            .filter(col("ts").eq(col("ts").filter(x.is_not_null()).max()))
-            .max(),
+            .sort_by(
+                [x.clone().is_not_null(), col("ts"), x],
+                SortMultipleOptions::default(),
+            )
+            .last(),
         Aggregation::P50 | Aggregation::P95 | Aggregation::P99 => x.quantile(
             lit(a.quantile().expect("a percentile")),
             QuantileMethod::Linear,
@@ -188,8 +194,23 @@ pub fn aggregate(
                 .clone()
                 .filter(of_meter)
                 .select(select_value(&m.name, col(agg_column(a)))),
-            // 2. Distinct counts, latest readings and percentiles: only over their meter's
-            //    events (evaluated per group, so not for every group of the lake).
+            // 2. Latest readings: the meter's events sorted by (ts, value), then the last
+            //    of each group (a plain `last`, which polars computes in one pass).
+            Aggregation::Latest => events
+                .clone()
+                .filter(of_meter)
+                .sort_by_exprs(
+                    [col("ts"), col("value")],
+                    SortMultipleOptions::default().with_maintain_order(true),
+                )
+                .group_by_stable(group_keys.clone())
+                .agg([
+                    col("value").last().alias("_v"),
+                    len().cast(DataType::Int64).alias("event_count"),
+                ])
+                .select(select_value(&m.name, col("_v"))),
+            // 3. Distinct counts and percentiles: only over their meter's events (evaluated
+            //    per group, so not for every group of the lake).
             a => events
                 .clone()
                 .filter(of_meter)
@@ -202,7 +223,7 @@ pub fn aggregate(
         };
         parts.push(part);
     }
-    // 3. Event meters no definition reads: `sum`.
+    // 4. Event meters no definition reads: `sum`.
     let read: Vec<String> = meters.iter().map(|m| m.event().to_string()).collect();
     let read = Series::new("read".into(), read);
     let mut s = keys.clone();
@@ -216,7 +237,7 @@ pub fn aggregate(
             .select(s),
     );
 
-    // 4. Property meters: one group_by each, over their own events only.
+    // 5. Property meters: one group_by each, over their own events only.
     for m in meters.iter().filter(|m| m.property.is_some()) {
         let p = property_expr(m.property.as_deref().expect("filtered"));
         let x = if m.aggregation == Aggregation::Duration {
@@ -237,9 +258,7 @@ pub fn aggregate(
         );
     }
     // A statistic over no readings (every event lacked the property) is no row at all.
-    let df = concat(parts, UnionArgs::default())?
-        .filter(col("value").is_not_null())
-        .collect()?;
+    let df = collect(concat(parts, UnionArgs::default())?.filter(col("value").is_not_null()))?;
     let names: BTreeSet<&str> = meters.iter().map(|m| m.name.as_str()).collect();
     let unconfigured: Vec<String> = df
         .column("meter")?
@@ -253,6 +272,11 @@ pub fn aggregate(
         .into_iter()
         .collect();
     Ok((df, unconfigured))
+}
+
+/// Runs a plan on polars' streaming engine (morsel-driven, bounded memory, all cores).
+pub fn collect(lf: LazyFrame) -> Result<DataFrame> {
+    Ok(lf.collect_with_engine(Engine::Streaming)?.unwrap_single())
 }
 
 /// An empty result with the right columns.

@@ -46,7 +46,7 @@ pub use window::{
     window_start_expr,
 };
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -295,7 +295,9 @@ pub fn rollup(
         }
     }
 
-    let (mut rows, unconfigured) = compute(lake, &files, meters, spec, &pcal, &scope, mode)?;
+    let clock = std::time::Instant::now();
+    let (mut rows, unconfigured) = compute(lake, &files, meters, spec, &pcal, &scope)?;
+    tracing::debug!(rows = rows.height(), elapsed = ?clock.elapsed(), "aggregated");
     summary.unconfigured_meters = unconfigured;
     let mut ranges = old_ranges.clone();
     for (k, (a, b)) in series_ranges(&rows, spec, meters)? {
@@ -326,13 +328,15 @@ pub fn rollup(
             }
         }
         if !gaps.is_empty() {
-            let (more, _) = compute(lake, &files, meters, spec, &pcal, &gaps, mode)?;
+            let (more, _) = compute(lake, &files, meters, spec, &pcal, &gaps)?;
             rows.vstack_mut(&more)?;
             scope.extend(gaps);
         }
     }
     let out = complete(&rows, spec, &cal, &part_of, &scope, &ranges, &mut summary)?;
-    write_partitions(&dir, spec, out, &scope, &mut summary)?;
+    tracing::debug!(rows = summary.rows_written, elapsed = ?clock.elapsed(), "completed");
+    write_partitions(&dir, spec, out, &cal, &scope, &mut summary)?;
+    tracing::debug!(elapsed = ?clock.elapsed(), "written");
     if mode == RollupMode::Full {
         let keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
         summary.partitions_removed += remove_partitions_except(&dir, &keep)?;
@@ -392,6 +396,11 @@ fn date_micros(d: &str) -> i64 {
         .unwrap_or(0)
 }
 
+/// Events aggregated per batch: a batch is a run of consecutive partitions holding about
+/// this many events, so memory stays bounded whatever the lake's size (windows never cross
+/// partitions, so batches are independent).
+pub const BATCH_EVENTS: u64 = 4_000_000;
+
 /// Aggregated rows of the windows of the partitions in `scope`.
 fn compute(
     lake: &Lake,
@@ -400,34 +409,64 @@ fn compute(
     spec: &RollupSpec,
     pcal: &Calendar,
     scope: &BTreeSet<i64>,
-    mode: RollupMode,
 ) -> Result<(DataFrame, Vec<String>)> {
-    let spans: Vec<(i64, i64)> = scope
-        .iter()
-        .map(|&p| (p, pcal.end_of(p).unwrap_or(i64::MAX)))
-        .collect();
-    let wanted: Vec<DataFile> = files
-        .iter()
-        .filter(|f| {
-            let s = date_micros(&f.date);
-            spans.iter().any(|&(a, b)| s < b && s + MICROS_PER_DAY > a)
-        })
-        .cloned()
-        .collect();
-    if wanted.is_empty() {
-        return Ok((aggregate::empty_rows(&spec.by)?, Vec::new()));
+    let overlaps = |f: &DataFile, (a, b): (i64, i64)| {
+        let s = date_micros(&f.date);
+        s < b && s + MICROS_PER_DAY > a
+    };
+    // Batches of consecutive partitions of about BATCH_EVENTS events.
+    let mut batches: Vec<Vec<i64>> = Vec::new();
+    let mut current: Vec<i64> = Vec::new();
+    let mut rows_in = 0u64;
+    for &p in scope {
+        let span = (p, pcal.end_of(p).unwrap_or(i64::MAX));
+        let n: u64 = files
+            .iter()
+            .filter(|f| overlaps(f, span))
+            .map(|f| f.rows)
+            .sum();
+        if !current.is_empty() && rows_in + n > BATCH_EVENTS {
+            batches.push(std::mem::take(&mut current));
+            rows_in = 0;
+        }
+        current.push(p);
+        rows_in += n;
     }
-    let mut events = crate::lake::scan_files(lake, &wanted)?;
-    if mode != RollupMode::Full {
-        // Only events of the partitions in scope (a local-time partition spans two UTC dates).
-        let parts = Series::new("p".into(), scope.iter().copied().collect::<Vec<i64>>());
-        events = events.filter(
-            window_start_expr(col("ts"), spec.granularity.partition(), spec.zone)?
-                .is_in(lit(parts).implode(true), false),
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    let mut out = aggregate::empty_rows(&spec.by)?;
+    let mut unconfigured: BTreeSet<String> = BTreeSet::new();
+    for batch in batches {
+        let spans: Vec<(i64, i64)> = batch
+            .iter()
+            .map(|&p| (p, pcal.end_of(p).unwrap_or(i64::MAX)))
+            .collect();
+        let wanted: Vec<DataFile> = files
+            .iter()
+            .filter(|f| spans.iter().any(|&sp| overlaps(f, sp)))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        // Only events of this batch's partitions (a file's UTC date may overlap a
+        // neighbouring partition when windows are cut in another time zone).
+        let (lo, hi) = (spans[0].0, spans[spans.len() - 1].1);
+        let parts = Series::new("p".into(), batch.clone());
+        let ts = col("ts").cast(DataType::Int64);
+        let events = crate::lake::scan_files(lake, &wanted)?.filter(
+            ts.clone().gt_eq(lit(lo)).and(ts.lt(lit(hi))).and(
+                window_start_expr(col("ts"), spec.granularity.partition(), spec.zone)?
+                    .is_in(lit(parts).implode(true), false),
+            ),
         );
+        let window = window_start_expr(col("ts"), spec.granularity, spec.zone)?;
+        let (df, u) = aggregate(events, meters, window, &spec.by)?;
+        out.vstack_mut(&df.select(out.get_column_names().into_iter().cloned())?)?;
+        unconfigured.extend(u);
     }
-    let window = window_start_expr(col("ts"), spec.granularity, spec.zone)?;
-    aggregate(events, meters, window, &spec.by)
+    Ok((out, unconfigured.into_iter().collect()))
 }
 
 /// First and last window of every series whose meter is zero when empty.
@@ -505,7 +544,7 @@ fn complete(
     scope: &BTreeSet<i64>,
     ranges: &Ranges,
     summary: &mut RollupSummary,
-) -> Result<BTreeMap<i64, DataFrame>> {
+) -> Result<Completed> {
     let keys = spec.key_columns();
     // Series known only from stored files get a placeholder row (flag set) so the walk
     // visits them too: they may need zero rows in the partitions recomputed now.
@@ -527,74 +566,87 @@ fn complete(
     let extras = DataFrame::new_infer_height(ex_cols)?;
     let mut all = rows.select(extras.get_column_names().into_iter().cloned())?;
     all.vstack_mut(&extras)?;
-    let mut sort_by: Vec<String> = keys.clone();
-    sort_by.push("window_start".into());
-    let mut all = all.sort(sort_by, SortMultipleOptions::default())?;
     all.rechunk_mut();
     let kc: Vec<&StringChunked> = keys
         .iter()
         .map(|k| all.column(k).and_then(|c| c.str()))
         .collect::<PolarsResult<_>>()?;
+    let no_nulls = |name: &str| Error::InvalidParameter {
+        name: "rollup",
+        reason: format!("aggregated `{name}` has nulls"),
+    };
     let ws = all.column("window_start")?.i64()?;
+    let ws = ws.cont_slice().map_err(|_| no_nulls("window_start"))?;
     let vs = all.column("value")?.f64()?;
+    let vs = vs.cont_slice().map_err(|_| no_nulls("value"))?;
     let ns = all.column("event_count")?.i64()?;
-
-    #[derive(Default)]
-    struct Out {
-        src: Vec<IdxSize>,
-        ws: Vec<i64>,
-        we: Vec<i64>,
-        v: Vec<f64>,
-        n: Vec<i64>,
-    }
-    let mut parts: BTreeMap<i64, Out> = BTreeMap::new();
-    let mut emit = |src: usize, w: i64, v: f64, n: i64| {
-        let o = parts.entry(part_of(w)).or_default();
+    let ns = ns.cont_slice().map_err(|_| no_nulls("event_count"))?;
+    let t0 = std::time::Instant::now();
+    let order = series_order(&kc, ws)?;
+    tracing::debug!(elapsed = ?t0.elapsed(), "ordered");
+    // Each calendar window's partition, and the window's end, looked up by index.
+    let win_part: Vec<i64> = cal.starts().iter().map(|&w| part_of(w)).collect();
+    let in_scope: Vec<bool> = win_part.iter().map(|p| scope.contains(p)).collect();
+    // Partitions are runs of consecutive windows: number them by window index.
+    let mut part_starts: Vec<i64> = win_part.clone();
+    part_starts.dedup();
+    let win_slot: Vec<usize> = win_part
+        .iter()
+        .map(|p| part_starts.partition_point(|q| q < p))
+        .collect();
+    let mut parts: Vec<Out> = (0..part_starts.len()).map(|_| Out::default()).collect();
+    let mut emit = |src: usize, wi: usize, v: f64, n: i64| {
+        let o = &mut parts[win_slot[wi]];
         o.src.push(src as IdxSize);
-        o.ws.push(w);
-        o.we.push(cal.end_of(w).unwrap_or(w));
+        o.wi.push(wi as u32);
         o.v.push(v);
         o.n.push(n);
     };
-    let total = all.height();
+    // `order` lists rows by (series, window); walk it one series at a time.
+    let total = order.len();
+    let key_at = |r: usize| kc.iter().map(move |c| c.get(r));
     let mut i = 0;
     while i < total {
+        let (series, first) = (order[i].0, order[i].1 as usize);
         let mut j = i + 1;
-        while j < total && kc.iter().all(|c| c.get(j) == c.get(i)) {
+        while j < total && order[j].0 == series {
             j += 1;
         }
-        let owned: Key = kc.iter().map(|c| c.get(i).map(str::to_string)).collect();
+        let owned: Key = key_at(first).map(|k| k.map(str::to_string)).collect();
         let range = ranges
             .get(&owned)
             .and_then(|&(a, b)| Some((cal.index_of(a)?, cal.index_of(b)?)));
         let before = summary.rows_written;
+        let w_at = |k: usize| ws[order[k].1 as usize];
         // Placeholder rows sort first (window i64::MIN): skip them.
-        let mut r = i;
-        while r < j && ws.get(r) == Some(i64::MIN) {
-            r += 1;
+        let mut k = i;
+        while k < j && w_at(k) == i64::MIN {
+            k += 1;
         }
         match range {
             Some((ia, ib)) => {
                 // Zero-when-empty series: every window of the range in scope.
                 for wi in ia..=ib {
                     let w = cal.starts()[wi];
-                    while r < j && ws.get(r).unwrap_or(i64::MAX) < w {
-                        r += 1;
+                    while k < j && w_at(k) < w {
+                        k += 1;
                     }
-                    if r < j && ws.get(r) == Some(w) {
-                        emit(r, w, vs.get(r).unwrap_or(0.0), ns.get(r).unwrap_or(0));
+                    if k < j && w_at(k) == w {
+                        let r = order[k].1 as usize;
+                        emit(r, wi, vs[r], ns[r]);
                         summary.rows_written += 1;
-                    } else if scope.contains(&part_of(w)) {
-                        emit(i, w, 0.0, 0);
+                    } else if in_scope[wi] {
+                        emit(first, wi, 0.0, 0);
                         summary.rows_written += 1;
                         summary.zero_rows += 1;
                     }
                 }
             }
             None => {
-                for r in r..j {
-                    if let (Some(w), Some(v)) = (ws.get(r), vs.get(r)) {
-                        emit(r, w, v, ns.get(r).unwrap_or(0));
+                for &(_, r) in &order[k..j] {
+                    let r = r as usize;
+                    if let Some(wi) = cal.index_of(ws[r]) {
+                        emit(r, wi, vs[r], ns[r]);
                         summary.rows_written += 1;
                     }
                 }
@@ -603,53 +655,145 @@ fn complete(
         summary.series += u64::from(summary.rows_written > before);
         i = j;
     }
+    tracing::debug!(elapsed = ?t0.elapsed(), "walked");
     let key_frame = all.select(keys.iter().map(String::as_str))?;
-    let mut out = BTreeMap::new();
-    for (p, o) in parts {
-        let idx = IdxCa::from_vec("idx".into(), o.src);
-        let mut df = key_frame.take(&idx)?;
-        df.with_column(Column::new("window_start".into(), o.ws).cast(&utc_datetime())?)?;
-        df.with_column(Column::new("window_end".into(), o.we).cast(&utc_datetime())?)?;
-        df.with_column(Column::new("value".into(), o.v))?;
-        df.with_column(Column::new("event_count".into(), o.n))?;
-        out.insert(p, df);
+    Ok(Completed {
+        key_frame,
+        parts: part_starts
+            .into_iter()
+            .zip(parts)
+            .filter(|(_, o)| !o.src.is_empty())
+            .collect(),
+    })
+}
+
+/// One partition's rows: where each row's keys come from, its window, value and count.
+#[derive(Default)]
+struct Out {
+    src: Vec<IdxSize>,
+    wi: Vec<u32>,
+    v: Vec<f64>,
+    n: Vec<i64>,
+}
+
+/// The rows to store: key columns to gather from, and each partition's rows.
+struct Completed {
+    key_frame: DataFrame,
+    parts: Vec<(i64, Out)>,
+}
+
+impl Out {
+    /// The partition's frame: keys gathered by row index, windows looked up by index.
+    fn frame(self, key_frame: &DataFrame, cal: &Calendar) -> Result<DataFrame> {
+        let starts = cal.starts();
+        let ws: Vec<i64> = self.wi.iter().map(|&i| starts[i as usize]).collect();
+        let we: Vec<i64> = self
+            .wi
+            .iter()
+            .map(|&i| starts.get(i as usize + 1).copied().unwrap_or(i64::MAX))
+            .collect();
+        let mut df = key_frame.take(&IdxCa::from_vec("idx".into(), self.src))?;
+        df.with_column(Column::new("window_start".into(), ws).cast(&utc_datetime())?)?;
+        df.with_column(Column::new("window_end".into(), we).cast(&utc_datetime())?)?;
+        df.with_column(Column::new("value".into(), self.v))?;
+        df.with_column(Column::new("event_count".into(), self.n))?;
+        Ok(df)
     }
-    Ok(out)
+}
+
+/// Rows ordered by (series key, window), each with its series' rank in key order: series
+/// are numbered by a hash of their key and the few distinct keys sorted, so the many rows
+/// are sorted on integers rather than on strings.
+fn series_order(kc: &[&StringChunked], ws: &[i64]) -> Result<Vec<(u32, IdxSize)>> {
+    use xxhash_rust::xxh3::xxh3_64_with_seed;
+    let n = ws.len();
+    let mut hashes = vec![0u64; n];
+    for c in kc {
+        for (h, v) in hashes.iter_mut().zip(c.iter()) {
+            // The previous columns' hash seeds this one; a null hashes apart from "".
+            *h = match v {
+                Some(v) => xxh3_64_with_seed(v.as_bytes(), *h),
+                None => h.rotate_left(17) ^ 0x9e37_79b9_7f4a_7c15,
+            };
+        }
+    }
+    // Distinct series: hash -> (first row, id); a hash collision between different keys
+    // is detected by comparing with the first row.
+    let mut ids: HashMap<u64, (usize, u32)> = HashMap::new();
+    let mut firsts: Vec<usize> = Vec::new();
+    let mut row_series: Vec<u32> = Vec::with_capacity(n);
+    for (r, &h) in hashes.iter().enumerate() {
+        let (first, id) = *ids.entry(h).or_insert_with(|| {
+            firsts.push(r);
+            (r, (firsts.len() - 1) as u32)
+        });
+        if first != r && !kc.iter().all(|c| c.get(first) == c.get(r)) {
+            return Err(Error::InvalidParameter {
+                name: "rollup",
+                reason: "two series keys share a 64-bit hash; please report this".into(),
+            });
+        }
+        row_series.push(id);
+    }
+    let mut by_key: Vec<u32> = (0..firsts.len() as u32).collect();
+    by_key.sort_by(|&a, &b| {
+        let (ra, rb) = (firsts[a as usize], firsts[b as usize]);
+        kc.iter()
+            .map(|c| c.get(ra).cmp(&c.get(rb)))
+            .find(|o| o.is_ne())
+            .unwrap_or(std::cmp::Ordering::Equal)
+    });
+    let mut rank = vec![0u32; firsts.len()];
+    for (i, &id) in by_key.iter().enumerate() {
+        rank[id as usize] = i as u32;
+    }
+    let mut order: Vec<(u32, i64, IdxSize)> = (0..n)
+        .map(|r| (rank[row_series[r] as usize], ws[r], r as IdxSize))
+        .collect();
+    order.sort_unstable();
+    Ok(order.into_iter().map(|(s, _, r)| (s, r)).collect())
 }
 
 fn period_dir(spec: &RollupSpec, p: i64) -> String {
     format!("period={}", spec.zone.local_date(p).format("%Y-%m-%d"))
 }
 
-/// Writes one file per partition of `scope` (atomically: temp file, fsync, rename) and
-/// deletes the files of partitions in scope that have no rows any more.
+/// Writes one file per partition (in parallel; each atomically: temp file, fsync, rename)
+/// and deletes the files of partitions in scope that have no rows any more.
 fn write_partitions(
     dir: &Path,
     spec: &RollupSpec,
-    out: BTreeMap<i64, DataFrame>,
+    done: Completed,
+    cal: &Calendar,
     scope: &BTreeSet<i64>,
     summary: &mut RollupSummary,
 ) -> Result<()> {
-    let mut written: BTreeSet<i64> = BTreeSet::new();
-    for (p, mut part) in out {
-        let pdir = dir.join(period_dir(spec, p));
-        fs::create_dir_all(&pdir).at(&pdir)?;
-        let path = pdir.join(PART_FILE);
-        let tmp = pdir.join(format!(".{PART_FILE}.tmp"));
-        let f = fs::File::create(&tmp).at(&tmp)?;
-        ParquetWriter::new(&f)
-            .with_compression(ParquetCompression::Zstd(None))
-            .with_statistics(StatisticsOptions::full())
-            .finish(&mut part)
-            .map_err(|e| Error::BadInput {
-                path: tmp.clone(),
-                reason: format!("writing the rollup: {e}"),
-            })?;
-        f.sync_all().at(&tmp)?;
-        fs::rename(&tmp, &path).at(&path)?;
-        summary.partitions_written += 1;
-        written.insert(p);
-    }
+    use rayon::prelude::*;
+    let written: BTreeSet<i64> = done.parts.iter().map(|(p, _)| *p).collect();
+    let key_frame = &done.key_frame;
+    done.parts
+        .into_par_iter()
+        .map(|(p, o)| -> Result<()> {
+            let mut part = o.frame(key_frame, cal)?;
+            let pdir = dir.join(period_dir(spec, p));
+            fs::create_dir_all(&pdir).at(&pdir)?;
+            let path = pdir.join(PART_FILE);
+            let tmp = pdir.join(format!(".{PART_FILE}.tmp"));
+            let f = fs::File::create(&tmp).at(&tmp)?;
+            ParquetWriter::new(&f)
+                .with_compression(ParquetCompression::Zstd(None))
+                .with_statistics(StatisticsOptions::full())
+                .finish(&mut part)
+                .map_err(|e| Error::BadInput {
+                    path: tmp.clone(),
+                    reason: format!("writing the rollup: {e}"),
+                })?;
+            f.sync_all().at(&tmp)?;
+            fs::rename(&tmp, &path).at(&path)?;
+            Ok(())
+        })
+        .collect::<Result<Vec<()>>>()?;
+    summary.partitions_written += written.len() as u64;
     for &p in scope.difference(&written) {
         let path = dir.join(period_dir(spec, p)).join(PART_FILE);
         if path.is_file() {

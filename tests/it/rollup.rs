@@ -593,6 +593,8 @@ fn incremental_rollups_equal_a_full_recompute() {
         &lines(&[
             (&tenant, "2026-10-03T05:00:00Z", "api_calls", 1.0),
             (&tenant, "2026-10-03T06:00:00Z", "ai_tokens", 500.0),
+            // A late gauge reading in a later file: the day's latest must stay the 23:00 one.
+            (&tenant, "2026-10-03T12:30:00Z", "storage_bytes", 1.0),
             (&tenant, "2026-10-11T10:00:00Z", "ai_tokens", 70.0),
             (&tenant, "2026-10-13T10:00:00Z", "ai_tokens", 30.0),
             ("newco", "2026-10-11T01:00:00Z", "api_calls", 1.0),
