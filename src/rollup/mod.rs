@@ -626,8 +626,7 @@ fn complete(
         match range {
             Some((ia, ib)) => {
                 // Zero-when-empty series: every window of the range in scope.
-                for wi in ia..=ib {
-                    let w = cal.starts()[wi];
+                for (wi, &w) in cal.starts().iter().enumerate().take(ib + 1).skip(ia) {
                     while k < j && w_at(k) < w {
                         k += 1;
                     }
