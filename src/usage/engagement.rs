@@ -11,6 +11,8 @@
 //! - *storage growth*: the last storage reading before `at` minus the last one before
 //!   `at - 30 days` (gauge readings are not summed), also per monthly active user.
 
+use std::collections::HashMap;
+
 use polars::prelude::*;
 use serde::Serialize;
 
@@ -61,6 +63,15 @@ pub struct FeatureAdoption {
     pub adoption: f64,
 }
 
+/// Active users of one UTC day.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DailyActive {
+    /// The day (`YYYY-MM-DD`, UTC).
+    pub date: String,
+    /// Distinct users with an event that day.
+    pub users: u64,
+}
+
 /// A user and a number.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UserCount {
@@ -85,6 +96,10 @@ pub struct Engagement {
     pub mau: u64,
     /// `dau / mau` (0 when no MAU).
     pub stickiness: f64,
+    /// Distinct users of each of the 30 UTC days ending with the day of the last instant
+    /// before `at` (oldest first; days without any active user are listed with 0; a
+    /// partial last day counts events before `at` only).
+    pub daily_active_users: Vec<DailyActive>,
     /// Distinct users ever seen before `at`.
     pub known_users: u64,
     /// Seen before, but not in the last 30 days.
@@ -107,6 +122,15 @@ pub struct Engagement {
     pub storage_growth: Option<f64>,
     /// `storage_growth / mau`.
     pub storage_growth_per_active_user: Option<f64>,
+}
+
+/// Row indexes per tenant, in row order.
+fn index_by_tenant(tenants: &[String]) -> HashMap<&str, Vec<usize>> {
+    let mut m: HashMap<&str, Vec<usize>> = HashMap::new();
+    for (i, t) in tenants.iter().enumerate() {
+        m.entry(t.as_str()).or_default().push(i);
+    }
+    m
 }
 
 fn strs(df: &DataFrame, c: &str) -> Result<Vec<String>> {
@@ -178,6 +202,20 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         .sort(["tenant_id", "user_id"], SortMultipleOptions::default())
         .collect()?;
     let recent = lf.clone().filter(ts().gt_eq(lit(month)));
+    // Daily active users over the 30 UTC days ending with the day of the last instant
+    // before `at`.
+    let last_day = (at - 1).div_euclid(DAY);
+    let first_day = last_day - 29;
+    let daily = lf
+        .clone()
+        .filter(
+            col("user_id")
+                .is_not_null()
+                .and(ts().gt_eq(lit(first_day * DAY))),
+        )
+        .group_by([col("tenant_id"), (ts() / lit(DAY)).alias("day")])
+        .agg([col("user_id").n_unique().alias("users")])
+        .collect()?;
     let features = recent
         .clone()
         .with_column(property_expr(&opts.feature_property).alias("_f"))
@@ -216,13 +254,16 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
             .collect()?)
     };
     let (s_now, s_then) = (storage(at)?, storage(month)?);
-    let lookup = |df: &DataFrame, t: &str| -> Result<Option<f64>> {
-        let ts = df.column("tenant_id")?.str()?;
+    let readings = |df: &DataFrame| -> Result<HashMap<String, f64>> {
+        let ts = strs(df, "tenant_id")?;
         let vs = df.column("v")?.f64()?;
-        Ok((0..df.height())
-            .find(|&i| ts.get(i) == Some(t))
-            .and_then(|i| vs.get(i)))
+        Ok(ts
+            .into_iter()
+            .zip(vs.iter())
+            .filter_map(|(t, v)| Some((t, v?)))
+            .collect())
     };
+    let (s_now, s_then) = (readings(&s_now)?, readings(&s_then)?);
 
     // Every tenant with an event before `at`, users or not.
     let all = lf
@@ -252,10 +293,26 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         .collect();
     let d_n = u64s(&docs, "n")?;
 
+    let (day_t, day_n) = (strs(&daily, "tenant_id")?, u64s(&daily, "users")?);
+    let day_users: HashMap<(&str, i64), u64> = day_t
+        .iter()
+        .zip(daily.column("day")?.i64()?.iter())
+        .zip(&day_n)
+        .filter_map(|((t, d), n)| Some(((t.as_str(), d?), *n)))
+        .collect();
+    // Row indexes of each frame per tenant (the frames are sorted by tenant, then rank).
+    let rows_of = index_by_tenant(&f_t);
+    let (docs_of, inactive_of) = (index_by_tenant(&d_t), index_by_tenant(&in_t));
+    let count_of: HashMap<&str, usize> = count_tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.as_str(), i))
+        .collect();
+    let none: Vec<usize> = Vec::new();
     let mut out = Vec::new();
     for t in strs(&all, "tenant_id")? {
         let t = &t;
-        let i = count_tenants.iter().position(|x| x == t);
+        let i = count_of.get(t.as_str()).copied();
         let at_i = |v: &[u64]| i.map_or(0, |i| v[i]);
         let (dau, wau, m, known, inact) = (
             at_i(&dau),
@@ -265,27 +322,29 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
             at_i(&inact),
         );
         let per_mau = |x: f64| if m > 0 { x / m as f64 } else { 0.0 };
-        let feature_adoption = (0..f_t.len())
-            .filter(|&j| &f_t[j] == t)
-            .map(|j| FeatureAdoption {
+        let feature_adoption = rows_of
+            .get(t.as_str())
+            .unwrap_or(&none)
+            .iter()
+            .map(|&j| FeatureAdoption {
                 feature: f_v[j].clone(),
                 users: f_n[j],
                 adoption: per_mau(f_n[j] as f64),
             })
             .collect();
-        let documents: u64 = (0..d_t.len())
-            .filter(|&j| &d_t[j] == t)
-            .map(|j| d_n[j])
-            .sum();
-        let top_document_users = (0..d_t.len())
-            .filter(|&j| &d_t[j] == t && d_u[j].is_some())
+        let doc_rows = docs_of.get(t.as_str()).unwrap_or(&none);
+        let documents: u64 = doc_rows.iter().map(|&j| d_n[j]).sum();
+        let top_document_users = doc_rows
+            .iter()
+            .copied()
+            .filter(|&j| d_u[j].is_some())
             .take(opts.list)
             .map(|j| UserCount {
                 user_id: d_u[j].clone().unwrap_or_default(),
                 count: d_n[j],
             })
             .collect();
-        let (now, then) = (lookup(&s_now, t)?, lookup(&s_then, t)?);
+        let (now, then) = (s_now.get(t).copied(), s_then.get(t).copied());
         let growth = now.map(|n| n - then.unwrap_or(0.0));
         out.push(Engagement {
             tenant_id: t.clone(),
@@ -294,12 +353,20 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
             wau,
             mau: m,
             stickiness: per_mau(dau as f64),
+            daily_active_users: (first_day..=last_day)
+                .map(|d| DailyActive {
+                    date: crate::event::day_to_string(d as i32),
+                    users: day_users.get(&(t.as_str(), d)).copied().unwrap_or(0),
+                })
+                .collect(),
             known_users: known,
             inactive_users: inact,
-            inactive_sample: (0..in_t.len())
-                .filter(|&j| &in_t[j] == t)
+            inactive_sample: inactive_of
+                .get(t.as_str())
+                .unwrap_or(&none)
+                .iter()
                 .take(opts.list)
-                .map(|j| in_u[j].clone())
+                .map(|&j| in_u[j].clone())
                 .collect(),
             feature_adoption,
             documents,

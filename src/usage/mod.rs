@@ -23,7 +23,9 @@ use crate::event::MICROS_PER_DAY;
 use crate::lake::{DataFile, Lake};
 use crate::rollup::{Dim, Meters, aggregate, aggregation_of};
 
-pub use engagement::{Engagement, EngagementOptions, FeatureAdoption, UserCount, engagement};
+pub use engagement::{
+    DailyActive, Engagement, EngagementOptions, FeatureAdoption, UserCount, engagement,
+};
 
 /// The label of the row summing a breakdown's rows below the top N.
 pub const OTHER: &str = "(other)";

@@ -297,6 +297,22 @@ fn engagement_matches_a_fold() {
             users_since(as_of - 30 * day),
         );
         let known = users_since(i64::MIN);
+        let daily = e["daily_active_users"].as_array().unwrap();
+        assert_eq!(daily.len(), 30, "{t}");
+        for (k, d) in daily.iter().enumerate() {
+            let start = as_of - (30 - k as i64) * day;
+            let users: BTreeSet<&String> = mine
+                .iter()
+                .filter(|r| r.ts >= start && r.ts < start + day)
+                .filter_map(|r| r.user.as_ref())
+                .collect();
+            assert_eq!(
+                d["users"].as_u64().unwrap() as usize,
+                users.len(),
+                "{t} {d}"
+            );
+        }
+        assert_eq!(daily[29]["date"], "2026-10-10");
         assert_eq!(e["dau"].as_u64().unwrap() as usize, dau.len(), "{t} dau");
         assert_eq!(e["wau"].as_u64().unwrap() as usize, wau.len(), "{t} wau");
         assert_eq!(e["mau"].as_u64().unwrap() as usize, mau.len(), "{t} mau");
