@@ -40,7 +40,7 @@ pub(crate) use keys::write_key_file;
 pub(crate) use log::sync_dir;
 pub use log::{Commit, CommitKind, Counts, DataFile, InputRecord};
 pub use parquet_io::{read_events, write_events};
-pub use stats::{LakeStats, MeterStats, scan_events, scan_files, stats};
+pub use stats::{LakeStats, MeterStats, scan_events, scan_files, scan_paths, stats};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -73,14 +73,7 @@ impl Lake {
         for d in [LOG_DIR, STAGING_DIR, EVENTS_DIR] {
             fs::create_dir_all(root.join(d)).at(&root.join(d))?;
         }
-        let lock_path = root.join(LOCK_FILE);
-        let lock = fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
-        lock.lock().at(&lock_path)?;
+        let lock = lock_exclusive(&root.join(LOCK_FILE))?;
         let commits = log::read_all(&root.join(LOG_DIR))?;
         let lake = Lake {
             root: root.to_path_buf(),
@@ -348,6 +341,19 @@ impl Lake {
         }
         Ok(())
     }
+}
+
+/// Opens (creating) `path` and takes an exclusive lock on it, waiting for its holder; the
+/// lock is released when the file is dropped, or by the OS when the process dies.
+pub(crate) fn lock_exclusive(path: &Path) -> Result<fs::File> {
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    lock.lock().at(path)?;
+    Ok(lock)
 }
 
 /// Test hook: `MLK_CRASH_AT=staged|logged|published_half` aborts the process at that step of

@@ -129,12 +129,23 @@ pub fn scan_events(lake: &Lake) -> Result<LazyFrame> {
 /// A polars lazy scan of some of the lake's data files (for example those of the
 /// partitions a later stage recomputes).
 pub fn scan_files(lake: &Lake, files: &[crate::lake::DataFile]) -> Result<LazyFrame> {
-    let paths: Vec<PlRefPath> = files
+    let paths: Vec<std::path::PathBuf> = files.iter().map(|f| lake.root().join(&f.path)).collect();
+    scan_paths(&paths, true)
+}
+
+/// A polars lazy scan of exactly these Parquet files (no globbing), with the Hive
+/// partition columns of their paths if `hive`.
+pub fn scan_paths(paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {
+    let paths: Vec<PlRefPath> = paths
         .iter()
-        .map(|f| PlRefPath::new(lake.root().join(&f.path).to_string_lossy().as_ref()))
+        .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
         .collect();
     let args = ScanArgsParquet {
-        hive_options: HiveOptions::new_enabled(),
+        hive_options: if hive {
+            HiveOptions::new_enabled()
+        } else {
+            HiveOptions::default()
+        },
         glob: false,
         ..Default::default()
     };

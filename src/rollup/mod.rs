@@ -190,18 +190,16 @@ pub fn rollup(
 ) -> Result<RollupSummary> {
     let dir = lake.root().join(spec.relative_dir());
     fs::create_dir_all(&dir).at(&dir)?;
-    let lock_path = dir.join("_lock");
-    let lock = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .at(&lock_path)?;
-    lock.lock().at(&lock_path)?;
+    // One rollup of a spec at a time (two would race on the same files).
+    let _lock = crate::lake::lock_exclusive(&dir.join("_lock"))?;
 
     let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
     let state = read_state(&dir)?;
     let lake_seq = lake.commits().len() as u64;
+    let state_now = State {
+        seq: lake_seq,
+        fingerprint: fingerprint.clone(),
+    };
     let files = lake.data_files();
     let lake_dates: BTreeSet<&str> = files.iter().map(|f| f.date.as_str()).collect();
     let ranged = opts.from.is_some() || opts.to.is_some();
@@ -247,18 +245,7 @@ pub fn rollup(
         unconfigured_meters: Vec::new(),
     };
     if touched_dates.is_empty() {
-        if mode == RollupMode::Full {
-            summary.partitions_removed = remove_partitions_except(&dir, &BTreeSet::new())?;
-        }
-        if mode != RollupMode::Range {
-            write_state(
-                &dir,
-                &State {
-                    seq: lake_seq,
-                    fingerprint,
-                },
-            )?;
-        }
+        finish(&dir, mode, &BTreeSet::new(), &state_now, &mut summary, spec)?;
         if mode == RollupMode::Incremental {
             summary.mode = RollupMode::UpToDate;
         }
@@ -337,19 +324,7 @@ pub fn rollup(
     tracing::debug!(rows = summary.rows_written, elapsed = ?clock.elapsed(), "completed");
     write_partitions(&dir, spec, out, &cal, &scope, &mut summary)?;
     tracing::debug!(elapsed = ?clock.elapsed(), "written");
-    if mode == RollupMode::Full {
-        let keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
-        summary.partitions_removed += remove_partitions_except(&dir, &keep)?;
-    }
-    if mode != RollupMode::Range {
-        write_state(
-            &dir,
-            &State {
-                seq: lake_seq,
-                fingerprint,
-            },
-        )?;
-    }
+    finish(&dir, mode, &scope, &state_now, &mut summary, spec)?;
     Ok(summary)
 }
 
@@ -365,18 +340,7 @@ pub fn scan_rollup(lake: &Lake, spec: &RollupSpec) -> Result<LazyFrame> {
             .with_column(col("window_start").cast(utc_datetime()));
         return Ok(lf.select(output_columns(spec)));
     }
-    let paths: Vec<PlRefPath> = files
-        .iter()
-        .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
-        .collect();
-    let args = ScanArgsParquet {
-        glob: false,
-        ..Default::default()
-    };
-    Ok(LazyFrame::scan_parquet_files(
-        paths.into_iter().collect(),
-        args,
-    )?)
+    crate::lake::scan_paths(&files, false)
 }
 
 fn output_columns(spec: &RollupSpec) -> Vec<Expr> {
@@ -506,27 +470,18 @@ fn ranges_of(r: &DataFrame, keys: &[String], meters: &Meters) -> Result<Ranges> 
 
 /// Ranges of the series already stored.
 fn existing_ranges(dir: &Path, spec: &RollupSpec, meters: &Meters) -> Result<Ranges> {
-    if partition_files(dir)?.is_empty() {
+    let files = partition_files(dir)?;
+    if files.is_empty() {
         return Ok(Ranges::new());
     }
     let keys = spec.key_columns();
-    let paths: Vec<PlRefPath> = partition_files(dir)?
-        .iter()
-        .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
-        .collect();
-    let r = LazyFrame::scan_parquet_files(
-        paths.into_iter().collect(),
-        ScanArgsParquet {
-            glob: false,
-            ..Default::default()
-        },
-    )?
-    .group_by(keys.iter().map(|k| col(k.as_str())).collect::<Vec<_>>())
-    .agg([
-        col("window_start").min().cast(DataType::Int64).alias("a"),
-        col("window_start").max().cast(DataType::Int64).alias("b"),
-    ])
-    .collect()?;
+    let r = crate::lake::scan_paths(&files, false)?
+        .group_by(keys.iter().map(|k| col(k.as_str())).collect::<Vec<_>>())
+        .agg([
+            col("window_start").min().cast(DataType::Int64).alias("a"),
+            col("window_start").max().cast(DataType::Int64).alias("b"),
+        ])
+        .collect()?;
     ranges_of(&r, &keys, meters)
 }
 
@@ -840,6 +795,26 @@ fn remove_partitions_except(dir: &Path, keep: &BTreeSet<String>) -> Result<u64> 
         }
     }
     Ok(n)
+}
+
+/// After a run: a full run deletes the partitions it did not write; a run that covered the
+/// whole lake records the commit it is now complete up to.
+fn finish(
+    dir: &Path,
+    mode: RollupMode,
+    scope: &BTreeSet<i64>,
+    state: &State,
+    summary: &mut RollupSummary,
+    spec: &RollupSpec,
+) -> Result<()> {
+    if mode == RollupMode::Full {
+        let keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
+        summary.partitions_removed += remove_partitions_except(dir, &keep)?;
+    }
+    if mode != RollupMode::Range {
+        write_state(dir, state)?;
+    }
+    Ok(())
 }
 
 fn read_state(dir: &Path) -> Result<Option<State>> {
