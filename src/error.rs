@@ -53,6 +53,19 @@ pub enum Error {
     /// Building Arrow arrays failed (a bug or an inconsistent batch).
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    /// A model cannot fit this history (the forecaster falls back to a simpler one).
+    #[error("{model} needs {need} points, got {got}")]
+    NotEnoughData {
+        /// The model.
+        model: &'static str,
+        /// Points it needs.
+        need: usize,
+        /// Points there are.
+        got: usize,
+    },
+    /// A model failed numerically (a singular design, a failed fit).
+    #[error("{0}")]
+    Model(String),
     /// polars failed while scanning the lake.
     #[error("polars: {0}")]
     Polars(#[from] polars::error::PolarsError),

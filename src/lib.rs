@@ -26,10 +26,13 @@
 pub mod cli;
 pub mod error;
 pub mod event;
+pub mod forecast;
 pub mod generate;
 pub mod ingest;
 pub mod lake;
+pub mod predict;
 pub mod rollup;
+pub mod series;
 pub mod usage;
 
 pub use error::{Error, Result};

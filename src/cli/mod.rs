@@ -3,6 +3,7 @@
 //! Data goes to stdout, progress and logs to stderr. Exit codes: 0 success, 2 error
 //! (one readable line on stderr naming the file, line, field or parameter).
 
+mod forecast;
 mod generate;
 mod ingest;
 mod lake;
@@ -37,6 +38,8 @@ pub enum Command {
     Compact(lake::CompactArgs),
     /// Aggregate the lake per tenant, meter (and user or property) and window.
     Rollup(rollup::RollupArgs),
+    /// Forecast series from a file or the lake's rollups (auto picks a model per series).
+    Forecast(forecast::ForecastArgs),
     /// Usage per tenant and meter over a period: totals, breakdown with shares, change.
     Usage(usage::UsageArgs),
     /// Active users (DAU/WAU/MAU), inactive users, feature adoption, documents and storage.
@@ -74,6 +77,7 @@ pub fn main() -> ExitCode {
         Command::Lake(c) => lake::run(c),
         Command::Rollup(a) => rollup::run(a),
         Command::Usage(a) => usage::run(a),
+        Command::Forecast(a) => forecast::run(a),
         Command::Engagement(a) => usage::engagement(a),
     };
     match result {

@@ -1,0 +1,131 @@
+//! `meterlake forecast`: forecast every series of a file, or every tenant × meter rollup
+//! series of a lake.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::forecast::{DEFAULT_FOLDS, DEFAULT_SEASONS, DEFAULT_WINDOW, ModelKind, ModelOptions};
+use crate::predict::{self, ForecastSpec};
+use crate::rollup::{Granularity, Meters};
+
+/// Arguments of `forecast`.
+#[derive(Debug, Args)]
+pub struct ForecastArgs {
+    /// A CSV or Parquet file with columns series_id, ts, value (or unique_id, ds, y).
+    #[arg(long, conflicts_with = "lake", required_unless_present = "lake")]
+    pub series: Option<PathBuf>,
+    /// A lake: forecast its tenant × meter rollups (brought up to date first).
+    #[arg(long)]
+    pub lake: Option<PathBuf>,
+    /// Rollup granularity (with --lake).
+    #[arg(long, value_enum, default_value_t = Granularity::Day)]
+    pub granularity: Granularity,
+    /// Steps to forecast.
+    #[arg(long)]
+    pub horizon: usize,
+    /// The model, or `auto` (per series, the lowest backtest MASE).
+    #[arg(long, value_enum, default_value_t = ModelKind::Auto)]
+    pub model: ModelKind,
+    /// Prediction interval level, percent.
+    #[arg(long, default_value_t = 95.0)]
+    pub level: f64,
+    /// Season length (default from each series' step: 24 hourly, 7 daily, 12 monthly, else 1).
+    #[arg(long)]
+    pub season_length: Option<usize>,
+    /// Moving-average window.
+    #[arg(long, default_value_t = DEFAULT_WINDOW)]
+    pub window: usize,
+    /// Seasons averaged by the seasonal moving average.
+    #[arg(long, default_value_t = DEFAULT_SEASONS)]
+    pub seasons: usize,
+    /// Fix α instead of optimising (any fixed parameter turns optimisation off; the others
+    /// take their defaults: α 0.3, β 0.1, γ 0.1, φ 0.98).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Fix β (trend smoothing).
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Fix γ (season smoothing).
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Fix φ (damping).
+    #[arg(long)]
+    pub phi: Option<f64>,
+    /// No calendar dummies in the linear model.
+    #[arg(long)]
+    pub no_calendar: bool,
+    /// Rolling-origin backtest folds (one horizon each).
+    #[arg(long, default_value_t = DEFAULT_FOLDS)]
+    pub folds: usize,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Output file for --series (CSV, or Parquet by extension).
+    #[arg(long, required_unless_present = "lake")]
+    pub out: Option<PathBuf>,
+    /// Metrics file for --series (CSV or Parquet): backtest accuracy and status per series.
+    #[arg(long)]
+    pub metrics: Option<PathBuf>,
+    /// Meter definitions (with --lake).
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
+    /// Summary as a table or one JSON object.
+    #[arg(long, value_enum, default_value_t = super::Output::Table)]
+    pub output: super::Output,
+}
+
+pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
+    let spec = ForecastSpec {
+        horizon: a.horizon,
+        level: a.level / 100.0,
+        model: a.model,
+        options: ModelOptions {
+            season_length: a.season_length.unwrap_or(1),
+            window: a.window,
+            seasons: a.seasons,
+            alpha: a.alpha,
+            beta: a.beta,
+            gamma: a.gamma,
+            phi: a.phi,
+            calendar: !a.no_calendar,
+            folds: a.folds,
+        },
+        season_fixed: a.season_length.is_some(),
+        threads: a.threads,
+    };
+    let s = match (&a.series, &a.lake) {
+        (Some(input), _) => {
+            let out = a.out.as_deref().expect("clap requires --out with --series");
+            predict::forecast_file(input, out, a.metrics.as_deref(), &spec)?
+        }
+        (None, Some(lake)) => {
+            let meters = Meters::load_or_default(a.meters.as_deref())?;
+            predict::forecast_lake(lake, &meters, a.granularity, &spec)?
+        }
+        (None, None) => unreachable!("clap requires --series or --lake"),
+    };
+    match a.output {
+        super::Output::Json => super::print_json(&s)?,
+        super::Output::Table => {
+            println!(
+                "{} series, {} forecast ({} rows), {} with notes; mean backtest MASE {}, sMAPE {}",
+                s.series,
+                s.forecast,
+                s.rows,
+                s.notes,
+                s.mean_mase.map_or("-".into(), |v| format!("{v:.3}")),
+                s.mean_smape.map_or("-".into(), |v| format!("{v:.3}")),
+            );
+            for (m, n) in &s.models {
+                println!("  {m:<24} {n}");
+            }
+            println!("wrote {}", s.out.display());
+            if let Some(m) = &s.metrics {
+                println!("wrote {}", m.display());
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

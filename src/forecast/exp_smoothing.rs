@@ -1,0 +1,471 @@
+//! Exponential smoothing: simple (SES), Holt's linear trend (optionally damped) and
+//! additive Holt-Winters, in the component form statsmodels uses:
+//!
+//! ```text
+//! ŷ_t = l_{t-1} + φ b_{t-1} + s_{t-m}                       (one step ahead)
+//! l_t = α (y_t − s_{t−m}) + (1 − α)(l_{t−1} + φ b_{t−1})
+//! b_t = β (l_t − l_{t−1}) + (1 − β) φ b_{t−1}
+//! s_t = γ (y_t − l_{t−1} − φ b_{t−1}) + (1 − γ) s_{t−m}
+//! ŷ_{T+h} = l_T + (φ + … + φ^h) b_T + s_{T+h−m(k+1)},  k = ⌊(h−1)/m⌋
+//! ```
+//! (SES: no b and no s; Holt: no s; undamped: φ = 1.)
+//!
+//! Parameters are either fixed (`with_alpha` ...), with the initial states set by a
+//! documented heuristic (`l_0 = y_0`, `b_0 = y_1 − y_0`; Holt-Winters: `l_0` the mean of the
+//! first season, `b_0` the mean step between the first two seasons, `s_i = y_i − l_0`), or
+//! optimised by minimising the in-sample sum of squared one-step errors (Nelder-Mead within
+//! α, β, γ ∈ [1e-8, 1 − 1e-8], γ ≤ 1 − α, φ ∈ [0.8, 0.98]), for SES and Holt together with `l_0` and
+//! `b_0`. Prediction intervals use the analytical variance of the equivalent additive-error
+//! ETS model (Hyndman et al. 2008, table 6.1): `Var_h = σ²(1 + Σ_{j<h} c_j²)` with
+//! `c_j = α + αβ(φ + … + φ^j) + γ·[j mod m = 0]`, and `σ² = SSE / (n − k)` for `k` estimated
+//! parameters.
+
+use super::{Fitted, Forecast, Forecaster, normal_quantile, optimize};
+use crate::error::{Error, Result};
+
+/// α when it is neither given nor optimised.
+pub const DEFAULT_ALPHA: f64 = 0.3;
+/// Bounds of the damping factor when optimised.
+pub const PHI_BOUNDS: (f64, f64) = (0.8, 0.98);
+const UNIT: (f64, f64) = (1e-8, 1.0 - 1e-8);
+const MAX_EVALS: usize = 600;
+
+/// Which member of the family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trend {
+    /// No trend (SES, or seasonal without trend).
+    None,
+    /// Linear trend (Holt).
+    Linear,
+    /// Damped trend.
+    Damped,
+}
+
+/// An exponential smoothing model: trend kind, optional additive season, fixed or
+/// optimised parameters.
+#[derive(Debug, Clone)]
+pub struct ExpSmoothing {
+    trend: Trend,
+    season: Option<usize>,
+    alpha: Option<f64>,
+    beta: Option<f64>,
+    gamma: Option<f64>,
+    phi: Option<f64>,
+    optimize: bool,
+}
+
+impl ExpSmoothing {
+    /// Simple exponential smoothing.
+    pub fn ses() -> Self {
+        ExpSmoothing {
+            trend: Trend::None,
+            season: None,
+            alpha: None,
+            beta: None,
+            gamma: None,
+            phi: None,
+            optimize: true,
+        }
+    }
+
+    /// Holt's linear trend.
+    pub fn holt() -> Self {
+        ExpSmoothing {
+            trend: Trend::Linear,
+            ..Self::ses()
+        }
+    }
+
+    /// Holt's damped trend.
+    pub fn holt_damped() -> Self {
+        ExpSmoothing {
+            trend: Trend::Damped,
+            ..Self::ses()
+        }
+    }
+
+    /// Additive Holt-Winters with a linear trend and season length `m`.
+    pub fn holt_winters(m: usize) -> Self {
+        ExpSmoothing {
+            trend: Trend::Linear,
+            season: Some(m),
+            ..Self::ses()
+        }
+    }
+
+    /// Fixes α (and turns optimisation off: every parameter not given takes its default).
+    pub fn with_alpha(mut self, a: f64) -> Self {
+        self.alpha = Some(a);
+        self.optimize = false;
+        self
+    }
+
+    /// Fixes β (trend smoothing).
+    pub fn with_beta(mut self, b: f64) -> Self {
+        self.beta = Some(b);
+        self.optimize = false;
+        self
+    }
+
+    /// Fixes γ (season smoothing).
+    pub fn with_gamma(mut self, g: f64) -> Self {
+        self.gamma = Some(g);
+        self.optimize = false;
+        self
+    }
+
+    /// Fixes φ (damping).
+    pub fn with_phi(mut self, p: f64) -> Self {
+        self.phi = Some(p);
+        self.optimize = false;
+        self
+    }
+
+    /// Fixed parameters: α 0.3 unless given, β 0.1, γ 0.1, φ 0.98 (no optimisation).
+    pub fn fixed(mut self) -> Self {
+        self.optimize = false;
+        self
+    }
+
+    fn m(&self) -> usize {
+        self.season.unwrap_or(1)
+    }
+}
+
+/// The smoothing parameters and initial states of one fit.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    alpha: f64,
+    beta: f64,
+    gamma: f64,
+    phi: f64,
+}
+
+/// States after the last observation.
+#[derive(Debug, Clone)]
+struct State {
+    level: f64,
+    trend: f64,
+    season: Vec<f64>,
+}
+
+/// Runs the recursions over `y` from the initial state; returns the SSE of the one-step
+/// errors and the final state.
+fn run(y: &[f64], p: Params, init: &State, has_trend: bool, m: usize) -> (f64, State) {
+    let mut s = init.clone();
+    let mut sse = 0.0;
+    let seasonal = !s.season.is_empty();
+    for (t, &yt) in y.iter().enumerate() {
+        let b = if has_trend { p.phi * s.trend } else { 0.0 };
+        let so = if seasonal { s.season[t % m] } else { 0.0 };
+        let e = yt - (s.level + b + so);
+        sse += e * e;
+        let level = p.alpha * (yt - so) + (1.0 - p.alpha) * (s.level + b);
+        if has_trend {
+            s.trend = p.beta * (level - s.level) + (1.0 - p.beta) * b;
+        }
+        if seasonal {
+            s.season[t % m] = p.gamma * (yt - s.level - b) + (1.0 - p.gamma) * so;
+        }
+        s.level = level;
+    }
+    (sse, s)
+}
+
+/// Intercept (at t = 0, before the first point: the state the recursions start from) and
+/// slope of the least-squares line through `(t, y_t)`, t = 1..n.
+fn least_squares_line(y: &[f64]) -> (f64, f64) {
+    let n = y.len() as f64;
+    let tm = (n + 1.0) / 2.0;
+    let ym = mean(y);
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, v) in y.iter().enumerate() {
+        let d = i as f64 + 1.0 - tm;
+        sxy += d * (v - ym);
+        sxx += d * d;
+    }
+    let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
+    (ym - b * tm, b)
+}
+
+fn mean(x: &[f64]) -> f64 {
+    x.iter().sum::<f64>() / x.len() as f64
+}
+
+/// The heuristic initial states (see the module docs).
+fn heuristic_init(y: &[f64], has_trend: bool, season: Option<usize>) -> State {
+    match season {
+        Some(m) => {
+            let (a, b) = (mean(&y[..m]), mean(&y[m..2 * m]));
+            State {
+                level: a,
+                trend: if has_trend { (b - a) / m as f64 } else { 0.0 },
+                season: y[..m].iter().map(|v| v - a).collect(),
+            }
+        }
+        None => State {
+            level: y[0],
+            trend: if has_trend && y.len() > 1 {
+                y[1] - y[0]
+            } else {
+                0.0
+            },
+            season: Vec::new(),
+        },
+    }
+}
+
+impl Forecaster for ExpSmoothing {
+    fn name(&self) -> &'static str {
+        match (self.trend, self.season) {
+            (_, Some(_)) => "holt_winters",
+            (Trend::None, None) => "ses",
+            (Trend::Linear, None) => "holt",
+            (Trend::Damped, None) => "holt_damped",
+        }
+    }
+
+    fn min_len(&self) -> usize {
+        match (self.trend, self.season) {
+            (_, Some(m)) => 2 * m + 2,
+            (Trend::None, None) => 2,
+            _ => 4,
+        }
+    }
+
+    fn fit(&self, y: &[f64]) -> Result<Box<dyn Fitted>> {
+        if y.len() < self.min_len() {
+            return Err(Error::NotEnoughData {
+                model: self.name(),
+                need: self.min_len(),
+                got: y.len(),
+            });
+        }
+        let has_trend = self.trend != Trend::None;
+        let damped = self.trend == Trend::Damped;
+        let m = self.m();
+        let init = heuristic_init(y, has_trend, self.season);
+        let fixed = Params {
+            alpha: self.alpha.unwrap_or(DEFAULT_ALPHA),
+            beta: self.beta.unwrap_or(0.1),
+            gamma: self.gamma.unwrap_or(0.1),
+            phi: if damped {
+                self.phi.unwrap_or(0.98)
+            } else {
+                1.0
+            },
+        };
+        let (p, init, k) = if !self.optimize {
+            (fixed, init, 0usize)
+        } else {
+            // Parameter vector: α, then β if trend, γ if season, φ if damped, then l0 (and b0)
+            // for models without a season.
+            let spread = {
+                let (lo, hi) = y
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
+                (hi - lo).max(1e-9)
+            };
+            let mut start = vec![0.3];
+            let mut bounds = vec![UNIT];
+            if has_trend {
+                start.push(0.1);
+                bounds.push(UNIT);
+            }
+            if self.season.is_some() {
+                start.push(0.1);
+                bounds.push(UNIT);
+            }
+            if damped {
+                start.push(0.95);
+                bounds.push(PHI_BOUNDS);
+            }
+            let states = self.season.is_none();
+            if states {
+                start.push(init.level);
+                bounds.push((init.level - spread, init.level + spread));
+                if has_trend {
+                    start.push(init.trend);
+                    bounds.push((-spread, spread));
+                }
+            }
+            let unpack = |v: &[f64]| -> (Params, State) {
+                let mut i = 0;
+                let mut next = || {
+                    i += 1;
+                    v[i - 1]
+                };
+                let alpha = next();
+                let beta = if has_trend { next() } else { 0.0 };
+                // γ ≤ 1 − α keeps the seasonal update a weighted average.
+                let gamma = if self.season.is_some() {
+                    next() * (1.0 - alpha)
+                } else {
+                    0.0
+                };
+                let phi = if damped { next() } else { 1.0 };
+                let mut st = init.clone();
+                if states {
+                    st.level = next();
+                    if has_trend {
+                        st.trend = next();
+                    }
+                }
+                (
+                    Params {
+                        alpha,
+                        beta,
+                        gamma,
+                        phi,
+                    },
+                    st,
+                )
+            };
+            let objective = |v: &[f64]| {
+                let (p, st) = unpack(v);
+                run(y, p, &st, has_trend, m).0
+            };
+            // The error surface can have several minima (α near 1 against a smoother
+            // level, say): start from the best point of a coarse grid, as statsmodels does.
+            let mut axes: Vec<Vec<f64>> = vec![vec![0.05, 0.2, 0.5, 0.8, 0.99]];
+            if has_trend {
+                axes.push(vec![0.01, 0.1, 0.3]);
+            }
+            if self.season.is_some() {
+                axes.push(vec![0.05, 0.3]);
+            }
+            if damped {
+                axes.push(vec![0.85, 0.95]);
+            }
+            // The smoothing parameters come first in the vector; the states keep their start.
+            let k = axes.len();
+            let mut combos: Vec<Vec<f64>> = vec![Vec::new()];
+            for axis in &axes {
+                combos = combos
+                    .iter()
+                    .flat_map(|c| {
+                        axis.iter().map(move |&v| {
+                            let mut c = c.clone();
+                            c.push(v);
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            // Two starts for the states: the heuristic (y0, y1 - y0), and the least-squares
+            // line through the whole series, which small α and β need (then the model is
+            // close to a fixed line, and the heuristic states are far from it).
+            let mut state_starts: Vec<Vec<f64>> = vec![start[k..].to_vec()];
+            if states {
+                let (a, b) = least_squares_line(y);
+                let mut alt = vec![if has_trend { a } else { mean(y) }];
+                if has_trend {
+                    alt.push(b);
+                }
+                state_starts.push(alt);
+            }
+            let first = combos
+                .iter()
+                .flat_map(|c| {
+                    state_starts.iter().map(move |st| {
+                        let mut c = c.clone();
+                        c.extend_from_slice(st);
+                        c
+                    })
+                })
+                .map(|c| (objective(&c), c))
+                .min_by(|a, b| a.0.total_cmp(&b.0))
+                .map_or_else(|| start.clone(), |(_, c)| c);
+            let (best, _) = optimize::minimize(&objective, &first, &bounds, MAX_EVALS);
+            // A restart from the answer: a fresh simplex escapes a collapsed one.
+            let (best, _) = optimize::minimize(&objective, &best, &bounds, MAX_EVALS);
+            let (p, st) = unpack(&best);
+            (p, st, best.len())
+        };
+        let (sse, last) = run(y, p, &init, has_trend, m);
+        let dof = (y.len() as f64 - k as f64).max(1.0);
+        Ok(Box::new(FittedEts {
+            name: self.name(),
+            p,
+            l0: init.level,
+            b0: init.trend,
+            last,
+            n: y.len(),
+            m,
+            has_trend,
+            sigma2: sse / dof,
+        }))
+    }
+}
+
+/// A fitted exponential smoothing model.
+#[derive(Debug, Clone)]
+pub struct FittedEts {
+    name: &'static str,
+    p: Params,
+    /// Initial level and trend (before the first observation).
+    l0: f64,
+    b0: f64,
+    last: State,
+    n: usize,
+    m: usize,
+    has_trend: bool,
+    sigma2: f64,
+}
+
+impl Fitted for FittedEts {
+    fn predict(&self, h: usize, level: f64) -> Forecast {
+        let z = normal_quantile(level);
+        let Params {
+            alpha,
+            beta,
+            gamma,
+            phi,
+        } = self.p;
+        let seasonal = !self.last.season.is_empty();
+        let mut out = Forecast::with_capacity(h);
+        let mut phi_sum = 0.0; // φ + … + φ^j
+        let mut var_sum = 0.0; // Σ_{j<h} c_j²
+        for j in 1..=h {
+            phi_sum += phi.powi(j as i32);
+            let trend = if self.has_trend {
+                phi_sum * self.last.trend
+            } else {
+                0.0
+            };
+            let s = if seasonal {
+                self.last.season[(self.n + j - 1) % self.m]
+            } else {
+                0.0
+            };
+            let mean = self.last.level + trend + s;
+            let sd = (self.sigma2 * (1.0 + var_sum)).sqrt();
+            out.push(mean, z * sd);
+            let c = alpha
+                + if self.has_trend {
+                    alpha * beta * phi_sum
+                } else {
+                    0.0
+                }
+                + if seasonal && j % self.m == 0 {
+                    gamma
+                } else {
+                    0.0
+                };
+            var_sum += c * c;
+        }
+        out
+    }
+
+    fn params(&self) -> String {
+        // Full precision: the parameters reproduce the fit exactly.
+        format!(
+            "alpha={} beta={} gamma={} phi={} l0={} b0={}",
+            self.p.alpha, self.p.beta, self.p.gamma, self.p.phi, self.l0, self.b0
+        )
+    }
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+}

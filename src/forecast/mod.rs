@@ -1,0 +1,425 @@
+//! Forecasting: models behind a small [`Forecaster`] trait (fit, then predict a horizon with
+//! a prediction interval), a rolling-origin [`backtest`], and `auto`, which picks per series
+//! the model with the lowest backtest MASE. Models take plain `&[f64]` (consecutive steps)
+//! and never touch polars or the lake; [`forecast_many`] runs many series in parallel with
+//! rayon, one task per series.
+//!
+//! Too little history never panics and never yields NaN: a model that cannot fit falls back
+//! to a simpler one (Holt-Winters → Holt → SES → naive; damped Holt → Holt; seasonal moving
+//! average → moving average; seasonal naive → naive; linear → naive), and the series'
+//! status says so.
+//!
+//! ```
+//! use meterlake::forecast::{forecast_one, ModelKind, ModelOptions};
+//! let y: Vec<f64> = (0..60).map(|t| 100.0 + t as f64 + if t % 7 == 5 { -30.0 } else { 0.0 }).collect();
+//! let f = forecast_one(&y, 14, 0.95, ModelKind::Auto, &ModelOptions::default());
+//! assert_eq!(f.forecast.mean.len(), 14);
+//! assert!(f.forecast.lower.iter().zip(&f.forecast.upper).all(|(l, u)| l <= u));
+//! ```
+
+mod backtest;
+mod exp_smoothing;
+mod linear;
+mod moving_average;
+mod naive;
+mod optimize;
+
+pub use backtest::{DEFAULT_FOLDS, Metrics, backtest, mase_scale, smape_term};
+pub use exp_smoothing::{DEFAULT_ALPHA, ExpSmoothing, PHI_BOUNDS, Trend};
+pub use linear::LinearTrend;
+pub use moving_average::{DEFAULT_SEASONS, DEFAULT_WINDOW, MovingAverage, SeasonalMovingAverage};
+pub use naive::{Naive, SeasonalNaive};
+
+use rayon::prelude::*;
+use serde::Serialize;
+use statrs::distribution::{ContinuousCDF, Normal};
+
+use crate::error::Result;
+
+/// Point forecasts with a prediction interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Forecast {
+    /// Point forecasts, one per step.
+    pub mean: Vec<f64>,
+    /// Lower bounds.
+    pub lower: Vec<f64>,
+    /// Upper bounds.
+    pub upper: Vec<f64>,
+}
+
+impl Forecast {
+    /// An empty forecast with room for `h` steps.
+    pub fn with_capacity(h: usize) -> Forecast {
+        Forecast {
+            mean: Vec::with_capacity(h),
+            lower: Vec::with_capacity(h),
+            upper: Vec::with_capacity(h),
+        }
+    }
+
+    /// Appends a step: its mean and the interval's half-width.
+    pub fn push(&mut self, mean: f64, half_width: f64) {
+        self.mean.push(mean);
+        self.lower.push(mean - half_width);
+        self.upper.push(mean + half_width);
+    }
+
+    /// Whether every number is finite.
+    pub fn is_finite(&self) -> bool {
+        self.mean
+            .iter()
+            .chain(&self.lower)
+            .chain(&self.upper)
+            .all(|v| v.is_finite())
+    }
+}
+
+/// An unfitted model.
+pub trait Forecaster: Sync {
+    /// The model's name (`ses`, `holt_winters`, ...).
+    fn name(&self) -> &'static str;
+    /// The fewest points it fits on.
+    fn min_len(&self) -> usize;
+    /// Fits on consecutive observations.
+    fn fit(&self, y: &[f64]) -> Result<Box<dyn Fitted>>;
+}
+
+/// A fitted model.
+pub trait Fitted: Send {
+    /// Forecasts `h` steps with a `level` (0..1) prediction interval.
+    fn predict(&self, h: usize, level: f64) -> Forecast;
+    /// The fitted parameters, for people.
+    fn params(&self) -> String;
+    /// The model's name.
+    fn name(&self) -> &'static str;
+}
+
+/// The standard normal quantile for a two-sided `level` interval (0.95 → 1.96).
+pub fn normal_quantile(level: f64) -> f64 {
+    Normal::new(0.0, 1.0)
+        .map(|d| d.inverse_cdf(0.5 + level / 2.0))
+        .unwrap_or(1.96)
+}
+
+/// The models, by their command-line names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum ModelKind {
+    /// Per series, the model with the lowest backtest MASE.
+    Auto,
+    /// Linear trend (with calendar dummies).
+    Linear,
+    /// Mean of the last N values.
+    MovingAverage,
+    /// Mean of the same phase over the last K seasons.
+    SeasonalMovingAverage,
+    /// Simple exponential smoothing.
+    Ses,
+    /// Holt's linear trend.
+    Holt,
+    /// Holt's damped trend.
+    HoltDamped,
+    /// Additive Holt-Winters.
+    HoltWinters,
+    /// The last value.
+    Naive,
+    /// The value one season ago.
+    SeasonalNaive,
+}
+
+impl ModelKind {
+    /// What `auto` considers, simplest first (ties go to the simpler model).
+    pub const CANDIDATES: [ModelKind; 9] = [
+        ModelKind::Naive,
+        ModelKind::SeasonalNaive,
+        ModelKind::MovingAverage,
+        ModelKind::SeasonalMovingAverage,
+        ModelKind::Ses,
+        ModelKind::Holt,
+        ModelKind::HoltDamped,
+        ModelKind::HoltWinters,
+        ModelKind::Linear,
+    ];
+
+    /// The simpler model used when this one cannot fit.
+    pub fn fallback(self) -> Option<ModelKind> {
+        use ModelKind::*;
+        match self {
+            HoltWinters => Some(Holt),
+            HoltDamped | Holt => Some(Ses),
+            Ses | MovingAverage | SeasonalNaive | Linear => Some(Naive),
+            SeasonalMovingAverage => Some(MovingAverage),
+            Naive | Auto => None,
+        }
+    }
+
+    /// Whether it needs a season length above 1.
+    pub fn seasonal(self) -> bool {
+        matches!(
+            self,
+            ModelKind::HoltWinters | ModelKind::SeasonalNaive | ModelKind::SeasonalMovingAverage
+        )
+    }
+}
+
+/// Model settings shared by every series of a run.
+#[derive(Debug, Clone)]
+pub struct ModelOptions {
+    /// Season length (1: none).
+    pub season_length: usize,
+    /// Moving-average window.
+    pub window: usize,
+    /// Seasons averaged by the seasonal moving average.
+    pub seasons: usize,
+    /// Fixed smoothing parameters (any of them turns optimisation off).
+    pub alpha: Option<f64>,
+    /// β (trend).
+    pub beta: Option<f64>,
+    /// γ (season).
+    pub gamma: Option<f64>,
+    /// φ (damping).
+    pub phi: Option<f64>,
+    /// Calendar dummies in the linear model.
+    pub calendar: bool,
+    /// Backtest folds.
+    pub folds: usize,
+}
+
+impl Default for ModelOptions {
+    fn default() -> Self {
+        ModelOptions {
+            season_length: 7,
+            window: DEFAULT_WINDOW,
+            seasons: DEFAULT_SEASONS,
+            alpha: None,
+            beta: None,
+            gamma: None,
+            phi: None,
+            calendar: true,
+            folds: DEFAULT_FOLDS,
+        }
+    }
+}
+
+impl ModelOptions {
+    /// The model of a kind (None for `auto`, or a seasonal model without a season).
+    pub fn model(&self, kind: ModelKind) -> Option<Box<dyn Forecaster>> {
+        let m = self.season_length;
+        if kind.seasonal() && m < 2 {
+            return None;
+        }
+        let ets = |mut e: ExpSmoothing| {
+            let fixed = self.alpha.is_some()
+                || self.beta.is_some()
+                || self.gamma.is_some()
+                || self.phi.is_some();
+            if fixed {
+                e = e.fixed();
+                if let Some(a) = self.alpha {
+                    e = e.with_alpha(a);
+                }
+                if let Some(b) = self.beta {
+                    e = e.with_beta(b);
+                }
+                if let Some(g) = self.gamma {
+                    e = e.with_gamma(g);
+                }
+                if let Some(p) = self.phi {
+                    e = e.with_phi(p);
+                }
+            }
+            Box::new(e) as Box<dyn Forecaster>
+        };
+        Some(match kind {
+            ModelKind::Auto => return None,
+            ModelKind::Linear => Box::new(LinearTrend {
+                m,
+                calendar: self.calendar,
+            }),
+            ModelKind::MovingAverage => Box::new(MovingAverage {
+                window: self.window,
+            }),
+            ModelKind::SeasonalMovingAverage => Box::new(SeasonalMovingAverage {
+                m,
+                seasons: self.seasons,
+            }),
+            ModelKind::Ses => ets(ExpSmoothing::ses()),
+            ModelKind::Holt => ets(ExpSmoothing::holt()),
+            ModelKind::HoltDamped => ets(ExpSmoothing::holt_damped()),
+            ModelKind::HoltWinters => ets(ExpSmoothing::holt_winters(m)),
+            ModelKind::Naive => Box::new(Naive),
+            ModelKind::SeasonalNaive => Box::new(SeasonalNaive { m }),
+        })
+    }
+}
+
+/// The forecast of one series.
+#[derive(Debug, Clone)]
+pub struct SeriesForecast {
+    /// The model that produced it (after any fallback or `auto` choice); none without data.
+    pub model: Option<&'static str>,
+    /// Its fitted parameters.
+    pub params: String,
+    /// `ok`, or what happened (fallback, `auto`'s choice, no data).
+    pub status: String,
+    /// The forecast (empty without data).
+    pub forecast: Forecast,
+    /// Backtest accuracy of that model on this series, when the history allows one.
+    pub metrics: Option<Metrics>,
+}
+
+/// Fits `kind` (falling back as needed) and forecasts `h` steps.
+pub fn forecast_one(
+    y: &[f64],
+    h: usize,
+    level: f64,
+    kind: ModelKind,
+    opts: &ModelOptions,
+) -> SeriesForecast {
+    let empty = |status: String| SeriesForecast {
+        model: None,
+        params: String::new(),
+        status,
+        forecast: Forecast::default(),
+        metrics: None,
+    };
+    if y.is_empty() {
+        return empty("no data".into());
+    }
+    if let Some(i) = y.iter().position(|v| !v.is_finite()) {
+        return empty(format!("value {i} is not a finite number"));
+    }
+    let m = opts.season_length;
+    let mut notes: Vec<String> = Vec::new();
+    let mut kind = kind;
+    let mut metrics = None;
+    if kind == ModelKind::Auto {
+        let mut best: Option<(ModelKind, Metrics)> = None;
+        for &c in &ModelKind::CANDIDATES {
+            let Some(model) = opts.model(c) else { continue };
+            if let Some(mt) = backtest(model.as_ref(), y, h, opts.folds, level, m)
+                && mt.mase.is_finite()
+                && best.is_none_or(|(_, b)| mt.mase < b.mase)
+            {
+                best = Some((c, mt));
+            }
+        }
+        match best {
+            Some((c, mt)) => {
+                notes.push(format!(
+                    "auto: lowest backtest MASE {:.3} over {} folds",
+                    mt.mase, mt.folds
+                ));
+                kind = c;
+                metrics = Some(mt);
+            }
+            None => {
+                notes.push("auto: too short to backtest, used naive".into());
+                kind = ModelKind::Naive;
+            }
+        }
+    }
+    // Fit, falling back to simpler models when the history is too short or a fit fails.
+    let mut current = Some(kind);
+    while let Some(k) = current {
+        let Some(model) = opts.model(k) else {
+            notes.push(format!("{k:?} needs a season length above 1"));
+            current = k.fallback();
+            continue;
+        };
+        let fitted = if y.len() < model.min_len() {
+            notes.push(format!(
+                "{} needs {} points, got {}",
+                model.name(),
+                model.min_len(),
+                y.len()
+            ));
+            None
+        } else {
+            match model.fit(y) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    notes.push(format!("{}: {e}", model.name()));
+                    None
+                }
+            }
+        };
+        if let Some(f) = fitted {
+            let fc = f.predict(h, level);
+            if fc.is_finite() {
+                if k != kind {
+                    notes.push(format!("fell back to {}", f.name()));
+                    metrics = None;
+                }
+                if metrics.is_none() {
+                    metrics = backtest(model.as_ref(), y, h, opts.folds, level, m);
+                }
+                return SeriesForecast {
+                    model: Some(f.name()),
+                    params: f.params(),
+                    status: if notes.is_empty() {
+                        "ok".into()
+                    } else {
+                        notes.join("; ")
+                    },
+                    forecast: fc,
+                    metrics,
+                };
+            }
+            notes.push(format!("{} gave non-finite values", f.name()));
+        }
+        current = k.fallback();
+    }
+    empty(notes.join("; "))
+}
+
+/// Forecasts many series in parallel (rayon, one task per series), in input order.
+pub fn forecast_many(
+    series: &[&[f64]],
+    h: usize,
+    level: f64,
+    kind: ModelKind,
+    opts: &ModelOptions,
+) -> Vec<SeriesForecast> {
+    series
+        .par_iter()
+        .map(|y| forecast_one(y, h, level, kind, opts))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_histories_fall_back_and_never_give_nan() {
+        let opts = ModelOptions::default();
+        for kind in [
+            ModelKind::Auto,
+            ModelKind::HoltWinters,
+            ModelKind::HoltDamped,
+            ModelKind::Linear,
+            ModelKind::SeasonalNaive,
+            ModelKind::SeasonalMovingAverage,
+        ] {
+            for n in 0..20usize {
+                let y: Vec<f64> = (0..n).map(|t| (t * 3 % 5) as f64).collect();
+                let f = forecast_one(&y, 7, 0.9, kind, &opts);
+                if n == 0 {
+                    assert!(f.model.is_none() && f.status == "no data", "{kind:?}");
+                    continue;
+                }
+                assert_eq!(f.forecast.mean.len(), 7, "{kind:?} n={n}: {}", f.status);
+                assert!(f.forecast.is_finite(), "{kind:?} n={n}");
+            }
+        }
+        let f = forecast_one(&[1.0, 2.0, 3.0], 2, 0.95, ModelKind::HoltWinters, &opts);
+        assert!(
+            f.status.contains("holt_winters needs 16 points, got 3"),
+            "{}",
+            f.status
+        );
+        assert_eq!(f.model, Some("ses"), "holt needs 4 points too");
+    }
+}

@@ -1,0 +1,410 @@
+//! The forecast stage end to end: series from a file or from the lake's rollups → the
+//! models of [`crate::forecast`] in parallel → forecast and metrics tables (CSV or Parquet).
+//!
+//! This is the glue the CLI (and later the HTTP API) calls; the models themselves only see
+//! plain `&[f64]`.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
+use crate::lake::Lake;
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, scan_rollup};
+use crate::series::{Series, all_dates, format_ts, read_series};
+
+/// Directory of the lake's forecasts.
+pub const FORECASTS_DIR: &str = "forecasts";
+
+/// What to forecast and how.
+#[derive(Debug, Clone)]
+pub struct ForecastSpec {
+    /// Steps ahead.
+    pub horizon: usize,
+    /// Interval level, 0..1.
+    pub level: f64,
+    /// The model (or `auto`).
+    pub model: ModelKind,
+    /// Model settings; `season_length` is overridden per series by its step unless
+    /// `season_fixed`.
+    pub options: ModelOptions,
+    /// Whether `options.season_length` was given (else it comes from each series' step).
+    pub season_fixed: bool,
+    /// Worker threads (None: all cores).
+    pub threads: Option<usize>,
+}
+
+impl ForecastSpec {
+    /// Checks the parameters, naming the one that is off.
+    pub fn validate(&self) -> Result<()> {
+        let bad =
+            |name: &'static str, reason: String| Err(Error::InvalidParameter { name, reason });
+        if self.horizon == 0 || self.horizon > 100_000 {
+            return bad(
+                "--horizon",
+                format!("{} is not in 1..=100000", self.horizon),
+            );
+        }
+        if !(self.level > 0.0 && self.level < 1.0) {
+            return bad(
+                "--level",
+                format!("{} is not a percentage in (0, 100)", self.level * 100.0),
+            );
+        }
+        let o = &self.options;
+        for (name, v) in [
+            ("--alpha", o.alpha),
+            ("--beta", o.beta),
+            ("--gamma", o.gamma),
+            ("--phi", o.phi),
+        ] {
+            if let Some(v) = v
+                && !(v > 0.0 && v <= 1.0)
+            {
+                return bad(name, format!("{v} is not in (0, 1]"));
+            }
+        }
+        if o.season_length == 0 {
+            return bad("--season-length", "must be at least 1".into());
+        }
+        if o.window == 0 {
+            return bad("--window", "must be at least 1".into());
+        }
+        if o.seasons == 0 {
+            return bad("--seasons", "must be at least 1".into());
+        }
+        if o.folds == 0 {
+            return bad("--folds", "must be at least 1".into());
+        }
+        if self.threads == Some(0) {
+            return bad("--threads", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// One series' result.
+#[derive(Debug, Clone)]
+pub struct SeriesResult {
+    /// The series' id.
+    pub id: String,
+    /// Forecast instants (UTC µs).
+    pub ts: Vec<i64>,
+    /// The model's output.
+    pub result: SeriesForecast,
+}
+
+/// Forecasts every series (in parallel, on `threads` workers).
+pub fn forecast_series(series: &[Series], spec: &ForecastSpec) -> Result<Vec<SeriesResult>> {
+    spec.validate()?;
+    let run = || {
+        use rayon::prelude::*;
+        series
+            .par_iter()
+            .map(|s| {
+                let step = s.step();
+                let mut opts = spec.options.clone();
+                if !spec.season_fixed {
+                    opts.season_length = step.default_season();
+                }
+                let mut result =
+                    forecast_one(&s.values, spec.horizon, spec.level, spec.model, &opts);
+                let holes = s.holes();
+                if holes > 0 {
+                    result.status = format!(
+                        "{holes} missing steps treated as consecutive; {}",
+                        result.status
+                    );
+                }
+                let last = *s.ts.last().unwrap_or(&0);
+                let ts = (1..=result.forecast.mean.len())
+                    .map(|k| step.after(last, k))
+                    .collect();
+                SeriesResult {
+                    id: s.id.clone(),
+                    ts,
+                    result,
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    match spec.threads {
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::InvalidParameter {
+                name: "--threads",
+                reason: e.to_string(),
+            })
+            .map(|p| p.install(run)),
+        None => Ok(run()),
+    }
+}
+
+/// What a forecast run did.
+#[derive(Debug, Clone, Serialize)]
+pub struct ForecastSummary {
+    /// Series read.
+    pub series: usize,
+    /// Series forecast.
+    pub forecast: usize,
+    /// Series whose model fell back or that could not be forecast.
+    pub notes: usize,
+    /// Rows written to the forecast table.
+    pub rows: usize,
+    /// Models used, with their series counts.
+    pub models: std::collections::BTreeMap<String, usize>,
+    /// Mean backtest MASE over series that have one.
+    pub mean_mase: Option<f64>,
+    /// Mean backtest sMAPE.
+    pub mean_smape: Option<f64>,
+    /// The forecast table.
+    pub out: PathBuf,
+    /// The metrics table.
+    pub metrics: Option<PathBuf>,
+}
+
+fn summarize(results: &[SeriesResult], out: &Path, metrics: Option<&Path>) -> ForecastSummary {
+    let mut models = std::collections::BTreeMap::new();
+    for r in results {
+        if let Some(m) = r.result.model {
+            *models.entry(m.to_string()).or_default() += 1;
+        }
+    }
+    let with: Vec<_> = results.iter().filter_map(|r| r.result.metrics).collect();
+    let mean = |f: fn(&crate::forecast::Metrics) -> f64| {
+        (!with.is_empty()).then(|| with.iter().map(f).sum::<f64>() / with.len() as f64)
+    };
+    ForecastSummary {
+        series: results.len(),
+        forecast: results.iter().filter(|r| r.result.model.is_some()).count(),
+        notes: results.iter().filter(|r| r.result.status != "ok").count(),
+        rows: results.iter().map(|r| r.ts.len()).sum(),
+        models,
+        mean_mase: mean(|m| m.mase),
+        mean_smape: mean(|m| m.smape),
+        out: out.to_path_buf(),
+        metrics: metrics.map(Path::to_path_buf),
+    }
+}
+
+/// Forecast and metrics tables of some results. `keys` splits a series id into key columns
+/// (`series_id`, or `tenant_id` and `meter` for the lake).
+fn tables(
+    results: &[SeriesResult],
+    keys: &[&str],
+    split: &dyn Fn(&str) -> Vec<String>,
+    dates: bool,
+) -> Result<(DataFrame, DataFrame)> {
+    let mut kcols: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    let (mut ts, mut model, mut yhat, mut lo, mut hi) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut mkeys: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    let mut mcols: [Vec<Option<f64>>; 5] = Default::default();
+    let (mut mmodel, mut mstatus, mut mparams) = (Vec::new(), Vec::new(), Vec::new());
+    for r in results {
+        let parts = split(&r.id);
+        let f = &r.result.forecast;
+        for i in 0..f.mean.len() {
+            for (c, p) in kcols.iter_mut().zip(&parts) {
+                c.push(p.clone());
+            }
+            ts.push(r.ts[i]);
+            model.push(r.result.model.unwrap_or_default());
+            yhat.push(f.mean[i]);
+            lo.push(f.lower[i]);
+            hi.push(f.upper[i]);
+        }
+        for (c, p) in mkeys.iter_mut().zip(&parts) {
+            c.push(p.clone());
+        }
+        let m = r.result.metrics;
+        for (c, v) in mcols.iter_mut().zip([
+            m.map(|m| m.mae),
+            m.map(|m| m.rmse),
+            m.map(|m| m.smape),
+            m.map(|m| m.mase),
+            m.map(|m| m.coverage),
+        ]) {
+            c.push(v);
+        }
+        mmodel.push(r.result.model.unwrap_or_default());
+        mstatus.push(r.result.status.clone());
+        mparams.push(r.result.params.clone());
+    }
+    let mut fc: Vec<Column> = keys
+        .iter()
+        .zip(kcols)
+        .map(|(k, v)| Column::new((*k).into(), v))
+        .collect();
+    fc.push(if dates {
+        Column::new(
+            "ts".into(),
+            ts.iter().map(|&t| format_ts(t, true)).collect::<Vec<_>>(),
+        )
+    } else {
+        Column::new("ts".into(), ts).cast(&crate::rollup::utc_datetime())?
+    });
+    fc.push(Column::new("model".into(), model));
+    fc.push(Column::new("yhat".into(), yhat));
+    fc.push(Column::new("yhat_lower".into(), lo));
+    fc.push(Column::new("yhat_upper".into(), hi));
+    let mut mc: Vec<Column> = keys
+        .iter()
+        .zip(mkeys)
+        .map(|(k, v)| Column::new((*k).into(), v))
+        .collect();
+    mc.push(Column::new("model".into(), mmodel));
+    for (name, v) in ["mae", "rmse", "smape", "mase", "coverage"]
+        .iter()
+        .zip(mcols)
+    {
+        mc.push(Column::new((*name).into(), v));
+    }
+    mc.push(Column::new("status".into(), mstatus));
+    mc.push(Column::new("params".into(), mparams));
+    Ok((
+        DataFrame::new_infer_height(fc)?,
+        DataFrame::new_infer_height(mc)?,
+    ))
+}
+
+/// Writes a table as Parquet (`.parquet`/`.pq`) or CSV (anything else), atomically.
+pub fn write_table(path: &Path, df: &mut DataFrame) -> Result<()> {
+    let parquet = matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("parquet" | "pq")
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    let tmp = path.with_extension("tmp-meterlake");
+    let f = std::fs::File::create(&tmp).at(&tmp)?;
+    let failed = |reason: String| Error::BadInput {
+        path: path.to_path_buf(),
+        reason: format!("writing: {reason}"),
+    };
+    if parquet {
+        ParquetWriter::new(&f)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(df)
+            .map_err(|e| failed(e.to_string()))?;
+    } else {
+        write_csv(&f, df).map_err(|e| failed(e.to_string()))?;
+    }
+    f.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
+}
+
+/// CSV of a frame: text as is, numbers in their shortest round-trip form, datetimes in
+/// RFC 3339, nulls empty.
+fn write_csv(
+    f: &std::fs::File,
+    df: &DataFrame,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(f));
+    w.write_record(df.get_column_names().iter().map(|n| n.as_str()))?;
+    let cols = df.columns();
+    let mut rec: Vec<String> = Vec::with_capacity(cols.len());
+    for i in 0..df.height() {
+        rec.clear();
+        for c in cols {
+            rec.push(match c.get(i)? {
+                AnyValue::Null => String::new(),
+                AnyValue::String(s) => s.to_string(),
+                AnyValue::StringOwned(s) => s.to_string(),
+                AnyValue::Float64(v) => v.to_string(),
+                AnyValue::Datetime(t, _, _) => format_ts(t, false),
+                v => v.to_string(),
+            });
+        }
+        w.write_record(&rec)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `forecast --series FILE --out OUT [--metrics M]`.
+pub fn forecast_file(
+    input: &Path,
+    out: &Path,
+    metrics: Option<&Path>,
+    spec: &ForecastSpec,
+) -> Result<ForecastSummary> {
+    spec.validate()?;
+    let series = read_series(input)?;
+    let results = forecast_series(&series, spec)?;
+    let (mut f, mut m) = tables(
+        &results,
+        &["series_id"],
+        &|id| vec![id.to_string()],
+        all_dates(&series),
+    )?;
+    write_table(out, &mut f)?;
+    if let Some(p) = metrics {
+        write_table(p, &mut m)?;
+    }
+    Ok(summarize(&results, out, metrics))
+}
+
+/// `forecast --lake DIR --granularity G`: brings the rollup up to date, forecasts every
+/// tenant × meter series and writes `LAKE/forecasts/granularity=G/{forecast,metrics}.parquet`.
+pub fn forecast_lake(
+    lake_dir: &Path,
+    meters: &Meters,
+    granularity: Granularity,
+    spec: &ForecastSpec,
+) -> Result<ForecastSummary> {
+    spec.validate()?;
+    let lake = Lake::open(lake_dir)?;
+    let rspec = RollupSpec::new(granularity);
+    rollup(&lake, meters, &rspec, &RollupOptions::default())?;
+    let df = scan_rollup(&lake, &rspec)?
+        .select([
+            col("tenant_id"),
+            col("meter"),
+            col("window_start").cast(DataType::Int64).alias("ts"),
+            col("value"),
+        ])
+        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
+        .collect()?;
+    let (t, m, ts, v) = (
+        df.column("tenant_id")?.str()?,
+        df.column("meter")?.str()?,
+        df.column("ts")?.i64()?,
+        df.column("value")?.f64()?,
+    );
+    let mut series: Vec<Series> = Vec::new();
+    for i in 0..df.height() {
+        let id = format!(
+            "{}\u{1f}{}",
+            t.get(i).unwrap_or_default(),
+            m.get(i).unwrap_or_default()
+        );
+        if series.last().is_none_or(|s| s.id != id) {
+            series.push(Series {
+                id,
+                ts: Vec::new(),
+                values: Vec::new(),
+            });
+        }
+        let s = series.last_mut().expect("just pushed");
+        s.ts.push(ts.get(i).unwrap_or_default());
+        s.values.push(v.get(i).unwrap_or_default());
+    }
+    let results = forecast_series(&series, spec)?;
+    let split = |id: &str| id.split('\u{1f}').map(str::to_string).collect::<Vec<_>>();
+    let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], &split, false)?;
+    let dir = lake_dir
+        .join(FORECASTS_DIR)
+        .join(format!("granularity={granularity}"));
+    let (out, metrics) = (dir.join("forecast.parquet"), dir.join("metrics.parquet"));
+    write_table(&out, &mut f)?;
+    write_table(&metrics, &mut mt)?;
+    Ok(summarize(&results, &out, Some(&metrics)))
+}

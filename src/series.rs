@@ -1,0 +1,370 @@
+//! The `(series_id, ts, value)` shape every model consumes: reading it from CSV or Parquet,
+//! inferring each series' step, and writing forecasts back.
+//!
+//! Input columns are `series_id, ts, value` (statsforecast's `unique_id, ds, y` are accepted
+//! too). `ts` may be a date (`2026-10-01`, midnight UTC), an RFC 3339 instant, or
+//! `YYYY-MM-DD HH:MM:SS` (UTC); in Parquet also a Date or Datetime column. Rows may come in
+//! any order; each series is sorted by time. A duplicate timestamp within a series, a
+//! missing field or a value that is not a finite number is an error naming the file, line
+//! and field.
+//!
+//! The step of a series is its most common gap: a fixed duration, or calendar months (1, 3
+//! or 12) when the points fall on the same day of the month. Points are used as consecutive
+//! steps; a series with holes says so in its status.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, Utc};
+use polars::prelude::*;
+
+use crate::error::{Error, IoContext, Result};
+
+const HOUR: i64 = 3_600_000_000;
+const DAY: i64 = 24 * HOUR;
+
+/// One series: consecutive observations and their UTC instants (µs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Its id.
+    pub id: String,
+    /// Instants, ascending.
+    pub ts: Vec<i64>,
+    /// Values.
+    pub values: Vec<f64>,
+}
+
+/// The gap between consecutive points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A fixed duration in µs.
+    Fixed(i64),
+    /// Calendar months.
+    Months(u32),
+}
+
+impl Step {
+    /// The instant `k` steps after `t`.
+    pub fn after(self, t: i64, k: usize) -> i64 {
+        match self {
+            Step::Fixed(d) => t + d * k as i64,
+            Step::Months(m) => DateTime::<Utc>::from_timestamp_micros(t)
+                .and_then(|d| d.checked_add_months(Months::new(m * k as u32)))
+                .map(|d| d.timestamp_micros())
+                .unwrap_or(t),
+        }
+    }
+
+    /// The usual season length of this step: 24 for hours, 7 for days, 12 for months, else
+    /// 1 (weekly data: a 52-week season needs years of history, so none by default).
+    pub fn default_season(self) -> usize {
+        match self {
+            Step::Fixed(HOUR) => 24,
+            Step::Fixed(DAY) => 7,
+            Step::Months(1) => 12,
+            Step::Months(3) => 4,
+            _ => 1,
+        }
+    }
+}
+
+impl Series {
+    /// The series' step (1 day for a single point).
+    pub fn step(&self) -> Step {
+        let mut gaps: BTreeMap<i64, usize> = BTreeMap::new();
+        for w in self.ts.windows(2) {
+            *gaps.entry(w[1] - w[0]).or_default() += 1;
+        }
+        let Some((&gap, _)) = gaps
+            .iter()
+            .max_by_key(|(g, n)| (**n, std::cmp::Reverse(**g)))
+        else {
+            return Step::Fixed(DAY);
+        };
+        let same_day = || {
+            let days: Vec<u32> = self
+                .ts
+                .iter()
+                .filter_map(|&t| DateTime::<Utc>::from_timestamp_micros(t))
+                .map(|d| d.day())
+                .collect();
+            days.windows(2).all(|w| w[0] == w[1])
+        };
+        for (months, lo, hi) in [(1, 28, 31), (3, 89, 92), (12, 365, 366)] {
+            if gap >= lo * DAY && gap <= hi * DAY && same_day() {
+                return Step::Months(months);
+            }
+        }
+        Step::Fixed(gap)
+    }
+
+    /// Steps missing between the first and last point, given the series' step.
+    pub fn holes(&self) -> usize {
+        let step = self.step();
+        self.ts
+            .windows(2)
+            .map(|w| {
+                let mut k = 1;
+                while step.after(w[0], k) < w[1] && k < 1_000_000 {
+                    k += 1;
+                }
+                k - 1
+            })
+            .sum()
+    }
+}
+
+/// Whether every instant is a UTC midnight (then dates are written back as dates).
+pub fn all_dates(series: &[Series]) -> bool {
+    series
+        .iter()
+        .flat_map(|s| &s.ts)
+        .all(|t| t.rem_euclid(DAY) == 0)
+}
+
+/// Parses a timestamp field.
+pub fn parse_ts(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    }
+    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        return Some(t.with_timezone(&Utc).timestamp_micros());
+    }
+    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
+            return Some(t.and_utc().timestamp_micros());
+        }
+    }
+    None
+}
+
+/// Formats an instant as a date when `dates`, else RFC 3339.
+pub fn format_ts(t: i64, dates: bool) -> String {
+    let d = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
+    if dates {
+        d.format("%Y-%m-%d").to_string()
+    } else {
+        d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    }
+}
+
+/// Reads series from a CSV or Parquet file (by extension; `.parquet` or `.pq` is Parquet),
+/// sorted by id.
+pub fn read_series(path: &Path) -> Result<Vec<Series>> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let rows = if ext == "parquet" || ext == "pq" {
+        read_parquet_rows(path)?
+    } else {
+        read_csv_rows(path)?
+    };
+    group(path, rows)
+}
+
+/// (id, ts, value, line) rows.
+type Rows = Vec<(String, i64, f64, u64)>;
+
+fn bad(path: &Path, reason: String) -> Error {
+    Error::BadInput {
+        path: path.to_path_buf(),
+        reason,
+    }
+}
+
+fn column_index(path: &Path, header: &csv::StringRecord, names: &[&str]) -> Result<usize> {
+    header
+        .iter()
+        .position(|h| names.contains(&h.trim()))
+        .ok_or_else(|| {
+            bad(
+                path,
+                format!(
+                    "no `{}` column (header: {})",
+                    names[0],
+                    header.iter().collect::<Vec<_>>().join(",")
+                ),
+            )
+        })
+}
+
+fn read_csv_rows(path: &Path) -> Result<Rows> {
+    let file = std::fs::File::open(path).at(path)?;
+    let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(file);
+    let header = r
+        .headers()
+        .map_err(|e| bad(path, format!("header: {e}")))?
+        .clone();
+    let (ci, ct, cv) = (
+        column_index(path, &header, &["series_id", "unique_id"])?,
+        column_index(path, &header, &["ts", "ds"])?,
+        column_index(path, &header, &["value", "y"])?,
+    );
+    let mut rows = Vec::new();
+    for rec in r.records() {
+        let rec = rec.map_err(|e| bad(path, format!("{e}")))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let field = |i: usize, name: &str| -> Result<&str> {
+            rec.get(i)
+                .filter(|s| !s.trim().is_empty())
+                .ok_or_else(|| bad(path, format!("line {line}: field `{name}` is empty")))
+        };
+        let id = field(ci, "series_id")?.to_string();
+        let ts_s = field(ct, "ts")?;
+        let ts = parse_ts(ts_s).ok_or_else(|| {
+            bad(
+                path,
+                format!("line {line}: field `ts`: `{ts_s}` is not a date or an instant"),
+            )
+        })?;
+        let v_s = field(cv, "value")?;
+        let v: f64 = v_s
+            .trim()
+            .parse()
+            .ok()
+            .filter(|v: &f64| v.is_finite())
+            .ok_or_else(|| {
+                bad(
+                    path,
+                    format!("line {line}: field `value`: `{v_s}` is not a finite number"),
+                )
+            })?;
+        rows.push((id, ts, v, line));
+    }
+    Ok(rows)
+}
+
+fn read_parquet_rows(path: &Path) -> Result<Rows> {
+    let lf = crate::lake::scan_paths(&[path.to_path_buf()], false)?;
+    let schema = lf
+        .clone()
+        .collect_schema()
+        .map_err(|e| bad(path, format!("not a Parquet file: {e}")))?;
+    let pick = |names: &[&str]| -> Result<String> {
+        names
+            .iter()
+            .find(|n| schema.contains(n))
+            .map(|n| n.to_string())
+            .ok_or_else(|| bad(path, format!("no `{}` column", names[0])))
+    };
+    let (ci, ct, cv) = (
+        pick(&["series_id", "unique_id"])?,
+        pick(&["ts", "ds"])?,
+        pick(&["value", "y"])?,
+    );
+    let df = lf
+        .select([
+            col(ci.as_str()).cast(DataType::String).alias("id"),
+            col(ct.as_str()).alias("ts"),
+            col(cv.as_str()).cast(DataType::Float64).alias("value"),
+        ])
+        .collect()?;
+    let ts: Vec<Option<i64>> = match df.column("ts")?.dtype() {
+        DataType::Date => df
+            .column("ts")?
+            .cast(&DataType::Int32)?
+            .i32()?
+            .iter()
+            .map(|d| d.map(|d| d as i64 * DAY))
+            .collect(),
+        DataType::Datetime(..) => df
+            .column("ts")?
+            .cast(&crate::rollup::utc_datetime())?
+            .cast(&DataType::Int64)?
+            .i64()?
+            .iter()
+            .collect(),
+        _ => df
+            .column("ts")?
+            .cast(&DataType::String)?
+            .str()?
+            .iter()
+            .map(|s| s.and_then(parse_ts))
+            .collect(),
+    };
+    let ids = df.column("id")?.str()?;
+    let vs = df.column("value")?.f64()?;
+    let mut rows = Vec::with_capacity(df.height());
+    for (i, ((id, t), v)) in ids.iter().zip(ts).zip(vs.iter()).enumerate() {
+        let row = i as u64 + 1;
+        let id = id.ok_or_else(|| bad(path, format!("row {row}: `series_id` is null")))?;
+        let t = t.ok_or_else(|| bad(path, format!("row {row}: `ts` is null or unreadable")))?;
+        let v = v
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| bad(path, format!("row {row}: `value` is not a finite number")))?;
+        rows.push((id.to_string(), t, v, row));
+    }
+    Ok(rows)
+}
+
+fn group(path: &Path, rows: Rows) -> Result<Vec<Series>> {
+    let mut by: BTreeMap<String, Vec<(i64, f64, u64)>> = BTreeMap::new();
+    for (id, t, v, line) in rows {
+        by.entry(id).or_default().push((t, v, line));
+    }
+    let mut out = Vec::with_capacity(by.len());
+    for (id, mut pts) in by {
+        pts.sort_by_key(|p| p.0);
+        if let Some(w) = pts.windows(2).find(|w| w[0].0 == w[1].0) {
+            return Err(bad(
+                path,
+                format!(
+                    "lines {} and {}: series `{id}` has two values at {}",
+                    w[0].2,
+                    w[1].2,
+                    format_ts(w[0].0, false)
+                ),
+            ));
+        }
+        out.push(Series {
+            id,
+            ts: pts.iter().map(|p| p.0).collect(),
+            values: pts.iter().map(|p| p.1).collect(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(ts: &[&str]) -> Series {
+        Series {
+            id: "s".into(),
+            ts: ts.iter().map(|t| parse_ts(t).unwrap()).collect(),
+            values: vec![0.0; ts.len()],
+        }
+    }
+
+    #[test]
+    fn steps_are_inferred() {
+        assert_eq!(
+            series(&["2026-01-01", "2026-01-02", "2026-01-04"]).step(),
+            Step::Fixed(DAY)
+        );
+        assert_eq!(
+            series(&["2026-01-01", "2026-01-02", "2026-01-04"]).holes(),
+            1
+        );
+        assert_eq!(
+            series(&["2026-01-31", "2026-02-28"]).step(),
+            Step::Fixed(28 * DAY)
+        );
+        assert_eq!(
+            series(&["2026-01-01", "2026-02-01", "2026-03-01"]).step(),
+            Step::Months(1)
+        );
+        assert_eq!(
+            series(&["2026-01-01T00:00:00Z", "2026-01-01 01:00:00"]).step(),
+            Step::Fixed(HOUR)
+        );
+        assert_eq!(
+            Step::Months(1).after(parse_ts("2026-01-01").unwrap(), 2),
+            parse_ts("2026-03-01").unwrap()
+        );
+    }
+}

@@ -1,0 +1,417 @@
+//! `meterlake forecast`: fixed-parameter models against statsmodels golden files, optimised
+//! ones close to statsmodels' own optimisation, fallbacks, errors, determinism, lake input.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::common::*;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/forecast")
+}
+
+/// (series, model, step) -> (yhat, lower, upper)
+type Table = BTreeMap<(String, String, usize), (f64, Option<f64>, Option<f64>)>;
+
+fn expected() -> Table {
+    let mut r = csv::Reader::from_path(golden_dir().join("expected.csv")).unwrap();
+    let mut t = Table::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let f = |i: usize| rec[i].parse::<f64>().ok();
+        t.insert(
+            (
+                rec[0].to_string(),
+                rec[1].to_string(),
+                rec[2].parse().unwrap(),
+            ),
+            (f(3).unwrap(), f(4), f(5)),
+        );
+    }
+    t
+}
+
+/// One forecast row: ts, yhat, lower, upper, model.
+type Row = (String, f64, f64, f64, String);
+
+/// Runs `forecast --series` and reads the CSV back: series -> rows (yhat, lower, upper).
+fn run(dir: &Path, input: &Path, args: &[&str]) -> BTreeMap<String, Vec<Row>> {
+    let out = dir.join("out.csv");
+    let mut a = vec![
+        "forecast",
+        "--series",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    a.extend(args);
+    ok(&a);
+    let mut r = csv::Reader::from_path(&out).unwrap();
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "series_id",
+            "ts",
+            "model",
+            "yhat",
+            "yhat_lower",
+            "yhat_upper"
+        ]
+    );
+    let mut m: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for rec in r.records() {
+        let rec = rec.unwrap();
+        let f = |i: usize| rec[i].parse::<f64>().unwrap();
+        m.entry(rec[0].to_string()).or_default().push((
+            rec[1].to_string(),
+            f(3),
+            f(4),
+            f(5),
+            rec[2].to_string(),
+        ));
+    }
+    m
+}
+
+fn close(a: f64, b: f64, rel: f64) -> bool {
+    (a - b).abs() <= rel * a.abs().max(b.abs()).max(1.0)
+}
+
+#[test]
+fn fixed_parameter_models_match_statsmodels() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = golden_dir().join("series.csv");
+    let want = expected();
+    let cases: [(&str, &str, &[&str]); 6] = [
+        ("ses", "ses", &["--alpha", "0.3"]),
+        ("holt", "holt", &["--alpha", "0.4", "--beta", "0.2"]),
+        (
+            "holt_damped",
+            "holt_damped",
+            &["--alpha", "0.4", "--beta", "0.2", "--phi", "0.9"],
+        ),
+        (
+            "holt_winters",
+            "holt_winters",
+            &[
+                "--alpha",
+                "0.3",
+                "--beta",
+                "0.1",
+                "--gamma",
+                "0.2",
+                "--season-length",
+                "7",
+            ],
+        ),
+        ("linear_trend", "linear", &["--no-calendar"]),
+        ("linear_calendar", "linear", &["--season-length", "7"]),
+    ];
+    for (golden, model, extra) in cases {
+        let mut args = vec!["--horizon", "14", "--model", model];
+        args.extend(extra);
+        let got = run(dir.path(), &input, &args);
+        let mut compared = 0;
+        for (sid, rows) in &got {
+            for (i, (_, yhat, lo, hi, m)) in rows.iter().enumerate() {
+                let Some(&(wy, wl, wu)) = want.get(&(sid.clone(), golden.to_string(), i + 1))
+                else {
+                    continue;
+                };
+                assert_eq!(m, model, "{golden} {sid}");
+                assert!(
+                    close(*yhat, wy, 1e-6),
+                    "{golden} {sid} step {}: {yhat} vs statsmodels {wy}",
+                    i + 1
+                );
+                if let (Some(wl), Some(wu)) = (wl, wu) {
+                    assert!(
+                        close(*lo, wl, 1e-6) && close(*hi, wu, 1e-6),
+                        "{golden} {sid} interval: [{lo}, {hi}] vs [{wl}, {wu}]"
+                    );
+                }
+                compared += 1;
+            }
+        }
+        assert!(compared >= 14 * 2, "{golden}: {compared} points compared");
+    }
+}
+
+/// In-sample SSE of Holt's recursions (SES when `beta` is None) from given states.
+fn holt_sse(y: &[f64], alpha: f64, beta: Option<f64>, l0: f64, b0: f64) -> f64 {
+    let (mut l, mut b, mut sse) = (l0, if beta.is_some() { b0 } else { 0.0 }, 0.0);
+    for &v in y {
+        let e = v - (l + b);
+        sse += e * e;
+        let nl = alpha * v + (1.0 - alpha) * (l + b);
+        if let Some(beta) = beta {
+            b = beta * (nl - l) + (1.0 - beta) * b;
+        }
+        l = nl;
+    }
+    sse
+}
+
+#[test]
+fn optimised_models_fit_at_least_as_well_as_statsmodels() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = golden_dir().join("series.csv");
+    let want = expected();
+    let mut sm_sse: BTreeMap<(String, String), f64> = BTreeMap::new();
+    for rec in csv::Reader::from_path(golden_dir().join("expected_sse.csv"))
+        .unwrap()
+        .records()
+    {
+        let rec = rec.unwrap();
+        sm_sse.insert(
+            (rec[0].to_string(), rec[1].to_string()),
+            rec[2].parse().unwrap(),
+        );
+    }
+    let mut values: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    for rec in csv::Reader::from_path(&input).unwrap().records() {
+        let rec = rec.unwrap();
+        values
+            .entry(rec[0].to_string())
+            .or_default()
+            .push(rec[2].parse().unwrap());
+    }
+    for model in ["ses", "holt"] {
+        let metrics = dir.path().join("m.csv");
+        let got = run(
+            dir.path(),
+            &input,
+            &[
+                "--horizon",
+                "14",
+                "--model",
+                model,
+                "--metrics",
+                metrics.to_str().unwrap(),
+            ],
+        );
+        for rec in csv::Reader::from_path(&metrics).unwrap().records() {
+            let rec = rec.unwrap();
+            let sid = rec[0].to_string();
+            // The fitted parameters and initial states, as printed: recompute the SSE here.
+            let p: BTreeMap<&str, f64> = rec[8]
+                .split(' ')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k, v.parse().unwrap()))
+                .collect();
+            let beta = (model == "holt").then(|| p["beta"]);
+            let ours = holt_sse(&values[&sid], p["alpha"], beta, p["l0"], p["b0"]);
+            let theirs = sm_sse[&(sid.clone(), model.to_string())];
+            assert!(
+                ours <= theirs * (1.0 + 1e-4),
+                "{model} {sid}: SSE {ours} vs statsmodels {theirs}"
+            );
+            // Where both reach the same optimum, the forecasts agree.
+            if ours >= theirs * (1.0 - 1e-4) {
+                let golden = format!("{model}_opt");
+                for (i, (_, yhat, ..)) in got[&sid].iter().enumerate() {
+                    let w = want[&(sid.clone(), golden.clone(), i + 1)].0;
+                    assert!(
+                        close(*yhat, w, 1e-2),
+                        "{golden} {sid} step {}: {yhat} vs statsmodels {w}",
+                        i + 1
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn auto_picks_seasonal_models_for_seasonal_series_and_reports_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = golden_dir().join("series.csv");
+    let out = dir.path().join("f.parquet");
+    let metrics = dir.path().join("m.csv");
+    ok(&[
+        "forecast",
+        "--series",
+        input.to_str().unwrap(),
+        "--horizon",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let mut r = csv::Reader::from_path(&metrics).unwrap();
+    assert_eq!(
+        r.headers().unwrap().iter().collect::<Vec<_>>(),
+        [
+            "series_id",
+            "model",
+            "mae",
+            "rmse",
+            "smape",
+            "mase",
+            "coverage",
+            "status",
+            "params"
+        ]
+    );
+    let rows: BTreeMap<String, csv::StringRecord> = r
+        .records()
+        .map(|x| {
+            let x = x.unwrap();
+            (x[0].to_string(), x)
+        })
+        .collect();
+    let season = &rows["season"];
+    assert!(
+        [
+            "holt_winters",
+            "seasonal_naive",
+            "seasonal_moving_average",
+            "linear"
+        ]
+        .contains(&&season[1]),
+        "a weekly-seasonal series got {}",
+        &season[1]
+    );
+    assert!(
+        season[7].starts_with("auto: lowest backtest MASE"),
+        "{}",
+        &season[7]
+    );
+    for (id, x) in &rows {
+        for i in 2..7 {
+            let v: f64 = x[i].parse().unwrap();
+            assert!(v.is_finite() && v >= 0.0, "{id} column {i}: {v}");
+        }
+    }
+    assert!(out.is_file());
+}
+
+#[test]
+fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("series_id,ts,value\n");
+    for (id, n) in [("one", 1), ("three", 3), ("nine", 9)] {
+        for d in 0..n {
+            text += &format!("{id},2026-03-{:02},{}\n", d + 1, 10 + d * 2);
+        }
+    }
+    let input = write(dir.path(), "short.csv", &text);
+    let metrics = dir.path().join("m.csv");
+    let got = run(
+        dir.path(),
+        &input,
+        &[
+            "--horizon",
+            "5",
+            "--model",
+            "holt_winters",
+            "--metrics",
+            metrics.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(got.len(), 3);
+    for (id, rows) in &got {
+        assert_eq!(rows.len(), 5, "{id}");
+        for (ts, y, lo, hi, _) in rows {
+            assert!(y.is_finite() && lo <= y && y <= hi, "{id} {ts}");
+        }
+    }
+    assert_eq!(
+        got["one"][0].0, "2026-03-02",
+        "dates continue the series' step"
+    );
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(m.contains("holt_winters needs 16 points, got 3"), "{m}");
+
+    // Same output whatever the thread count.
+    let input = golden_dir().join("series.csv");
+    let a = dir.path().join("a.csv");
+    let b = dir.path().join("b.csv");
+    for (out, t) in [(&a, "1"), (&b, "2")] {
+        ok(&[
+            "forecast",
+            "--series",
+            input.to_str().unwrap(),
+            "--horizon",
+            "10",
+            "--threads",
+            t,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+    }
+    assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+
+    // Errors name the file, line, field or parameter.
+    let dup = write(
+        dir.path(),
+        "dup.csv",
+        "series_id,ts,value\ns,2026-01-01,1\ns,2026-01-01,2\n",
+    );
+    let badv = write(
+        dir.path(),
+        "badv.csv",
+        "series_id,ts,value\ns,2026-01-01,1\ns,2026-01-02,lots\n",
+    );
+    let nocol = write(dir.path(), "nocol.csv", "id,ts,value\ns,2026-01-01,1\n");
+    let out = dir.path().join("x.csv");
+    for (input, extra, want) in [
+        (&dup, vec![], "two values at"),
+        (&badv, vec![], "line 3: field `value`: `lots`"),
+        (&nocol, vec![], "no `series_id` column"),
+        (&input, vec!["--level", "120"], "--level"),
+        (&input, vec!["--alpha", "1.5"], "--alpha"),
+        (&input, vec!["--horizon", "0"], "--horizon"),
+    ] {
+        let mut a = vec![
+            "forecast",
+            "--series",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        if !extra.contains(&"--horizon") {
+            a.extend(["--horizon", "3"]);
+        }
+        a.extend(&extra);
+        let o = mlk(&a);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains(want), "{extra:?}: {err}");
+    }
+}
+
+#[test]
+fn lake_forecasts_cover_every_tenant_meter_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = crate::rollup::generated_lake(dir.path(), "2026-09-01", "28", "0.02");
+    let s: serde_json::Value = serde_json::from_str(&ok(&[
+        "forecast",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--granularity",
+        "day",
+        "--horizon",
+        "7",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let series = s["series"].as_u64().unwrap();
+    assert!(series >= 10, "{s}");
+    assert_eq!(s["rows"].as_u64().unwrap(), series * 7, "{s}");
+    let f = lake.join("forecasts/granularity=day/forecast.parquet");
+    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+        std::fs::File::open(&f).unwrap(),
+    )
+    .unwrap()
+    .build()
+    .unwrap();
+    let rows: usize = r.map(|b| b.unwrap().num_rows()).sum();
+    assert_eq!(rows as u64, series * 7);
+    assert!(
+        lake.join("forecasts/granularity=day/metrics.parquet")
+            .is_file()
+    );
+}
