@@ -13,7 +13,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
 use crate::lake::Lake;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, scan_rollup};
-use crate::series::{Series, all_dates, format_ts, read_series};
+use crate::series::{Fill, Series, all_dates, format_ts, read_series};
 
 /// Directory of the lake's forecasts.
 pub const FORECASTS_DIR: &str = "forecasts";
@@ -34,6 +34,8 @@ pub struct ForecastSpec {
     pub season_fixed: bool,
     /// Worker threads (None: all cores).
     pub threads: Option<usize>,
+    /// How missing steps are filled.
+    pub fill: Fill,
 }
 
 impl ForecastSpec {
@@ -104,6 +106,7 @@ pub fn forecast_series(series: &[Series], spec: &ForecastSpec) -> Result<Vec<Ser
         series
             .par_iter()
             .map(|s| {
+                let (s, missing) = s.regular(spec.fill);
                 let step = s.step();
                 let mut opts = spec.options.clone();
                 if !spec.season_fixed {
@@ -111,12 +114,14 @@ pub fn forecast_series(series: &[Series], spec: &ForecastSpec) -> Result<Vec<Ser
                 }
                 let mut result =
                     forecast_one(&s.values, spec.horizon, spec.level, spec.model, &opts);
-                let holes = s.holes();
-                if holes > 0 {
-                    result.status = format!(
-                        "{holes} missing steps treated as consecutive; {}",
-                        result.status
-                    );
+                if missing > 0 {
+                    let how = match spec.fill {
+                        Fill::Interpolate => "filled by linear interpolation",
+                        Fill::Zero => "filled with 0",
+                        Fill::Previous => "filled with the previous value",
+                        Fill::None => "treated as consecutive",
+                    };
+                    result.status = format!("{missing} missing steps {how}; {}", result.status);
                 }
                 let last = *s.ts.last().unwrap_or(&0);
                 let ts = (1..=result.forecast.mean.len())

@@ -9,8 +9,9 @@
 //! and field.
 //!
 //! The step of a series is its most common gap: a fixed duration, or calendar months (1, 3
-//! or 12) when the points fall on the same day of the month. Points are used as consecutive
-//! steps; a series with holes says so in its status.
+//! or 12) when the points fall on the same day of the month. Missing steps inside a series
+//! are filled ([`Fill`]: interpolated by default) so seasonal models keep their phase, and
+//! the series' status says how many.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -32,6 +33,20 @@ pub struct Series {
     pub ts: Vec<i64>,
     /// Values.
     pub values: Vec<f64>,
+}
+
+/// How missing steps inside a series are filled before forecasting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Fill {
+    /// Linear interpolation between the neighbours.
+    #[default]
+    Interpolate,
+    /// Zero (counts and sums: no event, no usage).
+    Zero,
+    /// The previous value (gauges).
+    Previous,
+    /// Not filled: the points are used as consecutive steps.
+    None,
 }
 
 /// The gap between consecutive points.
@@ -96,6 +111,61 @@ impl Series {
             }
         }
         Step::Fixed(gap)
+    }
+
+    /// The series on its regular grid (first to last point, by its step), missing steps
+    /// filled as `fill` says; returns it and how many steps were missing. A grid of more
+    /// than ten times the points (a step inferred from too few gaps) is not built: the
+    /// points are returned as they are.
+    pub fn regular(&self, fill: Fill) -> (Series, usize) {
+        let step = self.step();
+        let (Some(&first), Some(&last)) = (self.ts.first(), self.ts.last()) else {
+            return (self.clone(), 0);
+        };
+        let mut grid = vec![first];
+        while let Some(&t) = grid.last() {
+            if t >= last || grid.len() > 10 * self.ts.len() + 10 {
+                break;
+            }
+            grid.push(step.after(first, grid.len()));
+        }
+        if grid.last() != Some(&last) || grid.len() == self.ts.len() || fill == Fill::None {
+            let holes = grid.len().saturating_sub(self.ts.len());
+            return (
+                self.clone(),
+                if grid.last() == Some(&last) { holes } else { 0 },
+            );
+        }
+        let mut values = Vec::with_capacity(grid.len());
+        let mut j = 0;
+        for &t in &grid {
+            while j < self.ts.len() && self.ts[j] < t {
+                j += 1;
+            }
+            if j < self.ts.len() && self.ts[j] == t {
+                values.push(self.values[j]);
+                continue;
+            }
+            // Between points j-1 and j (both exist: t is inside the range).
+            let (t0, t1) = (self.ts[j - 1], self.ts[j]);
+            let (v0, v1) = (self.values[j - 1], self.values[j]);
+            values.push(match fill {
+                Fill::Zero => 0.0,
+                Fill::Previous => v0,
+                Fill::Interpolate | Fill::None => {
+                    v0 + (v1 - v0) * (t - t0) as f64 / (t1 - t0) as f64
+                }
+            });
+        }
+        let missing = grid.len() - self.ts.len();
+        (
+            Series {
+                id: self.id.clone(),
+                ts: grid,
+                values,
+            },
+            missing,
+        )
     }
 
     /// Steps missing between the first and last point, given the series' step.
@@ -338,6 +408,23 @@ mod tests {
             ts: ts.iter().map(|t| parse_ts(t).unwrap()).collect(),
             values: vec![0.0; ts.len()],
         }
+    }
+
+    #[test]
+    fn holes_are_filled_on_the_grid() {
+        let mut s = series(&["2026-01-01", "2026-01-02", "2026-01-05", "2026-01-06"]);
+        s.values = vec![1.0, 2.0, 8.0, 9.0];
+        for (fill, want) in [
+            (Fill::Interpolate, vec![1.0, 2.0, 4.0, 6.0, 8.0, 9.0]),
+            (Fill::Zero, vec![1.0, 2.0, 0.0, 0.0, 8.0, 9.0]),
+            (Fill::Previous, vec![1.0, 2.0, 2.0, 2.0, 8.0, 9.0]),
+        ] {
+            let (r, missing) = s.regular(fill);
+            assert_eq!((r.values, missing), (want, 2), "{fill:?}");
+            assert_eq!(r.ts[2], parse_ts("2026-01-03").unwrap());
+        }
+        let (r, missing) = s.regular(Fill::None);
+        assert_eq!((r.values.len(), missing), (4, 2));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use clap::Args;
 use crate::forecast::{DEFAULT_FOLDS, DEFAULT_SEASONS, DEFAULT_WINDOW, ModelKind, ModelOptions};
 use crate::predict::{self, ForecastSpec};
 use crate::rollup::{Granularity, Meters};
+use crate::series::Fill;
 
 /// Arguments of `forecast`.
 #[derive(Debug, Args)]
@@ -56,9 +57,15 @@ pub struct ForecastArgs {
     /// No calendar dummies in the linear model.
     #[arg(long)]
     pub no_calendar: bool,
+    /// The models `auto` chooses from (comma-separated; default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub candidates: Vec<ModelKind>,
     /// Rolling-origin backtest folds (one horizon each).
     #[arg(long, default_value_t = DEFAULT_FOLDS)]
     pub folds: usize,
+    /// How missing steps inside a series are filled before forecasting.
+    #[arg(long, value_enum, default_value_t = Fill::Interpolate)]
+    pub fill: Fill,
     /// Worker threads (default: all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -91,9 +98,19 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
             phi: a.phi,
             calendar: !a.no_calendar,
             folds: a.folds,
+            candidates: if a.candidates.is_empty() {
+                ModelKind::CANDIDATES.to_vec()
+            } else {
+                a.candidates
+                    .iter()
+                    .copied()
+                    .filter(|k| *k != ModelKind::Auto)
+                    .collect()
+            },
         },
         season_fixed: a.season_length.is_some(),
         threads: a.threads,
+        fill: a.fill,
     };
     let s = match (&a.series, &a.lake) {
         (Some(input), _) => {

@@ -11,11 +11,13 @@
 //! (SES: no b and no s; Holt: no s; undamped: φ = 1.)
 //!
 //! Parameters are either fixed (`with_alpha` ...), with the initial states set by a
-//! documented heuristic (`l_0 = y_0`, `b_0 = y_1 − y_0`; Holt-Winters: `l_0` the mean of the
-//! first season, `b_0` the mean step between the first two seasons, `s_i = y_i − l_0`), or
-//! optimised by minimising the in-sample sum of squared one-step errors (Nelder-Mead within
-//! α, β, γ ∈ [1e-8, 1 − 1e-8], γ ≤ 1 − α, φ ∈ [0.8, 0.98]), for SES and Holt together with `l_0` and
-//! `b_0`. Prediction intervals use the analytical variance of the equivalent additive-error
+//! documented heuristic (`l_0 = y_0`, `b_0 = y_1 − y_0`; Holt-Winters, over the first
+//! `k = min(max(n / m, 2), 10)` whole seasons with means `M_j`: `l_0 = M_0`,
+//! `b_0 = (M_{k−1} − M_0) / ((k − 1) m)`, `s_i` the mean over those seasons of `y − M_j` at
+//! phase `i`, centred to sum 0), or optimised by minimising the in-sample sum of squared
+//! one-step errors (Nelder-Mead within α, β, γ ∈ [1e-8, 1 − 1e-8], γ ≤ 1 − α,
+//! φ ∈ [0.8, 0.98]) together with `l_0` and `b_0` (the seasonal factors keep the
+//! heuristic's). Prediction intervals use the analytical variance of the equivalent additive-error
 //! ETS model (Hyndman et al. 2008, table 6.1): `Var_h = σ²(1 + Σ_{j<h} c_j²)` with
 //! `c_j = α + αβ(φ + … + φ^j) + γ·[j mod m = 0]`, and `σ² = SSE / (n − k)` for `k` estimated
 //! parameters.
@@ -196,11 +198,22 @@ fn mean(x: &[f64]) -> f64 {
 fn heuristic_init(y: &[f64], has_trend: bool, season: Option<usize>) -> State {
     match season {
         Some(m) => {
-            let (a, b) = (mean(&y[..m]), mean(&y[m..2 * m]));
+            // Up to ten whole seasons: each season's mean, and the deviations from it.
+            let k = (y.len() / m).clamp(2, 10);
+            let means: Vec<f64> = (0..k).map(|j| mean(&y[j * m..(j + 1) * m])).collect();
+            let mut s: Vec<f64> = (0..m)
+                .map(|i| (0..k).map(|j| y[j * m + i] - means[j]).sum::<f64>() / k as f64)
+                .collect();
+            let centre = mean(&s);
+            s.iter_mut().for_each(|v| *v -= centre);
             State {
-                level: a,
-                trend: if has_trend { (b - a) / m as f64 } else { 0.0 },
-                season: y[..m].iter().map(|v| v - a).collect(),
+                level: means[0],
+                trend: if has_trend {
+                    (means[k - 1] - means[0]) / ((k - 1) * m) as f64
+                } else {
+                    0.0
+                },
+                season: s,
             }
         }
         None => State {
@@ -280,7 +293,7 @@ impl Forecaster for ExpSmoothing {
                 start.push(0.95);
                 bounds.push(PHI_BOUNDS);
             }
-            let states = self.season.is_none();
+            let states = true;
             if states {
                 start.push(init.level);
                 bounds.push((init.level - spread, init.level + spread));

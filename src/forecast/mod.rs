@@ -129,8 +129,23 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// What `auto` considers, simplest first (ties go to the simpler model).
-    pub const CANDIDATES: [ModelKind; 9] = [
+    /// What `auto` considers by default, simplest first (ties go to the simpler model): the
+    /// baselines and the exponential smoothing family. The linear trend and the moving
+    /// averages stay available by name and through `--candidates`, but are not in the
+    /// default set: a straight line extrapolated from a long history, or a window mean,
+    /// wins a short backtest by chance often enough to hurt (measured on M4 Weekly: with
+    /// them auto scored sMAPE 9.00 / MASE 2.54, without them 8.78 / 2.33).
+    pub const CANDIDATES: [ModelKind; 6] = [
+        ModelKind::Naive,
+        ModelKind::SeasonalNaive,
+        ModelKind::Ses,
+        ModelKind::Holt,
+        ModelKind::HoltDamped,
+        ModelKind::HoltWinters,
+    ];
+
+    /// Every model, for `--candidates`.
+    pub const ALL: [ModelKind; 9] = [
         ModelKind::Naive,
         ModelKind::SeasonalNaive,
         ModelKind::MovingAverage,
@@ -184,6 +199,8 @@ pub struct ModelOptions {
     pub calendar: bool,
     /// Backtest folds.
     pub folds: usize,
+    /// The models `auto` chooses from.
+    pub candidates: Vec<ModelKind>,
 }
 
 impl Default for ModelOptions {
@@ -198,6 +215,7 @@ impl Default for ModelOptions {
             phi: None,
             calendar: true,
             folds: DEFAULT_FOLDS,
+            candidates: ModelKind::CANDIDATES.to_vec(),
         }
     }
 }
@@ -296,7 +314,7 @@ pub fn forecast_one(
     let mut metrics = None;
     if kind == ModelKind::Auto {
         let mut best: Option<(ModelKind, Metrics)> = None;
-        for &c in &ModelKind::CANDIDATES {
+        for &c in &opts.candidates {
             let Some(model) = opts.model(c) else { continue };
             if let Some(mt) = backtest(model.as_ref(), y, h, opts.folds, level, m)
                 && mt.mase.is_finite()

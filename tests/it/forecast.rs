@@ -296,6 +296,8 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
             text += &format!("{id},2026-03-{:02},{}\n", d + 1, 10 + d * 2);
         }
     }
+    // A series with a missing day (2026-03-05): filled, and the status says so.
+    text += "gap,2026-03-01,10\ngap,2026-03-02,11\ngap,2026-03-03,12\ngap,2026-03-04,13\ngap,2026-03-06,15\n";
     let input = write(dir.path(), "short.csv", &text);
     let metrics = dir.path().join("m.csv");
     let got = run(
@@ -310,7 +312,8 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
             metrics.to_str().unwrap(),
         ],
     );
-    assert_eq!(got.len(), 3);
+    assert_eq!(got.len(), 4);
+    assert_eq!(got["gap"][0].0, "2026-03-07");
     for (id, rows) in &got {
         assert_eq!(rows.len(), 5, "{id}");
         for (ts, y, lo, hi, _) in rows {
@@ -323,6 +326,10 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
     );
     let m = std::fs::read_to_string(&metrics).unwrap();
     assert!(m.contains("holt_winters needs 16 points, got 3"), "{m}");
+    assert!(
+        m.contains("1 missing steps filled by linear interpolation"),
+        "{m}"
+    );
 
     // Same output whatever the thread count.
     let input = golden_dir().join("series.csv");

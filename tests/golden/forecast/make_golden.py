@@ -11,8 +11,8 @@ expected.csv: per series, model and step, the
 point forecast and, for the linear models, the 95 % OLS prediction interval, for the fixed
 parameters (and, as `ses_opt` / `holt_opt`, statsmodels' own least-squares optimisation of
 the parameters and initial states) and the initial states meterlake documents (SES/Holt: l0 = y0, b0 = y1 - y0;
-Holt-Winters: l0 = mean of the first season, b0 = (mean of the second - mean of the first)/m,
-s_i = y_i - l0), given to statsmodels as `initialization_method='known'`.
+Holt-Winters over the first k = min(max(n // m, 2), 10) whole seasons with means M_j:
+l0 = M_0, b0 = (M_{k-1} - M_0) / ((k - 1) m), s_i = mean over j of y[j m + i] - M_j, centred), given to statsmodels as `initialization_method='known'`.
 """
 import numpy as np
 import pandas as pd
@@ -65,11 +65,15 @@ for sid, y in raw.items():
     add(sid, "holt_opt", f.forecast(H))
     sse.append((sid, "holt", f.sse))
     if n >= 2 * M + 2:
-        l0 = y[:M].mean()
-        b0 = (y[M:2 * M].mean() - l0) / M
+        k = min(max(n // M, 2), 10)
+        means = np.array([y[j * M:(j + 1) * M].mean() for j in range(k)])
+        l0 = means[0]
+        b0 = (means[k - 1] - means[0]) / ((k - 1) * M)
+        s0 = np.array([np.mean([y[j * M + i] - means[j] for j in range(k)]) for i in range(M)])
+        s0 -= s0.mean()
         f = ExponentialSmoothing(y, trend="add", seasonal="add", seasonal_periods=M,
                                  initialization_method="known", initial_level=l0,
-                                 initial_trend=b0, initial_seasonal=y[:M] - l0).fit(
+                                 initial_trend=b0, initial_seasonal=s0).fit(
             smoothing_level=0.3, smoothing_trend=0.1, smoothing_seasonal=0.2, optimized=False)
         # statsmodels' own forecast replaces the last in-sample seasonal factor with the one
         # a season older at horizons that are multiples of m (statsmodels issue #9538, fixed
