@@ -155,8 +155,10 @@ pub struct ForecastSummary {
     pub series: usize,
     /// Series forecast.
     pub forecast: usize,
-    /// Series whose model fell back or that could not be forecast.
-    pub notes: usize,
+    /// Series whose model fell back to a simpler one, or that could not be forecast.
+    pub fell_back: usize,
+    /// Series with missing steps filled.
+    pub filled: usize,
     /// Rows written to the forecast table.
     pub rows: usize,
     /// Models used, with their series counts.
@@ -185,7 +187,11 @@ fn summarize(results: &[SeriesResult], out: &Path, metrics: Option<&Path>) -> Fo
     ForecastSummary {
         series: results.len(),
         forecast: results.iter().filter(|r| r.result.model.is_some()).count(),
-        notes: results.iter().filter(|r| r.result.status != "ok").count(),
+        fell_back: results.iter().filter(|r| r.result.fell_back).count(),
+        filled: results
+            .iter()
+            .filter(|r| r.result.status.contains("missing steps"))
+            .count(),
         rows: results.iter().map(|r| r.ts.len()).sum(),
         models,
         mean_mase: mean(|m| m.mase),

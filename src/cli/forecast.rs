@@ -127,11 +127,12 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
             println!(
-                "{} series, {} forecast ({} rows), {} with notes; mean backtest MASE {}, sMAPE {}",
+                "{} series, {} forecast ({} rows), {} fell back to a simpler model, {} with missing steps filled; mean backtest MASE {}, sMAPE {}",
                 s.series,
                 s.forecast,
                 s.rows,
-                s.notes,
+                s.fell_back,
+                s.filled,
                 s.mean_mase.map_or("-".into(), |v| format!("{v:.3}")),
                 s.mean_smape.map_or("-".into(), |v| format!("{v:.3}")),
             );

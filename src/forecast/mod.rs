@@ -285,6 +285,8 @@ pub struct SeriesForecast {
     pub forecast: Forecast,
     /// Backtest accuracy of that model on this series, when the history allows one.
     pub metrics: Option<Metrics>,
+    /// Whether the model asked for could not be used (a simpler one was, or none).
+    pub fell_back: bool,
 }
 
 /// Fits `kind` (falling back as needed) and forecasts `h` steps.
@@ -301,6 +303,7 @@ pub fn forecast_one(
         status,
         forecast: Forecast::default(),
         metrics: None,
+        fell_back: true,
     };
     if y.is_empty() {
         return empty("no data".into());
@@ -383,6 +386,7 @@ pub fn forecast_one(
                     },
                     forecast: fc,
                     metrics,
+                    fell_back: k != kind,
                 };
             }
             notes.push(format!("{} gave non-finite values", f.name()));
