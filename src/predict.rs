@@ -77,8 +77,8 @@ impl ForecastSpec {
         if o.seasons == 0 {
             return bad("--seasons", "must be at least 1".into());
         }
-        if o.folds == 0 {
-            return bad("--folds", "must be at least 1".into());
+        if o.folds == 0 && self.model == ModelKind::Auto {
+            return bad("--folds", "auto needs at least 1 backtest fold".into());
         }
         if self.threads == Some(0) {
             return bad("--threads", "must be at least 1".into());

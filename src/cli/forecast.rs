@@ -60,7 +60,8 @@ pub struct ForecastArgs {
     /// The models `auto` chooses from (comma-separated; default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub candidates: Vec<ModelKind>,
-    /// Rolling-origin backtest folds (one horizon each).
+    /// Rolling-origin backtest folds (one horizon each); 0 skips the backtest (no metrics)
+    /// for models other than auto.
     #[arg(long, default_value_t = DEFAULT_FOLDS)]
     pub folds: usize,
     /// How missing steps inside a series are filled before forecasting.
