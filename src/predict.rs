@@ -167,13 +167,24 @@ pub struct ForecastSummary {
     pub mean_mase: Option<f64>,
     /// Mean backtest sMAPE.
     pub mean_smape: Option<f64>,
+    /// Seconds spent reading the input (file parsing, or the rollup and its scan).
+    pub read_seconds: f64,
+    /// Seconds spent fitting, backtesting and forecasting.
+    pub forecast_seconds: f64,
+    /// Seconds spent writing the outputs.
+    pub write_seconds: f64,
     /// The forecast table.
     pub out: PathBuf,
     /// The metrics table.
     pub metrics: Option<PathBuf>,
 }
 
-fn summarize(results: &[SeriesResult], out: &Path, metrics: Option<&Path>) -> ForecastSummary {
+fn summarize(
+    results: &[SeriesResult],
+    out: &Path,
+    metrics: Option<&Path>,
+    seconds: [f64; 3],
+) -> ForecastSummary {
     let mut models = std::collections::BTreeMap::new();
     for r in results {
         if let Some(m) = r.result.model {
@@ -196,6 +207,9 @@ fn summarize(results: &[SeriesResult], out: &Path, metrics: Option<&Path>) -> Fo
         models,
         mean_mase: mean(|m| m.mase),
         mean_smape: mean(|m| m.smape),
+        read_seconds: seconds[0],
+        forecast_seconds: seconds[1],
+        write_seconds: seconds[2],
         out: out.to_path_buf(),
         metrics: metrics.map(Path::to_path_buf),
     }
@@ -348,8 +362,11 @@ pub fn forecast_file(
     spec: &ForecastSpec,
 ) -> Result<ForecastSummary> {
     spec.validate()?;
+    let clock = std::time::Instant::now();
     let series = read_series(input)?;
+    let read = clock.elapsed().as_secs_f64();
     let results = forecast_series(&series, spec)?;
+    let fit = clock.elapsed().as_secs_f64() - read;
     let (mut f, mut m) = tables(
         &results,
         &["series_id"],
@@ -360,7 +377,8 @@ pub fn forecast_file(
     if let Some(p) = metrics {
         write_table(p, &mut m)?;
     }
-    Ok(summarize(&results, out, metrics))
+    let write = clock.elapsed().as_secs_f64() - read - fit;
+    Ok(summarize(&results, out, metrics, [read, fit, write]))
 }
 
 /// `forecast --lake DIR --granularity G`: brings the rollup up to date, forecasts every
@@ -374,6 +392,7 @@ pub fn forecast_lake(
     spec.validate()?;
     let lake = Lake::open(lake_dir)?;
     let rspec = RollupSpec::new(granularity);
+    let clock = std::time::Instant::now();
     rollup(&lake, meters, &rspec, &RollupOptions::default())?;
     let df = scan_rollup(&lake, &rspec)?
         .select([
@@ -408,7 +427,9 @@ pub fn forecast_lake(
         s.ts.push(ts.get(i).unwrap_or_default());
         s.values.push(v.get(i).unwrap_or_default());
     }
+    let read = clock.elapsed().as_secs_f64();
     let results = forecast_series(&series, spec)?;
+    let fit = clock.elapsed().as_secs_f64() - read;
     let split = |id: &str| id.split('\u{1f}').map(str::to_string).collect::<Vec<_>>();
     let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], &split, false)?;
     let dir = lake_dir
@@ -417,5 +438,11 @@ pub fn forecast_lake(
     let (out, metrics) = (dir.join("forecast.parquet"), dir.join("metrics.parquet"));
     write_table(&out, &mut f)?;
     write_table(&metrics, &mut mt)?;
-    Ok(summarize(&results, &out, Some(&metrics)))
+    let write = clock.elapsed().as_secs_f64() - read - fit;
+    Ok(summarize(
+        &results,
+        &out,
+        Some(&metrics),
+        [read, fit, write],
+    ))
 }

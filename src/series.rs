@@ -195,6 +195,17 @@ pub fn all_dates(series: &[Series]) -> bool {
 /// Parses a timestamp field.
 pub fn parse_ts(s: &str) -> Option<i64> {
     let s = s.trim();
+    // Fast path for the common `YYYY-MM-DD`.
+    let b = s.as_bytes();
+    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
+        let num = |r: std::ops::Range<usize>| -> Option<u32> {
+            b[r].iter().try_fold(0u32, |acc, &c| {
+                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+            })
+        };
+        let d = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
+        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
     }
@@ -236,7 +247,7 @@ pub fn read_series(path: &Path) -> Result<Vec<Series>> {
 }
 
 /// (id, ts, value, line) rows.
-type Rows = Vec<(String, i64, f64, u64)>;
+type Rows = Vec<(std::sync::Arc<str>, i64, f64, u64)>;
 
 fn bad(path: &Path, reason: String) -> Error {
     Error::BadInput {
@@ -263,7 +274,10 @@ fn column_index(path: &Path, header: &csv::StringRecord, names: &[&str]) -> Resu
 
 fn read_csv_rows(path: &Path) -> Result<Rows> {
     let file = std::fs::File::open(path).at(path)?;
-    let mut r = csv::ReaderBuilder::new().flexible(false).from_reader(file);
+    let mut r = csv::ReaderBuilder::new()
+        .flexible(false)
+        .buffer_capacity(1 << 20)
+        .from_reader(file);
     let header = r
         .headers()
         .map_err(|e| bad(path, format!("header: {e}")))?
@@ -274,15 +288,31 @@ fn read_csv_rows(path: &Path) -> Result<Rows> {
         column_index(path, &header, &["value", "y"])?,
     );
     let mut rows = Vec::new();
-    for rec in r.records() {
-        let rec = rec.map_err(|e| bad(path, format!("{e}")))?;
+    let mut rec = csv::ByteRecord::new();
+    // Rows of one series usually follow each other: share the id string.
+    let mut last_id: std::sync::Arc<str> = std::sync::Arc::from("");
+    loop {
+        match r.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => return Err(bad(path, format!("{e}"))),
+        }
         let line = rec.position().map_or(0, |p| p.line());
         let field = |i: usize, name: &str| -> Result<&str> {
             rec.get(i)
+                .and_then(|b| std::str::from_utf8(b).ok())
                 .filter(|s| !s.trim().is_empty())
-                .ok_or_else(|| bad(path, format!("line {line}: field `{name}` is empty")))
+                .ok_or_else(|| {
+                    bad(
+                        path,
+                        format!("line {line}: field `{name}` is empty or not UTF-8"),
+                    )
+                })
         };
-        let id = field(ci, "series_id")?.to_string();
+        let id = field(ci, "series_id")?;
+        if *last_id != *id {
+            last_id = std::sync::Arc::from(id);
+        }
         let ts_s = field(ct, "ts")?;
         let ts = parse_ts(ts_s).ok_or_else(|| {
             bad(
@@ -302,7 +332,7 @@ fn read_csv_rows(path: &Path) -> Result<Rows> {
                     format!("line {line}: field `value`: `{v_s}` is not a finite number"),
                 )
             })?;
-        rows.push((id, ts, v, line));
+        rows.push((last_id.clone(), ts, v, line));
     }
     Ok(rows)
 }
@@ -365,15 +395,29 @@ fn read_parquet_rows(path: &Path) -> Result<Rows> {
         let v = v
             .filter(|v| v.is_finite())
             .ok_or_else(|| bad(path, format!("row {row}: `value` is not a finite number")))?;
-        rows.push((id.to_string(), t, v, row));
+        rows.push((std::sync::Arc::from(id), t, v, row));
     }
     Ok(rows)
 }
 
 fn group(path: &Path, rows: Rows) -> Result<Vec<Series>> {
-    let mut by: BTreeMap<String, Vec<(i64, f64, u64)>> = BTreeMap::new();
+    let mut by: BTreeMap<std::sync::Arc<str>, Vec<(i64, f64, u64)>> = BTreeMap::new();
+    let mut run: Option<(std::sync::Arc<str>, Vec<(i64, f64, u64)>)> = None;
     for (id, t, v, line) in rows {
-        by.entry(id).or_default().push((t, v, line));
+        match &mut run {
+            Some((cur, pts)) if std::sync::Arc::ptr_eq(cur, &id) || **cur == *id => {
+                pts.push((t, v, line))
+            }
+            _ => {
+                if let Some((cur, pts)) = run.take() {
+                    by.entry(cur).or_default().extend(pts);
+                }
+                run = Some((id, vec![(t, v, line)]));
+            }
+        }
+    }
+    if let Some((cur, pts)) = run {
+        by.entry(cur).or_default().extend(pts);
     }
     let mut out = Vec::with_capacity(by.len());
     for (id, mut pts) in by {
@@ -390,7 +434,7 @@ fn group(path: &Path, rows: Rows) -> Result<Vec<Series>> {
             ));
         }
         out.push(Series {
-            id,
+            id: id.to_string(),
             ts: pts.iter().map(|p| p.0).collect(),
             values: pts.iter().map(|p| p.1).collect(),
         });

@@ -140,6 +140,10 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
             for (m, n) in &s.models {
                 println!("  {m:<24} {n}");
             }
+            println!(
+                "read {:.2} s, forecast {:.2} s, write {:.2} s",
+                s.read_seconds, s.forecast_seconds, s.write_seconds
+            );
             println!("wrote {}", s.out.display());
             if let Some(m) = &s.metrics {
                 println!("wrote {}", m.display());

@@ -4,6 +4,9 @@
 //! onto each box by a logistic function, so every evaluated point is feasible. Deterministic:
 //! the same start gives the same answer.
 
+/// Relative spread of the simplex values at which it stops.
+pub const TOLERANCE: f64 = 1e-8;
+
 /// Minimises `f` over the box `bounds`, starting at `start` (clamped into the box).
 /// Returns the best point found and its value.
 pub fn minimize(
@@ -45,7 +48,7 @@ pub fn minimize(
     while evals < max_evals {
         simplex.sort_by(|a, b| a.1.total_cmp(&b.1));
         let (best, worst) = (simplex[0].1, simplex[n].1);
-        if (worst - best).abs() <= 1e-10 * (best.abs() + 1e-12) {
+        if (worst - best).abs() <= TOLERANCE * (best.abs() + 1e-12) {
             break;
         }
         let centroid: Vec<f64> = (0..n)
