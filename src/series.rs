@@ -246,6 +246,9 @@ pub fn read_series(path: &Path) -> Result<Vec<Series>> {
     group(path, rows)
 }
 
+/// (ts, value, line) of one series.
+type Points = Vec<(i64, f64, u64)>;
+
 /// (id, ts, value, line) rows.
 type Rows = Vec<(std::sync::Arc<str>, i64, f64, u64)>;
 
@@ -402,7 +405,7 @@ fn read_parquet_rows(path: &Path) -> Result<Rows> {
 
 fn group(path: &Path, rows: Rows) -> Result<Vec<Series>> {
     let mut by: BTreeMap<std::sync::Arc<str>, Vec<(i64, f64, u64)>> = BTreeMap::new();
-    let mut run: Option<(std::sync::Arc<str>, Vec<(i64, f64, u64)>)> = None;
+    let mut run: Option<(std::sync::Arc<str>, Points)> = None;
     for (id, t, v, line) in rows {
         match &mut run {
             Some((cur, pts)) if std::sync::Arc::ptr_eq(cur, &id) || **cur == *id => {
