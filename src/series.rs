@@ -167,21 +167,6 @@ impl Series {
             missing,
         )
     }
-
-    /// Steps missing between the first and last point, given the series' step.
-    pub fn holes(&self) -> usize {
-        let step = self.step();
-        self.ts
-            .windows(2)
-            .map(|w| {
-                let mut k = 1;
-                while step.after(w[0], k) < w[1] && k < 1_000_000 {
-                    k += 1;
-                }
-                k - 1
-            })
-            .sum()
-    }
 }
 
 /// Whether every instant is a UTC midnight (then dates are written back as dates).
@@ -481,7 +466,9 @@ mod tests {
             Step::Fixed(DAY)
         );
         assert_eq!(
-            series(&["2026-01-01", "2026-01-02", "2026-01-04"]).holes(),
+            series(&["2026-01-01", "2026-01-02", "2026-01-04"])
+                .regular(Fill::None)
+                .1,
             1
         );
         assert_eq!(

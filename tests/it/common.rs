@@ -108,6 +108,15 @@ pub fn parquet_files(lake: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Every record batch of one Parquet file, read with arrow-rs (independently of polars).
+pub fn parquet_batches(path: &Path) -> impl Iterator<Item = arrow::record_batch::RecordBatch> {
+    ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path).unwrap())
+        .unwrap()
+        .build()
+        .unwrap()
+        .map(|b| b.unwrap())
+}
+
 pub fn read_lake(lake: &Path) -> Vec<Row> {
     let mut rows = Vec::new();
     for f in parquet_files(lake) {
@@ -120,12 +129,7 @@ pub fn read_lake(lake: &Path) -> Vec<Row> {
             .unwrap()
             .trim_start_matches("date=")
             .to_string();
-        let r = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&f).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for b in r {
-            let b = b.unwrap();
+        for b in parquet_batches(&f) {
             let s = |n: &str| b.column_by_name(n).unwrap().as_string::<i32>().clone();
             let (id, tenant, user, meter, props) = (
                 s("id"),

@@ -409,13 +409,7 @@ fn lake_forecasts_cover_every_tenant_meter_series() {
     assert!(series >= 10, "{s}");
     assert_eq!(s["rows"].as_u64().unwrap(), series * 7, "{s}");
     let f = lake.join("forecasts/granularity=day/forecast.parquet");
-    let r = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-        std::fs::File::open(&f).unwrap(),
-    )
-    .unwrap()
-    .build()
-    .unwrap();
-    let rows: usize = r.map(|b| b.unwrap().num_rows()).sum();
+    let rows: usize = parquet_batches(&f).map(|b| b.num_rows()).sum();
     assert_eq!(rows as u64, series * 7);
     assert!(
         lake.join("forecasts/granularity=day/metrics.parquet")

@@ -10,7 +10,6 @@ use arrow::array::{Array, AsArray};
 use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::common::*;
 
@@ -315,12 +314,7 @@ pub fn read_rollup(dir: &Path, key_cols: &[String]) -> Table {
         .collect();
     files.sort();
     for f in files {
-        let r = ParquetRecordBatchReaderBuilder::try_new(fs::File::open(&f).unwrap())
-            .unwrap()
-            .build()
-            .unwrap();
-        for b in r {
-            let b = b.unwrap();
+        for b in parquet_batches(&f) {
             let keys: Vec<Vec<Option<String>>> =
                 key_cols.iter().map(|k| string_col(&b, k)).collect();
             let ts = |n: &str| {
