@@ -223,19 +223,75 @@ pub fn read_series(path: &Path) -> Result<Vec<Series>> {
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let rows = if ext == "parquet" || ext == "pq" {
-        read_parquet_rows(path)?
+    let mut groups = Grouper::default();
+    if ext == "parquet" || ext == "pq" {
+        read_parquet_rows(path, &mut groups)?
     } else {
-        read_csv_rows(path)?
+        read_csv_rows(path, &mut groups)?
     };
-    group(path, rows)
+    groups.finish(path)
 }
 
 /// (ts, value, line) of one series.
 type Points = Vec<(i64, f64, u64)>;
 
-/// (id, ts, value, line) rows.
-type Rows = Vec<(std::sync::Arc<str>, i64, f64, u64)>;
+/// Collects rows into series as they are read. Rows of one series usually follow each
+/// other: they are appended to the current run, and a run is filed under its id when
+/// another id starts (so no table of all rows is ever held).
+#[derive(Default)]
+struct Grouper {
+    by: BTreeMap<String, Points>,
+    run: Option<(String, Points)>,
+}
+
+impl Grouper {
+    fn push(&mut self, id: &str, t: i64, v: f64, line: u64) {
+        match &mut self.run {
+            Some((cur, pts)) if cur == id => pts.push((t, v, line)),
+            _ => {
+                self.flush();
+                self.run = Some((id.to_string(), vec![(t, v, line)]));
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        if let Some((cur, pts)) = self.run.take() {
+            match self.by.get_mut(&cur) {
+                Some(have) => have.extend(pts),
+                None => {
+                    self.by.insert(cur, pts);
+                }
+            }
+        }
+    }
+
+    /// The series in id order, each sorted by time; two values at one instant are an error.
+    fn finish(mut self, path: &Path) -> Result<Vec<Series>> {
+        self.flush();
+        let mut out = Vec::with_capacity(self.by.len());
+        for (id, mut pts) in self.by {
+            pts.sort_by_key(|p| p.0);
+            if let Some(w) = pts.windows(2).find(|w| w[0].0 == w[1].0) {
+                return Err(bad(
+                    path,
+                    format!(
+                        "lines {} and {}: series `{id}` has two values at {}",
+                        w[0].2,
+                        w[1].2,
+                        format_ts(w[0].0, false)
+                    ),
+                ));
+            }
+            out.push(Series {
+                id,
+                ts: pts.iter().map(|p| p.0).collect(),
+                values: pts.iter().map(|p| p.1).collect(),
+            });
+        }
+        Ok(out)
+    }
+}
 
 fn bad(path: &Path, reason: String) -> Error {
     Error::BadInput {
@@ -260,7 +316,7 @@ fn column_index(path: &Path, header: &csv::StringRecord, names: &[&str]) -> Resu
         })
 }
 
-fn read_csv_rows(path: &Path) -> Result<Rows> {
+fn read_csv_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
     let file = std::fs::File::open(path).at(path)?;
     let mut r = csv::ReaderBuilder::new()
         .flexible(false)
@@ -275,10 +331,7 @@ fn read_csv_rows(path: &Path) -> Result<Rows> {
         column_index(path, &header, &["ts", "ds"])?,
         column_index(path, &header, &["value", "y"])?,
     );
-    let mut rows = Vec::new();
     let mut rec = csv::ByteRecord::new();
-    // Rows of one series usually follow each other: share the id string.
-    let mut last_id: std::sync::Arc<str> = std::sync::Arc::from("");
     loop {
         match r.read_byte_record(&mut rec) {
             Ok(false) => break,
@@ -298,9 +351,6 @@ fn read_csv_rows(path: &Path) -> Result<Rows> {
                 })
         };
         let id = field(ci, "series_id")?;
-        if *last_id != *id {
-            last_id = std::sync::Arc::from(id);
-        }
         let ts_s = field(ct, "ts")?;
         let ts = parse_ts(ts_s).ok_or_else(|| {
             bad(
@@ -320,12 +370,12 @@ fn read_csv_rows(path: &Path) -> Result<Rows> {
                     format!("line {line}: field `value`: `{v_s}` is not a finite number"),
                 )
             })?;
-        rows.push((last_id.clone(), ts, v, line));
+        groups.push(id, ts, v, line);
     }
-    Ok(rows)
+    Ok(())
 }
 
-fn read_parquet_rows(path: &Path) -> Result<Rows> {
+fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
     let lf = crate::lake::scan_paths(&[path.to_path_buf()], false)?;
     let schema = lf
         .clone()
@@ -375,7 +425,6 @@ fn read_parquet_rows(path: &Path) -> Result<Rows> {
     };
     let ids = df.column("id")?.str()?;
     let vs = df.column("value")?.f64()?;
-    let mut rows = Vec::with_capacity(df.height());
     for (i, ((id, t), v)) in ids.iter().zip(ts).zip(vs.iter()).enumerate() {
         let row = i as u64 + 1;
         let id = id.ok_or_else(|| bad(path, format!("row {row}: `series_id` is null")))?;
@@ -383,52 +432,11 @@ fn read_parquet_rows(path: &Path) -> Result<Rows> {
         let v = v
             .filter(|v| v.is_finite())
             .ok_or_else(|| bad(path, format!("row {row}: `value` is not a finite number")))?;
-        rows.push((std::sync::Arc::from(id), t, v, row));
+        groups.push(id, t, v, row);
     }
-    Ok(rows)
+    Ok(())
 }
 
-fn group(path: &Path, rows: Rows) -> Result<Vec<Series>> {
-    let mut by: BTreeMap<std::sync::Arc<str>, Vec<(i64, f64, u64)>> = BTreeMap::new();
-    let mut run: Option<(std::sync::Arc<str>, Points)> = None;
-    for (id, t, v, line) in rows {
-        match &mut run {
-            Some((cur, pts)) if std::sync::Arc::ptr_eq(cur, &id) || **cur == *id => {
-                pts.push((t, v, line))
-            }
-            _ => {
-                if let Some((cur, pts)) = run.take() {
-                    by.entry(cur).or_default().extend(pts);
-                }
-                run = Some((id, vec![(t, v, line)]));
-            }
-        }
-    }
-    if let Some((cur, pts)) = run {
-        by.entry(cur).or_default().extend(pts);
-    }
-    let mut out = Vec::with_capacity(by.len());
-    for (id, mut pts) in by {
-        pts.sort_by_key(|p| p.0);
-        if let Some(w) = pts.windows(2).find(|w| w[0].0 == w[1].0) {
-            return Err(bad(
-                path,
-                format!(
-                    "lines {} and {}: series `{id}` has two values at {}",
-                    w[0].2,
-                    w[1].2,
-                    format_ts(w[0].0, false)
-                ),
-            ));
-        }
-        out.push(Series {
-            id: id.to_string(),
-            ts: pts.iter().map(|p| p.0).collect(),
-            values: pts.iter().map(|p| p.1).collect(),
-        });
-    }
-    Ok(out)
-}
 
 #[cfg(test)]
 mod tests {

@@ -16,8 +16,11 @@
 //! `b_0 = (M_{k−1} − M_0) / ((k − 1) m)`, `s_i` the mean over those seasons of `y − M_j` at
 //! phase `i`, centred to sum 0), or optimised by minimising the in-sample sum of squared
 //! one-step errors (Nelder-Mead within α, β, γ ∈ [1e-8, 1 − 1e-8], γ ≤ 1 − α,
-//! φ ∈ [0.8, 0.98]) together with `l_0` and `b_0` (the seasonal factors keep the
-//! heuristic's). Prediction intervals use the analytical variance of the equivalent additive-error
+//! φ ∈ [0.8, 0.98], from the best point of a coarse grid, then restarted once). `l_0` and
+//! `b_0` are estimated too, but not searched: for given smoothing parameters the errors are
+//! affine in them, so each evaluation solves their least-squares values exactly (the SSE
+//! is "concentrated" over them), which leaves Nelder-Mead 1 to 3 dimensions instead of 2
+//! to 5 (the seasonal factors keep the heuristic's). Prediction intervals use the analytical variance of the equivalent additive-error
 //! ETS model (Hyndman et al. 2008, table 6.1): `Var_h = σ²(1 + Σ_{j<h} c_j²)` with
 //! `c_j = α + αβ(φ + … + φ^j) + γ·[j mod m = 0]`, and `σ² = SSE / (n − k)` for `k` estimated
 //! parameters.
@@ -174,20 +177,83 @@ fn run(y: &[f64], p: Params, init: &State, has_trend: bool, m: usize) -> (f64, S
     (sse, s)
 }
 
-/// Intercept (at t = 0, before the first point: the state the recursions start from) and
-/// slope of the least-squares line through `(t, y_t)`, t = 1..n.
-fn least_squares_line(y: &[f64]) -> (f64, f64) {
-    let n = y.len() as f64;
-    let tm = (n + 1.0) / 2.0;
-    let ym = mean(y);
-    let (mut sxy, mut sxx) = (0.0, 0.0);
-    for (i, v) in y.iter().enumerate() {
-        let d = i as f64 + 1.0 - tm;
-        sxy += d * (v - ym);
-        sxx += d * d;
+/// The least-squares initial level and trend for given smoothing parameters, and the SSE
+/// they give.
+///
+/// The recursions are linear in the states, so the one-step forecast is
+/// `ŷ_t = ŷ⁰_t + δl·u_t + δb·v_t`, where `ŷ⁰` runs from `init` and `u`, `v` are the
+/// responses to a unit change of l0 and b0 (the same recursions on y = 0). One pass
+/// accumulates the 2×2 normal equations of `Σ (y − ŷ)²` in (δl, δb); their solution
+/// shifts `init`. Starting from the heuristic states keeps the subtraction
+/// `SSE = Σe⁰² − δ·r` well scaled.
+fn concentrated(y: &[f64], p: Params, init: &State, has_trend: bool, m: usize) -> (f64, State) {
+    let seasonal = !init.season.is_empty();
+    // Channel 0 follows y; channels 1 and 2 are the responses to l0 and b0.
+    let mut level = [init.level, 1.0, 0.0];
+    let mut trend = [init.trend, 0.0, 1.0];
+    let width = if seasonal { m } else { 0 };
+    let mut season = vec![0.0; 3 * width];
+    season[..width].copy_from_slice(&init.season);
+    let (mut see, mut sue, mut sve, mut suu, mut suv, mut svv) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+    for (t, &yt) in y.iter().enumerate() {
+        let mut f = [0.0; 3];
+        for c in 0..3 {
+            let input = if c == 0 { yt } else { 0.0 };
+            let b = if has_trend { p.phi * trend[c] } else { 0.0 };
+            let i = c * width + if seasonal { t % m } else { 0 };
+            let so = if seasonal { season[i] } else { 0.0 };
+            f[c] = level[c] + b + so;
+            let l = p.alpha * (input - so) + (1.0 - p.alpha) * (level[c] + b);
+            if has_trend {
+                trend[c] = p.beta * (l - level[c]) + (1.0 - p.beta) * b;
+            }
+            if seasonal {
+                season[i] = p.gamma * (input - level[c] - b) + (1.0 - p.gamma) * so;
+            }
+            level[c] = l;
+        }
+        let e = yt - f[0];
+        see += e * e;
+        sue += f[1] * e;
+        suu += f[1] * f[1];
+        if has_trend {
+            sve += f[2] * e;
+            suv += f[1] * f[2];
+            svv += f[2] * f[2];
+        }
     }
-    let b = if sxx > 0.0 { sxy / sxx } else { 0.0 };
-    (ym - b * tm, b)
+    let det = suu * svv - suv * suv;
+    let (dl, db) = if has_trend && det > 1e-12 * suu * svv {
+        ((sue * svv - sve * suv) / det, (suu * sve - suv * sue) / det)
+    } else if suu > 0.0 {
+        (sue / suu, 0.0)
+    } else {
+        (0.0, 0.0)
+    };
+    let sse = (see - dl * sue - db * sve).max(0.0);
+    let mut st = init.clone();
+    st.level += dl;
+    st.trend += db;
+    (sse, st)
+}
+
+/// [`concentrated`] for SES: the response to l0 is `(1 − α)^t`, so one channel suffices.
+/// Returns the SSE and the least-squares l0.
+fn ses_concentrated(y: &[f64], alpha: f64, l0: f64) -> (f64, f64) {
+    let (mut level, mut u) = (l0, 1.0);
+    let (mut see, mut sue, mut suu) = (0.0, 0.0, 0.0);
+    let keep = 1.0 - alpha;
+    for &yt in y {
+        let e = yt - level;
+        see += e * e;
+        sue += u * e;
+        suu += u * u;
+        // (1 − α) l + α y rather than l + α e: the loop-carried chain is a multiply and an add.
+        level = keep * level + alpha * yt;
+        u *= keep;
+    }
+    let dl = sue / suu;
+    ((see - dl * sue).max(0.0), l0 + dl)
 }
 
 fn mean(x: &[f64]) -> f64 {
@@ -271,87 +337,45 @@ impl Forecaster for ExpSmoothing {
         let (p, init, k) = if !self.optimize {
             (fixed, init, 0usize)
         } else {
-            // Parameter vector: α, then β if trend, γ if season, φ if damped, then l0 (and b0)
-            // for models without a season.
-            let spread = {
-                let (lo, hi) = y
-                    .iter()
-                    .fold((f64::MAX, f64::MIN), |(a, b), &v| (a.min(v), b.max(v)));
-                (hi - lo).max(1e-9)
-            };
-            let mut start = vec![0.3];
+            // Only the smoothing parameters are searched: for given parameters the one-step
+            // errors are affine in l0 and b0, so their least-squares values are solved exactly
+            // inside every evaluation (`concentrated`).
+            let seasonal = self.season.is_some();
             let mut bounds = vec![UNIT];
-            if has_trend {
-                start.push(0.1);
-                bounds.push(UNIT);
-            }
-            if self.season.is_some() {
-                start.push(0.1);
-                bounds.push(UNIT);
-            }
-            if damped {
-                start.push(0.95);
-                bounds.push(PHI_BOUNDS);
-            }
-            let states = true;
-            if states {
-                start.push(init.level);
-                bounds.push((init.level - spread, init.level + spread));
-                if has_trend {
-                    start.push(init.trend);
-                    bounds.push((-spread, spread));
-                }
-            }
-            let unpack = |v: &[f64]| -> (Params, State) {
-                let mut i = 0;
-                let mut next = || {
-                    i += 1;
-                    v[i - 1]
-                };
-                let alpha = next();
-                let beta = if has_trend { next() } else { 0.0 };
-                // γ ≤ 1 − α keeps the seasonal update a weighted average.
-                let gamma = if self.season.is_some() {
-                    next() * (1.0 - alpha)
-                } else {
-                    0.0
-                };
-                let phi = if damped { next() } else { 1.0 };
-                let mut st = init.clone();
-                if states {
-                    st.level = next();
-                    if has_trend {
-                        st.trend = next();
-                    }
-                }
-                (
-                    Params {
-                        alpha,
-                        beta,
-                        gamma,
-                        phi,
-                    },
-                    st,
-                )
-            };
-            let objective = |v: &[f64]| {
-                let (p, st) = unpack(v);
-                run(y, p, &st, has_trend, m).0
-            };
-            // The error surface can have several minima (α near 1 against a smoother
-            // level, say): start from the best point of a coarse grid, as statsmodels does.
             let mut axes: Vec<Vec<f64>> = vec![vec![0.05, 0.2, 0.5, 0.8, 0.99]];
             if has_trend {
+                bounds.push(UNIT);
                 axes.push(vec![0.01, 0.1, 0.3]);
             }
-            if self.season.is_some() {
+            if seasonal {
+                bounds.push(UNIT);
                 axes.push(vec![0.05, 0.3]);
             }
             if damped {
+                bounds.push(PHI_BOUNDS);
                 axes.push(vec![0.85, 0.95]);
             }
-            // The smoothing parameters come first in the vector; the states keep their start.
-            let k = axes.len();
+            let unpack = |v: &[f64]| -> Params {
+                let mut it = v.iter().copied();
+                let alpha = it.next().unwrap_or(DEFAULT_ALPHA);
+                let beta = if has_trend { it.next().unwrap_or(0.1) } else { 0.0 };
+                // γ ≤ 1 − α keeps the seasonal update a weighted average.
+                let gamma = if seasonal {
+                    it.next().unwrap_or(0.1) * (1.0 - alpha)
+                } else {
+                    0.0
+                };
+                let phi = if damped { it.next().unwrap_or(0.95) } else { 1.0 };
+                Params {
+                    alpha,
+                    beta,
+                    gamma,
+                    phi,
+                }
+            };
+            let objective = |v: &[f64]| concentrated(y, unpack(v), &init, has_trend, m).0;
+            // The error surface can have several minima (α near 1 against a smoother
+            // level, say): start from the best point of a coarse grid, as statsmodels does.
             let mut combos: Vec<Vec<f64>> = vec![Vec::new()];
             for axis in &axes {
                 combos = combos
@@ -365,35 +389,38 @@ impl Forecaster for ExpSmoothing {
                     })
                     .collect();
             }
-            // Two starts for the states: the heuristic (y0, y1 - y0), and the least-squares
-            // line through the whole series, which small α and β need (then the model is
-            // close to a fixed line, and the heuristic states are far from it).
-            let mut state_starts: Vec<Vec<f64>> = vec![start[k..].to_vec()];
-            if states {
-                let (a, b) = least_squares_line(y);
-                let mut alt = vec![if has_trend { a } else { mean(y) }];
-                if has_trend {
-                    alt.push(b);
+            let sse_at = |c: &[f64]| {
+                if bounds.len() == 1 {
+                    ses_concentrated(y, c[0], init.level).0
+                } else {
+                    objective(c)
                 }
-                state_starts.push(alt);
-            }
+            };
             let first = combos
-                .iter()
-                .flat_map(|c| {
-                    state_starts.iter().map(move |st| {
-                        let mut c = c.clone();
-                        c.extend_from_slice(st);
-                        c
-                    })
-                })
-                .map(|c| (objective(&c), c))
+                .into_iter()
+                .map(|c| (sse_at(&c), c))
                 .min_by(|a, b| a.0.total_cmp(&b.0))
-                .map_or_else(|| start.clone(), |(_, c)| c);
-            let (best, _) = optimize::minimize(&objective, &first, &bounds, MAX_EVALS);
-            // A restart from the answer: a fresh simplex escapes a collapsed one.
-            let (best, _) = optimize::minimize(&objective, &best, &bounds, MAX_EVALS);
-            let (p, st) = unpack(&best);
-            (p, st, best.len())
+                .map(|(_, c)| c)
+                .unwrap_or_default();
+            let best = if bounds.len() == 1 {
+                // SES: one parameter, Brent's method between the best grid point's
+                // neighbours.
+                let grid = &axes[0];
+                let i = grid.iter().position(|&a| a == first[0]).unwrap_or(0);
+                let lo = if i == 0 { UNIT.0 } else { grid[i - 1] };
+                let hi = grid.get(i + 1).copied().unwrap_or(UNIT.1);
+                let sse = |a: f64| ses_concentrated(y, a, init.level).0;
+                vec![optimize::minimize_scalar(&sse, lo, hi, 1e-7, MAX_EVALS).0]
+            } else {
+                let (best, _) = optimize::minimize(&objective, &first, &bounds, MAX_EVALS);
+                // A restart from the answer: a fresh simplex escapes a collapsed one.
+                optimize::minimize(&objective, &best, &bounds, MAX_EVALS).0
+            };
+            let p = unpack(&best);
+            let (_, st) = concentrated(y, p, &init, has_trend, m);
+            // α, the other smoothing parameters, l0 and (with a trend) b0.
+            let k = best.len() + 1 + usize::from(has_trend);
+            (p, st, k)
         };
         let (sse, last) = run(y, p, &init, has_trend, m);
         let dof = (y.len() as f64 - k as f64).max(1.0);
@@ -480,5 +507,46 @@ impl Fitted for FittedEts {
 
     fn name(&self) -> &'static str {
         self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(n: usize) -> Vec<f64> {
+        (0..n)
+            .map(|t| 50.0 + 0.3 * t as f64 + [0.0, 4.0, -3.0][t % 3] + ((t * 7919) % 13) as f64)
+            .collect()
+    }
+
+    #[test]
+    fn concentrated_states_minimise_the_sse_and_report_it() {
+        let y = series(60);
+        for (has_trend, season) in [(false, None), (true, None), (true, Some(3))] {
+            let init = heuristic_init(&y, has_trend, season);
+            let m = season.unwrap_or(1);
+            let p = Params {
+                alpha: 0.35,
+                beta: 0.15,
+                gamma: 0.2,
+                phi: 0.9,
+            };
+            let (sse, st) = concentrated(&y, p, &init, has_trend, m);
+            // The SSE it reports is the SSE of a plain run from the states it returns.
+            let (direct, _) = run(&y, p, &st, has_trend, m);
+            assert!((sse - direct).abs() <= 1e-8 * direct.max(1.0), "{sse} vs {direct}");
+            // And no nearby states do better.
+            for (dl, db) in [(0.5, 0.0), (-0.5, 0.0), (0.0, 0.05), (0.0, -0.05), (0.3, -0.02)] {
+                let mut other = st.clone();
+                other.level += dl;
+                other.trend += if has_trend { db } else { 0.0 };
+                assert!(run(&y, p, &other, has_trend, m).0 >= direct - 1e-9);
+            }
+            if !has_trend {
+                let (s1, l1) = ses_concentrated(&y, p.alpha, init.level);
+                assert!((s1 - sse).abs() <= 1e-8 * sse && (l1 - st.level).abs() < 1e-9);
+            }
+        }
     }
 }
