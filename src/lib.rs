@@ -23,7 +23,9 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod anomalies;
 pub mod cli;
+pub mod detect;
 pub mod error;
 pub mod event;
 pub mod forecast;

@@ -218,6 +218,12 @@ pub fn format_ts(t: i64, dates: bool) -> String {
 /// Reads series from a CSV or Parquet file (by extension; `.parquet` or `.pq` is Parquet),
 /// sorted by id.
 pub fn read_series(path: &Path) -> Result<Vec<Series>> {
+    read_series_with(path, false)
+}
+
+/// [`read_series`], optionally keeping repeated instants (in file order) instead of
+/// refusing them: a detector judges every reading, a forecast needs one value per step.
+pub fn read_series_with(path: &Path, keep_repeats: bool) -> Result<Vec<Series>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
@@ -229,7 +235,7 @@ pub fn read_series(path: &Path) -> Result<Vec<Series>> {
     } else {
         read_csv_rows(path, &mut groups)?
     };
-    groups.finish(path)
+    groups.finish(path, keep_repeats)
 }
 
 /// (ts, value, line) of one series.
@@ -266,13 +272,14 @@ impl Grouper {
         }
     }
 
-    /// The series in id order, each sorted by time; two values at one instant are an error.
-    fn finish(mut self, path: &Path) -> Result<Vec<Series>> {
+    /// The series in id order, each sorted by time (stable: repeats keep file order); two
+    /// values at one instant are an error unless `keep_repeats`.
+    fn finish(mut self, path: &Path, keep_repeats: bool) -> Result<Vec<Series>> {
         self.flush();
         let mut out = Vec::with_capacity(self.by.len());
         for (id, mut pts) in self.by {
             pts.sort_by_key(|p| p.0);
-            if let Some(w) = pts.windows(2).find(|w| w[0].0 == w[1].0) {
+            if let Some(w) = pts.windows(2).find(|w| w[0].0 == w[1].0 && !keep_repeats) {
                 return Err(bad(
                     path,
                     format!(
@@ -436,7 +443,6 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
     }
     Ok(())
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 //! Data goes to stdout, progress and logs to stderr. Exit codes: 0 success, 2 error
 //! (one readable line on stderr naming the file, line, field or parameter).
 
+mod detect;
 mod forecast;
 mod generate;
 mod ingest;
@@ -40,6 +41,8 @@ pub enum Command {
     Rollup(rollup::RollupArgs),
     /// Forecast series from a file or the lake's rollups (auto picks a model per series).
     Forecast(forecast::ForecastArgs),
+    /// Flag anomalies and abuse in series from a file or the lake (risk scores, incidents).
+    Detect(detect::DetectArgs),
     /// Usage per tenant and meter over a period: totals, breakdown with shares, change.
     Usage(usage::UsageArgs),
     /// Active users (DAU/WAU/MAU), inactive users, feature adoption, documents and storage.
@@ -78,6 +81,7 @@ pub fn main() -> ExitCode {
         Command::Rollup(a) => rollup::run(a),
         Command::Usage(a) => usage::run(a),
         Command::Forecast(a) => forecast::run(a),
+        Command::Detect(a) => detect::run(a),
         Command::Engagement(a) => usage::engagement(a),
     };
     match result {

@@ -358,14 +358,22 @@ impl Forecaster for ExpSmoothing {
             let unpack = |v: &[f64]| -> Params {
                 let mut it = v.iter().copied();
                 let alpha = it.next().unwrap_or(DEFAULT_ALPHA);
-                let beta = if has_trend { it.next().unwrap_or(0.1) } else { 0.0 };
+                let beta = if has_trend {
+                    it.next().unwrap_or(0.1)
+                } else {
+                    0.0
+                };
                 // γ ≤ 1 − α keeps the seasonal update a weighted average.
                 let gamma = if seasonal {
                     it.next().unwrap_or(0.1) * (1.0 - alpha)
                 } else {
                     0.0
                 };
-                let phi = if damped { it.next().unwrap_or(0.95) } else { 1.0 };
+                let phi = if damped {
+                    it.next().unwrap_or(0.95)
+                } else {
+                    1.0
+                };
                 Params {
                     alpha,
                     beta,
@@ -535,9 +543,18 @@ mod tests {
             let (sse, st) = concentrated(&y, p, &init, has_trend, m);
             // The SSE it reports is the SSE of a plain run from the states it returns.
             let (direct, _) = run(&y, p, &st, has_trend, m);
-            assert!((sse - direct).abs() <= 1e-8 * direct.max(1.0), "{sse} vs {direct}");
+            assert!(
+                (sse - direct).abs() <= 1e-8 * direct.max(1.0),
+                "{sse} vs {direct}"
+            );
             // And no nearby states do better.
-            for (dl, db) in [(0.5, 0.0), (-0.5, 0.0), (0.0, 0.05), (0.0, -0.05), (0.3, -0.02)] {
+            for (dl, db) in [
+                (0.5, 0.0),
+                (-0.5, 0.0),
+                (0.0, 0.05),
+                (0.0, -0.05),
+                (0.3, -0.02),
+            ] {
                 let mut other = st.clone();
                 other.level += dl;
                 other.trend += if has_trend { db } else { 0.0 };

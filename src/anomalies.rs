@@ -1,0 +1,741 @@
+//! The anomaly stage end to end: series from a file or the lake's rollups → the detectors
+//! of [`crate::detect`] in parallel (one task per series) → flagged points and incidents.
+//!
+//! On the lake, two user-level abuse patterns run over the events themselves (they need
+//! users, not a series), per tenant, meter and UTC hour:
+//! - `bot`: one user with at least [`BOT_MIN_EVENTS`] events in the hour at near-constant
+//!   intervals (coefficient of variation of the gaps below [`BOT_MAX_CV`]);
+//! - `user_burst`: one user with at least `min_volume` events and [`BURST_FACTOR`]× the
+//!   busiest of its peers' median (at least 3 users active), or a user never seen before
+//!   with [`BURST_FACTOR`]× the tenant's median user-hour: the typical shape of a stolen
+//!   key or a scraping account.
+//!
+//! Their flags join the tenant × meter series' flags at the window holding that hour, so
+//! the risk score combines them; incidents name the users involved.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use crate::detect::{
+    DetectConfig, Detector, Flag, HOUR, Incident, Kind, Point, SeriesView, combine, incidents,
+    report, severity,
+};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::predict::write_table;
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, scan_rollup};
+use crate::series::{Series, all_dates, format_ts, read_series_with};
+
+/// Directory of the lake's anomalies.
+pub const ANOMALIES_DIR: &str = "anomalies";
+/// Events one user needs in an hour to look like a bot.
+pub const BOT_MIN_EVENTS: usize = 60;
+/// Gap coefficient of variation under which a user's calls look machine-timed.
+pub const BOT_MAX_CV: f64 = 0.1;
+/// How far above its peers one user must be for a burst.
+pub const BURST_FACTOR: f64 = 10.0;
+
+/// What to run.
+#[derive(Debug, Clone, Default)]
+pub struct DetectSpec {
+    /// Detectors and thresholds.
+    pub config: DetectConfig,
+    /// Report only flags at or after this instant (µs); earlier data still warms up.
+    pub since: Option<i64>,
+    /// Worker threads (None: all cores).
+    pub threads: Option<usize>,
+}
+
+/// One series' flagged points.
+#[derive(Debug, Clone)]
+pub struct SeriesFlags {
+    /// Index of the series in the input.
+    pub series: usize,
+    /// Its flagged points.
+    pub points: Vec<Point>,
+}
+
+/// The usual step of a series (its most common gap; 1 h when it has one point).
+fn usual_step(ts: &[i64]) -> i64 {
+    let mut gaps: HashMap<i64, usize> = HashMap::new();
+    for w in ts.windows(2) {
+        *gaps.entry(w[1] - w[0]).or_default() += 1;
+    }
+    gaps.into_iter()
+        .filter(|(g, _)| *g > 0)
+        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
+        .map_or(HOUR, |(g, _)| g)
+}
+
+/// Runs the detectors over every series in parallel; `extra` adds flags per series (the
+/// lake's user-level patterns). Flags before `since` are dropped after detection.
+pub fn detect_series(
+    series: &[Series],
+    spec: &DetectSpec,
+    extra: &(dyn Fn(usize) -> Vec<Flag> + Sync),
+) -> Result<Vec<SeriesFlags>> {
+    spec.config.validate()?;
+    let detectors: Vec<Box<dyn Detector>> = spec.config.detectors();
+    let run = || {
+        use rayon::prelude::*;
+        series
+            .par_iter()
+            .enumerate()
+            .map(|(k, s)| {
+                let view = SeriesView {
+                    ts: &s.ts,
+                    values: &s.values,
+                    step: usual_step(&s.ts),
+                };
+                let mut flags = Vec::new();
+                for d in &detectors {
+                    d.detect(&view, &mut flags);
+                }
+                flags.extend(extra(k));
+                if let Some(since) = spec.since {
+                    flags.retain(|f| s.ts[f.index] >= since);
+                }
+                let mut points = combine(flags);
+                report(&mut points, &s.ts, spec.config.cooldown);
+                SeriesFlags { series: k, points }
+            })
+            .filter(|f| !f.points.is_empty())
+            .collect::<Vec<_>>()
+    };
+    match spec.threads {
+        Some(0) => Err(Error::InvalidParameter {
+            name: "--threads",
+            reason: "must be at least 1".into(),
+        }),
+        Some(n) => rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| Error::InvalidParameter {
+                name: "--threads",
+                reason: e.to_string(),
+            })
+            .map(|p| p.install(run)),
+        None => Ok(run()),
+    }
+}
+
+/// What a detection run found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DetectSummary {
+    /// Series examined.
+    pub series: usize,
+    /// Points examined.
+    pub points: usize,
+    /// Flagged points.
+    pub flagged: usize,
+    /// Points reported (each incident's first, and escalations).
+    pub reported: usize,
+    /// Incidents (consecutive flagged points merged).
+    pub incidents: usize,
+    /// Incidents per severity.
+    pub by_severity: BTreeMap<String, usize>,
+    /// Flagged points per detector (the strongest at each point).
+    pub by_detector: BTreeMap<String, usize>,
+    /// Incidents with abuse patterns.
+    pub fraud_suspects: usize,
+    /// The most severe incidents first (at most 10).
+    pub top: Vec<IncidentRow>,
+    /// Seconds spent reading, detecting and writing.
+    pub seconds: [f64; 3],
+    /// Files written.
+    pub outputs: Vec<PathBuf>,
+}
+
+/// One incident, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct IncidentRow {
+    /// The series (`tenant/meter` on the lake).
+    pub series: String,
+    /// Users involved (user-level patterns), comma-separated.
+    pub users: String,
+    /// First flagged window's start.
+    pub start: String,
+    /// Last flagged window's end.
+    pub end: String,
+    /// Observed value at the strongest point.
+    pub observed: f64,
+    /// Expected value there.
+    pub expected: f64,
+    /// The strongest detector's score.
+    pub score: f64,
+    /// The strongest detector.
+    pub detector: String,
+    /// Every detector that fired.
+    pub detectors: String,
+    /// Severity of the strongest flag.
+    pub severity: String,
+    /// Highest risk, 0-100.
+    pub risk: f64,
+    /// Whether abuse patterns fired.
+    pub fraud_suspect: bool,
+    /// Points merged.
+    pub points: usize,
+    /// `start` and `end` as UTC µs.
+    #[serde(skip)]
+    pub span: (i64, i64),
+}
+
+fn joined(kinds: &[Kind]) -> String {
+    kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("+")
+}
+
+/// Builds the incident rows of every series, most severe first.
+fn incident_rows(
+    series: &[Series],
+    found: &[SeriesFlags],
+    name: &dyn Fn(&Series) -> String,
+    users: &dyn Fn(usize, &Incident) -> String,
+    step_end: &dyn Fn(&Series, usize) -> i64,
+    dates: bool,
+    cooldown: i64,
+) -> Vec<(Incident, IncidentRow)> {
+    let mut rows = Vec::new();
+    for f in found {
+        let s = &series[f.series];
+        for inc in incidents(&f.points, &s.ts, cooldown) {
+            let row = IncidentRow {
+                series: name(s),
+                users: users(f.series, &inc),
+                start: format_ts(s.ts[inc.first], dates),
+                end: format_ts(step_end(s, inc.last), dates),
+                observed: s.values[inc.top.index],
+                expected: inc.top.expected,
+                score: inc.top.score,
+                detector: inc.top.detector.name().into(),
+                detectors: joined(&inc.detectors),
+                severity: inc.severity().name().into(),
+                risk: (inc.risk * 10.0).round() / 10.0,
+                fraud_suspect: inc.fraud_suspect(),
+                points: inc.points,
+                span: (s.ts[inc.first], step_end(s, inc.last)),
+            };
+            rows.push((inc, row));
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.0.severity()
+            .cmp(&a.0.severity())
+            .then(b.1.risk.total_cmp(&a.1.risk))
+            .then(a.1.series.cmp(&b.1.series))
+            .then(a.1.start.cmp(&b.1.start))
+    });
+    rows
+}
+
+fn summarize(
+    series: &[Series],
+    found: &[SeriesFlags],
+    rows: &[(Incident, IncidentRow)],
+    seconds: [f64; 3],
+    outputs: Vec<PathBuf>,
+) -> DetectSummary {
+    let mut by_severity = BTreeMap::new();
+    let mut by_detector = BTreeMap::new();
+    for (inc, _) in rows {
+        *by_severity
+            .entry(inc.severity().name().to_string())
+            .or_default() += 1;
+    }
+    for f in found {
+        for p in &f.points {
+            *by_detector
+                .entry(p.top.detector.name().to_string())
+                .or_default() += 1;
+        }
+    }
+    DetectSummary {
+        series: series.len(),
+        points: series.iter().map(|s| s.values.len()).sum(),
+        flagged: found.iter().map(|f| f.points.len()).sum(),
+        reported: found
+            .iter()
+            .flat_map(|f| &f.points)
+            .filter(|p| p.reported)
+            .count(),
+        incidents: rows.len(),
+        by_severity,
+        by_detector,
+        fraud_suspects: rows.iter().filter(|r| r.0.fraud_suspect()).count(),
+        top: rows.iter().take(10).map(|r| r.1.clone()).collect(),
+        seconds,
+        outputs,
+    }
+}
+
+/// `detect --series FILE --out OUT`: one row per reported point (each incident's first
+/// flagged point and its escalations; every flagged point with a zero cooldown): `series_id, ts, value,
+/// expected, score, detector, severity`, then `risk`, `detectors` (every one that fired,
+/// `+`-joined), `fraud_suspect` and `incident` (the start of the incident it belongs to).
+pub fn detect_file(input: &Path, out: &Path, spec: &DetectSpec) -> Result<DetectSummary> {
+    spec.config.validate()?;
+    let clock = std::time::Instant::now();
+    let series = read_series_with(input, true)?;
+    let read = clock.elapsed().as_secs_f64();
+    let found = detect_series(&series, spec, &|_| Vec::new())?;
+    let fit = clock.elapsed().as_secs_f64() - read;
+    let dates = all_dates(&series);
+    let cooldown = spec.config.cooldown;
+    let mut df = points_table(
+        &series,
+        &found,
+        &["series_id"],
+        &|s| vec![s.id.clone()],
+        dates,
+        cooldown,
+    )?;
+    write_table(out, &mut df)?;
+    let rows = incident_rows(
+        &series,
+        &found,
+        &|s| s.id.clone(),
+        &|_, _| String::new(),
+        &|s, i| s.ts[i],
+        dates,
+        cooldown,
+    );
+    let write = clock.elapsed().as_secs_f64() - read - fit;
+    Ok(summarize(
+        &series,
+        &found,
+        &rows,
+        [read, fit, write],
+        vec![out.to_path_buf()],
+    ))
+}
+
+fn points_table(
+    series: &[Series],
+    found: &[SeriesFlags],
+    keys: &[&str],
+    split: &dyn Fn(&Series) -> Vec<String>,
+    dates: bool,
+    cooldown: i64,
+) -> Result<DataFrame> {
+    let mut kcols: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    let (mut ts, mut value, mut expected, mut score) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut detector, mut sev, mut risk, mut dets, mut fraud, mut incident) = (
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+        Vec::new(),
+    );
+    for f in found {
+        let s = &series[f.series];
+        let parts = split(s);
+        for inc in incidents(&f.points, &s.ts, cooldown) {
+            for p in f
+                .points
+                .iter()
+                .filter(|p| p.reported && (inc.first..=inc.last).contains(&p.index))
+            {
+                for (c, v) in kcols.iter_mut().zip(&parts) {
+                    c.push(v.clone());
+                }
+                ts.push(s.ts[p.index]);
+                value.push(s.values[p.index]);
+                expected.push(p.top.expected);
+                score.push(p.top.score);
+                detector.push(p.top.detector.name());
+                sev.push(severity(p.top.strength).name());
+                risk.push((p.risk * 10.0).round() / 10.0);
+                dets.push(joined(&p.detectors));
+                fraud.push(p.fraud_suspect());
+                incident.push(s.ts[inc.first]);
+            }
+        }
+    }
+    let time = |name: &str, v: Vec<i64>| -> Result<Column> {
+        Ok(if dates {
+            Column::new(
+                name.into(),
+                v.iter().map(|&t| format_ts(t, true)).collect::<Vec<_>>(),
+            )
+        } else {
+            Column::new(name.into(), v).cast(&crate::rollup::utc_datetime())?
+        })
+    };
+    let mut cols: Vec<Column> = keys
+        .iter()
+        .zip(kcols)
+        .map(|(k, v)| Column::new((*k).into(), v))
+        .collect();
+    cols.push(time("ts", ts)?);
+    cols.push(Column::new("value".into(), value));
+    cols.push(Column::new("expected".into(), expected));
+    cols.push(Column::new("score".into(), score));
+    cols.push(Column::new("detector".into(), detector));
+    cols.push(Column::new("severity".into(), sev));
+    cols.push(Column::new("risk".into(), risk));
+    cols.push(Column::new("detectors".into(), dets));
+    cols.push(Column::new("fraud_suspect".into(), fraud));
+    cols.push(time("incident", incident)?);
+    Ok(DataFrame::new_infer_height(cols)?)
+}
+
+/// A user-level flag: the UTC hour's start, the flag (index unset), the user.
+type UserFlag = (i64, Flag, String);
+
+/// Per tenant × meter: user-level pattern flags.
+#[derive(Debug, Default)]
+struct UserFlags {
+    by_series: HashMap<(String, String), Vec<UserFlag>>,
+}
+
+/// One user's events in one hour: count, last instant, Σ gap, Σ gap².
+type UserHour = (usize, i64, f64, f64);
+
+/// Scans the lake's events (from `since` minus a week of history) for bots and user bursts.
+fn user_patterns(lake: &Lake, cfg: &DetectConfig, since: Option<i64>) -> Result<UserFlags> {
+    let mut lf = crate::lake::scan_events(lake)?
+        .filter(col("user_id").is_not_null())
+        .select([
+            col("tenant_id"),
+            col("meter"),
+            col("user_id"),
+            col("ts").cast(DataType::Int64).alias("ts"),
+        ]);
+    if let Some(s) = since {
+        lf = lf.filter(col("ts").gt_eq(lit(s - 7 * 24 * HOUR)));
+    }
+    let df = lf
+        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
+        .collect()?;
+    let (t, m, u, ts) = (
+        df.column("tenant_id")?.str()?,
+        df.column("meter")?.str()?,
+        df.column("user_id")?.str()?,
+        df.column("ts")?.i64()?,
+    );
+    let mut out = UserFlags::default();
+    let n = df.height();
+    let mut start = 0;
+    while start < n {
+        // One tenant × meter.
+        let (tn, mn) = (t.get(start).unwrap_or(""), m.get(start).unwrap_or(""));
+        let mut end = start;
+        while end < n && t.get(end) == Some(tn) && m.get(end) == Some(mn) {
+            end += 1;
+        }
+        let flags = tenant_patterns(
+            (start..end).map(|i| (ts.get(i).unwrap_or(0), u.get(i).unwrap_or(""))),
+            cfg,
+        );
+        if !flags.is_empty() {
+            out.by_series
+                .insert((tn.to_string(), mn.to_string()), flags);
+        }
+        start = end;
+    }
+    Ok(out)
+}
+
+/// The user-level patterns of one tenant × meter's events (in time order).
+fn tenant_patterns<'a>(
+    events: impl Iterator<Item = (i64, &'a str)>,
+    cfg: &DetectConfig,
+) -> Vec<UserFlag> {
+    // Per hour: per user, (count, last ts, Σgap, Σgap²).
+    let mut hours: BTreeMap<i64, HashMap<&'a str, UserHour>> = BTreeMap::new();
+    for (t, user) in events {
+        let h = t.div_euclid(HOUR) * HOUR;
+        let e = hours
+            .entry(h)
+            .or_default()
+            .entry(user)
+            .or_insert((0, t, 0.0, 0.0));
+        if e.0 > 0 {
+            let g = (t - e.1) as f64;
+            e.2 += g;
+            e.3 += g * g;
+        }
+        e.0 += 1;
+        e.1 = t;
+    }
+    let mut seen: HashSet<&str> = HashSet::new();
+    let mut user_hours: Vec<f64> = Vec::new(); // trailing user-hour counts, for the "typical"
+    let first = hours.keys().next().copied().unwrap_or(0);
+    let mut out = Vec::new();
+    for (&h, users) in &hours {
+        let warm = h - first >= 7 * 24 * HOUR;
+        let mut counts: Vec<(usize, &str)> = users.iter().map(|(u, e)| (e.0, *u)).collect();
+        counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+        if cfg.pattern {
+            for (u, &(c, _, sg, sg2)) in users {
+                if c >= BOT_MIN_EVENTS {
+                    let k = (c - 1) as f64;
+                    let mean = sg / k;
+                    let cv = ((sg2 / k - mean * mean).max(0.0)).sqrt() / mean.max(1.0);
+                    if cv < BOT_MAX_CV {
+                        out.push((
+                            h,
+                            Flag {
+                                index: 0,
+                                expected: BOT_MAX_CV,
+                                score: cv,
+                                strength: (BOT_MAX_CV / cv.max(BOT_MAX_CV / 10.0)).max(1.0),
+                                detector: Kind::Bot,
+                            },
+                            u.to_string(),
+                        ));
+                    }
+                }
+            }
+            if let Some(&(c, u)) = counts.first()
+                && c as f64 >= cfg.min_volume
+            {
+                let peers: Vec<f64> = counts[1..].iter().map(|p| p.0 as f64).collect();
+                let typical = if !seen.contains(u) && warm && !user_hours.is_empty() {
+                    // A newcomer: against the tenant's usual user-hour.
+                    Some(median(&mut user_hours.clone()))
+                } else if peers.len() >= 2 {
+                    Some(median(&mut peers.clone()))
+                } else {
+                    None
+                };
+                if let Some(typ) = typical
+                    && c as f64 >= BURST_FACTOR * typ.max(1.0)
+                {
+                    let ratio = c as f64 / typ.max(1.0);
+                    out.push((
+                        h,
+                        Flag {
+                            index: 0,
+                            expected: typ,
+                            score: ratio,
+                            strength: ratio / BURST_FACTOR,
+                            detector: Kind::UserBurst,
+                        },
+                        u.to_string(),
+                    ));
+                }
+            }
+        }
+        for (c, u) in &counts {
+            seen.insert(u);
+            user_hours.push(*c as f64);
+        }
+        if user_hours.len() > 2000 {
+            user_hours.drain(..user_hours.len() - 1000);
+        }
+    }
+    out
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
+/// `detect --lake DIR --granularity G`: brings the rollup up to date, runs the detectors
+/// over every tenant × meter series (and the user-level patterns over the events), and
+/// writes `LAKE/anomalies/granularity=G/{points,incidents}.parquet`.
+pub fn detect_lake(
+    lake_dir: &Path,
+    meters: &Meters,
+    granularity: Granularity,
+    spec: &DetectSpec,
+) -> Result<DetectSummary> {
+    spec.config.validate()?;
+    if !matches!(granularity, Granularity::Hour | Granularity::Day) {
+        return Err(Error::InvalidParameter {
+            name: "--granularity",
+            reason: format!("{granularity}: detection runs on hour or day rollups"),
+        });
+    }
+    let lake = Lake::open(lake_dir)?;
+    let rspec = RollupSpec::new(granularity);
+    let clock = std::time::Instant::now();
+    rollup(&lake, meters, &rspec, &RollupOptions::default())?;
+    let df = scan_rollup(&lake, &rspec)?
+        .select([
+            col("tenant_id"),
+            col("meter"),
+            col("window_start").cast(DataType::Int64).alias("ts"),
+            col("value"),
+        ])
+        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
+        .collect()?;
+    let (t, m, ts, v) = (
+        df.column("tenant_id")?.str()?,
+        df.column("meter")?.str()?,
+        df.column("ts")?.i64()?,
+        df.column("value")?.f64()?,
+    );
+    let mut series: Vec<Series> = Vec::new();
+    let mut keys: Vec<(String, String)> = Vec::new();
+    for i in 0..df.height() {
+        let key = (
+            t.get(i).unwrap_or_default().to_string(),
+            m.get(i).unwrap_or_default().to_string(),
+        );
+        if keys.last() != Some(&key) {
+            series.push(Series {
+                id: format!("{}/{}", key.0, key.1),
+                ts: Vec::new(),
+                values: Vec::new(),
+            });
+            keys.push(key);
+        }
+        let s = series.last_mut().expect("just pushed");
+        s.ts.push(ts.get(i).unwrap_or_default());
+        s.values.push(v.get(i).unwrap_or_default());
+    }
+    let users = if spec.config.pattern {
+        user_patterns(&lake, &spec.config, spec.since)?
+    } else {
+        UserFlags::default()
+    };
+    let read = clock.elapsed().as_secs_f64();
+    let window = match granularity {
+        Granularity::Hour => HOUR,
+        _ => 24 * HOUR,
+    };
+    // User flags land on the series' window holding their hour.
+    let placed = |k: usize| -> Vec<(Flag, String)> {
+        let Some(list) = users.by_series.get(&keys[k]) else {
+            return Vec::new();
+        };
+        let s = &series[k];
+        list.iter()
+            .filter_map(|(h, f, u)| {
+                let w = h.div_euclid(window) * window;
+                s.ts.binary_search(&w)
+                    .ok()
+                    .map(|i| (Flag { index: i, ..*f }, u.clone()))
+            })
+            .collect()
+    };
+    let found = detect_series(&series, spec, &|k| {
+        placed(k).into_iter().map(|p| p.0).collect()
+    })?;
+    let fit = clock.elapsed().as_secs_f64() - read;
+    let dir = lake_dir
+        .join(ANOMALIES_DIR)
+        .join(format!("granularity={granularity}"));
+    let step_end = |s: &Series, i: usize| s.ts[i] + window;
+    let users_of = |k: usize, inc: &Incident| -> String {
+        let mut us: Vec<String> = placed(k)
+            .into_iter()
+            .filter(|(f, _)| (inc.first..=inc.last).contains(&f.index))
+            .map(|(_, u)| u)
+            .collect();
+        us.sort();
+        us.dedup();
+        us.join(",")
+    };
+    let split = |s: &Series| -> Vec<String> {
+        let (a, b) = s.id.split_once('/').unwrap_or((&s.id, ""));
+        vec![a.to_string(), b.to_string()]
+    };
+    let cooldown = spec.config.cooldown;
+    let rows = incident_rows(
+        &series,
+        &found,
+        &|s| s.id.clone(),
+        &users_of,
+        &step_end,
+        false,
+        cooldown,
+    );
+    let mut points = points_table(
+        &series,
+        &found,
+        &["tenant_id", "meter"],
+        &split,
+        false,
+        cooldown,
+    )?;
+    let mut inc = incidents_table(&rows)?;
+    let (pp, ip) = (dir.join("points.parquet"), dir.join("incidents.parquet"));
+    write_table(&pp, &mut points)?;
+    write_table(&ip, &mut inc)?;
+    let write = clock.elapsed().as_secs_f64() - read - fit;
+    Ok(summarize(
+        &series,
+        &found,
+        &rows,
+        [read, fit, write],
+        vec![pp, ip],
+    ))
+}
+
+fn incidents_table(rows: &[(Incident, IncidentRow)]) -> Result<DataFrame> {
+    let r: Vec<&IncidentRow> = rows.iter().map(|r| &r.1).collect();
+    let (tenant, meter): (Vec<String>, Vec<String>) = r
+        .iter()
+        .map(|r| {
+            let (a, b) = r.series.split_once('/').unwrap_or((&r.series, ""));
+            (a.to_string(), b.to_string())
+        })
+        .unzip();
+    let start = Column::new(
+        "window_start".into(),
+        r.iter().map(|r| r.span.0).collect::<Vec<_>>(),
+    )
+    .cast(&crate::rollup::utc_datetime())?;
+    let end = Column::new(
+        "window_end".into(),
+        r.iter().map(|r| r.span.1).collect::<Vec<_>>(),
+    )
+    .cast(&crate::rollup::utc_datetime())?;
+    let users: Vec<Option<String>> = r
+        .iter()
+        .map(|r| (!r.users.is_empty()).then(|| r.users.clone()))
+        .collect();
+    Ok(DataFrame::new_infer_height(vec![
+        Column::new("tenant_id".into(), tenant),
+        Column::new("meter".into(), meter),
+        Column::new("user_id".into(), users),
+        start,
+        end,
+        Column::new(
+            "observed".into(),
+            r.iter().map(|r| r.observed).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "expected".into(),
+            r.iter().map(|r| r.expected).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "score".into(),
+            r.iter().map(|r| r.score).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "detector".into(),
+            r.iter().map(|r| r.detector.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "detectors".into(),
+            r.iter().map(|r| r.detectors.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "severity".into(),
+            r.iter().map(|r| r.severity.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new("risk".into(), r.iter().map(|r| r.risk).collect::<Vec<_>>()),
+        Column::new(
+            "fraud_suspect".into(),
+            r.iter().map(|r| r.fraud_suspect).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "points".into(),
+            r.iter().map(|r| r.points as u32).collect::<Vec<_>>(),
+        ),
+    ])?)
+}

@@ -1,0 +1,476 @@
+//! Z-score detectors: rolling (mean and standard deviation of a trailing window), robust
+//! (median and MAD of the window) and seasonal (robust z of the residual after the same
+//! phase's median over the last seasons).
+//!
+//! Warm-ups: rolling and robust flag once `min(window, 30)` points precede the point (the
+//! window grows to its full length meanwhile); seasonal needs two whole seasons and then 30
+//! residuals. A series with no season (steps of a week or longer) gets no seasonal flags.
+
+use std::collections::VecDeque;
+
+use super::{DAY, Detector, Flag, Kind, SeriesView, default_window};
+
+/// The smallest scale a z-score divides by, relative to the level: a flat series that
+/// moves by a hair is not a 10⁹-sigma event.
+const REL_FLOOR: f64 = 1e-3;
+
+fn floor(level: f64) -> f64 {
+    (REL_FLOOR * level.abs()).max(1e-9)
+}
+
+fn flag(index: usize, expected: f64, z: f64, threshold: f64, detector: Kind) -> Option<Flag> {
+    (z.abs() > threshold).then(|| Flag {
+        index,
+        expected,
+        score: z.abs(),
+        strength: z.abs() / threshold,
+        detector,
+    })
+}
+
+/// |z| against the mean and sample standard deviation of the previous `window` points.
+#[derive(Debug, Clone)]
+pub struct Rolling {
+    /// Trailing window (None: [`default_window`]).
+    pub window: Option<usize>,
+    /// |z| threshold.
+    pub threshold: f64,
+}
+
+impl Detector for Rolling {
+    fn name(&self) -> &'static str {
+        "zscore"
+    }
+
+    fn warmup(&self, s: &SeriesView) -> usize {
+        self.window.unwrap_or_else(|| default_window(s)).min(30)
+    }
+
+    fn detect(&self, s: &SeriesView, out: &mut Vec<Flag>) {
+        let y = s.values;
+        let w = self.window.unwrap_or_else(|| default_window(s));
+        let warm = self.warmup(s);
+        // Sums of (y − shift) over the window, recomputed every `w` points so rounding
+        // cannot drift; the shift keeps them small for large levels.
+        let mut shift = y.first().copied().unwrap_or(0.0);
+        let (mut s1, mut s2) = (0.0, 0.0);
+        for i in 0..y.len() {
+            let n = i.min(w);
+            if n >= warm.max(2) {
+                let nf = n as f64;
+                let mean = s1 / nf;
+                let var = ((s2 - s1 * mean) / (nf - 1.0)).max(0.0);
+                let level = mean + shift;
+                let sd = var.sqrt().max(floor(level));
+                if let Some(f) = flag(i, level, (y[i] - level) / sd, self.threshold, Kind::Zscore) {
+                    out.push(f);
+                }
+            }
+            // Slide: add y[i], drop y[i − w].
+            if i >= w && (i % w) == 0 {
+                shift = y[i + 1 - w..=i].iter().sum::<f64>() / w as f64;
+                s1 = 0.0;
+                s2 = 0.0;
+                for &v in &y[i + 1 - w..=i] {
+                    s1 += v - shift;
+                    s2 += (v - shift) * (v - shift);
+                }
+            } else {
+                let d = y[i] - shift;
+                s1 += d;
+                s2 += d * d;
+                if i >= w {
+                    let o = y[i - w] - shift;
+                    s1 -= o;
+                    s2 -= o * o;
+                }
+            }
+        }
+    }
+}
+
+/// A sorted sliding window: median and MAD in O(window).
+#[derive(Debug, Clone, Default)]
+pub struct SortedWindow {
+    sorted: Vec<f64>,
+    order: VecDeque<f64>,
+    cap: usize,
+}
+
+impl SortedWindow {
+    /// An empty window of at most `cap` values.
+    pub fn new(cap: usize) -> Self {
+        SortedWindow {
+            sorted: Vec::with_capacity(cap + 1),
+            order: VecDeque::with_capacity(cap + 1),
+            cap: cap.max(1),
+        }
+    }
+
+    /// Values held.
+    pub fn len(&self) -> usize {
+        self.sorted.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.sorted.is_empty()
+    }
+
+    /// Adds `v`, dropping the oldest value when full.
+    pub fn push(&mut self, v: f64) {
+        if self.order.len() == self.cap
+            && let Some(old) = self.order.pop_front()
+        {
+            let at = self.sorted.partition_point(|&x| x < old);
+            self.sorted.remove(at);
+        }
+        let at = self.sorted.partition_point(|&x| x < v);
+        self.sorted.insert(at, v);
+        self.order.push_back(v);
+    }
+
+    /// The k-th largest value held (1 = the maximum; k = 1 % of the window, at least 3, as
+    /// in [`SortedWindow::scale`]), or None while fewer than 2k + 1 are held.
+    pub fn upper_tail(&self) -> Option<f64> {
+        let n = self.sorted.len();
+        let k = (n / 100).max(3);
+        (n > 2 * k).then(|| self.sorted[n - k])
+    }
+
+    /// The median (0 when empty).
+    pub fn median(&self) -> f64 {
+        let n = self.sorted.len();
+        match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => self.sorted[n / 2],
+            _ => 0.5 * (self.sorted[n / 2 - 1] + self.sorted[n / 2]),
+        }
+    }
+
+    /// The median absolute deviation from `m` (the window's median), by merging the
+    /// deviations outward from the middle.
+    pub fn mad(&self, m: f64) -> f64 {
+        let a = &self.sorted;
+        let n = a.len();
+        if n == 0 {
+            return 0.0;
+        }
+        let mut j = a.partition_point(|&x| x < m);
+        let mut i = j; // a[..i] are below m: next left is a[i - 1]
+        let want = n / 2; // 0-based rank of the upper median
+        let mut prev = 0.0;
+        for k in 0..=want {
+            let left = (i > 0).then(|| m - a[i - 1]);
+            let right = (j < n).then(|| a[j] - m);
+            let d = match (left, right) {
+                (Some(l), Some(r)) if l <= r => {
+                    i -= 1;
+                    l
+                }
+                (Some(l), None) => {
+                    i -= 1;
+                    l
+                }
+                (_, Some(r)) => {
+                    j += 1;
+                    r
+                }
+                (None, None) => break,
+            };
+            if k == want {
+                return if n % 2 == 1 { d } else { 0.5 * (prev + d) };
+            }
+            prev = d;
+        }
+        prev
+    }
+
+    /// A robust scale: the larger of
+    /// - 1.4826 · MAD (or 1.2533 · the mean absolute deviation when more than half the
+    ///   values are equal and the MAD is 0): the standard deviation for normal data, blind
+    ///   to the tails;
+    /// - the spread between the k-th smallest and k-th largest values (k = 1 % of the
+    ///   window, at least 3) over the spread of those ranks in a normal sample: also the
+    ///   standard deviation for normal data, but larger for heavy-tailed data, where
+    ///   excursions of "3 MADs" are routine and flagging them would bury real anomalies.
+    ///   Its k − 1 outermost values on each side cannot move it, so a few spikes in the
+    ///   window do not mask the next one;
+    ///
+    /// floored relative to `m`.
+    pub fn scale(&self, m: f64) -> f64 {
+        let mad = self.mad(m);
+        let n = self.sorted.len();
+        let core = if mad > 0.0 {
+            1.4826 * mad
+        } else {
+            1.2533 * self.sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / n.max(1) as f64
+        };
+        let k = (n / 100).max(3);
+        let tail = if n > 2 * k + 1 {
+            let spread = self.sorted[n - k] - self.sorted[k - 1];
+            spread / (2.0 * tail_quantile(k, n))
+        } else {
+            0.0
+        };
+        core.max(tail).max(floor(m))
+    }
+}
+
+/// The standard normal quantile of the k-th largest of n values (plotting position
+/// (k − 0.5) / n), cached per (k, n) since windows keep their size.
+fn tail_quantile(k: usize, n: usize) -> f64 {
+    use std::cell::Cell;
+    thread_local! {
+        static LAST: Cell<(usize, usize, f64)> = const { Cell::new((0, 0, 0.0)) };
+    }
+    LAST.with(|c| {
+        let (lk, ln, q) = c.get();
+        if (lk, ln) == (k, n) {
+            return q;
+        }
+        let p = (k as f64 - 0.5) / n as f64;
+        let q = crate::forecast::normal_quantile(1.0 - 2.0 * p);
+        c.set((k, n, q));
+        q
+    })
+}
+
+/// |z| against the median and MAD of the previous `window` points.
+#[derive(Debug, Clone)]
+pub struct Robust {
+    /// Trailing window (None: [`default_window`]).
+    pub window: Option<usize>,
+    /// |z| threshold.
+    pub threshold: f64,
+}
+
+impl Detector for Robust {
+    fn name(&self) -> &'static str {
+        "robust"
+    }
+
+    fn warmup(&self, s: &SeriesView) -> usize {
+        self.window.unwrap_or_else(|| default_window(s)).min(30)
+    }
+
+    fn detect(&self, s: &SeriesView, out: &mut Vec<Flag>) {
+        let w = self.window.unwrap_or_else(|| default_window(s));
+        let warm = self.warmup(s);
+        let mut win = SortedWindow::new(w);
+        for (i, &v) in s.values.iter().enumerate() {
+            if win.len() >= warm.max(2) {
+                let m = win.median();
+                let z = (v - m) / win.scale(m);
+                if let Some(f) = flag(i, m, z, self.threshold, Kind::Robust) {
+                    out.push(f);
+                }
+            }
+            win.push(v);
+        }
+    }
+}
+
+/// The season of a series: its duration (µs) and points per season, or None when the
+/// step is a week or longer (or irregular beyond use).
+pub fn season_of(s: &SeriesView) -> Option<(i64, usize)> {
+    let dur = if s.step < DAY {
+        DAY
+    } else if s.step == DAY {
+        7 * DAY
+    } else {
+        return None;
+    };
+    let points = (dur / s.step.max(1)) as usize;
+    (2..=10_000).contains(&points).then_some((dur, points))
+}
+
+/// The phase of instant `t` in a season of `dur` µs split into `points` slots.
+pub fn phase(t: i64, dur: i64, points: usize) -> usize {
+    let slot = dur / points as i64;
+    ((t.rem_euclid(dur) / slot.max(1)) as usize).min(points - 1)
+}
+
+/// Seasons a phase's expected value is the median of.
+pub const SEASONS: usize = 4;
+
+/// A per-phase memory of the last [`SEASONS`] values; the expected value of a phase is
+/// their median (a past spike at that phase cannot shift it much).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    dur: i64,
+    points: usize,
+    slots: Vec<VecDeque<f64>>,
+}
+
+impl Profile {
+    /// An empty profile for the series' season (None if it has none).
+    pub fn new(s: &SeriesView) -> Option<Profile> {
+        let (dur, points) = season_of(s)?;
+        Some(Profile {
+            dur,
+            points,
+            slots: vec![VecDeque::with_capacity(SEASONS); points],
+        })
+    }
+
+    /// The phase of `t`.
+    pub fn phase(&self, t: i64) -> usize {
+        phase(t, self.dur, self.points)
+    }
+
+    /// Expected value at phase `p` once it has seen at least `min` seasons.
+    pub fn expected(&self, p: usize, min: usize) -> Option<f64> {
+        let q = &self.slots[p];
+        if q.len() < min.max(1) {
+            return None;
+        }
+        let mut v: [f64; SEASONS] = [0.0; SEASONS];
+        for (d, x) in v.iter_mut().zip(q) {
+            *d = *x;
+        }
+        let v = &mut v[..q.len()];
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        Some(if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            0.5 * (v[n / 2 - 1] + v[n / 2])
+        })
+    }
+
+    /// Records `v` at phase `p`.
+    pub fn push(&mut self, p: usize, v: f64) {
+        let q = &mut self.slots[p];
+        if q.len() == SEASONS {
+            q.pop_front();
+        }
+        q.push_back(v);
+    }
+}
+
+/// Robust z of the residual after the series' expected value.
+///
+/// Two causal predictors run side by side: the seasonal profile (the same phase's median
+/// over the last [`SEASONS`] seasons) and the recent level (the median of the last hour of
+/// points, at least 3). The expected value is the profile's unless the recent level has
+/// predicted the series better over the last day (exponentially weighted mean absolute
+/// error, span one season): a strongly seasonal series is judged against its profile, so a
+/// normal Monday peak or nightly lull is not flagged; a series without a real season (or
+/// after a lasting level change) is judged against its level, instead of against a noisy
+/// profile of past days. The z-score divides by the robust scale of the last week of
+/// residuals (see [`SortedWindow::scale`]).
+#[derive(Debug, Clone)]
+pub struct Seasonal {
+    /// |z| threshold.
+    pub threshold: f64,
+}
+
+/// Residuals the seasonal detector's scale comes from.
+const RESIDUALS: usize = 30;
+
+impl Detector for Seasonal {
+    fn name(&self) -> &'static str {
+        "seasonal"
+    }
+
+    fn warmup(&self, s: &SeriesView) -> usize {
+        season_of(s).map_or(usize::MAX, |(_, p)| 2 * p + RESIDUALS)
+    }
+
+    fn detect(&self, s: &SeriesView, out: &mut Vec<Flag>) {
+        let Some(mut profile) = Profile::new(s) else {
+            return;
+        };
+        let season_points = profile.points as f64;
+        let decay = 1.0 - 1.0 / season_points;
+        let mut recent = SortedWindow::new(s.points_in(super::HOUR).max(3));
+        let (mut err_profile, mut err_recent) = (0.0f64, 0.0f64);
+        let mut resid = SortedWindow::new(default_window(s));
+        for (i, (&t, &v)) in s.ts.iter().zip(s.values).enumerate() {
+            let p = profile.phase(t);
+            let level = (!recent.is_empty()).then(|| recent.median());
+            if let (Some(e_p), Some(e_r)) = (profile.expected(p, 2), level) {
+                let e = if err_recent < err_profile { e_r } else { e_p };
+                let r = v - e;
+                if resid.len() >= RESIDUALS {
+                    let m = resid.median();
+                    let sc = resid.scale(m).max(floor(e));
+                    if let Some(f) = flag(i, e + m, (r - m) / sc, self.threshold, Kind::Seasonal) {
+                        out.push(f);
+                    }
+                }
+                resid.push(r);
+                err_profile = decay * err_profile + (1.0 - decay) * (v - e_p).abs();
+                err_recent = decay * err_recent + (1.0 - decay) * (v - e_r).abs();
+            }
+            profile.push(p, v);
+            recent.push(v);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorted_window_median_and_mad_match_a_sort() {
+        let xs = [5.0, 1.0, 9.0, 3.0, 3.0, 7.0, 2.0, 8.0, 100.0, 4.0, 6.0];
+        let mut w = SortedWindow::new(6);
+        for (k, &x) in xs.iter().enumerate() {
+            w.push(x);
+            let held: Vec<f64> = xs[(k + 1).saturating_sub(6)..=k].to_vec();
+            let med = |v: &[f64]| {
+                let mut v = v.to_vec();
+                v.sort_by(f64::total_cmp);
+                let n = v.len();
+                if n % 2 == 1 {
+                    v[n / 2]
+                } else {
+                    0.5 * (v[n / 2 - 1] + v[n / 2])
+                }
+            };
+            let m = med(&held);
+            assert_eq!(w.median(), m);
+            let dev: Vec<f64> = held.iter().map(|v| (v - m).abs()).collect();
+            assert_eq!(w.mad(m), med(&dev), "{held:?}");
+        }
+    }
+
+    #[test]
+    fn robust_flags_a_spike_that_rolling_misses_after_an_earlier_one() {
+        // Noise, a huge spike, then a second, smaller spike: the first inflates the rolling
+        // standard deviation, not the MAD.
+        let mut y: Vec<f64> = (0..200)
+            .map(|i| 100.0 + ((i * 37) % 11) as f64 - 5.0)
+            .collect();
+        y[100] = 10_000.0;
+        y[120] = 160.0;
+        let ts: Vec<i64> = (0..200).map(|i| i as i64 * super::super::HOUR).collect();
+        let s = SeriesView {
+            ts: &ts,
+            values: &y,
+            step: super::super::HOUR,
+        };
+        let run = |d: &dyn Detector| {
+            let mut f = Vec::new();
+            d.detect(&s, &mut f);
+            f.iter().map(|f| f.index).collect::<Vec<_>>()
+        };
+        let rolling = run(&Rolling {
+            window: Some(50),
+            threshold: 3.0,
+        });
+        let robust = run(&Robust {
+            window: Some(50),
+            threshold: 3.0,
+        });
+        assert!(
+            rolling.contains(&100) && !rolling.contains(&120),
+            "{rolling:?}"
+        );
+        assert!(robust.contains(&100) && robust.contains(&120), "{robust:?}");
+        assert!(robust.iter().all(|&i| i == 100 || i == 120), "{robust:?}");
+    }
+}
