@@ -5,15 +5,20 @@
 //! users, not a series), per tenant, meter and UTC hour:
 //! - `bot`: one user with at least [`BOT_MIN_EVENTS`] events in the hour at near-constant
 //!   intervals (coefficient of variation of the gaps below [`BOT_MAX_CV`]);
-//! - `user_burst`: one user with at least `min_volume` events and [`BURST_FACTOR`]× the
-//!   busiest of its peers' median (at least 3 users active), or a user never seen before
-//!   with [`BURST_FACTOR`]× the tenant's median user-hour: the typical shape of a stolen
+//! - `user_burst`: one user with at least `min_volume` events and [`BURST_FACTOR`]× both
+//!   its peers' median that hour (at least 3 users active) and its own median over its
+//!   last week of active hours, or a user never seen before with [`BURST_FACTOR`]× the
+//!   tenant's median user-hour (after a week of history): the typical shape of a stolen
 //!   key or a scraping account.
+//!
+//! On the lake, `min_volume` counts events: on volume meters (counts, sums, distinct counts, durations) a
+//! series flag needs the window's events, or the series' typical events per window, to
+//! reach it (`volume_guard`); gauges are not guarded.
 //!
 //! Their flags join the tenant × meter series' flags at the window holding that hour, so
 //! the risk score combines them; incidents name the users involved.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
@@ -76,6 +81,7 @@ pub fn detect_series(
     series: &[Series],
     spec: &DetectSpec,
     extra: &(dyn Fn(usize) -> Vec<Flag> + Sync),
+    counts: Option<&[Vec<f64>]>,
 ) -> Result<Vec<SeriesFlags>> {
     spec.config.validate()?;
     let detectors: Vec<Box<dyn Detector>> = spec.config.detectors();
@@ -93,6 +99,9 @@ pub fn detect_series(
                 let mut flags = Vec::new();
                 for d in &detectors {
                     d.detect(&view, &mut flags);
+                }
+                if let Some(c) = counts.and_then(|c| c.get(k)).filter(|c| !c.is_empty()) {
+                    volume_guard(&mut flags, c, spec.config.min_volume);
                 }
                 flags.extend(extra(k));
                 if let Some(since) = spec.since {
@@ -120,6 +129,23 @@ pub fn detect_series(
             .map(|p| p.install(run)),
         None => Ok(run()),
     }
+}
+
+/// Drops flags of windows too small to matter: neither the window's events nor the
+/// series' typical events per window (the median of the previous day's windows) reach
+/// `min_volume`, so 2 calls where 0 were expected is no incident, while a drop from a
+/// busy level to nothing still is.
+fn volume_guard(flags: &mut Vec<Flag>, counts: &[f64], min_volume: f64) {
+    if flags.is_empty() {
+        return;
+    }
+    let mut recent = crate::detect::zscore::SortedWindow::new(24);
+    let mut typical = Vec::with_capacity(counts.len());
+    for &c in counts {
+        typical.push(recent.median());
+        recent.push(c);
+    }
+    flags.retain(|f| counts[f.index].max(typical[f.index]) >= min_volume);
 }
 
 /// What a detection run found.
@@ -279,7 +305,7 @@ pub fn detect_file(input: &Path, out: &Path, spec: &DetectSpec) -> Result<Detect
     let clock = std::time::Instant::now();
     let series = read_series_with(input, true)?;
     let read = clock.elapsed().as_secs_f64();
-    let found = detect_series(&series, spec, &|_| Vec::new())?;
+    let found = detect_series(&series, spec, &|_| Vec::new(), None)?;
     let fit = clock.elapsed().as_secs_f64() - read;
     let dates = all_dates(&series);
     let cooldown = spec.config.cooldown;
@@ -462,7 +488,9 @@ fn tenant_patterns<'a>(
         e.0 += 1;
         e.1 = t;
     }
-    let mut seen: HashSet<&str> = HashSet::new();
+    // Each user's counts in its recent active hours: a burst is far above its own norm
+    // too (a tenant's heaviest user is not an incident every hour it works).
+    let mut own: HashMap<&str, crate::detect::zscore::SortedWindow> = HashMap::new();
     let mut user_hours: Vec<f64> = Vec::new(); // trailing user-hour counts, for the "typical"
     let first = hours.keys().next().copied().unwrap_or(0);
     let mut out = Vec::new();
@@ -495,13 +523,13 @@ fn tenant_patterns<'a>(
                 && c as f64 >= cfg.min_volume
             {
                 let peers: Vec<f64> = counts[1..].iter().map(|p| p.0 as f64).collect();
-                let typical = if !seen.contains(u) && warm && !user_hours.is_empty() {
+                let usual = own.get(u).map(|w| w.median());
+                let typical = match usual {
                     // A newcomer: against the tenant's usual user-hour.
-                    Some(median(&mut user_hours.clone()))
-                } else if peers.len() >= 2 {
-                    Some(median(&mut peers.clone()))
-                } else {
-                    None
+                    None if warm && !user_hours.is_empty() => Some(median(&mut user_hours.clone())),
+                    None => None,
+                    Some(mine) if peers.len() >= 2 => Some(median(&mut peers.clone()).max(mine)),
+                    Some(_) => None,
                 };
                 if let Some(typ) = typical
                     && c as f64 >= BURST_FACTOR * typ.max(1.0)
@@ -522,7 +550,9 @@ fn tenant_patterns<'a>(
             }
         }
         for (c, u) in &counts {
-            seen.insert(u);
+            own.entry(u)
+                .or_insert_with(|| crate::detect::zscore::SortedWindow::new(7 * 24))
+                .push(*c as f64);
             user_hours.push(*c as f64);
         }
         if user_hours.len() > 2000 {
@@ -568,16 +598,19 @@ pub fn detect_lake(
             col("meter"),
             col("window_start").cast(DataType::Int64).alias("ts"),
             col("value"),
+            col("event_count").cast(DataType::Float64),
         ])
         .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
         .collect()?;
-    let (t, m, ts, v) = (
+    let (t, m, ts, v, n) = (
         df.column("tenant_id")?.str()?,
         df.column("meter")?.str()?,
         df.column("ts")?.i64()?,
         df.column("value")?.f64()?,
+        df.column("event_count")?.f64()?,
     );
     let mut series: Vec<Series> = Vec::new();
+    let mut counts: Vec<Vec<f64>> = Vec::new();
     let mut keys: Vec<(String, String)> = Vec::new();
     for i in 0..df.height() {
         let key = (
@@ -591,6 +624,16 @@ pub fn detect_lake(
                 values: Vec::new(),
             });
             keys.push(key);
+            counts.push(Vec::new());
+        }
+        // Event counts guard additive meters only: a gauge's readings per window say
+        // nothing about its volume.
+        if let Some(c) = counts.last_mut()
+            && meters
+                .get(&keys[keys.len() - 1].1)
+                .is_none_or(|m| m.aggregation.zero_when_empty())
+        {
+            c.push(n.get(i).unwrap_or_default());
         }
         let s = series.last_mut().expect("just pushed");
         s.ts.push(ts.get(i).unwrap_or_default());
@@ -621,9 +664,12 @@ pub fn detect_lake(
             })
             .collect()
     };
-    let found = detect_series(&series, spec, &|k| {
-        placed(k).into_iter().map(|p| p.0).collect()
-    })?;
+    let found = detect_series(
+        &series,
+        spec,
+        &|k| placed(k).into_iter().map(|p| p.0).collect(),
+        Some(&counts),
+    )?;
     let fit = clock.elapsed().as_secs_f64() - read;
     let dir = lake_dir
         .join(ANOMALIES_DIR)

@@ -36,8 +36,9 @@ pub struct DetectArgs {
     /// Drop below the expected level that counts, in percent.
     #[arg(long, default_value_t = 90.0)]
     pub drop_percent: f64,
-    /// Minimum volume of a spike (and expected level of a drop).
-    #[arg(long, default_value_t = 50.0)]
+    /// Minimum volume of a spike (and expected level of a drop); on the lake, events per
+    /// window, for every series detector.
+    #[arg(long, default_value_t = 20.0)]
     pub min_volume: f64,
     /// Trailing window of the rolling and robust z-scores, in points (default: a week, 30
     /// to 1,000).

@@ -174,7 +174,7 @@ impl Default for DetectConfig {
             threshold: 3.0,
             spike_ratio: 5.0,
             drop_ratio: 0.1,
-            min_volume: 50.0,
+            min_volume: 20.0,
             window: None,
             cooldown: DEFAULT_COOLDOWN,
         }
@@ -276,6 +276,7 @@ impl DetectConfig {
                 spike_ratio: self.spike_ratio,
                 drop_ratio: self.drop_ratio,
                 min_volume: self.min_volume,
+                threshold: self.threshold,
             }));
         }
         if self.pattern {

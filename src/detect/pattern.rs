@@ -2,7 +2,8 @@
 //!
 //! Hours of the day (UTC: a tenant's local 3 AM is a fixed UTC hour, so its quiet hours
 //! are learned without knowing its zone) whose median over the last two weeks is at most a
-//! quarter of the median hour are quiet. A point in a quiet hour is flagged when it reaches
+//! quarter of the median hour are quiet (a series whose median hour is 0, sparse usage,
+//! has no quiet hours to speak of). A point in a quiet hour is flagged when it reaches
 //! `min_volume` and the median hour's level, and exceeds that hour's median by more than
 //! `threshold` robust standard deviations of that hour (see
 //! [`SortedWindow::scale`]; at least √median, the Poisson spread of a count, and at least
@@ -60,7 +61,7 @@ impl Detector for OffHours {
                 let m = meds[h];
                 // A quiet hour, and a value as high as a normal hour's and far above this
                 // hour's own spread.
-                if m <= 0.25 * typical && v >= typical {
+                if typical > 0.0 && m <= 0.25 * typical && v >= typical {
                     let sd = hours[h].scale(m).max(m.max(0.0).sqrt()).max(1.0);
                     let z = (v - m) / sd;
                     if z > self.threshold {

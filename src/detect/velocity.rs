@@ -8,11 +8,14 @@
 //!   points, at least 3: a series that bursts routinely is not flagged for it). Warm-up:
 //!   one hour (the usual-highs rule applies once 7 points are known).
 //! - Drop: the value falls below `drop_ratio` (10 %) of the expected level, and the
-//!   expected level is at least `min_volume`; on sub-hourly series every point of the last
-//!   hour must have, so one low reading is not a broken integration. The expected level is the median of the same
-//!   phase over the last seasons (see [`super::zscore::Profile`]), or, for series without a
-//!   season, the median of the previous week of points. Warm-up: two seasons (or 30
-//!   points).
+//!   expected level is at least `min_volume`, and the fall exceeds `threshold` robust
+//!   standard deviations (1.4826 MAD) of the series' usual misses of its expected level
+//!   (the last week of them; a sparse series, 0 one hour and 500 the next, drops to 0 routinely); on
+//!   sub-hourly series every point of the last hour must have, so one low reading is not a
+//!   broken integration. The expected level is the median of the same
+//!   phase over the last seasons (see [`super::zscore::Profile`]; hourly series use the
+//!   hour of the day until they have two weeks), or, for series without a season, the median of the previous week of points. Warm-up: two seasons (or 30
+//!   points), then 30 misses.
 //!
 //! Strength (score over threshold): a spike's relative rise over `spike_ratio`; a drop's
 //! `drop_ratio · expected / value`, capped at 10.
@@ -31,6 +34,8 @@ pub struct Velocity {
     pub drop_ratio: f64,
     /// Minimum volume of a spike (its value) and of a drop (its expected level).
     pub min_volume: f64,
+    /// How many robust standard deviations of the series' usual misses a drop must exceed.
+    pub threshold: f64,
 }
 
 impl Detector for Velocity {
@@ -52,6 +57,7 @@ impl Detector for Velocity {
         let mut recent = SortedWindow::new(default_window(s));
         let mut drop_since: Option<i64> = None;
         let mut history = SortedWindow::new(default_window(s));
+        let mut misses = SortedWindow::new(default_window(s));
         for i in 0..y.len() {
             let v = y[i];
             // Spike.
@@ -100,9 +106,8 @@ impl Detector for Velocity {
             // Drop.
             let expected = match &mut profile {
                 Some(p) => {
-                    let ph = p.phase(ts[i]);
-                    let e = p.expected(ph, 2);
-                    p.push(ph, v);
+                    let e = p.expected_or_fallback(ts[i], 2);
+                    p.push(ts[i], v);
                     e
                 }
                 None => {
@@ -111,9 +116,18 @@ impl Detector for Velocity {
                     e
                 }
             };
+            // Below the ratio, and by more than the series' usual misses of its expected
+            // level: a sparse series (0 one hour, 500 the next) drops to 0 routinely.
+            let usual_miss = misses.core_scale(misses.median());
             let below = expected.is_some_and(|e| {
-                e >= self.min_volume.max(f64::MIN_POSITIVE) && v < self.drop_ratio * e
+                e >= self.min_volume.max(f64::MIN_POSITIVE)
+                    && v < self.drop_ratio * e
+                    && misses.len() >= 30
+                    && e - v > self.threshold * usual_miss
             });
+            if let Some(e) = expected {
+                misses.push(v - e);
+            }
             if !below {
                 drop_since = None;
             } else if drop_since.is_none() {

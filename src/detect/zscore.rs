@@ -199,13 +199,8 @@ impl SortedWindow {
     ///
     /// floored relative to `m`.
     pub fn scale(&self, m: f64) -> f64 {
-        let mad = self.mad(m);
         let n = self.sorted.len();
-        let core = if mad > 0.0 {
-            1.4826 * mad
-        } else {
-            1.2533 * self.sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / n.max(1) as f64
-        };
+        let core = self.core_scale(m);
         let k = (n / 100).max(3);
         let tail = if n > 2 * k + 1 {
             let spread = self.sorted[n - k] - self.sorted[k - 1];
@@ -214,6 +209,18 @@ impl SortedWindow {
             0.0
         };
         core.max(tail).max(floor(m))
+    }
+
+    /// The first part of [`SortedWindow::scale`] alone: 1.4826 · MAD (or 1.2533 · the mean
+    /// absolute deviation when the MAD is 0), blind to the tails.
+    pub fn core_scale(&self, m: f64) -> f64 {
+        let mad = self.mad(m);
+        if mad > 0.0 {
+            1.4826 * mad
+        } else {
+            let n = self.sorted.len().max(1) as f64;
+            1.2533 * self.sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / n
+        }
     }
 }
 
@@ -272,11 +279,14 @@ impl Detector for Robust {
 }
 
 /// The season of a series: its duration (µs) and points per season, or None when the
-/// step is a week or longer (or irregular beyond use).
+/// step is a week or longer (or irregular beyond use). Hourly and daily series have a
+/// weekly season (hour of the week, day of the week: usage differs between a Monday and a
+/// Sunday); finer series a daily one (a week of 5-minute points would take weeks to warm
+/// up and a median over thousands of slots).
 pub fn season_of(s: &SeriesView) -> Option<(i64, usize)> {
-    let dur = if s.step < DAY {
+    let dur = if s.step < super::HOUR {
         DAY
-    } else if s.step == DAY {
+    } else if s.step <= DAY {
         7 * DAY
     } else {
         return None;
@@ -294,34 +304,25 @@ pub fn phase(t: i64, dur: i64, points: usize) -> usize {
 /// Seasons a phase's expected value is the median of.
 pub const SEASONS: usize = 4;
 
-/// A per-phase memory of the last [`SEASONS`] values; the expected value of a phase is
-/// their median (a past spike at that phase cannot shift it much).
+/// One season's per-phase memory of the last [`SEASONS`] values.
 #[derive(Debug, Clone)]
-pub struct Profile {
+struct Slots {
     dur: i64,
     points: usize,
     slots: Vec<VecDeque<f64>>,
 }
 
-impl Profile {
-    /// An empty profile for the series' season (None if it has none).
-    pub fn new(s: &SeriesView) -> Option<Profile> {
-        let (dur, points) = season_of(s)?;
-        Some(Profile {
+impl Slots {
+    fn new(dur: i64, points: usize) -> Slots {
+        Slots {
             dur,
             points,
             slots: vec![VecDeque::with_capacity(SEASONS); points],
-        })
+        }
     }
 
-    /// The phase of `t`.
-    pub fn phase(&self, t: i64) -> usize {
-        phase(t, self.dur, self.points)
-    }
-
-    /// Expected value at phase `p` once it has seen at least `min` seasons.
-    pub fn expected(&self, p: usize, min: usize) -> Option<f64> {
-        let q = &self.slots[p];
+    fn median(&self, t: i64, min: usize) -> Option<f64> {
+        let q = &self.slots[phase(t, self.dur, self.points)];
         if q.len() < min.max(1) {
             return None;
         }
@@ -339,13 +340,63 @@ impl Profile {
         })
     }
 
-    /// Records `v` at phase `p`.
-    pub fn push(&mut self, p: usize, v: f64) {
-        let q = &mut self.slots[p];
+    fn push(&mut self, t: i64, v: f64) {
+        let q = &mut self.slots[phase(t, self.dur, self.points)];
         if q.len() == SEASONS {
             q.pop_front();
         }
         q.push_back(v);
+    }
+}
+
+/// The expected value of each phase: the median of its last [`SEASONS`] values (a past
+/// spike at that phase cannot shift it much). Hourly series have a weekly profile (hour of
+/// the week) and a daily one (hour of the day) that the drop detector falls back on until
+/// the weekly one has two weeks.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    main: Slots,
+    fallback: Option<Slots>,
+}
+
+impl Profile {
+    /// An empty profile for the series' season (None if it has none).
+    pub fn new(s: &SeriesView) -> Option<Profile> {
+        let (dur, points) = season_of(s)?;
+        let fallback = (dur == 7 * DAY && s.step < DAY)
+            .then(|| Slots::new(DAY, points / 7))
+            .filter(|f| f.points >= 2);
+        Some(Profile {
+            main: Slots::new(dur, points),
+            fallback,
+        })
+    }
+
+    /// Points per (main) season.
+    pub fn points(&self) -> usize {
+        self.main.points
+    }
+
+    /// Expected value at instant `t` once its phase has seen at least `min` seasons of the
+    /// main profile.
+    pub fn expected(&self, t: i64, min: usize) -> Option<f64> {
+        self.main.median(t, min)
+    }
+
+    /// [`Profile::expected`], else the fallback's: good enough to tell a level that has
+    /// collapsed (−90 %), not to judge a Saturday by the weekdays before it.
+    pub fn expected_or_fallback(&self, t: i64, min: usize) -> Option<f64> {
+        self.main
+            .median(t, min)
+            .or_else(|| self.fallback.as_ref().and_then(|f| f.median(t, min)))
+    }
+
+    /// Records `v` at instant `t`.
+    pub fn push(&mut self, t: i64, v: f64) {
+        self.main.push(t, v);
+        if let Some(f) = &mut self.fallback {
+            f.push(t, v);
+        }
     }
 }
 
@@ -382,15 +433,14 @@ impl Detector for Seasonal {
         let Some(mut profile) = Profile::new(s) else {
             return;
         };
-        let season_points = profile.points as f64;
+        let season_points = profile.points() as f64;
         let decay = 1.0 - 1.0 / season_points;
         let mut recent = SortedWindow::new(s.points_in(super::HOUR).max(3));
         let (mut err_profile, mut err_recent) = (0.0f64, 0.0f64);
         let mut resid = SortedWindow::new(default_window(s));
         for (i, (&t, &v)) in s.ts.iter().zip(s.values).enumerate() {
-            let p = profile.phase(t);
             let level = (!recent.is_empty()).then(|| recent.median());
-            if let (Some(e_p), Some(e_r)) = (profile.expected(p, 2), level) {
+            if let (Some(e_p), Some(e_r)) = (profile.expected(t, 2), level) {
                 let e = if err_recent < err_profile { e_r } else { e_p };
                 let r = v - e;
                 if resid.len() >= RESIDUALS {
@@ -404,7 +454,7 @@ impl Detector for Seasonal {
                 err_profile = decay * err_profile + (1.0 - decay) * (v - e_p).abs();
                 err_recent = decay * err_recent + (1.0 - decay) * (v - e_r).abs();
             }
-            profile.push(p, v);
+            profile.push(t, v);
             recent.push(v);
         }
     }
