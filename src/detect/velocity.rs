@@ -56,8 +56,11 @@ impl Detector for Velocity {
         let mut profile = Profile::new(s);
         let mut recent = SortedWindow::new(default_window(s));
         let mut drop_since: Option<i64> = None;
-        let mut history = SortedWindow::new(default_window(s));
-        let mut misses = SortedWindow::new(default_window(s));
+        let w = default_window(s);
+        // v − expected per point (NaN before the expectation exists), read back only when a
+        // drop is a candidate.
+        let mut misses: Vec<f64> = Vec::with_capacity(y.len());
+        let mut scratch: Vec<f64> = Vec::new();
         for i in 0..y.len() {
             let v = y[i];
             // Spike.
@@ -80,13 +83,13 @@ impl Detector for Velocity {
                 (full && !hour.is_empty()).then(|| hour_sum / hour.len() as f64)
             };
             // A rise the series makes routinely (its values this high are in the top 1 % of
-            // the last week) is its normal burstiness, not an incident.
-            let routine = history.upper_tail().is_some_and(|q| v <= q);
+            // the last week) is its normal burstiness, not an incident. Checked only for
+            // candidates: the scan is O(window).
             if let Some(b) = base
                 && v >= self.min_volume
                 && b >= 0.0
                 && v > b * (1.0 + self.spike_ratio)
-                && !routine
+                && !upper_tail(&y[i.saturating_sub(w)..i], &mut scratch).is_some_and(|q| v <= q)
             {
                 // From zero, the rise is measured against the minimum volume.
                 let rise = v / b.max(self.min_volume / (1.0 + self.spike_ratio)) - 1.0;
@@ -102,14 +105,9 @@ impl Detector for Velocity {
                 hour.push_back(i);
                 hour_sum += v;
             }
-            history.push(v);
             // Drop.
             let expected = match &mut profile {
-                Some(p) => {
-                    let e = p.expected_or_fallback(ts[i], 2);
-                    p.push(ts[i], v);
-                    e
-                }
+                Some(p) => p.feed(ts[i], v).or_fallback(),
                 None => {
                     let e = (recent.len() >= 30).then(|| recent.median());
                     recent.push(v);
@@ -118,16 +116,18 @@ impl Detector for Velocity {
             };
             // Below the ratio, and by more than the series' usual misses of its expected
             // level: a sparse series (0 one hour, 500 the next) drops to 0 routinely.
-            let usual_miss = misses.core_scale(misses.median());
             let below = expected.is_some_and(|e| {
-                e >= self.min_volume.max(f64::MIN_POSITIVE)
-                    && v < self.drop_ratio * e
-                    && misses.len() >= 30
-                    && e - v > self.threshold * usual_miss
+                e >= self.min_volume.max(f64::MIN_POSITIVE) && v < self.drop_ratio * e && {
+                    scratch.clear();
+                    scratch.extend(
+                        misses[i.saturating_sub(w)..i]
+                            .iter()
+                            .filter(|m| !m.is_nan()),
+                    );
+                    scratch.len() >= 30 && e - v > self.threshold * mad_scale(&mut scratch)
+                }
             });
-            if let Some(e) = expected {
-                misses.push(v - e);
-            }
+            misses.push(expected.map_or(f64::NAN, |e| v - e));
             if !below {
                 drop_since = None;
             } else if drop_since.is_none() {
@@ -149,5 +149,66 @@ impl Detector for Velocity {
                 });
             }
         }
+    }
+}
+
+/// The k-th largest of `window` (k = 1 % of it, at least 3), or None when it holds fewer
+/// than 2k + 1 values: the same order statistic as [`SortedWindow::scale`] uses.
+fn upper_tail(window: &[f64], scratch: &mut Vec<f64>) -> Option<f64> {
+    let n = window.len();
+    let k = (n / 100).max(3);
+    if n <= 2 * k {
+        return None;
+    }
+    scratch.clear();
+    scratch.extend_from_slice(window);
+    let (_, kth, _) = scratch.select_nth_unstable_by(n - k, f64::total_cmp);
+    Some(*kth)
+}
+
+/// 1.4826 · the MAD of `v` (reordered in place), or 1.2533 · the mean absolute deviation
+/// when the MAD is 0 (as [`SortedWindow::core_scale`]).
+fn mad_scale(v: &mut [f64]) -> f64 {
+    let median = |v: &mut [f64]| -> f64 {
+        let n = v.len();
+        let (_, hi, _) = v.select_nth_unstable_by(n / 2, f64::total_cmp);
+        let hi = *hi;
+        if n % 2 == 1 {
+            hi
+        } else {
+            let lo = v[..n / 2].iter().copied().fold(f64::MIN, f64::max);
+            0.5 * (lo + hi)
+        }
+    };
+    if v.is_empty() {
+        return 0.0;
+    }
+    let m = median(v);
+    v.iter_mut().for_each(|x| *x = (*x - m).abs());
+    let mad = median(v);
+    if mad > 0.0 {
+        1.4826 * mad
+    } else {
+        1.2533 * v.iter().sum::<f64>() / v.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_statistics_match_the_sorted_window() {
+        let xs: Vec<f64> = (0..400).map(|i| ((i * 7919) % 263) as f64 * 0.5).collect();
+        let mut w = SortedWindow::new(400);
+        xs.iter().for_each(|&x| w.push(x));
+        let mut scratch = Vec::new();
+        assert_eq!(upper_tail(&xs, &mut scratch), w.upper_tail());
+        let mut copy = xs.clone();
+        assert!((mad_scale(&mut copy) - w.core_scale(w.median())).abs() < 1e-9);
+        let mut odd = xs[..101].to_vec();
+        let mut w = SortedWindow::new(101);
+        xs[..101].iter().for_each(|&x| w.push(x));
+        assert!((mad_scale(&mut odd) - w.core_scale(w.median())).abs() < 1e-9);
     }
 }

@@ -54,16 +54,26 @@ impl Detector for Rolling {
         // cannot drift; the shift keeps them small for large levels.
         let mut shift = y.first().copied().unwrap_or(0.0);
         let (mut s1, mut s2) = (0.0, 0.0);
+        let thr2 = self.threshold * self.threshold;
+        // 1/n and 1/(n − 1), recomputed only while the window grows.
+        let mut inv = (0usize, 0.0, 0.0);
         for i in 0..y.len() {
             let n = i.min(w);
             if n >= warm.max(2) {
-                let nf = n as f64;
-                let mean = s1 / nf;
-                let var = ((s2 - s1 * mean) / (nf - 1.0)).max(0.0);
+                if n != inv.0 {
+                    inv = (n, 1.0 / n as f64, 1.0 / (n as f64 - 1.0));
+                }
+                let mean = s1 * inv.1;
+                let var = ((s2 - s1 * mean) * inv.2).max(0.0);
                 let level = mean + shift;
-                let sd = var.sqrt().max(floor(level));
-                if let Some(f) = flag(i, level, (y[i] - level) / sd, self.threshold, Kind::Zscore) {
-                    out.push(f);
+                // Compare squares; the square root and the division only for flags.
+                let d = y[i] - level;
+                let fl = floor(level);
+                if d * d > thr2 * var.max(fl * fl) {
+                    let sd = var.sqrt().max(fl);
+                    if let Some(f) = flag(i, level, d / sd, self.threshold, Kind::Zscore) {
+                        out.push(f);
+                    }
                 }
             }
             // Slide: add y[i], drop y[i − w].
@@ -301,15 +311,21 @@ pub fn phase(t: i64, dur: i64, points: usize) -> usize {
     ((t.rem_euclid(dur) / slot.max(1)) as usize).min(points - 1)
 }
 
-/// Seasons a phase's expected value is the median of.
+/// Seasons a phase's expected value is the median of (at most 4: see `Slots::median`).
 pub const SEASONS: usize = 4;
 
-/// One season's per-phase memory of the last [`SEASONS`] values.
+/// One season's per-phase memory of the last [`SEASONS`] values, in a flat ring per
+/// phase. The phase of the next point is tracked incrementally (one step on), so a regular
+/// series never divides.
 #[derive(Debug, Clone)]
 struct Slots {
     dur: i64,
     points: usize,
-    slots: Vec<VecDeque<f64>>,
+    slot: i64,
+    vals: Vec<[f64; SEASONS]>,
+    /// Values held per phase (≤ SEASONS) and the next position to overwrite.
+    fill: Vec<(u8, u8)>,
+    last: Option<(i64, usize)>,
 }
 
 impl Slots {
@@ -317,35 +333,52 @@ impl Slots {
         Slots {
             dur,
             points,
-            slots: vec![VecDeque::with_capacity(SEASONS); points],
+            slot: (dur / points as i64).max(1),
+            vals: vec![[0.0; SEASONS]; points],
+            fill: vec![(0, 0); points],
+            last: None,
         }
     }
 
-    fn median(&self, t: i64, min: usize) -> Option<f64> {
-        let q = &self.slots[phase(t, self.dur, self.points)];
-        if q.len() < min.max(1) {
+    fn phase(&mut self, t: i64) -> usize {
+        let p = match self.last {
+            Some((lt, lp)) if t - lt == self.slot => {
+                if lp + 1 == self.points {
+                    0
+                } else {
+                    lp + 1
+                }
+            }
+            Some((lt, lp)) if t == lt => lp,
+            _ => phase(t, self.dur, self.points),
+        };
+        self.last = Some((t, p));
+        p
+    }
+
+    fn median(&self, p: usize, min: usize) -> Option<f64> {
+        let n = self.fill[p].0 as usize;
+        if n < min.max(1) {
             return None;
         }
-        let mut v: [f64; SEASONS] = [0.0; SEASONS];
-        for (d, x) in v.iter_mut().zip(q) {
-            *d = *x;
-        }
-        let v = &mut v[..q.len()];
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        Some(if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            0.5 * (v[n / 2 - 1] + v[n / 2])
+        // At most 4 values: the median is what remains without the extremes.
+        let v = &self.vals[p][..n];
+        let (lo, hi, sum) = v.iter().fold((f64::MAX, f64::MIN, 0.0), |(lo, hi, s), &x| {
+            (lo.min(x), hi.max(x), s + x)
+        });
+        Some(match n {
+            1 => v[0],
+            2 => 0.5 * sum,
+            3 => sum - lo - hi,
+            _ => 0.5 * (sum - lo - hi),
         })
     }
 
-    fn push(&mut self, t: i64, v: f64) {
-        let q = &mut self.slots[phase(t, self.dur, self.points)];
-        if q.len() == SEASONS {
-            q.pop_front();
-        }
-        q.push_back(v);
+    fn push(&mut self, p: usize, v: f64) {
+        let (n, next) = &mut self.fill[p];
+        self.vals[p][*next as usize] = v;
+        *next = ((*next as usize + 1) % SEASONS) as u8;
+        *n = (*n + 1).min(SEASONS as u8);
     }
 }
 
@@ -357,6 +390,16 @@ impl Slots {
 pub struct Profile {
     main: Slots,
     fallback: Option<Slots>,
+    first: Option<i64>,
+}
+
+/// What a profile expected at a point, before learning it.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected {
+    /// The main profile's median, once the phase has two seasons.
+    pub main: Option<f64>,
+    /// Else the fallback's (hourly series: hour of the day).
+    pub fallback: Option<f64>,
 }
 
 impl Profile {
@@ -369,6 +412,7 @@ impl Profile {
         Some(Profile {
             main: Slots::new(dur, points),
             fallback,
+            first: None,
         })
     }
 
@@ -377,26 +421,34 @@ impl Profile {
         self.main.points
     }
 
-    /// Expected value at instant `t` once its phase has seen at least `min` seasons of the
-    /// main profile.
-    pub fn expected(&self, t: i64, min: usize) -> Option<f64> {
-        self.main.median(t, min)
-    }
-
-    /// [`Profile::expected`], else the fallback's: good enough to tell a level that has
-    /// collapsed (−90 %), not to judge a Saturday by the weekdays before it.
-    pub fn expected_or_fallback(&self, t: i64, min: usize) -> Option<f64> {
-        self.main
-            .median(t, min)
-            .or_else(|| self.fallback.as_ref().and_then(|f| f.median(t, min)))
-    }
-
-    /// Records `v` at instant `t`.
-    pub fn push(&mut self, t: i64, v: f64) {
-        self.main.push(t, v);
-        if let Some(f) = &mut self.fallback {
-            f.push(t, v);
+    /// The expected values at instant `t` (points come in time order), then learns `v`.
+    pub fn feed(&mut self, t: i64, v: f64) -> Expected {
+        let p = self.main.phase(t);
+        let main = self.main.median(p, 2);
+        self.main.push(p, v);
+        let fallback = self.fallback.as_mut().and_then(|f| {
+            let q = f.phase(t);
+            let e = if main.is_none() { f.median(q, 2) } else { None };
+            f.push(q, v);
+            e
+        });
+        // Once every phase of the main profile has two seasons, the fallback is done.
+        match self.first {
+            None => self.first = Some(t),
+            Some(t0) if self.fallback.is_some() && t - t0 >= 3 * self.main.dur => {
+                self.fallback = None
+            }
+            _ => {}
         }
+        Expected { main, fallback }
+    }
+}
+
+impl Expected {
+    /// The main profile's expectation, else the fallback's: good enough to tell a level
+    /// that has collapsed (−90 %), not to judge a Saturday by the weekdays before it.
+    pub fn or_fallback(self) -> Option<f64> {
+        self.main.or(self.fallback)
     }
 }
 
@@ -440,7 +492,8 @@ impl Detector for Seasonal {
         let mut resid = SortedWindow::new(default_window(s));
         for (i, (&t, &v)) in s.ts.iter().zip(s.values).enumerate() {
             let level = (!recent.is_empty()).then(|| recent.median());
-            if let (Some(e_p), Some(e_r)) = (profile.expected(t, 2), level) {
+            let expected = profile.feed(t, v).main;
+            if let (Some(e_p), Some(e_r)) = (expected, level) {
                 let e = if err_recent < err_profile { e_r } else { e_p };
                 let r = v - e;
                 if resid.len() >= RESIDUALS {
@@ -454,7 +507,6 @@ impl Detector for Seasonal {
                 err_profile = decay * err_profile + (1.0 - decay) * (v - e_p).abs();
                 err_recent = decay * err_recent + (1.0 - decay) * (v - e_r).abs();
             }
-            profile.push(t, v);
             recent.push(v);
         }
     }
