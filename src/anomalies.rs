@@ -134,7 +134,8 @@ pub fn detect_series(
 /// Drops flags of windows too small to matter: neither the window's events nor the
 /// series' typical events per window (the median of the previous day's windows) reach
 /// `min_volume`, so 2 calls where 0 were expected is no incident, while a drop from a
-/// busy level to nothing still is.
+/// busy level to nothing still is; a drop's run counts the typical events of all its
+/// windows.
 fn volume_guard(flags: &mut Vec<Flag>, counts: &[f64], min_volume: f64) {
     if flags.is_empty() {
         return;
@@ -145,7 +146,35 @@ fn volume_guard(flags: &mut Vec<Flag>, counts: &[f64], min_volume: f64) {
         typical.push(recent.median());
         recent.push(c);
     }
-    flags.retain(|f| counts[f.index].max(typical[f.index]) >= min_volume);
+    // A drop is judged on its run: the typical events it lost, summed over consecutive
+    // flagged windows.
+    flags.sort_by_key(|f| (f.detector, f.index));
+    let mut run_start = 0;
+    let mut keep = vec![false; flags.len()];
+    for k in 0..=flags.len() {
+        let ends = k == flags.len()
+            || flags[k].detector != Kind::VelocityDrop
+            || (k > run_start && flags[k].index != flags[k - 1].index + 1);
+        if ends && run_start < k && flags[run_start].detector == Kind::VelocityDrop {
+            let lost: f64 = flags[run_start..k].iter().map(|f| typical[f.index]).sum();
+            keep[run_start..k]
+                .iter_mut()
+                .for_each(|x| *x = lost >= min_volume);
+        }
+        if k < flags.len() {
+            if ends {
+                run_start = k;
+            }
+            if flags[k].detector != Kind::VelocityDrop {
+                keep[k] = counts[flags[k].index].max(typical[flags[k].index]) >= min_volume;
+            }
+        }
+    }
+    let mut k = 0;
+    flags.retain(|_| {
+        k += 1;
+        keep[k - 1]
+    });
 }
 
 /// What a detection run found.

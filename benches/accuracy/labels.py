@@ -8,9 +8,9 @@ kind's detectors that overlap a label (of any kind: a night burst is also a spik
 night_burst -> off_hours, user_burst; bot -> bot; drop -> velocity_drop; leak -> seasonal
 on storage_bytes.
 
-Reported twice: over all incidents, and over incidents of severity high or critical
-(strength >= 2.5: |z| >= 7.5 at the default threshold), since at |z| > 3 thousands of
-hourly series make ordinary statistical outliers that no label covers.
+Reported over all incidents, over those of severity medium or worse (strength >= 1.5:
+|z| >= 4.5 at the default threshold) and high or critical (strength >= 2.5), since at
+|z| > 3 hundreds of hourly series make ordinary statistical outliers that no label covers.
 
 usage: labels.py LAKE LABELS   (after `meterlake detect --lake LAKE`)
 """
@@ -52,5 +52,6 @@ def evaluate(inc):
 
 SEV = {"low": 0, "medium": 1, "high": 2, "critical": 3}
 print(json.dumps({"all": evaluate(inc),
+                  "medium_or_worse": evaluate(inc[inc["severity"].map(SEV) >= 1].reset_index(drop=True)),
                   "high_or_critical": evaluate(inc[inc["severity"].map(SEV) >= 2].reset_index(drop=True))},
                  indent=1))

@@ -7,15 +7,17 @@
 //!   be above the series' usual highs (the k-th largest of the last week, k = 1 % of the
 //!   points, at least 3: a series that bursts routinely is not flagged for it). Warm-up:
 //!   one hour (the usual-highs rule applies once 7 points are known).
-//! - Drop: the value falls below `drop_ratio` (10 %) of the expected level, and the
-//!   expected level is at least `min_volume`, and the fall exceeds `threshold` robust
-//!   standard deviations (1.4826 MAD) of the series' usual misses of its expected level
-//!   (the last week of them; a sparse series, 0 one hour and 500 the next, drops to 0 routinely); on
-//!   sub-hourly series every point of the last hour must have, so one low reading is not a
-//!   broken integration. The expected level is the median of the same
-//!   phase over the last seasons (see [`super::zscore::Profile`]; hourly series use the
-//!   hour of the day until they have two weeks), or, for series without a season, the median of the previous week of points. Warm-up: two seasons (or 30
-//!   points), then 30 misses.
+//! - Drop: a run of points each below `drop_ratio` (10 %) of its expected level, once the
+//!   run has lost at least `min_volume` in total (Σ expected: a small tenant at 0 for a
+//!   day has broken as surely as a big one at 0 for an hour), stays below the ratio in
+//!   total, and its total miss exceeds `threshold` robust standard deviations (1.4826 MAD)
+//!   of the series' usual misses of its expected level (the last week of them), times
+//!   √length: a sparse series (0 one hour, 500 the next) drops to 0 routinely. On
+//!   sub-hourly series the run must have lasted an hour, so one low reading is not a
+//!   broken integration. The expected level is the median of the same phase over the last
+//!   seasons (see [`super::zscore::Profile`]; hourly series use the hour of the day until
+//!   they have two weeks), or, for series without a season, the median of the previous
+//!   week of points. Warm-up: two seasons (or 30 points), then 30 misses.
 //!
 //! Strength (score over threshold): a spike's relative rise over `spike_ratio`; a drop's
 //! `drop_ratio · expected / value`, capped at 10.
@@ -55,7 +57,8 @@ impl Detector for Velocity {
         let mut hour_sum = 0.0;
         let mut profile = Profile::new(s);
         let mut recent = SortedWindow::new(default_window(s));
-        let mut drop_since: Option<i64> = None;
+        // The current run of low points: its start, Σ expected, Σ observed, length.
+        let mut run: Option<(i64, f64, f64, usize)> = None;
         let w = default_window(s);
         // v − expected per point (NaN before the expectation exists), read back only when a
         // drop is a candidate.
@@ -114,27 +117,40 @@ impl Detector for Velocity {
                     e
                 }
             };
-            // Below the ratio, and by more than the series' usual misses of its expected
-            // level: a sparse series (0 one hour, 500 the next) drops to 0 routinely.
-            let below = expected.is_some_and(|e| {
-                e >= self.min_volume.max(f64::MIN_POSITIVE) && v < self.drop_ratio * e && {
-                    scratch.clear();
-                    scratch.extend(
-                        misses[i.saturating_sub(w)..i]
-                            .iter()
-                            .filter(|m| !m.is_nan()),
-                    );
-                    scratch.len() >= 30 && e - v > self.threshold * mad_scale(&mut scratch)
-                }
+            // A run of points each below the ratio of its expected level. The run counts
+            // once it has lost at least `min_volume` (Σ expected), stays below the ratio in
+            // total, and its total miss exceeds `threshold` usual misses (robust standard
+            // deviation of the last week's misses, × √length for a run of independent
+            // misses): a sparse series (0 one hour, 500 the next) drops to 0 routinely, a
+            // small tenant at 0 for a whole day has broken.
+            let low = expected.is_some_and(|e| e > 0.0 && v < self.drop_ratio * e);
+            if low {
+                let e = expected.unwrap_or(0.0);
+                let r = run.get_or_insert((ts[i], 0.0, 0.0, 0usize));
+                r.1 += e;
+                r.2 += v;
+                r.3 += 1;
+            } else {
+                run = None;
+            }
+            let below = run.is_some_and(|(_, sum_e, sum_v, len)| {
+                sum_e >= self.min_volume.max(f64::MIN_POSITIVE)
+                    && sum_v < self.drop_ratio * sum_e
+                    && {
+                        scratch.clear();
+                        scratch.extend(
+                            misses[i.saturating_sub(w)..i]
+                                .iter()
+                                .filter(|m| !m.is_nan()),
+                        );
+                        scratch.len() >= 30
+                            && sum_e - sum_v
+                                > self.threshold * mad_scale(&mut scratch) * (len as f64).sqrt()
+                    }
             });
             misses.push(expected.map_or(f64::NAN, |e| v - e));
-            if !below {
-                drop_since = None;
-            } else if drop_since.is_none() {
-                drop_since = Some(ts[i]);
-            }
             // Sub-hourly series: the drop must have lasted an hour (a lone low reading is noise).
-            let sustained = coarse || drop_since.is_some_and(|t0| ts[i] - t0 >= HOUR - s.step);
+            let sustained = coarse || run.is_some_and(|(t0, ..)| ts[i] - t0 >= HOUR - s.step);
             if let Some(e) = expected
                 && below
                 && sustained

@@ -424,14 +424,28 @@ impl Profile {
     /// The expected values at instant `t` (points come in time order), then learns `v`.
     pub fn feed(&mut self, t: i64, v: f64) -> Expected {
         let p = self.main.phase(t);
-        let main = self.main.median(p, 2);
+        let mut main = self.main.median(p, 2);
+        let held = self.main.fill[p].0;
         self.main.push(p, v);
         let fallback = self.fallback.as_mut().and_then(|f| {
             let q = f.phase(t);
-            let e = if main.is_none() { f.median(q, 2) } else { None };
+            let e = if main.is_none() || held == 2 {
+                f.median(q, 2)
+            } else {
+                None
+            };
             f.push(q, v);
             e
         });
+        // Two seasons' median is their mean: one spike a week ago would inflate it. With
+        // the fallback's median as a third opinion, the middle of the three is robust.
+        if held == 2
+            && let (Some(_), Some(fb)) = (main, fallback)
+        {
+            let [a, b] = [self.main.vals[p][0], self.main.vals[p][1]];
+            main = Some(fb.clamp(a.min(b), a.max(b)));
+        }
+        let fallback = if main.is_some() { None } else { fallback };
         // Once every phase of the main profile has two seasons, the fallback is done.
         match self.first {
             None => self.first = Some(t),
