@@ -476,9 +476,13 @@ pub fn incidents(points: &[Point], ts: &[i64], cooldown: i64) -> Vec<Incident> {
 
 /// Marks the points worth reporting, as an alerting system would: the first point of each
 /// incident (see [`incidents`]), and a later one only when it raises the incident's
-/// severity. The rest stay in their incident's count. With `cooldown` 0 every point of a
-/// run of consecutive flags after the first is reported only on escalation too.
+/// severity. The rest stay in their incident's count. With `cooldown` 0 every flagged
+/// point is reported.
 pub fn report(points: &mut [Point], ts: &[i64], cooldown: i64) {
+    if cooldown == 0 {
+        points.iter_mut().for_each(|p| p.reported = true);
+        return;
+    }
     let mut last: Option<usize> = None;
     let mut worst = Severity::Low;
     for p in points.iter_mut() {

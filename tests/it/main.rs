@@ -2,6 +2,7 @@
 
 mod common;
 mod crash;
+mod detect;
 mod forecast;
 mod formats;
 mod generate;
