@@ -261,21 +261,14 @@ fn incidents(lake: &Path) -> Vec<Incident> {
     let path = lake.join("anomalies/granularity=hour/incidents.parquet");
     let mut out = Vec::new();
     for b in parquet_batches(&path) {
-        let s = |n: &str| {
-            b.column_by_name(n)
-                .unwrap()
-                .as_string_view_opt()
-                .map(|a| a.clone())
-        };
+        // Strings as Utf8 whatever their Parquet encoding (polars writes views).
         let text = |n: &str, i: usize| -> String {
-            let c = b.column_by_name(n).unwrap();
-            match c.as_string_opt::<i32>() {
-                Some(a) => a.value(i).to_string(),
-                None => match c.as_string_opt::<i64>() {
-                    Some(a) => a.value(i).to_string(),
-                    None => s(n).unwrap().value(i).to_string(),
-                },
-            }
+            let c = arrow::compute::cast(
+                b.column_by_name(n).unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            c.as_string::<i32>().value(i).to_string()
         };
         let ts = |n: &str| {
             b.column_by_name(n)
