@@ -476,8 +476,9 @@ pub fn incidents(points: &[Point], ts: &[i64], cooldown: i64) -> Vec<Incident> {
 
 /// Marks the points worth reporting, as an alerting system would: the first point of each
 /// incident (see [`incidents`]), and a later one only when it raises the incident's
-/// severity. The rest stay in their incident's count. With `cooldown` 0 every flagged
-/// point is reported.
+/// severity or comes from a detector that has not fired in it yet (a drop, then a burst:
+/// new information). The rest stay in their incident's count. With `cooldown` 0 every
+/// flagged point is reported.
 pub fn report(points: &mut [Point], ts: &[i64], cooldown: i64) {
     if cooldown == 0 {
         points.iter_mut().for_each(|p| p.reported = true);
@@ -485,19 +486,24 @@ pub fn report(points: &mut [Point], ts: &[i64], cooldown: i64) {
     }
     let mut last: Option<usize> = None;
     let mut worst = Severity::Low;
+    let mut seen: Vec<Kind> = Vec::new();
     for p in points.iter_mut() {
         let sev = severity(p.top.strength);
         p.reported = match last {
             Some(l) if continues(ts, l, p.index, cooldown) => {
-                let up = sev > worst;
+                let up = sev > worst || !seen.contains(&p.top.detector);
                 worst = worst.max(sev);
                 up
             }
             _ => {
                 worst = sev;
+                seen.clear();
                 true
             }
         };
+        if !seen.contains(&p.top.detector) {
+            seen.push(p.top.detector);
+        }
         last = Some(p.index);
     }
 }
@@ -540,18 +546,18 @@ mod tests {
         // Within a 5-hour cooldown all three are one incident.
         assert_eq!(incidents(&pts, &ts, 5 * HOUR).len(), 1);
         let mut pts = pts;
+        let reported = |pts: &[Point]| pts.iter().map(|p| p.reported).collect::<Vec<_>>();
         report(&mut pts, &ts, 5 * HOUR);
-        // The first opens it; 4 (low after high) and 9 (low) add nothing.
-        assert_eq!(
-            pts.iter().map(|p| p.reported).collect::<Vec<_>>(),
-            [true, false, false]
-        );
+        // The first opens it; 4 and 9 are new detectors in it.
+        assert_eq!(reported(&pts), [true, true, true]);
+        // The same detector again: reported only when more severe.
+        pts[1].top.detector = Kind::VelocitySpike;
+        pts[2].top.detector = Kind::VelocitySpike;
+        report(&mut pts, &ts, 5 * HOUR);
+        assert_eq!(reported(&pts), [true, false, false]);
         pts[2].top.strength = 5.0;
         report(&mut pts, &ts, 5 * HOUR);
-        assert_eq!(
-            pts.iter().map(|p| p.reported).collect::<Vec<_>>(),
-            [true, false, true]
-        );
+        assert_eq!(reported(&pts), [true, false, true]);
         assert_eq!(severity(1.0), Severity::Low);
         assert_eq!(severity(4.0), Severity::Critical);
     }
