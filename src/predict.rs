@@ -344,7 +344,9 @@ fn write_csv(
                 AnyValue::String(s) => s.to_string(),
                 AnyValue::StringOwned(s) => s.to_string(),
                 AnyValue::Float64(v) => v.to_string(),
-                AnyValue::Datetime(t, _, _) => format_ts(t, false),
+                AnyValue::Datetime(t, _, _) | AnyValue::DatetimeOwned(t, _, _) => {
+                    format_ts(t, false)
+                }
                 v => v.to_string(),
             });
         }

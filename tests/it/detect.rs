@@ -105,6 +105,30 @@ fn rolling_zscore_matches_a_fold_and_cooldown_zero_reports_every_flag() {
         assert_eq!(row["detector"], "zscore");
         assert_eq!(row["value"].parse::<f64>().unwrap(), y[*i]);
     }
+    // --since: the same flags from that instant on (earlier points still warm up).
+    ok(&[
+        "detect",
+        "--series",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--detectors",
+        "zscore",
+        "--window",
+        "50",
+        "--cooldown",
+        "0",
+        "--since",
+        "2026-09-08",
+    ]);
+    let since = csv_rows(&out);
+    let later: Vec<_> = got
+        .iter()
+        .filter(|r| r["ts"].as_str() >= "2026-09-08")
+        .cloned()
+        .collect();
+    assert!(!since.is_empty() && since.len() < got.len());
+    assert_eq!(since, later);
     // With the default cooldown the two spike hours are one incident, reported once.
     ok(&[
         "detect",
