@@ -31,7 +31,7 @@ use crate::detect::{
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::predict::write_table;
-use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, scan_rollup};
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
 use crate::series::{Series, all_dates, format_ts, read_series_with};
 
 /// Directory of the lake's anomalies.
@@ -114,21 +114,7 @@ pub fn detect_series(
             .filter(|f| !f.points.is_empty())
             .collect::<Vec<_>>()
     };
-    match spec.threads {
-        Some(0) => Err(Error::InvalidParameter {
-            name: "--threads",
-            reason: "must be at least 1".into(),
-        }),
-        Some(n) => rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build()
-            .map_err(|e| Error::InvalidParameter {
-                name: "--threads",
-                reason: e.to_string(),
-            })
-            .map(|p| p.install(run)),
-        None => Ok(run()),
-    }
+    crate::predict::with_threads(spec.threads, run)
 }
 
 /// Drops flags of windows too small to matter: neither the window's events nor the
@@ -555,9 +541,13 @@ fn tenant_patterns<'a>(
                 let usual = own.get(u).map(|w| w.median());
                 let typical = match usual {
                     // A newcomer: against the tenant's usual user-hour.
-                    None if warm && !user_hours.is_empty() => Some(median(&mut user_hours.clone())),
+                    None if warm && !user_hours.is_empty() => {
+                        Some(crate::detect::median(&mut user_hours.clone()))
+                    }
                     None => None,
-                    Some(mine) if peers.len() >= 2 => Some(median(&mut peers.clone()).max(mine)),
+                    Some(mine) if peers.len() >= 2 => {
+                        Some(crate::detect::median(&mut peers.clone()).max(mine))
+                    }
                     Some(_) => None,
                 };
                 if let Some(typ) = typical
@@ -591,16 +581,6 @@ fn tenant_patterns<'a>(
     out
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-    }
-}
-
 /// `detect --lake DIR --granularity G`: brings the rollup up to date, runs the detectors
 /// over every tenant × meter series (and the user-level patterns over the events), and
 /// writes `LAKE/anomalies/granularity=G/{points,incidents}.parquet`.
@@ -621,52 +601,22 @@ pub fn detect_lake(
     let rspec = RollupSpec::new(granularity);
     let clock = std::time::Instant::now();
     rollup(&lake, meters, &rspec, &RollupOptions::default())?;
-    let df = scan_rollup(&lake, &rspec)?
-        .select([
-            col("tenant_id"),
-            col("meter"),
-            col("window_start").cast(DataType::Int64).alias("ts"),
-            col("value"),
-            col("event_count").cast(DataType::Float64),
-        ])
-        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
-        .collect()?;
-    let (t, m, ts, v, n) = (
-        df.column("tenant_id")?.str()?,
-        df.column("meter")?.str()?,
-        df.column("ts")?.i64()?,
-        df.column("value")?.f64()?,
-        df.column("event_count")?.f64()?,
-    );
     let mut series: Vec<Series> = Vec::new();
     let mut counts: Vec<Vec<f64>> = Vec::new();
     let mut keys: Vec<(String, String)> = Vec::new();
-    for i in 0..df.height() {
-        let key = (
-            t.get(i).unwrap_or_default().to_string(),
-            m.get(i).unwrap_or_default().to_string(),
-        );
-        if keys.last() != Some(&key) {
-            series.push(Series {
-                id: format!("{}/{}", key.0, key.1),
-                ts: Vec::new(),
-                values: Vec::new(),
-            });
-            keys.push(key);
-            counts.push(Vec::new());
-        }
-        // Event counts guard additive meters only: a gauge's readings per window say
-        // nothing about its volume.
-        if let Some(c) = counts.last_mut()
-            && meters
-                .get(&keys[keys.len() - 1].1)
-                .is_none_or(|m| m.aggregation.zero_when_empty())
-        {
-            c.push(n.get(i).unwrap_or_default());
-        }
-        let s = series.last_mut().expect("just pushed");
-        s.ts.push(ts.get(i).unwrap_or_default());
-        s.values.push(v.get(i).unwrap_or_default());
+    for r in rollup_series(&lake, &rspec)? {
+        // Event counts guard volume meters only: a gauge's readings per window say nothing
+        // about its volume.
+        let volume = meters
+            .get(&r.meter)
+            .is_none_or(|m| m.aggregation.zero_when_empty());
+        counts.push(if volume { r.counts } else { Vec::new() });
+        series.push(Series {
+            id: format!("{}/{}", r.tenant_id, r.meter),
+            ts: r.ts,
+            values: r.values,
+        });
+        keys.push((r.tenant_id, r.meter));
     }
     let users = if spec.config.pattern {
         user_patterns(&lake, &spec.config, spec.since)?

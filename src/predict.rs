@@ -12,7 +12,7 @@ use serde::Serialize;
 use crate::error::{Error, IoContext, Result};
 use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
 use crate::lake::Lake;
-use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, scan_rollup};
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
 use crate::series::{Fill, Series, all_dates, format_ts, read_series};
 
 /// Directory of the lake's forecasts.
@@ -135,7 +135,17 @@ pub fn forecast_series(series: &[Series], spec: &ForecastSpec) -> Result<Vec<Ser
             })
             .collect::<Vec<_>>()
     };
-    match spec.threads {
+    with_threads(spec.threads, run)
+}
+
+/// Runs `run` on a rayon pool of `threads` workers (`--threads`), or on the global pool
+/// (all cores) when None.
+pub fn with_threads<T: Send>(threads: Option<usize>, run: impl FnOnce() -> T + Send) -> Result<T> {
+    match threads {
+        Some(0) => Err(Error::InvalidParameter {
+            name: "--threads",
+            reason: "must be at least 1".into(),
+        }),
         Some(n) => rayon::ThreadPoolBuilder::new()
             .num_threads(n)
             .build()
@@ -396,39 +406,14 @@ pub fn forecast_lake(
     let rspec = RollupSpec::new(granularity);
     let clock = std::time::Instant::now();
     rollup(&lake, meters, &rspec, &RollupOptions::default())?;
-    let df = scan_rollup(&lake, &rspec)?
-        .select([
-            col("tenant_id"),
-            col("meter"),
-            col("window_start").cast(DataType::Int64).alias("ts"),
-            col("value"),
-        ])
-        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
-        .collect()?;
-    let (t, m, ts, v) = (
-        df.column("tenant_id")?.str()?,
-        df.column("meter")?.str()?,
-        df.column("ts")?.i64()?,
-        df.column("value")?.f64()?,
-    );
-    let mut series: Vec<Series> = Vec::new();
-    for i in 0..df.height() {
-        let id = format!(
-            "{}\u{1f}{}",
-            t.get(i).unwrap_or_default(),
-            m.get(i).unwrap_or_default()
-        );
-        if series.last().is_none_or(|s| s.id != id) {
-            series.push(Series {
-                id,
-                ts: Vec::new(),
-                values: Vec::new(),
-            });
-        }
-        let s = series.last_mut().expect("just pushed");
-        s.ts.push(ts.get(i).unwrap_or_default());
-        s.values.push(v.get(i).unwrap_or_default());
-    }
+    let series: Vec<Series> = rollup_series(&lake, &rspec)?
+        .into_iter()
+        .map(|r| Series {
+            id: format!("{}\u{1f}{}", r.tenant_id, r.meter),
+            ts: r.ts,
+            values: r.values,
+        })
+        .collect();
     let read = clock.elapsed().as_secs_f64();
     let results = forecast_series(&series, spec)?;
     let fit = clock.elapsed().as_secs_f64() - read;

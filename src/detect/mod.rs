@@ -289,6 +289,17 @@ impl DetectConfig {
     }
 }
 
+/// The median of `v` (reordered; 0 when empty).
+pub fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
+    }
+}
+
 /// The default trailing window: a week of points, 30 to 1,000.
 pub fn default_window(s: &SeriesView) -> usize {
     s.points_in(7 * DAY).clamp(30, 1000)

@@ -10,7 +10,7 @@
 //! 1). Series with steps over an hour get no flags. Warm-up: seven days.
 
 use super::zscore::SortedWindow;
-use super::{DAY, Detector, Flag, HOUR, Kind, SeriesView};
+use super::{DAY, Detector, Flag, HOUR, Kind, SeriesView, median};
 
 /// Days of history per hour of the day.
 const DAYS: usize = 14;
@@ -22,16 +22,6 @@ pub struct OffHours {
     pub threshold: f64,
     /// Minimum value to flag.
     pub min_volume: f64,
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    match n {
-        0 => 0.0,
-        _ if n % 2 == 1 => v[n / 2],
-        _ => 0.5 * (v[n / 2 - 1] + v[n / 2]),
-    }
 }
 
 impl Detector for OffHours {

@@ -328,6 +328,64 @@ pub fn rollup(
     Ok(summary)
 }
 
+/// One tenant × meter series of a per-tenant-and-meter rollup, in time order.
+#[derive(Debug, Clone)]
+pub struct RollupSeries {
+    /// The tenant.
+    pub tenant_id: String,
+    /// The meter.
+    pub meter: String,
+    /// Window starts (UTC µs).
+    pub ts: Vec<i64>,
+    /// The meter's value per window.
+    pub values: Vec<f64>,
+    /// Events per window.
+    pub counts: Vec<f64>,
+}
+
+/// Every tenant × meter series of the stored rollup `spec` (no breakdown), sorted by
+/// tenant, meter and window: what the forecast and anomaly stages read.
+pub fn rollup_series(lake: &Lake, spec: &RollupSpec) -> Result<Vec<RollupSeries>> {
+    let df = scan_rollup(lake, spec)?
+        .select([
+            col("tenant_id"),
+            col("meter"),
+            col("window_start").cast(DataType::Int64).alias("ts"),
+            col("value"),
+            col("event_count").cast(DataType::Float64),
+        ])
+        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
+        .collect()?;
+    let (t, m, ts, v, n) = (
+        df.column("tenant_id")?.str()?,
+        df.column("meter")?.str()?,
+        df.column("ts")?.i64()?,
+        df.column("value")?.f64()?,
+        df.column("event_count")?.f64()?,
+    );
+    let mut out: Vec<RollupSeries> = Vec::new();
+    for i in 0..df.height() {
+        let (tenant, meter) = (t.get(i).unwrap_or_default(), m.get(i).unwrap_or_default());
+        let same = out
+            .last()
+            .is_some_and(|s| s.tenant_id == tenant && s.meter == meter);
+        if !same {
+            out.push(RollupSeries {
+                tenant_id: tenant.to_string(),
+                meter: meter.to_string(),
+                ts: Vec::new(),
+                values: Vec::new(),
+                counts: Vec::new(),
+            });
+        }
+        let s = out.last_mut().expect("just pushed");
+        s.ts.push(ts.get(i).unwrap_or_default());
+        s.values.push(v.get(i).unwrap_or_default());
+        s.counts.push(n.get(i).unwrap_or_default());
+    }
+    Ok(out)
+}
+
 /// A lazy scan of a rollup's stored rows (no rows: an empty frame with the columns).
 pub fn scan_rollup(lake: &Lake, spec: &RollupSpec) -> Result<LazyFrame> {
     let dir = lake.root().join(spec.relative_dir());
