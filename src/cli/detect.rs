@@ -105,8 +105,10 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
                 "{} series, {} points: {} flagged in {} incidents ({} points reported, {} fraud suspects)",
                 s.series, s.points, s.flagged, s.incidents, s.reported, s.fraud_suspects
             );
-            for (k, n) in s.by_severity.iter().rev() {
-                println!("  {k:<10} {n}");
+            for k in ["critical", "high", "medium", "low"] {
+                if let Some(n) = s.by_severity.get(k) {
+                    println!("  {k:<10} {n}");
+                }
             }
             if !s.top.is_empty() {
                 println!("most severe:");
