@@ -4,7 +4,8 @@
 //! On the lake, two user-level abuse patterns run over the events themselves (they need
 //! users, not a series), per tenant, meter and UTC hour:
 //! - `bot`: one user with at least [`BOT_MIN_EVENTS`] events in the hour at near-constant
-//!   intervals (coefficient of variation of the gaps below [`BOT_MAX_CV`]);
+//!   intervals (coefficient of variation of the gaps below [`BOT_MAX_CV`], mean gap at
+//!   least a second);
 //! - `user_burst`: one user with at least `min_volume` events and [`BURST_FACTOR`]× both
 //!   its peers' median that hour (at least 3 users active) and its own median over its
 //!   last week of active hours, or a user never seen before with [`BURST_FACTOR`]× the
@@ -40,6 +41,8 @@ pub const ANOMALIES_DIR: &str = "anomalies";
 pub const BOT_MIN_EVENTS: usize = 60;
 /// Gap coefficient of variation under which a user's calls look machine-timed.
 pub const BOT_MAX_CV: f64 = 0.1;
+/// Mean gap (µs) below which evenly spaced events are a batch, not a bot.
+pub const BOT_MIN_GAP_US: f64 = 1e6;
 /// How far above its peers one user must be for a burst.
 pub const BURST_FACTOR: f64 = 10.0;
 
@@ -76,12 +79,16 @@ fn usual_step(ts: &[i64]) -> i64 {
 }
 
 /// Runs the detectors over every series in parallel; `extra` adds flags per series (the
-/// lake's user-level patterns). Flags before `since` are dropped after detection.
+/// lake's user-level patterns), `counts` gives events per window for the volume guard,
+/// `step` the series' step (the rollup's window on the lake; else each series' most common
+/// gap, a property of how the file was sampled, as a live system knows its interval).
+/// Flags before `since` are dropped after detection.
 pub fn detect_series(
     series: &[Series],
     spec: &DetectSpec,
     extra: &(dyn Fn(usize) -> Vec<Flag> + Sync),
     counts: Option<&[Vec<f64>]>,
+    step: Option<i64>,
 ) -> Result<Vec<SeriesFlags>> {
     spec.config.validate()?;
     let detectors: Vec<Box<dyn Detector>> = spec.config.detectors();
@@ -94,7 +101,7 @@ pub fn detect_series(
                 let view = SeriesView {
                     ts: &s.ts,
                     values: &s.values,
-                    step: usual_step(&s.ts),
+                    step: step.unwrap_or_else(|| usual_step(&s.ts)),
                 };
                 let mut flags = Vec::new();
                 for d in &detectors {
@@ -118,7 +125,7 @@ pub fn detect_series(
 }
 
 /// Drops flags of windows too small to matter: neither the window's events nor the
-/// series' typical events per window (the median of the previous day's windows) reach
+/// series' typical events per window (the median of the previous 24 windows) reach
 /// `min_volume`, so 2 calls where 0 were expected is no incident, while a drop from a
 /// busy level to nothing still is; a drop's run counts the typical events of all its
 /// windows.
@@ -132,29 +139,25 @@ fn volume_guard(flags: &mut Vec<Flag>, counts: &[f64], min_volume: f64) {
         typical.push(recent.median());
         recent.push(c);
     }
-    // A drop is judged on its run: the typical events it lost, summed over consecutive
-    // flagged windows.
+    // A drop is judged on its run: the typical events it has lost so far, summed over
+    // the consecutive flagged windows up to this one (never later ones: no look-ahead).
     flags.sort_by_key(|f| (f.detector, f.index));
-    let mut run_start = 0;
     let mut keep = vec![false; flags.len()];
-    for k in 0..=flags.len() {
-        let ends = k == flags.len()
-            || flags[k].detector != Kind::VelocityDrop
-            || (k > run_start && flags[k].index != flags[k - 1].index + 1);
-        if ends && run_start < k && flags[run_start].detector == Kind::VelocityDrop {
-            let lost: f64 = flags[run_start..k].iter().map(|f| typical[f.index]).sum();
-            keep[run_start..k]
-                .iter_mut()
-                .for_each(|x| *x = lost >= min_volume);
+    let mut lost = 0.0;
+    for k in 0..flags.len() {
+        let f = &flags[k];
+        if f.detector != Kind::VelocityDrop {
+            keep[k] = counts[f.index].max(typical[f.index]) >= min_volume;
+            continue;
         }
-        if k < flags.len() {
-            if ends {
-                run_start = k;
-            }
-            if flags[k].detector != Kind::VelocityDrop {
-                keep[k] = counts[flags[k].index].max(typical[flags[k].index]) >= min_volume;
-            }
+        let continues = k > 0
+            && flags[k - 1].detector == Kind::VelocityDrop
+            && flags[k - 1].index + 1 == f.index;
+        if !continues {
+            lost = 0.0;
         }
+        lost += typical[f.index];
+        keep[k] = lost >= min_volume;
     }
     let mut k = 0;
     flags.retain(|_| {
@@ -320,7 +323,7 @@ pub fn detect_file(input: &Path, out: &Path, spec: &DetectSpec) -> Result<Detect
     let clock = std::time::Instant::now();
     let series = read_series_with(input, true)?;
     let read = clock.elapsed().as_secs_f64();
-    let found = detect_series(&series, spec, &|_| Vec::new(), None)?;
+    let found = detect_series(&series, spec, &|_| Vec::new(), None, None)?;
     let fit = clock.elapsed().as_secs_f64() - read;
     let dates = all_dates(&series);
     let cooldown = spec.config.cooldown;
@@ -514,12 +517,17 @@ fn tenant_patterns<'a>(
         let mut counts: Vec<(usize, &str)> = users.iter().map(|(u, e)| (e.0, *u)).collect();
         counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         if cfg.pattern {
-            for (u, &(c, _, sg, sg2)) in users {
+            // Users in id order: the output must not depend on hash order.
+            let mut ids: Vec<&&str> = users.keys().collect();
+            ids.sort();
+            for u in ids {
+                let (c, _, sg, sg2) = users[*u];
                 if c >= BOT_MIN_EVENTS {
                     let k = (c - 1) as f64;
                     let mean = sg / k;
                     let cv = ((sg2 / k - mean * mean).max(0.0)).sqrt() / mean.max(1.0);
-                    if cv < BOT_MAX_CV {
+                    // Many events at one instant (a batch upload) are not a metronome.
+                    if cv < BOT_MAX_CV && mean >= BOT_MIN_GAP_US {
                         out.push((
                             h,
                             Flag {
@@ -648,6 +656,7 @@ pub fn detect_lake(
         spec,
         &|k| placed(k).into_iter().map(|p| p.0).collect(),
         Some(&counts),
+        Some(window),
     )?;
     let fit = clock.elapsed().as_secs_f64() - read;
     let dir = lake_dir

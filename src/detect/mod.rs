@@ -9,9 +9,9 @@
 //! - [`zscore::Rolling`]: |z| against the mean and standard deviation of a trailing window.
 //! - [`zscore::Robust`]: the same with the median and MAD, so a spike cannot hide by
 //!   inflating the spread.
-//! - [`zscore::Seasonal`]: robust z of the residual after the same phase (hour of day, or
-//!   day of week for daily data) over the last seasons, so a normal Monday peak or nightly
-//!   lull is not flagged.
+//! - [`zscore::Seasonal`]: robust z of the residual after the same phase (hour of the week
+//!   for hourly data, day of the week for daily, time of day for finer data) over the last
+//!   seasons, so a normal Monday peak or nightly lull is not flagged.
 //! - [`velocity::Velocity`]: a rise of more than +500 % within an hour (with a minimum
 //!   volume), or a drop below 10 % of the expected level.
 //! - [`pattern::OffHours`]: usage in the series' quiet hours far above its norm for that
@@ -127,7 +127,7 @@ pub trait Detector: Send + Sync {
     fn detect(&self, s: &SeriesView, out: &mut Vec<Flag>);
 }
 
-/// Default incident gap: flags less than half a day apart are one incident (one alert per
+/// Default incident gap: flags at most half a day apart are one incident (one alert per
 /// series per half day, unless it escalates).
 pub const DEFAULT_COOLDOWN: i64 = 12 * HOUR;
 
@@ -156,7 +156,7 @@ pub struct DetectConfig {
     /// Minimum volume: a spike must reach it, a drop must fall from at least it.
     pub min_volume: f64,
     /// Trailing window of the rolling and robust z-scores (None: a week of points, 30 to
-    /// 1,000).
+    /// 1,000), at most 1,000,000.
     pub window: Option<usize>,
     /// Flags at most this far apart (µs) belong to one incident; only its first point and
     /// escalations are reported.
@@ -245,8 +245,8 @@ impl DetectConfig {
         if self.cooldown < 0 {
             return bad("--cooldown", "must not be negative".into());
         }
-        if self.window.is_some_and(|w| w < 3) {
-            return bad("--window", "must be at least 3".into());
+        if self.window.is_some_and(|w| !(3..=1_000_000).contains(&w)) {
+            return bad("--window", "must be 3 to 1,000,000 points".into());
         }
         Ok(())
     }
@@ -387,10 +387,12 @@ pub fn combine(mut flags: Vec<Flag>) -> Vec<Point> {
     for f in flags {
         match out.last_mut() {
             Some(p) if p.index == f.index => {
+                // Flags come strongest first: a detector counts once, at its strongest
+                // (two bot users in one hour are one detector firing).
                 if !p.detectors.contains(&f.detector) {
                     p.detectors.push(f.detector);
+                    p.risk = risk([p.risk_strength(), f.strength]);
                 }
-                p.risk = risk([p.risk_strength(), f.strength]);
             }
             _ => out.push(Point {
                 index: f.index,
@@ -449,12 +451,18 @@ impl Incident {
 
 /// Whether flagged point `p` continues an incident whose last point is `last`: the next
 /// index, or at most `cooldown` µs later.
+/// With a cooldown, by time alone (rows next to each other can be far apart in time when a
+/// series has gaps); without one, the next row.
 fn continues(ts: &[i64], last: usize, p: usize, cooldown: i64) -> bool {
-    p == last + 1 || ts[p] - ts[last] <= cooldown
+    if cooldown > 0 {
+        ts[p] - ts[last] <= cooldown
+    } else {
+        p == last + 1
+    }
 }
 
-/// Merges flagged points into incidents: consecutive points, and points at most `cooldown`
-/// µs apart.
+/// Merges flagged points into incidents: points at most `cooldown` µs apart (with a zero
+/// cooldown, flags on consecutive rows).
 pub fn incidents(points: &[Point], ts: &[i64], cooldown: i64) -> Vec<Incident> {
     let mut out: Vec<Incident> = Vec::new();
     for p in points {
@@ -502,7 +510,7 @@ pub fn report(points: &mut [Point], ts: &[i64], cooldown: i64) {
         let sev = severity(p.top.strength);
         p.reported = match last {
             Some(l) if continues(ts, l, p.index, cooldown) => {
-                let up = sev > worst || !seen.contains(&p.top.detector);
+                let up = sev > worst || p.detectors.iter().any(|k| !seen.contains(k));
                 worst = worst.max(sev);
                 up
             }
@@ -512,8 +520,10 @@ pub fn report(points: &mut [Point], ts: &[i64], cooldown: i64) {
                 true
             }
         };
-        if !seen.contains(&p.top.detector) {
-            seen.push(p.top.detector);
+        for k in &p.detectors {
+            if !seen.contains(k) {
+                seen.push(*k);
+            }
         }
         last = Some(p.index);
     }

@@ -94,8 +94,14 @@ impl Detector for Velocity {
                 && v > b * (1.0 + self.spike_ratio)
                 && !upper_tail(&y[i.saturating_sub(w)..i], &mut scratch).is_some_and(|q| v <= q)
             {
-                // From zero, the rise is measured against the minimum volume.
-                let rise = v / b.max(self.min_volume / (1.0 + self.spike_ratio)) - 1.0;
+                // From zero, the rise is measured against the minimum volume (and capped:
+                // with no minimum volume, a rise from 0 is "a million-fold", not infinite).
+                let from = b.max(self.min_volume / (1.0 + self.spike_ratio));
+                let rise = if from > 0.0 {
+                    (v / from - 1.0).min(1e6)
+                } else {
+                    1e6
+                };
                 out.push(Flag {
                     index: i,
                     expected: b,

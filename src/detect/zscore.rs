@@ -110,9 +110,12 @@ pub struct SortedWindow {
 impl SortedWindow {
     /// An empty window of at most `cap` values.
     pub fn new(cap: usize) -> Self {
+        // Capacity grows with the values pushed, not with `cap`: a window longer than its
+        // series (or a 1-µs step's "hour") costs nothing.
+        let reserve = cap.min(4096) + 1;
         SortedWindow {
-            sorted: Vec::with_capacity(cap + 1),
-            order: VecDeque::with_capacity(cap + 1),
+            sorted: Vec::with_capacity(reserve),
+            order: VecDeque::with_capacity(reserve),
             cap: cap.max(1),
         }
     }
@@ -471,7 +474,7 @@ impl Expected {
 /// Two causal predictors run side by side: the seasonal profile (the same phase's median
 /// over the last [`SEASONS`] seasons) and the recent level (the median of the last hour of
 /// points, at least 3). The expected value is the profile's unless the recent level has
-/// predicted the series better over the last day (exponentially weighted mean absolute
+/// predicted the series better over the last season (exponentially weighted mean absolute
 /// error, span one season): a strongly seasonal series is judged against its profile, so a
 /// normal Monday peak or nightly lull is not flagged; a series without a real season (or
 /// after a lasting level change) is judged against its level, instead of against a noisy

@@ -158,8 +158,8 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(40))]
 
     /// No look-ahead: every detector judges a point on the points up to it, so the flags of
-    /// a prefix of a series are exactly the full series' flags within that prefix, and the
-    /// reported points too.
+    /// a prefix of a series are exactly the full series' flags within that prefix, after the
+    /// volume guard, and the reported points too.
     #[test]
     fn detectors_never_look_ahead(
         ys in proptest::collection::vec(0u16..200, 200..700),
@@ -167,7 +167,9 @@ proptest! {
         cut in 50usize..700,
         hourly in any::<bool>(),
     ) {
-        use meterlake::detect::{DetectConfig, Detector, SeriesView, combine, report};
+        use meterlake::anomalies::{DetectSpec, detect_series};
+        use meterlake::detect::DetectConfig;
+        use meterlake::series::Series;
         let mut y: Vec<f64> = ys.iter().map(|&v| v as f64).collect();
         for (i, v) in spikes {
             if i < y.len() {
@@ -176,17 +178,21 @@ proptest! {
         }
         let step = if hourly { 3_600_000_000 } else { 300_000_000 };
         let ts: Vec<i64> = (0..y.len() as i64).map(|i| 1_788_220_800_000_000 + i * step).collect();
-        let cfg = DetectConfig::default().with_detectors("zscore,robust,seasonal,velocity,pattern").unwrap();
-        let detectors: Vec<Box<dyn Detector>> = cfg.detectors();
+        let spec = DetectSpec {
+            config: DetectConfig::default().with_detectors("zscore,robust,seasonal,velocity,pattern").unwrap(),
+            since: None,
+            threads: Some(1),
+        };
+        // Through the whole per-series path: detectors, the lake's event-count guard (the
+        // values as counts), incidents and reporting.
         let run = |n: usize| {
-            let s = SeriesView { ts: &ts[..n], values: &y[..n], step };
-            let mut flags = Vec::new();
-            for d in &detectors {
-                d.detect(&s, &mut flags);
-            }
-            let mut points = combine(flags);
-            report(&mut points, &ts[..n], cfg.cooldown);
-            points
+            let s = vec![Series { id: "s".into(), ts: ts[..n].to_vec(), values: y[..n].to_vec() }];
+            let counts = vec![y[..n].to_vec()];
+            detect_series(&s, &spec, &|_| Vec::new(), Some(&counts), Some(step))
+                .unwrap()
+                .into_iter()
+                .flat_map(|f| f.points)
+                .collect::<Vec<_>>()
         };
         let cut = cut.min(y.len());
         let full: Vec<_> = run(y.len()).into_iter().filter(|p| p.index < cut).collect();
