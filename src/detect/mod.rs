@@ -558,6 +558,9 @@ mod tests {
         assert_eq!(pts.len(), 3);
         assert_eq!(pts[0].detectors, vec![Kind::VelocitySpike, Kind::Robust]);
         assert!((pts[0].risk - risk([1.0, 2.0])).abs() < 1e-9);
+        // One detector firing twice at a point (two bot users in an hour) counts once.
+        let twice = combine(vec![flag(1, 1.5, Kind::Bot), flag(1, 1.0, Kind::Bot)]);
+        assert!((twice[0].risk - risk([1.5])).abs() < 1e-9);
         let ts: Vec<i64> = (0..10).map(|i| i * HOUR).collect();
         let inc = incidents(&pts, &ts, 0);
         assert_eq!(inc.len(), 2);
@@ -572,8 +575,10 @@ mod tests {
         // The first opens it; 4 and 9 are new detectors in it.
         assert_eq!(reported(&pts), [true, true, true]);
         // The same detector again: reported only when more severe.
-        pts[1].top.detector = Kind::VelocitySpike;
-        pts[2].top.detector = Kind::VelocitySpike;
+        for p in &mut pts[1..] {
+            p.top.detector = Kind::VelocitySpike;
+            p.detectors = vec![Kind::VelocitySpike];
+        }
         report(&mut pts, &ts, 5 * HOUR);
         assert_eq!(reported(&pts), [true, false, false]);
         pts[2].top.strength = 5.0;
