@@ -57,27 +57,35 @@ impl Detector for Rolling {
         let thr2 = self.threshold * self.threshold;
         // 1/n and 1/(n − 1), recomputed only while the window grows.
         let mut inv = (0usize, 0.0, 0.0);
+        let mut reset = w + 1; // counts down to 0 at i = w, 2w, ...: exact recomputations
         for i in 0..y.len() {
+            reset -= 1;
             let n = i.min(w);
             if n >= warm.max(2) {
                 if n != inv.0 {
                     inv = (n, 1.0 / n as f64, 1.0 / (n as f64 - 1.0));
                 }
                 let mean = s1 * inv.1;
-                let var = ((s2 - s1 * mean) * inv.2).max(0.0);
+                let var = (s2 - s1 * mean) * inv.2;
                 let level = mean + shift;
-                // Compare squares; the square root and the division only for flags.
+                // Compare squares; the square root and the division only for flags (plain
+                // comparisons: the values are finite).
                 let d = y[i] - level;
-                let fl = floor(level);
-                if d * d > thr2 * var.max(fl * fl) {
+                let fl = REL_FLOOR * level.abs();
+                let fl2 = if fl > 1e-9 { fl * fl } else { 1e-18 };
+                if d * d > thr2 * (if var > fl2 { var } else { fl2 }) {
+                    let var = var.max(0.0);
+                    let fl = floor(level);
                     let sd = var.sqrt().max(fl);
                     if let Some(f) = flag(i, level, d / sd, self.threshold, Kind::Zscore) {
                         out.push(f);
                     }
                 }
             }
-            // Slide: add y[i], drop y[i − w].
-            if i >= w && (i % w) == 0 {
+            // Slide: add y[i], drop y[i − w]; every w points (a countdown, not i % w)
+            // recompute the sums exactly.
+            if i >= w && reset == 0 {
+                reset = w;
                 shift = y[i + 1 - w..=i].iter().sum::<f64>() / w as f64;
                 s1 = 0.0;
                 s2 = 0.0;
@@ -343,6 +351,7 @@ impl Slots {
         }
     }
 
+    #[inline]
     fn phase(&mut self, t: i64) -> usize {
         let p = match self.last {
             Some((lt, lp)) if t - lt == self.slot => {
@@ -359,12 +368,23 @@ impl Slots {
         p
     }
 
+    #[inline]
     fn median(&self, p: usize, min: usize) -> Option<f64> {
         let n = self.fill[p].0 as usize;
         if n < min.max(1) {
             return None;
         }
-        // At most 4 values: the median is what remains without the extremes.
+        // At most 4 values: the median is what remains without the extremes. A full slot
+        // (the steady state) in straight-line code.
+        if n == SEASONS {
+            // Plain comparisons (values are finite): one instruction each, unlike f64::min.
+            let mn = |a: f64, b: f64| if a < b { a } else { b };
+            let mx = |a: f64, b: f64| if a > b { a } else { b };
+            let [a, b, c, d] = self.vals[p];
+            let lo = mn(mn(a, b), mn(c, d));
+            let hi = mx(mx(a, b), mx(c, d));
+            return Some(0.5 * (a + b + c + d - lo - hi));
+        }
         let v = &self.vals[p][..n];
         let (lo, hi, sum) = v.iter().fold((f64::MAX, f64::MIN, 0.0), |(lo, hi, s), &x| {
             (lo.min(x), hi.max(x), s + x)
@@ -377,6 +397,7 @@ impl Slots {
         })
     }
 
+    #[inline]
     fn push(&mut self, p: usize, v: f64) {
         let (n, next) = &mut self.fill[p];
         self.vals[p][*next as usize] = v;
@@ -425,6 +446,7 @@ impl Profile {
     }
 
     /// The expected values at instant `t` (points come in time order), then learns `v`.
+    #[inline]
     pub fn feed(&mut self, t: i64, v: f64) -> Expected {
         let p = self.main.phase(t);
         let mut main = self.main.median(p, 2);
