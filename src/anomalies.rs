@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::predict::write_table;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
-use crate::series::{Series, all_dates, format_ts, read_series_with};
+use crate::series::{Series, all_dates, format_ts, read_series_with, usual_gap};
 
 /// Directory of the lake's anomalies.
 pub const ANOMALIES_DIR: &str = "anomalies";
@@ -66,18 +66,6 @@ pub struct SeriesFlags {
     pub points: Vec<Point>,
 }
 
-/// The usual step of a series (its most common gap; 1 h when it has one point).
-fn usual_step(ts: &[i64]) -> i64 {
-    let mut gaps: HashMap<i64, usize> = HashMap::new();
-    for w in ts.windows(2) {
-        *gaps.entry(w[1] - w[0]).or_default() += 1;
-    }
-    gaps.into_iter()
-        .filter(|(g, _)| *g > 0)
-        .max_by(|a, b| a.1.cmp(&b.1).then(b.0.cmp(&a.0)))
-        .map_or(HOUR, |(g, _)| g)
-}
-
 /// Runs the detectors over every series in parallel; `extra` adds flags per series (the
 /// lake's user-level patterns), `counts` gives events per window for the volume guard,
 /// `step` the series' step (the rollup's window on the lake; else each series' most common
@@ -101,7 +89,8 @@ pub fn detect_series(
                 let view = SeriesView {
                     ts: &s.ts,
                     values: &s.values,
-                    step: step.unwrap_or_else(|| usual_step(&s.ts)),
+                    // No gap to go by (one point): an hour.
+                    step: step.unwrap_or_else(|| usual_gap(&s.ts).unwrap_or(HOUR)),
                 };
                 let mut flags = Vec::new();
                 for d in &detectors {
@@ -127,8 +116,8 @@ pub fn detect_series(
 /// Drops flags of windows too small to matter: neither the window's events nor the
 /// series' typical events per window (the median of the previous 24 windows) reach
 /// `min_volume`, so 2 calls where 0 were expected is no incident, while a drop from a
-/// busy level to nothing still is; a drop's run counts the typical events of all its
-/// windows.
+/// busy level to nothing still is; a drop counts the typical events of its run's windows
+/// up to it.
 fn volume_guard(flags: &mut Vec<Flag>, counts: &[f64], min_volume: f64) {
     if flags.is_empty() {
         return;
@@ -235,16 +224,16 @@ fn joined(kinds: &[Kind]) -> String {
 fn incident_rows(
     series: &[Series],
     found: &[SeriesFlags],
+    incs: &[Vec<Incident>],
     name: &dyn Fn(&Series) -> String,
     users: &dyn Fn(usize, &Incident) -> String,
     step_end: &dyn Fn(&Series, usize) -> i64,
     dates: bool,
-    cooldown: i64,
 ) -> Vec<(Incident, IncidentRow)> {
     let mut rows = Vec::new();
-    for f in found {
+    for (f, incs) in found.iter().zip(incs) {
         let s = &series[f.series];
-        for inc in incidents(&f.points, &s.ts, cooldown) {
+        for inc in incs.iter().cloned() {
             let row = IncidentRow {
                 series: name(s),
                 users: users(f.series, &inc),
@@ -326,24 +315,24 @@ pub fn detect_file(input: &Path, out: &Path, spec: &DetectSpec) -> Result<Detect
     let found = detect_series(&series, spec, &|_| Vec::new(), None, None)?;
     let fit = clock.elapsed().as_secs_f64() - read;
     let dates = all_dates(&series);
-    let cooldown = spec.config.cooldown;
+    let incs = series_incidents(&series, &found, spec.config.cooldown);
     let mut df = points_table(
         &series,
         &found,
+        &incs,
         &["series_id"],
         &|s| vec![s.id.clone()],
         dates,
-        cooldown,
     )?;
     write_table(out, &mut df)?;
     let rows = incident_rows(
         &series,
         &found,
+        &incs,
         &|s| s.id.clone(),
         &|_, _| String::new(),
         &|s, i| s.ts[i],
         dates,
-        cooldown,
     );
     let write = clock.elapsed().as_secs_f64() - read - fit;
     Ok(summarize(
@@ -355,13 +344,21 @@ pub fn detect_file(input: &Path, out: &Path, spec: &DetectSpec) -> Result<Detect
     ))
 }
 
+/// Each flagged series' incidents, in the order of `found`.
+fn series_incidents(series: &[Series], found: &[SeriesFlags], cooldown: i64) -> Vec<Vec<Incident>> {
+    found
+        .iter()
+        .map(|f| incidents(&f.points, &series[f.series].ts, cooldown))
+        .collect()
+}
+
 fn points_table(
     series: &[Series],
     found: &[SeriesFlags],
+    incs: &[Vec<Incident>],
     keys: &[&str],
     split: &dyn Fn(&Series) -> Vec<String>,
     dates: bool,
-    cooldown: i64,
 ) -> Result<DataFrame> {
     let mut kcols: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
     let (mut ts, mut value, mut expected, mut score) =
@@ -374,15 +371,15 @@ fn points_table(
         Vec::new(),
         Vec::new(),
     );
-    for f in found {
+    for (f, incs) in found.iter().zip(incs) {
         let s = &series[f.series];
         let parts = split(s);
-        for inc in incidents(&f.points, &s.ts, cooldown) {
-            for p in f
-                .points
-                .iter()
-                .filter(|p| p.reported && (inc.first..=inc.last).contains(&p.index))
-            {
+        // Incidents are runs of the points in order: one walk pairs each point with its own.
+        let mut inc = incs.iter().peekable();
+        for p in &f.points {
+            while inc.next_if(|i| i.last < p.index).is_some() {}
+            let Some(inc) = inc.peek() else { break };
+            if p.reported {
                 for (c, v) in kcols.iter_mut().zip(&parts) {
                     c.push(v.clone());
                 }
@@ -636,25 +633,29 @@ pub fn detect_lake(
         Granularity::Hour => HOUR,
         _ => 24 * HOUR,
     };
-    // User flags land on the series' window holding their hour.
-    let placed = |k: usize| -> Vec<(Flag, String)> {
-        let Some(list) = users.by_series.get(&keys[k]) else {
-            return Vec::new();
-        };
-        let s = &series[k];
-        list.iter()
-            .filter_map(|(h, f, u)| {
-                let w = h.div_euclid(window) * window;
-                s.ts.binary_search(&w)
-                    .ok()
-                    .map(|i| (Flag { index: i, ..*f }, u.clone()))
-            })
-            .collect()
-    };
+    // User flags land on the series' window holding their hour (placed once per series:
+    // the detectors and the incidents' user lists read them).
+    let placed: Vec<Vec<(Flag, String)>> = series
+        .iter()
+        .zip(&keys)
+        .map(|(s, key)| {
+            let Some(list) = users.by_series.get(key) else {
+                return Vec::new();
+            };
+            list.iter()
+                .filter_map(|(h, f, u)| {
+                    let w = h.div_euclid(window) * window;
+                    s.ts.binary_search(&w)
+                        .ok()
+                        .map(|i| (Flag { index: i, ..*f }, u.clone()))
+                })
+                .collect()
+        })
+        .collect();
     let found = detect_series(
         &series,
         spec,
-        &|k| placed(k).into_iter().map(|p| p.0).collect(),
+        &|k| placed[k].iter().map(|p| p.0).collect(),
         Some(&counts),
         Some(window),
     )?;
@@ -664,10 +665,10 @@ pub fn detect_lake(
         .join(format!("granularity={granularity}"));
     let step_end = |s: &Series, i: usize| s.ts[i] + window;
     let users_of = |k: usize, inc: &Incident| -> String {
-        let mut us: Vec<String> = placed(k)
-            .into_iter()
+        let mut us: Vec<&str> = placed[k]
+            .iter()
             .filter(|(f, _)| (inc.first..=inc.last).contains(&f.index))
-            .map(|(_, u)| u)
+            .map(|(_, u)| u.as_str())
             .collect();
         us.sort();
         us.dedup();
@@ -677,23 +678,23 @@ pub fn detect_lake(
         let (a, b) = s.id.split_once('/').unwrap_or((&s.id, ""));
         vec![a.to_string(), b.to_string()]
     };
-    let cooldown = spec.config.cooldown;
+    let incs = series_incidents(&series, &found, spec.config.cooldown);
     let rows = incident_rows(
         &series,
         &found,
+        &incs,
         &|s| s.id.clone(),
         &users_of,
         &step_end,
         false,
-        cooldown,
     );
     let mut points = points_table(
         &series,
         &found,
+        &incs,
         &["tenant_id", "meter"],
         &split,
         false,
-        cooldown,
     )?;
     let mut inc = incidents_table(&rows)?;
     let (pp, ip) = (dir.join("points.parquet"), dir.join("incidents.parquet"));

@@ -83,17 +83,22 @@ impl Step {
     }
 }
 
+/// The most common positive gap between consecutive instants (ties: the smaller), or None
+/// when there is none (fewer than two distinct instants).
+pub fn usual_gap(ts: &[i64]) -> Option<i64> {
+    let mut gaps: BTreeMap<i64, usize> = BTreeMap::new();
+    for w in ts.windows(2).filter(|w| w[1] > w[0]) {
+        *gaps.entry(w[1] - w[0]).or_default() += 1;
+    }
+    gaps.into_iter()
+        .max_by_key(|&(g, n)| (n, std::cmp::Reverse(g)))
+        .map(|(g, _)| g)
+}
+
 impl Series {
     /// The series' step (1 day for a single point).
     pub fn step(&self) -> Step {
-        let mut gaps: BTreeMap<i64, usize> = BTreeMap::new();
-        for w in self.ts.windows(2) {
-            *gaps.entry(w[1] - w[0]).or_default() += 1;
-        }
-        let Some((&gap, _)) = gaps
-            .iter()
-            .max_by_key(|(g, n)| (**n, std::cmp::Reverse(**g)))
-        else {
+        let Some(gap) = usual_gap(&self.ts) else {
             return Step::Fixed(DAY);
         };
         let same_day = || {
