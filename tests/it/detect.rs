@@ -35,6 +35,22 @@ fn series_csv(dir: &Path, name: &str, series: &[(&str, Vec<f64>)]) -> std::path:
     write(dir, name, &text)
 }
 
+/// Runs `detect --series INPUT --out flags.csv EXTRA...` (beside the input) and reads the
+/// flags back.
+fn detect_rows(input: &Path, extra: &[&str]) -> Vec<BTreeMap<String, String>> {
+    let out = input.with_file_name("flags.csv");
+    let mut args = vec![
+        "detect",
+        "--series",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    ok(&args);
+    csv_rows(&out)
+}
+
 /// A deterministic noisy series (LCG), level 100, spread ~10.
 fn noise(n: usize, seed: u64) -> Vec<f64> {
     let mut x = seed;
@@ -56,20 +72,10 @@ fn rolling_zscore_matches_a_fold_and_cooldown_zero_reports_every_flag() {
     y[121] = 175.0;
     y[200] = 20.0;
     let input = series_csv(d.path(), "s.csv", &[("a", y.clone())]);
-    let out = d.path().join("flags.csv");
-    ok(&[
-        "detect",
-        "--series",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--detectors",
-        "zscore",
-        "--window",
-        "50",
-        "--cooldown",
-        "0",
-    ]);
+    let got = detect_rows(
+        &input,
+        &["--detectors", "zscore", "--window", "50", "--cooldown", "0"],
+    );
     // The fold: mean and sample sd of the previous min(i, 50) points, from 30 points on.
     let mut want = BTreeMap::new();
     for i in 30..y.len() {
@@ -82,7 +88,6 @@ fn rolling_zscore_matches_a_fold_and_cooldown_zero_reports_every_flag() {
             want.insert(i, (z.abs(), mean));
         }
     }
-    let got = csv_rows(&out);
     assert!(
         want.contains_key(&120) && want.contains_key(&200),
         "{want:?}"
@@ -106,22 +111,19 @@ fn rolling_zscore_matches_a_fold_and_cooldown_zero_reports_every_flag() {
         assert_eq!(row["value"].parse::<f64>().unwrap(), y[*i]);
     }
     // --since: the same flags from that instant on (earlier points still warm up).
-    ok(&[
-        "detect",
-        "--series",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--detectors",
-        "zscore",
-        "--window",
-        "50",
-        "--cooldown",
-        "0",
-        "--since",
-        "2026-09-08",
-    ]);
-    let since = csv_rows(&out);
+    let since = detect_rows(
+        &input,
+        &[
+            "--detectors",
+            "zscore",
+            "--window",
+            "50",
+            "--cooldown",
+            "0",
+            "--since",
+            "2026-09-08",
+        ],
+    );
     let later: Vec<_> = got
         .iter()
         .filter(|r| r["ts"].as_str() >= "2026-09-08")
@@ -130,18 +132,7 @@ fn rolling_zscore_matches_a_fold_and_cooldown_zero_reports_every_flag() {
     assert!(!since.is_empty() && since.len() < got.len());
     assert_eq!(since, later);
     // With the default cooldown the two spike hours are one incident, reported once.
-    ok(&[
-        "detect",
-        "--series",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--detectors",
-        "zscore",
-        "--window",
-        "50",
-    ]);
-    let got = csv_rows(&out);
+    let got = detect_rows(&input, &["--detectors", "zscore", "--window", "50"]);
     assert!(got.len() < want.len(), "{got:?}");
     assert!(got.iter().all(|r| !r["incident"].is_empty()));
 }
@@ -178,15 +169,7 @@ fn velocity_spikes_need_volume_and_seasonal_peaks_are_not_anomalies() {
             ("dropped", dropped),
         ],
     );
-    let out = d.path().join("flags.csv");
-    ok(&[
-        "detect",
-        "--series",
-        input.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let rows = csv_rows(&out);
+    let rows = detect_rows(&input, &[]);
     let of = |id: &str| {
         rows.iter()
             .filter(|r| r["series_id"] == id)
