@@ -24,6 +24,7 @@
 #![warn(missing_docs)]
 
 pub mod anomalies;
+pub mod billing;
 pub mod cli;
 pub mod detect;
 pub mod error;

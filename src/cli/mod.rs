@@ -3,6 +3,7 @@
 //! Data goes to stdout, progress and logs to stderr. Exit codes: 0 success, 2 error
 //! (one readable line on stderr naming the file, line, field or parameter).
 
+mod billing;
 mod detect;
 mod forecast;
 mod generate;
@@ -47,6 +48,16 @@ pub enum Command {
     Usage(usage::UsageArgs),
     /// Active users (DAU/WAU/MAU), inactive users, feature adoption, documents and storage.
     Engagement(usage::EngagementArgs),
+    /// Per tenant and meter: usage in the current period against the plan, status, overage
+    /// cost so far, and the period's end projected from a forecast.
+    Quota(billing::QuotaArgs),
+    /// May a tenant consume Q more now? JSON answer; exit 0 allowed, 3 blocked.
+    Check(billing::CheckArgs),
+    /// A period's invoices: lines per meter, base fee, total (exact decimals).
+    Invoice(billing::InvoiceArgs),
+    /// Compare plans for a tenant; list upgrade candidates.
+    #[command(subcommand)]
+    Plans(billing::PlansCommand),
     /// Inspect the lake.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -83,6 +94,10 @@ pub fn main() -> ExitCode {
         Command::Forecast(a) => forecast::run(a),
         Command::Detect(a) => detect::run(a),
         Command::Engagement(a) => usage::engagement(a),
+        Command::Quota(a) => billing::quota(a),
+        Command::Check(a) => billing::check_cmd(a),
+        Command::Invoice(a) => billing::invoice(a),
+        Command::Plans(c) => billing::plans(c),
     };
     match result {
         Ok(code) => code,

@@ -98,6 +98,26 @@ impl Zone {
         self.0.is_none()
     }
 
+    /// The UTC instant (µs) of local midnight starting `date` (the first instant of the
+    /// date where a DST change skips midnight).
+    pub fn midnight_micros(&self, date: NaiveDate) -> i64 {
+        let naive = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+        match self.0 {
+            None => naive.and_utc().timestamp_micros(),
+            Some(tz) => {
+                use chrono::TimeZone;
+                // A gap at midnight: step forward by minutes until the local time exists.
+                (0..=24 * 60)
+                    .find_map(|m| {
+                        tz.from_local_datetime(&(naive + chrono::Duration::minutes(m)))
+                            .earliest()
+                    })
+                    .map(|t| t.with_timezone(&Utc).timestamp_micros())
+                    .unwrap_or_else(|| naive.and_utc().timestamp_micros())
+            }
+        }
+    }
+
     /// The local calendar date of a UTC instant (µs).
     pub fn local_date(&self, ts_micros: i64) -> NaiveDate {
         let t = DateTime::<Utc>::from_timestamp_micros(ts_micros).unwrap_or_default();

@@ -1,0 +1,396 @@
+//! Measuring a billing period's usage from the lake's events, exactly at the period's
+//! edges (each tenant's own period, cut at its local midnight), plus the daily history a
+//! projection forecasts from.
+//!
+//! One polars query per call: the events of the billed lake meters between the earliest
+//! history start and the latest measuring instant, joined to each tenant's window, grouped
+//! per (tenant, meter, day before `at`, inside the period or not). Seats (`unique_users`)
+//! take a second query (each user's first event in the period); time-weighted gauges a
+//! third (their readings).
+
+use std::collections::{BTreeMap, HashMap};
+
+use polars::prelude::*;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::FromPrimitive;
+
+use super::plans::{Catalog, UsageRule};
+use crate::error::Result;
+use crate::lake::Lake;
+
+/// µs per day: the projection's step.
+pub const DAY: i64 = 86_400_000_000;
+
+/// What to measure for one tenant.
+#[derive(Debug, Clone)]
+pub struct Window {
+    /// The tenant.
+    pub tenant: String,
+    /// Its period's first instant (UTC µs).
+    pub start: i64,
+    /// Measure up to (excluding) this instant.
+    pub at: i64,
+    /// Daily history is kept from here (≤ start for a projection, = start otherwise).
+    pub history_from: i64,
+}
+
+/// One tenant's usage of one billed meter.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Usage in the period so far, in billing units at the meter's precision.
+    pub used: Decimal,
+    /// The last reading (gauges), billing units.
+    pub latest: Option<f64>,
+    /// Daily amounts in billing units, oldest first; the last covers [at − 1 day, at).
+    /// Counters: sums; `max`/`time_weighted` gauges: the day's highest reading (carried
+    /// over days without one); seats: users first seen in the period that day.
+    pub daily: Vec<f64>,
+    /// Events counted.
+    pub events: u64,
+}
+
+/// Rounds a quantity to `dp` places, half away from zero.
+pub fn round_qty(q: Decimal, dp: u32) -> Decimal {
+    q.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// Lake units → billing units at the meter's precision.
+fn to_units(v: f64, scale: Decimal, dp: u32) -> Decimal {
+    let d = Decimal::from_f64(v).unwrap_or(Decimal::MAX);
+    round_qty(d / scale, dp)
+}
+
+fn to_f64(d: Decimal) -> f64 {
+    use rust_decimal::prelude::ToPrimitive;
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// Usage per (tenant, billed meter) for each window. Tenants without events get no entry.
+pub fn measure(
+    lake: &Lake,
+    catalog: &Catalog,
+    windows: &[Window],
+) -> Result<HashMap<(String, String), Measured>> {
+    let mut out = HashMap::new();
+    if windows.is_empty() {
+        return Ok(out);
+    }
+    let from = windows.iter().map(|w| w.history_from.min(w.start)).min().unwrap_or(0);
+    let to = windows.iter().map(|w| w.at).max().unwrap_or(0);
+    if from >= to {
+        return Ok(out);
+    }
+    let Some(events) = crate::usage::events_between(lake, None, from, to)? else {
+        return Ok(out);
+    };
+    let lake_meters: Vec<String> = {
+        let mut v: Vec<String> = catalog.meters.values().map(|m| m.event.clone()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let win = df!(
+        "tenant_id" => windows.iter().map(|w| w.tenant.clone()).collect::<Vec<_>>(),
+        "_start" => windows.iter().map(|w| w.start).collect::<Vec<_>>(),
+        "_at" => windows.iter().map(|w| w.at).collect::<Vec<_>>(),
+        "_hist" => windows.iter().map(|w| w.history_from.min(w.start)).collect::<Vec<_>>(),
+    )?
+    .lazy();
+    let ts = col("ts").cast(DataType::Int64);
+    let joined = events
+        .filter(col("meter").is_in(
+            lit(Series::new("m".into(), lake_meters.clone())).implode(false),
+            false,
+        ))
+        .select([col("tenant_id"), col("meter"), ts.alias("_ts"), col("value"), col("user_id")])
+        .join(
+            win,
+            [col("tenant_id")],
+            [col("tenant_id")],
+            JoinArgs::new(JoinType::Inner),
+        )
+        .filter(col("_ts").gt_eq(col("_hist")).and(col("_ts").lt(col("_at"))));
+    let daily = joined
+        .clone()
+        .with_columns([
+            ((col("_at") - col("_ts") - lit(1i64)) / lit(DAY)).alias("_back"),
+            col("_ts").gt_eq(col("_start")).alias("_in"),
+        ])
+        .group_by([col("tenant_id"), col("meter"), col("_back"), col("_in")])
+        .agg([
+            col("value").sum().alias("_sum"),
+            col("value").max().alias("_max"),
+            col("value")
+                .sort_by([col("_ts"), col("value")], SortMultipleOptions::default())
+                .last()
+                .alias("_last"),
+            col("_ts").max().alias("_last_ts"),
+            len().cast(DataType::UInt64).alias("_n"),
+        ])
+        .collect()?;
+
+    // Per (tenant, lake meter): buckets.
+    struct Bucket {
+        back: i64,
+        inside: bool,
+        sum: f64,
+        max: f64,
+        last: f64,
+        last_ts: i64,
+        n: u64,
+    }
+    let mut by_key: BTreeMap<(String, String), Vec<Bucket>> = BTreeMap::new();
+    {
+        let t = daily.column("tenant_id")?.str()?;
+        let m = daily.column("meter")?.str()?;
+        let b = daily.column("_back")?.i64()?;
+        let i = daily.column("_in")?.bool()?;
+        let s = daily.column("_sum")?.f64()?;
+        let x = daily.column("_max")?.f64()?;
+        let l = daily.column("_last")?.f64()?;
+        let lt = daily.column("_last_ts")?.i64()?;
+        let n = daily.column("_n")?.u64()?;
+        for r in 0..daily.height() {
+            by_key
+                .entry((
+                    t.get(r).unwrap_or_default().to_string(),
+                    m.get(r).unwrap_or_default().to_string(),
+                ))
+                .or_default()
+                .push(Bucket {
+                    back: b.get(r).unwrap_or(0),
+                    inside: i.get(r).unwrap_or(false),
+                    sum: s.get(r).unwrap_or(0.0),
+                    max: x.get(r).unwrap_or(f64::NAN),
+                    last: l.get(r).unwrap_or(f64::NAN),
+                    last_ts: lt.get(r).unwrap_or(i64::MIN),
+                    n: n.get(r).unwrap_or(0),
+                });
+        }
+    }
+    let wins: HashMap<&str, &Window> = windows.iter().map(|w| (w.tenant.as_str(), w)).collect();
+    let days_of = |w: &Window| ((w.at - w.history_from.min(w.start)) + DAY - 1) / DAY;
+
+    let seats = seat_firsts(&joined, catalog)?;
+    let readings = gauge_readings(&joined, catalog)?;
+
+    for (name, bm) in &catalog.meters {
+        for ((tenant, lake_meter), buckets) in &by_key {
+            if *lake_meter != bm.event {
+                continue;
+            }
+            let Some(w) = wins.get(tenant.as_str()) else { continue };
+            let n_days = days_of(w).max(0) as usize;
+            let unit = |v: f64| to_f64(Decimal::from_f64(v).unwrap_or_default() / bm.scale);
+            let inside = || buckets.iter().filter(|b| b.inside);
+            let events: u64 = inside().map(|b| b.n).sum();
+            let latest = buckets
+                .iter()
+                .filter(|b| b.last.is_finite())
+                .max_by_key(|b| b.last_ts)
+                .map(|b| unit(b.last));
+            let mut daily = vec![f64::NAN; n_days];
+            let slot = |back: i64| (n_days as i64 - 1 - back).clamp(0, n_days as i64 - 1) as usize;
+            let used = match bm.usage {
+                UsageRule::Sum => {
+                    daily.iter_mut().for_each(|d| *d = 0.0);
+                    for b in buckets {
+                        if n_days > 0 {
+                            daily[slot(b.back)] += unit(b.sum);
+                        }
+                    }
+                    let total: f64 = inside().map(|b| b.sum).sum();
+                    to_units(total, bm.scale, bm.precision)
+                }
+                UsageRule::Max | UsageRule::TimeWeighted => {
+                    for b in buckets {
+                        if n_days > 0 && b.max.is_finite() {
+                            let d = &mut daily[slot(b.back)];
+                            *d = if d.is_nan() { unit(b.max) } else { d.max(unit(b.max)) };
+                        }
+                    }
+                    if bm.usage == UsageRule::Max {
+                        let m = inside().map(|b| b.max).fold(f64::NAN, f64::max);
+                        if m.is_finite() { to_units(m, bm.scale, bm.precision) } else { Decimal::ZERO }
+                    } else {
+                        let r = readings.get(&(tenant.clone(), lake_meter.clone()));
+                        let avg = time_weighted(r.map(|v| v.as_slice()).unwrap_or(&[]), w.start, w.at);
+                        to_units(avg, bm.scale, bm.precision)
+                    }
+                }
+                UsageRule::UniqueUsers => {
+                    daily.iter_mut().for_each(|d| *d = 0.0);
+                    let firsts = seats.get(&(tenant.clone(), lake_meter.clone()));
+                    let firsts = firsts.map(|v| v.as_slice()).unwrap_or(&[]);
+                    for &f in firsts {
+                        if n_days > 0 {
+                            daily[slot((w.at - f - 1) / DAY)] += 1.0;
+                        }
+                    }
+                    // Seats count before any scale: one user is one seat.
+                    round_qty(Decimal::from(firsts.len() as u64) / bm.scale, bm.precision)
+                }
+            };
+            // Gauges: carry the last reading over days without one; before the first, drop.
+            if !bm.usage.additive() {
+                let mut last = f64::NAN;
+                for d in daily.iter_mut() {
+                    if d.is_nan() {
+                        *d = last;
+                    } else {
+                        last = *d;
+                    }
+                }
+            }
+            // History starts at the series' first day with data (a tenant that joined
+            // recently has no zeros before it).
+            let first = match bm.usage {
+                UsageRule::UniqueUsers => {
+                    // Seats history is the period's days only.
+                    let in_period = ((w.at - w.start) + DAY - 1) / DAY;
+                    n_days.saturating_sub(in_period as usize)
+                }
+                _ => buckets
+                    .iter()
+                    .map(|b| slot(b.back))
+                    .min()
+                    .unwrap_or(n_days),
+            };
+            let daily: Vec<f64> = daily[first.min(n_days)..]
+                .iter()
+                .map(|v| if v.is_nan() { 0.0 } else { *v })
+                .collect();
+            out.insert(
+                (tenant.clone(), name.clone()),
+                Measured {
+                    used,
+                    latest,
+                    daily,
+                    events,
+                },
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// Each seat user's first event in its tenant's period: (tenant, lake meter) → instants.
+fn seat_firsts(
+    joined: &LazyFrame,
+    catalog: &Catalog,
+) -> Result<HashMap<(String, String), Vec<i64>>> {
+    let metered: Vec<String> = catalog
+        .meters
+        .values()
+        .filter(|m| m.usage == UsageRule::UniqueUsers)
+        .map(|m| m.event.clone())
+        .collect();
+    let mut out: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    if metered.is_empty() {
+        return Ok(out);
+    }
+    let df = joined
+        .clone()
+        .filter(
+            col("meter")
+                .is_in(lit(Series::new("m".into(), metered)).implode(false), false)
+                .and(col("_ts").gt_eq(col("_start")))
+                .and(col("user_id").is_not_null()),
+        )
+        .group_by([col("tenant_id"), col("meter"), col("user_id")])
+        .agg([col("_ts").min().alias("_first")])
+        .collect()?;
+    let t = df.column("tenant_id")?.str()?;
+    let m = df.column("meter")?.str()?;
+    let f = df.column("_first")?.i64()?;
+    for r in 0..df.height() {
+        out.entry((
+            t.get(r).unwrap_or_default().to_string(),
+            m.get(r).unwrap_or_default().to_string(),
+        ))
+        .or_default()
+        .push(f.get(r).unwrap_or(0));
+    }
+    Ok(out)
+}
+
+/// Readings of time-weighted gauges, sorted by time: (tenant, lake meter) → (ts, value).
+fn gauge_readings(
+    joined: &LazyFrame,
+    catalog: &Catalog,
+) -> Result<HashMap<(String, String), Vec<(i64, f64)>>> {
+    let metered: Vec<String> = catalog
+        .meters
+        .values()
+        .filter(|m| m.usage == UsageRule::TimeWeighted)
+        .map(|m| m.event.clone())
+        .collect();
+    let mut out: HashMap<(String, String), Vec<(i64, f64)>> = HashMap::new();
+    if metered.is_empty() {
+        return Ok(out);
+    }
+    let df = joined
+        .clone()
+        .filter(col("meter").is_in(lit(Series::new("m".into(), metered)).implode(false), false))
+        .select([col("tenant_id"), col("meter"), col("_ts"), col("value")])
+        .collect()?;
+    let t = df.column("tenant_id")?.str()?;
+    let m = df.column("meter")?.str()?;
+    let ts = df.column("_ts")?.i64()?;
+    let v = df.column("value")?.f64()?;
+    for r in 0..df.height() {
+        out.entry((
+            t.get(r).unwrap_or_default().to_string(),
+            m.get(r).unwrap_or_default().to_string(),
+        ))
+        .or_default()
+        .push((ts.get(r).unwrap_or(0), v.get(r).unwrap_or(0.0)));
+    }
+    for r in out.values_mut() {
+        r.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+    }
+    Ok(out)
+}
+
+/// The time-weighted average of a step function of readings over [start, at): each reading
+/// holds until the next; the last reading before `start` carries into the period; time
+/// before the first known reading is not counted.
+pub fn time_weighted(readings: &[(i64, f64)], start: i64, at: i64) -> f64 {
+    let mut weighted = 0.0;
+    let mut covered = 0i64;
+    let mut current: Option<(i64, f64)> = None;
+    for &(t, v) in readings.iter().filter(|r| r.0 < at) {
+        if let Some((ct, cv)) = current {
+            let a = ct.max(start);
+            if t > a {
+                weighted += cv * (t - a) as f64;
+                covered += t - a;
+            }
+        }
+        current = Some((t, v));
+    }
+    if let Some((ct, cv)) = current {
+        let a = ct.max(start);
+        if at > a {
+            weighted += cv * (at - a) as f64;
+            covered += at - a;
+        }
+    }
+    if covered > 0 { weighted / covered as f64 } else { 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_weighted_by_hand() {
+        let h = 3_600_000_000i64;
+        // 10 GB before the period, 30 GB from hour 6 of a 24 h window: (6·10 + 18·30)/24 = 25.
+        let r = [(-h, 10.0), (6 * h, 30.0)];
+        assert_eq!(time_weighted(&r, 0, 24 * h), 25.0);
+        // No reading before the period: only the covered 18 hours count.
+        assert_eq!(time_weighted(&[(6 * h, 30.0)], 0, 24 * h), 30.0);
+        assert_eq!(time_weighted(&[], 0, 24 * h), 0.0);
+    }
+}

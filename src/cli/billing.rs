@@ -1,0 +1,443 @@
+//! `meterlake quota`, `check`, `invoice` and `plans compare`: plans applied to the lake.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::str::FromStr;
+
+use clap::{Args, Subcommand, ValueEnum};
+use rust_decimal::Decimal;
+use serde::Serialize;
+
+use crate::billing::compare::{compare, upgrade_candidates};
+use crate::billing::invoice::invoices;
+use crate::billing::quota::{QuotaOptions, check, quotas};
+use crate::billing::{Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE, parse_at};
+use crate::lake::Lake;
+
+/// Where plans, tenants and usage come from.
+#[derive(Debug, Args)]
+pub struct Source {
+    /// The lake directory.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// The plan catalogue (TOML).
+    #[arg(long, default_value = DEFAULT_PLANS_FILE)]
+    pub plans: PathBuf,
+    /// Tenant assignments (CSV: tenant_id, plan[, period_anchor, time_zone,
+    /// plan_changed_at, previous_plan]).
+    #[arg(long, default_value = DEFAULT_TENANTS_FILE)]
+    pub tenants: PathBuf,
+}
+
+impl Source {
+    pub(crate) fn open(&self) -> anyhow::Result<(Lake, Billing)> {
+        let billing = Billing::load(&self.plans, &self.tenants)?;
+        let lake = Lake::open(&self.lake)?;
+        Ok((lake, billing))
+    }
+}
+
+/// Table, JSON or CSV.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// Human-readable table.
+    #[default]
+    Table,
+    /// One JSON object.
+    Json,
+    /// CSV with a header.
+    Csv,
+}
+
+/// Arguments of `quota`.
+#[derive(Debug, Args)]
+pub struct QuotaArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The instant: `now`, `latest` (just after the lake's last event), a date or an
+    /// RFC 3339 instant.
+    #[arg(long, default_value = "now")]
+    at: String,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// Skip the forecast-based projection of the period's end.
+    #[arg(long)]
+    no_projection: bool,
+    /// Days of daily history the projection forecasts from.
+    #[arg(long, default_value_t = 56)]
+    history_days: i64,
+    /// Interval level of the projection, percent.
+    #[arg(long, default_value_t = 90.0)]
+    level: f64,
+    /// Table, JSON or CSV.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+fn opt(v: Option<Decimal>, none: &str) -> String {
+    v.map(|d| d.normalize().to_string()).unwrap_or_else(|| none.into())
+}
+
+/// One flat CSV row of a quota.
+#[derive(Serialize)]
+struct QuotaCsv<'a> {
+    tenant_id: &'a str,
+    plan: &'a str,
+    meter: &'a str,
+    unit: &'a str,
+    period_start: &'a str,
+    period_end: &'a str,
+    used: Decimal,
+    included: String,
+    percent: Option<Decimal>,
+    remaining: Option<Decimal>,
+    status: &'static str,
+    overage_units: Decimal,
+    overage_cost: Decimal,
+    projected_usage: Option<Decimal>,
+    projected_lower: Option<Decimal>,
+    projected_upper: Option<Decimal>,
+    projected_cost: Option<Decimal>,
+    projected_cost_lower: Option<Decimal>,
+    projected_cost_upper: Option<Decimal>,
+    limit_at: Option<&'a str>,
+    model: Option<&'a str>,
+}
+
+pub(crate) fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
+    let (lake, billing) = a.source.open()?;
+    let at = parse_at(&lake, &a.at)?;
+    if a.history_days < 1 {
+        anyhow::bail!(crate::Error::InvalidParameter {
+            name: "--history-days",
+            reason: "must be at least 1".into()
+        });
+    }
+    let rows = quotas(
+        &lake,
+        &billing,
+        &QuotaOptions {
+            at,
+            tenant: a.tenant,
+            project: !a.no_projection,
+            history_days: a.history_days,
+            level: a.level / 100.0,
+        },
+    )?;
+    let cur = &billing.catalog.currency;
+    match a.output {
+        Format::Json => super::print_json(&serde_json::json!({
+            "at": crate::billing::rfc3339(at),
+            "currency": cur,
+            "quotas": rows,
+        }))?,
+        Format::Csv => {
+            let flat: Vec<QuotaCsv> = rows
+                .iter()
+                .map(|r| {
+                    let p = r.projected.as_ref();
+                    QuotaCsv {
+                        tenant_id: &r.tenant_id,
+                        plan: &r.plan,
+                        meter: &r.meter,
+                        unit: &r.unit,
+                        period_start: &r.period_start,
+                        period_end: &r.period_end,
+                        used: r.used,
+                        included: opt(r.included, "unlimited"),
+                        percent: r.percent,
+                        remaining: r.remaining,
+                        status: r.status.name(),
+                        overage_units: r.overage_units,
+                        overage_cost: r.overage_cost,
+                        projected_usage: p.map(|p| p.usage),
+                        projected_lower: p.map(|p| p.usage_lower),
+                        projected_upper: p.map(|p| p.usage_upper),
+                        projected_cost: p.map(|p| p.cost),
+                        projected_cost_lower: p.map(|p| p.cost_lower),
+                        projected_cost_upper: p.map(|p| p.cost_upper),
+                        limit_at: p.and_then(|p| p.limit_at.as_deref()),
+                        model: p.map(|p| p.model.as_str()),
+                    }
+                })
+                .collect();
+            write_csv(&flat)?
+        }
+        Format::Table => {
+            let mut o = std::io::stdout().lock();
+            writeln!(o, "quotas at {} ({cur})", crate::billing::rfc3339(at))?;
+            writeln!(
+                o,
+                "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  {}",
+                "tenant", "plan", "meter", "used", "included", "percent", "status", "overage",
+                "projected [interval]", "proj.cost", "limit reached"
+            )?;
+            for r in &rows {
+                let p = r.projected.as_ref();
+                writeln!(
+                    o,
+                    "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  {}",
+                    r.tenant_id,
+                    r.plan,
+                    r.meter,
+                    r.used.normalize(),
+                    opt(r.included, "unlimited"),
+                    r.percent.map(|p| format!("{p}%")).unwrap_or_else(|| "-".into()),
+                    r.status.name(),
+                    r.overage_cost,
+                    p.map(|p| format!(
+                        "{} [{}, {}]",
+                        p.usage.normalize(),
+                        p.usage_lower.normalize(),
+                        p.usage_upper.normalize()
+                    ))
+                    .unwrap_or_else(|| "-".into()),
+                    p.map(|p| p.cost.to_string()).unwrap_or_else(|| "-".into()),
+                    p.and_then(|p| p.limit_at.clone()).unwrap_or_else(|| "-".into()),
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// The billed meter (as named in the plan catalogue).
+    #[arg(long)]
+    meter: String,
+    /// How much more it wants to consume.
+    #[arg(long, default_value = "1")]
+    quantity: String,
+    /// The instant (`now`, `latest`, a date or RFC 3339).
+    #[arg(long, default_value = "now")]
+    at: String,
+}
+
+/// Exit code of a blocked check.
+pub const BLOCKED: u8 = 3;
+
+pub(crate) fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
+    let q = Decimal::from_str(&a.quantity).map_err(|_| crate::Error::InvalidParameter {
+        name: "--quantity",
+        reason: format!("`{}` is not a decimal number", a.quantity),
+    })?;
+    let (lake, billing) = a.source.open()?;
+    let at = parse_at(&lake, &a.at)?;
+    let ans = check(&lake, &billing, &a.tenant, &a.meter, q, at)?;
+    super::print_json(&ans)?;
+    Ok(if ans.allowed() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(BLOCKED)
+    })
+}
+
+/// Arguments of `invoice`.
+#[derive(Debug, Args)]
+pub struct InvoiceArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The month the billing period starts in, YYYY-MM.
+    #[arg(long)]
+    period: String,
+    /// Only this tenant.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// JSON (default), CSV (one row per line, base fee and total) or a table.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
+    output: Format,
+}
+
+#[derive(Serialize)]
+struct InvoiceCsv<'a> {
+    period: &'a str,
+    currency: &'a str,
+    tenant_id: &'a str,
+    plan: &'a str,
+    item: &'a str,
+    usage: String,
+    included: String,
+    overage_units: String,
+    amount: Decimal,
+}
+
+pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
+    let (lake, billing) = a.source.open()?;
+    let inv = invoices(&lake, &billing, &a.period, a.tenant.as_deref())?;
+    match a.output {
+        Format::Json => super::print_json(&inv)?,
+        Format::Csv | Format::Table => {
+            let mut rows = Vec::new();
+            for i in &inv.invoices {
+                for l in &i.lines {
+                    rows.push(InvoiceCsv {
+                        period: &inv.period,
+                        currency: &inv.currency,
+                        tenant_id: &i.tenant_id,
+                        plan: &i.plan,
+                        item: &l.meter,
+                        usage: l.usage.to_string(),
+                        included: opt(l.included, "unlimited"),
+                        overage_units: l.overage_units.to_string(),
+                        amount: l.amount,
+                    });
+                }
+                for (item, amount) in [("base_fee", i.base_fee), ("total", i.total)] {
+                    rows.push(InvoiceCsv {
+                        period: &inv.period,
+                        currency: &inv.currency,
+                        tenant_id: &i.tenant_id,
+                        plan: &i.plan,
+                        item,
+                        usage: String::new(),
+                        included: String::new(),
+                        overage_units: String::new(),
+                        amount,
+                    });
+                }
+            }
+            if a.output == Format::Csv {
+                write_csv(&rows)?;
+            } else {
+                let mut o = std::io::stdout().lock();
+                writeln!(o, "invoices for {} ({})", inv.period, inv.currency)?;
+                for r in &rows {
+                    writeln!(
+                        o,
+                        "{:<18} {:<13} {:<10} {:>14} {:>10} {:>12} {:>10}",
+                        r.tenant_id, r.plan, r.item, r.usage, r.included, r.overage_units, r.amount
+                    )?;
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plans` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PlansCommand {
+    /// What a tenant's last three periods and its forecast would cost on each plan; and the
+    /// entry-plan tenants closest to their limits.
+    Compare(CompareArgs),
+}
+
+/// Arguments of `plans compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The tenant to compare plans for; without it, only the upgrade candidates.
+    #[arg(long)]
+    tenant: Option<String>,
+    /// The instant (`now`, `latest`, a date or RFC 3339).
+    #[arg(long, default_value = "now")]
+    at: String,
+    /// Upgrade candidates listed.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Table or JSON.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    output: Format,
+}
+
+pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
+    let PlansCommand::Compare(a) = c;
+    let (lake, billing) = a.source.open()?;
+    let at = parse_at(&lake, &a.at)?;
+    let cmp = a
+        .tenant
+        .as_deref()
+        .map(|t| compare(&lake, &billing, t, at))
+        .transpose()?;
+    let cands = upgrade_candidates(&lake, &billing, at, a.top)?;
+    match a.output {
+        Format::Json | Format::Csv => super::print_json(&serde_json::json!({
+            "at": crate::billing::rfc3339(at),
+            "comparison": cmp,
+            "upgrade_candidates": cands,
+        }))?,
+        Format::Table => {
+            let mut o = std::io::stdout().lock();
+            if let Some(c) = &cmp {
+                writeln!(o, "{} (now on {}), costs in {}", c.tenant_id, c.current_plan, c.currency)?;
+                write!(o, "{:<14}", "plan")?;
+                for p in &c.periods {
+                    write!(o, " {:>20}", p)?;
+                }
+                writeln!(o, " {:>12}  fits", "total")?;
+                for p in &c.plans {
+                    write!(o, "{:<14}", p.plan)?;
+                    for v in &p.costs {
+                        write!(o, " {:>20}", v)?;
+                    }
+                    let mark = if c.cheapest.as_deref() == Some(&p.plan) { "  <- cheapest" } else { "" };
+                    let fits = if p.fits {
+                        "yes".to_string()
+                    } else {
+                        format!("no: over the hard cap of {}", p.over_hard_cap.join(", "))
+                    };
+                    writeln!(o, " {:>12}  {fits}{mark}", p.total)?;
+                }
+                let current = c.plans.iter().find(|p| p.plan == c.current_plan);
+                match (&c.cheapest, current) {
+                    (Some(b), Some(cur)) if *b != c.current_plan && !cur.fits => writeln!(
+                        o,
+                        "{} caps this usage ({}); {b} is the cheapest plan that fits it",
+                        c.current_plan,
+                        cur.over_hard_cap.join(", ")
+                    )?,
+                    (Some(b), _) if *b != c.current_plan => writeln!(
+                        o,
+                        "{b} would save {} {} over these periods",
+                        c.saving, c.currency
+                    )?,
+                    (Some(_), _) => writeln!(o, "{} is already the cheapest", c.current_plan)?,
+                    (None, _) => writeln!(o, "no plan fits this usage within its hard caps")?,
+                }
+                writeln!(o)?;
+            }
+            writeln!(o, "upgrade candidates (entry plans closest to a limit)")?;
+            writeln!(
+                o,
+                "{:<18} {:<10} {:<10} {:>9} {:>10}  {}",
+                "tenant", "plan", "meter", "percent", "projected", "suggested plan"
+            )?;
+            for c in &cands {
+                writeln!(
+                    o,
+                    "{:<18} {:<10} {:<10} {:>9} {:>10}  {}",
+                    c.tenant_id,
+                    c.plan,
+                    c.meter,
+                    format!("{}%", c.percent),
+                    format!("{}%", c.projected_percent),
+                    match c.suggested_plan.as_deref() {
+                        Some(p) if p == c.plan => format!("{p} (current)"),
+                        Some(p) => p.to_string(),
+                        None => "-".into(),
+                    }
+                )?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
