@@ -23,6 +23,7 @@
 //! ```
 #![warn(missing_docs)]
 
+pub mod alerts;
 pub mod anomalies;
 pub mod billing;
 pub mod cli;

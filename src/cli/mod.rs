@@ -3,6 +3,7 @@
 //! Data goes to stdout, progress and logs to stderr. Exit codes: 0 success, 2 error
 //! (one readable line on stderr naming the file, line, field or parameter).
 
+mod alerts;
 mod billing;
 mod detect;
 mod forecast;
@@ -58,6 +59,9 @@ pub enum Command {
     /// Compare plans for a tenant; list upgrade candidates.
     #[command(subcommand)]
     Plans(billing::PlansCommand),
+    /// Raise, list, acknowledge and deliver alerts (thresholds, limits, cost, anomalies).
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Inspect the lake.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -98,6 +102,7 @@ pub fn main() -> ExitCode {
         Command::Check(a) => billing::check_cmd(a),
         Command::Invoice(a) => billing::invoice(a),
         Command::Plans(c) => billing::plans(c),
+        Command::Alerts(c) => alerts::run(c),
     };
     match result {
         Ok(code) => code,
