@@ -1,5 +1,6 @@
 //! Integration tests: one binary (polars links once) driving the real `meterlake` CLI.
 
+mod billing;
 mod common;
 mod crash;
 mod detect;
