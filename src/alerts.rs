@@ -80,7 +80,10 @@ pub struct Alert {
 }
 
 fn alert_id(parts: &[&str]) -> String {
-    format!("{:016x}", xxhash_rust::xxh3::xxh3_64(parts.join("\u{1f}").as_bytes()))
+    format!(
+        "{:016x}",
+        xxhash_rust::xxh3::xxh3_64(parts.join("\u{1f}").as_bytes())
+    )
 }
 
 /// The alert table of a lake, held under its lock while open.
@@ -104,7 +107,11 @@ impl AlertStore {
         std::fs::create_dir_all(&dir).at(&dir)?;
         let lock = crate::lake::lock_exclusive(&dir.join("_lock"))?;
         let path = dir.join(ALERTS_FILE);
-        let alerts = if path.exists() { read_alerts(&path)? } else { Vec::new() };
+        let alerts = if path.exists() {
+            read_alerts(&path)?
+        } else {
+            Vec::new()
+        };
         Ok(AlertStore {
             path,
             _lock: lock,
@@ -115,7 +122,8 @@ impl AlertStore {
     /// Writes the table atomically.
     pub fn save(&self) -> Result<()> {
         let a = &self.alerts;
-        let s = |f: fn(&Alert) -> &String| -> Vec<String> { a.iter().map(|x| f(x).clone()).collect() };
+        let s =
+            |f: fn(&Alert) -> &String| -> Vec<String> { a.iter().map(|x| f(x).clone()).collect() };
         let o = |f: fn(&Alert) -> &Option<String>| -> Vec<Option<String>> {
             a.iter().map(|x| f(x).clone()).collect()
         };
@@ -135,7 +143,10 @@ impl AlertStore {
             Column::new("acknowledged_at".into(), o(|x| &x.acknowledged_at)),
             Column::new("acknowledged_by".into(), o(|x| &x.acknowledged_by)),
             Column::new("delivered_at".into(), o(|x| &x.delivered_at)),
-            Column::new("attempts".into(), a.iter().map(|x| x.attempts).collect::<Vec<u32>>()),
+            Column::new(
+                "attempts".into(),
+                a.iter().map(|x| x.attempts).collect::<Vec<u32>>(),
+            ),
             Column::new("last_error".into(), o(|x| &x.last_error)),
         ])?;
         crate::predict::write_table(&self.path, &mut df)
@@ -161,10 +172,12 @@ impl AlertStore {
 
 fn read_alerts(path: &Path) -> Result<Vec<Alert>> {
     let f = std::fs::File::open(path).at(path)?;
-    let df = ParquetReader::new(f).finish().map_err(|e| Error::CorruptLake {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let df = ParquetReader::new(f)
+        .finish()
+        .map_err(|e| Error::CorruptLake {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let col = |n: &str| -> Result<StringChunked> { Ok(df.column(n)?.str()?.clone()) };
     let (id, kind, tenant, meter, thr, sev, msg, val, lim, ps, pe, ra, ack, ackby, del, err) = (
         col("id")?,
@@ -239,7 +252,12 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
     )?;
     let cur = &billing.catalog.currency;
     for r in &rows {
-        let mk = |kind: &str, threshold: String, severity: &str, message: String, value: String, limit: String| Alert {
+        let mk = |kind: &str,
+                  threshold: String,
+                  severity: &str,
+                  message: String,
+                  value: String,
+                  limit: String| Alert {
             id: alert_id(&[kind, &r.tenant_id, &r.meter, &threshold, &r.period_start]),
             kind: kind.into(),
             tenant_id: r.tenant_id.clone(),
@@ -261,8 +279,14 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
         let plan = billing.catalog.plan(&r.plan);
         if let (Some(inc), Some(pct)) = (r.included, r.percent) {
             let a = plan.map(|p| p.allowance(&r.meter));
-            let (w, c) = a.map(|a| (a.warning, a.critical)).unwrap_or((Decimal::from(80), Decimal::from(90)));
-            for (th, sev) in [(w, "warning"), (c, "critical"), (Decimal::from(100), "critical")] {
+            let (w, c) = a
+                .map(|a| (a.warning, a.critical))
+                .unwrap_or((Decimal::from(80), Decimal::from(90)));
+            for (th, sev) in [
+                (w, "warning"),
+                (c, "critical"),
+                (Decimal::from(100), "critical"),
+            ] {
                 if pct >= th {
                     candidates.push(mk(
                         "threshold",
@@ -270,7 +294,12 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
                         sev,
                         format!(
                             "{} {}: {} of {} {} used ({pct}%), crossing {}%",
-                            r.tenant_id, r.meter, r.used, inc, r.unit, th.normalize()
+                            r.tenant_id,
+                            r.meter,
+                            r.used,
+                            inc,
+                            r.unit,
+                            th.normalize()
                         ),
                         r.used.to_string(),
                         inc.to_string(),
@@ -278,12 +307,19 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
                 }
             }
             if r.used > inc || r.status == Status::Blocked {
-                let what = if r.hard_cap { "hard cap reached: further use is blocked" } else { "overage is billed" };
+                let what = if r.hard_cap {
+                    "hard cap reached: further use is blocked"
+                } else {
+                    "overage is billed"
+                };
                 candidates.push(mk(
                     "limit_exceeded",
                     "100".into(),
                     "critical",
-                    format!("{} {}: {} {} used of {} included; {what}", r.tenant_id, r.meter, r.used, r.unit, inc),
+                    format!(
+                        "{} {}: {} {} used of {} included; {what}",
+                        r.tenant_id, r.meter, r.used, r.unit, inc
+                    ),
                     r.used.to_string(),
                     inc.to_string(),
                 ));
@@ -298,7 +334,9 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
             .or_default() += r.overage_cost;
     }
     for ((tenant, plan, ps, pe), c) in cost {
-        let limit = opts.cost_over.or_else(|| billing.catalog.plan(plan).and_then(|p| p.cost_alert));
+        let limit = opts
+            .cost_over
+            .or_else(|| billing.catalog.plan(plan).and_then(|p| p.cost_alert));
         if let Some(l) = limit
             && c > l
         {
@@ -343,10 +381,17 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
 
 /// High and critical incidents of `LAKE/anomalies/granularity=*/incidents.parquet` that
 /// started within the lookback before `at`.
-fn anomaly_alerts(lake: &Lake, billing: &Billing, opts: &RaiseOptions, raised_at: &str) -> Result<Vec<Alert>> {
+fn anomaly_alerts(
+    lake: &Lake,
+    billing: &Billing,
+    opts: &RaiseOptions,
+    raised_at: &str,
+) -> Result<Vec<Alert>> {
     let mut out = Vec::new();
     let dir = lake.root().join(crate::anomalies::ANOMALIES_DIR);
-    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(out) };
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return Ok(out);
+    };
     let mut files: Vec<(String, PathBuf)> = entries
         .filter_map(|e| e.ok())
         .filter_map(|e| {
@@ -360,10 +405,12 @@ fn anomaly_alerts(lake: &Lake, billing: &Billing, opts: &RaiseOptions, raised_at
     let tenants: HashSet<&str> = billing.tenants.iter().map(|t| t.id.as_str()).collect();
     for (g, path) in files {
         let f = std::fs::File::open(&path).at(&path)?;
-        let df = ParquetReader::new(f).finish().map_err(|e| Error::CorruptLake {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let df = ParquetReader::new(f)
+            .finish()
+            .map_err(|e| Error::CorruptLake {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
         let df = df
             .lazy()
             .with_columns([
@@ -393,9 +440,15 @@ fn anomaly_alerts(lake: &Lake, billing: &Billing, opts: &RaiseOptions, raised_at
                 continue;
             }
             let meter = m.get(i).unwrap_or_default();
-            let (s, e) = (rfc3339(ws.get(i).unwrap_or(0)), rfc3339(we.get(i).unwrap_or(0)));
+            let (s, e) = (
+                rfc3339(ws.get(i).unwrap_or(0)),
+                rfc3339(we.get(i).unwrap_or(0)),
+            );
             let severity = sev.get(i).unwrap_or_default();
-            let (o, x) = (obs.get(i).unwrap_or(f64::NAN), exp.get(i).unwrap_or(f64::NAN));
+            let (o, x) = (
+                obs.get(i).unwrap_or(f64::NAN),
+                exp.get(i).unwrap_or(f64::NAN),
+            );
             out.push(Alert {
                 id: alert_id(&["anomaly", tenant, meter, &g, &s]),
                 kind: "anomaly".into(),
@@ -441,7 +494,8 @@ pub struct Webhook {
 
 /// The signature header's value for a body sent at `timestamp` (unix seconds).
 pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
     mac.update(format!("{timestamp}.{body}").as_bytes());
     let bytes = mac.finalize().into_bytes();
     let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
@@ -498,7 +552,10 @@ pub fn deliver(lake_dir: &Path, hook: &Webhook) -> Result<Delivered> {
             let res = agent
                 .post(&hook.url)
                 .header("Content-Type", "application/json")
-                .header("User-Agent", concat!("meterlake/", env!("CARGO_PKG_VERSION")))
+                .header(
+                    "User-Agent",
+                    concat!("meterlake/", env!("CARGO_PKG_VERSION")),
+                )
                 .header("X-Meterlake-Delivery", &store.alerts[i].id)
                 .header("X-Meterlake-Timestamp", &ts.to_string())
                 .header("X-Meterlake-Signature", &signature(&hook.secret, ts, &body))
@@ -539,7 +596,15 @@ mod tests {
         assert!(s.starts_with("sha256=") && s.len() == 7 + 64);
         let mut mac = Hmac::<Sha256>::new_from_slice(b"key").unwrap();
         mac.update(b"The quick brown fox jumps over the lazy dog");
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(hex, "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "f7bc83f430538424b13298e6aa6fb143ef4d59a14946175997479dbc2d1a3cd8"
+        );
     }
 }

@@ -53,7 +53,11 @@ pub struct Comparison {
 
 /// The cost of `usage` on `plan` (base fee + rounded overage per meter), and the meters over a
 /// hard cap.
-pub fn cost_on(catalog: &Catalog, plan: &Plan, usage: &BTreeMap<String, Decimal>) -> (Decimal, Vec<String>) {
+pub fn cost_on(
+    catalog: &Catalog,
+    plan: &Plan,
+    usage: &BTreeMap<String, Decimal>,
+) -> (Decimal, Vec<String>) {
     let mut cost = round_money(plan.base_fee, catalog.minor_units);
     let mut over = Vec::new();
     for (meter, &u) in usage {
@@ -129,7 +133,10 @@ pub fn compare(lake: &Lake, billing: &Billing, tenant: &str, at: i64) -> Result<
                 .meters
                 .keys()
                 .map(|k| {
-                    let u = m.get(&(t.id.clone(), k.clone())).map(|x| x.used).unwrap_or_default();
+                    let u = m
+                        .get(&(t.id.clone(), k.clone()))
+                        .map(|x| x.used)
+                        .unwrap_or_default();
                     (k.clone(), u)
                 })
                 .collect(),
@@ -145,7 +152,11 @@ pub fn compare(lake: &Lake, billing: &Billing, tenant: &str, at: i64) -> Result<
             ..QuotaOptions::default()
         },
     )?;
-    let mut projected: BTreeMap<String, Decimal> = catalog.meters.keys().map(|k| (k.clone(), Decimal::ZERO)).collect();
+    let mut projected: BTreeMap<String, Decimal> = catalog
+        .meters
+        .keys()
+        .map(|k| (k.clone(), Decimal::ZERO))
+        .collect();
     for r in &q {
         projected.insert(
             r.meter.clone(),
@@ -194,7 +205,12 @@ pub struct Candidate {
 
 /// The tenants on entry plans (base fee at most the second-lowest in the catalogue: free
 /// and basic by default) closest to a limit, by projected percent, at most `top`.
-pub fn upgrade_candidates(lake: &Lake, billing: &Billing, at: i64, top: usize) -> Result<Vec<Candidate>> {
+pub fn upgrade_candidates(
+    lake: &Lake,
+    billing: &Billing,
+    at: i64,
+    top: usize,
+) -> Result<Vec<Candidate>> {
     let catalog = &billing.catalog;
     let mut fees: Vec<Decimal> = catalog.plans.values().map(|p| p.base_fee).collect();
     fees.sort();
@@ -222,7 +238,9 @@ pub fn upgrade_candidates(lake: &Lake, billing: &Billing, at: i64, top: usize) -
         for r in &rows {
             let proj = r.projected.as_ref().map(|p| p.usage).unwrap_or(r.used);
             usage.insert(r.meter.clone(), proj);
-            let Some(inc) = r.included.filter(|i| !i.is_zero()) else { continue };
+            let Some(inc) = r.included.filter(|i| !i.is_zero()) else {
+                continue;
+            };
             let c = Candidate {
                 tenant_id: tenant.to_string(),
                 plan: r.plan.clone(),
@@ -232,7 +250,10 @@ pub fn upgrade_candidates(lake: &Lake, billing: &Billing, at: i64, top: usize) -
                 period_end: r.period_end.clone(),
                 suggested_plan: None,
             };
-            if best.as_ref().is_none_or(|b| c.projected_percent > b.projected_percent) {
+            if best
+                .as_ref()
+                .is_none_or(|b| c.projected_percent > b.projected_percent)
+            {
                 best = Some(c);
             }
         }

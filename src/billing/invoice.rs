@@ -33,7 +33,10 @@ pub struct Line {
     pub pricing: String,
 }
 
-fn unlimited<S: serde::Serializer>(v: &Option<Decimal>, s: S) -> std::result::Result<S::Ok, S::Error> {
+fn unlimited<S: serde::Serializer>(
+    v: &Option<Decimal>,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
     match v {
         Some(d) => s.serialize_str(&d.to_string()),
         None => s.serialize_str("unlimited"),
@@ -88,7 +91,12 @@ pub fn parse_month(s: &str) -> Result<(i32, u32)> {
 }
 
 /// Invoices for the period starting in `month` (`YYYY-MM`), for one tenant or all.
-pub fn invoices(lake: &Lake, billing: &Billing, month: &str, tenant: Option<&str>) -> Result<Invoices> {
+pub fn invoices(
+    lake: &Lake,
+    billing: &Billing,
+    month: &str,
+    tenant: Option<&str>,
+) -> Result<Invoices> {
     let (y, m) = parse_month(month)?;
     let catalog = &billing.catalog;
     let tenants = billing.select(tenant)?;
@@ -96,15 +104,20 @@ pub fn invoices(lake: &Lake, billing: &Billing, month: &str, tenant: Option<&str
     for t in &tenants {
         // Periods are cut by the tenant's current plan's cycle; the terms are those at the
         // period's last instant (prorated if the plan changed inside it).
-        let plan = catalog.plan(&t.plan).ok_or_else(|| Error::InvalidParameter {
-            name: "plan",
-            reason: format!("tenant {}: unknown plan `{}`", t.id, t.plan),
-        })?;
+        let plan = catalog
+            .plan(&t.plan)
+            .ok_or_else(|| Error::InvalidParameter {
+                name: "plan",
+                reason: format!("tenant {}: unknown plan `{}`", t.id, t.plan),
+            })?;
         let span = t.cycle(plan).starting_in(y, m);
         let tm = Terms::at(catalog, t, span.end - 1)?;
         terms.push(tm);
     }
-    let gauge_carry = catalog.meters.values().any(|m| m.usage == UsageRule::TimeWeighted);
+    let gauge_carry = catalog
+        .meters
+        .values()
+        .any(|m| m.usage == UsageRule::TimeWeighted);
     let windows: Vec<Window> = tenants
         .iter()
         .zip(&terms)
@@ -113,7 +126,11 @@ pub fn invoices(lake: &Lake, billing: &Billing, month: &str, tenant: Option<&str
             start: tm.span.start,
             at: tm.span.end,
             // Time-weighted gauges need the reading before the period.
-            history_from: if gauge_carry { tm.span.start - 35 * DAY } else { tm.span.start },
+            history_from: if gauge_carry {
+                tm.span.start - 35 * DAY
+            } else {
+                tm.span.start
+            },
         })
         .collect();
     let measured = measure(lake, catalog, &windows)?;
@@ -121,7 +138,9 @@ pub fn invoices(lake: &Lake, billing: &Billing, month: &str, tenant: Option<&str
     for (t, tm) in tenants.iter().zip(&terms) {
         let mut lines = Vec::new();
         for (name, bm) in &catalog.meters {
-            let Some(a) = tm.plan.meters.get(name) else { continue };
+            let Some(a) = tm.plan.meters.get(name) else {
+                continue;
+            };
             let usage = measured
                 .get(&(t.id.clone(), name.clone()))
                 .map(|m| m.used)

@@ -75,7 +75,11 @@ pub fn measure(
     if windows.is_empty() {
         return Ok(out);
     }
-    let from = windows.iter().map(|w| w.history_from.min(w.start)).min().unwrap_or(0);
+    let from = windows
+        .iter()
+        .map(|w| w.history_from.min(w.start))
+        .min()
+        .unwrap_or(0);
     let to = windows.iter().map(|w| w.at).max().unwrap_or(0);
     if from >= to {
         return Ok(out);
@@ -102,14 +106,24 @@ pub fn measure(
             lit(Series::new("m".into(), lake_meters.clone())).implode(false),
             false,
         ))
-        .select([col("tenant_id"), col("meter"), ts.alias("_ts"), col("value"), col("user_id")])
+        .select([
+            col("tenant_id"),
+            col("meter"),
+            ts.alias("_ts"),
+            col("value"),
+            col("user_id"),
+        ])
         .join(
             win,
             [col("tenant_id")],
             [col("tenant_id")],
             JoinArgs::new(JoinType::Inner),
         )
-        .filter(col("_ts").gt_eq(col("_hist")).and(col("_ts").lt(col("_at"))));
+        .filter(
+            col("_ts")
+                .gt_eq(col("_hist"))
+                .and(col("_ts").lt(col("_at"))),
+        );
     let daily = joined
         .clone()
         .with_columns([
@@ -179,7 +193,9 @@ pub fn measure(
             if *lake_meter != bm.event {
                 continue;
             }
-            let Some(w) = wins.get(tenant.as_str()) else { continue };
+            let Some(w) = wins.get(tenant.as_str()) else {
+                continue;
+            };
             let n_days = days_of(w).max(0) as usize;
             let unit = |v: f64| to_f64(Decimal::from_f64(v).unwrap_or_default() / bm.scale);
             let inside = || buckets.iter().filter(|b| b.inside);
@@ -206,15 +222,24 @@ pub fn measure(
                     for b in buckets {
                         if n_days > 0 && b.max.is_finite() {
                             let d = &mut daily[slot(b.back)];
-                            *d = if d.is_nan() { unit(b.max) } else { d.max(unit(b.max)) };
+                            *d = if d.is_nan() {
+                                unit(b.max)
+                            } else {
+                                d.max(unit(b.max))
+                            };
                         }
                     }
                     if bm.usage == UsageRule::Max {
                         let m = inside().map(|b| b.max).fold(f64::NAN, f64::max);
-                        if m.is_finite() { to_units(m, bm.scale, bm.precision) } else { Decimal::ZERO }
+                        if m.is_finite() {
+                            to_units(m, bm.scale, bm.precision)
+                        } else {
+                            Decimal::ZERO
+                        }
                     } else {
                         let r = readings.get(&(tenant.clone(), lake_meter.clone()));
-                        let avg = time_weighted(r.map(|v| v.as_slice()).unwrap_or(&[]), w.start, w.at);
+                        let avg =
+                            time_weighted(r.map(|v| v.as_slice()).unwrap_or(&[]), w.start, w.at);
                         to_units(avg, bm.scale, bm.precision)
                     }
                 }
@@ -250,11 +275,7 @@ pub fn measure(
                     let in_period = ((w.at - w.start) + DAY - 1) / DAY;
                     n_days.saturating_sub(in_period as usize)
                 }
-                _ => buckets
-                    .iter()
-                    .map(|b| slot(b.back))
-                    .min()
-                    .unwrap_or(n_days),
+                _ => buckets.iter().map(|b| slot(b.back)).min().unwrap_or(n_days),
             };
             let daily: Vec<f64> = daily[first.min(n_days)..]
                 .iter()
@@ -314,18 +335,18 @@ fn seat_firsts(
     Ok(out)
 }
 
-/// Readings of time-weighted gauges, sorted by time: (tenant, lake meter) → (ts, value).
-fn gauge_readings(
-    joined: &LazyFrame,
-    catalog: &Catalog,
-) -> Result<HashMap<(String, String), Vec<(i64, f64)>>> {
+/// (tenant, lake meter) → readings (ts, value), sorted by time.
+type Readings = HashMap<(String, String), Vec<(i64, f64)>>;
+
+/// Readings of time-weighted gauges, sorted by time.
+fn gauge_readings(joined: &LazyFrame, catalog: &Catalog) -> Result<Readings> {
     let metered: Vec<String> = catalog
         .meters
         .values()
         .filter(|m| m.usage == UsageRule::TimeWeighted)
         .map(|m| m.event.clone())
         .collect();
-    let mut out: HashMap<(String, String), Vec<(i64, f64)>> = HashMap::new();
+    let mut out: Readings = HashMap::new();
     if metered.is_empty() {
         return Ok(out);
     }
@@ -376,7 +397,11 @@ pub fn time_weighted(readings: &[(i64, f64)], start: i64, at: i64) -> f64 {
             covered += at - a;
         }
     }
-    if covered > 0 { weighted / covered as f64 } else { 0.0 }
+    if covered > 0 {
+        weighted / covered as f64
+    } else {
+        0.0
+    }
 }
 
 #[cfg(test)]

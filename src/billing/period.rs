@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn quarters_and_previous() {
-        let c = Cycle { months: 3, ..cycle(None, "UTC") };
+        let c = Cycle {
+            months: 3,
+            ..cycle(None, "UTC")
+        };
         let s = c.containing(at("2026-05-20T00:00:00Z"));
         assert_eq!((s.start, s.end), (at("2026-04-01"), at("2026-07-01")));
         let p = c.previous(&s);

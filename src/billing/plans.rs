@@ -237,7 +237,10 @@ impl Catalog {
                 return Err(bad(format!("meters.{name}.scale must be above 0")));
             }
             if m.precision > 9 {
-                return Err(bad(format!("meters.{name}.precision {} is over 9", m.precision)));
+                return Err(bad(format!(
+                    "meters.{name}.precision {} is over 9",
+                    m.precision
+                )));
             }
         }
         let mut plans = BTreeMap::new();
@@ -281,7 +284,8 @@ impl Catalog {
                 let limit = match (a.hard_cap, a.overage) {
                     (true, None) => Limit::HardCap,
                     (false, Some(pr)) => {
-                        pr.validate().map_err(|e| bad(format!("{at}.overage: {e}")))?;
+                        pr.validate()
+                            .map_err(|e| bad(format!("{at}.overage: {e}")))?;
                         Limit::Overage(pr)
                     }
                     (true, Some(_)) => {
@@ -300,7 +304,10 @@ impl Catalog {
                 };
                 let warning = a.warning.unwrap_or(p.warning);
                 let critical = a.critical.unwrap_or(p.critical);
-                if !(warning > Decimal::ZERO && warning <= critical && critical <= Decimal::from(100)) {
+                if !(warning > Decimal::ZERO
+                    && warning <= critical
+                    && critical <= Decimal::from(100))
+                {
                     return Err(bad(format!(
                         "{at}: thresholds must satisfy 0 < warning ({warning}) ≤ critical ({critical}) ≤ 100"
                     )));
@@ -392,7 +399,9 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
         path: path.to_path_buf(),
         source,
     })?;
-    let mut rdr = csv::ReaderBuilder::new().trim(csv::Trim::All).from_reader(file);
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
     let header = rdr.headers().map_err(|e| bad(1, e.to_string()))?.clone();
     let col = |name: &str| header.iter().position(|h| h == name);
     let (Some(ti), Some(pi)) = (col("tenant_id"), col("plan")) else {
@@ -433,8 +442,12 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
         let plan = known(line, "plan", get(Some(pi)).unwrap_or(""))?;
         let anchor = get(ai)
             .map(|s| {
-                NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                    .map_err(|_| bad(line, format!("period_anchor `{s}` is not a date YYYY-MM-DD")))
+                NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| {
+                    bad(
+                        line,
+                        format!("period_anchor `{s}` is not a date YYYY-MM-DD"),
+                    )
+                })
             })
             .transpose()?;
         let zone = match get(zi) {
@@ -445,7 +458,9 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
         let plan_changed_at = get(ci)
             .map(|s| parse_instant("plan_changed_at", s).map_err(|e| bad(line, e.to_string())))
             .transpose()?;
-        let previous_plan = get(vi).map(|p| known(line, "previous_plan", p)).transpose()?;
+        let previous_plan = get(vi)
+            .map(|p| known(line, "previous_plan", p))
+            .transpose()?;
         if plan_changed_at.is_some() != previous_plan.is_some() {
             return Err(bad(
                 line,
@@ -479,7 +494,10 @@ mod tests {
         let basic = c.plan("basic").unwrap();
         let docs = basic.allowance("documents");
         assert_eq!(docs.included, Some(Decimal::from(100)));
-        assert_eq!(docs.limit, Limit::Overage(Pricing::PerUnit(Decimal::new(50, 2))));
+        assert_eq!(
+            docs.limit,
+            Limit::Overage(Pricing::PerUnit(Decimal::new(50, 2)))
+        );
         assert_eq!(basic.allowance("users").limit, Limit::HardCap);
         let pro = c.plan("professional").unwrap();
         assert_eq!(
@@ -495,11 +513,23 @@ mod tests {
     fn mistakes_name_the_field() {
         let base = "currency = \"EUR\"\n[meters.docs]\nusage = \"sum\"\n";
         let p = Path::new("p.toml");
-        let err = |s: &str| Catalog::from_toml(&format!("{base}{s}"), p).unwrap_err().to_string();
+        let err = |s: &str| {
+            Catalog::from_toml(&format!("{base}{s}"), p)
+                .unwrap_err()
+                .to_string()
+        };
         assert!(err("[plans.Basic]\n").contains("lower case"));
-        assert!(err("[plans.b.meters.docs]\nincluded = 5\n").contains("hard_cap = true or an overage"));
-        assert!(err("[plans.b.meters.docs]\nincluded = \"lots\"\nhard_cap = true\n").contains("included"));
-        assert!(err("[plans.b.meters.pages]\nincluded = 5\nhard_cap = true\n").contains("not a billed meter"));
+        assert!(
+            err("[plans.b.meters.docs]\nincluded = 5\n").contains("hard_cap = true or an overage")
+        );
+        assert!(
+            err("[plans.b.meters.docs]\nincluded = \"lots\"\nhard_cap = true\n")
+                .contains("included")
+        );
+        assert!(
+            err("[plans.b.meters.pages]\nincluded = 5\nhard_cap = true\n")
+                .contains("not a billed meter")
+        );
         assert!(err("[plans.b]\nperiod = \"week\"\n").contains("plans.b.period"));
         assert!(
             err("[plans.b.meters.docs]\nincluded = 5\noverage = { graduated = [{ up_to = 5, price = \"1\" }] }\n")

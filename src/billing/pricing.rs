@@ -151,9 +151,21 @@ mod tests {
 
     fn tiers() -> Vec<Tier> {
         vec![
-            Tier { up_to: Some(d("100")), price: d("0.10"), flat: d("0") },
-            Tier { up_to: Some(d("1000")), price: d("0.05"), flat: d("1") },
-            Tier { up_to: None, price: d("0.01"), flat: d("0") },
+            Tier {
+                up_to: Some(d("100")),
+                price: d("0.10"),
+                flat: d("0"),
+            },
+            Tier {
+                up_to: Some(d("1000")),
+                price: d("0.05"),
+                flat: d("1"),
+            },
+            Tier {
+                up_to: None,
+                price: d("0.01"),
+                flat: d("0"),
+            },
         ]
     }
 
@@ -162,7 +174,10 @@ mod tests {
         // Basic documents: 0.50 each.
         assert_eq!(Pricing::PerUnit(d("0.50")).cost(d("7")), d("3.50"));
         // Basic API calls: 0.01 per started 10.
-        let pkg = Pricing::Package { size: d("10"), price: d("0.01") };
+        let pkg = Pricing::Package {
+            size: d("10"),
+            price: d("0.01"),
+        };
         assert_eq!(pkg.cost(d("1")), d("0.01"));
         assert_eq!(pkg.cost(d("10")), d("0.01"));
         assert_eq!(pkg.cost(d("11")), d("0.02"));
@@ -185,11 +200,28 @@ mod tests {
     fn bad_tiers_are_named() {
         let mut t = tiers();
         t[1].up_to = Some(d("50"));
-        assert!(Pricing::Graduated(t).validate().unwrap_err().contains("tier 2"));
+        assert!(
+            Pricing::Graduated(t)
+                .validate()
+                .unwrap_err()
+                .contains("tier 2")
+        );
         let mut t = tiers();
         t[2].up_to = Some(d("5000"));
-        assert!(Pricing::Volume(t).validate().unwrap_err().contains("last tier"));
-        assert!(Pricing::Package { size: d("0"), price: d("1") }.validate().is_err());
+        assert!(
+            Pricing::Volume(t)
+                .validate()
+                .unwrap_err()
+                .contains("last tier")
+        );
+        assert!(
+            Pricing::Package {
+                size: d("0"),
+                price: d("1")
+            }
+            .validate()
+            .is_err()
+        );
         assert!(Pricing::PerUnit(d("-1")).validate().is_err());
     }
 }

@@ -66,7 +66,9 @@ pub fn status_of(
     warning: Decimal,
     critical: Decimal,
 ) -> Status {
-    let Some(inc) = included else { return Status::Ok };
+    let Some(inc) = included else {
+        return Status::Ok;
+    };
     let hard = matches!(limit, Limit::HardCap);
     if inc.is_zero() {
         return match (hard, used.is_zero()) {
@@ -92,7 +94,12 @@ pub fn status_of(
 }
 
 /// Overage units and their rounded cost.
-pub fn overage(used: Decimal, included: Option<Decimal>, limit: &Limit, minor: u32) -> (Decimal, Decimal) {
+pub fn overage(
+    used: Decimal,
+    included: Option<Decimal>,
+    limit: &Limit,
+    minor: u32,
+) -> (Decimal, Decimal) {
     let Some(inc) = included else {
         return (Decimal::ZERO, Decimal::ZERO);
     };
@@ -228,7 +235,9 @@ pub fn quotas(lake: &Lake, billing: &Billing, opts: &QuotaOptions) -> Result<Vec
             if !tm.plan.meters.contains_key(name) {
                 continue;
             }
-            let m = measured.get(&(t.id.clone(), name.clone())).unwrap_or(&empty);
+            let m = measured
+                .get(&(t.id.clone(), name.clone()))
+                .unwrap_or(&empty);
             jobs.push((t, tm, name, bm, m));
         }
     }
@@ -290,7 +299,13 @@ fn project(
     let left = (tm.span.end - opts.at).max(0);
     let steps = left as f64 / DAY as f64;
     let h = steps.ceil() as usize;
-    let weight = |i: usize| if (i + 1) as f64 <= steps { 1.0 } else { steps - i as f64 };
+    let weight = |i: usize| {
+        if (i + 1) as f64 <= steps {
+            1.0
+        } else {
+            steps - i as f64
+        }
+    };
     let (mean, lower, upper, model) = if h == 0 {
         (vec![], vec![], vec![], "none".to_string())
     } else if m.daily.len() < 3 {
@@ -301,7 +316,12 @@ fn project(
         } else {
             m.daily.last().copied().unwrap_or(used)
         };
-        (vec![rate; h], vec![rate; h], vec![rate; h], "run_rate".to_string())
+        (
+            vec![rate; h],
+            vec![rate; h],
+            vec![rate; h],
+            "run_rate".to_string(),
+        )
     } else {
         let opts_f = ModelOptions {
             season_length: 7,
@@ -317,7 +337,12 @@ fn project(
             )
         } else {
             let last = m.daily.last().copied().unwrap_or(0.0);
-            (vec![last; h], vec![last; h], vec![last; h], "naive".to_string())
+            (
+                vec![last; h],
+                vec![last; h],
+                vec![last; h],
+                "naive".to_string(),
+            )
         }
     };
     let floor = |v: &[f64]| -> Vec<f64> { v.iter().map(|x| x.max(0.0)).collect() };
@@ -327,14 +352,26 @@ fn project(
     let end_of = |path: &[f64]| -> f64 {
         match bm.usage {
             UsageRule::Sum | UsageRule::UniqueUsers => {
-                used + path.iter().enumerate().map(|(i, v)| v * weight(i)).sum::<f64>()
+                used + path
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v * weight(i))
+                    .sum::<f64>()
             }
             UsageRule::Max => path.iter().fold(used, |a, &b| a.max(b)),
             UsageRule::TimeWeighted => {
                 let so_far = (opts.at - tm.span.start).max(0) as f64;
-                let ahead: f64 = path.iter().enumerate().map(|(i, v)| v * weight(i) * DAY as f64).sum();
+                let ahead: f64 = path
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| v * weight(i) * DAY as f64)
+                    .sum();
                 let total = so_far + left as f64;
-                if total > 0.0 { (used * so_far + ahead) / total } else { used }
+                if total > 0.0 {
+                    (used * so_far + ahead) / total
+                } else {
+                    used
+                }
             }
         }
     };
@@ -436,7 +473,12 @@ pub fn check(
             reason: format!(
                 "`{meter}` is not a billed meter in {} (meters: {})",
                 catalog.path.display(),
-                catalog.meters.keys().cloned().collect::<Vec<_>>().join(", ")
+                catalog
+                    .meters
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         });
     };
@@ -523,7 +565,13 @@ mod tests {
         assert_eq!(s(0, Some(0), &over), Status::Ok);
         // Exactly at the limit: no overage; one over: one unit at 0.50.
         assert_eq!(overage(d(100), Some(d(100)), &over, 2), (d(0), d(0)));
-        assert_eq!(overage(d(101), Some(d(100)), &over, 2), (d(1), Decimal::new(50, 2)));
-        assert_eq!(overage(d(150), Some(d(100)), &Limit::HardCap, 2), (d(50), d(0)));
+        assert_eq!(
+            overage(d(101), Some(d(100)), &over, 2),
+            (d(1), Decimal::new(50, 2))
+        );
+        assert_eq!(
+            overage(d(150), Some(d(100)), &Limit::HardCap, 2),
+            (d(50), d(0))
+        );
     }
 }

@@ -49,7 +49,9 @@ pub struct HookArgs {
 
 impl HookArgs {
     fn webhook(&self) -> anyhow::Result<Option<Webhook>> {
-        let Some(url) = &self.webhook else { return Ok(None) };
+        let Some(url) = &self.webhook else {
+            return Ok(None);
+        };
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             anyhow::bail!(crate::Error::InvalidParameter {
                 name: "--webhook",
@@ -62,12 +64,13 @@ impl HookArgs {
                 reason: "must be at least 1".into(),
             });
         }
-        let secret = std::env::var(SECRET_ENV).ok().filter(|s| !s.is_empty()).ok_or_else(|| {
-            crate::Error::InvalidParameter {
+        let secret = std::env::var(SECRET_ENV)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| crate::Error::InvalidParameter {
                 name: "--webhook",
                 reason: format!("set the shared secret in ${SECRET_ENV} (deliveries are signed)"),
-            }
-        })?;
+            })?;
         Ok(Some(Webhook {
             url: url.clone(),
             secret,
@@ -147,8 +150,8 @@ fn table(alerts: &[Alert]) -> anyhow::Result<()> {
     let mut o = std::io::stdout().lock();
     writeln!(
         o,
-        "{:<16} {:<14} {:<9} {:<18} {:<10} {:>8}  {}",
-        "id", "kind", "severity", "tenant", "meter", "thresh.", "message"
+        "{:<16} {:<14} {:<9} {:<18} {:<10} {:>8}  message",
+        "id", "kind", "severity", "tenant", "meter", "thresh."
     )?;
     for a in alerts {
         writeln!(
@@ -161,7 +164,11 @@ fn table(alerts: &[Alert]) -> anyhow::Result<()> {
             a.meter,
             a.threshold,
             a.message,
-            if a.acknowledged_at.is_some() { "  [acknowledged]" } else { "" }
+            if a.acknowledged_at.is_some() {
+                "  [acknowledged]"
+            } else {
+                ""
+            }
         )?;
     }
     Ok(())
@@ -207,7 +214,11 @@ pub(crate) fn run(c: AlertsCommand) -> anyhow::Result<ExitCode> {
                     "delivery": delivered,
                 }))?,
                 Format::Table => {
-                    eprintln!("{} new alert(s) at {}", new.len(), crate::billing::rfc3339(at));
+                    eprintln!(
+                        "{} new alert(s) at {}",
+                        new.len(),
+                        crate::billing::rfc3339(at)
+                    );
                     table(&new)?;
                     if let Some(d) = &delivered {
                         eprintln!(
@@ -218,7 +229,9 @@ pub(crate) fn run(c: AlertsCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             if delivered.is_some_and(|d| d.failed > 0) {
-                eprintln!("error: some alerts could not be delivered; `alerts deliver` retries them");
+                eprintln!(
+                    "error: some alerts could not be delivered; `alerts deliver` retries them"
+                );
                 return Ok(ExitCode::from(2));
             }
             Ok(ExitCode::SUCCESS)
@@ -240,10 +253,9 @@ pub(crate) fn run(c: AlertsCommand) -> anyhow::Result<ExitCode> {
         }
         AlertsCommand::Ack(a) => {
             let mut store = AlertStore::open(&a.lake)?;
-            let by = a
-                .by
-                .or_else(|| std::env::var("USER").ok())
-                .unwrap_or_else(|| "unknown".into());
+            let by =
+                a.by.or_else(|| std::env::var("USER").ok())
+                    .unwrap_or_else(|| "unknown".into());
             let alert = store.ack(&a.id, &by, chrono::Utc::now().timestamp_micros())?;
             super::print_json(&alert)?;
             Ok(ExitCode::SUCCESS)
@@ -257,7 +269,11 @@ pub(crate) fn run(c: AlertsCommand) -> anyhow::Result<ExitCode> {
             };
             let d = deliver(&a.lake, &hook)?;
             super::print_json(&d)?;
-            Ok(if d.failed > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+            Ok(if d.failed > 0 {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
     }
 }

@@ -77,7 +77,8 @@ pub struct QuotaArgs {
 }
 
 fn opt(v: Option<Decimal>, none: &str) -> String {
-    v.map(|d| d.normalize().to_string()).unwrap_or_else(|| none.into())
+    v.map(|d| d.normalize().to_string())
+        .unwrap_or_else(|| none.into())
 }
 
 /// One flat CSV row of a quota.
@@ -179,9 +180,17 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
             writeln!(o, "quotas at {} ({cur})", crate::billing::rfc3339(at))?;
             writeln!(
                 o,
-                "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  {}",
-                "tenant", "plan", "meter", "used", "included", "percent", "status", "overage",
-                "projected [interval]", "proj.cost", "limit reached"
+                "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  limit reached",
+                "tenant",
+                "plan",
+                "meter",
+                "used",
+                "included",
+                "percent",
+                "status",
+                "overage",
+                "projected [interval]",
+                "proj.cost"
             )?;
             for r in &rows {
                 let p = r.projected.as_ref();
@@ -193,7 +202,9 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
                     r.meter,
                     r.used.normalize(),
                     opt(r.included, "unlimited"),
-                    r.percent.map(|p| format!("{p}%")).unwrap_or_else(|| "-".into()),
+                    r.percent
+                        .map(|p| format!("{p}%"))
+                        .unwrap_or_else(|| "-".into()),
                     r.status.name(),
                     r.overage_cost,
                     p.map(|p| format!(
@@ -204,7 +215,8 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
                     ))
                     .unwrap_or_else(|| "-".into()),
                     p.map(|p| p.cost.to_string()).unwrap_or_else(|| "-".into()),
-                    p.and_then(|p| p.limit_at.clone()).unwrap_or_else(|| "-".into()),
+                    p.and_then(|p| p.limit_at.clone())
+                        .unwrap_or_else(|| "-".into()),
                 )?;
             }
         }
@@ -378,7 +390,11 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
         Format::Table => {
             let mut o = std::io::stdout().lock();
             if let Some(c) = &cmp {
-                writeln!(o, "{} (now on {}), costs in {}", c.tenant_id, c.current_plan, c.currency)?;
+                writeln!(
+                    o,
+                    "{} (now on {}), costs in {}",
+                    c.tenant_id, c.current_plan, c.currency
+                )?;
                 write!(o, "{:<14}", "plan")?;
                 for p in &c.periods {
                     write!(o, " {:>20}", p)?;
@@ -389,7 +405,11 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
                     for v in &p.costs {
                         write!(o, " {:>20}", v)?;
                     }
-                    let mark = if c.cheapest.as_deref() == Some(&p.plan) { "  <- cheapest" } else { "" };
+                    let mark = if c.cheapest.as_deref() == Some(&p.plan) {
+                        "  <- cheapest"
+                    } else {
+                        ""
+                    };
                     let fits = if p.fits {
                         "yes".to_string()
                     } else {
@@ -418,8 +438,8 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
             writeln!(o, "upgrade candidates (entry plans closest to a limit)")?;
             writeln!(
                 o,
-                "{:<18} {:<10} {:<10} {:>9} {:>10}  {}",
-                "tenant", "plan", "meter", "percent", "projected", "suggested plan"
+                "{:<18} {:<10} {:<10} {:>9} {:>10}  suggested plan",
+                "tenant", "plan", "meter", "percent", "projected"
             )?;
             for c in &cands {
                 writeln!(

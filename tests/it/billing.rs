@@ -14,8 +14,18 @@ use crate::common::{ingest, mlk, ok, write};
 
 const PLANS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/plans.toml");
 
-fn ev(out: &mut String, id: &str, ts: &str, tenant: &str, meter: &str, value: f64, user: Option<&str>) {
-    let user = user.map(|u| format!(",\"user_id\":\"{u}\"")).unwrap_or_default();
+fn ev(
+    out: &mut String,
+    id: &str,
+    ts: &str,
+    tenant: &str,
+    meter: &str,
+    value: f64,
+    user: Option<&str>,
+) {
+    let user = user
+        .map(|u| format!(",\"user_id\":\"{u}\""))
+        .unwrap_or_default();
     writeln!(
         out,
         "{{\"id\":\"{id}\",\"ts\":\"{ts}\",\"tenant_id\":\"{tenant}\",\"meter\":\"{meter}\",\"value\":{value}{user}}}"
@@ -27,7 +37,15 @@ fn ev(out: &mut String, id: &str, ts: &str, tenant: &str, meter: &str, value: f6
 fn day_of(out: &mut String, tenant: &str, meter: &str, day: &str, n: usize) {
     for i in 0..n {
         let ts = format!("{day}T{:02}:{:02}:00Z", 10 + i / 60, i % 60);
-        ev(out, &format!("{tenant}-{meter}-{day}-{i}"), &ts, tenant, meter, 1.0, None);
+        ev(
+            out,
+            &format!("{tenant}-{meter}-{day}-{i}"),
+            &ts,
+            tenant,
+            meter,
+            1.0,
+            None,
+        );
     }
 }
 
@@ -72,11 +90,27 @@ fn fixture() -> Fixture {
     let mut s = String::new();
     for i in 0..105 {
         let ts = format!("2026-10-{:02}T12:00:00Z", 1 + i % 28);
-        ev(&mut s, &format!("b-doc-{i}"), &ts, "t-basic", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("b-doc-{i}"),
+            &ts,
+            "t-basic",
+            "documents",
+            1.0,
+            None,
+        );
     }
     for i in 0..1011 {
         let ts = format!("2026-10-{:02}T{:02}:{:02}:00Z", 1 + i % 28, i % 24, i % 60);
-        ev(&mut s, &format!("b-api-{i}"), &ts, "t-basic", "api_calls", 1.0, None);
+        ev(
+            &mut s,
+            &format!("b-api-{i}"),
+            &ts,
+            "t-basic",
+            "api_calls",
+            1.0,
+            None,
+        );
     }
     for (i, (ts, gb)) in [
         ("2026-09-25T00:00:00Z", 9.0), // September: not October's maximum
@@ -87,20 +121,52 @@ fn fixture() -> Fixture {
     .iter()
     .enumerate()
     {
-        ev(&mut s, &format!("b-sto-{i}"), ts, "t-basic", "storage_bytes", gb * 1e9, None);
+        ev(
+            &mut s,
+            &format!("b-sto-{i}"),
+            ts,
+            "t-basic",
+            "storage_bytes",
+            gb * 1e9,
+            None,
+        );
     }
     for (i, u) in ["u1", "u2", "u3", "u1", "u2"].iter().enumerate() {
         let ts = format!("2026-10-0{}T09:00:00Z", i + 1);
-        ev(&mut s, &format!("b-usr-{i}"), &ts, "t-basic", "active_users", 1.0, Some(u));
+        ev(
+            &mut s,
+            &format!("b-usr-{i}"),
+            &ts,
+            "t-basic",
+            "active_users",
+            1.0,
+            Some(u),
+        );
     }
     for i in 0..400 {
         let ts = format!("2026-10-{:02}T08:00:00Z", 1 + i % 30);
-        ev(&mut s, &format!("c-doc-{i}"), &ts, "t-change", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("c-doc-{i}"),
+            &ts,
+            "t-change",
+            "documents",
+            1.0,
+            None,
+        );
     }
     // Tokyo is UTC+9: its October is [2026-09-30T15:00Z, 2026-10-31T15:00Z).
     for i in 0..98 {
         let ts = format!("2026-10-{:02}T03:00:00Z", 1 + i % 30);
-        ev(&mut s, &format!("k-doc-{i}"), &ts, "t-tokyo", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("k-doc-{i}"),
+            &ts,
+            "t-tokyo",
+            "documents",
+            1.0,
+            None,
+        );
     }
     for (i, ts) in [
         "2026-09-30T15:00:00Z", // Oct 1 00:00 in Tokyo: October
@@ -113,26 +179,82 @@ fn fixture() -> Fixture {
     .iter()
     .enumerate()
     {
-        ev(&mut s, &format!("k-edge-{i}"), ts, "t-tokyo", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("k-edge-{i}"),
+            ts,
+            "t-tokyo",
+            "documents",
+            1.0,
+            None,
+        );
     }
     // Anchored to Jan 31: periods [Sep 30, Oct 31) and [Oct 31, Nov 30).
     for i in 0..3 {
-        ev(&mut s, &format!("a-30-{i}"), "2026-10-30T12:00:00Z", "t-anchor", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("a-30-{i}"),
+            "2026-10-30T12:00:00Z",
+            "t-anchor",
+            "documents",
+            1.0,
+            None,
+        );
     }
     for i in 0..2 {
-        ev(&mut s, &format!("a-31-{i}"), "2026-10-31T12:00:00Z", "t-anchor", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("a-31-{i}"),
+            "2026-10-31T12:00:00Z",
+            "t-anchor",
+            "documents",
+            1.0,
+            None,
+        );
     }
     for i in 0..25 {
         let ts = format!("2026-10-{:02}T12:00:00Z", 1 + i);
-        ev(&mut s, &format!("f-doc-{i}"), &ts, "t-free", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("f-doc-{i}"),
+            &ts,
+            "t-free",
+            "documents",
+            1.0,
+            None,
+        );
     }
     for d in 1..=30 {
-        day_of(&mut s, "t-steady", "api_calls", &format!("2026-09-{d:02}"), 100);
-        day_of(&mut s, "t-steady", "documents", &format!("2026-09-{d:02}"), 20);
+        day_of(
+            &mut s,
+            "t-steady",
+            "api_calls",
+            &format!("2026-09-{d:02}"),
+            100,
+        );
+        day_of(
+            &mut s,
+            "t-steady",
+            "documents",
+            &format!("2026-09-{d:02}"),
+            20,
+        );
     }
     for d in 1..=31 {
-        day_of(&mut s, "t-steady", "api_calls", &format!("2026-10-{d:02}"), 100);
-        day_of(&mut s, "t-steady", "documents", &format!("2026-10-{d:02}"), 20);
+        day_of(
+            &mut s,
+            "t-steady",
+            "api_calls",
+            &format!("2026-10-{d:02}"),
+            100,
+        );
+        day_of(
+            &mut s,
+            "t-steady",
+            "documents",
+            &format!("2026-10-{d:02}"),
+            20,
+        );
     }
     let events = write(dir.path(), "events.ndjson", &s);
     let lake = dir.path().join("lake");
@@ -162,7 +284,8 @@ fn d(s: &str) -> Decimal {
 }
 
 fn dec(v: &serde_json::Value) -> Decimal {
-    d(v.as_str().unwrap_or_else(|| panic!("not a decimal string: {v}")))
+    d(v.as_str()
+        .unwrap_or_else(|| panic!("not a decimal string: {v}")))
 }
 
 fn invoice_of<'a>(inv: &'a serde_json::Value, tenant: &str) -> &'a serde_json::Value {
@@ -175,7 +298,12 @@ fn invoice_of<'a>(inv: &'a serde_json::Value, tenant: &str) -> &'a serde_json::V
 }
 
 fn line<'a>(inv: &'a serde_json::Value, meter: &str) -> &'a serde_json::Value {
-    inv["lines"].as_array().unwrap().iter().find(|l| l["meter"] == meter).unwrap()
+    inv["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["meter"] == meter)
+        .unwrap()
 }
 
 #[test]
@@ -240,13 +368,29 @@ fn invoices_match_the_plan_table_by_hand() {
     assert_eq!(dec(&fr["total"]), d("0"));
     // Enterprise, zero usage: the base fee.
     let e = invoice_of(&inv, "t-ent");
-    assert!(e["lines"].as_array().unwrap().iter().all(|l| dec(&l["usage"]).is_zero()));
+    assert!(
+        e["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| dec(&l["usage"]).is_zero())
+    );
     assert_eq!(dec(&e["total"]), d("499.00"));
 
     // Every total is its base fee plus the sum of its lines.
     for i in inv["invoices"].as_array().unwrap() {
-        let sum: Decimal = i["lines"].as_array().unwrap().iter().map(|l| dec(&l["amount"])).sum();
-        assert_eq!(dec(&i["total"]), dec(&i["base_fee"]) + sum, "{}", i["tenant_id"]);
+        let sum: Decimal = i["lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| dec(&l["amount"]))
+            .sum();
+        assert_eq!(
+            dec(&i["total"]),
+            dec(&i["base_fee"]) + sum,
+            "{}",
+            i["tenant_id"]
+        );
     }
     // Deterministic bytes; CSV carries the same amounts.
     assert_eq!(
@@ -254,7 +398,11 @@ fn invoices_match_the_plan_table_by_hand() {
         ok(&f.args(&["invoice", "--period", "2026-10"]))
     );
     let csv = ok(&f.args(&["invoice", "--period", "2026-10", "--output", "csv"]));
-    assert!(csv.lines().any(|l| l == "2026-10,EUR,t-basic,basic,total,,,,34.52"), "{csv}");
+    assert!(
+        csv.lines()
+            .any(|l| l == "2026-10,EUR,t-basic,basic,total,,,,34.52"),
+        "{csv}"
+    );
 }
 
 #[test]
@@ -292,26 +440,85 @@ included = 100
 overage = { volume = [ { up_to = 50, price = "1.00" }, { up_to = 150, price = "0.50", flat = "5" }, { price = "0.10" } ] }
 "#,
     );
-    let tenants = write(dir.path(), "tenants.csv", "tenant_id,plan\ng,tiered\nv,bulk\nw,bulk\n");
+    let tenants = write(
+        dir.path(),
+        "tenants.csv",
+        "tenant_id,plan\ng,tiered\nv,bulk\nw,bulk\n",
+    );
     let mut s = String::new();
     for i in 0..300 {
-        ev(&mut s, &format!("g{i}"), &format!("2026-10-{:02}T10:00:00Z", 1 + i % 31), "g", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("g{i}"),
+            &format!("2026-10-{:02}T10:00:00Z", 1 + i % 31),
+            "g",
+            "documents",
+            1.0,
+            None,
+        );
     }
-    ev(&mut s, "gt", "2026-10-05T10:00:00Z", "g", "ai_tokens", 1e6, None);
-    ev(&mut s, "gs1", "2026-09-20T00:00:00Z", "g", "storage_bytes", 3e9, None);
-    ev(&mut s, "gs2", "2026-10-16T00:00:00Z", "g", "storage_bytes", 9e9, None);
+    ev(
+        &mut s,
+        "gt",
+        "2026-10-05T10:00:00Z",
+        "g",
+        "ai_tokens",
+        1e6,
+        None,
+    );
+    ev(
+        &mut s,
+        "gs1",
+        "2026-09-20T00:00:00Z",
+        "g",
+        "storage_bytes",
+        3e9,
+        None,
+    );
+    ev(
+        &mut s,
+        "gs2",
+        "2026-10-16T00:00:00Z",
+        "g",
+        "storage_bytes",
+        9e9,
+        None,
+    );
     for i in 0..180 {
-        ev(&mut s, &format!("v{i}"), &format!("2026-10-{:02}T10:00:00Z", 1 + i % 31), "v", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("v{i}"),
+            &format!("2026-10-{:02}T10:00:00Z", 1 + i % 31),
+            "v",
+            "documents",
+            1.0,
+            None,
+        );
     }
     for i in 0..150 {
-        ev(&mut s, &format!("w{i}"), &format!("2026-10-{:02}T10:00:00Z", 1 + i % 31), "w", "documents", 1.0, None);
+        ev(
+            &mut s,
+            &format!("w{i}"),
+            &format!("2026-10-{:02}T10:00:00Z", 1 + i % 31),
+            "w",
+            "documents",
+            1.0,
+            None,
+        );
     }
     let events = write(dir.path(), "e.ndjson", &s);
     let lake = dir.path().join("lake");
     ingest(&lake, &[&events], &[]);
     let inv: serde_json::Value = serde_json::from_str(&ok(&[
-        "invoice", "--lake", lake.to_str().unwrap(), "--plans", plans.to_str().unwrap(),
-        "--tenants", tenants.to_str().unwrap(), "--period", "2026-10",
+        "invoice",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--plans",
+        plans.to_str().unwrap(),
+        "--tenants",
+        tenants.to_str().unwrap(),
+        "--period",
+        "2026-10",
     ]))
     .unwrap();
     // Graduated, 200 over: 50 × 1.00 + 100 × 0.50 + 5 flat + 50 × 0.10 = 110.00.
@@ -326,8 +533,14 @@ overage = { volume = [ { up_to = 50, price = "1.00" }, { up_to = 150, price = "0
     assert_eq!(dec(&g["total"]), d("122.19"));
     // Volume, 80 over: all in tier 2, 80 × 0.50 + 5 = 45.00. 50 over sits exactly on tier
     // 1's bound: 50 × 1.00 = 50.00.
-    assert_eq!(dec(&line(invoice_of(&inv, "v"), "documents")["amount"]), d("45.00"));
-    assert_eq!(dec(&line(invoice_of(&inv, "w"), "documents")["amount"]), d("50.00"));
+    assert_eq!(
+        dec(&line(invoice_of(&inv, "v"), "documents")["amount"]),
+        d("45.00")
+    );
+    assert_eq!(
+        dec(&line(invoice_of(&inv, "w"), "documents")["amount"]),
+        d("50.00")
+    );
 }
 
 fn quota_row<'a>(q: &'a serde_json::Value, tenant: &str, meter: &str) -> &'a serde_json::Value {
@@ -374,23 +587,68 @@ fn quotas_checks_and_projections() {
     // Users at the hard cap: blocked.
     assert_eq!(quota_row(&q29, "t-basic", "users")["status"], "blocked");
     // CSV has the same rows.
-    let csv = ok(&f.args(&["quota", "--at", "2026-10-29", "--output", "csv", "--no-projection"]));
-    assert_eq!(csv.lines().count(), 1 + q29["quotas"].as_array().unwrap().len());
+    let csv = ok(&f.args(&[
+        "quota",
+        "--at",
+        "2026-10-29",
+        "--output",
+        "csv",
+        "--no-projection",
+    ]));
+    assert_eq!(
+        csv.lines().count(),
+        1 + q29["quotas"].as_array().unwrap().len()
+    );
     // Zero usage: ok.
     let r = quota_row(&q, "t-ent", "documents");
-    assert_eq!((r["status"].as_str(), dec(&r["used"])), (Some("ok"), d("0")));
+    assert_eq!(
+        (r["status"].as_str(), dec(&r["used"])),
+        (Some("ok"), d("0"))
+    );
 
     // t-free reaches its 20 documents on Oct 20 (one a day from Oct 1): at Oct 20 12:00:01
     // it is exactly at the cap (blocked), a moment before at 19 (critical, 95 %).
-    let at_cap = f.json(&["quota", "--at", "2026-10-20T12:00:01Z", "--tenant", "t-free", "--output", "json"]);
+    let at_cap = f.json(&[
+        "quota",
+        "--at",
+        "2026-10-20T12:00:01Z",
+        "--tenant",
+        "t-free",
+        "--output",
+        "json",
+    ]);
     let r = quota_row(&at_cap, "t-free", "documents");
-    assert_eq!((dec(&r["used"]), r["status"].as_str()), (d("20"), Some("blocked")));
-    let before = f.json(&["quota", "--at", "2026-10-20T12:00:00Z", "--tenant", "t-free", "--output", "json"]);
-    assert_eq!(quota_row(&before, "t-free", "documents")["status"], "critical");
+    assert_eq!(
+        (dec(&r["used"]), r["status"].as_str()),
+        (d("20"), Some("blocked"))
+    );
+    let before = f.json(&[
+        "quota",
+        "--at",
+        "2026-10-20T12:00:00Z",
+        "--tenant",
+        "t-free",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        quota_row(&before, "t-free", "documents")["status"],
+        "critical"
+    );
 
     // check: blocked at a hard cap (exit 3), allowed under it, overage priced past it.
     let check = |tenant: &str, meter: &str, qty: &str, at: &str| {
-        let o = mlk(&f.args(&["check", "--tenant", tenant, "--meter", meter, "--quantity", qty, "--at", at]));
+        let o = mlk(&f.args(&[
+            "check",
+            "--tenant",
+            tenant,
+            "--meter",
+            meter,
+            "--quantity",
+            qty,
+            "--at",
+            at,
+        ]));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
         (o.status.code(), v)
     };
@@ -401,7 +659,10 @@ fn quotas_checks_and_projections() {
     assert_eq!((code, v["decision"].as_str()), (Some(0), Some("allowed")));
     // t-basic has 105 documents: 3 more cost 3 × 0.50 = 1.50.
     let (code, v) = check("t-basic", "documents", "3", "2026-10-29");
-    assert_eq!((code, v["decision"].as_str()), (Some(0), Some("allowed_with_overage")));
+    assert_eq!(
+        (code, v["decision"].as_str()),
+        (Some(0), Some("allowed_with_overage"))
+    );
     assert_eq!(dec(&v["overage_cost"]), d("1.50"));
     // API calls: 1,011 used; 9 more stay inside the 2nd started package (0.00), 10 more
     // start a 3rd (0.01).
@@ -412,9 +673,26 @@ fn quotas_checks_and_projections() {
 
     // Bad input names the parameter; exit 2.
     for (args, needle) in [
-        (vec!["check", "--tenant", "nobody", "--meter", "documents"], "--tenant"),
-        (vec!["check", "--tenant", "t-basic", "--meter", "pages"], "--meter"),
-        (vec!["check", "--tenant", "t-basic", "--meter", "documents", "--quantity", "x"], "--quantity"),
+        (
+            vec!["check", "--tenant", "nobody", "--meter", "documents"],
+            "--tenant",
+        ),
+        (
+            vec!["check", "--tenant", "t-basic", "--meter", "pages"],
+            "--meter",
+        ),
+        (
+            vec![
+                "check",
+                "--tenant",
+                "t-basic",
+                "--meter",
+                "documents",
+                "--quantity",
+                "x",
+            ],
+            "--quantity",
+        ),
         (vec!["invoice", "--period", "2026-13"], "--period"),
         (vec!["quota", "--at", "yesterday"], "--at"),
     ] {
@@ -424,9 +702,20 @@ fn quotas_checks_and_projections() {
         assert!(err.contains(needle), "{args:?}: {err}");
     }
     let bad = write(&f.dir, "bad.csv", "tenant_id,plan\nx,gold\n");
-    let o = mlk(&["quota", "--lake", f.lake.to_str().unwrap(), "--plans", PLANS, "--tenants", bad.to_str().unwrap()]);
+    let o = mlk(&[
+        "quota",
+        "--lake",
+        f.lake.to_str().unwrap(),
+        "--plans",
+        PLANS,
+        "--tenants",
+        bad.to_str().unwrap(),
+    ]);
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.csv") && err.contains("line 2") && err.contains("gold"), "{err}");
+    assert!(
+        err.contains("bad.csv") && err.contains("line 2") && err.contains("gold"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -434,11 +723,25 @@ fn plans_compare_prices_every_plan() {
     let f = fixture();
     // t-steady: September 600 documents and 3,000 calls; October (complete at Nov 1) 620 and
     // 3,100. At Nov 15 the last three complete periods are Aug, Sep, Oct.
-    let v = f.json(&["plans", "compare", "--tenant", "t-steady", "--at", "2026-11-15", "--output", "json"]);
+    let v = f.json(&[
+        "plans",
+        "compare",
+        "--tenant",
+        "t-steady",
+        "--at",
+        "2026-11-15",
+        "--output",
+        "json",
+    ]);
     let c = &v["comparison"];
     assert_eq!(c["periods"].as_array().unwrap().len(), 4);
     let cost = |plan: &str, i: usize| {
-        let p = c["plans"].as_array().unwrap().iter().find(|p| p["plan"] == plan).unwrap();
+        let p = c["plans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["plan"] == plan)
+            .unwrap();
         (dec(&p["costs"][i]), p["fits"].as_bool().unwrap())
     };
     // September on Basic: 29 + 500 docs × 0.50 + 200 packages × 0.01 = 281.00; the users
@@ -453,12 +756,20 @@ fn plans_compare_prices_every_plan() {
     assert_eq!(c["cheapest"], "professional");
     // Upgrade candidates: entry-plan tenants, the free one over its cap first.
     let cands = v["upgrade_candidates"].as_array().unwrap();
-    assert!(cands.iter().all(|c| c["plan"] == "free" || c["plan"] == "basic"), "{v}");
+    assert!(
+        cands
+            .iter()
+            .all(|c| c["plan"] == "free" || c["plan"] == "basic"),
+        "{v}"
+    );
 }
+
+/// A request the test server received: lower-cased headers and the body.
+type Request = (Vec<(String, String)>, String);
 
 /// A one-shot HTTP server on loopback: answers each request with the next status, records
 /// (headers, body) of each.
-fn serve(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<(Vec<(String, String)>, String)>>) {
+fn serve(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<Request>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
     let h = std::thread::spawn(move || {
@@ -479,10 +790,20 @@ fn serve(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<(Vec<(Strin
                 let (k, v) = l.split_once(':').unwrap();
                 headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
             }
-            let len: usize = headers.iter().find(|h| h.0 == "content-length").unwrap().1.parse().unwrap();
+            let len: usize = headers
+                .iter()
+                .find(|h| h.0 == "content-length")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
             let mut body = vec![0; len];
             r.read_exact(&mut body).unwrap();
-            write!(sock, "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            write!(
+                sock,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
             got.push((headers, String::from_utf8(body).unwrap()));
         }
         got
@@ -523,11 +844,21 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
         ]
     };
     let mut want: Vec<(String, String, String, String)> = Vec::new();
-    want.push(("t-basic".into(), "documents".into(), "threshold".into(), "80".into()));
+    want.push((
+        "t-basic".into(),
+        "documents".into(),
+        "threshold".into(),
+        "80".into(),
+    ));
     want.extend(full("t-basic", "storage"));
     want.extend(full("t-basic", "users"));
     want.extend(full("t-free", "documents"));
-    want.push(("t-steady".into(), "documents".into(), "threshold".into(), "80".into()));
+    want.push((
+        "t-steady".into(),
+        "documents".into(),
+        "threshold".into(),
+        "80".into(),
+    ));
     want.sort();
     assert_eq!(keys(&first), want);
     // Raising again in the same period adds nothing. By Oct 24 only the new crossings:
@@ -536,7 +867,14 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
     // (83.3 %).
     assert_eq!(raise("2026-10-21")["raised"].as_array().unwrap().len(), 0);
     let later = raise("2026-10-24");
-    let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), "threshold".to_string(), c.to_string());
+    let t = |a: &str, b: &str, c: &str| {
+        (
+            a.to_string(),
+            b.to_string(),
+            "threshold".to_string(),
+            c.to_string(),
+        )
+    };
     let mut want = vec![
         t("t-basic", "api_calls", "80"),
         t("t-basic", "documents", "90"),
@@ -571,20 +909,51 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
     statuses.extend(std::iter::repeat_n(200, n));
     let (url, server) = serve(statuses);
     let out = std::process::Command::new(crate::common::BIN)
-        .args(["alerts", "deliver", "--lake", lake, "--webhook", &url, "--retry-base-ms", "10"])
+        .args([
+            "alerts",
+            "deliver",
+            "--lake",
+            lake,
+            "--webhook",
+            &url,
+            "--retry-base-ms",
+            "10",
+        ])
         .env("MLK_WEBHOOK_SECRET", "s3cret")
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!((d["delivered"].as_u64(), d["failed"].as_u64(), d["requests"].as_u64()), (Some(n as u64), Some(0), Some(n as u64 + 1)));
+    assert_eq!(
+        (
+            d["delivered"].as_u64(),
+            d["failed"].as_u64(),
+            d["requests"].as_u64()
+        ),
+        (Some(n as u64), Some(0), Some(n as u64 + 1))
+    );
     let got = server.join().unwrap();
     let mut ids = Vec::new();
     for (headers, body) in &got {
-        let h = |k: &str| headers.iter().find(|x| x.0 == k).map(|x| x.1.clone()).unwrap();
+        let h = |k: &str| {
+            headers
+                .iter()
+                .find(|x| x.0 == k)
+                .map(|x| x.1.clone())
+                .unwrap()
+        };
         let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
         mac.update(format!("{}.{}", h("x-meterlake-timestamp"), body).as_bytes());
-        let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(h("x-meterlake-signature"), format!("sha256={hex}"));
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["id"].as_str().unwrap(), h("x-meterlake-delivery"));
@@ -594,12 +963,21 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
     assert_eq!(ids[0], ids[1]);
     ids.dedup();
     ids.sort();
-    let mut want: Vec<String> = all.iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    let mut want: Vec<String> = all
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
     want.sort();
     assert_eq!(ids, want);
     let stored = list(&["--all"]);
     assert!(stored.iter().all(|a| !a["delivered_at"].is_null()));
-    assert_eq!(stored.iter().map(|a| a["attempts"].as_u64().unwrap()).sum::<u64>(), n as u64 + 1);
+    assert_eq!(
+        stored
+            .iter()
+            .map(|a| a["attempts"].as_u64().unwrap())
+            .sum::<u64>(),
+        n as u64 + 1
+    );
     // Nothing left to send: no request is made (no server is listening now).
     let out = std::process::Command::new(crate::common::BIN)
         .args(["alerts", "deliver", "--lake", lake, "--webhook", &url])

@@ -199,3 +199,57 @@ proptest! {
         prop_assert_eq!(run(cut), full);
     }
 }
+
+// Pricing: graduated tiers price each whole unit by the tier it falls in, volume tiers
+// price all units by the tier of the total, a package is billed per started package;
+// checked unit by unit with a fold, in exact decimals.
+fn tiers() -> impl Strategy<Value = Vec<meterlake::billing::Tier>> {
+    proptest::collection::vec((1u32..40, 0u32..300, 0u32..3), 1..5).prop_map(|raw| {
+        let mut bound = 0u32;
+        let n = raw.len();
+        raw.into_iter()
+            .enumerate()
+            .map(|(i, (width, cents, flat))| {
+                bound += width;
+                meterlake::billing::Tier {
+                    up_to: (i + 1 < n).then(|| rust_decimal::Decimal::from(bound)),
+                    price: rust_decimal::Decimal::new(cents as i64, 2),
+                    flat: rust_decimal::Decimal::from(flat),
+                }
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+    #[test]
+    fn tiered_prices_match_a_unit_by_unit_fold(t in tiers(), q in 0u32..200, size in 1u32..25) {
+        use meterlake::billing::Pricing;
+        use rust_decimal::Decimal;
+        let tier_of = |unit: u32| {
+            t.iter()
+                .position(|x| x.up_to.is_none_or(|u| Decimal::from(unit) <= u))
+                .unwrap()
+        };
+        // Graduated: unit k (1-based) costs its tier's price; each tier touched adds its flat.
+        let mut want = Decimal::ZERO;
+        let mut touched = std::collections::BTreeSet::new();
+        for k in 1..=q {
+            want += t[tier_of(k)].price;
+            touched.insert(tier_of(k));
+        }
+        want += touched.iter().map(|&i| t[i].flat).sum::<Decimal>();
+        let g = Pricing::Graduated(t.clone());
+        prop_assert!(g.validate().is_ok());
+        prop_assert_eq!(g.cost(Decimal::from(q)), want);
+        // Volume: all q units at the tier q falls in, plus its flat.
+        let v = Pricing::Volume(t.clone());
+        let want = if q == 0 { Decimal::ZERO } else { Decimal::from(q) * t[tier_of(q)].price + t[tier_of(q)].flat };
+        prop_assert_eq!(v.cost(Decimal::from(q)), want);
+        // Package: count the packages started while adding units one by one.
+        let p = Pricing::Package { size: Decimal::from(size), price: Decimal::new(1, 2) };
+        let started = (0..q).filter(|k| k % size == 0).count();
+        prop_assert_eq!(p.cost(Decimal::from(q)), Decimal::new(started as i64, 2));
+    }
+}
