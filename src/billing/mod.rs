@@ -164,6 +164,31 @@ pub fn parse_at(lake: &crate::lake::Lake, s: &str) -> Result<i64> {
     }
 }
 
+/// Tenants with events in [from, to) that the tenants file does not list: they have no
+/// plan, so quotas and invoices leave them out (the CLI warns).
+pub fn unlisted_tenants(
+    lake: &crate::lake::Lake,
+    billing: &Billing,
+    from: i64,
+    to: i64,
+) -> Result<Vec<String>> {
+    use polars::prelude::*;
+    let Some(lf) = crate::usage::events_between(lake, None, from, to)? else {
+        return Ok(Vec::new());
+    };
+    let df = lf.group_by([col("tenant_id")]).agg([len()]).collect()?;
+    let known: std::collections::HashSet<&str> =
+        billing.tenants.iter().map(|t| t.id.as_str()).collect();
+    let ids = df.column("tenant_id")?.str()?;
+    let mut out: Vec<String> = (0..ids.len())
+        .filter_map(|i| ids.get(i))
+        .filter(|t| !known.contains(t))
+        .map(str::to_string)
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
 /// Formats UTC µs as RFC 3339 (seconds, `Z`).
 pub fn rfc3339(t: i64) -> String {
     chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t)

@@ -11,8 +11,11 @@ use serde::Serialize;
 
 use crate::billing::compare::{compare, upgrade_candidates};
 use crate::billing::invoice::invoices;
+use crate::billing::measure::DAY;
 use crate::billing::quota::{QuotaOptions, check, quotas};
-use crate::billing::{Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE, parse_at};
+use crate::billing::{
+    Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE, parse_at, unlisted_tenants,
+};
 use crate::lake::Lake;
 
 /// Where plans, tenants and usage come from.
@@ -28,6 +31,25 @@ pub struct Source {
     /// plan_changed_at, previous_plan]).
     #[arg(long, default_value = DEFAULT_TENANTS_FILE)]
     pub tenants: PathBuf,
+}
+
+/// Warns on stderr about tenants with events but no plan (they are not billed).
+fn warn_unlisted(lake: &Lake, billing: &Billing, from: i64, to: i64) -> anyhow::Result<()> {
+    let missing = unlisted_tenants(lake, billing, from, to)?;
+    if !missing.is_empty() {
+        let shown: Vec<&str> = missing.iter().take(10).map(String::as_str).collect();
+        eprintln!(
+            "warning: {} tenant(s) with events have no plan in the tenants file and are left out: {}{}",
+            missing.len(),
+            shown.join(", "),
+            if missing.len() > shown.len() {
+                ", ..."
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
 }
 
 impl Source {
@@ -124,6 +146,9 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
             name: "--history-days",
             reason: "must be at least 1".into()
         });
+    }
+    if a.tenant.is_none() {
+        warn_unlisted(&lake, &billing, at - 31 * DAY, at)?;
     }
     let rows = quotas(
         &lake,
@@ -294,6 +319,16 @@ struct InvoiceCsv<'a> {
 pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
     let (lake, billing) = a.source.open()?;
     let inv = invoices(&lake, &billing, &a.period, a.tenant.as_deref())?;
+    if a.tenant.is_none()
+        && let (Some(first), Some(last)) = (
+            inv.invoices.iter().map(|i| i.period_start.as_str()).min(),
+            inv.invoices.iter().map(|i| i.period_end.as_str()).max(),
+        )
+    {
+        let from = crate::rollup::parse_instant("period_start", first)?;
+        let to = crate::rollup::parse_instant("period_end", last)?;
+        warn_unlisted(&lake, &billing, from, to)?;
+    }
     match a.output {
         Format::Json => super::print_json(&inv)?,
         Format::Csv | Format::Table => {

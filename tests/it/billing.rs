@@ -256,6 +256,16 @@ fn fixture() -> Fixture {
             20,
         );
     }
+    // A tenant the tenants file does not list: left out, with a warning.
+    ev(
+        &mut s,
+        "ghost-1",
+        "2026-10-05T10:00:00Z",
+        "t-ghost",
+        "documents",
+        1.0,
+        None,
+    );
     let events = write(dir.path(), "events.ndjson", &s);
     let lake = dir.path().join("lake");
     ingest(&lake, &[&events], &[]);
@@ -392,6 +402,19 @@ fn invoices_match_the_plan_table_by_hand() {
             i["tenant_id"]
         );
     }
+    assert!(
+        inv["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["tenant_id"] != "t-ghost")
+    );
+    let o = mlk(&f.args(&["invoice", "--period", "2026-10"]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("1 tenant(s)") && err.contains("t-ghost"),
+        "{err}"
+    );
     // Deterministic bytes; CSV carries the same amounts.
     assert_eq!(
         ok(&f.args(&["invoice", "--period", "2026-10"])),
