@@ -366,6 +366,11 @@ pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let mut o = std::io::stdout().lock();
                 writeln!(o, "invoices for {} ({})", inv.period, inv.currency)?;
+                writeln!(
+                    o,
+                    "{:<18} {:<13} {:<10} {:>14} {:>10} {:>12} {:>10}",
+                    "tenant", "plan", "item", "usage", "included", "overage", "amount"
+                )?;
                 for r in &rows {
                     writeln!(
                         o,
