@@ -17,6 +17,7 @@ use rust_decimal::prelude::FromPrimitive;
 use super::plans::{Catalog, UsageRule};
 use crate::error::Result;
 use crate::lake::Lake;
+use crate::rollup::collect_streaming;
 
 /// µs per day: the projection's step.
 pub const DAY: i64 = 86_400_000_000;
@@ -140,8 +141,8 @@ pub fn measure(
                 .alias("_last"),
             col("_ts").max().alias("_last_ts"),
             len().cast(DataType::UInt64).alias("_n"),
-        ])
-        .collect()?;
+        ]);
+    let daily = collect_streaming(daily)?;
 
     // Per (tenant, lake meter): buckets.
     struct Bucket {
@@ -319,8 +320,8 @@ fn seat_firsts(
                 .and(col("user_id").is_not_null()),
         )
         .group_by([col("tenant_id"), col("meter"), col("user_id")])
-        .agg([col("_ts").min().alias("_first")])
-        .collect()?;
+        .agg([col("_ts").min().alias("_first")]);
+    let df = collect_streaming(df)?;
     let t = df.column("tenant_id")?.str()?;
     let m = df.column("meter")?.str()?;
     let f = df.column("_first")?.i64()?;
@@ -353,8 +354,8 @@ fn gauge_readings(joined: &LazyFrame, catalog: &Catalog) -> Result<Readings> {
     let df = joined
         .clone()
         .filter(col("meter").is_in(lit(Series::new("m".into(), metered)).implode(false), false))
-        .select([col("tenant_id"), col("meter"), col("_ts"), col("value")])
-        .collect()?;
+        .select([col("tenant_id"), col("meter"), col("_ts"), col("value")]);
+    let df = collect_streaming(df)?;
     let t = df.column("tenant_id")?.str()?;
     let m = df.column("meter")?.str()?;
     let ts = df.column("_ts")?.i64()?;

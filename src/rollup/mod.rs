@@ -37,7 +37,9 @@ mod aggregate;
 mod meters;
 mod window;
 
-pub use aggregate::{Dim, aggregate, aggregation_of, key_columns, property_expr};
+pub use aggregate::{
+    Dim, aggregate, aggregation_of, collect as collect_streaming, key_columns, property_expr,
+};
 pub use meters::{
     Aggregation, DEFAULT_METERS_FILE, DEFAULT_METERS_TOML, DurationUnit, Meter, Meters,
 };
