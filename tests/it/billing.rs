@@ -1105,4 +1105,66 @@ fn sample_invoices_match_a_fold_over_the_lake() {
         checked += 1;
     }
     assert_eq!(checked, 16);
+
+    // Anomaly alerts: one per high or critical incident of `detect --lake` that started in
+    // the 60 days before the instant, counted here from the incidents file itself.
+    let l = lake.to_str().unwrap();
+    ok(&["detect", "--lake", l, "--quiet"]);
+    let incidents = lake.join("anomalies/granularity=hour/incidents.parquet");
+    let at = 1_792_713_600_000_000i64; // 2026-10-23T00:00:00Z
+    let mut want = BTreeSet::new();
+    for b in crate::common::parquet_batches(&incidents) {
+        use arrow::array::AsArray;
+        // polars writes strings as Utf8View.
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string_view().clone();
+        let (t, m, sev) = (s("tenant_id"), s("meter"), s("severity"));
+        let ws = b
+            .column_by_name("window_start")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .clone();
+        for i in 0..b.num_rows() {
+            let start = ws.value(i);
+            if ["high", "critical"].contains(&sev.value(i))
+                && start >= at - 60 * 86_400_000_000
+                && start < at
+            {
+                want.insert((t.value(i).to_string(), m.value(i).to_string(), start));
+            }
+        }
+    }
+    assert!(!want.is_empty(), "the sample has high-severity incidents");
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "alerts",
+        "raise",
+        "--lake",
+        l,
+        "--plans",
+        PLANS,
+        "--tenants",
+        &tenants_csv,
+        "--at",
+        "2026-10-23",
+        "--anomaly-days",
+        "60",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let got: BTreeSet<(String, String, i64)> = v["raised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "anomaly")
+        .map(|a| {
+            let start =
+                chrono::DateTime::parse_from_rfc3339(a["period_start"].as_str().unwrap()).unwrap();
+            (
+                a["tenant_id"].as_str().unwrap().to_string(),
+                a["meter"].as_str().unwrap().to_string(),
+                start.timestamp_micros(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
 }
