@@ -41,7 +41,7 @@ pub const ALERTS_DIR: &str = "alerts";
 pub const ALERTS_FILE: &str = "alerts.parquet";
 
 /// One alert.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Alert {
     /// Stable id (16 hex digits).
     pub id: String,
@@ -275,11 +275,7 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
             period_start: r.period_start.clone(),
             period_end: r.period_end.clone(),
             raised_at: raised_at.clone(),
-            acknowledged_at: None,
-            acknowledged_by: None,
-            delivered_at: None,
-            attempts: 0,
-            last_error: None,
+            ..Alert::default()
         };
         let plan = billing.catalog.plan(&r.plan);
         if let (Some(inc), Some(pct)) = (r.included, r.percent) {
@@ -359,11 +355,7 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
                 period_start: ps.into(),
                 period_end: pe.into(),
                 raised_at: raised_at.clone(),
-                acknowledged_at: None,
-                acknowledged_by: None,
-                delivered_at: None,
-                attempts: 0,
-                last_error: None,
+                ..Alert::default()
             });
         }
     }
@@ -464,11 +456,7 @@ fn anomaly_alerts(
                 period_start: s,
                 period_end: e,
                 raised_at: raised_at.into(),
-                acknowledged_at: None,
-                acknowledged_by: None,
-                delivered_at: None,
-                attempts: 0,
-                last_error: None,
+                ..Alert::default()
             });
         }
     }

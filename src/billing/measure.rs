@@ -103,10 +103,7 @@ pub fn measure(
     .lazy();
     let ts = col("ts").cast(DataType::Int64);
     let joined = events
-        .filter(col("meter").is_in(
-            lit(Series::new("m".into(), lake_meters.clone())).implode(false),
-            false,
-        ))
+        .filter(meter_in(lake_meters))
         .select([
             col("tenant_id"),
             col("meter"),
@@ -296,17 +293,27 @@ pub fn measure(
     Ok(out)
 }
 
+/// Whether an event's lake meter is one of `names`.
+fn meter_in(names: Vec<String>) -> Expr {
+    col("meter").is_in(lit(Series::new("m".into(), names)).implode(false), false)
+}
+
+/// The lake meters read by billed meters measured with `rule`.
+fn events_measured_by(catalog: &Catalog, rule: UsageRule) -> Vec<String> {
+    catalog
+        .meters
+        .values()
+        .filter(|m| m.usage == rule)
+        .map(|m| m.event.clone())
+        .collect()
+}
+
 /// Each seat user's first event in its tenant's period: (tenant, lake meter) → instants.
 fn seat_firsts(
     joined: &LazyFrame,
     catalog: &Catalog,
 ) -> Result<HashMap<(String, String), Vec<i64>>> {
-    let metered: Vec<String> = catalog
-        .meters
-        .values()
-        .filter(|m| m.usage == UsageRule::UniqueUsers)
-        .map(|m| m.event.clone())
-        .collect();
+    let metered = events_measured_by(catalog, UsageRule::UniqueUsers);
     let mut out: HashMap<(String, String), Vec<i64>> = HashMap::new();
     if metered.is_empty() {
         return Ok(out);
@@ -314,8 +321,7 @@ fn seat_firsts(
     let df = joined
         .clone()
         .filter(
-            col("meter")
-                .is_in(lit(Series::new("m".into(), metered)).implode(false), false)
+            meter_in(metered)
                 .and(col("_ts").gt_eq(col("_start")))
                 .and(col("user_id").is_not_null()),
         )
@@ -341,20 +347,17 @@ type Readings = HashMap<(String, String), Vec<(i64, f64)>>;
 
 /// Readings of time-weighted gauges, sorted by time.
 fn gauge_readings(joined: &LazyFrame, catalog: &Catalog) -> Result<Readings> {
-    let metered: Vec<String> = catalog
-        .meters
-        .values()
-        .filter(|m| m.usage == UsageRule::TimeWeighted)
-        .map(|m| m.event.clone())
-        .collect();
+    let metered = events_measured_by(catalog, UsageRule::TimeWeighted);
     let mut out: Readings = HashMap::new();
     if metered.is_empty() {
         return Ok(out);
     }
-    let df = joined
-        .clone()
-        .filter(col("meter").is_in(lit(Series::new("m".into(), metered)).implode(false), false))
-        .select([col("tenant_id"), col("meter"), col("_ts"), col("value")]);
+    let df = joined.clone().filter(meter_in(metered)).select([
+        col("tenant_id"),
+        col("meter"),
+        col("_ts"),
+        col("value"),
+    ]);
     let df = collect_streaming(df)?;
     let t = df.column("tenant_id")?.str()?;
     let m = df.column("meter")?.str()?;

@@ -73,6 +73,11 @@ impl Fixture {
     fn json(&self, cmd: &[&str]) -> serde_json::Value {
         serde_json::from_str(&ok(&self.args(cmd))).unwrap()
     }
+
+    /// `quota --at AT --tenant T --output json`.
+    fn quota_of(&self, at: &str, tenant: &str) -> serde_json::Value {
+        self.json(&["quota", "--at", at, "--tenant", tenant, "--output", "json"])
+    }
 }
 
 /// The tenants and their October 2026:
@@ -631,29 +636,13 @@ fn quotas_checks_and_projections() {
 
     // t-free reaches its 20 documents on Oct 20 (one a day from Oct 1): at Oct 20 12:00:01
     // it is exactly at the cap (blocked), a moment before at 19 (critical, 95 %).
-    let at_cap = f.json(&[
-        "quota",
-        "--at",
-        "2026-10-20T12:00:01Z",
-        "--tenant",
-        "t-free",
-        "--output",
-        "json",
-    ]);
+    let at_cap = f.quota_of("2026-10-20T12:00:01Z", "t-free");
     let r = quota_row(&at_cap, "t-free", "documents");
     assert_eq!(
         (dec(&r["used"]), r["status"].as_str()),
         (d("20"), Some("blocked"))
     );
-    let before = f.json(&[
-        "quota",
-        "--at",
-        "2026-10-20T12:00:00Z",
-        "--tenant",
-        "t-free",
-        "--output",
-        "json",
-    ]);
+    let before = f.quota_of("2026-10-20T12:00:00Z", "t-free");
     assert_eq!(
         quota_row(&before, "t-free", "documents")["status"],
         "critical"
