@@ -37,6 +37,9 @@ use crate::lake::Lake;
 
 /// Directory of the store under the lake.
 pub const ALERTS_DIR: &str = "alerts";
+/// Environment variable holding the webhook's shared secret (kept off the command line).
+pub const SECRET_ENV: &str = "MLK_WEBHOOK_SECRET";
+
 /// The store's file.
 pub const ALERTS_FILE: &str = "alerts.parquet";
 
@@ -171,7 +174,7 @@ impl AlertStore {
 }
 
 /// A Parquet file of the lake, whole; a damaged one is a `CorruptLake` error naming it.
-fn read_parquet(path: &Path) -> Result<DataFrame> {
+pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
     let f = std::fs::File::open(path).at(path)?;
     ParquetReader::new(f)
         .finish()
@@ -179,6 +182,17 @@ fn read_parquet(path: &Path) -> Result<DataFrame> {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })
+}
+
+/// The alerts of a lake, read without taking the store's lock (reports): none if the lake
+/// has no alert table yet.
+pub fn read_store(lake_dir: &Path) -> Result<Vec<Alert>> {
+    let path = lake_dir.join(ALERTS_DIR).join(ALERTS_FILE);
+    if path.exists() {
+        read_alerts(&path)
+    } else {
+        Ok(Vec::new())
+    }
 }
 
 fn read_alerts(path: &Path) -> Result<Vec<Alert>> {

@@ -66,6 +66,9 @@ pub enum Error {
     /// A model failed numerically (a singular design, a failed fit).
     #[error("{0}")]
     Model(String),
+    /// Rendering a report (chart, workbook) failed.
+    #[error("report: {0}")]
+    Render(String),
     /// polars failed while scanning the lake.
     #[error("polars: {0}")]
     Polars(#[from] polars::error::PolarsError),

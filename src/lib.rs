@@ -27,6 +27,7 @@ pub mod alerts;
 pub mod anomalies;
 pub mod billing;
 pub mod cli;
+pub mod config;
 pub mod detect;
 pub mod error;
 pub mod event;
@@ -35,7 +36,10 @@ pub mod generate;
 pub mod ingest;
 pub mod lake;
 pub mod predict;
+pub mod report;
+pub mod retention;
 pub mod rollup;
+pub mod run;
 pub mod series;
 pub mod usage;
 

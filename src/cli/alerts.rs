@@ -13,8 +13,7 @@ use super::billing::{Format, Source, write_csv};
 use crate::alerts::{Alert, AlertStore, RaiseOptions, Webhook, deliver, raise};
 use crate::billing::parse_at;
 
-/// Environment variable holding the webhook's shared secret (kept off the command line).
-pub const SECRET_ENV: &str = "MLK_WEBHOOK_SECRET";
+pub use crate::alerts::SECRET_ENV;
 
 /// `alerts` subcommands.
 #[derive(Debug, Subcommand)]

@@ -10,7 +10,9 @@ mod forecast;
 mod generate;
 mod ingest;
 mod lake;
+mod report;
 mod rollup;
+mod run;
 mod usage;
 
 use std::io::Write;
@@ -62,6 +64,16 @@ pub enum Command {
     /// Raise, list, acknowledge and deliver alerts (thresholds, limits, cost, anomalies).
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// Write a report (summary, detailed, forecast, anomaly, executive, compliance) as JSON,
+    /// CSV, Markdown, HTML, XLSX, PDF or Parquet.
+    Report(report::ReportArgs),
+    /// Drop or archive expired event and rollup partitions (recorded in the audit log).
+    Retention(report::RetentionArgs),
+    /// Remove a tenant's or a user's data from the lake and every derived output (audited).
+    Forget(report::ForgetArgs),
+    /// The batch job: ingest, rollups, forecasts, anomalies, quotas and alerts, invoices,
+    /// reports, as configured (meterlake.toml, environment, flags).
+    Run(run::RunArgs),
     /// Inspect the lake.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -103,6 +115,10 @@ pub fn main() -> ExitCode {
         Command::Invoice(a) => billing::invoice(a),
         Command::Plans(c) => billing::plans(c),
         Command::Alerts(c) => alerts::run(c),
+        Command::Report(a) => report::run(a),
+        Command::Retention(a) => report::retention_cmd(a),
+        Command::Forget(a) => report::forget_cmd(a),
+        Command::Run(a) => run::run(a, cli.quiet),
     };
     match result {
         Ok(code) => code,

@@ -572,6 +572,7 @@ impl Txn {
             quarantine,
             counts: self.counts,
             partitions: self.touched.iter().map(|d| day_to_string(*d)).collect(),
+            audit: None,
         })
     }
 }

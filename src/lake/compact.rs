@@ -94,6 +94,7 @@ pub fn compact(lake: &mut Lake, min_files: usize, only: &[String]) -> Result<Com
         counts: Counts::default(),
         // Same rows: nothing downstream needs recomputing.
         partitions: vec![],
+        audit: None,
     };
     lake.commit(commit)?;
     summary.commit = Some(seq);

@@ -20,6 +20,26 @@ pub enum CommitKind {
     Ingest,
     /// Small files of a partition merged into one (same rows).
     Compact,
+    /// Expired partitions dropped (or archived) by `retention`.
+    Retention,
+    /// A tenant's or a user's events removed by `forget`.
+    Forget,
+}
+
+/// Who did what to the lake's data, recorded in the commit that did it (so the record and
+/// the change land together, or neither does).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    /// Who asked (`--actor`, else `$USER`).
+    pub actor: String,
+    /// `retention` or `forget`.
+    pub action: String,
+    /// What it applied to (`tenant=acme`, `tenant=acme user=u-1`, `events before 2026-07-01`).
+    pub target: String,
+    /// Event rows removed.
+    pub rows: u64,
+    /// What else was done (files rewritten, derived rows removed, archive location).
+    pub detail: String,
 }
 
 /// Accounting of one ingest: `read = accepted + rejected + duplicates`.
@@ -115,6 +135,9 @@ pub struct Commit {
     /// Partitions (`YYYY-MM-DD`) whose rows changed: later stages recompute only these.
     #[serde(default)]
     pub partitions: Vec<String>,
+    /// The audit record of a retention or forget commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<Audit>,
 }
 
 impl Commit {

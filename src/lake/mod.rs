@@ -28,6 +28,7 @@
 //! (DuckDB's `read_parquet('LAKE/events/**/*.parquet')`) sees the same set whenever no
 //! commit is being published.
 
+pub mod audit;
 mod compact;
 mod keys;
 mod log;
@@ -38,7 +39,7 @@ pub use compact::{CompactSummary, compact};
 pub use keys::KeySet;
 pub(crate) use keys::write_key_file;
 pub(crate) use log::sync_dir;
-pub use log::{Commit, CommitKind, Counts, DataFile, InputRecord};
+pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord};
 pub use parquet_io::{read_events, write_events};
 pub use stats::{LakeStats, MeterStats, scan_events, scan_files, scan_paths, stats};
 

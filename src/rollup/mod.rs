@@ -119,6 +119,31 @@ impl RollupSpec {
         )
     }
 
+    /// The spec stored under `rel` (`rollups/granularity=G/by=B/tz=Z`, as
+    /// [`RollupSpec::relative_dir`] writes it), if it is one.
+    pub fn from_relative_dir(rel: &str) -> Option<RollupSpec> {
+        let mut parts = rel.strip_prefix(&format!("{ROLLUPS_DIR}/"))?.split('/');
+        let g = parts.next()?.strip_prefix("granularity=")?;
+        let by = parts.next()?.strip_prefix("by=")?;
+        let tz = parts.next()?.strip_prefix("tz=")?;
+        let granularity = <Granularity as clap::ValueEnum>::from_str(g, true).ok()?;
+        let by = if by == "none" {
+            Vec::new()
+        } else {
+            by.split('+')
+                .map(|d| match d {
+                    "user" => Some(Dim::User),
+                    p => p
+                        .strip_prefix("prop_")
+                        .map(|k| Dim::Property(k.to_string())),
+                })
+                .collect::<Option<Vec<_>>>()?
+        };
+        let zone: Zone = tz.replace("%2F", "/").parse().ok()?;
+        let spec = RollupSpec::new(granularity).with_by(by).with_zone(zone);
+        (spec.relative_dir() == rel).then_some(spec)
+    }
+
     /// The series key columns.
     pub fn key_columns(&self) -> Vec<String> {
         key_columns(&self.by)

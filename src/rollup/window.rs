@@ -118,6 +118,19 @@ impl Zone {
         }
     }
 
+    /// Local hour of day (0-23) and weekday (0 = Monday) of a UTC instant (µs).
+    pub fn local_hour_weekday(&self, ts_micros: i64) -> (u32, u32) {
+        use chrono::{Datelike, Timelike};
+        let t = DateTime::<Utc>::from_timestamp_micros(ts_micros).unwrap_or_default();
+        match self.0 {
+            Some(tz) => {
+                let l = t.with_timezone(&tz);
+                (l.hour(), l.weekday().num_days_from_monday())
+            }
+            None => (t.hour(), t.weekday().num_days_from_monday()),
+        }
+    }
+
     /// The local calendar date of a UTC instant (µs).
     pub fn local_date(&self, ts_micros: i64) -> NaiveDate {
         let t = DateTime::<Utc>::from_timestamp_micros(ts_micros).unwrap_or_default();

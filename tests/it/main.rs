@@ -9,5 +9,6 @@ mod formats;
 mod generate;
 mod ingest;
 mod props;
+mod report;
 mod rollup;
 mod usage;

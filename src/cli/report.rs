@@ -1,0 +1,215 @@
+//! `meterlake report`, `retention` and `forget`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::billing::{Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE};
+use crate::report::{self, Format, Kind, ReportOptions};
+use crate::retention::{ForgetOptions, RetentionOptions, forget, retention};
+use crate::rollup::parse_instant;
+
+/// Arguments of `report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The lake directory.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// What the report is about.
+    #[arg(long, value_enum)]
+    pub kind: Kind,
+    /// Output format (default: from --out's extension).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// The file to write (CSV and Parquet write further tables beside it as NAME.TABLE.EXT).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// One tenant only.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Period start (date or RFC 3339; default: 30 days before --to).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Period end, exclusive (default: midnight after the lake's last event).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Entries in top lists and charts.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// The plan catalogue (quotas, overage, revenue); skipped if the file does not exist.
+    #[arg(long, default_value = DEFAULT_PLANS_FILE)]
+    pub plans: PathBuf,
+    /// Tenant assignments.
+    #[arg(long, default_value = DEFAULT_TENANTS_FILE)]
+    pub tenants: PathBuf,
+    /// Meter definitions.
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
+}
+
+/// Loads plans and tenants when both files exist (reports without billing leave quotas out);
+/// a file that exists but is wrong is an error.
+pub(crate) fn billing_if_present(
+    plans: &std::path::Path,
+    tenants: &std::path::Path,
+) -> anyhow::Result<Option<Billing>> {
+    if plans.is_file() && tenants.is_file() {
+        Ok(Some(Billing::load(plans, tenants)?))
+    } else {
+        Ok(None)
+    }
+}
+
+pub(crate) fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    let format = match a.format {
+        Some(f) => f,
+        None => report::format_of(&a.out)?,
+    };
+    let billing = billing_if_present(&a.plans, &a.tenants)?;
+    let opts = ReportOptions {
+        kind: a.kind,
+        tenant: a.tenant,
+        from: a
+            .from
+            .as_deref()
+            .map(|s| parse_instant("--from", s))
+            .transpose()?,
+        to: a
+            .to
+            .as_deref()
+            .map(|s| parse_instant("--to", s))
+            .transpose()?,
+        meters: a.meters,
+        top: a.top,
+    };
+    let clock = std::time::Instant::now();
+    let r = report::build(&a.lake, billing.as_ref(), &opts)?;
+    let built = clock.elapsed().as_secs_f64();
+    let files = report::write(&r, format, &a.out)?;
+    for f in &files {
+        println!("wrote {}", f.display());
+    }
+    eprintln!(
+        "{} report: built in {built:.2} s, written in {:.2} s",
+        a.kind.name(),
+        clock.elapsed().as_secs_f64() - built
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `retention`.
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// The lake directory.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// Keep event partitions of the last N days.
+    #[arg(long)]
+    pub events_days: Option<u32>,
+    /// Keep rollup partitions of the last N days.
+    #[arg(long)]
+    pub rollups_days: Option<u32>,
+    /// Copy expired event files here before dropping them.
+    #[arg(long)]
+    pub archive: Option<PathBuf>,
+    /// Count days back from this instant instead of now (date or RFC 3339).
+    #[arg(long)]
+    pub now: Option<String>,
+    /// Who asks (recorded in the audit log; default $MLK_ACTOR or $USER).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Print the summary as a table or one JSON object.
+    #[arg(long, value_enum, default_value_t = super::Output::Table)]
+    pub output: super::Output,
+}
+
+pub(crate) fn retention_cmd(a: RetentionArgs) -> anyhow::Result<ExitCode> {
+    if a.events_days.is_none() && a.rollups_days.is_none() {
+        anyhow::bail!("invalid --events-days: give --events-days N and/or --rollups-days N");
+    }
+    let now = match &a.now {
+        Some(s) => parse_instant("--now", s)?,
+        None => chrono::Utc::now().timestamp_micros(),
+    };
+    let s = retention(
+        &a.lake,
+        &RetentionOptions {
+            events_days: a.events_days,
+            rollups_days: a.rollups_days,
+            archive: a.archive,
+            now,
+            actor: a.actor.unwrap_or_else(crate::lake::audit::current_actor),
+        },
+    )?;
+    match a.output {
+        super::Output::Json => super::print_json(&s)?,
+        super::Output::Table => {
+            println!(
+                "dropped {} event rows in {} partitions{}; {} rollup partitions{}",
+                s.event_rows,
+                s.event_partitions.len(),
+                if s.archived.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({} files archived)", s.archived.len())
+                },
+                s.rollup_partitions,
+                s.commit
+                    .map(|c| format!("; commit {c}"))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Arguments of `forget`.
+#[derive(Debug, Args)]
+pub struct ForgetArgs {
+    /// The lake directory.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// The tenant whose data is removed.
+    #[arg(long)]
+    pub tenant: String,
+    /// Only this user's data (of that tenant).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Who asks (recorded in the audit log; default $MLK_ACTOR or $USER).
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// Meter definitions (rollups are brought up to date afterwards).
+    #[arg(long)]
+    pub meters: Option<PathBuf>,
+    /// Print the summary as a table or one JSON object.
+    #[arg(long, value_enum, default_value_t = super::Output::Table)]
+    pub output: super::Output,
+}
+
+pub(crate) fn forget_cmd(a: ForgetArgs) -> anyhow::Result<ExitCode> {
+    let s = forget(
+        &a.lake,
+        &ForgetOptions {
+            tenant: a.tenant,
+            user: a.user,
+            actor: a.actor.unwrap_or_else(crate::lake::audit::current_actor),
+            meters: a.meters,
+        },
+    )?;
+    match a.output {
+        super::Output::Json => super::print_json(&s)?,
+        super::Output::Table => println!(
+            "removed {} event rows ({} files, {} partitions), {} derived rows ({} files), {} quarantined records; {} rollups refreshed; commit {}",
+            s.event_rows,
+            s.event_files,
+            s.partitions.len(),
+            s.derived_rows,
+            s.derived_files.len(),
+            s.quarantined,
+            s.rollups_refreshed,
+            s.commit
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}

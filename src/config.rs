@@ -1,0 +1,393 @@
+//! The batch job's configuration: a TOML file (`data/meterlake.toml` by default), then
+//! environment variables, then command-line flags, each overriding the one before.
+//!
+//! | setting | file | environment |
+//! |---|---|---|
+//! | ingest at all | `tracking.enabled` | `USAGE_TRACKING_ENABLED` |
+//! | retention of both (days, 0 keeps all) | `tracking.retention_days` | `USAGE_RETENTION_DAYS` |
+//! | retention of events | `tracking.events_retention_days` | `USAGE_TRACKING_EVENTS_RETENTION_DAYS` |
+//! | retention of rollups | `tracking.metrics_retention_days` | `USAGE_TRACKING_METRICS_RETENTION_DAYS` |
+//! | forecast model | `forecast.model` | `ANALYTICS_FORECAST_MODEL` |
+//! | anomaly threshold (\|z\|) | `anomalies.threshold` | `ANALYTICS_ANOMALY_DETECTION_THRESHOLD` |
+//! | hard caps block | `limits.enforcement_enabled` | `LIMITS_ENFORCEMENT_ENABLED` |
+//! | alerts raised and sent | `limits.notification_enabled` | `LIMITS_NOTIFICATION_ENABLED` |
+//!
+//! Every error names the file and field, or the variable, and the value it could not use.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::forecast::ModelKind;
+use crate::report::{Format, Kind};
+
+/// Where the default configuration lives.
+pub const DEFAULT_CONFIG_FILE: &str = "data/meterlake.toml";
+
+/// Inputs and outputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Paths {
+    /// Files or directories ingested each run (already ingested files are skipped).
+    pub inputs: Vec<PathBuf>,
+    /// The lake.
+    pub lake: PathBuf,
+    /// Where invoices and reports are written.
+    pub out: PathBuf,
+    /// The plan catalogue.
+    pub plans: PathBuf,
+    /// Tenant assignments.
+    pub tenants: PathBuf,
+    /// Meter definitions.
+    pub meters: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Paths {
+            inputs: vec![PathBuf::from("data/events")],
+            lake: PathBuf::from("out/lake"),
+            out: PathBuf::from("out"),
+            plans: PathBuf::from(crate::billing::DEFAULT_PLANS_FILE),
+            tenants: PathBuf::from(crate::billing::DEFAULT_TENANTS_FILE),
+            meters: PathBuf::from(crate::rollup::DEFAULT_METERS_FILE),
+        }
+    }
+}
+
+/// Ingestion and retention.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tracking {
+    /// Ingest the inputs (off: the other stages run on the lake as it is).
+    pub enabled: bool,
+    /// Default of both retentions, in days (0: keep everything).
+    pub retention_days: u32,
+    /// Days of events kept (overrides `retention_days`).
+    pub events_retention_days: Option<u32>,
+    /// Days of rollups kept (overrides `retention_days`).
+    pub metrics_retention_days: Option<u32>,
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Tracking {
+            enabled: true,
+            retention_days: 0,
+            events_retention_days: None,
+            metrics_retention_days: None,
+        }
+    }
+}
+
+impl Tracking {
+    /// Days of events kept (none: all).
+    pub fn events_days(&self) -> Option<u32> {
+        Some(self.events_retention_days.unwrap_or(self.retention_days)).filter(|d| *d > 0)
+    }
+
+    /// Days of rollups kept (none: all).
+    pub fn metrics_days(&self) -> Option<u32> {
+        Some(self.metrics_retention_days.unwrap_or(self.retention_days)).filter(|d| *d > 0)
+    }
+}
+
+/// Forecasting.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForecastConf {
+    /// Model name, or `auto`.
+    pub model: String,
+    /// Days ahead.
+    pub horizon: usize,
+    /// Interval level, percent.
+    pub level: f64,
+}
+
+impl Default for ForecastConf {
+    fn default() -> Self {
+        ForecastConf {
+            model: "auto".into(),
+            horizon: 14,
+            level: 95.0,
+        }
+    }
+}
+
+impl ForecastConf {
+    /// The model.
+    pub fn kind(&self) -> Result<ModelKind> {
+        <ModelKind as clap::ValueEnum>::from_str(&self.model, true).map_err(|_| {
+            Error::InvalidParameter {
+                name: "forecast.model",
+                reason: format!(
+                    "`{}` is not a model (auto, linear, moving_average, seasonal_moving_average, ses, holt, holt_damped, holt_winters, naive, seasonal_naive)",
+                    self.model
+                ),
+            }
+        })
+    }
+}
+
+/// Anomaly detection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnomalyConf {
+    /// |z| threshold.
+    pub threshold: f64,
+    /// `hour` or `day`.
+    pub granularity: String,
+}
+
+impl Default for AnomalyConf {
+    fn default() -> Self {
+        AnomalyConf {
+            threshold: 3.0,
+            granularity: "hour".into(),
+        }
+    }
+}
+
+/// Limits and alerts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Hard caps block (off: a tenant over a hard cap is reported `exceeded`, not `blocked`).
+    pub enforcement_enabled: bool,
+    /// Raise alerts, and deliver them when a webhook is set.
+    pub notification_enabled: bool,
+    /// Webhook for alerts (empty: none); the secret comes from `MLK_WEBHOOK_SECRET`.
+    pub webhook_url: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            enforcement_enabled: true,
+            notification_enabled: true,
+            webhook_url: String::new(),
+        }
+    }
+}
+
+/// Reports written by each run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReportsConf {
+    /// Kinds.
+    pub kinds: Vec<Kind>,
+    /// Formats.
+    pub formats: Vec<Format>,
+}
+
+impl Default for ReportsConf {
+    fn default() -> Self {
+        ReportsConf {
+            kinds: Kind::ALL.to_vec(),
+            formats: Format::ALL.to_vec(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Inputs and outputs.
+    pub paths: Paths,
+    /// Ingestion and retention.
+    pub tracking: Tracking,
+    /// Forecasting.
+    pub forecast: ForecastConf,
+    /// Anomaly detection.
+    pub anomalies: AnomalyConf,
+    /// Limits and alerts.
+    pub limits: Limits,
+    /// Reports.
+    pub reports: ReportsConf,
+}
+
+fn bool_of(var: &'static str, v: &str) -> Result<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(Error::InvalidParameter {
+            name: var,
+            reason: format!("`{v}` is not true or false"),
+        }),
+    }
+}
+
+fn days_of(var: &'static str, v: &str) -> Result<u32> {
+    v.trim().parse().map_err(|_| Error::InvalidParameter {
+        name: var,
+        reason: format!("`{v}` is not a whole number of days"),
+    })
+}
+
+impl Config {
+    /// Reads a configuration file.
+    pub fn from_file(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let c: Config = toml::from_str(&text).map_err(|e| Error::BadInput {
+            path: path.to_path_buf(),
+            reason: e.to_string().trim().replace('\n', " "),
+        })?;
+        c.validate().map_err(|e| Error::BadInput {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        Ok(c)
+    }
+
+    /// The file given, else `data/meterlake.toml` if it exists, else the defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        match path {
+            Some(p) => Config::from_file(p),
+            None if Path::new(DEFAULT_CONFIG_FILE).is_file() => {
+                Config::from_file(Path::new(DEFAULT_CONFIG_FILE))
+            }
+            None => Ok(Config::default()),
+        }
+    }
+
+    /// Applies the environment variables `get` returns (the process environment in the
+    /// CLI; a map in tests).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
+        if let Some(v) = get("USAGE_TRACKING_ENABLED") {
+            self.tracking.enabled = bool_of("USAGE_TRACKING_ENABLED", &v)?;
+        }
+        if let Some(v) = get("USAGE_RETENTION_DAYS") {
+            self.tracking.retention_days = days_of("USAGE_RETENTION_DAYS", &v)?;
+        }
+        if let Some(v) = get("USAGE_TRACKING_EVENTS_RETENTION_DAYS") {
+            self.tracking.events_retention_days =
+                Some(days_of("USAGE_TRACKING_EVENTS_RETENTION_DAYS", &v)?);
+        }
+        if let Some(v) = get("USAGE_TRACKING_METRICS_RETENTION_DAYS") {
+            self.tracking.metrics_retention_days =
+                Some(days_of("USAGE_TRACKING_METRICS_RETENTION_DAYS", &v)?);
+        }
+        if let Some(v) = get("ANALYTICS_FORECAST_MODEL") {
+            self.forecast.model = v.trim().to_string();
+            self.forecast.kind().map_err(|e| Error::InvalidParameter {
+                name: "ANALYTICS_FORECAST_MODEL",
+                reason: e.to_string(),
+            })?;
+        }
+        if let Some(v) = get("ANALYTICS_ANOMALY_DETECTION_THRESHOLD") {
+            self.anomalies.threshold = v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|x: &f64| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| Error::InvalidParameter {
+                    name: "ANALYTICS_ANOMALY_DETECTION_THRESHOLD",
+                    reason: format!("`{v}` is not a positive number"),
+                })?;
+        }
+        if let Some(v) = get("LIMITS_ENFORCEMENT_ENABLED") {
+            self.limits.enforcement_enabled = bool_of("LIMITS_ENFORCEMENT_ENABLED", &v)?;
+        }
+        if let Some(v) = get("LIMITS_NOTIFICATION_ENABLED") {
+            self.limits.notification_enabled = bool_of("LIMITS_NOTIFICATION_ENABLED", &v)?;
+        }
+        Ok(())
+    }
+
+    /// Checks values serde cannot.
+    pub fn validate(&self) -> Result<()> {
+        self.forecast.kind()?;
+        if self.forecast.horizon == 0 {
+            return Err(Error::InvalidParameter {
+                name: "forecast.horizon",
+                reason: "must be at least 1".into(),
+            });
+        }
+        if !(self.forecast.level > 0.0 && self.forecast.level < 100.0) {
+            return Err(Error::InvalidParameter {
+                name: "forecast.level",
+                reason: format!("{} is not a percent in (0, 100)", self.forecast.level),
+            });
+        }
+        if !(self.anomalies.threshold.is_finite() && self.anomalies.threshold > 0.0) {
+            return Err(Error::InvalidParameter {
+                name: "anomalies.threshold",
+                reason: format!("{} is not a positive number", self.anomalies.threshold),
+            });
+        }
+        if !matches!(self.anomalies.granularity.as_str(), "hour" | "day") {
+            return Err(Error::InvalidParameter {
+                name: "anomalies.granularity",
+                reason: format!("`{}` is not hour or day", self.anomalies.granularity),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let mut c: Config = toml::from_str(
+            "[tracking]\nretention_days = 90\n[forecast]\nmodel = \"holt\"\n[limits]\nnotification_enabled = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.tracking.events_days(), Some(90));
+        c.apply_env(env(&[
+            ("USAGE_TRACKING_EVENTS_RETENTION_DAYS", "30"),
+            ("ANALYTICS_FORECAST_MODEL", "ses"),
+            ("LIMITS_NOTIFICATION_ENABLED", "false"),
+            ("ANALYTICS_ANOMALY_DETECTION_THRESHOLD", "4.5"),
+        ]))
+        .unwrap();
+        assert_eq!(c.tracking.events_days(), Some(30));
+        assert_eq!(
+            c.tracking.metrics_days(),
+            Some(90),
+            "the general default still applies"
+        );
+        assert_eq!(c.forecast.kind().unwrap(), ModelKind::Ses);
+        assert!(!c.limits.notification_enabled);
+        assert_eq!(c.anomalies.threshold, 4.5);
+    }
+
+    #[test]
+    fn bad_values_name_their_source() {
+        let mut c = Config::default();
+        let e = c
+            .apply_env(env(&[("USAGE_RETENTION_DAYS", "ninety")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("USAGE_RETENTION_DAYS"), "{e}");
+        let e = c
+            .apply_env(env(&[("LIMITS_ENFORCEMENT_ENABLED", "maybe")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("LIMITS_ENFORCEMENT_ENABLED"), "{e}");
+        let e = c
+            .apply_env(env(&[("ANALYTICS_FORECAST_MODEL", "prophet")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("ANALYTICS_FORECAST_MODEL"), "{e}");
+        let e = toml::from_str::<Config>("[forecast]\nhorizn = 3\n").unwrap_err();
+        assert!(e.to_string().contains("horizn"), "{e}");
+    }
+
+    #[test]
+    fn zero_keeps_everything() {
+        let c = Config::default();
+        assert_eq!(c.tracking.events_days(), None);
+        assert_eq!(c.tracking.metrics_days(), None);
+    }
+}

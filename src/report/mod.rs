@@ -1,0 +1,246 @@
+//! Reports: what finance, admins and analysts read, computed from the lake and the
+//! outputs of the other stages, in every format people use.
+//!
+//! A report is built once ([`build`]) into a [`Report`]: headline figures, [`Insight`]s
+//! computed from the data, charts and tables. Renderers turn that one model into JSON, CSV
+//! and Parquet (one file per table), Markdown, a self-contained HTML page with SVG charts,
+//! an XLSX workbook (one sheet per table) and a PDF. Rendering computes nothing, so every
+//! format says the same thing; the same lake and options give the same bytes.
+//!
+//! Kinds: `summary` (per tenant totals, quota percent, alerts, overage), `detailed` (day
+//! by day with trends, previous-period comparison, peak times), `forecast` (predictions
+//! with intervals, quota exceedance dates, expected overage, model accuracy), `anomaly`
+//! (incidents, risk, fraud suspects, status), `executive` (platform KPIs, growth, revenue,
+//! top tenants and features, users, next month, top insights) and `compliance` (ingests,
+//! rejects, duplicates, retention and deletions from the audit log).
+
+mod build;
+mod html;
+pub mod insights;
+mod pdf;
+mod render;
+mod table;
+mod xlsx;
+
+use std::path::{Path, PathBuf};
+
+use clap::ValueEnum;
+use serde::Serialize;
+
+pub(crate) use build::quota_table;
+pub use build::{ReportOptions, build};
+pub use table::{
+    Bar, BarChart, Cell, Chart, Col, Figure, Insight, Line, Severity, Table, TimeChart, Values,
+    insights_table, round,
+};
+
+use crate::error::{Error, IoContext, Result};
+
+/// What a report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Per tenant: totals per meter, quota percent, active alerts, overage cost.
+    Summary,
+    /// Day by day, trends, comparison with the previous period, peak times.
+    Detailed,
+    /// Predictions with intervals, quota exceedance dates, expected overage, accuracy.
+    Forecast,
+    /// Incidents with risk scores, fraud suspects, status.
+    Anomaly,
+    /// Platform KPIs, growth, revenue, top tenants and features, users, next month.
+    Executive,
+    /// What was ingested when, rejects, duplicates, retention and deletions.
+    Compliance,
+}
+
+impl Kind {
+    /// Every kind.
+    pub const ALL: [Kind; 6] = [
+        Kind::Summary,
+        Kind::Detailed,
+        Kind::Forecast,
+        Kind::Anomaly,
+        Kind::Executive,
+        Kind::Compliance,
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Summary => "summary",
+            Kind::Detailed => "detailed",
+            Kind::Forecast => "forecast",
+            Kind::Anomaly => "anomaly",
+            Kind::Executive => "executive",
+            Kind::Compliance => "compliance",
+        }
+    }
+}
+
+/// How a report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Format {
+    /// One JSON document.
+    Json,
+    /// One CSV file per table (the first at the given path, others beside it).
+    Csv,
+    /// Markdown.
+    Markdown,
+    /// One self-contained HTML page with SVG charts.
+    Html,
+    /// An Excel workbook, one sheet per table.
+    Xlsx,
+    /// A PDF document.
+    Pdf,
+    /// One Parquet file per table (the first at the given path, others beside it).
+    Parquet,
+}
+
+impl Format {
+    /// Every format.
+    pub const ALL: [Format; 7] = [
+        Format::Json,
+        Format::Csv,
+        Format::Markdown,
+        Format::Html,
+        Format::Xlsx,
+        Format::Pdf,
+        Format::Parquet,
+    ];
+
+    /// The file extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Markdown => "md",
+            Format::Html => "html",
+            Format::Xlsx => "xlsx",
+            Format::Pdf => "pdf",
+            Format::Parquet => "parquet",
+        }
+    }
+}
+
+/// A built report.
+#[derive(Debug, Clone)]
+pub struct Report {
+    /// Its kind.
+    pub kind: Kind,
+    /// Title.
+    pub title: String,
+    /// What it covers (tenants, period, as-of instant).
+    pub scope: String,
+    /// Headline figures.
+    pub figures: Vec<Figure>,
+    /// Findings, most severe first.
+    pub insights: Vec<Insight>,
+    /// Charts.
+    pub charts: Vec<Chart>,
+    /// Tables, the main one first.
+    pub tables: Vec<Table>,
+}
+
+impl Report {
+    /// Every table, with the insights as one more when there are any.
+    pub fn all_tables(&self) -> Vec<Table> {
+        let mut t = self.tables.clone();
+        if !self.insights.is_empty() {
+            t.push(insights_table(&self.insights));
+        }
+        t
+    }
+}
+
+/// Rows of a table shown by page formats (Markdown, HTML, PDF); the data formats carry all.
+pub const PAGE_ROWS: usize = 200;
+
+/// Insights listed at the top of a page format (most severe first); every one is in the
+/// `insights` table.
+pub const PAGE_INSIGHTS: usize = 15;
+
+impl Report {
+    /// The insights a page shows first, and how many more the insights table holds.
+    pub fn page_insights(&self) -> (&[Insight], usize) {
+        let n = self.insights.len().min(PAGE_INSIGHTS);
+        (&self.insights[..n], self.insights.len() - n)
+    }
+}
+
+/// Writes `report` as `format` to `out` (and, for CSV and Parquet, one file per further
+/// table beside it: `NAME.TABLE.EXT`). Every file is written to a temporary name, synced
+/// and renamed, so a reader never sees half a report. Returns the files written.
+pub fn write(report: &Report, format: Format, out: &Path) -> Result<Vec<PathBuf>> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    match format {
+        Format::Csv | Format::Parquet => {
+            let tables = report.all_tables();
+            let mut written = Vec::new();
+            for (i, t) in tables.iter().enumerate() {
+                let path = if i == 0 {
+                    out.to_path_buf()
+                } else {
+                    sibling(out, &t.name, format.extension())
+                };
+                let mut df = t.frame()?;
+                crate::predict::write_table(&path, &mut df)?;
+                written.push(path);
+            }
+            Ok(written)
+        }
+        _ => {
+            let bytes = match format {
+                Format::Json => render::json(report)?,
+                Format::Markdown => render::markdown(report).into_bytes(),
+                Format::Html => html::page(report)?.into_bytes(),
+                Format::Xlsx => xlsx::workbook(report)?,
+                Format::Pdf => pdf::document(report),
+                Format::Csv | Format::Parquet => unreachable!("handled above"),
+            };
+            atomic_write(out, &bytes)?;
+            Ok(vec![out.to_path_buf()])
+        }
+    }
+}
+
+/// `dir/name.TABLE.ext` beside `out`.
+fn sibling(out: &Path, table: &str, ext: &str) -> PathBuf {
+    let stem = out
+        .file_stem()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_else(|| "report".into());
+    out.with_file_name(format!("{stem}.{table}.{ext}"))
+}
+
+/// Writes bytes to a temporary file, syncs it and renames it over `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp-meterlake");
+    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(bytes).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
+}
+
+/// The format named by a file's extension.
+pub fn format_of(path: &Path) -> Result<Format> {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    Format::ALL
+        .into_iter()
+        .find(|f| f.extension() == ext || (ext == "markdown" && *f == Format::Markdown))
+        .ok_or_else(|| Error::InvalidParameter {
+            name: "--format",
+            reason: format!(
+                "cannot tell the format from {}: give --format json|csv|markdown|html|xlsx|pdf|parquet",
+                path.display()
+            ),
+        })
+}

@@ -1,0 +1,345 @@
+//! The report model every format renders: tables of typed columns, headline figures,
+//! insights and charts. Builders compute a [`Report`]; renderers never compute.
+
+use std::collections::BTreeMap;
+
+use polars::prelude::{Column, DataFrame};
+use serde::Serialize;
+
+use crate::error::Result;
+
+/// A column's values, typed so spreadsheets and Parquet get numbers, not text.
+#[derive(Debug, Clone)]
+pub enum Values {
+    /// Text (dates are ISO text: they sort and read the same in every format).
+    Text(Vec<Option<String>>),
+    /// Whole numbers.
+    Int(Vec<Option<i64>>),
+    /// Real numbers, shown with the column's decimals.
+    Num(Vec<Option<f64>>),
+    /// Yes / no.
+    Bool(Vec<Option<bool>>),
+}
+
+impl Values {
+    fn len(&self) -> usize {
+        match self {
+            Values::Text(v) => v.len(),
+            Values::Int(v) => v.len(),
+            Values::Num(v) => v.len(),
+            Values::Bool(v) => v.len(),
+        }
+    }
+}
+
+/// One column.
+#[derive(Debug, Clone)]
+pub struct Col {
+    /// Its name (snake_case: a Parquet and CSV header).
+    pub name: String,
+    /// Its values.
+    pub values: Values,
+    /// Decimals shown by text formats (numbers only).
+    pub decimals: usize,
+}
+
+/// A named table.
+#[derive(Debug, Clone)]
+pub struct Table {
+    /// Short name: the sheet, the file suffix, the JSON key.
+    pub name: String,
+    /// Heading shown above it.
+    pub title: String,
+    /// Its columns, all of one length.
+    pub columns: Vec<Col>,
+}
+
+/// A cell, for renderers that walk rows.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Cell<'a> {
+    /// Missing.
+    Null,
+    /// Text.
+    Text(&'a str),
+    /// A whole number.
+    Int(i64),
+    /// A real number and its decimals.
+    Num(f64, usize),
+    /// Yes / no.
+    Bool(bool),
+}
+
+impl Cell<'_> {
+    /// The cell as text formats show it (thousands not grouped: it stays machine-readable).
+    pub fn display(&self) -> String {
+        match self {
+            Cell::Null => String::new(),
+            Cell::Text(s) => (*s).to_string(),
+            Cell::Int(v) => v.to_string(),
+            Cell::Num(v, d) => format!("{v:.d$}"),
+            Cell::Bool(b) => if *b { "yes" } else { "no" }.into(),
+        }
+    }
+
+    /// Whether the column aligns right.
+    pub fn numeric(&self) -> bool {
+        matches!(self, Cell::Int(_) | Cell::Num(..))
+    }
+}
+
+impl Table {
+    /// An empty table.
+    pub fn new(name: &str, title: &str) -> Table {
+        Table {
+            name: name.into(),
+            title: title.into(),
+            columns: Vec::new(),
+        }
+    }
+
+    /// Adds a text column.
+    pub fn text<S: Into<String>>(self, name: &str, v: impl IntoIterator<Item = S>) -> Self {
+        self.push(
+            name,
+            Values::Text(v.into_iter().map(|s| Some(s.into())).collect()),
+            0,
+        )
+    }
+
+    /// Adds a text column with gaps.
+    pub fn opt_text(self, name: &str, v: Vec<Option<String>>) -> Self {
+        self.push(name, Values::Text(v), 0)
+    }
+
+    /// Adds a whole-number column.
+    pub fn int(self, name: &str, v: impl IntoIterator<Item = i64>) -> Self {
+        self.push(name, Values::Int(v.into_iter().map(Some).collect()), 0)
+    }
+
+    /// Adds a real column shown with `decimals` (values are rounded to them, so every
+    /// format carries the same number).
+    pub fn num(self, name: &str, decimals: usize, v: impl IntoIterator<Item = f64>) -> Self {
+        let v = v
+            .into_iter()
+            .map(|x| x.is_finite().then(|| round(x, decimals)))
+            .collect();
+        self.push(name, Values::Num(v), decimals)
+    }
+
+    /// Adds a real column with gaps.
+    pub fn opt_num(self, name: &str, decimals: usize, v: Vec<Option<f64>>) -> Self {
+        let v = v
+            .into_iter()
+            .map(|x| x.filter(|x| x.is_finite()).map(|x| round(x, decimals)))
+            .collect();
+        self.push(name, Values::Num(v), decimals)
+    }
+
+    /// Adds a yes/no column.
+    pub fn bool(self, name: &str, v: impl IntoIterator<Item = bool>) -> Self {
+        self.push(name, Values::Bool(v.into_iter().map(Some).collect()), 0)
+    }
+
+    fn push(mut self, name: &str, values: Values, decimals: usize) -> Table {
+        debug_assert!(self.columns.is_empty() || self.columns[0].values.len() == values.len());
+        self.columns.push(Col {
+            name: name.into(),
+            values,
+            decimals,
+        });
+        self
+    }
+
+    /// Rows.
+    pub fn height(&self) -> usize {
+        self.columns.first().map_or(0, |c| c.values.len())
+    }
+
+    /// The cell at `row` of column `col`.
+    pub fn cell(&self, col: usize, row: usize) -> Cell<'_> {
+        let c = &self.columns[col];
+        match &c.values {
+            Values::Text(v) => v[row].as_deref().map_or(Cell::Null, Cell::Text),
+            Values::Int(v) => v[row].map_or(Cell::Null, Cell::Int),
+            Values::Num(v) => v[row].map_or(Cell::Null, |x| Cell::Num(x, c.decimals)),
+            Values::Bool(v) => v[row].map_or(Cell::Null, Cell::Bool),
+        }
+    }
+
+    /// The table as a polars frame (Parquet and CSV outputs).
+    pub fn frame(&self) -> Result<DataFrame> {
+        let cols: Vec<Column> = self
+            .columns
+            .iter()
+            .map(|c| match &c.values {
+                Values::Text(v) => Column::new(c.name.as_str().into(), v),
+                Values::Int(v) => Column::new(c.name.as_str().into(), v),
+                Values::Num(v) => Column::new(c.name.as_str().into(), v),
+                Values::Bool(v) => Column::new(c.name.as_str().into(), v),
+            })
+            .collect();
+        Ok(DataFrame::new_infer_height(cols)?)
+    }
+
+    /// The rows as JSON objects, in column order.
+    pub fn records(&self) -> Vec<serde_json::Map<String, serde_json::Value>> {
+        (0..self.height())
+            .map(|r| {
+                self.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(c, col)| {
+                        let v = match self.cell(c, r) {
+                            Cell::Null => serde_json::Value::Null,
+                            Cell::Text(s) => s.into(),
+                            Cell::Int(v) => v.into(),
+                            Cell::Num(v, _) => v.into(),
+                            Cell::Bool(b) => b.into(),
+                        };
+                        (col.name.clone(), v)
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+/// Rounds half away from zero to `decimals` places.
+pub fn round(x: f64, decimals: usize) -> f64 {
+    let p = 10f64.powi(decimals as i32);
+    let r = (x * p).round() / p;
+    if r == 0.0 { 0.0 } else { r }
+}
+
+/// A headline number.
+#[derive(Debug, Clone, Serialize)]
+pub struct Figure {
+    /// What it is.
+    pub label: String,
+    /// Its value, formatted.
+    pub value: String,
+    /// A line of context (growth, comparison).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// How much an insight matters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Worth knowing.
+    Info,
+    /// Needs a look.
+    Warning,
+    /// Needs action.
+    Critical,
+}
+
+impl Severity {
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// A finding computed from the data, with the numbers behind it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Insight {
+    /// What kind of finding (`fast_growth`, `decline`, `quota_reached`, ...).
+    pub kind: String,
+    /// The tenant it is about (none: platform-wide).
+    pub tenant_id: Option<String>,
+    /// The meter it is about.
+    pub meter: Option<String>,
+    /// How much it matters.
+    pub severity: Severity,
+    /// One sentence, built from the evidence.
+    pub message: String,
+    /// The numbers behind it.
+    pub evidence: BTreeMap<String, f64>,
+}
+
+/// Insights as a table.
+pub fn insights_table(insights: &[Insight]) -> Table {
+    Table::new("insights", "Insights")
+        .text("severity", insights.iter().map(|i| i.severity.name()))
+        .text("kind", insights.iter().map(|i| i.kind.as_str()))
+        .opt_text(
+            "tenant_id",
+            insights.iter().map(|i| i.tenant_id.clone()).collect(),
+        )
+        .opt_text("meter", insights.iter().map(|i| i.meter.clone()).collect())
+        .text("message", insights.iter().map(|i| i.message.as_str()))
+        .text(
+            "evidence",
+            insights
+                .iter()
+                .map(|i| serde_json::to_string(&i.evidence).unwrap_or_default()),
+        )
+}
+
+/// A point in time (UTC µs) and a value.
+pub type Point = (i64, f64);
+
+/// A line of a time chart.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Legend.
+    pub name: String,
+    /// Points in time order.
+    pub points: Vec<Point>,
+}
+
+/// A time chart: history lines, a forecast with its band, anomaly markers.
+#[derive(Debug, Clone)]
+pub struct TimeChart {
+    /// Title.
+    pub title: String,
+    /// Y axis label.
+    pub y_label: String,
+    /// Observed lines.
+    pub lines: Vec<Line>,
+    /// The forecast's mean.
+    pub forecast: Option<Line>,
+    /// The forecast's band: (ts, lower, upper).
+    pub band: Vec<(i64, f64, f64)>,
+    /// Anomalies: (ts, value, label).
+    pub markers: Vec<(i64, f64, String)>,
+}
+
+/// One bar.
+#[derive(Debug, Clone)]
+pub struct Bar {
+    /// Its label.
+    pub label: String,
+    /// Its length.
+    pub value: f64,
+    /// Colour class: ok, warning, critical, exceeded.
+    pub status: String,
+}
+
+/// Horizontal bars (quota percent per tenant), with a reference line.
+#[derive(Debug, Clone)]
+pub struct BarChart {
+    /// Title.
+    pub title: String,
+    /// Unit of the values.
+    pub unit: String,
+    /// The bars, top first.
+    pub bars: Vec<Bar>,
+    /// A reference value drawn as a line (100 %).
+    pub reference: Option<f64>,
+}
+
+/// A chart.
+#[derive(Debug, Clone)]
+pub enum Chart {
+    /// Values over time.
+    Time(TimeChart),
+    /// Bars.
+    Bars(BarChart),
+}
