@@ -611,17 +611,21 @@ fn active_alerts(ctx: &Ctx) -> Result<Vec<crate::alerts::Alert>> {
         .collect())
 }
 
-fn all_insights(ctx: &Ctx, totals: &[Total], quotas: &[QuotaRow]) -> Result<Vec<Insight>> {
+fn all_insights(
+    ctx: &Ctx,
+    totals: &[Total],
+    quotas: &[QuotaRow],
+    engagement: &[Engagement],
+) -> Result<Vec<Insight>> {
     let rhythms = ctx.rhythms()?;
     let incidents: Vec<IncidentFact> = ctx.incidents()?.iter().map(Incident::fact).collect();
-    let engagement = ctx.engagement()?;
     Ok(insights::compute(&Facts {
         totals,
         quotas,
         billing: ctx.billing,
         rhythms: &rhythms,
         incidents: &incidents,
-        engagement: &engagement,
+        engagement,
     }))
 }
 
@@ -645,7 +649,7 @@ fn summary(ctx: &Ctx) -> Result<Report> {
     let totals = ctx.totals(&series);
     let quotas = ctx.quotas(true)?;
     let alerts = active_alerts(ctx)?;
-    let insights = all_insights(ctx, &totals, &quotas)?;
+    let insights = all_insights(ctx, &totals, &quotas, &ctx.engagement()?)?;
     // Per tenant.
     let mut tenants: BTreeMap<&str, TenantLine> = BTreeMap::new();
     for t in &totals {
@@ -1407,7 +1411,8 @@ fn executive(ctx: &Ctx) -> Result<Report> {
     let series = ctx.day_series()?;
     let totals = ctx.totals(&series);
     let quotas = ctx.quotas(true)?;
-    let insights = all_insights(ctx, &totals, &quotas)?;
+    let eng = ctx.engagement()?;
+    let insights = all_insights(ctx, &totals, &quotas, &eng)?;
     // KPIs per meter.
     let mut kpi: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
     for t in &totals {
@@ -1487,7 +1492,9 @@ fn executive(ctx: &Ctx) -> Result<Report> {
     // Features: events per `feature` property value in the period.
     let features =
         match crate::usage::events_between(&ctx.lake, ctx.tenant.as_deref(), ctx.from, ctx.to)? {
+            // A substring test first: the JSON path runs only on rows that name a feature.
             Some(lf) => lf
+                .filter(col("properties").str().contains_literal(lit("\"feature\"")))
                 .with_column(crate::rollup::property_expr("feature").alias("feature"))
                 .filter(col("feature").is_not_null())
                 .group_by([col("feature")])
@@ -1531,7 +1538,6 @@ fn executive(ctx: &Ctx) -> Result<Report> {
     } else {
         Table::new("top_features", "Top features").text("feature", Vec::<String>::new())
     };
-    let eng = ctx.engagement()?;
     let (dau, mau, known, inactive): (u64, u64, u64, u64) =
         eng.iter().fold((0, 0, 0, 0), |a, e| {
             (

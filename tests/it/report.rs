@@ -257,8 +257,25 @@ fn summary_totals_and_events_match_a_fold_over_the_lake() {
             .count();
         assert_eq!(t["events"].as_f64().unwrap(), n as f64, "{id}");
     }
-    // Executive KPIs add the tenants up.
+    // Executive KPIs add the tenants up; its features are counted from the properties.
     let e = report_json("executive");
+    let mut features: BTreeMap<String, usize> = BTreeMap::new();
+    for r in rows.iter().filter(|r| r.ts >= from && r.ts < to) {
+        let p: serde_json::Value = serde_json::from_str(&r.props).unwrap();
+        if let Some(f) = p.get("feature").and_then(|f| f.as_str()) {
+            *features.entry(f.to_string()).or_default() += 1;
+        }
+    }
+    let top = rows_of(&e, "top_features");
+    assert_eq!(top.len(), features.len().min(10));
+    for f in top {
+        let name = f["feature"].as_str().unwrap();
+        assert_eq!(
+            f["events"].as_f64().unwrap(),
+            features[name] as f64,
+            "{name}"
+        );
+    }
     for k in rows_of(&e, "kpis") {
         let m = k["meter"].as_str().unwrap();
         if ["api_calls", "documents", "ai_tokens", "ingest_bytes"].contains(&m) {
@@ -778,4 +795,62 @@ fn report_errors_name_the_parameter() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no forecasts"));
+}
+
+#[test]
+fn switches_turn_ingest_enforcement_and_alerts_off() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let alerts_before = std::fs::read(lake.join("alerts/alerts.parquet")).unwrap();
+    let o = std::process::Command::new(crate::common::BIN)
+        .args([
+            "run",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+            "--enforcement",
+            "false",
+            "--kinds",
+            "summary",
+            "--formats",
+            "json",
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .env("USAGE_TRACKING_ENABLED", "false")
+        .env("LIMITS_NOTIFICATION_ENABLED", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(stage(&v, "ingest").contains("tracking disabled"));
+    assert_eq!(stage(&v, "alerts"), "notifications disabled");
+    assert_eq!(
+        std::fs::read(lake.join("alerts/alerts.parquet")).unwrap(),
+        alerts_before
+    );
+    // Hard caps reached are reported as exceeded, not blocked, and marked not enforced.
+    let q = lake.join("quotas/quotas.parquet");
+    let status = strings(&q, "status");
+    assert!(!status.iter().flatten().any(|s| s == "blocked"));
+    let enforced: Vec<bool> = parquet_batches(&q)
+        .flat_map(|b| {
+            let c = b.column_by_name("enforced").unwrap().as_boolean().clone();
+            (0..c.len()).map(move |i| c.value(i)).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(enforced.iter().all(|e| !e));
+    let original = strings(&s.lake.join("quotas/quotas.parquet"), "status");
+    let blocked = original
+        .iter()
+        .flatten()
+        .filter(|s| *s == "blocked")
+        .count();
+    assert!(blocked > 0, "the sample has tenants at hard caps");
+    let exceeded = |v: &[Option<String>]| v.iter().flatten().filter(|s| *s == "exceeded").count();
+    assert_eq!(exceeded(&status), exceeded(&original) + blocked);
 }
