@@ -72,82 +72,117 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
     let mut lake = Lake::open_for_write(lake_dir)?;
     let mut s = RetentionSummary::default();
     let today = opts.now.div_euclid(DAY);
-    if let Some(days) = opts.events_days {
-        let cutoff = date_of_day(today - days as i64);
-        let expired: Vec<DataFile> = lake
+    let cutoff = |days: u32| date_of_day(today - days as i64);
+    let expired: Vec<DataFile> = match opts.events_days {
+        Some(d) => lake
             .data_files()
             .into_iter()
-            .filter(|f| f.date < cutoff)
-            .collect();
-        if !expired.is_empty() {
-            if let Some(dir) = &opts.archive {
-                for f in &expired {
-                    let dst = dir.join(&f.path);
-                    let parent = dst.parent().expect("relative path has a parent");
-                    std::fs::create_dir_all(parent).at(parent)?;
-                    let tmp = dst.with_extension("tmp-meterlake");
-                    std::fs::copy(lake.root().join(&f.path), &tmp).at(&tmp)?;
-                    std::fs::File::open(&tmp)
-                        .and_then(|h| h.sync_all())
-                        .at(&tmp)?;
-                    std::fs::rename(&tmp, &dst).at(&dst)?;
-                    s.archived.push(dst.display().to_string());
-                }
-            }
-            let dates: BTreeSet<String> = expired.iter().map(|f| f.date.clone()).collect();
-            s.event_rows = expired.iter().map(|f| f.rows).sum();
-            s.event_partitions = dates.into_iter().collect();
-            let seq = lake.next_seq();
-            lake.stage_dir(seq)?;
-            let commit = Commit {
-                seq,
-                kind: CommitKind::Retention,
-                committed_at: now_rfc3339(),
-                inputs: vec![],
-                added: vec![],
-                removed: expired.iter().map(|f| f.path.clone()).collect(),
-                keys: vec![],
-                quarantine: None,
-                counts: Counts::default(),
-                // Rollups keep their own history (their retention is separate), so the
-                // dropped dates are not marked for recomputation.
-                partitions: vec![],
-                audit: Some(Audit {
-                    actor: opts.actor.clone(),
-                    action: "retention".into(),
-                    target: format!("events before {cutoff} ({days} days)"),
-                    rows: s.event_rows,
-                    detail: format!(
-                        "{} partitions, {} files{}",
-                        s.event_partitions.len(),
-                        expired.len(),
-                        opts.archive
-                            .as_ref()
-                            .map(|a| format!(", archived to {}", a.display()))
-                            .unwrap_or_default()
-                    ),
-                }),
-            };
-            lake.commit(commit)?;
-            s.commit = Some(seq);
+            .filter(|f| f.date < cutoff(d))
+            .collect(),
+        None => Vec::new(),
+    };
+    let rollups: Vec<PathBuf> = match opts.rollups_days {
+        Some(d) => partition_dirs(&lake_dir.join(crate::rollup::ROLLUPS_DIR))?
+            .into_iter()
+            .filter(|p| rollup_partition_ends_by(p, &cutoff(d)))
+            .collect(),
+        None => Vec::new(),
+    };
+    if expired.is_empty() && rollups.is_empty() {
+        return Ok(s);
+    }
+    if let Some(dir) = &opts.archive {
+        for f in &expired {
+            let dst = dir.join(&f.path);
+            let parent = dst.parent().expect("relative path has a parent");
+            std::fs::create_dir_all(parent).at(parent)?;
+            let tmp = dst.with_extension("tmp-meterlake");
+            std::fs::copy(lake.root().join(&f.path), &tmp).at(&tmp)?;
+            std::fs::File::open(&tmp)
+                .and_then(|h| h.sync_all())
+                .at(&tmp)?;
+            std::fs::rename(&tmp, &dst).at(&dst)?;
+            s.archived.push(dst.display().to_string());
         }
     }
-    if let Some(days) = opts.rollups_days {
-        let cutoff = date_of_day(today - days as i64);
-        for dir in partition_dirs(&lake_dir.join(crate::rollup::ROLLUPS_DIR))? {
-            let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            let Some(period) = name.strip_prefix("period=") else {
-                continue;
-            };
-            if period < cutoff.as_str() {
-                let trash = dir.with_file_name(format!(".expired-{period}"));
-                std::fs::rename(&dir, &trash).at(&dir)?;
-                std::fs::remove_dir_all(&trash).at(&trash)?;
-                s.rollup_partitions += 1;
-            }
-        }
+    let dates: BTreeSet<String> = expired.iter().map(|f| f.date.clone()).collect();
+    s.event_rows = expired.iter().map(|f| f.rows).sum();
+    s.event_partitions = dates.into_iter().collect();
+    s.rollup_partitions = rollups.len() as u64;
+    let mut target = Vec::new();
+    if let Some(d) = opts.events_days {
+        target.push(format!("events before {} ({d} days)", cutoff(d)));
+    }
+    if let Some(d) = opts.rollups_days {
+        target.push(format!("rollups ending by {} ({d} days)", cutoff(d)));
+    }
+    // The commit records the whole decision (events and rollups) before any rollup
+    // directory goes, so nothing is removed unrecorded; a re-run finishes an interrupted one.
+    let seq = lake.next_seq();
+    lake.stage_dir(seq)?;
+    lake.commit(Commit {
+        seq,
+        kind: CommitKind::Retention,
+        committed_at: now_rfc3339(),
+        inputs: vec![],
+        added: vec![],
+        removed: expired.iter().map(|f| f.path.clone()).collect(),
+        keys: vec![],
+        quarantine: None,
+        counts: Counts::default(),
+        // Rollups keep their own history (their retention is separate), so the dropped
+        // dates are not marked for recomputation.
+        partitions: vec![],
+        audit: Some(Audit {
+            actor: opts.actor.clone(),
+            action: "retention".into(),
+            target: target.join("; "),
+            rows: s.event_rows,
+            detail: format!(
+                "{} event partitions ({} files){}; {} rollup partitions",
+                s.event_partitions.len(),
+                expired.len(),
+                opts.archive
+                    .as_ref()
+                    .map(|a| format!(", archived to {}", a.display()))
+                    .unwrap_or_default(),
+                rollups.len()
+            ),
+        }),
+    })?;
+    s.commit = Some(seq);
+    for dir in rollups {
+        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let trash = dir.with_file_name(format!(".expired-{name}"));
+        std::fs::rename(&dir, &trash).at(&dir)?;
+        std::fs::remove_dir_all(&trash).at(&trash)?;
     }
     Ok(s)
+}
+
+/// Whether a rollup partition (`.../granularity=G/.../period=YYYY-MM-DD`) holds only
+/// windows that end by `cutoff` (a day or hour partition is one day; a week seven days; a
+/// month one month).
+fn rollup_partition_ends_by(dir: &Path, cutoff: &str) -> bool {
+    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let Some(start) = name
+        .strip_prefix("period=")
+        .and_then(|p| chrono::NaiveDate::parse_from_str(p, "%Y-%m-%d").ok())
+    else {
+        return false;
+    };
+    let Ok(cut) = chrono::NaiveDate::parse_from_str(cutoff, "%Y-%m-%d") else {
+        return false;
+    };
+    let path = dir.to_string_lossy();
+    let end = if path.contains("granularity=month") {
+        start.checked_add_months(chrono::Months::new(1))
+    } else if path.contains("granularity=week") {
+        start.checked_add_days(chrono::Days::new(7))
+    } else {
+        start.checked_add_days(chrono::Days::new(1))
+    };
+    end.is_some_and(|e| e <= cut)
 }
 
 /// Every `period=` directory under the rollups.

@@ -122,14 +122,31 @@ fn figure(label: &str, value: String, detail: Option<String>) -> Figure {
 pub fn build(lake_dir: &Path, billing: Option<&Billing>, opts: &ReportOptions) -> Result<Report> {
     let lake = Lake::open(lake_dir)?;
     let meters = Meters::load_or_default(opts.meters.as_deref())?;
-    if let (Some(t), Some(b)) = (&opts.tenant, billing)
-        && b.tenants.iter().all(|x| &x.id != t)
-        && lake.data_files().is_empty()
-    {
-        return Err(Error::InvalidParameter {
-            name: "--tenant",
-            reason: format!("{t} is neither in the lake nor in the tenants file"),
-        });
+    if let Some(t) = &opts.tenant {
+        let planned = billing.is_some_and(|b| b.tenants.iter().any(|x| &x.id == t));
+        let seen = || -> Result<bool> {
+            let Some(lf) =
+                crate::usage::events_between(&lake, Some(t), i64::MIN / 4, i64::MAX / 4)?
+            else {
+                return Ok(false);
+            };
+            let n = lf.select([len().alias("n")]).collect()?;
+            Ok(n.column("n")?
+                .cast(&DataType::UInt64)?
+                .u64()?
+                .get(0)
+                .unwrap_or(0)
+                > 0)
+        };
+        if !planned && !seen()? {
+            return Err(Error::InvalidParameter {
+                name: "--tenant",
+                reason: format!(
+                    "{t} has no events in {} and no plan in the tenants file",
+                    lake_dir.display()
+                ),
+            });
+        }
     }
     let latest = if lake.data_files().is_empty() {
         chrono::Utc::now().timestamp_micros()
@@ -1360,10 +1377,9 @@ fn anomaly(ctx: &Ctx) -> Result<Report> {
             "Incidents",
             incidents.len().to_string(),
             Some(
-                by_sev
+                ["critical", "high", "medium", "low"]
                     .iter()
-                    .rev()
-                    .map(|(k, v)| format!("{v} {k}"))
+                    .filter_map(|k| by_sev.get(k).map(|v| format!("{v} {k}")))
                     .collect::<Vec<_>>()
                     .join(", "),
             ),

@@ -741,6 +741,15 @@ fn retention_drops_and_archives_expired_partitions_atomically() {
         .unwrap();
     assert_eq!(a["rows"].as_u64(), Some(old));
     assert!(a["target"].as_str().unwrap().contains("2026-09-01"));
+    let dropped = v["rollup_partitions"].as_u64().unwrap();
+    assert!(dropped > 0);
+    assert!(
+        a["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("; {dropped} rollup partitions")),
+        "{a}"
+    );
 }
 
 #[test]
@@ -773,6 +782,19 @@ fn report_errors_name_the_parameter() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("--from"));
+    let o = mlk(&[
+        "report",
+        "--lake",
+        lake,
+        "--kind",
+        "summary",
+        "--tenant",
+        "nobody",
+        "--out",
+        "/tmp/x.json",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nobody has no events"));
     let dir = tempfile::tempdir().unwrap();
     let empty = dir.path().join("lake");
     crate::common::ingest(
@@ -853,4 +875,95 @@ fn switches_turn_ingest_enforcement_and_alerts_off() {
     assert!(blocked > 0, "the sample has tenants at hard caps");
     let exceeded = |v: &[Option<String>]| v.iter().flatten().filter(|s| *s == "exceeded").count();
     assert_eq!(exceeded(&status), exceeded(&original) + blocked);
+}
+
+#[test]
+fn incident_status_follows_alerts_and_acknowledgements_are_audited() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let l = lake.to_str().unwrap();
+    // Raise anomaly alerts for every incident of the sample (the run only raises the last 7 days').
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "alerts",
+        "raise",
+        "--lake",
+        l,
+        "--at",
+        "latest",
+        "--anomaly-days",
+        "90",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let anomaly: Vec<&serde_json::Value> = v["raised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "anomaly")
+        .collect();
+    assert!(!anomaly.is_empty());
+    let acked = anomaly[0];
+    ok(&[
+        "alerts",
+        "ack",
+        acked["id"].as_str().unwrap(),
+        "--lake",
+        l,
+        "--by",
+        "ops@example.com",
+    ]);
+    let out = dir.path().join("a.json");
+    ok(&[
+        "report",
+        "--lake",
+        l,
+        "--kind",
+        "anomaly",
+        "--from",
+        "2026-08-01",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let mut seen = BTreeMap::new();
+    for i in rows_of(&r, "incidents") {
+        let high = matches!(i["severity"].as_str().unwrap(), "high" | "critical");
+        let mine = i["tenant_id"] == acked["tenant_id"]
+            && i["meter"] == acked["meter"]
+            && i["start"] == acked["period_start"];
+        let want = match (high, mine) {
+            (true, true) => "acknowledged",
+            (true, false) => "alerted",
+            (false, _) => "open",
+        };
+        assert_eq!(i["status"], want, "{i}");
+        *seen.entry(want).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("acknowledged"), Some(&1));
+    assert_eq!(seen.get("alerted").copied().unwrap_or(0), anomaly.len() - 1);
+    let out = dir.path().join("c.json");
+    ok(&[
+        "report",
+        "--lake",
+        l,
+        "--kind",
+        "compliance",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let ack = rows_of(&c, "audit")
+        .iter()
+        .find(|a| a["action"] == "acknowledge")
+        .unwrap();
+    assert_eq!(ack["actor"], "ops@example.com");
+    assert!(
+        ack["target"]
+            .as_str()
+            .unwrap()
+            .contains(acked["id"].as_str().unwrap())
+    );
 }
