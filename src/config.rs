@@ -109,7 +109,7 @@ impl Default for ForecastConf {
     fn default() -> Self {
         ForecastConf {
             model: "auto".into(),
-            horizon: 14,
+            horizon: 30,
             level: 95.0,
         }
     }

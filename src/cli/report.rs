@@ -57,6 +57,11 @@ pub(crate) fn billing_if_present(
     if plans.is_file() && tenants.is_file() {
         Ok(Some(Billing::load(plans, tenants)?))
     } else {
+        eprintln!(
+            "warning: no plan catalogue at {} or no tenants file at {}: quotas, overage and revenue are left out",
+            plans.display(),
+            tenants.display()
+        );
         Ok(None)
     }
 }

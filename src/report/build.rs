@@ -413,6 +413,111 @@ impl Ctx<'_> {
         Ok(out)
     }
 
+    /// Seat use of every tenant paying seat overage in its current period: billed users,
+    /// and those active on a single (UTC) day of the period.
+    fn seat_use(&self, quotas: &[QuotaRow]) -> Result<Vec<insights::SeatUse>> {
+        let Some(b) = self.billing else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<&QuotaRow> = quotas
+            .iter()
+            .filter(|q| q.overage_units > Decimal::ZERO)
+            .filter(|q| {
+                b.catalog
+                    .meters
+                    .get(&q.meter)
+                    .is_some_and(|m| m.usage == crate::billing::plans::UsageRule::UniqueUsers)
+            })
+            .collect();
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let start_of = |q: &QuotaRow| {
+            chrono::DateTime::parse_from_rfc3339(&q.period_start)
+                .map(|d| d.timestamp_micros())
+                .unwrap_or(self.at)
+        };
+        let from = rows.iter().map(|q| start_of(q)).min().unwrap_or(self.at);
+        let Some(lf) =
+            crate::usage::events_between(&self.lake, self.tenant.as_deref(), from, self.at)?
+        else {
+            return Ok(Vec::new());
+        };
+        // Seats are counted from the billed meter's lake events only.
+        let event_of = |q: &QuotaRow| {
+            b.catalog
+                .meters
+                .get(&q.meter)
+                .map_or(q.meter.clone(), |m| m.event.clone())
+        };
+        let win = df!(
+            "tenant_id" => rows.iter().map(|q| q.tenant_id.clone()).collect::<Vec<_>>(),
+            "_start" => rows.iter().map(|q| start_of(q)).collect::<Vec<_>>(),
+            "_event" => rows.iter().map(|q| event_of(q)).collect::<Vec<_>>(),
+        )?
+        .lazy();
+        let df = lf
+            .filter(col("user_id").is_not_null())
+            .join(
+                win,
+                [col("tenant_id")],
+                [col("tenant_id")],
+                JoinArgs::new(JoinType::Inner),
+            )
+            .filter(
+                col("ts")
+                    .cast(DataType::Int64)
+                    .gt_eq(col("_start"))
+                    .and(col("meter").eq(col("_event"))),
+            )
+            .group_by([col("tenant_id"), col("user_id")])
+            .agg([(col("ts").cast(DataType::Int64) / lit(DAY))
+                .n_unique()
+                .alias("days")])
+            .group_by([col("tenant_id")])
+            .agg([
+                len().alias("users"),
+                col("days").eq(lit(1)).sum().alias("one_day"),
+            ])
+            .collect()?;
+        let t = df.column("tenant_id")?.str()?;
+        let one = df.column("one_day")?.cast(&DataType::UInt64)?;
+        let one = one.u64()?;
+        let users = df.column("users")?.cast(&DataType::UInt64)?;
+        let users = users.u64()?;
+        let found: HashMap<&str, (u64, u64)> = (0..df.height())
+            .map(|i| {
+                (
+                    t.get(i).unwrap_or_default(),
+                    (users.get(i).unwrap_or(0), one.get(i).unwrap_or(0)),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for q in rows {
+            let Some(&(billed, one_day)) = found.get(q.tenant_id.as_str()) else {
+                continue;
+            };
+            let Some(plan) = b.catalog.plan(&q.plan) else {
+                continue;
+            };
+            let crate::billing::plans::Limit::Overage(p) = &plan.allowance(&q.meter).limit else {
+                continue;
+            };
+            let fewer = (q.overage_units - Decimal::from(one_day)).max(Decimal::ZERO);
+            out.push(insights::SeatUse {
+                tenant_id: q.tenant_id.clone(),
+                meter: q.meter.clone(),
+                billed,
+                over: q.overage_units,
+                one_day_users: one_day,
+                cost_without: crate::billing::round_money(p.cost(fewer), b.catalog.minor_units),
+                cost: q.overage_cost,
+            });
+        }
+        Ok(out)
+    }
+
     fn engagement(&self) -> Result<Vec<Engagement>> {
         engagement(
             &self.lake,
@@ -628,6 +733,12 @@ fn active_alerts(ctx: &Ctx) -> Result<Vec<crate::alerts::Alert>> {
         .collect())
 }
 
+/// Quotas (projected) and engagement: the two slow reads (running them side by side gained
+/// nothing on 2 cores: both keep polars busy).
+fn quotas_and_engagement(ctx: &Ctx) -> Result<(Vec<QuotaRow>, Vec<Engagement>)> {
+    Ok((ctx.quotas(true)?, ctx.engagement()?))
+}
+
 fn all_insights(
     ctx: &Ctx,
     totals: &[Total],
@@ -636,6 +747,7 @@ fn all_insights(
 ) -> Result<Vec<Insight>> {
     let rhythms = ctx.rhythms()?;
     let incidents: Vec<IncidentFact> = ctx.incidents()?.iter().map(Incident::fact).collect();
+    let seats = ctx.seat_use(quotas)?;
     Ok(insights::compute(&Facts {
         totals,
         quotas,
@@ -643,6 +755,7 @@ fn all_insights(
         rhythms: &rhythms,
         incidents: &incidents,
         engagement,
+        seats: &seats,
     }))
 }
 
@@ -664,9 +777,9 @@ type TwoPeriods = (BTreeMap<i64, f64>, BTreeMap<i64, f64>);
 fn summary(ctx: &Ctx) -> Result<Report> {
     let series = ctx.day_series()?;
     let totals = ctx.totals(&series);
-    let quotas = ctx.quotas(true)?;
+    let (quotas, eng) = quotas_and_engagement(ctx)?;
     let alerts = active_alerts(ctx)?;
-    let insights = all_insights(ctx, &totals, &quotas, &ctx.engagement()?)?;
+    let insights = all_insights(ctx, &totals, &quotas, &eng)?;
     // Per tenant.
     let mut tenants: BTreeMap<&str, TenantLine> = BTreeMap::new();
     for t in &totals {
@@ -1426,8 +1539,7 @@ impl Revenue {
 fn executive(ctx: &Ctx) -> Result<Report> {
     let series = ctx.day_series()?;
     let totals = ctx.totals(&series);
-    let quotas = ctx.quotas(true)?;
-    let eng = ctx.engagement()?;
+    let (quotas, eng) = quotas_and_engagement(ctx)?;
     let insights = all_insights(ctx, &totals, &quotas, &eng)?;
     // KPIs per meter.
     let mut kpi: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
@@ -1590,7 +1702,10 @@ fn executive(ctx: &Ctx) -> Result<Report> {
             );
             let mut acc: BTreeMap<&str, (f64, f64, f64, i64, i64)> = BTreeMap::new();
             for i in 0..m.len() {
-                if !ctx.aggregation(&m[i]).additive() || ts[i] >= ctx.to + 30 * DAY {
+                if !ctx.aggregation(&m[i]).additive()
+                    || ts[i] < ctx.to
+                    || ts[i] >= ctx.to + 30 * DAY
+                {
                     continue;
                 }
                 let e = acc
@@ -1605,7 +1720,7 @@ fn executive(ctx: &Ctx) -> Result<Report> {
             let rows: Vec<_> = acc.into_iter().collect();
             Table::new(
                 "next_period",
-                "Forecast of the coming days (sum of daily forecasts)",
+                "Forecast of the next 30 days (sum of daily forecasts)",
             )
             .text("meter", rows.iter().map(|r| r.0))
             .text("from", rows.iter().map(|r| day_str(r.1.3)))
@@ -1616,7 +1731,7 @@ fn executive(ctx: &Ctx) -> Result<Report> {
         }
         Err(_) => Table::new(
             "next_period",
-            "Forecast of the coming days (no forecasts in the lake yet)",
+            "Forecast of the next 30 days (no forecasts in the lake yet)",
         )
         .text("meter", Vec::<String>::new()),
     };

@@ -14,6 +14,7 @@
 //! | `unused_feature` | a feature used by under 10 % of monthly active users (≥ 10 MAU) |
 //! | `inactive_users` | ≥ 20 % of known users inactive for 30 days (≥ 5 users) |
 //! | `storage_growth` | storage grew ≥ 50 % in 30 days (≥ 1 GB now) |
+//! | `idle_seats` | seat overage is paid for users active on a single day of the period |
 
 use std::collections::BTreeMap;
 
@@ -115,6 +116,26 @@ pub struct IncidentFact {
     pub fraud_suspect: bool,
 }
 
+/// Seats billed for a tenant's current period (a `unique_users` meter over its allowance),
+/// and how many of those users were active on a single day only.
+#[derive(Debug, Clone)]
+pub struct SeatUse {
+    /// Tenant.
+    pub tenant_id: String,
+    /// The billed seat meter.
+    pub meter: String,
+    /// Distinct users billed so far.
+    pub billed: u64,
+    /// Seats over the allowance (paid as overage).
+    pub over: Decimal,
+    /// Users active on exactly one day of the period.
+    pub one_day_users: u64,
+    /// What the overage would cost without them (currency), and with.
+    pub cost_without: Decimal,
+    /// The overage cost so far.
+    pub cost: Decimal,
+}
+
 /// What insights are computed from; absent parts skip their kinds.
 #[derive(Default)]
 pub struct Facts<'a> {
@@ -130,6 +151,8 @@ pub struct Facts<'a> {
     pub incidents: &'a [IncidentFact],
     /// Engagement per tenant.
     pub engagement: &'a [Engagement],
+    /// Seat use of tenants paying seat overage.
+    pub seats: &'a [SeatUse],
 }
 
 /// Minimum events in both periods for a growth or decline finding.
@@ -173,6 +196,7 @@ pub fn compute(f: &Facts) -> Vec<Insight> {
     anomalies(f, &mut out);
     plans(f, &mut out);
     engagement(f, &mut out);
+    idle_seats(f, &mut out);
     out.sort_by(|a, b| {
         b.severity
             .cmp(&a.severity)
@@ -497,6 +521,32 @@ fn engagement(f: &Facts, out: &mut Vec<Insight>) {
     }
 }
 
+fn idle_seats(f: &Facts, out: &mut Vec<Insight>) {
+    for s in f.seats {
+        if s.one_day_users == 0 || s.over <= Decimal::ZERO || s.cost <= s.cost_without {
+            continue;
+        }
+        let saving = s.cost - s.cost_without;
+        out.push(insight(
+            "idle_seats",
+            Some(&s.tenant_id),
+            Some(&s.meter),
+            Severity::Info,
+            format!(
+                "{}: {} of the {} seats billed this period are users active on a single day; {} of overage ({} over the allowance) pays for them",
+                s.tenant_id, s.one_day_users, s.billed, saving, s.over
+            ),
+            ev(&[
+                ("billed_seats", s.billed as f64),
+                ("one_day_users", s.one_day_users as f64),
+                ("seats_over_allowance", dec(s.over)),
+                ("overage_cost", dec(s.cost)),
+                ("overage_cost_without_them", dec(s.cost_without)),
+            ]),
+        ));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -578,6 +628,35 @@ mod tests {
                 ..Facts::default()
             })
             .is_empty()
+        );
+    }
+
+    #[test]
+    fn idle_seats_price_the_seats_of_one_day_users() {
+        let seats = [SeatUse {
+            tenant_id: "t".into(),
+            meter: "users".into(),
+            billed: 15,
+            over: Decimal::from(5),
+            one_day_users: 3,
+            cost_without: Decimal::from(10),
+            cost: Decimal::from(25),
+        }];
+        let out = compute(&Facts {
+            seats: &seats,
+            ..Facts::default()
+        });
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].evidence["overage_cost_without_them"], 10.0);
+        assert!(
+            out[0].message.contains("3 of the 15 seats"),
+            "{}",
+            out[0].message
+        );
+        assert!(
+            out[0].message.contains("15 of overage"),
+            "{}",
+            out[0].message
         );
     }
 

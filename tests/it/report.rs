@@ -967,3 +967,50 @@ fn incident_status_follows_alerts_and_acknowledgements_are_audited() {
             .contains(acked["id"].as_str().unwrap())
     );
 }
+
+#[test]
+fn idle_seats_are_priced_from_the_events() {
+    // Professional includes 10 users, 5.00 per user over. 12 users are billed; 3 of them
+    // were active on one day only: without them the 2 seats over would cost nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let mut ev = String::new();
+    for u in 0..12 {
+        let days: &[u32] = if u < 3 { &[5] } else { &[5, 6] };
+        for d in days {
+            ev.push_str(&format!(
+                "{{\"id\":\"e{u}-{d}\",\"tenant_id\":\"t1\",\"user_id\":\"u{u}\",\"meter\":\"active_users\",\"ts\":\"2026-10-{d:02}T10:00:00Z\"}}\n"
+            ));
+        }
+    }
+    // API calls of other users are not seats.
+    ev.push_str("{\"id\":\"x\",\"tenant_id\":\"t1\",\"user_id\":\"api-only\",\"meter\":\"api_calls\",\"ts\":\"2026-10-05T11:00:00Z\"}\n");
+    let input = crate::common::write(dir.path(), "e.ndjson", &ev);
+    let lake = dir.path().join("lake");
+    crate::common::ingest(&lake, &[&input], &[]);
+    let tenants = crate::common::write(dir.path(), "t.csv", "tenant_id,plan\nt1,professional\n");
+    let out = dir.path().join("s.json");
+    ok(&[
+        "report",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--kind",
+        "summary",
+        "--tenants",
+        tenants.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    let i = r["insights"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["kind"] == "idle_seats")
+        .unwrap_or_else(|| panic!("no idle_seats in {}", r["insights"]));
+    let e = &i["evidence"];
+    assert_eq!(e["billed_seats"], 12.0);
+    assert_eq!(e["one_day_users"], 3.0);
+    assert_eq!(e["seats_over_allowance"], 2.0);
+    assert_eq!(e["overage_cost"], 10.0);
+    assert_eq!(e["overage_cost_without_them"], 0.0);
+}
