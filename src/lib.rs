@@ -41,6 +41,7 @@ pub mod retention;
 pub mod rollup;
 pub mod run;
 pub mod series;
+pub mod serve;
 pub mod usage;
 
 pub use error::{Error, Result};

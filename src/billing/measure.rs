@@ -294,7 +294,7 @@ pub fn measure(
 }
 
 /// Whether an event's lake meter is one of `names`.
-fn meter_in(names: Vec<String>) -> Expr {
+pub(crate) fn meter_in(names: Vec<String>) -> Expr {
     col("meter").is_in(lit(Series::new("m".into(), names)).implode(false), false)
 }
 

@@ -493,18 +493,35 @@ pub fn check(
     let m = measure(lake, catalog, &[w])?
         .remove(&(t.id.clone(), meter.to_string()))
         .unwrap_or_default();
-    let a = tm.plan.allowance(meter);
-    let included = tm.included(meter, bm.precision);
     let current = match bm.usage {
         UsageRule::Max | UsageRule::TimeWeighted => {
             round_qty(dec(m.latest.unwrap_or(0.0)), bm.precision)
         }
         _ => m.used,
     };
+    Ok(decide(billing, &tm, t, meter, m.used, current, quantity))
+}
+
+/// The admission decision once usage is known: `used` is the period's billed usage so far,
+/// `current` what the quantity adds to (the reading for gauges, `used` otherwise). The HTTP
+/// server answers from its in-memory counters with this same function.
+pub fn decide(
+    billing: &Billing,
+    tm: &Terms,
+    t: &crate::billing::plans::Tenant,
+    meter: &str,
+    used: Decimal,
+    current: Decimal,
+    quantity: Decimal,
+) -> CheckAnswer {
+    let catalog = &billing.catalog;
+    let bm = &catalog.meters[meter];
+    let a = tm.plan.allowance(meter);
+    let included = tm.included(meter, bm.precision);
     let after = current + quantity;
     let minor = catalog.minor_units;
-    let (_, before_cost) = overage(m.used.max(current), included, &a.limit, minor);
-    let (_, after_cost) = overage(m.used.max(after), included, &a.limit, minor);
+    let (_, before_cost) = overage(used.max(current), included, &a.limit, minor);
+    let (_, after_cost) = overage(used.max(after), included, &a.limit, minor);
     let (decision, reason) = match (included, &a.limit) {
         (None, _) => ("allowed", "unlimited on this plan".to_string()),
         (Some(inc), _) if after <= inc => (
@@ -528,7 +545,7 @@ pub fn check(
             ),
         ),
     };
-    Ok(CheckAnswer {
+    CheckAnswer {
         decision,
         reason,
         tenant_id: t.id.clone(),
@@ -541,7 +558,7 @@ pub fn check(
         remaining: included.map(|i| (i - current).max(Decimal::ZERO)),
         overage_cost: after_cost - before_cost,
         period_end: rfc3339(tm.span.end),
-    })
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod lake;
 mod report;
 mod rollup;
 mod run;
+mod serve;
 mod usage;
 
 use std::io::Write;
@@ -74,6 +75,11 @@ pub enum Command {
     /// The batch job: ingest, rollups, forecasts, anomalies, quotas and alerts, invoices,
     /// reports, as configured (meterlake.toml, environment, flags).
     Run(run::RunArgs),
+    /// The HTTP API: tracking, quota checks and analytics (axum).
+    Serve(serve::ServeArgs),
+    /// API keys of the HTTP API.
+    #[command(subcommand, name = "serve-keys")]
+    ServeKeys(serve::KeysCommand),
     /// Inspect the lake.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
@@ -119,6 +125,8 @@ pub fn main() -> ExitCode {
         Command::Retention(a) => report::retention_cmd(a),
         Command::Forget(a) => report::forget_cmd(a),
         Command::Run(a) => run::run(a, cli.quiet),
+        Command::Serve(a) => serve::run(a),
+        Command::ServeKeys(c) => serve::keys(c),
     };
     match result {
         Ok(code) => code,

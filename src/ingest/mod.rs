@@ -18,7 +18,7 @@
 //! events identical to the microsecond in every field count once.
 
 mod convert;
-mod record;
+pub(crate) mod record;
 mod source;
 
 pub use record::{

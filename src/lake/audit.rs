@@ -7,13 +7,13 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
 use crate::lake::{Audit, Lake};
 
 /// One entry of the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// When (RFC 3339, UTC).
     pub at: String,
@@ -37,6 +37,27 @@ pub fn current_actor() -> String {
         .iter()
         .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
         .unwrap_or_else(|| "unknown".into())
+}
+
+/// Admin actions of the HTTP API (`LAKE/_api/audit.ndjson`, appended and fsynced).
+pub const API_AUDIT_FILE: &str = "_api/audit.ndjson";
+
+/// Appends an entry to the API's audit file.
+pub fn append_api(lake_dir: &Path, e: &AuditEntry) -> Result<()> {
+    use std::io::Write;
+    let p = lake_dir.join(API_AUDIT_FILE);
+    let dir = p.parent().expect("has a parent");
+    std::fs::create_dir_all(dir).map_err(|x| crate::Error::io(dir, x))?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .map_err(|x| crate::Error::io(&p, x))?;
+    let mut line = serde_json::to_vec(e).map_err(|x| crate::Error::Render(x.to_string()))?;
+    line.push(b'\n');
+    f.write_all(&line)
+        .and_then(|_| f.sync_data())
+        .map_err(|x| crate::Error::io(&p, x))
 }
 
 /// Every audit entry of a lake, oldest first.
@@ -70,6 +91,15 @@ pub fn read(lake_dir: &Path) -> Result<Vec<AuditEntry>> {
                 detail: a.message.clone(),
             });
         }
+    }
+    let api = lake_dir.join(API_AUDIT_FILE);
+    if api.exists() {
+        let text = std::fs::read_to_string(&api).map_err(|x| crate::Error::io(&api, x))?;
+        // A torn last line (a crash mid-append) is skipped.
+        out.extend(
+            text.lines()
+                .filter_map(|l| serde_json::from_str::<AuditEntry>(l).ok()),
+        );
     }
     out.sort_by(|a, b| a.at.cmp(&b.at).then(a.commit.cmp(&b.commit)));
     Ok(out)

@@ -30,8 +30,8 @@
 
 pub mod audit;
 mod compact;
-mod keys;
-mod log;
+pub(crate) mod keys;
+pub(crate) mod log;
 mod parquet_io;
 mod stats;
 

@@ -11,4 +11,5 @@ mod ingest;
 mod props;
 mod report;
 mod rollup;
+mod serve;
 mod usage;

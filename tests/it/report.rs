@@ -13,9 +13,9 @@ use crate::common::{mlk, ok, parquet_batches, read_lake};
 
 const DAY: i64 = 86_400_000_000;
 
-struct Sample {
+pub(crate) struct Sample {
     _dir: tempfile::TempDir,
-    lake: PathBuf,
+    pub(crate) lake: PathBuf,
     out: PathBuf,
     first: serde_json::Value,
     second: serde_json::Value,
@@ -56,7 +56,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 /// The README's main job on data/, run twice (once, for every test here).
-fn sample() -> &'static Sample {
+pub(crate) fn sample() -> &'static Sample {
     static S: OnceLock<Sample> = OnceLock::new();
     S.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -472,7 +472,7 @@ fn flags_override_environment_which_overrides_the_file() {
     assert!(err.contains("bad.toml") && err.contains("horizn"), "{err}");
 }
 
-fn copy_dir(from: &Path, to: &Path) {
+pub(crate) fn copy_dir(from: &Path, to: &Path) {
     for f in files_under(from) {
         let dst = to.join(f.strip_prefix(from).unwrap());
         std::fs::create_dir_all(dst.parent().unwrap()).unwrap();

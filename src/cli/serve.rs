@@ -1,0 +1,109 @@
+//! `meterlake serve` and `meterlake serve-keys`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use crate::config::Config;
+use crate::rollup::Meters;
+use crate::serve::auth::Keys;
+use crate::serve::{ServeOptions, serve};
+
+/// Arguments of `serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The lake.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// Configuration file (plans, tenants, meters, limits.enforcement_enabled); the
+    /// environment overrides it as for `run`.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Events a second each tenant may track (0: unlimited).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Burst of the rate limit (events).
+    #[arg(long, default_value_t = 20_000.0)]
+    pub burst: f64,
+    /// Flush the log to the lake every this many milliseconds...
+    #[arg(long, default_value_t = 1000)]
+    pub flush_ms: u64,
+    /// ...or when this many events wait.
+    #[arg(long, default_value_t = 200_000)]
+    pub flush_events: usize,
+    /// Request body limit in MiB.
+    #[arg(long, default_value_t = 16)]
+    pub body_limit_mib: usize,
+}
+
+/// `serve-keys` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make an API key (printed once; only its hash is stored).
+    Add(KeyAddArgs),
+}
+
+/// Arguments of `serve-keys add`.
+#[derive(Debug, Args)]
+pub struct KeyAddArgs {
+    /// The lake.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// The tenant the key acts for.
+    #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+    pub tenant: Option<String>,
+    /// An admin key.
+    #[arg(long)]
+    pub admin: bool,
+}
+
+pub(crate) fn keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
+    match c {
+        KeysCommand::Add(a) => {
+            let (key, stored) = Keys::add(&a.lake, a.tenant.as_deref())?;
+            println!("{key}");
+            eprintln!(
+                "key {} for {} stored hashed in {}; this is the only time it is shown",
+                stored.id,
+                stored.tenant.as_deref().unwrap_or("admin"),
+                a.lake.join(crate::serve::auth::KEYS_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut c = Config::load(a.config.as_deref())?;
+    c.apply_env(|k| std::env::var(k).ok())?;
+    let billing = crate::billing::Billing::load(&c.paths.plans, &c.paths.tenants)?;
+    let meters = Meters::load_or_default(
+        Some(&c.paths.meters)
+            .filter(|p| p.is_file())
+            .map(PathBuf::as_path),
+    )?;
+    if !(a.rate >= 0.0 && a.rate.is_finite()) {
+        anyhow::bail!("invalid --rate: {} is not a non-negative number", a.rate);
+    }
+    serve(ServeOptions {
+        lake: a.lake,
+        bind: a.bind,
+        billing,
+        meters,
+        enforcement: c.limits.enforcement_enabled,
+        rate: a.rate,
+        burst: a.burst,
+        flush_interval: Duration::from_millis(a.flush_ms.max(10)),
+        flush_events: a.flush_events.max(1),
+        body_limit: a.body_limit_mib.max(1) << 20,
+        max_batch: 10_000,
+        lookback_days: crate::ingest::DEFAULT_LOOKBACK_DAYS,
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

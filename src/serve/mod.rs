@@ -1,0 +1,250 @@
+//! `meterlake serve`: the HTTP API platforms call in their request path.
+//!
+//! JSON under `/api/v1/usage` (axum on tokio): `POST /track` writes events durably (a
+//! write-ahead log, fsynced before the 202) and a background flush commits them to the
+//! lake; `/check-quota` and `/quotas` answer from in-memory counters kept exact by the log
+//! and the lake; the other endpoints read the lake and the outputs of the batch stages.
+//! Every request carries an API key (`Authorization: Bearer KEY` or `X-Api-Key`), scoped
+//! to one tenant or admin; a tenant key sees and writes only its own tenant. Hard-capped
+//! meters at their limit answer 429, and so does a tenant over its rate (with
+//! `Retry-After`). `/healthz`, `/readyz` and `/prometheus` are open.
+
+pub mod auth;
+pub mod counters;
+mod handlers;
+pub mod wal;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::billing::Billing;
+use crate::error::{Error, Result};
+use crate::rollup::Meters;
+use auth::{Keys, Limiter};
+use counters::Counters;
+use wal::Ingress;
+
+/// How to serve.
+pub struct ServeOptions {
+    /// The lake.
+    pub lake: PathBuf,
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Plans and tenants (quotas, enforcement).
+    pub billing: Billing,
+    /// Meter definitions (rollup endpoints).
+    pub meters: Meters,
+    /// Hard caps answer 429 on `/track`.
+    pub enforcement: bool,
+    /// Events a second per tenant on `/track` (0: unlimited).
+    pub rate: f64,
+    /// Bucket size.
+    pub burst: f64,
+    /// Flush the log to the lake this often...
+    pub flush_interval: Duration,
+    /// ...or when this many events are waiting.
+    pub flush_events: usize,
+    /// Request body limit, bytes.
+    pub body_limit: usize,
+    /// Records per `/track` request.
+    pub max_batch: usize,
+    /// Dedup lookback, days.
+    pub lookback_days: u32,
+}
+
+/// Counters for `/prometheus` and `/admin/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+    duplicates: AtomicU64,
+    flushes: AtomicU64,
+    flushed_events: AtomicU64,
+    flush_micros_total: AtomicU64,
+    last_flush_micros: AtomicU64,
+    requests: AtomicU64,
+    latency: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_sum_micros: AtomicU64,
+}
+
+/// Request latency histogram bounds, seconds.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 2.5,
+];
+
+impl Metrics {
+    fn observe(&self, seconds: f64) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros
+            .fetch_add((seconds * 1e6) as u64, Ordering::Relaxed);
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.latency[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The server's shared state.
+pub struct App {
+    opts: ServeOptions,
+    keys: Keys,
+    ingress: Mutex<Ingress>,
+    /// Held by a flush from rotation to commit, and while counters are measured.
+    flush_lock: Mutex<()>,
+    counters: Mutex<Counters>,
+    limiter: Mutex<Limiter>,
+    metrics: Metrics,
+    ready: AtomicBool,
+    flush_wanted: tokio::sync::Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking handler cannot leave these structures half-updated in a way later
+    // requests could not use (each update is a single insert or push), so poisoning is
+    // cleared rather than turning every later request into a 500.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl App {
+    /// Commits the open log segment to the lake; returns the events committed.
+    pub fn flush(&self) -> Result<usize> {
+        let _f = lock(&self.flush_lock);
+        let (path, events) = {
+            let mut ing = lock(&self.ingress);
+            match ing.rotate()? {
+                Some(p) => (p, ing.flushing.clone()),
+                None => return Ok(0),
+            }
+        };
+        let t = Instant::now();
+        let n = wal::commit_segment(&self.opts.lake, &path, &events)?;
+        lock(&self.ingress).committed(&path)?;
+        let us = t.elapsed().as_micros() as u64;
+        let m = &self.metrics;
+        m.flushes.fetch_add(1, Ordering::Relaxed);
+        m.flushed_events.fetch_add(n as u64, Ordering::Relaxed);
+        m.flush_micros_total.fetch_add(us, Ordering::Relaxed);
+        m.last_flush_micros.store(us, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    /// Makes sure the counters of `tenants` cover `at` (measuring those that do not).
+    pub fn ensure_counters(&self, tenants: &[&str], at: i64) -> Result<()> {
+        let b = &self.opts.billing;
+        let missing: Vec<&crate::billing::plans::Tenant> = {
+            let c = lock(&self.counters);
+            tenants
+                .iter()
+                .filter(|t| !c.covers(b, t, at))
+                .filter_map(|t| b.tenants.iter().find(|x| x.id == *t))
+                .collect()
+        };
+        if missing.is_empty() {
+            return Ok(());
+        }
+        self.measure(&missing, at)
+    }
+
+    fn measure(&self, tenants: &[&crate::billing::plans::Tenant], at: i64) -> Result<()> {
+        let _f = lock(&self.flush_lock);
+        let ing = lock(&self.ingress);
+        let logged: Vec<&wal::Logged> = ing.flushing.iter().chain(&ing.pending).collect();
+        let mut fresh = Counters::default();
+        fresh.measure(&self.opts.lake, &self.opts.billing, tenants, at, &logged)?;
+        lock(&self.counters).replace(fresh, tenants);
+        Ok(())
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM; then flushes the log.
+pub fn serve(opts: ServeOptions) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    rt.block_on(run(opts))
+}
+
+async fn run(opts: ServeOptions) -> Result<()> {
+    let ingress = Ingress::open(&opts.lake, opts.lookback_days)?;
+    let keys = Keys::load(&opts.lake)?;
+    let limiter = Limiter::new(opts.rate, opts.burst);
+    let bind = opts.bind;
+    let app = Arc::new(App {
+        opts,
+        keys,
+        ingress: Mutex::new(ingress),
+        flush_lock: Mutex::new(()),
+        counters: Mutex::new(Counters::default()),
+        limiter: Mutex::new(limiter),
+        metrics: Metrics::default(),
+        ready: AtomicBool::new(false),
+        flush_wanted: tokio::sync::Notify::new(),
+    });
+    let listener = tokio::net::TcpListener::bind(bind)
+        .await
+        .map_err(|e| Error::io(format!("--bind {bind}"), e))?;
+    let local = listener.local_addr().map_err(|e| Error::io("socket", e))?;
+    // Counters of every tenant with a plan, for the current period.
+    {
+        let a = app.clone();
+        tokio::task::spawn_blocking(move || {
+            let all: Vec<&crate::billing::plans::Tenant> = a.opts.billing.tenants.iter().collect();
+            a.measure(&all, chrono::Utc::now().timestamp_micros())
+        })
+        .await
+        .map_err(|e| Error::Render(format!("startup: {e}")))??;
+    }
+    app.ready.store(true, Ordering::SeqCst);
+    eprintln!("meterlake serve: listening on http://{local}");
+    let flusher = {
+        let a = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(a.opts.flush_interval) => {}
+                    _ = a.flush_wanted.notified() => {}
+                }
+                let b = a.clone();
+                match tokio::task::spawn_blocking(move || b.flush()).await {
+                    Ok(Err(e)) => tracing::error!("flush failed (retried on the next tick): {e}"),
+                    Err(e) => tracing::error!("flush task: {e}"),
+                    Ok(Ok(_)) => {}
+                }
+            }
+        })
+    };
+    let router = handlers::router(app.clone());
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown())
+        .await
+        .map_err(|e| Error::io("serve", e))?;
+    flusher.abort();
+    let a = app.clone();
+    let n = tokio::task::spawn_blocking(move || a.flush())
+        .await
+        .map_err(|e| Error::Render(format!("final flush: {e}")))??;
+    eprintln!("meterlake serve: stopped; {n} events flushed on the way out");
+    Ok(())
+}
+
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            s.recv().await;
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

@@ -1,0 +1,405 @@
+//! `meterlake serve` over a real socket on loopback: durability across kill -9, quotas and
+//! hard caps from the live counters, rate limits, tenant isolation, bad input.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use crate::common::{BIN, ok, read_lake};
+use crate::report::{copy_dir, sample};
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn start(lake: &Path, extra: &[&str]) -> Server {
+        let mut child = Command::new(BIN)
+            .args([
+                "serve",
+                "--lake",
+                lake.to_str().unwrap(),
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let base = loop {
+            let line = lines
+                .next()
+                .expect("server exited before listening")
+                .unwrap();
+            if let Some(addr) = line.split("listening on ").nth(1) {
+                break addr.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server { child, base }
+    }
+
+    fn kill9(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// (status, JSON body, Retry-After).
+fn call(
+    method: &str,
+    url: &str,
+    key: Option<&str>,
+    body: Option<&str>,
+) -> (u16, serde_json::Value, Option<String>) {
+    let a = agent();
+    let auth = key.map(|k| format!("Bearer {k}"));
+    let res = match (method, body) {
+        ("GET", _) => {
+            let mut r = a.get(url);
+            if let Some(h) = &auth {
+                r = r.header("Authorization", h);
+            }
+            r.call()
+        }
+        (m, b) => {
+            let mut r = match m {
+                "POST" => a.post(url),
+                "PATCH" => a.patch(url),
+                _ => unreachable!(),
+            };
+            if let Some(h) = &auth {
+                r = r.header("Authorization", h);
+            }
+            r = r.header("Content-Type", "application/json");
+            match b {
+                Some(b) => r.send(b),
+                None => r.send_empty(),
+            }
+        }
+    };
+    let mut res = res.unwrap();
+    let status = res.status().as_u16();
+    let retry = res
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    let text = res.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        retry,
+    )
+}
+
+fn key(lake: &Path, tenant: Option<&str>) -> String {
+    let mut args = vec!["serve-keys", "add", "--lake", lake.to_str().unwrap()];
+    match tenant {
+        Some(t) => args.extend(["--tenant", t]),
+        None => args.push("--admin"),
+    }
+    ok(&args).trim().to_string()
+}
+
+fn events(tenant: &str, meter: &str, prefix: &str, n: usize) -> String {
+    let ts = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let items: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"id":"{prefix}{i}","tenant_id":"{tenant}","user_id":"u{}","meter":"{meter}","ts":"{ts}"}}"#,
+                i % 7
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+fn lake_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&sample().lake, &lake);
+    (dir, lake)
+}
+
+#[test]
+fn tracked_events_survive_kill_9_exactly_once() {
+    let (_d, lake) = lake_copy();
+    let k = key(&lake, Some("globex-002"));
+    let admin = key(&lake, None);
+    let before = read_lake(&lake).len();
+    // No timed flush: the events live only in the log when the process is killed.
+    let s = Server::start(&lake, &["--flush-ms", "600000"]);
+    let url = format!("{}/api/v1/usage/track", s.base);
+    let (st, v, _) = call(
+        "POST",
+        &url,
+        Some(&k),
+        Some(&events("globex-002", "api_calls", "k9-", 500)),
+    );
+    assert_eq!(st, 202, "{v}");
+    assert_eq!(v["accepted"], 500);
+    s.kill9();
+    assert_eq!(
+        read_lake(&lake).len(),
+        before,
+        "nothing flushed before the kill"
+    );
+    // The restart commits the log before it listens.
+    let s = Server::start(&lake, &["--flush-ms", "600000"]);
+    let rows = read_lake(&lake);
+    assert_eq!(rows.len(), before + 500);
+    assert_eq!(rows.iter().filter(|r| r.id.starts_with("k9-")).count(), 500);
+    // Sending the same batch again accepts nothing.
+    let url = format!("{}/api/v1/usage/track", s.base);
+    let (st, v, _) = call(
+        "POST",
+        &url,
+        Some(&k),
+        Some(&events("globex-002", "api_calls", "k9-", 500)),
+    );
+    assert_eq!(
+        (st, v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (202, Some(0), Some(500))
+    );
+    let (st, v, _) = call(
+        "POST",
+        &url,
+        Some(&k),
+        Some(&events("globex-002", "api_calls", "more-", 100)),
+    );
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(100)));
+    let (st, v, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/admin/flush", s.base),
+        Some(&admin),
+        None,
+    );
+    assert_eq!((st, v["flushed"].as_u64()), (200, Some(100)));
+    assert_eq!(read_lake(&lake).len(), before + 600);
+    // The live counter equals the lake's measure (`check` reads the lake).
+    let (_, q, _) = call(
+        "GET",
+        &format!("{}/api/v1/usage/check-quota/api_calls?quantity=0", s.base),
+        Some(&k),
+        None,
+    );
+    let cli: serde_json::Value = serde_json::from_str(&ok(&[
+        "check",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--tenant",
+        "globex-002",
+        "--meter",
+        "api_calls",
+        "--quantity",
+        "0",
+    ]))
+    .unwrap();
+    assert_eq!(q["used"], cli["used"]);
+    assert_eq!(q["used"].as_str(), Some("600"));
+}
+
+#[test]
+fn hard_caps_rates_isolation_and_bad_input() {
+    let (_d, lake) = lake_copy();
+    let stark = key(&lake, Some("stark-006")); // free: 20 documents, hard cap
+    let globex = key(&lake, Some("globex-002"));
+    let admin = key(&lake, None);
+    let s = Server::start(&lake, &["--rate", "10", "--burst", "30"]);
+    let api = |p: &str| format!("{}/api/v1/usage{p}", s.base);
+    // Hard cap: 20 documents fill the allowance; the next is refused.
+    let (st, v, _) = call(
+        "POST",
+        &api("/track"),
+        Some(&stark),
+        Some(&events("stark-006", "documents", "d", 20)),
+    );
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(20)), "{v}");
+    let (st, v, _) = call(
+        "GET",
+        &api("/check-quota/documents?quantity=1"),
+        Some(&stark),
+        None,
+    );
+    assert_eq!((st, v["decision"].as_str()), (429, Some("blocked")), "{v}");
+    assert_eq!(v["used"].as_str(), Some("20"));
+    let (st, v, retry) = call(
+        "POST",
+        &api("/track"),
+        Some(&stark),
+        Some(&events("stark-006", "documents", "late", 1)),
+    );
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["field"], "meter");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    let (_, q, _) = call("GET", &api("/quotas"), Some(&stark), None);
+    let docs = q["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["meter"] == "documents")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (docs["status"].as_str(), docs["used"].as_str()),
+        (Some("blocked"), Some("20"))
+    );
+    // Rate: 30 tokens, 21 spent; 30 more events must wait.
+    let (st, v, retry) = call(
+        "POST",
+        &api("/track"),
+        Some(&stark),
+        Some(&events("stark-006", "api_calls", "r", 30)),
+    );
+    assert_eq!(st, 429, "{v}");
+    assert_eq!(v["field"], "rate");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // Isolation: another tenant's key reads and writes nothing of stark-006.
+    let (st, _, _) = call(
+        "POST",
+        &api("/track"),
+        Some(&globex),
+        Some(&events("stark-006", "api_calls", "x", 1)),
+    );
+    assert_eq!(st, 403);
+    for p in [
+        "/quotas",
+        "/summary",
+        "/events",
+        "/metrics",
+        "/trends/api_calls",
+        "/anomalies",
+        "/alerts",
+        "/check-quota/documents",
+    ] {
+        let sep = if p.contains('?') { '&' } else { '?' };
+        let (st, v, _) = call(
+            "GET",
+            &api(&format!("{p}{sep}tenant=stark-006")),
+            Some(&globex),
+            None,
+        );
+        assert_eq!(st, 403, "{p}: {v}");
+    }
+    let (st, _, _) = call(
+        "POST",
+        &api("/forecast"),
+        Some(&globex),
+        Some(r#"{"meter":"api_calls","tenant":"stark-006"}"#),
+    );
+    assert_eq!(st, 403);
+    let (_, a, _) = call("GET", &api("/alerts?tenant=stark-006"), Some(&admin), None);
+    if let Some(id) = a["alerts"]
+        .as_array()
+        .and_then(|l| l.first())
+        .and_then(|x| x["id"].as_str())
+    {
+        let (st, _, _) = call(
+            "PATCH",
+            &api(&format!("/alerts/{id}/acknowledge")),
+            Some(&globex),
+            None,
+        );
+        assert_eq!(
+            st, 404,
+            "another tenant's alert does not exist for this key"
+        );
+        let (st, v, _) = call(
+            "PATCH",
+            &api(&format!("/alerts/{id}/acknowledge")),
+            Some(&stark),
+            None,
+        );
+        assert_eq!(
+            (st, v["acknowledged_by"].as_str()),
+            (200, Some("api:stark-006"))
+        );
+    }
+    let (st, _, _) = call("GET", &api("/admin/metrics"), Some(&globex), None);
+    assert_eq!(st, 403);
+    let (st, _, _) = call("GET", &api("/quotas"), None, None);
+    assert_eq!(st, 401);
+    let (st, _, _) = call("GET", &api("/quotas"), Some("mlk_not-a-key"), None);
+    assert_eq!(st, 401);
+    // Bad input names the field.
+    let (st, v, _) = call("POST", &api("/track"), Some(&globex), Some("nope"));
+    assert_eq!((st, v["field"].as_str()), (400, Some("body")));
+    let (st, v, _) = call(
+        "GET",
+        &api("/check-quota/documents?quantity=-1"),
+        Some(&globex),
+        None,
+    );
+    assert_eq!((st, v["field"].as_str()), (400, Some("quantity")));
+    let (st, v, _) = call("GET", &api("/check-quota/bananas"), Some(&globex), None);
+    assert_eq!((st, v["field"].as_str()), (404, Some("meter")));
+    let big = format!("[{}]", vec!["{}"; 10_001].join(","));
+    let (st, _, _) = call("POST", &api("/track"), Some(&globex), Some(&big));
+    assert_eq!(st, 413);
+    let huge = "x".repeat(17 << 20);
+    let (st, _, _) = call("POST", &api("/track"), Some(&globex), Some(&huge));
+    assert_eq!(st, 413);
+    // Operations endpoints.
+    let (st, _, _) = call("GET", &format!("{}/healthz", s.base), None, None);
+    assert_eq!(st, 200);
+    let (st, _, _) = call("GET", &format!("{}/readyz", s.base), None, None);
+    assert_eq!(st, 200);
+    let (_, prom, _) = call("GET", &format!("{}/prometheus", s.base), None, None);
+    let prom = prom.as_str().unwrap().to_string();
+    assert!(
+        prom.contains("meterlake_events_accepted_total 20"),
+        "{prom}"
+    );
+    assert!(prom.contains("meterlake_request_duration_seconds_bucket{le=\"+Inf\"}"));
+    let (st, doc, _) = call(
+        "GET",
+        &format!("{}/api/v1/openapi.json", s.base),
+        None,
+        None,
+    );
+    assert_eq!(st, 200);
+    for p in [
+        "/track",
+        "/quotas",
+        "/check-quota/{meter}",
+        "/events",
+        "/alerts/{id}/acknowledge",
+    ] {
+        assert!(
+            doc["paths"].get(format!("/api/v1/usage{p}")).is_some(),
+            "{p}"
+        );
+    }
+    // An admin reset is audited.
+    let (st, _, _) = call(
+        "POST",
+        &api("/admin/quotas/reset"),
+        Some(&admin),
+        Some(r#"{"tenant":"stark-006"}"#),
+    );
+    assert_eq!(st, 200);
+    let entries: Vec<serde_json::Value> = std::fs::read_to_string(lake.join("_api/audit.ndjson"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["action"], "quotas_reset");
+}
