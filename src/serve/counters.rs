@@ -59,10 +59,11 @@ fn dec(v: f64) -> Decimal {
     Decimal::from_f64(v).unwrap_or_default()
 }
 
-/// Counters of every tenant × billed meter.
+/// Counters of every tenant × billed meter (nested by tenant, so the hot paths look up by
+/// borrowed names, without allocating).
 #[derive(Debug, Default)]
 pub struct Counters {
-    map: HashMap<(String, String), Counter>,
+    map: HashMap<String, HashMap<String, Counter>>,
 }
 
 /// A quota line as the API shows it.
@@ -93,11 +94,14 @@ pub struct QuotaLine {
 impl Counters {
     /// Whether the counters of `tenant` cover instant `at`.
     pub fn covers(&self, billing: &Billing, tenant: &str, at: i64) -> bool {
-        billing.catalog.meters.keys().all(|m| {
-            self.map
-                .get(&(tenant.to_string(), m.clone()))
-                .is_some_and(|c| at >= c.start && at < c.end)
-        })
+        let Some(t) = self.map.get(tenant) else {
+            return false;
+        };
+        billing
+            .catalog
+            .meters
+            .keys()
+            .all(|m| t.get(m).is_some_and(|c| at >= c.start && at < c.end))
     }
 
     /// Measures the counters of `tenants` for the periods containing `at`, from the lake
@@ -112,13 +116,13 @@ impl Counters {
         logged: &[&Logged],
     ) -> Result<()> {
         let catalog = &billing.catalog;
-        let mut fresh: HashMap<(String, String), Counter> = HashMap::new();
+        let mut fresh: HashMap<String, HashMap<String, Counter>> = HashMap::new();
         let (mut ids, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
         for t in tenants {
             let terms = Terms::at(catalog, t, at)?;
             for m in catalog.meters.keys() {
-                fresh.insert(
-                    (t.id.clone(), m.clone()),
+                fresh.entry(t.id.clone()).or_default().insert(
+                    m.clone(),
                     Counter {
                         start: terms.span.start,
                         end: terms.span.end,
@@ -194,7 +198,7 @@ impl Counters {
                     if bm.event != meter {
                         continue;
                     }
-                    if let Some(c) = fresh.get_mut(&(tenant.to_string(), name.clone())) {
+                    if let Some(c) = fresh.get_mut(tenant).and_then(|t| t.get_mut(name)) {
                         c.sum = sum.get(i).unwrap_or(0.0);
                         c.max = max.get(i);
                         c.latest = last_ts.get(i).zip(last.get(i));
@@ -212,8 +216,9 @@ impl Counters {
 
     /// Takes the counters of `tenants` from a fresh measurement.
     pub fn replace(&mut self, fresh: Counters, tenants: &[&Tenant]) {
-        let ids: HashSet<&str> = tenants.iter().map(|t| t.id.as_str()).collect();
-        self.map.retain(|k, _| !ids.contains(k.0.as_str()));
+        for t in tenants {
+            self.map.remove(&t.id);
+        }
         self.map.extend(fresh.map);
     }
 
@@ -225,7 +230,7 @@ impl Counters {
     }
 
     fn counter(&self, tenant: &str, meter: &str) -> Option<&Counter> {
-        self.map.get(&(tenant.to_string(), meter.to_string()))
+        self.map.get(tenant)?.get(meter)
     }
 
     /// Billed usage so far and what a quantity adds to (the reading, for gauges).
@@ -296,10 +301,13 @@ impl Counters {
     }
 }
 
-fn add_to(map: &mut HashMap<(String, String), Counter>, billing: &Billing, l: &Logged) {
+fn add_to(map: &mut HashMap<String, HashMap<String, Counter>>, billing: &Billing, l: &Logged) {
+    let Some(t) = map.get_mut(&l.tenant_id) else {
+        return;
+    };
     for (name, bm) in &billing.catalog.meters {
         if bm.event == l.meter
-            && let Some(c) = map.get_mut(&(l.tenant_id.clone(), name.clone()))
+            && let Some(c) = t.get_mut(name)
         {
             c.add(l.ts, l.value, l.user_id.as_deref());
         }

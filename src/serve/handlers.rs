@@ -177,6 +177,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/anomalies", get(anomalies))
         .route("/alerts", get(alerts))
         .route("/alerts/{id}/acknowledge", patch(acknowledge))
+        .route("/reports/generate", post(generate_report))
+        .route("/reports", get(list_reports))
         .route("/admin/metrics", get(admin_metrics))
         .route("/admin/quotas/reset", post(quotas_reset))
         .route("/admin/flush", post(admin_flush));
@@ -243,7 +245,15 @@ fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiE
 
 async fn track(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -> ApiResult {
     let p = principal(&app, &h)?;
-    blocking(move || track_blocking(&app, &p, &h, &body)).await
+    let _slot = app.track_slots.acquire().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!("shutting down: {e}"),
+        )
+    })?;
+    let a = app.clone();
+    blocking(move || track_blocking(&a, &p, &h, &body)).await
 }
 
 fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiResult {
@@ -821,6 +831,7 @@ async fn acknowledge(
             Principal::Tenant(t) => format!("api:{t}"),
             Principal::Admin(k) => format!("api-admin:{k}"),
         };
+        // The alert store records who acknowledged it; the audit log reads it from there.
         let a = store.ack(&id, &by, now())?;
         ok_json(StatusCode::OK, serde_json::to_value(&a).unwrap_or_default())
     })
@@ -851,14 +862,118 @@ fn metrics_json(app: &App) -> Value {
     })
 }
 
+#[derive(Deserialize)]
+struct ReportBody {
+    kind: crate::report::Kind,
+    format: crate::report::Format,
+    from: Option<String>,
+    to: Option<String>,
+    tenant: Option<String>,
+}
+
+/// Where the API keeps a tenant's generated reports.
+fn reports_dir(app: &App, tenant: &str) -> std::path::PathBuf {
+    app.opts.lake.join("_api/reports").join(tenant)
+}
+
+async fn generate_report(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -> ApiResult {
+    let p = principal(&app, &h)?;
+    let b: ReportBody =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad("body", e.to_string()))?;
+    let t = tenant_of(&p, b.tenant.as_deref())?;
+    blocking(move || {
+        let opts = crate::report::ReportOptions {
+            kind: b.kind,
+            tenant: Some(t.clone()),
+            from: b.from.as_deref().map(|s| crate::rollup::parse_instant("from", s)).transpose()?,
+            to: b.to.as_deref().map(|s| crate::rollup::parse_instant("to", s)).transpose()?,
+            meters: None,
+            top: 10,
+        };
+        let r = crate::report::build(&app.opts.lake, Some(&app.opts.billing), &opts)?;
+        let out = reports_dir(&app, &t).join(format!("{}.{}", b.kind.name(), b.format.extension()));
+        let files = crate::report::write(&r, b.format, &out)?;
+        let names: Vec<String> = files
+            .iter()
+            .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))
+            .collect();
+        ok_json(StatusCode::CREATED, json!({ "tenant_id": t, "kind": b.kind, "format": b.format, "files": names, "insights": r.insights.len() }))
+    })
+    .await
+}
+
+async fn list_reports(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    Query(q): Query<TenantQ>,
+) -> ApiResult {
+    let p = principal(&app, &h)?;
+    let t = tenant_of(&p, q.tenant.as_deref())?;
+    blocking(move || {
+        let dir = reports_dir(&app, &t);
+        let mut files = Vec::new();
+        if let Ok(rd) = std::fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                let meta = e.metadata().ok();
+                let name = e.file_name().to_string_lossy().to_string();
+                if name.ends_with(".tmp-meterlake") {
+                    continue;
+                }
+                files.push(json!({
+                    "file": name,
+                    "bytes": meta.as_ref().map(|m| m.len()),
+                    "modified": meta.and_then(|m| m.modified().ok()).map(|m| chrono::DateTime::<chrono::Utc>::from(m).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+                }));
+            }
+        }
+        files.sort_by(|a, b| a["file"].as_str().cmp(&b["file"].as_str()));
+        ok_json(StatusCode::OK, json!({ "tenant_id": t, "reports": files }))
+    })
+    .await
+}
+
+/// Records an admin action of the API in the audit log.
+fn audit(
+    app: &App,
+    who: &str,
+    action: &str,
+    target: String,
+    detail: String,
+) -> std::result::Result<(), ApiError> {
+    crate::lake::audit::append_api(
+        &app.opts.lake,
+        &crate::lake::audit::AuditEntry {
+            at: crate::billing::rfc3339(now()),
+            actor: format!("api-admin:{who}"),
+            action: action.into(),
+            target,
+            rows: 0,
+            commit: None,
+            detail,
+        },
+    )?;
+    Ok(())
+}
+
 async fn admin_metrics(State(app): State<Arc<App>>, h: HeaderMap) -> ApiResult {
     admin(&principal(&app, &h)?)?;
     ok_json(StatusCode::OK, metrics_json(&app))
 }
 
 async fn admin_flush(State(app): State<Arc<App>>, h: HeaderMap) -> ApiResult {
-    admin(&principal(&app, &h)?)?;
-    let n = blocking(move || Ok(app.flush()?)).await?;
+    let who = admin(&principal(&app, &h)?)?;
+    let n = blocking(move || {
+        let n = app.flush()?;
+        audit(
+            &app,
+            &who,
+            "flush",
+            "log".into(),
+            format!("{n} events committed"),
+        )?;
+        Ok(n)
+    })
+    .await?;
     ok_json(StatusCode::OK, json!({ "flushed": n }))
 }
 
@@ -874,17 +989,12 @@ async fn quotas_reset(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) ->
     blocking(move || {
         let tenant = planned(&app, &b.tenant)?;
         app.measure(&[tenant], now())?;
-        crate::lake::audit::append_api(
-            &app.opts.lake,
-            &crate::lake::audit::AuditEntry {
-                at: crate::billing::rfc3339(now()),
-                actor: format!("api-admin:{who}"),
-                action: "quotas_reset".into(),
-                target: format!("tenant={}", b.tenant),
-                rows: 0,
-                commit: None,
-                detail: "counters re-measured from the lake and the log".into(),
-            },
+        audit(
+            &app,
+            &who,
+            "quotas_reset",
+            format!("tenant={}", b.tenant),
+            "counters re-measured from the lake and the log".into(),
         )?;
         ok_json(
             StatusCode::OK,

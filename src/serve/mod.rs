@@ -98,6 +98,9 @@ pub struct App {
     metrics: Metrics,
     ready: AtomicBool,
     flush_wanted: tokio::sync::Notify,
+    /// Batches parsed at once: one core fewer than the machine has (at least one), so a
+    /// saturating `/track` load leaves a core for `/check-quota` and the flush.
+    track_slots: tokio::sync::Semaphore,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -182,6 +185,9 @@ async fn run(opts: ServeOptions) -> Result<()> {
         metrics: Metrics::default(),
         ready: AtomicBool::new(false),
         flush_wanted: tokio::sync::Notify::new(),
+        track_slots: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
+        ),
     });
     let listener = tokio::net::TcpListener::bind(bind)
         .await

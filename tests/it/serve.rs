@@ -403,3 +403,162 @@ fn hard_caps_rates_isolation_and_bad_input() {
     assert_eq!(entries.len(), 1);
     assert_eq!(entries[0]["action"], "quotas_reset");
 }
+
+#[test]
+fn reading_endpoints_match_the_lake() {
+    let (_d, lake) = lake_copy();
+    let k = key(&lake, Some("globex-002"));
+    let s = Server::start(&lake, &[]);
+    let api = |p: &str| format!("{}/api/v1/usage{p}", s.base);
+    let rows = read_lake(&lake);
+    let mine = |from: &str, to: &str| -> Vec<&crate::common::Row> {
+        let (a, b) = (
+            chrono::DateTime::parse_from_rfc3339(&format!("{from}T00:00:00Z"))
+                .unwrap()
+                .timestamp_micros(),
+            chrono::DateTime::parse_from_rfc3339(&format!("{to}T00:00:00Z"))
+                .unwrap()
+                .timestamp_micros(),
+        );
+        rows.iter()
+            .filter(|r| r.tenant == "globex-002" && r.ts >= a && r.ts < b)
+            .collect()
+    };
+    // Events, paged: every event of a day, once, in (ts, id) order.
+    let want = mine("2026-10-01", "2026-10-02");
+    let mut got: Vec<String> = Vec::new();
+    let mut offset = 0;
+    loop {
+        let (st, v, _) = call(
+            "GET",
+            &api(&format!(
+                "/events?from=2026-10-01&to=2026-10-02&limit=1000&offset={offset}"
+            )),
+            Some(&k),
+            None,
+        );
+        assert_eq!(st, 200, "{v}");
+        got.extend(
+            v["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["id"].as_str().unwrap().to_string()),
+        );
+        match v["next_offset"].as_u64() {
+            Some(n) => offset = n as usize,
+            None => break,
+        }
+    }
+    assert_eq!(got.len(), want.len());
+    let mut ids: Vec<String> = want.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    got.sort();
+    assert_eq!(got, ids);
+    // Summary: API calls counted, AI tokens summed, against the fold.
+    let (_, v, _) = call(
+        "GET",
+        &api("/summary?from=2026-10-01&to=2026-10-15"),
+        Some(&k),
+        None,
+    );
+    let period = mine("2026-10-01", "2026-10-15");
+    let totals = v["totals"].as_array().unwrap_or_else(|| panic!("{v}"));
+    let total = |m: &str| {
+        totals.iter().find(|t| t["meter"] == m).unwrap()["value"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(
+        total("api_calls"),
+        period.iter().filter(|r| r.meter == "api_calls").count() as f64
+    );
+    let tokens: f64 = period
+        .iter()
+        .filter(|r| r.meter == "ai_tokens")
+        .map(|r| r.value)
+        .sum();
+    assert!((total("ai_tokens") - tokens).abs() < 1e-6);
+    // Trends and metrics from the day rollup.
+    let (_, t, _) = call(
+        "GET",
+        &api("/trends/api_calls?days=7&to=2026-10-15"),
+        Some(&k),
+        None,
+    );
+    let week = mine("2026-10-08", "2026-10-15");
+    assert_eq!(
+        t["total"].as_f64().unwrap(),
+        week.iter().filter(|r| r.meter == "api_calls").count() as f64
+    );
+    assert_eq!(t["daily"].as_array().unwrap().len(), 7);
+    let (_, m, _) = call(
+        "GET",
+        &api("/metrics?granularity=day&meter=api_calls&from=2026-10-08&to=2026-10-15"),
+        Some(&k),
+        None,
+    );
+    let sum: f64 = m["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(sum, t["total"].as_f64().unwrap());
+    // Forecast: the horizon asked for, each mean inside its interval.
+    let (st, f, _) = call(
+        "POST",
+        &api("/forecast"),
+        Some(&k),
+        Some(r#"{"meter":"api_calls","horizon":7}"#),
+    );
+    assert_eq!(st, 200, "{f}");
+    let pts = f["forecast"].as_array().unwrap();
+    assert_eq!(pts.len(), 7);
+    for p in pts {
+        let (lo, y, hi) = (
+            p["yhat_lower"].as_f64().unwrap(),
+            p["yhat"].as_f64().unwrap(),
+            p["yhat_upper"].as_f64().unwrap(),
+        );
+        assert!(lo <= y && y <= hi, "{p}");
+    }
+    // Anomalies: the tenant's incidents of the last detection.
+    let (_, a, _) = call("GET", &api("/anomalies"), Some(&k), None);
+    let n: usize = parquet_rows_of(
+        &lake.join("anomalies/granularity=hour/incidents.parquet"),
+        "globex-002",
+    );
+    assert_eq!(a["incidents"].as_array().unwrap().len(), n);
+    // Reports: generated for the key's tenant only, then listed.
+    let (st, r, _) = call(
+        "POST",
+        &api("/reports/generate"),
+        Some(&k),
+        Some(r#"{"kind":"summary","format":"html"}"#),
+    );
+    assert_eq!(st, 201, "{r}");
+    let html = std::fs::read_to_string(lake.join("_api/reports/globex-002/summary.html")).unwrap();
+    assert!(html.contains("Tenant globex-002"));
+    assert!(
+        !html.contains("acme-001"),
+        "no other tenant in a tenant's report"
+    );
+    let (_, l, _) = call("GET", &api("/reports"), Some(&k), None);
+    assert_eq!(l["reports"][0]["file"], "summary.html");
+}
+
+fn parquet_rows_of(path: &Path, tenant: &str) -> usize {
+    use arrow::array::{Array, AsArray};
+    crate::common::parquet_batches(path)
+        .map(|b| {
+            let c = arrow::compute::cast(
+                b.column_by_name("tenant_id").unwrap(),
+                &arrow::datatypes::DataType::Utf8,
+            )
+            .unwrap();
+            let c = c.as_string::<i32>();
+            (0..c.len()).filter(|&i| c.value(i) == tenant).count()
+        })
+        .sum()
+}
