@@ -332,8 +332,53 @@ fn hard_caps_rates_isolation_and_bad_input() {
             (200, Some("api:stark-006"))
         );
     }
+    let (st, _, _) = call(
+        "POST",
+        &api("/reports/generate"),
+        Some(&globex),
+        Some(r#"{"kind":"summary","format":"json","tenant":"stark-006"}"#),
+    );
+    assert_eq!(st, 403);
+    let (st, _, _) = call(
+        "GET",
+        &api("/reports?tenant=stark-006"),
+        Some(&globex),
+        None,
+    );
+    assert_eq!(st, 403);
     let (st, _, _) = call("GET", &api("/admin/metrics"), Some(&globex), None);
     assert_eq!(st, 403);
+    let (st, _, _) = call("POST", &api("/admin/flush"), Some(&globex), None);
+    assert_eq!(st, 403);
+    let (st, _, _) = call(
+        "POST",
+        &api("/admin/quotas/reset"),
+        Some(&globex),
+        Some(r#"{"tenant":"stark-006"}"#),
+    );
+    assert_eq!(st, 403);
+    // A CloudEvents batch: the dedup key is (source, id), so the same id from another
+    // source is a different event.
+    let ts = chrono::Utc::now().to_rfc3339();
+    let ce = |src: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"ce-1","source":"{src}","type":"api_calls","subject":"globex-002","time":"{ts}","data":{{"value":1,"user_id":"u1"}}}}"#
+        )
+    };
+    let batch = format!("[{},{}]", ce("/svc/a"), ce("/svc/b"));
+    let res = agent()
+        .post(&api("/track"))
+        .header("Authorization", &format!("Bearer {globex}"))
+        .header("Content-Type", "application/cloudevents-batch+json")
+        .send(&batch)
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let (_, v, _) = call("POST", &api("/track"), Some(&globex), Some(&batch));
+    assert_eq!(
+        (v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (Some(0), Some(2)),
+        "{v}"
+    );
     let (st, _, _) = call("GET", &api("/quotas"), None, None);
     assert_eq!(st, 401);
     let (st, _, _) = call("GET", &api("/quotas"), Some("mlk_not-a-key"), None);
@@ -363,8 +408,13 @@ fn hard_caps_rates_isolation_and_bad_input() {
     assert_eq!(st, 200);
     let (_, prom, _) = call("GET", &format!("{}/prometheus", s.base), None, None);
     let prom = prom.as_str().unwrap().to_string();
+    // 20 documents and 2 CloudEvents accepted, their resend counted as duplicates.
     assert!(
-        prom.contains("meterlake_events_accepted_total 20"),
+        prom.contains("meterlake_events_accepted_total 22"),
+        "{prom}"
+    );
+    assert!(
+        prom.contains("meterlake_events_duplicate_total 2"),
         "{prom}"
     );
     assert!(prom.contains("meterlake_request_duration_seconds_bucket{le=\"+Inf\"}"));
