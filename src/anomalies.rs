@@ -46,6 +46,19 @@ pub const BOT_MIN_GAP_US: f64 = 1e6;
 /// How far above its peers one user must be for a burst.
 pub const BURST_FACTOR: f64 = 10.0;
 
+/// The incidents file of a lake's detection: hourly if there is one, else daily.
+pub fn incidents_file(lake_dir: &Path) -> Option<PathBuf> {
+    ["hour", "day"]
+        .iter()
+        .map(|g| {
+            lake_dir
+                .join(ANOMALIES_DIR)
+                .join(format!("granularity={g}"))
+                .join("incidents.parquet")
+        })
+        .find(|p| p.exists())
+}
+
 /// What to run.
 #[derive(Debug, Clone, Default)]
 pub struct DetectSpec {

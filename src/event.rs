@@ -22,7 +22,7 @@ pub const KNOWN_METERS: [&str; 6] = [
 ];
 
 /// One usage event, as stored in the lake.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct UsageEvent {
     /// Event id: the producer's, or one derived from the content (see `ingest`).
     pub id: String,

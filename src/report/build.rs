@@ -291,15 +291,7 @@ impl Ctx<'_> {
 
     /// Anomaly incidents overlapping the period (hourly detection, else daily).
     fn incidents(&self) -> Result<Vec<Incident>> {
-        let base = self.dir.join(crate::anomalies::ANOMALIES_DIR);
-        let path = ["hour", "day"]
-            .iter()
-            .map(|g| {
-                base.join(format!("granularity={g}"))
-                    .join("incidents.parquet")
-            })
-            .find(|p| p.exists());
-        let Some(path) = path else {
+        let Some(path) = crate::anomalies::incidents_file(&self.dir) else {
             return Ok(Vec::new());
         };
         let df = crate::alerts::read_parquet(&path)?;

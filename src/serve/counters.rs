@@ -302,14 +302,15 @@ impl Counters {
 }
 
 fn add_to(map: &mut HashMap<String, HashMap<String, Counter>>, billing: &Billing, l: &Logged) {
-    let Some(t) = map.get_mut(&l.tenant_id) else {
+    let e = &l.event;
+    let Some(t) = map.get_mut(&e.tenant_id) else {
         return;
     };
     for (name, bm) in &billing.catalog.meters {
-        if bm.event == l.meter
+        if bm.event == e.meter
             && let Some(c) = t.get_mut(name)
         {
-            c.add(l.ts, l.value, l.user_id.as_deref());
+            c.add(e.ts, e.value, e.user_id.as_deref());
         }
     }
 }

@@ -765,15 +765,7 @@ async fn anomalies(
     let p = principal(&app, &h)?;
     let t = tenant_of(&p, q.tenant.as_deref())?;
     blocking(move || {
-        let base = app.opts.lake.join(crate::anomalies::ANOMALIES_DIR);
-        let path = ["hour", "day"]
-            .iter()
-            .map(|g| {
-                base.join(format!("granularity={g}"))
-                    .join("incidents.parquet")
-            })
-            .find(|p| p.exists());
-        let Some(path) = path else {
+        let Some(path) = crate::anomalies::incidents_file(&app.opts.lake) else {
             return ok_json(StatusCode::OK, json!({ "tenant_id": t, "incidents": [] }));
         };
         let df = crate::alerts::read_parquet(&path)?

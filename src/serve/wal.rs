@@ -24,51 +24,23 @@ use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, Lake, write
 /// The log's directory under the lake.
 pub const WAL_DIR: &str = "_wal";
 
-/// One logged event.
+/// One logged event: the event and its dedup key (kept, so a CloudEvents key of
+/// (source, id) survives the trip through the log).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Logged {
     /// The dedup key (hex).
     pub key: String,
     /// The event.
-    pub id: String,
-    /// UTC µs.
-    pub ts: i64,
-    /// Tenant.
-    pub tenant_id: String,
-    /// User.
-    pub user_id: Option<String>,
-    /// Meter.
-    pub meter: String,
-    /// Value.
-    pub value: f64,
-    /// Properties (a JSON object, as text).
-    pub properties: String,
+    #[serde(flatten)]
+    pub event: UsageEvent,
 }
 
 impl Logged {
     /// From a validated event and its key.
-    pub fn new(e: UsageEvent, key: u128) -> Logged {
+    pub fn new(event: UsageEvent, key: u128) -> Logged {
         Logged {
             key: format!("{key:032x}"),
-            id: e.id,
-            ts: e.ts,
-            tenant_id: e.tenant_id,
-            user_id: e.user_id,
-            meter: e.meter,
-            value: e.value,
-            properties: e.properties,
-        }
-    }
-
-    fn event(&self) -> UsageEvent {
-        UsageEvent {
-            id: self.id.clone(),
-            ts: self.ts,
-            tenant_id: self.tenant_id.clone(),
-            user_id: self.user_id.clone(),
-            meter: self.meter.clone(),
-            value: self.value,
-            properties: self.properties.clone(),
+            event,
         }
     }
 
@@ -152,8 +124,8 @@ pub fn commit_segment(lake_dir: &Path, path: &Path, events: &[Logged]) -> Result
     let stage = lake.stage_dir(seq)?;
     let mut by_day: BTreeMap<i32, (Vec<UsageEvent>, Vec<u128>)> = BTreeMap::new();
     for l in events {
-        let e = by_day.entry(day_of(l.ts)).or_default();
-        e.0.push(l.event());
+        let e = by_day.entry(day_of(l.event.ts)).or_default();
+        e.0.push(l.event.clone());
         e.1.push(l.key());
     }
     let (mut added, mut keys, mut partitions) = (Vec::new(), Vec::new(), Vec::new());
