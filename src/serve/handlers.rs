@@ -158,7 +158,22 @@ fn admin(p: &Principal) -> std::result::Result<String, ApiError> {
 
 async fn latency(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
     let t = Instant::now();
-    let r = next.run(req).await;
+    // A declared length over the limit is refused before the body is read (bodies without
+    // a length are cut by the body limit as they stream in).
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let r = match declared {
+        Some(n) if n > app.opts.body_limit as u64 => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("body"),
+            format!("{n} bytes; the limit is {} bytes", app.opts.body_limit),
+        )
+        .into_response(),
+        _ => next.run(req).await,
+    };
     app.metrics.observe(t.elapsed().as_secs_f64());
     r
 }
