@@ -295,29 +295,12 @@ impl Ctx<'_> {
             return Ok(Vec::new());
         };
         let df = crate::alerts::read_parquet(&path)?;
-        let s = |n: &str| -> Result<Vec<String>> {
-            Ok(df
-                .column(n)?
-                .str()?
-                .iter()
-                .map(|v| v.unwrap_or_default().to_string())
-                .collect())
-        };
-        let t = |n: &str| -> Result<Vec<i64>> {
-            Ok(df
-                .column(n)?
-                .cast(&DataType::Int64)?
-                .i64()?
-                .iter()
-                .map(|v| v.unwrap_or_default())
-                .collect())
-        };
+        let s = |n: &str| str_col(&df, n);
+        let t = |n: &str| ts_col(&df, n);
+        // Rendered cells drop non-finite numbers either way; NaN keeps the rows aligned.
         let x = |n: &str| -> Result<Vec<f64>> {
-            Ok(df
-                .column(n)?
-                .cast(&DataType::Float64)?
-                .f64()?
-                .iter()
+            Ok(f64_col(&df, n)?
+                .into_iter()
                 .map(|v| v.unwrap_or(f64::NAN))
                 .collect())
         };

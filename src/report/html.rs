@@ -279,15 +279,7 @@ fn bars_svg(buf: &mut String, b: &BarChart) -> Result<()> {
     let height = 60 + 22 * n as u32;
     let root = SVGBackend::with_string(buf, (1000, height)).into_drawing_area();
     root.fill(&WHITE).map_err(draw_err)?;
-    let xmax = b
-        .bars
-        .iter()
-        .map(|x| x.value)
-        .chain(b.reference)
-        .filter(|v| v.is_finite())
-        .fold(0.0f64, f64::max)
-        .max(1.0)
-        * 1.08;
+    let xmax = b.max_value() * 1.08;
     let mut chart = ChartBuilder::on(&root)
         .caption(&b.title, ("sans-serif", 18))
         .margin(12)

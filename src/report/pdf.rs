@@ -321,13 +321,7 @@ fn bar_chart(d: &mut Doc, b: &BarChart) {
     d.y -= 6.0;
     let label_w = 150.0;
     let cw = W - 2.0 * MARGIN - label_w - 40.0;
-    let xmax = b
-        .bars
-        .iter()
-        .map(|x| x.value)
-        .chain(b.reference)
-        .filter(|v| v.is_finite())
-        .fold(1.0f64, f64::max);
+    let xmax = b.max_value();
     for bar in &b.bars {
         d.room(row + 4.0);
         d.y -= row;

@@ -335,6 +335,19 @@ pub struct BarChart {
     pub reference: Option<f64>,
 }
 
+impl BarChart {
+    /// The largest bar or reference value, at least 1: the end of the value axis before
+    /// any headroom.
+    pub fn max_value(&self) -> f64 {
+        self.bars
+            .iter()
+            .map(|x| x.value)
+            .chain(self.reference)
+            .filter(|v| v.is_finite())
+            .fold(1.0f64, f64::max)
+    }
+}
+
 /// A chart.
 #[derive(Debug, Clone)]
 pub enum Chart {
