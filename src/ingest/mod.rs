@@ -19,6 +19,7 @@
 
 mod convert;
 pub(crate) mod record;
+mod scan;
 mod source;
 
 pub use record::{

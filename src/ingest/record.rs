@@ -509,7 +509,7 @@ impl<'de> serde::Deserialize<'de> for Members<'de> {
 
 /// Canonical field of a plain (non-CloudEvents) record, with the tracker aliases.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Canon {
+pub(super) enum Canon {
     Id,
     Ts,
     Tenant,
@@ -519,7 +519,7 @@ enum Canon {
     Props,
 }
 
-fn canonical(key: &str) -> Option<Canon> {
+pub(super) fn canonical(key: &str) -> Option<Canon> {
     Some(match key {
         "id" => Canon::Id,
         "ts" | "timestamp" => Canon::Ts,
@@ -541,14 +541,23 @@ pub(crate) fn parse_json(raw: &[u8], limits: &Limits) -> Result<Accepted, Reject
     // validation serde_json does for raw values read from bytes.
     let text = std::str::from_utf8(raw)
         .map_err(|e| Rejection::new("record", format!("invalid JSON: not UTF-8 ({e})")))?;
+    let draft = match super::scan::plain(text) {
+        Some(d) => d,
+        None => general_draft(text)?,
+    };
+    draft.finish(raw.len(), limits)
+}
+
+/// Any JSON record (plain or CloudEvents) through serde_json: the general path, which
+/// decides every record the fast scanner ([`super::scan`]) declines.
+pub(super) fn general_draft(text: &str) -> Result<Draft<'_>, Rejection> {
     let members: Members = serde_json::from_str(text)
         .map_err(|e| Rejection::new("record", format!("invalid JSON: {e}")))?;
-    let draft = if members.0.iter().any(|(k, _)| k == "specversion") {
+    Ok(if members.0.iter().any(|(k, _)| k == "specversion") {
         cloudevent_draft(members)
     } else {
         plain_draft(members)
-    };
-    draft.finish(raw.len(), limits)
+    })
 }
 
 fn plain_draft(members: Members<'_>) -> Draft<'_> {
