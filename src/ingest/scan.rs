@@ -247,10 +247,10 @@ pub(crate) fn plain(text: &str) -> Option<Draft<'_>> {
         return None;
     }
     for (k, v) in extras {
-        if !d.props.iter().any(|(pk, _)| *pk == k) {
-            if let Some(pv) = prop(v) {
-                d.set_prop(Cow::Borrowed(k), pv);
-            }
+        if !d.props.iter().any(|(pk, _)| *pk == k)
+            && let Some(pv) = prop(v)
+        {
+            d.set_prop(Cow::Borrowed(k), pv);
         }
     }
     Some(d)
