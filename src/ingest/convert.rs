@@ -8,9 +8,11 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 
 use super::record::{
-    Accepted, Draft, Limits, Prop, Rejection, TsIn, parse_json, parse_number, props_from_json_text,
+    Draft, Limits, Prop, Rejection, TsIn, parse_json_with, parse_number, props_from_json_text,
 };
 use super::source::{Chunk, CsvHeader};
+use crate::event::day_of;
+use crate::lake::{EventBuf, Row};
 
 /// A rejected record, kept verbatim for the quarantine.
 #[derive(Debug)]
@@ -20,40 +22,98 @@ pub(crate) struct Bad {
     pub raw: String,
 }
 
-/// What became of one record.
-pub(crate) enum Outcome {
-    Ok(Accepted),
-    Bad(Bad),
+/// Accepted events of one chunk and one UTC day, with the rows dedup later drops.
+pub(crate) struct Piece {
+    pub day: i32,
+    pub rows: EventBuf,
+    /// Rows found to be duplicates, ascending.
+    pub dropped: Vec<u32>,
 }
 
-fn bad(line: u64, rejection: Rejection, raw: &[u8]) -> Outcome {
-    Outcome::Bad(Bad {
-        line,
-        rejection,
-        raw: String::from_utf8_lossy(raw).into_owned(),
-    })
+/// What became of the records of one chunk: the accepted events, split by UTC day into
+/// columnar pieces, with their input order; and the rejected records in order. Every
+/// record read is in exactly one of the two.
+#[derive(Default)]
+pub(crate) struct Parsed {
+    pub pieces: Vec<Piece>,
+    /// Accepted events in input order, as (piece, row).
+    pub order: Vec<(u32, u32)>,
+    pub bad: Vec<Bad>,
+    /// Reused for each record's properties text.
+    scratch: String,
+    /// The piece the previous event went to (inputs are mostly in time order).
+    last: usize,
+}
+
+impl Parsed {
+    /// Records read.
+    pub fn read(&self) -> u64 {
+        (self.order.len() + self.bad.len()) as u64
+    }
+
+    fn bad(&mut self, line: u64, rejection: Rejection, raw: &[u8]) {
+        self.bad.push(Bad {
+            line,
+            rejection,
+            raw: String::from_utf8_lossy(raw).into_owned(),
+        });
+    }
+
+    /// Validates a draft into the accepted events, or returns why it is rejected.
+    fn finish(
+        &mut self,
+        d: Result<Draft<'_>, Rejection>,
+        raw_len: usize,
+        limits: &Limits,
+    ) -> Result<(), Rejection> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let r = d.and_then(|d| d.finish_with(raw_len, limits, &mut scratch, |row| self.store(row)));
+        self.scratch = scratch;
+        r
+    }
+
+    fn store(&mut self, row: Row<'_>) {
+        let day = day_of(row.ts);
+        if self.pieces.get(self.last).is_none_or(|p| p.day != day) {
+            self.last = match self.pieces.iter().position(|p| p.day == day) {
+                Some(i) => i,
+                None => {
+                    self.pieces.push(Piece {
+                        day,
+                        rows: EventBuf::default(),
+                        dropped: vec![],
+                    });
+                    self.pieces.len() - 1
+                }
+            };
+        }
+        let piece = &mut self.pieces[self.last];
+        self.order.push((self.last as u32, piece.rows.len() as u32));
+        piece.rows.push_row(row);
+    }
 }
 
 /// Parses every record of a chunk, in order. `cloudevents_only` rejects plain records.
-pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> Vec<Outcome> {
-    let json = |raw: &[u8], line: u64, out: &mut Vec<Outcome>| {
+pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> Parsed {
+    let json = |raw: &[u8], line: u64, out: &mut Parsed| {
         if cloudevents_only && memchr::memmem::find(raw, b"\"specversion\"").is_none() {
-            out.push(bad(
+            out.bad(
                 line,
                 Rejection::new("specversion", "missing (--format cloudevents)"),
                 raw,
-            ));
+            );
             return;
         }
-        match parse_json(raw, limits) {
-            Ok(a) => out.push(Outcome::Ok(a)),
-            Err(r) => out.push(bad(line, r, raw)),
+        let mut scratch = std::mem::take(&mut out.scratch);
+        let r = parse_json_with(raw, limits, &mut scratch, |row| out.store(row));
+        out.scratch = scratch;
+        if let Err(r) = r {
+            out.bad(line, r, raw);
         }
     };
-    let mut out = Vec::new();
+    let mut out = Parsed::default();
     match chunk {
         Chunk::Lines { data, first_line } => {
-            out.reserve(data.len() / 200);
             // memchr finds newlines a word at a time; `split` on a closure went byte by byte.
             let mut start = 0;
             let ends = memchr::memchr_iter(b'\n', &data).chain(std::iter::once(data.len()));
@@ -76,7 +136,7 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
                 "record",
                 format!("{len} bytes is larger than the 1 MiB limit (first 64 KiB kept)"),
             );
-            out.push(bad(line, r, &head));
+            out.bad(line, r, &head);
         }
         Chunk::Csv {
             data,
@@ -160,13 +220,7 @@ fn cell_prop(s: &str) -> Prop<'_> {
     }
 }
 
-fn csv_chunk(
-    data: &[u8],
-    first_line: u64,
-    header: &CsvHeader,
-    limits: &Limits,
-    out: &mut Vec<Outcome>,
-) {
+fn csv_chunk(data: &[u8], first_line: u64, header: &CsvHeader, limits: &Limits, out: &mut Parsed) {
     let mapping: Vec<Option<&'static str>> = header.names.iter().map(|n| field_of(n)).collect();
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -180,11 +234,11 @@ fn csv_chunk(
             Err(e) => {
                 // Only I/O errors end a csv read of an in-memory slice; record the rest as bad.
                 let line = first_line + start.line() - 1;
-                out.push(bad(
+                out.bad(
                     line,
                     Rejection::new("record", format!("invalid CSV: {e}")),
                     &data[start.byte() as usize..],
-                ));
+                );
                 return;
             }
         };
@@ -209,12 +263,11 @@ fn csv_chunk(
                     header.names.len()
                 ),
             );
-            out.push(bad(line, r, raw));
+            out.bad(line, r, raw);
             continue;
         }
-        match csv_draft(&rec, header, &mapping).and_then(|d| d.finish(raw.len(), limits)) {
-            Ok(a) => out.push(Outcome::Ok(a)),
-            Err(r) => out.push(bad(line, r, raw)),
+        if let Err(r) = out.finish(csv_draft(&rec, header, &mapping), raw.len(), limits) {
+            out.bad(line, r, raw);
         }
     }
 }
@@ -258,7 +311,7 @@ fn csv_draft<'a>(
 }
 
 /// Typed Parquet columns, cast once per batch to the shapes the draft wants.
-fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outcome>) {
+fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Parsed) {
     let schema = batch.schema();
     let find = |field: &str| {
         schema
@@ -354,13 +407,12 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Vec<Outc
             props_from_json_text(&mut d, "properties", p);
         }
         let row = first_row + i as u64;
-        match d.finish(0, limits) {
-            Ok(a) => out.push(Outcome::Ok(a)),
-            Err(r) => out.push(Outcome::Bad(Bad {
+        if let Err(r) = out.finish(Ok(d), 0, limits) {
+            out.bad.push(Bad {
                 line: row,
                 rejection: r,
                 raw: row_json(batch, i),
-            })),
+            });
         }
     }
 }

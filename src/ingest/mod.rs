@@ -41,9 +41,9 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
-use crate::event::{UsageEvent, day_to_string};
-use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, KeySet, Lake};
-use convert::{Bad, Outcome, convert};
+use crate::event::day_to_string;
+use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, KeySet, Lake, Part};
+use convert::{Bad, Parsed, Piece, convert};
 
 /// Default dedup lookback: an event is a duplicate of one in the lake within this many days.
 pub const DEFAULT_LOOKBACK_DAYS: u32 = 35;
@@ -262,11 +262,10 @@ fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
     bar
 }
 
-/// Events of one UTC day waiting to be flushed.
+/// Events of one UTC day waiting to be flushed: the day's pieces of the chunks read.
 #[derive(Default)]
 struct DayBuffer {
-    events: Vec<UsageEvent>,
-    keys: Vec<u128>,
+    pieces: Vec<Piece>,
     bytes: usize,
     files: u32,
 }
@@ -290,15 +289,6 @@ struct Txn {
     quarantine: Option<BufWriter<fs::File>>,
     counts: Counts,
     current_file: String,
-}
-
-/// Rough heap + inline size of a buffered event, for the memory budget.
-fn event_bytes(e: &UsageEvent) -> usize {
-    160 + e.id.len()
-        + e.tenant_id.len()
-        + e.user_id.as_ref().map_or(0, String::len)
-        + e.meter.len()
-        + e.properties.len()
 }
 
 impl Txn {
@@ -338,7 +328,7 @@ impl Txn {
             self.limits,
             self.cloudevents_only || decided.format == Format::Cloudevents,
         );
-        let mut pending: Option<Vec<Vec<Outcome>>> = None;
+        let mut pending: Option<Vec<Parsed>> = None;
         let mut last = 0u64;
         let mut ended = false;
         let result = loop {
@@ -388,33 +378,39 @@ impl Txn {
         result
     }
 
-    /// Sequential stage: dedup, route to day buffers, quarantine rejects.
-    fn consume(&mut self, batches: Vec<Vec<Outcome>>) -> Result<()> {
-        for outcomes in batches {
-            for o in outcomes {
-                self.counts.read += 1;
-                match o {
-                    Outcome::Bad(b) => {
-                        self.counts.rejected += 1;
-                        self.quarantine(&b)?;
-                    }
-                    Outcome::Ok(a) => {
-                        let day = a.event.day();
-                        self.ensure_loaded(day)?;
-                        if !self.keys.insert_if_new(a.key, day, self.lookback) {
-                            self.counts.duplicates += 1;
-                            continue;
-                        }
-                        self.counts.accepted += 1;
-                        let size = event_bytes(&a.event);
-                        let buf = self.days.entry(day).or_default();
-                        buf.events.push(a.event);
-                        buf.keys.push(a.key);
-                        buf.bytes += size;
-                        self.buffered += size;
-                        self.touched.insert(day);
-                    }
+    /// Sequential stage: dedup in input order, hand each day's piece to its buffer,
+    /// quarantine rejects. Events are not copied here: parsing already split them by day.
+    fn consume(&mut self, batches: Vec<Parsed>) -> Result<()> {
+        for mut parsed in batches {
+            self.counts.read += parsed.read();
+            self.counts.rejected += parsed.bad.len() as u64;
+            for b in &parsed.bad {
+                self.quarantine(b)?;
+            }
+            for &(p, r) in &parsed.order {
+                let piece = &mut parsed.pieces[p as usize];
+                self.ensure_loaded(piece.day)?;
+                if self
+                    .keys
+                    .insert_if_new(piece.rows.key[r as usize], piece.day, self.lookback)
+                {
+                    self.counts.accepted += 1;
+                } else {
+                    self.counts.duplicates += 1;
+                    piece.dropped.push(r);
                 }
+            }
+            for mut piece in parsed.pieces {
+                if piece.dropped.len() == piece.rows.len() {
+                    continue;
+                }
+                piece.dropped.sort_unstable();
+                let size = piece.rows.bytes();
+                let buf = self.days.entry(piece.day).or_default();
+                buf.bytes += size;
+                self.buffered += size;
+                self.touched.insert(piece.day);
+                buf.pieces.push(piece);
             }
             if self.buffered > self.budget {
                 self.flush(false)?;
@@ -487,7 +483,7 @@ impl Txn {
         let mut chosen: Vec<i32> = self
             .days
             .iter()
-            .filter(|(_, b)| !b.events.is_empty())
+            .filter(|(_, b)| !b.pieces.is_empty())
             .map(|(d, _)| *d)
             .collect();
         if !all {
@@ -515,16 +511,28 @@ impl Txn {
         let (stage, seq) = (&self.stage, self.seq);
         let written: Vec<Result<(DataFile, String)>> = work
             .into_par_iter()
-            .map(|(day, mut buf)| {
+            .map(|(day, buf)| {
                 let date = day_to_string(day);
                 let rel = Lake::data_file_path(&date, seq, buf.files);
-                let w = crate::lake::write_events(&stage.join(&rel), &buf.events)?;
+                let parts: Vec<Part> = buf
+                    .pieces
+                    .iter()
+                    .map(|p| Part {
+                        buf: &p.rows,
+                        skip: &p.dropped,
+                    })
+                    .collect();
+                let w = crate::lake::write_parts(&stage.join(&rel), &parts)?;
+                let mut keys: Vec<u128> = parts
+                    .iter()
+                    .flat_map(|p| p.rows().map(|i| p.buf.key[i]))
+                    .collect();
                 let key_rel = format!(
                     "{}-{:04}.keys",
                     Lake::key_file_path(&date, seq).trim_end_matches(".keys"),
                     buf.files
                 );
-                crate::lake::write_key_file(&stage.join(&key_rel), &mut buf.keys)?;
+                crate::lake::write_key_file(&stage.join(&key_rel), &mut keys)?;
                 Ok((
                     DataFile {
                         path: rel,

@@ -12,6 +12,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::event::UsageEvent;
+use crate::lake::Row;
 
 /// Default earliest accepted timestamp: 2000-01-01T00:00:00Z, in µs.
 pub const DEFAULT_MIN_TS: i64 = 946_684_800_000_000;
@@ -134,6 +135,52 @@ impl<'a> Draft<'a> {
 
     /// Validates the draft and builds the event. `raw_len` is the record's size in bytes.
     pub(crate) fn finish(self, raw_len: usize, limits: &Limits) -> Result<Accepted, Rejection> {
+        let v = self.validate(raw_len, limits)?;
+        let mut properties = String::new();
+        render_props(&v.props, &mut properties);
+        let (id, key) = v.id_and_key(&properties);
+        Ok(Accepted {
+            event: UsageEvent {
+                id: id.into_owned(),
+                ts: v.ts,
+                tenant_id: v.tenant_id.into_owned(),
+                user_id: v.user_id.map(Cow::into_owned),
+                meter: v.meter.into_owned(),
+                value: v.value,
+                properties,
+            },
+            key,
+        })
+    }
+
+    /// Validates the draft and hands the event to `store` as borrowed fields, allocating
+    /// nothing per event (`scratch` is reused for the properties text).
+    pub(crate) fn finish_with(
+        self,
+        raw_len: usize,
+        limits: &Limits,
+        scratch: &mut String,
+        store: impl FnOnce(Row<'_>),
+    ) -> Result<(), Rejection> {
+        let v = self.validate(raw_len, limits)?;
+        scratch.clear();
+        render_props(&v.props, scratch);
+        let (id, key) = v.id_and_key(scratch);
+        store(Row {
+            id: &id,
+            ts: v.ts,
+            tenant: &v.tenant_id,
+            user: v.user_id.as_deref(),
+            meter: &v.meter,
+            value: v.value,
+            props: scratch,
+            key,
+        });
+        Ok(())
+    }
+
+    /// Checks every rule in a fixed order.
+    fn validate(self, raw_len: usize, limits: &Limits) -> Result<Valid<'a>, Rejection> {
         if raw_len > MAX_RECORD_BYTES {
             return Err(Rejection::new(
                 "record",
@@ -184,33 +231,48 @@ impl<'a> Draft<'a> {
         };
         let mut props = self.props;
         props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let properties = render_props(&props);
-        let user_id = self.user_id.map(Cow::into_owned);
-        let id = match self.id {
-            Some(id) => id.into_owned(),
-            None => derived_id(
-                ts,
-                &tenant_id,
-                user_id.as_deref(),
-                &meter,
-                value,
-                &properties,
-            ),
-        };
-        let scope = self.source.as_deref().unwrap_or(&tenant_id);
-        let key = dedup_key(scope, &id);
-        Ok(Accepted {
-            event: UsageEvent {
-                id,
-                ts,
-                tenant_id: tenant_id.into_owned(),
-                user_id,
-                meter: meter.into_owned(),
-                value,
-                properties,
-            },
-            key,
+        Ok(Valid {
+            id: self.id,
+            source: self.source,
+            ts,
+            tenant_id,
+            user_id: self.user_id,
+            meter,
+            value,
+            props,
         })
+    }
+}
+
+/// A draft that passed every rule, still borrowing from the record; properties sorted.
+struct Valid<'a> {
+    id: Option<Cow<'a, str>>,
+    source: Option<Cow<'a, str>>,
+    ts: i64,
+    tenant_id: Cow<'a, str>,
+    user_id: Option<Cow<'a, str>>,
+    meter: Cow<'a, str>,
+    value: f64,
+    props: Vec<(Cow<'a, str>, Prop<'a>)>,
+}
+
+impl<'a> Valid<'a> {
+    /// The id (given, or derived from the content) and the dedup key.
+    fn id_and_key(&self, properties: &str) -> (Cow<'a, str>, u128) {
+        let id = match &self.id {
+            Some(id) => id.clone(),
+            None => Cow::Owned(derived_id(
+                self.ts,
+                &self.tenant_id,
+                self.user_id.as_deref(),
+                &self.meter,
+                self.value,
+                properties,
+            )),
+        };
+        let scope = self.source.as_deref().unwrap_or(&self.tenant_id);
+        let key = dedup_key(scope, &id);
+        (id, key)
     }
 }
 
@@ -424,24 +486,22 @@ fn short(s: &str) -> &str {
     }
 }
 
-/// Compact JSON object with sorted keys: the lake's `properties` column.
-fn render_props(props: &[(Cow<'_, str>, Prop<'_>)]) -> String {
-    let mut out = String::with_capacity(2 + props.len() * 24);
+/// Compact JSON object with sorted keys (the lake's `properties` column), appended to `out`.
+fn render_props(props: &[(Cow<'_, str>, Prop<'_>)], out: &mut String) {
     out.push('{');
     for (i, (k, v)) in props.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        push_json_str(&mut out, k);
+        push_json_str(out, k);
         out.push(':');
         match v {
-            Prop::Str(s) => push_json_str(&mut out, s),
+            Prop::Str(s) => push_json_str(out, s),
             Prop::Num(n) => out.push_str(n),
             Prop::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
         }
     }
     out.push('}');
-    out
 }
 
 fn push_json_str(out: &mut String, s: &str) {
@@ -534,18 +594,33 @@ pub(super) fn canonical(key: &str) -> Option<Canon> {
 
 /// Parses one JSON record (a plain event or a CloudEvents envelope) and validates it.
 pub(crate) fn parse_json(raw: &[u8], limits: &Limits) -> Result<Accepted, Rejection> {
+    json_draft(raw)?.finish(raw.len(), limits)
+}
+
+/// [`parse_json`] handing the event to `store` instead of allocating it.
+pub(crate) fn parse_json_with(
+    raw: &[u8],
+    limits: &Limits,
+    scratch: &mut String,
+    store: impl FnOnce(Row<'_>),
+) -> Result<(), Rejection> {
+    json_draft(raw)?.finish_with(raw.len(), limits, scratch, store)
+}
+
+/// The draft of a JSON record: the fast scanner's when it takes the record, else serde's.
+/// An oversized record gets an empty draft, which `finish` rejects on its size.
+fn json_draft(raw: &[u8]) -> Result<Draft<'_>, Rejection> {
     if raw.len() > MAX_RECORD_BYTES {
-        return Draft::default().finish(raw.len(), limits);
+        return Ok(Draft::default());
     }
     // Validate UTF-8 once for the whole line: parsing from a &str then skips the per-value
     // validation serde_json does for raw values read from bytes.
     let text = std::str::from_utf8(raw)
         .map_err(|e| Rejection::new("record", format!("invalid JSON: not UTF-8 ({e})")))?;
-    let draft = match super::scan::plain(text) {
-        Some(d) => d,
-        None => general_draft(text)?,
-    };
-    draft.finish(raw.len(), limits)
+    match super::scan::plain(text) {
+        Some(d) => Ok(d),
+        None => general_draft(text),
+    }
 }
 
 /// Any JSON record (plain or CloudEvents) through serde_json: the general path, which

@@ -29,18 +29,20 @@
 //! commit is being published.
 
 pub mod audit;
+mod columns;
 mod compact;
 pub(crate) mod keys;
 pub(crate) mod log;
 mod parquet_io;
 mod stats;
 
+pub use columns::{EventBuf, Part, Row};
 pub use compact::{CompactSummary, compact};
 pub use keys::KeySet;
 pub(crate) use keys::write_key_file;
 pub(crate) use log::sync_dir;
 pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord};
-pub use parquet_io::{read_events, write_events};
+pub use parquet_io::{read_events, write_buf, write_events, write_parts};
 pub use stats::{LakeStats, MeterStats, scan_events, scan_files, scan_paths, stats};
 
 use std::collections::{BTreeMap, HashMap, HashSet};

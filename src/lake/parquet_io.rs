@@ -17,6 +17,8 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{UsageEvent, lake_schema};
+use crate::lake::columns::{EventBuf, Part};
+use std::collections::HashMap;
 
 /// Rows per row group: large enough for good compression, small enough that a reader
 /// filtering on tenant or time skips most of a big partition by statistics.
@@ -34,11 +36,25 @@ pub struct WrittenFile {
 }
 
 /// Writes `events` to `path` (fsynced), sorted by (tenant_id, meter, ts, id).
+pub fn write_events(path: &Path, events: &[UsageEvent]) -> Result<WrittenFile> {
+    write_buf(path, &EventBuf::from_events(events))
+}
+
+/// Writes the events of `buf` to `path` (fsynced), sorted by (tenant_id, meter, ts, id).
+pub fn write_buf(path: &Path, buf: &EventBuf) -> Result<WrittenFile> {
+    write_parts(path, &[Part { buf, skip: &[] }])
+}
+
+/// A row of one of several parts: (part, row).
+type RowRef = (u32, u32);
+
+/// Writes the kept rows of `parts` to one file at `path` (fsynced), sorted by
+/// (tenant_id, meter, ts, id).
 ///
 /// The sort runs on a permutation, not on the events: (tenant, meter) pairs are ranked
 /// once, so most comparisons are on two integers instead of strings.
-pub fn write_events(path: &Path, events: &[UsageEvent]) -> Result<WrittenFile> {
-    let order = sort_order(events);
+pub fn write_parts(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
+    let order = sort_order(parts);
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
     }
@@ -58,17 +74,19 @@ pub fn write_events(path: &Path, events: &[UsageEvent]) -> Result<WrittenFile> {
     let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))
         .map_err(|e| Error::parquet(path, e))?;
     let mut value_sum = 0.0;
-    for chunk in order.chunks(ROW_GROUP_ROWS) {
-        let rows: Vec<&UsageEvent> = chunk.iter().map(|&i| &events[i as usize]).collect();
-        value_sum += rows.iter().map(|e| e.value).sum::<f64>();
-        w.write(&to_batch(&rows)?)
+    for rows in order.chunks(ROW_GROUP_ROWS) {
+        value_sum += rows
+            .iter()
+            .map(|&(p, i)| parts[p as usize].buf.value[i as usize])
+            .sum::<f64>();
+        w.write(&to_batch(parts, rows)?)
             .map_err(|e| Error::parquet(path, e))?;
     }
     let file = w.into_inner().map_err(|e| Error::parquet(path, e))?;
     file.sync_all().at(path)?;
     let bytes = file.metadata().at(path)?.len();
     Ok(WrittenFile {
-        rows: events.len() as u64,
+        rows: order.len() as u64,
         bytes,
         value_sum,
     })
@@ -94,60 +112,64 @@ impl Hasher for Fx {
 }
 
 /// Row order of a lake file: by (tenant_id, meter, ts, id).
-fn sort_order(events: &[UsageEvent]) -> Vec<u32> {
-    let mut pairs: Vec<(&str, &str)> = events
-        .iter()
-        .map(|e| (e.tenant_id.as_str(), e.meter.as_str()))
-        .collect();
+fn sort_order(parts: &[Part<'_>]) -> Vec<RowRef> {
+    // Distinct (tenant, meter) pairs, numbered as first seen, then ranked by sorting them.
+    let mut seen: HashMap<(&str, &str), u32, BuildHasherDefault<Fx>> = HashMap::default();
+    let mut keyed: Vec<(u32, i64, RowRef)> = Vec::new();
+    for (p, part) in parts.iter().enumerate() {
+        let buf = part.buf;
+        keyed.extend(part.rows().map(|i| {
+            let n = seen.len() as u32;
+            let pair = *seen.entry((buf.tenant(i), buf.meter(i))).or_insert(n);
+            (pair, buf.ts[i], (p as u32, i as u32))
+        }));
+    }
+    let mut pairs: Vec<((&str, &str), u32)> = seen.into_iter().collect();
     pairs.sort_unstable();
-    pairs.dedup();
-    let rank: std::collections::HashMap<(&str, &str), u32, BuildHasherDefault<Fx>> = pairs
-        .iter()
-        .enumerate()
-        .map(|(i, p)| (*p, i as u32))
-        .collect();
-    let mut keyed: Vec<(u32, i64, u32)> = events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            (
-                rank[&(e.tenant_id.as_str(), e.meter.as_str())],
-                e.ts,
-                i as u32,
-            )
-        })
-        .collect();
+    let mut rank = vec![0u32; pairs.len()];
+    for (r, (_, n)) in pairs.iter().enumerate() {
+        rank[*n as usize] = r as u32;
+    }
+    for k in &mut keyed {
+        k.0 = rank[k.0 as usize];
+    }
+    let id = |r: RowRef| parts[r.0 as usize].buf.id(r.1 as usize);
     keyed.sort_unstable_by(|a, b| {
         (a.0, a.1)
             .cmp(&(b.0, b.1))
-            .then_with(|| events[a.2 as usize].id.cmp(&events[b.2 as usize].id))
+            .then_with(|| id(a.2).cmp(id(b.2)))
     });
     keyed.into_iter().map(|k| k.2).collect()
 }
 
-fn strings<'a>(it: impl Iterator<Item = Option<&'a str>>, len: usize) -> ArrayRef {
-    let mut b = StringBuilder::with_capacity(len, len * 16);
-    for s in it {
-        b.append_option(s);
+/// A string column of the rows `rows`, in that order.
+fn strings(parts: &[Part<'_>], col: usize, rows: &[RowRef]) -> ArrayRef {
+    let get = |&(p, i): &RowRef| parts[p as usize].buf.text(col, i as usize);
+    let bytes: usize = rows.iter().map(|r| get(r).map_or(0, str::len)).sum();
+    let mut b = StringBuilder::with_capacity(rows.len(), bytes);
+    for r in rows {
+        b.append_option(get(r));
     }
     Arc::new(b.finish())
 }
 
-fn to_batch(events: &[&UsageEvent]) -> Result<RecordBatch> {
-    let n = events.len();
+fn to_batch(parts: &[Part<'_>], rows: &[RowRef]) -> Result<RecordBatch> {
+    let buf = |p: u32| parts[p as usize].buf;
     let cols: Vec<ArrayRef> = vec![
-        strings(events.iter().map(|e| Some(e.id.as_str())), n),
+        strings(parts, 0, rows),
         Arc::new(
-            TimestampMicrosecondArray::from_iter_values(events.iter().map(|e| e.ts))
-                .with_timezone("UTC"),
+            TimestampMicrosecondArray::from_iter_values(
+                rows.iter().map(|&(p, i)| buf(p).ts[i as usize]),
+            )
+            .with_timezone("UTC"),
         ),
-        strings(events.iter().map(|e| Some(e.tenant_id.as_str())), n),
-        strings(events.iter().map(|e| e.user_id.as_deref()), n),
-        strings(events.iter().map(|e| Some(e.meter.as_str())), n),
+        strings(parts, 1, rows),
+        strings(parts, 2, rows),
+        strings(parts, 3, rows),
         Arc::new(Float64Array::from_iter_values(
-            events.iter().map(|e| e.value),
+            rows.iter().map(|&(p, i)| buf(p).value[i as usize]),
         )),
-        strings(events.iter().map(|e| Some(e.properties.as_str())), n),
+        strings(parts, 4, rows),
     ];
     Ok(RecordBatch::try_new(lake_schema(), cols)?)
 }
