@@ -22,6 +22,9 @@ pub(crate) struct Bad {
     pub raw: String,
 }
 
+/// Rows parsed before a chunk's first piece is sized for the rest of the chunk.
+const SAMPLE_ROWS: usize = 64;
+
 /// Accepted events of one chunk and one UTC day, with the rows dedup later drops.
 pub(crate) struct Piece {
     pub day: i32,
@@ -72,6 +75,16 @@ impl Parsed {
         r
     }
 
+    /// After the first rows of a chunk, sizes its first piece for the rest of the chunk
+    /// (`seen` of `total` bytes read), so its columns are not grown by repeated doubling.
+    fn reserve_rest(&mut self, seen: usize, total: usize) {
+        if let [only] = self.pieces.as_mut_slice()
+            && seen > 0
+        {
+            only.rows.reserve_scaled(total.saturating_sub(seen) as f64 / seen as f64);
+        }
+    }
+
     fn store(&mut self, row: Row<'_>) {
         let day = day_of(row.ts);
         if self.pieces.get(self.last).is_none_or(|p| p.day != day) {
@@ -117,12 +130,17 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
             // memchr finds newlines a word at a time; `split` on a closure went byte by byte.
             let mut start = 0;
             let ends = memchr::memchr_iter(b'\n', &data).chain(std::iter::once(data.len()));
+            let mut sized = false;
             for (line, end) in (first_line..).zip(ends) {
                 let raw = &data[start..end];
                 start = end + 1;
                 let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
                 if !raw.iter().all(u8::is_ascii_whitespace) {
                     json(raw, line, &mut out);
+                }
+                if !sized && out.order.len() == SAMPLE_ROWS {
+                    sized = true;
+                    out.reserve_rest(start, data.len());
                 }
             }
         }

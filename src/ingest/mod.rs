@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, mpsc};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use rayon::prelude::*;
@@ -314,6 +314,10 @@ impl Txn {
         })
     }
 
+    /// Reads one input: a dispatcher thread hands each chunk from the reader to a parse
+    /// task on the rayon pool as soon as it arrives; this thread takes the parsed chunks
+    /// back in input order and consumes them. At most `4 × threads` chunks are between
+    /// reader and consumer, which bounds memory, and no stage waits for a whole batch.
     fn read_input(
         &mut self,
         path: &Path,
@@ -322,66 +326,68 @@ impl Txn {
         bar: &indicatif::ProgressBar,
     ) -> Result<()> {
         self.current_file = path.display().to_string();
-        let (rx, handle) = source::spawn_reader(path.to_path_buf(), decided, counter.clone());
-        let batch_chunks = rayon::current_num_threads().max(1) * 4;
+        let (chunks, reader) = source::spawn_reader(path.to_path_buf(), decided, counter.clone());
+        let in_flight = rayon::current_num_threads().max(1) * 4;
         let (limits, ce_only) = (
             self.limits,
             self.cloudevents_only || decided.format == Format::Cloudevents,
         );
-        let mut pending: Option<Vec<Parsed>> = None;
-        let mut last = 0u64;
-        let mut ended = false;
-        let result = loop {
-            // Gather the next batch of chunks (blocking on the reader).
-            let mut chunks = Vec::with_capacity(batch_chunks);
-            let mut err = None;
-            while !ended && chunks.len() < batch_chunks {
-                match rx.recv() {
-                    Ok(Ok(c)) => chunks.push(c),
-                    Ok(Err(e)) => {
-                        err = Some(e);
-                        ended = true;
+        let (done_tx, done_rx) = mpsc::channel::<(u64, Result<Parsed>)>();
+        // A slot is taken per chunk dispatched and given back when it has been consumed.
+        let (slot_tx, slot_rx) = mpsc::sync_channel::<()>(in_flight);
+        let dispatcher = std::thread::Builder::new()
+            .name("meterlake-dispatch".into())
+            .spawn(move || {
+                for (seq, chunk) in (0u64..).zip(chunks.iter()) {
+                    if slot_tx.send(()).is_err() {
+                        return; // the consumer stopped
                     }
-                    Err(_) => ended = true,
+                    match chunk {
+                        Ok(c) => {
+                            let tx = done_tx.clone();
+                            rayon::spawn(move || {
+                                let _ = tx.send((seq, Ok(convert(c, &limits, ce_only))));
+                            });
+                        }
+                        Err(e) => {
+                            let _ = done_tx.send((seq, Err(e)));
+                            return;
+                        }
+                    }
+                }
+            })
+            .map_err(|e| Error::io(path, e))?;
+        let mut waiting = BTreeMap::new();
+        let mut next = 0u64;
+        let mut last = 0u64;
+        let mut run = || -> Result<()> {
+            // Ends when the dispatcher and every parse task have dropped their senders.
+            for (seq, parsed) in done_rx.iter() {
+                waiting.insert(seq, parsed);
+                while let Some(parsed) = waiting.remove(&next) {
+                    next += 1;
+                    self.consume(parsed?)?;
+                    let _ = slot_rx.try_recv();
+                    let now = counter.load(Ordering::Relaxed);
+                    bar.inc(now - last);
+                    last = now;
                 }
             }
-            if let Some(e) = err {
-                break Err(e);
-            }
-            // Parse this batch while the previous one is deduplicated and buffered.
-            let prev = pending.take();
-            let (parsed, consumed) = rayon::join(
-                || {
-                    chunks
-                        .into_par_iter()
-                        .map(|c| convert(c, &limits, ce_only))
-                        .collect::<Vec<_>>()
-                },
-                || match prev {
-                    Some(p) => self.consume(p),
-                    None => Ok(()),
-                },
-            );
-            if let Err(e) = consumed {
-                break Err(e);
-            }
-            let now = counter.load(Ordering::Relaxed);
-            bar.inc(now - last);
-            last = now;
-            if parsed.is_empty() && ended {
-                break Ok(());
-            }
-            pending = Some(parsed);
+            Ok(())
         };
-        drop(rx);
-        let _ = handle.join();
+        let result = run();
+        // On an error, closing both channels stops the dispatcher, which stops the reader.
+        drop(done_rx);
+        drop(slot_rx);
+        let _ = dispatcher.join();
+        let _ = reader.join();
         result
     }
 
     /// Sequential stage: dedup in input order, hand each day's piece to its buffer,
     /// quarantine rejects. Events are not copied here: parsing already split them by day.
-    fn consume(&mut self, batches: Vec<Parsed>) -> Result<()> {
-        for mut parsed in batches {
+    fn consume(&mut self, mut parsed: Parsed) -> Result<()> {
+        {
             self.counts.read += parsed.read();
             self.counts.rejected += parsed.bad.len() as u64;
             for b in &parsed.bad {

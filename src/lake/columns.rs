@@ -188,6 +188,27 @@ impl EventBuf {
         }
     }
 
+    /// Reserves room for `factor` times the events held now, column by column in the same
+    /// proportions (a parser's estimate of what is still to come).
+    pub fn reserve_scaled(&mut self, factor: f64) {
+        let more = |n: usize| (n as f64 * factor).ceil() as usize;
+        let rows = more(self.len());
+        self.ts.reserve(rows);
+        self.value.reserve(rows);
+        self.key.reserve(rows);
+        self.has_user.reserve(rows);
+        for s in [
+            &mut self.id,
+            &mut self.tenant,
+            &mut self.user,
+            &mut self.meter,
+            &mut self.props,
+        ] {
+            s.ends.reserve(rows);
+            s.data.reserve(more(s.data.len()));
+        }
+    }
+
     /// Empties the buffer, keeping its capacity.
     pub fn clear(&mut self) {
         self.ts.clear();
