@@ -81,7 +81,8 @@ impl Parsed {
         if let [only] = self.pieces.as_mut_slice()
             && seen > 0
         {
-            only.rows.reserve_scaled(total.saturating_sub(seen) as f64 / seen as f64);
+            only.rows
+                .reserve_scaled(total.saturating_sub(seen) as f64 / seen as f64);
         }
     }
 

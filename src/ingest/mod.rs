@@ -34,8 +34,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::{BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, mpsc};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
 
 use rayon::prelude::*;
 use serde::Serialize;
@@ -174,13 +174,13 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         });
     }
     let inputs = expand_inputs(inputs)?;
-    // Decide formats and checksums before touching the lake, so a missing or unreadable
-    // file fails the command with nothing written.
+    // Decide formats before touching the lake, so a missing or unreadable file fails the
+    // command with nothing written.
     let mut plan = Vec::new();
     for p in &inputs {
         let decided = source::decide(p, opts.format)?;
-        let (sum, bytes) = checksum(p)?;
-        plan.push((p.clone(), decided, sum, bytes));
+        let bytes = fs::metadata(p).at(p)?.len();
+        plan.push((p.clone(), decided, bytes));
     }
     let mut lake = Lake::open_for_write(root)?;
     let mut summary = IngestSummary::default();
@@ -189,13 +189,22 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
+    // An input can only repeat one already ingested (or another of this command) of the
+    // same size: only those are hashed before reading, to be skipped when they repeat.
+    // The others are hashed by the reader as they stream, which saves a pass over the file.
+    let sizes = lake.ingested_sizes();
+    let mut same_size: std::collections::HashMap<u64, usize> = Default::default();
+    for (_, _, bytes) in &plan {
+        *same_size.entry(*bytes).or_default() += 1;
+    }
     let seq = lake.next_seq();
-    let mut todo = Vec::new();
-    for (p, d, sum, bytes) in plan {
-        let seen_now = todo
-            .iter()
-            .any(|(_, _, s, _): &(PathBuf, source::Decided, String, u64)| *s == sum);
-        match done.get(&sum) {
+    let mut todo: Vec<(PathBuf, source::Decided, Option<String>, u64)> = Vec::new();
+    for (p, d, bytes) in plan {
+        let upfront =
+            d.format == Format::Parquet || sizes.contains(&bytes) || same_size[&bytes] > 1;
+        let sum = if upfront { Some(checksum(&p)?.0) } else { None };
+        let seen_now = sum.is_some() && todo.iter().any(|t| t.2 == sum);
+        match sum.as_ref().and_then(|s| done.get(s)) {
             Some(&commit) => summary.skipped.push(Skipped {
                 path: p.display().to_string(),
                 commit,
@@ -213,11 +222,21 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     let total_bytes: u64 = todo.iter().map(|t| t.3).sum();
     let bar = progress_bar(opts.progress, total_bytes);
     let mut txn = Txn::new(&lake, seq, opts)?;
+    // Size the dedup set for the input (records are rarely under 200 bytes) up to 2 M keys,
+    // which saves its early rehashes without holding much memory for an overestimate.
+    txn.keys
+        .reserve((total_bytes / 200).min(2_000_000) as usize);
     let mut records = Vec::new();
     for (path, decided, sum, bytes) in todo {
         let before = txn.counts;
         let counter = Arc::new(AtomicU64::new(0));
-        txn.read_input(&path, decided, counter, &bar)?;
+        let hash = source::Hasher::default();
+        let feed = sum.is_none().then(|| hash.clone());
+        txn.read_input(&path, decided, counter.clone(), &bar, feed)?;
+        let sum = match sum {
+            Some(s) => s,
+            None => finish_checksum(&path, hash, counter.load(Ordering::Relaxed))?,
+        };
         let counts = txn.counts.since(&before);
         summary.inputs.push(InputSummary {
             path: path.display().to_string(),
@@ -246,6 +265,30 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     summary.commit = Some(commit.seq);
     lake.commit(commit)?;
     Ok(summary)
+}
+
+/// The checksum the reader computed over the first `read` bytes of `path`, completed
+/// with whatever it did not read (a reader may stop early, e.g. on a blank input).
+fn finish_checksum(path: &Path, hash: source::Hasher, read: u64) -> Result<String> {
+    use std::io::{Seek, SeekFrom};
+    let mut h = match std::sync::Arc::try_unwrap(hash) {
+        Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
+        Err(shared) => shared
+            .lock()
+            .map(|h| h.clone())
+            .unwrap_or_else(|p| p.into_inner().clone()),
+    };
+    let mut f = fs::File::open(path).at(path)?;
+    f.seek(SeekFrom::Start(read)).at(path)?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = f.read(&mut buf).at(path)?;
+        if k == 0 {
+            break;
+        }
+        h.update(&buf[..k]);
+    }
+    Ok(format!("{:032x}", h.digest128()))
 }
 
 fn progress_bar(show: bool, total: u64) -> indicatif::ProgressBar {
@@ -324,9 +367,11 @@ impl Txn {
         decided: source::Decided,
         counter: Arc<AtomicU64>,
         bar: &indicatif::ProgressBar,
+        hash: Option<source::Hasher>,
     ) -> Result<()> {
         self.current_file = path.display().to_string();
-        let (chunks, reader) = source::spawn_reader(path.to_path_buf(), decided, counter.clone());
+        let (chunks, reader) =
+            source::spawn_reader(path.to_path_buf(), decided, counter.clone(), hash);
         let in_flight = rayon::current_num_threads().max(1) * 4;
         let (limits, ce_only) = (
             self.limits,

@@ -93,6 +93,10 @@ pub(crate) enum Prop<'a> {
     Bool(bool),
 }
 
+/// Properties of one record, in input order: inline up to 8, so a typical record's
+/// properties cost no allocation.
+pub(crate) type Props<'a> = smallvec::SmallVec<[(Cow<'a, str>, Prop<'a>); 8]>;
+
 /// Loosely typed fields of one record, as a reader found them.
 #[derive(Debug, Default)]
 pub(crate) struct Draft<'a> {
@@ -106,7 +110,7 @@ pub(crate) struct Draft<'a> {
     /// `Err` holds the reason the value did not parse.
     pub value: Option<Result<f64, String>>,
     /// Properties in input order; a later value for the same key replaces an earlier one.
-    pub props: Vec<(Cow<'a, str>, Prop<'a>)>,
+    pub props: Props<'a>,
     /// First problem found while mapping fields (kept so validation order stays fixed).
     pub problem: Option<Rejection>,
 }
@@ -230,7 +234,10 @@ impl<'a> Draft<'a> {
             Some(Ok(v)) => v + 0.0, // normalises -0.0
         };
         let mut props = self.props;
-        props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        // Producers usually write keys in a fixed, often sorted, order.
+        if !props.is_sorted_by(|a, b| a.0 <= b.0) {
+            props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
         Ok(Valid {
             id: self.id,
             source: self.source,
@@ -253,7 +260,7 @@ struct Valid<'a> {
     user_id: Option<Cow<'a, str>>,
     meter: Cow<'a, str>,
     value: f64,
-    props: Vec<(Cow<'a, str>, Prop<'a>)>,
+    props: Props<'a>,
 }
 
 impl<'a> Valid<'a> {

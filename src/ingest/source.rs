@@ -9,9 +9,9 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 
 use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
@@ -128,18 +128,28 @@ pub(crate) struct Decided {
 }
 
 /// Counts raw bytes read from the file (before decompression), for the progress bar.
+/// and, when asked, hashes them for the input's checksum while they stream past.
 struct Counting<R> {
     inner: R,
     n: Arc<AtomicU64>,
+    hash: Option<Hasher>,
 }
 
 impl<R: Read> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let k = self.inner.read(buf)?;
         self.n.fetch_add(k as u64, Ordering::Relaxed);
+        if let Some(h) = &self.hash
+            && let Ok(mut h) = h.lock()
+        {
+            h.update(&buf[..k]);
+        }
         Ok(k)
     }
 }
+
+/// A checksum being computed by the reader thread (xxh3-128 of the raw file bytes).
+pub(crate) type Hasher = Arc<Mutex<xxhash_rust::xxh3::Xxh3Default>>;
 
 fn has_ext(path: &Path, exts: &[&str]) -> bool {
     let name = path
@@ -156,11 +166,17 @@ pub(crate) fn is_input_file(path: &Path) -> bool {
     has_ext(path, &[".ndjson", ".jsonl", ".json", ".csv", ".parquet"])
 }
 
-fn open_raw(path: &Path, counter: Arc<AtomicU64>, gzip: bool) -> Result<Box<dyn Read + Send>> {
+fn open_raw(
+    path: &Path,
+    counter: Arc<AtomicU64>,
+    gzip: bool,
+    hash: Option<Hasher>,
+) -> Result<Box<dyn Read + Send>> {
     let f = File::open(path).at(path)?;
     let counted = Counting {
         inner: BufReader::with_capacity(1 << 20, f),
         n: counter,
+        hash,
     };
     Ok(if gzip {
         Box::new(flate2::read::MultiGzDecoder::new(counted))
@@ -190,7 +206,7 @@ pub(crate) fn decide(path: &Path, forced: Format) -> Result<Decided> {
                 });
             } else {
                 // Sniff the (decompressed) content: JSON starts with { or [.
-                let mut r = open_raw(path, Arc::default(), gzip)?;
+                let mut r = open_raw(path, Arc::default(), gzip, None)?;
                 let mut buf = vec![0u8; 4096];
                 let k = read_up_to(&mut r, &mut buf).map_err(|e| bad_read(path, e, gzip))?;
                 let text = buf[..k].strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&buf[..k]);
@@ -236,10 +252,12 @@ fn bad_read(path: &Path, e: std::io::Error, gzip: bool) -> Error {
 }
 
 /// Starts a reader thread for `path`; chunks arrive on the returned channel, in order.
+/// With `hash`, line-oriented inputs feed every raw byte they read into it.
 pub(crate) fn spawn_reader(
     path: PathBuf,
     decided: Decided,
     counter: Arc<AtomicU64>,
+    hash: Option<Hasher>,
 ) -> (Receiver<Result<Chunk>>, std::thread::JoinHandle<()>) {
     let (tx, rx) = sync_channel::<Result<Chunk>>(4);
     let handle = std::thread::Builder::new()
@@ -247,9 +265,9 @@ pub(crate) fn spawn_reader(
         .spawn(move || {
             let r = match decided.format {
                 Format::Parquet => read_parquet(&path, counter, &tx),
-                Format::Csv => open_raw(&path, counter, decided.gzip)
+                Format::Csv => open_raw(&path, counter, decided.gzip, hash)
                     .and_then(|r| read_csv(&path, r, decided.gzip, &tx)),
-                _ => open_raw(&path, counter, decided.gzip)
+                _ => open_raw(&path, counter, decided.gzip, hash)
                     .and_then(|r| read_json(&path, r, decided.gzip, &tx)),
             };
             if let Err(e) = r {

@@ -108,6 +108,12 @@ impl KeySet {
         }
     }
 
+    /// Makes room for `n` more keys (an ingest's estimate of its input), so the set is
+    /// not rehashed again and again as it grows.
+    pub fn reserve(&mut self, n: usize) {
+        self.set.reserve(n);
+    }
+
     /// Adds keys read from a key file of `day`.
     pub(crate) fn load(&mut self, path: &Path, day: i32) -> Result<()> {
         let bytes = fs::read(path).at(path)?;

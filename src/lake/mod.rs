@@ -157,6 +157,15 @@ impl Lake {
             .collect()
     }
 
+    /// Sizes in bytes of the inputs already ingested: an input of another size cannot be
+    /// one of them, so its checksum need not be known before it is read.
+    pub fn ingested_sizes(&self) -> HashSet<u64> {
+        self.commits
+            .iter()
+            .flat_map(|c| c.inputs.iter().map(|i| i.bytes))
+            .collect()
+    }
+
     /// Dedup key files per UTC day number.
     pub(crate) fn key_files(&self) -> BTreeMap<i32, Vec<PathBuf>> {
         let mut out: BTreeMap<i32, Vec<PathBuf>> = BTreeMap::new();

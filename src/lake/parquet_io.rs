@@ -24,6 +24,9 @@ use std::collections::HashMap;
 /// filtering on tenant or time skips most of a big partition by statistics.
 pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
+/// Rows per Arrow batch handed to the writer (a divisor of [`ROW_GROUP_ROWS`]).
+const BATCH_ROWS: usize = 32 * 1024;
+
 /// What a written file holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct WrittenFile {
@@ -66,15 +69,20 @@ pub fn write_parts(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
         .set_created_by(format!("meterlake {}", env!("CARGO_PKG_VERSION")))
-        // Ids and properties are (nearly) unique per row: a dictionary only costs time.
+        // Ids and properties are (nearly) unique per row: a dictionary only costs time,
+        // and so do per-page min/max (no reader prunes pages on them; row groups keep them).
         .set_column_dictionary_enabled(ColumnPath::from("id"), false)
         .set_column_dictionary_enabled(ColumnPath::from("properties"), false)
+        .set_column_statistics_enabled(ColumnPath::from("id"), EnabledStatistics::Chunk)
+        .set_column_statistics_enabled(ColumnPath::from("properties"), EnabledStatistics::Chunk)
         .build();
     let schema = lake_schema();
     let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))
         .map_err(|e| Error::parquet(path, e))?;
     let mut value_sum = 0.0;
-    for rows in order.chunks(ROW_GROUP_ROWS) {
+    // Batches smaller than a row group: the writer fills its row groups from several of
+    // them, so memory holds one small batch of Arrow arrays instead of a whole row group.
+    for rows in order.chunks(BATCH_ROWS) {
         value_sum += rows
             .iter()
             .map(|&(p, i)| parts[p as usize].buf.value[i as usize])

@@ -177,6 +177,34 @@ fn duplicates_within_a_batch_across_runs_and_the_lookback() {
 }
 
 #[test]
+fn checksums_taken_while_reading_let_a_repeat_be_skipped() {
+    // A new input is hashed as it streams; a second ingest hashes it before reading (a
+    // committed input has its size), and must find the same checksum. The blank input is
+    // over 1 MiB: its reader stops after the first look, and the rest is hashed afterwards.
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let blank = write(dir.path(), "blank.ndjson", &" \n".repeat(600_000));
+    let text: String = (0..300)
+        .map(|i| GOOD.replace("g1", &format!("e{i}")) + "\n")
+        .collect();
+    let a = write(dir.path(), "a.ndjson", &text);
+    let first = ingest(&lake, &[&blank, &a], &[]);
+    assert_eq!(
+        (first["read"].as_u64(), first["accepted"].as_u64()),
+        (Some(300), Some(300))
+    );
+    let again = ingest(&lake, &[&blank, &a], &[]);
+    let skipped: Vec<&str> = again["skipped"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(skipped.len(), 2, "{again}");
+    assert_eq!(again["read"], 0);
+}
+
+#[test]
 fn ingesting_the_same_file_twice_accepts_nothing_new() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
