@@ -111,6 +111,10 @@ pub(crate) struct Draft<'a> {
     pub value: Option<Result<f64, String>>,
     /// Properties in input order; a later value for the same key replaces an earlier one.
     pub props: Props<'a>,
+    /// The properties object exactly as the lake stores it (compact, keys strictly
+    /// ascending, no nulls), when a reader saw it is: it is then kept as is, and `props`
+    /// only serves lookups.
+    pub props_raw: Option<&'a str>,
     /// First problem found while mapping fields (kept so validation order stays fixed).
     pub problem: Option<Rejection>,
 }
@@ -141,7 +145,7 @@ impl<'a> Draft<'a> {
     pub(crate) fn finish(self, raw_len: usize, limits: &Limits) -> Result<Accepted, Rejection> {
         let v = self.validate(raw_len, limits)?;
         let mut properties = String::new();
-        render_props(&v.props, &mut properties);
+        v.render_props(&mut properties);
         let (id, key) = v.id_and_key(&properties);
         Ok(Accepted {
             event: UsageEvent {
@@ -167,9 +171,15 @@ impl<'a> Draft<'a> {
         store: impl FnOnce(Row<'_>),
     ) -> Result<(), Rejection> {
         let v = self.validate(raw_len, limits)?;
-        scratch.clear();
-        render_props(&v.props, scratch);
-        let (id, key) = v.id_and_key(scratch);
+        let props = match v.props_raw {
+            Some(raw) => raw,
+            None => {
+                scratch.clear();
+                render_props(&v.props, scratch);
+                scratch.as_str()
+            }
+        };
+        let (id, key) = v.id_and_key(props);
         store(Row {
             id: &id,
             ts: v.ts,
@@ -177,7 +187,7 @@ impl<'a> Draft<'a> {
             user: v.user_id.as_deref(),
             meter: &v.meter,
             value: v.value,
-            props: scratch,
+            props,
             key,
         });
         Ok(())
@@ -235,7 +245,7 @@ impl<'a> Draft<'a> {
         };
         let mut props = self.props;
         // Producers usually write keys in a fixed, often sorted, order.
-        if !props.is_sorted_by(|a, b| a.0 <= b.0) {
+        if self.props_raw.is_none() && !props.is_sorted_by(|a, b| a.0 <= b.0) {
             props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         Ok(Valid {
@@ -247,6 +257,7 @@ impl<'a> Draft<'a> {
             meter,
             value,
             props,
+            props_raw: self.props_raw,
         })
     }
 }
@@ -261,9 +272,18 @@ struct Valid<'a> {
     meter: Cow<'a, str>,
     value: f64,
     props: Props<'a>,
+    props_raw: Option<&'a str>,
 }
 
 impl<'a> Valid<'a> {
+    /// The lake's `properties` text, appended to `out`.
+    fn render_props(&self, out: &mut String) {
+        match self.props_raw {
+            Some(raw) => out.push_str(raw),
+            None => render_props(&self.props, out),
+        }
+    }
+
     /// The id (given, or derived from the content) and the dedup key.
     fn id_and_key(&self, properties: &str) -> (Cow<'a, str>, u128) {
         let id = match &self.id {

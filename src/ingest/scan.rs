@@ -246,6 +246,9 @@ pub(crate) fn plain(text: &str) -> Option<Draft<'_>> {
     if p.i != text.len() {
         return None;
     }
+    if !extras.is_empty() {
+        d.props_raw = None;
+    }
     for (k, v) in extras {
         if !d.props.iter().any(|(pk, _)| *pk == k)
             && let Some(pv) = prop(v)
@@ -256,23 +259,51 @@ pub(crate) fn plain(text: &str) -> Option<Draft<'_>> {
     Some(d)
 }
 
-/// A flat properties object; the cursor is on its `{`.
+/// A flat properties object; the cursor is on its `{`. When the object is written as the
+/// lake stores it (compact, keys strictly ascending, no nulls), the draft keeps its text.
 fn props<'a>(p: &mut Scanner<'a>, d: &mut Draft<'a>) -> Option<()> {
-    if p.open()? {
-        return Some(());
+    let start = p.i;
+    let mut as_stored = true;
+    // The length of the object written compactly: equal to its raw length when there is
+    // no whitespace between the tokens.
+    let mut compact_len = 2;
+    if !p.open()? {
+        let mut prev: Option<&str> = None;
+        loop {
+            let k = p.key()?;
+            if k.is_empty() {
+                return None;
+            }
+            let v = prop(p.scalar()?);
+            // While every key so far is strictly above the one before, none can repeat an
+            // earlier one, and there is no need to look for it.
+            let ascending = as_stored && prev.is_none_or(|q| q < k);
+            as_stored &= ascending && v.is_some();
+            prev = Some(k);
+            compact_len += usize::from(compact_len > 2) + k.len() + 3;
+            compact_len += match &v {
+                Some(Prop::Str(s)) => s.len() + 2,
+                Some(Prop::Num(n)) => n.len(),
+                Some(Prop::Bool(b)) => 5 - usize::from(*b),
+                None => 0,
+            };
+            if let Some(v) = v {
+                if ascending {
+                    d.props.push((Cow::Borrowed(k), v));
+                } else {
+                    d.set_prop(Cow::Borrowed(k), v);
+                }
+            }
+            if !p.next_member()? {
+                break;
+            }
+        }
     }
-    loop {
-        let k = p.key()?;
-        if k.is_empty() {
-            return None;
-        }
-        if let Some(v) = prop(p.scalar()?) {
-            d.set_prop(Cow::Borrowed(k), v);
-        }
-        if !p.next_member()? {
-            return Some(());
-        }
+    let raw = &p.s[start..p.i];
+    if as_stored && raw.len() == compact_len {
+        d.props_raw = Some(raw);
     }
+    Some(())
 }
 
 #[cfg(test)]
@@ -302,8 +333,35 @@ mod tests {
             r#" { "id" : 17 , "timestamp" : 1788256800000 , "tenant_id" : "t" , "event_type" : "m" , "quantity" : "2.5" , "metadata" : { "b" : null , "a" : -1e3 } , "region" : "eu" } "#,
             r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","value":null,"properties":null,"extra":false}"#,
             r#"{}"#,
+            r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"a":"x y","b":-1.5e3,"c":false}}"#,
+            r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"b":1,"a":2,"b":3}}"#,
+            r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"a":1,"c":2,"b":3,"c":4}}"#,
+            r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"a":1, "b":2}}"#,
+            r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"a":null,"b":2}}"#,
+            r#"{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{"a":1},"a":5,"z":6}"#,
         ] {
             assert_eq!(same_as_general(line), Some(true), "{line}");
+        }
+    }
+
+    #[test]
+    fn keeps_properties_written_as_stored_and_renders_the_others() {
+        let raw = |props: &str| {
+            let line = format!(
+                r#"{{"ts":"2026-09-01T10:00:00Z","tenant_id":"t","meter":"m","properties":{props}}}"#
+            );
+            plain(&line).map(|d| d.props_raw.map(str::to_string))
+        };
+        let stored = r#"{"a":"x y","b":-1.5e3,"c":false}"#;
+        assert_eq!(raw(stored), Some(Some(stored.to_string())));
+        assert_eq!(raw("{}"), Some(Some("{}".to_string())));
+        for other in [
+            r#"{"b":1,"a":2}"#,
+            r#"{"a":1, "b":2}"#,
+            r#"{"a":null}"#,
+            r#"{"a":1,"a":2}"#,
+        ] {
+            assert_eq!(raw(other), Some(None), "{other}");
         }
     }
 
@@ -380,6 +438,10 @@ mod tests {
             "{}",
             "{\"a\":1}",
             "{\"a\":\"x\",\"b\":true,\"a\":null}",
+            "{\"b\":1,\"a\":2,\"b\":3}",
+            "{\"a\":1,\"c\":2,\"b\":3,\"c\":4}",
+            "{\"a\":1, \"b\":\"x y\"}",
+            "{\"a\":1,\"b\":\"x y\"}",
             "{\"\":1}",
             "{\"n\":{\"m\":1}}",
             "\"\u{1}\"",
