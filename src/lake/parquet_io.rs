@@ -6,10 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, RecordBatch, StringArray, StringBuilder,
+    Array, ArrayRef, Float64Array, StringArray, StringBuilder,
     TimestampMicrosecondArray,
 };
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
+use rayon::prelude::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -77,20 +79,42 @@ pub fn write_parts(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
         .set_column_statistics_enabled(ColumnPath::from("properties"), EnabledStatistics::Chunk)
         .build();
     let schema = lake_schema();
-    let mut w = ArrowWriter::try_new(file, schema.clone(), Some(props))
-        .map_err(|e| Error::parquet(path, e))?;
+    let pq = |e| Error::parquet(path, e);
+    // The ArrowWriter sets the file up (schema, Arrow metadata); its row groups are then
+    // encoded column by column in parallel, which keeps both cores busy even when only
+    // one file is being written (the end of an ingest, a flush of one big day).
+    let (mut writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))
+        .and_then(ArrowWriter::into_serialized_writer)
+        .map_err(pq)?;
     let mut value_sum = 0.0;
-    // Batches smaller than a row group: the writer fills its row groups from several of
-    // them, so memory holds one small batch of Arrow arrays instead of a whole row group.
-    for rows in order.chunks(BATCH_ROWS) {
-        value_sum += rows
+    for (g, group) in order.chunks(ROW_GROUP_ROWS).enumerate() {
+        value_sum += group
             .iter()
             .map(|&(p, i)| parts[p as usize].buf.value[i as usize])
             .sum::<f64>();
-        w.write(&to_batch(parts, rows)?)
-            .map_err(|e| Error::parquet(path, e))?;
+        let chunks: Vec<Result<ArrowColumnChunk>> = factory
+            .create_column_writers(g)
+            .map_err(pq)?
+            .into_par_iter()
+            .enumerate()
+            .map(|(c, mut w)| {
+                // Batches smaller than a row group: memory holds one small array per column.
+                for rows in group.chunks(BATCH_ROWS) {
+                    let array = column(parts, c, rows);
+                    for leaf in compute_leaves(schema.field(c), &array).map_err(pq)? {
+                        w.write(&leaf).map_err(pq)?;
+                    }
+                }
+                w.close().map_err(pq)
+            })
+            .collect();
+        let mut rg = writer.next_row_group().map_err(pq)?;
+        for chunk in chunks {
+            chunk?.append_to_row_group(&mut rg).map_err(pq)?;
+        }
+        rg.close().map_err(pq)?;
     }
-    let file = w.into_inner().map_err(|e| Error::parquet(path, e))?;
+    let file = writer.into_inner().map_err(pq)?;
     file.sync_all().at(path)?;
     let bytes = file.metadata().at(path)?.len();
     Ok(WrittenFile {
@@ -161,25 +185,26 @@ fn strings(parts: &[Part<'_>], col: usize, rows: &[RowRef]) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-fn to_batch(parts: &[Part<'_>], rows: &[RowRef]) -> Result<RecordBatch> {
+/// Column `c` of the lake schema for the rows `rows`, in that order.
+fn column(parts: &[Part<'_>], c: usize, rows: &[RowRef]) -> ArrayRef {
     let buf = |p: u32| parts[p as usize].buf;
-    let cols: Vec<ArrayRef> = vec![
-        strings(parts, 0, rows),
-        Arc::new(
+    match c {
+        1 => Arc::new(
             TimestampMicrosecondArray::from_iter_values(
                 rows.iter().map(|&(p, i)| buf(p).ts[i as usize]),
             )
             .with_timezone("UTC"),
         ),
-        strings(parts, 1, rows),
-        strings(parts, 2, rows),
-        strings(parts, 3, rows),
-        Arc::new(Float64Array::from_iter_values(
+        5 => Arc::new(Float64Array::from_iter_values(
             rows.iter().map(|&(p, i)| buf(p).value[i as usize]),
         )),
-        strings(parts, 4, rows),
-    ];
-    Ok(RecordBatch::try_new(lake_schema(), cols)?)
+        // id, tenant_id, user_id, meter, properties: the buffer's string columns 0..5.
+        0 => strings(parts, 0, rows),
+        2 => strings(parts, 1, rows),
+        3 => strings(parts, 2, rows),
+        4 => strings(parts, 3, rows),
+        _ => strings(parts, 4, rows),
+    }
 }
 
 /// Reads every event of a lake file (in file order).
