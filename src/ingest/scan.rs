@@ -53,9 +53,14 @@ impl<'a> Scanner<'a> {
         self.eat(b'"')?;
         let b = self.s.as_bytes();
         let start = self.i;
-        let end = start + memchr::memchr2(b'"', b'\\', &b[start..])?;
-        if b[end] != b'"' || b[start..end].iter().any(|&c| c < 0x20) {
-            return None;
+        // One pass over (short) contents: a plain loop beats a vectorised search's setup.
+        let mut end = start;
+        loop {
+            match *b.get(end)? {
+                b'"' => break,
+                b'\\' | 0..0x20 => return None,
+                _ => end += 1,
+            }
         }
         self.i = end + 1;
         // Both ends are ASCII quotes, so the slice is on char boundaries.
