@@ -222,10 +222,10 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     let total_bytes: u64 = todo.iter().map(|t| t.3).sum();
     let bar = progress_bar(opts.progress, total_bytes);
     let mut txn = Txn::new(&lake, seq, opts)?;
-    // Size the dedup set for the input (records are rarely under 200 bytes) up to 2 M keys,
-    // which saves its early rehashes without holding much memory for an overestimate.
-    txn.keys
-        .reserve((total_bytes / 200).min(2_000_000) as usize);
+    // Size the dedup set for the input up front (records are rarely under 250 bytes): a
+    // growing set holds its old and new tables at once while it rehashes, which costs
+    // more memory at its peak than an overestimate by a factor of two.
+    txn.keys.reserve((total_bytes / 250).min(1 << 28) as usize);
     let mut records = Vec::new();
     for (path, decided, sum, bytes) in todo {
         let before = txn.counts;
