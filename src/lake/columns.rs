@@ -252,16 +252,15 @@ impl EventBuf {
         self.props.get(i)
     }
 
-    /// String column `col` (0 id, 1 tenant_id, 2 user_id, 3 meter, 4 properties) of event
-    /// `i`, in the lake schema's order of string columns.
-    #[inline]
-    pub(crate) fn text(&self, col: usize, i: usize) -> Option<&str> {
+    /// String column `col` (0 id, 1 tenant_id, 2 user_id, 3 meter, 4 properties, the lake
+    /// schema's order), with its presence flags when it is nullable.
+    pub(crate) fn strings(&self, col: usize) -> (&Strs, Option<&[bool]>) {
         match col {
-            0 => Some(self.id(i)),
-            1 => Some(self.tenant(i)),
-            2 => self.user(i),
-            3 => Some(self.meter(i)),
-            _ => Some(self.props(i)),
+            0 => (&self.id, None),
+            1 => (&self.tenant, None),
+            2 => (&self.user, Some(&self.has_user)),
+            3 => (&self.meter, None),
+            _ => (&self.props, None),
         }
     }
 }

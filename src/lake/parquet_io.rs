@@ -19,7 +19,7 @@ use parquet::schema::types::ColumnPath;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{UsageEvent, lake_schema};
-use crate::lake::columns::{EventBuf, Part};
+use crate::lake::columns::{EventBuf, Part, Strs};
 use std::collections::HashMap;
 
 /// Rows per row group: large enough for good compression, small enough that a reader
@@ -176,11 +176,19 @@ fn sort_order(parts: &[Part<'_>]) -> Vec<RowRef> {
 
 /// A string column of the rows `rows`, in that order.
 fn strings(parts: &[Part<'_>], col: usize, rows: &[RowRef]) -> ArrayRef {
-    let get = |&(p, i): &RowRef| parts[p as usize].buf.text(col, i as usize);
-    let bytes: usize = rows.iter().map(|r| get(r).map_or(0, str::len)).sum();
-    let mut b = StringBuilder::with_capacity(rows.len(), bytes);
-    for r in rows {
-        b.append_option(get(r));
+    let cols: Vec<(&Strs, Option<&[bool]>)> = parts.iter().map(|p| p.buf.strings(col)).collect();
+    // Capacity from the columns' average length: one pass over the (scattered) rows.
+    let (bytes, n) = cols
+        .iter()
+        .zip(parts)
+        .fold((0, 0), |(b, n), ((s, _), p)| (b + s.data_len(), n + p.buf.len()));
+    let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * bytes / n.max(1));
+    for &(p, i) in rows {
+        let (s, present) = cols[p as usize];
+        match present {
+            Some(v) if !v[i as usize] => b.append_null(),
+            _ => b.append_value(s.get(i as usize)),
+        }
     }
     Arc::new(b.finish())
 }
