@@ -1,10 +1,17 @@
 //! Ingest: input files → validated, deduplicated events committed to the lake.
 //!
 //! ```text
-//! reader thread ──chunks──▶ parse in parallel (rayon) ──outcomes, in input order──▶
-//!   dedup (KeySet, lookback window) ──▶ per-day buffers ──flush──▶ staged Parquet + key files
-//!   rejects ──▶ staged quarantine NDJSON                         └─▶ one commit (see `lake`)
+//! reader thread ──chunks (pooled buffers)──▶ dispatcher ──one rayon task per chunk──▶
+//!   parse (scan → Draft → validate) into columnar pieces, one per UTC day (lake::EventBuf)
+//!   ──in input order──▶ dedup (KeySet, lookback window) ──pieces──▶ per-day buffers
+//!   ──flush──▶ staged Parquet (columns encoded in parallel) + key files ──▶ one commit
+//!   rejects ──▶ staged quarantine NDJSON
 //! ```
+//!
+//! Records are never held as owned structs: a chunk's accepted events are appended to the
+//! string and scalar columns of its day's piece, the sequential stage only decides which
+//! rows are duplicates, and a lake file is written from the day's pieces by one sort over
+//! row references. The reader hashes a new input as it streams (see [`ingest`]).
 //!
 //! Every record read ends accepted, rejected (quarantined with file, line and reason) or a
 //! duplicate, and `read = accepted + rejected + duplicates` holds for every ingest. An

@@ -6,16 +6,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{
-    Array, ArrayRef, Float64Array, StringArray, StringBuilder,
-    TimestampMicrosecondArray,
+    Array, ArrayRef, Float64Array, StringArray, StringBuilder, TimestampMicrosecondArray,
 };
 use parquet::arrow::ArrowWriter;
-use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
-use rayon::prelude::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_writer::{ArrowColumnChunk, compute_leaves};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
+use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::{UsageEvent, lake_schema};
@@ -178,10 +177,9 @@ fn sort_order(parts: &[Part<'_>]) -> Vec<RowRef> {
 fn strings(parts: &[Part<'_>], col: usize, rows: &[RowRef]) -> ArrayRef {
     let cols: Vec<(&Strs, Option<&[bool]>)> = parts.iter().map(|p| p.buf.strings(col)).collect();
     // Capacity from the columns' average length: one pass over the (scattered) rows.
-    let (bytes, n) = cols
-        .iter()
-        .zip(parts)
-        .fold((0, 0), |(b, n), ((s, _), p)| (b + s.data_len(), n + p.buf.len()));
+    let (bytes, n) = cols.iter().zip(parts).fold((0, 0), |(b, n), ((s, _), p)| {
+        (b + s.data_len(), n + p.buf.len())
+    });
     let mut b = StringBuilder::with_capacity(rows.len(), rows.len() * bytes / n.max(1));
     for &(p, i) in rows {
         let (s, present) = cols[p as usize];
