@@ -27,6 +27,8 @@ pub const ROW_GROUP_ROWS: usize = 256 * 1024;
 
 /// Rows per Arrow batch handed to the writer (a divisor of [`ROW_GROUP_ROWS`]).
 const BATCH_ROWS: usize = 32 * 1024;
+/// Most text in one Arrow string array (its offsets are 32-bit).
+const MAX_BATCH_BYTES: usize = 1 << 30;
 
 /// What a written file holds.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -98,7 +100,7 @@ pub fn write_parts(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
             .enumerate()
             .map(|(c, mut w)| {
                 // Batches smaller than a row group: memory holds one small array per column.
-                for rows in group.chunks(BATCH_ROWS) {
+                for rows in batches(parts, c, group, MAX_BATCH_BYTES) {
                     let array = column(parts, c, rows);
                     for leaf in compute_leaves(schema.field(c), &array).map_err(pq)? {
                         w.write(&leaf).map_err(pq)?;
@@ -191,25 +193,65 @@ fn strings(parts: &[Part<'_>], col: usize, rows: &[RowRef]) -> ArrayRef {
     Arc::new(b.finish())
 }
 
+/// The buffer's string column behind column `c` of the lake schema, if it is one.
+fn string_col(c: usize) -> Option<usize> {
+    match c {
+        0 => Some(0),
+        2 => Some(1),
+        3 => Some(2),
+        4 => Some(3),
+        6 => Some(4),
+        _ => None,
+    }
+}
+
+/// Slices of `rows` to build one Arrow array each: at most [`BATCH_ROWS`] rows and, for a
+/// string column, at most `max_bytes` of text (Arrow's string offsets are 32-bit; a value is
+/// at most a record, 1 MiB). Only columns holding more than `max_bytes` in all are measured.
+fn batches<'r>(
+    parts: &[Part<'_>],
+    c: usize,
+    rows: &'r [RowRef],
+    max_bytes: usize,
+) -> Vec<&'r [RowRef]> {
+    let strs = |s: usize, p: u32| parts[p as usize].buf.strings(s).0;
+    let Some(s) = string_col(c).filter(|&s| {
+        (0..parts.len() as u32)
+            .map(|p| strs(s, p).data_len())
+            .sum::<usize>()
+            > max_bytes
+    }) else {
+        return rows.chunks(BATCH_ROWS).collect();
+    };
+    let (mut out, mut start, mut bytes) = (Vec::new(), 0, 0);
+    for (k, &(p, i)) in rows.iter().enumerate() {
+        let len = strs(s, p).get(i as usize).len();
+        if k > start && (k - start == BATCH_ROWS || bytes + len > max_bytes) {
+            out.push(&rows[start..k]);
+            (start, bytes) = (k, 0);
+        }
+        bytes += len;
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
 /// Column `c` of the lake schema for the rows `rows`, in that order.
 fn column(parts: &[Part<'_>], c: usize, rows: &[RowRef]) -> ArrayRef {
     let buf = |p: u32| parts[p as usize].buf;
-    match c {
-        1 => Arc::new(
+    match (c, string_col(c)) {
+        (_, Some(s)) => strings(parts, s, rows),
+        (1, None) => Arc::new(
             TimestampMicrosecondArray::from_iter_values(
                 rows.iter().map(|&(p, i)| buf(p).ts[i as usize]),
             )
             .with_timezone("UTC"),
         ),
-        5 => Arc::new(Float64Array::from_iter_values(
+        _ => Arc::new(Float64Array::from_iter_values(
             rows.iter().map(|&(p, i)| buf(p).value[i as usize]),
         )),
-        // id, tenant_id, user_id, meter, properties: the buffer's string columns 0..5.
-        0 => strings(parts, 0, rows),
-        2 => strings(parts, 1, rows),
-        3 => strings(parts, 2, rows),
-        4 => strings(parts, 3, rows),
-        _ => strings(parts, 4, rows),
     }
 }
 
@@ -260,4 +302,33 @@ pub fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn string_batches_stay_under_the_byte_cap() {
+        let mut buf = EventBuf::default();
+        for (n, len) in [5, 30, 2, 60, 7, 7, 40].into_iter().enumerate() {
+            let id = "x".repeat(len);
+            buf.push(&id, n as i64, "t", None, "m", 1.0, "{}", 0);
+        }
+        let parts = [Part {
+            buf: &buf,
+            skip: &[],
+        }];
+        let rows: Vec<RowRef> = (0..buf.len() as u32).map(|i| (0, i)).collect();
+        let got = batches(&parts, 0, &rows, 64);
+        let lens: Vec<usize> = got
+            .iter()
+            .map(|b| b.iter().map(|&(_, i)| buf.id(i as usize).len()).sum())
+            .collect();
+        assert_eq!(lens, vec![37, 60, 54], "greedy cuts, each at most 64 bytes");
+        assert_eq!(got.concat(), rows, "every row once, in order");
+        // Under the cap in all, or a column of numbers: plain row batches.
+        assert_eq!(batches(&parts, 0, &rows, 1 << 20).len(), 1);
+        assert_eq!(batches(&parts, 1, &rows, 64).len(), 1);
+    }
 }
