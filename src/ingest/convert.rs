@@ -46,6 +46,8 @@ pub(crate) struct Parsed {
     scratch: String,
     /// The piece the previous event went to (inputs are mostly in time order).
     last: usize,
+    /// Bytes of input text the chunk held (0 when not known: Parquet, JSON documents).
+    pub text_bytes: usize,
 }
 
 impl Parsed {
@@ -128,6 +130,7 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
     let mut out = Parsed::default();
     match chunk {
         Chunk::Lines { data, first_line } => {
+            out.text_bytes = data.len();
             // memchr finds newlines a word at a time; `split` on a closure went byte by byte.
             let mut start = 0;
             let ends = memchr::memchr_iter(b'\n', &data).chain(std::iter::once(data.len()));
@@ -161,7 +164,10 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
             data,
             first_line,
             header,
-        } => csv_chunk(&data, first_line, &header, limits, &mut out),
+        } => {
+            out.text_bytes = data.len();
+            csv_chunk(&data, first_line, &header, limits, &mut out)
+        }
         Chunk::Rows { batch, first_row } => rows(&batch, first_row, limits, &mut out),
     }
     out

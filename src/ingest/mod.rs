@@ -229,10 +229,7 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     let total_bytes: u64 = todo.iter().map(|t| t.3).sum();
     let bar = progress_bar(opts.progress, total_bytes);
     let mut txn = Txn::new(&lake, seq, opts)?;
-    // Size the dedup set for the input up front (records are rarely under 250 bytes): a
-    // growing set holds its old and new tables at once while it rehashes, which costs
-    // more memory at its peak than an overestimate by a factor of two.
-    txn.keys.reserve((total_bytes / 250).min(1 << 28) as usize);
+    txn.input_bytes = total_bytes;
     let mut records = Vec::new();
     for (path, decided, sum, bytes) in todo {
         let before = txn.counts;
@@ -336,6 +333,9 @@ struct Txn {
     added: Vec<DataFile>,
     key_paths: Vec<String>,
     touched: BTreeSet<i32>,
+    /// Bytes of all inputs, to size the dedup set from the first chunk's records per byte.
+    input_bytes: u64,
+    sized: bool,
     quarantine: Option<BufWriter<fs::File>>,
     counts: Counts,
     current_file: String,
@@ -358,6 +358,8 @@ impl Txn {
             added: vec![],
             key_paths: vec![],
             touched: BTreeSet::new(),
+            input_bytes: 0,
+            sized: false,
             quarantine: None,
             counts: Counts::default(),
             current_file: String::new(),
@@ -440,6 +442,15 @@ impl Txn {
     /// quarantine rejects. Events are not copied here: parsing already split them by day.
     fn consume(&mut self, mut parsed: Parsed) -> Result<()> {
         {
+            if !self.sized && parsed.text_bytes > 0 {
+                // Size the dedup set for the whole input from the first chunk: a growing set
+                // holds its old and new tables at once while it rehashes, a peak of 1.5
+                // times the final table. (A gzipped input is estimated low: it then grows.)
+                self.sized = true;
+                let per_byte = parsed.read() as f64 / parsed.text_bytes as f64;
+                let estimate = (self.input_bytes as f64 * per_byte * 1.05) as usize;
+                self.keys.reserve(estimate.min(1 << 30));
+            }
             self.counts.read += parsed.read();
             self.counts.rejected += parsed.bad.len() as u64;
             for b in &parsed.bad {
