@@ -8,7 +8,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 
 use super::record::{
-    Draft, Limits, Prop, Rejection, TsIn, parse_json_with, parse_number, props_from_json_text,
+    Draft, Limits, Prop, Rejection, TsIn, json_draft, parse_number, props_from_json_text,
 };
 use super::source::{Chunk, CsvHeader};
 use crate::event::day_of;
@@ -120,10 +120,7 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
             );
             return;
         }
-        let mut scratch = std::mem::take(&mut out.scratch);
-        let r = parse_json_with(raw, limits, &mut scratch, |row| out.store(row));
-        out.scratch = scratch;
-        if let Err(r) = r {
+        if let Err(r) = out.finish(json_draft(raw), raw.len(), limits) {
             out.bad(line, r, raw);
         }
     };

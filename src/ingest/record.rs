@@ -624,19 +624,9 @@ pub(crate) fn parse_json(raw: &[u8], limits: &Limits) -> Result<Accepted, Reject
     json_draft(raw)?.finish(raw.len(), limits)
 }
 
-/// [`parse_json`] handing the event to `store` instead of allocating it.
-pub(crate) fn parse_json_with(
-    raw: &[u8],
-    limits: &Limits,
-    scratch: &mut String,
-    store: impl FnOnce(Row<'_>),
-) -> Result<(), Rejection> {
-    json_draft(raw)?.finish_with(raw.len(), limits, scratch, store)
-}
-
 /// The draft of a JSON record: the fast scanner's when it takes the record, else serde's.
 /// An oversized record gets an empty draft, which `finish` rejects on its size.
-fn json_draft(raw: &[u8]) -> Result<Draft<'_>, Rejection> {
+pub(crate) fn json_draft(raw: &[u8]) -> Result<Draft<'_>, Rejection> {
     if raw.len() > MAX_RECORD_BYTES {
         return Ok(Draft::default());
     }
