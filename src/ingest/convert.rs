@@ -10,6 +10,7 @@ use arrow::datatypes::{DataType, TimeUnit};
 use super::record::{
     Draft, Limits, Prop, Rejection, TsIn, json_draft, parse_number, props_from_json_text,
 };
+use super::scan::is_json_number;
 use super::source::{Chunk, CsvHeader};
 use crate::event::day_of;
 use crate::lake::{EventBuf, Row};
@@ -105,7 +106,7 @@ impl Parsed {
         }
         let piece = &mut self.pieces[self.last];
         self.order.push((self.last as u32, piece.rows.len() as u32));
-        piece.rows.push_row(row);
+        piece.rows.push(row);
     }
 }
 
@@ -196,40 +197,6 @@ const FIELDS: [&str; 7] = [
 
 fn field_of(name: &str) -> Option<&'static str> {
     FIELDS.into_iter().find(|f| aliases(f).contains(&name))
-}
-
-/// True when `s` is a JSON number as written (so it can be stored as a number property).
-fn is_json_number(s: &str) -> bool {
-    let b = s.as_bytes();
-    let mut i = usize::from(b.first() == Some(&b'-'));
-    let digits = |i: &mut usize| {
-        let st = *i;
-        while *i < b.len() && b[*i].is_ascii_digit() {
-            *i += 1;
-        }
-        *i - st
-    };
-    let int_start = i;
-    let n = digits(&mut i);
-    if n == 0 || (n > 1 && b[int_start] == b'0') {
-        return false;
-    }
-    if i < b.len() && b[i] == b'.' {
-        i += 1;
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
-        i += 1;
-        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
-            i += 1;
-        }
-        if digits(&mut i) == 0 {
-            return false;
-        }
-    }
-    i == b.len()
 }
 
 /// A CSV cell as a property: number or bool when it reads as one, else text.

@@ -155,21 +155,28 @@ pub fn expand_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
     Ok(out)
 }
 
-/// xxh3-128 of a file's bytes, hex.
+/// xxh3-128 of a file's bytes, hex, and its size.
 pub fn checksum(path: &Path) -> Result<(String, u64)> {
-    let mut f = fs::File::open(path).at(path)?;
     let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    let n = hash_from(path, 0, &mut h)?;
+    Ok((format!("{:032x}", h.digest128()), n))
+}
+
+/// Feeds the bytes of `path` from `offset` to its end into `h`; returns how many.
+fn hash_from(path: &Path, offset: u64, h: &mut xxhash_rust::xxh3::Xxh3Default) -> Result<u64> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = fs::File::open(path).at(path)?;
+    f.seek(SeekFrom::Start(offset)).at(path)?;
     let mut buf = vec![0u8; 1 << 20];
     let mut n = 0u64;
     loop {
         let k = f.read(&mut buf).at(path)?;
         if k == 0 {
-            break;
+            return Ok(n);
         }
         h.update(&buf[..k]);
         n += k as u64;
     }
-    Ok((format!("{:032x}", h.digest128()), n))
 }
 
 /// Ingests `inputs` into the lake at `root` as one commit.
@@ -274,7 +281,6 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
 /// The checksum the reader computed over the first `read` bytes of `path`, completed
 /// with whatever it did not read (a reader may stop early, e.g. on a blank input).
 fn finish_checksum(path: &Path, hash: source::Hasher, read: u64) -> Result<String> {
-    use std::io::{Seek, SeekFrom};
     let mut h = match std::sync::Arc::try_unwrap(hash) {
         Ok(m) => m.into_inner().unwrap_or_else(|p| p.into_inner()),
         Err(shared) => shared
@@ -282,16 +288,7 @@ fn finish_checksum(path: &Path, hash: source::Hasher, read: u64) -> Result<Strin
             .map(|h| h.clone())
             .unwrap_or_else(|p| p.into_inner().clone()),
     };
-    let mut f = fs::File::open(path).at(path)?;
-    f.seek(SeekFrom::Start(read)).at(path)?;
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let k = f.read(&mut buf).at(path)?;
-        if k == 0 {
-            break;
-        }
-        h.update(&buf[..k]);
-    }
+    hash_from(path, read, &mut h)?;
     Ok(format!("{:032x}", h.digest128()))
 }
 

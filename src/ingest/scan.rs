@@ -164,6 +164,13 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// True when `s` is a JSON number as written, whole (so a CSV cell can be stored as a
+/// number property).
+pub(super) fn is_json_number(s: &str) -> bool {
+    let mut p = Scanner { s, i: 0 };
+    p.number().is_some() && p.i == s.len()
+}
+
 /// An id-like field: a string, or an integer written as digits (trackers' numeric ids).
 fn id_like(v: Val<'_>) -> Option<Option<Cow<'_, str>>> {
     match v {

@@ -32,11 +32,6 @@ impl Strs {
     pub fn data_len(&self) -> usize {
         self.data.len()
     }
-
-    fn clear(&mut self) {
-        self.data.clear();
-        self.ends.clear();
-    }
 }
 
 /// Events in columns, in insertion order, each with its dedup key.
@@ -126,51 +121,33 @@ impl EventBuf {
     }
 
     /// Appends one event.
-    #[allow(clippy::too_many_arguments)]
-    pub fn push(
-        &mut self,
-        id: &str,
-        ts: i64,
-        tenant: &str,
-        user: Option<&str>,
-        meter: &str,
-        value: f64,
-        props: &str,
-        key: u128,
-    ) {
-        self.id.push(id);
-        self.ts.push(ts);
-        self.tenant.push(tenant);
-        self.user.push(user.unwrap_or(""));
-        self.has_user.push(user.is_some());
-        self.meter.push(meter);
-        self.value.push(value);
-        self.props.push(props);
-        self.key.push(key);
-    }
-
-    /// Appends one event.
     #[inline]
-    pub fn push_row(&mut self, r: Row<'_>) {
-        self.push(
-            r.id, r.ts, r.tenant, r.user, r.meter, r.value, r.props, r.key,
-        );
+    pub fn push(&mut self, r: Row<'_>) {
+        self.id.push(r.id);
+        self.ts.push(r.ts);
+        self.tenant.push(r.tenant);
+        self.user.push(r.user.unwrap_or(""));
+        self.has_user.push(r.user.is_some());
+        self.meter.push(r.meter);
+        self.value.push(r.value);
+        self.props.push(r.props);
+        self.key.push(r.key);
     }
 
     /// Columns of `events` (keys 0).
     pub fn from_events(events: &[UsageEvent]) -> Self {
         let mut b = EventBuf::default();
         for e in events {
-            b.push(
-                &e.id,
-                e.ts,
-                &e.tenant_id,
-                e.user_id.as_deref(),
-                &e.meter,
-                e.value,
-                &e.properties,
-                0,
-            );
+            b.push(Row {
+                id: &e.id,
+                ts: e.ts,
+                tenant: &e.tenant_id,
+                user: e.user_id.as_deref(),
+                meter: &e.meter,
+                value: e.value,
+                props: &e.properties,
+                key: 0,
+            });
         }
         b
     }
@@ -206,23 +183,6 @@ impl EventBuf {
         ] {
             s.ends.reserve(rows);
             s.data.reserve(more(s.data.len()));
-        }
-    }
-
-    /// Empties the buffer, keeping its capacity.
-    pub fn clear(&mut self) {
-        self.ts.clear();
-        self.value.clear();
-        self.key.clear();
-        self.has_user.clear();
-        for s in [
-            &mut self.id,
-            &mut self.tenant,
-            &mut self.user,
-            &mut self.meter,
-            &mut self.props,
-        ] {
-            s.clear();
         }
     }
 

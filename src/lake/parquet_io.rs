@@ -307,13 +307,23 @@ pub fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lake::Row;
 
     #[test]
     fn string_batches_stay_under_the_byte_cap() {
         let mut buf = EventBuf::default();
         for (n, len) in [5, 30, 2, 60, 7, 7, 40].into_iter().enumerate() {
             let id = "x".repeat(len);
-            buf.push(&id, n as i64, "t", None, "m", 1.0, "{}", 0);
+            buf.push(Row {
+                id: &id,
+                ts: n as i64,
+                tenant: "t",
+                user: None,
+                meter: "m",
+                value: 1.0,
+                props: "{}",
+                key: 0,
+            });
         }
         let parts = [Part {
             buf: &buf,
