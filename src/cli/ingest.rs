@@ -38,6 +38,10 @@ pub struct IngestArgs {
     /// Memory for buffered events before they are flushed to Parquet, in MiB.
     #[arg(long, default_value_t = meterlake_ingest::DEFAULT_MEMORY_BUDGET_MB)]
     pub memory_budget_mb: usize,
+    /// Memory for the dedup index's in-memory keys, in MiB (128 MiB hold 3.7 M keys); beyond
+    /// it keys spill to a sorted run on disk, ~1.3 bytes each in memory.
+    #[arg(long, default_value_t = meterlake_ingest::DEFAULT_DEDUP_MEMORY_MB)]
+    pub dedup_memory_mb: usize,
 }
 
 /// Parses `2026-01-01` or an RFC 3339 instant to µs.
@@ -61,6 +65,7 @@ pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         limits,
         lookback_days: a.lookback_days,
         memory_budget_mb: a.memory_budget_mb,
+        dedup_memory_mb: a.dedup_memory_mb,
         progress: !quiet,
     };
     let s = meterlake_ingest::ingest(&a.lake, &a.inputs, &opts)?;

@@ -56,6 +56,9 @@ use convert::{Bad, Parsed, Piece, convert};
 pub const DEFAULT_LOOKBACK_DAYS: u32 = 35;
 /// Default memory for buffered events before they are flushed to Parquet, in MiB.
 pub const DEFAULT_MEMORY_BUDGET_MB: usize = 128;
+/// Default memory for the in-memory part of the dedup index, in MiB (3.7 M keys); the
+/// keys beyond it spill to disk at ~1.3 bytes each in memory.
+pub const DEFAULT_DEDUP_MEMORY_MB: usize = 128;
 
 /// How to ingest.
 #[derive(Debug, Clone)]
@@ -68,6 +71,9 @@ pub struct IngestOptions {
     pub lookback_days: u32,
     /// Buffered-event budget in MiB; beyond it the largest partitions are flushed.
     pub memory_budget_mb: usize,
+    /// Memory for the dedup keys held in memory, in MiB; beyond it they spill to a sorted
+    /// run in the commit's staging directory, with a Bloom filter in memory.
+    pub dedup_memory_mb: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
 }
@@ -79,6 +85,7 @@ impl Default for IngestOptions {
             limits: Limits::relative_to(chrono::Utc::now().timestamp_micros()),
             lookback_days: DEFAULT_LOOKBACK_DAYS,
             memory_budget_mb: DEFAULT_MEMORY_BUDGET_MB,
+            dedup_memory_mb: DEFAULT_DEDUP_MEMORY_MB,
             progress: false,
         }
     }
@@ -184,6 +191,12 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     if opts.memory_budget_mb == 0 {
         return Err(Error::InvalidParameter {
             name: "memory budget",
+            reason: "must be at least 1 MiB".into(),
+        });
+    }
+    if opts.dedup_memory_mb == 0 {
+        return Err(Error::InvalidParameter {
+            name: "dedup memory",
             reason: "must be at least 1 MiB".into(),
         });
     }
@@ -340,14 +353,19 @@ struct Txn {
 
 impl Txn {
     fn new(lake: &Lake, seq: u64, opts: &IngestOptions) -> Result<Self> {
+        let stage = lake.stage_dir(seq)?;
+        let keys = KeySet::spilling(
+            stage.join("_dedup"),
+            opts.dedup_memory_mb.saturating_mul(1 << 20),
+        );
         Ok(Txn {
             seq,
-            stage: lake.stage_dir(seq)?,
+            stage,
             limits: opts.limits,
             cloudevents_only: opts.format == Format::Cloudevents,
             lookback: opts.lookback_days.min(20_000) as i32,
             budget: opts.memory_budget_mb.saturating_mul(1 << 20),
-            keys: KeySet::default(),
+            keys,
             key_files: lake.key_files(),
             loaded: None,
             days: BTreeMap::new(),
@@ -458,7 +476,7 @@ impl Txn {
                 self.ensure_loaded(piece.day)?;
                 if self
                     .keys
-                    .insert_if_new(piece.rows.key[r as usize], piece.day, self.lookback)
+                    .insert_if_new(piece.rows.key[r as usize], piece.day, self.lookback)?
                 {
                     self.counts.accepted += 1;
                 } else {

@@ -2,13 +2,18 @@
 //!
 //! A key is the hash of (scope, id) (see `ingest`). In memory, [`KeySet`] keeps the top 80
 //! bits of each key with the UTC day it was seen on, in one hash set: 13 bytes per event
-//! (with the set's slack, ~20), so the keys of 10 M events take ~220 MB.
+//! (with the set's slack, ~20), so the keys of 10 M events would take ~220 MB. An ingest
+//! therefore caps the set ([`KeySet::spilling`]): when it is full, its keys go to a sorted
+//! run on disk with a Bloom filter in memory (`spill`), ~1.3 bytes per key, and the index
+//! stays bounded however large the input or the lake's lookback window is.
 
-use std::collections::HashSet;
+mod spill;
+
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
-use std::io::Write;
-use std::path::Path;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
 
 use crate::error::{IoContext, Result};
 
@@ -33,6 +38,33 @@ impl Entry {
     }
     fn day(self) -> i32 {
         (self.0[2] & 0xFFFF) as i32 + DAY_BASE
+    }
+    fn with_day(self, day: i32) -> Self {
+        let d = (day - DAY_BASE).clamp(0, 0xFFFF) as u32;
+        Entry([self.0[0], self.0[1], (self.0[2] & !0xFFFF) | d])
+    }
+    /// The top 64 key bits (uniform: what the spill's filter and block index use).
+    fn top64(self) -> u64 {
+        (u64::from(self.0[0]) << 32) | u64::from(self.0[1])
+    }
+    /// Sort order of a spilled run: key bits, then day.
+    fn order(self) -> u128 {
+        (u128::from(self.top64()) << 32) | u128::from(self.0[2])
+    }
+    /// The largest `order` an entry with this key can have (whatever its day).
+    fn key_order_max(self) -> u128 {
+        self.order() | 0xFFFF
+    }
+    fn to_bytes(self) -> [u8; 12] {
+        let mut b = [0u8; 12];
+        for (i, w) in self.0.iter().enumerate() {
+            b[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        b
+    }
+    fn from_bytes(b: &[u8]) -> Self {
+        let w = |i: usize| u32::from_le_bytes(b[i * 4..i * 4 + 4].try_into().expect("4 bytes"));
+        Entry([w(0), w(1), w(2)])
     }
 }
 
@@ -66,61 +98,138 @@ impl Hasher for PassThrough {
 }
 
 /// Keys seen, each with the day it was seen on.
-#[derive(Default)]
+///
+/// An event is a duplicate when its key was seen on any day within the lookback of its
+/// own: a key seen on days further apart keeps each of them (`extra`), so the answer does
+/// not depend on which entries happen to be in memory or spilled.
 pub struct KeySet {
     set: HashSet<Entry, BuildHasherDefault<PassThrough>>,
+    /// Earlier days of keys in `set` that were seen again outside the lookback (rare).
+    extra: HashMap<Entry, Vec<i32>, BuildHasherDefault<PassThrough>>,
+    extra_len: usize,
+    /// Most entries held in memory before they spill (`usize::MAX`: never).
+    cap: usize,
+    spill: Option<spill::Spill>,
+}
+
+impl Default for KeySet {
+    /// An unbounded in-memory set.
+    fn default() -> Self {
+        KeySet {
+            set: HashSet::default(),
+            extra: HashMap::default(),
+            extra_len: 0,
+            cap: usize::MAX,
+            spill: None,
+        }
+    }
 }
 
 impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "KeySet({} keys)", self.set.len())
+        write!(f, "KeySet({} keys)", self.len())
     }
 }
 
 impl KeySet {
-    /// Number of keys held.
+    /// A set that holds at most about `memory_bytes` in memory (its hash table plus the
+    /// sort buffer of a spill) and spills the rest to sorted runs under `dir`.
+    pub fn spilling(dir: PathBuf, memory_bytes: usize) -> Self {
+        // A table of B buckets costs 13 B each and holds 7/8 B keys; a spill sorts those
+        // keys in a 12-byte-per-key buffer: ~23.5 bytes per bucket in all.
+        let buckets = (memory_bytes / 24).max(1024);
+        let buckets = 1usize << (usize::BITS - 1 - buckets.leading_zeros());
+        KeySet {
+            cap: buckets / 8 * 7,
+            spill: Some(spill::Spill::new(dir)),
+            ..KeySet::default()
+        }
+    }
+
+    /// Number of (key, day) entries held, in memory and spilled.
     pub fn len(&self) -> usize {
-        self.set.len()
+        self.set.len() + self.extra_len + self.spilled()
+    }
+
+    /// Number of entries spilled to disk.
+    pub fn spilled(&self) -> usize {
+        self.spill.as_ref().map_or(0, |s| s.len())
     }
 
     /// True when empty.
     pub fn is_empty(&self) -> bool {
-        self.set.is_empty()
+        self.len() == 0
     }
 
     /// Records `key` on `day` unless the same key is already known within `lookback` days
     /// of it; returns true when it was new (the event is not a duplicate).
     ///
-    /// A key seen on two days further apart than the lookback keeps the later insertion's
-    /// day: two events with the same id months apart are treated as distinct.
-    pub fn insert_if_new(&mut self, key: u128, day: i32, lookback: i32) -> bool {
+    /// Two events with the same id further apart than the lookback are treated as
+    /// distinct. The error is a failed read or write of a spilled run.
+    pub fn insert_if_new(&mut self, key: u128, day: i32, lookback: i32) -> Result<bool> {
         let e = Entry::new(key, day);
-        match self.set.get(&e) {
-            Some(old) if (old.day() - day).abs() <= lookback => false,
-            Some(_) => {
-                self.set.replace(e);
-                true
+        let within = |d: i32| (d - day).abs() <= lookback;
+        if let Some(old) = self.set.get(&e) {
+            if within(old.day()) {
+                return Ok(false);
             }
-            None => {
-                self.set.insert(e);
-                true
+            if let Some(days) = self.extra.get(&e)
+                && days.iter().any(|&d| within(d))
+            {
+                return Ok(false);
             }
         }
+        if let Some(s) = &self.spill
+            && s.any_within(e, day, lookback)?
+        {
+            return Ok(false);
+        }
+        self.put(e)?;
+        Ok(true)
+    }
+
+    /// Stores `e` in memory, spilling everything held first if memory is full.
+    fn put(&mut self, e: Entry) -> Result<()> {
+        if self.set.len() + self.extra_len >= self.cap
+            && let Some(s) = &mut self.spill
+        {
+            let mut all: Vec<Entry> = Vec::with_capacity(self.set.len() + self.extra_len);
+            all.extend(self.set.drain());
+            for (k, days) in self.extra.drain() {
+                all.extend(days.into_iter().map(|d| k.with_day(d)));
+            }
+            self.extra_len = 0;
+            s.spill(all)?;
+        }
+        if let Some(old) = self.set.replace(e)
+            && old.day() != e.day()
+        {
+            let days = self.extra.entry(old).or_default();
+            if !days.contains(&old.day()) {
+                days.push(old.day());
+                self.extra_len += 1;
+            }
+        }
+        Ok(())
     }
 
     /// Makes room for `n` more keys (an ingest's estimate of its input), so the set is
     /// not rehashed again and again as it grows.
     pub fn reserve(&mut self, n: usize) {
-        self.set.reserve(n);
+        self.set
+            .reserve(n.min(self.cap.saturating_sub(self.set.len())));
     }
 
     /// Adds keys read from a key file of `day`.
     pub(crate) fn load(&mut self, path: &Path, day: i32) -> Result<()> {
-        let bytes = fs::read(path).at(path)?;
-        self.set.reserve(bytes.len() / 16);
-        for chunk in bytes.chunks_exact(16) {
-            let k = u128::from_le_bytes(chunk.try_into().expect("16 bytes"));
-            self.set.replace(Entry::new(k, day));
+        let f = fs::File::open(path).at(path)?;
+        let n = f.metadata().at(path)?.len() / 16;
+        self.reserve(n as usize);
+        let mut r = BufReader::with_capacity(1 << 16, f);
+        let mut chunk = [0u8; 16];
+        for _ in 0..n {
+            r.read_exact(&mut chunk).at(path)?;
+            self.put(Entry::new(u128::from_le_bytes(chunk), day))?;
         }
         Ok(())
     }
@@ -152,26 +261,77 @@ pub(crate) fn day_of_key_file(rel: &str) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn duplicates_only_within_the_lookback() {
         let mut s = KeySet::default();
         let d0 = 20_000;
-        assert!(s.insert_if_new(42 << 60, d0, 35));
-        assert!(
-            !s.insert_if_new(42 << 60, d0 + 35, 35),
-            "35 days later is still a duplicate"
-        );
-        assert!(!s.insert_if_new(42 << 60, d0 - 35, 35));
-        assert!(
-            s.insert_if_new(42 << 60, d0 + 36, 35),
-            "outside the lookback it is new"
-        );
-        assert!(
-            !s.insert_if_new(42 << 60, d0 + 40, 35),
-            "and now remembered on its new day"
-        );
-        assert!(s.insert_if_new(43 << 60, d0, 35));
-        assert_eq!(s.len(), 2);
+        let mut new = |k: u128, d: i32| s.insert_if_new(k << 60, d, 35).unwrap();
+        assert!(new(42, d0));
+        assert!(!new(42, d0 + 35), "35 days later is still a duplicate");
+        assert!(!new(42, d0 - 35));
+        assert!(new(42, d0 + 36), "outside the lookback it is new");
+        assert!(!new(42, d0 + 40), "and now remembered on its new day");
+        assert!(!new(42, d0 - 30), "as well as on its first day");
+        assert!(new(43, d0));
+        assert_eq!(s.len(), 3, "two entries of key 42, one of 43");
+    }
+
+    /// The answer a list of everything seen gives: a duplicate when the same key was
+    /// seen (and kept) within the lookback of the event's day.
+    fn model(events: &[(u128, i32)], lookback: i32) -> Vec<bool> {
+        let mut seen: Vec<(u128, i32)> = vec![];
+        events
+            .iter()
+            .map(|&(k, d)| {
+                let dup = seen
+                    .iter()
+                    .any(|&(sk, sd)| sk >> 48 == k >> 48 && (sd - d).abs() <= lookback);
+                if !dup {
+                    seen.push((k, d));
+                }
+                !dup
+            })
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        /// A set that spills every ~900 keys answers exactly as the model, and as the
+        /// unbounded in-memory set, on keys drawn from a small pool (many repeats, some
+        /// sharing their top 64 bits so they fall in the same block of a run).
+        #[test]
+        fn spilling_set_matches_the_model(
+            events in proptest::collection::vec((0u32..3000, 0u8..4, 20_000i32..20_090), 1..6000),
+            lookback in 0i32..40,
+        ) {
+            let events: Vec<(u128, i32)> = events
+                .into_iter()
+                .map(|(k, low, d)| {
+                    let hi = u128::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+                    // `low` varies bits 48..64 only: same top 64 bits, different keys.
+                    ((hi & !(0xFFFF_u128 << 48)) | (u128::from(low) << 48), d)
+                })
+                .collect();
+            let want = model(&events, lookback);
+            let dir = std::env::temp_dir().join(format!(
+                "meterlake-keys-{}-{}",
+                std::process::id(),
+                events.len() * 100 + lookback as usize
+            ));
+            let mut spilling = KeySet::spilling(dir.clone(), 1024 * 24);
+            let mut memory = KeySet::default();
+            for (i, &(k, d)) in events.iter().enumerate() {
+                prop_assert_eq!(spilling.insert_if_new(k, d, lookback).unwrap(), want[i], "event {}", i);
+                prop_assert_eq!(memory.insert_if_new(k, d, lookback).unwrap(), want[i], "event {}", i);
+            }
+            let kept = want.iter().filter(|&&n| n).count();
+            prop_assert_eq!(spilling.len(), kept);
+            prop_assert_eq!(memory.len(), kept);
+            prop_assert!(kept < 900 || spilling.spilled() > 0, "it spilled");
+            drop(spilling);
+            prop_assert!(!dir.exists(), "its run is deleted with it");
+        }
     }
 }

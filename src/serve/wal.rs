@@ -242,7 +242,7 @@ impl Ingress {
         for (e, key) in batch {
             let day = day_of(e.ts);
             self.load_days(day)?;
-            if self.keys.insert_if_new(key, day, self.lookback) {
+            if self.keys.insert_if_new(key, day, self.lookback)? {
                 fresh.push(Logged::new(e, key));
             }
         }

@@ -177,6 +177,67 @@ fn duplicates_within_a_batch_across_runs_and_the_lookback() {
 }
 
 #[test]
+fn a_dedup_index_spilled_to_disk_decides_exactly_as_one_in_memory() {
+    // 1 MiB of in-memory keys holds 28 672: this input (~150 k events with the generator's
+    // duplicates and late events) spills several times, and the copy below loads the
+    // lake's keys past the cap, so every lookup of it goes through the run on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("gen.ndjson");
+    let input_s = input.display().to_string();
+    ok(&[
+        "generate",
+        "--tenants",
+        "30",
+        "--days",
+        "20",
+        "--start",
+        "2026-06-01",
+        "--seed",
+        "11",
+        "--events",
+        "150000",
+        "--out",
+        &input_s,
+    ]);
+    let (memory, spilled) = (dir.path().join("memory"), dir.path().join("spilled"));
+    let small = ["--dedup-memory-mb", "1", "--min-ts", "2026-01-01"];
+    let a = ingest(&memory, &[&input], &["--min-ts", "2026-01-01"]);
+    let b = ingest(&spilled, &[&input], &small);
+    assert!(a["duplicates"].as_u64().unwrap() > 100, "{a}");
+    for k in ["read", "accepted", "rejected", "duplicates", "partitions"] {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+    // The lake holds each (tenant, id) once, as many rows as accepted.
+    let rows = read_lake(&spilled);
+    let distinct: std::collections::HashSet<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.id.as_str()))
+        .collect();
+    assert_eq!(rows.len() as u64, b["accepted"].as_u64().unwrap());
+    assert_eq!(distinct.len(), rows.len());
+    // Same bytes in both lakes.
+    let (fa, fb) = (parquet_files(&memory), parquet_files(&spilled));
+    assert_eq!(fa.len(), fb.len());
+    for (x, y) in fa.iter().zip(&fb) {
+        assert_eq!(fs::read(x).unwrap(), fs::read(y).unwrap(), "{x:?}");
+    }
+    // A copy under another name: every valid event is now a duplicate of the lake.
+    let copy = write(
+        dir.path(),
+        "copy.ndjson",
+        &(fs::read_to_string(&input).unwrap() + "\n"),
+    );
+    let c = ingest(&spilled, &[&copy], &small);
+    assert_eq!(c["accepted"], 0, "{c}");
+    assert_eq!(c["rejected"], b["rejected"]);
+    assert!(
+        !spilled.join("_staging").exists()
+            || fs::read_dir(spilled.join("_staging")).unwrap().count() == 0,
+        "no run left behind"
+    );
+}
+
+#[test]
 fn checksums_taken_while_reading_let_a_repeat_be_skipped() {
     // A new input is hashed as it streams; a second ingest hashes it before reading (a
     // committed input has its size), and must find the same checksum. The blank input is
