@@ -39,7 +39,7 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = meterlake_ingest::DEFAULT_MEMORY_BUDGET_MB)]
     pub memory_budget_mb: usize,
     /// Memory for the dedup index's in-memory keys, in MiB (128 MiB hold 3.7 M keys); beyond
-    /// it keys spill to a sorted run on disk, ~1.3 bytes each in memory.
+    /// it keys spill to sorted runs on disk, ~2 bytes each in memory.
     #[arg(long, default_value_t = meterlake_ingest::DEFAULT_DEDUP_MEMORY_MB)]
     pub dedup_memory_mb: usize,
 }

@@ -57,7 +57,7 @@ pub const DEFAULT_LOOKBACK_DAYS: u32 = 35;
 /// Default memory for buffered events before they are flushed to Parquet, in MiB.
 pub const DEFAULT_MEMORY_BUDGET_MB: usize = 128;
 /// Default memory for the in-memory part of the dedup index, in MiB (3.7 M keys); the
-/// keys beyond it spill to disk at ~1.3 bytes each in memory.
+/// keys beyond it spill to disk at ~2 bytes each in memory.
 pub const DEFAULT_DEDUP_MEMORY_MB: usize = 128;
 
 /// How to ingest.
@@ -71,8 +71,8 @@ pub struct IngestOptions {
     pub lookback_days: u32,
     /// Buffered-event budget in MiB; beyond it the largest partitions are flushed.
     pub memory_budget_mb: usize,
-    /// Memory for the dedup keys held in memory, in MiB; beyond it they spill to a sorted
-    /// run in the commit's staging directory, with a Bloom filter in memory.
+    /// Memory for the dedup keys held in memory, in MiB; beyond it they spill to sorted
+    /// runs in the commit's staging directory, with a Bloom filter in memory.
     pub dedup_memory_mb: usize,
     /// Show a progress bar on stderr.
     pub progress: bool,
@@ -524,14 +524,13 @@ impl Txn {
                 vec![(lo, hi)]
             }
         };
+        let mut files = vec![];
         for (a, b) in missing {
-            for (d, files) in self.key_files.range(a..=b) {
-                for f in files {
-                    self.keys.load(f, *d)?;
-                }
+            for (d, fs) in self.key_files.range(a..=b) {
+                files.extend(fs.iter().map(|f| (f.clone(), *d)));
             }
         }
-        Ok(())
+        self.keys.load_files(&files)
     }
 
     fn quarantine(&mut self, b: &Bad) -> Result<()> {

@@ -3,9 +3,9 @@
 //! A key is the hash of (scope, id) (see `ingest`). In memory, [`KeySet`] keeps the top 80
 //! bits of each key with the UTC day it was seen on, in one hash set: 13 bytes per event
 //! (with the set's slack, ~20), so the keys of 10 M events would take ~220 MB. An ingest
-//! therefore caps the set ([`KeySet::spilling`]): when it is full, its keys go to a sorted
-//! run on disk with a Bloom filter in memory (`spill`), ~1.3 bytes per key, and the index
-//! stays bounded however large the input or the lake's lookback window is.
+//! therefore caps the set ([`KeySet::spilling`]): when it is full, its keys go to sorted
+//! runs on disk with a Bloom filter in memory (`spill`), so beyond the cap the index grows
+//! by ~2 bytes per key (a 100 M-key window: ~200 MB), not ~20.
 
 mod spill;
 
@@ -50,6 +50,10 @@ impl Entry {
     /// Sort order of a spilled run: key bits, then day.
     fn order(self) -> u128 {
         (u128::from(self.top64()) << 32) | u128::from(self.0[2])
+    }
+    /// The entry whose `order` this is.
+    fn from_order(o: u128) -> Self {
+        Entry([(o >> 64) as u32, (o >> 32) as u32, o as u32])
     }
     /// The largest `order` an entry with this key can have (whatever its day).
     fn key_order_max(self) -> u128 {
@@ -222,14 +226,32 @@ impl KeySet {
 
     /// Adds keys read from a key file of `day`.
     pub(crate) fn load(&mut self, path: &Path, day: i32) -> Result<()> {
-        let f = fs::File::open(path).at(path)?;
-        let n = f.metadata().at(path)?.len() / 16;
-        self.reserve(n as usize);
-        let mut r = BufReader::with_capacity(1 << 16, f);
-        let mut chunk = [0u8; 16];
-        for _ in 0..n {
-            r.read_exact(&mut chunk).at(path)?;
-            self.put(Entry::new(u128::from_le_bytes(chunk), day))?;
+        self.load_files(&[(path.to_path_buf(), day)])
+    }
+
+    /// Adds the keys of the lake's key files (path, day). When they do not fit in memory
+    /// beside what it holds, they are merged straight into a run on disk (each file is
+    /// sorted already); otherwise they go into the in-memory set.
+    pub(crate) fn load_files(&mut self, files: &[(PathBuf, i32)]) -> Result<()> {
+        let mut sized = Vec::with_capacity(files.len());
+        for (p, d) in files {
+            let n = fs::metadata(p).at(p)?.len() / 16;
+            sized.push((p.clone(), *d, n as usize));
+        }
+        let total: usize = sized.iter().map(|f| f.2).sum();
+        if self.set.len() + self.extra_len + total > self.cap
+            && let Some(s) = &mut self.spill
+        {
+            return s.adopt(&sized);
+        }
+        self.reserve(total);
+        for (path, day, n) in &sized {
+            let mut r = BufReader::with_capacity(1 << 16, fs::File::open(path).at(path)?);
+            let mut chunk = [0u8; 16];
+            for _ in 0..*n {
+                r.read_exact(&mut chunk).at(path)?;
+                self.put(Entry::new(u128::from_le_bytes(chunk), *day))?;
+            }
         }
         Ok(())
     }
@@ -279,9 +301,9 @@ mod tests {
     }
 
     /// The answer a list of everything seen gives: a duplicate when the same key was
-    /// seen (and kept) within the lookback of the event's day.
-    fn model(events: &[(u128, i32)], lookback: i32) -> Vec<bool> {
-        let mut seen: Vec<(u128, i32)> = vec![];
+    /// seen (in the lake, or kept before) within the lookback of the event's day.
+    fn model(lake: &[(u128, i32)], events: &[(u128, i32)], lookback: i32) -> Vec<bool> {
+        let mut seen: Vec<(u128, i32)> = lake.to_vec();
         events
             .iter()
             .map(|&(k, d)| {
@@ -296,6 +318,13 @@ mod tests {
             .collect()
     }
 
+    /// Keys from a small pool: many repeats, and some sharing their top 64 bits (`low`
+    /// varies bits 48..64 only) so that they fall in the same block of a run.
+    fn key(k: u32, low: u8) -> u128 {
+        let hi = u128::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        (hi & !(0xFFFF_u128 << 48)) | (u128::from(low) << 48)
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
         /// A set that spills every ~900 keys answers exactly as the model, and as the
@@ -303,35 +332,54 @@ mod tests {
         /// sharing their top 64 bits so they fall in the same block of a run).
         #[test]
         fn spilling_set_matches_the_model(
-            events in proptest::collection::vec((0u32..3000, 0u8..4, 20_000i32..20_090), 1..6000),
+            lake in proptest::collection::vec((0u32..3000, 0u8..4, 20_000i32..20_090), 0..3000),
+            events in proptest::collection::vec((0u32..3000, 0u8..4, 20_000i32..20_090), 1..5000),
             lookback in 0i32..40,
         ) {
-            let events: Vec<(u128, i32)> = events
-                .into_iter()
-                .map(|(k, low, d)| {
-                    let hi = u128::from(k).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
-                    // `low` varies bits 48..64 only: same top 64 bits, different keys.
-                    ((hi & !(0xFFFF_u128 << 48)) | (u128::from(low) << 48), d)
-                })
-                .collect();
-            let want = model(&events, lookback);
-            let dir = std::env::temp_dir().join(format!(
-                "meterlake-keys-{}-{}",
-                std::process::id(),
-                events.len() * 100 + lookback as usize
-            ));
-            let mut spilling = KeySet::spilling(dir.clone(), 1024 * 24);
+            let dir = tempfile::tempdir().unwrap();
+            // The lake: one key file per day (sorted, each key once), as commits write them.
+            let mut by_day: std::collections::BTreeMap<i32, Vec<u128>> = Default::default();
+            for &(k, low, d) in &lake {
+                by_day.entry(d).or_default().push(key(k, low));
+            }
+            let mut files = vec![];
+            let mut lake = vec![];
+            for (d, mut keys) in by_day {
+                keys.sort_unstable();
+                keys.dedup_by(|a, b| *a >> 48 == *b >> 48);
+                lake.extend(keys.iter().map(|&k| (k, d)));
+                let p = dir.path().join(format!("{d}.keys"));
+                write_key_file(&p, &mut keys).unwrap();
+                files.push((p, d));
+            }
+            let events: Vec<(u128, i32)> =
+                events.into_iter().map(|(k, low, d)| (key(k, low), d)).collect();
+            let want = model(&lake, &events, lookback);
+            let runs_dir = dir.path().join("runs");
+            let mut spilling = KeySet::spilling(runs_dir.clone(), 1024 * 24);
             let mut memory = KeySet::default();
+            // Loaded all at once (merged into a run when they do not fit) and file by file.
+            spilling.load_files(&files).unwrap();
+            for (p, d) in &files {
+                memory.load(p, *d).unwrap();
+            }
+            prop_assert_eq!(spilling.len(), lake.len());
+            prop_assert_eq!(memory.len(), lake.len());
             for (i, &(k, d)) in events.iter().enumerate() {
                 prop_assert_eq!(spilling.insert_if_new(k, d, lookback).unwrap(), want[i], "event {}", i);
                 prop_assert_eq!(memory.insert_if_new(k, d, lookback).unwrap(), want[i], "event {}", i);
             }
-            let kept = want.iter().filter(|&&n| n).count();
+            let kept = lake.len() + want.iter().filter(|&&n| n).count();
             prop_assert_eq!(spilling.len(), kept);
             prop_assert_eq!(memory.len(), kept);
             prop_assert!(kept < 900 || spilling.spilled() > 0, "it spilled");
+            // Runs stay few: they merge like a binary counter, each larger than the next.
+            let lens = spilling.spill.as_ref().map_or(vec![], |s| s.run_lens());
+            prop_assert!(lens.windows(2).all(|w| w[0] > w[1]), "{:?}", lens);
+            let spills = spilling.spilled().div_ceil(spilling.cap) + 1;
+            prop_assert!(lens.len() <= spills.ilog2() as usize + 2, "{:?}", lens);
             drop(spilling);
-            prop_assert!(!dir.exists(), "its run is deleted with it");
+            prop_assert!(!runs_dir.exists(), "its runs are deleted with it");
         }
     }
 }
