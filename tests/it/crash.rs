@@ -96,6 +96,11 @@ fn kill_minus_9_mid_ingest_then_rerun_counts_exactly_once() {
     // a is committed whole first; b is then killed at several instants.
     let va = ingest(&lake, &[&a], &[]);
     assert_eq!(va["accepted"].as_u64().unwrap(), ta.events);
+    assert!(
+        ta.events > 30_000,
+        "a's keys ({}) do not fit in 1 MiB",
+        ta.events
+    );
     let mut killed_mid_run = 0;
     for delay_ms in [30u64, 120, 250, 400, 700, 1100] {
         let mut child = Command::new(BIN)
@@ -108,6 +113,9 @@ fn kill_minus_9_mid_ingest_then_rerun_counts_exactly_once() {
                 "--quiet",
                 "--memory-budget-mb",
                 "2",
+                // Spill the dedup index too: a kill may land while runs are written.
+                "--dedup-memory-mb",
+                "1",
             ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
