@@ -7,6 +7,7 @@
 //!   _index/date=YYYY-MM-DD/SSSSSSSS.keys                dedup keys of the events a commit added
 //!   _log/SSSSSSSS.json                                  one file per commit (the commit point)
 //!   _staging/SSSSSSSS/...                               files of a commit being written
+//!   _staging/SSSSSSSS/_dedup/run-NNNNNN.keys            an ingest's spilled dedup keys (never published)
 //!   _lock                                               writers hold an exclusive lock on it
 //! ```
 //!
