@@ -29,12 +29,12 @@ struct Entry([u32; 3]);
 
 impl Entry {
     fn new(key: u128, day: i32) -> Self {
-        let d = (day - DAY_BASE).clamp(0, 0xFFFF) as u32;
         Entry([
             (key >> 96) as u32,
             (key >> 64) as u32,
-            (((key >> 48) as u32) << 16) | d,
+            ((key >> 48) as u32) << 16,
         ])
+        .with_day(day)
     }
     fn day(self) -> i32 {
         (self.0[2] & 0xFFFF) as i32 + DAY_BASE
@@ -246,15 +246,26 @@ impl KeySet {
         }
         self.reserve(total);
         for (path, day, n) in &sized {
-            let mut r = BufReader::with_capacity(1 << 16, fs::File::open(path).at(path)?);
-            let mut chunk = [0u8; 16];
-            for _ in 0..*n {
-                r.read_exact(&mut chunk).at(path)?;
-                self.put(Entry::new(u128::from_le_bytes(chunk), *day))?;
+            for e in read_key_file(path, *day, *n)? {
+                self.put(e?)?;
             }
         }
         Ok(())
     }
+}
+
+/// The first `n` keys of a key file of `day`, as entries, in the file's (sorted) order.
+fn read_key_file(
+    path: &Path,
+    day: i32,
+    n: usize,
+) -> Result<impl Iterator<Item = Result<Entry>> + use<'_>> {
+    let mut r = BufReader::with_capacity(1 << 16, fs::File::open(path).at(path)?);
+    let mut chunk = [0u8; 16];
+    Ok((0..n).map(move |_| {
+        r.read_exact(&mut chunk).at(path)?;
+        Ok(Entry::new(u128::from_le_bytes(chunk), day))
+    }))
 }
 
 /// Writes the keys of one day of one commit (sorted, so the file is deterministic).

@@ -8,13 +8,14 @@
 //!
 //! A lookup asks the filter first (10 bits per key, ~1 % false positives); only a key it
 //! may hold costs a read of one 768-byte block per run (`pread`, so the page cache is not
-//! counted in the process's memory). Memory is 1.25 to 2.5 bytes per spilled key (the
-//! filter is rebuilt for twice the keys it holds), instead of ~20.
-//! The filter is rebuilt twice as large from the runs whenever they outgrow it.
+//! counted in the process's memory). Memory is 1.25 to 2.5 bytes per spilled key instead
+//! of ~20: whenever the runs outgrow the filter, it is rebuilt from them for twice the keys.
 //!
 //! Runs live in the commit's staging directory and are deleted with it (or on drop).
 
 use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::collections::binary_heap::PeekMut;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -35,8 +36,6 @@ pub(super) struct Spill {
     /// Oldest (largest) first.
     runs: Vec<Run>,
     bloom: Bloom,
-    /// Keys the filter was sized for.
-    bloom_cap: usize,
 }
 
 struct Run {
@@ -110,25 +109,34 @@ impl Run {
     }
 }
 
-/// Merges two sorted entry streams.
-fn merge<'a>(
-    a: impl Iterator<Item = Result<Entry>> + 'a,
-    b: impl Iterator<Item = Result<Entry>> + 'a,
-) -> impl Iterator<Item = Result<Entry>> + 'a {
-    let (mut a, mut b) = (a.peekable(), b.peekable());
-    std::iter::from_fn(move || match (a.peek(), b.peek()) {
-        (Some(Ok(x)), Some(Ok(y))) => {
-            if x.order() <= y.order() {
-                a.next()
-            } else {
-                b.next()
+/// Merges sorted entry streams (a heap of each stream's next entry).
+fn merge<I: Iterator<Item = Result<Entry>>>(
+    mut sources: Vec<I>,
+) -> Result<impl Iterator<Item = Result<Entry>>> {
+    let mut heap = BinaryHeap::with_capacity(sources.len());
+    for (i, s) in sources.iter_mut().enumerate() {
+        if let Some(e) = s.next().transpose()? {
+            heap.push(Reverse((e.order(), i)));
+        }
+    }
+    Ok(std::iter::from_fn(move || {
+        // The smallest is replaced by its stream's next entry in place (one sift-down), or
+        // popped when that stream is done.
+        let mut top = heap.peek_mut()?;
+        let Reverse((order, i)) = *top;
+        match sources[i].next().transpose() {
+            Ok(Some(e)) => *top = Reverse((e.order(), i)),
+            Ok(None) => {
+                PeekMut::pop(top);
+            }
+            Err(err) => {
+                drop(top);
+                heap.clear();
+                return Some(Err(err));
             }
         }
-        // An error (or the end of one side) is passed on in turn.
-        (Some(Err(_)), _) | (Some(_), None) => a.next(),
-        (_, Some(_)) => b.next(),
-        (None, None) => None,
-    })
+        Some(Ok(Entry::from_order(order)))
+    }))
 }
 
 impl Spill {
@@ -138,7 +146,6 @@ impl Spill {
             next: 0,
             runs: Vec::new(),
             bloom: Bloom::with_capacity(0),
-            bloom_cap: 0,
         }
     }
 
@@ -184,43 +191,9 @@ impl Spill {
         let n = files.iter().map(|f| f.2).sum();
         let mut sources = Vec::with_capacity(files.len());
         for (path, day, len) in files {
-            let f = File::open(path).at(path)?;
-            sources.push((BufReader::with_capacity(1 << 16, f), path, *day, *len));
+            sources.push(super::read_key_file(path, *day, *len)?);
         }
-        let mut next = |i: usize| -> Result<Option<Entry>> {
-            let (r, path, day, left) = &mut sources[i];
-            if *left == 0 {
-                return Ok(None);
-            }
-            *left -= 1;
-            let mut c = [0u8; 16];
-            r.read_exact(&mut c).at(path)?;
-            Ok(Some(Entry::new(u128::from_le_bytes(c), *day)))
-        };
-        let mut heap = std::collections::BinaryHeap::with_capacity(files.len());
-        for i in 0..files.len() {
-            if let Some(e) = next(i)? {
-                heap.push(Reverse((e.order(), i)));
-            }
-        }
-        let merged = std::iter::from_fn(move || {
-            // The smallest is replaced by its file's next entry in place (one sift-down),
-            // or popped when that file is done.
-            let mut top = heap.peek_mut()?;
-            let Reverse((order, i)) = *top;
-            match next(i) {
-                Ok(Some(e)) => *top = Reverse((e.order(), i)),
-                Ok(None) => {
-                    std::collections::binary_heap::PeekMut::pop(top);
-                }
-                Err(err) => {
-                    drop(top);
-                    heap.clear();
-                    return Some(Err(err));
-                }
-            }
-            Some(Ok(Entry::from_order(order)))
-        });
+        let merged = merge(sources)?;
         self.push_run(n, merged)
     }
 
@@ -229,11 +202,10 @@ impl Spill {
     fn push_run(&mut self, n: usize, entries: impl Iterator<Item = Result<Entry>>) -> Result<()> {
         fs::create_dir_all(&self.dir).at(&self.dir)?;
         let total = self.len() + n;
-        if total > self.bloom_cap {
+        if total > self.bloom.capacity() {
             // Rebuilt from every run: amortised over the doublings, each key is added a
             // constant number of times.
-            self.bloom_cap = total * 2;
-            self.bloom = Bloom::with_capacity(self.bloom_cap);
+            self.bloom = Bloom::with_capacity(total * 2);
             for r in &self.runs {
                 for x in r.entries()? {
                     self.bloom.insert(x?.top64());
@@ -257,7 +229,7 @@ impl Spill {
             let b = self.runs.pop().expect("two runs");
             let a = self.runs.pop().expect("two runs");
             let path = self.next_path();
-            let merged = Run::write(path, merge(a.entries()?, b.entries()?))?;
+            let merged = Run::write(path, merge(vec![a.entries()?, b.entries()?])?)?;
             remove(&a.path)?;
             remove(&b.path)?;
             self.runs.push(merged);
@@ -292,36 +264,37 @@ impl Bloom {
         }
     }
 
-    /// Block from the key's top 32 bits, bit positions from a mix of all 64.
-    fn probe(&self, k: u64) -> (usize, u64) {
+    /// Keys it holds at ~1 % false positives.
+    fn capacity(&self) -> usize {
+        self.blocks.len() * 512 / 10
+    }
+
+    /// The key's block (from its top 32 bits) and the 6 bits it sets there (from a mix of
+    /// all 64).
+    fn probe(&self, k: u64) -> (usize, [u64; 8]) {
         let block = (((k >> 32) * self.blocks.len() as u64) >> 32) as usize;
         let mut h = k ^ (k >> 31);
         h = h.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         h ^= h >> 29;
-        (block, h)
+        let mut mask = [0u64; 8];
+        for _ in 0..6 {
+            let bit = (h & 511) as usize;
+            mask[bit >> 6] |= 1 << (bit & 63);
+            h >>= 9;
+        }
+        (block, mask)
     }
 
     fn insert(&mut self, k: u64) {
-        let (b, mut h) = self.probe(k);
-        let block = &mut self.blocks[b];
-        for _ in 0..6 {
-            let bit = (h & 511) as usize;
-            block[bit >> 6] |= 1 << (bit & 63);
-            h >>= 9;
+        let (b, mask) = self.probe(k);
+        for (w, m) in self.blocks[b].iter_mut().zip(mask) {
+            *w |= m;
         }
     }
 
     fn may_contain(&self, k: u64) -> bool {
-        let (b, mut h) = self.probe(k);
-        let block = &self.blocks[b];
-        for _ in 0..6 {
-            let bit = (h & 511) as usize;
-            if block[bit >> 6] & (1 << (bit & 63)) == 0 {
-                return false;
-            }
-            h >>= 9;
-        }
-        true
+        let (b, mask) = self.probe(k);
+        self.blocks[b].iter().zip(mask).all(|(w, m)| w & m == m)
     }
 }
 
