@@ -4,9 +4,13 @@
 //! reader thread ──chunks (pooled buffers)──▶ dispatcher ──one rayon task per chunk──▶
 //!   parse (scan → Draft → validate) into columnar pieces, one per UTC day (lake::EventBuf)
 //!   ──in input order──▶ dedup (KeySet, lookback window) ──pieces──▶ per-day buffers
-//!   ──flush──▶ staged Parquet (columns encoded in parallel) + key files ──▶ one commit
+//!   ──days the input has passed, on the pool──▶ staged Parquet + key files ──▶ one commit
 //!   rejects ──▶ staged quarantine NDJSON
 //! ```
+//!
+//! A day is written once the input has moved past it by more than the largest lateness
+//! seen, as a background task while later chunks are parsed; what is left (late events,
+//! unordered input) is written when the memory budget is reached and at the end.
 //!
 //! Records are never held as owned structs: a chunk's accepted events are appended to the
 //! string and scalar columns of its day's piece, the sequential stage only decides which
@@ -340,6 +344,11 @@ struct Txn {
     loaded: Option<(i32, i32)>,
     days: BTreeMap<i32, DayBuffer>,
     buffered: usize,
+    /// The latest day seen so far and the most any event arrived behind it, in days: a
+    /// day this far behind the stream is written out (see [`Txn::flush_passed`]).
+    high: Option<i32>,
+    lateness: i32,
+    writes: Writes,
     added: Vec<DataFile>,
     key_paths: Vec<String>,
     touched: BTreeSet<i32>,
@@ -370,6 +379,9 @@ impl Txn {
             loaded: None,
             days: BTreeMap::new(),
             buffered: 0,
+            high: None,
+            lateness: 0,
+            writes: Writes::default(),
             added: vec![],
             key_paths: vec![],
             touched: BTreeSet::new(),
@@ -484,6 +496,7 @@ impl Txn {
                     piece.dropped.push(r);
                 }
             }
+            self.watermark(&parsed.pieces);
             for mut piece in parsed.pieces {
                 if piece.dropped.len() == piece.rows.len() {
                     continue;
@@ -496,11 +509,51 @@ impl Txn {
                 self.touched.insert(piece.day);
                 buf.pieces.push(piece);
             }
+            self.flush_passed()?;
             if self.buffered > self.budget {
                 self.flush(false)?;
             }
         }
         Ok(())
+    }
+
+    /// Moves the watermark: the latest day seen, and how far behind it any event arrived.
+    /// A chunk spanning midnight counts as one day of lateness, so in-order input reads
+    /// as lateness 1.
+    fn watermark(&mut self, pieces: &[Piece]) {
+        let Some(top) = pieces.iter().map(|p| p.day).max() else {
+            return;
+        };
+        let high = self.high.map_or(top, |h| h.max(top));
+        self.high = Some(high);
+        for p in pieces {
+            self.lateness = self.lateness.max(high - p.day);
+        }
+    }
+
+    /// Writes out the days the input has moved past: those more than the largest
+    /// lateness seen (plus a day) behind the latest day, not written before. Input in
+    /// rough time order (nearly every export) then streams: a day's file is written while
+    /// later days are parsed, memory holds a few days instead of the whole input, and its
+    /// pages are reused instead of zeroed afresh. A day written early that still gets late
+    /// events gets a second file for them at the end; each such event raises the lateness,
+    /// so later days wait longer. Unordered input never passes a day and is written by
+    /// the memory budget and at the end, as before.
+    fn flush_passed(&mut self) -> Result<()> {
+        let Some(high) = self.high else {
+            return Ok(());
+        };
+        let before = high.saturating_sub(self.lateness.saturating_add(1));
+        let ready: Vec<i32> = self
+            .days
+            .range(..before)
+            .filter(|(_, b)| b.files == 0 && !b.pieces.is_empty())
+            .map(|(d, _)| *d)
+            .collect();
+        if ready.is_empty() {
+            return Ok(());
+        }
+        self.write_days(ready, true)
     }
 
     /// Loads the lake's dedup keys for every day within the lookback of `day`.
@@ -583,6 +636,12 @@ impl Txn {
             chosen.truncate(keep);
             chosen.sort_unstable();
         }
+        self.write_days(chosen, false)
+    }
+
+    /// Writes the buffered events of `chosen` days, one file each: in parallel and waiting
+    /// for them, or (`background`) as tasks on the pool while this thread goes on consuming.
+    fn write_days(&mut self, chosen: Vec<i32>, background: bool) -> Result<()> {
         let mut work: Vec<(i32, DayBuffer)> = Vec::with_capacity(chosen.len());
         for d in chosen {
             let buf = self.days.get_mut(&d).expect("chosen from days");
@@ -591,42 +650,22 @@ impl Txn {
             self.buffered -= taken.bytes;
             work.push((d, taken));
         }
+        if background {
+            for (day, buf) in work {
+                let (stage, seq, tx) = (self.stage.clone(), self.seq, self.writes.tx.clone());
+                self.writes.pending += 1;
+                rayon::spawn(move || {
+                    let _ = tx.send(write_day(&stage, seq, day, buf));
+                });
+            }
+            return self
+                .writes
+                .collect(false, &mut self.added, &mut self.key_paths);
+        }
         let (stage, seq) = (&self.stage, self.seq);
         let written: Vec<Result<(DataFile, String)>> = work
             .into_par_iter()
-            .map(|(day, buf)| {
-                let date = day_to_string(day);
-                let rel = Lake::data_file_path(&date, seq, buf.files);
-                let parts: Vec<Part> = buf
-                    .pieces
-                    .iter()
-                    .map(|p| Part {
-                        buf: &p.rows,
-                        skip: &p.dropped,
-                    })
-                    .collect();
-                let w = crate::lake::write_parts(&stage.join(&rel), &parts)?;
-                let mut keys: Vec<u128> = parts
-                    .iter()
-                    .flat_map(|p| p.rows().map(|i| p.buf.key[i]))
-                    .collect();
-                let key_rel = format!(
-                    "{}-{:04}.keys",
-                    Lake::key_file_path(&date, seq).trim_end_matches(".keys"),
-                    buf.files
-                );
-                crate::lake::write_key_file(&stage.join(&key_rel), &mut keys)?;
-                Ok((
-                    DataFile {
-                        path: rel,
-                        date,
-                        rows: w.rows,
-                        bytes: w.bytes,
-                        value_sum: w.value_sum,
-                    },
-                    key_rel,
-                ))
-            })
+            .map(|(day, buf)| write_day(stage, seq, day, buf))
             .collect();
         for r in written {
             let (f, k) = r?;
@@ -638,6 +677,8 @@ impl Txn {
 
     fn finish(mut self, inputs: Vec<InputRecord>) -> Result<Commit> {
         self.flush(true)?;
+        self.writes
+            .collect(true, &mut self.added, &mut self.key_paths)?;
         let quarantine = match self.quarantine.take() {
             Some(w) => {
                 let p = self.stage.join(Lake::quarantine_path(self.seq));
@@ -666,5 +707,99 @@ impl Txn {
             partitions: self.touched.iter().map(|d| day_to_string(*d)).collect(),
             audit: None,
         })
+    }
+}
+
+/// Writes one day's buffered events to a staged Parquet file and its key file; returns
+/// the file and the key file's path, relative to the stage.
+fn write_day(stage: &Path, seq: u64, day: i32, buf: DayBuffer) -> Result<(DataFile, String)> {
+    let date = day_to_string(day);
+    let rel = Lake::data_file_path(&date, seq, buf.files);
+    let parts: Vec<Part> = buf
+        .pieces
+        .iter()
+        .map(|p| Part {
+            buf: &p.rows,
+            skip: &p.dropped,
+        })
+        .collect();
+    let w = crate::lake::write_parts(&stage.join(&rel), &parts)?;
+    let mut keys: Vec<u128> = parts
+        .iter()
+        .flat_map(|p| p.rows().map(|i| p.buf.key[i]))
+        .collect();
+    let key_rel = format!(
+        "{}-{:04}.keys",
+        Lake::key_file_path(&date, seq).trim_end_matches(".keys"),
+        buf.files
+    );
+    crate::lake::write_key_file(&stage.join(&key_rel), &mut keys)?;
+    Ok((
+        DataFile {
+            path: rel,
+            date,
+            rows: w.rows,
+            bytes: w.bytes,
+            value_sum: w.value_sum,
+        },
+        key_rel,
+    ))
+}
+
+/// Days being written by background tasks, and what they wrote.
+struct Writes {
+    tx: mpsc::Sender<Result<(DataFile, String)>>,
+    rx: mpsc::Receiver<Result<(DataFile, String)>>,
+    pending: usize,
+}
+
+impl Default for Writes {
+    fn default() -> Self {
+        let (tx, rx) = mpsc::channel();
+        Writes { tx, rx, pending: 0 }
+    }
+}
+
+impl Writes {
+    /// Takes the finished writes (all of them, waiting, when `wait`) into `added` and
+    /// `keys`; the first failed write is the error.
+    fn collect(
+        &mut self,
+        wait: bool,
+        added: &mut Vec<DataFile>,
+        keys: &mut Vec<String>,
+    ) -> Result<()> {
+        let mut first_err = None;
+        while self.pending > 0 {
+            let r = if wait {
+                self.rx.recv().expect("Writes holds a sender")
+            } else {
+                match self.rx.try_recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            };
+            self.pending -= 1;
+            match r {
+                Ok((f, k)) => {
+                    added.push(f);
+                    keys.push(k);
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+impl Drop for Writes {
+    /// An ingest that fails still waits for its background writes, so none of them
+    /// writes into the stage after the caller has moved on (or cleaned it up).
+    fn drop(&mut self) {
+        while self.pending > 0 && self.rx.recv().is_ok() {
+            self.pending -= 1;
+        }
     }
 }

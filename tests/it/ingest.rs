@@ -415,6 +415,98 @@ fn lake_files_are_sorted_deterministic_and_stats_agree() {
 }
 
 #[test]
+fn days_the_input_has_passed_are_written_while_later_days_are_read() {
+    // 12 days in time order, ~3.5 MB (several 1 MiB chunks), then one event far behind
+    // the stream. Days are written as the input moves past them; the straggler, arriving
+    // after its day was written, gets a second file. The same events shuffled (no day is
+    // ever passed) are all written at the end: every other day's file has the same bytes.
+    let dir = tempfile::tempdir().unwrap();
+    let mut lines = Vec::new();
+    for day in 1..=12 {
+        for i in 0..2000 {
+            lines.push(format!(
+                r#"{{"id":"e{day}-{i}","ts":"2026-05-{day:02}T{:02}:{:02}:{:02}Z","tenant_id":"t{}","user_id":"u{}","meter":"{}","value":{},"properties":{{"endpoint":"/v1/items/{}","status_code":200}}}}"#,
+                i * 24 / 2000,
+                i % 60,
+                (i * 7) % 60,
+                i % 7,
+                i % 13,
+                ["api_calls", "documents"][i % 2],
+                i % 10,
+                i % 17
+            ));
+        }
+    }
+    lines.push(
+        r#"{"id":"straggler","ts":"2026-05-01T12:00:00Z","tenant_id":"t1","meter":"api_calls","value":5}"#
+            .to_string(),
+    );
+    let ordered = write(dir.path(), "ordered.ndjson", &(lines.join("\n") + "\n"));
+    // A fixed shuffle: a multiplicative permutation of the line numbers.
+    let n = lines.len();
+    let shuffled_text: String = (0..n)
+        .map(|i| lines[(i * 7919) % n].clone() + "\n")
+        .collect();
+    assert_ne!(
+        n % 7919,
+        0,
+        "7919 is prime: i * 7919 mod n permutes the lines"
+    );
+    let shuffled = write(dir.path(), "shuffled.ndjson", &shuffled_text);
+    let (la, lb) = (dir.path().join("streamed"), dir.path().join("buffered"));
+    let a = ingest(&la, &[&ordered], &[]);
+    let b = ingest(&lb, &[&shuffled], &[]);
+    assert_eq!(a["accepted"], 24_001, "{a}");
+    for k in ["read", "accepted", "rejected", "duplicates", "partitions"] {
+        assert_eq!(a[k], b[k], "{k}");
+    }
+    let (fa, fb) = (parquet_files(&la), parquet_files(&lb));
+    let on = |files: &[std::path::PathBuf], day: &str| {
+        files
+            .iter()
+            .filter(|f| f.to_str().unwrap().contains(day))
+            .count()
+    };
+    assert_eq!(on(&fa, "date=2026-05-01"), 2, "{fa:?}");
+    assert_eq!(fa.len(), 13, "one file per day, plus the straggler's");
+    assert_eq!(fb.len(), 12, "one file per day");
+    for f in fb
+        .iter()
+        .filter(|f| !f.to_str().unwrap().contains("2026-05-01"))
+    {
+        let rel = f.strip_prefix(&lb).unwrap();
+        assert_eq!(
+            fs::read(f).unwrap(),
+            fs::read(la.join(rel)).unwrap(),
+            "{rel:?}"
+        );
+    }
+    // Both lakes hold the input: rows and sums per day, folded from the lines.
+    let mut want: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        let e = want
+            .entry(v["ts"].as_str().unwrap()[..10].to_string())
+            .or_default();
+        e.0 += 1;
+        e.1 += v["value"].as_f64().unwrap();
+    }
+    for lake in [&la, &lb] {
+        let mut got: std::collections::BTreeMap<String, (u64, f64)> = Default::default();
+        for r in read_lake(lake) {
+            let e = got.entry(r.date.clone()).or_default();
+            e.0 += 1;
+            e.1 += r.value;
+        }
+        assert_eq!(got.len(), want.len());
+        for (d, (n, sum)) in &want {
+            assert_eq!(got[d].0, *n, "{d}");
+            assert_close(got[d].1, *sum, d);
+        }
+    }
+}
+
+#[test]
 fn compaction_merges_small_files_keeping_every_row() {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
