@@ -8,7 +8,7 @@ use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 
 use super::record::{
-    Draft, Limits, Prop, Rejection, TsIn, json_draft, parse_number, props_from_json_text,
+    Draft, Limits, Prop, Rejection, TsIn, json_draft_into, parse_number, props_from_json_text,
 };
 use super::scan::is_json_number;
 use super::source::{Chunk, CsvHeader};
@@ -68,12 +68,12 @@ impl Parsed {
     /// Validates a draft into the accepted events, or returns why it is rejected.
     fn finish(
         &mut self,
-        d: Result<Draft<'_>, Rejection>,
+        d: &mut Draft<'_>,
         raw_len: usize,
         limits: &Limits,
     ) -> Result<(), Rejection> {
         let mut scratch = std::mem::take(&mut self.scratch);
-        let r = d.and_then(|d| d.finish_with(raw_len, limits, &mut scratch, |row| self.store(row)));
+        let r = d.finish_with(raw_len, limits, &mut scratch, |row| self.store(row));
         self.scratch = scratch;
         r
     }
@@ -112,18 +112,8 @@ impl Parsed {
 
 /// Parses every record of a chunk, in order. `cloudevents_only` rejects plain records.
 pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> Parsed {
-    let json = |raw: &[u8], line: u64, out: &mut Parsed| {
-        if cloudevents_only && memchr::memmem::find(raw, b"\"specversion\"").is_none() {
-            out.bad(
-                line,
-                Rejection::new("specversion", "missing (--format cloudevents)"),
-                raw,
-            );
-            return;
-        }
-        if let Err(r) = out.finish(json_draft(raw), raw.len(), limits) {
-            out.bad(line, r, raw);
-        }
+    let json = |raw, line, d: &mut _, out: &mut Parsed| {
+        json_record(raw, line, d, out, limits, cloudevents_only)
     };
     let mut out = Parsed::default();
     match chunk {
@@ -133,12 +123,13 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
             let mut start = 0;
             let ends = memchr::memchr_iter(b'\n', &data).chain(std::iter::once(data.len()));
             let mut sized = false;
+            let mut d = Draft::default();
             for (line, end) in (first_line..).zip(ends) {
                 let raw = &data[start..end];
                 start = end + 1;
                 let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
                 if !raw.iter().all(u8::is_ascii_whitespace) {
-                    json(raw, line, &mut out);
+                    json(raw, line, &mut d, &mut out);
                 }
                 if !sized && out.order.len() == SAMPLE_ROWS {
                     sized = true;
@@ -147,8 +138,9 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
             }
         }
         Chunk::Elements { doc, items } => {
+            let mut d = Draft::default();
             for (s, e, line) in items {
-                json(&doc[s..e], line, &mut out);
+                json(&doc[s..e], line, &mut d, &mut out);
             }
         }
         Chunk::Oversized { line, head, len } => {
@@ -169,6 +161,30 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
         Chunk::Rows { batch, first_row } => rows(&batch, first_row, limits, &mut out),
     }
     out
+}
+
+/// Parses and validates one JSON record into `out` (accepted or rejected), reusing `d`.
+/// `cloudevents_only` rejects plain records.
+fn json_record<'a>(
+    raw: &'a [u8],
+    line: u64,
+    d: &mut Draft<'a>,
+    out: &mut Parsed,
+    limits: &Limits,
+    cloudevents_only: bool,
+) {
+    if cloudevents_only && memchr::memmem::find(raw, b"\"specversion\"").is_none() {
+        out.bad(
+            line,
+            Rejection::new("specversion", "missing (--format cloudevents)"),
+            raw,
+        );
+        return;
+    }
+    let r = json_draft_into(raw, d).and_then(|()| out.finish(d, raw.len(), limits));
+    if let Err(r) = r {
+        out.bad(line, r, raw);
+    }
 }
 
 /// Column names accepted for a canonical field in CSV and Parquet inputs.
@@ -255,7 +271,9 @@ fn csv_chunk(data: &[u8], first_line: u64, header: &CsvHeader, limits: &Limits, 
             out.bad(line, r, raw);
             continue;
         }
-        if let Err(r) = out.finish(csv_draft(&rec, header, &mapping), raw.len(), limits) {
+        let r = csv_draft(&rec, header, &mapping)
+            .and_then(|mut d| out.finish(&mut d, raw.len(), limits));
+        if let Err(r) = r {
             out.bad(line, r, raw);
         }
     }
@@ -396,7 +414,7 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Parsed) 
             props_from_json_text(&mut d, "properties", p);
         }
         let row = first_row + i as u64;
-        if let Err(r) = out.finish(Ok(d), 0, limits) {
+        if let Err(r) = out.finish(&mut d, 0, limits) {
             out.bad.push(Bad {
                 line: row,
                 rejection: r,
@@ -426,6 +444,94 @@ fn row_json(batch: &RecordBatch, i: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ingest::source::Pooled;
+    use proptest::prelude::*;
+
+    /// Each record's outcome, in input order: the event and key, or the line and reason.
+    fn outcomes(p: &Parsed, first_line: u64, lines: usize) -> Vec<String> {
+        let mut accepted = p.order.iter().map(|&(pc, r)| {
+            let rows = &p.pieces[pc as usize].rows;
+            format!("{:?} {:x}", rows.event(r as usize), rows.key[r as usize])
+        });
+        (first_line..first_line + lines as u64)
+            .map(|line| match p.bad.iter().find(|b| b.line == line) {
+                Some(b) => format!("{line}: {:?} {}", b.rejection, b.raw),
+                None => accepted.next().expect("every line has an outcome"),
+            })
+            .collect()
+    }
+
+    fn lines_chunk(text: String, first_line: u64) -> Chunk {
+        Chunk::Lines {
+            data: Pooled::unpooled(text.into_bytes()),
+            first_line,
+        }
+    }
+
+    /// Records made of optional members, each in a few variants (valid, invalid, aliased).
+    fn record() -> impl Strategy<Value = String> {
+        let pick = |options: &'static [&'static str]| proptest::sample::select(options);
+        (
+            pick(&["", r#""id":"e1""#, r#""id":42"#, r#""id":"""#]),
+            pick(&[
+                r#""ts":"2026-03-01T10:00:00Z""#,
+                r#""timestamp":1772359200000"#,
+                "",
+                r#""ts":"soon""#,
+            ]),
+            pick(&[r#""tenant_id":"t1""#, r#""tenant_id":"t2""#, ""]),
+            pick(&["", r#""user_id":"u1""#, r#""user_id":null"#]),
+            pick(&[r#""meter":"api_calls""#, r#""event_type":"docs""#, ""]),
+            pick(&[
+                "",
+                r#""value":2.5"#,
+                r#""quantity":"3""#,
+                r#""value":-1"#,
+                r#""value":"x""#,
+            ]),
+            pick(&[
+                "",
+                r#""properties":{"a":1,"b":"x"}"#,
+                r#""properties":{"b":true,"a":1}"#,
+                r#""metadata":{"n":{"deep":1}}"#,
+            ]),
+            pick(&[
+                "",
+                r#""source":"s1""#,
+                r#""extra":7"#,
+                r#""specversion":"1.0","type":"api_calls","subject":"t3","time":"2026-03-01T11:00:00Z","data":{"value":4,"user_id":"u9"}"#,
+            ]),
+        )
+            .prop_map(|f| {
+                let members: Vec<&str> = [f.0, f.1, f.2, f.3, f.4, f.5, f.6, f.7]
+                    .into_iter()
+                    .filter(|m| !m.is_empty())
+                    .collect();
+                format!("{{{}}}", members.join(","))
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+        /// A chunk's parser reuses one draft from record to record: nothing of a record
+        /// may leak into the next, so each record decides as it would alone.
+        #[test]
+        fn records_of_a_chunk_decide_as_they_would_alone(
+            records in proptest::collection::vec(record(), 1..12)
+        ) {
+            let limits = Limits::relative_to(1_790_000_000_000_000);
+            let whole = convert(lines_chunk(records.join("\n"), 1), &limits, false);
+            let alone: Vec<String> = records
+                .iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    let line = i as u64 + 1;
+                    outcomes(&convert(lines_chunk(r.clone(), line), &limits, false), line, 1)
+                })
+                .collect();
+            prop_assert_eq!(outcomes(&whole, 1, records.len()), alone);
+        }
+    }
 
     #[test]
     fn json_numbers_as_written() {

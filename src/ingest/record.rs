@@ -141,8 +141,22 @@ impl<'a> Draft<'a> {
         }
     }
 
+    /// Empties the draft for the next record, keeping nothing of the last.
+    pub(crate) fn clear(&mut self) {
+        self.id = None;
+        self.source = None;
+        self.ts = None;
+        self.tenant_id = None;
+        self.user_id = None;
+        self.meter = None;
+        self.value = None;
+        self.props.clear();
+        self.props_raw = None;
+        self.problem = None;
+    }
+
     /// Validates the draft and builds the event. `raw_len` is the record's size in bytes.
-    pub(crate) fn finish(self, raw_len: usize, limits: &Limits) -> Result<Accepted, Rejection> {
+    pub(crate) fn finish(mut self, raw_len: usize, limits: &Limits) -> Result<Accepted, Rejection> {
         let v = self.validate(raw_len, limits)?;
         let mut properties = String::new();
         v.render_props(&mut properties);
@@ -151,9 +165,9 @@ impl<'a> Draft<'a> {
             event: UsageEvent {
                 id: id.into_owned(),
                 ts: v.ts,
-                tenant_id: v.tenant_id.into_owned(),
-                user_id: v.user_id.map(Cow::into_owned),
-                meter: v.meter.into_owned(),
+                tenant_id: v.tenant_id.to_string(),
+                user_id: v.user_id.map(str::to_string),
+                meter: v.meter.to_string(),
                 value: v.value,
                 properties,
             },
@@ -162,9 +176,11 @@ impl<'a> Draft<'a> {
     }
 
     /// Validates the draft and hands the event to `store` as borrowed fields, allocating
-    /// nothing per event (`scratch` is reused for the properties text).
+    /// nothing per event (`scratch` is reused for the properties text). The draft is
+    /// borrowed, not consumed, so a reader reuses one for every record of a chunk instead
+    /// of moving a large struct around per record.
     pub(crate) fn finish_with(
-        self,
+        &mut self,
         raw_len: usize,
         limits: &Limits,
         scratch: &mut String,
@@ -175,7 +191,7 @@ impl<'a> Draft<'a> {
             Some(raw) => raw,
             None => {
                 scratch.clear();
-                render_props(&v.props, scratch);
+                render_props(v.props, scratch);
                 scratch.as_str()
             }
         };
@@ -183,9 +199,9 @@ impl<'a> Draft<'a> {
         store(Row {
             id: &id,
             ts: v.ts,
-            tenant: &v.tenant_id,
-            user: v.user_id.as_deref(),
-            meter: &v.meter,
+            tenant: v.tenant_id,
+            user: v.user_id,
+            meter: v.meter,
             value: v.value,
             props,
             key,
@@ -193,22 +209,22 @@ impl<'a> Draft<'a> {
         Ok(())
     }
 
-    /// Checks every rule in a fixed order.
-    fn validate(self, raw_len: usize, limits: &Limits) -> Result<Valid<'a>, Rejection> {
+    /// Checks every rule in a fixed order (sorting the properties in place).
+    fn validate(&mut self, raw_len: usize, limits: &Limits) -> Result<Valid<'_, 'a>, Rejection> {
         if raw_len > MAX_RECORD_BYTES {
             return Err(Rejection::new(
                 "record",
                 format!("{raw_len} bytes is larger than the 1 MiB limit"),
             ));
         }
-        if let Some(p) = self.problem {
+        if let Some(p) = self.problem.take() {
             return Err(p);
         }
-        let tenant_id = required(self.tenant_id, "tenant_id")?;
-        let meter = required(self.meter, "meter")?;
-        let ts = match self.ts {
+        let tenant_id = required(self.tenant_id.as_deref(), "tenant_id")?;
+        let meter = required(self.meter.as_deref(), "meter")?;
+        let ts = match &self.ts {
             None => return Err(Rejection::new("ts", "missing")),
-            Some(t) => parse_ts(&t)?,
+            Some(t) => parse_ts(t)?,
         };
         if ts < limits.min_ts || ts > limits.max_ts {
             return Err(Rejection::new(
@@ -221,89 +237,88 @@ impl<'a> Draft<'a> {
                 ),
             ));
         }
-        check_id("tenant_id", &tenant_id)?;
-        check_id("meter", &meter)?;
+        check_id("tenant_id", tenant_id)?;
+        check_id("meter", meter)?;
         if let Some(u) = &self.user_id {
             check_id("user_id", u)?;
         }
         if let Some(id) = &self.id {
             check_id("id", id)?;
         }
-        let value = match self.value {
+        let value = match &mut self.value {
             None => 1.0,
-            Some(Err(reason)) => return Err(Rejection::new("value", reason)),
+            Some(Err(reason)) => return Err(Rejection::new("value", std::mem::take(reason))),
             Some(Ok(v)) if !v.is_finite() => {
                 return Err(Rejection::new(
                     "value",
                     format!("{v} is not a finite number"),
                 ));
             }
-            Some(Ok(v)) if v < 0.0 => {
+            Some(Ok(v)) if *v < 0.0 => {
                 return Err(Rejection::new("value", format!("{v} is negative")));
             }
-            Some(Ok(v)) => v + 0.0, // normalises -0.0
+            Some(Ok(v)) => *v + 0.0, // normalises -0.0
         };
-        let mut props = self.props;
         // Producers usually write keys in a fixed, often sorted, order.
-        if self.props_raw.is_none() && !props.is_sorted_by(|a, b| a.0 <= b.0) {
-            props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        if self.props_raw.is_none() && !self.props.is_sorted_by(|a, b| a.0 <= b.0) {
+            self.props.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         Ok(Valid {
-            id: self.id,
-            source: self.source,
+            id: self.id.as_deref(),
+            source: self.source.as_deref(),
             ts,
             tenant_id,
-            user_id: self.user_id,
+            user_id: self.user_id.as_deref(),
             meter,
             value,
-            props,
+            props: &self.props,
             props_raw: self.props_raw,
         })
     }
 }
 
-/// A draft that passed every rule, still borrowing from the record; properties sorted.
-struct Valid<'a> {
-    id: Option<Cow<'a, str>>,
-    source: Option<Cow<'a, str>>,
+/// A draft that passed every rule, borrowed from it; properties sorted.
+struct Valid<'d, 'a> {
+    id: Option<&'d str>,
+    source: Option<&'d str>,
     ts: i64,
-    tenant_id: Cow<'a, str>,
-    user_id: Option<Cow<'a, str>>,
-    meter: Cow<'a, str>,
+    tenant_id: &'d str,
+    user_id: Option<&'d str>,
+    meter: &'d str,
     value: f64,
-    props: Props<'a>,
+    props: &'d Props<'a>,
     props_raw: Option<&'a str>,
 }
 
-impl<'a> Valid<'a> {
+impl<'d> Valid<'d, '_> {
     /// The lake's `properties` text, appended to `out`.
     fn render_props(&self, out: &mut String) {
         match self.props_raw {
             Some(raw) => out.push_str(raw),
-            None => render_props(&self.props, out),
+            None => render_props(self.props, out),
         }
     }
 
     /// The id (given, or derived from the content) and the dedup key.
-    fn id_and_key(&self, properties: &str) -> (Cow<'a, str>, u128) {
-        let id = match &self.id {
-            Some(id) => id.clone(),
+    fn id_and_key(&self, properties: &str) -> (Cow<'d, str>, u128) {
+        let id = match self.id {
+            Some(id) => Cow::Borrowed(id),
             None => Cow::Owned(derived_id(
                 self.ts,
-                &self.tenant_id,
-                self.user_id.as_deref(),
-                &self.meter,
+                self.tenant_id,
+                self.user_id,
+                self.meter,
                 self.value,
                 properties,
             )),
         };
-        let scope = self.source.as_deref().unwrap_or(&self.tenant_id);
+        let scope = self.source.unwrap_or(self.tenant_id);
         let key = dedup_key(scope, &id);
         (id, key)
     }
 }
 
-fn required<'a>(v: Option<Cow<'a, str>>, field: &'static str) -> Result<Cow<'a, str>, Rejection> {
+fn required<'d>(v: Option<&'d str>, field: &'static str) -> Result<&'d str, Rejection> {
     v.ok_or_else(|| Rejection::new(field, "missing"))
 }
 
@@ -627,17 +642,24 @@ pub(crate) fn parse_json(raw: &[u8], limits: &Limits) -> Result<Accepted, Reject
 /// The draft of a JSON record: the fast scanner's when it takes the record, else serde's.
 /// An oversized record gets an empty draft, which `finish` rejects on its size.
 pub(crate) fn json_draft(raw: &[u8]) -> Result<Draft<'_>, Rejection> {
+    let mut d = Draft::default();
+    json_draft_into(raw, &mut d).map(|()| d)
+}
+
+/// [`json_draft`] into a draft the caller reuses from record to record.
+pub(crate) fn json_draft_into<'a>(raw: &'a [u8], d: &mut Draft<'a>) -> Result<(), Rejection> {
+    d.clear();
     if raw.len() > MAX_RECORD_BYTES {
-        return Ok(Draft::default());
+        return Ok(());
     }
     // Validate UTF-8 once for the whole line: parsing from a &str then skips the per-value
     // validation serde_json does for raw values read from bytes.
     let text = std::str::from_utf8(raw)
         .map_err(|e| Rejection::new("record", format!("invalid JSON: not UTF-8 ({e})")))?;
-    match super::scan::plain(text) {
-        Some(d) => Ok(d),
-        None => general_draft(text),
+    if super::scan::plain_into(text, d).is_none() {
+        *d = general_draft(text)?;
     }
+    Ok(())
 }
 
 /// Any JSON record (plain or CloudEvents) through serde_json: the general path, which

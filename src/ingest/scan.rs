@@ -196,9 +196,16 @@ fn prop(v: Val<'_>) -> Option<Prop<'_>> {
 
 /// The draft of a plain JSON event in the common shape, or `None` to let the general
 /// path decide.
+#[cfg(test)]
 pub(crate) fn plain(text: &str) -> Option<Draft<'_>> {
-    let mut p = Scanner { s: text, i: 0 };
     let mut d = Draft::default();
+    plain_into(text, &mut d).map(|()| d)
+}
+
+/// [`plain`] into a cleared draft the caller reuses (a draft is large: moving one per
+/// record cost more than scanning it). On `None` the draft holds a partial record.
+pub(crate) fn plain_into<'a>(text: &'a str, d: &mut Draft<'a>) -> Option<()> {
+    let mut p = Scanner { s: text, i: 0 };
     let mut seen = [false; 7];
     // Unknown top-level scalars become properties after the others (as in the general path).
     let mut extras: Vec<(&str, Val)> = Vec::new();
@@ -214,7 +221,7 @@ pub(crate) fn plain(text: &str) -> Option<Draft<'_>> {
                     match c {
                         Canon::Props => {
                             if p.peek()? == b'{' {
-                                props(&mut p, &mut d)?;
+                                props(&mut p, d)?;
                             } else if !matches!(p.scalar()?, Val::Null) {
                                 return None;
                             }
@@ -268,7 +275,7 @@ pub(crate) fn plain(text: &str) -> Option<Draft<'_>> {
             d.set_prop(Cow::Borrowed(k), pv);
         }
     }
-    Some(d)
+    Some(())
 }
 
 /// A flat properties object; the cursor is on its `{`. When the object is written as the

@@ -93,6 +93,17 @@ pub(crate) struct Pooled {
     pool: Pool,
 }
 
+#[cfg(test)]
+impl Pooled {
+    /// A chunk buffer outside any pool.
+    pub(crate) fn unpooled(data: Vec<u8>) -> Self {
+        Pooled {
+            data,
+            pool: Pool::default(),
+        }
+    }
+}
+
 impl std::ops::Deref for Pooled {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
