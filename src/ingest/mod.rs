@@ -534,8 +534,8 @@ impl Txn {
     /// Writes out the days the input has moved past: those more than the largest
     /// lateness seen (plus a day) behind the latest day, not written before. Input in
     /// rough time order (nearly every export) then streams: a day's file is written while
-    /// later days are parsed, memory holds a few days instead of the whole input, and its
-    /// pages are reused instead of zeroed afresh. A day written early that still gets late
+    /// later days are parsed, and memory holds a few days instead of everything up to the
+    /// budget (fewer fresh pages for the kernel to zero). A day written early that still gets late
     /// events gets a second file for them at the end; each such event raises the lateness,
     /// so later days wait longer. Unordered input never passes a day and is written by
     /// the memory budget and at the end, as before.
@@ -796,7 +796,8 @@ impl Writes {
 
 impl Drop for Writes {
     /// An ingest that fails still waits for its background writes, so none of them
-    /// writes into the stage after the caller has moved on (or cleaned it up).
+    /// writes into the stage after the caller has moved on (or cleaned it up). Every task
+    /// sends its result (a panic in a rayon task aborts the process), so this returns.
     fn drop(&mut self) {
         while self.pending > 0 && self.rx.recv().is_ok() {
             self.pending -= 1;
