@@ -535,10 +535,10 @@ impl Txn {
     /// lateness seen (plus a day) behind the latest day, not written before. Input in
     /// rough time order (nearly every export) then streams: a day's file is written while
     /// later days are parsed, and memory holds a few days instead of everything up to the
-    /// budget (fewer fresh pages for the kernel to zero). A day written early that still gets late
-    /// events gets a second file for them at the end; each such event raises the lateness,
-    /// so later days wait longer. Unordered input never passes a day and is written by
-    /// the memory budget and at the end, as before.
+    /// budget (fewer fresh pages for the kernel to zero). A day written early that still
+    /// gets late events gets a second file for them at the end; each such event raises the
+    /// lateness, so later days wait longer. Unordered input never passes a day and is
+    /// written by the memory budget and at the end, as before.
     fn flush_passed(&mut self) -> Result<()> {
         let Some(high) = self.high else {
             return Ok(());
