@@ -321,64 +321,72 @@ fn props<'a>(p: &mut Scanner<'a>, d: &mut Draft<'a>) -> Option<()> {
     collect_props(p, d)
 }
 
-/// Scans a flat object: true when it is written as the lake stores it, false (possibly
-/// before its end) when it is not or may be malformed.
-fn as_stored(p: &mut Scanner<'_>) -> Option<bool> {
-    let start = p.i;
-    // The length of the object written compactly: equal to its raw length when there is
-    // no whitespace between the tokens.
-    let mut compact_len = 2;
+/// Walks a flat object, the cursor on its `{`: hands each member (key non-empty, value
+/// scalar) to `f`, which returns false to stop. `Some(true)` when the walk reached the
+/// object's end, `Some(false)` when `f` stopped it, `None` when the object is not one the
+/// scanner takes.
+fn members<'a>(p: &mut Scanner<'a>, mut f: impl FnMut(&'a str, Val<'a>) -> bool) -> Option<bool> {
     if !p.open()? {
-        let mut prev: Option<&str> = None;
-        loop {
-            let k = p.key()?;
-            if k.is_empty() || prev.is_some_and(|q| q >= k) {
-                return Some(false);
-            }
-            prev = Some(k);
-            compact_len += usize::from(compact_len > 2) + k.len() + 3;
-            compact_len += match p.scalar()? {
-                Val::Str(s) => s.len() + 2,
-                Val::Num(n) => n.len(),
-                Val::Bool(b) => 5 - usize::from(b),
-                Val::Null => return Some(false),
-            };
-            if !p.next_member()? {
-                break;
-            }
-        }
-    }
-    Some(p.i - start == compact_len)
-}
-
-/// The properties of a flat object into the draft (nulls dropped, a repeated key's last
-/// value kept); the cursor is on its `{`.
-fn collect_props<'a>(p: &mut Scanner<'a>, d: &mut Draft<'a>) -> Option<()> {
-    if !p.open()? {
-        let mut prev: Option<&str> = None;
-        let mut ascending = true;
         loop {
             let k = p.key()?;
             if k.is_empty() {
                 return None;
             }
-            let v = prop(p.scalar()?);
-            // While every key so far is strictly above the one before, none can repeat an
-            // earlier one, and there is no need to look for it.
-            ascending &= prev.is_none_or(|q| q < k);
-            prev = Some(k);
-            if let Some(v) = v {
-                if ascending {
-                    d.props.push((Cow::Borrowed(k), v));
-                } else {
-                    d.set_prop(Cow::Borrowed(k), v);
-                }
+            if !f(k, p.scalar()?) {
+                return Some(false);
             }
             if !p.next_member()? {
                 break;
             }
         }
     }
+    Some(true)
+}
+
+/// Scans a flat object: true when it is written as the lake stores it, false or `None`
+/// (possibly before its end) when it is not or may be malformed.
+fn as_stored(p: &mut Scanner<'_>) -> Option<bool> {
+    let start = p.i;
+    // The length of the object written compactly: equal to its raw length when there is
+    // no whitespace between the tokens.
+    let mut compact_len = 2;
+    let mut prev: Option<&str> = None;
+    let whole = members(p, |k, v| {
+        if prev.is_some_and(|q| q >= k) {
+            return false;
+        }
+        prev = Some(k);
+        compact_len += usize::from(compact_len > 2) + k.len() + 3;
+        compact_len += match v {
+            Val::Str(s) => s.len() + 2,
+            Val::Num(n) => n.len(),
+            Val::Bool(b) => 5 - usize::from(b),
+            Val::Null => return false,
+        };
+        true
+    })?;
+    Some(whole && p.i - start == compact_len)
+}
+
+/// The properties of a flat object into the draft (nulls dropped, a repeated key's last
+/// value kept); the cursor is on its `{`.
+fn collect_props<'a>(p: &mut Scanner<'a>, d: &mut Draft<'a>) -> Option<()> {
+    let mut prev: Option<&str> = None;
+    let mut ascending = true;
+    members(p, |k, v| {
+        // While every key so far is strictly above the one before, none can repeat an
+        // earlier one, and there is no need to look for it.
+        ascending &= prev.is_none_or(|q| q < k);
+        prev = Some(k);
+        if let Some(v) = prop(v) {
+            if ascending {
+                d.props.push((Cow::Borrowed(k), v));
+            } else {
+                d.set_prop(Cow::Borrowed(k), v);
+            }
+        }
+        true
+    })?;
     Some(())
 }
 
