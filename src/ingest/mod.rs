@@ -48,7 +48,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
-use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
@@ -553,7 +552,7 @@ impl Txn {
         if ready.is_empty() {
             return Ok(());
         }
-        self.write_days(ready, true)
+        self.write_days(ready, false)
     }
 
     /// Loads the lake's dedup keys for every day within the lookback of `day`.
@@ -636,49 +635,30 @@ impl Txn {
             chosen.truncate(keep);
             chosen.sort_unstable();
         }
-        self.write_days(chosen, false)
+        self.write_days(chosen, true)
     }
 
-    /// Writes the buffered events of `chosen` days, one file each: in parallel and waiting
-    /// for them, or (`background`) as tasks on the pool while this thread goes on consuming.
-    fn write_days(&mut self, chosen: Vec<i32>, background: bool) -> Result<()> {
-        let mut work: Vec<(i32, DayBuffer)> = Vec::with_capacity(chosen.len());
-        for d in chosen {
-            let buf = self.days.get_mut(&d).expect("chosen from days");
+    /// Writes the buffered events of `chosen` days, one file each, as tasks on the pool;
+    /// with `wait`, returns once every write (these and earlier ones) is done, else goes
+    /// on consuming while they run.
+    fn write_days(&mut self, chosen: Vec<i32>, wait: bool) -> Result<()> {
+        for day in chosen {
+            let buf = self.days.get_mut(&day).expect("chosen from days");
             let taken = std::mem::take(buf);
             buf.files = taken.files + 1;
             self.buffered -= taken.bytes;
-            work.push((d, taken));
+            let (stage, seq, tx) = (self.stage.clone(), self.seq, self.writes.tx.clone());
+            self.writes.pending += 1;
+            rayon::spawn(move || {
+                let _ = tx.send(write_day(&stage, seq, day, taken));
+            });
         }
-        if background {
-            for (day, buf) in work {
-                let (stage, seq, tx) = (self.stage.clone(), self.seq, self.writes.tx.clone());
-                self.writes.pending += 1;
-                rayon::spawn(move || {
-                    let _ = tx.send(write_day(&stage, seq, day, buf));
-                });
-            }
-            return self
-                .writes
-                .collect(false, &mut self.added, &mut self.key_paths);
-        }
-        let (stage, seq) = (&self.stage, self.seq);
-        let written: Vec<Result<(DataFile, String)>> = work
-            .into_par_iter()
-            .map(|(day, buf)| write_day(stage, seq, day, buf))
-            .collect();
-        for r in written {
-            let (f, k) = r?;
-            self.added.push(f);
-            self.key_paths.push(k);
-        }
-        Ok(())
+        self.writes
+            .collect(wait, &mut self.added, &mut self.key_paths)
     }
 
     fn finish(mut self, inputs: Vec<InputRecord>) -> Result<Commit> {
         self.flush(true)?;
-        self.writes
-            .collect(true, &mut self.added, &mut self.key_paths)?;
         let quarantine = match self.quarantine.take() {
             Some(w) => {
                 let p = self.stage.join(Lake::quarantine_path(self.seq));
