@@ -366,6 +366,21 @@ fn lake_files_are_sorted_deterministic_and_stats_agree() {
     ingest(&l2, &[&input], &["--memory-budget-mb", "1"]);
     let f1 = parquet_files(&l1);
     assert_eq!(f1.len(), 3, "one file per day");
+    // Timestamps are delta-encoded, not put in a dictionary (see the README's lake layout).
+    let meta =
+        parquet::file::reader::SerializedFileReader::new(fs::File::open(&f1[0]).unwrap()).unwrap();
+    let ts = parquet::file::reader::FileReader::metadata(&meta)
+        .row_group(0)
+        .column(1)
+        .clone();
+    assert_eq!(ts.column_path().string(), "ts");
+    assert!(
+        ts.encodings()
+            .any(|e| e == parquet::basic::Encoding::DELTA_BINARY_PACKED)
+            && ts.dictionary_page_offset().is_none(),
+        "ts encodings: {:?}",
+        ts.encodings().collect::<Vec<_>>()
+    );
     for f in &f1 {
         let rel = f.strip_prefix(&l1).unwrap();
         assert_eq!(
