@@ -52,6 +52,7 @@ use serde::Serialize;
 
 use crate::error::{Error, IoContext, Result};
 use crate::event::day_to_string;
+use crate::lake::log::Syncer;
 use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, KeySet, Lake, Part};
 use convert::{Bad, Parsed, Piece, convert};
 
@@ -380,7 +381,7 @@ impl Txn {
             buffered: 0,
             high: None,
             lateness: 0,
-            writes: Writes::default(),
+            writes: Writes::new()?,
             added: vec![],
             key_paths: vec![],
             touched: BTreeSet::new(),
@@ -648,9 +649,10 @@ impl Txn {
             buf.files = taken.files + 1;
             self.buffered -= taken.bytes;
             let (stage, seq, tx) = (self.stage.clone(), self.seq, self.writes.tx.clone());
+            let sync = self.writes.syncer.queue();
             self.writes.pending += 1;
             rayon::spawn(move || {
-                let _ = tx.send(write_day(&stage, seq, day, taken));
+                let _ = tx.send(write_day(&stage, seq, day, taken, &sync));
             });
         }
         self.writes
@@ -662,8 +664,8 @@ impl Txn {
         let quarantine = match self.quarantine.take() {
             Some(w) => {
                 let p = self.stage.join(Lake::quarantine_path(self.seq));
-                let f = w.into_inner().map_err(|e| Error::io(&p, e.into_error()))?;
-                f.sync_all().at(&p)?;
+                w.into_inner().map_err(|e| Error::io(&p, e.into_error()))?;
+                let _ = self.writes.syncer.queue().send(p);
                 Some(Lake::quarantine_path(self.seq))
             }
             None => None,
@@ -672,6 +674,8 @@ impl Txn {
             self.counts.read,
             self.counts.accepted + self.counts.rejected + self.counts.duplicates
         );
+        // Every staged file is durable before the caller commits.
+        self.writes.syncer.finish()?;
         self.added.sort_by(|a, b| a.path.cmp(&b.path));
         self.key_paths.sort();
         Ok(Commit {
@@ -690,9 +694,16 @@ impl Txn {
     }
 }
 
-/// Writes one day's buffered events to a staged Parquet file and its key file; returns
-/// the file and the key file's path, relative to the stage.
-fn write_day(stage: &Path, seq: u64, day: i32, buf: DayBuffer) -> Result<(DataFile, String)> {
+/// Writes one day's buffered events to a staged Parquet file and its key file, and queues
+/// both on `sync` (the fsync waits there, not on a core of the pool); returns the file and
+/// the key file's path, relative to the stage.
+fn write_day(
+    stage: &Path,
+    seq: u64,
+    day: i32,
+    buf: DayBuffer,
+    sync: &mpsc::Sender<PathBuf>,
+) -> Result<(DataFile, String)> {
     let date = day_to_string(day);
     let rel = Lake::data_file_path(&date, seq, buf.files);
     let parts: Vec<Part> = buf
@@ -703,7 +714,7 @@ fn write_day(stage: &Path, seq: u64, day: i32, buf: DayBuffer) -> Result<(DataFi
             skip: &p.dropped,
         })
         .collect();
-    let w = crate::lake::write_parts(&stage.join(&rel), &parts)?;
+    let w = crate::lake::write_parts_unsynced(&stage.join(&rel), &parts)?;
     let mut keys: Vec<u128> = parts
         .iter()
         .flat_map(|p| p.rows().map(|i| p.buf.key[i]))
@@ -713,7 +724,10 @@ fn write_day(stage: &Path, seq: u64, day: i32, buf: DayBuffer) -> Result<(DataFi
         Lake::key_file_path(&date, seq).trim_end_matches(".keys"),
         buf.files
     );
-    crate::lake::write_key_file(&stage.join(&key_rel), &mut keys)?;
+    crate::lake::write_key_file_unsynced(&stage.join(&key_rel), &mut keys)?;
+    // A closed syncer means the ingest is failing already; its error is reported there.
+    let _ = sync.send(stage.join(&rel));
+    let _ = sync.send(stage.join(&key_rel));
     Ok((
         DataFile {
             path: rel,
@@ -731,12 +745,19 @@ struct Writes {
     tx: mpsc::Sender<Result<(DataFile, String)>>,
     rx: mpsc::Receiver<Result<(DataFile, String)>>,
     pending: usize,
+    /// Syncs the files written, off the pool (dropped after the writes are waited for).
+    syncer: Syncer,
 }
 
-impl Default for Writes {
-    fn default() -> Self {
+impl Writes {
+    fn new() -> Result<Self> {
         let (tx, rx) = mpsc::channel();
-        Writes { tx, rx, pending: 0 }
+        Ok(Writes {
+            tx,
+            rx,
+            pending: 0,
+            syncer: Syncer::new()?,
+        })
     }
 }
 

@@ -270,6 +270,12 @@ fn read_key_file(
 
 /// Writes the keys of one day of one commit (sorted, so the file is deterministic).
 pub(crate) fn write_key_file(path: &Path, keys: &mut [u128]) -> Result<()> {
+    write_key_file_unsynced(path, keys)?.sync_all().at(path)
+}
+
+/// [`write_key_file`] without the fsync, for a writer that has its files synced elsewhere
+/// ([`crate::lake::log::Syncer`]) before it commits them; returns the file.
+pub(crate) fn write_key_file_unsynced(path: &Path, keys: &mut [u128]) -> Result<fs::File> {
     keys.sort_unstable();
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
@@ -278,10 +284,8 @@ pub(crate) fn write_key_file(path: &Path, keys: &mut [u128]) -> Result<()> {
     for k in keys.iter() {
         f.write_all(&k.to_le_bytes()).at(path)?;
     }
-    let f = f
-        .into_inner()
-        .map_err(|e| crate::Error::io(path, e.into_error()))?;
-    f.sync_all().at(path)
+    f.into_inner()
+        .map_err(|e| crate::Error::io(path, e.into_error()))
 }
 
 /// Day number of `_index/date=YYYY-MM-DD/SSSSSSSS.keys`.

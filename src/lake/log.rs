@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
@@ -208,7 +209,113 @@ pub(crate) fn write(dir: &Path, commit: &Commit) -> Result<()> {
     sync_dir(dir)
 }
 
-/// fsync of a directory, so a rename in it survives a power cut.
+/// fsync of a directory, so a rename in it survives a power cut (or of a file).
 pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir).and_then(|d| d.sync_all()).at(dir)
+}
+
+/// fsyncs of many directories (or files) at once, from a few threads. A sync mostly waits
+/// for the disk, and the file system folds concurrent syncs into one journal commit, where
+/// one after another each waits for its own (publishing a 30-day ingest syncs 60 dirs).
+pub(crate) fn sync_dirs(dirs: &[PathBuf]) -> Result<()> {
+    const THREADS: usize = 8;
+    if dirs.len() <= 1 {
+        return dirs.iter().try_for_each(|d| sync_dir(d));
+    }
+    std::thread::scope(|s| {
+        let workers: Vec<_> = dirs
+            .chunks(dirs.len().div_ceil(THREADS))
+            .map(|some| s.spawn(move || some.iter().try_for_each(|d| sync_dir(d))))
+            .collect();
+        // Every worker is joined (scope would anyway); the first error is the result.
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .fold(Ok(()), Result::and)
+    })
+}
+
+/// Fsyncs files on a thread of its own, so the cores that wrote them go on computing while
+/// the disk flushes. A writer that stages files through it waits for it ([`Syncer::finish`])
+/// before it commits, so the commit point still comes after every file it names is durable.
+pub(crate) struct Syncer {
+    tx: Option<mpsc::Sender<PathBuf>>,
+    worker: Option<std::thread::JoinHandle<Result<()>>>,
+}
+
+impl Syncer {
+    pub(crate) fn new() -> Result<Self> {
+        let (tx, rx) = mpsc::channel::<PathBuf>();
+        let worker = std::thread::Builder::new()
+            .name("meterlake-fsync".into())
+            .spawn(move || {
+                let mut result = Ok(());
+                for path in rx {
+                    if result.is_ok() {
+                        result = sync_dir(&path);
+                    }
+                }
+                result
+            })
+            .map_err(|e| Error::io("fsync thread", e))?;
+        Ok(Syncer {
+            tx: Some(tx),
+            worker: Some(worker),
+        })
+    }
+
+    /// A handle that queues files to sync; each queued path is synced before
+    /// [`Syncer::finish`] returns.
+    pub(crate) fn queue(&self) -> mpsc::Sender<PathBuf> {
+        self.tx.clone().expect("a syncer queues until it finishes")
+    }
+
+    /// Waits until every queued file is synced (and every handle from [`Syncer::queue`] is
+    /// dropped); the first failed sync is the error.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        self.tx = None;
+        match self.worker.take() {
+            Some(w) => w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        let _ = self.finish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn syncer_syncs_what_is_queued_and_reports_the_first_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<PathBuf> = (0..5).map(|i| dir.path().join(format!("f{i}"))).collect();
+        for f in &files {
+            fs::write(f, b"x").unwrap();
+        }
+        let mut ok = Syncer::new().unwrap();
+        let q = ok.queue();
+        // Handles may outlive the queueing thread: finish waits for them to be dropped.
+        std::thread::spawn(move || files.into_iter().for_each(|f| q.send(f).unwrap()));
+        ok.finish().unwrap();
+
+        let mut bad = Syncer::new().unwrap();
+        bad.queue().send(dir.path().join("f0")).unwrap();
+        bad.queue().send(dir.path().join("gone")).unwrap();
+        bad.queue().send(dir.path().join("also-gone")).unwrap();
+        let err = bad.finish().unwrap_err().to_string();
+        assert!(err.contains("gone") && !err.contains("also-gone"), "{err}");
+
+        let dirs: Vec<PathBuf> = (0..11).map(|i| dir.path().join(format!("d{i}"))).collect();
+        dirs.iter().for_each(|d| fs::create_dir(d).unwrap());
+        sync_dirs(&dirs).unwrap();
+        fs::remove_dir(&dirs[7]).unwrap();
+        let err = sync_dirs(&dirs).unwrap_err().to_string();
+        assert!(err.contains("d7"), "{err}");
+    }
 }

@@ -40,9 +40,10 @@ mod stats;
 pub use columns::{EventBuf, Part, Row};
 pub use compact::{CompactSummary, compact};
 pub use keys::KeySet;
-pub(crate) use keys::write_key_file;
+pub(crate) use keys::write_key_file_unsynced;
 pub(crate) use log::sync_dir;
 pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord};
+pub(crate) use parquet_io::write_parts_unsynced;
 pub use parquet_io::{read_events, write_buf, write_events, write_parts};
 pub use stats::{LakeStats, MeterStats, scan_events, scan_files, scan_paths, stats};
 
@@ -291,9 +292,7 @@ impl Lake {
                 dirs.push(parent.to_path_buf());
             }
         }
-        for d in &dirs {
-            log::sync_dir(d)?;
-        }
+        log::sync_dirs(&dirs)?;
         if staged.exists() {
             fs::remove_dir_all(&staged).at(&staged)?;
         }

@@ -60,6 +60,18 @@ type RowRef = (u32, u32);
 /// The sort runs on a permutation, not on the events: (tenant, meter) pairs are ranked
 /// once, so most comparisons are on two integers instead of strings.
 pub fn write_parts(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
+    let (written, file) = encode_parts(path, parts)?;
+    file.sync_all().at(path)?;
+    Ok(written)
+}
+
+/// [`write_parts`] without the fsync, for a writer that has its files synced elsewhere
+/// ([`crate::lake::log::Syncer`]) before it commits them.
+pub(crate) fn write_parts_unsynced(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
+    encode_parts(path, parts).map(|(written, _)| written)
+}
+
+fn encode_parts(path: &Path, parts: &[Part<'_>]) -> Result<(WrittenFile, fs::File)> {
     let order = sort_order(parts);
     if let Some(p) = path.parent() {
         fs::create_dir_all(p).at(p)?;
@@ -121,13 +133,13 @@ pub fn write_parts(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
         rg.close().map_err(pq)?;
     }
     let file = writer.into_inner().map_err(pq)?;
-    file.sync_all().at(path)?;
     let bytes = file.metadata().at(path)?.len();
-    Ok(WrittenFile {
+    let written = WrittenFile {
         rows: order.len() as u64,
         bytes,
         value_sum,
-    })
+    };
+    Ok((written, file))
 }
 
 /// A small fast hasher for the rank lookup (std's SipHash costs more than the sort here;
