@@ -112,8 +112,8 @@ impl Parsed {
 
 /// Parses every record of a chunk, in order. `cloudevents_only` rejects plain records.
 pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> Parsed {
-    let json = |raw, line, d: &mut _, out: &mut Parsed| {
-        json_record(raw, line, d, out, limits, cloudevents_only)
+    let json = |raw, text, line, d: &mut _, out: &mut Parsed| {
+        json_record(raw, text, line, d, out, limits, cloudevents_only)
     };
     let mut out = Parsed::default();
     match chunk {
@@ -124,12 +124,19 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
             let ends = memchr::memchr_iter(b'\n', &data).chain(std::iter::once(data.len()));
             let mut sized = false;
             let mut d = Draft::default();
+            // UTF-8 is checked for the whole chunk at once (SIMD, ~10x faster than line by
+            // line); a chunk that fails is checked line by line, so only bad lines are
+            // rejected. A line cut at a newline byte is on a char boundary.
+            let utf8 = simdutf8::basic::from_utf8(&data).ok();
             for (line, end) in (first_line..).zip(ends) {
-                let raw = &data[start..end];
+                let (s, mut e) = (start, end);
                 start = end + 1;
-                let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+                if e > s && data[e - 1] == b'\r' {
+                    e -= 1;
+                }
+                let raw = &data[s..e];
                 if !raw.iter().all(u8::is_ascii_whitespace) {
-                    json(raw, line, &mut d, &mut out);
+                    json(raw, utf8.map(|t| &t[s..e]), line, &mut d, &mut out);
                 }
                 if !sized && out.order.len() == SAMPLE_ROWS {
                     sized = true;
@@ -140,7 +147,7 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
         Chunk::Elements { doc, items } => {
             let mut d = Draft::default();
             for (s, e, line) in items {
-                json(&doc[s..e], line, &mut d, &mut out);
+                json(&doc[s..e], None, line, &mut d, &mut out);
             }
         }
         Chunk::Oversized { line, head, len } => {
@@ -167,6 +174,7 @@ pub(crate) fn convert(chunk: Chunk, limits: &Limits, cloudevents_only: bool) -> 
 /// `cloudevents_only` rejects plain records.
 fn json_record<'a>(
     raw: &'a [u8],
+    text: Option<&'a str>,
     line: u64,
     d: &mut Draft<'a>,
     out: &mut Parsed,
@@ -181,7 +189,7 @@ fn json_record<'a>(
         );
         return;
     }
-    let r = json_draft_into(raw, d).and_then(|()| out.finish(d, raw.len(), limits));
+    let r = json_draft_into(raw, text, d).and_then(|()| out.finish(d, raw.len(), limits));
     if let Err(r) = r {
         out.bad(line, r, raw);
     }

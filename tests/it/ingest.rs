@@ -68,6 +68,63 @@ fn every_rejection_reason_is_quarantined_verbatim_with_its_field() {
 }
 
 #[test]
+fn a_line_that_is_not_utf8_is_rejected_alone_and_its_neighbours_keep_their_text() {
+    // UTF-8 is checked a whole chunk at a time and, when that fails, line by line: only the
+    // bad lines may be rejected, and non-ASCII text and CRLF endings in the good ones survive.
+    let dir = tempfile::tempdir().unwrap();
+    let good = |i: usize, endpoint: &str| {
+        format!(
+            r#"{{"id":"g{i}","ts":"2026-03-01T10:00:00Z","tenant_id":"tënant-{i}","meter":"m","properties":{{"endpoint":"{endpoint}"}}}}"#
+        )
+        .into_bytes()
+    };
+    let mut lines: Vec<Vec<u8>> = vec![good(0, "/café"), good(1, "/日本")];
+    let mut bad_lines = vec![];
+    // A stray byte, a sequence cut short, an encoded surrogate.
+    for (i, bad) in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80"].iter().enumerate() {
+        let mut line = good(10 + i, "/x");
+        let at = line.len() - 4; // inside the endpoint string
+        line.splice(at..at, bad.iter().copied());
+        lines.push(line);
+        bad_lines.push(lines.len() as u64);
+        lines.push(good(20 + i, "/okü"));
+    }
+    let mut text = Vec::new();
+    for (n, l) in lines.iter().enumerate() {
+        text.extend_from_slice(l);
+        text.extend_from_slice(if n % 2 == 0 { b"\r\n" } else { b"\n" });
+    }
+    let input = dir.path().join("mixed-utf8.ndjson");
+    fs::write(&input, &text).unwrap();
+    let lake = dir.path().join("lake");
+    let v = ingest(&lake, &[&input], &[]);
+    assert_eq!(v["read"], lines.len() as u64);
+    assert_eq!(v["rejected"], 3);
+    let q = quarantine(&lake);
+    let got: Vec<u64> = q.iter().map(|r| r["line"].as_u64().unwrap()).collect();
+    assert_eq!(got, bad_lines);
+    for r in &q {
+        assert!(r["reason"].as_str().unwrap().contains("not UTF-8"), "{r}");
+    }
+    let mut want: Vec<(String, String, String)> = lines
+        .iter()
+        .filter_map(|l| std::str::from_utf8(l).ok())
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("id"), s("tenant_id"), v["properties"].to_string())
+        })
+        .collect();
+    want.sort();
+    let mut got: Vec<(String, String, String)> = read_lake(&lake)
+        .into_iter()
+        .map(|r| (r.id, r.tenant, r.props))
+        .collect();
+    got.sort();
+    assert_eq!(got, want, "the good lines, with their non-ASCII text");
+}
+
+#[test]
 fn tracker_aliases_and_epoch_millis_map_to_canonical_fields() {
     let dir = tempfile::tempdir().unwrap();
     let input = write(
