@@ -714,17 +714,24 @@ fn write_day(
             skip: &p.dropped,
         })
         .collect();
-    let w = crate::lake::write_parts_unsynced(&stage.join(&rel), &parts)?;
-    let mut keys: Vec<u128> = parts
-        .iter()
-        .flat_map(|p| p.rows().map(|i| p.buf.key[i]))
-        .collect();
     let key_rel = format!(
         "{}-{:04}.keys",
         Lake::key_file_path(&date, seq).trim_end_matches(".keys"),
         buf.files
     );
-    crate::lake::write_key_file_unsynced(&stage.join(&key_rel), &mut keys)?;
+    // The key file (a sort and 16 bytes per event) is written beside the Parquet file, not
+    // after it: the last days of an ingest are written while nothing else is left to do.
+    let (w, k) = rayon::join(
+        || crate::lake::write_parts_unsynced(&stage.join(&rel), &parts),
+        || {
+            let mut keys: Vec<u128> = parts
+                .iter()
+                .flat_map(|p| p.rows().map(|i| p.buf.key[i]))
+                .collect();
+            crate::lake::write_key_file_unsynced(&stage.join(&key_rel), &mut keys)
+        },
+    );
+    let (w, _) = (w?, k?);
     // A closed syncer means the ingest is failing already; its error is reported there.
     let _ = sync.send(stage.join(&rel));
     let _ = sync.send(stage.join(&key_rel));
