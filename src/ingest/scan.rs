@@ -163,6 +163,31 @@ impl<'a> Scanner<'a> {
         Some(k)
     }
 
+    /// A canonical field's usual key written plainly (`"tenant_id":`, no escapes), then
+    /// whitespace: what [`Scanner::key`] and `canonical` would make of it, without scanning
+    /// it as a string and matching it against every name (~3 % of ingest CPU). Anything
+    /// else (aliases, unknown keys, escapes) is left to them.
+    #[inline]
+    fn known_key(&mut self) -> Option<Canon> {
+        let rest = &self.s.as_bytes()[self.i..];
+        let (lit, c): (&[u8], Canon) = match *rest.get(1)? {
+            b'i' => (b"\"id\":", Canon::Id),
+            b't' if rest.get(2) == Some(&b's') => (b"\"ts\":", Canon::Ts),
+            b't' => (b"\"tenant_id\":", Canon::Tenant),
+            b'u' => (b"\"user_id\":", Canon::User),
+            b'm' => (b"\"meter\":", Canon::Meter),
+            b'v' => (b"\"value\":", Canon::Value),
+            b'p' => (b"\"properties\":", Canon::Props),
+            _ => return None,
+        };
+        if !rest.starts_with(lit) {
+            return None;
+        }
+        self.i += lit.len();
+        self.ws();
+        Some(c)
+    }
+
     /// `{` then whitespace; true when the object is empty (and consumed).
     fn open(&mut self) -> Option<bool> {
         self.eat(b'{')?;
@@ -237,8 +262,15 @@ pub(crate) fn plain_into<'a>(text: &'a str, d: &mut Draft<'a>) -> Option<()> {
     p.ws();
     if !p.open()? {
         loop {
-            let k = p.key()?;
-            match canonical(k) {
+            // The key's text is only used when it is not canonical (`c` is None).
+            let (k, c) = match p.known_key() {
+                Some(c) => ("", Some(c)),
+                None => {
+                    let k = p.key()?;
+                    (k, canonical(k))
+                }
+            };
+            match c {
                 Some(c) => {
                     if std::mem::replace(&mut seen[c as usize], true) {
                         return None;
