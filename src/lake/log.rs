@@ -223,15 +223,20 @@ pub(crate) fn sync_dirs(dirs: &[PathBuf]) -> Result<()> {
         return dirs.iter().try_for_each(|d| sync_dir(d));
     }
     std::thread::scope(|s| {
-        let workers: Vec<_> = dirs
-            .chunks(dirs.len().div_ceil(THREADS))
-            .map(|some| s.spawn(move || some.iter().try_for_each(|d| sync_dir(d))))
-            .collect();
+        let sync_some = |some: &[PathBuf]| some.iter().try_for_each(|d| sync_dir(d));
+        let (mut workers, mut inline) = (Vec::new(), Ok(()));
+        for some in dirs.chunks(dirs.len().div_ceil(THREADS)) {
+            match std::thread::Builder::new().spawn_scoped(s, move || sync_some(some)) {
+                Ok(w) => workers.push(w),
+                // A thread that cannot be started leaves its share to this one.
+                Err(_) => inline = inline.and(sync_some(some)),
+            }
+        }
         // Every worker is joined (scope would anyway); the first error is the result.
         workers
             .into_iter()
             .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .fold(Ok(()), Result::and)
+            .fold(inline, Result::and)
     })
 }
 
