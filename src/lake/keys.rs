@@ -172,6 +172,11 @@ impl KeySet {
     /// distinct. The error is a failed read or write of a spilled run.
     pub fn insert_if_new(&mut self, key: u128, day: i32, lookback: i32) -> Result<bool> {
         let e = Entry::new(key, day);
+        // Nothing spilled and room in memory (the usual case): a key the set lacks is new,
+        // and one probe both finds that out and stores it. Otherwise the set is unchanged.
+        if self.set.len() + self.extra_len < self.cap && self.spilled() == 0 && self.set.insert(e) {
+            return Ok(true);
+        }
         let within = |d: i32| (d - day).abs() <= lookback;
         if let Some(old) = self.set.get(&e) {
             if within(old.day()) {
