@@ -58,7 +58,8 @@ type RowRef = (u32, u32);
 /// (tenant_id, meter, ts, id).
 ///
 /// The sort runs on a permutation, not on the events: (tenant, meter) pairs are ranked
-/// once, so most comparisons are on two integers instead of strings.
+/// once, rows are bucketed by that rank, and only rows of one bucket are compared, by
+/// (ts, id) (see `sort_order`).
 pub fn write_parts(path: &Path, parts: &[Part<'_>]) -> Result<WrittenFile> {
     let (written, file) = encode_parts(path, parts)?;
     file.sync_all().at(path)?;
