@@ -766,9 +766,7 @@ impl Writes {
             syncer: Syncer::new()?,
         })
     }
-}
 
-impl Writes {
     /// Takes the finished writes (all of them, waiting, when `wait`) into `added` and
     /// `keys`; the first failed write is the error.
     fn collect(
