@@ -23,8 +23,6 @@
 //! ```
 #![warn(missing_docs)]
 
-pub mod alerts;
-pub mod anomalies;
 pub mod billing;
 pub mod cli;
 pub mod config;
@@ -34,15 +32,23 @@ pub mod event;
 pub mod forecast;
 pub mod generate;
 pub mod ingest;
+pub mod job;
 pub mod lake;
-pub mod predict;
 pub mod report;
-pub mod retention;
 pub mod rollup;
-pub mod run;
 pub mod series;
 pub mod serve;
+pub mod stage;
+pub mod time;
 pub mod usage;
 
 pub use error::{Error, Result};
+
+// Old paths, kept while the reshaping lands (removed in the same change).
 pub use event::UsageEvent;
+#[doc(hidden)]
+pub use job::{retention, run};
+#[doc(hidden)]
+pub use stage::forecast as predict;
+#[doc(hidden)]
+pub use stage::{alerts, anomalies};

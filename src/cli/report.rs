@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::billing::{Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE};
+use crate::job::forget::{ForgetOptions, forget};
+use crate::job::retention::{RetentionOptions, retention};
 use crate::report::{self, Format, Kind, ReportOptions};
-use crate::retention::{ForgetOptions, RetentionOptions, forget, retention};
 use crate::rollup::parse_instant;
 
 /// Arguments of `report`.

@@ -2,8 +2,10 @@
 //!
 //! Deletions are lake commits (`retention`, `forget`) that carry their own [`Audit`]
 //! record, so the record and the change are one atomic step: there is no deletion without
-//! its record, and no record of a deletion that did not happen. Alert acknowledgements are
-//! recorded in the alert store (who, when). [`read`] gathers both, oldest first.
+//! its record, and no record of a deletion that did not happen. Actions that are not lake
+//! commits (alert acknowledgements, the HTTP API's admin actions) [`append`] an entry to
+//! `LAKE/_api/audit.ndjson` themselves, fsynced before they take effect. [`read`] gathers
+//! both, oldest first. The lake knows nothing of what those actions are about.
 
 use std::path::Path;
 
@@ -19,7 +21,7 @@ pub struct AuditEntry {
     pub at: String,
     /// Who.
     pub actor: String,
-    /// `retention`, `forget` or `acknowledge`.
+    /// `retention`, `forget`, `acknowledge`, or an API admin action.
     pub action: String,
     /// What it applied to.
     pub target: String,
@@ -39,11 +41,12 @@ pub fn current_actor() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Admin actions of the HTTP API (`LAKE/_api/audit.ndjson`, appended and fsynced).
+/// Audit entries of actions that are not lake commits (acknowledgements, the API's admin
+/// actions), appended and fsynced. (The folder's name is historical: the API wrote it first.)
 pub const API_AUDIT_FILE: &str = "_api/audit.ndjson";
 
-/// Appends an entry to the API's audit file.
-pub fn append_api(lake_dir: &Path, e: &AuditEntry) -> Result<()> {
+/// Appends an entry to the audit file of actions that are not lake commits.
+pub fn append(lake_dir: &Path, e: &AuditEntry) -> Result<()> {
     use std::io::Write;
     let p = lake_dir.join(API_AUDIT_FILE);
     let dir = p.parent().expect("has a parent");
@@ -59,6 +62,9 @@ pub fn append_api(lake_dir: &Path, e: &AuditEntry) -> Result<()> {
         .and_then(|_| f.sync_data())
         .map_err(|x| crate::Error::io(&p, x))
 }
+
+#[doc(hidden)]
+pub use append as append_api;
 
 /// Every audit entry of a lake, oldest first.
 pub fn read(lake_dir: &Path) -> Result<Vec<AuditEntry>> {
@@ -79,19 +85,6 @@ pub fn read(lake_dir: &Path) -> Result<Vec<AuditEntry>> {
             })
         })
         .collect();
-    for a in crate::alerts::read_store(lake_dir)? {
-        if let Some(at) = &a.acknowledged_at {
-            out.push(AuditEntry {
-                at: at.clone(),
-                actor: a.acknowledged_by.clone().unwrap_or_default(),
-                action: "acknowledge".into(),
-                target: format!("alert {} ({} {} {})", a.id, a.kind, a.tenant_id, a.meter),
-                rows: 0,
-                commit: None,
-                detail: a.message.clone(),
-            });
-        }
-    }
     let api = lake_dir.join(API_AUDIT_FILE);
     if api.exists() {
         let text = std::fs::read_to_string(&api).map_err(|x| crate::Error::io(&api, x))?;

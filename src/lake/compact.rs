@@ -6,7 +6,7 @@
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::lake::{Commit, CommitKind, Counts, DataFile, Lake, read_events, write_events};
+use crate::lake::{Commit, CommitKind, DataFile, Lake, read_events, write_events};
 
 /// What a compaction did.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -82,19 +82,11 @@ pub fn compact(lake: &mut Lake, min_files: usize, only: &[String]) -> Result<Com
         removed.extend(old.iter().map(|f| f.path.clone()));
     }
     summary.files_after = summary.files_before - removed.len() as u64 + added.len() as u64;
+    // Same rows: nothing downstream needs recomputing (no `partitions`).
     let commit = Commit {
-        seq,
-        kind: CommitKind::Compact,
-        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-        inputs: vec![],
         added,
         removed,
-        keys: vec![],
-        quarantine: None,
-        counts: Counts::default(),
-        // Same rows: nothing downstream needs recomputing.
-        partitions: vec![],
-        audit: None,
+        ..Commit::new(seq, CommitKind::Compact)
     };
     lake.commit(commit)?;
     summary.commit = Some(seq);

@@ -142,6 +142,24 @@ pub struct Commit {
 }
 
 impl Commit {
+    /// A commit `seq` of `kind` made now (`committed_at` is the wall clock), changing nothing
+    /// yet: fill in the files, keys, accounting and audit record it carries.
+    pub fn new(seq: u64, kind: CommitKind) -> Commit {
+        Commit {
+            seq,
+            kind,
+            committed_at: crate::time::now_rfc3339(),
+            inputs: Vec::new(),
+            added: Vec::new(),
+            removed: Vec::new(),
+            keys: Vec::new(),
+            quarantine: None,
+            counts: Counts::default(),
+            partitions: Vec::new(),
+            audit: None,
+        }
+    }
+
     /// Every file the commit brings into the lake (data, keys, quarantine), relative paths.
     pub fn published_files(&self) -> impl Iterator<Item = &str> {
         self.added

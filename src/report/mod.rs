@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use clap::ValueEnum;
 use serde::Serialize;
 
-pub(crate) use build::quota_table;
 pub use build::{ReportOptions, build};
 pub use table::{
     Bar, BarChart, Cell, Chart, Col, Figure, Insight, Line, Severity, Table, TimeChart, Values,

@@ -25,18 +25,18 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
+use super::tables::{self, incidents::IncidentRecord, write_frame};
+#[doc(hidden)]
+pub use super::tables::{ANOMALIES_DIR, incidents::latest_file as incidents_file};
 use crate::detect::{
     DetectConfig, Detector, Flag, HOUR, Incident, Kind, Point, SeriesView, combine, incidents,
     report, severity,
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::predict::write_table;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
 use crate::series::{Series, all_dates, format_ts, read_series_with, usual_gap};
 
-/// Directory of the lake's anomalies.
-pub const ANOMALIES_DIR: &str = "anomalies";
 /// Events one user needs in an hour to look like a bot.
 pub const BOT_MIN_EVENTS: usize = 60;
 /// Gap coefficient of variation under which a user's calls look machine-timed.
@@ -45,19 +45,6 @@ pub const BOT_MAX_CV: f64 = 0.1;
 pub const BOT_MIN_GAP_US: f64 = 1e6;
 /// How far above its peers one user must be for a burst.
 pub const BURST_FACTOR: f64 = 10.0;
-
-/// The incidents file of a lake's detection: hourly if there is one, else daily.
-pub fn incidents_file(lake_dir: &Path) -> Option<PathBuf> {
-    ["hour", "day"]
-        .iter()
-        .map(|g| {
-            lake_dir
-                .join(ANOMALIES_DIR)
-                .join(format!("granularity={g}"))
-                .join("incidents.parquet")
-        })
-        .find(|p| p.exists())
-}
 
 /// What to run.
 #[derive(Debug, Clone, Default)]
@@ -337,7 +324,7 @@ pub fn detect_file(input: &Path, out: &Path, spec: &DetectSpec) -> Result<Detect
         &|s| vec![s.id.clone()],
         dates,
     )?;
-    write_table(out, &mut df)?;
+    write_frame(out, &mut df)?;
     let rows = incident_rows(
         &series,
         &found,
@@ -673,9 +660,7 @@ pub fn detect_lake(
         Some(window),
     )?;
     let fit = clock.elapsed().as_secs_f64() - read;
-    let dir = lake_dir
-        .join(ANOMALIES_DIR)
-        .join(format!("granularity={granularity}"));
+    let dir = tables::incidents::dir(lake_dir, &granularity.to_string());
     let step_end = |s: &Series, i: usize| s.ts[i] + window;
     let users_of = |k: usize, inc: &Incident| -> String {
         let mut us: Vec<&str> = placed[k]
@@ -709,10 +694,12 @@ pub fn detect_lake(
         &split,
         false,
     )?;
-    let mut inc = incidents_table(&rows)?;
-    let (pp, ip) = (dir.join("points.parquet"), dir.join("incidents.parquet"));
-    write_table(&pp, &mut points)?;
-    write_table(&ip, &mut inc)?;
+    let (pp, ip) = (
+        dir.join(tables::incidents::POINTS_FILE),
+        dir.join(tables::incidents::FILE),
+    );
+    write_frame(&pp, &mut points)?;
+    tables::incidents::write(&ip, &records(&rows))?;
     let write = clock.elapsed().as_secs_f64() - read - fit;
     Ok(summarize(
         &series,
@@ -723,67 +710,27 @@ pub fn detect_lake(
     ))
 }
 
-fn incidents_table(rows: &[(Incident, IncidentRow)]) -> Result<DataFrame> {
-    let r: Vec<&IncidentRow> = rows.iter().map(|r| &r.1).collect();
-    let (tenant, meter): (Vec<String>, Vec<String>) = r
-        .iter()
-        .map(|r| {
-            let (a, b) = r.series.split_once('/').unwrap_or((&r.series, ""));
-            (a.to_string(), b.to_string())
+/// The stored form of the lake's incident rows (the series split into tenant and meter).
+fn records(rows: &[(Incident, IncidentRow)]) -> Vec<IncidentRecord> {
+    rows.iter()
+        .map(|(_, r)| {
+            let (tenant, meter) = r.series.split_once('/').unwrap_or((&r.series, ""));
+            IncidentRecord {
+                tenant_id: tenant.to_string(),
+                meter: meter.to_string(),
+                user_id: (!r.users.is_empty()).then(|| r.users.clone()),
+                window_start: r.span.0,
+                window_end: r.span.1,
+                observed: r.observed,
+                expected: r.expected,
+                score: r.score,
+                detector: r.detector.clone(),
+                detectors: r.detectors.clone(),
+                severity: r.severity.clone(),
+                risk: r.risk,
+                fraud_suspect: r.fraud_suspect,
+                points: r.points as u32,
+            }
         })
-        .unzip();
-    let start = Column::new(
-        "window_start".into(),
-        r.iter().map(|r| r.span.0).collect::<Vec<_>>(),
-    )
-    .cast(&crate::rollup::utc_datetime())?;
-    let end = Column::new(
-        "window_end".into(),
-        r.iter().map(|r| r.span.1).collect::<Vec<_>>(),
-    )
-    .cast(&crate::rollup::utc_datetime())?;
-    let users: Vec<Option<String>> = r
-        .iter()
-        .map(|r| (!r.users.is_empty()).then(|| r.users.clone()))
-        .collect();
-    Ok(DataFrame::new_infer_height(vec![
-        Column::new("tenant_id".into(), tenant),
-        Column::new("meter".into(), meter),
-        Column::new("user_id".into(), users),
-        start,
-        end,
-        Column::new(
-            "observed".into(),
-            r.iter().map(|r| r.observed).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "expected".into(),
-            r.iter().map(|r| r.expected).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "score".into(),
-            r.iter().map(|r| r.score).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "detector".into(),
-            r.iter().map(|r| r.detector.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "detectors".into(),
-            r.iter().map(|r| r.detectors.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "severity".into(),
-            r.iter().map(|r| r.severity.clone()).collect::<Vec<_>>(),
-        ),
-        Column::new("risk".into(), r.iter().map(|r| r.risk).collect::<Vec<_>>()),
-        Column::new(
-            "fraud_suspect".into(),
-            r.iter().map(|r| r.fraud_suspect).collect::<Vec<_>>(),
-        ),
-        Column::new(
-            "points".into(),
-            r.iter().map(|r| r.points as u32).collect::<Vec<_>>(),
-        ),
-    ])?)
+        .collect()
 }

@@ -1,12 +1,11 @@
-//! Retention and deletion: `retention` drops (or archives) expired partitions, `forget`
-//! removes a tenant's or a user's events from the lake and from every derived output.
+//! `meterlake forget`: removes a tenant's or a user's events from the lake and from every
+//! derived output.
 //!
-//! Both change the lake through its commit protocol: the files removed and the files
-//! rewritten are one commit, and that commit carries the audit record (who, what, when, how
-//! many rows), so a reader sees the lake before or after, never half, and the deletion
-//! cannot happen without its record. Derived outputs (rollups, forecasts, anomalies,
-//! alerts, quotas, quarantine) are rewritten file by file, each atomically; running the same
-//! `forget` again finishes an interrupted one and finds nothing more to remove.
+//! The lake files rewritten without the rows are one commit carrying the audit record, so
+//! a reader sees the lake before or after, never half, and the deletion cannot happen
+//! without its record. Derived outputs (rollups, forecasts, anomalies, alerts, quotas,
+//! quarantine) are rewritten file by file, each atomically; running the same `forget`
+//! again finishes an interrupted one and finds nothing more to remove.
 //!
 //! What stays: the dedup index keeps 128-bit hashes of forgotten events' keys (not their
 //! content), so re-ingesting an old export does not bring them back; reports written
@@ -19,197 +18,11 @@ use polars::prelude::*;
 use rayon::prelude::*;
 use serde::Serialize;
 
+use super::retention::partition_dirs;
 use crate::error::{Error, IoContext, Result};
-use crate::lake::{Audit, Commit, CommitKind, Counts, DataFile, Lake, read_events, write_events};
+use crate::lake::{Audit, Commit, CommitKind, DataFile, Lake, read_events, write_events};
 use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
-
-const DAY: i64 = 86_400_000_000;
-
-/// What `retention` keeps.
-#[derive(Debug, Clone, Default)]
-pub struct RetentionOptions {
-    /// Keep event partitions of the last N days (none: keep all).
-    pub events_days: Option<u32>,
-    /// Keep rollup partitions of the last N days (none: keep all).
-    pub rollups_days: Option<u32>,
-    /// Copy expired event files here before dropping them.
-    pub archive: Option<PathBuf>,
-    /// Days are counted back from this instant (UTC µs).
-    pub now: i64,
-    /// Who asks.
-    pub actor: String,
-}
-
-/// What `retention` did.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct RetentionSummary {
-    /// Event partitions (dates) dropped.
-    pub event_partitions: Vec<String>,
-    /// Event rows dropped.
-    pub event_rows: u64,
-    /// Event files archived (paths in the archive).
-    pub archived: Vec<String>,
-    /// Rollup partitions dropped.
-    pub rollup_partitions: u64,
-    /// The commit.
-    pub commit: Option<u64>,
-}
-
-fn date_of_day(days: i64) -> String {
-    chrono::DateTime::from_timestamp_micros(days * DAY)
-        .map(|d| d.format("%Y-%m-%d").to_string())
-        .unwrap_or_default()
-}
-
-fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-}
-
-/// Drops (or archives) event partitions older than `events_days` and rollup partitions
-/// older than `rollups_days`. Event partitions go in one commit with its audit record;
-/// rollup partitions are removed directory by directory (each a rename, then a delete).
-pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSummary> {
-    let mut lake = Lake::open_for_write(lake_dir)?;
-    let mut s = RetentionSummary::default();
-    let today = opts.now.div_euclid(DAY);
-    let cutoff = |days: u32| date_of_day(today - days as i64);
-    let expired: Vec<DataFile> = match opts.events_days {
-        Some(d) => lake
-            .data_files()
-            .into_iter()
-            .filter(|f| f.date < cutoff(d))
-            .collect(),
-        None => Vec::new(),
-    };
-    let rollups: Vec<PathBuf> = match opts.rollups_days {
-        Some(d) => partition_dirs(&lake_dir.join(crate::rollup::ROLLUPS_DIR))?
-            .into_iter()
-            .filter(|p| rollup_partition_ends_by(p, &cutoff(d)))
-            .collect(),
-        None => Vec::new(),
-    };
-    if expired.is_empty() && rollups.is_empty() {
-        return Ok(s);
-    }
-    if let Some(dir) = &opts.archive {
-        for f in &expired {
-            let dst = dir.join(&f.path);
-            let parent = dst.parent().expect("relative path has a parent");
-            std::fs::create_dir_all(parent).at(parent)?;
-            let tmp = dst.with_extension("tmp-meterlake");
-            std::fs::copy(lake.root().join(&f.path), &tmp).at(&tmp)?;
-            std::fs::File::open(&tmp)
-                .and_then(|h| h.sync_all())
-                .at(&tmp)?;
-            std::fs::rename(&tmp, &dst).at(&dst)?;
-            s.archived.push(dst.display().to_string());
-        }
-    }
-    let dates: BTreeSet<String> = expired.iter().map(|f| f.date.clone()).collect();
-    s.event_rows = expired.iter().map(|f| f.rows).sum();
-    s.event_partitions = dates.into_iter().collect();
-    s.rollup_partitions = rollups.len() as u64;
-    let mut target = Vec::new();
-    if let Some(d) = opts.events_days {
-        target.push(format!("events before {} ({d} days)", cutoff(d)));
-    }
-    if let Some(d) = opts.rollups_days {
-        target.push(format!("rollups ending by {} ({d} days)", cutoff(d)));
-    }
-    // The commit records the whole decision (events and rollups) before any rollup
-    // directory goes, so nothing is removed unrecorded; a re-run finishes an interrupted one.
-    let seq = lake.next_seq();
-    lake.stage_dir(seq)?;
-    lake.commit(Commit {
-        seq,
-        kind: CommitKind::Retention,
-        committed_at: now_rfc3339(),
-        inputs: vec![],
-        added: vec![],
-        removed: expired.iter().map(|f| f.path.clone()).collect(),
-        keys: vec![],
-        quarantine: None,
-        counts: Counts::default(),
-        // Rollups keep their own history (their retention is separate), so the dropped
-        // dates are not marked for recomputation.
-        partitions: vec![],
-        audit: Some(Audit {
-            actor: opts.actor.clone(),
-            action: "retention".into(),
-            target: target.join("; "),
-            rows: s.event_rows,
-            detail: format!(
-                "{} event partitions ({} files){}; {} rollup partitions",
-                s.event_partitions.len(),
-                expired.len(),
-                opts.archive
-                    .as_ref()
-                    .map(|a| format!(", archived to {}", a.display()))
-                    .unwrap_or_default(),
-                rollups.len()
-            ),
-        }),
-    })?;
-    s.commit = Some(seq);
-    for dir in rollups {
-        let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-        let trash = dir.with_file_name(format!(".expired-{name}"));
-        std::fs::rename(&dir, &trash).at(&dir)?;
-        std::fs::remove_dir_all(&trash).at(&trash)?;
-    }
-    Ok(s)
-}
-
-/// Whether a rollup partition (`.../granularity=G/.../period=YYYY-MM-DD`) holds only
-/// windows that end by `cutoff` (a day or hour partition is one day; a week seven days; a
-/// month one month).
-fn rollup_partition_ends_by(dir: &Path, cutoff: &str) -> bool {
-    let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-    let Some(start) = name
-        .strip_prefix("period=")
-        .and_then(|p| chrono::NaiveDate::parse_from_str(p, "%Y-%m-%d").ok())
-    else {
-        return false;
-    };
-    let Ok(cut) = chrono::NaiveDate::parse_from_str(cutoff, "%Y-%m-%d") else {
-        return false;
-    };
-    let path = dir.to_string_lossy();
-    let end = if path.contains("granularity=month") {
-        start.checked_add_months(chrono::Months::new(1))
-    } else if path.contains("granularity=week") {
-        start.checked_add_days(chrono::Days::new(7))
-    } else {
-        start.checked_add_days(chrono::Days::new(1))
-    };
-    end.is_some_and(|e| e <= cut)
-}
-
-/// Every `period=` directory under the rollups.
-fn partition_dirs(root: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    if !root.is_dir() {
-        return Ok(out);
-    }
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).at(&d)? {
-            let p = e.at(&d)?.path();
-            if p.is_dir() {
-                if p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.starts_with("period="))
-                {
-                    out.push(p);
-                } else {
-                    stack.push(p);
-                }
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
+use crate::stage::tables;
 
 /// Whose data to forget.
 #[derive(Debug, Clone)]
@@ -339,15 +152,8 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
         None => format!("tenant={}", opts.tenant),
     };
     lake.commit(Commit {
-        seq,
-        kind: CommitKind::Forget,
-        committed_at: now_rfc3339(),
-        inputs: vec![],
         added,
         removed,
-        keys: vec![],
-        quarantine: None,
-        counts: Counts::default(),
         partitions: s.partitions.clone(),
         audit: Some(Audit {
             actor: opts.actor.clone(),
@@ -363,6 +169,7 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
                 s.quarantined
             ),
         }),
+        ..Commit::new(seq, CommitKind::Forget)
     })?;
     s.commit = seq;
     // Aggregates that included the rows are recomputed now (the commit marked their dates).
@@ -395,17 +202,11 @@ fn rollup_dirs(lake_dir: &Path) -> Result<Vec<String>> {
 /// Parquet files of the derived outputs.
 fn derived_files(lake_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
-    let mut stack: Vec<PathBuf> = [
-        crate::rollup::ROLLUPS_DIR,
-        crate::predict::FORECASTS_DIR,
-        crate::anomalies::ANOMALIES_DIR,
-        crate::alerts::ALERTS_DIR,
-        crate::run::QUOTAS_DIR,
-    ]
-    .iter()
-    .map(|d| lake_dir.join(d))
-    .filter(|d| d.is_dir())
-    .collect();
+    let mut stack: Vec<PathBuf> = std::iter::once(&crate::rollup::ROLLUPS_DIR)
+        .chain(&tables::DIRS)
+        .map(|d| lake_dir.join(d))
+        .filter(|d| d.is_dir())
+        .collect();
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).at(&d)? {
             let p = e.at(&d)?.path();
@@ -434,7 +235,7 @@ fn scrub_derived(lake_dir: &Path, tenant: &str, user: Option<&str>) -> Result<(u
     let mut rows = 0u64;
     let mut files = Vec::new();
     for path in derived_files(lake_dir)? {
-        let df = crate::alerts::read_parquet(&path)?;
+        let df = tables::read_frame(&path)?;
         if df.column("tenant_id").is_err() {
             continue;
         }
@@ -483,7 +284,7 @@ fn scrub_derived(lake_dir: &Path, tenant: &str, user: Option<&str>) -> Result<(u
         let gone = (before - out.height()) as u64;
         if gone > 0 || changed {
             rows += gone;
-            crate::predict::write_table(&path, &mut out)?;
+            tables::write_frame(&path, &mut out)?;
             files.push(path.display().to_string());
         }
     }

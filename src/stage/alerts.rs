@@ -25,62 +25,21 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
-use polars::prelude::*;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::billing::quota::{QuotaOptions, Status, quotas};
+pub use super::tables::alerts::{Alert, read_lake as read_store};
+use super::tables::{self, incidents::IncidentRecord};
+#[doc(hidden)]
+pub use super::tables::{ALERTS_DIR, alerts::FILE as ALERTS_FILE, read_frame as read_parquet};
+use crate::billing::quota::{QuotaOptions, QuotaRow, Status, quotas};
 use crate::billing::{Billing, rfc3339};
 use crate::error::{Error, IoContext, Result};
 use crate::lake::Lake;
 
-/// Directory of the store under the lake.
-pub const ALERTS_DIR: &str = "alerts";
 /// Environment variable holding the webhook's shared secret (kept off the command line).
 pub const SECRET_ENV: &str = "MLK_WEBHOOK_SECRET";
-
-/// The store's file.
-pub const ALERTS_FILE: &str = "alerts.parquet";
-
-/// One alert.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Alert {
-    /// Stable id (16 hex digits).
-    pub id: String,
-    /// `threshold`, `limit_exceeded`, `cost_over` or `anomaly`.
-    pub kind: String,
-    /// The tenant.
-    pub tenant_id: String,
-    /// The meter (billed meter; for anomalies the lake meter).
-    pub meter: String,
-    /// The threshold crossed: a percent, an amount, or an anomaly's severity.
-    pub threshold: String,
-    /// `warning`, `critical` (or an anomaly's `high`/`critical`).
-    pub severity: String,
-    /// What happened, with the numbers.
-    pub message: String,
-    /// The observed value (usage, cost, anomaly value).
-    pub value: String,
-    /// The limit it is compared with.
-    pub limit: String,
-    /// The billing period (or the anomaly's window), RFC 3339.
-    pub period_start: String,
-    /// Its end.
-    pub period_end: String,
-    /// When it was raised (the evaluation instant).
-    pub raised_at: String,
-    /// When it was acknowledged.
-    pub acknowledged_at: Option<String>,
-    /// Who acknowledged it.
-    pub acknowledged_by: Option<String>,
-    /// When the webhook accepted it.
-    pub delivered_at: Option<String>,
-    /// Webhook attempts so far.
-    pub attempts: u32,
-    /// The last delivery error.
-    pub last_error: Option<String>,
-}
 
 fn alert_id(parts: &[&str]) -> String {
     format!(
@@ -91,6 +50,7 @@ fn alert_id(parts: &[&str]) -> String {
 
 /// The alert table of a lake, held under its lock while open.
 pub struct AlertStore {
+    lake_dir: PathBuf,
     path: PathBuf,
     _lock: std::fs::File,
     /// Every alert, oldest first (by raise order).
@@ -106,16 +66,17 @@ impl AlertStore {
                 reason: format!("{} is not a meterlake lake (no _log)", lake_dir.display()),
             });
         }
-        let dir = lake_dir.join(ALERTS_DIR);
+        let dir = lake_dir.join(tables::ALERTS_DIR);
         std::fs::create_dir_all(&dir).at(&dir)?;
         let lock = crate::lake::lock_exclusive(&dir.join("_lock"))?;
-        let path = dir.join(ALERTS_FILE);
+        let path = dir.join(tables::alerts::FILE);
         let alerts = if path.exists() {
-            read_alerts(&path)?
+            tables::alerts::read(&path)?
         } else {
             Vec::new()
         };
         Ok(AlertStore {
+            lake_dir: lake_dir.to_path_buf(),
             path,
             _lock: lock,
             alerts,
@@ -124,38 +85,15 @@ impl AlertStore {
 
     /// Writes the table atomically.
     pub fn save(&self) -> Result<()> {
-        let a = &self.alerts;
-        let s =
-            |f: fn(&Alert) -> &String| -> Vec<String> { a.iter().map(|x| f(x).clone()).collect() };
-        let o = |f: fn(&Alert) -> &Option<String>| -> Vec<Option<String>> {
-            a.iter().map(|x| f(x).clone()).collect()
-        };
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("id".into(), s(|x| &x.id)),
-            Column::new("kind".into(), s(|x| &x.kind)),
-            Column::new("tenant_id".into(), s(|x| &x.tenant_id)),
-            Column::new("meter".into(), s(|x| &x.meter)),
-            Column::new("threshold".into(), s(|x| &x.threshold)),
-            Column::new("severity".into(), s(|x| &x.severity)),
-            Column::new("message".into(), s(|x| &x.message)),
-            Column::new("value".into(), s(|x| &x.value)),
-            Column::new("limit".into(), s(|x| &x.limit)),
-            Column::new("period_start".into(), s(|x| &x.period_start)),
-            Column::new("period_end".into(), s(|x| &x.period_end)),
-            Column::new("raised_at".into(), s(|x| &x.raised_at)),
-            Column::new("acknowledged_at".into(), o(|x| &x.acknowledged_at)),
-            Column::new("acknowledged_by".into(), o(|x| &x.acknowledged_by)),
-            Column::new("delivered_at".into(), o(|x| &x.delivered_at)),
-            Column::new(
-                "attempts".into(),
-                a.iter().map(|x| x.attempts).collect::<Vec<u32>>(),
-            ),
-            Column::new("last_error".into(), o(|x| &x.last_error)),
-        ])?;
-        crate::predict::write_table(&self.path, &mut df)
+        tables::alerts::write(&self.path, &self.alerts)
     }
 
     /// Acknowledges alert `id` (again is a no-op); errors if there is none.
+    ///
+    /// The acknowledgement appends its own entry to the lake's audit log first (fsynced),
+    /// then the table is saved: a crash in between leaves an audit entry for an
+    /// acknowledgement the store does not hold yet, and acknowledging again completes it
+    /// (with a second entry). The audit log never misses an acknowledgement.
     pub fn ack(&mut self, id: &str, by: &str, at: i64) -> Result<Alert> {
         let Some(a) = self.alerts.iter_mut().find(|a| a.id == id) else {
             return Err(Error::InvalidParameter {
@@ -166,80 +104,23 @@ impl AlertStore {
         if a.acknowledged_at.is_none() {
             a.acknowledged_at = Some(rfc3339(at));
             a.acknowledged_by = Some(by.to_string());
+            crate::lake::audit::append(
+                &self.lake_dir,
+                &crate::lake::audit::AuditEntry {
+                    at: rfc3339(at),
+                    actor: by.to_string(),
+                    action: "acknowledge".into(),
+                    target: format!("alert {} ({} {} {})", a.id, a.kind, a.tenant_id, a.meter),
+                    rows: 0,
+                    commit: None,
+                    detail: a.message.clone(),
+                },
+            )?;
         }
         let out = a.clone();
         self.save()?;
         Ok(out)
     }
-}
-
-/// A Parquet file of the lake, whole; a damaged one is a `CorruptLake` error naming it.
-pub(crate) fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let f = std::fs::File::open(path).at(path)?;
-    ParquetReader::new(f)
-        .finish()
-        .map_err(|e| Error::CorruptLake {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
-}
-
-/// The alerts of a lake, read without taking the store's lock (reports): none if the lake
-/// has no alert table yet.
-pub fn read_store(lake_dir: &Path) -> Result<Vec<Alert>> {
-    let path = lake_dir.join(ALERTS_DIR).join(ALERTS_FILE);
-    if path.exists() {
-        read_alerts(&path)
-    } else {
-        Ok(Vec::new())
-    }
-}
-
-fn read_alerts(path: &Path) -> Result<Vec<Alert>> {
-    let df = read_parquet(path)?;
-    let col = |n: &str| -> Result<StringChunked> { Ok(df.column(n)?.str()?.clone()) };
-    let (id, kind, tenant, meter, thr, sev, msg, val, lim, ps, pe, ra, ack, ackby, del, err) = (
-        col("id")?,
-        col("kind")?,
-        col("tenant_id")?,
-        col("meter")?,
-        col("threshold")?,
-        col("severity")?,
-        col("message")?,
-        col("value")?,
-        col("limit")?,
-        col("period_start")?,
-        col("period_end")?,
-        col("raised_at")?,
-        col("acknowledged_at")?,
-        col("acknowledged_by")?,
-        col("delivered_at")?,
-        col("last_error")?,
-    );
-    let attempts = df.column("attempts")?.u32()?.clone();
-    let g = |c: &StringChunked, i: usize| c.get(i).unwrap_or_default().to_string();
-    let o = |c: &StringChunked, i: usize| c.get(i).map(str::to_string);
-    Ok((0..df.height())
-        .map(|i| Alert {
-            id: g(&id, i),
-            kind: g(&kind, i),
-            tenant_id: g(&tenant, i),
-            meter: g(&meter, i),
-            threshold: g(&thr, i),
-            severity: g(&sev, i),
-            message: g(&msg, i),
-            value: g(&val, i),
-            limit: g(&lim, i),
-            period_start: g(&ps, i),
-            period_end: g(&pe, i),
-            raised_at: g(&ra, i),
-            acknowledged_at: o(&ack, i),
-            acknowledged_by: o(&ackby, i),
-            delivered_at: o(&del, i),
-            attempts: attempts.get(i).unwrap_or(0),
-            last_error: o(&err, i),
-        })
-        .collect())
 }
 
 /// What `raise` considers.
@@ -258,8 +139,6 @@ pub struct RaiseOptions {
 /// Evaluates quotas and anomaly incidents at `opts.at` and stores the alerts not raised
 /// before. Returns the new ones.
 pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<Alert>> {
-    let mut candidates: Vec<Alert> = Vec::new();
-    let raised_at = rfc3339(opts.at);
     let rows = quotas(
         lake,
         billing,
@@ -269,8 +148,21 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
             ..QuotaOptions::default()
         },
     )?;
+    raise_from(lake, billing, &rows, opts)
+}
+
+/// [`raise`] from quota rows already evaluated at `opts.at` (the job's quota stage), so a
+/// run evaluates its quotas once.
+pub fn raise_from(
+    lake: &Lake,
+    billing: &Billing,
+    rows: &[QuotaRow],
+    opts: &RaiseOptions,
+) -> Result<Vec<Alert>> {
+    let mut candidates: Vec<Alert> = Vec::new();
+    let raised_at = rfc3339(opts.at);
     let cur = &billing.catalog.currency;
-    for r in &rows {
+    for r in rows {
         let mk = |kind: &str,
                   threshold: String,
                   severity: &str,
@@ -343,7 +235,7 @@ pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<
     }
     // Overage cost per tenant and period, against the plan's (or the given) amount.
     let mut cost: BTreeMap<(&str, &str, &str, &str), Decimal> = BTreeMap::new();
-    for r in &rows {
+    for r in rows {
         *cost
             .entry((&r.tenant_id, &r.plan, &r.period_start, &r.period_end))
             .or_default() += r.overage_cost;
@@ -399,71 +291,30 @@ fn anomaly_alerts(
     raised_at: &str,
 ) -> Result<Vec<Alert>> {
     let mut out = Vec::new();
-    let dir = lake.root().join(crate::anomalies::ANOMALIES_DIR);
-    let Ok(entries) = std::fs::read_dir(&dir) else {
-        return Ok(out);
-    };
-    let mut files: Vec<(String, PathBuf)> = entries
-        .filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().to_string();
-            let g = name.strip_prefix("granularity=")?.to_string();
-            let p = e.path().join("incidents.parquet");
-            p.exists().then_some((g, p))
-        })
-        .collect();
-    files.sort();
     let tenants: HashSet<&str> = billing.tenants.iter().map(|t| t.id.as_str()).collect();
-    for (g, path) in files {
-        let df = read_parquet(&path)?
-            .lazy()
-            .with_columns([
-                col("window_start").cast(DataType::Int64),
-                col("window_end").cast(DataType::Int64),
-            ])
-            .filter(
-                col("severity")
-                    .eq(lit("high"))
-                    .or(col("severity").eq(lit("critical")))
-                    .and(col("window_start").gt_eq(lit(opts.at - opts.anomaly_lookback)))
-                    .and(col("window_start").lt(lit(opts.at))),
-            )
-            .collect()?;
-        let t = df.column("tenant_id")?.str()?;
-        let m = df.column("meter")?.str()?;
-        let ws = df.column("window_start")?.i64()?;
-        let we = df.column("window_end")?.i64()?;
-        let obs = df.column("observed")?.f64()?;
-        let exp = df.column("expected")?.f64()?;
-        let sev = df.column("severity")?.str()?;
-        let det = df.column("detectors")?.str()?;
-        let risk = df.column("risk")?.f64()?;
-        for i in 0..df.height() {
-            let tenant = t.get(i).unwrap_or_default();
-            if !tenants.contains(tenant) {
+    for (g, path) in tables::incidents::files(lake.root()) {
+        let recent = |r: &IncidentRecord| {
+            matches!(r.severity.as_str(), "high" | "critical")
+                && r.window_start >= opts.at - opts.anomaly_lookback
+                && r.window_start < opts.at
+        };
+        for r in tables::incidents::read(&path)?.iter().filter(|r| recent(r)) {
+            let (tenant, meter, severity) = (&r.tenant_id, &r.meter, &r.severity);
+            if !tenants.contains(tenant.as_str()) {
                 continue;
             }
-            let meter = m.get(i).unwrap_or_default();
-            let (s, e) = (
-                rfc3339(ws.get(i).unwrap_or(0)),
-                rfc3339(we.get(i).unwrap_or(0)),
-            );
-            let severity = sev.get(i).unwrap_or_default();
-            let (o, x) = (
-                obs.get(i).unwrap_or(f64::NAN),
-                exp.get(i).unwrap_or(f64::NAN),
-            );
+            let (s, e) = (rfc3339(r.window_start), rfc3339(r.window_end));
+            let (o, x) = (r.observed, r.expected);
             out.push(Alert {
                 id: alert_id(&["anomaly", tenant, meter, &g, &s]),
                 kind: "anomaly".into(),
-                tenant_id: tenant.into(),
-                meter: meter.into(),
-                threshold: severity.into(),
-                severity: severity.into(),
+                tenant_id: tenant.clone(),
+                meter: meter.clone(),
+                threshold: severity.clone(),
+                severity: severity.clone(),
                 message: format!(
                     "{tenant} {meter}: {severity} anomaly ({}) from {s}, observed {o:.4} vs expected {x:.4}, risk {:.0}",
-                    det.get(i).unwrap_or_default(),
-                    risk.get(i).unwrap_or(0.0)
+                    r.detectors, r.risk
                 ),
                 value: format!("{o}"),
                 limit: format!("{x}"),

@@ -1,22 +1,23 @@
-//! The forecast stage end to end: series from a file or from the lake's rollups → the
-//! models of [`crate::forecast`] in parallel → forecast and metrics tables (CSV or Parquet).
+//! The forecast stage: series from a file or from the lake's rollups → the models of
+//! [`crate::forecast`] in parallel (one rayon task per series) → forecast and metrics
+//! tables (CSV or Parquet; on the lake, [`tables::forecasts`]).
 //!
-//! This is the glue the CLI (and later the HTTP API) calls; the models themselves only see
-//! plain `&[f64]`.
+//! This is the stage the job, the CLI and the HTTP API call; the models themselves only
+//! see plain `&[f64]` and know nothing of the lake.
 
 use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 use serde::Serialize;
 
-use crate::error::{Error, IoContext, Result};
+use super::tables::{self, write_frame};
+#[doc(hidden)]
+pub use super::tables::{FORECASTS_DIR, write_frame as write_table};
+use crate::error::{Error, Result};
 use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
 use crate::lake::Lake;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
 use crate::series::{Fill, Series, all_dates, format_ts, read_series};
-
-/// Directory of the lake's forecasts.
-pub const FORECASTS_DIR: &str = "forecasts";
 
 /// What to forecast and how.
 #[derive(Debug, Clone)]
@@ -306,66 +307,6 @@ fn tables(
     ))
 }
 
-/// Writes a table as Parquet (`.parquet`/`.pq`) or CSV (anything else), atomically.
-pub fn write_table(path: &Path, df: &mut DataFrame) -> Result<()> {
-    let parquet = matches!(
-        path.extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase)
-            .as_deref(),
-        Some("parquet" | "pq")
-    );
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).at(dir)?;
-    }
-    let tmp = path.with_extension("tmp-meterlake");
-    let f = std::fs::File::create(&tmp).at(&tmp)?;
-    let failed = |reason: String| Error::BadInput {
-        path: path.to_path_buf(),
-        reason: format!("writing: {reason}"),
-    };
-    if parquet {
-        ParquetWriter::new(&f)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(df)
-            .map_err(|e| failed(e.to_string()))?;
-    } else {
-        write_csv(&f, df).map_err(|e| failed(e.to_string()))?;
-    }
-    f.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
-}
-
-/// CSV of a frame: text as is, numbers in their shortest round-trip form, datetimes in
-/// RFC 3339, nulls empty.
-fn write_csv(
-    f: &std::fs::File,
-    df: &DataFrame,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(f));
-    w.write_record(df.get_column_names().iter().map(|n| n.as_str()))?;
-    let cols = df.columns();
-    let mut rec: Vec<String> = Vec::with_capacity(cols.len());
-    for i in 0..df.height() {
-        rec.clear();
-        for c in cols {
-            rec.push(match c.get(i)? {
-                AnyValue::Null => String::new(),
-                AnyValue::String(s) => s.to_string(),
-                AnyValue::StringOwned(s) => s.to_string(),
-                AnyValue::Float64(v) => v.to_string(),
-                AnyValue::Datetime(t, _, _) | AnyValue::DatetimeOwned(t, _, _) => {
-                    format_ts(t, false)
-                }
-                v => v.to_string(),
-            });
-        }
-        w.write_record(&rec)?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 /// `forecast --series FILE --out OUT [--metrics M]`.
 pub fn forecast_file(
     input: &Path,
@@ -385,9 +326,9 @@ pub fn forecast_file(
         &|id| vec![id.to_string()],
         all_dates(&series),
     )?;
-    write_table(out, &mut f)?;
+    write_frame(out, &mut f)?;
     if let Some(p) = metrics {
-        write_table(p, &mut m)?;
+        write_frame(p, &mut m)?;
     }
     let write = clock.elapsed().as_secs_f64() - read - fit;
     Ok(summarize(&results, out, metrics, [read, fit, write]))
@@ -419,12 +360,13 @@ pub fn forecast_lake(
     let fit = clock.elapsed().as_secs_f64() - read;
     let split = |id: &str| id.split('\u{1f}').map(str::to_string).collect::<Vec<_>>();
     let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], &split, false)?;
-    let dir = lake_dir
-        .join(FORECASTS_DIR)
-        .join(format!("granularity={granularity}"));
-    let (out, metrics) = (dir.join("forecast.parquet"), dir.join("metrics.parquet"));
-    write_table(&out, &mut f)?;
-    write_table(&metrics, &mut mt)?;
+    let dir = tables::forecasts::dir(lake_dir, &granularity.to_string());
+    let (out, metrics) = (
+        dir.join(tables::forecasts::FORECAST_FILE),
+        dir.join(tables::forecasts::METRICS_FILE),
+    );
+    write_frame(&out, &mut f)?;
+    write_frame(&metrics, &mut mt)?;
     let write = clock.elapsed().as_secs_f64() - read - fit;
     Ok(summarize(
         &results,

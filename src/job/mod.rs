@@ -1,0 +1,13 @@
+//! The jobs: commands that drive the stages over a whole lake and change it as a unit.
+//!
+//! - [`run`]: the batch job a scheduler runs (ingest → retention → rollups → forecasts →
+//!   anomalies → quotas and alerts → invoices → reports), one function per stage;
+//! - [`retention`]: drop or archive expired partitions, recorded in the audit log;
+//! - [`forget`]: remove a tenant's or a user's data from the lake and every derived table.
+//!
+//! Layer: the top of the library, just under its two faces (the CLI and `serve`). Nothing
+//! below imports a job.
+
+pub mod forget;
+pub mod retention;
+pub mod run;

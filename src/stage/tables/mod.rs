@@ -1,0 +1,202 @@
+//! The derived tables: what the stages over the lake write, in one place.
+//!
+//! ```text
+//! LAKE/
+//!   forecasts/granularity=G/forecast.parquet   one row per tenant × meter × future step
+//!   forecasts/granularity=G/metrics.parquet    one row per series: model, backtest errors
+//!   anomalies/granularity=G/points.parquet     flagged points, per detector
+//!   anomalies/granularity=G/incidents.parquet  flagged points merged into incidents
+//!   quotas/quotas.parquet                      one row per tenant × billed meter, at the run's instant
+//!   alerts/alerts.parquet                      every alert raised, with acks and deliveries
+//! ```
+//!
+//! Each table has a module here with its folder and file names, its typed row, and the
+//! function that writes it and the one that reads it back, so the stage that writes a
+//! table and the report, job or endpoint that reads it agree on one schema, by type, not
+//! by column-name strings. Every file is written whole and atomically ([`write_frame`]:
+//! temp file, fsync, rename), so a reader sees the old table or the new one.
+//!
+//! Layer: above [`crate::billing`] (a quota row is billing's [`QuotaRow`]) and below the
+//! stages that write the tables ([`crate::stage`]), the reports, the jobs (`retention`,
+//! `forget`) and `serve`, which read them. The lake itself knows nothing of these tables.
+//!
+//! [`QuotaRow`]: crate::billing::quota::QuotaRow
+
+pub mod alerts;
+pub mod forecasts;
+pub mod incidents;
+pub mod quotas;
+
+use std::path::Path;
+
+use polars::prelude::*;
+
+use crate::error::{Error, IoContext, Result};
+
+/// Folder of the forecast tables under the lake.
+pub const FORECASTS_DIR: &str = forecasts::DIR;
+/// Folder of the anomaly tables under the lake.
+pub const ANOMALIES_DIR: &str = incidents::DIR;
+/// Folder of the quota table under the lake.
+pub const QUOTAS_DIR: &str = quotas::DIR;
+/// Folder of the alert store under the lake.
+pub const ALERTS_DIR: &str = alerts::DIR;
+
+/// Every derived table's folder (rollups are the rollup stage's own: `crate::rollup`).
+pub const DIRS: [&str; 4] = [FORECASTS_DIR, ANOMALIES_DIR, ALERTS_DIR, QUOTAS_DIR];
+
+/// Writes a table as Parquet (`.parquet`/`.pq`, ZSTD) or CSV (anything else), atomically:
+/// a temp file beside it, fsynced, then renamed over it.
+pub fn write_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
+    let parquet = matches!(
+        path.extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref(),
+        Some("parquet" | "pq")
+    );
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).at(dir)?;
+    }
+    let tmp = path.with_extension("tmp-meterlake");
+    let f = std::fs::File::create(&tmp).at(&tmp)?;
+    let failed = |reason: String| Error::BadInput {
+        path: path.to_path_buf(),
+        reason: format!("writing: {reason}"),
+    };
+    if parquet {
+        ParquetWriter::new(&f)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(df)
+            .map_err(|e| failed(e.to_string()))?;
+    } else {
+        write_csv(&f, df).map_err(|e| failed(e.to_string()))?;
+    }
+    f.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, path).at(path)
+}
+
+/// CSV of a frame: text as is, numbers in their shortest round-trip form, datetimes in
+/// RFC 3339, nulls empty.
+fn write_csv(
+    f: &std::fs::File,
+    df: &DataFrame,
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(f));
+    w.write_record(df.get_column_names().iter().map(|n| n.as_str()))?;
+    let cols = df.columns();
+    let mut rec: Vec<String> = Vec::with_capacity(cols.len());
+    for i in 0..df.height() {
+        rec.clear();
+        for c in cols {
+            rec.push(match c.get(i)? {
+                AnyValue::Null => String::new(),
+                AnyValue::String(s) => s.to_string(),
+                AnyValue::StringOwned(s) => s.to_string(),
+                AnyValue::Float64(v) => v.to_string(),
+                AnyValue::Datetime(t, _, _) | AnyValue::DatetimeOwned(t, _, _) => {
+                    crate::time::format_ts(t, false)
+                }
+                v => v.to_string(),
+            });
+        }
+        w.write_record(&rec)?;
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// A Parquet file of the lake, whole; a damaged one is a `CorruptLake` error naming it.
+pub fn read_frame(path: &Path) -> Result<DataFrame> {
+    let f = std::fs::File::open(path).at(path)?;
+    ParquetReader::new(f)
+        .finish()
+        .map_err(|e| Error::CorruptLake {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+}
+
+/// Typed columns of a table read back, each error naming the file and the column.
+pub(crate) struct Columns<'a> {
+    path: &'a Path,
+    df: DataFrame,
+}
+
+impl<'a> Columns<'a> {
+    /// Reads the file at `path`.
+    pub(crate) fn read(path: &'a Path) -> Result<Columns<'a>> {
+        Ok(Columns {
+            path,
+            df: read_frame(path)?,
+        })
+    }
+
+    /// Rows.
+    pub(crate) fn height(&self) -> usize {
+        self.df.height()
+    }
+
+    fn column(&self, name: &str, dtype: &DataType) -> Result<Column> {
+        self.df
+            .column(name)
+            .and_then(|c| c.cast(dtype))
+            .map_err(|e| Error::CorruptLake {
+                path: self.path.to_path_buf(),
+                reason: format!("column `{name}`: {e}"),
+            })
+    }
+
+    /// A text column (nulls kept).
+    pub(crate) fn opt_text(&self, name: &str) -> Result<Vec<Option<String>>> {
+        let c = self.column(name, &DataType::String)?;
+        Ok(c.str()?.iter().map(|v| v.map(str::to_string)).collect())
+    }
+
+    /// A text column, nulls as empty text.
+    pub(crate) fn text(&self, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .opt_text(name)?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect())
+    }
+
+    /// A real column (nulls kept).
+    pub(crate) fn opt_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
+        let c = self.column(name, &DataType::Float64)?;
+        Ok(c.f64()?.iter().collect())
+    }
+
+    /// A real column, nulls as NaN.
+    pub(crate) fn f64(&self, name: &str) -> Result<Vec<f64>> {
+        Ok(self
+            .opt_f64(name)?
+            .into_iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
+    }
+
+    /// An instant (datetime) or integer column as UTC µs, nulls as 0.
+    pub(crate) fn micros(&self, name: &str) -> Result<Vec<i64>> {
+        let c = self.column(name, &DataType::Int64)?;
+        Ok(c.i64()?.iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// A whole-number column, nulls as 0.
+    pub(crate) fn u32(&self, name: &str) -> Result<Vec<u32>> {
+        let c = self.column(name, &DataType::UInt32)?;
+        Ok(c.u32()?.iter().map(Option::unwrap_or_default).collect())
+    }
+
+    /// A yes/no column, nulls as no.
+    pub(crate) fn bool(&self, name: &str) -> Result<Vec<bool>> {
+        let c = self.column(name, &DataType::Boolean)?;
+        Ok(c.bool()?.iter().map(Option::unwrap_or_default).collect())
+    }
+}
+
+/// A UTC datetime column from µs instants (what every table stores instants as).
+pub(crate) fn instants(name: &str, v: Vec<i64>) -> Result<Column> {
+    Ok(Column::new(name.into(), v).cast(&crate::rollup::utc_datetime())?)
+}
