@@ -16,13 +16,11 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, Datelike, Months, Utc};
 use polars::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
-
-const HOUR: i64 = 3_600_000_000;
-const DAY: i64 = 24 * HOUR;
+use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
 /// One series: consecutive observations and their UTC instants (µs).
 #[derive(Debug, Clone, PartialEq)]
@@ -74,8 +72,8 @@ impl Step {
     /// 1 (weekly data: a 52-week season needs years of history, so none by default).
     pub fn default_season(self) -> usize {
         match self {
-            Step::Fixed(HOUR) => 24,
-            Step::Fixed(DAY) => 7,
+            Step::Fixed(MICROS_PER_HOUR) => 24,
+            Step::Fixed(MICROS_PER_DAY) => 7,
             Step::Months(1) => 12,
             Step::Months(3) => 4,
             _ => 1,
@@ -99,7 +97,7 @@ impl Series {
     /// The series' step (1 day for a single point).
     pub fn step(&self) -> Step {
         let Some(gap) = usual_gap(&self.ts) else {
-            return Step::Fixed(DAY);
+            return Step::Fixed(MICROS_PER_DAY);
         };
         let same_day = || {
             let days: Vec<u32> = self
@@ -111,7 +109,7 @@ impl Series {
             days.windows(2).all(|w| w[0] == w[1])
         };
         for (months, lo, hi) in [(1, 28, 31), (3, 89, 92), (12, 365, 366)] {
-            if gap >= lo * DAY && gap <= hi * DAY && same_day() {
+            if gap >= lo * MICROS_PER_DAY && gap <= hi * MICROS_PER_DAY && same_day() {
                 return Step::Months(months);
             }
         }
@@ -179,46 +177,11 @@ pub fn all_dates(series: &[Series]) -> bool {
     series
         .iter()
         .flat_map(|s| &s.ts)
-        .all(|t| t.rem_euclid(DAY) == 0)
+        .all(|t| t.rem_euclid(MICROS_PER_DAY) == 0)
 }
 
-/// Parses a timestamp field.
-pub fn parse_ts(s: &str) -> Option<i64> {
-    let s = s.trim();
-    // Fast path for the common `YYYY-MM-DD`.
-    let b = s.as_bytes();
-    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
-        let num = |r: std::ops::Range<usize>| -> Option<u32> {
-            b[r].iter().try_fold(0u32, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-            })
-        };
-        let d = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
-    }
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
-    }
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Some(t.with_timezone(&Utc).timestamp_micros());
-    }
-    for f in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
-        if let Ok(t) = NaiveDateTime::parse_from_str(s, f) {
-            return Some(t.and_utc().timestamp_micros());
-        }
-    }
-    None
-}
-
-/// Formats an instant as a date when `dates`, else RFC 3339.
-pub fn format_ts(t: i64, dates: bool) -> String {
-    let d = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
-    if dates {
-        d.format("%Y-%m-%d").to_string()
-    } else {
-        d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-    }
-}
+#[doc(hidden)]
+pub use crate::time::{format_ts, parse_ts};
 
 /// Reads series from a CSV or Parquet file (by extension; `.parquet` or `.pq` is Parquet),
 /// sorted by id.
@@ -418,7 +381,7 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
             .cast(&DataType::Int32)?
             .i32()?
             .iter()
-            .map(|d| d.map(|d| d as i64 * DAY))
+            .map(|d| d.map(|d| d as i64 * MICROS_PER_DAY))
             .collect(),
         DataType::Datetime(..) => df
             .column("ts")?
@@ -482,7 +445,7 @@ mod tests {
     fn steps_are_inferred() {
         assert_eq!(
             series(&["2026-01-01", "2026-01-02", "2026-01-04"]).step(),
-            Step::Fixed(DAY)
+            Step::Fixed(MICROS_PER_DAY)
         );
         assert_eq!(
             series(&["2026-01-01", "2026-01-02", "2026-01-04"])
@@ -492,7 +455,7 @@ mod tests {
         );
         assert_eq!(
             series(&["2026-01-31", "2026-02-28"]).step(),
-            Step::Fixed(28 * DAY)
+            Step::Fixed(28 * MICROS_PER_DAY)
         );
         assert_eq!(
             series(&["2026-01-01", "2026-02-01", "2026-03-01"]).step(),
@@ -500,7 +463,7 @@ mod tests {
         );
         assert_eq!(
             series(&["2026-01-01T00:00:00Z", "2026-01-01 01:00:00"]).step(),
-            Step::Fixed(HOUR)
+            Step::Fixed(MICROS_PER_HOUR)
         );
         assert_eq!(
             Step::Months(1).after(parse_ts("2026-01-01").unwrap(), 2),

@@ -6,12 +6,13 @@
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use super::measure::{DAY, Window, measure};
+use super::measure::{Window, measure};
 use super::plans::{Limit, UsageRule};
 use super::quota::overage;
 use super::{Billing, Terms, rfc3339};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
+use crate::time::MICROS_PER_DAY;
 
 /// One line: a meter's usage and its overage amount.
 #[derive(Debug, Clone, Serialize)]
@@ -127,7 +128,7 @@ pub fn invoices(
             at: tm.span.end,
             // Time-weighted gauges need the reading before the period.
             history_from: if gauge_carry {
-                tm.span.start - 35 * DAY
+                tm.span.start - 35 * MICROS_PER_DAY
             } else {
                 tm.span.start
             },

@@ -18,9 +18,12 @@ use super::plans::{Catalog, UsageRule};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::rollup::collect_streaming;
+use crate::time::MICROS_PER_DAY;
+
+#[doc(hidden)]
+pub use crate::time::MICROS_PER_DAY as DAY;
 
 /// µs per day: the projection's step.
-pub const DAY: i64 = 86_400_000_000;
 
 /// What to measure for one tenant.
 #[derive(Debug, Clone)]
@@ -85,7 +88,7 @@ pub fn measure(
     if from >= to {
         return Ok(out);
     }
-    let Some(events) = crate::usage::events_between(lake, None, from, to)? else {
+    let Some(events) = crate::lake::events_between(lake, None, from, to)? else {
         return Ok(out);
     };
     let lake_meters: Vec<String> = {
@@ -125,7 +128,7 @@ pub fn measure(
     let daily = joined
         .clone()
         .with_columns([
-            ((col("_at") - col("_ts") - lit(1i64)) / lit(DAY)).alias("_back"),
+            ((col("_at") - col("_ts") - lit(1i64)) / lit(MICROS_PER_DAY)).alias("_back"),
             col("_ts").gt_eq(col("_start")).alias("_in"),
         ])
         .group_by([col("tenant_id"), col("meter"), col("_back"), col("_in")])
@@ -181,7 +184,8 @@ pub fn measure(
         }
     }
     let wins: HashMap<&str, &Window> = windows.iter().map(|w| (w.tenant.as_str(), w)).collect();
-    let days_of = |w: &Window| ((w.at - w.history_from.min(w.start)) + DAY - 1) / DAY;
+    let days_of =
+        |w: &Window| ((w.at - w.history_from.min(w.start)) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
 
     let seats = seat_firsts(&joined, catalog)?;
     let readings = gauge_readings(&joined, catalog)?;
@@ -247,7 +251,7 @@ pub fn measure(
                     let firsts = firsts.map(|v| v.as_slice()).unwrap_or(&[]);
                     for &f in firsts {
                         if n_days > 0 {
-                            daily[slot((w.at - f - 1) / DAY)] += 1.0;
+                            daily[slot((w.at - f - 1) / MICROS_PER_DAY)] += 1.0;
                         }
                     }
                     // Seats count before any scale: one user is one seat.
@@ -270,7 +274,7 @@ pub fn measure(
             let first = match bm.usage {
                 UsageRule::UniqueUsers => {
                     // Seats history is the period's days only.
-                    let in_period = ((w.at - w.start) + DAY - 1) / DAY;
+                    let in_period = ((w.at - w.start) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
                     n_days.saturating_sub(in_period as usize)
                 }
                 _ => buckets.iter().map(|b| slot(b.back)).min().unwrap_or(n_days),

@@ -173,7 +173,7 @@ pub fn unlisted_tenants(
     to: i64,
 ) -> Result<Vec<String>> {
     use polars::prelude::*;
-    let Some(lf) = crate::usage::events_between(lake, None, from, to)? else {
+    let Some(lf) = crate::lake::events_between(lake, None, from, to)? else {
         return Ok(Vec::new());
     };
     let df = lf.group_by([col("tenant_id")]).agg([len()]).collect()?;
@@ -189,12 +189,8 @@ pub fn unlisted_tenants(
     Ok(out)
 }
 
-/// Formats UTC µs as RFC 3339 (seconds, `Z`).
-pub fn rfc3339(t: i64) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_micros(t)
-        .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
-        .unwrap_or_default()
-}
+#[doc(hidden)]
+pub use crate::time::rfc3339;
 
 #[cfg(test)]
 mod tests {

@@ -22,12 +22,13 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
 use serde::Serialize;
 
-use super::measure::{DAY, Measured, Window, measure, round_qty};
+use super::measure::{Measured, Window, measure, round_qty};
 use super::plans::{BillingMeter, Limit, Tenant, UsageRule};
 use super::{Billing, Terms, rfc3339, round_money};
 use crate::error::{Error, Result};
 use crate::forecast::{ModelKind, ModelOptions, forecast_one};
 use crate::lake::Lake;
+use crate::time::MICROS_PER_DAY;
 
 /// Where a tenant stands on a meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -221,7 +222,7 @@ pub fn quotas(lake: &Lake, billing: &Billing, opts: &QuotaOptions) -> Result<Vec
             start: tm.span.start,
             at: opts.at,
             history_from: if opts.project {
-                opts.at - opts.history_days * DAY
+                opts.at - opts.history_days * MICROS_PER_DAY
             } else {
                 tm.span.start
             },
@@ -297,7 +298,7 @@ fn project(
 ) -> Projection {
     let used = m.used.to_f64().unwrap_or(0.0);
     let left = (tm.span.end - opts.at).max(0);
-    let steps = left as f64 / DAY as f64;
+    let steps = left as f64 / MICROS_PER_DAY as f64;
     let h = steps.ceil() as usize;
     let weight = |i: usize| {
         if (i + 1) as f64 <= steps {
@@ -310,7 +311,7 @@ fn project(
         (vec![], vec![], vec![], "none".to_string())
     } else if m.daily.len() < 3 {
         // Too short to forecast: the period's daily rate so far.
-        let elapsed = ((opts.at - tm.span.start).max(1)) as f64 / DAY as f64;
+        let elapsed = ((opts.at - tm.span.start).max(1)) as f64 / MICROS_PER_DAY as f64;
         let rate = if bm.usage.additive() {
             used / elapsed.max(1.0)
         } else {
@@ -364,7 +365,7 @@ fn project(
                 let ahead: f64 = path
                     .iter()
                     .enumerate()
-                    .map(|(i, v)| v * weight(i) * DAY as f64)
+                    .map(|(i, v)| v * weight(i) * MICROS_PER_DAY as f64)
                     .sum();
                 let total = so_far + left as f64;
                 if total > 0.0 {
@@ -392,7 +393,7 @@ fn project(
                     UsageRule::Sum | UsageRule::UniqueUsers if v > 0.0 => (inc - acc) / v,
                     _ => 0.0,
                 };
-                let t = opts.at + ((i as f64 + frac.clamp(0.0, w)) * DAY as f64) as i64;
+                let t = opts.at + ((i as f64 + frac.clamp(0.0, w)) * MICROS_PER_DAY as f64) as i64;
                 limit_at = Some(rfc3339(t.min(tm.span.end - 1)));
                 break;
             }

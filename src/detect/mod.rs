@@ -30,10 +30,10 @@ pub mod zscore;
 
 use serde::Serialize;
 
+use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
+
 /// Microseconds per hour and per day.
-pub const HOUR: i64 = 3_600_000_000;
 /// Microseconds per day.
-pub const DAY: i64 = 24 * HOUR;
 
 /// One series to judge: instants (UTC µs, increasing) and values.
 #[derive(Debug, Clone, Copy)]
@@ -129,7 +129,7 @@ pub trait Detector: Send + Sync {
 
 /// Default incident gap: flags at most half a day apart are one incident (one alert per
 /// series per half day, unless it escalates).
-pub const DEFAULT_COOLDOWN: i64 = 12 * HOUR;
+pub const DEFAULT_COOLDOWN: i64 = 12 * MICROS_PER_HOUR;
 
 /// Which detectors run, and their settings. By default the seasonal, velocity and pattern
 /// detectors: the plain rolling and robust z-scores judge a value against the whole
@@ -302,7 +302,7 @@ pub fn median(v: &mut [f64]) -> f64 {
 
 /// The default trailing window: a week of points, 30 to 1,000.
 pub fn default_window(s: &SeriesView) -> usize {
-    s.points_in(7 * DAY).clamp(30, 1000)
+    s.points_in(7 * MICROS_PER_DAY).clamp(30, 1000)
 }
 
 /// Severity of a flag of the given strength.
@@ -561,17 +561,17 @@ mod tests {
         // One detector firing twice at a point (two bot users in an hour) counts once.
         let twice = combine(vec![flag(1, 1.5, Kind::Bot), flag(1, 1.0, Kind::Bot)]);
         assert!((twice[0].risk - risk([1.5])).abs() < 1e-9);
-        let ts: Vec<i64> = (0..10).map(|i| i * HOUR).collect();
+        let ts: Vec<i64> = (0..10).map(|i| i * MICROS_PER_HOUR).collect();
         let inc = incidents(&pts, &ts, 0);
         assert_eq!(inc.len(), 2);
         assert_eq!((inc[0].first, inc[0].last, inc[0].points), (3, 4, 2));
         assert_eq!(inc[0].top.detector, Kind::VelocitySpike);
         assert!(!inc[0].fraud_suspect() && inc[1].fraud_suspect());
         // Within a 5-hour cooldown all three are one incident.
-        assert_eq!(incidents(&pts, &ts, 5 * HOUR).len(), 1);
+        assert_eq!(incidents(&pts, &ts, 5 * MICROS_PER_HOUR).len(), 1);
         let mut pts = pts;
         let reported = |pts: &[Point]| pts.iter().map(|p| p.reported).collect::<Vec<_>>();
-        report(&mut pts, &ts, 5 * HOUR);
+        report(&mut pts, &ts, 5 * MICROS_PER_HOUR);
         // The first opens it; 4 and 9 are new detectors in it.
         assert_eq!(reported(&pts), [true, true, true]);
         // The same detector again: reported only when more severe.
@@ -579,10 +579,10 @@ mod tests {
             p.top.detector = Kind::VelocitySpike;
             p.detectors = vec![Kind::VelocitySpike];
         }
-        report(&mut pts, &ts, 5 * HOUR);
+        report(&mut pts, &ts, 5 * MICROS_PER_HOUR);
         assert_eq!(reported(&pts), [true, false, false]);
         pts[2].top.strength = 5.0;
-        report(&mut pts, &ts, 5 * HOUR);
+        report(&mut pts, &ts, 5 * MICROS_PER_HOUR);
         assert_eq!(reported(&pts), [true, false, true]);
         assert_eq!(severity(1.0), Severity::Low);
         assert_eq!(severity(4.0), Severity::Critical);

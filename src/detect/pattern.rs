@@ -10,7 +10,8 @@
 //! 1). Series with steps over an hour get no flags. Warm-up: seven days.
 
 use super::zscore::SortedWindow;
-use super::{DAY, Detector, Flag, HOUR, Kind, SeriesView, median};
+use super::{Detector, Flag, Kind, SeriesView, median};
+use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
 /// Days of history per hour of the day.
 const DAYS: usize = 14;
@@ -30,22 +31,22 @@ impl Detector for OffHours {
     }
 
     fn warmup(&self, s: &SeriesView) -> usize {
-        s.points_in(7 * DAY)
+        s.points_in(7 * MICROS_PER_DAY)
     }
 
     fn detect(&self, s: &SeriesView, out: &mut Vec<Flag>) {
-        if s.step > HOUR || s.ts.is_empty() {
+        if s.step > MICROS_PER_HOUR || s.ts.is_empty() {
             return;
         }
-        let per_hour = s.points_in(HOUR);
+        let per_hour = s.points_in(MICROS_PER_HOUR);
         let mut hours: Vec<SortedWindow> = (0..24)
             .map(|_| SortedWindow::new(DAYS * per_hour))
             .collect();
         let mut meds = [0.0f64; 24];
         let start = s.ts[0];
         for (i, (&t, &v)) in s.ts.iter().zip(s.values).enumerate() {
-            let h = (t.rem_euclid(DAY) / HOUR) as usize;
-            if t - start >= 7 * DAY && v >= self.min_volume {
+            let h = (t.rem_euclid(MICROS_PER_DAY) / MICROS_PER_HOUR) as usize;
+            if t - start >= 7 * MICROS_PER_DAY && v >= self.min_volume {
                 let mut all = meds;
                 let typical = median(&mut all);
                 let m = meds[h];

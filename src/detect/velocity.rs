@@ -25,7 +25,8 @@
 use std::collections::VecDeque;
 
 use super::zscore::{Profile, SortedWindow};
-use super::{Detector, Flag, HOUR, Kind, SeriesView, default_window};
+use super::{Detector, Flag, Kind, SeriesView, default_window};
+use crate::time::MICROS_PER_HOUR;
 
 /// Spikes and drops.
 #[derive(Debug, Clone)]
@@ -46,12 +47,12 @@ impl Detector for Velocity {
     }
 
     fn warmup(&self, s: &SeriesView) -> usize {
-        s.points_in(HOUR)
+        s.points_in(MICROS_PER_HOUR)
     }
 
     fn detect(&self, s: &SeriesView, out: &mut Vec<Flag>) {
         let (ts, y) = (s.ts, s.values);
-        let coarse = s.step >= HOUR;
+        let coarse = s.step >= MICROS_PER_HOUR;
         // Sub-hourly: a running sum over the points in the hour before.
         let mut hour: VecDeque<usize> = VecDeque::new();
         let mut hour_sum = 0.0;
@@ -68,10 +69,10 @@ impl Detector for Velocity {
             let v = y[i];
             // Spike.
             let base = if coarse {
-                (i > 0 && ts[i] - ts[i - 1] <= s.step.max(HOUR)).then(|| y[i - 1])
+                (i > 0 && ts[i] - ts[i - 1] <= s.step.max(MICROS_PER_HOUR)).then(|| y[i - 1])
             } else {
                 while let Some(&j) = hour.front() {
-                    if ts[i] - ts[j] > HOUR {
+                    if ts[i] - ts[j] > MICROS_PER_HOUR {
                         hour_sum -= y[j];
                         hour.pop_front();
                     } else {
@@ -82,7 +83,7 @@ impl Detector for Velocity {
                 let full = i > 0
                     && hour
                         .front()
-                        .is_some_and(|&j| ts[i] - ts[j] >= HOUR - s.step);
+                        .is_some_and(|&j| ts[i] - ts[j] >= MICROS_PER_HOUR - s.step);
                 (full && !hour.is_empty()).then(|| hour_sum / hour.len() as f64)
             };
             // A rise the series makes routinely (its values this high are in the top 1 % of
@@ -156,7 +157,8 @@ impl Detector for Velocity {
             });
             misses.push(expected.map_or(f64::NAN, |e| v - e));
             // Sub-hourly series: the drop must have lasted an hour (a lone low reading is noise).
-            let sustained = coarse || run.is_some_and(|(t0, ..)| ts[i] - t0 >= HOUR - s.step);
+            let sustained =
+                coarse || run.is_some_and(|(t0, ..)| ts[i] - t0 >= MICROS_PER_HOUR - s.step);
             if let Some(e) = expected
                 && below
                 && sustained

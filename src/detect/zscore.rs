@@ -8,7 +8,8 @@
 
 use std::collections::VecDeque;
 
-use super::{DAY, Detector, Flag, Kind, SeriesView, default_window};
+use super::{Detector, Flag, Kind, SeriesView, default_window};
+use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
 /// The smallest scale a z-score divides by, relative to the level: a flat series that
 /// moves by a hair is not a 10⁹-sigma event.
@@ -305,10 +306,10 @@ impl Detector for Robust {
 /// Sunday); finer series a daily one (a week of 5-minute points would take weeks to warm
 /// up and a median over thousands of slots).
 pub fn season_of(s: &SeriesView) -> Option<(i64, usize)> {
-    let dur = if s.step < super::HOUR {
-        DAY
-    } else if s.step <= DAY {
-        7 * DAY
+    let dur = if s.step < MICROS_PER_HOUR {
+        MICROS_PER_DAY
+    } else if s.step <= MICROS_PER_DAY {
+        7 * MICROS_PER_DAY
     } else {
         return None;
     };
@@ -430,8 +431,8 @@ impl Profile {
     /// An empty profile for the series' season (None if it has none).
     pub fn new(s: &SeriesView) -> Option<Profile> {
         let (dur, points) = season_of(s)?;
-        let fallback = (dur == 7 * DAY && s.step < DAY)
-            .then(|| Slots::new(DAY, points / 7))
+        let fallback = (dur == 7 * MICROS_PER_DAY && s.step < MICROS_PER_DAY)
+            .then(|| Slots::new(MICROS_PER_DAY, points / 7))
             .filter(|f| f.points >= 2);
         Some(Profile {
             main: Slots::new(dur, points),
@@ -526,7 +527,7 @@ impl Detector for Seasonal {
         };
         let season_points = profile.points() as f64;
         let decay = 1.0 - 1.0 / season_points;
-        let mut recent = SortedWindow::new(s.points_in(super::HOUR).max(3));
+        let mut recent = SortedWindow::new(s.points_in(MICROS_PER_HOUR).max(3));
         let (mut err_profile, mut err_recent) = (0.0f64, 0.0f64);
         let mut resid = SortedWindow::new(default_window(s));
         for (i, (&t, &v)) in s.ts.iter().zip(s.values).enumerate() {
@@ -588,11 +589,13 @@ mod tests {
             .collect();
         y[100] = 10_000.0;
         y[120] = 160.0;
-        let ts: Vec<i64> = (0..200).map(|i| i as i64 * super::super::HOUR).collect();
+        let ts: Vec<i64> = (0..200)
+            .map(|i| i as i64 * super::MICROS_PER_HOUR)
+            .collect();
         let s = SeriesView {
             ts: &ts,
             values: &y,
-            step: super::super::HOUR,
+            step: super::MICROS_PER_HOUR,
         };
         let run = |d: &dyn Detector| {
             let mut f = Vec::new();

@@ -45,7 +45,10 @@ pub(crate) use log::sync_dir;
 pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord};
 pub(crate) use parquet_io::write_parts_unsynced;
 pub use parquet_io::{read_events, write_buf, write_events, write_parts};
-pub use stats::{LakeStats, MeterStats, scan_events, scan_files, scan_paths, stats};
+pub use stats::{
+    LakeStats, MeterStats, events_between, files_between, scan_events, scan_files, scan_paths,
+    stats,
+};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;

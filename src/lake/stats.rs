@@ -133,6 +133,42 @@ pub fn scan_files(lake: &Lake, files: &[crate::lake::DataFile]) -> Result<LazyFr
     scan_paths(&paths, true)
 }
 
+/// The lake's files that may hold events of `[from, to)` (UTC µs): those of the days
+/// overlapping it.
+pub fn files_between(lake: &Lake, from: i64, to: i64) -> Vec<crate::lake::DataFile> {
+    use crate::time::{MICROS_PER_DAY, date_start};
+    lake.data_files()
+        .into_iter()
+        .filter(|f| {
+            let d = chrono::NaiveDate::parse_from_str(&f.date, "%Y-%m-%d")
+                .map(date_start)
+                .unwrap_or(0);
+            d < to && d + MICROS_PER_DAY > from
+        })
+        .collect()
+}
+
+/// The events of `[from, to)` (UTC µs), of one tenant if asked, as a lazy scan of the
+/// files that may hold them; none when no file does. Every stage that reads raw events for
+/// a period (usage, billing, reports, the API) scans through here.
+pub fn events_between(
+    lake: &Lake,
+    tenant: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Result<Option<LazyFrame>> {
+    let files = files_between(lake, from, to);
+    if files.is_empty() {
+        return Ok(None);
+    }
+    let ts = col("ts").cast(DataType::Int64);
+    let mut lf = scan_files(lake, &files)?.filter(ts.clone().gt_eq(lit(from)).and(ts.lt(lit(to))));
+    if let Some(t) = tenant {
+        lf = lf.filter(col("tenant_id").eq(lit(t.to_string())));
+    }
+    Ok(Some(lf))
+}
+
 /// A polars lazy scan of exactly these Parquet files (no globbing), with the Hive
 /// partition columns of their paths if `hive`.
 pub fn scan_paths(paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {

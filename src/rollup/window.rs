@@ -19,9 +19,7 @@ use chrono_tz::Tz;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-
-const MICROS_PER_HOUR: i64 = 3_600_000_000;
-const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
+use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
 /// Window length.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
@@ -276,27 +274,8 @@ pub fn truncate_all(instants: Vec<i64>, g: Granularity, zone: Zone) -> Result<Ve
     Ok(out.column("s")?.i64()?.into_no_null_iter().collect())
 }
 
-/// Microseconds of UTC midnight starting a date.
-pub fn date_start_micros(d: NaiveDate) -> i64 {
-    d.and_hms_opt(0, 0, 0)
-        .expect("midnight exists")
-        .and_utc()
-        .timestamp_micros()
-}
-
-/// Parses a `--from`/`--to` value: a date (`2026-10-01`, UTC midnight) or an RFC 3339
-/// instant.
-pub fn parse_instant(name: &'static str, s: &str) -> Result<i64> {
-    if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(date_start_micros(d));
-    }
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc).timestamp_micros())
-        .map_err(|_| Error::InvalidParameter {
-            name,
-            reason: format!("`{s}` is neither a date (YYYY-MM-DD) nor an RFC 3339 instant"),
-        })
-}
+#[doc(hidden)]
+pub use crate::time::{date_start as date_start_micros, parse_instant};
 
 #[cfg(test)]
 mod tests {

@@ -29,13 +29,14 @@ use super::tables::{self, incidents::IncidentRecord, write_frame};
 #[doc(hidden)]
 pub use super::tables::{ANOMALIES_DIR, incidents::latest_file as incidents_file};
 use crate::detect::{
-    DetectConfig, Detector, Flag, HOUR, Incident, Kind, Point, SeriesView, combine, incidents,
-    report, severity,
+    DetectConfig, Detector, Flag, Incident, Kind, Point, SeriesView, combine, incidents, report,
+    severity,
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
 use crate::series::{Series, all_dates, format_ts, read_series_with, usual_gap};
+use crate::time::MICROS_PER_HOUR;
 
 /// Events one user needs in an hour to look like a bot.
 pub const BOT_MIN_EVENTS: usize = 60;
@@ -90,7 +91,7 @@ pub fn detect_series(
                     ts: &s.ts,
                     values: &s.values,
                     // No gap to go by (one point): an hour.
-                    step: step.unwrap_or_else(|| usual_gap(&s.ts).unwrap_or(HOUR)),
+                    step: step.unwrap_or_else(|| usual_gap(&s.ts).unwrap_or(MICROS_PER_HOUR)),
                 };
                 let mut flags = Vec::new();
                 for d in &detectors {
@@ -447,7 +448,7 @@ fn user_patterns(lake: &Lake, cfg: &DetectConfig, since: Option<i64>) -> Result<
             col("ts").cast(DataType::Int64).alias("ts"),
         ]);
     if let Some(s) = since {
-        lf = lf.filter(col("ts").gt_eq(lit(s - 7 * 24 * HOUR)));
+        lf = lf.filter(col("ts").gt_eq(lit(s - 7 * 24 * MICROS_PER_HOUR)));
     }
     let df = lf
         .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
@@ -489,7 +490,7 @@ fn tenant_patterns<'a>(
     // Per hour: per user, (count, last ts, Σgap, Σgap²).
     let mut hours: BTreeMap<i64, HashMap<&'a str, UserHour>> = BTreeMap::new();
     for (t, user) in events {
-        let h = t.div_euclid(HOUR) * HOUR;
+        let h = t.div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR;
         let e = hours
             .entry(h)
             .or_default()
@@ -510,7 +511,7 @@ fn tenant_patterns<'a>(
     let first = hours.keys().next().copied().unwrap_or(0);
     let mut out = Vec::new();
     for (&h, users) in &hours {
-        let warm = h - first >= 7 * 24 * HOUR;
+        let warm = h - first >= 7 * 24 * MICROS_PER_HOUR;
         let mut counts: Vec<(usize, &str)> = users.iter().map(|(u, e)| (e.0, *u)).collect();
         counts.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
         if cfg.pattern {
@@ -630,8 +631,8 @@ pub fn detect_lake(
     };
     let read = clock.elapsed().as_secs_f64();
     let window = match granularity {
-        Granularity::Hour => HOUR,
-        _ => 24 * HOUR,
+        Granularity::Hour => MICROS_PER_HOUR,
+        _ => 24 * MICROS_PER_HOUR,
     };
     // User flags land on the series' window holding their hour (placed once per series:
     // the detectors and the incidents' user lists read them).

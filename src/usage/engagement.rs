@@ -19,8 +19,7 @@ use serde::Serialize;
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::rollup::property_expr;
-
-const DAY: i64 = 86_400_000_000;
+use crate::time::MICROS_PER_DAY;
 
 /// Options of [`engagement`].
 #[derive(Debug, Clone)]
@@ -177,7 +176,7 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
     };
     let ts = || col("ts").cast(DataType::Int64);
     let lf = lf.filter(ts().lt(lit(at)));
-    let month = at - 30 * DAY;
+    let month = at - 30 * MICROS_PER_DAY;
 
     // Users: last time each was seen, then counts per tenant.
     let users = lf
@@ -189,8 +188,14 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         .clone()
         .group_by([col("tenant_id")])
         .agg([
-            col("last").gt_eq(lit(at - DAY)).sum().alias("dau"),
-            col("last").gt_eq(lit(at - 7 * DAY)).sum().alias("wau"),
+            col("last")
+                .gt_eq(lit(at - MICROS_PER_DAY))
+                .sum()
+                .alias("dau"),
+            col("last")
+                .gt_eq(lit(at - 7 * MICROS_PER_DAY))
+                .sum()
+                .alias("wau"),
             col("last").gt_eq(lit(month)).sum().alias("mau"),
             len().alias("known"),
             col("last").lt(lit(month)).sum().alias("inactive"),
@@ -204,16 +209,16 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
     let recent = lf.clone().filter(ts().gt_eq(lit(month)));
     // Daily active users over the 30 UTC days ending with the day of the last instant
     // before `at`.
-    let last_day = (at - 1).div_euclid(DAY);
+    let last_day = (at - 1).div_euclid(MICROS_PER_DAY);
     let first_day = last_day - 29;
     let daily = lf
         .clone()
         .filter(
             col("user_id")
                 .is_not_null()
-                .and(ts().gt_eq(lit(first_day * DAY))),
+                .and(ts().gt_eq(lit(first_day * MICROS_PER_DAY))),
         )
-        .group_by([col("tenant_id"), (ts() / lit(DAY)).alias("day")])
+        .group_by([col("tenant_id"), (ts() / lit(MICROS_PER_DAY)).alias("day")])
         .agg([col("user_id").n_unique().alias("users")])
         .collect()?;
     let features = recent

@@ -19,8 +19,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::event::MICROS_PER_DAY;
-use crate::lake::{DataFile, Lake};
+use crate::lake::Lake;
 use crate::rollup::{Dim, Meters, aggregate, aggregation_of};
 
 pub use engagement::{
@@ -283,38 +282,8 @@ fn pct(v: f64, prev: Option<f64>) -> Option<f64> {
     prev.filter(|p| *p != 0.0).map(|p| (v - p) / p * 100.0)
 }
 
-/// The lake's files that may hold events of `[from, to)`.
-pub(crate) fn files_between(lake: &Lake, from: i64, to: i64) -> Vec<DataFile> {
-    lake.data_files()
-        .into_iter()
-        .filter(|f| {
-            let d = chrono::NaiveDate::parse_from_str(&f.date, "%Y-%m-%d")
-                .map(crate::rollup::date_start_micros)
-                .unwrap_or(0);
-            d < to && d + MICROS_PER_DAY > from
-        })
-        .collect()
-}
-
-/// Events of `[from, to)`, of one tenant if asked, as a lazy scan (None: no file).
-pub(crate) fn events_between(
-    lake: &Lake,
-    tenant: Option<&str>,
-    from: i64,
-    to: i64,
-) -> Result<Option<LazyFrame>> {
-    let files = files_between(lake, from, to);
-    if files.is_empty() {
-        return Ok(None);
-    }
-    let ts = col("ts").cast(DataType::Int64);
-    let mut lf = crate::lake::scan_files(lake, &files)?
-        .filter(ts.clone().gt_eq(lit(from)).and(ts.lt(lit(to))));
-    if let Some(t) = tenant {
-        lf = lf.filter(col("tenant_id").eq(lit(t.to_string())));
-    }
-    Ok(Some(lf))
-}
+#[doc(hidden)]
+pub(crate) use crate::lake::events_between;
 
 /// Values of one period per (tenant, meter, dimension value).
 fn period_values(
