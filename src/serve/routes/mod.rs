@@ -9,11 +9,12 @@
 //! | `analytics.rs` | `POST /forecast`, `GET /anomalies` |
 //! | `alerts.rs` | `GET /alerts`, `PATCH /alerts/{id}/acknowledge` |
 //! | `reports.rs` | `POST /reports/generate`, `GET /reports` |
-//! | `admin.rs` | `GET /admin/metrics`, `POST /admin/flush`, `POST /admin/quotas/reset`; `GET /prometheus` |
+//! | `admin.rs` | `GET /admin/metrics`, `POST /admin/flush`, `POST /admin/quotas/reset`; `GET /prometheus` (at the root) |
 //!
-//! Here: `GET /healthz` (the process answers), `GET /readyz` (503 until the log is
-//! recovered and the counters measured), `GET /api/v1/openapi.json`. Every request passes
-//! [`latency`] (a declared `Content-Length` over `--body-limit` is refused with 413 before
+//! Here, at the root: `GET /healthz` (the process answers), `GET /readyz` (200 `ready` once
+//! the log is recovered and the counters measured, 503 `recovering` before), and
+//! `GET /api/v1/openapi.json` (`openapi.json`, compiled in). Every request passes
+//! [`latency`] (a declared `Content-Length` over `--body-limit-mib` is refused with 413 before
 //! the body is read; the time taken feeds the latency histogram), the body limit, and a
 //! panic catcher that answers 500 `{"error": "internal error"}` instead of dropping the
 //! connection.

@@ -5,8 +5,8 @@
 //! validated as `ingest` validates a file's; bad records are reported by index and the
 //! good ones accepted. The 202 is sent only once the accepted events are **fsynced in the
 //! write-ahead log** (`serve::wal`) and counted in the live counters; the background flush
-//! commits them to the lake later, exactly once (duplicates of the log or the lake are
-//! dropped and counted).
+//! commits them to the lake later, exactly once (an event already in the log or the lake,
+//! within the dedup lookback, is dropped and counted as a duplicate).
 //!
 //! Refusals, in the order they are checked: 413 for too many records; 429 `rate` (with
 //! `Retry-After`) when a tenant key is over its rate; 403 `tenant_id` when a tenant key
