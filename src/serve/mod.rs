@@ -8,10 +8,27 @@
 //! to one tenant or admin; a tenant key sees and writes only its own tenant. Hard-capped
 //! meters at their limit answer 429, and so does a tenant over its rate (with
 //! `Retry-After`). `/healthz`, `/readyz` and `/prometheus` are open.
+//!
+//! # Layout
+//! - `mod.rs` (here): [`ServeOptions`], the shared state [`App`] (the log, the counters,
+//!   the limiter, the metrics) with its flush and measure, and [`serve`], which recovers
+//!   the log, measures the counters, then listens until a signal and flushes on the way out.
+//! - `routes/`: the router and its layers, and the handlers, one file per resource
+//!   (`track`, `quota`, `usage`, `analytics`, `alerts`, `reports`, `admin`); its `mod.rs`
+//!   has the table of which file serves which endpoint.
+//! - `scope.rs`: the extractors that say who calls and which tenant they may see
+//!   (`Caller`, `Admin`, `Scope`, `WithBody`); the one place tenant isolation is decided
+//!   for reads.
+//! - `error.rs`: `ApiError`, the JSON error answer every refusal renders as.
+//! - `auth.rs`: API keys (stored hashed) and the per-tenant token bucket.
+//! - `wal.rs`: the write-ahead log `/track` fsyncs to, and its commit to the lake.
+//! - `counters.rs`: the live per-tenant, per-period counters quotas are answered from.
 
 pub mod auth;
 pub mod counters;
-mod handlers;
+mod error;
+mod routes;
+mod scope;
 pub mod wal;
 
 use std::net::SocketAddr;
@@ -222,7 +239,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
             }
         })
     };
-    let router = handlers::router(app.clone());
+    let router = routes::router(app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await

@@ -1,0 +1,184 @@
+//! The operator's endpoints: `GET /admin/metrics`, `POST /admin/flush`,
+//! `POST /admin/quotas/reset` (admin key), and the open `GET /prometheus`.
+//!
+//! - `/admin/metrics`: the server's counters as JSON (events accepted, rejected and
+//!   duplicate, events in the log, flushes, request latency histogram).
+//! - `/admin/flush`: commits the log to the lake now; answers how many events it committed.
+//! - `/admin/quotas/reset`: re-measures one tenant's counters from the lake and the log
+//!   (404 `tenant` without a plan).
+//! - `/prometheus`: the same counters in the Prometheus text format (0.0.4).
+//!
+//! The two actions that change state (flush, reset) each append an entry to the API's
+//! audit log (`LAKE/_api/audit.ndjson`, actor `api-admin:KEY`) before they answer; a failed
+//! audit write fails the request.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::quota::planned;
+use super::{blocking, json_body, now, ok_json};
+use crate::serve::error::{ApiError, ApiResult};
+use crate::serve::scope::{Admin, WithBody};
+use crate::serve::{App, LATENCY_BUCKETS, lock};
+
+/// Records an admin action of the API in the audit log.
+fn audit(
+    app: &App,
+    who: &str,
+    action: &str,
+    target: String,
+    detail: String,
+) -> std::result::Result<(), ApiError> {
+    crate::lake::audit::append_api(
+        &app.opts.lake,
+        &crate::lake::audit::AuditEntry {
+            at: crate::billing::rfc3339(now()),
+            actor: format!("api-admin:{who}"),
+            action: action.into(),
+            target,
+            rows: 0,
+            commit: None,
+            detail,
+        },
+    )?;
+    Ok(())
+}
+
+fn metrics_json(app: &App) -> Value {
+    let m = &app.metrics;
+    let (pending, flushing) = {
+        let ing = lock(&app.ingress);
+        (ing.pending.len(), ing.flushing.len())
+    };
+    let buckets: BTreeMap<String, u64> = LATENCY_BUCKETS
+        .iter()
+        .zip(&m.latency)
+        .map(|(b, c)| (format!("{b}"), c.load(Ordering::Relaxed)))
+        .collect();
+    json!({
+        "events_accepted": m.accepted.load(Ordering::Relaxed),
+        "events_rejected": m.rejected.load(Ordering::Relaxed),
+        "events_duplicate": m.duplicates.load(Ordering::Relaxed),
+        "log_pending_events": pending + flushing,
+        "flushes": m.flushes.load(Ordering::Relaxed),
+        "flushed_events": m.flushed_events.load(Ordering::Relaxed),
+        "last_flush_seconds": m.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        "requests": m.requests.load(Ordering::Relaxed),
+        "request_latency_buckets": buckets,
+    })
+}
+
+pub(super) async fn admin_metrics(State(app): State<Arc<App>>, _: Admin) -> ApiResult {
+    ok_json(StatusCode::OK, metrics_json(&app))
+}
+
+pub(super) async fn admin_flush(State(app): State<Arc<App>>, Admin(who): Admin) -> ApiResult {
+    let n = blocking(move || {
+        let n = app.flush()?;
+        audit(
+            &app,
+            &who,
+            "flush",
+            "log".into(),
+            format!("{n} events committed"),
+        )?;
+        Ok(n)
+    })
+    .await?;
+    ok_json(StatusCode::OK, json!({ "flushed": n }))
+}
+
+#[derive(Deserialize)]
+struct ResetBody {
+    tenant: String,
+}
+
+pub(super) async fn quotas_reset(
+    State(app): State<Arc<App>>,
+    WithBody(Admin(who), body): WithBody<Admin>,
+) -> ApiResult {
+    let b: ResetBody = json_body(&body, "tenant")?;
+    blocking(move || {
+        let tenant = planned(&app, &b.tenant)?;
+        app.measure(&[tenant], now())?;
+        audit(
+            &app,
+            &who,
+            "quotas_reset",
+            format!("tenant={}", b.tenant),
+            "counters re-measured from the lake and the log".into(),
+        )?;
+        ok_json(
+            StatusCode::OK,
+            json!({ "tenant_id": b.tenant, "reset": true }),
+        )
+    })
+    .await
+}
+
+pub(super) async fn prometheus(State(app): State<Arc<App>>) -> Response {
+    let m = &app.metrics;
+    let mut o = String::new();
+    let mut counter = |name: &str, help: &str, v: f64| {
+        o.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    };
+    counter(
+        "meterlake_events_accepted_total",
+        "Events accepted by /track.",
+        m.accepted.load(Ordering::Relaxed) as f64,
+    );
+    counter(
+        "meterlake_events_rejected_total",
+        "Records rejected by /track.",
+        m.rejected.load(Ordering::Relaxed) as f64,
+    );
+    counter(
+        "meterlake_events_duplicate_total",
+        "Duplicates dropped by /track.",
+        m.duplicates.load(Ordering::Relaxed) as f64,
+    );
+    counter(
+        "meterlake_flushes_total",
+        "Log segments committed to the lake.",
+        m.flushes.load(Ordering::Relaxed) as f64,
+    );
+    counter(
+        "meterlake_flush_seconds_total",
+        "Time spent committing the log.",
+        m.flush_micros_total.load(Ordering::Relaxed) as f64 / 1e6,
+    );
+    let pending = {
+        let ing = lock(&app.ingress);
+        ing.pending.len() + ing.flushing.len()
+    };
+    o.push_str(&format!(
+        "# HELP meterlake_log_lag_events Events acknowledged but not yet in the lake.\n# TYPE meterlake_log_lag_events gauge\nmeterlake_log_lag_events {pending}\n"
+    ));
+    o.push_str(&format!(
+        "# HELP meterlake_last_flush_seconds Duration of the last flush.\n# TYPE meterlake_last_flush_seconds gauge\nmeterlake_last_flush_seconds {}\n",
+        m.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6
+    ));
+    o.push_str("# HELP meterlake_request_duration_seconds Request latency.\n# TYPE meterlake_request_duration_seconds histogram\n");
+    let mut cum = 0;
+    for (b, c) in LATENCY_BUCKETS.iter().zip(&m.latency) {
+        cum += c.load(Ordering::Relaxed);
+        o.push_str(&format!(
+            "meterlake_request_duration_seconds_bucket{{le=\"{b}\"}} {cum}\n"
+        ));
+    }
+    let n = m.requests.load(Ordering::Relaxed);
+    o.push_str(&format!(
+        "meterlake_request_duration_seconds_bucket{{le=\"+Inf\"}} {n}\nmeterlake_request_duration_seconds_sum {}\nmeterlake_request_duration_seconds_count {n}\n",
+        m.latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+    ));
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], o).into_response()
+}

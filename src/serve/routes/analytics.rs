@@ -1,0 +1,98 @@
+//! `POST /forecast` and `GET /anomalies`: a tenant's forecast, computed on request, and its
+//! anomaly incidents, as the last batch detection wrote them.
+//!
+//! - `/forecast` fits `forecast::forecast_one` (as the batch forecast stage does for each
+//!   series) to the tenant's whole daily history of `meter` (the day rollup, brought up
+//!   to date first) and returns `horizon` days (1 to 366, default 14) with the `level`
+//!   percent interval (default 95). Nothing is written. 404 `meter` when the tenant has
+//!   no usage of it.
+//! - `/anomalies` filters the incidents the last batch detection wrote (hourly, else
+//!   daily) to the tenant; an empty list when there are none yet.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use polars::prelude::*;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::usage::rollup_rows;
+use super::{DAY, RangeQ, blocking, json_body, ok_json, rows_json};
+use crate::rollup::Granularity;
+use crate::serve::App;
+use crate::serve::error::{ApiError, ApiResult};
+use crate::serve::scope::{Caller, Scope, WithBody};
+
+#[derive(Deserialize)]
+struct ForecastBody {
+    meter: String,
+    horizon: Option<usize>,
+    model: Option<String>,
+    level: Option<f64>,
+    tenant: Option<String>,
+}
+
+pub(super) async fn forecast(
+    State(app): State<Arc<App>>,
+    WithBody(caller, body): WithBody<Caller>,
+) -> ApiResult {
+    let b: ForecastBody = json_body(&body, "body")?;
+    let t = caller.scope(b.tenant.as_deref())?;
+    blocking(move || {
+        let horizon = b.horizon.unwrap_or(14);
+        if !(1..=366).contains(&horizon) {
+            return Err(ApiError::bad("horizon", "between 1 and 366"));
+        }
+        let level = b.level.unwrap_or(95.0);
+        if !(level > 0.0 && level < 100.0) {
+            return Err(ApiError::bad("level", "a percent in (0, 100)"));
+        }
+        let kind = <crate::forecast::ModelKind as clap::ValueEnum>::from_str(b.model.as_deref().unwrap_or("auto"), true)
+            .map_err(|_| ApiError::bad("model", "not a model (auto, ses, holt, holt_winters, ...)"))?;
+        let df = rollup_rows(&app, &t, Granularity::Day, Some(&b.meter), i64::MIN / 4, i64::MAX / 4)?;
+        let ts = df.column("window_start")?.cast(&DataType::Int64)?;
+        let ts: Vec<i64> = ts.i64()?.into_no_null_iter().collect();
+        let y: Vec<f64> = df.column("value")?.f64()?.into_no_null_iter().collect();
+        if y.is_empty() {
+            return Err(ApiError::new(StatusCode::NOT_FOUND, Some("meter"), format!("no {} usage for {t}", b.meter)));
+        }
+        let opts = crate::forecast::ModelOptions::default();
+        let r = crate::forecast::forecast_one(&y, horizon, level / 100.0, kind, &opts);
+        let last = *ts.last().unwrap_or(&0);
+        let points: Vec<Value> = (0..r.forecast.mean.len())
+            .map(|i| json!({
+                "date": crate::billing::rfc3339(last + (i as i64 + 1) * DAY)[..10].to_string(),
+                "yhat": r.forecast.mean[i], "yhat_lower": r.forecast.lower[i], "yhat_upper": r.forecast.upper[i],
+            }))
+            .collect();
+        ok_json(StatusCode::OK, json!({
+            "tenant_id": t, "meter": b.meter, "model": r.model.map(|m| m.to_string()),
+            "status": r.status, "history_days": y.len(), "forecast": points,
+        }))
+    })
+    .await
+}
+
+/// The range query is parsed though unused: a malformed one (`?limit=x`) has always been
+/// refused here, before the key is checked.
+pub(super) async fn anomalies(
+    State(app): State<Arc<App>>,
+    Query(_): Query<RangeQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    blocking(move || {
+        let Some(path) = crate::anomalies::incidents_file(&app.opts.lake) else {
+            return ok_json(StatusCode::OK, json!({ "tenant_id": t, "incidents": [] }));
+        };
+        let df = crate::alerts::read_parquet(&path)?
+            .lazy()
+            .filter(col("tenant_id").eq(lit(t.clone())))
+            .collect()?;
+        ok_json(
+            StatusCode::OK,
+            json!({ "tenant_id": t, "incidents": rows_json(&df) }),
+        )
+    })
+    .await
+}

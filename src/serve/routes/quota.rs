@@ -1,0 +1,112 @@
+//! `GET /quotas` and `GET /check-quota/{meter}`: a tenant's allowances, from the live
+//! counters.
+//!
+//! Both answer from the in-memory counters (`serve::counters`), which cover the current
+//! billing period exactly: the lake as measured at startup (or when the period turned)
+//! plus every event acknowledged by `/track` since. `/check-quota` is the hot path of a
+//! platform's request: when the counters are current it never touches the lake nor leaves
+//! the async thread. It answers 200 when the quantity fits and 429 when it does not (same
+//! body, `decision` says which); `quantity` defaults to 1. A tenant without a plan is 404
+//! `tenant`, a meter that is not billed 404 `meter`.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{blocking, now, ok_json};
+use crate::billing::plans::Tenant;
+use crate::serve::error::{ApiError, ApiResult};
+use crate::serve::scope::Scope;
+use crate::serve::{App, lock};
+
+/// The plan entry of tenant `t`, or 404 `tenant`.
+pub(super) fn planned<'a>(app: &'a App, t: &str) -> std::result::Result<&'a Tenant, ApiError> {
+    app.opts
+        .billing
+        .tenants
+        .iter()
+        .find(|x| x.id == t)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                Some("tenant"),
+                format!("tenant {t} has no plan"),
+            )
+        })
+}
+
+pub(super) async fn quotas(State(app): State<Arc<App>>, Scope(t): Scope) -> ApiResult {
+    blocking(move || {
+        let at = now();
+        app.ensure_counters(&[&t], at)?;
+        let tenant = planned(&app, &t)?;
+        let lines = lock(&app.counters).quotas(&app.opts.billing, tenant, at)?;
+        ok_json(
+            StatusCode::OK,
+            json!({ "tenant_id": t, "plan": tenant.plan_at(at), "quotas": lines }),
+        )
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+pub(super) struct CheckQ {
+    quantity: Option<String>,
+    // Read by the `Scope` extractor; here so that the struct describes the whole query.
+    #[allow(dead_code)]
+    tenant: Option<String>,
+}
+
+pub(super) async fn check_quota(
+    State(app): State<Arc<App>>,
+    Path(meter): Path<String>,
+    Query(q): Query<CheckQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    let quantity: Decimal = match q.quantity.as_deref() {
+        None => Decimal::ONE,
+        Some(s) => s
+            .trim()
+            .parse::<Decimal>()
+            .ok()
+            .filter(|d| !d.is_sign_negative())
+            .ok_or_else(|| {
+                ApiError::bad("quantity", format!("`{s}` is not a non-negative number"))
+            })?,
+    };
+    if !app.opts.billing.catalog.meters.contains_key(&meter) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            Some("meter"),
+            format!(
+                "`{meter}` is not a billed meter (meters: {})",
+                app.opts
+                    .billing
+                    .catalog
+                    .meters
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ));
+    }
+    let at = now();
+    let tenant = planned(&app, &t)?;
+    // The hot path: counters already cover the period (no lake, no blocking thread).
+    if !lock(&app.counters).covers(&app.opts.billing, &t, at) {
+        let (a, t2) = (app.clone(), t.clone());
+        blocking(move || Ok(a.ensure_counters(&[&t2], at)?)).await?;
+    }
+    let answer = lock(&app.counters).check(&app.opts.billing, tenant, &meter, quantity, at)?;
+    let status = if answer.allowed() {
+        StatusCode::OK
+    } else {
+        StatusCode::TOO_MANY_REQUESTS
+    };
+    ok_json(status, serde_json::to_value(&answer).unwrap_or_default())
+}

@@ -1,0 +1,213 @@
+//! `POST /track`: events in, durable before the answer.
+//!
+//! A body is a JSON event, a JSON array of events (CloudEvents batches included) or NDJSON
+//! (`Content-Type: application/x-ndjson`), at most `--max-batch` records. Each record is
+//! validated as `ingest` validates a file's; bad records are reported by index and the
+//! good ones accepted. The 202 is sent only once the accepted events are **fsynced in the
+//! write-ahead log** (`serve::wal`) and counted in the live counters; the background flush
+//! commits them to the lake later, exactly once (an event already in the log or the lake,
+//! within the dedup lookback, is dropped and counted as a duplicate).
+//!
+//! Refusals, in the order they are checked: 413 for too many records; 429 `rate` (with
+//! `Retry-After`) when a tenant key is over its rate; 403 `tenant_id` when a tenant key
+//! sends another tenant's event; 429 `meter` (with `Retry-After`: the period's end) when
+//! enforcement is on and an event is for a hard-capped meter at its limit. A refused
+//! request writes nothing.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde_json::json;
+
+use super::{blocking, now, ok_json};
+use crate::billing::quota::Status;
+use crate::event::UsageEvent;
+use crate::ingest::record::{Limits, parse_json};
+use crate::serve::auth::Principal;
+use crate::serve::error::{ApiError, ApiResult};
+use crate::serve::scope::{Caller, WithBody};
+use crate::serve::{App, lock};
+
+pub(super) async fn track(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    WithBody(Caller(p), body): WithBody<Caller>,
+) -> ApiResult {
+    let _slot = app.track_slots.acquire().await.map_err(|e| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!("shutting down: {e}"),
+        )
+    })?;
+    let a = app.clone();
+    blocking(move || track_blocking(&a, &p, &h, &body)).await
+}
+
+/// Splits a body into raw records: a JSON array, one JSON object, or NDJSON.
+fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
+    let ctype = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
+    let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
+    if ctype.starts_with("application/x-ndjson") || ctype.starts_with("application/jsonl") {
+        return Ok(body
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
+            .map(<[u8]>::to_vec)
+            .collect());
+    }
+    match first {
+        Some(b'[') => {
+            let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+                .map_err(|e| ApiError::bad("body", format!("not a JSON array of events: {e}")))?;
+            Ok(items.iter().map(|r| r.get().as_bytes().to_vec()).collect())
+        }
+        Some(b'{') => Ok(vec![body.to_vec()]),
+        _ => Err(ApiError::bad(
+            "body",
+            "expected a JSON event, a JSON array of events (or a CloudEvents batch) or NDJSON",
+        )),
+    }
+}
+
+/// The whole request once the caller is known: check, log, count, answer.
+fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiResult {
+    let raws = records(h, body)?;
+    if raws.len() > app.opts.max_batch {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Some("body"),
+            format!(
+                "{} records; at most {} per request",
+                raws.len(),
+                app.opts.max_batch
+            ),
+        ));
+    }
+    if let Principal::Tenant(t) = p {
+        within_rate(app, t, raws.len())?;
+    }
+    let limits = Limits::relative_to(now());
+    let mut good = Vec::with_capacity(raws.len());
+    let mut errors = Vec::new();
+    for (i, raw) in raws.iter().enumerate() {
+        match parse_json(raw, &limits) {
+            Ok(a) => good.push((a.event, a.key)),
+            Err(r) => errors.push(json!({ "index": i, "field": r.field, "reason": r.reason })),
+        }
+    }
+    // Tenant isolation: a tenant key writes only its own tenant's events.
+    if let Principal::Tenant(t) = p
+        && let Some((e, _)) = good.iter().find(|(e, _)| &e.tenant_id != t)
+    {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            Some("tenant_id"),
+            format!(
+                "event for tenant {} sent with a key of tenant {t}",
+                e.tenant_id
+            ),
+        ));
+    }
+    let at = now();
+    let mut tenants: Vec<&str> = good.iter().map(|(e, _)| e.tenant_id.as_str()).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    app.ensure_counters(&tenants, at)?;
+    if app.opts.enforcement {
+        under_hard_caps(app, &tenants, &good, at)?;
+    }
+    let offered = good.len();
+    let fresh = {
+        let mut ing = lock(&app.ingress);
+        let fresh = ing.append(good)?;
+        // Counters are updated under the log's lock: a measurement (which holds it too)
+        // sees an event either in the log or in the counters, never both.
+        lock(&app.counters).add(&app.opts.billing, &fresh);
+        if ing.pending.len() >= app.opts.flush_events {
+            app.flush_wanted.notify_one();
+        }
+        fresh
+    };
+    let m = &app.metrics;
+    let duplicates = offered - fresh.len();
+    m.accepted.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+    m.rejected.fetch_add(errors.len() as u64, Ordering::Relaxed);
+    m.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
+    ok_json(
+        StatusCode::ACCEPTED,
+        json!({
+            "accepted": fresh.len(),
+            "rejected": errors.len(),
+            "duplicates": duplicates,
+            "errors": errors,
+        }),
+    )
+}
+
+/// Takes `n` events from tenant `t`'s bucket, or 429 `rate` with the wait.
+fn within_rate(app: &App, t: &str, n: usize) -> std::result::Result<(), ApiError> {
+    match lock(&app.limiter).take(t, n as f64, Instant::now()) {
+        Ok(()) => Ok(()),
+        Err(wait) => Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("rate"),
+            format!("tenant {t} is over its rate of {} events/s", app.opts.rate),
+        )
+        .retry_after(if wait.is_finite() {
+            wait.ceil().max(1.0) as u64
+        } else {
+            60
+        })),
+    }
+}
+
+/// 429 `meter` when an event of `good` is for a hard-capped meter its tenant has used up.
+fn under_hard_caps(
+    app: &App,
+    tenants: &[&str],
+    good: &[(UsageEvent, u128)],
+    at: i64,
+) -> std::result::Result<(), ApiError> {
+    let b = &app.opts.billing;
+    let c = lock(&app.counters);
+    for t in tenants {
+        let Some(tenant) = b.tenants.iter().find(|x| x.id == *t) else {
+            continue;
+        };
+        for q in c.quotas(b, tenant, at)? {
+            if q.status != Status::Blocked {
+                continue;
+            }
+            let event = &b.catalog.meters[&q.meter].event;
+            if good
+                .iter()
+                .any(|(e, _)| e.tenant_id == *t && &e.meter == event)
+            {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Some("meter"),
+                    format!(
+                        "tenant {t} is at its hard cap on {} ({} of {} {}) until {}",
+                        q.meter,
+                        q.used,
+                        q.included.unwrap_or_default(),
+                        q.unit,
+                        q.period_end
+                    ),
+                )
+                .retry_after(
+                    chrono::DateTime::parse_from_rfc3339(&q.period_end)
+                        .map(|d| ((d.timestamp_micros() - at) / 1_000_000).max(1) as u64)
+                        .unwrap_or(3600),
+                ));
+            }
+        }
+    }
+    Ok(())
+}

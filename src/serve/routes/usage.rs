@@ -1,0 +1,225 @@
+//! `GET /summary`, `/events`, `/metrics`, `/trends/{meter}`: a tenant's usage, read from the
+//! lake.
+//!
+//! They see what the lake holds: events still in the write-ahead log (acknowledged by
+//! `/track`, not yet flushed) appear after the next flush. `from`/`to` are RFC 3339
+//! instants or days (UTC), the window half-open `[from, to)`.
+//! - `/summary`: `usage::usage` over `[from, to)` (default: the last 30 days), compared
+//!   with the period before (the function `meterlake usage` calls).
+//! - `/events`: the raw events in `(ts, id)` order, paged by `limit` (1 to 1000, default
+//!   100) and `offset`; `next_offset` is null on the last page.
+//! - `/metrics` and `/trends`: rows of the rollup of `granularity` (hour, day, week,
+//!   month; trends: day), brought up to date with the lake first (the incremental rollup
+//!   `meterlake rollup` runs). Trends compares the last `days` days (1 to 366, default
+//!   30) with the `days` before.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use polars::prelude::*;
+use serde_json::json;
+
+use super::{DAY, RangeQ, blocking, now, ok_json, rows_json};
+use crate::rollup::{Granularity, RollupOptions, RollupSpec, rollup, scan_rollup};
+use crate::serve::App;
+use crate::serve::error::{ApiError, ApiResult};
+use crate::serve::scope::Scope;
+
+/// The instant of parameter `name`, or `default` when it is absent.
+fn instant(
+    name: &'static str,
+    s: Option<&str>,
+    default: i64,
+) -> std::result::Result<i64, ApiError> {
+    match s {
+        None => Ok(default),
+        Some(s) => Ok(crate::rollup::parse_instant(name, s)?),
+    }
+}
+
+fn granularity(s: Option<&str>) -> std::result::Result<Granularity, ApiError> {
+    match s.unwrap_or("day") {
+        "hour" => Ok(Granularity::Hour),
+        "day" => Ok(Granularity::Day),
+        "week" => Ok(Granularity::Week),
+        "month" => Ok(Granularity::Month),
+        other => Err(ApiError::bad(
+            "granularity",
+            format!("`{other}` is not hour, day, week or month"),
+        )),
+    }
+}
+
+/// A tenant's rollup rows in `[from, to)`, brought up to date first.
+pub(super) fn rollup_rows(
+    app: &App,
+    t: &str,
+    g: Granularity,
+    meter: Option<&str>,
+    from: i64,
+    to: i64,
+) -> std::result::Result<DataFrame, ApiError> {
+    let lake = crate::lake::Lake::open(&app.opts.lake)?;
+    let spec = RollupSpec::new(g);
+    rollup(&lake, &app.opts.meters, &spec, &RollupOptions::default())?;
+    let ws = col("window_start").cast(DataType::Int64);
+    let mut lf = scan_rollup(&lake, &spec)?.filter(
+        col("tenant_id")
+            .eq(lit(t.to_string()))
+            .and(ws.clone().gt_eq(lit(from)))
+            .and(ws.lt(lit(to))),
+    );
+    if let Some(m) = meter {
+        lf = lf.filter(col("meter").eq(lit(m.to_string())));
+    }
+    Ok(lf
+        .select([
+            col("meter"),
+            col("window_start"),
+            col("window_end"),
+            col("value"),
+            col("event_count"),
+        ])
+        .sort(["meter", "window_start"], SortMultipleOptions::default())
+        .collect()?)
+}
+
+pub(super) async fn summary(
+    State(app): State<Arc<App>>,
+    Query(q): Query<RangeQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    blocking(move || {
+        let to = instant("to", q.to.as_deref(), now())?;
+        let from = instant("from", q.from.as_deref(), to - 30 * DAY)?;
+        if from >= to {
+            return Err(ApiError::bad("from", "must be before to"));
+        }
+        let lake = crate::lake::Lake::open(&app.opts.lake)?;
+        let r = crate::usage::usage(
+            &lake,
+            &app.opts.meters,
+            &crate::usage::UsageQuery {
+                tenant: Some(t),
+                meter: q.meter,
+                from,
+                to,
+                by: None,
+                compare: Some(crate::usage::Compare::Previous),
+                top: 0,
+            },
+        )?;
+        ok_json(StatusCode::OK, serde_json::to_value(&r).unwrap_or_default())
+    })
+    .await
+}
+
+pub(super) async fn events(
+    State(app): State<Arc<App>>,
+    Query(q): Query<RangeQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    blocking(move || {
+        let to = instant("to", q.to.as_deref(), now() + DAY)?;
+        let from = instant("from", q.from.as_deref(), to - 31 * DAY)?;
+        let limit = q.limit.unwrap_or(100);
+        if limit == 0 || limit > 1000 {
+            return Err(ApiError::bad("limit", "between 1 and 1000"));
+        }
+        let offset = q.offset.unwrap_or(0);
+        let lake = crate::lake::Lake::open(&app.opts.lake)?;
+        let Some(mut lf) = crate::usage::events_between(&lake, Some(&t), from, to)? else {
+            return ok_json(StatusCode::OK, json!({ "events": [], "next_offset": null }));
+        };
+        if let Some(m) = q.meter {
+            lf = lf.filter(col("meter").eq(lit(m)));
+        }
+        if let Some(u) = q.user_id {
+            lf = lf.filter(col("user_id").eq(lit(u)));
+        }
+        let df = lf
+            .sort(["ts", "id"], SortMultipleOptions::default())
+            .slice(offset as i64, (limit + 1) as IdxSize)
+            .select([col("id"), col("ts"), col("tenant_id"), col("user_id"), col("meter"), col("value"), col("properties")])
+            .collect()?;
+        let more = df.height() > limit;
+        let rows = rows_json(&df.head(Some(limit)));
+        ok_json(
+            StatusCode::OK,
+            json!({ "events": rows, "next_offset": if more { Some(offset + limit) } else { None } }),
+        )
+    })
+    .await
+}
+
+pub(super) async fn metrics(
+    State(app): State<Arc<App>>,
+    Query(q): Query<RangeQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    blocking(move || {
+        let g = granularity(q.granularity.as_deref())?;
+        let to = instant("to", q.to.as_deref(), now() + DAY)?;
+        let from = instant("from", q.from.as_deref(), to - 31 * DAY)?;
+        let df = rollup_rows(&app, &t, g, q.meter.as_deref(), from, to)?;
+        ok_json(
+            StatusCode::OK,
+            json!({ "tenant_id": t, "granularity": g.to_string(), "rows": rows_json(&df) }),
+        )
+    })
+    .await
+}
+
+pub(super) async fn trends(
+    State(app): State<Arc<App>>,
+    Path(meter): Path<String>,
+    Query(q): Query<RangeQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    blocking(move || {
+        let days = q.days.unwrap_or(30);
+        if !(1..=366).contains(&days) {
+            return Err(ApiError::bad("days", "between 1 and 366"));
+        }
+        let to = instant("to", q.to.as_deref(), (now() / DAY + 1) * DAY)?;
+        let from = to - days * DAY;
+        let df = rollup_rows(
+            &app,
+            &t,
+            Granularity::Day,
+            Some(&meter),
+            from - days * DAY,
+            to,
+        )?;
+        let ts = df.column("window_start")?.cast(&DataType::Int64)?;
+        let ts = ts.i64()?;
+        let v = df.column("value")?.f64()?;
+        let (mut cur, mut prev, mut daily) = (0.0, 0.0, Vec::new());
+        for i in 0..df.height() {
+            let (t0, x) = (ts.get(i).unwrap_or(0), v.get(i).unwrap_or(0.0));
+            if t0 >= from {
+                cur += x;
+                daily.push(
+                    json!({ "date": crate::billing::rfc3339(t0)[..10].to_string(), "value": x }),
+                );
+            } else {
+                prev += x;
+            }
+        }
+        let change = (prev > 0.0).then(|| (cur / prev - 1.0) * 100.0);
+        let direction = match change {
+            Some(c) if c >= 10.0 => "up",
+            Some(c) if c <= -10.0 => "down",
+            _ => "flat",
+        };
+        ok_json(
+            StatusCode::OK,
+            json!({
+                "tenant_id": t, "meter": meter, "days": days, "total": cur, "previous_total": prev,
+                "change_pct": change, "trend": direction, "daily": daily,
+            }),
+        )
+    })
+    .await
+}
