@@ -39,7 +39,7 @@ pub use record::{
 };
 pub use source::Format;
 
-pub(crate) use convert::aliases as csv_aliases;
+pub(crate) use record::fields::aliases as csv_aliases;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
