@@ -33,8 +33,8 @@
 //! - `options`: [`IngestOptions`] and its defaults, the [`IngestSummary`] returned.
 //! - `inputs`: directories expanded to input files; checksums that skip inputs the lake
 //!   already holds.
-//! - `source`: input file → chunks of raw records ([`Format`] detection, gzip, a reader
-//!   thread per input).
+//! - `source`: input file → chunks of raw records on a reader thread per input;
+//!   `source/open.rs` decides the [`Format`] and opens the (maybe gzipped) bytes.
 //! - `convert`: chunk → columnar pieces per UTC day plus rejects (one rayon task per chunk);
 //!   CSV and Parquet rows are mapped to a draft here, JSON through `scan` or `record`.
 //! - `scan`: the fast single-pass scanner for the common JSON event shape.
