@@ -21,8 +21,8 @@
 //!   `super::convert`.
 //!
 //! Imports run one way: `json` → scanner → `draft`, `fields`, `validate`; `accept` →
-//! `validate` → `draft`. Only `json` uses the scanner
-//! (`grep -rn 'scan::' src/ingest/record/` finds json.rs only).
+//! `validate` → `draft`. Only `json` calls the scanner; the other four import nothing of
+//! the readers.
 
 pub(super) mod accept;
 pub(super) mod draft;
