@@ -7,6 +7,7 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, TimeUnit};
 
+use super::record::fields::{aliases, field_of};
 use super::record::{
     Draft, Limits, Prop, Rejection, TsIn, json_draft_into, parse_number, props_from_json_text,
 };
@@ -193,34 +194,6 @@ fn json_record<'a>(
     if let Err(r) = r {
         out.bad(line, r, raw);
     }
-}
-
-/// Column names accepted for a canonical field in CSV and Parquet inputs.
-pub(crate) fn aliases(field: &str) -> &'static [&'static str] {
-    match field {
-        "id" => &["id"],
-        "ts" => &["ts", "timestamp"],
-        "tenant_id" => &["tenant_id"],
-        "user_id" => &["user_id"],
-        "meter" => &["meter", "event_type", "event_name", "metric_type"],
-        "value" => &["value", "quantity", "metric_value"],
-        "properties" => &["properties", "metadata"],
-        _ => &[],
-    }
-}
-
-const FIELDS: [&str; 7] = [
-    "id",
-    "ts",
-    "tenant_id",
-    "user_id",
-    "meter",
-    "value",
-    "properties",
-];
-
-fn field_of(name: &str) -> Option<&'static str> {
-    FIELDS.into_iter().find(|f| aliases(f).contains(&name))
 }
 
 /// A CSV cell as a property: number or bool when it reads as one, else text.

@@ -2,7 +2,7 @@
 //! canonical (or alias) fields, strings without escapes, and a flat `properties` object.
 //!
 //! It builds exactly the [`Draft`] that the general path (serde_json into raw members,
-//! then typed, see [`super::record`]) builds for the same record, without allocating, in
+//! then typed, see [`super::record::json`]) builds for the same record, without allocating, in
 //! about a third of the time. Anything unusual (an escape, a CloudEvents envelope, a field
 //! given twice, a nested property, a value that would be rejected, malformed JSON) makes
 //! it decline with `None`, and the general path decides, so messages and outcomes are the
@@ -10,7 +10,9 @@
 
 use std::borrow::Cow;
 
-use super::record::{Canon, Draft, Prop, TsIn, canonical, parse_number};
+use super::record::draft::{Draft, Prop, TsIn};
+use super::record::fields::{Canon, canonical};
+use super::record::validate::parse_number;
 
 /// A scalar JSON value as written, borrowed from the record.
 #[derive(Clone, Copy)]
@@ -425,7 +427,8 @@ fn collect_props<'a>(p: &mut Scanner<'a>, d: &mut Draft<'a>) -> Option<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ingest::record::{Accepted, Limits, Rejection, general_draft};
+    use crate::ingest::record::json::general_draft;
+    use crate::ingest::record::{Accepted, Limits, Rejection};
     use proptest::prelude::*;
 
     const NOW: i64 = 1_790_000_000_000_000; // 2026-09-21
