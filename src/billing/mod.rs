@@ -145,11 +145,11 @@ impl Billing {
 /// (UTC midnight) or an RFC 3339 instant.
 pub fn parse_at(lake: &crate::lake::Lake, s: &str) -> Result<i64> {
     match s {
-        "now" => Ok(chrono::Utc::now().timestamp_micros()),
+        "now" => Ok(crate::time::now()),
         "latest" => {
             let files = lake.data_files();
             if files.is_empty() {
-                return Ok(chrono::Utc::now().timestamp_micros());
+                return Ok(crate::time::now());
             }
             use polars::prelude::*;
             let m = crate::lake::scan_files(lake, &files)?
@@ -158,9 +158,9 @@ pub fn parse_at(lake: &crate::lake::Lake, s: &str) -> Result<i64> {
             Ok(m.column("ts")?
                 .i64()?
                 .get(0)
-                .map_or_else(|| chrono::Utc::now().timestamp_micros(), |t| t + 1))
+                .map_or_else(|| crate::time::now(), |t| t + 1))
         }
-        _ => crate::rollup::parse_instant("--at", s),
+        _ => crate::time::parse_instant("--at", s),
     }
 }
 

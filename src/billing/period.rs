@@ -109,7 +109,7 @@ impl Cycle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollup::parse_instant;
+    use crate::time::parse_instant;
 
     fn at(s: &str) -> i64 {
         parse_instant("t", s).unwrap()

@@ -187,7 +187,7 @@ pub struct QuotaOptions {
 impl Default for QuotaOptions {
     fn default() -> Self {
         QuotaOptions {
-            at: chrono::Utc::now().timestamp_micros(),
+            at: crate::time::now(),
             tenant: None,
             project: true,
             history_days: 56,

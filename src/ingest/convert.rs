@@ -13,8 +13,8 @@ use super::record::{
 };
 use super::scan::is_json_number;
 use super::source::{Chunk, CsvHeader};
-use crate::event::day_of;
 use crate::lake::{EventBuf, Row};
+use crate::time::day_of;
 
 /// A rejected record, kept verbatim for the quarantine.
 #[derive(Debug)]
@@ -323,7 +323,7 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Parsed) 
             DataType::Timestamp(TimeUnit::Millisecond, _) | DataType::Date64 => 1_000,
             DataType::Timestamp(TimeUnit::Microsecond, _) => 1,
             DataType::Timestamp(TimeUnit::Nanosecond, _) => -1_000,
-            DataType::Date32 => crate::event::MICROS_PER_DAY,
+            DataType::Date32 => crate::time::MICROS_PER_DAY,
             _ => return None,
         };
         let raw = if *c.data_type() == DataType::Date32 {

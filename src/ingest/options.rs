@@ -38,7 +38,7 @@ impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions {
             format: Format::Auto,
-            limits: Limits::relative_to(chrono::Utc::now().timestamp_micros()),
+            limits: Limits::relative_to(crate::time::now()),
             lookback_days: DEFAULT_LOOKBACK_DAYS,
             memory_budget_mb: DEFAULT_MEMORY_BUDGET_MB,
             dedup_memory_mb: DEFAULT_DEDUP_MEMORY_MB,

@@ -297,7 +297,7 @@ pub(crate) fn write_key_file_unsynced(path: &Path, keys: &mut [u128]) -> Result<
 pub(crate) fn day_of_key_file(rel: &str) -> Option<i32> {
     let date = rel.split('/').nth(1)?.strip_prefix("date=")?;
     let d = chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").ok()?;
-    Some(crate::event::day_of_date(d))
+    Some(crate::time::day_of_date(d))
 }
 
 #[cfg(test)]

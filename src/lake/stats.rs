@@ -88,8 +88,8 @@ pub fn stats(lake: &Lake) -> Result<LakeStats> {
         ])
         .collect()?;
     let get_i64 = |name: &str| -> Result<Option<i64>> { Ok(totals.column(name)?.i64()?.get(0)) };
-    out.min_ts = get_i64("min_ts")?.map(crate::event::ts_to_rfc3339);
-    out.max_ts = get_i64("max_ts")?.map(crate::event::ts_to_rfc3339);
+    out.min_ts = get_i64("min_ts")?.map(crate::time::rfc3339_micros);
+    out.max_ts = get_i64("max_ts")?.map(crate::time::rfc3339_micros);
     out.tenants = totals.column("tenants")?.u64()?.get(0).unwrap_or(0);
     let per_meter = lf
         .group_by([col("meter")])

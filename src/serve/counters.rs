@@ -21,8 +21,7 @@ use crate::billing::{Billing, Terms, rfc3339};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::serve::wal::Logged;
-
-const DAY: i64 = 86_400_000_000;
+use crate::time::MICROS_PER_DAY;
 
 /// One tenant × billed meter in one period.
 #[derive(Debug, Clone, Default)]
@@ -138,10 +137,10 @@ impl Counters {
             return Ok(());
         }
         let lake = Lake::open(lake_dir)?;
-        let from = starts.iter().min().copied().unwrap_or(at) - 35 * DAY;
+        let from = starts.iter().min().copied().unwrap_or(at) - 35 * MICROS_PER_DAY;
         let to = ends.iter().max().copied().unwrap_or(at);
         let events: Vec<String> = catalog.meters.values().map(|m| m.event.clone()).collect();
-        if let Some(lf) = crate::usage::events_between(&lake, None, from, to)? {
+        if let Some(lf) = crate::lake::events_between(&lake, None, from, to)? {
             let win = df!("tenant_id" => ids, "_start" => starts, "_end" => ends)?.lazy();
             let ts = col("ts").cast(DataType::Int64);
             let inside = ts

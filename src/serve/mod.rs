@@ -215,7 +215,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
         let a = app.clone();
         tokio::task::spawn_blocking(move || {
             let all: Vec<&crate::billing::plans::Tenant> = a.opts.billing.tenants.iter().collect();
-            a.measure(&all, chrono::Utc::now().timestamp_micros())
+            a.measure(&all, crate::time::now())
         })
         .await
         .map_err(|e| Error::Render(format!("startup: {e}")))??;

@@ -153,9 +153,6 @@ pub fn commit_segment(lake_dir: &Path, path: &Path, events: &[Logged]) -> Result
         duplicates: 0,
     };
     lake.commit(Commit {
-        seq,
-        kind: CommitKind::Ingest,
-        committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         inputs: vec![InputRecord {
             path: format!(
                 "{WAL_DIR}/{}",
@@ -169,12 +166,10 @@ pub fn commit_segment(lake_dir: &Path, path: &Path, events: &[Logged]) -> Result
             counts,
         }],
         added,
-        removed: vec![],
         keys,
-        quarantine: None,
         counts,
         partitions,
-        audit: None,
+        ..Commit::new(seq, CommitKind::Ingest)
     })?;
     Ok(events.len())
 }

@@ -111,7 +111,7 @@ pub fn detect_series(
             .filter(|f| !f.points.is_empty())
             .collect::<Vec<_>>()
     };
-    crate::predict::with_threads(spec.threads, run)
+    crate::stage::forecast::with_threads(spec.threads, run)
 }
 
 /// Drops flags of windows too small to matter: neither the window's events nor the

@@ -353,14 +353,14 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         let growth = now.map(|n| n - then.unwrap_or(0.0));
         out.push(Engagement {
             tenant_id: t.clone(),
-            at: crate::event::ts_to_rfc3339(at),
+            at: crate::time::rfc3339_micros(at),
             dau,
             wau,
             mau: m,
             stickiness: per_mau(dau as f64),
             daily_active_users: (first_day..=last_day)
                 .map(|d| DailyActive {
-                    date: crate::event::day_to_string(d as i32),
+                    date: crate::time::day_to_string(d as i32),
                     users: day_users.get(&(t.as_str(), d)).copied().unwrap_or(0),
                 })
                 .collect(),

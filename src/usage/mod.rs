@@ -71,8 +71,8 @@ pub struct Period {
 impl Period {
     fn new(from: i64, to: i64) -> Period {
         Period {
-            from: crate::event::ts_to_rfc3339(from),
-            to: crate::event::ts_to_rfc3339(to),
+            from: crate::time::rfc3339_micros(from),
+            to: crate::time::rfc3339_micros(to),
         }
     }
 }

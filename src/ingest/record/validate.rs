@@ -64,9 +64,9 @@ impl<'a> Draft<'a> {
                 "ts",
                 format!(
                     "{} is out of range [{}, {}]",
-                    crate::event::ts_to_rfc3339(ts),
-                    crate::event::ts_to_rfc3339(limits.min_ts),
-                    crate::event::ts_to_rfc3339(limits.max_ts)
+                    crate::time::rfc3339_micros(ts),
+                    crate::time::rfc3339_micros(limits.min_ts),
+                    crate::time::rfc3339_micros(limits.max_ts)
                 ),
             ));
         }

@@ -24,8 +24,8 @@ use serde::Serialize;
 use super::convert::{Bad, Parsed, Piece, convert};
 use super::{Format, IngestOptions, Limits, source};
 use crate::error::{Error, IoContext, Result};
-use crate::event::day_to_string;
 use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, KeySet, Lake};
+use crate::time::day_to_string;
 use write::Writes;
 
 /// Events of one UTC day waiting to be flushed: the day's pieces of the chunks read.
@@ -299,17 +299,13 @@ impl Txn {
         self.added.sort_by(|a, b| a.path.cmp(&b.path));
         self.key_paths.sort();
         Ok(Commit {
-            seq: self.seq,
-            kind: CommitKind::Ingest,
-            committed_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
             inputs,
             added: self.added,
-            removed: vec![],
             keys: self.key_paths,
             quarantine,
             counts: self.counts,
             partitions: self.touched.iter().map(|d| day_to_string(*d)).collect(),
-            audit: None,
+            ..Commit::new(self.seq, CommitKind::Ingest)
         })
     }
 }

@@ -8,10 +8,10 @@ use std::sync::mpsc;
 
 use super::{DayBuffer, Txn};
 use crate::error::Result;
-use crate::event::day_to_string;
 use crate::ingest::convert::Piece;
 use crate::lake::log::Syncer;
 use crate::lake::{DataFile, Lake, Part};
+use crate::time::day_to_string;
 
 impl Txn {
     /// Moves the watermark: the latest day seen, and how far behind it any event arrived.

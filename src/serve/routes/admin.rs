@@ -39,7 +39,7 @@ fn audit(
     crate::lake::audit::append_api(
         &app.opts.lake,
         &crate::lake::audit::AuditEntry {
-            at: crate::billing::rfc3339(now()),
+            at: crate::time::rfc3339(now()),
             actor: format!("api-admin:{who}"),
             action: action.into(),
             target,

@@ -19,7 +19,7 @@ use crate::serve::scope::{Caller, Scope};
 
 pub(super) async fn alerts(State(app): State<Arc<App>>, Scope(t): Scope) -> ApiResult {
     blocking(move || {
-        let list: Vec<_> = crate::alerts::read_store(&app.opts.lake)?
+        let list: Vec<_> = crate::stage::tables::alerts::read_lake(&app.opts.lake)?
             .into_iter()
             .filter(|a| a.tenant_id == t)
             .collect();
@@ -34,7 +34,7 @@ pub(super) async fn acknowledge(
     Caller(p): Caller,
 ) -> ApiResult {
     blocking(move || {
-        let mut store = crate::alerts::AlertStore::open(&app.opts.lake)?;
+        let mut store = crate::stage::alerts::AlertStore::open(&app.opts.lake)?;
         let owner = store
             .alerts
             .iter()

@@ -18,11 +18,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::usage::rollup_rows;
-use super::{DAY, RangeQ, blocking, json_body, ok_json, rows_json};
+use super::{RangeQ, blocking, json_body, ok_json, rows_json};
 use crate::rollup::Granularity;
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
 use crate::serve::scope::{Caller, Scope, WithBody};
+use crate::time::MICROS_PER_DAY;
 
 #[derive(Deserialize)]
 struct ForecastBody {
@@ -62,7 +63,7 @@ pub(super) async fn forecast(
         let last = *ts.last().unwrap_or(&0);
         let points: Vec<Value> = (0..r.forecast.mean.len())
             .map(|i| json!({
-                "date": crate::billing::rfc3339(last + (i as i64 + 1) * DAY)[..10].to_string(),
+                "date": crate::time::date_str(last + (i as i64 + 1) * MICROS_PER_DAY),
                 "yhat": r.forecast.mean[i], "yhat_lower": r.forecast.lower[i], "yhat_upper": r.forecast.upper[i],
             }))
             .collect();
@@ -82,10 +83,10 @@ pub(super) async fn anomalies(
     Scope(t): Scope,
 ) -> ApiResult {
     blocking(move || {
-        let Some(path) = crate::anomalies::incidents_file(&app.opts.lake) else {
+        let Some(path) = crate::stage::tables::incidents::latest_file(&app.opts.lake) else {
             return ok_json(StatusCode::OK, json!({ "tenant_id": t, "incidents": [] }));
         };
-        let df = crate::alerts::read_parquet(&path)?
+        let df = crate::stage::tables::read_frame(&path)?
             .lazy()
             .filter(col("tenant_id").eq(lit(t.clone())))
             .collect()?;

@@ -49,7 +49,6 @@ use super::App;
 use super::error::{ApiError, ApiResult};
 
 /// Microseconds in a day.
-const DAY: i64 = 86_400_000_000;
 
 /// Every route.
 pub fn router(app: Arc<App>) -> Router {
@@ -131,7 +130,7 @@ fn ok_json(status: StatusCode, v: Value) -> ApiResult {
 }
 
 fn now() -> i64 {
-    chrono::Utc::now().timestamp_micros()
+    crate::time::now()
 }
 
 /// Runs blocking work (the lake, fsync) off the async threads.
@@ -185,7 +184,7 @@ fn rows_json(df: &DataFrame) -> Vec<Value> {
                     Ok(AnyValue::UInt64(x)) => x.into(),
                     Ok(AnyValue::Boolean(b)) => b.into(),
                     Ok(AnyValue::Datetime(t, _, _)) | Ok(AnyValue::DatetimeOwned(t, _, _)) => {
-                        crate::billing::rfc3339(t).into()
+                        crate::time::rfc3339(t).into()
                     }
                     Ok(v) => v.to_string().into(),
                 };

@@ -43,8 +43,8 @@ pub(super) async fn generate_report(
         let opts = crate::report::ReportOptions {
             kind: b.kind,
             tenant: Some(t.clone()),
-            from: b.from.as_deref().map(|s| crate::rollup::parse_instant("from", s)).transpose()?,
-            to: b.to.as_deref().map(|s| crate::rollup::parse_instant("to", s)).transpose()?,
+            from: b.from.as_deref().map(|s| crate::time::parse_instant("from", s)).transpose()?,
+            to: b.to.as_deref().map(|s| crate::time::parse_instant("to", s)).transpose()?,
             meters: None,
             top: 10,
         };

@@ -20,11 +20,12 @@ use axum::http::StatusCode;
 use polars::prelude::*;
 use serde_json::json;
 
-use super::{DAY, RangeQ, blocking, now, ok_json, rows_json};
+use super::{RangeQ, blocking, now, ok_json, rows_json};
 use crate::rollup::{Granularity, RollupOptions, RollupSpec, rollup, scan_rollup};
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
 use crate::serve::scope::Scope;
+use crate::time::MICROS_PER_DAY;
 
 /// The instant of parameter `name`, or `default` when it is absent.
 fn instant(
@@ -34,7 +35,7 @@ fn instant(
 ) -> std::result::Result<i64, ApiError> {
     match s {
         None => Ok(default),
-        Some(s) => Ok(crate::rollup::parse_instant(name, s)?),
+        Some(s) => Ok(crate::time::parse_instant(name, s)?),
     }
 }
 
@@ -92,7 +93,7 @@ pub(super) async fn summary(
 ) -> ApiResult {
     blocking(move || {
         let to = instant("to", q.to.as_deref(), now())?;
-        let from = instant("from", q.from.as_deref(), to - 30 * DAY)?;
+        let from = instant("from", q.from.as_deref(), to - 30 * MICROS_PER_DAY)?;
         if from >= to {
             return Err(ApiError::bad("from", "must be before to"));
         }
@@ -121,15 +122,15 @@ pub(super) async fn events(
     Scope(t): Scope,
 ) -> ApiResult {
     blocking(move || {
-        let to = instant("to", q.to.as_deref(), now() + DAY)?;
-        let from = instant("from", q.from.as_deref(), to - 31 * DAY)?;
+        let to = instant("to", q.to.as_deref(), now() + MICROS_PER_DAY)?;
+        let from = instant("from", q.from.as_deref(), to - 31 * MICROS_PER_DAY)?;
         let limit = q.limit.unwrap_or(100);
         if limit == 0 || limit > 1000 {
             return Err(ApiError::bad("limit", "between 1 and 1000"));
         }
         let offset = q.offset.unwrap_or(0);
         let lake = crate::lake::Lake::open(&app.opts.lake)?;
-        let Some(mut lf) = crate::usage::events_between(&lake, Some(&t), from, to)? else {
+        let Some(mut lf) = crate::lake::events_between(&lake, Some(&t), from, to)? else {
             return ok_json(StatusCode::OK, json!({ "events": [], "next_offset": null }));
         };
         if let Some(m) = q.meter {
@@ -160,8 +161,8 @@ pub(super) async fn metrics(
 ) -> ApiResult {
     blocking(move || {
         let g = granularity(q.granularity.as_deref())?;
-        let to = instant("to", q.to.as_deref(), now() + DAY)?;
-        let from = instant("from", q.from.as_deref(), to - 31 * DAY)?;
+        let to = instant("to", q.to.as_deref(), now() + MICROS_PER_DAY)?;
+        let from = instant("from", q.from.as_deref(), to - 31 * MICROS_PER_DAY)?;
         let df = rollup_rows(&app, &t, g, q.meter.as_deref(), from, to)?;
         ok_json(
             StatusCode::OK,
@@ -182,14 +183,18 @@ pub(super) async fn trends(
         if !(1..=366).contains(&days) {
             return Err(ApiError::bad("days", "between 1 and 366"));
         }
-        let to = instant("to", q.to.as_deref(), (now() / DAY + 1) * DAY)?;
-        let from = to - days * DAY;
+        let to = instant(
+            "to",
+            q.to.as_deref(),
+            (now() / MICROS_PER_DAY + 1) * MICROS_PER_DAY,
+        )?;
+        let from = to - days * MICROS_PER_DAY;
         let df = rollup_rows(
             &app,
             &t,
             Granularity::Day,
             Some(&meter),
-            from - days * DAY,
+            from - days * MICROS_PER_DAY,
             to,
         )?;
         let ts = df.column("window_start")?.cast(&DataType::Int64)?;
@@ -200,9 +205,7 @@ pub(super) async fn trends(
             let (t0, x) = (ts.get(i).unwrap_or(0), v.get(i).unwrap_or(0.0));
             if t0 >= from {
                 cur += x;
-                daily.push(
-                    json!({ "date": crate::billing::rfc3339(t0)[..10].to_string(), "value": x }),
-                );
+                daily.push(json!({ "date": crate::time::date_str(t0), "value": x }));
             } else {
                 prev += x;
             }
