@@ -423,3 +423,63 @@ pub enum Chart {
     /// Bars.
     Bars(BarChart),
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap_or_default()
+    }
+
+    /// Money sums that drift in f64 (0.1 + 0.2) come out exact in every format.
+    #[test]
+    fn decimal_columns_print_the_exact_decimal() {
+        let t = Table::new("t", "T").dec(
+            "amount",
+            2,
+            [
+                d("0.1") + d("0.2"),
+                d("1234.5"),
+                d("12"),
+                d("2.675"),
+                d("-0.001"),
+            ],
+        );
+        let shown: Vec<String> = (0..t.height()).map(|r| t.cell(0, r).display()).collect();
+        assert_eq!(shown, ["0.30", "1234.50", "12.00", "2.68", "0.00"]);
+        let json: Vec<String> = t
+            .records()
+            .iter()
+            .map(|r| r["amount"].to_string())
+            .collect();
+        assert_eq!(json, ["0.3", "1234.5", "12.0", "2.68", "0.0"]);
+        assert!(t.cell(0, 0).numeric());
+        let df = t.frame().expect("frame");
+        let col = df.column("amount").expect("column");
+        assert_eq!(col.dtype(), &polars::prelude::DataType::Float64);
+        let v: Vec<Option<f64>> = col.f64().expect("f64").iter().collect();
+        assert_eq!(
+            v,
+            [Some(0.3), Some(1234.5), Some(12.0), Some(2.68), Some(0.0)]
+        );
+    }
+
+    /// (A lone empty cell is quoted so the row is not blank; whole numbers print bare.)
+    #[test]
+    fn csv_prints_decimal_columns_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.csv");
+        let t = Table::new("t", "T").opt_dec(
+            "amount",
+            2,
+            vec![Some(d("0.1") + d("0.2")), None, Some(d("7"))],
+        );
+        crate::predict::write_table(&path, &mut t.frame().expect("frame")).expect("write");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            ["amount", "0.3", "\"\"", "7"]
+        );
+    }
+}

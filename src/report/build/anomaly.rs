@@ -4,8 +4,8 @@
 //! alerted, acknowledged); tenants with abuse patterns (fraud suspects); hourly charts
 //! around the top incidents.
 //!
-//! Reads the anomaly stage's incidents, the alert store (for status) and hour rollups (as
-//! written by `run`; this kind does not bring them up to date).
+//! Reads the anomaly stage's incidents, the alert store (for status) and the hour rollups
+//! as they stand (this kind does not bring them up to date).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

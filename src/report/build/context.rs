@@ -4,9 +4,9 @@
 //! meter, quotas (with projections), anomaly incidents, alerts, daily rhythms, engagement,
 //! seat use and the forecast stage's tables.
 //!
-//! Builders never touch the lake themselves except for the few reads that only one kind
-//! needs (the executive report's features, the anomaly report's hourly series, the
-//! compliance report's commit and audit logs).
+//! Builders read nothing themselves except what only one kind needs: the executive
+//! report's features, the anomaly report's hourly series and alert statuses, the
+//! compliance report's commit log, quarantine files and audit log.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
