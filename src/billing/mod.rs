@@ -9,7 +9,8 @@
 //!   blocked);
 //! - [`invoice::invoices`]: a period's invoices, deterministic, in exact decimals;
 //! - [`compare::compare`]: what a tenant's recent usage would cost on every plan, and the
-//!   free/basic tenants closest to their limits.
+//!   free/basic tenants closest to their limits;
+//! - [`seats::seat_use`]: of the seats a tenant pays overage for, those used on one day only.
 //!
 //! Money never goes through f64: prices, fees and amounts are [`Decimal`]s. Usage is
 //! measured in f64 from the events and converted once to a decimal at the meter's
@@ -23,6 +24,7 @@ pub mod period;
 pub mod plans;
 pub mod pricing;
 pub mod quota;
+pub mod seats;
 
 pub use plans::{
     Allowance, BillingMeter, Catalog, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE, Limit, Plan,

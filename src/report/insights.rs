@@ -116,25 +116,7 @@ pub struct IncidentFact {
     pub fraud_suspect: bool,
 }
 
-/// Seats billed for a tenant's current period (a `unique_users` meter over its allowance),
-/// and how many of those users were active on a single day only.
-#[derive(Debug, Clone)]
-pub struct SeatUse {
-    /// Tenant.
-    pub tenant_id: String,
-    /// The billed seat meter.
-    pub meter: String,
-    /// Distinct users billed so far.
-    pub billed: u64,
-    /// Seats over the allowance (paid as overage).
-    pub over: Decimal,
-    /// Users active on exactly one day of the period.
-    pub one_day_users: u64,
-    /// What the overage would cost without them (currency), and with.
-    pub cost_without: Decimal,
-    /// The overage cost so far.
-    pub cost: Decimal,
-}
+pub use crate::billing::seats::SeatUse;
 
 /// What insights are computed from; absent parts skip their kinds.
 #[derive(Default)]

@@ -13,6 +13,20 @@
 //! (incidents, risk, fraud suspects, status), `executive` (platform KPIs, growth, revenue,
 //! top tenants and features, users, next month, top insights) and `compliance` (ingests,
 //! rejects, duplicates, retention and deletions from the audit log).
+//!
+//! Layout:
+//! - `mod.rs`: [`Kind`], [`Format`], [`Report`] and [`write()`] (one file per format, written
+//!   atomically);
+//! - `build/`: [`build`] and the builders. `context.rs` holds `Ctx`, the period and the
+//!   reads the kinds share; one file per kind (`summary`, `detailed`,
+//!   `forecast`, `anomaly`, `executive`, `compliance`), each a short list of named sections;
+//!   `tables.rs` (usage totals, the quota table, quota bars) and `figures.rs` (headline
+//!   figures, grouped thousands, money, dates) are shared by the kinds;
+//! - `insights.rs`: the findings, computed from plain facts the builders gather;
+//! - `table.rs`: the model every format renders ([`Table`] of typed columns, money as exact
+//!   [`Values::Decimal`], [`Figure`], [`Insight`], [`Chart`]);
+//! - `render.rs` (JSON, Markdown), `html.rs`, `xlsx.rs`, `pdf.rs`: the renderers; CSV and
+//!   Parquet go through [`Table::frame`].
 
 mod build;
 mod html;

@@ -1,9 +1,15 @@
 //! The report model every format renders: tables of typed columns, headline figures,
 //! insights and charts. Builders compute a [`Report`]; renderers never compute.
+//!
+//! Money is a [`Values::Decimal`] column: exact to its last step. JSON, CSV and Parquet
+//! carry it as a number (the f64 nearest the decimal, which prints back as the decimal:
+//! money has far fewer than 15 significant digits), so their columns keep the type they
+//! have always had; text formats print the decimal itself.
 
 use std::collections::BTreeMap;
 
 use polars::prelude::{Column, DataFrame};
+use rust_decimal::{Decimal, RoundingStrategy};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -17,6 +23,8 @@ pub enum Values {
     Int(Vec<Option<i64>>),
     /// Real numbers, shown with the column's decimals.
     Num(Vec<Option<f64>>),
+    /// Exact decimals (money), rounded to the column's decimals.
+    Decimal(Vec<Option<Decimal>>),
     /// Yes / no.
     Bool(Vec<Option<bool>>),
 }
@@ -27,6 +35,7 @@ impl Values {
             Values::Text(v) => v.len(),
             Values::Int(v) => v.len(),
             Values::Num(v) => v.len(),
+            Values::Decimal(v) => v.len(),
             Values::Bool(v) => v.len(),
         }
     }
@@ -65,6 +74,8 @@ pub enum Cell<'a> {
     Int(i64),
     /// A real number and its decimals.
     Num(f64, usize),
+    /// An exact decimal, already at its column's decimals.
+    Decimal(Decimal),
     /// Yes / no.
     Bool(bool),
 }
@@ -77,14 +88,43 @@ impl Cell<'_> {
             Cell::Text(s) => (*s).to_string(),
             Cell::Int(v) => v.to_string(),
             Cell::Num(v, d) => format!("{v:.d$}"),
+            Cell::Decimal(v) => v.to_string(),
             Cell::Bool(b) => if *b { "yes" } else { "no" }.into(),
         }
     }
 
     /// Whether the column aligns right.
     pub fn numeric(&self) -> bool {
-        matches!(self, Cell::Int(_) | Cell::Num(..))
+        matches!(self, Cell::Int(_) | Cell::Num(..) | Cell::Decimal(_))
     }
+
+    /// The number a data format stores (JSON, XLSX): the f64 nearest an exact decimal,
+    /// which prints back as that decimal.
+    pub fn number(&self) -> Option<f64> {
+        match self {
+            Cell::Int(v) => Some(*v as f64),
+            Cell::Num(v, _) => Some(*v),
+            Cell::Decimal(v) => Some(decimal_f64(*v)),
+            _ => None,
+        }
+    }
+}
+
+/// The f64 nearest `d` (parsed from its text: `Decimal::to_f64` may be one ulp off), so
+/// that shortest round-trip printing (JSON, CSV) shows the decimal itself.
+pub fn decimal_f64(d: Decimal) -> f64 {
+    d.to_string().parse().unwrap_or(0.0)
+}
+
+/// `d` rounded half away from zero to `decimals` places and shown with exactly that many
+/// (no negative zero), like [`round`] for f64.
+pub fn round_decimal(d: Decimal, decimals: usize) -> Decimal {
+    let mut r = d.round_dp_with_strategy(decimals as u32, RoundingStrategy::MidpointAwayFromZero);
+    r.rescale(decimals as u32);
+    if r.is_zero() {
+        r.set_sign_positive(true);
+    }
+    r
 }
 
 impl Table {
@@ -135,6 +175,25 @@ impl Table {
         self.push(name, Values::Num(v), decimals)
     }
 
+    /// Adds an exact decimal column (money) shown with `decimals` (values are rounded half
+    /// away from zero to them).
+    pub fn dec(self, name: &str, decimals: usize, v: impl IntoIterator<Item = Decimal>) -> Self {
+        let v = v
+            .into_iter()
+            .map(|x| Some(round_decimal(x, decimals)))
+            .collect();
+        self.push(name, Values::Decimal(v), decimals)
+    }
+
+    /// Adds an exact decimal column with gaps.
+    pub fn opt_dec(self, name: &str, decimals: usize, v: Vec<Option<Decimal>>) -> Self {
+        let v = v
+            .into_iter()
+            .map(|x| x.map(|x| round_decimal(x, decimals)))
+            .collect();
+        self.push(name, Values::Decimal(v), decimals)
+    }
+
     /// Adds a yes/no column.
     pub fn bool(self, name: &str, v: impl IntoIterator<Item = bool>) -> Self {
         self.push(name, Values::Bool(v.into_iter().map(Some).collect()), 0)
@@ -162,11 +221,14 @@ impl Table {
             Values::Text(v) => v[row].as_deref().map_or(Cell::Null, Cell::Text),
             Values::Int(v) => v[row].map_or(Cell::Null, Cell::Int),
             Values::Num(v) => v[row].map_or(Cell::Null, |x| Cell::Num(x, c.decimals)),
+            Values::Decimal(v) => v[row].map_or(Cell::Null, Cell::Decimal),
             Values::Bool(v) => v[row].map_or(Cell::Null, Cell::Bool),
         }
     }
 
-    /// The table as a polars frame (Parquet and CSV outputs).
+    /// The table as a polars frame (Parquet and CSV outputs). Decimal columns are Float64
+    /// columns of the f64 nearest each decimal: CSV prints them back as the decimal, and
+    /// Parquet readers keep the type they have always read.
     pub fn frame(&self) -> Result<DataFrame> {
         let cols: Vec<Column> = self
             .columns
@@ -175,6 +237,10 @@ impl Table {
                 Values::Text(v) => Column::new(c.name.as_str().into(), v),
                 Values::Int(v) => Column::new(c.name.as_str().into(), v),
                 Values::Num(v) => Column::new(c.name.as_str().into(), v),
+                Values::Decimal(v) => Column::new(
+                    c.name.as_str().into(),
+                    v.iter().map(|x| x.map(decimal_f64)).collect::<Vec<_>>(),
+                ),
                 Values::Bool(v) => Column::new(c.name.as_str().into(), v),
             })
             .collect();
@@ -194,6 +260,7 @@ impl Table {
                             Cell::Text(s) => s.into(),
                             Cell::Int(v) => v.into(),
                             Cell::Num(v, _) => v.into(),
+                            d @ Cell::Decimal(_) => d.number().into(),
                             Cell::Bool(b) => b.into(),
                         };
                         (col.name.clone(), v)
@@ -355,4 +422,64 @@ pub enum Chart {
     Time(TimeChart),
     /// Bars.
     Bars(BarChart),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap_or_default()
+    }
+
+    /// Money sums that drift in f64 (0.1 + 0.2) come out exact in every format.
+    #[test]
+    fn decimal_columns_print_the_exact_decimal() {
+        let t = Table::new("t", "T").dec(
+            "amount",
+            2,
+            [
+                d("0.1") + d("0.2"),
+                d("1234.5"),
+                d("12"),
+                d("2.675"),
+                d("-0.001"),
+            ],
+        );
+        let shown: Vec<String> = (0..t.height()).map(|r| t.cell(0, r).display()).collect();
+        assert_eq!(shown, ["0.30", "1234.50", "12.00", "2.68", "0.00"]);
+        let json: Vec<String> = t
+            .records()
+            .iter()
+            .map(|r| r["amount"].to_string())
+            .collect();
+        assert_eq!(json, ["0.3", "1234.5", "12.0", "2.68", "0.0"]);
+        assert!(t.cell(0, 0).numeric());
+        let df = t.frame().expect("frame");
+        let col = df.column("amount").expect("column");
+        assert_eq!(col.dtype(), &polars::prelude::DataType::Float64);
+        let v: Vec<Option<f64>> = col.f64().expect("f64").iter().collect();
+        assert_eq!(
+            v,
+            [Some(0.3), Some(1234.5), Some(12.0), Some(2.68), Some(0.0)]
+        );
+    }
+
+    /// (A lone empty cell is quoted so the row is not blank; whole numbers print bare.)
+    #[test]
+    fn csv_prints_decimal_columns_exactly() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("t.csv");
+        let t = Table::new("t", "T").opt_dec(
+            "amount",
+            2,
+            vec![Some(d("0.1") + d("0.2")), None, Some(d("7"))],
+        );
+        crate::predict::write_table(&path, &mut t.frame().expect("frame")).expect("write");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(
+            text.lines().collect::<Vec<_>>(),
+            ["amount", "0.3", "\"\"", "7"]
+        );
+    }
 }

@@ -88,6 +88,11 @@ fn sheet(ws: &mut Worksheet, t: &Table, bold: &Format) -> Result<()> {
                     ws.write_number_with_format(row, c as u16, v, &formats[c])
                         .map_err(err)?;
                 }
+                d @ Cell::Decimal(_) => {
+                    let v = d.number().unwrap_or_default();
+                    ws.write_number_with_format(row, c as u16, v, &formats[c])
+                        .map_err(err)?;
+                }
                 Cell::Bool(b) => {
                     ws.write_boolean(row, c as u16, b).map_err(err)?;
                 }

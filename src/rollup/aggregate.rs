@@ -4,6 +4,9 @@
 //! Meters that aggregate `value` (or `user_id`) share one polars `group_by` over the scan;
 //! each meter that reads a property gets its own (the property is parsed from the
 //! `properties` JSON only for its events).
+//!
+//! Also how a period's value combines from its days' values ([`Aggregation::combine_days`]),
+//! which reports use to compare periods.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -297,4 +300,56 @@ pub fn aggregation_of(meters: &Meters, meter: &str) -> Aggregation {
         .get(meter)
         .map(|m| m.aggregation)
         .unwrap_or(Aggregation::Sum)
+}
+
+/// A period's value from its days' values, by the meter's aggregation (reports compare
+/// periods from day rollups).
+impl Aggregation {
+    /// Sums add, gauges take the last day, max and min their extreme, distinct counts
+    /// their busiest day (a lower bound: distinct users do not add across days), averages
+    /// and percentiles the mean of days. No days: 0.
+    pub fn combine_days(self, days: &[f64]) -> f64 {
+        let Some(&last) = days.last() else {
+            return 0.0;
+        };
+        match self {
+            a if a.additive() => days.iter().sum(),
+            Aggregation::Latest => last,
+            Aggregation::Max | Aggregation::UniqueCount => {
+                days.iter().copied().fold(f64::MIN, f64::max)
+            }
+            Aggregation::Min => days.iter().copied().fold(f64::MAX, f64::min),
+            _ => days.iter().sum::<f64>() / days.len() as f64,
+        }
+    }
+
+    /// How [`Aggregation::combine_days`] reads a period's days, in words for a report column.
+    pub fn combine_rule(self) -> &'static str {
+        match self {
+            a if a.additive() => "sum",
+            Aggregation::Latest => "last day",
+            Aggregation::Max => "max",
+            Aggregation::Min => "min",
+            Aggregation::UniqueCount => "busiest day",
+            _ => "mean of days",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_combine_by_aggregation() {
+        let v = [3.0, 7.0, 5.0];
+        assert_eq!(Aggregation::Count.combine_days(&v), 15.0);
+        assert_eq!(Aggregation::Sum.combine_days(&v), 15.0);
+        assert_eq!(Aggregation::Latest.combine_days(&v), 5.0);
+        assert_eq!(Aggregation::Max.combine_days(&v), 7.0);
+        assert_eq!(Aggregation::Min.combine_days(&v), 3.0);
+        assert_eq!(Aggregation::UniqueCount.combine_days(&v), 7.0);
+        assert_eq!(Aggregation::Avg.combine_days(&v), 5.0);
+        assert_eq!(Aggregation::Sum.combine_days(&[]), 0.0);
+    }
 }

@@ -1,0 +1,478 @@
+//! What a report reads, gathered in one place: [`Ctx`] holds the lake, the billing
+//! catalog, the meters and the period (with the one before it), and reads everything a
+//! builder needs from them: day series (rollups brought up to date), totals per tenant ×
+//! meter, quotas (with projections), anomaly incidents, alerts, daily rhythms, engagement,
+//! seat use and the forecast stage's tables.
+//!
+//! Builders read nothing themselves except what only one kind needs: the executive
+//! report's features, the anomaly report's hourly series and alert statuses, the
+//! compliance report's commit log, quarantine files and audit log.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::super::insights::{self, Facts, IncidentFact, Rhythm, Total};
+use super::super::{Insight, Kind};
+use super::figures::day_str;
+use super::{DAY, HOUR, ReportOptions};
+use crate::billing::quota::{QuotaOptions, QuotaRow, quotas};
+use crate::billing::{Billing, parse_at, rfc3339};
+use crate::error::{Error, Result};
+use crate::lake::Lake;
+use crate::rollup::{
+    Aggregation, Granularity, Meters, RollupOptions, RollupSeries, RollupSpec, Zone, rollup,
+    rollup_series,
+};
+use crate::usage::{Engagement, EngagementOptions, engagement};
+
+/// Everything a report reads, and its period.
+pub(super) struct Ctx<'a> {
+    pub lake: Lake,
+    pub dir: PathBuf,
+    pub billing: Option<&'a Billing>,
+    pub meters: Meters,
+    pub tenant: Option<String>,
+    pub from: i64,
+    pub to: i64,
+    pub prev_from: i64,
+    /// Quotas and engagement are evaluated here: the period's end, or just after the last
+    /// event if that is earlier.
+    pub at: i64,
+    pub top: usize,
+    /// Whether the period was given (compliance lists everything otherwise).
+    pub explicit: bool,
+}
+
+impl<'a> Ctx<'a> {
+    /// Opens the lake and settles the period: `to` defaults to the midnight after the last
+    /// event, `from` to 30 days before it. A named tenant must have events or a plan.
+    pub fn open(
+        lake_dir: &Path,
+        billing: Option<&'a Billing>,
+        opts: &ReportOptions,
+    ) -> Result<Ctx<'a>> {
+        let lake = Lake::open(lake_dir)?;
+        let meters = Meters::load_or_default(opts.meters.as_deref())?;
+        if let Some(t) = &opts.tenant {
+            let planned = billing.is_some_and(|b| b.tenants.iter().any(|x| &x.id == t));
+            if !planned && !has_events(&lake, t)? {
+                return Err(Error::InvalidParameter {
+                    name: "--tenant",
+                    reason: format!(
+                        "{t} has no events in {} and no plan in the tenants file",
+                        lake_dir.display()
+                    ),
+                });
+            }
+        }
+        let latest = if lake.data_files().is_empty() {
+            chrono::Utc::now().timestamp_micros()
+        } else {
+            parse_at(&lake, "latest")?
+        };
+        let to = opts
+            .to
+            .unwrap_or_else(|| (latest - 1).div_euclid(DAY) * DAY + DAY);
+        let from = opts.from.unwrap_or(to - 30 * DAY);
+        if from >= to {
+            return Err(Error::InvalidParameter {
+                name: "--from",
+                reason: format!("{} is not before --to {}", rfc3339(from), rfc3339(to)),
+            });
+        }
+        Ok(Ctx {
+            lake,
+            dir: lake_dir.to_path_buf(),
+            billing,
+            meters,
+            tenant: opts.tenant.clone(),
+            from,
+            to,
+            prev_from: from - (to - from),
+            at: latest.min(to),
+            top: opts.top.max(1),
+            explicit: opts.from.is_some() || opts.to.is_some(),
+        })
+    }
+}
+
+/// Whether the lake holds any event of `tenant`.
+fn has_events(lake: &Lake, tenant: &str) -> Result<bool> {
+    let Some(lf) = crate::usage::events_between(lake, Some(tenant), i64::MIN / 4, i64::MAX / 4)?
+    else {
+        return Ok(false);
+    };
+    let n = lf.select([len().alias("n")]).collect()?;
+    Ok(n.column("n")?
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .get(0)
+        .unwrap_or(0)
+        > 0)
+}
+
+impl Ctx<'_> {
+    /// Who and when the report covers, in words.
+    pub fn scope(&self, kind: Kind) -> String {
+        let who = self
+            .tenant
+            .as_deref()
+            .map_or("All tenants".to_string(), |t| format!("Tenant {t}"));
+        if kind == Kind::Compliance && !self.explicit {
+            return format!("{who}; the lake's whole history, from its commit log");
+        }
+        format!(
+            "{who}; {} to {} (UTC, end exclusive), compared with {} to {}; quotas as of {}",
+            day_str(self.from),
+            day_str(self.to),
+            day_str(self.prev_from),
+            day_str(self.from),
+            rfc3339(self.at)
+        )
+    }
+
+    /// Whether `tenant` is in scope.
+    pub fn wants(&self, tenant: &str) -> bool {
+        self.tenant.as_deref().is_none_or(|t| t == tenant)
+    }
+
+    /// The currency money is shown in (none without a catalog).
+    pub fn currency(&self) -> &str {
+        self.billing.map_or("", |b| b.catalog.currency.as_str())
+    }
+
+    /// Day series of every tenant × meter (this tenant's), brought up to date.
+    pub fn day_series(&self) -> Result<Vec<RollupSeries>> {
+        let spec = RollupSpec::new(Granularity::Day);
+        rollup(&self.lake, &self.meters, &spec, &RollupOptions::default())?;
+        Ok(rollup_series(&self.lake, &spec)?
+            .into_iter()
+            .filter(|s| self.wants(&s.tenant_id))
+            .collect())
+    }
+
+    /// A meter's aggregation (`sum` when it is not configured).
+    pub fn aggregation(&self, meter: &str) -> Aggregation {
+        self.meters
+            .get(meter)
+            .map_or(Aggregation::Sum, |m| m.aggregation)
+    }
+
+    /// A meter's unit (empty when it has none).
+    pub fn unit(&self, meter: &str) -> String {
+        self.meters
+            .get(meter)
+            .and_then(|m| m.unit.clone())
+            .unwrap_or_default()
+    }
+
+    /// Totals of the period and the one before.
+    pub fn totals(&self, series: &[RollupSeries]) -> Vec<Total> {
+        series
+            .iter()
+            .map(|s| {
+                let agg = self.aggregation(&s.meter);
+                let pick = |a: i64, b: i64| -> (Vec<f64>, f64) {
+                    let mut v = Vec::new();
+                    let mut n = 0.0;
+                    for i in 0..s.ts.len() {
+                        if s.ts[i] >= a && s.ts[i] < b {
+                            v.push(s.values[i]);
+                            n += s.counts[i];
+                        }
+                    }
+                    (v, n)
+                };
+                let (cur, ne) = pick(self.from, self.to);
+                let (prev, np) = pick(self.prev_from, self.from);
+                Total {
+                    tenant_id: s.tenant_id.clone(),
+                    meter: s.meter.clone(),
+                    unit: self.unit(&s.meter),
+                    additive: agg.additive(),
+                    current: agg.combine_days(&cur),
+                    previous: agg.combine_days(&prev),
+                    events: ne,
+                    previous_events: np,
+                }
+            })
+            .filter(|t| t.events > 0.0 || t.previous_events > 0.0)
+            .collect()
+    }
+
+    /// Quotas at [`Ctx::at`] (`project`: with their forecast projection); none without a
+    /// catalog or for a tenant without a plan.
+    pub fn quotas(&self, project: bool) -> Result<Vec<QuotaRow>> {
+        let Some(b) = self.billing else {
+            return Ok(Vec::new());
+        };
+        if let Some(t) = &self.tenant
+            && b.tenants.iter().all(|x| &x.id != t)
+        {
+            return Ok(Vec::new());
+        }
+        quotas(
+            &self.lake,
+            b,
+            &QuotaOptions {
+                at: self.at,
+                tenant: self.tenant.clone(),
+                project,
+                ..QuotaOptions::default()
+            },
+        )
+    }
+
+    /// Anomaly incidents overlapping the period (hourly detection, else daily).
+    pub fn incidents(&self) -> Result<Vec<Incident>> {
+        let Some(path) = crate::anomalies::incidents_file(&self.dir) else {
+            return Ok(Vec::new());
+        };
+        let df = crate::alerts::read_parquet(&path)?;
+        let s = |n: &str| str_col(&df, n);
+        let t = |n: &str| ts_col(&df, n);
+        // Rendered cells drop non-finite numbers either way; NaN keeps the rows aligned.
+        let x = |n: &str| -> Result<Vec<f64>> {
+            Ok(f64_col(&df, n)?
+                .into_iter()
+                .map(|v| v.unwrap_or(f64::NAN))
+                .collect())
+        };
+        let (tenant, meter, users, det, dets, sev) = (
+            s("tenant_id")?,
+            s("meter")?,
+            s("user_id")?,
+            s("detector")?,
+            s("detectors")?,
+            s("severity")?,
+        );
+        let (start, end) = (t("window_start")?, t("window_end")?);
+        let (obs, exp, score, risk) = (x("observed")?, x("expected")?, x("score")?, x("risk")?);
+        let fraud: Vec<bool> = df
+            .column("fraud_suspect")?
+            .bool()?
+            .iter()
+            .map(|v| v.unwrap_or(false))
+            .collect();
+        Ok((0..df.height())
+            .filter(|&i| self.wants(&tenant[i]) && start[i] < self.to && end[i] > self.from)
+            .map(|i| Incident {
+                tenant_id: tenant[i].clone(),
+                meter: meter[i].clone(),
+                users: users[i].clone(),
+                start: start[i],
+                end: end[i],
+                observed: obs[i],
+                expected: exp[i],
+                score: score[i],
+                detector: det[i].clone(),
+                detectors: dets[i].clone(),
+                severity: sev[i].clone(),
+                risk: risk[i],
+                fraud_suspect: fraud[i],
+            })
+            .collect())
+    }
+
+    /// Events per tenant by local hour and weekday over the period (tenant time zones from
+    /// the tenants file, UTC otherwise).
+    pub fn rhythms(&self) -> Result<Vec<Rhythm>> {
+        let Some(lf) =
+            crate::usage::events_between(&self.lake, self.tenant.as_deref(), self.from, self.to)?
+        else {
+            return Ok(Vec::new());
+        };
+        let df = lf
+            .group_by([
+                col("tenant_id"),
+                (col("ts").cast(DataType::Int64) / lit(HOUR) * lit(HOUR)).alias("hour"),
+            ])
+            .agg([len().alias("n")])
+            .sort(["tenant_id", "hour"], SortMultipleOptions::default())
+            .collect()?;
+        let zones: HashMap<&str, Zone> = self
+            .billing
+            .map(|b| b.tenants.iter().map(|t| (t.id.as_str(), t.zone)).collect())
+            .unwrap_or_default();
+        let (t, h, n) = (
+            df.column("tenant_id")?.str()?,
+            df.column("hour")?.i64()?,
+            df.column("n")?.cast(&DataType::Float64)?,
+        );
+        let n = n.f64()?;
+        let mut out: Vec<Rhythm> = Vec::new();
+        for i in 0..df.height() {
+            let tenant = t.get(i).unwrap_or_default();
+            if out.last().is_none_or(|r| r.tenant_id != tenant) {
+                let zone = zones.get(tenant).copied().unwrap_or(Zone::UTC);
+                out.push(Rhythm {
+                    tenant_id: tenant.to_string(),
+                    zone: zone.name().to_string(),
+                    hours: [0.0; 24],
+                    days: [0.0; 7],
+                });
+            }
+            let zone = zones.get(tenant).copied().unwrap_or(Zone::UTC);
+            let (hh, wd) = zone.local_hour_weekday(h.get(i).unwrap_or_default());
+            let r = out.last_mut().expect("pushed");
+            let v = n.get(i).unwrap_or_default();
+            r.hours[hh as usize] += v;
+            r.days[wd as usize] += v;
+        }
+        Ok(out)
+    }
+
+    /// Seat use of every tenant paying seat overage in its current period (billing's
+    /// [`crate::billing::seats::seat_use`] over these quotas, at [`Ctx::at`]).
+    pub fn seat_use(&self, quotas: &[QuotaRow]) -> Result<Vec<insights::SeatUse>> {
+        let Some(b) = self.billing else {
+            return Ok(Vec::new());
+        };
+        crate::billing::seats::seat_use(&self.lake, b, quotas, self.tenant.as_deref(), self.at)
+    }
+
+    /// Engagement per tenant at [`Ctx::at`].
+    pub fn engagement(&self) -> Result<Vec<Engagement>> {
+        engagement(
+            &self.lake,
+            &EngagementOptions {
+                tenant: self.tenant.clone(),
+                at: Some(self.at),
+                ..EngagementOptions::default()
+            },
+        )
+    }
+
+    /// Quotas (projected) and engagement: the two slow reads (running them side by side
+    /// gained nothing on 2 cores: both keep polars busy).
+    pub fn quotas_and_engagement(&self) -> Result<(Vec<QuotaRow>, Vec<Engagement>)> {
+        Ok((self.quotas(true)?, self.engagement()?))
+    }
+
+    /// Alerts not acknowledged yet.
+    pub fn active_alerts(&self) -> Result<Vec<crate::alerts::Alert>> {
+        Ok(crate::alerts::read_store(&self.dir)?
+            .into_iter()
+            .filter(|a| a.acknowledged_at.is_none() && self.wants(&a.tenant_id))
+            .collect())
+    }
+
+    /// Every insight kind, from these totals, quotas and engagement and the period's
+    /// rhythms, incidents and seat use.
+    pub fn all_insights(
+        &self,
+        totals: &[Total],
+        quotas: &[QuotaRow],
+        engagement: &[Engagement],
+    ) -> Result<Vec<Insight>> {
+        let rhythms = self.rhythms()?;
+        let incidents: Vec<IncidentFact> = self.incidents()?.iter().map(Incident::fact).collect();
+        let seats = self.seat_use(quotas)?;
+        Ok(insights::compute(&Facts {
+            totals,
+            quotas,
+            billing: self.billing,
+            rhythms: &rhythms,
+            incidents: &incidents,
+            engagement,
+            seats: &seats,
+        }))
+    }
+
+    /// The lake's forecast and metrics tables (daily, else hourly).
+    pub fn forecasts(&self) -> Result<(DataFrame, DataFrame)> {
+        let base = self.dir.join(crate::predict::FORECASTS_DIR);
+        let Some(dir) = ["day", "hour"]
+            .iter()
+            .map(|g| base.join(format!("granularity={g}")))
+            .find(|d| d.join("forecast.parquet").exists())
+        else {
+            return Err(Error::InvalidParameter {
+                name: "--kind forecast",
+                reason: format!(
+                    "{} has no forecasts yet: run `meterlake forecast --lake {} --horizon 14` (or `meterlake run`) first",
+                    self.dir.display(),
+                    self.dir.display()
+                ),
+            });
+        };
+        let mut fc = crate::alerts::read_parquet(&dir.join("forecast.parquet"))?;
+        let mut mt = crate::alerts::read_parquet(&dir.join("metrics.parquet"))?;
+        if let Some(t) = &self.tenant {
+            fc = fc
+                .lazy()
+                .filter(col("tenant_id").eq(lit(t.clone())))
+                .collect()?;
+            mt = mt
+                .lazy()
+                .filter(col("tenant_id").eq(lit(t.clone())))
+                .collect()?;
+        }
+        Ok((fc, mt))
+    }
+}
+
+/// An anomaly incident read back from the anomaly stage.
+#[derive(Debug, Clone)]
+pub(super) struct Incident {
+    pub tenant_id: String,
+    pub meter: String,
+    pub users: String,
+    pub start: i64,
+    pub end: i64,
+    pub observed: f64,
+    pub expected: f64,
+    pub score: f64,
+    pub detector: String,
+    pub detectors: String,
+    pub severity: String,
+    pub risk: f64,
+    pub fraud_suspect: bool,
+}
+
+impl Incident {
+    /// What the insights need of it.
+    pub fn fact(&self) -> IncidentFact {
+        IncidentFact {
+            tenant_id: self.tenant_id.clone(),
+            meter: self.meter.clone(),
+            severity: self.severity.clone(),
+            risk: self.risk,
+            fraud_suspect: self.fraud_suspect,
+        }
+    }
+}
+
+/// A text column, nulls as empty text.
+pub(super) fn str_col(df: &DataFrame, n: &str) -> Result<Vec<String>> {
+    Ok(df
+        .column(n)?
+        .str()?
+        .iter()
+        .map(|v| v.unwrap_or_default().to_string())
+        .collect())
+}
+
+/// A numeric column as f64, non-finite values as gaps.
+pub(super) fn f64_col(df: &DataFrame, n: &str) -> Result<Vec<Option<f64>>> {
+    Ok(df
+        .column(n)?
+        .cast(&DataType::Float64)?
+        .f64()?
+        .iter()
+        .map(|v| v.filter(|x| x.is_finite()))
+        .collect())
+}
+
+/// A timestamp column as UTC µs, nulls as 0.
+pub(super) fn ts_col(df: &DataFrame, n: &str) -> Result<Vec<i64>> {
+    Ok(df
+        .column(n)?
+        .cast(&DataType::Int64)?
+        .i64()?
+        .iter()
+        .map(|v| v.unwrap_or_default())
+        .collect())
+}

@@ -1,0 +1,262 @@
+//! The forecast report: where usage and bills are heading. For finance and account
+//! managers: each quota's period end projected (usage with its interval, the date the
+//! allowance is reached, the expected cost), the forecasts with their prediction
+//! intervals, each series' model and backtest accuracy, and charts of history against
+//! forecast for the series closest to their limits; `quota_reached` and plan insights.
+//!
+//! Reads the forecast stage's tables (`LAKE/forecasts/`), quotas with projections, day
+//! rollups (brought up to date) and anomaly incidents (as chart markers).
+
+use rust_decimal::Decimal;
+
+use super::super::insights::{self, Facts};
+use super::super::{Chart, Figure, Kind, Line, Report, Table, TimeChart};
+use super::DAY;
+use super::context::{Ctx, Incident, f64_col, str_col, ts_col};
+use super::figures::{day_str, figure, money, quantity};
+use super::tables::quota_table;
+use crate::billing::quota::QuotaRow;
+use crate::error::Result;
+use crate::rollup::RollupSeries;
+use polars::prelude::DataFrame;
+
+/// The forecast stage's forecast table, column by column.
+struct Forecasts {
+    tenant: Vec<String>,
+    meter: Vec<String>,
+    ts: Vec<i64>,
+    model: Vec<String>,
+    yhat: Vec<Option<f64>>,
+    lower: Vec<Option<f64>>,
+    upper: Vec<Option<f64>>,
+}
+
+impl Forecasts {
+    fn read(fc: &DataFrame) -> Result<Forecasts> {
+        Ok(Forecasts {
+            tenant: str_col(fc, "tenant_id")?,
+            meter: str_col(fc, "meter")?,
+            ts: ts_col(fc, "ts")?,
+            model: str_col(fc, "model")?,
+            yhat: f64_col(fc, "yhat")?,
+            lower: f64_col(fc, "yhat_lower")?,
+            upper: f64_col(fc, "yhat_upper")?,
+        })
+    }
+
+    fn table(&self) -> Table {
+        Table::new("forecast", "Forecasts with prediction intervals")
+            .text("tenant_id", self.tenant.iter().map(String::as_str))
+            .text("meter", self.meter.iter().map(String::as_str))
+            .text("date", self.ts.iter().map(|t| day_str(*t)))
+            .text("model", self.model.iter().map(String::as_str))
+            .opt_num("yhat", 2, self.yhat.clone())
+            .opt_num("yhat_lower", 2, self.lower.clone())
+            .opt_num("yhat_upper", 2, self.upper.clone())
+    }
+}
+
+pub(super) fn forecast(ctx: &Ctx) -> Result<Report> {
+    let (fc, mt) = ctx.forecasts()?;
+    let quotas = ctx.quotas(true)?;
+    let insights = insights::compute(&Facts {
+        quotas: &quotas,
+        billing: ctx.billing,
+        ..Facts::default()
+    });
+    let fc = Forecasts::read(&fc)?;
+    let forecast_table = fc.table();
+    let (accuracy, series_forecast, mase) = accuracy_table(&mt)?;
+    let outlook = outlook(&quotas);
+    let mut outlook_table = quota_table(&outlook, true);
+    outlook_table.name = "quota_outlook".into();
+    outlook_table.title = "Quota outlook: the period's end projected".into();
+    let series = ctx.day_series()?;
+    let incidents = ctx.incidents()?;
+    let charts = charts(ctx, &fc, &series, &incidents, &outlook);
+    Ok(Report {
+        kind: Kind::Forecast,
+        title: "Usage forecast".into(),
+        scope: String::new(),
+        figures: figures(ctx, &quotas, series_forecast, &mase),
+        insights,
+        charts,
+        tables: vec![outlook_table, forecast_table, accuracy],
+    })
+}
+
+/// Each series' model and backtest accuracy; the number of series and their MASE.
+fn accuracy_table(mt: &DataFrame) -> Result<(Table, usize, Vec<Option<f64>>)> {
+    let (mt_t, mt_m, mt_model, mt_status) = (
+        str_col(mt, "tenant_id")?,
+        str_col(mt, "meter")?,
+        str_col(mt, "model")?,
+        str_col(mt, "status")?,
+    );
+    let (mase, smape, cov) = (
+        f64_col(mt, "mase")?,
+        f64_col(mt, "smape")?,
+        f64_col(mt, "coverage")?,
+    );
+    let table = Table::new("accuracy", "Each series' model and its backtest accuracy")
+        .text("tenant_id", mt_t.iter().map(String::as_str))
+        .text("meter", mt_m.iter().map(String::as_str))
+        .text("model", mt_model.iter().map(String::as_str))
+        .opt_num("mase", 3, mase.clone())
+        .opt_num("smape", 3, smape)
+        .opt_num("coverage", 3, cov)
+        .text("status", mt_status.iter().map(String::as_str));
+    Ok((table, mt_t.len(), mase))
+}
+
+/// Quotas ordered by projected use of the allowance, highest first (unprojected last).
+fn outlook(quotas: &[QuotaRow]) -> Vec<QuotaRow> {
+    let mut outlook: Vec<QuotaRow> = quotas.to_vec();
+    outlook.sort_by(|a, b| {
+        let p = |q: &QuotaRow| -> f64 {
+            match (&q.projected, q.included) {
+                (Some(p), Some(i)) if i > Decimal::ZERO => quantity(p.usage) / quantity(i),
+                _ => -1.0,
+            }
+        };
+        p(b).total_cmp(&p(a))
+            .then_with(|| a.tenant_id.cmp(&b.tenant_id))
+            .then_with(|| a.meter.cmp(&b.meter))
+    });
+    outlook
+}
+
+/// History against forecast for the series whose projected quota use is highest (or the
+/// tenant's series), with incidents marked.
+fn charts(
+    ctx: &Ctx,
+    fc: &Forecasts,
+    series: &[RollupSeries],
+    incidents: &[Incident],
+    outlook: &[QuotaRow],
+) -> Vec<Chart> {
+    let mut charts = Vec::new();
+    for (tenant, meter) in &chosen(ctx, series, outlook) {
+        let Some(s) = series
+            .iter()
+            .find(|s| &s.tenant_id == tenant && &s.meter == meter)
+        else {
+            continue;
+        };
+        let hist: Vec<(i64, f64)> = (0..s.ts.len())
+            .filter(|&i| s.ts[i] >= ctx.to - 60 * DAY)
+            .map(|i| (s.ts[i], s.values[i]))
+            .collect();
+        let idx: Vec<usize> = (0..fc.tenant.len())
+            .filter(|&i| &fc.tenant[i] == tenant && &fc.meter[i] == meter)
+            .collect();
+        let markers = incidents
+            .iter()
+            .filter(|x| &x.tenant_id == tenant && &x.meter == meter)
+            .filter_map(|x| {
+                let day = x.start.div_euclid(DAY) * DAY;
+                hist.iter()
+                    .find(|p| p.0 == day)
+                    .map(|p| (p.0, p.1, x.severity.clone()))
+            })
+            .collect();
+        charts.push(Chart::Time(TimeChart {
+            title: format!("{tenant} / {meter}: history and forecast"),
+            y_label: ctx.unit(meter),
+            lines: vec![Line {
+                name: "observed".into(),
+                points: hist,
+            }],
+            forecast: Some(Line {
+                name: format!(
+                    "forecast ({})",
+                    idx.first().map_or("", |&i| fc.model[i].as_str())
+                ),
+                points: idx
+                    .iter()
+                    .filter_map(|&i| fc.yhat[i].map(|v| (fc.ts[i], v)))
+                    .collect(),
+            }),
+            band: idx
+                .iter()
+                .filter_map(|&i| Some((fc.ts[i], fc.lower[i]?, fc.upper[i]?)))
+                .collect(),
+            markers,
+        }));
+    }
+    charts
+}
+
+/// The (tenant, lake meter) pairs charted: a tenant's every series, else those of the
+/// projected quotas in outlook order (every series when none is projected); at most 6.
+fn chosen(ctx: &Ctx, series: &[RollupSeries], outlook: &[QuotaRow]) -> Vec<(String, String)> {
+    let mut chosen: Vec<(String, String)> = Vec::new();
+    if ctx.tenant.is_some() {
+        chosen.extend(
+            series
+                .iter()
+                .map(|s| (s.tenant_id.clone(), s.meter.clone())),
+        );
+    } else {
+        let lake_meter = |billed: &str| -> String {
+            ctx.billing
+                .and_then(|b| b.catalog.meters.get(billed))
+                .map_or(billed.to_string(), |m| m.event.clone())
+        };
+        for q in outlook.iter().filter(|q| q.projected.is_some()) {
+            let k = (q.tenant_id.clone(), lake_meter(&q.meter));
+            if !chosen.contains(&k) {
+                chosen.push(k);
+            }
+        }
+        if chosen.is_empty() {
+            chosen.extend(
+                series
+                    .iter()
+                    .map(|s| (s.tenant_id.clone(), s.meter.clone())),
+            );
+        }
+    }
+    chosen.truncate(ctx.top.min(6));
+    chosen
+}
+
+fn figures(
+    ctx: &Ctx,
+    quotas: &[QuotaRow],
+    series_forecast: usize,
+    mase: &[Option<f64>],
+) -> Vec<Figure> {
+    let with: Vec<f64> = mase.iter().flatten().copied().collect();
+    let over: Vec<&QuotaRow> = quotas
+        .iter()
+        .filter(|q| matches!((&q.projected, q.included), (Some(p), Some(i)) if p.usage > i))
+        .collect();
+    let projected_overage: Decimal = quotas
+        .iter()
+        .filter_map(|q| q.projected.as_ref())
+        .map(|p| p.cost)
+        .sum();
+    vec![
+        figure("Series forecast", series_forecast.to_string(), None),
+        figure(
+            "Mean backtest MASE",
+            if with.is_empty() {
+                "n/a".into()
+            } else {
+                format!("{:.3}", with.iter().sum::<f64>() / with.len() as f64)
+            },
+            Some("below 1 beats the seasonal naive forecast".into()),
+        ),
+        figure(
+            "Allowances projected to be exceeded",
+            over.len().to_string(),
+            None,
+        ),
+        figure(
+            "Expected overage at the periods' end",
+            money(projected_overage, ctx.currency()),
+            None,
+        ),
+    ]
+}
