@@ -200,7 +200,7 @@ pub fn write(report: &Report, format: Format, out: &Path) -> Result<Vec<PathBuf>
                     sibling(out, &t.name, format.extension())
                 };
                 let mut df = t.frame()?;
-                crate::predict::write_table(&path, &mut df)?;
+                crate::stage::tables::write_frame(&path, &mut df)?;
                 written.push(path);
             }
             Ok(written)

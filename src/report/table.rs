@@ -475,7 +475,7 @@ mod tests {
             2,
             vec![Some(d("0.1") + d("0.2")), None, Some(d("7"))],
         );
-        crate::predict::write_table(&path, &mut t.frame().expect("frame")).expect("write");
+        crate::stage::tables::write_frame(&path, &mut t.frame().expect("frame")).expect("write");
         let text = std::fs::read_to_string(&path).expect("read");
         assert_eq!(
             text.lines().collect::<Vec<_>>(),

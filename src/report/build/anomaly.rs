@@ -13,12 +13,12 @@ use polars::prelude::*;
 
 use super::super::insights::{self, Facts, IncidentFact};
 use super::super::{Chart, Figure, Kind, Line, Report, Table, TimeChart};
-use super::DAY;
 use super::context::{Ctx, Incident, f64_col, ts_col};
 use super::figures::figure;
-use crate::billing::rfc3339;
 use crate::error::Result;
 use crate::rollup::{Granularity, RollupSpec};
+use crate::time::MICROS_PER_DAY;
+use crate::time::rfc3339;
 
 /// A tenant with abuse patterns.
 #[derive(Default)]
@@ -57,7 +57,7 @@ pub(super) fn anomaly(ctx: &Ctx) -> Result<Report> {
 /// Each incident's status from the alert store: an anomaly alert is raised per incident
 /// start (`alerted`, or `acknowledged`); `open` otherwise.
 fn statuses(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<&'static str>> {
-    let alerts = crate::alerts::read_store(&ctx.dir)?;
+    let alerts = crate::stage::tables::alerts::read_lake(&ctx.dir)?;
     let status: HashMap<(&str, &str, String), &'static str> = alerts
         .iter()
         .filter(|a| a.kind == "anomaly")
@@ -151,7 +151,7 @@ fn charts(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<Chart>> {
             continue;
         }
         seen.push((&inc.tenant_id, &inc.meter));
-        let (a, b) = (inc.start - 3 * DAY, inc.end + 3 * DAY);
+        let (a, b) = (inc.start - 3 * MICROS_PER_DAY, inc.end + 3 * MICROS_PER_DAY);
         let points = hourly(ctx, inc, a, b)?;
         if points.is_empty() {
             continue;

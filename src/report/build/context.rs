@@ -15,8 +15,8 @@ use polars::prelude::*;
 
 use super::super::insights::{self, Facts, IncidentFact, Rhythm, Total};
 use super::super::{Insight, Kind};
+use super::ReportOptions;
 use super::figures::day_str;
-use super::{DAY, HOUR, ReportOptions};
 use crate::billing::quota::{QuotaOptions, QuotaRow, quotas};
 use crate::billing::{Billing, parse_at, rfc3339};
 use crate::error::{Error, Result};
@@ -25,6 +25,7 @@ use crate::rollup::{
     Aggregation, Granularity, Meters, RollupOptions, RollupSeries, RollupSpec, Zone, rollup,
     rollup_series,
 };
+use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 use crate::usage::{Engagement, EngagementOptions, engagement};
 
 /// Everything a report reads, and its period.
@@ -68,14 +69,14 @@ impl<'a> Ctx<'a> {
             }
         }
         let latest = if lake.data_files().is_empty() {
-            chrono::Utc::now().timestamp_micros()
+            crate::time::now()
         } else {
             parse_at(&lake, "latest")?
         };
-        let to = opts
-            .to
-            .unwrap_or_else(|| (latest - 1).div_euclid(DAY) * DAY + DAY);
-        let from = opts.from.unwrap_or(to - 30 * DAY);
+        let to = opts.to.unwrap_or_else(|| {
+            (latest - 1).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY + MICROS_PER_DAY
+        });
+        let from = opts.from.unwrap_or(to - 30 * MICROS_PER_DAY);
         if from >= to {
             return Err(Error::InvalidParameter {
                 name: "--from",
@@ -100,7 +101,7 @@ impl<'a> Ctx<'a> {
 
 /// Whether the lake holds any event of `tenant`.
 fn has_events(lake: &Lake, tenant: &str) -> Result<bool> {
-    let Some(lf) = crate::usage::events_between(lake, Some(tenant), i64::MIN / 4, i64::MAX / 4)?
+    let Some(lf) = crate::lake::events_between(lake, Some(tenant), i64::MIN / 4, i64::MAX / 4)?
     else {
         return Ok(false);
     };
@@ -227,10 +228,10 @@ impl Ctx<'_> {
 
     /// Anomaly incidents overlapping the period (hourly detection, else daily).
     pub fn incidents(&self) -> Result<Vec<Incident>> {
-        let Some(path) = crate::anomalies::incidents_file(&self.dir) else {
+        let Some(path) = crate::stage::tables::incidents::latest_file(&self.dir) else {
             return Ok(Vec::new());
         };
-        let df = crate::alerts::read_parquet(&path)?;
+        let df = crate::stage::tables::read_frame(&path)?;
         let s = |n: &str| str_col(&df, n);
         let t = |n: &str| ts_col(&df, n);
         // Rendered cells drop non-finite numbers either way; NaN keeps the rows aligned.
@@ -280,14 +281,15 @@ impl Ctx<'_> {
     /// the tenants file, UTC otherwise).
     pub fn rhythms(&self) -> Result<Vec<Rhythm>> {
         let Some(lf) =
-            crate::usage::events_between(&self.lake, self.tenant.as_deref(), self.from, self.to)?
+            crate::lake::events_between(&self.lake, self.tenant.as_deref(), self.from, self.to)?
         else {
             return Ok(Vec::new());
         };
         let df = lf
             .group_by([
                 col("tenant_id"),
-                (col("ts").cast(DataType::Int64) / lit(HOUR) * lit(HOUR)).alias("hour"),
+                (col("ts").cast(DataType::Int64) / lit(MICROS_PER_HOUR) * lit(MICROS_PER_HOUR))
+                    .alias("hour"),
             ])
             .agg([len().alias("n")])
             .sort(["tenant_id", "hour"], SortMultipleOptions::default())
@@ -352,8 +354,8 @@ impl Ctx<'_> {
     }
 
     /// Alerts not acknowledged yet.
-    pub fn active_alerts(&self) -> Result<Vec<crate::alerts::Alert>> {
-        Ok(crate::alerts::read_store(&self.dir)?
+    pub fn active_alerts(&self) -> Result<Vec<crate::stage::alerts::Alert>> {
+        Ok(crate::stage::tables::alerts::read_lake(&self.dir)?
             .into_iter()
             .filter(|a| a.acknowledged_at.is_none() && self.wants(&a.tenant_id))
             .collect())
@@ -383,7 +385,7 @@ impl Ctx<'_> {
 
     /// The lake's forecast and metrics tables (daily, else hourly).
     pub fn forecasts(&self) -> Result<(DataFrame, DataFrame)> {
-        let base = self.dir.join(crate::predict::FORECASTS_DIR);
+        let base = self.dir.join(crate::stage::tables::FORECASTS_DIR);
         let Some(dir) = ["day", "hour"]
             .iter()
             .map(|g| base.join(format!("granularity={g}")))
@@ -398,8 +400,8 @@ impl Ctx<'_> {
                 ),
             });
         };
-        let mut fc = crate::alerts::read_parquet(&dir.join("forecast.parquet"))?;
-        let mut mt = crate::alerts::read_parquet(&dir.join("metrics.parquet"))?;
+        let mut fc = crate::stage::tables::read_frame(&dir.join("forecast.parquet"))?;
+        let mut mt = crate::stage::tables::read_frame(&dir.join("metrics.parquet"))?;
         if let Some(t) = &self.tenant {
             fc = fc
                 .lazy()

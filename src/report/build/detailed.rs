@@ -10,11 +10,11 @@ use std::collections::{BTreeMap, HashMap};
 
 use super::super::insights::{self, Facts, Rhythm, Total, WEEKDAYS};
 use super::super::{Chart, Insight, Kind, Line, Report, Table, TimeChart};
-use super::DAY;
 use super::context::Ctx;
 use super::figures::{day_str, figure};
 use crate::error::Result;
 use crate::rollup::RollupSeries;
+use crate::time::MICROS_PER_DAY;
 
 /// A series' peak and latest 7-day trend in the period.
 struct Peak {
@@ -42,7 +42,11 @@ pub(super) fn detailed(ctx: &Ctx) -> Result<Report> {
     let comparison = comparison_table(ctx, &totals, &peaks, &rhythms);
     let figures = vec![
         figure("Series", series.len().to_string(), None),
-        figure("Days", ((ctx.to - ctx.from) / DAY).to_string(), None),
+        figure(
+            "Days",
+            ((ctx.to - ctx.from) / MICROS_PER_DAY).to_string(),
+            None,
+        ),
         figure(
             "Growing / declining series",
             format!(

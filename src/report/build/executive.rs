@@ -15,12 +15,12 @@ use rust_decimal::Decimal;
 use super::super::insights::Total;
 use super::super::table::decimal_f64;
 use super::super::{Bar, BarChart, Chart, Figure, Insight, Kind, Line, Report, Table, TimeChart};
-use super::DAY;
 use super::context::{Ctx, f64_col, str_col, ts_col};
 use super::figures::{day_str, figure, grouped, growth, money, pct_str};
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
 use crate::rollup::RollupSeries;
+use crate::time::MICROS_PER_DAY;
 use crate::usage::Engagement;
 
 /// A tenant's revenue in its current period (currency, exact).
@@ -168,7 +168,7 @@ fn top_tenant_table(top: &[TopTenant]) -> Table {
 /// Events, tenants and users per `feature` property value in the period, top first.
 fn feature_table(ctx: &Ctx) -> Result<Table> {
     let features =
-        match crate::usage::events_between(&ctx.lake, ctx.tenant.as_deref(), ctx.from, ctx.to)? {
+        match crate::lake::events_between(&ctx.lake, ctx.tenant.as_deref(), ctx.from, ctx.to)? {
             // A substring test first: the JSON path runs only on rows that name a feature.
             Some(lf) => lf
                 .filter(col("properties").str().contains_literal(lit("\"feature\"")))
@@ -262,7 +262,10 @@ fn next_period_table(ctx: &Ctx) -> Result<Table> {
     );
     let mut acc: BTreeMap<&str, (f64, f64, f64, i64, i64)> = BTreeMap::new();
     for i in 0..m.len() {
-        if !ctx.aggregation(&m[i]).additive() || ts[i] < ctx.to || ts[i] >= ctx.to + 30 * DAY {
+        if !ctx.aggregation(&m[i]).additive()
+            || ts[i] < ctx.to
+            || ts[i] >= ctx.to + 30 * MICROS_PER_DAY
+        {
             continue;
         }
         let e = acc

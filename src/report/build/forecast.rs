@@ -11,13 +11,13 @@ use rust_decimal::Decimal;
 
 use super::super::insights::{self, Facts};
 use super::super::{Chart, Figure, Kind, Line, Report, Table, TimeChart};
-use super::DAY;
 use super::context::{Ctx, Incident, f64_col, str_col, ts_col};
 use super::figures::{day_str, figure, money, quantity};
 use super::tables::quota_table;
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
 use crate::rollup::RollupSeries;
+use crate::time::MICROS_PER_DAY;
 use polars::prelude::DataFrame;
 
 /// The forecast stage's forecast table, column by column.
@@ -144,7 +144,7 @@ fn charts(
             continue;
         };
         let hist: Vec<(i64, f64)> = (0..s.ts.len())
-            .filter(|&i| s.ts[i] >= ctx.to - 60 * DAY)
+            .filter(|&i| s.ts[i] >= ctx.to - 60 * MICROS_PER_DAY)
             .map(|i| (s.ts[i], s.values[i]))
             .collect();
         let idx: Vec<usize> = (0..fc.tenant.len())
@@ -154,7 +154,7 @@ fn charts(
             .iter()
             .filter(|x| &x.tenant_id == tenant && &x.meter == meter)
             .filter_map(|x| {
-                let day = x.start.div_euclid(DAY) * DAY;
+                let day = x.start.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
                 hist.iter()
                     .find(|p| p.0 == day)
                     .map(|p| (p.0, p.1, x.severity.clone()))

@@ -29,13 +29,6 @@ use crate::billing::Billing;
 use crate::error::Result;
 use context::Ctx;
 
-pub(crate) use tables::quota_table;
-
-/// Microseconds per day.
-const DAY: i64 = 86_400_000_000;
-/// Microseconds per hour.
-const HOUR: i64 = 3_600_000_000;
-
 /// What to report on.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {

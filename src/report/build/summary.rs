@@ -15,9 +15,9 @@ use super::super::{Figure, Kind, Report, Table};
 use super::context::Ctx;
 use super::figures::{figure, grouped, growth, money, pct_str, quantity};
 use super::tables::{quota_bars, quota_table, totals_table};
-use crate::alerts::Alert;
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
+use crate::stage::alerts::Alert;
 
 /// One tenant's line of the summary.
 #[derive(Default)]
