@@ -1,5 +1,5 @@
 //! The aggregation step of a rollup: the lake's events of the partitions in scope,
-//! aggregated per series and window (see [`super::aggregate`]), in batches of consecutive
+//! aggregated per series and window (see `aggregate.rs`), in batches of consecutive
 //! partitions so memory stays bounded whatever the lake's size.
 
 use std::collections::BTreeSet;
