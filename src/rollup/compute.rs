@@ -1,0 +1,86 @@
+//! The aggregation step of a rollup: the lake's events of the partitions in scope,
+//! aggregated per series and window (see `aggregate.rs`), in batches of consecutive
+//! partitions so memory stays bounded whatever the lake's size.
+
+use std::collections::BTreeSet;
+
+use polars::prelude::*;
+
+use crate::error::Result;
+use crate::event::MICROS_PER_DAY;
+use crate::lake::{DataFile, Lake};
+
+use super::{Calendar, Meters, RollupSpec, aggregate, date_micros, window_start_expr};
+
+/// Events aggregated per batch: a batch is a run of consecutive partitions holding about
+/// this many events, so memory stays bounded whatever the lake's size (windows never cross
+/// partitions, so batches are independent).
+pub const BATCH_EVENTS: u64 = 4_000_000;
+
+/// Aggregated rows of the windows of the partitions in `scope`.
+pub(super) fn compute(
+    lake: &Lake,
+    files: &[DataFile],
+    meters: &Meters,
+    spec: &RollupSpec,
+    pcal: &Calendar,
+    scope: &BTreeSet<i64>,
+) -> Result<(DataFrame, Vec<String>)> {
+    let overlaps = |f: &DataFile, (a, b): (i64, i64)| {
+        let s = date_micros(&f.date);
+        s < b && s + MICROS_PER_DAY > a
+    };
+    // Batches of consecutive partitions of about BATCH_EVENTS events.
+    let mut batches: Vec<Vec<i64>> = Vec::new();
+    let mut current: Vec<i64> = Vec::new();
+    let mut rows_in = 0u64;
+    for &p in scope {
+        let span = (p, pcal.end_of(p).unwrap_or(i64::MAX));
+        let n: u64 = files
+            .iter()
+            .filter(|f| overlaps(f, span))
+            .map(|f| f.rows)
+            .sum();
+        if !current.is_empty() && rows_in + n > BATCH_EVENTS {
+            batches.push(std::mem::take(&mut current));
+            rows_in = 0;
+        }
+        current.push(p);
+        rows_in += n;
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    let mut out = aggregate::empty_rows(&spec.by)?;
+    let mut unconfigured: BTreeSet<String> = BTreeSet::new();
+    for batch in batches {
+        let spans: Vec<(i64, i64)> = batch
+            .iter()
+            .map(|&p| (p, pcal.end_of(p).unwrap_or(i64::MAX)))
+            .collect();
+        let wanted: Vec<DataFile> = files
+            .iter()
+            .filter(|f| spans.iter().any(|&sp| overlaps(f, sp)))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            continue;
+        }
+        // Only events of this batch's partitions (a file's UTC date may overlap a
+        // neighbouring partition when windows are cut in another time zone).
+        let (lo, hi) = (spans[0].0, spans[spans.len() - 1].1);
+        let parts = Series::new("p".into(), batch.clone());
+        let ts = col("ts").cast(DataType::Int64);
+        let events = crate::lake::scan_files(lake, &wanted)?.filter(
+            ts.clone().gt_eq(lit(lo)).and(ts.lt(lit(hi))).and(
+                window_start_expr(col("ts"), spec.granularity.partition(), spec.zone)?
+                    .is_in(lit(parts).implode(true), false),
+            ),
+        );
+        let window = window_start_expr(col("ts"), spec.granularity, spec.zone)?;
+        let (df, u) = aggregate(events, meters, window, &spec.by)?;
+        out.vstack_mut(&df.select(out.get_column_names().into_iter().cloned())?)?;
+        unconfigured.extend(u);
+    }
+    Ok((out, unconfigured.into_iter().collect()))
+}

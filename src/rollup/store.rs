@@ -1,0 +1,238 @@
+//! Where a rollup lives on disk and how it is read and written: the folder layout (one
+//! directory per [`RollupSpec`], one Parquet file per partition, a `_state.json`), atomic
+//! partition writes, the clean-up after a full run, and [`scan_rollup`], the one reader
+//! every later stage goes through.
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, IoContext, Result};
+use crate::lake::Lake;
+
+use super::aggregate;
+use super::complete::Completed;
+use super::{
+    Calendar, Dim, Granularity, RollupMode, RollupSpec, RollupSummary, Zone, utc_datetime,
+};
+
+/// Directory of the rollups, relative to the lake root.
+pub const ROLLUPS_DIR: &str = "rollups";
+const STATE_FILE: &str = "_state.json";
+const PART_FILE: &str = "part-0.parquet";
+
+/// What `_state.json` records: the lake commit the rollup is complete up to, and the
+/// meter definitions and spec it was computed with (another fingerprint: a full run).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct State {
+    pub(super) seq: u64,
+    pub(super) fingerprint: String,
+}
+
+impl RollupSpec {
+    /// The rollup's directory, relative to the lake root.
+    pub fn relative_dir(&self) -> String {
+        let by = if self.by.is_empty() {
+            "none".to_string()
+        } else {
+            self.by
+                .iter()
+                .map(|d| match d {
+                    Dim::User => "user".to_string(),
+                    Dim::Property(k) => format!("prop_{k}"),
+                })
+                .collect::<Vec<_>>()
+                .join("+")
+        };
+        format!(
+            "{ROLLUPS_DIR}/granularity={}/by={by}/tz={}",
+            self.granularity,
+            self.zone.name().replace('/', "%2F")
+        )
+    }
+
+    /// The spec stored under `rel` (`rollups/granularity=G/by=B/tz=Z`, as
+    /// [`RollupSpec::relative_dir`] writes it), if it is one.
+    pub fn from_relative_dir(rel: &str) -> Option<RollupSpec> {
+        let mut parts = rel.strip_prefix(&format!("{ROLLUPS_DIR}/"))?.split('/');
+        let g = parts.next()?.strip_prefix("granularity=")?;
+        let by = parts.next()?.strip_prefix("by=")?;
+        let tz = parts.next()?.strip_prefix("tz=")?;
+        let granularity = <Granularity as clap::ValueEnum>::from_str(g, true).ok()?;
+        let by = if by == "none" {
+            Vec::new()
+        } else {
+            by.split('+')
+                .map(|d| match d {
+                    "user" => Some(Dim::User),
+                    p => p
+                        .strip_prefix("prop_")
+                        .map(|k| Dim::Property(k.to_string())),
+                })
+                .collect::<Option<Vec<_>>>()?
+        };
+        let zone: Zone = tz.replace("%2F", "/").parse().ok()?;
+        let spec = RollupSpec::new(granularity).with_by(by).with_zone(zone);
+        (spec.relative_dir() == rel).then_some(spec)
+    }
+}
+
+/// A lazy scan of a rollup's stored rows (no rows: an empty frame with the columns).
+pub fn scan_rollup(lake: &Lake, spec: &RollupSpec) -> Result<LazyFrame> {
+    let dir = lake.root().join(spec.relative_dir());
+    let files = partition_files(&dir)?;
+    if files.is_empty() {
+        let mut df = aggregate::empty_rows(&spec.by)?;
+        df.with_column(Column::new_empty("window_end".into(), &utc_datetime()))?;
+        let lf = df
+            .lazy()
+            .with_column(col("window_start").cast(utc_datetime()));
+        return Ok(lf.select(output_columns(spec)));
+    }
+    crate::lake::scan_paths(&files, false)
+}
+
+fn output_columns(spec: &RollupSpec) -> Vec<Expr> {
+    let mut c: Vec<Expr> = spec.key_columns().into_iter().map(col).collect();
+    c.extend([
+        col("window_start"),
+        col("window_end"),
+        col("value"),
+        col("event_count"),
+    ]);
+    c
+}
+
+fn period_dir(spec: &RollupSpec, p: i64) -> String {
+    format!("period={}", spec.zone.local_date(p).format("%Y-%m-%d"))
+}
+
+/// Writes one file per partition (in parallel; each atomically: temp file, fsync, rename)
+/// and deletes the files of partitions in scope that have no rows any more.
+pub(super) fn write_partitions(
+    dir: &Path,
+    spec: &RollupSpec,
+    done: Completed,
+    cal: &Calendar,
+    scope: &BTreeSet<i64>,
+    summary: &mut RollupSummary,
+) -> Result<()> {
+    use rayon::prelude::*;
+    let written: BTreeSet<i64> = done.parts.iter().map(|(p, _)| *p).collect();
+    let key_frame = &done.key_frame;
+    done.parts
+        .into_par_iter()
+        .map(|(p, o)| -> Result<()> {
+            let mut part = o.frame(key_frame, cal)?;
+            let pdir = dir.join(period_dir(spec, p));
+            fs::create_dir_all(&pdir).at(&pdir)?;
+            let path = pdir.join(PART_FILE);
+            let tmp = pdir.join(format!(".{PART_FILE}.tmp"));
+            let f = fs::File::create(&tmp).at(&tmp)?;
+            ParquetWriter::new(&f)
+                .with_compression(ParquetCompression::Zstd(None))
+                .with_statistics(StatisticsOptions::full())
+                .finish(&mut part)
+                .map_err(|e| Error::BadInput {
+                    path: tmp.clone(),
+                    reason: format!("writing the rollup: {e}"),
+                })?;
+            f.sync_all().at(&tmp)?;
+            fs::rename(&tmp, &path).at(&path)?;
+            Ok(())
+        })
+        .collect::<Result<Vec<()>>>()?;
+    summary.partitions_written += written.len() as u64;
+    for &p in scope.difference(&written) {
+        let path = dir.join(period_dir(spec, p)).join(PART_FILE);
+        if path.is_file() {
+            fs::remove_file(&path).at(&path)?;
+            summary.partitions_removed += 1;
+        }
+    }
+    crate::lake::sync_dir(dir)
+}
+
+fn partition_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    if !dir.is_dir() {
+        return Ok(out);
+    }
+    for e in fs::read_dir(dir).at(dir)? {
+        let p = e.at(dir)?.path();
+        if p.is_dir()
+            && p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("period="))
+        {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+pub(super) fn partition_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    Ok(partition_dirs(dir)?
+        .into_iter()
+        .map(|d| d.join(PART_FILE))
+        .filter(|p| p.is_file())
+        .collect())
+}
+
+fn remove_partitions_except(dir: &Path, keep: &BTreeSet<String>) -> Result<u64> {
+    let mut n = 0;
+    for d in partition_dirs(dir)? {
+        let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if !keep.contains(name) {
+            fs::remove_dir_all(&d).at(&d)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// After a run: a full run deletes the partitions it did not write; a run that covered the
+/// whole lake records the commit it is now complete up to.
+pub(super) fn finish(
+    dir: &Path,
+    mode: RollupMode,
+    scope: &BTreeSet<i64>,
+    state: &State,
+    summary: &mut RollupSummary,
+    spec: &RollupSpec,
+) -> Result<()> {
+    if mode == RollupMode::Full {
+        let keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
+        summary.partitions_removed += remove_partitions_except(dir, &keep)?;
+    }
+    if mode != RollupMode::Range {
+        write_state(dir, state)?;
+    }
+    Ok(())
+}
+
+pub(super) fn read_state(dir: &Path) -> Result<Option<State>> {
+    let p = dir.join(STATE_FILE);
+    if !p.is_file() {
+        return Ok(None);
+    }
+    let text = fs::read(&p).at(&p)?;
+    // A damaged state only costs a full recompute.
+    Ok(serde_json::from_slice(&text).ok())
+}
+
+fn write_state(dir: &Path, s: &State) -> Result<()> {
+    let p = dir.join(STATE_FILE);
+    let tmp = dir.join(format!(".{STATE_FILE}.tmp"));
+    let mut f = fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(s).expect("state serialises"))
+        .at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    fs::rename(&tmp, &p).at(&p)?;
+    crate::lake::sync_dir(dir)
+}
