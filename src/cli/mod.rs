@@ -15,6 +15,7 @@ mod rollup;
 mod run;
 mod serve;
 mod usage;
+mod values;
 
 use std::io::Write;
 use std::process::ExitCode;

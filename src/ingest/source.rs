@@ -24,7 +24,7 @@ pub const CHUNK_BYTES: usize = 1 << 20;
 pub const MAX_LINE_BYTES: usize = 64 << 20;
 
 /// Input formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Detect from the extension, then the content.
@@ -40,6 +40,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, in declaration order.
+    pub const ALL: [Format; 5] = [
+        Format::Auto,
+        Format::Ndjson,
+        Format::Csv,
+        Format::Cloudevents,
+        Format::Parquet,
+    ];
+
     /// Lower-case name, as on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -51,6 +60,8 @@ impl Format {
         }
     }
 }
+
+crate::error::named_enum!(Format, "input format");
 
 /// CSV header, mapped once per file.
 #[derive(Debug)]

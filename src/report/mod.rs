@@ -24,7 +24,6 @@ mod xlsx;
 
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
 use serde::Serialize;
 
 pub(crate) use build::quota_table;
@@ -37,7 +36,7 @@ pub use table::{
 use crate::error::{Error, IoContext, Result};
 
 /// What a report is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Per tenant: totals per meter, quota percent, active alerts, overage cost.
@@ -78,8 +77,10 @@ impl Kind {
     }
 }
 
+crate::error::named_enum!(Kind, "report kind");
+
 /// How a report is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// One JSON document.
@@ -110,6 +111,19 @@ impl Format {
         Format::Parquet,
     ];
 
+    /// Its name, as on the command line and in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Markdown => "markdown",
+            Format::Html => "html",
+            Format::Xlsx => "xlsx",
+            Format::Pdf => "pdf",
+            Format::Parquet => "parquet",
+        }
+    }
+
     /// The file extension.
     pub fn extension(self) -> &'static str {
         match self {
@@ -123,6 +137,8 @@ impl Format {
         }
     }
 }
+
+crate::error::named_enum!(Format, "report format");
 
 /// A built report.
 #[derive(Debug, Clone)]

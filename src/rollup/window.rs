@@ -24,7 +24,7 @@ const MICROS_PER_HOUR: i64 = 3_600_000_000;
 const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
 
 /// Window length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Granularity {
     /// One hour.
     Hour,
@@ -74,11 +74,7 @@ impl Granularity {
     }
 }
 
-impl fmt::Display for Granularity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::error::named_enum!(Granularity, "granularity");
 
 /// The time zone windows are cut in: UTC or an IANA zone (`Europe/Berlin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
