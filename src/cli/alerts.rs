@@ -1,6 +1,5 @@
 //! `meterlake alerts raise|list|ack|deliver`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -9,7 +8,9 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use rust_decimal::Decimal;
 
-use super::billing::{Format, Source, write_csv};
+use super::billing::{Format, Source};
+use super::table::{Left, Right, Table};
+use super::write_csv;
 use crate::alerts::{Alert, AlertStore, RaiseOptions, Webhook, deliver, raise};
 use crate::billing::parse_at;
 
@@ -146,30 +147,32 @@ pub struct DeliverArgs {
 }
 
 fn table(alerts: &[Alert]) -> anyhow::Result<()> {
-    let mut o = std::io::stdout().lock();
-    writeln!(
-        o,
-        "{:<16} {:<14} {:<9} {:<18} {:<10} {:>8}  message",
-        "id", "kind", "severity", "tenant", "meter", "thresh."
-    )?;
+    let mut table = Table::new(&[
+        ("id", Left),
+        ("kind", Left),
+        ("severity", Left),
+        ("tenant", Left),
+        ("meter", Left),
+        ("thresh.", Right),
+        ("message", Left),
+    ]);
     for a in alerts {
-        writeln!(
-            o,
-            "{:<16} {:<14} {:<9} {:<18} {:<10} {:>8}  {}{}",
-            a.id,
-            a.kind,
-            a.severity,
-            a.tenant_id,
-            a.meter,
-            a.threshold,
-            a.message,
-            if a.acknowledged_at.is_some() {
-                "  [acknowledged]"
-            } else {
-                ""
-            }
-        )?;
+        let ack = if a.acknowledged_at.is_some() {
+            "  [acknowledged]"
+        } else {
+            ""
+        };
+        table.row(&[
+            &a.id,
+            &a.kind,
+            &a.severity,
+            &a.tenant_id,
+            &a.meter,
+            &a.threshold,
+            &format!("{}{ack}", a.message),
+        ]);
     }
+    table.print()?;
     Ok(())
 }
 

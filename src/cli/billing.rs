@@ -1,5 +1,6 @@
 //! `meterlake quota`, `check`, `invoice` and `plans compare`: plans applied to the lake.
 
+use std::fmt::Display;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,8 @@ use clap::{Args, Subcommand, ValueEnum};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
+use super::table::{Align, Left, Right, Table};
+use super::write_csv;
 use crate::billing::compare::{compare, upgrade_candidates};
 use crate::billing::invoice::invoices;
 use crate::billing::measure::DAY;
@@ -129,15 +132,6 @@ struct QuotaCsv<'a> {
     model: Option<&'a str>,
 }
 
-pub(crate) fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
     let (lake, billing) = a.source.open()?;
     let at = parse_at(&lake, &a.at)?;
@@ -203,47 +197,44 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
         Format::Table => {
             let mut o = std::io::stdout().lock();
             writeln!(o, "quotas at {} ({cur})", crate::billing::rfc3339(at))?;
-            writeln!(
-                o,
-                "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  limit reached",
-                "tenant",
-                "plan",
-                "meter",
-                "used",
-                "included",
-                "percent",
-                "status",
-                "overage",
-                "projected [interval]",
-                "proj.cost"
-            )?;
+            let mut table = Table::new(&[
+                ("tenant", Left),
+                ("plan", Left),
+                ("meter", Left),
+                ("used", Right),
+                ("included", Right),
+                ("percent", Right),
+                ("status", Left),
+                ("overage", Right),
+                ("projected [interval]", Right),
+                ("proj.cost", Right),
+                ("limit reached", Left),
+            ]);
             for r in &rows {
                 let p = r.projected.as_ref();
-                writeln!(
-                    o,
-                    "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  {}",
-                    r.tenant_id,
-                    r.plan,
-                    r.meter,
-                    r.used.normalize(),
-                    opt(r.included, "unlimited"),
-                    r.percent
-                        .map(|p| format!("{p}%"))
-                        .unwrap_or_else(|| "-".into()),
-                    r.status.name(),
-                    r.overage_cost,
-                    p.map(|p| format!(
-                        "{} [{}, {}]",
-                        p.usage.normalize(),
-                        p.usage_lower.normalize(),
-                        p.usage_upper.normalize()
-                    ))
-                    .unwrap_or_else(|| "-".into()),
-                    p.map(|p| p.cost.to_string()).unwrap_or_else(|| "-".into()),
-                    p.and_then(|p| p.limit_at.clone())
-                        .unwrap_or_else(|| "-".into()),
-                )?;
+                let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+                table.row(&[
+                    &r.tenant_id,
+                    &r.plan,
+                    &r.meter,
+                    &r.used.normalize(),
+                    &opt(r.included, "unlimited"),
+                    &or_dash(r.percent.map(|p| format!("{p}%"))),
+                    &r.status.name(),
+                    &r.overage_cost,
+                    &or_dash(p.map(|p| {
+                        format!(
+                            "{} [{}, {}]",
+                            p.usage.normalize(),
+                            p.usage_lower.normalize(),
+                            p.usage_upper.normalize()
+                        )
+                    })),
+                    &or_dash(p.map(|p| p.cost.to_string())),
+                    &or_dash(p.and_then(|p| p.limit_at.clone())),
+                ]);
             }
+            table.write(&mut o)?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -366,18 +357,27 @@ pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let mut o = std::io::stdout().lock();
                 writeln!(o, "invoices for {} ({})", inv.period, inv.currency)?;
-                writeln!(
-                    o,
-                    "{:<18} {:<13} {:<10} {:>14} {:>10} {:>12} {:>10}",
-                    "tenant", "plan", "item", "usage", "included", "overage", "amount"
-                )?;
+                let mut table = Table::new(&[
+                    ("tenant", Left),
+                    ("plan", Left),
+                    ("item", Left),
+                    ("usage", Right),
+                    ("included", Right),
+                    ("overage", Right),
+                    ("amount", Right),
+                ]);
                 for r in &rows {
-                    writeln!(
-                        o,
-                        "{:<18} {:<13} {:<10} {:>14} {:>10} {:>12} {:>10}",
-                        r.tenant_id, r.plan, r.item, r.usage, r.included, r.overage_units, r.amount
-                    )?;
+                    table.row(&[
+                        &r.tenant_id,
+                        &r.plan,
+                        &r.item,
+                        &r.usage,
+                        &r.included,
+                        &r.overage_units,
+                        &r.amount,
+                    ]);
                 }
+                table.write(&mut o)?;
             }
         }
     }
@@ -435,16 +435,11 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
                     "{} (now on {}), costs in {}",
                     c.tenant_id, c.current_plan, c.currency
                 )?;
-                write!(o, "{:<14}", "plan")?;
-                for p in &c.periods {
-                    write!(o, " {:>20}", p)?;
-                }
-                writeln!(o, " {:>12}  fits", "total")?;
+                let mut columns: Vec<(&str, Align)> = vec![("plan", Left)];
+                columns.extend(c.periods.iter().map(|p| (p.as_str(), Right)));
+                columns.extend([("total", Right), ("fits", Left)]);
+                let mut table = Table::new(&columns);
                 for p in &c.plans {
-                    write!(o, "{:<14}", p.plan)?;
-                    for v in &p.costs {
-                        write!(o, " {:>20}", v)?;
-                    }
                     let mark = if c.cheapest.as_deref() == Some(&p.plan) {
                         "  <- cheapest"
                     } else {
@@ -455,8 +450,14 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
                     } else {
                         format!("no: over the hard cap of {}", p.over_hard_cap.join(", "))
                     };
-                    writeln!(o, " {:>12}  {fits}{mark}", p.total)?;
+                    let fits = format!("{fits}{mark}");
+                    let mut cells: Vec<&dyn Display> = vec![&p.plan];
+                    cells.extend(p.costs.iter().map(|v| v as &dyn Display));
+                    cells.push(&p.total);
+                    cells.push(&fits);
+                    table.row(&cells);
                 }
+                table.write(&mut o)?;
                 let current = c.plans.iter().find(|p| p.plan == c.current_plan);
                 match (&c.cheapest, current) {
                     (Some(b), Some(cur)) if *b != c.current_plan && !cur.fits => writeln!(
@@ -476,27 +477,30 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
                 writeln!(o)?;
             }
             writeln!(o, "upgrade candidates (entry plans closest to a limit)")?;
-            writeln!(
-                o,
-                "{:<18} {:<10} {:<10} {:>9} {:>10}  suggested plan",
-                "tenant", "plan", "meter", "percent", "projected"
-            )?;
+            let mut table = Table::new(&[
+                ("tenant", Left),
+                ("plan", Left),
+                ("meter", Left),
+                ("percent", Right),
+                ("projected", Right),
+                ("suggested plan", Left),
+            ]);
             for c in &cands {
-                writeln!(
-                    o,
-                    "{:<18} {:<10} {:<10} {:>9} {:>10}  {}",
-                    c.tenant_id,
-                    c.plan,
-                    c.meter,
-                    format!("{}%", c.percent),
-                    format!("{}%", c.projected_percent),
-                    match c.suggested_plan.as_deref() {
-                        Some(p) if p == c.plan => format!("{p} (current)"),
-                        Some(p) => p.to_string(),
-                        None => "-".into(),
-                    }
-                )?;
+                let suggested = match c.suggested_plan.as_deref() {
+                    Some(p) if p == c.plan => format!("{p} (current)"),
+                    Some(p) => p.to_string(),
+                    None => "-".into(),
+                };
+                table.row(&[
+                    &c.tenant_id,
+                    &c.plan,
+                    &c.meter,
+                    &format!("{}%", c.percent),
+                    &format!("{}%", c.projected_percent),
+                    &suggested,
+                ]);
             }
+            table.write(&mut o)?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::table::{Left, Right, Table};
 use crate::forecast::{DEFAULT_FOLDS, DEFAULT_SEASONS, DEFAULT_WINDOW, ModelKind, ModelOptions};
 use crate::predict::{self, ForecastSpec};
 use crate::rollup::{Granularity, Meters};
@@ -137,9 +138,11 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
                 s.mean_mase.map_or("-".into(), |v| format!("{v:.3}")),
                 s.mean_smape.map_or("-".into(), |v| format!("{v:.3}")),
             );
+            let mut models = Table::bare(&[Left, Right]).indent("  ");
             for (m, n) in &s.models {
-                println!("  {m:<24} {n}");
+                models.row(&[m, n]);
             }
+            models.print()?;
             println!(
                 "read {:.2} s, forecast {:.2} s, write {:.2} s",
                 s.read_seconds, s.forecast_seconds, s.write_seconds

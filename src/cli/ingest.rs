@@ -9,6 +9,8 @@ use clap::Args;
 
 use meterlake_ingest::{Format, IngestOptions, Limits};
 
+use super::table::{Left, Right, Table};
+
 use crate::ingest as meterlake_ingest;
 
 /// Arguments of `ingest`.
@@ -73,25 +75,31 @@ pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
             let mut out = std::io::stdout().lock();
+            let mut inputs = Table::bare(&[
+                Left, Right, Left, Right, Left, Right, Left, Right, Left, Right,
+            ]);
             for i in &s.inputs {
-                writeln!(
-                    out,
-                    "{:<40} {:>8}  read {:>10}  accepted {:>10}  rejected {:>8}  duplicates {:>8}",
-                    i.path,
-                    i.format,
-                    i.counts.read,
-                    i.counts.accepted,
-                    i.counts.rejected,
-                    i.counts.duplicates
-                )?;
+                let c = &i.counts;
+                inputs.row(&[
+                    &i.path,
+                    &i.format,
+                    &"read",
+                    &c.read,
+                    &"accepted",
+                    &c.accepted,
+                    &"rejected",
+                    &c.rejected,
+                    &"duplicates",
+                    &c.duplicates,
+                ]);
             }
+            inputs.write(&mut out)?;
+            let mut skipped = Table::bare(&[Left, Left]);
             for k in &s.skipped {
-                writeln!(
-                    out,
-                    "{:<40} skipped: already ingested by commit {}",
-                    k.path, k.commit
-                )?;
+                let why = format!("skipped: already ingested by commit {}", k.commit);
+                skipped.row(&[&k.path, &why]);
             }
+            skipped.write(&mut out)?;
             writeln!(
                 out,
                 "read {} = accepted {} + rejected {} + duplicates {}",

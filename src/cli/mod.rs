@@ -14,6 +14,7 @@ mod report;
 mod rollup;
 mod run;
 mod serve;
+mod table;
 mod usage;
 mod values;
 
@@ -143,6 +144,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints rows as CSV with a header on stdout.
+pub(crate) fn write_csv<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Prints a serialisable value as one JSON line on stdout.
