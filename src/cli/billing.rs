@@ -12,10 +12,10 @@ use serde::Serialize;
 
 use super::table::{Align, Left, Right, Table};
 use super::write_csv;
-use crate::billing::compare::{compare, upgrade_candidates};
+use crate::billing::compare::{Candidate, Comparison, compare, upgrade_candidates};
 use crate::billing::invoice::invoices;
 use crate::billing::measure::DAY;
-use crate::billing::quota::{QuotaOptions, check, quotas};
+use crate::billing::quota::{QuotaOptions, QuotaRow, check, quotas};
 use crate::billing::{
     Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE, parse_at, unlisted_tenants,
 };
@@ -132,6 +132,81 @@ struct QuotaCsv<'a> {
     model: Option<&'a str>,
 }
 
+impl<'a> QuotaCsv<'a> {
+    /// The flat row of one quota.
+    fn of(r: &'a QuotaRow) -> QuotaCsv<'a> {
+        let p = r.projected.as_ref();
+        QuotaCsv {
+            tenant_id: &r.tenant_id,
+            plan: &r.plan,
+            meter: &r.meter,
+            unit: &r.unit,
+            period_start: &r.period_start,
+            period_end: &r.period_end,
+            used: r.used,
+            included: opt(r.included, "unlimited"),
+            percent: r.percent,
+            remaining: r.remaining,
+            status: r.status.name(),
+            overage_units: r.overage_units,
+            overage_cost: r.overage_cost,
+            projected_usage: p.map(|p| p.usage),
+            projected_lower: p.map(|p| p.usage_lower),
+            projected_upper: p.map(|p| p.usage_upper),
+            projected_cost: p.map(|p| p.cost),
+            projected_cost_lower: p.map(|p| p.cost_lower),
+            projected_cost_upper: p.map(|p| p.cost_upper),
+            limit_at: p.and_then(|p| p.limit_at.as_deref()),
+            model: p.map(|p| p.model.as_str()),
+        }
+    }
+}
+
+/// The quotas as a table under a heading line.
+fn quota_table(rows: &[QuotaRow], at: i64, cur: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "quotas at {} ({cur})", crate::billing::rfc3339(at))?;
+    let mut table = Table::new(&[
+        ("tenant", Left),
+        ("plan", Left),
+        ("meter", Left),
+        ("used", Right),
+        ("included", Right),
+        ("percent", Right),
+        ("status", Left),
+        ("overage", Right),
+        ("projected [interval]", Right),
+        ("proj.cost", Right),
+        ("limit reached", Left),
+    ]);
+    for r in rows {
+        let p = r.projected.as_ref();
+        let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+        table.row(&[
+            &r.tenant_id,
+            &r.plan,
+            &r.meter,
+            &r.used.normalize(),
+            &opt(r.included, "unlimited"),
+            &or_dash(r.percent.map(|p| format!("{p}%"))),
+            &r.status.name(),
+            &r.overage_cost,
+            &or_dash(p.map(|p| {
+                format!(
+                    "{} [{}, {}]",
+                    p.usage.normalize(),
+                    p.usage_lower.normalize(),
+                    p.usage_upper.normalize()
+                )
+            })),
+            &or_dash(p.map(|p| p.cost.to_string())),
+            &or_dash(p.and_then(|p| p.limit_at.clone())),
+        ]);
+    }
+    table.write(&mut o)?;
+    Ok(())
+}
+
 pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
     let (lake, billing) = a.source.open()?;
     let at = parse_at(&lake, &a.at)?;
@@ -162,80 +237,8 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
             "currency": cur,
             "quotas": rows,
         }))?,
-        Format::Csv => {
-            let flat: Vec<QuotaCsv> = rows
-                .iter()
-                .map(|r| {
-                    let p = r.projected.as_ref();
-                    QuotaCsv {
-                        tenant_id: &r.tenant_id,
-                        plan: &r.plan,
-                        meter: &r.meter,
-                        unit: &r.unit,
-                        period_start: &r.period_start,
-                        period_end: &r.period_end,
-                        used: r.used,
-                        included: opt(r.included, "unlimited"),
-                        percent: r.percent,
-                        remaining: r.remaining,
-                        status: r.status.name(),
-                        overage_units: r.overage_units,
-                        overage_cost: r.overage_cost,
-                        projected_usage: p.map(|p| p.usage),
-                        projected_lower: p.map(|p| p.usage_lower),
-                        projected_upper: p.map(|p| p.usage_upper),
-                        projected_cost: p.map(|p| p.cost),
-                        projected_cost_lower: p.map(|p| p.cost_lower),
-                        projected_cost_upper: p.map(|p| p.cost_upper),
-                        limit_at: p.and_then(|p| p.limit_at.as_deref()),
-                        model: p.map(|p| p.model.as_str()),
-                    }
-                })
-                .collect();
-            write_csv(&flat)?
-        }
-        Format::Table => {
-            let mut o = std::io::stdout().lock();
-            writeln!(o, "quotas at {} ({cur})", crate::billing::rfc3339(at))?;
-            let mut table = Table::new(&[
-                ("tenant", Left),
-                ("plan", Left),
-                ("meter", Left),
-                ("used", Right),
-                ("included", Right),
-                ("percent", Right),
-                ("status", Left),
-                ("overage", Right),
-                ("projected [interval]", Right),
-                ("proj.cost", Right),
-                ("limit reached", Left),
-            ]);
-            for r in &rows {
-                let p = r.projected.as_ref();
-                let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
-                table.row(&[
-                    &r.tenant_id,
-                    &r.plan,
-                    &r.meter,
-                    &r.used.normalize(),
-                    &opt(r.included, "unlimited"),
-                    &or_dash(r.percent.map(|p| format!("{p}%"))),
-                    &r.status.name(),
-                    &r.overage_cost,
-                    &or_dash(p.map(|p| {
-                        format!(
-                            "{} [{}, {}]",
-                            p.usage.normalize(),
-                            p.usage_lower.normalize(),
-                            p.usage_upper.normalize()
-                        )
-                    })),
-                    &or_dash(p.map(|p| p.cost.to_string())),
-                    &or_dash(p.and_then(|p| p.limit_at.clone())),
-                ]);
-            }
-            table.write(&mut o)?;
-        }
+        Format::Csv => write_csv(&rows.iter().map(QuotaCsv::of).collect::<Vec<_>>())?,
+        Format::Table => quota_table(&rows, at, cur)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -430,78 +433,89 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
         Format::Table => {
             let mut o = std::io::stdout().lock();
             if let Some(c) = &cmp {
-                writeln!(
-                    o,
-                    "{} (now on {}), costs in {}",
-                    c.tenant_id, c.current_plan, c.currency
-                )?;
-                let mut columns: Vec<(&str, Align)> = vec![("plan", Left)];
-                columns.extend(c.periods.iter().map(|p| (p.as_str(), Right)));
-                columns.extend([("total", Right), ("fits", Left)]);
-                let mut table = Table::new(&columns);
-                for p in &c.plans {
-                    let mark = if c.cheapest.as_deref() == Some(&p.plan) {
-                        "  <- cheapest"
-                    } else {
-                        ""
-                    };
-                    let fits = if p.fits {
-                        "yes".to_string()
-                    } else {
-                        format!("no: over the hard cap of {}", p.over_hard_cap.join(", "))
-                    };
-                    let fits = format!("{fits}{mark}");
-                    let mut cells: Vec<&dyn Display> = vec![&p.plan];
-                    cells.extend(p.costs.iter().map(|v| v as &dyn Display));
-                    cells.push(&p.total);
-                    cells.push(&fits);
-                    table.row(&cells);
-                }
-                table.write(&mut o)?;
-                let current = c.plans.iter().find(|p| p.plan == c.current_plan);
-                match (&c.cheapest, current) {
-                    (Some(b), Some(cur)) if *b != c.current_plan && !cur.fits => writeln!(
-                        o,
-                        "{} caps this usage ({}); {b} is the cheapest plan that fits it",
-                        c.current_plan,
-                        cur.over_hard_cap.join(", ")
-                    )?,
-                    (Some(b), _) if *b != c.current_plan => writeln!(
-                        o,
-                        "{b} would save {} {} over these periods",
-                        c.saving, c.currency
-                    )?,
-                    (Some(_), _) => writeln!(o, "{} is already the cheapest", c.current_plan)?,
-                    (None, _) => writeln!(o, "no plan fits this usage within its hard caps")?,
-                }
+                write_comparison(&mut o, c)?;
                 writeln!(o)?;
             }
             writeln!(o, "upgrade candidates (entry plans closest to a limit)")?;
-            let mut table = Table::new(&[
-                ("tenant", Left),
-                ("plan", Left),
-                ("meter", Left),
-                ("percent", Right),
-                ("projected", Right),
-                ("suggested plan", Left),
-            ]);
-            for c in &cands {
-                let suggested = match c.suggested_plan.as_deref() {
-                    Some(p) if p == c.plan => format!("{p} (current)"),
-                    Some(p) => p.to_string(),
-                    None => "-".into(),
-                };
-                table.row(&[
-                    &c.tenant_id,
-                    &c.plan,
-                    &c.meter,
-                    &format!("{}%", c.percent),
-                    &format!("{}%", c.projected_percent),
-                    &suggested,
-                ]);
-            }
-            table.write(&mut o)?;
+            write_candidates(&mut o, &cands)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tenant's costs on every plan, then which plan to choose.
+fn write_comparison(o: &mut impl Write, c: &Comparison) -> std::io::Result<()> {
+    writeln!(
+        o,
+        "{} (now on {}), costs in {}",
+        c.tenant_id, c.current_plan, c.currency
+    )?;
+    let mut columns: Vec<(&str, Align)> = vec![("plan", Left)];
+    columns.extend(c.periods.iter().map(|p| (p.as_str(), Right)));
+    columns.extend([("total", Right), ("fits", Left)]);
+    let mut table = Table::new(&columns);
+    for p in &c.plans {
+        let mark = if c.cheapest.as_deref() == Some(&p.plan) {
+            "  <- cheapest"
+        } else {
+            ""
+        };
+        let fits = if p.fits {
+            "yes".to_string()
+        } else {
+            format!("no: over the hard cap of {}", p.over_hard_cap.join(", "))
+        };
+        let fits = format!("{fits}{mark}");
+        let mut cells: Vec<&dyn Display> = vec![&p.plan];
+        cells.extend(p.costs.iter().map(|v| v as &dyn Display));
+        cells.push(&p.total);
+        cells.push(&fits);
+        table.row(&cells);
+    }
+    table.write(o)?;
+    let current = c.plans.iter().find(|p| p.plan == c.current_plan);
+    match (&c.cheapest, current) {
+        (Some(b), Some(cur)) if *b != c.current_plan && !cur.fits => writeln!(
+            o,
+            "{} caps this usage ({}); {b} is the cheapest plan that fits it",
+            c.current_plan,
+            cur.over_hard_cap.join(", ")
+        )?,
+        (Some(b), _) if *b != c.current_plan => writeln!(
+            o,
+            "{b} would save {} {} over these periods",
+            c.saving, c.currency
+        )?,
+        (Some(_), _) => writeln!(o, "{} is already the cheapest", c.current_plan)?,
+        (None, _) => writeln!(o, "no plan fits this usage within its hard caps")?,
+    }
+    Ok(())
+}
+
+/// The upgrade candidates, one row each.
+fn write_candidates(o: &mut impl Write, cands: &[Candidate]) -> std::io::Result<()> {
+    let mut table = Table::new(&[
+        ("tenant", Left),
+        ("plan", Left),
+        ("meter", Left),
+        ("percent", Right),
+        ("projected", Right),
+        ("suggested plan", Left),
+    ]);
+    for c in cands {
+        let suggested = match c.suggested_plan.as_deref() {
+            Some(p) if p == c.plan => format!("{p} (current)"),
+            Some(p) => p.to_string(),
+            None => "-".into(),
+        };
+        table.row(&[
+            &c.tenant_id,
+            &c.plan,
+            &c.meter,
+            &format!("{}%", c.percent),
+            &format!("{}%", c.projected_percent),
+            &suggested,
+        ]);
+    }
+    table.write(o)
 }

@@ -2,6 +2,10 @@
 //!
 //! Data goes to stdout, progress and logs to stderr. Exit codes: 0 success, 2 error
 //! (one readable line on stderr naming the file, line, field or parameter).
+//!
+//! One file per command group. Tables and aligned lists print through `cli::table`; the
+//! library's named enums (granularity, model, formats, ...) get their clap parsers in
+//! `cli::values`, so clap stays out of the library.
 
 mod alerts;
 mod billing;
