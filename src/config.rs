@@ -118,7 +118,7 @@ impl Default for ForecastConf {
 impl ForecastConf {
     /// The model.
     pub fn kind(&self) -> Result<ModelKind> {
-        <ModelKind as clap::ValueEnum>::from_str(&self.model, true).map_err(|_| {
+        self.model.parse::<ModelKind>().map_err(|_| {
             Error::InvalidParameter {
                 name: "forecast.model",
                 reason: format!(

@@ -95,6 +95,48 @@ impl Error {
     }
 }
 
+/// The member of a closed set (a granularity, a model, a format) named `s`, ASCII case
+/// ignored; else [`Error::InvalidParameter`] naming `what` and every valid name. The one
+/// `FromStr` of the crate's named enums, shared by the command line, configuration and API.
+pub(crate) fn parse_name<T: Copy>(
+    what: &'static str,
+    s: &str,
+    all: &[T],
+    name: fn(T) -> &'static str,
+) -> Result<T> {
+    all.iter()
+        .copied()
+        .find(|&v| name(v).eq_ignore_ascii_case(s))
+        .ok_or_else(|| Error::InvalidParameter {
+            name: what,
+            reason: format!(
+                "`{s}` is not one of {}",
+                all.iter().map(|&v| name(v)).collect::<Vec<_>>().join(", ")
+            ),
+        })
+}
+
+/// `FromStr` (through [`parse_name`], `what` naming the set in errors) and `Display` (the
+/// name) for an enum with `const ALL` and `fn name(self) -> &'static str`: the plain API
+/// the command line builds its value parsers on (`cli::values`).
+macro_rules! named_enum {
+    ($t:ty, $what:literal) => {
+        impl std::str::FromStr for $t {
+            type Err = $crate::error::Error;
+            fn from_str(s: &str) -> $crate::error::Result<$t> {
+                $crate::error::parse_name($what, s, &<$t>::ALL, <$t>::name)
+            }
+        }
+
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.name())
+            }
+        }
+    };
+}
+pub(crate) use named_enum;
+
 /// Adds the path to an `io::Result`.
 pub(crate) trait IoContext<T> {
     fn at(self, path: &std::path::Path) -> Result<T>;

@@ -34,7 +34,7 @@ pub struct Series {
 }
 
 /// How missing steps inside a series are filled before forecasting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Fill {
     /// Linear interpolation between the neighbours.
     #[default]
@@ -46,6 +46,23 @@ pub enum Fill {
     /// Not filled: the points are used as consecutive steps.
     None,
 }
+
+impl Fill {
+    /// Every fill, in declaration order.
+    pub const ALL: [Fill; 4] = [Fill::Interpolate, Fill::Zero, Fill::Previous, Fill::None];
+
+    /// Its name, as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Fill::Interpolate => "interpolate",
+            Fill::Zero => "zero",
+            Fill::Previous => "previous",
+            Fill::None => "none",
+        }
+    }
+}
+
+crate::error::named_enum!(Fill, "fill");
 
 /// The gap between consecutive points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,6 +1,5 @@
 //! `meterlake alerts raise|list|ack|deliver`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::str::FromStr;
@@ -9,11 +8,13 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use rust_decimal::Decimal;
 
-use super::billing::{Format, Source, write_csv};
-use crate::alerts::{Alert, AlertStore, RaiseOptions, Webhook, deliver, raise};
+use super::billing::{Format, Source};
+use super::table::{Left, Right, Table};
+use super::write_csv;
 use crate::billing::parse_at;
+use crate::stage::alerts::{Alert, AlertStore, RaiseOptions, Webhook, deliver, raise};
 
-pub use crate::alerts::SECRET_ENV;
+pub use crate::stage::alerts::SECRET_ENV;
 
 /// `alerts` subcommands.
 #[derive(Debug, Subcommand)]
@@ -146,133 +147,141 @@ pub struct DeliverArgs {
 }
 
 fn table(alerts: &[Alert]) -> anyhow::Result<()> {
-    let mut o = std::io::stdout().lock();
-    writeln!(
-        o,
-        "{:<16} {:<14} {:<9} {:<18} {:<10} {:>8}  message",
-        "id", "kind", "severity", "tenant", "meter", "thresh."
-    )?;
+    let mut table = Table::new(&[
+        ("id", Left),
+        ("kind", Left),
+        ("severity", Left),
+        ("tenant", Left),
+        ("meter", Left),
+        ("thresh.", Right),
+        ("message", Left),
+    ]);
     for a in alerts {
-        writeln!(
-            o,
-            "{:<16} {:<14} {:<9} {:<18} {:<10} {:>8}  {}{}",
-            a.id,
-            a.kind,
-            a.severity,
-            a.tenant_id,
-            a.meter,
-            a.threshold,
-            a.message,
-            if a.acknowledged_at.is_some() {
-                "  [acknowledged]"
-            } else {
-                ""
-            }
-        )?;
+        let ack = if a.acknowledged_at.is_some() {
+            "  [acknowledged]"
+        } else {
+            ""
+        };
+        table.row(&[
+            &a.id,
+            &a.kind,
+            &a.severity,
+            &a.tenant_id,
+            &a.meter,
+            &a.threshold,
+            &format!("{}{ack}", a.message),
+        ]);
     }
+    table.print()?;
     Ok(())
 }
 
 pub(crate) fn run(c: AlertsCommand) -> anyhow::Result<ExitCode> {
     match c {
-        AlertsCommand::Raise(a) => {
-            let hook = a.hook.webhook()?;
-            let cost_over = a
-                .cost_over
-                .as_deref()
-                .map(|s| {
-                    Decimal::from_str(s).map_err(|_| crate::Error::InvalidParameter {
-                        name: "--cost-over",
-                        reason: format!("`{s}` is not a decimal amount"),
-                    })
-                })
-                .transpose()?;
-            if a.anomaly_days < 0 {
-                anyhow::bail!(crate::Error::InvalidParameter {
-                    name: "--anomaly-days",
-                    reason: "must not be negative".into()
-                });
-            }
-            let (lake, billing) = a.source.open()?;
-            let at = parse_at(&lake, &a.at)?;
-            let new = raise(
-                &lake,
-                &billing,
-                &RaiseOptions {
-                    at,
-                    cost_over,
-                    anomalies: !a.no_anomalies,
-                    anomaly_lookback: a.anomaly_days * crate::billing::measure::DAY,
-                },
-            )?;
-            let delivered = hook.map(|h| deliver(&a.source.lake, &h)).transpose()?;
-            match a.output {
-                Format::Json | Format::Csv => super::print_json(&serde_json::json!({
-                    "at": crate::billing::rfc3339(at),
-                    "raised": new,
-                    "delivery": delivered,
-                }))?,
-                Format::Table => {
-                    eprintln!(
-                        "{} new alert(s) at {}",
-                        new.len(),
-                        crate::billing::rfc3339(at)
-                    );
-                    table(&new)?;
-                    if let Some(d) = &delivered {
-                        eprintln!(
-                            "webhook: {} delivered, {} still pending ({} requests)",
-                            d.delivered, d.failed, d.requests
-                        );
-                    }
-                }
-            }
-            if delivered.is_some_and(|d| d.failed > 0) {
-                eprintln!(
-                    "error: some alerts could not be delivered; `alerts deliver` retries them"
-                );
-                return Ok(ExitCode::from(2));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        AlertsCommand::List(a) => {
-            let store = AlertStore::open(&a.lake)?;
-            let rows: Vec<Alert> = store
-                .alerts
-                .into_iter()
-                .filter(|x| a.all || x.acknowledged_at.is_none())
-                .filter(|x| a.tenant.as_deref().is_none_or(|t| t == x.tenant_id))
-                .collect();
-            match a.output {
-                Format::Json => super::print_json(&rows)?,
-                Format::Csv => write_csv(&rows)?,
-                Format::Table => table(&rows)?,
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        AlertsCommand::Ack(a) => {
-            let mut store = AlertStore::open(&a.lake)?;
-            let by =
-                a.by.or_else(|| std::env::var("USER").ok())
-                    .unwrap_or_else(|| "unknown".into());
-            let alert = store.ack(&a.id, &by, chrono::Utc::now().timestamp_micros())?;
-            super::print_json(&alert)?;
-            Ok(ExitCode::SUCCESS)
-        }
-        AlertsCommand::Deliver(a) => {
-            let Some(hook) = a.hook.webhook()? else {
-                anyhow::bail!(crate::Error::InvalidParameter {
-                    name: "--webhook",
-                    reason: "give the webhook URL (or set MLK_WEBHOOK_URL)".into(),
-                });
-            };
-            let d = deliver(&a.lake, &hook)?;
-            super::print_json(&d)?;
-            Ok(if d.failed > 0 {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
+        AlertsCommand::Raise(a) => raise_cmd(a),
+        AlertsCommand::List(a) => list(a),
+        AlertsCommand::Ack(a) => ack(a),
+        AlertsCommand::Deliver(a) => deliver_cmd(a),
+    }
+}
+
+/// `alerts raise`: evaluate, store the new alerts, deliver them if a webhook is set.
+fn raise_cmd(a: RaiseArgs) -> anyhow::Result<ExitCode> {
+    let hook = a.hook.webhook()?;
+    let cost_over = a
+        .cost_over
+        .as_deref()
+        .map(|s| {
+            Decimal::from_str(s).map_err(|_| crate::Error::InvalidParameter {
+                name: "--cost-over",
+                reason: format!("`{s}` is not a decimal amount"),
             })
+        })
+        .transpose()?;
+    if a.anomaly_days < 0 {
+        anyhow::bail!(crate::Error::InvalidParameter {
+            name: "--anomaly-days",
+            reason: "must not be negative".into()
+        });
+    }
+    let (lake, billing) = a.source.open()?;
+    let at = parse_at(&lake, &a.at)?;
+    let new = raise(
+        &lake,
+        &billing,
+        &RaiseOptions {
+            at,
+            cost_over,
+            anomalies: !a.no_anomalies,
+            anomaly_lookback: a.anomaly_days * crate::time::MICROS_PER_DAY,
+        },
+    )?;
+    let delivered = hook.map(|h| deliver(&a.source.lake, &h)).transpose()?;
+    match a.output {
+        Format::Json | Format::Csv => super::print_json(&serde_json::json!({
+            "at": crate::time::rfc3339(at),
+            "raised": new,
+            "delivery": delivered,
+        }))?,
+        Format::Table => {
+            eprintln!("{} new alert(s) at {}", new.len(), crate::time::rfc3339(at));
+            table(&new)?;
+            if let Some(d) = &delivered {
+                eprintln!(
+                    "webhook: {} delivered, {} still pending ({} requests)",
+                    d.delivered, d.failed, d.requests
+                );
+            }
         }
     }
+    if delivered.is_some_and(|d| d.failed > 0) {
+        eprintln!("error: some alerts could not be delivered; `alerts deliver` retries them");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `alerts list`.
+fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    let store = AlertStore::open(&a.lake)?;
+    let rows: Vec<Alert> = store
+        .alerts
+        .into_iter()
+        .filter(|x| a.all || x.acknowledged_at.is_none())
+        .filter(|x| a.tenant.as_deref().is_none_or(|t| t == x.tenant_id))
+        .collect();
+    match a.output {
+        Format::Json => super::print_json(&rows)?,
+        Format::Csv => write_csv(&rows)?,
+        Format::Table => table(&rows)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `alerts ack`.
+fn ack(a: AckArgs) -> anyhow::Result<ExitCode> {
+    let mut store = AlertStore::open(&a.lake)?;
+    let by =
+        a.by.or_else(|| std::env::var("USER").ok())
+            .unwrap_or_else(|| "unknown".into());
+    let alert = store.ack(&a.id, &by, crate::time::now())?;
+    super::print_json(&alert)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `alerts deliver`: retry what is undelivered.
+fn deliver_cmd(a: DeliverArgs) -> anyhow::Result<ExitCode> {
+    let Some(hook) = a.hook.webhook()? else {
+        anyhow::bail!(crate::Error::InvalidParameter {
+            name: "--webhook",
+            reason: "give the webhook URL (or set MLK_WEBHOOK_URL)".into(),
+        });
+    };
+    let d = deliver(&a.lake, &hook)?;
+    super::print_json(&d)?;
+    Ok(if d.failed > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

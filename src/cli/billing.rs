@@ -1,5 +1,6 @@
 //! `meterlake quota`, `check`, `invoice` and `plans compare`: plans applied to the lake.
 
+use std::fmt::Display;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,14 +10,16 @@ use clap::{Args, Subcommand, ValueEnum};
 use rust_decimal::Decimal;
 use serde::Serialize;
 
-use crate::billing::compare::{compare, upgrade_candidates};
+use super::table::{Align, Left, Right, Table};
+use super::write_csv;
+use crate::billing::compare::{Candidate, Comparison, compare, upgrade_candidates};
 use crate::billing::invoice::invoices;
-use crate::billing::measure::DAY;
-use crate::billing::quota::{QuotaOptions, check, quotas};
+use crate::billing::quota::{QuotaOptions, QuotaRow, check, quotas};
 use crate::billing::{
     Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE, parse_at, unlisted_tenants,
 };
 use crate::lake::Lake;
+use crate::time::MICROS_PER_DAY;
 
 /// Where plans, tenants and usage come from.
 #[derive(Debug, Args)]
@@ -129,12 +132,78 @@ struct QuotaCsv<'a> {
     model: Option<&'a str>,
 }
 
-pub(crate) fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-    for r in rows {
-        w.serialize(r)?;
+impl<'a> QuotaCsv<'a> {
+    /// The flat row of one quota.
+    fn of(r: &'a QuotaRow) -> QuotaCsv<'a> {
+        let p = r.projected.as_ref();
+        QuotaCsv {
+            tenant_id: &r.tenant_id,
+            plan: &r.plan,
+            meter: &r.meter,
+            unit: &r.unit,
+            period_start: &r.period_start,
+            period_end: &r.period_end,
+            used: r.used,
+            included: opt(r.included, "unlimited"),
+            percent: r.percent,
+            remaining: r.remaining,
+            status: r.status.name(),
+            overage_units: r.overage_units,
+            overage_cost: r.overage_cost,
+            projected_usage: p.map(|p| p.usage),
+            projected_lower: p.map(|p| p.usage_lower),
+            projected_upper: p.map(|p| p.usage_upper),
+            projected_cost: p.map(|p| p.cost),
+            projected_cost_lower: p.map(|p| p.cost_lower),
+            projected_cost_upper: p.map(|p| p.cost_upper),
+            limit_at: p.and_then(|p| p.limit_at.as_deref()),
+            model: p.map(|p| p.model.as_str()),
+        }
     }
-    w.flush()?;
+}
+
+/// The quotas as a table under a heading line.
+fn quota_table(rows: &[QuotaRow], at: i64, cur: &str) -> anyhow::Result<()> {
+    let mut o = std::io::stdout().lock();
+    writeln!(o, "quotas at {} ({cur})", crate::time::rfc3339(at))?;
+    let mut table = Table::new(&[
+        ("tenant", Left),
+        ("plan", Left),
+        ("meter", Left),
+        ("used", Right),
+        ("included", Right),
+        ("percent", Right),
+        ("status", Left),
+        ("overage", Right),
+        ("projected [interval]", Right),
+        ("proj.cost", Right),
+        ("limit reached", Left),
+    ]);
+    for r in rows {
+        let p = r.projected.as_ref();
+        let or_dash = |s: Option<String>| s.unwrap_or_else(|| "-".into());
+        table.row(&[
+            &r.tenant_id,
+            &r.plan,
+            &r.meter,
+            &r.used.normalize(),
+            &opt(r.included, "unlimited"),
+            &or_dash(r.percent.map(|p| format!("{p}%"))),
+            &r.status.name(),
+            &r.overage_cost,
+            &or_dash(p.map(|p| {
+                format!(
+                    "{} [{}, {}]",
+                    p.usage.normalize(),
+                    p.usage_lower.normalize(),
+                    p.usage_upper.normalize()
+                )
+            })),
+            &or_dash(p.map(|p| p.cost.to_string())),
+            &or_dash(p.and_then(|p| p.limit_at.clone())),
+        ]);
+    }
+    table.write(&mut o)?;
     Ok(())
 }
 
@@ -148,7 +217,7 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
         });
     }
     if a.tenant.is_none() {
-        warn_unlisted(&lake, &billing, at - 31 * DAY, at)?;
+        warn_unlisted(&lake, &billing, at - 31 * MICROS_PER_DAY, at)?;
     }
     let rows = quotas(
         &lake,
@@ -164,87 +233,12 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
     let cur = &billing.catalog.currency;
     match a.output {
         Format::Json => super::print_json(&serde_json::json!({
-            "at": crate::billing::rfc3339(at),
+            "at": crate::time::rfc3339(at),
             "currency": cur,
             "quotas": rows,
         }))?,
-        Format::Csv => {
-            let flat: Vec<QuotaCsv> = rows
-                .iter()
-                .map(|r| {
-                    let p = r.projected.as_ref();
-                    QuotaCsv {
-                        tenant_id: &r.tenant_id,
-                        plan: &r.plan,
-                        meter: &r.meter,
-                        unit: &r.unit,
-                        period_start: &r.period_start,
-                        period_end: &r.period_end,
-                        used: r.used,
-                        included: opt(r.included, "unlimited"),
-                        percent: r.percent,
-                        remaining: r.remaining,
-                        status: r.status.name(),
-                        overage_units: r.overage_units,
-                        overage_cost: r.overage_cost,
-                        projected_usage: p.map(|p| p.usage),
-                        projected_lower: p.map(|p| p.usage_lower),
-                        projected_upper: p.map(|p| p.usage_upper),
-                        projected_cost: p.map(|p| p.cost),
-                        projected_cost_lower: p.map(|p| p.cost_lower),
-                        projected_cost_upper: p.map(|p| p.cost_upper),
-                        limit_at: p.and_then(|p| p.limit_at.as_deref()),
-                        model: p.map(|p| p.model.as_str()),
-                    }
-                })
-                .collect();
-            write_csv(&flat)?
-        }
-        Format::Table => {
-            let mut o = std::io::stdout().lock();
-            writeln!(o, "quotas at {} ({cur})", crate::billing::rfc3339(at))?;
-            writeln!(
-                o,
-                "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  limit reached",
-                "tenant",
-                "plan",
-                "meter",
-                "used",
-                "included",
-                "percent",
-                "status",
-                "overage",
-                "projected [interval]",
-                "proj.cost"
-            )?;
-            for r in &rows {
-                let p = r.projected.as_ref();
-                writeln!(
-                    o,
-                    "{:<18} {:<13} {:<10} {:>12} {:>10} {:>8} {:<9} {:>10} {:>24} {:>10}  {}",
-                    r.tenant_id,
-                    r.plan,
-                    r.meter,
-                    r.used.normalize(),
-                    opt(r.included, "unlimited"),
-                    r.percent
-                        .map(|p| format!("{p}%"))
-                        .unwrap_or_else(|| "-".into()),
-                    r.status.name(),
-                    r.overage_cost,
-                    p.map(|p| format!(
-                        "{} [{}, {}]",
-                        p.usage.normalize(),
-                        p.usage_lower.normalize(),
-                        p.usage_upper.normalize()
-                    ))
-                    .unwrap_or_else(|| "-".into()),
-                    p.map(|p| p.cost.to_string()).unwrap_or_else(|| "-".into()),
-                    p.and_then(|p| p.limit_at.clone())
-                        .unwrap_or_else(|| "-".into()),
-                )?;
-            }
-        }
+        Format::Csv => write_csv(&rows.iter().map(QuotaCsv::of).collect::<Vec<_>>())?,
+        Format::Table => quota_table(&rows, at, cur)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -325,8 +319,8 @@ pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
             inv.invoices.iter().map(|i| i.period_end.as_str()).max(),
         )
     {
-        let from = crate::rollup::parse_instant("period_start", first)?;
-        let to = crate::rollup::parse_instant("period_end", last)?;
+        let from = crate::time::parse_instant("period_start", first)?;
+        let to = crate::time::parse_instant("period_end", last)?;
         warn_unlisted(&lake, &billing, from, to)?;
     }
     match a.output {
@@ -366,18 +360,27 @@ pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
             } else {
                 let mut o = std::io::stdout().lock();
                 writeln!(o, "invoices for {} ({})", inv.period, inv.currency)?;
-                writeln!(
-                    o,
-                    "{:<18} {:<13} {:<10} {:>14} {:>10} {:>12} {:>10}",
-                    "tenant", "plan", "item", "usage", "included", "overage", "amount"
-                )?;
+                let mut table = Table::new(&[
+                    ("tenant", Left),
+                    ("plan", Left),
+                    ("item", Left),
+                    ("usage", Right),
+                    ("included", Right),
+                    ("overage", Right),
+                    ("amount", Right),
+                ]);
                 for r in &rows {
-                    writeln!(
-                        o,
-                        "{:<18} {:<13} {:<10} {:>14} {:>10} {:>12} {:>10}",
-                        r.tenant_id, r.plan, r.item, r.usage, r.included, r.overage_units, r.amount
-                    )?;
+                    table.row(&[
+                        &r.tenant_id,
+                        &r.plan,
+                        &r.item,
+                        &r.usage,
+                        &r.included,
+                        &r.overage_units,
+                        &r.amount,
+                    ]);
                 }
+                table.write(&mut o)?;
             }
         }
     }
@@ -423,81 +426,96 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
     let cands = upgrade_candidates(&lake, &billing, at, a.top)?;
     match a.output {
         Format::Json | Format::Csv => super::print_json(&serde_json::json!({
-            "at": crate::billing::rfc3339(at),
+            "at": crate::time::rfc3339(at),
             "comparison": cmp,
             "upgrade_candidates": cands,
         }))?,
         Format::Table => {
             let mut o = std::io::stdout().lock();
             if let Some(c) = &cmp {
-                writeln!(
-                    o,
-                    "{} (now on {}), costs in {}",
-                    c.tenant_id, c.current_plan, c.currency
-                )?;
-                write!(o, "{:<14}", "plan")?;
-                for p in &c.periods {
-                    write!(o, " {:>20}", p)?;
-                }
-                writeln!(o, " {:>12}  fits", "total")?;
-                for p in &c.plans {
-                    write!(o, "{:<14}", p.plan)?;
-                    for v in &p.costs {
-                        write!(o, " {:>20}", v)?;
-                    }
-                    let mark = if c.cheapest.as_deref() == Some(&p.plan) {
-                        "  <- cheapest"
-                    } else {
-                        ""
-                    };
-                    let fits = if p.fits {
-                        "yes".to_string()
-                    } else {
-                        format!("no: over the hard cap of {}", p.over_hard_cap.join(", "))
-                    };
-                    writeln!(o, " {:>12}  {fits}{mark}", p.total)?;
-                }
-                let current = c.plans.iter().find(|p| p.plan == c.current_plan);
-                match (&c.cheapest, current) {
-                    (Some(b), Some(cur)) if *b != c.current_plan && !cur.fits => writeln!(
-                        o,
-                        "{} caps this usage ({}); {b} is the cheapest plan that fits it",
-                        c.current_plan,
-                        cur.over_hard_cap.join(", ")
-                    )?,
-                    (Some(b), _) if *b != c.current_plan => writeln!(
-                        o,
-                        "{b} would save {} {} over these periods",
-                        c.saving, c.currency
-                    )?,
-                    (Some(_), _) => writeln!(o, "{} is already the cheapest", c.current_plan)?,
-                    (None, _) => writeln!(o, "no plan fits this usage within its hard caps")?,
-                }
+                write_comparison(&mut o, c)?;
                 writeln!(o)?;
             }
             writeln!(o, "upgrade candidates (entry plans closest to a limit)")?;
-            writeln!(
-                o,
-                "{:<18} {:<10} {:<10} {:>9} {:>10}  suggested plan",
-                "tenant", "plan", "meter", "percent", "projected"
-            )?;
-            for c in &cands {
-                writeln!(
-                    o,
-                    "{:<18} {:<10} {:<10} {:>9} {:>10}  {}",
-                    c.tenant_id,
-                    c.plan,
-                    c.meter,
-                    format!("{}%", c.percent),
-                    format!("{}%", c.projected_percent),
-                    match c.suggested_plan.as_deref() {
-                        Some(p) if p == c.plan => format!("{p} (current)"),
-                        Some(p) => p.to_string(),
-                        None => "-".into(),
-                    }
-                )?;
-            }
+            write_candidates(&mut o, &cands)?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A tenant's costs on every plan, then which plan to choose.
+fn write_comparison(o: &mut impl Write, c: &Comparison) -> std::io::Result<()> {
+    writeln!(
+        o,
+        "{} (now on {}), costs in {}",
+        c.tenant_id, c.current_plan, c.currency
+    )?;
+    let mut columns: Vec<(&str, Align)> = vec![("plan", Left)];
+    columns.extend(c.periods.iter().map(|p| (p.as_str(), Right)));
+    columns.extend([("total", Right), ("fits", Left)]);
+    let mut table = Table::new(&columns);
+    for p in &c.plans {
+        let mark = if c.cheapest.as_deref() == Some(&p.plan) {
+            "  <- cheapest"
+        } else {
+            ""
+        };
+        let fits = if p.fits {
+            "yes".to_string()
+        } else {
+            format!("no: over the hard cap of {}", p.over_hard_cap.join(", "))
+        };
+        let fits = format!("{fits}{mark}");
+        let mut cells: Vec<&dyn Display> = vec![&p.plan];
+        cells.extend(p.costs.iter().map(|v| v as &dyn Display));
+        cells.push(&p.total);
+        cells.push(&fits);
+        table.row(&cells);
+    }
+    table.write(o)?;
+    let current = c.plans.iter().find(|p| p.plan == c.current_plan);
+    match (&c.cheapest, current) {
+        (Some(b), Some(cur)) if *b != c.current_plan && !cur.fits => writeln!(
+            o,
+            "{} caps this usage ({}); {b} is the cheapest plan that fits it",
+            c.current_plan,
+            cur.over_hard_cap.join(", ")
+        )?,
+        (Some(b), _) if *b != c.current_plan => writeln!(
+            o,
+            "{b} would save {} {} over these periods",
+            c.saving, c.currency
+        )?,
+        (Some(_), _) => writeln!(o, "{} is already the cheapest", c.current_plan)?,
+        (None, _) => writeln!(o, "no plan fits this usage within its hard caps")?,
+    }
+    Ok(())
+}
+
+/// The upgrade candidates, one row each.
+fn write_candidates(o: &mut impl Write, cands: &[Candidate]) -> std::io::Result<()> {
+    let mut table = Table::new(&[
+        ("tenant", Left),
+        ("plan", Left),
+        ("meter", Left),
+        ("percent", Right),
+        ("projected", Right),
+        ("suggested plan", Left),
+    ]);
+    for c in cands {
+        let suggested = match c.suggested_plan.as_deref() {
+            Some(p) if p == c.plan => format!("{p} (current)"),
+            Some(p) => p.to_string(),
+            None => "-".into(),
+        };
+        table.row(&[
+            &c.tenant_id,
+            &c.plan,
+            &c.meter,
+            &format!("{}%", c.percent),
+            &format!("{}%", c.projected_percent),
+            &suggested,
+        ]);
+    }
+    table.write(o)
 }

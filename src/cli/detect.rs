@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::anomalies::{self, DetectSpec};
+use super::table::{Left, Right, Table};
 use crate::detect::DetectConfig;
 use crate::rollup::{self, Granularity, Meters};
+use crate::stage::anomalies::{self, DetectSpec};
 
 /// Arguments of `detect`.
 #[derive(Debug, Args)]
@@ -105,21 +106,19 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
                 "{} series, {} points: {} flagged in {} incidents ({} points reported, {} fraud suspects)",
                 s.series, s.points, s.flagged, s.incidents, s.reported, s.fraud_suspects
             );
+            let mut severities = Table::bare(&[Left, Right]).indent("  ");
             for k in ["critical", "high", "medium", "low"] {
                 if let Some(n) = s.by_severity.get(k) {
-                    println!("  {k:<10} {n}");
+                    severities.row(&[&k, n]);
                 }
             }
+            severities.print()?;
             if !s.top.is_empty() {
                 println!("most severe:");
+                let mut top = Table::bare(&[Left, Left, Right, Left, Left, Left]).indent("  ");
                 for r in &s.top {
-                    println!(
-                        "  {:<8} risk {:>5.1}  {}  {} .. {}  {} (observed {:.4}, expected {:.4}, score {:.2}){}{}",
-                        r.severity,
-                        r.risk,
-                        r.series,
-                        r.start,
-                        r.end,
+                    let why = format!(
+                        "{} (observed {:.4}, expected {:.4}, score {:.2}){}{}",
                         r.detectors,
                         r.observed,
                         r.expected,
@@ -135,7 +134,16 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
                             ""
                         },
                     );
+                    top.row(&[
+                        &r.severity,
+                        &"risk",
+                        &format!("{:.1}", r.risk),
+                        &r.series,
+                        &format!("{} .. {}", r.start, r.end),
+                        &why,
+                    ]);
                 }
+                top.print()?;
             }
             println!(
                 "read {:.2} s, detect {:.2} s, write {:.2} s",

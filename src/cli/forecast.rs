@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::table::{Left, Right, Table};
 use crate::forecast::{DEFAULT_FOLDS, DEFAULT_SEASONS, DEFAULT_WINDOW, ModelKind, ModelOptions};
-use crate::predict::{self, ForecastSpec};
 use crate::rollup::{Granularity, Meters};
 use crate::series::Fill;
+use crate::stage::{self, forecast::ForecastSpec};
 
 /// Arguments of `forecast`.
 #[derive(Debug, Args)]
@@ -116,11 +117,11 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
     let s = match (&a.series, &a.lake) {
         (Some(input), _) => {
             let out = a.out.as_deref().expect("clap requires --out with --series");
-            predict::forecast_file(input, out, a.metrics.as_deref(), &spec)?
+            stage::forecast::forecast_file(input, out, a.metrics.as_deref(), &spec)?
         }
         (None, Some(lake)) => {
             let meters = Meters::load_or_default(a.meters.as_deref())?;
-            predict::forecast_lake(lake, &meters, a.granularity, &spec)?
+            stage::forecast::forecast_lake(lake, &meters, a.granularity, &spec)?
         }
         (None, None) => unreachable!("clap requires --series or --lake"),
     };
@@ -137,9 +138,11 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
                 s.mean_mase.map_or("-".into(), |v| format!("{v:.3}")),
                 s.mean_smape.map_or("-".into(), |v| format!("{v:.3}")),
             );
+            let mut models = Table::bare(&[Left, Right]).indent("  ");
             for (m, n) in &s.models {
-                println!("  {m:<24} {n}");
+                models.row(&[m, n]);
             }
+            models.print()?;
             println!(
                 "read {:.2} s, forecast {:.2} s, write {:.2} s",
                 s.read_seconds, s.forecast_seconds, s.write_seconds

@@ -9,6 +9,8 @@ use clap::Args;
 
 use meterlake_ingest::{Format, IngestOptions, Limits};
 
+use super::table::{Left, Right, Table};
+
 use crate::ingest as meterlake_ingest;
 
 /// Arguments of `ingest`.
@@ -47,7 +49,7 @@ pub struct IngestArgs {
 /// Parses `2026-01-01` or an RFC 3339 instant to µs.
 pub(crate) fn parse_instant(s: &str, name: &str) -> anyhow::Result<i64> {
     if let Ok(d) = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d") {
-        return Ok(crate::event::day_of_date(d) as i64 * crate::event::MICROS_PER_DAY);
+        return Ok(crate::time::day_of_date(d) as i64 * crate::time::MICROS_PER_DAY);
     }
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|t| t.timestamp_micros())
@@ -55,7 +57,7 @@ pub(crate) fn parse_instant(s: &str, name: &str) -> anyhow::Result<i64> {
 }
 
 pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
-    let now = chrono::Utc::now().timestamp_micros();
+    let now = crate::time::now();
     let limits = Limits {
         min_ts: parse_instant(&a.min_ts, "--min-ts")?,
         max_ts: now + a.max_future_hours as i64 * 3_600_000_000,
@@ -73,25 +75,31 @@ pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
             let mut out = std::io::stdout().lock();
+            let mut inputs = Table::bare(&[
+                Left, Right, Left, Right, Left, Right, Left, Right, Left, Right,
+            ]);
             for i in &s.inputs {
-                writeln!(
-                    out,
-                    "{:<40} {:>8}  read {:>10}  accepted {:>10}  rejected {:>8}  duplicates {:>8}",
-                    i.path,
-                    i.format,
-                    i.counts.read,
-                    i.counts.accepted,
-                    i.counts.rejected,
-                    i.counts.duplicates
-                )?;
+                let c = &i.counts;
+                inputs.row(&[
+                    &i.path,
+                    &i.format,
+                    &"read",
+                    &c.read,
+                    &"accepted",
+                    &c.accepted,
+                    &"rejected",
+                    &c.rejected,
+                    &"duplicates",
+                    &c.duplicates,
+                ]);
             }
+            inputs.write(&mut out)?;
+            let mut skipped = Table::bare(&[Left, Left]);
             for k in &s.skipped {
-                writeln!(
-                    out,
-                    "{:<40} skipped: already ingested by commit {}",
-                    k.path, k.commit
-                )?;
+                let why = format!("skipped: already ingested by commit {}", k.commit);
+                skipped.row(&[&k.path, &why]);
             }
+            skipped.write(&mut out)?;
             writeln!(
                 out,
                 "read {} = accepted {} + rejected {} + duplicates {}",

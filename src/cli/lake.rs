@@ -1,11 +1,11 @@
 //! `meterlake lake stats` and `meterlake compact`.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
+use super::table::{Left, Right, Table};
 use crate::lake::{self, Lake};
 
 /// `lake` subcommands.
@@ -69,45 +69,48 @@ pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
                 super::Output::Json => super::print_json(&s)?,
                 super::Output::Table => {
                     let mut o = std::io::stdout().lock();
-                    writeln!(o, "lake        {}", lake.display())?;
-                    writeln!(o, "commits     {}", s.commits)?;
-                    writeln!(
-                        o,
-                        "partitions  {} ({} .. {})",
-                        s.partitions,
-                        s.first_date.as_deref().unwrap_or("-"),
-                        s.last_date.as_deref().unwrap_or("-")
-                    )?;
-                    writeln!(o, "files       {}", s.files)?;
-                    writeln!(o, "rows        {}", s.rows)?;
-                    writeln!(o, "bytes       {}", s.bytes)?;
-                    writeln!(
-                        o,
-                        "events      {} .. {}",
-                        s.min_ts.as_deref().unwrap_or("-"),
-                        s.max_ts.as_deref().unwrap_or("-")
-                    )?;
-                    writeln!(o, "tenants     {}", s.tenants)?;
-                    writeln!(
-                        o,
-                        "ingested    read {} = accepted {} + rejected {} + duplicates {}",
-                        s.ingested.read,
-                        s.ingested.accepted,
-                        s.ingested.rejected,
-                        s.ingested.duplicates
-                    )?;
-                    writeln!(
-                        o,
-                        "{:<20} {:>12} {:>20} {:>8}",
-                        "meter", "rows", "value_sum", "tenants"
-                    )?;
+                    let dash = |v: &Option<String>| v.as_deref().unwrap_or("-").to_string();
+                    let n = &s.ingested;
+                    let mut facts = Table::bare(&[Left, Left]);
+                    facts
+                        .row(&[&"lake", &lake.display()])
+                        .row(&[&"commits", &s.commits])
+                        .row(&[
+                            &"partitions",
+                            &format!(
+                                "{} ({} .. {})",
+                                s.partitions,
+                                dash(&s.first_date),
+                                dash(&s.last_date)
+                            ),
+                        ])
+                        .row(&[&"files", &s.files])
+                        .row(&[&"rows", &s.rows])
+                        .row(&[&"bytes", &s.bytes])
+                        .row(&[
+                            &"events",
+                            &format!("{} .. {}", dash(&s.min_ts), dash(&s.max_ts)),
+                        ])
+                        .row(&[&"tenants", &s.tenants])
+                        .row(&[
+                            &"ingested",
+                            &format!(
+                                "read {} = accepted {} + rejected {} + duplicates {}",
+                                n.read, n.accepted, n.rejected, n.duplicates
+                            ),
+                        ]);
+                    facts.write(&mut o)?;
+                    let mut meters = Table::new(&[
+                        ("meter", Left),
+                        ("rows", Right),
+                        ("value_sum", Right),
+                        ("tenants", Right),
+                    ]);
                     for m in &s.meters {
-                        writeln!(
-                            o,
-                            "{:<20} {:>12} {:>20.1} {:>8}",
-                            m.meter, m.rows, m.value_sum, m.tenants
-                        )?;
+                        let sum = format!("{:.1}", m.value_sum);
+                        meters.row(&[&m.meter, &m.rows, &sum, &m.tenants]);
                     }
+                    meters.write(&mut o)?;
                 }
             }
             Ok(ExitCode::SUCCESS)

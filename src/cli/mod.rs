@@ -2,6 +2,10 @@
 //!
 //! Data goes to stdout, progress and logs to stderr. Exit codes: 0 success, 2 error
 //! (one readable line on stderr naming the file, line, field or parameter).
+//!
+//! One file per command group. Tables and aligned lists print through `cli::table`; the
+//! library's named enums (granularity, model, formats, ...) get their clap parsers in
+//! `cli::values`, so clap stays out of the library.
 
 mod alerts;
 mod billing;
@@ -14,7 +18,9 @@ mod report;
 mod rollup;
 mod run;
 mod serve;
+mod table;
 mod usage;
+mod values;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -142,6 +148,16 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// Prints rows as CSV with a header on stdout.
+pub(crate) fn write_csv<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
+    for r in rows {
+        w.serialize(r)?;
+    }
+    w.flush()?;
+    Ok(())
 }
 
 /// Prints a serialisable value as one JSON line on stdout.

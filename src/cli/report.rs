@@ -9,7 +9,7 @@ use crate::billing::{Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE};
 use crate::job::forget::{ForgetOptions, forget};
 use crate::job::retention::{RetentionOptions, retention};
 use crate::report::{self, Format, Kind, ReportOptions};
-use crate::rollup::parse_instant;
+use crate::time::parse_instant;
 
 /// Arguments of `report`.
 #[derive(Debug, Args)]
@@ -136,7 +136,7 @@ pub(crate) fn retention_cmd(a: RetentionArgs) -> anyhow::Result<ExitCode> {
     }
     let now = match &a.now {
         Some(s) => parse_instant("--now", s)?,
-        None => chrono::Utc::now().timestamp_micros(),
+        None => crate::time::now(),
     };
     let s = retention(
         &a.lake,

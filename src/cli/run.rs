@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
+use super::table::{Left, Right, Table};
 use crate::config::Config;
+use crate::job::run::{RunOptions, run as run_job};
 use crate::report::{Format, Kind};
-use crate::run::{RunOptions, run as run_job};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -154,9 +155,11 @@ pub(crate) fn run(a: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 s.quotas_exceeded,
                 s.reports.len()
             );
+            let mut stages = Table::bare(&[Left, Right, Left]).indent("  ");
             for st in &s.stages {
-                println!("  {:<10} {:>7.2} s  {}", st.stage, st.seconds, st.note);
+                stages.row(&[&st.stage, &format!("{:.2} s", st.seconds), &st.note]);
             }
+            stages.print()?;
             if let Some(i) = &s.invoices {
                 println!("invoices: {}", i.display());
             }

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use serde::Serialize;
 
+use super::table::{Left, Right, Table};
+use super::write_csv;
 use crate::lake::Lake;
 use crate::rollup::{Dim, Meters, parse_instant};
 use crate::usage::{self, Compare, EngagementOptions, UsageQuery};
@@ -88,15 +90,6 @@ fn pct(v: Option<f64>) -> String {
     v.map(|p| format!("{p:+.1}%")).unwrap_or_else(|| "-".into())
 }
 
-fn write_csv<T: Serialize>(rows: &[T]) -> anyhow::Result<()> {
-    let mut w = csv::Writer::from_writer(std::io::stdout().lock());
-    for r in rows {
-        w.serialize(r)?;
-    }
-    w.flush()?;
-    Ok(())
-}
-
 pub(crate) fn run(a: UsageArgs) -> anyhow::Result<ExitCode> {
     let q = UsageQuery {
         tenant: a.tenant,
@@ -121,44 +114,47 @@ pub(crate) fn run(a: UsageArgs) -> anyhow::Result<ExitCode> {
                 write!(o, "  (compared with {} .. {})", c.from, c.to)?;
             }
             writeln!(o)?;
-            writeln!(
-                o,
-                "{:<20} {:<18} {:>16} {:>10} {:>16} {:>9}",
-                "tenant", "meter", "value", "events", "previous", "change"
-            )?;
+            let mut table = Table::new(&[
+                ("tenant", Left),
+                ("meter", Left),
+                ("value", Right),
+                ("events", Right),
+                ("previous", Right),
+                ("change", Right),
+            ]);
             for t in &r.totals {
-                writeln!(
-                    o,
-                    "{:<20} {:<18} {:>16} {:>10} {:>16} {:>9}",
-                    t.tenant_id,
-                    t.meter,
-                    num(Some(t.value)),
-                    t.event_count,
-                    num(t.previous),
-                    pct(t.change_pct)
-                )?;
+                table.row(&[
+                    &t.tenant_id,
+                    &t.meter,
+                    &num(Some(t.value)),
+                    &t.event_count,
+                    &num(t.previous),
+                    &pct(t.change_pct),
+                ]);
             }
+            table.write(&mut o)?;
             if let Some(by) = &r.by {
                 writeln!(o, "\nbreakdown by {by}")?;
-                writeln!(
-                    o,
-                    "{:<20} {:<18} {:<24} {:>16} {:>7} {:>9}",
-                    "tenant", "meter", "key", "value", "share", "change"
-                )?;
+                let mut table = Table::new(&[
+                    ("tenant", Left),
+                    ("meter", Left),
+                    ("key", Left),
+                    ("value", Right),
+                    ("share", Right),
+                    ("change", Right),
+                ]);
                 for p in &r.breakdown {
-                    writeln!(
-                        o,
-                        "{:<20} {:<18} {:<24} {:>16} {:>7} {:>9}",
-                        p.tenant_id,
-                        p.meter,
-                        p.key,
-                        num(Some(p.value)),
-                        p.share
-                            .map(|s| format!("{:.1}%", s * 100.0))
-                            .unwrap_or_else(|| "-".into()),
-                        pct(p.change_pct)
-                    )?;
+                    let share = p.share.map(|s| format!("{:.1}%", s * 100.0));
+                    table.row(&[
+                        &p.tenant_id,
+                        &p.meter,
+                        &p.key,
+                        &num(Some(p.value)),
+                        &share.as_deref().unwrap_or("-"),
+                        &pct(p.change_pct),
+                    ]);
                 }
+                table.write(&mut o)?;
             }
         }
     }
@@ -259,20 +255,18 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
             write_csv(&rows)?
         }
         QueryOutput::Table => {
-            let mut o = std::io::stdout().lock();
-            writeln!(
-                o,
-                "{:<20} {:>6} {:>6} {:>6} {:>7} {:>6} {:>8} {:>9} {:>14}  top features",
-                "tenant",
-                "DAU",
-                "WAU",
-                "MAU",
-                "sticky",
-                "users",
-                "inactive",
-                "docs/user",
-                "storage growth"
-            )?;
+            let mut table = Table::new(&[
+                ("tenant", Left),
+                ("DAU", Right),
+                ("WAU", Right),
+                ("MAU", Right),
+                ("sticky", Right),
+                ("users", Right),
+                ("inactive", Right),
+                ("docs/user", Right),
+                ("storage growth", Right),
+                ("top features", Left),
+            ]);
             for x in &e {
                 let feats: Vec<String> = x
                     .feature_adoption
@@ -280,21 +274,20 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
                     .take(3)
                     .map(|f| format!("{} {:.0}%", f.feature, f.adoption * 100.0))
                     .collect();
-                writeln!(
-                    o,
-                    "{:<20} {:>6} {:>6} {:>6} {:>6.0}% {:>6} {:>8} {:>9.1} {:>14}  {}",
-                    x.tenant_id,
-                    x.dau,
-                    x.wau,
-                    x.mau,
-                    x.stickiness * 100.0,
-                    x.known_users,
-                    x.inactive_users,
-                    x.documents_per_active_user,
-                    num(x.storage_growth),
-                    feats.join(", ")
-                )?;
+                table.row(&[
+                    &x.tenant_id,
+                    &x.dau,
+                    &x.wau,
+                    &x.mau,
+                    &format!("{:.0}%", x.stickiness * 100.0),
+                    &x.known_users,
+                    &x.inactive_users,
+                    &format!("{:.1}", x.documents_per_active_user),
+                    &num(x.storage_growth),
+                    &feats.join(", "),
+                ]);
             }
+            table.print()?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -102,9 +102,8 @@ pub fn normal_quantile(level: f64) -> f64 {
 }
 
 /// The models, by their command-line names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-#[value(rename_all = "snake_case")]
 pub enum ModelKind {
     /// Per series, the model with the lowest backtest MASE.
     Auto,
@@ -144,18 +143,35 @@ impl ModelKind {
         ModelKind::HoltWinters,
     ];
 
-    /// Every model, for `--candidates`.
-    pub const ALL: [ModelKind; 9] = [
-        ModelKind::Naive,
-        ModelKind::SeasonalNaive,
+    /// Every kind, `auto` included, in declaration order (the order `--help` lists them).
+    pub const ALL: [ModelKind; 10] = [
+        ModelKind::Auto,
+        ModelKind::Linear,
         ModelKind::MovingAverage,
         ModelKind::SeasonalMovingAverage,
         ModelKind::Ses,
         ModelKind::Holt,
         ModelKind::HoltDamped,
         ModelKind::HoltWinters,
-        ModelKind::Linear,
+        ModelKind::Naive,
+        ModelKind::SeasonalNaive,
     ];
+
+    /// Its name (snake_case), as on the command line, in the configuration and the API.
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::Auto => "auto",
+            ModelKind::Linear => "linear",
+            ModelKind::MovingAverage => "moving_average",
+            ModelKind::SeasonalMovingAverage => "seasonal_moving_average",
+            ModelKind::Ses => "ses",
+            ModelKind::Holt => "holt",
+            ModelKind::HoltDamped => "holt_damped",
+            ModelKind::HoltWinters => "holt_winters",
+            ModelKind::Naive => "naive",
+            ModelKind::SeasonalNaive => "seasonal_naive",
+        }
+    }
 
     /// The simpler model used when this one cannot fit.
     pub fn fallback(self) -> Option<ModelKind> {
@@ -177,6 +193,8 @@ impl ModelKind {
         )
     }
 }
+
+crate::error::named_enum!(ModelKind, "model");
 
 /// Model settings shared by every series of a run.
 #[derive(Debug, Clone)]

@@ -220,8 +220,8 @@ fn labels(tenants: &[TenantGen], t0: i64) -> Vec<Label> {
             labels.push(Label {
                 tenant_id: t.id.clone(),
                 meter: meter.into(),
-                start: crate::event::ts_to_rfc3339(t0 + a.start * MICROS_PER_HOUR),
-                end: crate::event::ts_to_rfc3339(t0 + a.end * MICROS_PER_HOUR),
+                start: crate::time::rfc3339_micros(t0 + a.start * MICROS_PER_HOUR),
+                end: crate::time::rfc3339_micros(t0 + a.end * MICROS_PER_HOUR),
                 kind: a.kind.name().into(),
             });
         }

@@ -1,7 +1,7 @@
 //! One event as an NDJSON line, written byte by byte (itoa for integers, ryu for other
 //! numbers, a hand-rolled RFC 3339 formatter): rendering is most of the generator's time.
 
-use crate::event::MICROS_PER_DAY;
+use crate::time::MICROS_PER_DAY;
 
 use super::tenants::TenantGen;
 
@@ -147,7 +147,7 @@ mod tests {
             push_ts(&mut out, ts);
             assert_eq!(
                 String::from_utf8(out).unwrap(),
-                crate::event::ts_to_rfc3339(ts),
+                crate::time::rfc3339_micros(ts),
                 "{ts}"
             );
         }

@@ -38,7 +38,6 @@ mod xlsx;
 
 use std::path::{Path, PathBuf};
 
-use clap::ValueEnum;
 use serde::Serialize;
 
 pub use build::{ReportOptions, build};
@@ -50,7 +49,7 @@ pub use table::{
 use crate::error::{Error, IoContext, Result};
 
 /// What a report is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     /// Per tenant: totals per meter, quota percent, active alerts, overage cost.
@@ -91,8 +90,10 @@ impl Kind {
     }
 }
 
+crate::error::named_enum!(Kind, "report kind");
+
 /// How a report is written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Format {
     /// One JSON document.
@@ -123,6 +124,19 @@ impl Format {
         Format::Parquet,
     ];
 
+    /// Its name, as on the command line and in the configuration.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Json => "json",
+            Format::Csv => "csv",
+            Format::Markdown => "markdown",
+            Format::Html => "html",
+            Format::Xlsx => "xlsx",
+            Format::Pdf => "pdf",
+            Format::Parquet => "parquet",
+        }
+    }
+
     /// The file extension.
     pub fn extension(self) -> &'static str {
         match self {
@@ -136,6 +150,8 @@ impl Format {
         }
     }
 }
+
+crate::error::named_enum!(Format, "report format");
 
 /// A built report.
 #[derive(Debug, Clone)]

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 use polars::prelude::*;
 
 use crate::error::Result;
-use crate::event::MICROS_PER_DAY;
 use crate::lake::{DataFile, Lake};
+use crate::time::MICROS_PER_DAY;
 
 use super::{Calendar, Meters, RollupSpec, aggregate, date_micros, window_start_expr};
 

@@ -11,8 +11,8 @@ use std::path::Path;
 use polars::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::event::MICROS_PER_DAY;
 use crate::lake::Lake;
+use crate::time::MICROS_PER_DAY;
 
 use super::store::{State, partition_files};
 use super::{Calendar, Meters, RollupMode, RollupOptions, RollupSpec, aggregation_of, date_micros};

@@ -62,7 +62,7 @@ impl RollupSpec {
         let g = parts.next()?.strip_prefix("granularity=")?;
         let by = parts.next()?.strip_prefix("by=")?;
         let tz = parts.next()?.strip_prefix("tz=")?;
-        let granularity = <Granularity as clap::ValueEnum>::from_str(g, true).ok()?;
+        let granularity = g.parse::<Granularity>().ok()?;
         let by = if by == "none" {
             Vec::new()
         } else {

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
 /// Window length.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Granularity {
     /// One hour.
     Hour,
@@ -72,11 +72,7 @@ impl Granularity {
     }
 }
 
-impl fmt::Display for Granularity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
+crate::error::named_enum!(Granularity, "granularity");
 
 /// The time zone windows are cut in: UTC or an IANA zone (`Europe/Berlin`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use crate::error::{Error, IoContext, Result};
 
 /// Input formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// Detect from the extension, then the content.
@@ -30,6 +30,15 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, in declaration order.
+    pub const ALL: [Format; 5] = [
+        Format::Auto,
+        Format::Ndjson,
+        Format::Csv,
+        Format::Cloudevents,
+        Format::Parquet,
+    ];
+
     /// Lower-case name, as on the command line.
     pub fn name(self) -> &'static str {
         match self {
@@ -41,6 +50,8 @@ impl Format {
         }
     }
 }
+
+crate::error::named_enum!(Format, "input format");
 
 /// The decided format of one input, and whether records must be CloudEvents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -49,7 +49,7 @@ pub(super) async fn forecast(
         if !(level > 0.0 && level < 100.0) {
             return Err(ApiError::bad("level", "a percent in (0, 100)"));
         }
-        let kind = <crate::forecast::ModelKind as clap::ValueEnum>::from_str(b.model.as_deref().unwrap_or("auto"), true)
+        let kind = b.model.as_deref().unwrap_or("auto").parse::<crate::forecast::ModelKind>()
             .map_err(|_| ApiError::bad("model", "not a model (auto, ses, holt, holt_winters, ...)"))?;
         let df = rollup_rows(&app, &t, Granularity::Day, Some(&b.meter), i64::MIN / 4, i64::MAX / 4)?;
         let ts = df.column("window_start")?.cast(&DataType::Int64)?;
