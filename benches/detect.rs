@@ -4,8 +4,9 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use meterlake::detect::{
-    Detector, Flag, HOUR, SeriesView, pattern::OffHours, velocity::Velocity, zscore,
+    Detector, Flag, SeriesView, pattern::OffHours, velocity::Velocity, zscore,
 };
+use meterlake::time::MICROS_PER_HOUR as HOUR;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 

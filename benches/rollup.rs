@@ -45,8 +45,8 @@ fn bench(c: &mut Criterion) {
     let q = UsageQuery {
         tenant: None,
         meter: None,
-        from: meterlake::rollup::parse_instant("from", "2026-01-19").unwrap(),
-        to: meterlake::rollup::parse_instant("to", "2026-01-26").unwrap(),
+        from: meterlake::time::parse_instant("from", "2026-01-19").unwrap(),
+        to: meterlake::time::parse_instant("to", "2026-01-26").unwrap(),
         by: Some("property:endpoint".parse().unwrap()),
         compare: Some(Compare::Previous),
         top: 10,

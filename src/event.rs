@@ -7,12 +7,6 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
-#[doc(hidden)]
-pub use crate::time::{
-    MICROS_PER_DAY, date_of_day, day_of, day_of_date, day_to_string,
-    rfc3339_micros as ts_to_rfc3339,
-};
-
 /// The meters the generator and the default configuration know; any other name is allowed.
 pub const KNOWN_METERS: [&str; 6] = [
     "api_calls",

@@ -197,9 +197,6 @@ pub fn all_dates(series: &[Series]) -> bool {
         .all(|t| t.rem_euclid(MICROS_PER_DAY) == 0)
 }
 
-#[doc(hidden)]
-pub use crate::time::{format_ts, parse_ts};
-
 /// Reads series from a CSV or Parquet file (by extension; `.parquet` or `.pq` is Parquet),
 /// sorted by id.
 pub fn read_series(path: &Path) -> Result<Vec<Series>> {
@@ -271,7 +268,7 @@ impl Grouper {
                         "lines {} and {}: series `{id}` has two values at {}",
                         w[0].2,
                         w[1].2,
-                        format_ts(w[0].0, false)
+                        crate::time::format_ts(w[0].0, false)
                     ),
                 ));
             }
@@ -344,7 +341,7 @@ fn read_csv_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
         };
         let id = field(ci, "series_id")?;
         let ts_s = field(ct, "ts")?;
-        let ts = parse_ts(ts_s).ok_or_else(|| {
+        let ts = crate::time::parse_ts(ts_s).ok_or_else(|| {
             bad(
                 path,
                 format!("line {line}: field `ts`: `{ts_s}` is not a date or an instant"),
@@ -412,7 +409,7 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
             .cast(&DataType::String)?
             .str()?
             .iter()
-            .map(|s| s.and_then(parse_ts))
+            .map(|s| s.and_then(crate::time::parse_ts))
             .collect(),
     };
     let ids = df.column("id")?.str()?;
@@ -436,7 +433,10 @@ mod tests {
     fn series(ts: &[&str]) -> Series {
         Series {
             id: "s".into(),
-            ts: ts.iter().map(|t| parse_ts(t).unwrap()).collect(),
+            ts: ts
+                .iter()
+                .map(|t| crate::time::parse_ts(t).unwrap())
+                .collect(),
             values: vec![0.0; ts.len()],
         }
     }
@@ -452,7 +452,7 @@ mod tests {
         ] {
             let (r, missing) = s.regular(fill);
             assert_eq!((r.values, missing), (want, 2), "{fill:?}");
-            assert_eq!(r.ts[2], parse_ts("2026-01-03").unwrap());
+            assert_eq!(r.ts[2], crate::time::parse_ts("2026-01-03").unwrap());
         }
         let (r, missing) = s.regular(Fill::None);
         assert_eq!((r.values.len(), missing), (4, 2));
@@ -483,8 +483,8 @@ mod tests {
             Step::Fixed(MICROS_PER_HOUR)
         );
         assert_eq!(
-            Step::Months(1).after(parse_ts("2026-01-01").unwrap(), 2),
-            parse_ts("2026-03-01").unwrap()
+            Step::Months(1).after(crate::time::parse_ts("2026-01-01").unwrap(), 2),
+            crate::time::parse_ts("2026-03-01").unwrap()
         );
     }
 }

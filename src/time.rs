@@ -67,6 +67,13 @@ pub fn date_start(d: NaiveDate) -> i64 {
         .timestamp_micros()
 }
 
+/// The instant a `YYYY-MM-DD` date (a lake partition's value) starts; none if it is not one.
+pub fn date_str_start(d: &str) -> Option<i64> {
+    NaiveDate::parse_from_str(d, "%Y-%m-%d")
+        .ok()
+        .map(date_start)
+}
+
 /// `YYYY-MM-DD` of a day number (a lake partition's value).
 pub fn day_to_string(day: i32) -> String {
     date_of_day(day).format("%Y-%m-%d").to_string()
@@ -188,6 +195,7 @@ mod tests {
             let d = day_of(ts);
             assert_eq!(day_to_string(d), want, "ts {ts}");
             assert_eq!(date_str(ts), want, "ts {ts}");
+            assert_eq!(date_str_start(want), Some(i64::from(d) * MICROS_PER_DAY));
             assert_eq!(day_of_date(date_of_day(d)), d);
             assert_eq!(date_start(date_of_day(d)), i64::from(d) * MICROS_PER_DAY);
         }

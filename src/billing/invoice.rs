@@ -9,10 +9,11 @@ use serde::Serialize;
 use super::measure::{Window, measure};
 use super::plans::{Limit, UsageRule};
 use super::quota::overage;
-use super::{Billing, Terms, rfc3339};
+use super::{Billing, Terms};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::time::MICROS_PER_DAY;
+use crate::time::rfc3339;
 
 /// One line: a meter's usage and its overage amount.
 #[derive(Debug, Clone, Serialize)]

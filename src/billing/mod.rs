@@ -191,13 +191,11 @@ pub fn unlisted_tenants(
     Ok(out)
 }
 
-#[doc(hidden)]
-pub use crate::time::rfc3339;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollup::{Zone, parse_instant};
+    use crate::rollup::Zone;
+    use crate::time::parse_instant;
     use std::path::Path;
 
     #[test]

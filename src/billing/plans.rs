@@ -17,7 +17,8 @@ use serde::Deserialize;
 use super::period::Cycle;
 use super::pricing::Pricing;
 use crate::error::{Error, Result};
-use crate::rollup::{Zone, parse_instant};
+use crate::rollup::Zone;
+use crate::time::parse_instant;
 
 /// Default plan catalogue.
 pub const DEFAULT_PLANS_FILE: &str = "data/plans.toml";

@@ -24,11 +24,12 @@ use serde::Serialize;
 
 use super::measure::{Measured, Window, measure, round_qty};
 use super::plans::{BillingMeter, Limit, Tenant, UsageRule};
-use super::{Billing, Terms, rfc3339, round_money};
+use super::{Billing, Terms, round_money};
 use crate::error::{Error, Result};
 use crate::forecast::{ModelKind, ModelOptions, forecast_one};
 use crate::lake::Lake;
 use crate::time::MICROS_PER_DAY;
+use crate::time::rfc3339;
 
 /// Where a tenant stands on a meter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]

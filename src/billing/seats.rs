@@ -10,12 +10,12 @@ use std::collections::HashMap;
 use polars::prelude::*;
 use rust_decimal::Decimal;
 
-use super::measure::DAY;
 use super::plans::{Limit, UsageRule};
 use super::quota::QuotaRow;
 use super::{Billing, round_money};
 use crate::error::Result;
 use crate::lake::Lake;
+use crate::time::MICROS_PER_DAY;
 
 /// Seats billed for a tenant's current period (a `unique_users` meter over its allowance),
 /// and how many of those users were active on a single day only.
@@ -102,7 +102,7 @@ fn users_per_tenant(
             .unwrap_or(at)
     };
     let from = rows.iter().map(|q| start_of(q)).min().unwrap_or(at);
-    let Some(lf) = crate::usage::events_between(lake, tenant, from, at)? else {
+    let Some(lf) = crate::lake::events_between(lake, tenant, from, at)? else {
         return Ok(HashMap::new());
     };
     // Seats are counted from the billed meter's lake events only.
@@ -134,7 +134,7 @@ fn users_per_tenant(
                 .and(col("meter").eq(col("_event"))),
         )
         .group_by([col("tenant_id"), col("user_id")])
-        .agg([(col("ts").cast(DataType::Int64) / lit(DAY))
+        .agg([(col("ts").cast(DataType::Int64) / lit(MICROS_PER_DAY))
             .n_unique()
             .alias("days")])
         .group_by([col("tenant_id")])

@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::table::{Left, Right, Table};
 use crate::detect::DetectConfig;
-use crate::rollup::{self, Granularity, Meters};
+use crate::rollup::{Granularity, Meters};
 use crate::stage::anomalies::{self, DetectSpec};
 
 /// Arguments of `detect`.
@@ -84,7 +84,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
         since: a
             .since
             .as_deref()
-            .map(|s| rollup::parse_instant("--since", s))
+            .map(|s| crate::time::parse_instant("--since", s))
             .transpose()?,
         threads: a.threads,
     };

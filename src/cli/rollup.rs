@@ -59,12 +59,12 @@ pub(crate) fn run(a: RollupArgs) -> anyhow::Result<ExitCode> {
         from: a
             .from
             .as_deref()
-            .map(|s| rollup::parse_instant("--from", s))
+            .map(|s| crate::time::parse_instant("--from", s))
             .transpose()?,
         to: a
             .to
             .as_deref()
-            .map(|s| rollup::parse_instant("--to", s))
+            .map(|s| crate::time::parse_instant("--to", s))
             .transpose()?,
     };
     let lake = Lake::open(&a.lake)?;

@@ -11,7 +11,8 @@ use serde::Serialize;
 use super::table::{Left, Right, Table};
 use super::write_csv;
 use crate::lake::Lake;
-use crate::rollup::{Dim, Meters, parse_instant};
+use crate::rollup::{Dim, Meters};
+use crate::time::parse_instant;
 use crate::usage::{self, Compare, EngagementOptions, UsageQuery};
 
 /// How a query prints its result.

@@ -31,7 +31,8 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
-use crate::event::{MICROS_PER_DAY, day_of_date};
+use crate::time::MICROS_PER_DAY;
+use crate::time::day_of_date;
 
 mod delivery;
 mod meters;

@@ -63,9 +63,6 @@ pub fn append(lake_dir: &Path, e: &AuditEntry) -> Result<()> {
         .map_err(|x| crate::Error::io(&p, x))
 }
 
-#[doc(hidden)]
-pub use append as append_api;
-
 /// Every audit entry of a lake, oldest first.
 pub fn read(lake_dir: &Path) -> Result<Vec<AuditEntry>> {
     let lake = Lake::open(lake_dir)?;

@@ -136,13 +136,11 @@ pub fn scan_files(lake: &Lake, files: &[crate::lake::DataFile]) -> Result<LazyFr
 /// The lake's files that may hold events of `[from, to)` (UTC µs): those of the days
 /// overlapping it.
 pub fn files_between(lake: &Lake, from: i64, to: i64) -> Vec<crate::lake::DataFile> {
-    use crate::time::{MICROS_PER_DAY, date_start};
+    use crate::time::{MICROS_PER_DAY, date_str_start};
     lake.data_files()
         .into_iter()
         .filter(|f| {
-            let d = chrono::NaiveDate::parse_from_str(&f.date, "%Y-%m-%d")
-                .map(date_start)
-                .unwrap_or(0);
+            let d = date_str_start(&f.date).unwrap_or(0);
             d < to && d + MICROS_PER_DAY > from
         })
         .collect()

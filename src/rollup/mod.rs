@@ -63,10 +63,7 @@ pub use meters::{
     Aggregation, DEFAULT_METERS_FILE, DEFAULT_METERS_TOML, DurationUnit, Meter, Meters,
 };
 pub use store::{ROLLUPS_DIR, scan_rollup};
-pub use window::{
-    Calendar, Granularity, Zone, date_start_micros, parse_instant, truncate_all, utc_datetime,
-    window_start_expr,
-};
+pub use window::{Calendar, Granularity, Zone, truncate_all, utc_datetime, window_start_expr};
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -300,7 +297,5 @@ pub fn rollup_series(lake: &Lake, spec: &RollupSpec) -> Result<Vec<RollupSeries>
 
 /// Start (UTC µs) of a lake partition's date (`YYYY-MM-DD`); 0 if it is not one.
 fn date_micros(d: &str) -> i64 {
-    chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
-        .map(date_start_micros)
-        .unwrap_or(0)
+    crate::time::date_str_start(d).unwrap_or(0)
 }

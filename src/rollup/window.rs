@@ -270,12 +270,10 @@ pub fn truncate_all(instants: Vec<i64>, g: Granularity, zone: Zone) -> Result<Ve
     Ok(out.column("s")?.i64()?.into_no_null_iter().collect())
 }
 
-#[doc(hidden)]
-pub use crate::time::{date_start as date_start_micros, parse_instant};
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::parse_instant;
 
     fn at(s: &str) -> i64 {
         parse_instant("t", s).unwrap()

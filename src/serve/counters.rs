@@ -17,11 +17,12 @@ use rust_decimal::prelude::FromPrimitive;
 use crate::billing::measure::round_qty;
 use crate::billing::plans::{Tenant, UsageRule};
 use crate::billing::quota::{CheckAnswer, Status, decide, overage, status_of};
-use crate::billing::{Billing, Terms, rfc3339};
+use crate::billing::{Billing, Terms};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::serve::wal::Logged;
 use crate::time::MICROS_PER_DAY;
+use crate::time::rfc3339;
 
 /// One tenant × billed meter in one period.
 #[derive(Debug, Clone, Default)]

@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::event::{UsageEvent, day_of, day_to_string};
+use crate::event::UsageEvent;
 use crate::lake::keys::{KeySet, write_key_file};
 use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, Lake, write_events};
+use crate::time::day_of;
+use crate::time::day_to_string;
 
 /// The log's directory under the lake.
 pub const WAL_DIR: &str = "_wal";

@@ -29,14 +29,13 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use sha2::Sha256;
 
-pub use super::tables::alerts::{Alert, read_lake as read_store};
+pub use super::tables::alerts::Alert;
 use super::tables::{self, incidents::IncidentRecord};
-#[doc(hidden)]
-pub use super::tables::{ALERTS_DIR, alerts::FILE as ALERTS_FILE, read_frame as read_parquet};
+use crate::billing::Billing;
 use crate::billing::quota::{QuotaOptions, QuotaRow, Status, quotas};
-use crate::billing::{Billing, rfc3339};
 use crate::error::{Error, IoContext, Result};
 use crate::lake::Lake;
+use crate::time::rfc3339;
 
 /// Environment variable holding the webhook's shared secret (kept off the command line).
 pub const SECRET_ENV: &str = "MLK_WEBHOOK_SECRET";

@@ -26,8 +26,6 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use super::tables::{self, incidents::IncidentRecord, write_frame};
-#[doc(hidden)]
-pub use super::tables::{ANOMALIES_DIR, incidents::latest_file as incidents_file};
 use crate::detect::{
     DetectConfig, Detector, Flag, Incident, Kind, Point, SeriesView, combine, incidents, report,
     severity,
@@ -35,8 +33,9 @@ use crate::detect::{
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
-use crate::series::{Series, all_dates, format_ts, read_series_with, usual_gap};
+use crate::series::{Series, all_dates, read_series_with, usual_gap};
 use crate::time::MICROS_PER_HOUR;
+use crate::time::format_ts;
 
 /// Events one user needs in an hour to look like a bot.
 pub const BOT_MIN_EVENTS: usize = 60;

@@ -11,13 +11,12 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use super::tables::{self, write_frame};
-#[doc(hidden)]
-pub use super::tables::{FORECASTS_DIR, write_frame as write_table};
 use crate::error::{Error, Result};
 use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
 use crate::lake::Lake;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
-use crate::series::{Fill, Series, all_dates, format_ts, read_series};
+use crate::series::{Fill, Series, all_dates, read_series};
+use crate::time::format_ts;
 
 /// What to forecast and how.
 #[derive(Debug, Clone)]

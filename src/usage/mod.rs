@@ -282,9 +282,6 @@ fn pct(v: f64, prev: Option<f64>) -> Option<f64> {
     prev.filter(|p| *p != 0.0).map(|p| (v - p) / p * 100.0)
 }
 
-#[doc(hidden)]
-pub(crate) use crate::lake::events_between;
-
 /// Values of one period per (tenant, meter, dimension value).
 fn period_values(
     lake: &Lake,
@@ -294,7 +291,7 @@ fn period_values(
     to: i64,
     dims: &[Dim],
 ) -> Result<Values> {
-    let Some(lf) = events_between(lake, q.tenant.as_deref(), from, to)? else {
+    let Some(lf) = crate::lake::events_between(lake, q.tenant.as_deref(), from, to)? else {
         return Ok(Values::new());
     };
     let (df, _) = aggregate(lf, meters, lit(from), dims)?;

@@ -167,7 +167,7 @@ proptest! {
         cut in 50usize..700,
         hourly in any::<bool>(),
     ) {
-        use meterlake::anomalies::{DetectSpec, detect_series};
+        use meterlake::stage::anomalies::{DetectSpec, detect_series};
         use meterlake::detect::DetectConfig;
         use meterlake::series::Series;
         let mut y: Vec<f64> = ys.iter().map(|&v| v as f64).collect();

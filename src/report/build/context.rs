@@ -18,13 +18,14 @@ use super::super::{Insight, Kind};
 use super::ReportOptions;
 use super::figures::day_str;
 use crate::billing::quota::{QuotaOptions, QuotaRow, quotas};
-use crate::billing::{Billing, parse_at, rfc3339};
+use crate::billing::{Billing, parse_at};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::rollup::{
     Aggregation, Granularity, Meters, RollupOptions, RollupSeries, RollupSpec, Zone, rollup,
     rollup_series,
 };
+use crate::time::rfc3339;
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 use crate::usage::{Engagement, EngagementOptions, engagement};
 

@@ -36,7 +36,7 @@ fn audit(
     target: String,
     detail: String,
 ) -> std::result::Result<(), ApiError> {
-    crate::lake::audit::append_api(
+    crate::lake::audit::append(
         &app.opts.lake,
         &crate::lake::audit::AuditEntry {
             at: crate::time::rfc3339(now()),
