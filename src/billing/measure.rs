@@ -20,8 +20,6 @@ use crate::lake::Lake;
 use crate::rollup::collect_streaming;
 use crate::time::MICROS_PER_DAY;
 
-/// µs per day: the projection's step.
-
 /// What to measure for one tenant.
 #[derive(Debug, Clone)]
 pub struct Window {

@@ -160,7 +160,7 @@ pub fn parse_at(lake: &crate::lake::Lake, s: &str) -> Result<i64> {
             Ok(m.column("ts")?
                 .i64()?
                 .get(0)
-                .map_or_else(|| crate::time::now(), |t| t + 1))
+                .map_or_else(crate::time::now, |t| t + 1))
         }
         _ => crate::time::parse_instant("--at", s),
     }

@@ -32,9 +32,6 @@ use serde::Serialize;
 
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
-/// Microseconds per hour and per day.
-/// Microseconds per day.
-
 /// One series to judge: instants (UTC µs, increasing) and values.
 #[derive(Debug, Clone, Copy)]
 pub struct SeriesView<'a> {

@@ -416,8 +416,8 @@ impl<'a> Job<'a> {
         self.clock.time("quotas", || Ok(((), note)))
     }
 
-    /// 6. Quotas at the lake's latest instant, with projections: evaluated once, stored,
-    /// and handed to the alerts (and, through their table, the reports).
+    /// 6. Quotas at the lake's latest instant, with projections, evaluated once: stored,
+    ///    and handed to the alerts and the reports.
     fn quotas(&mut self, lake: &Lake, b: &Billing, at: i64) -> Result<Vec<QuotaRow>> {
         let (lake_dir, enforcement) = (self.lake_dir(), self.c.limits.enforcement_enabled);
         let mut evaluated = Vec::new();

@@ -48,8 +48,6 @@ use serde_json::Value;
 use super::App;
 use super::error::{ApiError, ApiResult};
 
-/// Microseconds in a day.
-
 /// Every route.
 pub fn router(app: Arc<App>) -> Router {
     let api = Router::new()
