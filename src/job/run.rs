@@ -26,7 +26,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::forecast::ModelOptions;
 use crate::ingest::{IngestOptions, ingest};
 use crate::lake::Lake;
-use crate::report::{ReportOptions, build, write};
+use crate::report::{QuotaSnapshot, ReportOptions, build_with, write};
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup};
 use crate::series::Fill;
 use crate::stage::alerts::{RaiseOptions, SECRET_ENV, Webhook, deliver, raise_from};
@@ -168,17 +168,21 @@ pub fn run(c: &Config, opts: &RunOptions) -> Result<RunSummary> {
     let mut state = read_state(job.lake_dir());
     job.forecasts(&lake, &mut state)?;
     job.anomalies(&lake, &mut state)?;
-    match job.billing.take() {
-        None => job.no_billing()?,
+    let quotas = match job.billing.take() {
+        None => {
+            job.no_billing()?;
+            None
+        }
         Some(b) => {
             let at = parse_at(&lake, "latest")?;
             let rows = job.quotas(&lake, &b, at)?;
             job.alerts(&lake, &b, &rows, at)?;
             job.invoices(&lake, &b, at)?;
             job.billing = Some(b);
+            Some(QuotaSnapshot { at, rows })
         }
-    }
-    job.reports(&lake, &mut state)?;
+    };
+    job.reports(&lake, &mut state, quotas.as_ref())?;
     let mut s = job.summary;
     s.stages = job.clock.stages;
     s.seconds = start.elapsed().as_secs_f64();
@@ -515,8 +519,14 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// 9. Every configured report in every configured format, unless nothing changed.
-    fn reports(&mut self, lake: &Lake, state: &mut State) -> Result<()> {
+    /// 9. Every configured report in every configured format, unless nothing changed,
+    ///    from the quotas the quota stage evaluated.
+    fn reports(
+        &mut self,
+        lake: &Lake,
+        state: &mut State,
+        quotas: Option<&QuotaSnapshot>,
+    ) -> Result<()> {
         let (c, lake_dir, billing) = (self.c, self.lake_dir(), self.billing.as_ref());
         let fp = fingerprint(
             lake,
@@ -551,7 +561,7 @@ impl<'a> Job<'a> {
             for k in &c.reports.kinds {
                 let mut ro = ReportOptions::new(*k);
                 ro.meters = Some(c.paths.meters.clone()).filter(|p| p.is_file());
-                let r = build(lake_dir, billing, &ro)?;
+                let r = build_with(lake_dir, billing, &ro, quotas)?;
                 for f in &c.reports.formats {
                     files.extend(write(
                         &r,

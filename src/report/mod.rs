@@ -40,7 +40,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use build::{ReportOptions, build};
+pub use build::{QuotaSnapshot, ReportOptions, build, build_with};
 pub use table::{
     Bar, BarChart, Cell, Chart, Col, Figure, Insight, Line, Severity, Table, TimeChart, Values,
     insights_table, round,

@@ -255,7 +255,81 @@ pub struct RollupSeries {
 /// Every tenant × meter series of the stored rollup `spec` (no breakdown), sorted by
 /// tenant, meter and window: what the forecast and anomaly stages read.
 pub fn rollup_series(lake: &Lake, spec: &RollupSpec) -> Result<Vec<RollupSeries>> {
-    let df = scan_rollup(lake, spec)?
+    series_of(scan_rollup(lake, spec)?)
+}
+
+/// Whether the stored rollup `spec` reflects the lake as it is now (its last commit) under
+/// these meter definitions: reading it then gives what a recomputation would.
+pub fn is_current(lake: &Lake, meters: &Meters, spec: &RollupSpec) -> Result<bool> {
+    let dir = lake.root().join(spec.relative_dir());
+    let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
+    Ok(store::read_state(&dir)?
+        .is_some_and(|s| s.seq == lake.commits().len() as u64 && s.fingerprint == fingerprint))
+}
+
+/// The tenant × meter series of rollup `spec` as the lake is now, without writing
+/// anything: the stored rollup when it is current, else the whole rollup computed in memory
+/// (the same computation [`rollup`] stores). For readers that must not change the lake,
+/// such as reports.
+pub fn current_series(
+    lake: &Lake,
+    meters: &Meters,
+    spec: &RollupSpec,
+) -> Result<Vec<RollupSeries>> {
+    if is_current(lake, meters, spec)? {
+        return rollup_series(lake, spec);
+    }
+    let files = lake.data_files();
+    if files.is_empty() {
+        return Ok(Vec::new());
+    }
+    let lake_dates: BTreeSet<&str> = files.iter().map(|f| f.date.as_str()).collect();
+    let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
+    let plan = Plan::new(
+        lake,
+        &lake_dates,
+        None,
+        &fingerprint,
+        &RollupOptions::default(),
+    )?;
+    let none = plan::Ranges::new();
+    let windows = Windows::new(spec, &lake_dates, &none)?;
+    let mut scope = windows.scope_of(&plan.touched_dates);
+    let pcal = windows.partitions();
+    let (mut rows, _) = compute::compute(lake, &files, meters, spec, pcal, &scope)?;
+    let ranges = plan::grown_ranges(&none, &rows, spec, meters)?;
+    let gaps = windows.gap_partitions(&plan, &ranges, &none, &scope);
+    if !gaps.is_empty() {
+        let (more, _) = compute::compute(lake, &files, meters, spec, pcal, &gaps)?;
+        rows.vstack_mut(&more)?;
+        scope.extend(gaps);
+    }
+    let mut ignored = RollupSummary {
+        dir: PathBuf::new(),
+        mode: plan.mode,
+        lake_seq: 0,
+        partitions_written: 0,
+        partitions_removed: 0,
+        rows_written: 0,
+        zero_rows: 0,
+        series: 0,
+        unconfigured_meters: Vec::new(),
+    };
+    let done = complete::complete(&rows, spec, &windows, &scope, &ranges, &mut ignored)?;
+    let frames = done
+        .parts
+        .into_iter()
+        .map(|(_, o)| o.frame(&done.key_frame, &windows.cal).map(DataFrame::lazy))
+        .collect::<Result<Vec<_>>>()?;
+    if frames.is_empty() {
+        return Ok(Vec::new());
+    }
+    series_of(concat(frames, UnionArgs::default())?)
+}
+
+/// Series of a rollup frame (tenant, meter, window_start, value, event_count).
+fn series_of(rollup: LazyFrame) -> Result<Vec<RollupSeries>> {
+    let df = rollup
         .select([
             col("tenant_id"),
             col("meter"),

@@ -13,7 +13,7 @@ use polars::prelude::*;
 
 use super::super::insights::{self, Facts, IncidentFact};
 use super::super::{Chart, Figure, Kind, Line, Report, Table, TimeChart};
-use super::context::{Ctx, Incident, f64_col, ts_col};
+use super::context::{Ctx, Incident, f64_col, fact, ts_col, users};
 use super::figures::figure;
 use crate::error::Result;
 use crate::rollup::{Granularity, RollupSpec};
@@ -33,7 +33,7 @@ struct Suspect<'a> {
 
 pub(super) fn anomaly(ctx: &Ctx) -> Result<Report> {
     let incidents = ctx.incidents()?;
-    let facts: Vec<IncidentFact> = incidents.iter().map(Incident::fact).collect();
+    let facts: Vec<IncidentFact> = incidents.iter().map(fact).collect();
     let insights = insights::compute(&Facts {
         incidents: &facts,
         ..Facts::default()
@@ -80,7 +80,11 @@ fn statuses(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<&'static str>> {
         .iter()
         .map(|i| {
             status
-                .get(&(i.tenant_id.as_str(), i.meter.as_str(), rfc3339(i.start)))
+                .get(&(
+                    i.tenant_id.as_str(),
+                    i.meter.as_str(),
+                    rfc3339(i.window_start),
+                ))
                 .copied()
                 .unwrap_or("open")
         })
@@ -91,8 +95,8 @@ fn incident_table(incidents: &[Incident], status: &[&str]) -> Table {
     Table::new("incidents", "Incidents, most severe first")
         .text("tenant_id", incidents.iter().map(|i| i.tenant_id.as_str()))
         .text("meter", incidents.iter().map(|i| i.meter.as_str()))
-        .text("start", incidents.iter().map(|i| rfc3339(i.start)))
-        .text("end", incidents.iter().map(|i| rfc3339(i.end)))
+        .text("start", incidents.iter().map(|i| rfc3339(i.window_start)))
+        .text("end", incidents.iter().map(|i| rfc3339(i.window_end)))
         .text("severity", incidents.iter().map(|i| i.severity.as_str()))
         .num("risk", 1, incidents.iter().map(|i| i.risk))
         .num("score", 2, incidents.iter().map(|i| i.score))
@@ -101,7 +105,7 @@ fn incident_table(incidents: &[Incident], status: &[&str]) -> Table {
         .num("observed", 2, incidents.iter().map(|i| i.observed))
         .num("expected", 2, incidents.iter().map(|i| i.expected))
         .bool("fraud_suspect", incidents.iter().map(|i| i.fraud_suspect))
-        .text("users", incidents.iter().map(|i| i.users.as_str()))
+        .text("users", incidents.iter().map(users))
         .text("status", status.iter().copied())
 }
 
@@ -116,10 +120,11 @@ fn suspects(incidents: &[Incident]) -> Vec<(&str, Suspect<'_>)> {
         });
         e.incidents += 1;
         e.risk = e.risk.max(i.risk);
-        e.users.extend(i.users.split(',').filter(|u| !u.is_empty()));
+        e.users
+            .extend(users(i).split(',').filter(|u| !u.is_empty()));
         e.patterns.extend(i.detectors.split('+'));
-        e.first = e.first.min(i.start);
-        e.last = e.last.max(i.end);
+        e.first = e.first.min(i.window_start);
+        e.last = e.last.max(i.window_end);
     }
     let mut srows: Vec<(&str, Suspect)> = suspects.into_iter().collect();
     srows.sort_by(|a, b| b.1.risk.total_cmp(&a.1.risk).then(a.0.cmp(b.0)));
@@ -151,7 +156,10 @@ fn charts(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<Chart>> {
             continue;
         }
         seen.push((&inc.tenant_id, &inc.meter));
-        let (a, b) = (inc.start - 3 * MICROS_PER_DAY, inc.end + 3 * MICROS_PER_DAY);
+        let (a, b) = (
+            inc.window_start - 3 * MICROS_PER_DAY,
+            inc.window_end + 3 * MICROS_PER_DAY,
+        );
         let points = hourly(ctx, inc, a, b)?;
         if points.is_empty() {
             continue;
@@ -159,12 +167,15 @@ fn charts(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<Chart>> {
         let markers = incidents
             .iter()
             .filter(|x| {
-                x.tenant_id == inc.tenant_id && x.meter == inc.meter && x.start >= a && x.start < b
+                x.tenant_id == inc.tenant_id
+                    && x.meter == inc.meter
+                    && x.window_start >= a
+                    && x.window_start < b
             })
             .filter_map(|x| {
                 points
                     .iter()
-                    .find(|p| p.0 >= x.start)
+                    .find(|p| p.0 >= x.window_start)
                     .map(|p| (p.0, p.1, x.severity.clone()))
             })
             .collect();

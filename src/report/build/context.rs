@@ -8,6 +8,7 @@
 //! report's features, the anomaly report's hourly series and alert statuses, the
 //! compliance report's commit log, quarantine files and audit log.
 
+use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -15,16 +16,17 @@ use polars::prelude::*;
 
 use super::super::insights::{self, Facts, IncidentFact, Rhythm, Total};
 use super::super::{Insight, Kind};
-use super::ReportOptions;
 use super::figures::day_str;
-use crate::billing::quota::{QuotaOptions, QuotaRow, quotas};
+use super::{QuotaSnapshot, ReportOptions};
+use crate::billing::quota::QuotaRow;
 use crate::billing::{Billing, parse_at};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
 use crate::rollup::{
-    Aggregation, Granularity, Meters, RollupOptions, RollupSeries, RollupSpec, Zone, rollup,
-    rollup_series,
+    Aggregation, Granularity, Meters, RollupSeries, RollupSpec, Zone, current_series,
 };
+use crate::stage::tables::forecasts::Forecasts;
+use crate::stage::tables::{self, incidents::IncidentRecord};
 use crate::time::rfc3339;
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 use crate::usage::{Engagement, EngagementOptions, engagement};
@@ -45,6 +47,10 @@ pub(super) struct Ctx<'a> {
     pub top: usize,
     /// Whether the period was given (compliance lists everything otherwise).
     pub explicit: bool,
+    /// Quotas the caller evaluated already (used when evaluated at [`Ctx::at`]).
+    evaluated: Option<&'a QuotaSnapshot>,
+    /// Quotas evaluated here, once.
+    quotas: OnceCell<Vec<QuotaRow>>,
 }
 
 impl<'a> Ctx<'a> {
@@ -54,6 +60,7 @@ impl<'a> Ctx<'a> {
         lake_dir: &Path,
         billing: Option<&'a Billing>,
         opts: &ReportOptions,
+        evaluated: Option<&'a QuotaSnapshot>,
     ) -> Result<Ctx<'a>> {
         let lake = Lake::open(lake_dir)?;
         let meters = Meters::load_or_default(opts.meters.as_deref())?;
@@ -96,6 +103,8 @@ impl<'a> Ctx<'a> {
             at: latest.min(to),
             top: opts.top.max(1),
             explicit: opts.from.is_some() || opts.to.is_some(),
+            evaluated,
+            quotas: OnceCell::new(),
         })
     }
 }
@@ -145,11 +154,11 @@ impl Ctx<'_> {
         self.billing.map_or("", |b| b.catalog.currency.as_str())
     }
 
-    /// Day series of every tenant × meter (this tenant's), brought up to date.
+    /// Day series of every tenant × meter (this tenant's) as the lake is now: the stored
+    /// day rollup when it is current, else computed in memory. A report never writes.
     pub fn day_series(&self) -> Result<Vec<RollupSeries>> {
         let spec = RollupSpec::new(Granularity::Day);
-        rollup(&self.lake, &self.meters, &spec, &RollupOptions::default())?;
-        Ok(rollup_series(&self.lake, &spec)?
+        Ok(current_series(&self.lake, &self.meters, &spec)?
             .into_iter()
             .filter(|s| self.wants(&s.tenant_id))
             .collect())
@@ -204,76 +213,39 @@ impl Ctx<'_> {
             .collect()
     }
 
-    /// Quotas at [`Ctx::at`] (`project`: with their forecast projection); none without a
-    /// catalog or for a tenant without a plan.
-    pub fn quotas(&self, project: bool) -> Result<Vec<QuotaRow>> {
+    /// Quotas at [`Ctx::at`] with their projections; none without a catalog or for a
+    /// tenant without a plan. The quota stage's rows when it evaluated this same instant
+    /// (the batch job hands them over), else evaluated here by the same stage function,
+    /// once per report.
+    pub fn quotas(&self) -> Result<Vec<QuotaRow>> {
         let Some(b) = self.billing else {
             return Ok(Vec::new());
         };
-        if let Some(t) = &self.tenant
-            && b.tenants.iter().all(|x| &x.id != t)
-        {
-            return Ok(Vec::new());
+        if let Some(q) = self.evaluated.filter(|q| q.at == self.at) {
+            return Ok(q
+                .rows
+                .iter()
+                .filter(|r| self.wants(&r.tenant_id))
+                .cloned()
+                .collect());
         }
-        quotas(
-            &self.lake,
-            b,
-            &QuotaOptions {
-                at: self.at,
-                tenant: self.tenant.clone(),
-                project,
-                ..QuotaOptions::default()
-            },
-        )
+        if let Some(rows) = self.quotas.get() {
+            return Ok(rows.clone());
+        }
+        let rows = crate::stage::quotas::evaluate(&self.lake, b, self.at, self.tenant.as_deref())?;
+        Ok(self.quotas.get_or_init(|| rows).clone())
     }
 
-    /// Anomaly incidents overlapping the period (hourly detection, else daily).
+    /// Anomaly incidents overlapping the period (hourly detection, else daily), as the
+    /// anomaly stage stored them.
     pub fn incidents(&self) -> Result<Vec<Incident>> {
-        let Some(path) = crate::stage::tables::incidents::latest_file(&self.dir) else {
+        let Some(path) = tables::incidents::latest_file(&self.dir) else {
             return Ok(Vec::new());
         };
-        let df = crate::stage::tables::read_frame(&path)?;
-        let s = |n: &str| str_col(&df, n);
-        let t = |n: &str| ts_col(&df, n);
-        // Rendered cells drop non-finite numbers either way; NaN keeps the rows aligned.
-        let x = |n: &str| -> Result<Vec<f64>> {
-            Ok(f64_col(&df, n)?
-                .into_iter()
-                .map(|v| v.unwrap_or(f64::NAN))
-                .collect())
-        };
-        let (tenant, meter, users, det, dets, sev) = (
-            s("tenant_id")?,
-            s("meter")?,
-            s("user_id")?,
-            s("detector")?,
-            s("detectors")?,
-            s("severity")?,
-        );
-        let (start, end) = (t("window_start")?, t("window_end")?);
-        let (obs, exp, score, risk) = (x("observed")?, x("expected")?, x("score")?, x("risk")?);
-        let fraud: Vec<bool> = df
-            .column("fraud_suspect")?
-            .bool()?
-            .iter()
-            .map(|v| v.unwrap_or(false))
-            .collect();
-        Ok((0..df.height())
-            .filter(|&i| self.wants(&tenant[i]) && start[i] < self.to && end[i] > self.from)
-            .map(|i| Incident {
-                tenant_id: tenant[i].clone(),
-                meter: meter[i].clone(),
-                users: users[i].clone(),
-                start: start[i],
-                end: end[i],
-                observed: obs[i],
-                expected: exp[i],
-                score: score[i],
-                detector: det[i].clone(),
-                detectors: dets[i].clone(),
-                severity: sev[i].clone(),
-                risk: risk[i],
-                fraud_suspect: fraud[i],
+        Ok(tables::incidents::read(&path)?
+            .into_iter()
+            .filter(|r| {
+                self.wants(&r.tenant_id) && r.window_start < self.to && r.window_end > self.from
             })
             .collect())
     }
@@ -351,7 +323,7 @@ impl Ctx<'_> {
     /// Quotas (projected) and engagement: the two slow reads (running them side by side
     /// gained nothing on 2 cores: both keep polars busy).
     pub fn quotas_and_engagement(&self) -> Result<(Vec<QuotaRow>, Vec<Engagement>)> {
-        Ok((self.quotas(true)?, self.engagement()?))
+        Ok((self.quotas()?, self.engagement()?))
     }
 
     /// Alerts not acknowledged yet.
@@ -371,7 +343,7 @@ impl Ctx<'_> {
         engagement: &[Engagement],
     ) -> Result<Vec<Insight>> {
         let rhythms = self.rhythms()?;
-        let incidents: Vec<IncidentFact> = self.incidents()?.iter().map(Incident::fact).collect();
+        let incidents: Vec<IncidentFact> = self.incidents()?.iter().map(fact).collect();
         let seats = self.seat_use(quotas)?;
         Ok(insights::compute(&Facts {
             totals,
@@ -384,68 +356,38 @@ impl Ctx<'_> {
         }))
     }
 
-    /// The lake's forecast and metrics tables (daily, else hourly).
-    pub fn forecasts(&self) -> Result<(DataFrame, DataFrame)> {
-        let base = self.dir.join(crate::stage::tables::FORECASTS_DIR);
-        let Some(dir) = ["day", "hour"]
-            .iter()
-            .map(|g| base.join(format!("granularity={g}")))
-            .find(|d| d.join("forecast.parquet").exists())
-        else {
-            return Err(Error::InvalidParameter {
+    /// The forecast stage's tables (daily, else hourly), for this tenant if one is asked.
+    pub fn forecasts(&self) -> Result<Forecasts> {
+        tables::forecasts::read(&self.dir, self.tenant.as_deref())?.ok_or_else(|| {
+            Error::InvalidParameter {
                 name: "--kind forecast",
                 reason: format!(
                     "{} has no forecasts yet: run `meterlake forecast --lake {} --horizon 14` (or `meterlake run`) first",
                     self.dir.display(),
                     self.dir.display()
                 ),
-            });
-        };
-        let mut fc = crate::stage::tables::read_frame(&dir.join("forecast.parquet"))?;
-        let mut mt = crate::stage::tables::read_frame(&dir.join("metrics.parquet"))?;
-        if let Some(t) = &self.tenant {
-            fc = fc
-                .lazy()
-                .filter(col("tenant_id").eq(lit(t.clone())))
-                .collect()?;
-            mt = mt
-                .lazy()
-                .filter(col("tenant_id").eq(lit(t.clone())))
-                .collect()?;
-        }
-        Ok((fc, mt))
+            }
+        })
     }
 }
 
-/// An anomaly incident read back from the anomaly stage.
-#[derive(Debug, Clone)]
-pub(super) struct Incident {
-    pub tenant_id: String,
-    pub meter: String,
-    pub users: String,
-    pub start: i64,
-    pub end: i64,
-    pub observed: f64,
-    pub expected: f64,
-    pub score: f64,
-    pub detector: String,
-    pub detectors: String,
-    pub severity: String,
-    pub risk: f64,
-    pub fraud_suspect: bool,
+/// An anomaly incident, as the anomaly stage stored it.
+pub(super) type Incident = IncidentRecord;
+
+/// What the insights need of an incident.
+pub(super) fn fact(i: &Incident) -> IncidentFact {
+    IncidentFact {
+        tenant_id: i.tenant_id.clone(),
+        meter: i.meter.clone(),
+        severity: i.severity.clone(),
+        risk: i.risk,
+        fraud_suspect: i.fraud_suspect,
+    }
 }
 
-impl Incident {
-    /// What the insights need of it.
-    pub fn fact(&self) -> IncidentFact {
-        IncidentFact {
-            tenant_id: self.tenant_id.clone(),
-            meter: self.meter.clone(),
-            severity: self.severity.clone(),
-            risk: self.risk,
-            fraud_suspect: self.fraud_suspect,
-        }
-    }
+/// The users an incident names, comma-separated (empty when none).
+pub(super) fn users(i: &Incident) -> &str {
+    i.user_id.as_deref().unwrap_or("")
 }
 
 /// A text column, nulls as empty text.

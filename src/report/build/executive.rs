@@ -15,7 +15,7 @@ use rust_decimal::Decimal;
 use super::super::insights::Total;
 use super::super::table::decimal_f64;
 use super::super::{Bar, BarChart, Chart, Figure, Insight, Kind, Line, Report, Table, TimeChart};
-use super::context::{Ctx, f64_col, str_col, ts_col};
+use super::context::{Ctx, f64_col, str_col};
 use super::figures::{day_str, figure, grouped, growth, money, pct_str};
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
@@ -246,20 +246,19 @@ fn users_table(u: &Users) -> Table {
 /// Next 30 days from the forecasts (additive meters: the sum of daily means; a band's
 /// bounds are added too, which overstates its width: it is labelled as such).
 fn next_period_table(ctx: &Ctx) -> Result<Table> {
-    let Ok((fc, _)) = ctx.forecasts() else {
+    let Ok(fc) = ctx.forecasts() else {
         return Ok(Table::new(
             "next_period",
             "Forecast of the next 30 days (no forecasts in the lake yet)",
         )
         .text("meter", Vec::<String>::new()));
     };
-    let (m, ts, y, lo, hi) = (
-        str_col(&fc, "meter")?,
-        ts_col(&fc, "ts")?,
-        f64_col(&fc, "yhat")?,
-        f64_col(&fc, "yhat_lower")?,
-        f64_col(&fc, "yhat_upper")?,
-    );
+    let finite = |v: f64| v.is_finite().then_some(v);
+    let m: Vec<&str> = fc.points.iter().map(|p| p.meter.as_str()).collect();
+    let ts: Vec<i64> = fc.points.iter().map(|p| p.ts).collect();
+    let y: Vec<Option<f64>> = fc.points.iter().map(|p| finite(p.yhat)).collect();
+    let lo: Vec<Option<f64>> = fc.points.iter().map(|p| finite(p.yhat_lower)).collect();
+    let hi: Vec<Option<f64>> = fc.points.iter().map(|p| finite(p.yhat_upper)).collect();
     let mut acc: BTreeMap<&str, (f64, f64, f64, i64, i64)> = BTreeMap::new();
     for i in 0..m.len() {
         if !ctx.aggregation(&m[i]).additive()

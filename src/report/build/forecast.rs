@@ -11,69 +11,56 @@ use rust_decimal::Decimal;
 
 use super::super::insights::{self, Facts};
 use super::super::{Chart, Figure, Kind, Line, Report, Table, TimeChart};
-use super::context::{Ctx, Incident, f64_col, str_col, ts_col};
+use super::context::{Ctx, Incident};
 use super::figures::{day_str, figure, money, quantity};
 use super::tables::quota_table;
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
 use crate::rollup::RollupSeries;
+use crate::stage::tables::forecasts::{ForecastPoint, SeriesFit};
 use crate::time::MICROS_PER_DAY;
-use polars::prelude::DataFrame;
 
-/// The forecast stage's forecast table, column by column.
-struct Forecasts {
-    tenant: Vec<String>,
-    meter: Vec<String>,
-    ts: Vec<i64>,
-    model: Vec<String>,
-    yhat: Vec<Option<f64>>,
-    lower: Vec<Option<f64>>,
-    upper: Vec<Option<f64>>,
+/// A stored number as a table cell: missing and non-finite values are gaps.
+fn cell(v: f64) -> Option<f64> {
+    v.is_finite().then_some(v)
 }
 
-impl Forecasts {
-    fn read(fc: &DataFrame) -> Result<Forecasts> {
-        Ok(Forecasts {
-            tenant: str_col(fc, "tenant_id")?,
-            meter: str_col(fc, "meter")?,
-            ts: ts_col(fc, "ts")?,
-            model: str_col(fc, "model")?,
-            yhat: f64_col(fc, "yhat")?,
-            lower: f64_col(fc, "yhat_lower")?,
-            upper: f64_col(fc, "yhat_upper")?,
-        })
-    }
-
-    fn table(&self) -> Table {
-        Table::new("forecast", "Forecasts with prediction intervals")
-            .text("tenant_id", self.tenant.iter().map(String::as_str))
-            .text("meter", self.meter.iter().map(String::as_str))
-            .text("date", self.ts.iter().map(|t| day_str(*t)))
-            .text("model", self.model.iter().map(String::as_str))
-            .opt_num("yhat", 2, self.yhat.clone())
-            .opt_num("yhat_lower", 2, self.lower.clone())
-            .opt_num("yhat_upper", 2, self.upper.clone())
-    }
+fn forecast_table(points: &[ForecastPoint]) -> Table {
+    Table::new("forecast", "Forecasts with prediction intervals")
+        .text("tenant_id", points.iter().map(|p| p.tenant_id.as_str()))
+        .text("meter", points.iter().map(|p| p.meter.as_str()))
+        .text("date", points.iter().map(|p| day_str(p.ts)))
+        .text("model", points.iter().map(|p| p.model.as_str()))
+        .opt_num("yhat", 2, points.iter().map(|p| cell(p.yhat)).collect())
+        .opt_num(
+            "yhat_lower",
+            2,
+            points.iter().map(|p| cell(p.yhat_lower)).collect(),
+        )
+        .opt_num(
+            "yhat_upper",
+            2,
+            points.iter().map(|p| cell(p.yhat_upper)).collect(),
+        )
 }
 
 pub(super) fn forecast(ctx: &Ctx) -> Result<Report> {
-    let (fc, mt) = ctx.forecasts()?;
-    let quotas = ctx.quotas(true)?;
+    let fc = ctx.forecasts()?;
+    let quotas = ctx.quotas()?;
     let insights = insights::compute(&Facts {
         quotas: &quotas,
         billing: ctx.billing,
         ..Facts::default()
     });
-    let fc = Forecasts::read(&fc)?;
-    let forecast_table = fc.table();
-    let (accuracy, series_forecast, mase) = accuracy_table(&mt)?;
+    let forecast_table = forecast_table(&fc.points);
+    let (accuracy, series_forecast, mase) = accuracy_table(&fc.fits);
     let outlook = outlook(&quotas);
     let mut outlook_table = quota_table(&outlook, true);
     outlook_table.name = "quota_outlook".into();
     outlook_table.title = "Quota outlook: the period's end projected".into();
     let series = ctx.day_series()?;
     let incidents = ctx.incidents()?;
-    let charts = charts(ctx, &fc, &series, &incidents, &outlook);
+    let charts = charts(ctx, &fc.points, &series, &incidents, &outlook);
     Ok(Report {
         kind: Kind::Forecast,
         title: "Usage forecast".into(),
@@ -86,27 +73,22 @@ pub(super) fn forecast(ctx: &Ctx) -> Result<Report> {
 }
 
 /// Each series' model and backtest accuracy; the number of series and their MASE.
-fn accuracy_table(mt: &DataFrame) -> Result<(Table, usize, Vec<Option<f64>>)> {
-    let (mt_t, mt_m, mt_model, mt_status) = (
-        str_col(mt, "tenant_id")?,
-        str_col(mt, "meter")?,
-        str_col(mt, "model")?,
-        str_col(mt, "status")?,
-    );
-    let (mase, smape, cov) = (
-        f64_col(mt, "mase")?,
-        f64_col(mt, "smape")?,
-        f64_col(mt, "coverage")?,
-    );
+fn accuracy_table(fits: &[SeriesFit]) -> (Table, usize, Vec<Option<f64>>) {
+    let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
+    let mase: Vec<Option<f64>> = fits.iter().map(|f| finite(f.mase)).collect();
     let table = Table::new("accuracy", "Each series' model and its backtest accuracy")
-        .text("tenant_id", mt_t.iter().map(String::as_str))
-        .text("meter", mt_m.iter().map(String::as_str))
-        .text("model", mt_model.iter().map(String::as_str))
+        .text("tenant_id", fits.iter().map(|f| f.tenant_id.as_str()))
+        .text("meter", fits.iter().map(|f| f.meter.as_str()))
+        .text("model", fits.iter().map(|f| f.model.as_str()))
         .opt_num("mase", 3, mase.clone())
-        .opt_num("smape", 3, smape)
-        .opt_num("coverage", 3, cov)
-        .text("status", mt_status.iter().map(String::as_str));
-    Ok((table, mt_t.len(), mase))
+        .opt_num("smape", 3, fits.iter().map(|f| finite(f.smape)).collect())
+        .opt_num(
+            "coverage",
+            3,
+            fits.iter().map(|f| finite(f.coverage)).collect(),
+        )
+        .text("status", fits.iter().map(|f| f.status.as_str()));
+    (table, fits.len(), mase)
 }
 
 /// Quotas ordered by projected use of the allowance, highest first (unprojected last).
@@ -130,7 +112,7 @@ fn outlook(quotas: &[QuotaRow]) -> Vec<QuotaRow> {
 /// tenant's series), with incidents marked.
 fn charts(
     ctx: &Ctx,
-    fc: &Forecasts,
+    fc: &[ForecastPoint],
     series: &[RollupSeries],
     incidents: &[Incident],
     outlook: &[QuotaRow],
@@ -147,14 +129,15 @@ fn charts(
             .filter(|&i| s.ts[i] >= ctx.to - 60 * MICROS_PER_DAY)
             .map(|i| (s.ts[i], s.values[i]))
             .collect();
-        let idx: Vec<usize> = (0..fc.tenant.len())
-            .filter(|&i| &fc.tenant[i] == tenant && &fc.meter[i] == meter)
+        let ahead: Vec<&ForecastPoint> = fc
+            .iter()
+            .filter(|p| &p.tenant_id == tenant && &p.meter == meter)
             .collect();
         let markers = incidents
             .iter()
             .filter(|x| &x.tenant_id == tenant && &x.meter == meter)
             .filter_map(|x| {
-                let day = x.start.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
+                let day = x.window_start.div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY;
                 hist.iter()
                     .find(|p| p.0 == day)
                     .map(|p| (p.0, p.1, x.severity.clone()))
@@ -170,16 +153,16 @@ fn charts(
             forecast: Some(Line {
                 name: format!(
                     "forecast ({})",
-                    idx.first().map_or("", |&i| fc.model[i].as_str())
+                    ahead.first().map_or("", |p| p.model.as_str())
                 ),
-                points: idx
+                points: ahead
                     .iter()
-                    .filter_map(|&i| fc.yhat[i].map(|v| (fc.ts[i], v)))
+                    .filter_map(|p| Some((p.ts, cell(p.yhat)?)))
                     .collect(),
             }),
-            band: idx
+            band: ahead
                 .iter()
-                .filter_map(|&i| Some((fc.ts[i], fc.lower[i]?, fc.upper[i]?)))
+                .filter_map(|p| Some((p.ts, cell(p.yhat_lower)?, cell(p.yhat_upper)?)))
                 .collect(),
             markers,
         }));

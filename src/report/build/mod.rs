@@ -1,6 +1,15 @@
-//! Builds each kind of report from the lake and the outputs of the other stages: rollups
-//! (brought up to date first), forecasts, anomaly incidents, quotas, alerts and the commit
-//! log. Everything is computed here; renderers only lay it out.
+//! Builds each kind of report from the lake and the derived tables the stages wrote: day
+//! rollups, forecasts, anomaly incidents, alerts, and the commit log. Everything a report
+//! shows is computed here; renderers only lay it out.
+//!
+//! **A report never writes.** It reads a derived table when that table answers its
+//! question (the stored day rollup when it is current, the forecast and incident tables,
+//! the alert store), and otherwise computes what it needs in memory, through the same
+//! function the stage uses: day series the rollup has not caught up with
+//! ([`crate::rollup::current_series`]), and quotas with projections
+//! ([`crate::stage::quotas::evaluate`]). The batch job hands its quota stage's rows over
+//! ([`QuotaSnapshot`], [`build_with`]), so one run evaluates quotas once, not once per
+//! report.
 //!
 //! [`build`] settles the period and gathers the inputs in a [`context::Ctx`], then hands it
 //! to the kind's builder, one file each: `summary`, `detailed`, `forecast`, `anomaly`,
@@ -26,6 +35,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Kind, Report};
 use crate::billing::Billing;
+use crate::billing::quota::QuotaRow;
 use crate::error::Result;
 use context::Ctx;
 
@@ -60,9 +70,29 @@ impl ReportOptions {
     }
 }
 
-/// Builds a report.
+/// Quotas the quota stage already evaluated, with projections, at one instant.
+#[derive(Debug, Clone)]
+pub struct QuotaSnapshot {
+    /// The instant (UTC µs).
+    pub at: i64,
+    /// Every tenant × billed meter.
+    pub rows: Vec<QuotaRow>,
+}
+
+/// Builds a report, evaluating what the lake's tables do not hold.
 pub fn build(lake_dir: &Path, billing: Option<&Billing>, opts: &ReportOptions) -> Result<Report> {
-    let ctx = Ctx::open(lake_dir, billing, opts)?;
+    build_with(lake_dir, billing, opts, None)
+}
+
+/// Builds a report, reading quotas from `quotas` when they were evaluated at the report's
+/// instant (otherwise they are evaluated, as [`build`] does).
+pub fn build_with(
+    lake_dir: &Path,
+    billing: Option<&Billing>,
+    opts: &ReportOptions,
+    quotas: Option<&QuotaSnapshot>,
+) -> Result<Report> {
+    let ctx = Ctx::open(lake_dir, billing, opts, quotas)?;
     let mut r = match opts.kind {
         Kind::Summary => summary::summary(&ctx)?,
         Kind::Detailed => detailed::detailed(&ctx)?,
