@@ -261,14 +261,14 @@ fn next_period_table(ctx: &Ctx) -> Result<Table> {
     let hi: Vec<Option<f64>> = fc.points.iter().map(|p| finite(p.yhat_upper)).collect();
     let mut acc: BTreeMap<&str, (f64, f64, f64, i64, i64)> = BTreeMap::new();
     for i in 0..m.len() {
-        if !ctx.aggregation(&m[i]).additive()
+        if !ctx.aggregation(m[i]).additive()
             || ts[i] < ctx.to
             || ts[i] >= ctx.to + 30 * MICROS_PER_DAY
         {
             continue;
         }
         let e = acc
-            .entry(&m[i])
+            .entry(m[i])
             .or_insert((0.0, 0.0, 0.0, i64::MAX, i64::MIN));
         e.0 += y[i].unwrap_or(0.0).max(0.0);
         e.1 += lo[i].unwrap_or(0.0).max(0.0);
