@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::forecast::ModelKind;
-use crate::report::{Format, Kind};
+use crate::report::{Format, ReportKind};
 
 /// Where the default configuration lives.
 pub const DEFAULT_CONFIG_FILE: &str = "data/meterlake.toml";
@@ -176,7 +176,7 @@ impl Default for Limits {
 #[serde(default, deny_unknown_fields)]
 pub struct ReportsConf {
     /// Kinds.
-    pub kinds: Vec<Kind>,
+    pub kinds: Vec<ReportKind>,
     /// Formats.
     pub formats: Vec<Format>,
 }
@@ -184,7 +184,7 @@ pub struct ReportsConf {
 impl Default for ReportsConf {
     fn default() -> Self {
         ReportsConf {
-            kinds: Kind::ALL.to_vec(),
+            kinds: ReportKind::ALL.to_vec(),
             formats: Format::ALL.to_vec(),
         }
     }

@@ -8,7 +8,7 @@ use clap::Args;
 use crate::billing::{Billing, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE};
 use crate::job::forget::{ForgetOptions, forget};
 use crate::job::retention::{RetentionOptions, retention};
-use crate::report::{self, Format, Kind, ReportOptions};
+use crate::report::{self, Format, ReportKind, ReportOptions};
 use crate::time::parse_instant;
 
 /// Arguments of `report`.
@@ -19,7 +19,7 @@ pub struct ReportArgs {
     pub lake: PathBuf,
     /// What the report is about.
     #[arg(long, value_enum)]
-    pub kind: Kind,
+    pub kind: ReportKind,
     /// Output format (default: from --out's extension).
     #[arg(long, value_enum)]
     pub format: Option<Format>,

@@ -9,7 +9,7 @@ use clap::Args;
 use super::table::{Left, Right, Table};
 use crate::config::Config;
 use crate::job::run::{RunOptions, run as run_job};
-use crate::report::{Format, Kind};
+use crate::report::{Format, ReportKind};
 
 /// Arguments of `run`.
 #[derive(Debug, Args)]
@@ -59,7 +59,7 @@ pub struct RunArgs {
     pub notifications: Option<bool>,
     /// Report kinds (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
-    pub kinds: Vec<Kind>,
+    pub kinds: Vec<ReportKind>,
     /// Report formats (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub formats: Vec<Format>,

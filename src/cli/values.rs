@@ -58,7 +58,7 @@ value_enum!(Fill {
     None => "Not filled: the points are used as consecutive steps",
 });
 
-value_enum!(report::Kind {
+value_enum!(report::ReportKind {
     Summary => "Per tenant: totals per meter, quota percent, active alerts, overage cost",
     Detailed => "Day by day, trends, comparison with the previous period, peak times",
     Forecast => "Predictions with intervals, quota exceedance dates, expected overage, accuracy",
@@ -104,7 +104,7 @@ mod tests {
         round_trips::<Granularity>();
         round_trips::<ModelKind>();
         round_trips::<Fill>();
-        round_trips::<report::Kind>();
+        round_trips::<report::ReportKind>();
         round_trips::<report::Format>();
         round_trips::<ingest::Format>();
     }

@@ -62,13 +62,13 @@ pub struct Flag {
     /// Score over the detector's threshold (≥ 1).
     pub strength: f64,
     /// Which detector.
-    pub detector: Kind,
+    pub detector: DetectorKind,
 }
 
 /// The detectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub enum DetectorKind {
     /// Rolling z-score.
     Zscore,
     /// Median/MAD z-score.
@@ -87,28 +87,31 @@ pub enum Kind {
     UserBurst,
 }
 
-impl Kind {
+impl DetectorKind {
     /// The name used in outputs and `--detectors`.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Zscore => "zscore",
-            Kind::Robust => "robust",
-            Kind::Seasonal => "seasonal",
-            Kind::VelocitySpike => "velocity_spike",
-            Kind::VelocityDrop => "velocity_drop",
-            Kind::OffHours => "off_hours",
-            Kind::Bot => "bot",
-            Kind::UserBurst => "user_burst",
+            DetectorKind::Zscore => "zscore",
+            DetectorKind::Robust => "robust",
+            DetectorKind::Seasonal => "seasonal",
+            DetectorKind::VelocitySpike => "velocity_spike",
+            DetectorKind::VelocityDrop => "velocity_drop",
+            DetectorKind::OffHours => "off_hours",
+            DetectorKind::Bot => "bot",
+            DetectorKind::UserBurst => "user_burst",
         }
     }
 
     /// Whether the detector points to abuse rather than a fault.
     pub fn is_pattern(self) -> bool {
-        matches!(self, Kind::OffHours | Kind::Bot | Kind::UserBurst)
+        matches!(
+            self,
+            DetectorKind::OffHours | DetectorKind::Bot | DetectorKind::UserBurst
+        )
     }
 }
 
-impl std::fmt::Display for Kind {
+impl std::fmt::Display for DetectorKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
     }
@@ -355,7 +358,7 @@ pub struct Point {
     /// The strongest flag.
     pub top: Flag,
     /// Every detector that fired, strongest first.
-    pub detectors: Vec<Kind>,
+    pub detectors: Vec<DetectorKind>,
     /// Combined risk, 0-100.
     pub risk: f64,
     /// Whether it is reported: it opens an incident or makes it more severe (see
@@ -427,7 +430,7 @@ pub struct Incident {
     /// The strongest point's flag.
     pub top: Flag,
     /// Every detector that fired in it.
-    pub detectors: Vec<Kind>,
+    pub detectors: Vec<DetectorKind>,
     /// Highest risk of its points.
     pub risk: f64,
     /// Points flagged.
@@ -502,7 +505,7 @@ pub fn report(points: &mut [Point], ts: &[i64], cooldown: i64) {
     }
     let mut last: Option<usize> = None;
     let mut worst = Severity::Low;
-    let mut seen: Vec<Kind> = Vec::new();
+    let mut seen: Vec<DetectorKind> = Vec::new();
     for p in points.iter_mut() {
         let sev = severity(p.top.strength);
         p.reported = match last {
@@ -530,7 +533,7 @@ pub fn report(points: &mut [Point], ts: &[i64], cooldown: i64) {
 mod tests {
     use super::*;
 
-    fn flag(index: usize, strength: f64, detector: Kind) -> Flag {
+    fn flag(index: usize, strength: f64, detector: DetectorKind) -> Flag {
         Flag {
             index,
             expected: 0.0,
@@ -547,22 +550,28 @@ mod tests {
         assert!(risk([1.0, 1.0]) > risk([1.0]));
         assert!(risk([50.0, 50.0]) <= 100.0);
         let pts = combine(vec![
-            flag(3, 1.0, Kind::Robust),
-            flag(3, 2.0, Kind::VelocitySpike),
-            flag(4, 1.2, Kind::Zscore),
-            flag(9, 1.0, Kind::OffHours),
+            flag(3, 1.0, DetectorKind::Robust),
+            flag(3, 2.0, DetectorKind::VelocitySpike),
+            flag(4, 1.2, DetectorKind::Zscore),
+            flag(9, 1.0, DetectorKind::OffHours),
         ]);
         assert_eq!(pts.len(), 3);
-        assert_eq!(pts[0].detectors, vec![Kind::VelocitySpike, Kind::Robust]);
+        assert_eq!(
+            pts[0].detectors,
+            vec![DetectorKind::VelocitySpike, DetectorKind::Robust]
+        );
         assert!((pts[0].risk - risk([1.0, 2.0])).abs() < 1e-9);
         // One detector firing twice at a point (two bot users in an hour) counts once.
-        let twice = combine(vec![flag(1, 1.5, Kind::Bot), flag(1, 1.0, Kind::Bot)]);
+        let twice = combine(vec![
+            flag(1, 1.5, DetectorKind::Bot),
+            flag(1, 1.0, DetectorKind::Bot),
+        ]);
         assert!((twice[0].risk - risk([1.5])).abs() < 1e-9);
         let ts: Vec<i64> = (0..10).map(|i| i * MICROS_PER_HOUR).collect();
         let inc = incidents(&pts, &ts, 0);
         assert_eq!(inc.len(), 2);
         assert_eq!((inc[0].first, inc[0].last, inc[0].points), (3, 4, 2));
-        assert_eq!(inc[0].top.detector, Kind::VelocitySpike);
+        assert_eq!(inc[0].top.detector, DetectorKind::VelocitySpike);
         assert!(!inc[0].fraud_suspect() && inc[1].fraud_suspect());
         // Within a 5-hour cooldown all three are one incident.
         assert_eq!(incidents(&pts, &ts, 5 * MICROS_PER_HOUR).len(), 1);
@@ -573,8 +582,8 @@ mod tests {
         assert_eq!(reported(&pts), [true, true, true]);
         // The same detector again: reported only when more severe.
         for p in &mut pts[1..] {
-            p.top.detector = Kind::VelocitySpike;
-            p.detectors = vec![Kind::VelocitySpike];
+            p.top.detector = DetectorKind::VelocitySpike;
+            p.detectors = vec![DetectorKind::VelocitySpike];
         }
         report(&mut pts, &ts, 5 * MICROS_PER_HOUR);
         assert_eq!(reported(&pts), [true, false, false]);

@@ -10,7 +10,7 @@
 //! 1). Series with steps over an hour get no flags. Warm-up: seven days.
 
 use super::zscore::SortedWindow;
-use super::{Detector, Flag, Kind, SeriesView, median};
+use super::{Detector, DetectorKind, Flag, SeriesView, median};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
 /// Days of history per hour of the day.
@@ -61,7 +61,7 @@ impl Detector for OffHours {
                             expected: m,
                             score: z,
                             strength: z / self.threshold,
-                            detector: Kind::OffHours,
+                            detector: DetectorKind::OffHours,
                         });
                     }
                 }

@@ -25,7 +25,7 @@
 use std::collections::VecDeque;
 
 use super::zscore::{Profile, SortedWindow};
-use super::{Detector, Flag, Kind, SeriesView, default_window};
+use super::{Detector, DetectorKind, Flag, SeriesView, default_window};
 use crate::time::MICROS_PER_HOUR;
 
 /// Spikes and drops.
@@ -108,7 +108,7 @@ impl Detector for Velocity {
                     expected: b,
                     score: rise,
                     strength: (rise / self.spike_ratio).max(1.0),
-                    detector: Kind::VelocitySpike,
+                    detector: DetectorKind::VelocitySpike,
                 });
             }
             if !coarse {
@@ -169,7 +169,7 @@ impl Detector for Velocity {
                     expected: e,
                     score: 1.0 - v / e,
                     strength: strength.max(1.0),
-                    detector: Kind::VelocityDrop,
+                    detector: DetectorKind::VelocityDrop,
                 });
             }
         }

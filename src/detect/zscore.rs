@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 
-use super::{Detector, Flag, Kind, SeriesView, default_window};
+use super::{Detector, DetectorKind, Flag, SeriesView, default_window};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
 
 /// The smallest scale a z-score divides by, relative to the level: a flat series that
@@ -19,7 +19,13 @@ fn floor(level: f64) -> f64 {
     (REL_FLOOR * level.abs()).max(1e-9)
 }
 
-fn flag(index: usize, expected: f64, z: f64, threshold: f64, detector: Kind) -> Option<Flag> {
+fn flag(
+    index: usize,
+    expected: f64,
+    z: f64,
+    threshold: f64,
+    detector: DetectorKind,
+) -> Option<Flag> {
     (z.abs() > threshold).then(|| Flag {
         index,
         expected,
@@ -78,7 +84,7 @@ impl Detector for Rolling {
                     let var = var.max(0.0);
                     let fl = floor(level);
                     let sd = var.sqrt().max(fl);
-                    if let Some(f) = flag(i, level, d / sd, self.threshold, Kind::Zscore) {
+                    if let Some(f) = flag(i, level, d / sd, self.threshold, DetectorKind::Zscore) {
                         out.push(f);
                     }
                 }
@@ -291,7 +297,7 @@ impl Detector for Robust {
             if win.len() >= warm.max(2) {
                 let m = win.median();
                 let z = (v - m) / win.scale(m);
-                if let Some(f) = flag(i, m, z, self.threshold, Kind::Robust) {
+                if let Some(f) = flag(i, m, z, self.threshold, DetectorKind::Robust) {
                     out.push(f);
                 }
             }
@@ -539,7 +545,13 @@ impl Detector for Seasonal {
                 if resid.len() >= RESIDUALS {
                     let m = resid.median();
                     let sc = resid.scale(m).max(floor(e));
-                    if let Some(f) = flag(i, e + m, (r - m) / sc, self.threshold, Kind::Seasonal) {
+                    if let Some(f) = flag(
+                        i,
+                        e + m,
+                        (r - m) / sc,
+                        self.threshold,
+                        DetectorKind::Seasonal,
+                    ) {
                         out.push(f);
                     }
                 }

@@ -12,7 +12,7 @@ use rand_distr::{Distribution, LogNormal, Poisson};
 
 use super::delivery::HourOut;
 use super::render::{Ev, PropV};
-use super::tenants::{Anomaly, Kind, TenantGen, diurnal, weekly};
+use super::tenants::{Anomaly, AnomalyKind, TenantGen, diurnal, weekly};
 use super::{GenConfig, MICROS_PER_HOUR};
 
 const ENDPOINTS: [(&str, &str, f64); 8] = [
@@ -79,11 +79,11 @@ impl TenantGen {
         let mut call_rate = calls * h.activity;
         match &h.anomaly {
             // Floors keep spikes and bursts of small tenants well above noise.
-            Some(an) if an.kind == Kind::Spike => {
+            Some(an) if an.kind == AnomalyKind::Spike => {
                 call_rate = (call_rate * an.factor).max(100.0 * cfg.scale)
             }
-            Some(an) if an.kind == Kind::Drop => call_rate *= an.factor,
-            Some(an) if an.kind == Kind::NightBurst => {
+            Some(an) if an.kind == AnomalyKind::Drop => call_rate *= an.factor,
+            Some(an) if an.kind == AnomalyKind::NightBurst => {
                 call_rate = (call_rate * an.factor).max(150.0 * cfg.scale)
             }
             _ => {}
@@ -96,7 +96,7 @@ impl TenantGen {
             let user = if h
                 .anomaly
                 .as_ref()
-                .is_some_and(|a| a.kind == Kind::NightBurst)
+                .is_some_and(|a| a.kind == AnomalyKind::NightBurst)
                 && self.rng.random::<f64>() < 0.9
             {
                 burst_user
@@ -130,7 +130,7 @@ impl TenantGen {
 
     /// Bot: one user, one endpoint, a call every 4 seconds exactly, near-constant latency.
     fn bot_calls(&mut self, cfg: &GenConfig, h: &Hour, o: &mut HourOut) {
-        let Some(an) = h.anomaly.as_ref().filter(|a| a.kind == Kind::Bot) else {
+        let Some(an) = h.anomaly.as_ref().filter(|a| a.kind == AnomalyKind::Bot) else {
             return;
         };
         let bot_user = self.users + 2;
@@ -249,7 +249,7 @@ impl TenantGen {
     /// A gauge reading at minute 0 of every hour.
     fn storage_bytes(&mut self, cfg: &GenConfig, h: &Hour, ingested: f64, o: &mut HourOut) {
         self.storage = self.storage * 0.9995 + ingested * 0.8;
-        if let Some(an) = h.anomaly.as_ref().filter(|a| a.kind == Kind::Leak) {
+        if let Some(an) = h.anomaly.as_ref().filter(|a| a.kind == AnomalyKind::Leak) {
             self.storage *= 1.0 + an.factor;
         }
         let reading = self.storage.round();

@@ -40,7 +40,7 @@ mod render;
 mod tenants;
 
 use delivery::HourOut;
-use tenants::{Kind, TenantGen, ZONES, make_tenants, shape_norm};
+use tenants::{AnomalyKind, TenantGen, ZONES, make_tenants, shape_norm};
 
 /// Default share of events that arrive 1 to 72 hours late.
 pub const DEFAULT_LATE_RATE: f64 = 0.02;
@@ -213,7 +213,7 @@ fn labels(tenants: &[TenantGen], t0: i64) -> Vec<Label> {
     let mut labels = Vec::new();
     for t in tenants {
         for a in &t.anomalies {
-            let meter = if a.kind == Kind::Leak {
+            let meter = if a.kind == AnomalyKind::Leak {
                 "storage_bytes"
             } else {
                 "api_calls"

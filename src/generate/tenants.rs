@@ -85,7 +85,7 @@ const NAMES: [&str; 24] = [
 
 /// The kinds of injected anomaly.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub(super) enum Kind {
+pub(super) enum AnomalyKind {
     Spike,
     NightBurst,
     Bot,
@@ -93,30 +93,30 @@ pub(super) enum Kind {
     Leak,
 }
 
-impl Kind {
+impl AnomalyKind {
     pub(super) fn name(self) -> &'static str {
         match self {
-            Kind::Spike => "spike",
-            Kind::NightBurst => "night_burst",
-            Kind::Bot => "bot",
-            Kind::Drop => "drop",
-            Kind::Leak => "leak",
+            AnomalyKind::Spike => "spike",
+            AnomalyKind::NightBurst => "night_burst",
+            AnomalyKind::Bot => "bot",
+            AnomalyKind::Drop => "drop",
+            AnomalyKind::Leak => "leak",
         }
     }
 }
 
-const KINDS: [Kind; 5] = [
-    Kind::Spike,
-    Kind::NightBurst,
-    Kind::Bot,
-    Kind::Drop,
-    Kind::Leak,
+const KINDS: [AnomalyKind; 5] = [
+    AnomalyKind::Spike,
+    AnomalyKind::NightBurst,
+    AnomalyKind::Bot,
+    AnomalyKind::Drop,
+    AnomalyKind::Leak,
 ];
 
 /// One injected anomaly of a tenant.
 #[derive(Debug, Clone)]
 pub(super) struct Anomaly {
-    pub(super) kind: Kind,
+    pub(super) kind: AnomalyKind,
     /// Hour index range [start, end) since the first hour.
     pub(super) start: i64,
     pub(super) end: i64,
@@ -179,7 +179,7 @@ fn make_tenant(cfg: &GenConfig, i: usize, hours: i64) -> TenantGen {
     let trend = pick_trend(&mut rng);
     let kind = pick_anomaly_kind(i, &mut rng);
     // A drop needs traffic to drop from: a free tenant with one is a basic one.
-    let tier = if kind == Some(Kind::Drop) && tier == Tier::Free {
+    let tier = if kind == Some(AnomalyKind::Drop) && tier == Tier::Free {
         Tier::Basic
     } else {
         tier
@@ -239,7 +239,7 @@ fn pick_trend(rng: &mut ChaCha8Rng) -> f64 {
 }
 
 /// Roughly a third of tenants carry one anomaly; the first five one of each kind.
-fn pick_anomaly_kind(i: usize, rng: &mut ChaCha8Rng) -> Option<Kind> {
+fn pick_anomaly_kind(i: usize, rng: &mut ChaCha8Rng) -> Option<AnomalyKind> {
     if (4..9).contains(&i) {
         Some(KINDS[i - 4])
     } else if i >= 9 && rng.random::<f64>() < 0.33 {
@@ -251,17 +251,17 @@ fn pick_anomaly_kind(i: usize, rng: &mut ChaCha8Rng) -> Option<Kind> {
 
 /// When the anomaly happens, how long it lasts and how strong it is. Not in the first week
 /// (detectors need history) when there is room; `hours` is at least 96.
-fn place_anomaly(kind: Kind, tz_min: i64, hours: i64, rng: &mut ChaCha8Rng) -> Anomaly {
+fn place_anomaly(kind: AnomalyKind, tz_min: i64, hours: i64, rng: &mut ChaCha8Rng) -> Anomaly {
     let lo = if hours > 24 * 10 { 24 * 7 } else { 24 };
     let start = rng.random_range(lo..hours - 48);
     let (len, factor) = match kind {
-        Kind::Spike => (rng.random_range(1..4), rng.random_range(8.0..15.0)),
-        Kind::NightBurst => (2, rng.random_range(20.0..40.0)),
-        Kind::Bot => (rng.random_range(6..24), 0.0),
-        Kind::Drop => (rng.random_range(6..48), 0.02),
-        Kind::Leak => (rng.random_range(72..120).min(hours - start), 0.02),
+        AnomalyKind::Spike => (rng.random_range(1..4), rng.random_range(8.0..15.0)),
+        AnomalyKind::NightBurst => (2, rng.random_range(20.0..40.0)),
+        AnomalyKind::Bot => (rng.random_range(6..24), 0.0),
+        AnomalyKind::Drop => (rng.random_range(6..48), 0.02),
+        AnomalyKind::Leak => (rng.random_range(72..120).min(hours - start), 0.02),
     };
-    let start = if kind == Kind::NightBurst {
+    let start = if kind == AnomalyKind::NightBurst {
         // 02:00 local time on that day.
         let day_start = (start / 24) * 24;
         let local_two = 2 - tz_min.div_euclid(60);

@@ -15,7 +15,7 @@
 //! rejects, duplicates, retention and deletions from the audit log).
 //!
 //! Layout:
-//! - `mod.rs`: [`Kind`], [`Format`], [`Report`] and [`write()`] (one file per format, written
+//! - `mod.rs`: [`ReportKind`], [`Format`], [`Report`] and [`write()`] (one file per format, written
 //!   atomically);
 //! - `build/`: [`build`] and the builders. `context.rs` holds `Ctx`, the period and the
 //!   reads the kinds share; one file per kind (`summary`, `detailed`,
@@ -51,7 +51,7 @@ use crate::error::{Error, IoContext, Result};
 /// What a report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Kind {
+pub enum ReportKind {
     /// Per tenant: totals per meter, quota percent, active alerts, overage cost.
     Summary,
     /// Day by day, trends, comparison with the previous period, peak times.
@@ -66,31 +66,31 @@ pub enum Kind {
     Compliance,
 }
 
-impl Kind {
+impl ReportKind {
     /// Every kind.
-    pub const ALL: [Kind; 6] = [
-        Kind::Summary,
-        Kind::Detailed,
-        Kind::Forecast,
-        Kind::Anomaly,
-        Kind::Executive,
-        Kind::Compliance,
+    pub const ALL: [ReportKind; 6] = [
+        ReportKind::Summary,
+        ReportKind::Detailed,
+        ReportKind::Forecast,
+        ReportKind::Anomaly,
+        ReportKind::Executive,
+        ReportKind::Compliance,
     ];
 
     /// Its name.
     pub fn name(self) -> &'static str {
         match self {
-            Kind::Summary => "summary",
-            Kind::Detailed => "detailed",
-            Kind::Forecast => "forecast",
-            Kind::Anomaly => "anomaly",
-            Kind::Executive => "executive",
-            Kind::Compliance => "compliance",
+            ReportKind::Summary => "summary",
+            ReportKind::Detailed => "detailed",
+            ReportKind::Forecast => "forecast",
+            ReportKind::Anomaly => "anomaly",
+            ReportKind::Executive => "executive",
+            ReportKind::Compliance => "compliance",
         }
     }
 }
 
-crate::error::named_enum!(Kind, "report kind");
+crate::error::named_enum!(ReportKind, "report kind");
 
 /// How a report is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -157,7 +157,7 @@ crate::error::named_enum!(Format, "report format");
 #[derive(Debug, Clone)]
 pub struct Report {
     /// Its kind.
-    pub kind: Kind,
+    pub kind: ReportKind,
     /// Title.
     pub title: String,
     /// What it covers (tenants, period, as-of instant).

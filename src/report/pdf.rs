@@ -433,7 +433,7 @@ mod tests {
     fn long_tables_flow_onto_more_pages() {
         let t = Table::new("t", "T").int("n", 0..500);
         let r = Report {
-            kind: super::super::Kind::Summary,
+            kind: super::super::ReportKind::Summary,
             title: "x".into(),
             scope: "y".into(),
             figures: vec![],

@@ -27,8 +27,8 @@ use serde::Serialize;
 
 use super::tables::{self, incidents::IncidentRecord, write_frame};
 use crate::detect::{
-    DetectConfig, Detector, Flag, Incident, Kind, Point, SeriesView, combine, incidents, report,
-    severity,
+    DetectConfig, Detector, DetectorKind, Flag, Incident, Point, SeriesView, combine, incidents,
+    report, severity,
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
@@ -135,12 +135,12 @@ fn volume_guard(flags: &mut Vec<Flag>, counts: &[f64], min_volume: f64) {
     let mut lost = 0.0;
     for k in 0..flags.len() {
         let f = &flags[k];
-        if f.detector != Kind::VelocityDrop {
+        if f.detector != DetectorKind::VelocityDrop {
             keep[k] = counts[f.index].max(typical[f.index]) >= min_volume;
             continue;
         }
         let continues = k > 0
-            && flags[k - 1].detector == Kind::VelocityDrop
+            && flags[k - 1].detector == DetectorKind::VelocityDrop
             && flags[k - 1].index + 1 == f.index;
         if !continues {
             lost = 0.0;
@@ -216,7 +216,7 @@ pub struct IncidentRow {
     pub span: (i64, i64),
 }
 
-fn joined(kinds: &[Kind]) -> String {
+fn joined(kinds: &[DetectorKind]) -> String {
     kinds.iter().map(|k| k.name()).collect::<Vec<_>>().join("+")
 }
 
@@ -532,7 +532,7 @@ fn tenant_patterns<'a>(
                                 expected: BOT_MAX_CV,
                                 score: cv,
                                 strength: (BOT_MAX_CV / cv.max(BOT_MAX_CV / 10.0)).max(1.0),
-                                detector: Kind::Bot,
+                                detector: DetectorKind::Bot,
                             },
                             u.to_string(),
                         ));
@@ -566,7 +566,7 @@ fn tenant_patterns<'a>(
                             expected: typ,
                             score: ratio,
                             strength: ratio / BURST_FACTOR,
-                            detector: Kind::UserBurst,
+                            detector: DetectorKind::UserBurst,
                         },
                         u.to_string(),
                     ));

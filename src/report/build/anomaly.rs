@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use polars::prelude::*;
 
 use super::super::insights::{self, Facts, IncidentFact};
-use super::super::{Chart, Figure, Kind, Line, Report, Table, TimeChart};
+use super::super::{Chart, Figure, Line, Report, ReportKind, Table, TimeChart};
 use super::context::{Ctx, Incident, f64_col, fact, ts_col, users};
 use super::figures::figure;
 use crate::error::Result;
@@ -44,7 +44,7 @@ pub(super) fn anomaly(ctx: &Ctx) -> Result<Report> {
     let fraud = fraud_table(&suspects);
     let charts = charts(ctx, &incidents)?;
     Ok(Report {
-        kind: Kind::Anomaly,
+        kind: ReportKind::Anomaly,
         title: "Anomalies and abuse".into(),
         scope: String::new(),
         figures: figures(&incidents, suspects.len(), &status),

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::super::{Figure, Kind, Report, Table};
+use super::super::{Figure, Report, ReportKind, Table};
 use super::context::Ctx;
 use super::figures::{figure, grouped};
 use crate::error::Result;
@@ -30,7 +30,7 @@ pub(super) fn compliance(ctx: &Ctx) -> Result<Report> {
     let audit_table = audit_table(&audit);
     let rejects = rejection_table(ctx, &commits);
     Ok(Report {
-        kind: Kind::Compliance,
+        kind: ReportKind::Compliance,
         title: "Compliance: ingestion, rejects, retention and deletion".into(),
         scope: String::new(),
         figures: figures(&commits, &audit),

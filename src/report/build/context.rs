@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 
 use super::super::insights::{self, Facts, IncidentFact, Rhythm, Total};
-use super::super::{Insight, Kind};
+use super::super::{Insight, ReportKind};
 use super::figures::day_str;
 use super::{QuotaSnapshot, ReportOptions};
 use crate::billing::quota::QuotaRow;
@@ -126,12 +126,12 @@ fn has_events(lake: &Lake, tenant: &str) -> Result<bool> {
 
 impl Ctx<'_> {
     /// Who and when the report covers, in words.
-    pub fn scope(&self, kind: Kind) -> String {
+    pub fn scope(&self, kind: ReportKind) -> String {
         let who = self
             .tenant
             .as_deref()
             .map_or("All tenants".to_string(), |t| format!("Tenant {t}"));
-        if kind == Kind::Compliance && !self.explicit {
+        if kind == ReportKind::Compliance && !self.explicit {
             return format!("{who}; the lake's whole history, from its commit log");
         }
         format!(

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::super::insights::{self, Facts, Rhythm, Total, WEEKDAYS};
-use super::super::{Chart, Insight, Kind, Line, Report, Table, TimeChart};
+use super::super::{Chart, Insight, Line, Report, ReportKind, Table, TimeChart};
 use super::context::Ctx;
 use super::figures::{day_str, figure};
 use crate::error::Result;
@@ -64,7 +64,7 @@ pub(super) fn detailed(ctx: &Ctx) -> Result<Report> {
         ),
     ];
     Ok(Report {
-        kind: Kind::Detailed,
+        kind: ReportKind::Detailed,
         title: "Detailed usage".into(),
         scope: String::new(),
         figures,

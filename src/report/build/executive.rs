@@ -14,7 +14,9 @@ use rust_decimal::Decimal;
 
 use super::super::insights::Total;
 use super::super::table::decimal_f64;
-use super::super::{Bar, BarChart, Chart, Figure, Insight, Kind, Line, Report, Table, TimeChart};
+use super::super::{
+    Bar, BarChart, Chart, Figure, Insight, Line, Report, ReportKind, Table, TimeChart,
+};
 use super::context::{Ctx, f64_col, str_col};
 use super::figures::{day_str, figure, grouped, growth, money, pct_str};
 use crate::billing::quota::QuotaRow;
@@ -75,7 +77,7 @@ pub(super) fn executive(ctx: &Ctx) -> Result<Report> {
     }
     let top_insights: Vec<Insight> = insights.into_iter().take(ctx.top).collect();
     Ok(Report {
-        kind: Kind::Executive,
+        kind: ReportKind::Executive,
         title: "Executive summary".into(),
         scope: String::new(),
         figures,

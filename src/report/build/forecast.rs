@@ -10,7 +10,7 @@
 use rust_decimal::Decimal;
 
 use super::super::insights::{self, Facts};
-use super::super::{Chart, Figure, Kind, Line, Report, Table, TimeChart};
+use super::super::{Chart, Figure, Line, Report, ReportKind, Table, TimeChart};
 use super::context::{Ctx, Incident};
 use super::figures::{day_str, figure, money, quantity};
 use super::tables::quota_table;
@@ -62,7 +62,7 @@ pub(super) fn forecast(ctx: &Ctx) -> Result<Report> {
     let incidents = ctx.incidents()?;
     let charts = charts(ctx, &fc.points, &series, &incidents, &outlook);
     Ok(Report {
-        kind: Kind::Forecast,
+        kind: ReportKind::Forecast,
         title: "Usage forecast".into(),
         scope: String::new(),
         figures: figures(ctx, &quotas, series_forecast, &mase),

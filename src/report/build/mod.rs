@@ -33,7 +33,7 @@ mod tables;
 
 use std::path::{Path, PathBuf};
 
-use super::{Kind, Report};
+use super::{Report, ReportKind};
 use crate::billing::Billing;
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
@@ -43,7 +43,7 @@ use context::Ctx;
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
     /// The kind.
-    pub kind: Kind,
+    pub kind: ReportKind,
     /// One tenant, or all.
     pub tenant: Option<String>,
     /// Period start (UTC µs); default: 30 days before `to`.
@@ -58,7 +58,7 @@ pub struct ReportOptions {
 
 impl ReportOptions {
     /// A kind's report over the default period for every tenant.
-    pub fn new(kind: Kind) -> ReportOptions {
+    pub fn new(kind: ReportKind) -> ReportOptions {
         ReportOptions {
             kind,
             tenant: None,
@@ -94,12 +94,12 @@ pub fn build_with(
 ) -> Result<Report> {
     let ctx = Ctx::open(lake_dir, billing, opts, quotas)?;
     let mut r = match opts.kind {
-        Kind::Summary => summary::summary(&ctx)?,
-        Kind::Detailed => detailed::detailed(&ctx)?,
-        Kind::Forecast => forecast::forecast(&ctx)?,
-        Kind::Anomaly => anomaly::anomaly(&ctx)?,
-        Kind::Executive => executive::executive(&ctx)?,
-        Kind::Compliance => compliance::compliance(&ctx)?,
+        ReportKind::Summary => summary::summary(&ctx)?,
+        ReportKind::Detailed => detailed::detailed(&ctx)?,
+        ReportKind::Forecast => forecast::forecast(&ctx)?,
+        ReportKind::Anomaly => anomaly::anomaly(&ctx)?,
+        ReportKind::Executive => executive::executive(&ctx)?,
+        ReportKind::Compliance => compliance::compliance(&ctx)?,
     };
     r.scope = ctx.scope(opts.kind);
     Ok(r)

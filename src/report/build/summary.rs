@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use rust_decimal::Decimal;
 
 use super::super::insights::Total;
-use super::super::{Figure, Kind, Report, Table};
+use super::super::{Figure, Report, ReportKind, Table};
 use super::context::Ctx;
 use super::figures::{figure, grouped, growth, money, pct_str, quantity};
 use super::tables::{quota_bars, quota_table, totals_table};
@@ -45,7 +45,7 @@ pub(super) fn summary(ctx: &Ctx) -> Result<Report> {
     }
     tables.push(alert_table(&alerts));
     Ok(Report {
-        kind: Kind::Summary,
+        kind: ReportKind::Summary,
         title: "Usage summary".into(),
         scope: String::new(),
         figures,

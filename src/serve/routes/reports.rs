@@ -21,7 +21,7 @@ use crate::serve::scope::{Caller, Scope, WithBody};
 
 #[derive(Deserialize)]
 struct ReportBody {
-    kind: crate::report::Kind,
+    kind: crate::report::ReportKind,
     format: crate::report::Format,
     from: Option<String>,
     to: Option<String>,
