@@ -5,8 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::common::{BIN, ok, read_lake};
-use crate::report::{copy_dir, sample};
+use crate::common::{BIN, copy_dir, ok, read_lake, sample, strings};
 
 struct Server {
     child: Child,
@@ -305,33 +304,50 @@ fn hard_caps_rates_isolation_and_bad_input() {
         Some(r#"{"meter":"api_calls","tenant":"stark-006"}"#),
     );
     assert_eq!(st, 403);
-    let (_, a, _) = call("GET", &api("/alerts?tenant=stark-006"), Some(&admin), None);
-    if let Some(id) = a["alerts"]
-        .as_array()
-        .and_then(|l| l.first())
-        .and_then(|x| x["id"].as_str())
-    {
-        let (st, _, _) = call(
-            "PATCH",
-            &api(&format!("/alerts/{id}/acknowledge")),
-            Some(&globex),
-            None,
-        );
-        assert_eq!(
-            st, 404,
-            "another tenant's alert does not exist for this key"
-        );
-        let (st, v, _) = call(
-            "PATCH",
-            &api(&format!("/alerts/{id}/acknowledge")),
-            Some(&stark),
-            None,
-        );
-        assert_eq!(
-            (st, v["acknowledged_by"].as_str()),
-            (200, Some("api:stark-006"))
-        );
-    }
+    // An alert of stark-006 (the sample's run raised its hard caps): another tenant's key
+    // cannot acknowledge it, not even learn that it exists; its own key can.
+    let unacknowledged = || -> Vec<serde_json::Value> {
+        let (st, a, _) = call("GET", &api("/alerts?tenant=stark-006"), Some(&admin), None);
+        assert_eq!(st, 200, "{a}");
+        a["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no alert list: {a}"))
+            .iter()
+            .filter(|x| x["acknowledged_by"].is_null())
+            .cloned()
+            .collect()
+    };
+    let open = unacknowledged();
+    let alert = open
+        .first()
+        .expect("stark-006 has open alerts: its hard caps are reached in the sample");
+    assert_eq!(alert["tenant_id"], "stark-006", "{alert}");
+    let id = alert["id"].as_str().unwrap();
+    let (st, _, _) = call(
+        "PATCH",
+        &api(&format!("/alerts/{id}/acknowledge")),
+        Some(&globex),
+        None,
+    );
+    assert_eq!(
+        st, 404,
+        "another tenant's alert does not exist for this key"
+    );
+    assert!(
+        unacknowledged().iter().any(|x| x["id"] == id),
+        "{id} is still open after another tenant's attempt"
+    );
+    let (st, v, _) = call(
+        "PATCH",
+        &api(&format!("/alerts/{id}/acknowledge")),
+        Some(&stark),
+        None,
+    );
+    assert_eq!(
+        (st, v["acknowledged_by"].as_str()),
+        (200, Some("api:stark-006"))
+    );
+    assert_eq!(unacknowledged().len(), open.len() - 1);
     let (st, _, _) = call(
         "POST",
         &api("/reports/generate"),
@@ -614,16 +630,8 @@ fn reading_endpoints_match_the_lake() {
 }
 
 fn parquet_rows_of(path: &Path, tenant: &str) -> usize {
-    use arrow::array::{Array, AsArray};
-    crate::common::parquet_batches(path)
-        .map(|b| {
-            let c = arrow::compute::cast(
-                b.column_by_name("tenant_id").unwrap(),
-                &arrow::datatypes::DataType::Utf8,
-            )
-            .unwrap();
-            let c = c.as_string::<i32>();
-            (0..c.len()).filter(|&i| c.value(i) == tenant).count()
-        })
-        .sum()
+    strings(path, "tenant_id")
+        .iter()
+        .filter(|t| t.as_deref() == Some(tenant))
+        .count()
 }
