@@ -155,7 +155,7 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
     let mut statuses = vec![500];
     statuses.extend(std::iter::repeat_n(200, n));
     let (url, server) = serve(statuses);
-    let out = std::process::Command::new(crate::common::BIN)
+    let out = std::process::Command::new(BIN)
         .args([
             "alerts",
             "deliver",
@@ -226,7 +226,7 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
         n as u64 + 1
     );
     // Nothing left to send: no request is made (no server is listening now).
-    let out = std::process::Command::new(crate::common::BIN)
+    let out = std::process::Command::new(BIN)
         .args(["alerts", "deliver", "--lake", lake, "--webhook", &url])
         .env("MLK_WEBHOOK_SECRET", "s3cret")
         .output()

@@ -1,6 +1,7 @@
-//! `run`, `report`, `retention` and `forget` end to end through the binary, checked against
-//! folds over the lake's rows read independently (arrow-rs), calamine for the workbook and
-//! the PDF's own text.
+//! `meterlake report` on the sample: totals and tables against folds over the lake's rows
+//! read independently (arrow-rs), the anomaly report against the incidents file, the
+//! workbook through calamine and the PDF's own text, deterministic bytes, and bad
+//! parameters named. The insights have their own file, insights.rs.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -304,10 +305,10 @@ fn idle_seats_are_priced_from_the_events() {
     }
     // API calls of other users are not seats.
     ev.push_str("{\"id\":\"x\",\"tenant_id\":\"t1\",\"user_id\":\"api-only\",\"meter\":\"api_calls\",\"ts\":\"2026-10-05T11:00:00Z\"}\n");
-    let input = crate::common::write(dir.path(), "e.ndjson", &ev);
+    let input = write(dir.path(), "e.ndjson", &ev);
     let lake = dir.path().join("lake");
-    crate::common::ingest(&lake, &[&input], &[]);
-    let tenants = crate::common::write(dir.path(), "t.csv", "tenant_id,plan\nt1,professional\n");
+    ingest(&lake, &[&input], &[]);
+    let tenants = write(dir.path(), "t.csv", "tenant_id,plan\nt1,professional\n");
     let out = dir.path().join("s.json");
     ok(&[
         "report",

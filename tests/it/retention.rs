@@ -85,7 +85,7 @@ fn forget_removes_a_tenant_and_a_user_everywhere_with_an_audit_record() {
             p.display()
         );
     }
-    for q in crate::common::quarantine(&lake) {
+    for q in quarantine(&lake) {
         assert!(
             !q["record"]
                 .as_str()

@@ -77,7 +77,7 @@ fn switches_turn_ingest_enforcement_and_alerts_off() {
     let lake = dir.path().join("lake");
     copy_dir(&s.lake, &lake);
     let alerts_before = std::fs::read(lake.join("alerts/alerts.parquet")).unwrap();
-    let o = std::process::Command::new(crate::common::BIN)
+    let o = std::process::Command::new(BIN)
         .args([
             "run",
             "--lake",
@@ -131,12 +131,12 @@ fn switches_turn_ingest_enforcement_and_alerts_off() {
 #[test]
 fn flags_override_environment_which_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    let conf = crate::common::write(
+    let conf = write(
         dir.path(),
         "m.toml",
         "[tracking]\nretention_days = 90\n[forecast]\nmodel = \"naive\"\nhorizon = 7\n[anomalies]\nthreshold = 4.0\n",
     );
-    let o = std::process::Command::new(crate::common::BIN)
+    let o = std::process::Command::new(BIN)
         .args([
             "run",
             "--config",
@@ -171,14 +171,14 @@ fn flags_override_environment_which_overrides_the_file() {
     assert_eq!(c["anomalies"]["threshold"].as_float(), Some(4.0));
     assert_eq!(c["limits"]["notification_enabled"].as_bool(), Some(false));
     // Bad values name their source.
-    let o = std::process::Command::new(crate::common::BIN)
+    let o = std::process::Command::new(BIN)
         .args(["run", "--config", conf.to_str().unwrap(), "--print-config"])
         .env("ANALYTICS_ANOMALY_DETECTION_THRESHOLD", "high")
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("ANALYTICS_ANOMALY_DETECTION_THRESHOLD"));
-    let bad = crate::common::write(dir.path(), "bad.toml", "[forecast]\nhorizn = 3\n");
+    let bad = write(dir.path(), "bad.toml", "[forecast]\nhorizn = 3\n");
     let o = mlk(&["run", "--config", bad.to_str().unwrap(), "--print-config"]);
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
