@@ -150,7 +150,6 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `90s`, `30m`, `6h`, `1d`, `2w` or `0` as µs.
 /// Checks the percentages in the unit the user typed them in, before they become the
 /// library's ratios (whose own check names the `DetectConfig` fields).
 fn check_percents(a: &DetectArgs) -> crate::Result<()> {
@@ -169,6 +168,7 @@ fn check_percents(a: &DetectArgs) -> crate::Result<()> {
     Ok(())
 }
 
+/// `90s`, `30m`, `6h`, `1d`, `2w` or `0` as µs.
 fn parse_duration(name: &'static str, s: &str) -> crate::Result<i64> {
     let s = s.trim();
     let bad = || crate::Error::InvalidParameter {
