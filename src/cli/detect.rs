@@ -69,6 +69,7 @@ pub struct DetectArgs {
 
 /// Runs `detect`.
 pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
+    check_percents(&a)?;
     let config = DetectConfig {
         threshold: a.threshold,
         spike_ratio: a.spike_percent / 100.0,
@@ -155,6 +156,24 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Checks the percentages in the unit the user typed them in, before they become the
+/// library's ratios (whose own check names the `DetectConfig` fields).
+fn check_percents(a: &DetectArgs) -> crate::Result<()> {
+    if !(a.spike_percent.is_finite() && a.spike_percent > 0.0) {
+        return Err(crate::Error::InvalidParameter {
+            name: "--spike-percent",
+            reason: format!("{} is not a positive percentage", a.spike_percent),
+        });
+    }
+    if !(a.drop_percent > 0.0 && a.drop_percent < 100.0) {
+        return Err(crate::Error::InvalidParameter {
+            name: "--drop-percent",
+            reason: format!("{} is not a percentage in (0, 100)", a.drop_percent),
+        });
+    }
+    Ok(())
 }
 
 /// `90s`, `30m`, `6h`, `1d`, `2w` or `0` as µs.

@@ -216,7 +216,9 @@ impl DetectConfig {
         Ok(self)
     }
 
-    /// Checks the settings, naming the one that is off.
+    /// Checks the settings, naming the one that is off: by its `detect` flag, or by its
+    /// field where the flag is in another unit (`--spike-percent` and `--drop-percent`
+    /// become `spike_ratio` and `drop_ratio`; the CLI checks those percentages itself).
     pub fn validate(&self) -> crate::Result<()> {
         let bad = |name: &'static str, reason: String| {
             Err(crate::Error::InvalidParameter { name, reason })
@@ -229,13 +231,13 @@ impl DetectConfig {
         }
         if !(self.spike_ratio.is_finite() && self.spike_ratio > 0.0) {
             return bad(
-                "--spike-ratio",
+                "spike_ratio",
                 format!("{} is not positive", self.spike_ratio),
             );
         }
         if !(self.drop_ratio > 0.0 && self.drop_ratio < 1.0) {
             return bad(
-                "--drop-ratio",
+                "drop_ratio",
                 format!("{} is not in (0, 1)", self.drop_ratio),
             );
         }

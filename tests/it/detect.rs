@@ -1,13 +1,10 @@
 //! `meterlake detect`: detectors against independent folds, no look-ahead, the generator's
 //! labelled anomalies found through the lake, bad input named.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use arrow::array::AsArray;
-use arrow::datatypes::TimestampMicrosecondType;
-
-use crate::common::{mlk, ok, parquet_batches, write};
+use crate::common::{IncidentRow, assert_rejected, ok, read_incidents, read_lake, write};
 
 const HOUR: i64 = 3_600_000_000;
 
@@ -213,95 +210,73 @@ fn bad_parameters_and_input_are_named() {
     let d = tempfile::tempdir().unwrap();
     let input = series_csv(d.path(), "s.csv", &[("a", noise(50, 1))]);
     let out = d.path().join("o.csv");
-    for (args, needle) in [
-        (vec!["--detectors", "zscore,magic"], "--detectors"),
-        (vec!["--threshold=-1"], "--threshold"),
-        (vec!["--cooldown", "soon"], "--cooldown"),
-        (vec!["--drop-percent", "120"], "--drop-ratio"),
-    ] {
-        let mut a = vec![
-            "detect",
-            "--series",
-            input.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        a.extend(args);
-        let r = mlk(&a);
-        assert!(!r.status.success());
-        let err = String::from_utf8_lossy(&r.stderr);
-        assert!(err.contains(needle), "{err}");
-    }
-    let bad = write(d.path(), "bad.csv", "series_id,ts,amount\na,2026-01-01,1\n");
-    let r = mlk(&[
-        "detect",
-        "--series",
-        bad.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(
-        !r.status.success() && err.contains("bad.csv") && err.contains("value"),
-        "{err}"
-    );
-    let bad = write(
+    let no_value = write(d.path(), "bad.csv", "series_id,ts,amount\na,2026-01-01,1\n");
+    let not_a_number = write(
         d.path(),
         "bad2.csv",
         "series_id,ts,value\na,2026-01-01,1\na,2026-01-02,x\n",
     );
-    let r = mlk(&[
-        "detect",
-        "--series",
-        bad.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&r.stderr);
-    assert!(!r.status.success() && err.contains("line 3"), "{err}");
-}
-
-/// Incidents of a lake run: (tenant, meter, start, end, detectors, severity, fraud).
-type Incident = (String, String, i64, i64, String, String, bool);
-
-fn incidents(lake: &Path) -> Vec<Incident> {
-    let path = lake.join("anomalies/granularity=hour/incidents.parquet");
-    let mut out = Vec::new();
-    for b in parquet_batches(&path) {
-        // Strings as Utf8 whatever their Parquet encoding (polars writes views).
-        let text = |n: &str, i: usize| -> String {
-            let c = arrow::compute::cast(
-                b.column_by_name(n).unwrap(),
-                &arrow::datatypes::DataType::Utf8,
-            )
-            .unwrap();
-            c.as_string::<i32>().value(i).to_string()
-        };
-        let ts = |n: &str| {
-            b.column_by_name(n)
-                .unwrap()
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone()
-        };
-        let (start, end) = (ts("window_start"), ts("window_end"));
-        let fraud = b
-            .column_by_name("fraud_suspect")
-            .unwrap()
-            .as_boolean()
-            .clone();
-        for i in 0..b.num_rows() {
-            out.push((
-                text("tenant_id", i),
-                text("meter", i),
-                start.value(i),
-                end.value(i),
-                text("detectors", i),
-                text("severity", i),
-                fraud.value(i),
-            ));
-        }
+    let (input, no_value, not_a_number) = (
+        input.to_str().unwrap(),
+        no_value.to_str().unwrap(),
+        not_a_number.to_str().unwrap(),
+    );
+    let cases: [(&str, &str, Vec<&str>, &[&str]); 8] = [
+        (
+            "an unknown detector",
+            input,
+            vec!["--detectors", "zscore,magic"],
+            &["--detectors"],
+        ),
+        (
+            "a negative threshold",
+            input,
+            vec!["--threshold=-1"],
+            &["--threshold"],
+        ),
+        (
+            "a cooldown that is none",
+            input,
+            vec!["--cooldown", "soon"],
+            &["--cooldown"],
+        ),
+        // The flag the user typed and its range in the user's unit (percent).
+        (
+            "a drop over 100 %",
+            input,
+            vec!["--drop-percent", "120"],
+            &["--drop-percent", "120", "(0, 100)"],
+        ),
+        (
+            "a drop of 0 %",
+            input,
+            vec!["--drop-percent", "0"],
+            &["--drop-percent", "(0, 100)"],
+        ),
+        (
+            "a spike of 0 %",
+            input,
+            vec!["--spike-percent", "0"],
+            &["--spike-percent"],
+        ),
+        (
+            "a file without a value column",
+            no_value,
+            vec![],
+            &["bad.csv", "value"],
+        ),
+        (
+            "a value that is no number",
+            not_a_number,
+            vec![],
+            &["line 3"],
+        ),
+    ];
+    for (case, series, extra, want) in cases {
+        let mut a = vec!["detect", "--series", series, "--out", out.to_str().unwrap()];
+        a.extend(extra);
+        assert_rejected(case, &a, want);
     }
-    out
 }
 
 #[test]
@@ -344,7 +319,7 @@ fn generated_anomalies_are_found_with_few_false_alarms() {
         .trim(),
     )
     .unwrap();
-    let inc = incidents(&lake);
+    let inc = read_incidents(&lake);
     assert_eq!(summary["incidents"].as_u64().unwrap() as usize, inc.len());
     let parse = |s: &str| {
         chrono::DateTime::parse_from_rfc3339(s)
@@ -387,8 +362,8 @@ fn generated_anomalies_are_found_with_few_false_alarms() {
         }
         k
     };
-    let overlaps = |l: &(String, String, i64, i64, String), i: &Incident| {
-        l.0 == i.0 && l.1 == i.1 && i.2 < l.3 + HOUR && i.3 > l.2 - HOUR
+    let overlaps = |l: &(String, String, i64, i64, String), i: &IncidentRow| {
+        l.0 == i.tenant && l.1 == i.meter && i.start < l.3 + HOUR && i.end > l.2 - HOUR
     };
     let mut report = BTreeMap::new();
     for kind in ["spike", "night_burst", "bot", "drop", "leak"] {
@@ -397,31 +372,55 @@ fn generated_anomalies_are_found_with_few_false_alarms() {
             .iter()
             .filter(|l| {
                 inc.iter()
-                    .any(|i| kind_of(&i.4, &i.1).contains(&kind) && overlaps(l, i))
+                    .any(|i| kind_of(&i.detectors, &i.meter).contains(&kind) && overlaps(l, i))
             })
             .count();
         assert!(!ls.is_empty(), "{kind}: no label in the generated data");
         report.insert(kind, (found, ls.len()));
     }
-    let serious: Vec<&Incident> = inc
+    let serious: Vec<&IncidentRow> = inc
         .iter()
-        .filter(|i| i.5 == "high" || i.5 == "critical")
+        .filter(|i| i.severity == "high" || i.severity == "critical")
         .collect();
     let true_serious = serious
         .iter()
         .filter(|i| labels.iter().any(|l| overlaps(l, i)))
         .count();
-    let fraud: Vec<&Incident> = serious.iter().copied().filter(|i| i.6).collect();
+    let fraud: Vec<&IncidentRow> = serious.iter().copied().filter(|i| i.fraud).collect();
     let true_fraud = fraud
         .iter()
         .filter(|i| labels.iter().any(|l| overlaps(l, i)))
         .count();
+    // False alarms: incidents on no label. At the default |z| > 3, Gaussian noise flags
+    // 0.27 % of its points, and an incident holds at least one flagged point: detectors no
+    // worse than their threshold raise at most 0.27 % of the points as false incidents. The
+    // points are every series (tenant × meter) times the hours the events span, both
+    // counted here from the lake's rows (138 series × 840 hours: at most 312).
+    let rows = read_lake(&lake);
+    let series: BTreeSet<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r.tenant.as_str(), r.meter.as_str()))
+        .collect();
+    let (first, last) = rows
+        .iter()
+        .fold((i64::MAX, i64::MIN), |(a, b), r| (a.min(r.ts), b.max(r.ts)));
+    let hours = last.div_euclid(HOUR) - first.div_euclid(HOUR) + 1;
+    let allowed = (0.0027 * series.len() as f64 * hours as f64).floor() as usize;
+    let false_alarms = inc
+        .iter()
+        .filter(|i| !labels.iter().any(|l| overlaps(l, i)))
+        .count();
     eprintln!(
         "recall (found/labels) {report:?}; high or critical incidents {true_serious}/{} on a label; \
-         fraud suspects {true_fraud}/{}; all incidents {}",
+         fraud suspects {true_fraud}/{}; all incidents {}, {false_alarms} on no label (at most {allowed})",
         serious.len(),
         fraud.len(),
         inc.len()
+    );
+    assert!(
+        false_alarms <= allowed,
+        "{false_alarms} false alarms, more than 0.27 % of {} series × {hours} hours",
+        series.len()
     );
     for kind in ["spike", "night_burst", "bot", "drop"] {
         let (f, n) = report[kind];

@@ -363,13 +363,28 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
     );
     let nocol = write(dir.path(), "nocol.csv", "id,ts,value\ns,2026-01-01,1\n");
     let out = dir.path().join("x.csv");
-    for (input, extra, want) in [
-        (&dup, vec![], "two values at"),
-        (&badv, vec![], "line 3: field `value`: `lots`"),
-        (&nocol, vec![], "no `series_id` column"),
-        (&input, vec!["--level", "120"], "--level"),
-        (&input, vec!["--alpha", "1.5"], "--alpha"),
-        (&input, vec!["--horizon", "0"], "--horizon"),
+    for (case, input, extra, want) in [
+        ("two values at one instant", &dup, vec![], "two values at"),
+        (
+            "a value that is no number",
+            &badv,
+            vec![],
+            "line 3: field `value`: `lots`",
+        ),
+        ("no series column", &nocol, vec![], "no `series_id` column"),
+        (
+            "a level over 100 %",
+            &input,
+            vec!["--level", "120"],
+            "--level",
+        ),
+        ("an alpha over 1", &input, vec!["--alpha", "1.5"], "--alpha"),
+        (
+            "a horizon of 0",
+            &input,
+            vec!["--horizon", "0"],
+            "--horizon",
+        ),
     ] {
         let mut a = vec![
             "forecast",
@@ -382,17 +397,14 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
             a.extend(["--horizon", "3"]);
         }
         a.extend(&extra);
-        let o = mlk(&a);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{extra:?}: {err}");
-        assert!(err.contains(want), "{extra:?}: {err}");
+        assert_rejected(case, &a, &[want]);
     }
 }
 
 #[test]
 fn lake_forecasts_cover_every_tenant_meter_series() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = crate::rollup::generated_lake(dir.path(), "2026-09-01", "28", "0.02");
+    let lake = generated_lake(dir.path(), "2026-09-01", "28", "0.02");
     let s: serde_json::Value = serde_json::from_str(&ok(&[
         "forecast",
         "--lake",

@@ -355,7 +355,7 @@ fn unreadable_inputs_fail_with_exit_2_naming_the_file_and_write_nothing() {
     let lake = dir.path().join("lake");
     let good = write(dir.path(), "good.ndjson", &format!("{GOOD}\n"));
     let missing = dir.path().join("missing.ndjson");
-    let mut gz = flate2_bytes(&format!("{GOOD}\n").repeat(5000));
+    let mut gz = gzip(&format!("{GOOD}\n").repeat(5000));
     gz.truncate(gz.len() / 2);
     let badgz = dir.path().join("bad.ndjson.gz");
     fs::write(&badgz, &gz).unwrap();
@@ -391,13 +391,6 @@ fn unreadable_inputs_fail_with_exit_2_naming_the_file_and_write_nothing() {
     }
     // After the failures the good file ingests normally.
     assert_eq!(ingest(&lake, &[&good], &[])["accepted"], 1);
-}
-
-pub fn flate2_bytes(text: &str) -> Vec<u8> {
-    use std::io::Write;
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(text.as_bytes()).unwrap();
-    e.finish().unwrap()
 }
 
 #[test]

@@ -1,5 +1,7 @@
 //! Integration tests: one binary (polars links once) driving the real `meterlake` CLI.
+//! One file per topic; shared fixtures in `common/`.
 
+mod alerts;
 mod billing;
 mod common;
 mod crash;
@@ -8,8 +10,11 @@ mod forecast;
 mod formats;
 mod generate;
 mod ingest;
+mod insights;
 mod props;
 mod report;
+mod retention;
 mod rollup;
+mod run;
 mod serve;
 mod usage;

@@ -100,7 +100,6 @@ proptest! {
         g in 0usize..4,
         zone in 0usize..4,
     ) {
-        use crate::rollup::{ALL_G, read_rollup, rollup_json};
         let dir = tempfile::tempdir().unwrap();
         let tz = ["UTC", "Europe/Berlin", "America/New_York", "Asia/Kolkata"][zone];
         let g = ALL_G[g];

@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Float64Type, Int64Type, TimeUnit, TimestampMicrosecondType};
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 
@@ -129,27 +127,6 @@ fn meter_table() -> Vec<(&'static str, &'static str, Option<&'static str>, Agg, 
     ]
 }
 
-#[derive(Clone, Copy)]
-pub enum G {
-    Hour,
-    Day,
-    Week,
-    Month,
-}
-
-impl G {
-    pub fn name(self) -> &'static str {
-        match self {
-            G::Hour => "hour",
-            G::Day => "day",
-            G::Week => "week",
-            G::Month => "month",
-        }
-    }
-}
-
-pub const ALL_G: [G; 4] = [G::Hour, G::Day, G::Week, G::Month];
-
 fn local_midnight_utc(d: NaiveDate, tz: Tz) -> i64 {
     tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
         .earliest()
@@ -189,10 +166,6 @@ pub fn next_window(start: i64, g: G, tz: Tz) -> i64 {
         G::Month => local_midnight_utc(local.date() + chrono::Months::new(1), tz),
     }
 }
-
-pub type Key = Vec<Option<String>>;
-/// (series key, window start) -> (window end, value, event count)
-pub type Table = BTreeMap<(Key, i64), (i64, f64, i64)>;
 
 fn prop(r: &Row, k: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(&r.props).ok()?;
@@ -292,135 +265,6 @@ pub fn fold(rows: &[Row], g: G, tz: Tz, by: &[&str]) -> Table {
     out
 }
 
-fn string_col(b: &arrow::record_batch::RecordBatch, name: &str) -> Vec<Option<String>> {
-    let c = b
-        .column_by_name(name)
-        .unwrap_or_else(|| panic!("column {name}"));
-    let c = arrow::compute::cast(c, &DataType::Utf8).unwrap();
-    let s = c.as_string::<i32>();
-    (0..s.len())
-        .map(|i| s.is_valid(i).then(|| s.value(i).to_string()))
-        .collect()
-}
-
-/// Reads a rollup's files (straight from Parquet, as DuckDB would).
-pub fn read_rollup(dir: &Path, key_cols: &[String]) -> Table {
-    let mut out = Table::new();
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .map(|p| p.join("part-0.parquet"))
-        .collect();
-    files.sort();
-    for f in files {
-        for b in parquet_batches(&f) {
-            let keys: Vec<Vec<Option<String>>> =
-                key_cols.iter().map(|k| string_col(&b, k)).collect();
-            let ts = |n: &str| {
-                let c = b.column_by_name(n).unwrap();
-                assert_eq!(
-                    c.data_type(),
-                    &DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-                    "{n}"
-                );
-                c.as_primitive::<TimestampMicrosecondType>().clone()
-            };
-            let (ws, we) = (ts("window_start"), ts("window_end"));
-            let v = b
-                .column_by_name("value")
-                .unwrap()
-                .as_primitive::<Float64Type>()
-                .clone();
-            let n = b
-                .column_by_name("event_count")
-                .unwrap()
-                .as_primitive::<Int64Type>()
-                .clone();
-            for i in 0..b.num_rows() {
-                let key: Key = keys.iter().map(|c| c[i].clone()).collect();
-                let prev = out.insert(
-                    (key.clone(), ws.value(i)),
-                    (we.value(i), v.value(i), n.value(i)),
-                );
-                assert!(
-                    prev.is_none(),
-                    "{}: duplicate row {key:?} {}",
-                    f.display(),
-                    ws.value(i)
-                );
-            }
-        }
-    }
-    out
-}
-
-pub fn assert_tables_match(got: &Table, want: &Table, what: &str) {
-    let missing: Vec<_> = want
-        .keys()
-        .filter(|k| !got.contains_key(*k))
-        .take(5)
-        .collect();
-    let extra: Vec<_> = got
-        .keys()
-        .filter(|k| !want.contains_key(*k))
-        .take(5)
-        .collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "{what}: {} rows vs {} expected; missing {missing:?}, extra {extra:?}",
-        got.len(),
-        want.len()
-    );
-    for (k, (we, wv, wn)) in want {
-        let (ge, gv, gn) = got[k];
-        assert_eq!(
-            (ge, gn),
-            (*we, *wn),
-            "{what}: window end / event count of {k:?}"
-        );
-        assert_close(gv, *wv, &format!("{what}: value of {k:?}"));
-    }
-}
-
-/// A generated lake (with duplicates, late and malformed records) in `dir/lake`.
-pub fn generated_lake(dir: &Path, start: &str, days: &str, scale: &str) -> PathBuf {
-    let input = dir.join("in.ndjson");
-    ok(&[
-        "generate",
-        "--tenants",
-        "3",
-        "--days",
-        days,
-        "--start",
-        start,
-        "--seed",
-        "11",
-        "--scale",
-        scale,
-        "--out",
-        input.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let lake = dir.join("lake");
-    ingest(&lake, &[&input], &[]);
-    lake
-}
-
-pub fn rollup_json(lake: &Path, meters: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "rollup",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--meters",
-        meters.to_str().unwrap(),
-        "--output",
-        "json",
-    ];
-    args.extend(extra);
-    serde_json::from_str(&ok(&args)).unwrap()
-}
-
 #[test]
 fn every_aggregation_granularity_dimension_and_zone_matches_a_fold() {
     let dir = tempfile::tempdir().unwrap();
@@ -484,14 +328,29 @@ fn unconfigured_meters_warn_once_and_bad_parameters_name_themselves() {
         1,
         "{err}"
     );
-    for (args, want) in [
-        (vec!["--granularity", "day", "--tz", "Mars/Base"], "--tz"),
-        (vec!["--granularity", "day", "--by", "tenant"], "--by"),
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[[meter]]\nname = \"x\"\naggregation = \"median\"\n",
+    );
+    let cases: [(&str, Vec<&str>, &[&str]); 6] = [
         (
-            vec!["--granularity", "day", "--from", "yesterday"],
-            "--from",
+            "an unknown zone",
+            vec!["--granularity", "day", "--tz", "Mars/Base"],
+            &["--tz"],
         ),
         (
+            "a dimension that is not one",
+            vec!["--granularity", "day", "--by", "tenant"],
+            &["--by"],
+        ),
+        (
+            "a start that is no date",
+            vec!["--granularity", "day", "--from", "yesterday"],
+            &["--from"],
+        ),
+        (
+            "a period that ends before it starts",
             vec![
                 "--granularity",
                 "day",
@@ -500,34 +359,24 @@ fn unconfigured_meters_warn_once_and_bad_parameters_name_themselves() {
                 "--to",
                 "2026-10-01",
             ],
-            "--from",
+            &["--from"],
         ),
-        (vec!["--granularity", "fortnight"], "--granularity"),
-    ] {
-        let mut a = vec!["rollup", "--lake", lake.to_str().unwrap()];
-        a.extend(&args);
-        let o = mlk(&a);
-        let err = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
-        assert!(err.contains(want), "{args:?}: {err}");
+        (
+            "an unknown granularity",
+            vec!["--granularity", "fortnight"],
+            &["--granularity"],
+        ),
+        (
+            "a meter file with an unknown aggregation",
+            vec!["--granularity", "day", "--meters", bad.to_str().unwrap()],
+            &["bad.toml", "median"],
+        ),
+    ];
+    for (case, extra, want) in cases {
+        let mut args = vec!["rollup", "--lake", lake.to_str().unwrap()];
+        args.extend(extra);
+        assert_rejected(case, &args, want);
     }
-    let bad = write(
-        dir.path(),
-        "bad.toml",
-        "[[meter]]\nname = \"x\"\naggregation = \"median\"\n",
-    );
-    let o = mlk(&[
-        "rollup",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--granularity",
-        "day",
-        "--meters",
-        bad.to_str().unwrap(),
-    ]);
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(err.contains("bad.toml") && err.contains("median"), "{err}");
 }
 
 fn lines(events: &[(&str, &str, &str, f64)]) -> String {
@@ -654,19 +503,6 @@ fn date_micros(d: &str) -> i64 {
         .unwrap()
         .and_utc()
         .timestamp_micros()
-}
-
-pub fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let p = e.unwrap().path();
-        let t = to.join(p.file_name().unwrap());
-        if p.is_dir() {
-            copy_dir(&p, &t);
-        } else {
-            fs::copy(&p, &t).unwrap();
-        }
-    }
 }
 
 fn rfc(ts: i64) -> String {

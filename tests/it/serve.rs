@@ -5,8 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::common::{BIN, ok, read_lake};
-use crate::report::{copy_dir, sample};
+use crate::common::{BIN, copy_dir, ok, read_lake, sample, strings};
 
 struct Server {
     child: Child,
@@ -271,92 +270,7 @@ fn hard_caps_rates_isolation_and_bad_input() {
     assert_eq!(st, 429, "{v}");
     assert_eq!(v["field"], "rate");
     assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
-    // Isolation: another tenant's key reads and writes nothing of stark-006.
-    let (st, _, _) = call(
-        "POST",
-        &api("/track"),
-        Some(&globex),
-        Some(&events("stark-006", "api_calls", "x", 1)),
-    );
-    assert_eq!(st, 403);
-    for p in [
-        "/quotas",
-        "/summary",
-        "/events",
-        "/metrics",
-        "/trends/api_calls",
-        "/anomalies",
-        "/alerts",
-        "/check-quota/documents",
-    ] {
-        let sep = if p.contains('?') { '&' } else { '?' };
-        let (st, v, _) = call(
-            "GET",
-            &api(&format!("{p}{sep}tenant=stark-006")),
-            Some(&globex),
-            None,
-        );
-        assert_eq!(st, 403, "{p}: {v}");
-    }
-    let (st, _, _) = call(
-        "POST",
-        &api("/forecast"),
-        Some(&globex),
-        Some(r#"{"meter":"api_calls","tenant":"stark-006"}"#),
-    );
-    assert_eq!(st, 403);
-    let (_, a, _) = call("GET", &api("/alerts?tenant=stark-006"), Some(&admin), None);
-    if let Some(id) = a["alerts"]
-        .as_array()
-        .and_then(|l| l.first())
-        .and_then(|x| x["id"].as_str())
-    {
-        let (st, _, _) = call(
-            "PATCH",
-            &api(&format!("/alerts/{id}/acknowledge")),
-            Some(&globex),
-            None,
-        );
-        assert_eq!(
-            st, 404,
-            "another tenant's alert does not exist for this key"
-        );
-        let (st, v, _) = call(
-            "PATCH",
-            &api(&format!("/alerts/{id}/acknowledge")),
-            Some(&stark),
-            None,
-        );
-        assert_eq!(
-            (st, v["acknowledged_by"].as_str()),
-            (200, Some("api:stark-006"))
-        );
-    }
-    let (st, _, _) = call(
-        "POST",
-        &api("/reports/generate"),
-        Some(&globex),
-        Some(r#"{"kind":"summary","format":"json","tenant":"stark-006"}"#),
-    );
-    assert_eq!(st, 403);
-    let (st, _, _) = call(
-        "GET",
-        &api("/reports?tenant=stark-006"),
-        Some(&globex),
-        None,
-    );
-    assert_eq!(st, 403);
-    let (st, _, _) = call("GET", &api("/admin/metrics"), Some(&globex), None);
-    assert_eq!(st, 403);
-    let (st, _, _) = call("POST", &api("/admin/flush"), Some(&globex), None);
-    assert_eq!(st, 403);
-    let (st, _, _) = call(
-        "POST",
-        &api("/admin/quotas/reset"),
-        Some(&globex),
-        Some(r#"{"tenant":"stark-006"}"#),
-    );
-    assert_eq!(st, 403);
+    assert_isolated(&api, &stark, &globex, &admin);
     // A CloudEvents batch: the dedup key is (source, id), so the same id from another
     // source is a different event.
     let ts = chrono::Utc::now().to_rfc3339();
@@ -473,6 +387,108 @@ fn hard_caps_rates_isolation_and_bad_input() {
     assert_eq!(actions.len(), 2, "{actions:?}");
     assert_eq!(actions[0], ("acknowledge", "api:stark-006"));
     assert_eq!(actions[1].0, "quotas_reset");
+}
+
+/// Isolation: another tenant's key (globex-002's) reads and writes nothing of stark-006,
+/// and cannot acknowledge its alerts, nor learn that they exist; stark-006's own key can.
+fn assert_isolated(api: &dyn Fn(&str) -> String, stark: &str, globex: &str, admin: &str) {
+    let (st, _, _) = call(
+        "POST",
+        &api("/track"),
+        Some(globex),
+        Some(&events("stark-006", "api_calls", "x", 1)),
+    );
+    assert_eq!(st, 403);
+    for p in [
+        "/quotas",
+        "/summary",
+        "/events",
+        "/metrics",
+        "/trends/api_calls",
+        "/anomalies",
+        "/alerts",
+        "/check-quota/documents",
+    ] {
+        let sep = if p.contains('?') { '&' } else { '?' };
+        let (st, v, _) = call(
+            "GET",
+            &api(&format!("{p}{sep}tenant=stark-006")),
+            Some(globex),
+            None,
+        );
+        assert_eq!(st, 403, "{p}: {v}");
+    }
+    let (st, _, _) = call(
+        "POST",
+        &api("/forecast"),
+        Some(globex),
+        Some(r#"{"meter":"api_calls","tenant":"stark-006"}"#),
+    );
+    assert_eq!(st, 403);
+    // An alert of stark-006 (the sample's run raised its hard caps): another tenant's key
+    // cannot acknowledge it, not even learn that it exists; its own key can.
+    let unacknowledged = || -> Vec<serde_json::Value> {
+        let (st, a, _) = call("GET", &api("/alerts?tenant=stark-006"), Some(admin), None);
+        assert_eq!(st, 200, "{a}");
+        a["alerts"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no alert list: {a}"))
+            .iter()
+            .filter(|x| x["acknowledged_by"].is_null())
+            .cloned()
+            .collect()
+    };
+    let open = unacknowledged();
+    let alert = open
+        .first()
+        .expect("stark-006 has open alerts: its hard caps are reached in the sample");
+    assert_eq!(alert["tenant_id"], "stark-006", "{alert}");
+    let id = alert["id"].as_str().unwrap();
+    let (st, _, _) = call(
+        "PATCH",
+        &api(&format!("/alerts/{id}/acknowledge")),
+        Some(globex),
+        None,
+    );
+    assert_eq!(
+        st, 404,
+        "another tenant's alert does not exist for this key"
+    );
+    assert!(
+        unacknowledged().iter().any(|x| x["id"] == id),
+        "{id} is still open after another tenant's attempt"
+    );
+    let (st, v, _) = call(
+        "PATCH",
+        &api(&format!("/alerts/{id}/acknowledge")),
+        Some(stark),
+        None,
+    );
+    assert_eq!(
+        (st, v["acknowledged_by"].as_str()),
+        (200, Some("api:stark-006"))
+    );
+    assert_eq!(unacknowledged().len(), open.len() - 1);
+    let (st, _, _) = call(
+        "POST",
+        &api("/reports/generate"),
+        Some(globex),
+        Some(r#"{"kind":"summary","format":"json","tenant":"stark-006"}"#),
+    );
+    assert_eq!(st, 403);
+    let (st, _, _) = call("GET", &api("/reports?tenant=stark-006"), Some(globex), None);
+    assert_eq!(st, 403);
+    let (st, _, _) = call("GET", &api("/admin/metrics"), Some(globex), None);
+    assert_eq!(st, 403);
+    let (st, _, _) = call("POST", &api("/admin/flush"), Some(globex), None);
+    assert_eq!(st, 403);
+    let (st, _, _) = call(
+        "POST",
+        &api("/admin/quotas/reset"),
+        Some(globex),
+        Some(r#"{"tenant":"stark-006"}"#),
+    );
+    assert_eq!(st, 403);
 }
 
 #[test]
@@ -620,16 +636,8 @@ fn reading_endpoints_match_the_lake() {
 }
 
 fn parquet_rows_of(path: &Path, tenant: &str) -> usize {
-    use arrow::array::{Array, AsArray};
-    crate::common::parquet_batches(path)
-        .map(|b| {
-            let c = arrow::compute::cast(
-                b.column_by_name("tenant_id").unwrap(),
-                &arrow::datatypes::DataType::Utf8,
-            )
-            .unwrap();
-            let c = c.as_string::<i32>();
-            (0..c.len()).filter(|&i| c.value(i) == tenant).count()
-        })
-        .sum()
+    strings(path, "tenant_id")
+        .iter()
+        .filter(|t| t.as_deref() == Some(tenant))
+        .count()
 }

@@ -6,7 +6,6 @@ use std::path::Path;
 use chrono::NaiveDate;
 
 use crate::common::*;
-use crate::rollup::generated_lake;
 
 fn at(d: &str) -> i64 {
     NaiveDate::parse_from_str(d, "%Y-%m-%d")
@@ -207,9 +206,14 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
     );
     assert_eq!(lines.count(), now.len());
     // Bad parameters name themselves.
-    for (args, want) in [
-        (vec!["--from", "2026-09-15", "--to", "2026-09-01"], "--from"),
+    for (case, args, want) in [
         (
+            "a period that ends before it starts",
+            vec!["--from", "2026-09-15", "--to", "2026-09-01"],
+            "--from",
+        ),
+        (
+            "an unknown comparison",
             vec![
                 "--from",
                 "2026-09-15",
@@ -221,6 +225,7 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
             "--compare",
         ),
         (
+            "a dimension that is not one",
             vec![
                 "--from",
                 "2026-09-15",
@@ -234,12 +239,7 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
     ] {
         let mut a = vec!["usage", "--lake", lake.to_str().unwrap()];
         a.extend(&args);
-        let o = mlk(&a);
-        assert_eq!(o.status.code(), Some(2), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains(want),
-            "{args:?}"
-        );
+        assert_rejected(case, &a, &[want]);
     }
 }
 
@@ -357,19 +357,7 @@ fn engagement_matches_a_fold() {
             docs,
             "{t} documents"
         );
-        let last = |until: i64| {
-            let s: Vec<&&Row> = mine
-                .iter()
-                .filter(|r| r.meter == "storage_bytes" && r.ts < until)
-                .collect();
-            let t = s.iter().map(|r| r.ts).max()?;
-            Some(
-                s.iter()
-                    .filter(|r| r.ts == t)
-                    .map(|r| r.value)
-                    .fold(f64::MIN, f64::max),
-            )
-        };
+        let last = |until: i64| latest_reading(&mine, "storage_bytes", until);
         let (n, b) = (last(as_of), last(as_of - 30 * day));
         assert_eq!(e["storage_now"].as_f64(), n, "{t} storage");
         assert_eq!(e["storage_30d_ago"].as_f64(), b, "{t} storage then");

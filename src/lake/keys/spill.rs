@@ -302,15 +302,20 @@ impl Bloom {
 mod tests {
     use super::*;
 
+    /// The README (Dedup) promises at most 1 % false positives. The filter is fullest, and
+    /// so worst, when it holds its whole capacity (10 bits per key): measured there, over a
+    /// million keys it does not hold (0.96 % at this size).
     #[test]
-    fn the_filter_has_no_false_negatives_and_about_one_percent_false_positives() {
+    fn the_filter_has_no_false_negatives_and_at_most_one_percent_false_positives() {
         let key = |i: u64| (i + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
-        let n = 100_000;
-        let mut b = Bloom::with_capacity(n as usize);
+        let mut b = Bloom::with_capacity(100_000);
+        let n = b.capacity() as u64;
+        assert!(n >= 100_000);
         (0..n).for_each(|i| b.insert(key(i)));
         assert!((0..n).all(|i| b.may_contain(key(i))));
-        let fp = (n..11 * n).filter(|&i| b.may_contain(key(i))).count();
-        let rate = fp as f64 / (10 * n) as f64;
-        assert!(rate < 0.02, "false-positive rate {rate}");
+        let probes = 1_000_000;
+        let fp = (n..n + probes).filter(|&i| b.may_contain(key(i))).count();
+        let rate = fp as f64 / probes as f64;
+        assert!(rate <= 0.01, "false-positive rate {rate} at capacity");
     }
 }

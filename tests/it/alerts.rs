@@ -1,0 +1,380 @@
+//! Alerts: raised once per crossing from the hand-computed billing fixture, acknowledged,
+//! delivered signed to a webhook; anomaly alerts from the sample's incidents; an
+//! acknowledgement in the anomaly report's incident status and the audit log.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::common::*;
+
+/// A request the test server received: lower-cased headers and the body.
+type Request = (Vec<(String, String)>, String);
+
+/// A one-shot HTTP server on loopback: answers each request with the next status, records
+/// (headers, body) of each.
+fn serve(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<Request>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let h = std::thread::spawn(move || {
+        let mut got = Vec::new();
+        for status in statuses {
+            let (mut sock, _) = listener.accept().unwrap();
+            let mut r = BufReader::new(sock.try_clone().unwrap());
+            let mut headers = Vec::new();
+            let mut line = String::new();
+            r.read_line(&mut line).unwrap();
+            loop {
+                line.clear();
+                r.read_line(&mut line).unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').unwrap();
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+            let len: usize = headers
+                .iter()
+                .find(|h| h.0 == "content-length")
+                .unwrap()
+                .1
+                .parse()
+                .unwrap();
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            write!(
+                sock,
+                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+            .unwrap();
+            got.push((headers, String::from_utf8(body).unwrap()));
+        }
+        got
+    });
+    (url, h)
+}
+
+#[test]
+fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
+    let f = fixture();
+    let raise = |at: &str| -> serde_json::Value {
+        f.json(&["alerts", "raise", "--at", at, "--output", "json"])
+    };
+    // At Oct 21 (by hand from the fixture): t-steady documents 400/500 (80 %); t-basic
+    // documents 80/100 (80 %), storage max 6.5/5 GB and users 3/3 (hard cap); t-free
+    // documents 20/20 (hard cap). Over 100 %: 80, 90, 100 and limit_exceeded.
+    let first = raise("2026-10-21");
+    let raised = first["raised"].as_array().unwrap();
+    let keys = |v: &serde_json::Value| -> Vec<(String, String, String, String)> {
+        let mut k: Vec<_> = v["raised"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let s = |k: &str| a[k].as_str().unwrap().to_string();
+                (s("tenant_id"), s("meter"), s("kind"), s("threshold"))
+            })
+            .collect();
+        k.sort();
+        k
+    };
+    let full = |t: &str, m: &str| {
+        vec![
+            (t.into(), m.into(), "limit_exceeded".into(), "100".into()),
+            (t.into(), m.into(), "threshold".into(), "100".into()),
+            (t.into(), m.into(), "threshold".into(), "80".into()),
+            (t.into(), m.into(), "threshold".into(), "90".into()),
+        ]
+    };
+    let mut want: Vec<(String, String, String, String)> = Vec::new();
+    want.push((
+        "t-basic".into(),
+        "documents".into(),
+        "threshold".into(),
+        "80".into(),
+    ));
+    want.extend(full("t-basic", "storage"));
+    want.extend(full("t-basic", "users"));
+    want.extend(full("t-free", "documents"));
+    want.push((
+        "t-steady".into(),
+        "documents".into(),
+        "threshold".into(),
+        "80".into(),
+    ));
+    want.sort();
+    assert_eq!(keys(&first), want);
+    // Raising again in the same period adds nothing. By Oct 24 only the new crossings:
+    // t-steady 460/500 (92 %), t-basic documents 3 × 23 + 21 = 90 (90 %), t-basic API
+    // calls 36 × 23 + 3 = 831 (83.1 %), t-change 13 × 23 + 10 = 309 of its prorated 371
+    // (83.3 %).
+    assert_eq!(raise("2026-10-21")["raised"].as_array().unwrap().len(), 0);
+    let later = raise("2026-10-24");
+    let t = |a: &str, b: &str, c: &str| {
+        (
+            a.to_string(),
+            b.to_string(),
+            "threshold".to_string(),
+            c.to_string(),
+        )
+    };
+    let mut want = vec![
+        t("t-basic", "api_calls", "80"),
+        t("t-basic", "documents", "90"),
+        t("t-change", "documents", "80"),
+        t("t-steady", "documents", "90"),
+    ];
+    want.sort();
+    assert_eq!(keys(&later), want);
+    let raised_total = raised.len() + want.len();
+
+    let lake = f.lake.to_str().unwrap();
+    let list = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut a = vec!["alerts", "list", "--lake", lake, "--output", "json"];
+        a.extend(extra);
+        serde_json::from_str(&ok(&a)).unwrap()
+    };
+    let all = list(&[]);
+    assert_eq!(all.len(), raised_total);
+    let id = all[0]["id"].as_str().unwrap().to_string();
+    ok(&["alerts", "ack", &id, "--lake", lake, "--by", "ops"]);
+    assert_eq!(list(&[]).len(), all.len() - 1);
+    let acked = list(&["--all"]);
+    let a = acked.iter().find(|a| a["id"] == id.as_str()).unwrap();
+    assert_eq!(a["acknowledged_by"], "ops");
+    let o = mlk(&["alerts", "ack", "nope", "--lake", lake]);
+    assert_eq!(o.status.code(), Some(2));
+
+    // Webhook: the first request fails (500) and is retried; every alert arrives once,
+    // signed; a second delivery run sends nothing.
+    let n = all.len();
+    let mut statuses = vec![500];
+    statuses.extend(std::iter::repeat_n(200, n));
+    let (url, server) = serve(statuses);
+    let out = std::process::Command::new(BIN)
+        .args([
+            "alerts",
+            "deliver",
+            "--lake",
+            lake,
+            "--webhook",
+            &url,
+            "--retry-base-ms",
+            "10",
+        ])
+        .env("MLK_WEBHOOK_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (
+            d["delivered"].as_u64(),
+            d["failed"].as_u64(),
+            d["requests"].as_u64()
+        ),
+        (Some(n as u64), Some(0), Some(n as u64 + 1))
+    );
+    let got = server.join().unwrap();
+    let mut ids = Vec::new();
+    for (headers, body) in &got {
+        let h = |k: &str| {
+            headers
+                .iter()
+                .find(|x| x.0 == k)
+                .map(|x| x.1.clone())
+                .unwrap()
+        };
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
+        mac.update(format!("{}.{}", h("x-meterlake-timestamp"), body).as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(h("x-meterlake-signature"), format!("sha256={hex}"));
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["id"].as_str().unwrap(), h("x-meterlake-delivery"));
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    // The retried first alert came twice; after dedup every alert exactly once.
+    assert_eq!(ids[0], ids[1]);
+    ids.dedup();
+    ids.sort();
+    let mut want: Vec<String> = all
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(ids, want);
+    let stored = list(&["--all"]);
+    assert!(stored.iter().all(|a| !a["delivered_at"].is_null()));
+    assert_eq!(
+        stored
+            .iter()
+            .map(|a| a["attempts"].as_u64().unwrap())
+            .sum::<u64>(),
+        n as u64 + 1
+    );
+    // Nothing left to send: no request is made (no server is listening now).
+    let out = std::process::Command::new(BIN)
+        .args(["alerts", "deliver", "--lake", lake, "--webhook", &url])
+        .env("MLK_WEBHOOK_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(d["requests"], 0);
+}
+
+/// On the sample's events: one anomaly alert per high or critical incident of
+/// `detect --lake` that started in the 60 days before the instant, counted here from the
+/// incidents file itself.
+#[test]
+fn anomaly_alerts_are_one_per_serious_incident_of_the_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(sample_events(), &lake);
+    let l = lake.to_str().unwrap();
+    ok(&["detect", "--lake", l, "--quiet"]);
+    let incidents = lake.join("anomalies/granularity=hour/incidents.parquet");
+    let at = 1_792_713_600_000_000i64; // 2026-10-23T00:00:00Z
+    let mut want = BTreeSet::new();
+    for b in parquet_batches(&incidents) {
+        use arrow::array::AsArray;
+        // polars writes strings as Utf8View.
+        let s = |n: &str| b.column_by_name(n).unwrap().as_string_view().clone();
+        let (t, m, sev) = (s("tenant_id"), s("meter"), s("severity"));
+        let ws = b
+            .column_by_name("window_start")
+            .unwrap()
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .clone();
+        for i in 0..b.num_rows() {
+            let start = ws.value(i);
+            if ["high", "critical"].contains(&sev.value(i))
+                && start >= at - 60 * 86_400_000_000
+                && start < at
+            {
+                want.insert((t.value(i).to_string(), m.value(i).to_string(), start));
+            }
+        }
+    }
+    assert!(!want.is_empty(), "the sample has high-severity incidents");
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "alerts",
+        "raise",
+        "--lake",
+        l,
+        "--plans",
+        PLANS,
+        "--tenants",
+        TENANTS,
+        "--at",
+        "2026-10-23",
+        "--anomaly-days",
+        "60",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let got: BTreeSet<(String, String, i64)> = v["raised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "anomaly")
+        .map(|a| {
+            let start =
+                chrono::DateTime::parse_from_rfc3339(a["period_start"].as_str().unwrap()).unwrap();
+            (
+                a["tenant_id"].as_str().unwrap().to_string(),
+                a["meter"].as_str().unwrap().to_string(),
+                start.timestamp_micros(),
+            )
+        })
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
+fn incident_status_follows_alerts_and_acknowledgements_are_audited() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let l = lake.to_str().unwrap();
+    // Raise anomaly alerts for every incident of the sample (the run only raises the last 7 days').
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "alerts",
+        "raise",
+        "--lake",
+        l,
+        "--at",
+        "latest",
+        "--anomaly-days",
+        "90",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let anomaly: Vec<&serde_json::Value> = v["raised"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "anomaly")
+        .collect();
+    assert!(!anomaly.is_empty());
+    let acked = anomaly[0];
+    ok(&[
+        "alerts",
+        "ack",
+        acked["id"].as_str().unwrap(),
+        "--lake",
+        l,
+        "--by",
+        "ops@example.com",
+    ]);
+    let r = report_to(
+        &lake,
+        "anomaly",
+        &dir.path().join("a.json"),
+        &["--from", "2026-08-01"],
+    );
+    let mut seen = BTreeMap::new();
+    for i in rows_of(&r, "incidents") {
+        let high = matches!(i["severity"].as_str().unwrap(), "high" | "critical");
+        let mine = i["tenant_id"] == acked["tenant_id"]
+            && i["meter"] == acked["meter"]
+            && i["start"] == acked["period_start"];
+        let want = match (high, mine) {
+            (true, true) => "acknowledged",
+            (true, false) => "alerted",
+            (false, _) => "open",
+        };
+        assert_eq!(i["status"], want, "{i}");
+        *seen.entry(want).or_insert(0) += 1;
+    }
+    assert_eq!(seen.get("acknowledged"), Some(&1));
+    assert_eq!(seen.get("alerted").copied().unwrap_or(0), anomaly.len() - 1);
+    let c = report_to(&lake, "compliance", &dir.path().join("c.json"), &[]);
+    let ack = rows_of(&c, "audit")
+        .iter()
+        .find(|a| a["action"] == "acknowledge")
+        .unwrap();
+    assert_eq!(ack["actor"], "ops@example.com");
+    assert!(
+        ack["target"]
+            .as_str()
+            .unwrap()
+            .contains(acked["id"].as_str().unwrap())
+    );
+}

@@ -1,0 +1,186 @@
+//! `meterlake run`: the README's main job on the sample writes every report and a second
+//! run only checks; its switches and the configuration's precedence (flag over environment
+//! over file).
+
+use arrow::array::AsArray;
+
+use crate::common::*;
+
+fn stage<'a>(s: &'a serde_json::Value, name: &str) -> &'a str {
+    s["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["stage"] == name)
+        .unwrap_or_else(|| panic!("no stage {name} in {s}"))["note"]
+        .as_str()
+        .unwrap()
+}
+
+#[test]
+fn run_writes_every_report_and_a_second_run_only_checks() {
+    let s = sample();
+    let f = &s.first;
+    let n = |k: &str| f[k].as_u64().unwrap();
+    assert!(n("read") > 0);
+    assert_eq!(n("read"), n("accepted") + n("rejected") + n("duplicates"));
+    assert_eq!(n("events"), read_lake(&s.lake).len() as u64);
+    // Every kind in every format (CSV and Parquet add one file per further table).
+    for kind in [
+        "summary",
+        "detailed",
+        "forecast",
+        "anomaly",
+        "executive",
+        "compliance",
+    ] {
+        for ext in ["json", "csv", "md", "html", "xlsx", "pdf", "parquet"] {
+            let p = s.out.join("reports").join(format!("{kind}.{ext}"));
+            assert!(p.is_file(), "missing {}", p.display());
+        }
+    }
+    assert!(f["reports"].as_array().unwrap().len() > 42);
+    // The invoices file is September's, as `invoice` computes it.
+    let inv: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.out.join("invoices/2026-09.json")).unwrap())
+            .unwrap();
+    let direct: serde_json::Value = serde_json::from_str(&ok(&[
+        "invoice",
+        "--lake",
+        s.lake.to_str().unwrap(),
+        "--period",
+        "2026-09",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(inv, direct);
+    assert!(s.lake.join("quotas/quotas.parquet").is_file());
+    // The second run ingests nothing new and recomputes nothing.
+    let g = &s.second;
+    assert_eq!(g["accepted"], 0);
+    assert_eq!(g["read"], 0, "the input is skipped by checksum");
+    for st in ["forecast", "anomalies", "reports"] {
+        assert_eq!(stage(g, st), "up to date", "{st}");
+    }
+    assert_eq!(g["alerts_raised"], 0, "alerts are raised once");
+    assert_eq!(g["anomalies"], f["anomalies"]);
+    for (p, b) in &s.bytes {
+        assert_eq!(&std::fs::read(p).unwrap(), b, "{} changed", p.display());
+    }
+}
+
+#[test]
+fn switches_turn_ingest_enforcement_and_alerts_off() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let alerts_before = std::fs::read(lake.join("alerts/alerts.parquet")).unwrap();
+    let o = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+            "--enforcement",
+            "false",
+            "--kinds",
+            "summary",
+            "--formats",
+            "json",
+            "--output",
+            "json",
+            "--quiet",
+        ])
+        .env("USAGE_TRACKING_ENABLED", "false")
+        .env("LIMITS_NOTIFICATION_ENABLED", "0")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(stage(&v, "ingest").contains("tracking disabled"));
+    assert_eq!(stage(&v, "alerts"), "notifications disabled");
+    assert_eq!(
+        std::fs::read(lake.join("alerts/alerts.parquet")).unwrap(),
+        alerts_before
+    );
+    // Hard caps reached are reported as exceeded, not blocked, and marked not enforced.
+    let q = lake.join("quotas/quotas.parquet");
+    let status = strings(&q, "status");
+    assert!(!status.iter().flatten().any(|s| s == "blocked"));
+    let enforced: Vec<bool> = parquet_batches(&q)
+        .flat_map(|b| {
+            let c = b.column_by_name("enforced").unwrap().as_boolean().clone();
+            (0..c.len()).map(move |i| c.value(i)).collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(enforced.iter().all(|e| !e));
+    let original = strings(&s.lake.join("quotas/quotas.parquet"), "status");
+    let blocked = original
+        .iter()
+        .flatten()
+        .filter(|s| *s == "blocked")
+        .count();
+    assert!(blocked > 0, "the sample has tenants at hard caps");
+    let exceeded = |v: &[Option<String>]| v.iter().flatten().filter(|s| *s == "exceeded").count();
+    assert_eq!(exceeded(&status), exceeded(&original) + blocked);
+}
+
+#[test]
+fn flags_override_environment_which_overrides_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = write(
+        dir.path(),
+        "m.toml",
+        "[tracking]\nretention_days = 90\n[forecast]\nmodel = \"naive\"\nhorizon = 7\n[anomalies]\nthreshold = 4.0\n",
+    );
+    let o = std::process::Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            conf.to_str().unwrap(),
+            "--print-config",
+            "--model",
+            "ses",
+        ])
+        .env("USAGE_TRACKING_EVENTS_RETENTION_DAYS", "30")
+        .env("ANALYTICS_FORECAST_MODEL", "holt")
+        .env("LIMITS_NOTIFICATION_ENABLED", "false")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let c: toml::Value = toml::from_str(&String::from_utf8(o.stdout).unwrap()).unwrap();
+    assert_eq!(
+        c["forecast"]["model"].as_str(),
+        Some("ses"),
+        "flag over environment"
+    );
+    assert_eq!(
+        c["forecast"]["horizon"].as_integer(),
+        Some(7),
+        "file over default"
+    );
+    assert_eq!(
+        c["tracking"]["events_retention_days"].as_integer(),
+        Some(30),
+        "environment over file"
+    );
+    assert_eq!(c["tracking"]["retention_days"].as_integer(), Some(90));
+    assert_eq!(c["anomalies"]["threshold"].as_float(), Some(4.0));
+    assert_eq!(c["limits"]["notification_enabled"].as_bool(), Some(false));
+    // Bad values name their source.
+    let o = std::process::Command::new(BIN)
+        .args(["run", "--config", conf.to_str().unwrap(), "--print-config"])
+        .env("ANALYTICS_ANOMALY_DETECTION_THRESHOLD", "high")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("ANALYTICS_ANOMALY_DETECTION_THRESHOLD"));
+    let bad = write(dir.path(), "bad.toml", "[forecast]\nhorizn = 3\n");
+    let o = mlk(&["run", "--config", bad.to_str().unwrap(), "--print-config"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("bad.toml") && err.contains("horizn"), "{err}");
+}
