@@ -11,6 +11,7 @@ mod formats;
 mod generate;
 mod ingest;
 mod insights;
+mod layers;
 mod props;
 mod report;
 mod retention;

@@ -4,6 +4,7 @@
 //! parameters named. The insights have their own file, insights.rs.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 
 use calamine::{Data, Reader, Xlsx, open_workbook};
 
@@ -334,4 +335,51 @@ fn idle_seats_are_priced_from_the_events() {
     assert_eq!(e["seats_over_allowance"], 2.0);
     assert_eq!(e["overage_cost"], 10.0);
     assert_eq!(e["overage_cost_without_them"], 0.0);
+}
+
+/// Every file under a directory with its bytes.
+fn contents(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let b = std::fs::read(&p).unwrap();
+            (p, b)
+        })
+        .collect()
+}
+
+/// A report reads what the stages wrote and never writes: on a lake of events alone it
+/// computes the day series in memory and leaves every file as it was, and what it says
+/// equals what it says once `rollup` has stored the day rollup it reads instead.
+#[test]
+fn a_report_never_writes_and_computes_what_the_rollup_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(sample_events(), &lake);
+    let before = contents(&lake);
+    let meters = concat!(env!("CARGO_MANIFEST_DIR"), "/data/meters.toml");
+    let args = ["--meters", meters];
+    let in_memory = report_to(&lake, "summary", &dir.path().join("a.json"), &args);
+    assert!(
+        contents(&lake) == before,
+        "the report changed the lake, e.g. {:?}",
+        files_under(&lake)
+            .into_iter()
+            .filter(|p| !before.contains_key(p))
+            .take(3)
+            .collect::<Vec<_>>()
+    );
+    assert!(!lake.join("rollups").exists());
+    ok(&[
+        "rollup",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--granularity",
+        "day",
+        "--meters",
+        meters,
+    ]);
+    let stored = report_to(&lake, "summary", &dir.path().join("b.json"), &args);
+    assert!(!rows_of(&stored, "usage").is_empty());
+    assert_eq!(in_memory, stored);
 }

@@ -184,3 +184,24 @@ fn flags_override_environment_which_overrides_the_file() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.toml") && err.contains("horizn"), "{err}");
 }
+
+/// The batch job hands its quota stage's rows to its reports; `meterlake report` on the
+/// same lake evaluates them itself. Both must say the same, report by report.
+#[test]
+fn reports_of_the_run_equal_reports_built_alone() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let meters = concat!(env!("CARGO_MANIFEST_DIR"), "/data/meters.toml");
+    let args = ["--plans", PLANS, "--tenants", TENANTS, "--meters", meters];
+    for kind in ["summary", "forecast", "executive", "anomaly"] {
+        let alone = report_to(
+            &s.lake,
+            kind,
+            &dir.path().join(format!("{kind}.json")),
+            &args,
+        );
+        let of_run = report_json(kind);
+        assert!(!of_run["tables"].as_object().unwrap().is_empty(), "{kind}");
+        assert_eq!(alone, of_run, "{kind}");
+    }
+}
