@@ -6,10 +6,16 @@
 //! dropped, and `read = accepted + rejected + duplicates` always holds. [`rollup`] aggregates
 //! the lake per tenant, meter (and user or property) and window with polars, incrementally;
 //! [`usage`] answers period queries (totals, breakdowns with shares, comparisons) and
-//! engagement (active users, adoption). Later stages forecast, detect anomalies, bill and
-//! report.
+//! engagement (active users, adoption). [`billing`] prices usage against plans. The
+//! [`stage`]s over the lake run the pure models of [`forecast`] and [`detect`] on every
+//! series, evaluate quotas and raise alerts, each writing a derived table
+//! ([`stage::tables`]); [`report`] renders what they wrote; the [`job`]s (`run`, `retention`,
+//! `forget`) drive them over a whole lake. [`time`] is the one home of time units and text.
 //!
-//! The command-line interface ([`cli`]) is a thin layer over this library.
+//! Imports run one way, down this list: error, time ← event, the pure models ← lake ←
+//! ingest, rollup ← usage, series ← billing ← stage ← report ← config, job, serve ← cli
+//! (checked by `tests/it/layers.rs`). The two faces, the command line ([`cli`]) and the
+//! HTTP API ([`serve`]), are thin layers over this library.
 //!
 //! ```no_run
 //! use std::path::{Path, PathBuf};

@@ -16,7 +16,7 @@
 //!   volume), or a drop below 10 % of the expected level.
 //! - [`pattern::OffHours`]: usage in the series' quiet hours far above its norm for that
 //!   hour. The user-level patterns (bot-like regularity, one user far above its peers, a
-//!   burst of new users) need events, not a series: see [`crate::stage::anomalies`].
+//!   burst of new users) need events, not a series: see the anomaly stage, `stage::anomalies`.
 //!
 //! Severity and risk come from a flag's strength, its score over its threshold (1 at the
 //! threshold): low below 1.5, medium below 2.5, high below 4, critical from 4. The risk
