@@ -215,26 +215,49 @@ pub fn rollup(
         plan::existing_ranges(&dir, spec, meters)?
     };
     let windows = Windows::new(spec, &lake_dates, &old_ranges)?;
-    let mut scope = windows.scope_of(&plan.touched_dates);
-
     let clock = std::time::Instant::now();
-    let pcal = windows.partitions();
-    let (mut rows, unconfigured) = compute::compute(lake, &files, meters, spec, pcal, &scope)?;
-    tracing::debug!(rows = rows.height(), elapsed = ?clock.elapsed(), "aggregated");
-    summary.unconfigured_meters = unconfigured;
-    let ranges = plan::grown_ranges(&old_ranges, &rows, spec, meters)?;
-    let gaps = windows.gap_partitions(&plan, &ranges, &old_ranges, &scope);
-    if !gaps.is_empty() {
-        let (more, _) = compute::compute(lake, &files, meters, spec, pcal, &gaps)?;
-        rows.vstack_mut(&more)?;
-        scope.extend(gaps);
-    }
-    let out = complete::complete(&rows, spec, &windows, &scope, &ranges, &mut summary)?;
+    let (out, scope) = computed(
+        lake,
+        meters,
+        spec,
+        &plan,
+        &windows,
+        &old_ranges,
+        &mut summary,
+    )?;
     tracing::debug!(rows = summary.rows_written, elapsed = ?clock.elapsed(), "completed");
     store::write_partitions(&dir, spec, out, &windows.cal, &scope, &mut summary)?;
     tracing::debug!(elapsed = ?clock.elapsed(), "written");
     store::finish(&dir, mode, &scope, &state_now, &mut summary, spec)?;
     Ok(summary)
+}
+
+/// The windows of the plan's touched dates aggregated and completed (gap-filled), with
+/// the partitions they cover: what [`rollup`] stores and [`current_series`] reads in memory.
+fn computed(
+    lake: &Lake,
+    meters: &Meters,
+    spec: &RollupSpec,
+    plan: &Plan,
+    windows: &Windows,
+    old_ranges: &plan::Ranges,
+    summary: &mut RollupSummary,
+) -> Result<(complete::Completed, BTreeSet<i64>)> {
+    let files = lake.data_files();
+    let mut scope = windows.scope_of(&plan.touched_dates);
+    let pcal = windows.partitions();
+    let (mut rows, unconfigured) = compute::compute(lake, &files, meters, spec, pcal, &scope)?;
+    tracing::debug!(rows = rows.height(), "aggregated");
+    summary.unconfigured_meters = unconfigured;
+    let ranges = plan::grown_ranges(old_ranges, &rows, spec, meters)?;
+    let gaps = windows.gap_partitions(plan, &ranges, old_ranges, &scope);
+    if !gaps.is_empty() {
+        let (more, _) = compute::compute(lake, &files, meters, spec, pcal, &gaps)?;
+        rows.vstack_mut(&more)?;
+        scope.extend(gaps);
+    }
+    let out = complete::complete(&rows, spec, windows, &scope, &ranges, summary)?;
+    Ok((out, scope))
 }
 
 /// One tenant × meter series of a per-tenant-and-meter rollup, in time order.
@@ -294,16 +317,6 @@ pub fn current_series(
     )?;
     let none = plan::Ranges::new();
     let windows = Windows::new(spec, &lake_dates, &none)?;
-    let mut scope = windows.scope_of(&plan.touched_dates);
-    let pcal = windows.partitions();
-    let (mut rows, _) = compute::compute(lake, &files, meters, spec, pcal, &scope)?;
-    let ranges = plan::grown_ranges(&none, &rows, spec, meters)?;
-    let gaps = windows.gap_partitions(&plan, &ranges, &none, &scope);
-    if !gaps.is_empty() {
-        let (more, _) = compute::compute(lake, &files, meters, spec, pcal, &gaps)?;
-        rows.vstack_mut(&more)?;
-        scope.extend(gaps);
-    }
     let mut ignored = RollupSummary {
         dir: PathBuf::new(),
         mode: plan.mode,
@@ -315,7 +328,7 @@ pub fn current_series(
         series: 0,
         unconfigured_meters: Vec::new(),
     };
-    let done = complete::complete(&rows, spec, &windows, &scope, &ranges, &mut ignored)?;
+    let (done, _) = computed(lake, meters, spec, &plan, &windows, &none, &mut ignored)?;
     let frames = done
         .parts
         .into_iter()
