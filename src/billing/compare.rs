@@ -121,12 +121,7 @@ pub fn compare(lake: &Lake, billing: &Billing, tenant: &str, at: i64) -> Result<
     let mut usage: Vec<BTreeMap<String, Decimal>> = Vec::new();
     let mut labels = Vec::new();
     for s in &spans {
-        let w = Window {
-            tenant: t.id.clone(),
-            start: s.start,
-            at: s.end,
-            history_from: s.start,
-        };
+        let w = Window::new(&t.id, s.start, s.end);
         let m = measure(lake, catalog, &[w])?;
         usage.push(
             catalog

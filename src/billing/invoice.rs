@@ -123,16 +123,14 @@ pub fn invoices(
     let windows: Vec<Window> = tenants
         .iter()
         .zip(&terms)
-        .map(|(t, tm)| Window {
-            tenant: t.id.clone(),
-            start: tm.span.start,
-            at: tm.span.end,
+        .map(|(t, tm)| {
+            let w = Window::new(&t.id, tm.span.start, tm.span.end);
             // Time-weighted gauges need the reading before the period.
-            history_from: if gauge_carry {
-                tm.span.start - 35 * MICROS_PER_DAY
+            if gauge_carry {
+                w.with_history_from(tm.span.start - 35 * MICROS_PER_DAY)
             } else {
-                tm.span.start
-            },
+                w
+            }
         })
         .collect();
     let measured = measure(lake, catalog, &windows)?;

@@ -3,10 +3,11 @@
 //! projection forecasts from.
 //!
 //! One polars query per call: the events of the billed lake meters between the earliest
-//! history start and the latest measuring instant, joined to each tenant's window, grouped
-//! per (tenant, meter, day before `at`, inside the period or not). Seats (`unique_users`)
-//! take a second query (each user's first event in the period); time-weighted gauges a
-//! third (their readings).
+//! history start and the latest measuring instant, joined to each tenant's window
+//! ([`window_events`], also the join seat use counts from), grouped per (tenant, meter, day
+//! before `at`, inside the period or not) ([`daily_buckets`]). Seats (`unique_users`) take a
+//! second query (each user's first event in the period); time-weighted gauges a third (their
+//! readings). Each (tenant, billed meter) is then folded by its usage rule ([`fold`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -14,7 +15,7 @@ use polars::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 
-use super::plans::{Catalog, UsageRule};
+use super::plans::{BillingMeter, Catalog, UsageRule};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::rollup::collect_streaming;
@@ -31,6 +32,28 @@ pub struct Window {
     pub at: i64,
     /// Daily history is kept from here (≤ start for a projection, = start otherwise).
     pub history_from: i64,
+}
+
+impl Window {
+    /// `tenant`'s period starting at `start`, measured up to (excluding) `at`, with daily
+    /// history from the period's start; see [`Window::with_history_from`] for a longer one.
+    pub fn new(tenant: &str, start: i64, at: i64) -> Self {
+        Window {
+            tenant: tenant.to_string(),
+            start,
+            at,
+            history_from: start,
+        }
+    }
+
+    /// The same window keeping daily history from `from` (the join reads from
+    /// `min(from, start)`).
+    pub fn with_history_from(self, from: i64) -> Self {
+        Window {
+            history_from: from,
+            ..self
+        }
+    }
 }
 
 /// One tenant's usage of one billed meter.
@@ -71,55 +94,105 @@ pub fn measure(
     windows: &[Window],
 ) -> Result<HashMap<(String, String), Measured>> {
     let mut out = HashMap::new();
-    if windows.is_empty() {
-        return Ok(out);
-    }
-    let from = windows
-        .iter()
-        .map(|w| w.history_from.min(w.start))
-        .min()
-        .unwrap_or(0);
-    let to = windows.iter().map(|w| w.at).max().unwrap_or(0);
-    if from >= to {
-        return Ok(out);
-    }
-    let Some(events) = crate::lake::events_between(lake, None, from, to)? else {
-        return Ok(out);
-    };
     let lake_meters: Vec<String> = {
         let mut v: Vec<String> = catalog.meters.values().map(|m| m.event.clone()).collect();
         v.sort();
         v.dedup();
         v
     };
+    let Some(joined) = window_events(lake, None, lake_meters, windows)? else {
+        return Ok(out);
+    };
+    let by_key = daily_buckets(&joined)?;
+    let wins: HashMap<&str, &Window> = windows.iter().map(|w| (w.tenant.as_str(), w)).collect();
+    let seats = seat_firsts(&joined, catalog)?;
+    let readings = gauge_readings(&joined, catalog)?;
+    for (name, bm) in &catalog.meters {
+        for ((tenant, lake_meter), buckets) in &by_key {
+            if *lake_meter != bm.event {
+                continue;
+            }
+            let Some(w) = wins.get(tenant.as_str()) else {
+                continue;
+            };
+            let key = (tenant.clone(), lake_meter.clone());
+            let firsts = seats.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
+            let r = readings.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
+            out.insert(
+                (tenant.clone(), name.clone()),
+                fold(bm, w, buckets, firsts, r),
+            );
+        }
+    }
+    Ok(out)
+}
+
+/// The lake events of `meters` (lake meter names) in [history_from, at) of each window's
+/// tenant (`tenant` narrows the scan to one), with the window's columns: `tenant_id`,
+/// `meter`, `_ts` (the event's instant, µs), `value`, `user_id`, `_start`, `_at` and `_hist`
+/// (`min(history_from, start)`). An event matches every window of its tenant it falls in.
+/// None when the windows span no time or the lake has no events in it.
+pub(crate) fn window_events(
+    lake: &Lake,
+    tenant: Option<&str>,
+    meters: Vec<String>,
+    windows: &[Window],
+) -> Result<Option<LazyFrame>> {
+    let hist = |w: &Window| w.history_from.min(w.start);
+    let from = windows.iter().map(hist).min().unwrap_or(0);
+    let to = windows.iter().map(|w| w.at).max().unwrap_or(0);
+    if from >= to {
+        return Ok(None);
+    }
+    let Some(events) = crate::lake::events_between(lake, tenant, from, to)? else {
+        return Ok(None);
+    };
     let win = df!(
         "tenant_id" => windows.iter().map(|w| w.tenant.clone()).collect::<Vec<_>>(),
         "_start" => windows.iter().map(|w| w.start).collect::<Vec<_>>(),
         "_at" => windows.iter().map(|w| w.at).collect::<Vec<_>>(),
-        "_hist" => windows.iter().map(|w| w.history_from.min(w.start)).collect::<Vec<_>>(),
+        "_hist" => windows.iter().map(hist).collect::<Vec<_>>(),
     )?
     .lazy();
     let ts = col("ts").cast(DataType::Int64);
-    let joined = events
-        .filter(meter_in(lake_meters))
-        .select([
-            col("tenant_id"),
-            col("meter"),
-            ts.alias("_ts"),
-            col("value"),
-            col("user_id"),
-        ])
-        .join(
-            win,
-            [col("tenant_id")],
-            [col("tenant_id")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .filter(
-            col("_ts")
-                .gt_eq(col("_hist"))
-                .and(col("_ts").lt(col("_at"))),
-        );
+    Ok(Some(
+        events
+            .filter(meter_in(meters))
+            .select([
+                col("tenant_id"),
+                col("meter"),
+                ts.alias("_ts"),
+                col("value"),
+                col("user_id"),
+            ])
+            .join(
+                win,
+                [col("tenant_id")],
+                [col("tenant_id")],
+                JoinArgs::new(JoinType::Inner),
+            )
+            .filter(
+                col("_ts")
+                    .gt_eq(col("_hist"))
+                    .and(col("_ts").lt(col("_at"))),
+            ),
+    ))
+}
+
+/// One (tenant, lake meter, day before `at`, inside the period or not) group of events.
+struct Bucket {
+    back: i64,
+    inside: bool,
+    sum: f64,
+    max: f64,
+    last: f64,
+    last_ts: i64,
+    n: u64,
+}
+
+/// The daily aggregation of [`window_events`]: per (tenant, lake meter), its buckets (day
+/// counted back from `at`, inside the period or not) with sum, max, last reading and count.
+fn daily_buckets(joined: &LazyFrame) -> Result<BTreeMap<(String, String), Vec<Bucket>>> {
     let daily = joined
         .clone()
         .with_columns([
@@ -138,158 +211,179 @@ pub fn measure(
             len().cast(DataType::UInt64).alias("_n"),
         ]);
     let daily = collect_streaming(daily)?;
-
-    // Per (tenant, lake meter): buckets.
-    struct Bucket {
-        back: i64,
-        inside: bool,
-        sum: f64,
-        max: f64,
-        last: f64,
-        last_ts: i64,
-        n: u64,
-    }
     let mut by_key: BTreeMap<(String, String), Vec<Bucket>> = BTreeMap::new();
-    {
-        let t = daily.column("tenant_id")?.str()?;
-        let m = daily.column("meter")?.str()?;
-        let b = daily.column("_back")?.i64()?;
-        let i = daily.column("_in")?.bool()?;
-        let s = daily.column("_sum")?.f64()?;
-        let x = daily.column("_max")?.f64()?;
-        let l = daily.column("_last")?.f64()?;
-        let lt = daily.column("_last_ts")?.i64()?;
-        let n = daily.column("_n")?.u64()?;
-        for r in 0..daily.height() {
-            by_key
-                .entry((
-                    t.get(r).unwrap_or_default().to_string(),
-                    m.get(r).unwrap_or_default().to_string(),
-                ))
-                .or_default()
-                .push(Bucket {
-                    back: b.get(r).unwrap_or(0),
-                    inside: i.get(r).unwrap_or(false),
-                    sum: s.get(r).unwrap_or(0.0),
-                    max: x.get(r).unwrap_or(f64::NAN),
-                    last: l.get(r).unwrap_or(f64::NAN),
-                    last_ts: lt.get(r).unwrap_or(i64::MIN),
-                    n: n.get(r).unwrap_or(0),
-                });
+    let t = daily.column("tenant_id")?.str()?;
+    let m = daily.column("meter")?.str()?;
+    let b = daily.column("_back")?.i64()?;
+    let i = daily.column("_in")?.bool()?;
+    let s = daily.column("_sum")?.f64()?;
+    let x = daily.column("_max")?.f64()?;
+    let l = daily.column("_last")?.f64()?;
+    let lt = daily.column("_last_ts")?.i64()?;
+    let n = daily.column("_n")?.u64()?;
+    for r in 0..daily.height() {
+        by_key
+            .entry((
+                t.get(r).unwrap_or_default().to_string(),
+                m.get(r).unwrap_or_default().to_string(),
+            ))
+            .or_default()
+            .push(Bucket {
+                back: b.get(r).unwrap_or(0),
+                inside: i.get(r).unwrap_or(false),
+                sum: s.get(r).unwrap_or(0.0),
+                max: x.get(r).unwrap_or(f64::NAN),
+                last: l.get(r).unwrap_or(f64::NAN),
+                last_ts: lt.get(r).unwrap_or(i64::MIN),
+                n: n.get(r).unwrap_or(0),
+            });
+    }
+    Ok(by_key)
+}
+
+/// The days of a window's daily history: [min(history_from, start), at) in whole days.
+struct Days(usize);
+
+impl Days {
+    fn of(w: &Window) -> Self {
+        let n = ((w.at - w.history_from.min(w.start)) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
+        Days(n.max(0) as usize)
+    }
+
+    /// The history slot of the day `back` days before `at` (clamped into the history).
+    fn slot(&self, back: i64) -> usize {
+        (self.0 as i64 - 1 - back).clamp(0, self.0 as i64 - 1) as usize
+    }
+}
+
+/// Lake units → billing units, unrounded (daily history and readings).
+fn unit(bm: &BillingMeter, v: f64) -> f64 {
+    to_f64(Decimal::from_f64(v).unwrap_or_default() / bm.scale)
+}
+
+/// One (tenant, lake meter)'s buckets folded into a billed meter's usage by its rule:
+/// the period's usage, the latest reading, the daily history (gauges carry their last
+/// reading over days without one; the history starts at its first day with data, or at
+/// the period's start for seats) and the events counted. `firsts` are the seat users'
+/// first instants ([`seat_firsts`]), `readings` the gauge's readings ([`gauge_readings`]).
+fn fold(
+    bm: &BillingMeter,
+    w: &Window,
+    buckets: &[Bucket],
+    firsts: &[i64],
+    readings: &[(i64, f64)],
+) -> Measured {
+    let days = Days::of(w);
+    let n_days = days.0;
+    let events: u64 = buckets.iter().filter(|b| b.inside).map(|b| b.n).sum();
+    let latest = buckets
+        .iter()
+        .filter(|b| b.last.is_finite())
+        .max_by_key(|b| b.last_ts)
+        .map(|b| unit(bm, b.last));
+    let (used, mut daily) = match bm.usage {
+        UsageRule::Sum => fold_sum(bm, &days, buckets),
+        UsageRule::Max | UsageRule::TimeWeighted => fold_gauge(bm, w, &days, buckets, readings),
+        UsageRule::UniqueUsers => fold_seats(bm, w, &days, firsts),
+    };
+    // Gauges: carry the last reading over days without one; before the first, drop.
+    if !bm.usage.additive() {
+        let mut last = f64::NAN;
+        for d in daily.iter_mut() {
+            if d.is_nan() {
+                *d = last;
+            } else {
+                last = *d;
+            }
         }
     }
-    let wins: HashMap<&str, &Window> = windows.iter().map(|w| (w.tenant.as_str(), w)).collect();
-    let days_of =
-        |w: &Window| ((w.at - w.history_from.min(w.start)) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
+    // History starts at the series' first day with data (a tenant that joined
+    // recently has no zeros before it).
+    let first = match bm.usage {
+        UsageRule::UniqueUsers => {
+            // Seats history is the period's days only.
+            let in_period = ((w.at - w.start) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
+            n_days.saturating_sub(in_period as usize)
+        }
+        _ => buckets
+            .iter()
+            .map(|b| days.slot(b.back))
+            .min()
+            .unwrap_or(n_days),
+    };
+    let daily: Vec<f64> = daily[first.min(n_days)..]
+        .iter()
+        .map(|v| if v.is_nan() { 0.0 } else { *v })
+        .collect();
+    Measured {
+        used,
+        latest,
+        daily,
+        events,
+    }
+}
 
-    let seats = seat_firsts(&joined, catalog)?;
-    let readings = gauge_readings(&joined, catalog)?;
-
-    for (name, bm) in &catalog.meters {
-        for ((tenant, lake_meter), buckets) in &by_key {
-            if *lake_meter != bm.event {
-                continue;
-            }
-            let Some(w) = wins.get(tenant.as_str()) else {
-                continue;
-            };
-            let n_days = days_of(w).max(0) as usize;
-            let unit = |v: f64| to_f64(Decimal::from_f64(v).unwrap_or_default() / bm.scale);
-            let inside = || buckets.iter().filter(|b| b.inside);
-            let events: u64 = inside().map(|b| b.n).sum();
-            let latest = buckets
-                .iter()
-                .filter(|b| b.last.is_finite())
-                .max_by_key(|b| b.last_ts)
-                .map(|b| unit(b.last));
-            let mut daily = vec![f64::NAN; n_days];
-            let slot = |back: i64| (n_days as i64 - 1 - back).clamp(0, n_days as i64 - 1) as usize;
-            let used = match bm.usage {
-                UsageRule::Sum => {
-                    daily.iter_mut().for_each(|d| *d = 0.0);
-                    for b in buckets {
-                        if n_days > 0 {
-                            daily[slot(b.back)] += unit(b.sum);
-                        }
-                    }
-                    let total: f64 = inside().map(|b| b.sum).sum();
-                    to_units(total, bm.scale, bm.precision)
-                }
-                UsageRule::Max | UsageRule::TimeWeighted => {
-                    for b in buckets {
-                        if n_days > 0 && b.max.is_finite() {
-                            let d = &mut daily[slot(b.back)];
-                            *d = if d.is_nan() {
-                                unit(b.max)
-                            } else {
-                                d.max(unit(b.max))
-                            };
-                        }
-                    }
-                    if bm.usage == UsageRule::Max {
-                        let m = inside().map(|b| b.max).fold(f64::NAN, f64::max);
-                        if m.is_finite() {
-                            to_units(m, bm.scale, bm.precision)
-                        } else {
-                            Decimal::ZERO
-                        }
-                    } else {
-                        let r = readings.get(&(tenant.clone(), lake_meter.clone()));
-                        let avg =
-                            time_weighted(r.map(|v| v.as_slice()).unwrap_or(&[]), w.start, w.at);
-                        to_units(avg, bm.scale, bm.precision)
-                    }
-                }
-                UsageRule::UniqueUsers => {
-                    daily.iter_mut().for_each(|d| *d = 0.0);
-                    let firsts = seats.get(&(tenant.clone(), lake_meter.clone()));
-                    let firsts = firsts.map(|v| v.as_slice()).unwrap_or(&[]);
-                    for &f in firsts {
-                        if n_days > 0 {
-                            daily[slot((w.at - f - 1) / MICROS_PER_DAY)] += 1.0;
-                        }
-                    }
-                    // Seats count before any scale: one user is one seat.
-                    round_qty(Decimal::from(firsts.len() as u64) / bm.scale, bm.precision)
-                }
-            };
-            // Gauges: carry the last reading over days without one; before the first, drop.
-            if !bm.usage.additive() {
-                let mut last = f64::NAN;
-                for d in daily.iter_mut() {
-                    if d.is_nan() {
-                        *d = last;
-                    } else {
-                        last = *d;
-                    }
-                }
-            }
-            // History starts at the series' first day with data (a tenant that joined
-            // recently has no zeros before it).
-            let first = match bm.usage {
-                UsageRule::UniqueUsers => {
-                    // Seats history is the period's days only.
-                    let in_period = ((w.at - w.start) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
-                    n_days.saturating_sub(in_period as usize)
-                }
-                _ => buckets.iter().map(|b| slot(b.back)).min().unwrap_or(n_days),
-            };
-            let daily: Vec<f64> = daily[first.min(n_days)..]
-                .iter()
-                .map(|v| if v.is_nan() { 0.0 } else { *v })
-                .collect();
-            out.insert(
-                (tenant.clone(), name.clone()),
-                Measured {
-                    used,
-                    latest,
-                    daily,
-                    events,
-                },
-            );
+/// `sum` rule: the period's total, and the daily sums (every day 0 without events).
+fn fold_sum(bm: &BillingMeter, days: &Days, buckets: &[Bucket]) -> (Decimal, Vec<f64>) {
+    let mut daily = vec![0.0; days.0];
+    for b in buckets {
+        if days.0 > 0 {
+            daily[days.slot(b.back)] += unit(bm, b.sum);
         }
     }
-    Ok(out)
+    let total: f64 = buckets.iter().filter(|b| b.inside).map(|b| b.sum).sum();
+    (to_units(total, bm.scale, bm.precision), daily)
+}
+
+/// `max` and `time_weighted` rules: the period's highest reading or time-weighted average
+/// of `readings`, and each day's highest reading (NaN on days without one).
+fn fold_gauge(
+    bm: &BillingMeter,
+    w: &Window,
+    days: &Days,
+    buckets: &[Bucket],
+    readings: &[(i64, f64)],
+) -> (Decimal, Vec<f64>) {
+    let mut daily = vec![f64::NAN; days.0];
+    for b in buckets {
+        if days.0 > 0 && b.max.is_finite() {
+            let d = &mut daily[days.slot(b.back)];
+            *d = if d.is_nan() {
+                unit(bm, b.max)
+            } else {
+                d.max(unit(bm, b.max))
+            };
+        }
+    }
+    let used = if bm.usage == UsageRule::Max {
+        let m = buckets
+            .iter()
+            .filter(|b| b.inside)
+            .map(|b| b.max)
+            .fold(f64::NAN, f64::max);
+        if m.is_finite() {
+            to_units(m, bm.scale, bm.precision)
+        } else {
+            Decimal::ZERO
+        }
+    } else {
+        let avg = time_weighted(readings, w.start, w.at);
+        to_units(avg, bm.scale, bm.precision)
+    };
+    (used, daily)
+}
+
+/// `unique_users` rule: the period's distinct users, and the users first seen each day.
+fn fold_seats(bm: &BillingMeter, w: &Window, days: &Days, firsts: &[i64]) -> (Decimal, Vec<f64>) {
+    let mut daily = vec![0.0; days.0];
+    for &f in firsts {
+        if days.0 > 0 {
+            daily[days.slot((w.at - f - 1) / MICROS_PER_DAY)] += 1.0;
+        }
+    }
+    // Seats count before any scale: one user is one seat.
+    let used = round_qty(Decimal::from(firsts.len() as u64) / bm.scale, bm.precision);
+    (used, daily)
 }
 
 /// Whether an event's lake meter is one of `names`.

@@ -218,15 +218,13 @@ pub fn quotas(lake: &Lake, billing: &Billing, opts: &QuotaOptions) -> Result<Vec
     let windows: Vec<Window> = tenants
         .iter()
         .zip(&terms)
-        .map(|(t, tm)| Window {
-            tenant: t.id.clone(),
-            start: tm.span.start,
-            at: opts.at,
-            history_from: if opts.project {
-                opts.at - opts.history_days * MICROS_PER_DAY
+        .map(|(t, tm)| {
+            let w = Window::new(&t.id, tm.span.start, opts.at);
+            if opts.project {
+                w.with_history_from(opts.at - opts.history_days * MICROS_PER_DAY)
             } else {
-                tm.span.start
-            },
+                w
+            }
         })
         .collect();
     let measured = measure(lake, catalog, &windows)?;
@@ -486,12 +484,7 @@ pub fn check(
     };
     let t = billing.tenant(tenant)?;
     let tm = Terms::at(catalog, t, at)?;
-    let w = Window {
-        tenant: t.id.clone(),
-        start: tm.span.start,
-        at,
-        history_from: tm.span.start,
-    };
+    let w = Window::new(&t.id, tm.span.start, at);
     let m = measure(lake, catalog, &[w])?
         .remove(&(t.id.clone(), meter.to_string()))
         .unwrap_or_default();

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use polars::prelude::*;
 use rust_decimal::Decimal;
 
+use super::measure::{Window, window_events};
 use super::plans::{Limit, UsageRule};
 use super::quota::QuotaRow;
 use super::{Billing, round_money};
@@ -89,6 +90,10 @@ pub fn seat_use(
 
 /// Per tenant of `rows`: (distinct users, users active on one UTC day only) of the row's
 /// billed meter's lake events from its period start to `at`.
+///
+/// The events come from the billing join ([`window_events`], one window per row); a row's
+/// window keeps only its own billed meter's lake event (an inner join on tenant, period
+/// start and lake meter), so a tenant with two seat rows counts each from its own start.
 fn users_per_tenant(
     lake: &Lake,
     billing: &Billing,
@@ -101,10 +106,6 @@ fn users_per_tenant(
             .map(|d| d.timestamp_micros())
             .unwrap_or(at)
     };
-    let from = rows.iter().map(|q| start_of(q)).min().unwrap_or(at);
-    let Some(lf) = crate::lake::events_between(lake, tenant, from, at)? else {
-        return Ok(HashMap::new());
-    };
     // Seats are counted from the billed meter's lake events only.
     let event_of = |q: &QuotaRow| {
         billing
@@ -113,30 +114,32 @@ fn users_per_tenant(
             .get(&q.meter)
             .map_or(q.meter.clone(), |m| m.event.clone())
     };
-    let win = df!(
+    let windows: Vec<Window> = rows
+        .iter()
+        .map(|q| Window::new(&q.tenant_id, start_of(q), at))
+        .collect();
+    let events: Vec<String> = {
+        let mut v: Vec<String> = rows.iter().map(|q| event_of(q)).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let Some(joined) = window_events(lake, tenant, events, &windows)? else {
+        return Ok(HashMap::new());
+    };
+    let own = df!(
         "tenant_id" => rows.iter().map(|q| q.tenant_id.clone()).collect::<Vec<_>>(),
         "_start" => rows.iter().map(|q| start_of(q)).collect::<Vec<_>>(),
-        "_event" => rows.iter().map(|q| event_of(q)).collect::<Vec<_>>(),
+        "meter" => rows.iter().map(|q| event_of(q)).collect::<Vec<_>>(),
     )?
-    .lazy();
-    let df = lf
+    .lazy()
+    .unique(None, UniqueKeepStrategy::Any);
+    let keys = [col("tenant_id"), col("_start"), col("meter")];
+    let df = joined
         .filter(col("user_id").is_not_null())
-        .join(
-            win,
-            [col("tenant_id")],
-            [col("tenant_id")],
-            JoinArgs::new(JoinType::Inner),
-        )
-        .filter(
-            col("ts")
-                .cast(DataType::Int64)
-                .gt_eq(col("_start"))
-                .and(col("meter").eq(col("_event"))),
-        )
+        .join(own, keys.clone(), keys, JoinArgs::new(JoinType::Inner))
         .group_by([col("tenant_id"), col("user_id")])
-        .agg([(col("ts").cast(DataType::Int64) / lit(MICROS_PER_DAY))
-            .n_unique()
-            .alias("days")])
+        .agg([(col("_ts") / lit(MICROS_PER_DAY)).n_unique().alias("days")])
         .group_by([col("tenant_id")])
         .agg([
             len().alias("users"),
