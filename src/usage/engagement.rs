@@ -406,6 +406,14 @@ impl Columns {
             .collect()
     }
 
+    /// The first `list` inactive users of the rows `rows`.
+    fn inactive_sample(&self, rows: &[usize], list: usize) -> Vec<String> {
+        rows.iter()
+            .take(list)
+            .map(|&j| self.in_u[j].clone())
+            .collect()
+    }
+
     /// The documents of the rows `rows`, and their first `list` users.
     fn documents(&self, rows: &[usize], list: usize) -> (u64, Vec<UserCount>) {
         let documents: u64 = rows.iter().map(|&j| self.d_n[j]).sum();
@@ -474,13 +482,8 @@ fn assemble(
                 .collect(),
             known_users: at_i(&c.known),
             inactive_users: at_i(&c.inact),
-            inactive_sample: inactive_of
-                .get(t.as_str())
-                .unwrap_or(&none)
-                .iter()
-                .take(opts.list)
-                .map(|&j| c.in_u[j].clone())
-                .collect(),
+            inactive_sample: c
+                .inactive_sample(inactive_of.get(t.as_str()).unwrap_or(&none), opts.list),
             feature_adoption: c.feature_adoption(rows, m),
             documents,
             documents_per_active_user: per_mau(documents as f64, m),
