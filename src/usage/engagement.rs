@@ -151,11 +151,60 @@ fn u64s(df: &DataFrame, c: &str) -> Result<Vec<u64>> {
         .collect())
 }
 
+/// The event timestamp, in UTC µs.
+fn ts() -> Expr {
+    col("ts").cast(DataType::Int64)
+}
+
+/// `x` per monthly active user (0 when there are none).
+fn per_mau(x: f64, mau: u64) -> f64 {
+    if mau > 0 { x / mau as f64 } else { 0.0 }
+}
+
 /// Engagement of every tenant (or one), sorted by tenant.
 pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagement>> {
+    let Some((lf, at)) = events_before(lake, opts)? else {
+        return Ok(Vec::new());
+    };
+    let month = at - 30 * MICROS_PER_DAY;
+    let (counts, inactive) = user_counts(&lf, at, month)?;
+    let recent = lf.clone().filter(ts().gt_eq(lit(month)));
+    // Daily active users over the 30 UTC days ending with the day of the last instant
+    // before `at`.
+    let last_day = (at - 1).div_euclid(MICROS_PER_DAY);
+    let first_day = last_day - 29;
+    let daily = daily_active(&lf, first_day)?;
+    let features = feature_users(&recent, &opts.feature_property)?;
+    let docs = document_users(recent, &opts.documents_meter)?;
+    let s_now = storage_readings(&lf, &opts.storage_meter, at)?;
+    let s_then = storage_readings(&lf, &opts.storage_meter, month)?;
+
+    // Every tenant with an event before `at`, users or not.
+    let all = lf
+        .clone()
+        .select([col("tenant_id").unique().sort(SortOptions::default())])
+        .collect()?;
+    let cols = Columns::read(&counts, &inactive, &features, &docs, &daily)?;
+    let span = Span {
+        at,
+        first_day,
+        last_day,
+    };
+    assemble(
+        &strs(&all, "tenant_id")?,
+        &cols,
+        &s_now,
+        &s_then,
+        span,
+        opts,
+    )
+}
+
+/// The events before `at` (of the chosen tenant) and `at` itself; none without events.
+fn events_before(lake: &Lake, opts: &EngagementOptions) -> Result<Option<(LazyFrame, i64)>> {
     let files = lake.data_files();
     if files.is_empty() {
-        return Ok(Vec::new());
+        return Ok(None);
     }
     let mut lf = crate::lake::scan_files(lake, &files)?;
     if let Some(t) = &opts.tenant {
@@ -170,14 +219,15 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
                 .collect()?;
             match m.column("ts")?.i64()?.get(0) {
                 Some(t) => t + 1,
-                None => return Ok(Vec::new()),
+                None => return Ok(None),
             }
         }
     };
-    let ts = || col("ts").cast(DataType::Int64);
-    let lf = lf.filter(ts().lt(lit(at)));
-    let month = at - 30 * MICROS_PER_DAY;
+    Ok(Some((lf.filter(ts().lt(lit(at))), at)))
+}
 
+/// Per tenant, DAU, WAU, MAU, known and inactive users; and the inactive users by id.
+fn user_counts(lf: &LazyFrame, at: i64, month: i64) -> Result<(DataFrame, DataFrame)> {
     // Users: last time each was seen, then counts per tenant.
     let users = lf
         .clone()
@@ -206,12 +256,12 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         .filter(col("last").lt(lit(month)))
         .sort(["tenant_id", "user_id"], SortMultipleOptions::default())
         .collect()?;
-    let recent = lf.clone().filter(ts().gt_eq(lit(month)));
-    // Daily active users over the 30 UTC days ending with the day of the last instant
-    // before `at`.
-    let last_day = (at - 1).div_euclid(MICROS_PER_DAY);
-    let first_day = last_day - 29;
-    let daily = lf
+    Ok((counts, inactive))
+}
+
+/// Distinct users per tenant and UTC day, from `first_day` on.
+fn daily_active(lf: &LazyFrame, first_day: i64) -> Result<DataFrame> {
+    Ok(lf
         .clone()
         .filter(
             col("user_id")
@@ -220,10 +270,14 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         )
         .group_by([col("tenant_id"), (ts() / lit(MICROS_PER_DAY)).alias("day")])
         .agg([col("user_id").n_unique().alias("users")])
-        .collect()?;
-    let features = recent
+        .collect()?)
+}
+
+/// Distinct users per tenant and feature in the last 30 days, most adopted first.
+fn feature_users(recent: &LazyFrame, feature_property: &str) -> Result<DataFrame> {
+    Ok(recent
         .clone()
-        .with_column(property_expr(&opts.feature_property).alias("_f"))
+        .with_column(property_expr(feature_property).alias("_f"))
         .filter(col("_f").is_not_null().and(col("user_id").is_not_null()))
         .group_by([col("tenant_id"), col("_f")])
         .agg([col("user_id").n_unique().alias("users")])
@@ -231,9 +285,13 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
             [col("tenant_id"), col("users"), col("_f")],
             SortMultipleOptions::default().with_order_descending_multi([false, true, false]),
         )
-        .collect()?;
-    let docs = recent
-        .filter(col("meter").eq(lit(opts.documents_meter.clone())))
+        .collect()?)
+}
+
+/// Documents per tenant and user in the last 30 days, most first.
+fn document_users(recent: LazyFrame, documents_meter: &str) -> Result<DataFrame> {
+    Ok(recent
+        .filter(col("meter").eq(lit(documents_meter.to_string())))
         .group_by([col("tenant_id"), col("user_id")])
         .agg([len().alias("n")])
         .sort_by_exprs(
@@ -242,145 +300,198 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
                 .with_order_descending_multi([false, true, false])
                 .with_nulls_last(true),
         )
-        .collect()?;
-    let storage = |until: i64| -> Result<DataFrame> {
-        Ok(lf
-            .clone()
-            .filter(
-                col("meter")
-                    .eq(lit(opts.storage_meter.clone()))
-                    .and(ts().lt(lit(until))),
-            )
-            .group_by([col("tenant_id")])
-            .agg([col("value")
-                .filter(col("ts").eq(col("ts").max()))
-                .max()
-                .alias("v")])
-            .collect()?)
-    };
-    let (s_now, s_then) = (storage(at)?, storage(month)?);
-    let readings = |df: &DataFrame| -> Result<HashMap<String, f64>> {
-        let ts = strs(df, "tenant_id")?;
-        let vs = df.column("v")?.f64()?;
-        Ok(ts
-            .into_iter()
-            .zip(vs.iter())
-            .filter_map(|(t, v)| Some((t, v?)))
-            .collect())
-    };
-    let (s_now, s_then) = (readings(&s_now)?, readings(&s_then)?);
+        .collect()?)
+}
 
-    // Every tenant with an event before `at`, users or not.
-    let all = lf
+/// The last storage reading per tenant before `until`.
+fn storage_readings(
+    lf: &LazyFrame,
+    storage_meter: &str,
+    until: i64,
+) -> Result<HashMap<String, f64>> {
+    let df = lf
         .clone()
-        .select([col("tenant_id").unique().sort(SortOptions::default())])
+        .filter(
+            col("meter")
+                .eq(lit(storage_meter.to_string()))
+                .and(ts().lt(lit(until))),
+        )
+        .group_by([col("tenant_id")])
+        .agg([col("value")
+            .filter(col("ts").eq(col("ts").max()))
+            .max()
+            .alias("v")])
         .collect()?;
-    let count_tenants = strs(&counts, "tenant_id")?;
-    let (dau, wau, mau, known, inact) = (
-        u64s(&counts, "dau")?,
-        u64s(&counts, "wau")?,
-        u64s(&counts, "mau")?,
-        u64s(&counts, "known")?,
-        u64s(&counts, "inactive")?,
-    );
-    let (in_t, in_u) = (strs(&inactive, "tenant_id")?, strs(&inactive, "user_id")?);
-    let (f_t, f_v, f_n) = (
-        strs(&features, "tenant_id")?,
-        strs(&features, "_f")?,
-        u64s(&features, "users")?,
-    );
-    let d_t = strs(&docs, "tenant_id")?;
-    let d_u: Vec<Option<String>> = docs
-        .column("user_id")?
-        .str()?
-        .iter()
-        .map(|s| s.map(str::to_string))
-        .collect();
-    let d_n = u64s(&docs, "n")?;
+    let ts = strs(&df, "tenant_id")?;
+    let vs = df.column("v")?.f64()?;
+    Ok(ts
+        .into_iter()
+        .zip(vs.iter())
+        .filter_map(|(t, v)| Some((t, v?)))
+        .collect())
+}
 
-    let (day_t, day_n) = (strs(&daily, "tenant_id")?, u64s(&daily, "users")?);
-    let day_users: HashMap<(&str, i64), u64> = day_t
+/// The instant and the UTC days of the daily active users.
+#[derive(Clone, Copy)]
+struct Span {
+    at: i64,
+    first_day: i64,
+    last_day: i64,
+}
+
+/// The per-tenant frames, read into columns (each frame sorted by tenant, then rank).
+struct Columns {
+    count_tenants: Vec<String>,
+    dau: Vec<u64>,
+    wau: Vec<u64>,
+    mau: Vec<u64>,
+    known: Vec<u64>,
+    inact: Vec<u64>,
+    in_t: Vec<String>,
+    in_u: Vec<String>,
+    f_t: Vec<String>,
+    f_v: Vec<String>,
+    f_n: Vec<u64>,
+    d_t: Vec<String>,
+    d_u: Vec<Option<String>>,
+    d_n: Vec<u64>,
+    day_t: Vec<String>,
+    day_d: Vec<Option<i64>>,
+    day_n: Vec<u64>,
+}
+
+impl Columns {
+    /// Reads the counts, inactive users, features, documents and daily frames.
+    fn read(
+        counts: &DataFrame,
+        inactive: &DataFrame,
+        features: &DataFrame,
+        docs: &DataFrame,
+        daily: &DataFrame,
+    ) -> Result<Columns> {
+        Ok(Columns {
+            count_tenants: strs(counts, "tenant_id")?,
+            dau: u64s(counts, "dau")?,
+            wau: u64s(counts, "wau")?,
+            mau: u64s(counts, "mau")?,
+            known: u64s(counts, "known")?,
+            inact: u64s(counts, "inactive")?,
+            in_t: strs(inactive, "tenant_id")?,
+            in_u: strs(inactive, "user_id")?,
+            f_t: strs(features, "tenant_id")?,
+            f_v: strs(features, "_f")?,
+            f_n: u64s(features, "users")?,
+            d_t: strs(docs, "tenant_id")?,
+            d_u: docs
+                .column("user_id")?
+                .str()?
+                .iter()
+                .map(|s| s.map(str::to_string))
+                .collect(),
+            d_n: u64s(docs, "n")?,
+            day_t: strs(daily, "tenant_id")?,
+            day_d: daily.column("day")?.i64()?.iter().collect(),
+            day_n: u64s(daily, "users")?,
+        })
+    }
+
+    /// The features of the rows `rows`, with their adoption over `mau`.
+    fn feature_adoption(&self, rows: &[usize], mau: u64) -> Vec<FeatureAdoption> {
+        rows.iter()
+            .map(|&j| FeatureAdoption {
+                feature: self.f_v[j].clone(),
+                users: self.f_n[j],
+                adoption: per_mau(self.f_n[j] as f64, mau),
+            })
+            .collect()
+    }
+
+    /// The first `list` inactive users of the rows `rows`.
+    fn inactive_sample(&self, rows: &[usize], list: usize) -> Vec<String> {
+        rows.iter()
+            .take(list)
+            .map(|&j| self.in_u[j].clone())
+            .collect()
+    }
+
+    /// The documents of the rows `rows`, and their first `list` users.
+    fn documents(&self, rows: &[usize], list: usize) -> (u64, Vec<UserCount>) {
+        let documents: u64 = rows.iter().map(|&j| self.d_n[j]).sum();
+        let top = rows
+            .iter()
+            .copied()
+            .filter(|&j| self.d_u[j].is_some())
+            .take(list)
+            .map(|j| UserCount {
+                user_id: self.d_u[j].clone().unwrap_or_default(),
+                count: self.d_n[j],
+            })
+            .collect();
+        (documents, top)
+    }
+}
+
+/// One [`Engagement`] per tenant of `tenants`, in that order.
+fn assemble(
+    tenants: &[String],
+    c: &Columns,
+    s_now: &HashMap<String, f64>,
+    s_then: &HashMap<String, f64>,
+    span: Span,
+    opts: &EngagementOptions,
+) -> Result<Vec<Engagement>> {
+    let day_users: HashMap<(&str, i64), u64> = c
+        .day_t
         .iter()
-        .zip(daily.column("day")?.i64()?.iter())
-        .zip(&day_n)
-        .filter_map(|((t, d), n)| Some(((t.as_str(), d?), *n)))
+        .zip(&c.day_d)
+        .zip(&c.day_n)
+        .filter_map(|((t, d), n)| Some(((t.as_str(), (*d)?), *n)))
         .collect();
     // Row indexes of each frame per tenant (the frames are sorted by tenant, then rank).
-    let rows_of = index_by_tenant(&f_t);
-    let (docs_of, inactive_of) = (index_by_tenant(&d_t), index_by_tenant(&in_t));
-    let count_of: HashMap<&str, usize> = count_tenants
+    let rows_of = index_by_tenant(&c.f_t);
+    let (docs_of, inactive_of) = (index_by_tenant(&c.d_t), index_by_tenant(&c.in_t));
+    let count_of: HashMap<&str, usize> = c
+        .count_tenants
         .iter()
         .enumerate()
         .map(|(i, t)| (t.as_str(), i))
         .collect();
     let none: Vec<usize> = Vec::new();
     let mut out = Vec::new();
-    for t in strs(&all, "tenant_id")? {
-        let t = &t;
+    for t in tenants {
         let i = count_of.get(t.as_str()).copied();
         let at_i = |v: &[u64]| i.map_or(0, |i| v[i]);
-        let (dau, wau, m, known, inact) = (
-            at_i(&dau),
-            at_i(&wau),
-            at_i(&mau),
-            at_i(&known),
-            at_i(&inact),
-        );
-        let per_mau = |x: f64| if m > 0 { x / m as f64 } else { 0.0 };
-        let feature_adoption = rows_of
-            .get(t.as_str())
-            .unwrap_or(&none)
-            .iter()
-            .map(|&j| FeatureAdoption {
-                feature: f_v[j].clone(),
-                users: f_n[j],
-                adoption: per_mau(f_n[j] as f64),
-            })
-            .collect();
+        let (dau, m) = (at_i(&c.dau), at_i(&c.mau));
+        let rows = rows_of.get(t.as_str()).unwrap_or(&none);
         let doc_rows = docs_of.get(t.as_str()).unwrap_or(&none);
-        let documents: u64 = doc_rows.iter().map(|&j| d_n[j]).sum();
-        let top_document_users = doc_rows
-            .iter()
-            .copied()
-            .filter(|&j| d_u[j].is_some())
-            .take(opts.list)
-            .map(|j| UserCount {
-                user_id: d_u[j].clone().unwrap_or_default(),
-                count: d_n[j],
-            })
-            .collect();
+        let (documents, top_document_users) = c.documents(doc_rows, opts.list);
         let (now, then) = (s_now.get(t).copied(), s_then.get(t).copied());
         let growth = now.map(|n| n - then.unwrap_or(0.0));
         out.push(Engagement {
             tenant_id: t.clone(),
-            at: crate::time::rfc3339_micros(at),
+            at: crate::time::rfc3339_micros(span.at),
             dau,
-            wau,
+            wau: at_i(&c.wau),
             mau: m,
-            stickiness: per_mau(dau as f64),
-            daily_active_users: (first_day..=last_day)
+            stickiness: per_mau(dau as f64, m),
+            daily_active_users: (span.first_day..=span.last_day)
                 .map(|d| DailyActive {
                     date: crate::time::day_to_string(d as i32),
                     users: day_users.get(&(t.as_str(), d)).copied().unwrap_or(0),
                 })
                 .collect(),
-            known_users: known,
-            inactive_users: inact,
-            inactive_sample: inactive_of
-                .get(t.as_str())
-                .unwrap_or(&none)
-                .iter()
-                .take(opts.list)
-                .map(|&j| in_u[j].clone())
-                .collect(),
-            feature_adoption,
+            known_users: at_i(&c.known),
+            inactive_users: at_i(&c.inact),
+            inactive_sample: c
+                .inactive_sample(inactive_of.get(t.as_str()).unwrap_or(&none), opts.list),
+            feature_adoption: c.feature_adoption(rows, m),
             documents,
-            documents_per_active_user: per_mau(documents as f64),
+            documents_per_active_user: per_mau(documents as f64, m),
             top_document_users,
             storage_now: now,
             storage_30d_ago: then,
             storage_growth: growth,
-            storage_growth_per_active_user: growth.filter(|_| m > 0).map(per_mau),
+            storage_growth_per_active_user: growth.filter(|_| m > 0).map(|g| per_mau(g, m)),
         });
     }
     Ok(out)

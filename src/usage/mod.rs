@@ -142,13 +142,37 @@ type Rows = Vec<(Option<String>, f64, i64)>;
 
 /// Runs a usage query over the lake's events.
 pub fn usage(lake: &Lake, meters: &Meters, q: &UsageQuery) -> Result<UsageReport> {
+    let compared = comparison(q)?;
+    let dims: Vec<Dim> = q.by.iter().cloned().collect();
+    let totals_now = period_values(lake, meters, q, q.from, q.to, &[])?;
+    let totals_before = compared
+        .map(|(a, b)| period_values(lake, meters, q, a, b, &[]))
+        .transpose()?;
+    let totals = totals(meters, &totals_now, totals_before.as_ref());
+    let breakdown = if dims.is_empty() {
+        Vec::new()
+    } else {
+        let before = totals_before.as_ref();
+        breakdown(lake, meters, q, &dims, compared, &totals, before)?
+    };
+    Ok(UsageReport {
+        period: Period::new(q.from, q.to),
+        compared_with: compared.map(|(from, to)| Period::new(from, to)),
+        by: q.by.as_ref().map(Dim::spec),
+        totals,
+        breakdown,
+    })
+}
+
+/// The comparison period of `q` (`[from, to)`, UTC µs), after checking both periods.
+fn comparison(q: &UsageQuery) -> Result<Option<(i64, i64)>> {
     if q.from >= q.to {
         return Err(Error::InvalidParameter {
             name: "--from/--to",
             reason: "--from must be before --to".into(),
         });
     }
-    let compared = match q.compare {
+    Ok(match q.compare {
         None => None,
         Some(Compare::Previous) => Some((q.from - (q.to - q.from), q.from)),
         Some(Compare::Range(a, b)) if a < b => Some((a, b)),
@@ -158,17 +182,16 @@ pub fn usage(lake: &Lake, meters: &Meters, q: &UsageQuery) -> Result<UsageReport
                 reason: "the comparison period must end after it starts".into(),
             });
         }
-    };
-    let dims: Vec<Dim> = q.by.iter().cloned().collect();
-    let totals_now = period_values(lake, meters, q, q.from, q.to, &[])?;
-    let totals_before = compared
-        .map(|(a, b)| period_values(lake, meters, q, a, b, &[]))
-        .transpose()?;
+    })
+}
+
+/// One total per tenant and meter, with its change from `before`, sorted.
+fn totals(meters: &Meters, totals_now: &Values, totals_before: Option<&Values>) -> Vec<Total> {
     let mut totals: Vec<Total> = totals_now
         .iter()
         .map(|((t, m, _), &(v, n))| {
             let agg = aggregation_of(meters, m);
-            let prev = totals_before.as_ref().map(|b| {
+            let prev = totals_before.map(|b| {
                 b.get(&(t.clone(), m.clone(), None))
                     .map(|p| p.0)
                     .unwrap_or(if agg.zero_when_empty() { 0.0 } else { f64::NAN })
@@ -187,95 +210,138 @@ pub fn usage(lake: &Lake, meters: &Meters, q: &UsageQuery) -> Result<UsageReport
         })
         .collect();
     totals.sort_by(|a, b| (&a.tenant_id, &a.meter).cmp(&(&b.tenant_id, &b.meter)));
+    totals
+}
 
+/// The breakdown by `dims`: per tenant and meter (sorted), the top N keys, then `(other)`.
+fn breakdown(
+    lake: &Lake,
+    meters: &Meters,
+    q: &UsageQuery,
+    dims: &[Dim],
+    compared: Option<(i64, i64)>,
+    totals: &[Total],
+    totals_before: Option<&Values>,
+) -> Result<Vec<Part>> {
+    let now = period_values(lake, meters, q, q.from, q.to, dims)?;
+    let before = compared
+        .map(|(a, b)| period_values(lake, meters, q, a, b, dims))
+        .transpose()?;
+    let mut groups: BTreeMap<(String, String), Rows> = BTreeMap::new();
+    for ((t, m, k), &(v, n)) in &now {
+        groups
+            .entry((t.clone(), m.clone()))
+            .or_default()
+            .push((k.clone(), v, n));
+    }
     let mut breakdown = Vec::new();
-    if !dims.is_empty() {
-        let now = period_values(lake, meters, q, q.from, q.to, &dims)?;
-        let before = compared
-            .map(|(a, b)| period_values(lake, meters, q, a, b, &dims))
-            .transpose()?;
-        let mut groups: BTreeMap<(String, String), Rows> = BTreeMap::new();
-        for ((t, m, k), &(v, n)) in &now {
-            groups
-                .entry((t.clone(), m.clone()))
-                .or_default()
-                .push((k.clone(), v, n));
-        }
-        for ((t, m), mut rows) in groups {
-            let agg = aggregation_of(meters, &m);
-            let total = totals
-                .iter()
-                .find(|x| x.tenant_id == t && x.meter == m)
-                .map(|x| x.value);
-            let shared = agg.additive() || agg == crate::rollup::Aggregation::UniqueCount;
-            rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-            let keep = if q.top == 0 {
-                rows.len()
-            } else {
-                q.top.min(rows.len())
-            };
-            let prev_of = |k: &Option<String>| {
-                before.as_ref().map(|b| {
-                    b.get(&(t.clone(), m.clone(), k.clone()))
-                        .map(|p| p.0)
-                        .unwrap_or(0.0)
-                })
-            };
-            let share = |v: f64| match total {
-                Some(tot) if shared && tot > 0.0 => Some(v / tot),
-                _ => None,
-            };
-            for (k, v, n) in &rows[..keep] {
-                let prev = if agg.zero_when_empty() {
-                    prev_of(k)
-                } else {
-                    None
-                };
-                breakdown.push(Part {
-                    tenant_id: t.clone(),
-                    meter: m.clone(),
-                    key: k.clone().unwrap_or_else(|| "(none)".into()),
-                    value: *v,
-                    event_count: *n,
-                    share: share(*v),
-                    previous: prev,
-                    change: prev.map(|p| v - p),
-                    change_pct: pct(*v, prev),
-                });
-            }
-            if keep < rows.len() && agg.additive() {
-                let rest = &rows[keep..];
-                let v: f64 = rest.iter().map(|r| r.1).sum();
-                let prev = before.as_ref().map(|_| {
-                    let all: f64 = totals_before
-                        .as_ref()
-                        .and_then(|b| b.get(&(t.clone(), m.clone(), None)))
-                        .map(|p| p.0)
-                        .unwrap_or(0.0);
-                    let top: f64 = rows[..keep].iter().filter_map(|r| prev_of(&r.0)).sum();
-                    all - top
-                });
-                breakdown.push(Part {
-                    tenant_id: t.clone(),
-                    meter: m.clone(),
-                    key: OTHER.into(),
-                    value: v,
-                    event_count: rest.iter().map(|r| r.2).sum(),
-                    share: share(v),
-                    previous: prev,
-                    change: prev.map(|p| v - p),
-                    change_pct: pct(v, prev),
-                });
-            }
+    for ((t, m), rows) in groups {
+        let agg = aggregation_of(meters, &m);
+        let total = totals
+            .iter()
+            .find(|x| x.tenant_id == t && x.meter == m)
+            .map(|x| x.value);
+        let group = Group {
+            shared: agg.additive() || agg == crate::rollup::Aggregation::UniqueCount,
+            agg,
+            total,
+            before: before.as_ref(),
+            t,
+            m,
+        };
+        group.parts(rows, q.top, totals_before, &mut breakdown);
+    }
+    Ok(breakdown)
+}
+
+/// One tenant and meter of a breakdown.
+struct Group<'a> {
+    t: String,
+    m: String,
+    agg: crate::rollup::Aggregation,
+    /// The tenant's total for the meter.
+    total: Option<f64>,
+    /// Whether its rows have shares.
+    shared: bool,
+    /// The comparison period's values per key.
+    before: Option<&'a Values>,
+}
+
+impl Group<'_> {
+    /// The value of key `k` over the comparison period (0 without events), if comparing.
+    fn prev_of(&self, k: &Option<String>) -> Option<f64> {
+        self.before.map(|b| {
+            b.get(&(self.t.clone(), self.m.clone(), k.clone()))
+                .map(|p| p.0)
+                .unwrap_or(0.0)
+        })
+    }
+
+    /// The share of `v` in the tenant's total, when the meter has shares.
+    fn share(&self, v: f64) -> Option<f64> {
+        match self.total {
+            Some(tot) if self.shared && tot > 0.0 => Some(v / tot),
+            _ => None,
         }
     }
-    Ok(UsageReport {
-        period: Period::new(q.from, q.to),
-        compared_with: compared.map(|(from, to)| Period::new(from, to)),
-        by: q.by.as_ref().map(Dim::spec),
-        totals,
-        breakdown,
-    })
+
+    /// Appends the group's rows to `out`: the top `top` by value (0: all), then `(other)`.
+    fn parts(
+        &self,
+        mut rows: Rows,
+        top: usize,
+        totals_before: Option<&Values>,
+        out: &mut Vec<Part>,
+    ) {
+        let (t, m, agg) = (&self.t, &self.m, self.agg);
+        rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let keep = if top == 0 {
+            rows.len()
+        } else {
+            top.min(rows.len())
+        };
+        for (k, v, n) in &rows[..keep] {
+            let prev = if agg.zero_when_empty() {
+                self.prev_of(k)
+            } else {
+                None
+            };
+            out.push(Part {
+                tenant_id: t.clone(),
+                meter: m.clone(),
+                key: k.clone().unwrap_or_else(|| "(none)".into()),
+                value: *v,
+                event_count: *n,
+                share: self.share(*v),
+                previous: prev,
+                change: prev.map(|p| v - p),
+                change_pct: pct(*v, prev),
+            });
+        }
+        if keep < rows.len() && agg.additive() {
+            let rest = &rows[keep..];
+            let v: f64 = rest.iter().map(|r| r.1).sum();
+            let prev = self.before.map(|_| {
+                let all: f64 = totals_before
+                    .and_then(|b| b.get(&(t.clone(), m.clone(), None)))
+                    .map(|p| p.0)
+                    .unwrap_or(0.0);
+                let top: f64 = rows[..keep].iter().filter_map(|r| self.prev_of(&r.0)).sum();
+                all - top
+            });
+            out.push(Part {
+                tenant_id: t.clone(),
+                meter: m.clone(),
+                key: OTHER.into(),
+                value: v,
+                event_count: rest.iter().map(|r| r.2).sum(),
+                share: self.share(v),
+                previous: prev,
+                change: prev.map(|p| v - p),
+                change_pct: pct(v, prev),
+            });
+        }
+    }
 }
 
 fn pct(v: f64, prev: Option<f64>) -> Option<f64> {
