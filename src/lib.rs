@@ -35,6 +35,7 @@ pub mod config;
 pub mod detect;
 pub mod error;
 pub mod event;
+pub mod fault;
 pub mod forecast;
 pub mod generate;
 pub mod ingest;

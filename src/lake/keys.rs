@@ -197,6 +197,27 @@ impl KeySet {
         Ok(true)
     }
 
+    /// Whether `key` is known on a day within `lookback` days of `day` (what
+    /// [`KeySet::insert_if_new`] would answer `false` to), without recording it.
+    pub fn seen(&self, key: u128, day: i32, lookback: i32) -> Result<bool> {
+        let e = Entry::new(key, day);
+        let within = |d: i32| (d - day).abs() <= lookback;
+        if let Some(old) = self.set.get(&e) {
+            if within(old.day()) {
+                return Ok(true);
+            }
+            if let Some(days) = self.extra.get(&e)
+                && days.iter().any(|&d| within(d))
+            {
+                return Ok(true);
+            }
+        }
+        match &self.spill {
+            Some(s) => s.any_within(e, day, lookback),
+            None => Ok(false),
+        }
+    }
+
     /// Stores `e` in memory, spilling everything held first if memory is full.
     fn put(&mut self, e: Entry) -> Result<()> {
         if self.set.len() + self.extra_len >= self.cap
@@ -386,6 +407,8 @@ mod tests {
             prop_assert_eq!(spilling.len(), lake.len());
             prop_assert_eq!(memory.len(), lake.len());
             for (i, &(k, d)) in events.iter().enumerate() {
+                prop_assert_eq!(spilling.seen(k, d, lookback).unwrap(), !want[i], "seen, event {}", i);
+                prop_assert_eq!(memory.seen(k, d, lookback).unwrap(), !want[i], "seen, event {}", i);
                 prop_assert_eq!(spilling.insert_if_new(k, d, lookback).unwrap(), want[i], "event {}", i);
                 prop_assert_eq!(memory.insert_if_new(k, d, lookback).unwrap(), want[i], "event {}", i);
             }

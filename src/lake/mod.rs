@@ -232,6 +232,7 @@ impl Lake {
             .root
             .join(STAGING_DIR)
             .join(format!("{:08}", commit.seq));
+        crate::fault::check("lake.stage").at(&staged)?;
         for rel in commit.published_files() {
             let p = staged.join(rel);
             if !p.is_file() {
@@ -242,9 +243,11 @@ impl Lake {
             }
         }
         crash_point("staged");
+        crate::fault::check("lake.log").at(&self.root.join(LOG_DIR))?;
         log::write(&self.root.join(LOG_DIR), &commit)?;
         crash_point("logged");
         self.commits.push(commit);
+        crate::fault::check("lake.publish").at(&staged)?;
         self.publish(self.commits.last().expect("just pushed"))
     }
 

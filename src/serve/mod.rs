@@ -128,26 +128,28 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl App {
-    /// Commits the open log segment to the lake; returns the events committed.
+    /// Closes the open log segment and commits every closed segment to the lake, oldest
+    /// first, each on its own; returns the events committed. A segment whose commit fails
+    /// stays first in the queue and is retried, under the same checksum, by the next flush.
     pub fn flush(&self) -> Result<usize> {
         let _f = lock(&self.flush_lock);
-        let (path, events) = {
-            let mut ing = lock(&self.ingress);
-            match ing.rotate()? {
-                Some(p) => (p, ing.flushing.clone()),
-                None => return Ok(0),
-            }
-        };
-        let t = Instant::now();
-        let n = wal::commit_segment(&self.opts.lake, &path, &events)?;
-        lock(&self.ingress).committed(&path)?;
-        let us = t.elapsed().as_micros() as u64;
-        let m = &self.metrics;
-        m.flushes.fetch_add(1, Ordering::Relaxed);
-        m.flushed_events.fetch_add(n as u64, Ordering::Relaxed);
-        m.flush_micros_total.fetch_add(us, Ordering::Relaxed);
-        m.last_flush_micros.store(us, Ordering::Relaxed);
-        Ok(n)
+        lock(&self.ingress).rotate()?;
+        let mut n = 0;
+        loop {
+            let Some(closed) = lock(&self.ingress).oldest_closed() else {
+                return Ok(n);
+            };
+            let t = Instant::now();
+            let done = wal::commit_segment(&self.opts.lake, &closed)?;
+            lock(&self.ingress).committed(&closed.path);
+            let us = t.elapsed().as_micros() as u64;
+            let m = &self.metrics;
+            m.flushes.fetch_add(1, Ordering::Relaxed);
+            m.flushed_events.fetch_add(done as u64, Ordering::Relaxed);
+            m.flush_micros_total.fetch_add(us, Ordering::Relaxed);
+            m.last_flush_micros.store(us, Ordering::Relaxed);
+            n += done;
+        }
     }
 
     /// Makes sure the counters of `tenants` cover `at` (measuring those that do not).
@@ -170,7 +172,7 @@ impl App {
     fn measure(&self, tenants: &[&crate::billing::plans::Tenant], at: i64) -> Result<()> {
         let _f = lock(&self.flush_lock);
         let ing = lock(&self.ingress);
-        let logged: Vec<&wal::Logged> = ing.flushing.iter().chain(&ing.pending).collect();
+        let logged: Vec<&wal::Logged> = ing.unflushed().collect();
         let mut fresh = Counters::default();
         fresh.measure(&self.opts.lake, &self.opts.billing, tenants, at, &logged)?;
         lock(&self.counters).replace(fresh, tenants);
@@ -210,6 +212,19 @@ async fn run(opts: ServeOptions) -> Result<()> {
         .await
         .map_err(|e| Error::io(format!("--bind {bind}"), e))?;
     let local = listener.local_addr().map_err(|e| Error::io("socket", e))?;
+    // Segments left by an earlier process go into the lake first; if that fails (a full
+    // disk), they stay queued, counted as unflushed, and the flusher retries them.
+    {
+        let a = app.clone();
+        match tokio::task::spawn_blocking(move || a.flush()).await {
+            Ok(Ok(n)) if n > 0 => eprintln!("meterlake serve: {n} logged events recovered"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!("recovering the log failed (retried by the flusher): {e}")
+            }
+            Err(e) => tracing::error!("recovering the log: {e}"),
+        }
+    }
     // Counters of every tenant with a plan, for the current period.
     {
         let a = app.clone();

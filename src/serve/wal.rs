@@ -9,10 +9,10 @@
 //! the next start, and a segment already committed is recognised and skipped, so an
 //! acknowledged event is stored exactly once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -51,27 +51,51 @@ impl Logged {
     }
 }
 
+/// A closed segment waiting for its commit: its file and the events acknowledged in it.
+#[derive(Debug, Clone)]
+pub struct Closed {
+    /// The segment file (its checksum identifies the commit).
+    pub path: PathBuf,
+    /// Its acknowledged events, deduplicated.
+    pub events: Arc<[Logged]>,
+}
+
 /// The open log and the dedup state, behind one lock.
+///
+/// Invariants, whatever fails: a key enters `keys` only once its event's bytes are durable
+/// in a segment; the open segment's file holds whole records up to `len` and nothing after
+/// (a failed append is cut back, or the segment is abandoned for a new one); each closed
+/// segment is committed on its own, under its own checksum, oldest first.
 pub struct Ingress {
     dir: PathBuf,
     lake: PathBuf,
     seq: u64,
     file: fs::File,
+    /// Bytes of the open segment that hold whole, durable records.
+    len: u64,
+    /// The open segment's tail could not be cut back after a failed append: the next
+    /// append starts a new segment, so no record is ever written after torn bytes.
+    torn: bool,
     /// Events in the open segment.
     pub pending: Vec<Logged>,
-    /// Events of closed segments not yet committed to the lake.
-    pub flushing: Vec<Logged>,
+    /// Closed segments not yet committed, oldest first.
+    closed: VecDeque<Closed>,
     keys: KeySet,
     loaded: HashSet<i32>,
     lookback: i32,
+    /// Held for the server's lifetime: another server, or `forget`, cannot touch the log.
+    _lock: fs::File,
 }
+
+/// The lock file of the log directory.
+pub const WAL_LOCK: &str = "_lock";
 
 fn segment(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:08}.wal"))
 }
 
 /// Segments on disk, oldest first.
-fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+pub fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for e in fs::read_dir(dir).at(dir)? {
         let p = e.at(dir)?.path();
@@ -88,34 +112,44 @@ fn segments(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Reads a segment; a torn last line (a crash mid-append, never acknowledged) is dropped.
-fn read_segment(path: &Path) -> Result<Vec<Logged>> {
-    let text = fs::read_to_string(path).at(path)?;
-    let mut out = Vec::new();
-    let lines: Vec<&str> = text.split('\n').collect();
-    for (i, line) in lines.iter().enumerate() {
-        if line.is_empty() {
+/// A segment as read back: its whole records, and how many lines were torn.
+pub struct SegmentRead {
+    /// The records, in order.
+    pub records: Vec<Logged>,
+    /// Lines that are not a whole record: bytes of a write that failed or was cut short by
+    /// a crash, never acknowledged.
+    pub torn: usize,
+}
+
+/// Reads a segment. A line that is not a whole record is the tail of an append that
+/// failed or was cut short by a crash (never acknowledged, since the answer waits for the
+/// fsync), wherever it sits: it is skipped with a warning, and the records around it kept.
+pub fn read_segment(path: &Path) -> Result<SegmentRead> {
+    let bytes = fs::read(path).at(path)?;
+    let mut out = SegmentRead {
+        records: Vec::new(),
+        torn: 0,
+    };
+    for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_str::<Logged>(line) {
-            Ok(l) => out.push(l),
-            Err(_) if i + 1 == lines.len() => {
-                tracing::warn!(path = %path.display(), "dropping a torn last line (never acknowledged)");
-            }
+        match serde_json::from_slice::<Logged>(line) {
+            Ok(l) => out.records.push(l),
             Err(e) => {
-                return Err(Error::CorruptLake {
-                    path: path.to_path_buf(),
-                    reason: format!("line {}: {e}", i + 1),
-                });
+                tracing::warn!(path = %path.display(), line = i + 1, "skipping a torn record (never acknowledged): {e}");
+                out.torn += 1;
             }
         }
     }
     Ok(out)
 }
 
-/// Commits a closed segment's events to the lake (skipped if its checksum is already
-/// there); returns the events committed.
-pub fn commit_segment(lake_dir: &Path, path: &Path, events: &[Logged]) -> Result<usize> {
+/// Commits a closed segment's events to the lake under the segment's checksum, or nothing
+/// if the lake already holds that checksum (a commit that failed after its commit point,
+/// or a file whose delete failed); returns the events committed.
+pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
+    let (path, events) = (closed.path.as_path(), &closed.events[..]);
     let bytes = fs::read(path).at(path)?;
     let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
     let mut lake = Lake::open_for_write(lake_dir)?;
@@ -177,39 +211,74 @@ pub fn commit_segment(lake_dir: &Path, path: &Path, events: &[Logged]) -> Result
 }
 
 impl Ingress {
-    /// Opens the log of a lake: commits every segment left by an earlier process (so the
-    /// lake holds everything acknowledged), then starts a new segment.
+    /// Opens the log of a lake. Every segment left by an earlier process is read back,
+    /// deduplicated (a retried batch may sit in two segments if a failed append could not
+    /// be cut back) and queued for commit, oldest first; a segment the lake already holds
+    /// is recognised by its checksum when it is flushed. Then a new segment is started.
+    /// Call [`Ingress::flush_next`] until it returns `None` to commit the leftovers.
     pub fn open(lake_dir: &Path, lookback_days: u32) -> Result<Ingress> {
         let dir = lake_dir.join(WAL_DIR);
         fs::create_dir_all(&dir).at(&dir)?;
-        drop(Lake::open_for_write(lake_dir)?);
-        let mut last = 0;
-        for (seq, path) in segments(&dir)? {
-            let events = read_segment(&path)?;
-            let n = commit_segment(lake_dir, &path, &events)?;
-            tracing::info!(segment = seq, events = n, "recovered a log segment");
-            fs::remove_file(&path).at(&path)?;
-            last = seq;
-        }
-        crate::lake::log::sync_dir(&dir)?;
-        let seq = last + 1;
-        let path = segment(&dir, seq);
-        let file = fs::OpenOptions::new()
+        let lock_path = dir.join(WAL_LOCK);
+        let lock = fs::OpenOptions::new()
             .create(true)
-            .append(true)
-            .open(&path)
-            .at(&path)?;
-        Ok(Ingress {
-            dir,
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        if lock.try_lock().is_err() {
+            return Err(Error::io(
+                &lock_path,
+                std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    "another meterlake serve holds this lake's log; stop it first",
+                ),
+            ));
+        }
+        drop(Lake::open_for_write(lake_dir)?);
+        let mut ing = Ingress {
+            file: lock.try_clone().at(&lock_path)?,
+            dir: dir.clone(),
             lake: lake_dir.to_path_buf(),
-            seq,
-            file,
+            seq: 0,
+            len: 0,
+            torn: false,
             pending: Vec::new(),
-            flushing: Vec::new(),
+            closed: VecDeque::new(),
             keys: KeySet::default(),
             loaded: HashSet::new(),
-            lookback: lookback_days as i32,
-        })
+            lookback: lookback_days.min(20_000) as i32,
+            _lock: lock,
+        };
+        for (seq, path) in segments(&dir)? {
+            let read = read_segment(&path)?;
+            let (n, torn) = (read.records.len(), read.torn);
+            let mut events = Vec::with_capacity(n);
+            for l in read.records {
+                let day = day_of(l.event.ts);
+                ing.load_days(day)?;
+                if ing.keys.insert_if_new(l.key(), day, ing.lookback)? {
+                    events.push(l);
+                }
+            }
+            tracing::info!(
+                segment = seq,
+                records = n,
+                fresh = events.len(),
+                torn,
+                "recovered a log segment"
+            );
+            ing.closed.push_back(Closed {
+                path,
+                events: events.into(),
+            });
+            ing.seq = seq;
+        }
+        ing.seq += 1;
+        let path = segment(&dir, ing.seq);
+        ing.file = open_segment(&path)?;
+        crate::lake::log::sync_dir(&dir)?;
+        Ok(ing)
     }
 
     /// Loads the lake's key files of the days within the lookback of `day`, once each.
@@ -234,12 +303,22 @@ impl Ingress {
     }
 
     /// Appends the new events (dropping duplicates) and fsyncs; returns those appended.
+    ///
+    /// Their keys are recorded only once the bytes are durable: if the write or the fsync
+    /// fails, nothing of the batch counts as seen (a retry is not a duplicate), and the
+    /// segment is cut back to its last whole record, or, if even that fails, abandoned
+    /// for a new segment before the next append.
     pub fn append(&mut self, batch: Vec<(UsageEvent, u128)>) -> Result<Vec<Logged>> {
         let mut fresh = Vec::with_capacity(batch.len());
+        let mut in_batch: HashMap<u128, Vec<i32>> = HashMap::new();
         for (e, key) in batch {
             let day = day_of(e.ts);
             self.load_days(day)?;
-            if self.keys.insert_if_new(key, day, self.lookback)? {
+            let twin = in_batch
+                .get(&key)
+                .is_some_and(|ds| ds.iter().any(|d| (d - day).abs() <= self.lookback));
+            if !twin && !self.keys.seen(key, day, self.lookback)? {
+                in_batch.entry(key).or_default().push(day);
                 fresh.push(Logged::new(e, key));
             }
         }
@@ -251,35 +330,94 @@ impl Ingress {
             serde_json::to_writer(&mut buf, l).map_err(|e| Error::Render(e.to_string()))?;
             buf.push(b'\n');
         }
+        if self.torn {
+            self.rotate()?;
+        }
         let path = segment(&self.dir, self.seq);
-        self.file.write_all(&buf).at(&path)?;
-        self.file.sync_data().at(&path)?;
+        let written = crate::fault::write_all("wal.write", &mut self.file, &buf)
+            .and_then(|()| crate::fault::check("wal.sync"))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            self.cut_back(&path);
+            return Err(Error::io(&path, e));
+        }
+        self.len += buf.len() as u64;
+        for l in &fresh {
+            self.keys
+                .insert_if_new(l.key(), day_of(l.event.ts), self.lookback)?;
+        }
         self.pending.extend(fresh.iter().cloned());
         Ok(fresh)
     }
 
-    /// Closes the open segment (its events move to `flushing`) and opens the next; returns
-    /// the closed segment's path, if it held anything.
-    pub fn rotate(&mut self) -> Result<Option<PathBuf>> {
-        if self.pending.is_empty() {
-            return Ok(None);
+    /// After a failed append: cuts the open segment back to its whole records, or marks
+    /// it torn so the next append starts a new one.
+    fn cut_back(&mut self, path: &Path) {
+        let cut = crate::fault::check("wal.cut")
+            .and_then(|()| self.file.set_len(self.len))
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = cut {
+            tracing::error!(path = %path.display(), "cannot cut a failed append back ({e}); the segment is abandoned");
+            self.torn = true;
         }
-        let closed = segment(&self.dir, self.seq);
-        self.seq += 1;
-        let path = segment(&self.dir, self.seq);
-        self.file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .at(&path)?;
-        crate::lake::log::sync_dir(&self.dir)?;
-        self.flushing.append(&mut self.pending);
-        Ok(Some(closed))
     }
 
-    /// After a closed segment is committed: its events are in the lake now.
-    pub fn committed(&mut self, path: &Path) -> Result<()> {
-        self.flushing.clear();
-        fs::remove_file(path).at(path)
+    /// Closes the open segment (queued for commit with its events) and opens the next.
+    /// An empty segment is kept open, unless its tail is torn.
+    pub fn rotate(&mut self) -> Result<()> {
+        if self.pending.is_empty() && !self.torn {
+            return Ok(());
+        }
+        let next = segment(&self.dir, self.seq + 1);
+        let file = open_segment(&next)?;
+        crate::lake::log::sync_dir(&self.dir)?;
+        let closed = segment(&self.dir, self.seq);
+        self.file = file;
+        self.seq += 1;
+        self.len = 0;
+        self.torn = false;
+        let events: Arc<[Logged]> = std::mem::take(&mut self.pending).into();
+        self.closed.push_back(Closed {
+            path: closed,
+            events,
+        });
+        Ok(())
     }
+
+    /// The oldest closed segment not yet committed.
+    pub fn oldest_closed(&self) -> Option<Closed> {
+        self.closed.front().cloned()
+    }
+
+    /// After the oldest closed segment is committed: its events are in the lake now, and
+    /// its file goes (a file left by a failed delete is recognised by its checksum later).
+    pub fn committed(&mut self, path: &Path) {
+        if self.closed.front().is_some_and(|c| c.path == path) {
+            self.closed.pop_front();
+        }
+        if let Err(e) = fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), "cannot delete a committed log segment: {e}");
+        }
+    }
+
+    /// Events acknowledged but not yet committed to the lake.
+    pub fn unflushed(&self) -> impl Iterator<Item = &Logged> {
+        self.closed
+            .iter()
+            .flat_map(|c| c.events.iter())
+            .chain(&self.pending)
+    }
+
+    /// How many events are acknowledged but not yet committed.
+    pub fn lag(&self) -> usize {
+        self.closed.iter().map(|c| c.events.len()).sum::<usize>() + self.pending.len()
+    }
+}
+
+fn open_segment(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .at(path)
 }

@@ -6,6 +6,7 @@ mod billing;
 mod common;
 mod crash;
 mod detect;
+mod faults;
 mod forecast;
 mod formats;
 mod generate;

@@ -7,13 +7,18 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::{BIN, copy_dir, ok, read_lake, sample, strings};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    fn start(lake: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(lake: &Path, extra: &[&str]) -> Server {
+        Server::start_env(lake, extra, &[])
+    }
+
+    /// With environment variables (the fault-injection control file).
+    pub(crate) fn start_env(lake: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -23,6 +28,7 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -41,7 +47,7 @@ impl Server {
         Server { child, base }
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
     }
@@ -54,7 +60,7 @@ impl Drop for Server {
     }
 }
 
-fn agent() -> ureq::Agent {
+pub(crate) fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -62,7 +68,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// (status, JSON body, Retry-After).
-fn call(
+pub(crate) fn call(
     method: &str,
     url: &str,
     key: Option<&str>,
@@ -108,7 +114,7 @@ fn call(
     )
 }
 
-fn key(lake: &Path, tenant: Option<&str>) -> String {
+pub(crate) fn key(lake: &Path, tenant: Option<&str>) -> String {
     let mut args = vec!["serve-keys", "add", "--lake", lake.to_str().unwrap()];
     match tenant {
         Some(t) => args.extend(["--tenant", t]),

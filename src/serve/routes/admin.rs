@@ -53,10 +53,7 @@ fn audit(
 
 fn metrics_json(app: &App) -> Value {
     let m = &app.metrics;
-    let (pending, flushing) = {
-        let ing = lock(&app.ingress);
-        (ing.pending.len(), ing.flushing.len())
-    };
+    let lag = lock(&app.ingress).lag();
     let buckets: BTreeMap<String, u64> = LATENCY_BUCKETS
         .iter()
         .zip(&m.latency)
@@ -66,7 +63,7 @@ fn metrics_json(app: &App) -> Value {
         "events_accepted": m.accepted.load(Ordering::Relaxed),
         "events_rejected": m.rejected.load(Ordering::Relaxed),
         "events_duplicate": m.duplicates.load(Ordering::Relaxed),
-        "log_pending_events": pending + flushing,
+        "log_pending_events": lag,
         "flushes": m.flushes.load(Ordering::Relaxed),
         "flushed_events": m.flushed_events.load(Ordering::Relaxed),
         "last_flush_seconds": m.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
@@ -156,10 +153,7 @@ pub(super) async fn prometheus(State(app): State<Arc<App>>) -> Response {
         "Time spent committing the log.",
         m.flush_micros_total.load(Ordering::Relaxed) as f64 / 1e6,
     );
-    let pending = {
-        let ing = lock(&app.ingress);
-        ing.pending.len() + ing.flushing.len()
-    };
+    let pending = lock(&app.ingress).lag();
     o.push_str(&format!(
         "# HELP meterlake_log_lag_events Events acknowledged but not yet in the lake.\n# TYPE meterlake_log_lag_events gauge\nmeterlake_log_lag_events {pending}\n"
     ));
