@@ -47,6 +47,31 @@ pub struct ServeArgs {
 pub enum KeysCommand {
     /// Make an API key (printed once; only its hash is stored).
     Add(KeyAddArgs),
+    /// List the keys: id, tenant or admin, created, revoked (never the key).
+    List(KeyListArgs),
+    /// Revoke a key by its id; a running server refuses it within a second.
+    Revoke(KeyRevokeArgs),
+}
+
+/// Arguments of `serve-keys list`.
+#[derive(Debug, Args)]
+pub struct KeyListArgs {
+    /// The lake.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// Print JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Arguments of `serve-keys revoke`.
+#[derive(Debug, Args)]
+pub struct KeyRevokeArgs {
+    /// The lake.
+    #[arg(long)]
+    pub lake: PathBuf,
+    /// The key's id (the first 8 hex digits after `mlk_`, as `serve-keys list` shows).
+    pub id: String,
 }
 
 /// Arguments of `serve-keys add`.
@@ -73,6 +98,49 @@ pub(crate) fn keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
                 stored.id,
                 stored.tenant.as_deref().unwrap_or("admin"),
                 a.lake.join(crate::serve::auth::KEYS_FILE).display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::List(a) => {
+            let keys = Keys::list(&a.lake)?;
+            if a.json {
+                for k in &keys {
+                    let v = serde_json::json!({
+                        "id": k.id,
+                        "tenant": k.tenant,
+                        "admin": k.admin,
+                        "created_at": k.created_at,
+                        "revoked_at": k.revoked_at,
+                    });
+                    println!("{v}");
+                }
+            } else {
+                use super::table::{Left, Table};
+                let mut t = Table::new(&[
+                    ("id", Left),
+                    ("scope", Left),
+                    ("created", Left),
+                    ("revoked", Left),
+                ]);
+                for k in &keys {
+                    t.row(&[
+                        &k.id,
+                        &k.tenant.as_deref().unwrap_or("admin"),
+                        &k.created_at,
+                        &k.revoked_at.as_deref().unwrap_or("-"),
+                    ]);
+                }
+                t.print()?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke(a) => {
+            let k = Keys::revoke(&a.lake, &a.id)?;
+            eprintln!(
+                "key {} for {} revoked at {}",
+                k.id,
+                k.tenant.as_deref().unwrap_or("admin"),
+                k.revoked_at.as_deref().unwrap_or_default()
             );
             Ok(ExitCode::SUCCESS)
         }

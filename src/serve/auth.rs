@@ -2,8 +2,12 @@
 //!
 //! Keys are random 32-byte tokens (`mlk_` + hex) shown once when made
 //! (`meterlake serve-keys add`); the server stores only their SHA-256 hashes, in
-//! `LAKE/_api/keys.json`. A key is scoped to one tenant, or is an admin key. Per-tenant
-//! token buckets bound the events `/track` accepts per second.
+//! `LAKE/_api/keys.json`. A key is scoped to one tenant, or is an admin key; `serve-keys
+//! revoke ID` marks it revoked (the record stays, for the audit). Every change rewrites
+//! the file atomically under an exclusive lock on `LAKE/_api/keys.lock`, so concurrent
+//! `serve-keys` runs lose nothing, and is recorded in the lake's audit log; a running
+//! server sees it within a second ([`KeysFile`]). Per-tenant token buckets bound the
+//! events `/track` accepts per second.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +20,8 @@ use crate::error::{Error, IoContext, Result};
 
 /// The keys file under the lake.
 pub const KEYS_FILE: &str = "_api/keys.json";
+/// The lock file `serve-keys` holds while it changes the keys file.
+pub const KEYS_LOCK: &str = "_api/keys.lock";
 
 /// A stored key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,6 +36,9 @@ pub struct StoredKey {
     pub admin: bool,
     /// When it was made.
     pub created_at: String,
+    /// When it was revoked; a revoked key opens nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<String>,
 }
 
 /// Who a request acts as.
@@ -76,13 +85,59 @@ impl Keys {
         Ok(Keys {
             by_hash: Keys::read_all(lake)?
                 .into_iter()
+                .filter(|k| k.revoked_at.is_none())
                 .map(|k| (k.hash.clone(), k))
                 .collect(),
         })
     }
 
-    /// Makes a key, stores its hash and returns the key (shown once).
+    /// Every stored key, revoked ones included, oldest first.
+    pub fn list(lake: &Path) -> Result<Vec<StoredKey>> {
+        Keys::read_all(lake)
+    }
+
+    /// Changes the keys file under its lock: reads it, applies `change`, writes it back
+    /// atomically and records `action` in the audit log.
+    fn update<T>(
+        lake: &Path,
+        action: &str,
+        change: impl FnOnce(&mut Vec<StoredKey>) -> Result<(T, String)>,
+    ) -> Result<T> {
+        let p = Keys::path(lake);
+        let dir = p.parent().expect("has a parent");
+        std::fs::create_dir_all(dir).at(dir)?;
+        let _lock = crate::lake::lock_exclusive(&lake.join(KEYS_LOCK))?;
+        let mut all = Keys::read_all(lake)?;
+        let (out, target) = change(&mut all)?;
+        let mut text = serde_json::to_vec_pretty(&all).map_err(|e| Error::Render(e.to_string()))?;
+        text.push(b'\n');
+        crate::report::atomic_write(&p, &text)?;
+        crate::lake::audit::append(
+            lake,
+            &crate::lake::audit::AuditEntry {
+                at: crate::time::rfc3339(crate::time::now()),
+                actor: "cli".into(),
+                action: action.into(),
+                target,
+                rows: 0,
+                commit: None,
+                detail: String::new(),
+            },
+        )?;
+        Ok(out)
+    }
+
+    /// Makes a key, stores its hash and returns the key (shown once). A tenant id follows
+    /// the rules of an event's `tenant_id`.
     pub fn add(lake: &Path, tenant: Option<&str>) -> Result<(String, StoredKey)> {
+        if let Some(t) = tenant {
+            crate::ingest::record::check_id("tenant_id", t).map_err(|r| {
+                Error::InvalidParameter {
+                    name: "--tenant",
+                    reason: format!("{t:?} {}", r.reason),
+                }
+            })?;
+        }
         let mut raw = [0u8; 32];
         getrandom::fill(&mut raw).map_err(|e| Error::Render(format!("random: {e}")))?;
         let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
@@ -93,16 +148,37 @@ impl Keys {
             tenant: tenant.map(str::to_string),
             admin: tenant.is_none(),
             created_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            revoked_at: None,
         };
-        let mut all = Keys::read_all(lake)?;
-        all.push(stored.clone());
-        let p = Keys::path(lake);
-        let dir = p.parent().expect("has a parent");
-        std::fs::create_dir_all(dir).at(dir)?;
-        let mut text = serde_json::to_vec_pretty(&all).map_err(|e| Error::Render(e.to_string()))?;
-        text.push(b'\n');
-        crate::report::atomic_write(&p, &text)?;
-        Ok((key, stored))
+        Keys::update(lake, "serve-keys add", |all| {
+            all.push(stored.clone());
+            let target = format!(
+                "key {} ({})",
+                stored.id,
+                stored.tenant.as_deref().unwrap_or("admin")
+            );
+            Ok(((key, stored.clone()), target))
+        })
+    }
+
+    /// Revokes the key with public id `id`; returns it.
+    pub fn revoke(lake: &Path, id: &str) -> Result<StoredKey> {
+        Keys::update(lake, "serve-keys revoke", |all| {
+            let mut hits = all
+                .iter_mut()
+                .filter(|k| k.id == id && k.revoked_at.is_none());
+            let (Some(k), None) = (hits.next(), hits.next()) else {
+                return Err(Error::InvalidParameter {
+                    name: "ID",
+                    reason: format!(
+                        "no single active key has id {id:?} (see `meterlake serve-keys list`)"
+                    ),
+                });
+            };
+            k.revoked_at = Some(crate::time::rfc3339(crate::time::now()));
+            let target = format!("key {} ({})", k.id, k.tenant.as_deref().unwrap_or("admin"));
+            Ok((k.clone(), target))
+        })
     }
 
     /// Who a bearer token is.
@@ -112,6 +188,60 @@ impl Keys {
             (Some(t), false) => Principal::Tenant(t.clone()),
             _ => Principal::Admin(k.id.clone()),
         })
+    }
+}
+
+/// The keys a running server answers with, reloaded when the keys file changes (its
+/// size or modification time), checked at most every 250 ms: an added or revoked key
+/// takes effect within a second, without a restart.
+#[derive(Debug)]
+pub struct KeysFile {
+    lake: PathBuf,
+    current: std::sync::RwLock<(std::sync::Arc<Keys>, Option<(u64, std::time::SystemTime)>)>,
+}
+
+impl KeysFile {
+    /// Loads the keys of a lake.
+    pub fn load(lake: &Path) -> Result<KeysFile> {
+        let stamp = KeysFile::stamp(lake);
+        Ok(KeysFile {
+            lake: lake.to_path_buf(),
+            current: std::sync::RwLock::new((std::sync::Arc::new(Keys::load(lake)?), stamp)),
+        })
+    }
+
+    fn stamp(lake: &Path) -> Option<(u64, std::time::SystemTime)> {
+        let m = std::fs::metadata(Keys::path(lake)).ok()?;
+        Some((m.len(), m.modified().ok()?))
+    }
+
+    /// The keys now.
+    pub fn keys(&self) -> std::sync::Arc<Keys> {
+        self.current
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .0
+            .clone()
+    }
+
+    /// Reloads the keys if the file changed; a file that cannot be read keeps the last
+    /// good keys (and says why). Returns whether they changed.
+    pub fn refresh(&self) -> bool {
+        let stamp = KeysFile::stamp(&self.lake);
+        if self.current.read().unwrap_or_else(|p| p.into_inner()).1 == stamp {
+            return false;
+        }
+        match Keys::load(&self.lake) {
+            Ok(k) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) =
+                    (std::sync::Arc::new(k), stamp);
+                true
+            }
+            Err(e) => {
+                tracing::error!("keeping the last good API keys: {e}");
+                false
+            }
+        }
     }
 }
 

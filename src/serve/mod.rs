@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use crate::billing::Billing;
 use crate::error::{Error, Result};
 use crate::rollup::Meters;
-use auth::{Keys, Limiter};
+use auth::{KeysFile, Limiter};
 use counters::Counters;
 use wal::Ingress;
 
@@ -106,7 +106,7 @@ impl Metrics {
 /// The server's shared state.
 pub struct App {
     opts: ServeOptions,
-    keys: Keys,
+    keys: KeysFile,
     ingress: Mutex<Ingress>,
     /// Held by a flush from rotation to commit, and while counters are measured.
     flush_lock: Mutex<()>,
@@ -191,7 +191,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
 
 async fn run(opts: ServeOptions) -> Result<()> {
     let ingress = Ingress::open(&opts.lake, opts.lookback_days)?;
-    let keys = Keys::load(&opts.lake)?;
+    let keys = KeysFile::load(&opts.lake)?;
     let limiter = Limiter::new(opts.rate, opts.burst);
     let bind = opts.bind;
     let app = Arc::new(App {
@@ -254,12 +254,24 @@ async fn run(opts: ServeOptions) -> Result<()> {
             }
         })
     };
+    let keys_watch = {
+        let a = app.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if a.keys.refresh() {
+                    tracing::info!("API keys reloaded");
+                }
+            }
+        })
+    };
     let router = routes::router(app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown())
         .await
         .map_err(|e| Error::io("serve", e))?;
     flusher.abort();
+    keys_watch.abort();
     let a = app.clone();
     let n = tokio::task::spawn_blocking(move || a.flush())
         .await

@@ -48,7 +48,7 @@ impl Caller {
                     "an API key is required (Authorization: Bearer KEY)",
                 )
             })?;
-        let p = app.keys.principal(token.trim()).ok_or_else(|| {
+        let p = app.keys.keys().principal(token.trim()).ok_or_else(|| {
             ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 Some("authorization"),
@@ -68,7 +68,11 @@ impl Caller {
                 Some("tenant"),
                 "this key belongs to another tenant",
             )),
-            (Principal::Admin(_), Some(a)) => Ok(a.to_string()),
+            (Principal::Admin(_), Some(a)) => {
+                crate::ingest::record::check_id("tenant", a)
+                    .map_err(|r| ApiError::bad("tenant", format!("{a:?} {}", r.reason)))?;
+                Ok(a.to_string())
+            }
             (Principal::Admin(_), None) => Err(ApiError::bad(
                 "tenant",
                 "required with an admin key (?tenant=ID)",

@@ -32,7 +32,9 @@ pub(super) mod validate;
 
 pub use accept::{Accepted, dedup_key};
 pub use draft::Rejection;
-pub use validate::{DEFAULT_MAX_FUTURE, DEFAULT_MIN_TS, Limits, MAX_ID_BYTES, MAX_RECORD_BYTES};
+pub use validate::{
+    DEFAULT_MAX_FUTURE, DEFAULT_MIN_TS, Limits, MAX_ID_BYTES, MAX_RECORD_BYTES, check_id,
+};
 
 pub(crate) use draft::{Draft, Prop, TsIn};
 pub(crate) use json::{json_draft_into, parse_json, props_from_json_text};

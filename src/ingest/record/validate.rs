@@ -127,8 +127,16 @@ fn required<'d>(v: Option<&'d str>, field: &'static str) -> Result<&'d str, Reje
     v.ok_or_else(|| Rejection::new(field, "missing"))
 }
 
-/// Id-like fields end up in file names, URLs and SQL: keep them short and printable.
-fn check_id(field: &'static str, v: &str) -> Result<(), Rejection> {
+/// Id-like fields end up in file names, URLs and SQL: keep them short and printable, with
+/// no path separator, and not `.` or `..`. The rule for every tenant id meterlake takes,
+/// from an event, a key or a request.
+pub fn check_id(field: &'static str, v: &str) -> Result<(), Rejection> {
+    if v == "." || v == ".." {
+        return Err(Rejection::new(
+            field,
+            format!("{v:?} is a path component, not an id"),
+        ));
+    }
     // Fast path: printable ASCII without separators (nearly every real id).
     if !v.is_empty()
         && v.len() <= MAX_ID_BYTES

@@ -1,0 +1,188 @@
+//! API keys and tenant ids at the edges of `meterlake serve`: `serve-keys list` and
+//! `revoke`, a running server picking up added and revoked keys without a restart,
+//! concurrent `serve-keys add` losing nothing, and tenant ids that would name a path
+//! outside the lake refused everywhere (`serve-keys add --tenant`, `?tenant=`, a body's
+//! `tenant`).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::common::{BIN, files_under, mlk};
+use crate::serve::{Server, call, key};
+
+fn list(lake: &Path) -> Vec<serde_json::Value> {
+    let out = mlk(&[
+        "serve-keys",
+        "list",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Polls `GET /quotas` with `k` until it answers `want` (at most 2 s); the wait.
+fn until_status(base: &str, k: &str, want: u16) -> Duration {
+    let t = Instant::now();
+    loop {
+        let (st, _, _) = call(
+            "GET",
+            &format!("{base}/api/v1/usage/summary"),
+            Some(k),
+            None,
+        );
+        if st == want {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "still {st}, want {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn keys_are_listed_revoked_and_picked_up_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let admin = key(&lake, None);
+    let s = Server::start(&lake, &[]);
+    // A key made while the server runs works within a second.
+    let k = key(&lake, Some("acme"));
+    let waited = until_status(&s.base, &k, 200);
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    let keys = list(&lake);
+    assert_eq!(keys.len(), 2);
+    let acme = keys.iter().find(|k| k["tenant"] == "acme").unwrap();
+    assert_eq!(acme["admin"], false);
+    assert!(acme["revoked_at"].is_null());
+    let text = serde_json::to_string(&keys).unwrap();
+    assert!(!text.contains(&k[4..]), "the list never shows a key");
+    assert!(!text.contains("hash"), "nor its hash");
+    // Revoked: refused within a second, and listed as revoked; the audit log has both.
+    let id = acme["id"].as_str().unwrap();
+    let out = mlk(&["serve-keys", "revoke", "--lake", lake.to_str().unwrap(), id]);
+    assert!(out.status.success());
+    let waited = until_status(&s.base, &k, 401);
+    assert!(waited < Duration::from_millis(1500), "{waited:?}");
+    assert!(
+        list(&lake)
+            .iter()
+            .any(|x| x["id"] == id && x["revoked_at"].is_string())
+    );
+    let (st, _, _) = call(
+        "GET",
+        &format!("{}/api/v1/usage/summary?tenant=acme", s.base),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 200, "the other keys still work");
+    let audit = std::fs::read_to_string(lake.join("_api/audit.ndjson")).unwrap();
+    assert_eq!(audit.matches("serve-keys add").count(), 2);
+    assert_eq!(audit.matches("serve-keys revoke").count(), 1);
+    // Revoking it again, or an unknown id: exit 2 naming the id.
+    for bad in [id, "nosuchid"] {
+        let out = mlk(&[
+            "serve-keys",
+            "revoke",
+            "--lake",
+            lake.to_str().unwrap(),
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains(bad));
+    }
+}
+
+#[test]
+fn concurrent_key_adds_lose_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let procs: Vec<_> = (0..8)
+        .map(|i| {
+            std::process::Command::new(BIN)
+                .args(["serve-keys", "add", "--lake", lake.to_str().unwrap()])
+                .args(["--tenant", &format!("c{i}")])
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for p in procs {
+        assert!(p.wait_with_output().unwrap().status.success());
+    }
+    let keys = list(&lake);
+    for i in 0..8 {
+        let c = format!("c{i}");
+        assert_eq!(
+            keys.iter().filter(|k| k["tenant"] == c.as_str()).count(),
+            1,
+            "{c} in {keys:?}"
+        );
+    }
+    assert_eq!(keys.len(), 8);
+}
+
+#[test]
+fn tenant_ids_that_name_paths_are_refused_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    for bad in ["../../x", "..", ".", "a/b", "a\\b"] {
+        let out = mlk(&[
+            "serve-keys",
+            "add",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--tenant",
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("--tenant"), "{bad}: {err}");
+    }
+    let admin = key(&lake, None);
+    let s = Server::start(&lake, &[]);
+    for bad in ["../../x", "..", "."] {
+        let q = bad.replace('/', "%2F");
+        let (st, v, _) = call(
+            "GET",
+            &format!("{}/api/v1/usage/summary?tenant={q}", s.base),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(
+            (st, v["field"].as_str()),
+            (400, Some("tenant")),
+            "{bad}: {v}"
+        );
+        let body = format!(r#"{{"kind":"summary","format":"json","tenant":"{bad}"}}"#);
+        let (st, v, _) = call(
+            "POST",
+            &format!("{}/api/v1/usage/reports/generate", s.base),
+            Some(&admin),
+            Some(&body),
+        );
+        assert_eq!(
+            (st, v["field"].as_str()),
+            (400, Some("tenant")),
+            "{bad}: {v}"
+        );
+    }
+    // Nothing was written outside the lake's own directories.
+    let outside: Vec<_> = files_under(dir.path())
+        .into_iter()
+        .filter(|p| !p.starts_with(&lake))
+        .collect();
+    assert!(outside.is_empty(), "{outside:?}");
+    assert!(!lake.join("_api/summary.json").exists());
+}
