@@ -197,8 +197,11 @@ impl Keys {
 #[derive(Debug)]
 pub struct KeysFile {
     lake: PathBuf,
-    current: std::sync::RwLock<(std::sync::Arc<Keys>, Option<(u64, std::time::SystemTime)>)>,
+    current: std::sync::RwLock<(std::sync::Arc<Keys>, Option<Stamp>)>,
 }
+
+/// A file's size and modification time: what tells that it changed.
+type Stamp = (u64, std::time::SystemTime);
 
 impl KeysFile {
     /// Loads the keys of a lake.
@@ -210,7 +213,7 @@ impl KeysFile {
         })
     }
 
-    fn stamp(lake: &Path) -> Option<(u64, std::time::SystemTime)> {
+    fn stamp(lake: &Path) -> Option<Stamp> {
         let m = std::fs::metadata(Keys::path(lake)).ok()?;
         Some((m.len(), m.modified().ok()?))
     }
