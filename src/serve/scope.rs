@@ -20,11 +20,12 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 
 use super::App;
 use super::auth::Principal;
@@ -112,6 +113,34 @@ impl FromRequestParts<Arc<App>> for Admin {
     }
 }
 
+/// A query string decoded into `T`; a malformed one is a 400 in the API's JSON shape,
+/// naming the parameter (`{"error", "field"}`), not axum's plain-text answer.
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let q = parts.uri.query().unwrap_or("");
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded::parse(q.as_bytes()));
+        serde_path_to_error::deserialize(de)
+            .map(Params)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                let msg = e.inner().to_string();
+                // A missing field has no path yet: its name is in the message.
+                let field = match path.as_str() {
+                    "." | "" => msg
+                        .split('`')
+                        .nth(1)
+                        .map_or_else(|| "query".to_string(), str::to_string),
+                    p => p.to_string(),
+                };
+                ApiError::bad(&field, format!("query parameter {field}: {msg}"))
+            })
+    }
+}
+
 /// The `?tenant=` parameter every tenant-scoped read accepts.
 #[derive(Deserialize)]
 struct TenantQ {
@@ -125,7 +154,7 @@ impl FromRequestParts<Arc<App>> for Scope {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Response> {
-        let Query(q) = Query::<TenantQ>::from_request_parts(parts, app)
+        let Params(q) = Params::<TenantQ>::from_request_parts(parts, app)
             .await
             .map_err(IntoResponse::into_response)?;
         let caller = Caller::of(app, &parts.headers).map_err(IntoResponse::into_response)?;

@@ -19,5 +19,5 @@ mod retention;
 mod rollup;
 mod run;
 mod serve;
-mod serve_keys;
+mod serve_edges;
 mod usage;

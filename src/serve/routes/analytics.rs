@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use polars::prelude::*;
 use serde::Deserialize;
@@ -22,7 +22,7 @@ use super::{RangeQ, blocking, json_body, ok_json, rows_json};
 use crate::rollup::Granularity;
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
-use crate::serve::scope::{Caller, Scope, WithBody};
+use crate::serve::scope::{Caller, Params, Scope, WithBody};
 use crate::time::MICROS_PER_DAY;
 
 #[derive(Deserialize)]
@@ -79,7 +79,7 @@ pub(super) async fn forecast(
 /// refused here, before the key is checked.
 pub(super) async fn anomalies(
     State(app): State<Arc<App>>,
-    Query(_): Query<RangeQ>,
+    Params(_): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
     blocking(move || {

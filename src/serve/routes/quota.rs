@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use rust_decimal::Decimal;
 use serde::Deserialize;
@@ -20,7 +20,7 @@ use serde_json::json;
 use super::{blocking, now, ok_json};
 use crate::billing::plans::Tenant;
 use crate::serve::error::{ApiError, ApiResult};
-use crate::serve::scope::Scope;
+use crate::serve::scope::{Params, Scope};
 use crate::serve::{App, lock};
 
 /// The plan entry of tenant `t`, or 404 `tenant`.
@@ -64,7 +64,7 @@ pub(super) struct CheckQ {
 pub(super) async fn check_quota(
     State(app): State<Arc<App>>,
     Path(meter): Path<String>,
-    Query(q): Query<CheckQ>,
+    Params(q): Params<CheckQ>,
     Scope(t): Scope,
 ) -> ApiResult {
     let quantity: Decimal = match q.quantity.as_deref() {

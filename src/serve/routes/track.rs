@@ -1,7 +1,8 @@
 //! `POST /track`: events in, durable before the answer.
 //!
 //! A body is a JSON event, a JSON array of events (CloudEvents batches included) or NDJSON
-//! (`Content-Type: application/x-ndjson`), at most `--max-batch` records. Each record is
+//! (`Content-Type: application/x-ndjson`, or any body of several JSON lines whatever its
+//! content type), at most `--max-batch` records. Each record is
 //! validated as `ingest` validates a file's; bad records are reported by index and the
 //! good ones accepted. The 202 is sent only once the accepted events are **fsynced in the
 //! write-ahead log** (`serve::wal`) and counted in the live counters; the background flush
@@ -54,12 +55,19 @@ fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiE
         .and_then(|v| v.to_str().ok())
         .unwrap_or("application/json");
     let first = body.iter().find(|b| !b.is_ascii_whitespace()).copied();
-    if ctype.starts_with("application/x-ndjson") || ctype.starts_with("application/jsonl") {
-        return Ok(body
-            .split(|b| *b == b'\n')
+    let lines = || {
+        body.split(|b| *b == b'\n')
             .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
-            .map(<[u8]>::to_vec)
-            .collect());
+    };
+    // Several JSON lines are NDJSON whatever the content type says: an object that does
+    // not parse as one value but spans lines is one record per line.
+    let ndjson = ctype.starts_with("application/x-ndjson")
+        || ctype.starts_with("application/jsonl")
+        || (first == Some(b'{')
+            && lines().nth(1).is_some()
+            && serde_json::from_slice::<&serde_json::value::RawValue>(body).is_err());
+    if ndjson {
+        return Ok(lines().map(<[u8]>::to_vec).collect());
     }
     match first {
         Some(b'[') => {

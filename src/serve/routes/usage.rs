@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use polars::prelude::*;
 use serde_json::json;
@@ -24,7 +24,7 @@ use super::{RangeQ, blocking, now, ok_json, rows_json};
 use crate::rollup::{Granularity, RollupOptions, RollupSpec, rollup, scan_rollup};
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
-use crate::serve::scope::Scope;
+use crate::serve::scope::{Params, Scope};
 use crate::time::MICROS_PER_DAY;
 
 /// The instant of parameter `name`, or `default` when it is absent.
@@ -88,7 +88,7 @@ pub(super) fn rollup_rows(
 
 pub(super) async fn summary(
     State(app): State<Arc<App>>,
-    Query(q): Query<RangeQ>,
+    Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
     blocking(move || {
@@ -118,7 +118,7 @@ pub(super) async fn summary(
 
 pub(super) async fn events(
     State(app): State<Arc<App>>,
-    Query(q): Query<RangeQ>,
+    Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
     blocking(move || {
@@ -156,7 +156,7 @@ pub(super) async fn events(
 
 pub(super) async fn metrics(
     State(app): State<Arc<App>>,
-    Query(q): Query<RangeQ>,
+    Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
     blocking(move || {
@@ -175,7 +175,7 @@ pub(super) async fn metrics(
 pub(super) async fn trends(
     State(app): State<Arc<App>>,
     Path(meter): Path<String>,
-    Query(q): Query<RangeQ>,
+    Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
     blocking(move || {

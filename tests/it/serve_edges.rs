@@ -1,8 +1,8 @@
-//! API keys and tenant ids at the edges of `meterlake serve`: `serve-keys list` and
-//! `revoke`, a running server picking up added and revoked keys without a restart,
-//! concurrent `serve-keys add` losing nothing, and tenant ids that would name a path
-//! outside the lake refused everywhere (`serve-keys add --tenant`, `?tenant=`, a body's
-//! `tenant`).
+//! The edges of `meterlake serve`: `serve-keys list` and `revoke`, a running server
+//! picking up added and revoked keys without a restart, concurrent `serve-keys add`
+//! losing nothing; tenant ids that would name a path outside the lake refused everywhere
+//! (`serve-keys add --tenant`, `?tenant=`, a body's `tenant`); malformed query strings
+//! answered in the API's JSON error shape; NDJSON recognised whatever its content type.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -185,4 +185,79 @@ fn tenant_ids_that_name_paths_are_refused_everywhere() {
         .collect();
     assert!(outside.is_empty(), "{outside:?}");
     assert!(!lake.join("_api/summary.json").exists());
+}
+
+#[test]
+fn malformed_queries_get_json_errors_and_ndjson_needs_no_content_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let admin = key(&lake, None);
+    let k = key(&lake, Some("acme"));
+    let s = Server::start(&lake, &["--flush-ms", "600000"]);
+    for (q, field) in [
+        ("/check-quota/api_calls?quantity=abc", "quantity"),
+        ("/check-quota/api_calls?quantity=1&quantity=2", "quantity"),
+        ("/summary?from=2026-01-01&to=notadate", "to"),
+        ("/events?limit=-1", "limit"),
+    ] {
+        let (st, v, _) = call(
+            "GET",
+            &format!("{}/api/v1/usage{q}", s.base),
+            Some(&k),
+            None,
+        );
+        assert_eq!(st, 400, "{q}: {v}");
+        assert_eq!(v["field"].as_str(), Some(field), "{q}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|e| !e.is_empty()),
+            "{q}: {v}"
+        );
+    }
+    // Three JSON lines sent as application/json: three events, not one rejected record.
+    let ts = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let body: String = (0..3)
+        .map(|i| {
+            format!(r#"{{"id":"nd{i}","tenant_id":"acme","meter":"api_calls","ts":"{ts}"}}"#) + "\n"
+        })
+        .collect();
+    let (st, v, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/track", s.base),
+        Some(&admin),
+        Some(&body),
+    );
+    assert_eq!(
+        (st, v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (202, Some(3), Some(0)),
+        "{v}"
+    );
+    // One pretty-printed object over several lines is still one event.
+    let pretty = format!(
+        "{{\n  \"id\": \"p1\",\n  \"tenant_id\": \"acme\",\n  \"meter\": \"api_calls\",\n  \"ts\": \"{ts}\"\n}}"
+    );
+    let (st, v, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/track", s.base),
+        Some(&admin),
+        Some(&pretty),
+    );
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(1)), "{v}");
+    // A bad line among good ones is rejected by its index.
+    let mixed = format!(
+        "{}\nnot json\n{}\n",
+        format_args!(r#"{{"id":"m1","tenant_id":"acme","meter":"api_calls","ts":"{ts}"}}"#),
+        format_args!(r#"{{"id":"m2","tenant_id":"acme","meter":"api_calls","ts":"{ts}"}}"#)
+    );
+    let (st, v, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/track", s.base),
+        Some(&admin),
+        Some(&mixed),
+    );
+    assert_eq!(
+        (st, v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (202, Some(2), Some(1)),
+        "{v}"
+    );
+    assert_eq!(v["errors"][0]["index"], 1);
 }
