@@ -10,11 +10,12 @@
 //! - `fail` (the default): the operation fails with ENOSPC, as on a full disk;
 //! - `partial`: a write writes the first half of its bytes, then fails with ENOSPC (a torn
 //!   write); other operations just fail;
-//! - `abort`: the process aborts on the spot (a kill -9 at that instant).
+//! - `abort`: the process aborts on the spot (a kill -9 at that instant);
+//! - `sleep`: [`pause`] waits one second there (work that takes long, to test limits).
 //!
 //! The points: `wal.write`, `wal.sync` (the `/track` append and its fsync), `lake.stage`
 //! (a commit's new files), `lake.log` (the commit point's log file), `lake.publish` (after
-//! the commit point), `lake.checkpoint`, `compact.write`.
+//! the commit point), `compact.write`; `serve.heavy` (inside a heavy request's slot).
 //!
 //! Production code calls [`check`] (or [`write_all`]); with `MLK_FAULTS` unset, the cost is
 //! one environment lookup cached at first use.
@@ -31,6 +32,8 @@ pub enum Mode {
     Partial,
     /// Abort the process.
     Abort,
+    /// Wait a second ([`pause`] only).
+    Sleep,
 }
 
 fn control() -> Option<&'static str> {
@@ -47,6 +50,7 @@ pub fn armed(point: &str) -> Option<Mode> {
         (name == point).then_some(match mode {
             "partial" => Mode::Partial,
             "abort" => Mode::Abort,
+            "sleep" => Mode::Sleep,
             _ => Mode::Fail,
         })
     })
@@ -82,4 +86,14 @@ pub fn write_all(point: &str, w: &mut impl Write, buf: &[u8]) -> io::Result<()> 
         }
         Some(_) => check(point),
     }
+}
+
+/// Waits a second if `point` is armed with `sleep` (and fails or aborts as [`check`]
+/// for the other modes).
+pub fn pause(point: &str) -> io::Result<()> {
+    if armed(point) == Some(Mode::Sleep) {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        return Ok(());
+    }
+    check(point)
 }

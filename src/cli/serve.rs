@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// Request body limit in MiB.
     #[arg(long, default_value_t = 16)]
     pub body_limit_mib: usize,
+    /// Heavy requests (reports, forecasts, metrics, events, summaries, trends) at once, in
+    /// all; one per tenant at a time [default: the number of cores].
+    #[arg(long)]
+    pub heavy_concurrency: Option<usize>,
 }
 
 /// `serve-keys` subcommands.
@@ -172,6 +176,11 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         body_limit: a.body_limit_mib.max(1) << 20,
         max_batch: 10_000,
         lookback_days: crate::ingest::DEFAULT_LOOKBACK_DAYS,
+        heavy_concurrency: match a.heavy_concurrency {
+            Some(0) => anyhow::bail!("invalid --heavy-concurrency: 0; at least 1"),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        },
     })?;
     Ok(ExitCode::SUCCESS)
 }

@@ -222,6 +222,13 @@ impl Counters {
         self.map.extend(fresh.map);
     }
 
+    /// Adds logged events (to the counters of tenants measured).
+    pub fn add_logged(&mut self, billing: &Billing, events: &[&Logged]) {
+        for l in events {
+            add_to(&mut self.map, billing, l);
+        }
+    }
+
     /// Adds tracked events.
     pub fn add(&mut self, billing: &Billing, events: &[Logged]) {
         for l in events {

@@ -15,6 +15,7 @@ use serde_json::json;
 use crate::error::Error;
 
 /// An error answer: `{"error": ..., "field": ...}` with its status.
+#[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     field: Option<String>,

@@ -23,10 +23,12 @@
 //! - `auth.rs`: API keys (stored hashed) and the per-tenant token bucket.
 //! - `wal.rs`: the write-ahead log `/track` fsyncs to, and its commit to the lake.
 //! - `counters.rs`: the live per-tenant, per-period counters quotas are answered from.
+//! - `heavy.rs`: the limit on heavy requests (one per tenant, `--heavy-concurrency` in all).
 
 pub mod auth;
 pub mod counters;
 mod error;
+mod heavy;
 mod routes;
 mod scope;
 pub mod wal;
@@ -70,6 +72,8 @@ pub struct ServeOptions {
     pub max_batch: usize,
     /// Dedup lookback, days.
     pub lookback_days: u32,
+    /// Heavy requests (scans, reports, forecasts) at once, in all.
+    pub heavy_concurrency: usize,
 }
 
 /// Counters for `/prometheus` and `/admin/metrics`.
@@ -85,6 +89,8 @@ pub struct Metrics {
     requests: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_sum_micros: AtomicU64,
+    /// Events acknowledged but not yet committed to the lake.
+    lag: AtomicU64,
 }
 
 /// Request latency histogram bounds, seconds.
@@ -115,6 +121,8 @@ pub struct App {
     metrics: Metrics,
     ready: AtomicBool,
     flush_wanted: tokio::sync::Notify,
+    /// Slots for heavy requests.
+    heavy: heavy::Heavy,
     /// Batches parsed at once: one core fewer than the machine has (at least one), so a
     /// saturating `/track` load leaves a core for `/check-quota` and the flush.
     track_slots: tokio::sync::Semaphore,
@@ -142,6 +150,9 @@ impl App {
             let t = Instant::now();
             let done = wal::commit_segment(&self.opts.lake, &closed)?;
             lock(&self.ingress).committed(&closed.path);
+            self.metrics
+                .lag
+                .fetch_sub(closed.events.len() as u64, Ordering::Relaxed);
             let us = t.elapsed().as_micros() as u64;
             let m = &self.metrics;
             m.flushes.fetch_add(1, Ordering::Relaxed);
@@ -169,12 +180,20 @@ impl App {
         self.measure(&missing, at)
     }
 
+    /// Measures the counters of `tenants` afresh: the lake under the flush lock (so no
+    /// commit moves events from the log into the lake meanwhile), then, under the log's
+    /// lock only long enough to add the logged events, the swap. `/track` holds the log's
+    /// lock only to append, so it never waits for the lake scan.
     fn measure(&self, tenants: &[&crate::billing::plans::Tenant], at: i64) -> Result<()> {
         let _f = lock(&self.flush_lock);
-        let ing = lock(&self.ingress);
-        let logged: Vec<&wal::Logged> = ing.unflushed().collect();
         let mut fresh = Counters::default();
-        fresh.measure(&self.opts.lake, &self.opts.billing, tenants, at, &logged)?;
+        fresh.measure(&self.opts.lake, &self.opts.billing, tenants, at, &[])?;
+        let ing = lock(&self.ingress);
+        let logged: Vec<&wal::Logged> = ing
+            .unflushed()
+            .filter(|l| tenants.iter().any(|t| t.id == l.event.tenant_id))
+            .collect();
+        fresh.add_logged(&self.opts.billing, &logged);
         lock(&self.counters).replace(fresh, tenants);
         Ok(())
     }
@@ -193,6 +212,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
     let ingress = Ingress::open(&opts.lake, opts.lookback_days)?;
     let keys = KeysFile::load(&opts.lake)?;
     let limiter = Limiter::new(opts.rate, opts.burst);
+    let heavy = heavy::Heavy::new(opts.heavy_concurrency);
     let bind = opts.bind;
     let app = Arc::new(App {
         opts,
@@ -204,6 +224,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
         metrics: Metrics::default(),
         ready: AtomicBool::new(false),
         flush_wanted: tokio::sync::Notify::new(),
+        heavy,
         track_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
         ),
@@ -235,6 +256,8 @@ async fn run(opts: ServeOptions) -> Result<()> {
         .await
         .map_err(|e| Error::Render(format!("startup: {e}")))??;
     }
+    let lag = lock(&app.ingress).lag() as u64;
+    app.metrics.lag.store(lag, Ordering::Relaxed);
     app.ready.store(true, Ordering::SeqCst);
     eprintln!("meterlake serve: listening on http://{local}");
     let flusher = {

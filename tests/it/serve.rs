@@ -123,7 +123,7 @@ pub(crate) fn key(lake: &Path, tenant: Option<&str>) -> String {
     ok(&args).trim().to_string()
 }
 
-fn events(tenant: &str, meter: &str, prefix: &str, n: usize) -> String {
+pub(crate) fn events(tenant: &str, meter: &str, prefix: &str, n: usize) -> String {
     let ts = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let items: Vec<String> = (0..n)
         .map(|i| {
@@ -136,7 +136,7 @@ fn events(tenant: &str, meter: &str, prefix: &str, n: usize) -> String {
     format!("[{}]", items.join(","))
 }
 
-fn lake_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn lake_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     copy_dir(&sample().lake, &lake);
@@ -390,6 +390,10 @@ fn hard_caps_rates_isolation_and_bad_input() {
         .iter()
         .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
         .collect();
+    // The keys made for this test were audited first, by the CLI.
+    let keys = actions.iter().take_while(|a| a.0 == "serve-keys add").count();
+    assert!(actions[..keys].iter().all(|a| a.1 == "cli"), "{actions:?}");
+    let actions = &actions[keys..];
     assert_eq!(actions.len(), 2, "{actions:?}");
     assert_eq!(actions[0], ("acknowledge", "api:stark-006"));
     assert_eq!(actions[1].0, "quotas_reset");

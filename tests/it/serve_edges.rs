@@ -261,3 +261,58 @@ fn malformed_queries_get_json_errors_and_ndjson_needs_no_content_type() {
     );
     assert_eq!(v["errors"][0]["index"], 1);
 }
+
+#[test]
+fn heavy_requests_are_limited_per_tenant_and_in_all_and_track_never_waits() {
+    let (dir, lake) = crate::serve::lake_copy();
+    let faults = dir.path().join("faults");
+    let admin = key(&lake, None);
+    let k = key(&lake, Some("globex-002"));
+    let s = Server::start_env(
+        &lake,
+        &["--heavy-concurrency", "2", "--flush-ms", "600000"],
+        &[("MLK_FAULTS", faults.to_str().unwrap())],
+    );
+    // Each heavy request now holds its slot for a second.
+    std::fs::write(&faults, "serve.heavy=sleep").unwrap();
+    let summary = |t: &str| format!("{}/api/v1/usage/summary?tenant={t}", s.base);
+    let started = |url: String, key: String| {
+        std::thread::spawn(move || call("GET", &url, Some(&key), None).0)
+    };
+    let first = started(summary("globex-002"), admin.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    // The same tenant again: 429 with Retry-After, at once.
+    let (st, v, retry) = call("GET", &summary("globex-002"), Some(&k), None);
+    assert_eq!((st, v["field"].as_str()), (429, Some("tenant")), "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    let second = started(summary("stark-001"), admin.clone());
+    std::thread::sleep(Duration::from_millis(300));
+    // A third tenant while two run: 503 with Retry-After.
+    let (st, v, retry) = call("GET", &summary("acme-003"), Some(&admin), None);
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    // /track and /check-quota answer while both slots are held.
+    let (st, v, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/track", s.base),
+        Some(&k),
+        Some(&crate::serve::events("globex-002", "api_calls", "hv-", 10)),
+    );
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(10)), "{v}");
+    let (st, v, _) = call(
+        "GET",
+        &format!("{}/api/v1/usage/check-quota/api_calls?quantity=1", s.base),
+        Some(&k),
+        None,
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(
+        !first.is_finished() && !second.is_finished(),
+        "both heavy requests were still running"
+    );
+    assert_eq!(first.join().unwrap(), 200);
+    assert_eq!(second.join().unwrap(), 200);
+    std::fs::remove_file(&faults).unwrap();
+    let (st, _, _) = call("GET", &summary("acme-003"), Some(&admin), None);
+    assert_eq!(st, 200, "slots are given back");
+}

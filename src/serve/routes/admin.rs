@@ -26,7 +26,7 @@ use super::quota::planned;
 use super::{blocking, json_body, now, ok_json};
 use crate::serve::error::{ApiError, ApiResult};
 use crate::serve::scope::{Admin, WithBody};
-use crate::serve::{App, LATENCY_BUCKETS, lock};
+use crate::serve::{App, LATENCY_BUCKETS};
 
 /// Records an admin action of the API in the audit log.
 fn audit(
@@ -53,7 +53,7 @@ fn audit(
 
 fn metrics_json(app: &App) -> Value {
     let m = &app.metrics;
-    let lag = lock(&app.ingress).lag();
+    let lag = m.lag.load(Ordering::Relaxed);
     let buckets: BTreeMap<String, u64> = LATENCY_BUCKETS
         .iter()
         .zip(&m.latency)
@@ -153,7 +153,12 @@ pub(super) async fn prometheus(State(app): State<Arc<App>>) -> Response {
         "Time spent committing the log.",
         m.flush_micros_total.load(Ordering::Relaxed) as f64 / 1e6,
     );
-    let pending = lock(&app.ingress).lag();
+    // Atomics only: a scrape never waits on a lock the request path holds.
+    let pending = m.lag.load(Ordering::Relaxed);
+    o.push_str(&format!(
+        "# HELP meterlake_heavy_requests Heavy requests running now.\n# TYPE meterlake_heavy_requests gauge\nmeterlake_heavy_requests {}\n",
+        app.heavy.running()
+    ));
     o.push_str(&format!(
         "# HELP meterlake_log_lag_events Events acknowledged but not yet in the lake.\n# TYPE meterlake_log_lag_events gauge\nmeterlake_log_lag_events {pending}\n"
     ));

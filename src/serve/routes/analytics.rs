@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::usage::rollup_rows;
-use super::{RangeQ, blocking, json_body, ok_json, rows_json};
+use super::{RangeQ, blocking, heavy, json_body, ok_json, rows_json};
 use crate::rollup::Granularity;
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
@@ -40,7 +40,8 @@ pub(super) async fn forecast(
 ) -> ApiResult {
     let b: ForecastBody = json_body(&body, "body")?;
     let t = caller.scope(b.tenant.as_deref())?;
-    blocking(move || {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
         let horizon = b.horizon.unwrap_or(14);
         if !(1..=366).contains(&horizon) {
             return Err(ApiError::bad("horizon", "between 1 and 366"));

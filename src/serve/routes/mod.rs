@@ -144,6 +144,25 @@ async fn blocking<T: Send + 'static>(
     })?
 }
 
+/// Runs a heavy request (a lake scan, a report, a forecast) for `tenant` on a blocking
+/// thread, within the server's heavy-work limit: at most one at a time per tenant (429
+/// with `Retry-After` when that tenant already has one running) and at most
+/// `--heavy-concurrency` in all (503 with `Retry-After`). `/track` and `/check-quota` never
+/// take a slot, so they do not wait behind heavy work.
+async fn heavy<T: Send + 'static>(
+    app: &Arc<App>,
+    tenant: &str,
+    f: impl FnOnce() -> std::result::Result<T, ApiError> + Send + 'static,
+) -> std::result::Result<T, ApiError> {
+    let _slot = app.heavy.enter(tenant)?;
+    blocking(move || {
+        crate::fault::pause("serve.heavy")
+            .map_err(|e| ApiError::from(crate::Error::io("serve.heavy", e)))?;
+        f()
+    })
+    .await
+}
+
 /// A JSON request body; a body that does not parse is a 400 about `field`.
 fn json_body<T: DeserializeOwned>(body: &[u8], field: &str) -> std::result::Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| ApiError::bad(field, e.to_string()))

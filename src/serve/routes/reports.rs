@@ -14,7 +14,7 @@ use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{blocking, json_body, ok_json};
+use super::{blocking, heavy, json_body, ok_json};
 use crate::serve::App;
 use crate::serve::error::ApiResult;
 use crate::serve::scope::{Caller, Scope, WithBody};
@@ -39,7 +39,8 @@ pub(super) async fn generate_report(
 ) -> ApiResult {
     let b: ReportBody = json_body(&body, "body")?;
     let t = caller.scope(b.tenant.as_deref())?;
-    blocking(move || {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
         let opts = crate::report::ReportOptions {
             kind: b.kind,
             tenant: Some(t.clone()),

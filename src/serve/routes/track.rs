@@ -137,6 +137,9 @@ fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiRe
         // Counters are updated under the log's lock: a measurement (which holds it too)
         // sees an event either in the log or in the counters, never both.
         lock(&app.counters).add(&app.opts.billing, &fresh);
+        app.metrics
+            .lag
+            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
         if ing.pending.len() >= app.opts.flush_events {
             app.flush_wanted.notify_one();
         }

@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use polars::prelude::*;
 use serde_json::json;
 
-use super::{RangeQ, blocking, now, ok_json, rows_json};
+use super::{RangeQ, heavy, now, ok_json, rows_json};
 use crate::rollup::{Granularity, RollupOptions, RollupSpec, rollup, scan_rollup};
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
@@ -91,7 +91,8 @@ pub(super) async fn summary(
     Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
-    blocking(move || {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
         let to = instant("to", q.to.as_deref(), now())?;
         let from = instant("from", q.from.as_deref(), to - 30 * MICROS_PER_DAY)?;
         if from >= to {
@@ -121,7 +122,8 @@ pub(super) async fn events(
     Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
-    blocking(move || {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
         let to = instant("to", q.to.as_deref(), now() + MICROS_PER_DAY)?;
         let from = instant("from", q.from.as_deref(), to - 31 * MICROS_PER_DAY)?;
         let limit = q.limit.unwrap_or(100);
@@ -159,7 +161,8 @@ pub(super) async fn metrics(
     Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
-    blocking(move || {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
         let g = granularity(q.granularity.as_deref())?;
         let to = instant("to", q.to.as_deref(), now() + MICROS_PER_DAY)?;
         let from = instant("from", q.from.as_deref(), to - 31 * MICROS_PER_DAY)?;
@@ -178,7 +181,8 @@ pub(super) async fn trends(
     Params(q): Params<RangeQ>,
     Scope(t): Scope,
 ) -> ApiResult {
-    blocking(move || {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
         let days = q.days.unwrap_or(30);
         if !(1..=366).contains(&days) {
             return Err(ApiError::bad("days", "between 1 and 366"));
