@@ -44,6 +44,10 @@ pub struct ServeArgs {
     /// all; one per tenant at a time [default: the number of cores].
     #[arg(long)]
     pub heavy_concurrency: Option<usize>,
+    /// Memory for the dedup index in MiB; beyond it, keys spill to disk under
+    /// `LAKE/_wal/_dedup` with ~2 bytes each left in memory.
+    #[arg(long, default_value_t = 64)]
+    pub dedup_memory_mib: usize,
 }
 
 /// `serve-keys` subcommands.
@@ -176,6 +180,7 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         body_limit: a.body_limit_mib.max(1) << 20,
         max_batch: 10_000,
         lookback_days: crate::ingest::DEFAULT_LOOKBACK_DAYS,
+        dedup_memory: a.dedup_memory_mib.max(1) << 20,
         heavy_concurrency: match a.heavy_concurrency {
             Some(0) => anyhow::bail!("invalid --heavy-concurrency: 0; at least 1"),
             Some(n) => n,

@@ -72,6 +72,9 @@ pub struct ServeOptions {
     pub max_batch: usize,
     /// Dedup lookback, days.
     pub lookback_days: u32,
+    /// Memory for the in-memory part of the dedup index, bytes (beyond it, keys spill to
+    /// disk with ~2 bytes each in memory).
+    pub dedup_memory: usize,
     /// Heavy requests (scans, reports, forecasts) at once, in all.
     pub heavy_concurrency: usize,
 }
@@ -163,6 +166,25 @@ impl App {
         }
     }
 
+    /// Bounds the dedup index again to the days around today when it holds older ones
+    /// (after a day change, or events of long-past days): the lake's keys are loaded
+    /// under the flush lock only, then swapped in under the log's lock with the keys of
+    /// the events not yet committed. Returns whether it rebuilt.
+    pub fn refresh_keys(&self) -> Result<bool> {
+        let today = crate::time::day_of(crate::time::now());
+        let _f = lock(&self.flush_lock);
+        let plan = {
+            let ing = lock(&self.ingress);
+            if !ing.keys_stale(today) {
+                return Ok(false);
+            }
+            ing.rebuild_plan()
+        };
+        let rebuilt = wal::rebuild_keys(&self.opts.lake, plan, today)?;
+        lock(&self.ingress).swap_keys(rebuilt)?;
+        Ok(true)
+    }
+
     /// Makes sure the counters of `tenants` cover `at` (measuring those that do not).
     pub fn ensure_counters(&self, tenants: &[&str], at: i64) -> Result<()> {
         let b = &self.opts.billing;
@@ -209,7 +231,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
 }
 
 async fn run(opts: ServeOptions) -> Result<()> {
-    let ingress = Ingress::open(&opts.lake, opts.lookback_days)?;
+    let ingress = Ingress::open(&opts.lake, opts.lookback_days, opts.dedup_memory)?;
     let keys = KeysFile::load(&opts.lake)?;
     let limiter = Limiter::new(opts.rate, opts.burst);
     let heavy = heavy::Heavy::new(opts.heavy_concurrency);
@@ -269,7 +291,11 @@ async fn run(opts: ServeOptions) -> Result<()> {
                     _ = a.flush_wanted.notified() => {}
                 }
                 let b = a.clone();
-                match tokio::task::spawn_blocking(move || b.flush()).await {
+                match tokio::task::spawn_blocking(move || {
+                    b.flush().and_then(|n| b.refresh_keys().map(|_| n))
+                })
+                .await
+                {
                     Ok(Err(e)) => tracing::error!("flush failed (retried on the next tick): {e}"),
                     Err(e) => tracing::error!("flush task: {e}"),
                     Ok(Ok(_)) => {}

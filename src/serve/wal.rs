@@ -83,9 +83,16 @@ pub struct Ingress {
     keys: KeySet,
     loaded: HashSet<i32>,
     lookback: i32,
+    /// Memory for the in-memory part of `keys`; beyond it they spill under `_wal/_dedup`.
+    memory: usize,
+    /// Rebuilds of `keys` so far (each spills into its own directory).
+    rebuilds: u64,
     /// Held for the server's lifetime: another server, or `forget`, cannot touch the log.
     _lock: fs::File,
 }
+
+/// Where the dedup index spills, under the log directory.
+const DEDUP_DIR: &str = "_dedup";
 
 /// The lock file of the log directory.
 pub const WAL_LOCK: &str = "_lock";
@@ -216,7 +223,7 @@ impl Ingress {
     /// be cut back) and queued for commit, oldest first; a segment the lake already holds
     /// is recognised by its checksum when it is flushed. Then a new segment is started.
     /// Call [`Ingress::flush_next`] until it returns `None` to commit the leftovers.
-    pub fn open(lake_dir: &Path, lookback_days: u32) -> Result<Ingress> {
+    pub fn open(lake_dir: &Path, lookback_days: u32, dedup_memory: usize) -> Result<Ingress> {
         let dir = lake_dir.join(WAL_DIR);
         fs::create_dir_all(&dir).at(&dir)?;
         let lock_path = dir.join(WAL_LOCK);
@@ -236,6 +243,10 @@ impl Ingress {
             ));
         }
         drop(Lake::open_for_write(lake_dir)?);
+        let spill = dir.join(DEDUP_DIR);
+        if spill.exists() {
+            fs::remove_dir_all(&spill).at(&spill)?;
+        }
         let mut ing = Ingress {
             file: lock.try_clone().at(&lock_path)?,
             dir: dir.clone(),
@@ -245,9 +256,11 @@ impl Ingress {
             torn: false,
             pending: Vec::new(),
             closed: VecDeque::new(),
-            keys: KeySet::default(),
+            keys: KeySet::spilling(spill.join("0"), dedup_memory),
             loaded: HashSet::new(),
             lookback: lookback_days.min(20_000) as i32,
+            memory: dedup_memory,
+            rebuilds: 0,
             _lock: lock,
         };
         for (seq, path) in segments(&dir)? {
@@ -400,6 +413,44 @@ impl Ingress {
         }
     }
 
+    /// Whether the dedup index holds days it no longer needs: keys of days before the
+    /// lookback of `today` (kept since events of those days arrived, or since the
+    /// server started on an earlier day). Then [`rebuild_keys`] and [`Ingress::swap_keys`]
+    /// bound it again to the days around today.
+    pub fn keys_stale(&self, today: i32) -> bool {
+        self.loaded.iter().any(|d| *d < today - self.lookback - 1)
+    }
+
+    /// Phase two of a rebuild of the dedup index (phase one, [`rebuild_keys`], ran under
+    /// the flush lock, so no commit happened since): adopts the rebuilt index, adding the
+    /// keys of every event logged but not committed.
+    pub fn swap_keys(&mut self, rebuilt: Rebuilt) -> Result<()> {
+        let Rebuilt { mut keys, loaded } = rebuilt;
+        for l in self.unflushed() {
+            keys.insert_if_new(l.key(), day_of(l.event.ts), self.lookback)?;
+        }
+        self.keys = keys;
+        self.loaded = loaded;
+        self.rebuilds += 1;
+        Ok(())
+    }
+
+    /// The dedup index's directory for the next rebuild, and its memory and lookback.
+    pub fn rebuild_plan(&self) -> (PathBuf, usize, i32) {
+        (
+            self.dir
+                .join(DEDUP_DIR)
+                .join((self.rebuilds + 1).to_string()),
+            self.memory,
+            self.lookback,
+        )
+    }
+
+    /// Keys held by the dedup index (in memory and spilled).
+    pub fn keys_len(&self) -> usize {
+        self.keys.len()
+    }
+
     /// Events acknowledged but not yet committed to the lake.
     pub fn unflushed(&self) -> impl Iterator<Item = &Logged> {
         self.closed
@@ -412,6 +463,42 @@ impl Ingress {
     pub fn lag(&self) -> usize {
         self.closed.iter().map(|c| c.events.len()).sum::<usize>() + self.pending.len()
     }
+}
+
+/// A dedup index rebuilt for the days around today.
+pub struct Rebuilt {
+    keys: KeySet,
+    loaded: HashSet<i32>,
+}
+
+/// Phase one of a rebuild of the dedup index, without the log's lock (the caller holds
+/// the flush lock, so the lake's key files do not change): the lake's keys of the days
+/// within the lookback of `today` (and the day after), spilling under `dir` beyond
+/// `memory` bytes.
+pub fn rebuild_keys(
+    lake_dir: &Path,
+    (dir, memory, lookback): (PathBuf, usize, i32),
+    today: i32,
+) -> Result<Rebuilt> {
+    let lake = Lake::open(lake_dir)?;
+    let files = lake.key_files();
+    let days: Vec<i32> = (today - lookback..=today + 1 + lookback).collect();
+    let mut keys = KeySet::spilling(dir, memory);
+    let wanted: Vec<(PathBuf, i32)> = days
+        .iter()
+        .flat_map(|d| {
+            files
+                .get(d)
+                .into_iter()
+                .flatten()
+                .map(move |p| (p.clone(), *d))
+        })
+        .collect();
+    keys.load_files(&wanted)?;
+    Ok(Rebuilt {
+        keys,
+        loaded: days.into_iter().collect(),
+    })
 }
 
 fn open_segment(path: &Path) -> Result<fs::File> {

@@ -380,3 +380,62 @@ fn kill_9_at_random_moments_and_at_each_flush_step_stores_each_event_once() {
     assert!(b >= 5, "{b} batches acknowledged");
     assert_exactly_once(&lake, b, n);
 }
+
+/// Batch `b` of `n` events on a given day (RFC 3339 of its noon, UTC).
+fn batch_on(b: usize, n: usize, day: &str) -> String {
+    batch(b, n).replace(
+        &(chrono::Utc::now() - chrono::Duration::hours(1))
+            .to_rfc3339()
+            .split('T')
+            .next()
+            .unwrap()
+            .to_string(),
+        day,
+    )
+}
+
+#[test]
+fn the_dedup_index_drops_days_it_no_longer_needs_and_stays_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let admin = key(&lake, None);
+    let mut c = Client::new(admin.clone());
+    let n = 300;
+    // A small memory budget (spilling itself is checked by the index's own proptest).
+    let s = Server::start(&lake, &["--flush-ms", "600000", "--dedup-memory-mib", "1"]);
+    let keys = |s: &Server| -> u64 {
+        let (st, v, _) = crate::serve::call(
+            "GET",
+            &format!("{}/api/v1/usage/admin/metrics", s.base),
+            Some(&admin),
+            None,
+        );
+        assert_eq!(st, 200);
+        v["dedup_keys"].as_u64().unwrap()
+    };
+    c.send(&s.base, 0, n);
+    flush(&s.base, &admin);
+    c.send(&s.base, 1, n);
+    assert_eq!(keys(&s), 2 * n as u64);
+    // Events of a long-past day load that day's neighbourhood; the next flush drops it
+    // again (the index keeps the days around today only).
+    let old = batch_on(2, n, "2001-06-01");
+    assert!(old.contains("2001-06-01T"));
+    let (st, v) = post(&s.base, "/api/v1/usage/track", &admin, &old).unwrap();
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(n as u64)));
+    assert_eq!(keys(&s), 3 * n as u64);
+    flush(&s.base, &admin);
+    assert_eq!(keys(&s), 2 * n as u64, "the 2001 keys are gone from memory");
+    // Still exact: every batch sent again is all duplicates, the old one included.
+    for b in 0..2 {
+        c.send(&s.base, b, n);
+        assert_eq!(c.answers[b].last().unwrap().2, n as u64, "batch {b}");
+    }
+    let (st, v) = post(&s.base, "/api/v1/usage/track", &admin, &old).unwrap();
+    assert_eq!((st, v["duplicates"].as_u64()), (202, Some(n as u64)), "{v}");
+    flush(&s.base, &admin);
+    s.kill9();
+    let rows = read_lake(&lake);
+    assert_eq!(rows.len(), 3 * n);
+    assert_eq!(rows.iter().filter(|r| r.date == "2001-06-01").count(), n);
+}

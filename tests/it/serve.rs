@@ -391,7 +391,10 @@ fn hard_caps_rates_isolation_and_bad_input() {
         .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
         .collect();
     // The keys made for this test were audited first, by the CLI.
-    let keys = actions.iter().take_while(|a| a.0 == "serve-keys add").count();
+    let keys = actions
+        .iter()
+        .take_while(|a| a.0 == "serve-keys add")
+        .count();
     assert!(actions[..keys].iter().all(|a| a.1 == "cli"), "{actions:?}");
     let actions = &actions[keys..];
     assert_eq!(actions.len(), 2, "{actions:?}");

@@ -64,6 +64,7 @@ fn metrics_json(app: &App) -> Value {
         "events_rejected": m.rejected.load(Ordering::Relaxed),
         "events_duplicate": m.duplicates.load(Ordering::Relaxed),
         "log_pending_events": lag,
+        "dedup_keys": crate::serve::lock(&app.ingress).keys_len(),
         "flushes": m.flushes.load(Ordering::Relaxed),
         "flushed_events": m.flushed_events.load(Ordering::Relaxed),
         "last_flush_seconds": m.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
@@ -79,6 +80,7 @@ pub(super) async fn admin_metrics(State(app): State<Arc<App>>, _: Admin) -> ApiR
 pub(super) async fn admin_flush(State(app): State<Arc<App>>, Admin(who): Admin) -> ApiResult {
     let n = blocking(move || {
         let n = app.flush()?;
+        app.refresh_keys()?;
         audit(
             &app,
             &who,
