@@ -48,11 +48,12 @@ pub(crate) fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => match s.commit {
             Some(c) => println!(
-                "commit {c}: {} partitions compacted, files {} -> {}, {} rows rewritten",
+                "commit {c}: {} partitions compacted, files {} -> {}, {} rows rewritten, {} key files merged",
                 s.partitions.len(),
                 s.files_before,
                 s.files_after,
-                s.rows
+                s.rows,
+                s.key_files_merged
             ),
             None => println!("nothing to compact ({} files)", s.files_before),
         },

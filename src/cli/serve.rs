@@ -48,6 +48,10 @@ pub struct ServeArgs {
     /// `LAKE/_wal/_dedup` with ~2 bytes each left in memory.
     #[arg(long, default_value_t = 64)]
     pub dedup_memory_mib: usize,
+    /// Compact in the background after this many flushes, merging each day's small
+    /// files and key files once it has this many (0: never).
+    #[arg(long, default_value_t = 16)]
+    pub compact_files: usize,
 }
 
 /// `serve-keys` subcommands.
@@ -181,6 +185,7 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_batch: 10_000,
         lookback_days: crate::ingest::DEFAULT_LOOKBACK_DAYS,
         dedup_memory: a.dedup_memory_mib.max(1) << 20,
+        compact_files: a.compact_files,
         heavy_concurrency: match a.heavy_concurrency {
             Some(0) => anyhow::bail!("invalid --heavy-concurrency: 0; at least 1"),
             Some(n) => n,

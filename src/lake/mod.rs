@@ -38,7 +38,7 @@ mod parquet_io;
 mod stats;
 
 pub use columns::{EventBuf, Part, Row};
-pub use compact::{CompactSummary, compact};
+pub use compact::{CompactSummary, Compaction, compact, compact_with};
 pub use keys::KeySet;
 pub(crate) use keys::write_key_file_unsynced;
 pub(crate) use log::sync_dir;
@@ -173,9 +173,14 @@ impl Lake {
 
     /// Dedup key files per UTC day number.
     pub(crate) fn key_files(&self) -> BTreeMap<i32, Vec<PathBuf>> {
+        let removed: HashSet<&str> = self
+            .commits
+            .iter()
+            .flat_map(|c| c.removed.iter().map(String::as_str))
+            .collect();
         let mut out: BTreeMap<i32, Vec<PathBuf>> = BTreeMap::new();
         for c in &self.commits {
-            for k in &c.keys {
+            for k in c.keys.iter().filter(|k| !removed.contains(k.as_str())) {
                 if let Some(day) = keys::day_of_key_file(k) {
                     out.entry(day).or_default().push(self.root.join(k));
                 }

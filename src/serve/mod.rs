@@ -77,7 +77,14 @@ pub struct ServeOptions {
     pub dedup_memory: usize,
     /// Heavy requests (scans, reports, forecasts) at once, in all.
     pub heavy_concurrency: usize,
+    /// Compact in the background after this many flushes, merging a day's small files
+    /// once it has this many (0: never).
+    pub compact_files: usize,
 }
+
+/// Data files at least this large are left alone by the background compaction, so its
+/// work per run does not grow with a partition's size.
+const COMPACT_SMALL_BYTES: u64 = 64 << 20;
 
 /// Counters for `/prometheus` and `/admin/metrics`.
 #[derive(Default)]
@@ -88,6 +95,9 @@ pub struct Metrics {
     flushes: AtomicU64,
     flushed_events: AtomicU64,
     flush_micros_total: AtomicU64,
+    compactions: AtomicU64,
+    /// Flushes since the last background compaction.
+    since_compact: AtomicU64,
     last_flush_micros: AtomicU64,
     requests: AtomicU64,
     latency: [AtomicU64; LATENCY_BUCKETS.len()],
@@ -162,8 +172,41 @@ impl App {
             m.flushed_events.fetch_add(done as u64, Ordering::Relaxed);
             m.flush_micros_total.fetch_add(us, Ordering::Relaxed);
             m.last_flush_micros.store(us, Ordering::Relaxed);
+            m.since_compact.fetch_add(1, Ordering::Relaxed);
             n += done;
         }
+    }
+
+    /// Compacts the lake's small files and key files (each flush adds one of each per day
+    /// touched) once `--compact-files` flushes have happened since the last time. Holds
+    /// the flush lock: no commit of the log runs meanwhile. Returns the commit, if any.
+    pub fn compact(&self) -> Result<Option<u64>> {
+        let every = self.opts.compact_files as u64;
+        if every == 0 || self.metrics.since_compact.load(Ordering::Relaxed) < every {
+            return Ok(None);
+        }
+        let _f = lock(&self.flush_lock);
+        let mut lake = crate::lake::Lake::open_for_write(&self.opts.lake)?;
+        let s = crate::lake::compact_with(
+            &mut lake,
+            &crate::lake::Compaction {
+                min_files: self.opts.compact_files,
+                only: Vec::new(),
+                small_bytes: Some(COMPACT_SMALL_BYTES),
+            },
+        )?;
+        self.metrics.since_compact.store(0, Ordering::Relaxed);
+        if s.commit.is_some() {
+            self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                commit = s.commit,
+                files_before = s.files_before,
+                files_after = s.files_after,
+                key_files = s.key_files_merged,
+                "compacted"
+            );
+        }
+        Ok(s.commit)
     }
 
     /// Bounds the dedup index again to the days around today when it holds older ones
@@ -292,7 +335,10 @@ async fn run(opts: ServeOptions) -> Result<()> {
                 }
                 let b = a.clone();
                 match tokio::task::spawn_blocking(move || {
-                    b.flush().and_then(|n| b.refresh_keys().map(|_| n))
+                    let n = b.flush()?;
+                    b.compact()?;
+                    b.refresh_keys()?;
+                    Ok::<_, Error>(n)
                 })
                 .await
                 {

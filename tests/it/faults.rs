@@ -345,14 +345,29 @@ fn kill_9_at_random_moments_and_at_each_flush_step_stores_each_event_once() {
         "lake.stage=abort",
         "lake.log=abort",
         "lake.publish=abort",
+        "compact.write=abort",
     ];
-    for round in 0..10 {
-        let s = Server::start_env(&lake, &["--flush-ms", "5"], &env);
+    // Background compaction after every 2 flushes: kills land in compactions too.
+    let args = ["--flush-ms", "5", "--compact-files", "2"];
+    for round in 0..12 {
+        let s = Server::start_env(&lake, &args, &env);
         if let Some(step) = steps.get(round) {
             faults.arm(step);
-            // The batch whose append or flush aborts the server: retried below.
-            let _ = c.send_once(&s.base, b, n);
-            std::thread::sleep(Duration::from_millis(100));
+            // Batches go on until the append, a flush or a compaction aborts the server;
+            // the batch without an answer is retried after the restart.
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(5) {
+                match post(&s.base, "/api/v1/usage/track", &admin, &batch(b, n)) {
+                    Some((202, _)) => {
+                        c.answers.resize(b + 1, Vec::new());
+                        c.answers[b].push((Some(202), n as u64, 0));
+                        b += 1;
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                    _ => break,
+                }
+            }
+            assert!(t.elapsed() < Duration::from_secs(5), "{step} never fired");
             faults.clear();
             s.kill9();
             continue;
@@ -379,6 +394,15 @@ fn kill_9_at_random_moments_and_at_each_flush_step_stores_each_event_once() {
     s.kill9();
     assert!(b >= 5, "{b} batches acknowledged");
     assert_exactly_once(&lake, b, n);
+    let compactions = std::fs::read_dir(lake.join("_log"))
+        .unwrap()
+        .filter(|e| {
+            std::fs::read_to_string(e.as_ref().unwrap().path())
+                .unwrap()
+                .contains("\"kind\": \"compact\"")
+        })
+        .count();
+    assert!(compactions > 0, "compactions ran in the background");
 }
 
 /// Batch `b` of `n` events on a given day (RFC 3339 of its noon, UTC).

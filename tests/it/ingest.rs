@@ -596,6 +596,12 @@ fn compaction_merges_small_files_keeping_every_row() {
         (v["files_before"].as_u64(), v["files_after"].as_u64()),
         (Some(6), Some(2))
     );
+    // The dedup key files too: one per day, holding the 600 keys of the six.
+    assert_eq!(v["key_files_merged"].as_u64(), Some(6));
+    let key_files = crate::common::files_under(&lake.join("_index"));
+    assert_eq!(key_files.len(), 2, "{key_files:?}");
+    let key_bytes: u64 = key_files.iter().map(|p| p.metadata().unwrap().len()).sum();
+    assert_eq!(key_bytes, 600 * 16);
     let after = read_lake(&lake);
     assert_eq!(parquet_files(&lake).len(), 2);
     let key = |r: &Row| (r.id.clone(), r.ts, r.value.to_bits());
@@ -611,4 +617,11 @@ fn compaction_merges_small_files_keeping_every_row() {
         r#"{"id":"k0-3","ts":"2026-03-02T10:00:00Z","tenant_id":"t3","meter":"m","value":3.5}"#,
     );
     assert_eq!(ingest(&lake, &[&again], &[])["duplicates"], 1);
+    // Of either day, through the merged key files only.
+    let other = write(
+        dir.path(),
+        "other.ndjson",
+        r#"{"id":"k2-0","ts":"2026-03-01T10:00:00Z","tenant_id":"t0","meter":"m","value":0.5}"#,
+    );
+    assert_eq!(ingest(&lake, &[&other], &[])["duplicates"], 1);
 }

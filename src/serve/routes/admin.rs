@@ -66,6 +66,7 @@ fn metrics_json(app: &App) -> Value {
         "log_pending_events": lag,
         "dedup_keys": crate::serve::lock(&app.ingress).keys_len(),
         "flushes": m.flushes.load(Ordering::Relaxed),
+        "compactions": m.compactions.load(Ordering::Relaxed),
         "flushed_events": m.flushed_events.load(Ordering::Relaxed),
         "last_flush_seconds": m.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6,
         "requests": m.requests.load(Ordering::Relaxed),
