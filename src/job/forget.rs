@@ -319,8 +319,7 @@ fn quarantined_match(record: &str, tenant: &str, user: Option<&str>) -> bool {
 
 fn scrub_quarantine(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<u64> {
     let mut removed = 0;
-    for c in lake.commits() {
-        let Some(q) = &c.quarantine else { continue };
+    for q in lake.quarantine_files() {
         let path = lake.root().join(q);
         if !path.is_file() {
             continue;

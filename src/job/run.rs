@@ -116,7 +116,7 @@ fn write_state(lake: &Path, s: &State) -> Result<()> {
 fn fingerprint(lake: &Lake, parts: &impl Serialize) -> String {
     format!(
         "{}|{}",
-        lake.commits().len(),
+        lake.last_seq(),
         serde_json::to_string(parts).unwrap_or_default()
     )
 }

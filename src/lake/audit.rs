@@ -67,8 +67,8 @@ pub fn append(lake_dir: &Path, e: &AuditEntry) -> Result<()> {
 pub fn read(lake_dir: &Path) -> Result<Vec<AuditEntry>> {
     let lake = Lake::open(lake_dir)?;
     let mut out: Vec<AuditEntry> = lake
-        .commits()
-        .iter()
+        .audited_commits()
+        .into_iter()
         .filter_map(|c| {
             let a: &Audit = c.audit.as_ref()?;
             Some(AuditEntry {

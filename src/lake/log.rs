@@ -11,6 +11,7 @@ use std::sync::mpsc;
 
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::Checkpoint;
 use crate::error::{Error, IoContext, Result};
 
 /// What a commit did.
@@ -175,8 +176,35 @@ pub(crate) fn log_name(seq: u64) -> String {
     format!("{seq:08}.json")
 }
 
-/// Reads every commit, in order, checking that sequence numbers have no gaps.
-pub(crate) fn read_all(dir: &Path) -> Result<Vec<Commit>> {
+/// Reads the lake's state: the newest checkpoint (none: the empty state) and every commit
+/// after it, in order, checking that sequence numbers have no gaps. A commit file that
+/// vanishes while it is read was moved by a checkpoint written meanwhile: the log is read
+/// again.
+pub(crate) fn read_all(dir: &Path) -> Result<(Checkpoint, Vec<Commit>)> {
+    let mut tries = 0;
+    loop {
+        let attempt = (|| {
+            let base = match super::checkpoint::newest(dir)? {
+                Some((_, path)) => super::checkpoint::read(&path)?,
+                None => Checkpoint::default(),
+            };
+            let tail = read_from(dir, base.seq + 1)?;
+            Ok((base, tail))
+        })();
+        match attempt {
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && tries < 5 =>
+            {
+                tries += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Reads the commit files of `dir` from `first` on, in order, checking that sequence
+/// numbers have no gaps.
+pub(crate) fn read_from(dir: &Path, first: u64) -> Result<Vec<Commit>> {
     let mut names: Vec<(u64, PathBuf)> = Vec::new();
     for entry in fs::read_dir(dir).at(dir)? {
         let entry = entry.at(dir)?;
@@ -185,17 +213,20 @@ pub(crate) fn read_all(dir: &Path) -> Result<Vec<Commit>> {
         let Some(stem) = name.strip_suffix(".json") else {
             continue;
         };
-        if let Ok(seq) = stem.parse::<u64>() {
+        if let Ok(seq) = stem.parse::<u64>()
+            && seq >= first
+        {
             names.push((seq, entry.path()));
         }
     }
     names.sort();
     let mut out = Vec::with_capacity(names.len());
     for (i, (seq, path)) in names.into_iter().enumerate() {
-        if seq != i as u64 + 1 {
+        let want = first + i as u64;
+        if seq != want {
             return Err(Error::CorruptLake {
                 path,
-                reason: format!("commit {} is missing", i + 1),
+                reason: format!("commit {want} is missing"),
             });
         }
         let text = fs::read(&path).at(&path)?;

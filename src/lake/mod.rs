@@ -6,6 +6,8 @@
 //!   quarantine/SSSSSSSS.ndjson                          rejected records, verbatim, with reasons
 //!   _index/date=YYYY-MM-DD/SSSSSSSS.keys                dedup keys of the events a commit added
 //!   _log/SSSSSSSS.json                                  one file per commit (the commit point)
+//!   _log/SSSSSSSS.checkpoint.json                       the state up to a commit (every 1,000)
+//!   _log/_history/SSSSSSSS.json                         commit files a checkpoint covers
 //!   _staging/SSSSSSSS/...                               files of a commit being written
 //!   _staging/SSSSSSSS/_dedup/run-NNNNNN.keys            an ingest's spilled dedup keys (never published)
 //!   _lock                                               writers hold an exclusive lock on it
@@ -30,6 +32,7 @@
 //! commit is being published.
 
 pub mod audit;
+mod checkpoint;
 mod columns;
 mod compact;
 pub(crate) mod keys;
@@ -65,10 +68,13 @@ const LOG_DIR: &str = "_log";
 const STAGING_DIR: &str = "_staging";
 const LOCK_FILE: &str = "_lock";
 
-/// An open lake: its root and its committed history.
+/// An open lake: its root and its committed state (the newest checkpoint and the commits
+/// after it).
 #[derive(Debug)]
 pub struct Lake {
     root: PathBuf,
+    base: checkpoint::Checkpoint,
+    /// Commits after `base`, in order.
     commits: Vec<Commit>,
     /// Held by writers for the lake's lifetime (released on drop, or by the OS on kill).
     _lock: Option<fs::File>,
@@ -82,9 +88,10 @@ impl Lake {
             fs::create_dir_all(root.join(d)).at(&root.join(d))?;
         }
         let lock = lock_exclusive(&root.join(LOCK_FILE))?;
-        let commits = log::read_all(&root.join(LOG_DIR))?;
+        let (base, commits) = log::read_all(&root.join(LOG_DIR))?;
         let lake = Lake {
             root: root.to_path_buf(),
+            base,
             commits,
             _lock: Some(lock),
         };
@@ -106,9 +113,11 @@ impl Lake {
         if let Ok(lock) = fs::OpenOptions::new().write(true).open(&lock_path)
             && lock.try_lock().is_ok()
         {
+            let (base, commits) = log::read_all(&log_dir)?;
             let lake = Lake {
                 root: root.to_path_buf(),
-                commits: log::read_all(&log_dir)?,
+                base,
+                commits,
                 _lock: Some(lock),
             };
             lake.recover()?;
@@ -117,9 +126,11 @@ impl Lake {
                 ..lake
             });
         }
+        let (base, commits) = log::read_all(&log_dir)?;
         Ok(Lake {
             root: root.to_path_buf(),
-            commits: log::read_all(&log_dir)?,
+            base,
+            commits,
             _lock: None,
         })
     }
@@ -129,26 +140,51 @@ impl Lake {
         &self.root
     }
 
-    /// Every commit, oldest first.
-    pub fn commits(&self) -> &[Commit] {
+    /// The commits after the newest checkpoint, oldest first. The whole history is
+    /// [`Lake::history`]; what the older commits left is asked of the lake itself
+    /// ([`Lake::data_files`], [`Lake::ingested_counts`], [`Lake::audited_commits`], ...).
+    pub fn recent_commits(&self) -> &[Commit] {
         &self.commits
+    }
+
+    /// Every commit ever made, oldest first, read from the log and its history (slow on
+    /// a lake with a long history: for reports that list commits).
+    pub fn history(&self) -> Result<Vec<Commit>> {
+        let dir = self.root.join(LOG_DIR);
+        let mut tries = 0;
+        loop {
+            match checkpoint::history(&dir) {
+                Err(Error::CorruptLake { .. } | Error::Io { .. }) if tries < 5 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// The last commit's sequence number (0: none).
+    pub fn last_seq(&self) -> u64 {
+        self.base.seq + self.commits.len() as u64
     }
 
     /// Sequence number the next commit gets.
     pub fn next_seq(&self) -> u64 {
-        self.commits.len() as u64 + 1
+        self.last_seq() + 1
+    }
+
+    /// Paths removed by the commits after the checkpoint.
+    fn removed_recently(&self) -> HashSet<&str> {
+        self.commits
+            .iter()
+            .flat_map(|c| c.removed.iter().map(String::as_str))
+            .collect()
     }
 
     /// The live data files: added by a commit and not removed by a later one, in commit order.
     pub fn data_files(&self) -> Vec<DataFile> {
-        let removed: HashSet<&str> = self
-            .commits
+        let removed = self.removed_recently();
+        self.base
+            .data_files
             .iter()
-            .flat_map(|c| c.removed.iter().map(String::as_str))
-            .collect();
-        self.commits
-            .iter()
-            .flat_map(|c| c.added.iter())
+            .chain(self.commits.iter().flat_map(|c| c.added.iter()))
             .filter(|f| !removed.contains(f.path.as_str()))
             .cloned()
             .collect()
@@ -156,34 +192,74 @@ impl Lake {
 
     /// Checksums of every input already ingested, with the commit that consumed it.
     pub fn ingested_inputs(&self) -> HashMap<&str, u64> {
-        self.commits
+        self.base
+            .inputs
             .iter()
-            .flat_map(|c| c.inputs.iter().map(move |i| (i.checksum.as_str(), c.seq)))
+            .map(|i| (i.checksum.as_str(), i.seq))
+            .chain(
+                self.commits
+                    .iter()
+                    .flat_map(|c| c.inputs.iter().map(move |i| (i.checksum.as_str(), c.seq))),
+            )
             .collect()
     }
 
     /// Sizes in bytes of the inputs already ingested: an input of another size cannot be
     /// one of them, so its checksum need not be known before it is read.
     pub fn ingested_sizes(&self) -> HashSet<u64> {
-        self.commits
+        self.base
+            .inputs
             .iter()
-            .flat_map(|c| c.inputs.iter().map(|i| i.bytes))
+            .map(|i| i.bytes)
+            .chain(
+                self.commits
+                    .iter()
+                    .flat_map(|c| c.inputs.iter().map(|i| i.bytes)),
+            )
+            .collect()
+    }
+
+    /// Counts of every commit, summed: what every ingest read, accepted, rejected and
+    /// dropped.
+    pub fn ingested_counts(&self) -> Counts {
+        let mut out = self.base.counts;
+        for c in &self.commits {
+            out.add(&c.counts);
+        }
+        out
+    }
+
+    /// Every commit carrying an audit record (retention, forget), oldest first.
+    pub fn audited_commits(&self) -> Vec<&Commit> {
+        self.base
+            .audited
+            .iter()
+            .chain(self.commits.iter().filter(|c| c.audit.is_some()))
+            .collect()
+    }
+
+    /// Every quarantine file written, oldest first (relative paths).
+    pub fn quarantine_files(&self) -> Vec<&str> {
+        self.base
+            .quarantine
+            .iter()
+            .map(String::as_str)
+            .chain(self.commits.iter().filter_map(|c| c.quarantine.as_deref()))
             .collect()
     }
 
     /// Dedup key files per UTC day number.
     pub(crate) fn key_files(&self) -> BTreeMap<i32, Vec<PathBuf>> {
-        let removed: HashSet<&str> = self
-            .commits
-            .iter()
-            .flat_map(|c| c.removed.iter().map(String::as_str))
-            .collect();
+        let removed = self.removed_recently();
         let mut out: BTreeMap<i32, Vec<PathBuf>> = BTreeMap::new();
-        for c in &self.commits {
-            for k in c.keys.iter().filter(|k| !removed.contains(k.as_str())) {
-                if let Some(day) = keys::day_of_key_file(k) {
-                    out.entry(day).or_default().push(self.root.join(k));
-                }
+        let keys = self
+            .base
+            .key_files
+            .iter()
+            .chain(self.commits.iter().flat_map(|c| c.keys.iter()));
+        for k in keys.filter(|k| !removed.contains(k.as_str())) {
+            if let Some(day) = keys::day_of_key_file(k) {
+                out.entry(day).or_default().push(self.root.join(k));
             }
         }
         out
@@ -193,10 +269,17 @@ impl Lake {
     /// recompute.
     pub fn partitions_since(&self, seq: u64) -> Vec<String> {
         let mut set: Vec<String> = self
-            .commits
+            .base
+            .partitions
             .iter()
-            .filter(|c| c.seq > seq)
-            .flat_map(|c| c.partitions.iter().cloned())
+            .filter(|(_, last)| **last > seq)
+            .map(|(p, _)| p.clone())
+            .chain(
+                self.commits
+                    .iter()
+                    .filter(|c| c.seq > seq)
+                    .flat_map(|c| c.partitions.iter().cloned()),
+            )
             .collect();
         set.sort();
         set.dedup();
@@ -253,7 +336,26 @@ impl Lake {
         crash_point("logged");
         self.commits.push(commit);
         crate::fault::check("lake.publish").at(&staged)?;
-        self.publish(self.commits.last().expect("just pushed"))
+        self.publish(self.commits.last().expect("just pushed"))?;
+        self.maybe_checkpoint()
+    }
+
+    /// Every [`checkpoint::every`] commits: folds the commits since the last checkpoint
+    /// into a new one and moves their files out of the log directory. A failure here
+    /// loses nothing (the commit is published; the log still holds every commit file).
+    fn maybe_checkpoint(&mut self) -> Result<()> {
+        let every = checkpoint::every();
+        if every == 0 || !self.last_seq().is_multiple_of(every) {
+            return Ok(());
+        }
+        let next = self.base.fold(&self.commits);
+        if let Err(e) = checkpoint::write(&self.root.join(LOG_DIR), &next) {
+            tracing::warn!("checkpoint at commit {} not written: {e}", next.seq);
+            return Ok(());
+        }
+        self.base = next;
+        self.commits.clear();
+        Ok(())
     }
 
     /// Step 4 of the protocol; idempotent, so recovery calls it again after a crash.
@@ -331,10 +433,12 @@ impl Lake {
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.parse::<u64>().ok());
-            match seq
-                .filter(|&s| s > 0)
-                .and_then(|s| self.commits.get(s as usize - 1))
-            {
+            // A staging directory of a commit the checkpoint covers was published
+            // before the checkpoint was written: only its removal was cut short.
+            let recent = seq
+                .filter(|&s| s > self.base.seq)
+                .and_then(|s| self.commits.get((s - self.base.seq) as usize - 1));
+            match recent {
                 Some(commit) => {
                     tracing::info!(
                         seq = commit.seq,

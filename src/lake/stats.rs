@@ -54,12 +54,9 @@ pub fn stats(lake: &Lake) -> Result<LakeStats> {
     let mut dates: Vec<&str> = files.iter().map(|f| f.date.as_str()).collect();
     dates.sort_unstable();
     dates.dedup();
-    let mut ingested = Counts::default();
-    for c in lake.commits() {
-        ingested.add(&c.counts);
-    }
+    let ingested = lake.ingested_counts();
     let mut out = LakeStats {
-        commits: lake.commits().len() as u64,
+        commits: lake.last_seq(),
         partitions: dates.len() as u64,
         files: files.len() as u64,
         rows: files.iter().map(|f| f.rows).sum(),

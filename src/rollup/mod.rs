@@ -181,7 +181,7 @@ pub fn rollup(
 
     let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
     let state = store::read_state(&dir)?;
-    let lake_seq = lake.commits().len() as u64;
+    let lake_seq = lake.last_seq();
     let state_now = State {
         seq: lake_seq,
         fingerprint: fingerprint.clone(),
@@ -287,7 +287,7 @@ pub fn is_current(lake: &Lake, meters: &Meters, spec: &RollupSpec) -> Result<boo
     let dir = lake.root().join(spec.relative_dir());
     let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
     Ok(store::read_state(&dir)?
-        .is_some_and(|s| s.seq == lake.commits().len() as u64 && s.fingerprint == fingerprint))
+        .is_some_and(|s| s.seq == lake.last_seq() && s.fingerprint == fingerprint))
 }
 
 /// The tenant × meter series of rollup `spec` as the lake is now, without writing

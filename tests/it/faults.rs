@@ -132,8 +132,8 @@ fn assert_exactly_once(lake: &Path, batches: usize, n: usize) {
     );
     assert_eq!(seen.len(), batches * n, "nothing else is stored");
     let mut sums: BTreeMap<String, usize> = BTreeMap::new();
-    for e in std::fs::read_dir(lake.join("_log")).unwrap() {
-        let text = std::fs::read_to_string(e.unwrap().path()).unwrap();
+    for p in log_files(lake) {
+        let text = std::fs::read_to_string(p).unwrap();
         let c: serde_json::Value = serde_json::from_str(&text).unwrap();
         for i in c["inputs"].as_array().unwrap() {
             if i["format"] == "wal" {
@@ -147,6 +147,17 @@ fn assert_exactly_once(lake: &Path, batches: usize, n: usize) {
         sums.values().all(|&c| c == 1),
         "a segment committed twice: {sums:?}"
     );
+}
+
+/// Every commit file of a lake, in the log and in its history (checkpoints excluded).
+fn log_files(lake: &Path) -> Vec<PathBuf> {
+    crate::common::files_under(&lake.join("_log"))
+        .into_iter()
+        .filter(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.ends_with(".json") && !n.contains("checkpoint") && !n.starts_with('.')
+        })
+        .collect()
 }
 
 struct Faults(PathBuf);
@@ -394,10 +405,10 @@ fn kill_9_at_random_moments_and_at_each_flush_step_stores_each_event_once() {
     s.kill9();
     assert!(b >= 5, "{b} batches acknowledged");
     assert_exactly_once(&lake, b, n);
-    let compactions = std::fs::read_dir(lake.join("_log"))
-        .unwrap()
-        .filter(|e| {
-            std::fs::read_to_string(e.as_ref().unwrap().path())
+    let compactions = log_files(&lake)
+        .iter()
+        .filter(|p| {
+            std::fs::read_to_string(p)
                 .unwrap()
                 .contains("\"kind\": \"compact\"")
         })

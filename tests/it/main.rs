@@ -3,6 +3,7 @@
 
 mod alerts;
 mod billing;
+mod checkpoint;
 mod common;
 mod crash;
 mod detect;

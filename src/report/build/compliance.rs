@@ -16,9 +16,8 @@ use crate::lake::audit::AuditEntry;
 use crate::lake::{Commit, Counts};
 
 pub(super) fn compliance(ctx: &Ctx) -> Result<Report> {
-    let commits: Vec<&Commit> = ctx
-        .lake
-        .commits()
+    let history = ctx.lake.history()?;
+    let commits: Vec<&Commit> = history
         .iter()
         .filter(|c| in_period(ctx, &c.committed_at))
         .collect();
