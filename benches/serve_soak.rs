@@ -72,9 +72,11 @@ fn rss_mib(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<f64>().ok()))
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<f64>().ok())
+            })
         })
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
@@ -91,7 +93,10 @@ fn lake_open(lake: &Path) -> (f64, usize, usize) {
     }
     times.sort_by(f64::total_cmp);
     let logs = std::fs::read_dir(lake.join("_log"))
-        .map(|d| d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file())).count())
+        .map(|d| {
+            d.filter(|e| e.as_ref().is_ok_and(|e| e.path().is_file()))
+                .count()
+        })
         .unwrap_or(0);
     (times[2], logs, files)
 }
@@ -111,7 +116,11 @@ fn checks(base: &str, key: &str, stop: &AtomicBool) -> Vec<f64> {
     let mut lat = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        let mut r = a.get(&url).header("Authorization", &auth).call().expect("check");
+        let mut r = a
+            .get(&url)
+            .header("Authorization", &auth)
+            .call()
+            .expect("check");
         let _ = r.body_mut().read_to_string();
         lat.push(t.elapsed().as_secs_f64() * 1e3);
     }
@@ -156,7 +165,13 @@ fn main() {
     let admin = key(&bin, &lake, None);
     let mut server = Server(
         Command::new(&bin)
-            .args(["serve", "--lake", lake.to_str().unwrap(), "--bind", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--lake",
+                lake.to_str().unwrap(),
+                "--bind",
+                "127.0.0.1:0",
+            ])
             .args(["--config", "data/meterlake.toml"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -213,20 +228,30 @@ fn main() {
         let t = start.elapsed().as_secs_f64();
         let n = accepted.load(Ordering::Relaxed);
         let (open, logs, files) = lake_open(&lake);
-        let rate = if t > last_t { (n - last_n) as f64 / (t - last_t) } else { 0.0 };
+        let rate = if t > last_t {
+            (n - last_n) as f64 / (t - last_t)
+        } else {
+            0.0
+        };
         let row = (t, rate, n, rss_mib(pid), open, logs, files);
         println!(
             "{:>6.0} {:>12.0} {:>10.2} {:>10.1} {:>9.2} {:>10} {:>12}",
-            row.0, row.1, row.2 as f64 / 1e6, row.3, row.4, row.5, row.6
+            row.0,
+            row.1,
+            row.2 as f64 / 1e6,
+            row.3,
+            row.4,
+            row.5,
+            row.6
         );
         rows.push(row);
         (last_n, last_t) = (n, t);
         if t >= seconds as f64 {
             break;
         }
-        std::thread::sleep(Duration::from_secs(every).min(Duration::from_secs_f64(
-            (seconds as f64 - t).max(0.1),
-        )));
+        std::thread::sleep(
+            Duration::from_secs(every).min(Duration::from_secs_f64((seconds as f64 - t).max(0.1))),
+        );
     }
     stop.store(true, Ordering::Relaxed);
     for w in workers {
@@ -258,17 +283,27 @@ fn main() {
     let heavy: Vec<_> = [
         (
             "/api/v1/usage/reports/generate",
-            format!(r#"{{"kind":"detailed","format":"html","tenant":"{}"}}"#, TENANTS[1]),
+            format!(
+                r#"{{"kind":"detailed","format":"html","tenant":"{}"}}"#,
+                TENANTS[1]
+            ),
         ),
         (
             "/api/v1/usage/forecast",
-            format!(r#"{{"meter":"api_calls","tenant":"{}","horizon":30}}"#, TENANTS[2]),
+            format!(
+                r#"{{"meter":"api_calls","tenant":"{}","horizon":30}}"#,
+                TENANTS[2]
+            ),
         ),
     ]
     .into_iter()
     .map(|(path, body)| {
-        let (base, admin, stop, done) =
-            (base.clone(), admin.clone(), heavy_stop.clone(), done.clone());
+        let (base, admin, stop, done) = (
+            base.clone(),
+            admin.clone(),
+            heavy_stop.clone(),
+            done.clone(),
+        );
         std::thread::spawn(move || {
             let a = agent();
             while !stop.load(Ordering::Relaxed) {

@@ -474,3 +474,65 @@ fn the_dedup_index_drops_days_it_no_longer_needs_and_stays_exact() {
     assert_eq!(rows.len(), 3 * n);
     assert_eq!(rows.iter().filter(|r| r.date == "2001-06-01").count(), n);
 }
+
+#[test]
+fn torn_records_anywhere_in_leftover_segments_do_not_stop_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let faults = Faults(dir.path().join("faults"));
+    let env = [("MLK_FAULTS", faults.0.to_str().unwrap())];
+    let admin = key(&lake, None);
+    let mut c = Client::new(admin.clone());
+    let n = 50;
+    // A torn append whose cut-back fails, then kill -9 before anything else is written:
+    // the segment ends in a torn line.
+    let s = Server::start_env(&lake, &["--flush-ms", "600000"], &env);
+    c.send(&s.base, 0, n);
+    faults.arm("wal.write=partial\nwal.cut");
+    assert!(!c.send_once(&s.base, 1, n));
+    s.kill9();
+    faults.clear();
+    // A segment with a torn line in its middle (as a disk that failed mid-write and came
+    // back would leave), written by hand from two whole records of batch 2.
+    let whole: Vec<String> = (0..2)
+        .map(|i| {
+            let ts = chrono::Utc::now().timestamp_micros() - 3_600_000_000;
+            format!(
+                r#"{{"key":"{:032x}","id":"b2-{i}","ts":{ts},"tenant_id":"acme","user_id":null,"meter":"api_calls","value":1.0,"properties":""}}"#,
+                (0xfeed_u128 + i) << 100
+            )
+        })
+        .collect();
+    std::fs::write(
+        lake.join("_wal/00000099.wal"),
+        format!(
+            "{}\n{{\"key\":\"00ab\",\"id\":\"torn\n{}\n",
+            whole[0], whole[1]
+        ),
+    )
+    .unwrap();
+    let s = Server::start(&lake, &["--flush-ms", "600000"]);
+    // Batch 1 was never acknowledged. The whole records its torn append left before the
+    // kill were recovered with the segment; its retry stores the rest, and finds those
+    // as duplicates: each event once.
+    c.send(&s.base, 1, n);
+    let (_, accepted, duplicates) = *c.answers[1].last().unwrap();
+    assert_eq!(accepted + duplicates, n as u64);
+    assert!(duplicates > 0 && accepted > 0, "{accepted} + {duplicates}");
+    flush(&s.base, &admin);
+    s.kill9();
+    let ids: Vec<String> = read_lake(&lake).into_iter().map(|r| r.id).collect();
+    assert!(
+        ids.contains(&"b2-0".to_string()) && ids.contains(&"b2-1".to_string()),
+        "{:?}",
+        ids.iter()
+            .filter(|i| !i.starts_with("b0") && !i.starts_with("b1"))
+            .collect::<Vec<_>>()
+    );
+    assert!(!ids.iter().any(|i| i.contains("torn")));
+    assert_eq!(
+        ids.len(),
+        2 * n + 2,
+        "batches 0 and 1 once each, and the two records"
+    );
+}
