@@ -110,10 +110,10 @@ pub struct RetentionArgs {
     /// The lake directory.
     #[arg(long)]
     pub lake: PathBuf,
-    /// Keep event partitions of the last N days.
+    /// Keep event partitions of the last N days (0 keeps all, as in the configuration).
     #[arg(long)]
     pub events_days: Option<u32>,
-    /// Keep rollup partitions of the last N days.
+    /// Keep rollup partitions of the last N days (0 keeps all).
     #[arg(long)]
     pub rollups_days: Option<u32>,
     /// Copy expired event files here before dropping them.

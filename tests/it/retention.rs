@@ -251,3 +251,35 @@ fn retention_drops_and_archives_expired_partitions_atomically() {
         "{a}"
     );
 }
+
+/// `--events-days 0` keeps every event, as `retention_days = 0` does in the configuration
+/// (it used to drop everything dated before today); `--rollups-days 0` keeps every rollup.
+#[test]
+fn a_retention_of_zero_days_keeps_everything() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let before = read_lake(&lake);
+    let rollups_before = files_under(&lake.join("rollups")).len();
+    // Every event of the sample is dated before this `--now`.
+    assert!(before.iter().all(|r| r.date.as_str() < "2027-01-01"));
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "retention",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--events-days",
+        "0",
+        "--rollups-days",
+        "0",
+        "--now",
+        "2027-01-01",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(v["event_rows"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["rollup_partitions"].as_u64(), Some(0), "{v}");
+    assert_eq!(read_lake(&lake).len(), before.len());
+    assert_eq!(files_under(&lake.join("rollups")).len(), rollups_before);
+}

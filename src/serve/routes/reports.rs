@@ -68,7 +68,7 @@ pub(super) async fn list_reports(State(app): State<Arc<App>>, Scope(t): Scope) -
             for e in rd.flatten() {
                 let meta = e.metadata().ok();
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.ends_with(".tmp-meterlake") {
+                if name.ends_with(crate::stage::tables::TEMP_SUFFIX) {
                     continue;
                 }
                 files.push(json!({
