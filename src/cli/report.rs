@@ -206,13 +206,16 @@ pub(crate) fn forget_cmd(a: ForgetArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => println!(
-            "removed {} event rows ({} files, {} partitions), {} derived rows ({} files), {} quarantined records; {} rollups refreshed; commit {}",
+            "removed {} event rows ({} files, {} partitions), {} derived rows ({} files), {} quarantined records, {} logged events ({} log segments), {} stored reports; {} rollups refreshed; commit {}",
             s.event_rows,
             s.event_files,
             s.partitions.len(),
             s.derived_rows,
             s.derived_files.len(),
             s.quarantined,
+            s.logged_events,
+            s.log_segments.len(),
+            s.stored_reports.len(),
             s.rollups_refreshed,
             s.commit
         ),

@@ -48,6 +48,10 @@ pub use table::{
 
 use crate::error::{Error, IoContext, Result};
 
+/// Where `meterlake serve` keeps the reports it generates, one folder per tenant
+/// (`LAKE/_api/reports/TENANT/KIND.EXT`); `forget` cleans them too.
+pub const API_REPORTS_DIR: &str = "_api/reports";
+
 /// What a report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

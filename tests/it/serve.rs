@@ -7,13 +7,18 @@ use std::process::{Child, Command, Stdio};
 
 use crate::common::{BIN, copy_dir, ok, read_lake, sample, strings};
 
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    base: String,
+    pub(crate) base: String,
 }
 
 impl Server {
-    fn start(lake: &Path, extra: &[&str]) -> Server {
+    pub(crate) fn start(lake: &Path, extra: &[&str]) -> Server {
+        Server::start_env(lake, extra, &[])
+    }
+
+    /// `start` with environment variables (`MLK_NOW` pins the server's clock).
+    pub(crate) fn start_env(lake: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args([
                 "serve",
@@ -23,6 +28,7 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -41,9 +47,18 @@ impl Server {
         Server { child, base }
     }
 
-    fn kill9(mut self) {
+    pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, as an operator stops it: the server flushes its log, then exits.
+    pub(crate) fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(st.success());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "the server exits cleanly on SIGTERM: {st}");
     }
 }
 
@@ -62,7 +77,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// (status, JSON body, Retry-After).
-fn call(
+pub(crate) fn call(
     method: &str,
     url: &str,
     key: Option<&str>,
@@ -108,7 +123,7 @@ fn call(
     )
 }
 
-fn key(lake: &Path, tenant: Option<&str>) -> String {
+pub(crate) fn key(lake: &Path, tenant: Option<&str>) -> String {
     let mut args = vec!["serve-keys", "add", "--lake", lake.to_str().unwrap()];
     match tenant {
         Some(t) => args.extend(["--tenant", t]),
@@ -117,7 +132,7 @@ fn key(lake: &Path, tenant: Option<&str>) -> String {
     ok(&args).trim().to_string()
 }
 
-fn events(tenant: &str, meter: &str, prefix: &str, n: usize) -> String {
+pub(crate) fn events(tenant: &str, meter: &str, prefix: &str, n: usize) -> String {
     let ts = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
     let items: Vec<String> = (0..n)
         .map(|i| {
@@ -130,7 +145,7 @@ fn events(tenant: &str, meter: &str, prefix: &str, n: usize) -> String {
     format!("[{}]", items.join(","))
 }
 
-fn lake_copy() -> (tempfile::TempDir, std::path::PathBuf) {
+pub(crate) fn lake_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let lake = dir.path().join("lake");
     copy_dir(&sample().lake, &lake);

@@ -30,7 +30,10 @@ struct ReportBody {
 
 /// Where the API keeps a tenant's generated reports.
 fn reports_dir(app: &App, tenant: &str) -> std::path::PathBuf {
-    app.opts.lake.join("_api/reports").join(tenant)
+    app.opts
+        .lake
+        .join(crate::report::API_REPORTS_DIR)
+        .join(tenant)
 }
 
 pub(super) async fn generate_report(
