@@ -34,9 +34,22 @@ pub const MICROS_PER_HOUR: i64 = 60 * MICROS_PER_MINUTE;
 /// Microseconds per (UTC) day: the lake's partition width.
 pub const MICROS_PER_DAY: i64 = 24 * MICROS_PER_HOUR;
 
-/// The current instant.
+/// The current instant; `MLK_NOW` (a date or RFC 3339 instant, read once per process)
+/// pins it, for tests and for replaying a past period (a server's quotas as of then). An
+/// `MLK_NOW` that is no instant is reported once and the clock is used.
 pub fn now() -> i64 {
-    Utc::now().timestamp_micros()
+    static PINNED: std::sync::OnceLock<Option<i64>> = std::sync::OnceLock::new();
+    let pinned = PINNED.get_or_init(|| {
+        let s = std::env::var("MLK_NOW").ok()?;
+        match parse_instant("MLK_NOW", &s) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("warning: {e}; using the clock");
+                None
+            }
+        }
+    });
+    pinned.unwrap_or_else(|| Utc::now().timestamp_micros())
 }
 
 /// UTC day number (days since 1970-01-01) of an instant.

@@ -67,7 +67,10 @@ pub fn cost_on(
             Limit::HardCap if u > inc => over.push(meter.clone()),
             Limit::HardCap => {}
             Limit::Overage(p) => {
-                cost += round_money(p.cost((u - inc).max(Decimal::ZERO)), catalog.minor_units)
+                cost = cost.saturating_add(round_money(
+                    p.cost((u - inc).max(Decimal::ZERO)),
+                    catalog.minor_units,
+                ))
             }
         }
     }
@@ -90,7 +93,7 @@ fn costs_of(catalog: &Catalog, usage: &[BTreeMap<String, Decimal>]) -> Vec<PlanC
             over.dedup();
             PlanCost {
                 plan: plan.id.clone(),
-                total: costs.iter().sum(),
+                total: super::saturating_sum(costs.iter().copied()),
                 costs,
                 fits: over.is_empty(),
                 over_hard_cap: over,
@@ -225,7 +228,7 @@ pub fn upgrade_candidates(
             by_tenant.entry(&r.tenant_id).or_default().push(r);
         }
     }
-    let pct = |u: Decimal, i: Decimal| round_qty(u * Decimal::from(100) / i, 2);
+    let pct = |u: Decimal, i: Decimal| round_qty(super::quota::percent(u, i), 2);
     let mut out = Vec::new();
     for (tenant, rows) in by_tenant {
         let mut best: Option<Candidate> = None;

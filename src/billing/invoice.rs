@@ -7,12 +7,11 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 
 use super::measure::{Window, measure};
-use super::plans::{Limit, UsageRule};
+use super::plans::Limit;
 use super::quota::overage;
 use super::{Billing, Terms};
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::time::MICROS_PER_DAY;
 use crate::time::rfc3339;
 
 /// One line: a meter's usage and its overage amount.
@@ -63,7 +62,7 @@ pub struct Invoice {
     pub lines: Vec<Line>,
     /// The (prorated) base fee.
     pub base_fee: Decimal,
-    /// base_fee + Σ line amounts.
+    /// base_fee + Σ line amounts (saturating at the largest decimal).
     pub total: Decimal,
 }
 
@@ -116,22 +115,12 @@ pub fn invoices(
         let tm = Terms::at(catalog, t, span.end - 1)?;
         terms.push(tm);
     }
-    let gauge_carry = catalog
-        .meters
-        .values()
-        .any(|m| m.usage == UsageRule::TimeWeighted);
+    // Gauges carry their last reading before the period in, however old (`measure`
+    // finds it: see `super::gauge`).
     let windows: Vec<Window> = tenants
         .iter()
         .zip(&terms)
-        .map(|(t, tm)| {
-            let w = Window::new(&t.id, tm.span.start, tm.span.end);
-            // Time-weighted gauges need the reading before the period.
-            if gauge_carry {
-                w.with_history_from(tm.span.start - 35 * MICROS_PER_DAY)
-            } else {
-                w
-            }
-        })
+        .map(|(t, tm)| Window::new(&t.id, tm.span.start, tm.span.end))
         .collect();
     let measured = measure(lake, catalog, &windows)?;
     let mut out = Vec::new();
@@ -161,7 +150,7 @@ pub fn invoices(
             });
         }
         let base_fee = tm.base_fee(catalog.minor_units);
-        let total = base_fee + lines.iter().map(|l| l.amount).sum::<Decimal>();
+        let total = base_fee.saturating_add(super::saturating_sum(lines.iter().map(|l| l.amount)));
         out.push(Invoice {
             tenant_id: t.id.clone(),
             plan: tm.plan.id.clone(),

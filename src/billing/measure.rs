@@ -7,7 +7,12 @@
 //! ([`window_events`], also the join seat use counts from), grouped per (tenant, meter, day
 //! before `at`, inside the period or not) ([`daily_buckets`]). Seats (`unique_users`) take a
 //! second query (each user's first event in the period); time-weighted gauges a third (their
-//! readings). Each (tenant, billed meter) is then folded by its usage rule ([`fold`]).
+//! readings). Gauges also get the level they carry into the period, their last reading
+//! before it however old ([`super::gauge::carry_in`], the rule every consumer shares). Each
+//! (tenant, billed meter) is then folded by its usage rule ([`fold`]).
+//!
+//! Quantities saturate: a usage beyond the largest decimal (~7.9e28, one event of 1e29
+//! is enough) is [`Decimal::MAX`], never 0, so it stays over every allowance.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -15,6 +20,7 @@ use polars::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 
+use super::gauge::{self, Reading};
 use super::plans::{BillingMeter, Catalog, UsageRule};
 use crate::error::Result;
 use crate::lake::Lake;
@@ -61,7 +67,8 @@ impl Window {
 pub struct Measured {
     /// Usage in the period so far, in billing units at the meter's precision.
     pub used: Decimal,
-    /// The last reading (gauges), billing units.
+    /// The last reading (gauges; the one carried in when the period has none yet), billing
+    /// units.
     pub latest: Option<f64>,
     /// Daily amounts in billing units, oldest first; the last covers [at − 1 day, at).
     /// Counters: sums; `max`/`time_weighted` gauges: the day's highest reading (carried
@@ -76,10 +83,22 @@ pub fn round_qty(q: Decimal, dp: u32) -> Decimal {
     q.round_dp_with_strategy(dp, rust_decimal::RoundingStrategy::MidpointAwayFromZero)
 }
 
-/// Lake units → billing units at the meter's precision.
-fn to_units(v: f64, scale: Decimal, dp: u32) -> Decimal {
-    let d = Decimal::from_f64(v).unwrap_or(Decimal::MAX);
-    round_qty(d / scale, dp)
+/// The decimal nearest `v`, saturating: beyond the largest decimal (~7.9e28) it is
+/// [`Decimal::MAX`] (or `MIN`), never 0; NaN is 0.
+pub fn saturating_decimal(v: f64) -> Decimal {
+    Decimal::from_f64(v).unwrap_or(if v.is_nan() {
+        Decimal::ZERO
+    } else if v > 0.0 {
+        Decimal::MAX
+    } else {
+        Decimal::MIN
+    })
+}
+
+/// Lake units → billing units at the meter's precision, saturating at [`Decimal::MAX`].
+pub fn to_units(v: f64, scale: Decimal, dp: u32) -> Decimal {
+    let d = saturating_decimal(v);
+    round_qty(d.checked_div(scale).unwrap_or(Decimal::MAX), dp)
 }
 
 fn to_f64(d: Decimal) -> f64 {
@@ -87,7 +106,8 @@ fn to_f64(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
 }
 
-/// Usage per (tenant, billed meter) for each window. Tenants without events get no entry.
+/// Usage per (tenant, billed meter) for each window. Tenants without events in it (nor a
+/// gauge level carried into it) get no entry.
 pub fn measure(
     lake: &Lake,
     catalog: &Catalog,
@@ -100,27 +120,46 @@ pub fn measure(
         v.dedup();
         v
     };
-    let Some(joined) = window_events(lake, None, lake_meters, windows)? else {
-        return Ok(out);
+    // The windows' events (none: only levels carried in may count).
+    let (by_key, seats, readings) = match window_events(lake, None, lake_meters, windows)? {
+        Some(joined) => (
+            daily_buckets(&joined)?,
+            seat_firsts(&joined, catalog)?,
+            gauge_readings(&joined, catalog)?,
+        ),
+        None => Default::default(),
     };
-    let by_key = daily_buckets(&joined)?;
     let wins: HashMap<&str, &Window> = windows.iter().map(|w| (w.tenant.as_str(), w)).collect();
-    let seats = seat_firsts(&joined, catalog)?;
-    let readings = gauge_readings(&joined, catalog)?;
+    let starts: Vec<(&str, i64)> = windows
+        .iter()
+        .map(|w| (w.tenant.as_str(), w.start))
+        .collect();
+    let carried = gauge::carry_in(lake, &gauge::gauge_events(catalog), &starts)?;
+    // Every (tenant, lake meter) with events in a window or a level carried into it.
+    let keys: std::collections::BTreeSet<&(String, String)> =
+        by_key.keys().chain(carried.keys()).collect();
     for (name, bm) in &catalog.meters {
-        for ((tenant, lake_meter), buckets) in &by_key {
+        for key in &keys {
+            let (tenant, lake_meter) = key;
             if *lake_meter != bm.event {
                 continue;
             }
             let Some(w) = wins.get(tenant.as_str()) else {
                 continue;
             };
-            let key = (tenant.clone(), lake_meter.clone());
-            let firsts = seats.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
-            let r = readings.get(&key).map(|v| v.as_slice()).unwrap_or(&[]);
+            let buckets = by_key.get(*key).map(|v| v.as_slice()).unwrap_or(&[]);
+            let firsts = seats.get(*key).map(|v| v.as_slice()).unwrap_or(&[]);
+            let r = readings.get(*key).map(|v| v.as_slice()).unwrap_or(&[]);
+            let carry = match bm.usage {
+                UsageRule::Max | UsageRule::TimeWeighted => carried.get(*key).copied(),
+                _ => None,
+            };
+            if buckets.is_empty() && carry.is_none() {
+                continue;
+            }
             out.insert(
                 (tenant.clone(), name.clone()),
-                fold(bm, w, buckets, firsts, r),
+                fold(bm, w, buckets, firsts, r, carry),
             );
         }
     }
@@ -256,39 +295,53 @@ impl Days {
     }
 }
 
-/// Lake units → billing units, unrounded (daily history and readings).
+/// Lake units → billing units, unrounded (daily history and readings), saturating.
 fn unit(bm: &BillingMeter, v: f64) -> f64 {
-    to_f64(Decimal::from_f64(v).unwrap_or_default() / bm.scale)
+    to_f64(
+        saturating_decimal(v)
+            .checked_div(bm.scale)
+            .unwrap_or(Decimal::MAX),
+    )
 }
 
 /// One (tenant, lake meter)'s buckets folded into a billed meter's usage by its rule:
 /// the period's usage, the latest reading, the daily history (gauges carry their last
 /// reading over days without one; the history starts at its first day with data, or at
 /// the period's start for seats) and the events counted. `firsts` are the seat users'
-/// first instants ([`seat_firsts`]), `readings` the gauge's readings ([`gauge_readings`]).
+/// first instants ([`seat_firsts`]), `readings` the gauge's readings ([`gauge_readings`]),
+/// `carry` a gauge's last reading before the period ([`gauge::carry_in`]): its level from
+/// the period's start (and through the history, when it is older than the history's start).
 fn fold(
     bm: &BillingMeter,
     w: &Window,
     buckets: &[Bucket],
     firsts: &[i64],
-    readings: &[(i64, f64)],
+    readings: &[Reading],
+    carry: Option<Reading>,
 ) -> Measured {
     let days = Days::of(w);
     let n_days = days.0;
     let events: u64 = buckets.iter().filter(|b| b.inside).map(|b| b.n).sum();
-    let latest = buckets
+    let last_bucket = buckets
         .iter()
         .filter(|b| b.last.is_finite())
-        .max_by_key(|b| b.last_ts)
-        .map(|b| unit(bm, b.last));
+        .map(|b| (b.last_ts, b.last))
+        .max_by(gauge::order);
+    let latest = gauge::later(carry, last_bucket).map(|(_, v)| unit(bm, v));
     let (used, mut daily) = match bm.usage {
         UsageRule::Sum => fold_sum(bm, &days, buckets),
-        UsageRule::Max | UsageRule::TimeWeighted => fold_gauge(bm, w, &days, buckets, readings),
+        UsageRule::Max | UsageRule::TimeWeighted => {
+            fold_gauge(bm, w, &days, buckets, readings, carry)
+        }
         UsageRule::UniqueUsers => fold_seats(bm, w, &days, firsts),
     };
+    // A carried level older than the history holds from the history's first day.
+    let seed = carry
+        .filter(|c| c.0 < w.history_from.min(w.start))
+        .map(|c| unit(bm, c.1));
     // Gauges: carry the last reading over days without one; before the first, drop.
     if !bm.usage.additive() {
-        let mut last = f64::NAN;
+        let mut last = seed.unwrap_or(f64::NAN);
         for d in daily.iter_mut() {
             if d.is_nan() {
                 *d = last;
@@ -305,6 +358,7 @@ fn fold(
             let in_period = ((w.at - w.start) + MICROS_PER_DAY - 1) / MICROS_PER_DAY;
             n_days.saturating_sub(in_period as usize)
         }
+        _ if seed.is_some() => 0,
         _ => buckets
             .iter()
             .map(|b| days.slot(b.back))
@@ -335,14 +389,17 @@ fn fold_sum(bm: &BillingMeter, days: &Days, buckets: &[Bucket]) -> (Decimal, Vec
     (to_units(total, bm.scale, bm.precision), daily)
 }
 
-/// `max` and `time_weighted` rules: the period's highest reading or time-weighted average
-/// of `readings`, and each day's highest reading (NaN on days without one).
+/// `max` and `time_weighted` rules: the period's highest level ([`gauge::peak`]) or
+/// time-weighted average ([`gauge::time_weighted`]), the level `carry` brought in
+/// counting from the period's start, and each day's highest reading (NaN on days without
+/// one).
 fn fold_gauge(
     bm: &BillingMeter,
     w: &Window,
     days: &Days,
     buckets: &[Bucket],
-    readings: &[(i64, f64)],
+    readings: &[Reading],
+    carry: Option<Reading>,
 ) -> (Decimal, Vec<f64>) {
     let mut daily = vec![f64::NAN; days.0];
     for b in buckets {
@@ -356,18 +413,17 @@ fn fold_gauge(
         }
     }
     let used = if bm.usage == UsageRule::Max {
-        let m = buckets
+        let inside = buckets
             .iter()
             .filter(|b| b.inside)
             .map(|b| b.max)
             .fold(f64::NAN, f64::max);
-        if m.is_finite() {
-            to_units(m, bm.scale, bm.precision)
-        } else {
-            Decimal::ZERO
-        }
+        let inside = inside.is_finite().then_some(inside);
+        gauge::peak(carry, inside).map_or(Decimal::ZERO, |m| to_units(m, bm.scale, bm.precision))
     } else {
-        let avg = time_weighted(readings, w.start, w.at);
+        // The readings inside the period; the level before it is `carry`'s.
+        let from = readings.partition_point(|r| r.0 < w.start);
+        let avg = gauge::time_weighted(carry, &readings[from..], w.start, w.at);
         to_units(avg, bm.scale, bm.precision)
     };
     (used, daily)
@@ -388,7 +444,12 @@ fn fold_seats(bm: &BillingMeter, w: &Window, days: &Days, firsts: &[i64]) -> (De
 
 /// Whether an event's lake meter is one of `names`.
 pub(crate) fn meter_in(names: Vec<String>) -> Expr {
-    col("meter").is_in(lit(Series::new("m".into(), names)).implode(false), false)
+    is_one_of("meter", names)
+}
+
+/// Whether the text column `column` holds one of `names`.
+pub(crate) fn is_one_of(column: &str, names: Vec<String>) -> Expr {
+    col(column).is_in(lit(Series::new("m".into(), names)).implode(false), false)
 }
 
 /// The lake meters read by billed meters measured with `rule`.
@@ -435,11 +496,12 @@ fn seat_firsts(
     Ok(out)
 }
 
-/// (tenant, lake meter) → readings (ts, value), sorted by time.
-type Readings = HashMap<(String, String), Vec<(i64, f64)>>;
+/// (tenant, lake meter) → readings (ts, value), sorted by [`gauge::order`].
+pub(crate) type Readings = HashMap<(String, String), Vec<Reading>>;
 
-/// Readings of time-weighted gauges, sorted by time.
-fn gauge_readings(joined: &LazyFrame, catalog: &Catalog) -> Result<Readings> {
+/// Readings of time-weighted gauges in a [`window_events`] frame, sorted by
+/// [`gauge::order`].
+pub(crate) fn gauge_readings(joined: &LazyFrame, catalog: &Catalog) -> Result<Readings> {
     let metered = events_measured_by(catalog, UsageRule::TimeWeighted);
     let mut out: Readings = HashMap::new();
     if metered.is_empty() {
@@ -465,54 +527,7 @@ fn gauge_readings(joined: &LazyFrame, catalog: &Catalog) -> Result<Readings> {
         .push((ts.get(r).unwrap_or(0), v.get(r).unwrap_or(0.0)));
     }
     for r in out.values_mut() {
-        r.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)));
+        r.sort_by(gauge::order);
     }
     Ok(out)
-}
-
-/// The time-weighted average of a step function of readings over [start, at): each reading
-/// holds until the next; the last reading before `start` carries into the period; time
-/// before the first known reading is not counted.
-pub fn time_weighted(readings: &[(i64, f64)], start: i64, at: i64) -> f64 {
-    let mut weighted = 0.0;
-    let mut covered = 0i64;
-    let mut current: Option<(i64, f64)> = None;
-    for &(t, v) in readings.iter().filter(|r| r.0 < at) {
-        if let Some((ct, cv)) = current {
-            let a = ct.max(start);
-            if t > a {
-                weighted += cv * (t - a) as f64;
-                covered += t - a;
-            }
-        }
-        current = Some((t, v));
-    }
-    if let Some((ct, cv)) = current {
-        let a = ct.max(start);
-        if at > a {
-            weighted += cv * (at - a) as f64;
-            covered += at - a;
-        }
-    }
-    if covered > 0 {
-        weighted / covered as f64
-    } else {
-        0.0
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn time_weighted_by_hand() {
-        let h = 3_600_000_000i64;
-        // 10 GB before the period, 30 GB from hour 6 of a 24 h window: (6·10 + 18·30)/24 = 25.
-        let r = [(-h, 10.0), (6 * h, 30.0)];
-        assert_eq!(time_weighted(&r, 0, 24 * h), 25.0);
-        // No reading before the period: only the covered 18 hours count.
-        assert_eq!(time_weighted(&[(6 * h, 30.0)], 0, 24 * h), 30.0);
-        assert_eq!(time_weighted(&[], 0, 24 * h), 0.0);
-    }
 }

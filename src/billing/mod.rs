@@ -12,12 +12,17 @@
 //!   free/basic tenants closest to their limits;
 //! - [`seats::seat_use`]: of the seats a tenant pays overage for, those used on one day only.
 //!
+//! Gauges (`max`, `time_weighted`) follow one rule everywhere ([`gauge`]): a gauge's level
+//! at the start of a period is its last reading before the period, however old.
+//!
 //! Money never goes through f64: prices, fees and amounts are [`Decimal`]s. Usage is
 //! measured in f64 from the events and converted once to a decimal at the meter's
-//! precision. Each invoice line's amount and the (prorated) base fee are rounded half away
+//! precision. Quantities and amounts saturate at [`Decimal::MAX`] (~7.9e28) instead of
+//! wrapping or panicking, so absurd usage stays over every allowance. Each invoice line's amount and the (prorated) base fee are rounded half away
 //! from zero to the currency's minor unit; a total is the sum of its rounded parts.
 
 pub mod compare;
+pub mod gauge;
 pub mod invoice;
 pub mod measure;
 pub mod period;
@@ -40,6 +45,14 @@ use period::Span;
 /// Rounds money to `minor_units` places, half away from zero.
 pub fn round_money(amount: Decimal, minor_units: u32) -> Decimal {
     amount.round_dp_with_strategy(minor_units, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// The sum of amounts (or quantities), saturating at [`Decimal::MAX`] instead of panicking:
+/// what every total over tenants or lines goes through.
+pub fn saturating_sum(items: impl IntoIterator<Item = Decimal>) -> Decimal {
+    items
+        .into_iter()
+        .fold(Decimal::ZERO, |t, x| t.saturating_add(x))
 }
 
 /// A tenant's terms over one period: the plan in force (and the one before a change in
@@ -89,7 +102,7 @@ impl<'a> Terms<'a> {
             Some((prev, f)) => {
                 let before = prev.allowance(meter).included?;
                 Some(measure::round_qty(
-                    before * f + now * (Decimal::ONE - f),
+                    (before * f).saturating_add(now * (Decimal::ONE - f)),
                     precision,
                 ))
             }
@@ -100,7 +113,9 @@ impl<'a> Terms<'a> {
     pub fn base_fee(&self, minor_units: u32) -> Decimal {
         let fee = match self.previous {
             None => self.plan.base_fee,
-            Some((prev, f)) => prev.base_fee * f + self.plan.base_fee * (Decimal::ONE - f),
+            Some((prev, f)) => {
+                (prev.base_fee * f).saturating_add(self.plan.base_fee * (Decimal::ONE - f))
+            }
         };
         round_money(fee, minor_units)
     }

@@ -1,7 +1,9 @@
 //! Overage pricing models: what `q` units over the included quantity cost.
 //!
 //! All arithmetic is exact decimal ([`Decimal`]); the amount returned is unrounded, and the
-//! caller rounds each invoice line once (see [`crate::billing::round_money`]).
+//! caller rounds each invoice line once (see [`crate::billing::round_money`]). An amount
+//! beyond the largest decimal (~7.9e28, reachable only from absurd usage such as one event
+//! of 1e29) saturates at [`Decimal::MAX`] instead of panicking or wrapping.
 //!
 //! | model | cost of `q` overage units |
 //! |---|---|
@@ -98,14 +100,20 @@ impl Pricing {
         }
     }
 
-    /// The exact (unrounded) cost of `q` overage units; 0 for `q ≤ 0`.
+    /// The exact (unrounded) cost of `q` overage units; 0 for `q ≤ 0`; [`Decimal::MAX`]
+    /// when it is beyond the largest decimal.
     pub fn cost(&self, q: Decimal) -> Decimal {
         if q <= Decimal::ZERO {
             return Decimal::ZERO;
         }
+        self.checked_cost(q).unwrap_or(Decimal::MAX)
+    }
+
+    /// [`Pricing::cost`] of `q > 0`, none on overflow.
+    fn checked_cost(&self, q: Decimal) -> Option<Decimal> {
         match self {
-            Pricing::PerUnit(p) => q * p,
-            Pricing::Package { size, price } => (q / size).ceil() * price,
+            Pricing::PerUnit(p) => q.checked_mul(*p),
+            Pricing::Package { size, price } => q.checked_div(*size)?.ceil().checked_mul(*price),
             Pricing::Graduated(tiers) => {
                 let mut lower = Decimal::ZERO;
                 let mut cost = Decimal::ZERO;
@@ -114,17 +122,20 @@ impl Pricing {
                         break;
                     }
                     let upper = t.up_to.map_or(q, |u| u.min(q));
-                    cost += (upper - lower) * t.price + t.flat;
+                    let tier = (upper - lower).checked_mul(t.price)?.checked_add(t.flat)?;
+                    cost = cost.checked_add(tier)?;
                     lower = t.up_to.unwrap_or(q);
                 }
-                cost
+                Some(cost)
             }
             Pricing::Volume(tiers) => {
                 let t = tiers
                     .iter()
                     .find(|t| t.up_to.is_none_or(|u| q <= u))
                     .or(tiers.last());
-                t.map_or(Decimal::ZERO, |t| q * t.price + t.flat)
+                t.map_or(Some(Decimal::ZERO), |t| {
+                    q.checked_mul(t.price)?.checked_add(t.flat)
+                })
             }
         }
     }
@@ -194,6 +205,26 @@ mod tests {
         assert_eq!(v.cost(d("100")), d("10.00"));
         assert_eq!(v.cost(d("1500")), d("15.00"));
         assert!(g.validate().is_ok() && v.validate().is_ok());
+    }
+
+    #[test]
+    fn costs_beyond_the_largest_decimal_saturate() {
+        let max = Decimal::MAX;
+        assert_eq!(Pricing::PerUnit(d("2.00")).cost(max), max);
+        let pkg = Pricing::Package {
+            size: d("0.5"),
+            price: d("1"),
+        };
+        assert_eq!(pkg.cost(max), max);
+        // Cheap tiers stay below the largest decimal: an exact amount, not the cap.
+        assert!(Pricing::Graduated(tiers()).cost(max) < max);
+        let steep = vec![Tier {
+            up_to: None,
+            price: d("3"),
+            flat: d("0"),
+        }];
+        assert_eq!(Pricing::Graduated(steep.clone()).cost(max), max);
+        assert_eq!(Pricing::Volume(steep).cost(max), max);
     }
 
     #[test]

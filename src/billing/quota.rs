@@ -19,10 +19,10 @@
 
 use rayon::prelude::*;
 use rust_decimal::Decimal;
-use rust_decimal::prelude::{FromPrimitive, ToPrimitive};
+use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
 
-use super::measure::{Measured, Window, measure, round_qty};
+use super::measure::{Measured, Window, measure, round_qty, saturating_decimal};
 use super::plans::{BillingMeter, Limit, Tenant, UsageRule};
 use super::{Billing, Terms, round_money};
 use crate::error::{Error, Result};
@@ -85,7 +85,7 @@ pub fn status_of(
     if used > inc {
         return Status::Exceeded;
     }
-    let p = used * Decimal::from(100) / inc;
+    let p = percent(used, inc);
     if p >= critical {
         Status::Critical
     } else if p >= warning {
@@ -93,6 +93,16 @@ pub fn status_of(
     } else {
         Status::Ok
     }
+}
+
+/// `used` as a percent of `included` (> 0), unrounded; [`Decimal::MAX`] when beyond the
+/// largest decimal.
+pub fn percent(used: Decimal, included: Decimal) -> Decimal {
+    let hundred = Decimal::ONE_HUNDRED;
+    used.checked_mul(hundred)
+        .and_then(|x| x.checked_div(included))
+        .or_else(|| used.checked_div(included)?.checked_mul(hundred))
+        .unwrap_or(Decimal::MAX)
 }
 
 /// Overage units and their rounded cost.
@@ -197,10 +207,6 @@ impl Default for QuotaOptions {
     }
 }
 
-fn dec(v: f64) -> Decimal {
-    Decimal::from_f64(v).unwrap_or_default()
-}
-
 /// Quotas of the selected tenants at `opts.at`, sorted by tenant and meter.
 pub fn quotas(lake: &Lake, billing: &Billing, opts: &QuotaOptions) -> Result<Vec<QuotaRow>> {
     if !(opts.level > 0.0 && opts.level < 1.0) {
@@ -277,7 +283,7 @@ fn row(
         included,
         percent: included
             .filter(|i| !i.is_zero())
-            .map(|i| round_qty(used * Decimal::from(100) / i, 2)),
+            .map(|i| round_qty(percent(used, i), 2)),
         remaining: included.map(|i| (i - used).max(Decimal::ZERO)),
         status: status_of(used, included, &a.limit, a.warning, a.critical),
         hard_cap: matches!(a.limit, Limit::HardCap),
@@ -399,7 +405,7 @@ fn project(
             acc = next;
         }
     }
-    let q = |v: f64| round_qty(dec(v), bm.precision);
+    let q = |v: f64| round_qty(saturating_decimal(v), bm.precision);
     let (u, lo, hi) = (q(end_of(&mean)), q(end_of(&lower)), q(end_of(&upper)));
     Projection {
         usage: u,
@@ -450,8 +456,10 @@ impl CheckAnswer {
 }
 
 /// May `tenant` consume `quantity` more of `meter` at `at`? For `max`/`time_weighted`
-/// gauges the quantity adds to the current reading (the new level is what is checked);
-/// for seats it is the number of new users.
+/// gauges the quantity adds to the current reading (the new level is what is checked: the
+/// last reading, or the one carried into the period when it has none yet); for seats it is
+/// the number of new users. A quantity that usage plus it would take beyond the largest
+/// decimal is refused, naming `--quantity` (see [`decide`]).
 pub fn check(
     lake: &Lake,
     billing: &Billing,
@@ -490,16 +498,22 @@ pub fn check(
         .unwrap_or_default();
     let current = match bm.usage {
         UsageRule::Max | UsageRule::TimeWeighted => {
-            round_qty(dec(m.latest.unwrap_or(0.0)), bm.precision)
+            round_qty(saturating_decimal(m.latest.unwrap_or(0.0)), bm.precision)
         }
         _ => m.used,
     };
-    Ok(decide(billing, &tm, t, meter, m.used, current, quantity))
+    decide(billing, &tm, t, meter, m.used, current, quantity)
 }
 
 /// The admission decision once usage is known: `used` is the period's billed usage so far,
 /// `current` what the quantity adds to (the reading for gauges, `used` otherwise). The HTTP
 /// server answers from its in-memory counters with this same function.
+///
+/// Usage saturates at [`Decimal::MAX`] (see [`super::measure::saturating_decimal`]): at it,
+/// any quantity takes usage past every allowance (`after` stays at the maximum). Below
+/// it, a quantity that would take usage beyond the largest decimal (~7.9e28) is no
+/// quantity anyone consumes: an [`Error::InvalidParameter`] naming `--quantity` (the API
+/// answers 400 `quantity`).
 pub fn decide(
     billing: &Billing,
     tm: &Terms,
@@ -508,12 +522,25 @@ pub fn decide(
     used: Decimal,
     current: Decimal,
     quantity: Decimal,
-) -> CheckAnswer {
+) -> Result<CheckAnswer> {
     let catalog = &billing.catalog;
     let bm = &catalog.meters[meter];
     let a = tm.plan.allowance(meter);
     let included = tm.included(meter, bm.precision);
-    let after = current + quantity;
+    let after = match current.checked_add(quantity) {
+        Some(a) => a,
+        None if current == Decimal::MAX => Decimal::MAX,
+        None => {
+            return Err(Error::InvalidParameter {
+                name: "--quantity",
+                reason: format!(
+                    "{quantity} on top of the {current} {} used is beyond the largest quantity meterlake counts ({})",
+                    bm.unit,
+                    Decimal::MAX
+                ),
+            });
+        }
+    };
     let minor = catalog.minor_units;
     let (_, before_cost) = overage(used.max(current), included, &a.limit, minor);
     let (_, after_cost) = overage(used.max(after), included, &a.limit, minor);
@@ -540,7 +567,7 @@ pub fn decide(
             ),
         ),
     };
-    CheckAnswer {
+    Ok(CheckAnswer {
         decision,
         reason,
         tenant_id: t.id.clone(),
@@ -553,7 +580,7 @@ pub fn decide(
         remaining: included.map(|i| (i - current).max(Decimal::ZERO)),
         overage_cost: after_cost - before_cost,
         period_end: rfc3339(tm.span.end),
-    }
+    })
 }
 
 #[cfg(test)]

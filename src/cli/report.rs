@@ -110,10 +110,10 @@ pub struct RetentionArgs {
     /// The lake directory.
     #[arg(long)]
     pub lake: PathBuf,
-    /// Keep event partitions of the last N days.
+    /// Keep event partitions of the last N days (0 keeps all, as in the configuration).
     #[arg(long)]
     pub events_days: Option<u32>,
-    /// Keep rollup partitions of the last N days.
+    /// Keep rollup partitions of the last N days (0 keeps all).
     #[arg(long)]
     pub rollups_days: Option<u32>,
     /// Copy expired event files here before dropping them.
@@ -206,13 +206,16 @@ pub(crate) fn forget_cmd(a: ForgetArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => println!(
-            "removed {} event rows ({} files, {} partitions), {} derived rows ({} files), {} quarantined records; {} rollups refreshed; commit {}",
+            "removed {} event rows ({} files, {} partitions), {} derived rows ({} files), {} quarantined records, {} logged events ({} log segments), {} stored reports; {} rollups refreshed; commit {}",
             s.event_rows,
             s.event_files,
             s.partitions.len(),
             s.derived_rows,
             s.derived_files.len(),
             s.quarantined,
+            s.logged_events,
+            s.log_segments.len(),
+            s.stored_reports.len(),
             s.rollups_refreshed,
             s.commit
         ),

@@ -5,6 +5,9 @@
 //! what, when, how many rows), so a reader sees the lake before or after, never half, and
 //! nothing is removed without its record. The commit records the whole decision (events and
 //! rollups) before any rollup directory goes; a re-run finishes an interrupted one.
+//!
+//! A retention of 0 days keeps everything, as `retention_days = 0` does in the
+//! configuration (it never means "drop all before today").
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -18,9 +21,9 @@ use crate::time::{MICROS_PER_DAY, date_str};
 /// What `retention` keeps.
 #[derive(Debug, Clone, Default)]
 pub struct RetentionOptions {
-    /// Keep event partitions of the last N days (none: keep all).
+    /// Keep event partitions of the last N days (none or 0: keep all).
     pub events_days: Option<u32>,
-    /// Keep rollup partitions of the last N days (none: keep all).
+    /// Keep rollup partitions of the last N days (none or 0: keep all).
     pub rollups_days: Option<u32>,
     /// Copy expired event files here before dropping them.
     pub archive: Option<PathBuf>,
@@ -46,9 +49,15 @@ pub struct RetentionSummary {
 }
 
 /// Drops (or archives) event partitions older than `events_days` and rollup partitions
-/// older than `rollups_days`. Event partitions go in one commit with its audit record;
+/// older than `rollups_days` (0 or none: keep all). Event partitions go in one commit with its audit record;
 /// rollup partitions are removed directory by directory (each a rename, then a delete).
 pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSummary> {
+    // 0 days keeps all, as in the configuration.
+    let opts = &RetentionOptions {
+        events_days: opts.events_days.filter(|d| *d > 0),
+        rollups_days: opts.rollups_days.filter(|d| *d > 0),
+        ..opts.clone()
+    };
     let mut lake = Lake::open_for_write(lake_dir)?;
     let mut s = RetentionSummary::default();
     let today = opts.now.div_euclid(MICROS_PER_DAY);
@@ -76,7 +85,7 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
             let dst = dir.join(&f.path);
             let parent = dst.parent().expect("relative path has a parent");
             std::fs::create_dir_all(parent).at(parent)?;
-            let tmp = dst.with_extension("tmp-meterlake");
+            let tmp = crate::stage::tables::temp_path(&dst);
             std::fs::copy(lake.root().join(&f.path), &tmp).at(&tmp)?;
             std::fs::File::open(&tmp)
                 .and_then(|h| h.sync_all())

@@ -48,6 +48,10 @@ pub use table::{
 
 use crate::error::{Error, IoContext, Result};
 
+/// Where `meterlake serve` keeps the reports it generates, one folder per tenant
+/// (`LAKE/_api/reports/TENANT/KIND.EXT`); `forget` cleans them too.
+pub const API_REPORTS_DIR: &str = "_api/reports";
+
 /// What a report is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -245,14 +249,22 @@ fn sibling(out: &Path, table: &str, ext: &str) -> PathBuf {
     out.with_file_name(format!("{stem}.{table}.{ext}"))
 }
 
-/// Writes bytes to a temporary file, syncs it and renames it over `path`.
+/// Writes bytes to a temporary file ([`crate::stage::tables::temp_path`]: named after the
+/// whole file name, unique per process and call), syncs it and renames it over `path`.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
-    let tmp = path.with_extension("tmp-meterlake");
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-    f.write_all(bytes).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    let tmp = crate::stage::tables::temp_path(path);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)
+    })();
+    if written.is_err() {
+        // Temp names are unique, so a failed write would otherwise leave its file behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The format named by a file's extension.
@@ -272,4 +284,39 @@ pub fn format_of(path: &Path) -> Result<Format> {
                 path.display()
             ),
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `summary.json` and `summary.html` written at the same time, over and over, from
+    /// two threads (as two `/reports/generate` calls do): each file ends up holding its own
+    /// bytes and no temp file is left. Both used to go through `summary.tmp-meterlake`, so
+    /// one rename published the other's bytes, or failed for want of its file.
+    #[test]
+    fn two_formats_of_one_report_written_at_once_keep_their_own_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let write_many = |name: &'static str, dir: PathBuf| {
+            std::thread::spawn(move || {
+                let path = dir.join(name);
+                for i in 0..200 {
+                    let bytes = format!("{name} {i}\n").repeat(50);
+                    atomic_write(&path, bytes.as_bytes()).unwrap();
+                    let back = std::fs::read_to_string(&path).unwrap();
+                    assert!(back.starts_with(name), "{name} holds {back:.20}");
+                }
+            })
+        };
+        let a = write_many("summary.json", dir.path().to_path_buf());
+        let b = write_many("summary.html", dir.path().to_path_buf());
+        a.join().unwrap();
+        b.join().unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["summary.html", "summary.json"]);
+    }
 }

@@ -4,24 +4,29 @@
 //! A counter is measured once from the lake plus the events logged but not yet committed
 //! (while no flush runs, so nothing is counted twice or missed), then every tracked event
 //! adds to it. A counter whose period has ended is measured afresh for the new one.
-//! Gauges billed as `time_weighted` are approximated by their latest reading here (the
-//! invoice computes the exact average).
+//!
+//! Gauges follow billing's one rule ([`crate::billing::gauge`]): the level at the period's
+//! start is the last reading before it, however old ([`gauge::carry_in`]), so a `max`
+//! gauge's usage counts it ([`gauge::peak`]) and a `time_weighted` gauge keeps the
+//! period's readings and averages them exactly as the invoice does
+//! ([`gauge::time_weighted`]). Usage converts to decimals through the same saturating
+//! conversion as billing ([`to_units`]): a value beyond the largest decimal (~7.9e28)
+//! counts as [`Decimal::MAX`], never as 0, so it stays over every cap.
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use polars::prelude::*;
 use rust_decimal::Decimal;
-use rust_decimal::prelude::FromPrimitive;
 
-use crate::billing::measure::round_qty;
+use crate::billing::gauge::{self, Reading};
+use crate::billing::measure::{Window, gauge_readings, round_qty, to_units, window_events};
 use crate::billing::plans::{Tenant, UsageRule};
-use crate::billing::quota::{CheckAnswer, Status, decide, overage, status_of};
+use crate::billing::quota::{CheckAnswer, Status, decide, overage, percent, status_of};
 use crate::billing::{Billing, Terms};
 use crate::error::Result;
 use crate::lake::Lake;
 use crate::serve::wal::Logged;
-use crate::time::MICROS_PER_DAY;
 use crate::time::rfc3339;
 
 /// One tenant × billed meter in one period.
@@ -32,31 +37,48 @@ pub struct Counter {
     /// Period end.
     pub end: i64,
     sum: f64,
+    /// The highest reading inside the period.
     max: Option<f64>,
-    latest: Option<(i64, f64)>,
+    /// The last reading before the period (its level at the start).
+    carry: Option<Reading>,
+    /// The last reading (inside the period, or else `carry`).
+    latest: Option<Reading>,
+    /// The period's readings, sorted by [`gauge::order`] (kept for `time_weighted` gauges).
+    readings: Option<Vec<Reading>>,
     users: HashSet<String>,
 }
 
 impl Counter {
-    fn add(&mut self, ts: i64, value: f64, user: Option<&str>) {
-        if self.latest.is_none_or(|(t, _)| ts >= t) {
-            self.latest = Some((ts, value));
+    fn new(start: i64, end: i64, rule: UsageRule) -> Counter {
+        Counter {
+            start,
+            end,
+            readings: (rule == UsageRule::TimeWeighted).then(Vec::new),
+            ..Counter::default()
         }
-        if ts < self.start || ts >= self.end {
+    }
+
+    fn add(&mut self, ts: i64, value: f64, user: Option<&str>) {
+        self.latest = gauge::later(self.latest, Some((ts, value)));
+        if ts < self.start {
+            self.carry = gauge::later(self.carry, Some((ts, value)));
+            return;
+        }
+        if ts >= self.end {
             return;
         }
         self.sum += value;
         self.max = Some(self.max.map_or(value, |m| m.max(value)));
+        if let Some(r) = &mut self.readings {
+            let at = r.partition_point(|x| gauge::order(x, &(ts, value)).is_le());
+            r.insert(at, (ts, value));
+        }
         if let Some(u) = user
             && !self.users.contains(u)
         {
             self.users.insert(u.to_string());
         }
     }
-}
-
-fn dec(v: f64) -> Decimal {
-    Decimal::from_f64(v).unwrap_or_default()
 }
 
 /// Counters of every tenant × billed meter (nested by tenant, so the hot paths look up by
@@ -117,63 +139,49 @@ impl Counters {
     ) -> Result<()> {
         let catalog = &billing.catalog;
         let mut fresh: HashMap<String, HashMap<String, Counter>> = HashMap::new();
-        let (mut ids, mut starts, mut ends) = (Vec::new(), Vec::new(), Vec::new());
+        let mut windows = Vec::new();
         for t in tenants {
             let terms = Terms::at(catalog, t, at)?;
-            for m in catalog.meters.keys() {
-                fresh.entry(t.id.clone()).or_default().insert(
-                    m.clone(),
-                    Counter {
-                        start: terms.span.start,
-                        end: terms.span.end,
-                        ..Counter::default()
-                    },
-                );
+            let (start, end) = (terms.span.start, terms.span.end);
+            let mine = fresh.entry(t.id.clone()).or_default();
+            for (m, bm) in &catalog.meters {
+                mine.insert(m.clone(), Counter::new(start, end, bm.usage));
             }
-            ids.push(t.id.clone());
-            starts.push(terms.span.start);
-            ends.push(terms.span.end);
+            windows.push(Window::new(&t.id, start, end));
         }
-        if ids.is_empty() {
+        if windows.is_empty() {
             return Ok(());
         }
         let lake = Lake::open(lake_dir)?;
-        let from = starts.iter().min().copied().unwrap_or(at) - 35 * MICROS_PER_DAY;
-        let to = ends.iter().max().copied().unwrap_or(at);
-        let events: Vec<String> = catalog.meters.values().map(|m| m.event.clone()).collect();
-        if let Some(lf) = crate::lake::events_between(&lake, None, from, to)? {
-            let win = df!("tenant_id" => ids, "_start" => starts, "_end" => ends)?.lazy();
-            let ts = col("ts").cast(DataType::Int64);
-            let inside = ts
+        let mut events: Vec<String> = catalog.meters.values().map(|m| m.event.clone()).collect();
+        events.sort();
+        events.dedup();
+        // Each counter's lake meter, to set every counter reading it.
+        let each = |fresh: &mut HashMap<String, HashMap<String, Counter>>,
+                    tenant: &str,
+                    lake_meter: &str,
+                    f: &mut dyn FnMut(&mut Counter)| {
+            for (name, bm) in &catalog.meters {
+                if bm.event == lake_meter
+                    && let Some(c) = fresh.get_mut(tenant).and_then(|t| t.get_mut(name))
+                {
+                    f(c);
+                }
+            }
+        };
+        if let Some(joined) = window_events(&lake, None, events, &windows)? {
+            let df = joined
                 .clone()
-                .gt_eq(col("_start"))
-                .and(ts.clone().lt(col("_end")));
-            let df = lf
-                .filter(crate::billing::measure::meter_in(events))
-                .join(
-                    win,
-                    [col("tenant_id")],
-                    [col("tenant_id")],
-                    JoinArgs::new(JoinType::Inner),
-                )
-                .with_columns([
-                    when(inside.clone())
-                        .then(col("value"))
-                        .otherwise(lit(NULL))
-                        .alias("_v"),
-                    when(inside)
-                        .then(col("user_id"))
-                        .otherwise(lit(NULL).cast(DataType::String))
-                        .alias("_u"),
-                ])
-                .sort(["ts"], SortMultipleOptions::default())
                 .group_by([col("tenant_id"), col("meter")])
                 .agg([
-                    col("_v").sum().alias("sum"),
-                    col("_v").max().alias("max"),
-                    col("value").last().alias("last"),
-                    ts.clone().last().alias("last_ts"),
-                    col("_u").drop_nulls().unique().alias("users"),
+                    col("value").sum().alias("sum"),
+                    col("value").max().alias("max"),
+                    col("value")
+                        .sort_by([col("_ts"), col("value")], SortMultipleOptions::default())
+                        .last()
+                        .alias("last"),
+                    col("_ts").max().alias("last_ts"),
+                    col("user_id").drop_nulls().unique().alias("users"),
                 ])
                 .collect()?;
             let (t, m) = (df.column("tenant_id")?.str()?, df.column("meter")?.str()?);
@@ -194,18 +202,32 @@ impl Counters {
                             .map(|c| c.iter().flatten().map(str::to_string).collect())
                     })
                     .unwrap_or_default();
-                for (name, bm) in &catalog.meters {
-                    if bm.event != meter {
-                        continue;
-                    }
-                    if let Some(c) = fresh.get_mut(tenant).and_then(|t| t.get_mut(name)) {
-                        c.sum = sum.get(i).unwrap_or(0.0);
-                        c.max = max.get(i);
-                        c.latest = last_ts.get(i).zip(last.get(i));
-                        c.users = us.iter().cloned().collect();
-                    }
-                }
+                each(&mut fresh, tenant, meter, &mut |c| {
+                    c.sum = sum.get(i).unwrap_or(0.0);
+                    c.max = max.get(i);
+                    c.latest = last_ts.get(i).zip(last.get(i));
+                    c.users = us.iter().cloned().collect();
+                });
             }
+            for ((tenant, meter), r) in gauge_readings(&joined, catalog)? {
+                each(&mut fresh, &tenant, &meter, &mut |c| {
+                    if c.readings.is_some() {
+                        c.readings = Some(r.clone());
+                    }
+                });
+            }
+        }
+        // The level each gauge carries into the period, however old.
+        let starts: Vec<(&str, i64)> = windows
+            .iter()
+            .map(|w| (w.tenant.as_str(), w.start))
+            .collect();
+        let carried = gauge::carry_in(&lake, &gauge::gauge_events(catalog), &starts)?;
+        for ((tenant, meter), reading) in carried {
+            each(&mut fresh, &tenant, &meter, &mut |c| {
+                c.carry = Some(reading);
+                c.latest = gauge::later(c.latest, Some(reading));
+            });
         }
         for l in logged {
             add_to(&mut fresh, billing, l);
@@ -240,21 +262,27 @@ impl Counters {
         self.map.get(tenant)?.get(meter)
     }
 
-    /// Billed usage so far and what a quantity adds to (the reading, for gauges).
-    fn usage(&self, billing: &Billing, tenant: &str, meter: &str) -> (Decimal, Decimal) {
+    /// Billed usage so far at `at` and what a quantity adds to (the reading, for gauges).
+    fn usage(&self, billing: &Billing, tenant: &str, meter: &str, at: i64) -> (Decimal, Decimal) {
         let bm = &billing.catalog.meters[meter];
         let Some(c) = self.counter(tenant, meter) else {
             return (Decimal::ZERO, Decimal::ZERO);
         };
-        let units = |v: f64| round_qty(dec(v) / bm.scale, bm.precision);
+        let units = |v: f64| to_units(v, bm.scale, bm.precision);
         let latest = units(c.latest.map_or(0.0, |l| l.1));
         match bm.usage {
             UsageRule::Sum => {
                 let u = units(c.sum);
                 (u, u)
             }
-            UsageRule::Max => (units(c.max.unwrap_or(0.0)), latest),
-            UsageRule::TimeWeighted => (latest, latest),
+            UsageRule::Max => (
+                gauge::peak(c.carry, c.max).map_or(Decimal::ZERO, units),
+                latest,
+            ),
+            UsageRule::TimeWeighted => {
+                let r = c.readings.as_deref().unwrap_or(&[]);
+                (units(gauge::time_weighted(c.carry, r, c.start, at)), latest)
+            }
             UsageRule::UniqueUsers => {
                 let u = round_qty(Decimal::from(c.users.len() as u64) / bm.scale, bm.precision);
                 (u, u)
@@ -272,8 +300,8 @@ impl Counters {
         at: i64,
     ) -> Result<CheckAnswer> {
         let tm = Terms::at(&billing.catalog, t, at)?;
-        let (used, current) = self.usage(billing, &t.id, meter);
-        Ok(decide(billing, &tm, t, meter, used, current, quantity))
+        let (used, current) = self.usage(billing, &t.id, meter, at);
+        decide(billing, &tm, t, meter, used, current, quantity)
     }
 
     /// Every billed meter's quota of `tenant` at `at`.
@@ -285,7 +313,7 @@ impl Counters {
             .meters
             .iter()
             .map(|(name, bm)| {
-                let (used, _) = self.usage(billing, &t.id, name);
+                let (used, _) = self.usage(billing, &t.id, name, at);
                 let a = tm.plan.allowance(name);
                 let included = tm.included(name, bm.precision);
                 let (_, cost) = overage(used, included, &a.limit, minor);
@@ -296,7 +324,7 @@ impl Counters {
                     included,
                     percent: included
                         .filter(|i| *i > Decimal::ZERO)
-                        .map(|i| (used / i * Decimal::from(100)).round_dp(2)),
+                        .map(|i| round_qty(percent(used, i), 2)),
                     status: status_of(used, included, &a.limit, a.warning, a.critical),
                     hard_cap: matches!(a.limit, crate::billing::plans::Limit::HardCap),
                     overage_cost: cost,

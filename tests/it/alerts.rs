@@ -65,8 +65,9 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
         f.json(&["alerts", "raise", "--at", at, "--output", "json"])
     };
     // At Oct 21 (by hand from the fixture): t-steady documents 400/500 (80 %); t-basic
-    // documents 80/100 (80 %), storage max 6.5/5 GB and users 3/3 (hard cap); t-free
-    // documents 20/20 (hard cap). Over 100 %: 80, 90, 100 and limit_exceeded.
+    // documents 80/100 (80 %), storage max 9/5 GB (September's last reading carried in) and
+    // users 3/3 (hard cap); t-free documents 20/20 (hard cap). Over 100 %: 80, 90, 100 and
+    // limit_exceeded.
     let first = raise("2026-10-21");
     let raised = first["raised"].as_array().unwrap();
     let keys = |v: &serde_json::Value| -> Vec<(String, String, String, String)> {

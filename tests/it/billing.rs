@@ -32,14 +32,16 @@ fn invoices_match_the_plan_table_by_hand() {
     assert_eq!(inv["currency"], "EUR");
 
     // Basic: documents 105 − 100 = 5 × 0.50 = 2.50; API calls 11 over = 2 started packages
-    // of 10 × 0.01 = 0.02; storage max 6.5 GB (not September's 9), 1.5 GB × 2.00 = 3.00;
-    // 3 users, at the hard cap: 0; base 29.00 → 34.52.
+    // of 10 × 0.01 = 0.02; storage max 9 GB: September's last reading (9 GB on Sep 25) is
+    // the level October starts at, held until Oct 2's 4 GB (a gauge's level at a period's
+    // start is its last reading before it), above October's own 6.5; 4 GB × 2.00 = 8.00;
+    // 3 users, at the hard cap: 0; base 29.00 → 39.52.
     let b = invoice_of(&inv, "t-basic");
     assert_eq!(b["plan"], "basic");
     let expect = [
         ("documents", "105", "100", "5", "2.50"),
         ("api_calls", "1011", "1000", "11", "0.02"),
-        ("storage", "6.5", "5", "1.5", "3.00"),
+        ("storage", "9", "5", "4", "8.00"),
         ("users", "3", "3", "0", "0"),
     ];
     for (m, usage, inc, over, amount) in expect {
@@ -50,7 +52,7 @@ fn invoices_match_the_plan_table_by_hand() {
         assert_eq!(dec(&l["amount"]), d(amount), "{m} amount");
     }
     assert_eq!(dec(&b["base_fee"]), d("29.00"));
-    assert_eq!(dec(&b["total"]), d("34.52"));
+    assert_eq!(dec(&b["total"]), d("39.52"));
 
     // Plan change on Oct 11: 10 of 31 days on Basic. Documents included
     // 100·10/31 + 500·21/31 = 370.97 → 371; base 29·10/31 + 99·21/31 = 76.419… → 76.42;
@@ -131,7 +133,7 @@ fn invoices_match_the_plan_table_by_hand() {
     let csv = ok(&f.args(&["invoice", "--period", "2026-10", "--output", "csv"]));
     assert!(
         csv.lines()
-            .any(|l| l == "2026-10,EUR,t-basic,basic,total,,,,34.52"),
+            .any(|l| l == "2026-10,EUR,t-basic,basic,total,,,,39.52"),
         "{csv}"
     );
 }
@@ -388,7 +390,7 @@ fn quotas_checks_and_projections() {
 
     // Bad input names the parameter; exit 2.
     let bad = write(&f.dir, "bad.csv", "tenant_id,plan\nx,gold\n");
-    let cases: [(&str, Vec<&str>, &[&str]); 6] = [
+    let cases: [(&str, Vec<&str>, &[&str]); 7] = [
         (
             "an unknown tenant",
             f.args(&["check", "--tenant", "nobody", "--meter", "documents"]),
@@ -411,6 +413,23 @@ fn quotas_checks_and_projections() {
                 "x",
             ]),
             &["--quantity"],
+        ),
+        (
+            // 105 documents used on Oct 29: 105 + the largest decimal overflows (it used to
+            // panic, exit 101).
+            "a quantity usage plus which is beyond the largest decimal",
+            f.args(&[
+                "check",
+                "--tenant",
+                "t-basic",
+                "--meter",
+                "documents",
+                "--quantity",
+                "79228162514264337593543950335",
+                "--at",
+                "2026-10-29",
+            ]),
+            &["--quantity", "largest"],
         ),
         (
             "a month 13",
@@ -527,7 +546,9 @@ fn sample_invoices_match_a_fold_over_the_lake() {
             .iter()
             .filter(|r| r.tenant == tenant && r.ts >= start && r.ts < end);
         let mut sums: BTreeMap<&str, f64> = BTreeMap::new();
-        let mut storage_max = 0.0f64;
+        // The storage level September starts at: the last reading before it, however old.
+        let theirs: Vec<&Row> = rows.iter().filter(|r| r.tenant == tenant).collect();
+        let mut storage_max = latest_reading(&theirs, "storage_bytes", start).unwrap_or(0.0);
         let mut users = BTreeSet::new();
         for r in mine {
             *sums.entry(r.meter.as_str()).or_default() += r.value;

@@ -167,7 +167,13 @@ fn quotas(rows: &[Row], at: i64) -> BTreeMap<(String, String), Quota> {
                 .collect();
             let raw = match b.usage.as_str() {
                 "sum" => ev.iter().map(|r| r.value).sum(),
-                "max" => ev.iter().map(|r| r.value).fold(0.0, f64::max),
+                // The level the period starts at (the last reading before it, however
+                // old) counts as well as the readings inside it.
+                "max" => {
+                    let theirs: Vec<&Row> = rows.iter().filter(|r| r.tenant == tenant).collect();
+                    let carried = latest_reading(&theirs, &b.event, start).unwrap_or(0.0);
+                    ev.iter().map(|r| r.value).fold(carried, f64::max)
+                }
                 "unique_users" => ev
                     .iter()
                     .filter_map(|r| r.user.as_ref())

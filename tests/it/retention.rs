@@ -251,3 +251,249 @@ fn retention_drops_and_archives_expired_partitions_atomically() {
         "{a}"
     );
 }
+
+/// `--events-days 0` keeps every event, as `retention_days = 0` does in the configuration
+/// (it used to drop everything dated before today); `--rollups-days 0` keeps every rollup.
+#[test]
+fn a_retention_of_zero_days_keeps_everything() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let before = read_lake(&lake);
+    let rollups_before = files_under(&lake.join("rollups")).len();
+    // Every event of the sample is dated before this `--now`.
+    assert!(before.iter().all(|r| r.date.as_str() < "2027-01-01"));
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "retention",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--events-days",
+        "0",
+        "--rollups-days",
+        "0",
+        "--now",
+        "2027-01-01",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(v["event_rows"].as_u64(), Some(0), "{v}");
+    assert_eq!(v["rollup_partitions"].as_u64(), Some(0), "{v}");
+    assert_eq!(read_lake(&lake).len(), before.len());
+    assert_eq!(files_under(&lake.join("rollups")).len(), rollups_before);
+}
+
+/// Replaces the message of the first alert of `tenant` in the lake's alert store (read and
+/// written with arrow-rs, the column types kept), for a message that names users.
+fn set_alert_message(lake: &Path, tenant: &str, message: &str) {
+    use arrow::array::{Array, ArrayRef, StringArray};
+    use std::sync::Arc;
+    let path = lake.join("alerts/alerts.parquet");
+    let batches: Vec<_> = parquet_batches(&path).collect();
+    let mut done = false;
+    let out: Vec<arrow::record_batch::RecordBatch> = batches
+        .into_iter()
+        .map(|b| {
+            let tenants = string_col(&b, "tenant_id");
+            let mut msgs = string_col(&b, "message");
+            for (i, t) in tenants.iter().enumerate() {
+                if !done && t.as_deref() == Some(tenant) {
+                    msgs[i] = Some(message.to_string());
+                    done = true;
+                }
+            }
+            let i = b.schema().index_of("message").unwrap();
+            let ty = b.column(i).data_type().clone();
+            let col: ArrayRef = Arc::new(StringArray::from(msgs));
+            let mut cols = b.columns().to_vec();
+            cols[i] = arrow::compute::cast(&col, &ty).unwrap();
+            assert_eq!(cols[i].len(), b.num_rows());
+            arrow::record_batch::RecordBatch::try_new(b.schema(), cols).unwrap()
+        })
+        .collect();
+    assert!(done, "{tenant} has an alert");
+    let f = std::fs::File::create(&path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, out[0].schema(), None).unwrap();
+    for b in &out {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
+/// Forgetting `u1` strikes `u1` from alert messages and leaves `u12` whole (a plain string
+/// replace made it "[forgotten user]2").
+#[test]
+fn forget_matches_whole_user_ids_in_alert_messages() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let tenant = "stark-006"; // its hard caps raised alerts in the sample's run
+    set_alert_message(&lake, tenant, "burst by u1, then u12 and u1.");
+    let other = strings(&lake.join("alerts/alerts.parquet"), "message");
+    ok(&[
+        "forget",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--tenant",
+        tenant,
+        "--user",
+        "u1",
+    ]);
+    let path = lake.join("alerts/alerts.parquet");
+    let after = strings(&path, "message");
+    let tenants = strings(&path, "tenant_id");
+    assert!(
+        after
+            .iter()
+            .any(|m| m.as_deref()
+                == Some("burst by [forgotten user], then u12 and [forgotten user].")),
+        "{after:?}"
+    );
+    // Nothing else changed: the other messages are as they were.
+    let changed = after
+        .iter()
+        .zip(&other)
+        .zip(&tenants)
+        .filter(|((a, b), _)| a != b)
+        .count();
+    assert_eq!(changed, 1);
+}
+
+/// The copies `forget` used to miss: events the server acknowledged but had not committed
+/// (a log segment left by a kill -9, which the next start commits) and the reports the
+/// server stored for the tenant. Also: while the log's lock is held (a server runs),
+/// `forget` refuses and changes nothing.
+#[test]
+fn forget_reaches_the_servers_log_and_stored_reports() {
+    use crate::serve::{Server, call, key, lake_copy};
+    let (_d, lake) = lake_copy();
+    let l = lake.to_str().unwrap();
+    let tenant = "globex-002";
+    let k = key(&lake, Some(tenant));
+    let s = Server::start(&lake, &["--flush-ms", "600000"]);
+    let api = |p: &str| format!("{}/api/v1/usage{p}", s.base);
+    for body in [
+        r#"{"kind":"summary","format":"json"}"#,
+        r#"{"kind":"detailed","format":"html"}"#,
+        r#"{"kind":"summary","format":"xlsx"}"#,
+    ] {
+        let (st, v, _) = call("POST", &api("/reports/generate"), Some(&k), Some(body));
+        assert_eq!(st, 201, "{v}");
+    }
+    // Three events of wal-u1 and two of wal-u12, acknowledged, then the server killed:
+    // they live only in the log.
+    let ts = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let batch: Vec<String> = [("a", "wal-u1"), ("b", "wal-u1"), ("c", "wal-u1"), ("d", "wal-u12"), ("e", "wal-u12")]
+        .iter()
+        .map(|(id, u)| {
+            format!(r#"{{"id":"wal-{id}","tenant_id":"{tenant}","user_id":"{u}","meter":"api_calls","ts":"{ts}"}}"#)
+        })
+        .collect();
+    let (st, v, _) = call(
+        "POST",
+        &api("/track"),
+        Some(&k),
+        Some(&format!("[{}]", batch.join(","))),
+    );
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(5)), "{v}");
+    s.kill9();
+    let logged = |user: &str| -> usize {
+        files_under(&lake.join("_wal"))
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+            .map(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap()
+                    .matches(&format!("\"user_id\":\"{user}\""))
+                    .count()
+            })
+            .sum()
+    };
+    assert_eq!((logged("wal-u1"), logged("wal-u12")), (3, 2));
+    // Stored reports: the server's, plus one that names wal-u1 and one that names only
+    // wal-u12; another tenant's report naming wal-u1 is not this tenant's to clean.
+    let reports = lake.join("_api/reports").join(tenant);
+    write(
+        &reports,
+        "users.json",
+        r#"{"top_users":["wal-u1","wal-u12"]}"#,
+    );
+    write(&reports, "others.json", r#"{"top_users":["wal-u12"]}"#);
+    std::fs::create_dir_all(lake.join("_api/reports/acme-001")).unwrap();
+    let foreign = write(
+        &lake.join("_api/reports/acme-001"),
+        "users.json",
+        r#"["wal-u1"]"#,
+    );
+    // A whole-id mention, checked here independently of meterlake's matcher.
+    let names_u1 = |p: &Path| {
+        let t = String::from_utf8_lossy(&std::fs::read(p).unwrap()).replace("wal-u12", "");
+        t.contains("wal-u1")
+    };
+    let kept: Vec<PathBuf> = files_under(&reports)
+        .into_iter()
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("json" | "html")
+            ) && !names_u1(p)
+        })
+        .collect();
+    assert!(kept.iter().any(|p| p.ends_with("others.json")));
+
+    // While a server holds the log's lock, forget refuses and changes nothing.
+    let before = read_lake(&lake).len();
+    {
+        let held = std::fs::File::create(lake.join("_wal/_lock")).unwrap();
+        held.try_lock().unwrap();
+        assert_rejected(
+            "a server holding the log",
+            &[
+                "forget", "--lake", l, "--tenant", tenant, "--user", "wal-u1",
+            ],
+            &[
+                "a server is running on this lake",
+                "_wal/_lock",
+                "stop it first",
+            ],
+        );
+    }
+    assert_eq!(read_lake(&lake).len(), before);
+    assert_eq!(logged("wal-u1"), 3);
+
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "forget", "--lake", l, "--tenant", tenant, "--user", "wal-u1", "--output", "json",
+    ]))
+    .unwrap();
+    assert_eq!(v["logged_events"].as_u64(), Some(3), "{v}");
+    assert_eq!((logged("wal-u1"), logged("wal-u12")), (0, 2));
+    // No stored report of the tenant names wal-u1; those that did not are kept.
+    let left = files_under(&reports);
+    assert!(left.iter().all(|p| !names_u1(p)), "{left:?}");
+    for p in &kept {
+        assert!(p.exists(), "{} was kept", p.display());
+    }
+    assert!(!left.iter().any(|p| p.ends_with("users.json")));
+    assert!(
+        !left
+            .iter()
+            .any(|p| p.extension().is_some_and(|e| e == "xlsx")),
+        "an XLSX cannot be searched: removed"
+    );
+    assert!(foreign.exists());
+    // The next start commits what is left of the log: wal-u12's events, not wal-u1's.
+    Server::start(&lake, &["--flush-ms", "600000"]).stop();
+    let rows = read_lake(&lake);
+    let of = |u: &str| {
+        rows.iter()
+            .filter(|r| r.tenant == tenant && r.user.as_deref() == Some(u))
+            .count()
+    };
+    assert_eq!((of("wal-u1"), of("wal-u12")), (0, 2));
+    // Forgetting the whole tenant removes its stored reports folder.
+    ok(&["forget", "--lake", l, "--tenant", tenant]);
+    assert!(!reports.exists());
+    assert!(foreign.exists());
+}

@@ -17,7 +17,8 @@ impl Server {
         Server::start_env(lake, extra, &[])
     }
 
-    /// With environment variables (the fault-injection control file).
+    /// `start` with environment variables (`MLK_NOW` pins the server's clock,
+    /// `MLK_FAULTS` names the fault-injection control file).
     pub(crate) fn start_env(lake: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(BIN)
             .args([
@@ -50,6 +51,15 @@ impl Server {
     pub(crate) fn kill9(mut self) {
         self.child.kill().unwrap();
         self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, as an operator stops it: the server flushes its log, then exits.
+    pub(crate) fn stop(mut self) {
+        let pid = self.child.id().to_string();
+        let st = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(st.success());
+        let st = self.child.wait().unwrap();
+        assert!(st.success(), "the server exits cleanly on SIGTERM: {st}");
     }
 }
 

@@ -20,6 +20,7 @@ use super::super::{
 use super::context::{Ctx, f64_col, str_col};
 use super::figures::{day_str, figure, grouped, growth, money, pct_str};
 use crate::billing::quota::QuotaRow;
+use crate::billing::saturating_sum;
 use crate::error::Result;
 use crate::rollup::RollupSeries;
 use crate::time::MICROS_PER_DAY;
@@ -38,7 +39,7 @@ struct Revenue {
 impl Revenue {
     /// Base fee and projected overage.
     fn total(&self) -> Decimal {
-        self.base + self.projected
+        self.base.saturating_add(self.projected)
     }
 }
 
@@ -129,8 +130,10 @@ fn revenue<'a>(ctx: &Ctx, quotas: &'a [QuotaRow]) -> BTreeMap<&'a str, Revenue> 
                 .plan(&q.plan)
                 .map_or(Decimal::ZERO, |p| p.base_fee);
         }
-        e.overage += q.overage_cost;
-        e.projected += q.projected.as_ref().map_or(q.overage_cost, |p| p.cost);
+        e.overage = e.overage.saturating_add(q.overage_cost);
+        e.projected = e
+            .projected
+            .saturating_add(q.projected.as_ref().map_or(q.overage_cost, |p| p.cost));
     }
     rev
 }
@@ -301,8 +304,8 @@ fn figures(
     let total_events: f64 = totals.iter().map(|t| t.events).sum();
     let prev_events: f64 = totals.iter().map(|t| t.previous_events).sum();
     let currency = ctx.currency();
-    let overage: Decimal = rev.values().map(|v| v.overage).sum();
-    let projected: Decimal = rev.values().map(Revenue::total).sum();
+    let overage = saturating_sum(rev.values().map(|v| v.overage));
+    let projected = saturating_sum(rev.values().map(Revenue::total));
     let active_tenants = events.values().filter(|e| **e > 0.0).count();
     vec![
         figure(

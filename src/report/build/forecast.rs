@@ -215,11 +215,12 @@ fn figures(
         .iter()
         .filter(|q| matches!((&q.projected, q.included), (Some(p), Some(i)) if p.usage > i))
         .collect();
-    let projected_overage: Decimal = quotas
-        .iter()
-        .filter_map(|q| q.projected.as_ref())
-        .map(|p| p.cost)
-        .sum();
+    let projected_overage = crate::billing::saturating_sum(
+        quotas
+            .iter()
+            .filter_map(|q| q.projected.as_ref())
+            .map(|p| p.cost),
+    );
     vec![
         figure("Series forecast", series_forecast.to_string(), None),
         figure(

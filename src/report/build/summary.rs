@@ -125,7 +125,7 @@ fn figures(
 ) -> Vec<Figure> {
     let events: f64 = totals.iter().map(|t| t.events).sum();
     let prev_events: f64 = totals.iter().map(|t| t.previous_events).sum();
-    let overage: Decimal = quotas.iter().map(|q| q.overage_cost).sum();
+    let overage = crate::billing::saturating_sum(quotas.iter().map(|q| q.overage_cost));
     let at_limit = tenants
         .values()
         .filter(|v| matches!(v.status, "exceeded" | "blocked"))

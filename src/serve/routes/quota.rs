@@ -7,7 +7,8 @@
 //! platform's request: when the counters are current it never touches the lake nor leaves
 //! the async thread. It answers 200 when the quantity fits and 429 when it does not (same
 //! body, `decision` says which); `quantity` defaults to 1. A tenant without a plan is 404
-//! `tenant`, a meter that is not billed 404 `meter`.
+//! `tenant`, a meter that is not billed 404 `meter`, a quantity that is negative or that
+//! usage plus it would take beyond the largest decimal (~7.9e28) 400 `quantity`.
 
 use std::sync::Arc;
 
@@ -102,7 +103,16 @@ pub(super) async fn check_quota(
         let (a, t2) = (app.clone(), t.clone());
         blocking(move || Ok(a.ensure_counters(&[&t2], at)?)).await?;
     }
-    let answer = lock(&app.counters).check(&app.opts.billing, tenant, &meter, quantity, at)?;
+    let answer = lock(&app.counters)
+        .check(&app.opts.billing, tenant, &meter, quantity, at)
+        .map_err(|e| match e {
+            // A quantity beyond what usage can count (see `billing::quota::decide`).
+            crate::error::Error::InvalidParameter {
+                name: "--quantity",
+                reason,
+            } => ApiError::bad("quantity", reason),
+            e => e.into(),
+        })?;
     let status = if answer.allowed() {
         StatusCode::OK
     } else {

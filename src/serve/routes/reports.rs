@@ -30,7 +30,10 @@ struct ReportBody {
 
 /// Where the API keeps a tenant's generated reports.
 fn reports_dir(app: &App, tenant: &str) -> std::path::PathBuf {
-    app.opts.lake.join("_api/reports").join(tenant)
+    app.opts
+        .lake
+        .join(crate::report::API_REPORTS_DIR)
+        .join(tenant)
 }
 
 pub(super) async fn generate_report(
@@ -69,7 +72,7 @@ pub(super) async fn list_reports(State(app): State<Arc<App>>, Scope(t): Scope) -
             for e in rd.flatten() {
                 let meta = e.metadata().ok();
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.ends_with(".tmp-meterlake") {
+                if name.ends_with(crate::stage::tables::TEMP_SUFFIX) {
                     continue;
                 }
                 files.push(json!({

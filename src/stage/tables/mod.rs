@@ -14,7 +14,11 @@
 //! function that writes it and the one that reads it back, so the stage that writes a
 //! table and the report, job or endpoint that reads it agree on one schema, by type, not
 //! by column-name strings. Every file is written whole and atomically ([`write_frame`]:
-//! temp file, fsync, rename), so a reader sees the old table or the new one.
+//! temp file, fsync, rename), so a reader sees the old table or the new one. The temp
+//! file's name ([`temp_path`]) derives from the whole file name and is unique per process
+//! and call, so two files of one stem (`summary.json`, `summary.html`) or two writers of
+//! one file never share a temp file; every atomic writer of the crate names its temp files
+//! through it.
 //!
 //! Layer: above [`crate::billing`] (a quota row is billing's [`QuotaRow`]) and below the
 //! stages that write the tables ([`crate::stage`]), the reports, the jobs (`retention`,
@@ -58,22 +62,48 @@ pub fn write_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).at(dir)?;
     }
-    let tmp = path.with_extension("tmp-meterlake");
-    let f = std::fs::File::create(&tmp).at(&tmp)?;
+    let tmp = temp_path(path);
     let failed = |reason: String| Error::BadInput {
         path: path.to_path_buf(),
         reason: format!("writing: {reason}"),
     };
-    if parquet {
-        ParquetWriter::new(&f)
-            .with_compression(ParquetCompression::Zstd(None))
-            .finish(df)
-            .map_err(|e| failed(e.to_string()))?;
-    } else {
-        write_csv(&f, df).map_err(|e| failed(e.to_string()))?;
+    let written = (|| {
+        let f = std::fs::File::create(&tmp).at(&tmp)?;
+        if parquet {
+            ParquetWriter::new(&f)
+                .with_compression(ParquetCompression::Zstd(None))
+                .finish(df)
+                .map_err(|e| failed(e.to_string()))?;
+        } else {
+            write_csv(&f, df).map_err(|e| failed(e.to_string()))?;
+        }
+        f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)
+    })();
+    if written.is_err() {
+        // Temp names are unique, so a failed write would otherwise leave its file behind.
+        let _ = std::fs::remove_file(&tmp);
     }
-    f.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    written
+}
+
+/// The suffix of every temp file an atomic write leaves while it runs (readers listing a
+/// folder skip names ending in it).
+pub const TEMP_SUFFIX: &str = ".tmp-meterlake";
+
+/// The temp file an atomic write of `path` goes through before its rename: beside it (same
+/// file system, so the rename is atomic), named `.NAME.PID-N.tmp-meterlake` after the whole
+/// file name `NAME` (extension included), the process id and a per-process counter, so no
+/// two writes in flight share one.
+pub fn temp_path(path: &Path) -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}-{n}{TEMP_SUFFIX}", std::process::id()))
 }
 
 /// CSV of a frame: text as is, numbers in their shortest round-trip form, datetimes in
@@ -199,4 +229,30 @@ impl<'a> Columns<'a> {
 /// A UTC datetime column from µs instants (what every table stores instants as).
 pub(crate) fn instants(name: &str, v: Vec<i64>) -> Result<Column> {
     Ok(Column::new(name.into(), v).cast(&crate::rollup::utc_datetime())?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_names_follow_the_whole_file_name_and_never_repeat() {
+        let dir = Path::new("/lake/_api/reports/acme");
+        let json = temp_path(&dir.join("summary.json"));
+        let html = temp_path(&dir.join("summary.html"));
+        let again = temp_path(&dir.join("summary.json"));
+        assert_ne!(json, html);
+        assert_ne!(json, again, "two writes of one file in flight");
+        for t in [&json, &html, &again] {
+            assert_eq!(
+                t.parent(),
+                Some(dir),
+                "beside the file: the rename stays atomic"
+            );
+            assert!(t.to_string_lossy().ends_with(TEMP_SUFFIX));
+        }
+        let name = |p: &Path| p.file_name().unwrap().to_string_lossy().to_string();
+        assert!(name(&json).starts_with(".summary.json."), "{}", name(&json));
+        assert!(name(&html).starts_with(".summary.html."), "{}", name(&html));
+    }
 }
