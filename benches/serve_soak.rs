@@ -193,11 +193,17 @@ fn main() {
     // 1. Sustained tracking.
     let accepted = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
+    let backoffs = Arc::new(AtomicU64::new(0));
     let size = 5_000;
     let workers: Vec<_> = (0..2)
         .map(|t| {
-            let (base, key, accepted, stop) =
-                (base.clone(), admin.clone(), accepted.clone(), stop.clone());
+            let (base, key, accepted, stop, backoffs) = (
+                base.clone(),
+                admin.clone(),
+                accepted.clone(),
+                stop.clone(),
+                backoffs.clone(),
+            );
             std::thread::spawn(move || {
                 let a = agent();
                 let url = format!("{base}/api/v1/usage/track");
@@ -205,13 +211,22 @@ fn main() {
                 while !stop.load(Ordering::Relaxed) {
                     let body = batch(t, n, size);
                     n += 1;
-                    let mut r = a
-                        .post(&url)
-                        .header("Authorization", &format!("Bearer {key}"))
-                        .header("Content-Type", "application/json")
-                        .send(&body)
-                        .expect("track");
-                    let text = r.body_mut().read_to_string().unwrap();
+                    let (mut r, text) = loop {
+                        let mut r = a
+                            .post(&url)
+                            .header("Authorization", &format!("Bearer {key}"))
+                            .header("Content-Type", "application/json")
+                            .send(&body)
+                            .expect("track");
+                        let text = r.body_mut().read_to_string().unwrap();
+                        // 503: the log is --max-lag-events ahead of the lake; back off.
+                        if r.status().as_u16() != 503 {
+                            break (r, text);
+                        }
+                        backoffs.fetch_add(1, Ordering::Relaxed);
+                        std::thread::sleep(Duration::from_millis(20));
+                    };
+                    let _ = &mut r;
                     assert_eq!(r.status().as_u16(), 202, "{text}");
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap();
                     accepted.fetch_add(v["accepted"].as_u64().unwrap(), Ordering::Relaxed);
@@ -263,8 +278,9 @@ fn main() {
     let n = accepted.load(Ordering::Relaxed);
     let (first, last) = (rows[1.min(rows.len() - 1)], rows[rows.len() - 1]);
     println!(
-        "track: {n} events in {secs:.0} s = {:.0} events/s; RSS {:.0} -> {:.0} MiB; lake open {:.2} -> {:.2} ms",
+        "track: {n} events in {secs:.0} s = {:.0} events/s ({} batches backed off on 503); RSS {:.0} -> {:.0} MiB; lake open {:.2} -> {:.2} ms",
         n as f64 / secs,
+        backoffs.load(Ordering::Relaxed),
         first.3,
         last.3,
         first.4,

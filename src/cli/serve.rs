@@ -52,6 +52,11 @@ pub struct ServeArgs {
     /// files and key files once it has this many (0: never).
     #[arg(long, default_value_t = 16)]
     pub compact_files: usize,
+    /// `/track` answers 503 with Retry-After while this many acknowledged events wait for
+    /// their commit (tracking outruns the flushes): bounds the log's memory [default: 2 x
+    /// --flush-events]
+    #[arg(long)]
+    pub max_lag_events: Option<usize>,
 }
 
 /// `serve-keys` subcommands.
@@ -186,6 +191,10 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         lookback_days: crate::ingest::DEFAULT_LOOKBACK_DAYS,
         dedup_memory: a.dedup_memory_mib.max(1) << 20,
         compact_files: a.compact_files,
+        max_lag_events: a
+            .max_lag_events
+            .unwrap_or(a.flush_events.max(1).saturating_mul(2))
+            .max(1),
         heavy_concurrency: match a.heavy_concurrency {
             Some(0) => anyhow::bail!("invalid --heavy-concurrency: 0; at least 1"),
             Some(n) => n,

@@ -1,8 +1,13 @@
-//! The limit on heavy requests (lake scans, reports, forecasts): at most one at a time per
-//! tenant, and at most N in all (`--heavy-concurrency`, default the number of cores).
-//! Nothing waits for a slot: a request over the limit is refused at once with
-//! `Retry-After`, so a burst of reports cannot pile up hundreds of blocking threads, and
-//! one tenant cannot take every slot.
+//! Heavy requests (lake scans, reports, forecasts): at most one at a time per tenant, and
+//! at most N in all (`--heavy-concurrency`, default the number of cores). Nothing waits
+//! for a slot: a request over the limit is refused at once with `Retry-After`, so a burst
+//! of reports cannot pile up hundreds of blocking threads, and one tenant cannot take
+//! every slot.
+//!
+//! They run on a pool of their own whose threads, like polars' pool, run at a lower CPU
+//! priority (nice 10, Linux): when a report and a forecast keep both cores busy, the
+//! threads answering `/track` and `/check-quota` still get a core as soon as a request
+//! arrives, so heavy work costs those endpoints throughput at most, not latency.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -11,11 +16,57 @@ use axum::http::StatusCode;
 
 use super::error::ApiError;
 
-/// Slots for heavy work.
+/// Slots for heavy work, and the pool it runs on.
 #[derive(Debug)]
 pub struct Heavy {
     limit: usize,
     running: Mutex<HashSet<String>>,
+    pool: Option<rayon::ThreadPool>,
+}
+
+/// The nice value of heavy work.
+const NICE: i32 = 10;
+
+/// Lowers the calling thread's CPU priority (Linux; elsewhere nothing).
+fn lower_this_thread() {
+    #[cfg(target_os = "linux")]
+    {
+        let tid = rustix::thread::gettid();
+        if let Err(e) = rustix::process::setpriority_process(Some(tid), NICE) {
+            tracing::debug!("setpriority: {e}");
+        }
+    }
+}
+
+/// Whether polars' threads were found and lowered.
+static POLARS_LOWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Lowers the CPU priority of polars' worker threads (named `polars-*`), which every
+/// lake scan and rollup of a heavy request runs on, once polars has started them (checked
+/// again before each heavy request until it has).
+pub fn lower_polars_threads() {
+    use std::sync::atomic::Ordering;
+    if POLARS_LOWERED.load(Ordering::Relaxed) {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return;
+        };
+        for t in tasks.flatten() {
+            let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+            let tid = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok());
+            if comm.starts_with("polars")
+                && let Some(pid) = tid.and_then(rustix::process::Pid::from_raw)
+            {
+                POLARS_LOWERED.store(true, Ordering::Relaxed);
+                if let Err(e) = rustix::process::setpriority_process(Some(pid), NICE) {
+                    tracing::debug!("setpriority of thread {comm}: {e}");
+                }
+            }
+        }
+    }
 }
 
 /// A slot held while a heavy request runs; released on drop.
@@ -26,11 +77,63 @@ pub struct Slot<'a> {
 }
 
 impl Heavy {
-    /// At most `limit` heavy requests at once (at least 1).
+    /// At most `limit` heavy requests at once (at least 1), each on a thread of a pool of
+    /// that size running at nice 10.
     pub fn new(limit: usize) -> Heavy {
+        let limit = limit.max(1);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(limit)
+            .thread_name(|i| format!("mlk-heavy-{i}"))
+            .start_handler(|_| lower_this_thread())
+            .build()
+            .map_err(|e| tracing::warn!("no pool for heavy requests ({e}); they run on tokio's"))
+            .ok();
         Heavy {
-            limit: limit.max(1),
+            limit,
             running: Mutex::new(HashSet::new()),
+            pool,
+        }
+    }
+
+    /// Runs `f` on the heavy pool (or on tokio's blocking threads if it has none); a panic
+    /// in `f` is an error, not a lost answer.
+    pub async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let caught = |f: Box<dyn FnOnce() -> Result<T, ApiError> + Send>| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|p| {
+                let msg = p
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    None,
+                    format!("worker panicked: {msg}"),
+                ))
+            })
+        };
+        let f: Box<dyn FnOnce() -> Result<T, ApiError> + Send> = Box::new(f);
+        let worker_gone = |e: String| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                None,
+                format!("worker: {e}"),
+            )
+        };
+        match &self.pool {
+            Some(pool) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                pool.spawn(move || {
+                    let _ = tx.send(caught(f));
+                });
+                rx.await.map_err(|e| worker_gone(e.to_string()))?
+            }
+            None => tokio::task::spawn_blocking(move || caught(f))
+                .await
+                .map_err(|e| worker_gone(e.to_string()))?,
         }
     }
 

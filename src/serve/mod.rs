@@ -28,7 +28,7 @@
 pub mod auth;
 pub mod counters;
 mod error;
-mod heavy;
+pub(crate) mod heavy;
 mod routes;
 mod scope;
 pub mod wal;
@@ -80,6 +80,9 @@ pub struct ServeOptions {
     /// Compact in the background after this many flushes, merging a day's small files
     /// once it has this many (0: never).
     pub compact_files: usize,
+    /// `/track` answers 503 while this many acknowledged events wait for their commit:
+    /// what bounds the log's memory when tracking outruns the flushes.
+    pub max_lag_events: usize,
 }
 
 /// Data files at least this large are left alone by the background compaction, so its
@@ -321,6 +324,8 @@ async fn run(opts: ServeOptions) -> Result<()> {
         .await
         .map_err(|e| Error::Render(format!("startup: {e}")))??;
     }
+    // Polars has started its pool by now (the counters above): it serves heavy requests.
+    heavy::lower_polars_threads();
     let lag = lock(&app.ingress).lag() as u64;
     app.metrics.lag.store(lag, Ordering::Relaxed);
     app.ready.store(true, Ordering::SeqCst);

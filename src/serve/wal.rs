@@ -19,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::event::UsageEvent;
 use crate::lake::keys::{KeySet, write_key_file};
-use crate::lake::{Commit, CommitKind, Counts, DataFile, InputRecord, Lake, write_events};
+use crate::lake::{
+    Commit, CommitKind, Counts, DataFile, EventBuf, InputRecord, Lake, Row, write_buf,
+};
 use crate::time::day_of;
 use crate::time::day_to_string;
 
@@ -30,8 +32,9 @@ pub const WAL_DIR: &str = "_wal";
 /// (source, id) survives the trip through the log).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Logged {
-    /// The dedup key (hex).
-    pub key: String,
+    /// The dedup key (32 hex digits on disk).
+    #[serde(with = "hex_key")]
+    pub key: u128,
     /// The event.
     #[serde(flatten)]
     pub event: UsageEvent,
@@ -40,14 +43,25 @@ pub struct Logged {
 impl Logged {
     /// From a validated event and its key.
     pub fn new(event: UsageEvent, key: u128) -> Logged {
-        Logged {
-            key: format!("{key:032x}"),
-            event,
-        }
+        Logged { key, event }
     }
 
     fn key(&self) -> u128 {
-        u128::from_str_radix(&self.key, 16).unwrap_or_default()
+        self.key
+    }
+}
+
+/// A dedup key as 32 hex digits.
+mod hex_key {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(k: &u128, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("{k:032x}"))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u128, D::Error> {
+        let text = <&str>::deserialize(d)?;
+        u128::from_str_radix(text, 16).map_err(serde::de::Error::custom)
     }
 }
 
@@ -152,30 +166,58 @@ pub fn read_segment(path: &Path) -> Result<SegmentRead> {
     Ok(out)
 }
 
+/// xxh3-128 of a file (hex), read in 1 MiB pieces, and its size.
+fn file_checksum(path: &Path) -> Result<(String, u64)> {
+    use std::io::Read;
+    let mut f = fs::File::open(path).at(path)?;
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).at(path)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        size += n as u64;
+    }
+    Ok((format!("{:032x}", h.digest128()), size))
+}
+
 /// Commits a closed segment's events to the lake under the segment's checksum, or nothing
 /// if the lake already holds that checksum (a commit that failed after its commit point,
 /// or a file whose delete failed); returns the events committed.
 pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
     let (path, events) = (closed.path.as_path(), &closed.events[..]);
-    let bytes = fs::read(path).at(path)?;
-    let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+    let (checksum, size) = file_checksum(path)?;
     let mut lake = Lake::open_for_write(lake_dir)?;
     if events.is_empty() || lake.ingested_inputs().contains_key(checksum.as_str()) {
         return Ok(0);
     }
     let seq = lake.next_seq();
     let stage = lake.stage_dir(seq)?;
-    let mut by_day: BTreeMap<i32, (Vec<UsageEvent>, Vec<u128>)> = BTreeMap::new();
+    // Columns per day, borrowed from the logged events (no copy of each event).
+    let mut by_day: BTreeMap<i32, EventBuf> = BTreeMap::new();
     for l in events {
-        let e = by_day.entry(day_of(l.event.ts)).or_default();
-        e.0.push(l.event.clone());
-        e.1.push(l.key());
+        let e = &l.event;
+        by_day.entry(day_of(e.ts)).or_default().push(Row {
+            id: &e.id,
+            ts: e.ts,
+            tenant: &e.tenant_id,
+            user: e.user_id.as_deref(),
+            meter: &e.meter,
+            value: e.value,
+            props: &e.properties,
+            key: l.key,
+        });
     }
     let (mut added, mut keys, mut partitions) = (Vec::new(), Vec::new(), Vec::new());
-    for (day, (evs, mut ks)) in by_day {
+    for (day, buf) in by_day {
+        let mut ks = buf.key.clone();
         let date = day_to_string(day);
         let rel = Lake::data_file_path(&date, seq, 0);
-        let w = write_events(&stage.join(&rel), &evs)?;
+        let w = write_buf(&stage.join(&rel), &buf)?;
+        drop(buf);
         added.push(DataFile {
             path: rel,
             date: date.clone(),
@@ -204,7 +246,7 @@ pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
                     .unwrap_or_default()
             ),
             checksum,
-            bytes: bytes.len() as u64,
+            bytes: size,
             format: "wal".into(),
             counts,
         }],
@@ -315,13 +357,14 @@ impl Ingress {
         Ok(())
     }
 
-    /// Appends the new events (dropping duplicates) and fsyncs; returns those appended.
+    /// Appends the new events (dropping duplicates) and fsyncs; returns how many were
+    /// new (they are the last of [`Ingress::pending`]).
     ///
     /// Their keys are recorded only once the bytes are durable: if the write or the fsync
     /// fails, nothing of the batch counts as seen (a retry is not a duplicate), and the
     /// segment is cut back to its last whole record, or, if even that fails, abandoned
     /// for a new segment before the next append.
-    pub fn append(&mut self, batch: Vec<(UsageEvent, u128)>) -> Result<Vec<Logged>> {
+    pub fn append(&mut self, batch: Vec<(UsageEvent, u128)>) -> Result<usize> {
         let mut fresh = Vec::with_capacity(batch.len());
         let mut in_batch: HashMap<u128, Vec<i32>> = HashMap::new();
         for (e, key) in batch {
@@ -336,7 +379,7 @@ impl Ingress {
             }
         }
         if fresh.is_empty() {
-            return Ok(fresh);
+            return Ok(0);
         }
         let mut buf = Vec::with_capacity(fresh.len() * 200);
         for l in &fresh {
@@ -359,8 +402,9 @@ impl Ingress {
             self.keys
                 .insert_if_new(l.key(), day_of(l.event.ts), self.lookback)?;
         }
-        self.pending.extend(fresh.iter().cloned());
-        Ok(fresh)
+        let n = fresh.len();
+        self.pending.extend(fresh);
+        Ok(n)
     }
 
     /// After a failed append: cuts the open segment back to its whole records, or marks

@@ -315,4 +315,66 @@ fn heavy_requests_are_limited_per_tenant_and_in_all_and_track_never_waits() {
     std::fs::remove_file(&faults).unwrap();
     let (st, _, _) = call("GET", &summary("acme-003"), Some(&admin), None);
     assert_eq!(st, 200, "slots are given back");
+    // Heavy work runs at nice 10 (its own pool and polars' pool), the request path at 0.
+    let nice = |prefix: &str| -> Vec<i64> {
+        std::fs::read_dir(format!("/proc/{}/task", s.pid()))
+            .unwrap()
+            .flatten()
+            .filter(|t| {
+                std::fs::read_to_string(t.path().join("comm"))
+                    .unwrap_or_default()
+                    .starts_with(prefix)
+            })
+            .map(|t| {
+                let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+                // Fields after the command's closing parenthesis; nice is field 19.
+                let rest = &stat[stat.rfind(')').unwrap() + 2..];
+                rest.split(' ').nth(16).unwrap().parse().unwrap()
+            })
+            .collect()
+    };
+    let (heavy, polars, tokio) = (nice("mlk-heavy"), nice("polars"), nice("tokio"));
+    assert!(
+        !heavy.is_empty() && heavy.iter().all(|n| *n == 10),
+        "{heavy:?}"
+    );
+    assert!(
+        !polars.is_empty() && polars.iter().all(|n| *n == 10),
+        "{polars:?}"
+    );
+    assert!(
+        !tokio.is_empty() && tokio.iter().all(|n| *n == 0),
+        "{tokio:?}"
+    );
+}
+
+#[test]
+fn track_pushes_back_when_the_log_is_too_far_ahead_of_the_lake() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let admin = key(&lake, None);
+    let s = Server::start(&lake, &["--flush-ms", "600000", "--max-lag-events", "100"]);
+    let track = |prefix: &str| {
+        call(
+            "POST",
+            &format!("{}/api/v1/usage/track", s.base),
+            Some(&admin),
+            Some(&crate::serve::events("acme", "api_calls", prefix, 100)),
+        )
+    };
+    let (st, v, _) = track("a-");
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(100)));
+    // 100 events wait for their commit: the next batch is refused, nothing written.
+    let (st, v, retry) = track("b-");
+    assert_eq!(st, 503, "{v}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    let (st, _, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/admin/flush", s.base),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 200);
+    let (st, v, _) = track("b-");
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(100)), "{v}");
 }

@@ -155,12 +155,14 @@ async fn heavy<T: Send + 'static>(
     f: impl FnOnce() -> std::result::Result<T, ApiError> + Send + 'static,
 ) -> std::result::Result<T, ApiError> {
     let _slot = app.heavy.enter(tenant)?;
-    blocking(move || {
-        crate::fault::pause("serve.heavy")
-            .map_err(|e| ApiError::from(crate::Error::io("serve.heavy", e)))?;
-        f()
-    })
-    .await
+    crate::serve::heavy::lower_polars_threads();
+    app.heavy
+        .run(move || {
+            crate::fault::pause("serve.heavy")
+                .map_err(|e| ApiError::from(crate::Error::io("serve.heavy", e)))?;
+            f()
+        })
+        .await
 }
 
 /// A JSON request body; a body that does not parse is a 400 about `field`.

@@ -9,7 +9,9 @@
 //! commits them to the lake later, exactly once (an event already in the log or the lake,
 //! within the dedup lookback, is dropped and counted as a duplicate).
 //!
-//! Refusals, in the order they are checked: 413 for too many records; 429 `rate` (with
+//! Refusals, in the order they are checked: 503 (with `Retry-After`) while the log holds
+//! `--max-lag-events` events not yet committed (tracking outruns the flushes); 413 for too
+//! many records; 429 `rate` (with
 //! `Retry-After`) when a tenant key is over its rate; 403 `tenant_id` when a tenant key
 //! sends another tenant's event; 429 `meter` (with `Retry-After`: the period's end) when
 //! enforcement is on and an event is for a hard-capped meter at its limit. A refused
@@ -85,6 +87,15 @@ fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiE
 
 /// The whole request once the caller is known: check, log, count, answer.
 fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiResult {
+    let lag = app.metrics.lag.load(Ordering::Relaxed);
+    if lag >= app.opts.max_lag_events as u64 {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            format!("{lag} acknowledged events are waiting for their commit to the lake (--max-lag-events); retry shortly"),
+        )
+        .retry_after(1));
+    }
     let raws = records(h, body)?;
     if raws.len() > app.opts.max_batch {
         return Err(ApiError::new(
@@ -136,24 +147,23 @@ fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiRe
         let fresh = ing.append(good)?;
         // Counters are updated under the log's lock: a measurement (which holds it too)
         // sees an event either in the log or in the counters, never both.
-        lock(&app.counters).add(&app.opts.billing, &fresh);
-        app.metrics
-            .lag
-            .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+        let new = &ing.pending[ing.pending.len() - fresh..];
+        lock(&app.counters).add(&app.opts.billing, new);
+        app.metrics.lag.fetch_add(fresh as u64, Ordering::Relaxed);
         if ing.pending.len() >= app.opts.flush_events {
             app.flush_wanted.notify_one();
         }
         fresh
     };
     let m = &app.metrics;
-    let duplicates = offered - fresh.len();
-    m.accepted.fetch_add(fresh.len() as u64, Ordering::Relaxed);
+    let duplicates = offered - fresh;
+    m.accepted.fetch_add(fresh as u64, Ordering::Relaxed);
     m.rejected.fetch_add(errors.len() as u64, Ordering::Relaxed);
     m.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
     ok_json(
         StatusCode::ACCEPTED,
         json!({
-            "accepted": fresh.len(),
+            "accepted": fresh,
             "rejected": errors.len(),
             "duplicates": duplicates,
             "errors": errors,
