@@ -6,8 +6,8 @@
 //! key file holds every key of the files it replaces. A server flushing every second adds
 //! one data file and one key file per day touched per flush; compacting them in the
 //! background keeps reads and the dedup index's loading from slowing down with uptime.
-//! [`Compaction::small_bytes`] leaves large files alone, so the work per compaction does
-//! not grow with the partition.
+//! [`Compaction::small_rows`] leaves large files alone and [`Compaction::max_rows`] bounds
+//! one merge, so the work and memory of a compaction do not grow with the partition.
 
 use serde::Serialize;
 
@@ -32,6 +32,19 @@ pub struct CompactSummary {
     pub key_files_merged: u64,
 }
 
+/// The first of `files` (oldest first) whose rows add up to at most `cap` (at least one).
+fn capped<T>(files: Vec<T>, rows: impl Fn(&T) -> u64, cap: u64) -> Vec<T> {
+    let mut total = 0u64;
+    files
+        .into_iter()
+        .take_while(|f| {
+            let first = total == 0;
+            total = total.saturating_add(rows(f));
+            first || total <= cap
+        })
+        .collect()
+}
+
 /// The keys of a key file.
 fn read_keys(path: &std::path::Path) -> Result<Vec<u128>> {
     let bytes = std::fs::read(path).at(path)?;
@@ -49,8 +62,11 @@ pub struct Compaction {
     pub min_files: usize,
     /// Only these dates (none: all).
     pub only: Vec<String>,
-    /// Only data files smaller than this many bytes are merged (none: every file).
-    pub small_bytes: Option<u64>,
+    /// Only files of fewer rows (keys, for key files) than this are merged (none: all).
+    pub small_rows: Option<u64>,
+    /// At most this many rows (keys) go into one merged file; the oldest files first
+    /// (none: no limit).
+    pub max_rows: Option<u64>,
 }
 
 /// Compacts every partition holding at least `min_files` files (or only `only` dates).
@@ -60,7 +76,8 @@ pub fn compact(lake: &mut Lake, min_files: usize, only: &[String]) -> Result<Com
         &Compaction {
             min_files,
             only: only.to_vec(),
-            small_bytes: None,
+            small_rows: None,
+            max_rows: None,
         },
     )
 }
@@ -71,25 +88,35 @@ pub fn compact_with(lake: &mut Lake, how: &Compaction) -> Result<CompactSummary>
     let files: Vec<DataFile> = lake.data_files();
     let mut by_date: std::collections::BTreeMap<&str, Vec<&DataFile>> = Default::default();
     for f in &files {
-        if how.small_bytes.is_none_or(|b| f.bytes < b) {
+        if how.small_rows.is_none_or(|r| f.rows < r) {
             by_date.entry(f.date.as_str()).or_default().push(f);
         }
     }
     let seq = lake.next_seq();
+    let cap = how.max_rows.unwrap_or(u64::MAX);
     let targets: Vec<(&str, Vec<&DataFile>)> = by_date
         .into_iter()
-        .filter(|(d, fs)| {
-            fs.len() >= min_files.max(2) && (only.is_empty() || only.iter().any(|o| o == d))
-        })
+        .filter(|(d, _)| only.is_empty() || only.iter().any(|o| o == d))
+        .map(|(d, fs)| (d, capped(fs, |f| f.rows, cap)))
+        .filter(|(_, fs)| fs.len() >= min_files.max(2))
         .collect();
-    let key_targets: Vec<(i32, Vec<std::path::PathBuf>)> = lake
-        .key_files()
-        .into_iter()
-        .filter(|(d, fs)| {
-            fs.len() >= min_files.max(2)
-                && (only.is_empty() || only.iter().any(|o| *o == crate::time::day_to_string(*d)))
-        })
-        .collect();
+    let mut key_targets: Vec<(i32, Vec<std::path::PathBuf>)> = Vec::new();
+    for (d, fs) in lake.key_files() {
+        if !only.is_empty() && !only.iter().any(|o| *o == crate::time::day_to_string(d)) {
+            continue;
+        }
+        let mut sized = Vec::with_capacity(fs.len());
+        for p in fs {
+            let keys = std::fs::metadata(&p).at(&p)?.len() / 16;
+            if how.small_rows.is_none_or(|r| keys < r) {
+                sized.push((p, keys));
+            }
+        }
+        let picked = capped(sized, |f| f.1, cap);
+        if picked.len() >= min_files.max(2) {
+            key_targets.push((d, picked.into_iter().map(|f| f.0).collect()));
+        }
+    }
     let mut summary = CompactSummary {
         commit: None,
         partitions: vec![],

@@ -85,9 +85,12 @@ pub struct ServeOptions {
     pub max_lag_events: usize,
 }
 
-/// Data files at least this large are left alone by the background compaction, so its
-/// work per run does not grow with a partition's size.
-const COMPACT_SMALL_BYTES: u64 = 64 << 20;
+/// Files of at least this many rows (a flush under heavy load writes such) are left alone
+/// by the background compaction...
+const COMPACT_SMALL_ROWS: u64 = 100_000;
+/// ...and one merge takes at most this many rows, so a compaction's memory and time stay
+/// bounded (~150 MB, well under a second) whatever the partition's size.
+const COMPACT_MAX_ROWS: u64 = 500_000;
 
 /// Counters for `/prometheus` and `/admin/metrics`.
 #[derive(Default)]
@@ -195,7 +198,8 @@ impl App {
             &crate::lake::Compaction {
                 min_files: self.opts.compact_files,
                 only: Vec::new(),
-                small_bytes: Some(COMPACT_SMALL_BYTES),
+                small_rows: Some(COMPACT_SMALL_ROWS),
+                max_rows: Some(COMPACT_MAX_ROWS),
             },
         )?;
         self.metrics.since_compact.store(0, Ordering::Relaxed);
