@@ -38,17 +38,11 @@ fn lower_this_thread() {
     }
 }
 
-/// Whether polars' threads were found and lowered.
-static POLARS_LOWERED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
-/// Lowers the CPU priority of polars' worker threads (named `polars-*`), which every
-/// lake scan and rollup of a heavy request runs on, once polars has started them (checked
-/// again before each heavy request until it has).
+/// Lowers the CPU priority of polars' worker threads (its pool, `polars-N`, and its
+/// streaming engine's executor, `async-executor-N`), which every lake scan and rollup of a
+/// heavy request runs on. Polars starts them lazily, so this runs before each heavy
+/// request (a look at ~30 entries of `/proc/self/task`).
 pub fn lower_polars_threads() {
-    use std::sync::atomic::Ordering;
-    if POLARS_LOWERED.load(Ordering::Relaxed) {
-        return;
-    }
     #[cfg(target_os = "linux")]
     {
         let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
@@ -57,13 +51,11 @@ pub fn lower_polars_threads() {
         for t in tasks.flatten() {
             let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
             let tid = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok());
-            if comm.starts_with("polars")
+            if (comm.starts_with("polars") || comm.starts_with("async-executor"))
                 && let Some(pid) = tid.and_then(rustix::process::Pid::from_raw)
+                && let Err(e) = rustix::process::setpriority_process(Some(pid), NICE)
             {
-                POLARS_LOWERED.store(true, Ordering::Relaxed);
-                if let Err(e) = rustix::process::setpriority_process(Some(pid), NICE) {
-                    tracing::debug!("setpriority of thread {comm}: {e}");
-                }
+                tracing::debug!("setpriority of thread {comm}: {e}");
             }
         }
     }

@@ -334,6 +334,8 @@ fn heavy_requests_are_limited_per_tenant_and_in_all_and_track_never_waits() {
             .collect()
     };
     let (heavy, polars, tokio) = (nice("mlk-heavy"), nice("polars"), nice("tokio"));
+    let streaming = nice("async-executor");
+    assert!(streaming.iter().all(|n| *n == 10), "{streaming:?}");
     assert!(
         !heavy.is_empty() && heavy.iter().all(|n| *n == 10),
         "{heavy:?}"
