@@ -155,9 +155,9 @@ async fn heavy<T: Send + 'static>(
     f: impl FnOnce() -> std::result::Result<T, ApiError> + Send + 'static,
 ) -> std::result::Result<T, ApiError> {
     let _slot = app.heavy.enter(tenant)?;
-    crate::serve::heavy::lower_polars_threads();
     app.heavy
         .run(move || {
+            crate::serve::heavy::lower_polars_threads();
             crate::fault::pause("serve.heavy")
                 .map_err(|e| ApiError::from(crate::Error::io("serve.heavy", e)))?;
             f()
