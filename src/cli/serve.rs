@@ -48,6 +48,11 @@ pub struct ServeArgs {
     /// `LAKE/_wal/_dedup` with ~2 bytes each left in memory.
     #[arg(long, default_value_t = 64)]
     pub dedup_memory_mib: usize,
+    /// Dedup lookback in days: an event is a duplicate of one tracked or in the lake
+    /// within this many days of it. The dedup index holds ~2.5 bytes per event of the
+    /// window beyond its memory: a shorter window, a smaller index.
+    #[arg(long, default_value_t = crate::ingest::DEFAULT_LOOKBACK_DAYS)]
+    pub lookback_days: u32,
     /// Compact in the background after this many flushes, merging each day's small
     /// files and key files once it has this many (0: never).
     #[arg(long, default_value_t = 16)]
@@ -188,7 +193,7 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         flush_events: a.flush_events.max(1),
         body_limit: a.body_limit_mib.max(1) << 20,
         max_batch: 10_000,
-        lookback_days: crate::ingest::DEFAULT_LOOKBACK_DAYS,
+        lookback_days: a.lookback_days,
         dedup_memory: a.dedup_memory_mib.max(1) << 20,
         compact_files: a.compact_files,
         max_lag_events: a

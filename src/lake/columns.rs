@@ -138,18 +138,23 @@ impl EventBuf {
     pub fn from_events(events: &[UsageEvent]) -> Self {
         let mut b = EventBuf::default();
         for e in events {
-            b.push(Row {
-                id: &e.id,
-                ts: e.ts,
-                tenant: &e.tenant_id,
-                user: e.user_id.as_deref(),
-                meter: &e.meter,
-                value: e.value,
-                props: &e.properties,
-                key: 0,
-            });
+            b.push_event(e, 0);
         }
         b
+    }
+
+    /// Appends an event, with its dedup key.
+    pub fn push_event(&mut self, e: &UsageEvent, key: u128) {
+        self.push(Row {
+            id: &e.id,
+            ts: e.ts,
+            tenant: &e.tenant_id,
+            user: e.user_id.as_deref(),
+            meter: &e.meter,
+            value: e.value,
+            props: &e.properties,
+            key,
+        });
     }
 
     /// Event `i` as an owned [`UsageEvent`].

@@ -19,9 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::event::UsageEvent;
 use crate::lake::keys::{KeySet, write_key_file};
-use crate::lake::{
-    Commit, CommitKind, Counts, DataFile, EventBuf, InputRecord, Lake, Row, write_buf,
-};
+use crate::lake::{Commit, CommitKind, Counts, DataFile, EventBuf, InputRecord, Lake, write_buf};
 use crate::time::day_of;
 use crate::time::day_to_string;
 
@@ -199,17 +197,10 @@ pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
     // Columns per day, borrowed from the logged events (no copy of each event).
     let mut by_day: BTreeMap<i32, EventBuf> = BTreeMap::new();
     for l in events {
-        let e = &l.event;
-        by_day.entry(day_of(e.ts)).or_default().push(Row {
-            id: &e.id,
-            ts: e.ts,
-            tenant: &e.tenant_id,
-            user: e.user_id.as_deref(),
-            meter: &e.meter,
-            value: e.value,
-            props: &e.properties,
-            key: l.key,
-        });
+        by_day
+            .entry(day_of(l.event.ts))
+            .or_default()
+            .push_event(&l.event, l.key);
     }
     let (mut added, mut keys, mut partitions) = (Vec::new(), Vec::new(), Vec::new());
     for (day, buf) in by_day {
