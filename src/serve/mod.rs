@@ -333,6 +333,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
     let lag = lock(&app.ingress).lag() as u64;
     app.metrics.lag.store(lag, Ordering::Relaxed);
     app.ready.store(true, Ordering::SeqCst);
+    let signals = Signals::register()?;
     eprintln!("meterlake serve: listening on http://{local}");
     let flusher = {
         let a = app.clone();
@@ -371,7 +372,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
     };
     let router = routes::router(app.clone());
     axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown())
+        .with_graceful_shutdown(signals.received())
         .await
         .map_err(|e| Error::io("serve", e))?;
     flusher.abort();
@@ -384,21 +385,41 @@ async fn run(opts: ServeOptions) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The signals that stop the server, registered before it says it listens: a SIGTERM sent
+/// as soon as the address is printed then stops it gracefully (flushing the log), instead of
+/// killing it by the signal's default action.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        if let Ok(mut s) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> Result<Signals> {
+        #[cfg(unix)]
         {
-            s.recv().await;
+            use tokio::signal::unix::{SignalKind, signal};
+            let io = |e| Error::io("signal handler", e);
+            Ok(Signals {
+                term: signal(SignalKind::terminate()).map_err(io)?,
+                int: signal(SignalKind::interrupt()).map_err(io)?,
+            })
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        #[cfg(not(unix))]
+        Ok(Signals {})
+    }
+
+    /// Waits for SIGTERM or SIGINT (Ctrl-C elsewhere).
+    async fn received(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -380,3 +380,34 @@ fn track_pushes_back_when_the_log_is_too_far_ahead_of_the_lake() {
     let (st, v, _) = track("b-");
     assert_eq!((st, v["accepted"].as_u64()), (202, Some(100)), "{v}");
 }
+
+#[test]
+fn sigterm_as_soon_as_the_server_listens_flushes_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let admin = key(&lake, None);
+    for i in 0..10 {
+        let s = Server::start(&lake, &["--flush-ms", "600000"]);
+        if i % 2 == 1 {
+            let (st, _, _) = call(
+                "POST",
+                &format!("{}/api/v1/usage/track", s.base),
+                Some(&admin),
+                Some(&crate::serve::events(
+                    "acme",
+                    "api_calls",
+                    &format!("r{i}-"),
+                    5,
+                )),
+            );
+            assert_eq!(st, 202);
+        }
+        // The signal handlers are in place before the address is printed.
+        s.stop();
+    }
+    assert_eq!(
+        crate::common::read_lake(&lake).len(),
+        25,
+        "each run's events flushed on the way out"
+    );
+}
