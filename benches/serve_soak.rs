@@ -9,8 +9,10 @@
 //!    read endpoint and CLI command pays: checkpoint plus the commits after it), the commit
 //!    files in `_log/` and the live data files.
 //! 2. **`/check-quota` while heavy work runs**: p50/p99/max of sequential checks for one
-//!    tenant while one client generates HTML reports and another forecasts, in a loop, for
-//!    two other tenants (`MLK_SOAK_HEAVY_SECONDS`, default 30), against the same checks idle.
+//!    tenant while one client generates HTML reports and another forecasts, back to back,
+//!    for two other tenants (`MLK_SOAK_HEAVY_SECONDS`, default 30), against the same checks
+//!    idle. The two heavy clients are processes of their own (this binary, run with
+//!    `--heavy-client`), as clients on other machines would be.
 //!
 //! `cargo build --release && cargo bench --bench serve_soak` (MLK_BIN overrides the binary).
 //! Client and server share the machine's two cores: the figures are a floor.
@@ -152,8 +154,12 @@ fn key(bin: &str, lake: &Path, tenant: Option<&str>) -> String {
 }
 
 fn main() {
-    if std::env::args().any(|a| a == "--list") {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--list") {
         return;
+    }
+    if let Some(i) = args.iter().position(|a| a == "--heavy-client") {
+        return heavy_client(&args[i + 1..]);
     }
     let bin = std::env::var("MLK_BIN").unwrap_or_else(|_| "target/release/meterlake".into());
     let seconds = env_num("MLK_SOAK_SECONDS", 600);
@@ -296,8 +302,9 @@ fn main() {
     std::thread::sleep(Duration::from_secs(heavy_seconds.min(10)));
     idle_stop.store(true, Ordering::Relaxed);
     show("idle", &idle.join().unwrap());
-    let heavy_stop = Arc::new(AtomicBool::new(false));
-    let done = Arc::new(AtomicU64::new(0));
+    // The heavy clients are processes of their own, as other machines' clients would be:
+    // this one only checks.
+    let exe = std::env::current_exe().expect("the bench's own path");
     let heavy: Vec<_> = [
         (
             "/api/v1/usage/reports/generate",
@@ -316,47 +323,59 @@ fn main() {
     ]
     .into_iter()
     .map(|(path, body)| {
-        let (base, admin, stop, done) = (
-            base.clone(),
-            admin.clone(),
-            heavy_stop.clone(),
-            done.clone(),
-        );
-        std::thread::spawn(move || {
-            let a = agent();
-            while !stop.load(Ordering::Relaxed) {
-                let mut r = a
-                    .post(format!("{base}{path}"))
-                    .header("Authorization", &format!("Bearer {admin}"))
-                    .header("Content-Type", "application/json")
-                    .send(&body)
-                    .expect("heavy request");
-                let text = r.body_mut().read_to_string().unwrap_or_default();
-                assert!(r.status().is_success(), "{path}: {text}");
-                done.fetch_add(1, Ordering::Relaxed);
-            }
-        })
+        Command::new(&exe)
+            .args(["--heavy-client", &base, &admin, path, &body])
+            .arg(heavy_seconds.to_string())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start a heavy client")
     })
     .collect();
+    std::thread::sleep(Duration::from_millis(500));
     let check_stop = Arc::new(AtomicBool::new(false));
     let checker = {
         let (b, k, s) = (base.clone(), tenant_key.clone(), check_stop.clone());
         std::thread::spawn(move || checks(&b, &k, &s))
     };
-    std::thread::sleep(Duration::from_secs(heavy_seconds));
+    std::thread::sleep(Duration::from_secs(heavy_seconds).saturating_sub(Duration::from_secs(1)));
     check_stop.store(true, Ordering::Relaxed);
     let under = checker.join().unwrap();
-    heavy_stop.store(true, Ordering::Relaxed);
+    let mut done = 0u64;
     for h in heavy {
-        h.join().unwrap();
+        let out = h.wait_with_output().expect("heavy client");
+        assert!(out.status.success(), "a heavy client failed");
+        done += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .unwrap_or(0);
     }
     show(
-        &format!(
-            "while {} reports and forecasts ran for two other tenants",
-            done.load(Ordering::Relaxed)
-        ),
+        &format!("while {done} reports and forecasts ran for two other tenants"),
         &under,
     );
+}
+
+/// `--heavy-client BASE KEY PATH BODY SECONDS`: posts BODY to PATH back to back for
+/// SECONDS; prints how many requests it made.
+fn heavy_client(args: &[String]) {
+    let [base, key, path, body, secs] = args else {
+        panic!("--heavy-client BASE KEY PATH BODY SECONDS");
+    };
+    let until = Instant::now() + Duration::from_secs(secs.parse().expect("seconds"));
+    let a = agent();
+    let mut n = 0u64;
+    while Instant::now() < until {
+        let mut r = a
+            .post(format!("{base}{path}"))
+            .header("Authorization", &format!("Bearer {key}"))
+            .header("Content-Type", "application/json")
+            .send(body.as_str())
+            .expect("heavy request");
+        let text = r.body_mut().read_to_string().unwrap_or_default();
+        assert!(r.status().is_success(), "{path}: {text}");
+        n += 1;
+    }
+    println!("{n}");
 }
 
 /// The server process, killed however the bench ends.
