@@ -3,11 +3,15 @@
 //! `/track` validates a batch, drops duplicates (the lake's dedup index within the lookback,
 //! plus every key tracked since), appends the rest to the current log segment
 //! (`LAKE/_wal/NNNNNNNN.wal`, one JSON line per event with its dedup key) and fsyncs it
-//! before answering 202. A flush (by size or time) closes the segment, writes its events
-//! into the lake's date partitions with their key files, and commits them with the
-//! segment's checksum as the commit's input: a flush interrupted at any point is redone on
-//! the next start, and a segment already committed is recognised and skipped, so an
-//! acknowledged event is stored exactly once.
+//! before answering 202. Its keys count as seen only once the bytes are durable; a failed
+//! append is cut back to the last whole record (or the segment abandoned), so its retry is
+//! not a duplicate. A flush (by size or time) closes the segment into a queue; each closed
+//! segment is committed on its own, oldest first, with its checksum as the commit's input,
+//! so a commit that fails before, at or after its commit point is retried under the same
+//! checksum or recognised. Leftover segments are read back at the next start (torn lines,
+//! never acknowledged, skipped), deduplicated and queued: an acknowledged event is stored
+//! exactly once. The dedup index spills beyond its memory and is rebuilt to the days
+//! around today when it holds older ones ([`rebuild_keys`], [`Ingress::swap_keys`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
@@ -255,7 +259,7 @@ impl Ingress {
     /// deduplicated (a retried batch may sit in two segments if a failed append could not
     /// be cut back) and queued for commit, oldest first; a segment the lake already holds
     /// is recognised by its checksum when it is flushed. Then a new segment is started.
-    /// Call [`Ingress::flush_next`] until it returns `None` to commit the leftovers.
+    /// The server's flush ([`crate::serve::App::flush`]) commits the leftovers.
     pub fn open(lake_dir: &Path, lookback_days: u32, dedup_memory: usize) -> Result<Ingress> {
         let dir = lake_dir.join(WAL_DIR);
         fs::create_dir_all(&dir).at(&dir)?;
