@@ -2,7 +2,8 @@
 //! uptime, and what heavy requests do to quota checks.
 //!
 //! 1. **Sustained `/track`** for `MLK_SOAK_SECONDS` (default 600) from two client threads
-//!    (batches of 5,000 distinct events over ten tenants, at full speed), with the server's
+//!    (batches of 5,000 distinct events over ten tenants, at full speed; with
+//!    `MLK_SOAK_DAYS=30` the batches' timestamps go round the last 30 days), with the server's
 //!    own flushes (every second), background compactions and log checkpoints running. Every
 //!    `MLK_SOAK_EVERY` seconds (default 60) it prints the events/s of the interval, the
 //!    server's RSS (`/proc/PID/status` VmRSS), the time to open the lake (what every flush,
@@ -52,8 +53,11 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn batch(thread: usize, n: u64, size: usize) -> String {
-    let ts = (chrono::Utc::now() - chrono::Duration::seconds(30)).to_rfc3339();
+/// Batch `n` of a client thread; its events are `days_back` days before now (0: now).
+fn batch(thread: usize, n: u64, size: usize, days_back: i64) -> String {
+    let ts =
+        (chrono::Utc::now() - chrono::Duration::days(days_back) - chrono::Duration::seconds(30))
+            .to_rfc3339();
     let mut s = String::with_capacity(size * 170);
     s.push('[');
     for i in 0..size {
@@ -165,6 +169,7 @@ fn main() {
     let seconds = env_num("MLK_SOAK_SECONDS", 600);
     let every = env_num("MLK_SOAK_EVERY", 60);
     let heavy_seconds = env_num("MLK_SOAK_HEAVY_SECONDS", 30);
+    let spread = env_num("MLK_SOAK_DAYS", 1).max(1);
     let dir = tempfile::tempdir_in(".").unwrap();
     let lake = dir.path().join("lake");
     let tenant_key = key(&bin, &lake, Some(TENANTS[0]));
@@ -215,7 +220,9 @@ fn main() {
                 let url = format!("{base}/api/v1/usage/track");
                 let mut n = 0;
                 while !stop.load(Ordering::Relaxed) {
-                    let body = batch(t, n, size);
+                    // A month of traffic: batch after batch, the days of the last
+                    // MLK_SOAK_DAYS days in turn (each day's keys in the dedup window).
+                    let body = batch(t, n, size, (n % spread) as i64);
                     n += 1;
                     let (mut r, text) = loop {
                         let mut r = a
