@@ -206,22 +206,33 @@ pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
             .or_default()
             .push_event(&l.event, l.key);
     }
+    // The days' files are written (and fsynced) in parallel: a segment of late or
+    // back-filled events touches many days, and concurrent fsyncs fold into few journal
+    // commits where one after another each waits for its own.
+    use rayon::prelude::*;
+    let written: Vec<(DataFile, String, String)> = by_day
+        .into_par_iter()
+        .map(|(day, buf)| -> Result<(DataFile, String, String)> {
+            let mut ks = buf.key.clone();
+            let date = day_to_string(day);
+            let rel = Lake::data_file_path(&date, seq, 0);
+            let w = write_buf(&stage.join(&rel), &buf)?;
+            drop(buf);
+            let krel = Lake::key_file_path(&date, seq);
+            write_key_file(&stage.join(&krel), &mut ks)?;
+            let file = DataFile {
+                path: rel,
+                date: date.clone(),
+                rows: w.rows,
+                bytes: w.bytes,
+                value_sum: w.value_sum,
+            };
+            Ok((file, krel, date))
+        })
+        .collect::<Result<_>>()?;
     let (mut added, mut keys, mut partitions) = (Vec::new(), Vec::new(), Vec::new());
-    for (day, buf) in by_day {
-        let mut ks = buf.key.clone();
-        let date = day_to_string(day);
-        let rel = Lake::data_file_path(&date, seq, 0);
-        let w = write_buf(&stage.join(&rel), &buf)?;
-        drop(buf);
-        added.push(DataFile {
-            path: rel,
-            date: date.clone(),
-            rows: w.rows,
-            bytes: w.bytes,
-            value_sum: w.value_sum,
-        });
-        let krel = Lake::key_file_path(&date, seq);
-        write_key_file(&stage.join(&krel), &mut ks)?;
+    for (file, krel, date) in written {
+        added.push(file);
         keys.push(krel);
         partitions.push(date);
     }
