@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// window beyond its memory: a shorter window, a smaller index.
     #[arg(long, default_value_t = crate::ingest::DEFAULT_LOOKBACK_DAYS)]
     pub lookback_days: u32,
+    /// The dedup index drops the days traffic no longer needs (after a day change, or a
+    /// burst of long-past events) at most once per this many seconds.
+    #[arg(long, default_value_t = 600)]
+    pub dedup_rebuild_secs: u64,
     /// Compact in the background after this many flushes, merging each day's small
     /// files and key files once it has this many (0: never).
     #[arg(long, default_value_t = 16)]
@@ -195,6 +199,7 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_batch: 10_000,
         lookback_days: a.lookback_days,
         dedup_memory: a.dedup_memory_mib.max(1) << 20,
+        dedup_rebuild_interval: Duration::from_secs(a.dedup_rebuild_secs),
         compact_files: a.compact_files,
         max_lag_events: a
             .max_lag_events

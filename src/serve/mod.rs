@@ -75,6 +75,8 @@ pub struct ServeOptions {
     /// Memory for the in-memory part of the dedup index, bytes (beyond it, keys spill to
     /// disk with ~2 bytes each in memory).
     pub dedup_memory: usize,
+    /// The dedup index drops days the traffic no longer needs at most this often.
+    pub dedup_rebuild_interval: Duration,
     /// Heavy requests (scans, reports, forecasts) at once, in all.
     pub heavy_concurrency: usize,
     /// Compact in the background after this many flushes, merging a day's small files
@@ -142,6 +144,8 @@ pub struct App {
     flush_wanted: tokio::sync::Notify,
     /// Slots for heavy requests.
     heavy: heavy::Heavy,
+    /// When the dedup index was last rebuilt.
+    last_rebuild: Mutex<Option<Instant>>,
     /// Batches parsed at once: one core fewer than the machine has (at least one), so a
     /// saturating `/track` load leaves a core for `/check-quota` and the flush.
     track_slots: tokio::sync::Semaphore,
@@ -216,21 +220,27 @@ impl App {
         Ok(s.commit)
     }
 
-    /// Bounds the dedup index again to the days around today when it holds older ones
-    /// (after a day change, or events of long-past days): the lake's keys are loaded
-    /// under the flush lock only, then swapped in under the log's lock with the keys of
-    /// the events not yet committed. Returns whether it rebuilt.
+    /// Bounds the dedup index again to the days the traffic needs (see
+    /// [`wal::Ingress::days_to_keep`]), at most once per `--dedup-rebuild-secs`: the
+    /// lake's keys are loaded under the flush lock only, then swapped in under the log's
+    /// lock with the keys of the events not yet committed. Returns whether it rebuilt.
     pub fn refresh_keys(&self) -> Result<bool> {
+        let due = lock(&self.last_rebuild)
+            .is_none_or(|t| t.elapsed() >= self.opts.dedup_rebuild_interval);
+        if !due {
+            return Ok(false);
+        }
         let today = crate::time::day_of(crate::time::now());
         let _f = lock(&self.flush_lock);
-        let plan = {
-            let ing = lock(&self.ingress);
-            if !ing.keys_stale(today) {
+        let (plan, days) = {
+            let mut ing = lock(&self.ingress);
+            let Some(days) = ing.days_to_keep(today) else {
                 return Ok(false);
-            }
-            ing.rebuild_plan()
+            };
+            (ing.rebuild_plan(), days)
         };
-        let rebuilt = wal::rebuild_keys(&self.opts.lake, plan, today)?;
+        *lock(&self.last_rebuild) = Some(Instant::now());
+        let rebuilt = wal::rebuild_keys(&self.opts.lake, plan, days)?;
         lock(&self.ingress).swap_keys(rebuilt)?;
         Ok(true)
     }
@@ -297,6 +307,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
         ready: AtomicBool::new(false),
         flush_wanted: tokio::sync::Notify::new(),
         heavy,
+        last_rebuild: Mutex::new(None),
         track_slots: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
         ),

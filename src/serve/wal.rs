@@ -101,6 +101,9 @@ pub struct Ingress {
     lookback: i32,
     /// Memory for the in-memory part of `keys`; beyond it they spill under `_wal/_dedup`.
     memory: usize,
+    /// Days of the events appended since the dedup index was last checked for days it no
+    /// longer needs ([`Ingress::days_to_keep`]).
+    active_days: HashSet<i32>,
     /// Rebuilds of `keys` so far (each spills into its own directory).
     rebuilds: u64,
     /// Held for the server's lifetime: another server, or `forget`, cannot touch the log.
@@ -308,6 +311,7 @@ impl Ingress {
             loaded: HashSet::new(),
             lookback: lookback_days.min(20_000) as i32,
             memory: dedup_memory,
+            active_days: HashSet::new(),
             rebuilds: 0,
             _lock: lock,
         };
@@ -376,6 +380,7 @@ impl Ingress {
         for (e, key) in batch {
             let day = day_of(e.ts);
             self.load_days(day)?;
+            self.active_days.insert(day);
             let twin = in_batch
                 .get(&key)
                 .is_some_and(|ds| ds.iter().any(|d| (d - day).abs() <= self.lookback));
@@ -463,12 +468,28 @@ impl Ingress {
         }
     }
 
-    /// Whether the dedup index holds days it no longer needs: keys of days before the
-    /// lookback of `today` (kept since events of those days arrived, or since the
-    /// server started on an earlier day). Then [`rebuild_keys`] and [`Ingress::swap_keys`]
-    /// bound it again to the days around today.
-    pub fn keys_stale(&self, today: i32) -> bool {
-        self.loaded.iter().any(|d| *d < today - self.lookback - 1)
+    /// The days the dedup index must hold now: within the lookback of today and of every
+    /// day events were tracked for since the last call (which starts a new interval), if
+    /// it holds any other day; `None` when it holds only needed days. A rebuild
+    /// ([`rebuild_keys`], [`Ingress::swap_keys`]) then drops the others: the keys of a
+    /// day change, or of a burst of long-past events, go again once traffic moves on,
+    /// while traffic that keeps touching the last month keeps its month.
+    pub fn days_to_keep(&mut self, today: i32) -> Option<Vec<i32>> {
+        let mut active: Vec<i32> = self.active_days.drain().collect();
+        active.push(today);
+        let l = self.lookback;
+        let needed = |d: i32| active.iter().any(|a| d >= a - l && d <= a + 1 + l);
+        if self.loaded.iter().all(|d| needed(*d)) {
+            return None;
+        }
+        let mut keep: Vec<i32> = active
+            .iter()
+            .flat_map(|a| a - l..=a + 1 + l)
+            .collect::<HashSet<i32>>()
+            .into_iter()
+            .collect();
+        keep.sort_unstable();
+        Some(keep)
     }
 
     /// Phase two of a rebuild of the dedup index (phase one, [`rebuild_keys`], ran under
@@ -522,17 +543,15 @@ pub struct Rebuilt {
 }
 
 /// Phase one of a rebuild of the dedup index, without the log's lock (the caller holds
-/// the flush lock, so the lake's key files do not change): the lake's keys of the days
-/// within the lookback of `today` (and the day after), spilling under `dir` beyond
-/// `memory` bytes.
+/// the flush lock, so the lake's key files do not change): the lake's keys of `days`,
+/// spilling under `dir` beyond `memory` bytes.
 pub fn rebuild_keys(
     lake_dir: &Path,
-    (dir, memory, lookback): (PathBuf, usize, i32),
-    today: i32,
+    (dir, memory, _lookback): (PathBuf, usize, i32),
+    days: Vec<i32>,
 ) -> Result<Rebuilt> {
     let lake = Lake::open(lake_dir)?;
     let files = lake.key_files();
-    let days: Vec<i32> = (today - lookback..=today + 1 + lookback).collect();
     let mut keys = KeySet::spilling(dir, memory);
     let wanted: Vec<(PathBuf, i32)> = days
         .iter()
@@ -557,4 +576,48 @@ fn open_segment(path: &Path) -> Result<fs::File> {
         .append(true)
         .open(path)
         .at(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(id: &str, day: i32) -> (UsageEvent, u128) {
+        let e = UsageEvent {
+            id: id.into(),
+            ts: i64::from(day) * crate::time::MICROS_PER_DAY + 3_600_000_000,
+            tenant_id: "acme".into(),
+            user_id: None,
+            meter: "api_calls".into(),
+            value: 1.0,
+            properties: "{}".into(),
+        };
+        (e, xxhash_rust::xxh3::xxh3_128(id.as_bytes()))
+    }
+
+    #[test]
+    fn the_index_keeps_the_days_its_traffic_needs_and_drops_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ing = Ingress::open(&dir.path().join("lake"), 35, 1 << 20).unwrap();
+        let today = 20_000;
+        // Traffic over the last month: every day it touched stays needed.
+        let month: Vec<_> = (0..30)
+            .map(|i| event(&format!("m{i}"), today - i))
+            .collect();
+        assert_eq!(ing.append(month).unwrap(), 30);
+        assert_eq!(ing.days_to_keep(today), None);
+        // The next interval has only today's traffic: the older neighbourhoods go, and
+        // what is kept is today's lookback window.
+        assert_eq!(ing.append(vec![event("t", today)]).unwrap(), 1);
+        let keep = ing.days_to_keep(today).expect("days to drop");
+        assert_eq!(keep, (today - 35..=today + 36).collect::<Vec<_>>());
+        // A long-past event: needed in its interval, dropped in the next.
+        assert_eq!(ing.append(vec![event("old", 11_000)]).unwrap(), 1);
+        let with_old = ing.days_to_keep(today).expect("the month's days go");
+        assert!(
+            with_old.contains(&11_000) && with_old.contains(&today),
+            "{with_old:?}"
+        );
+        assert!(!with_old.contains(&(today - 40)), "{with_old:?}");
+    }
 }
