@@ -3,7 +3,7 @@
 //!
 //! A server commits once a second; without checkpoints a lake would hold ~86k log files a
 //! day, and every open (each flush, each read endpoint, each CLI command) would parse them
-//! all. Every [`every`] commits (1,000; `MLK_CHECKPOINT_EVERY` in tests), the writer that
+//! all. Every [`every`] commits (200; `MLK_CHECKPOINT_EVERY` in tests), the writer that
 //! made the commit writes `_log/SSSSSSSS.checkpoint.json` (temp file, fsync, rename, fsync
 //! of the directory, as a commit), then moves the commit files it covers to
 //! `_log/_history/`, where only a full history ([`history`]: the compliance report) reads
@@ -32,14 +32,14 @@ pub(crate) const HISTORY_DIR: &str = "_history";
 /// WAL inputs of this many latest commits are kept by a checkpoint.
 pub(crate) const KEEP_WAL_INPUTS: u64 = 10_000;
 
-/// Commits between checkpoints: 1,000, or `MLK_CHECKPOINT_EVERY` (0: never).
+/// Commits between checkpoints: 200, or `MLK_CHECKPOINT_EVERY` (0: never).
 pub(crate) fn every() -> u64 {
     static EVERY: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *EVERY.get_or_init(|| {
         std::env::var("MLK_CHECKPOINT_EVERY")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(1_000)
+            .unwrap_or(200)
     })
 }
 

@@ -6,7 +6,7 @@
 //!   quarantine/SSSSSSSS.ndjson                          rejected records, verbatim, with reasons
 //!   _index/date=YYYY-MM-DD/SSSSSSSS.keys                dedup keys of the events a commit added
 //!   _log/SSSSSSSS.json                                  one file per commit (the commit point)
-//!   _log/SSSSSSSS.checkpoint.json                       the state up to a commit (every 1,000)
+//!   _log/SSSSSSSS.checkpoint.json                       the state up to a commit (every 200)
 //!   _log/_history/SSSSSSSS.json                         commit files a checkpoint covers
 //!   _staging/SSSSSSSS/...                               files of a commit being written
 //!   _staging/SSSSSSSS/_dedup/run-NNNNNN.keys            an ingest's spilled dedup keys (never published)
