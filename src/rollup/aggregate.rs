@@ -62,7 +62,7 @@ impl FromStr for Dim {
             _ => Err(Error::InvalidParameter {
                 name: "--by",
                 reason: format!(
-                    "`{s}`: expected `user` or `property:KEY` with KEY of letters, digits, `_` or `-`"
+                    "`{s}`: expected `user` or `property:KEY` with KEY of letters, digits, `_`, `-` or `.` (nested data: `usage.model`)"
                 ),
             }),
         }
@@ -79,7 +79,10 @@ fn is_plain_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 64
         && k.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+        && !k.starts_with('.')
+        && !k.ends_with('.')
+        && !k.contains("..")
 }
 
 /// A property of the event's `properties` JSON, as text (numbers and booleans as written).

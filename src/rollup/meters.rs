@@ -17,7 +17,7 @@
 //! `response_time_ms` as p95 latency). An event whose meter no definition reads is rolled
 //! up with `sum` (see [`Meters::unconfigured`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -158,6 +158,66 @@ pub struct Meter {
     /// Unit of the numbers a `duration` meter reads (default seconds).
     #[serde(default)]
     pub duration_unit: DurationUnit,
+    /// OpenMeter's `valueProperty`: a JSONPath into a CloudEvent's `data` (`$.tokens`,
+    /// `$.usage.tokens`, `$['a b']`). It sets `property` to the path's keys joined by dots,
+    /// the key nested `data` is flattened to at ingest (`$.value` reads `value` itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_property: Option<String>,
+    /// OpenMeter's `groupBy`: group names → JSONPaths into `data`; the meter query API
+    /// (`GET /api/v1/meters/{slug}/query?groupBy=NAME`) breaks usage down by them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub group_by: BTreeMap<String, String>,
+}
+
+/// The property key a JSONPath into an event's data names: `$.a.b` and `$['a']['b']` are
+/// `a.b` (nested data is flattened to dotted keys at ingest). Array indices, wildcards and
+/// recursive descent are refused: a meter reads one value of each event.
+pub fn json_path_key(path: &str) -> std::result::Result<String, String> {
+    let rest = path
+        .trim()
+        .strip_prefix('$')
+        .ok_or_else(|| format!("`{path}` is not a JSONPath (it starts with `$`)"))?;
+    let mut keys: Vec<String> = Vec::new();
+    let mut rest = rest;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix("..") {
+            let _ = r;
+            return Err(format!(
+                "`{path}`: recursive descent (`..`) is not supported"
+            ));
+        } else if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            keys.push(r[..end].to_string());
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let q = r.chars().next().filter(|c| *c == '\'' || *c == '"').ok_or_else(|| {
+                format!("`{path}`: only quoted keys (['key']) are supported in brackets, not array indices or wildcards")
+            })?;
+            let close = format!("{q}]");
+            let end = r[1..]
+                .find(&close)
+                .ok_or_else(|| format!("`{path}`: unclosed `[{q}`"))?;
+            keys.push(r[1..1 + end].to_string());
+            rest = &r[1 + end + 2..];
+        } else {
+            return Err(format!(
+                "`{path}`: expected `.key` or `['key']` at `{rest}`"
+            ));
+        }
+    }
+    if keys.is_empty() {
+        return Err(format!("`{path}` names no key (`$.key`)"));
+    }
+    if let Some(k) = keys.iter().find(|k| k.is_empty() || *k == "*") {
+        return Err(format!("`{path}`: key `{k}` is empty or a wildcard"));
+    }
+    let key = keys.join(".");
+    if key.contains(['"', '\\', '\'', '[', ']']) {
+        return Err(format!(
+            "`{path}`: keys may not hold quotes, backslashes or brackets"
+        ));
+    }
+    Ok(key)
 }
 
 impl Meter {
@@ -171,6 +231,8 @@ impl Meter {
             event: None,
             property: None,
             duration_unit: DurationUnit::S,
+            value_property: None,
+            group_by: BTreeMap::new(),
         }
     }
 
@@ -212,13 +274,36 @@ pub const DEFAULT_METERS_TOML: &str = include_str!("../../data/meters.toml");
 
 impl Meters {
     /// Validated meters. Names must be unique, non-empty and safe as column values.
-    pub fn new(meters: Vec<Meter>) -> Result<Meters> {
+    pub fn new(mut meters: Vec<Meter>) -> Result<Meters> {
         let mut seen = BTreeSet::new();
-        for m in &meters {
+        for m in meters.iter_mut() {
             let bad = |reason: String| Error::InvalidParameter {
                 name: "meter",
                 reason,
             };
+            if let Some(path) = &m.value_property {
+                if m.property.is_some() {
+                    return Err(bad(format!(
+                        "meter `{}`: give `property` or `value_property`, not both",
+                        m.name
+                    )));
+                }
+                let key = json_path_key(path)
+                    .map_err(|e| bad(format!("meter `{}`: value_property {e}", m.name)))?;
+                // `data.value` is the event's value itself, not a property.
+                m.property = (key != "value").then_some(key);
+            }
+            for (name, path) in &m.group_by {
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    return Err(bad(format!(
+                        "meter `{}`: group_by name `{name}` must be letters, digits and _",
+                        m.name
+                    )));
+                }
+                json_path_key(path)
+                    .map_err(|e| bad(format!("meter `{}`: group_by.{name} {e}", m.name)))?;
+            }
             if m.name.trim().is_empty() {
                 return Err(bad("a meter has an empty name".into()));
             }
@@ -229,10 +314,10 @@ impl Meters {
                 return Err(bad(format!("meter `{}` has an empty event", m.name)));
             }
             if let Some(p) = &m.property
-                && (p.is_empty() || p.contains(['"', '\\', '.', '[', ']']))
+                && (p.is_empty() || p.contains(['"', '\\', '\'', '[', ']']))
             {
                 return Err(bad(format!(
-                    "meter `{}`: property `{p}` must be a plain key (no quotes, dots or brackets)",
+                    "meter `{}`: property `{p}` must be a plain key (no quotes or brackets)",
                     m.name
                 )));
             }
@@ -337,8 +422,24 @@ mod tests {
                 "defined twice",
             ),
             (
-                "[[meter]]\nname = \"a\"\naggregation = \"p95\"\nproperty = \"x.y\"\n",
+                "[[meter]]\nname = \"a\"\naggregation = \"p95\"\nproperty = \"x[0]\"\n",
                 "plain key",
+            ),
+            (
+                "[[meter]]\nname = \"a\"\naggregation = \"sum\"\nvalue_property = \"$.items[0]\"\n",
+                "array indices",
+            ),
+            (
+                "[[meter]]\nname = \"a\"\naggregation = \"sum\"\nvalue_property = \"tokens\"\n",
+                "starts with `$`",
+            ),
+            (
+                "[[meter]]\nname = \"a\"\naggregation = \"sum\"\nproperty = \"t\"\nvalue_property = \"$.t\"\n",
+                "not both",
+            ),
+            (
+                "[[meter]]\nname = \"a\"\naggregation = \"sum\"\ngroup_by = { \"m-x\" = \"$.m\" }\n",
+                "group_by name",
             ),
             (
                 "[[meter]]\nname = \"a\"\naggregation = \"sum\"\ncolour = 1\n",
@@ -353,6 +454,32 @@ mod tests {
                 "{text:?}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn json_paths_name_flattened_keys() {
+        for (path, key) in [
+            ("$.tokens", "tokens"),
+            ("$.usage.tokens", "usage.tokens"),
+            ("$['usage']['input tokens']", "usage.input tokens"),
+            ("$[\"a\"].b", "a.b"),
+            (" $.x ", "x"),
+        ] {
+            assert_eq!(json_path_key(path).as_deref(), Ok(key), "{path}");
+        }
+        for path in ["$", "$..a", "$.a[*]", "$.a[0]", "$.", "$['a", "a.b"] {
+            assert!(json_path_key(path).is_err(), "{path}");
+        }
+        let m = Meters::from_toml(
+            "[[meter]]\nname = \"tokens\"\nevent = \"prompt\"\naggregation = \"sum\"\nvalue_property = \"$.usage.tokens\"\ngroup_by = { model = \"$.model\" }\n[[meter]]\nname = \"v\"\naggregation = \"sum\"\nvalue_property = \"$.value\"\n",
+            Path::new("m.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            m.get("tokens").unwrap().property.as_deref(),
+            Some("usage.tokens")
+        );
+        assert_eq!(m.get("v").unwrap().property, None);
     }
 
     #[test]

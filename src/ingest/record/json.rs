@@ -72,6 +72,22 @@ pub(crate) fn parse_json(raw: &[u8], limits: &Limits) -> Result<Accepted, Reject
     json_draft(raw)?.finish(raw.len(), limits)
 }
 
+/// A CloudEvent as OpenMeter's API takes it: like [`parse_json`], except that `time` is
+/// optional and defaults to `received` (µs), the instant the server got the event.
+pub(crate) fn parse_cloudevent_json(
+    raw: &[u8],
+    limits: &Limits,
+    received: i64,
+) -> Result<Accepted, Rejection> {
+    let mut d = json_draft(raw)?;
+    // `time` is noted as missing only when nothing else is wrong (see cloudevent_draft).
+    if d.ts.is_none() && d.problem.as_ref().is_some_and(|p| p.field == "time") {
+        d.problem = None;
+        d.ts = Some(TsIn::Micros(received));
+    }
+    d.finish(raw.len(), limits)
+}
+
 /// The draft of a JSON record: the fast scanner's when it takes the record, else serde's.
 /// An oversized record gets an empty draft, which `finish` rejects on its size.
 pub(crate) fn json_draft(raw: &[u8]) -> Result<Draft<'_>, Rejection> {
@@ -153,8 +169,10 @@ fn plain_draft(members: Members<'_>) -> Draft<'_> {
 }
 
 /// CloudEvents 1.0 as OpenMeter ingests them: `type` → meter, `subject` → tenant,
-/// `time` → ts, `data.value` → value, `data.user_id` → user, the rest of `data` and any
-/// extension attributes → properties; dedup on (`source`, `id`).
+/// `time` → ts, `data.value` → value, `data.user_id` → user, the rest of `data` (nested
+/// objects flattened to dotted keys, see [`flat_prop`]) and any extension attributes →
+/// properties; dedup on (`source`, `id`). `datacontenttype`, when given, must be
+/// `application/json`.
 fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
     let mut d = Draft::default();
     let mut data = None;
@@ -177,7 +195,20 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
                     ));
                 }
             }
-            "datacontenttype" | "dataschema" => {}
+            "datacontenttype" => {
+                let t = json_string(&mut d, "datacontenttype", v);
+                // `data` is always read as JSON (as OpenMeter does): another declared type
+                // would be misread, so it is refused.
+                if let Some(t) = t
+                    && !t.eq_ignore_ascii_case("application/json")
+                {
+                    d.note(Rejection::new(
+                        "datacontenttype",
+                        format!("`{}` is not application/json", short(&t)),
+                    ));
+                }
+            }
+            "dataschema" => {}
             _ => json_prop(&mut d, None, k.clone(), v),
         }
     }
@@ -194,10 +225,11 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
         match serde_json::from_str::<Members>(data.get()) {
             Ok(m) => {
                 for (k, v) in m.0 {
+                    let nested = v.get().starts_with('{');
                     match k.as_ref() {
-                        "value" => d.value = json_value(v),
-                        "user_id" => d.user_id = json_id(&mut d, "data.user_id", v),
-                        _ => json_prop(&mut d, None, k.clone(), v),
+                        "value" if !nested => d.value = json_value(v),
+                        "user_id" if !nested => d.user_id = json_id(&mut d, "data.user_id", v),
+                        _ => flat_prop(&mut d, k, v),
                     }
                 }
             }
@@ -219,6 +251,34 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
         }
     }
     d
+}
+
+/// A member of CloudEvents `data`, flattened: a nested object's members become dotted
+/// keys (`{"usage": {"tokens": 5}}` → `usage.tokens = 5`), as a meter's JSONPath
+/// (`value_property = "$.usage.tokens"`) names them; an array is kept as its JSON text.
+/// So no event is refused for its nesting, and every leaf stays queryable.
+fn flat_prop<'a>(d: &mut Draft<'a>, key: Cow<'a, str>, v: &'a RawValue) {
+    match v.get().as_bytes().first() {
+        Some(b'{') => match serde_json::from_str::<Members<'a>>(v.get()) {
+            Ok(m) => {
+                for (k, inner) in m.0 {
+                    flat_prop(d, Cow::Owned(format!("{key}.{k}")), inner);
+                }
+            }
+            Err(e) => d.note(Rejection::new(
+                format!("data.{key}"),
+                format!("bad object: {e}"),
+            )),
+        },
+        Some(b'[') => {
+            if key.is_empty() {
+                d.note(Rejection::new("data", "empty property name"));
+            } else {
+                d.set_prop(key, Prop::Str(Cow::Borrowed(v.get())));
+            }
+        }
+        _ => json_prop(d, Some("data"), key, v),
+    }
 }
 
 /// The text of a JSON string without escapes, borrowed straight from the raw value.

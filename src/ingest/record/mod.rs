@@ -37,7 +37,7 @@ pub use validate::{
 };
 
 pub(crate) use draft::{Draft, Prop, TsIn};
-pub(crate) use json::{json_draft_into, parse_json, props_from_json_text};
+pub(crate) use json::{json_draft_into, parse_cloudevent_json, parse_json, props_from_json_text};
 pub(crate) use validate::parse_number;
 
 #[cfg(test)]
@@ -162,6 +162,39 @@ mod tests {
                 .field,
             "subject"
         );
+    }
+
+    #[test]
+    fn openmeter_events_flatten_nested_data_and_default_their_time() {
+        let ce = r#"{"specversion":"1.0","id":"1","source":"s","type":"prompt","subject":"t1","datacontenttype":"application/json","data":{"usage":{"tokens":7,"cache":{"hit":true}},"model":"m1","tags":["a","b"],"value":{"x":1}}}"#;
+        let at = 1_790_000_000_000_000;
+        let limits = Limits::relative_to(at);
+        let a = json::parse_cloudevent_json(ce.as_bytes(), &limits, at).unwrap();
+        assert_eq!(a.event.ts, at, "no `time`: the instant it was received");
+        assert_eq!(
+            a.event.value, 1.0,
+            "`value` nested is a property, not the value"
+        );
+        let props: serde_json::Value = serde_json::from_str(&a.event.properties).unwrap();
+        assert_eq!(
+            props,
+            serde_json::json!({"usage.tokens": 7, "usage.cache.hit": true, "model": "m1",
+                "tags": "[\"a\",\"b\"]", "value.x": 1})
+        );
+        // The batch path still wants a time, and names it.
+        assert_eq!(parse(ce).unwrap_err().field, "time");
+        for (bad, field) in [
+            (ce.replace("application/json", "text/plain"), "datacontenttype"),
+            (ce.replace(r#""specversion":"1.0""#, r#""specversion":"0.3""#), "specversion"),
+            (ce.replace(r#""subject":"t1","#, ""), "subject"),
+            (
+                r#"{"specversion":"1.0","id":"1","source":"s","type":"p","subject":"t1","data":"text"}"#.to_string(),
+                "data",
+            ),
+        ] {
+            let e = json::parse_cloudevent_json(bad.as_bytes(), &limits, at).unwrap_err();
+            assert_eq!(e.field, field, "{bad}: {e}");
+        }
     }
 
     #[test]
