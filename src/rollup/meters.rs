@@ -282,16 +282,18 @@ impl Meters {
                 reason,
             };
             if let Some(path) = &m.value_property {
-                if m.property.is_some() {
+                let key = json_path_key(path)
+                    .map_err(|e| bad(format!("meter `{}`: value_property {e}", m.name)))?;
+                // `data.value` is the event's value itself, not a property.
+                let key = (key != "value").then_some(key);
+                // (A meter validated before carries the key it derived.)
+                if m.property.is_some() && m.property != key {
                     return Err(bad(format!(
                         "meter `{}`: give `property` or `value_property`, not both",
                         m.name
                     )));
                 }
-                let key = json_path_key(path)
-                    .map_err(|e| bad(format!("meter `{}`: value_property {e}", m.name)))?;
-                // `data.value` is the event's value itself, not a property.
-                m.property = (key != "value").then_some(key);
+                m.property = key;
             }
             for (name, path) in &m.group_by {
                 if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')

@@ -34,6 +34,8 @@
 //!   store.rs      the folder layout, atomic partition writes, `_state.json`, `scan_rollup`
 //!   aggregate.rs  one aggregation per meter as a polars expression, breakdown dimensions
 //!   meters.rs     meter definitions (`meters.toml`) and their aggregations
+//!   query.rs      one meter queried from events (OpenMeter's meter query): any window
+//!                 down to minutes, by subject and group, with the rollups' aggregations
 //!   window.rs     granularities, time zones, window starts and calendars
 //! ```
 //!
@@ -52,6 +54,7 @@ mod complete;
 mod compute;
 mod meters;
 mod plan;
+pub mod query;
 mod store;
 mod window;
 
@@ -61,6 +64,7 @@ pub use aggregate::{
 pub use compute::BATCH_EVENTS;
 pub use meters::{
     Aggregation, DEFAULT_METERS_FILE, DEFAULT_METERS_TOML, DurationUnit, Meter, Meters,
+    json_path_key,
 };
 pub use store::{ROLLUPS_DIR, scan_rollup};
 pub use window::{Calendar, Granularity, Zone, truncate_all, utc_datetime, window_start_expr};

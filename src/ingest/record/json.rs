@@ -79,7 +79,20 @@ pub(crate) fn parse_cloudevent_json(
     limits: &Limits,
     received: i64,
 ) -> Result<Accepted, Rejection> {
-    let mut d = json_draft(raw)?;
+    if raw.len() > MAX_RECORD_BYTES {
+        return Draft::default().finish(raw.len(), limits);
+    }
+    let text = std::str::from_utf8(raw)
+        .map_err(|e| Rejection::new("record", format!("invalid JSON: not UTF-8 ({e})")))?;
+    let members: Members = serde_json::from_str(text)
+        .map_err(|e| Rejection::new("record", format!("invalid JSON: {e}")))?;
+    if !members.0.iter().any(|(k, _)| k == "specversion") {
+        return Err(Rejection::new(
+            "specversion",
+            "missing (required by CloudEvents)",
+        ));
+    }
+    let mut d = cloudevent_draft(members);
     // `time` is noted as missing only when nothing else is wrong (see cloudevent_draft).
     if d.ts.is_none() && d.problem.as_ref().is_some_and(|p| p.field == "time") {
         d.problem = None;

@@ -10,6 +10,7 @@
 //! | `alerts.rs` | `GET /alerts`, `PATCH /alerts/{id}/acknowledge` |
 //! | `reports.rs` | `POST /reports/generate`, `GET /reports` |
 //! | `admin.rs` | `GET /admin/metrics`, `POST /admin/flush`, `POST /admin/quotas/reset`; `GET /prometheus` (at the root) |
+//! | `openmeter.rs` | OpenMeter's API, at the root: `POST /api/v1/events`, `GET /api/v1/meters`, `/api/v1/meters/{id}`, `/api/v1/meters/{id}/query` (errors as problem+json) |
 //!
 //! Here, at the root: `GET /healthz` (the process answers), `GET /readyz` (200 `ready` once
 //! the log is recovered and the counters measured, 503 `recovering` before), and
@@ -25,6 +26,7 @@
 mod admin;
 mod alerts;
 mod analytics;
+mod openmeter;
 mod quota;
 mod reports;
 mod track;
@@ -69,11 +71,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/admin/flush", post(admin::admin_flush));
     Router::new()
         .nest("/api/v1/usage", api)
+        .route("/api/v1/events", post(openmeter::ingest))
+        .route("/api/v1/meters", get(openmeter::list_meters))
+        .route("/api/v1/meters/{id}", get(openmeter::get_meter))
+        .route(
+            "/api/v1/meters/{id}/query",
+            get(openmeter::query_get).post(openmeter::query_post),
+        )
         .route("/api/v1/openapi.json", get(openapi))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/prometheus", get(admin::prometheus))
         .layer(middleware::from_fn_with_state(app.clone(), latency))
+        .layer(middleware::from_fn(openmeter::problem_json))
         .layer(DefaultBodyLimit::max(app.opts.body_limit))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             |_: Box<dyn std::any::Any + Send>| {

@@ -28,7 +28,7 @@ use serde_json::json;
 use super::{blocking, now, ok_json};
 use crate::billing::quota::Status;
 use crate::event::UsageEvent;
-use crate::ingest::record::{Limits, parse_json};
+use crate::ingest::record::{Limits, parse_cloudevent_json, parse_json};
 use crate::serve::auth::Principal;
 use crate::serve::error::{ApiError, ApiResult};
 use crate::serve::scope::{Caller, WithBody};
@@ -51,7 +51,7 @@ pub(super) async fn track(
 }
 
 /// Splits a body into raw records: a JSON array, one JSON object, or NDJSON.
-fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
+pub(super) fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
     let ctype = h
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -87,6 +87,51 @@ fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiE
 
 /// The whole request once the caller is known: check, log, count, answer.
 fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiResult {
+    let raws = records(h, body)?;
+    let o = take(app, p, &raws, Intake::Each)?;
+    ok_json(
+        StatusCode::ACCEPTED,
+        json!({
+            "accepted": o.fresh,
+            "rejected": o.errors.len(),
+            "duplicates": o.duplicates,
+            "errors": o.errors,
+        }),
+    )
+}
+
+/// How a request's records are taken.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Intake {
+    /// `/track`: each record on its own; bad ones are reported by index, the good ones
+    /// accepted.
+    Each,
+    /// OpenMeter's `POST /api/v1/events`: CloudEvents only, `time` defaulting to the
+    /// receipt, all or nothing: one bad event refuses the request (400 naming its field)
+    /// and nothing is stored.
+    AllCloudEvents,
+}
+
+/// What [`take`] did with a request's records.
+pub(super) struct Outcome {
+    /// Events newly logged.
+    pub fresh: usize,
+    /// Events already logged or in the lake (dropped).
+    pub duplicates: usize,
+    /// The refused records (`Intake::Each` only): `{index, field, reason}`.
+    pub errors: Vec<serde_json::Value>,
+}
+
+/// Checks a request's raw records and logs the good ones durably: the one way events
+/// enter the server, whichever route they come by, so every guarantee (the log's fsync
+/// before the answer, dedup, the lag bound, rate limits, tenant isolation, hard caps)
+/// holds on each.
+pub(super) fn take(
+    app: &App,
+    p: &Principal,
+    raws: &[Vec<u8>],
+    intake: Intake,
+) -> std::result::Result<Outcome, ApiError> {
     let lag = app.metrics.lag.load(Ordering::Relaxed);
     if lag >= app.opts.max_lag_events as u64 {
         return Err(ApiError::new(
@@ -96,7 +141,6 @@ fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiRe
         )
         .retry_after(1));
     }
-    let raws = records(h, body)?;
     if raws.len() > app.opts.max_batch {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -111,12 +155,28 @@ fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiRe
     if let Principal::Tenant(t) = p {
         within_rate(app, t, raws.len())?;
     }
-    let limits = Limits::relative_to(now());
+    let received = now();
+    let limits = Limits::relative_to(received);
     let mut good = Vec::with_capacity(raws.len());
     let mut errors = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
-        match parse_json(raw, &limits) {
+        let parsed = match intake {
+            Intake::Each => parse_json(raw, &limits),
+            Intake::AllCloudEvents => parse_cloudevent_json(raw, &limits, received),
+        };
+        match parsed {
             Ok(a) => good.push((a.event, a.key)),
+            Err(r) if intake == Intake::AllCloudEvents => {
+                let which = if raws.len() > 1 {
+                    format!("event {i}: ")
+                } else {
+                    String::new()
+                };
+                return Err(ApiError::bad(
+                    &r.field,
+                    format!("{which}{}: {}; nothing was stored", r.field, r.reason),
+                ));
+            }
             Err(r) => errors.push(json!({ "index": i, "field": r.field, "reason": r.reason })),
         }
     }
@@ -124,9 +184,13 @@ fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiRe
     if let Principal::Tenant(t) = p
         && let Some((e, _)) = good.iter().find(|(e, _)| &e.tenant_id != t)
     {
+        let field = match intake {
+            Intake::Each => "tenant_id",
+            Intake::AllCloudEvents => "subject",
+        };
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            Some("tenant_id"),
+            Some(field),
             format!(
                 "event for tenant {} sent with a key of tenant {t}",
                 e.tenant_id
@@ -160,15 +224,11 @@ fn track_blocking(app: &App, p: &Principal, h: &HeaderMap, body: &[u8]) -> ApiRe
     m.accepted.fetch_add(fresh as u64, Ordering::Relaxed);
     m.rejected.fetch_add(errors.len() as u64, Ordering::Relaxed);
     m.duplicates.fetch_add(duplicates as u64, Ordering::Relaxed);
-    ok_json(
-        StatusCode::ACCEPTED,
-        json!({
-            "accepted": fresh,
-            "rejected": errors.len(),
-            "duplicates": duplicates,
-            "errors": errors,
-        }),
-    )
+    Ok(Outcome {
+        fresh,
+        duplicates,
+        errors,
+    })
 }
 
 /// Takes `n` events from tenant `t`'s bucket, or 429 `rate` with the wait.
