@@ -15,6 +15,7 @@ mod generate;
 mod ingest;
 mod insights;
 mod layers;
+mod openmeter;
 mod props;
 mod report;
 mod retention;
