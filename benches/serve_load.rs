@@ -4,7 +4,11 @@
 //! 1. sustained events/s through batched `POST /track` (batches of 10,000 events, several
 //!    client threads, the log fsynced on every request and flushed to the lake as it runs);
 //! 2. `GET /check-quota` latency (p50, p99, max) from one keep-alive client, idle and while
-//!    the tracking load runs.
+//!    the tracking load runs;
+//! 3. side by side in one run, alternating for `MLK_ROUTE_ROUNDS` rounds (default 3): the
+//!    same CloudEvents batches through OpenMeter's `POST /api/v1/events` and through
+//!    `POST /track`, and plain events through `/track` (`MLK_ROUTE_EVENTS` events each,
+//!    default 1,000,000); medians and the ratios.
 //!
 //! `cargo build --release && cargo bench --bench serve_load` (MLK_BIN overrides the binary;
 //! MLK_LOAD_EVENTS the events tracked, default 2,000,000; MLK_LOAD_CHECKS the checks,
@@ -45,6 +49,114 @@ fn batch(thread: usize, n: usize, size: usize, ts: &str) -> String {
     }
     s.push(']');
     s
+}
+
+/// A batch of `size` CloudEvents as OpenMeter's SDKs send them (the same usage as [`batch`]).
+fn ce_batch(tag: &str, thread: usize, n: usize, size: usize, ts: &str) -> String {
+    let mut s = String::with_capacity(size * 220);
+    s.push('[');
+    for i in 0..size {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&format!(
+            r#"{{"specversion":"1.0","id":"{tag}-t{thread}-b{n}-{i}","source":"bench","type":"api_calls","subject":"acme-001","time":"{ts}","data":{{"user_id":"u{}","endpoint":"/v1/documents","status_code":200}}}}"#,
+            i % 50
+        ));
+    }
+    s.push(']');
+    s
+}
+
+/// Sends every thread's batches to `path` at full speed (one client thread each; a 503
+/// while commits lag is waited out and the batch resent); events/s.
+fn blast(base: &str, key: &str, path: &str, ctype: &str, bodies: Vec<Vec<String>>) -> f64 {
+    let events: usize = bodies
+        .iter()
+        .flatten()
+        .map(|b| b.matches(r#""id":"#).count())
+        .sum();
+    let start = Instant::now();
+    let workers: Vec<_> = bodies
+        .into_iter()
+        .map(|bs| {
+            let url = format!("{base}{path}");
+            let (auth, ctype) = (format!("Bearer {key}"), ctype.to_string());
+            std::thread::spawn(move || {
+                let a = agent();
+                for b in bs {
+                    loop {
+                        let mut r = a
+                            .post(&url)
+                            .header("Authorization", &auth)
+                            .header("Content-Type", &ctype)
+                            .send(&b)
+                            .expect("ingest");
+                        let st = r.status().as_u16();
+                        let text = r.body_mut().read_to_string().unwrap_or_default();
+                        if st == 503 {
+                            std::thread::sleep(Duration::from_millis(50));
+                            continue;
+                        }
+                        assert!(st == 202 || st == 204, "{st} {text}");
+                        break;
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    events as f64 / start.elapsed().as_secs_f64()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Part 3: OpenMeter's ingest route against `/track`, alternating, in one run.
+fn routes_side_by_side(base: &str, key: &str, threads: usize, ts: &str) {
+    let total = env_num("MLK_ROUTE_EVENTS", 1_000_000);
+    let rounds = env_num("MLK_ROUTE_ROUNDS", 3);
+    let size = 10_000;
+    let per_thread = (total / threads / size).max(1);
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    for r in 0..rounds {
+        let names = [
+            "/api/v1/events (CloudEvents)",
+            "/track (CloudEvents)",
+            "/track (plain)",
+        ];
+        for (k, name) in names.iter().enumerate() {
+            let tag = format!("r{r}k{k}");
+            let bodies: Vec<Vec<String>> = (0..threads)
+                .map(|t| {
+                    (0..per_thread)
+                        .map(|n| match k {
+                            2 => batch(1000 + r * 10 + t, n, size, ts),
+                            _ => ce_batch(&tag, t, n, size, ts),
+                        })
+                        .collect()
+                })
+                .collect();
+            let (path, ctype) = match k {
+                0 => ("/api/v1/events", "application/cloudevents-batch+json"),
+                _ => ("/api/v1/usage/track", "application/json"),
+            };
+            let rate = blast(base, key, path, ctype, bodies);
+            println!("round {r}: {name}: {rate:.0} events/s");
+            rates[k].push(rate);
+        }
+    }
+    let [events, track_ce, track_plain] = rates.map(median);
+    println!(
+        "median events/s over {rounds} rounds of {} events: /api/v1/events {events:.0}, /track CloudEvents {track_ce:.0} (ratio {:.2}), /track plain {track_plain:.0} (ratio {:.2})",
+        per_thread * threads * size,
+        events / track_ce,
+        events / track_plain
+    );
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -224,6 +336,7 @@ fn main() {
         "while tracking 100,000 events/s",
         &paced(&base, &key, steady, size, 100_000.0),
     );
+    routes_side_by_side(&base, &key, threads, &ts);
 }
 
 /// The server process, killed however the bench ends.
