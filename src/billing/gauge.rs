@@ -59,7 +59,7 @@ pub fn gauge_events(catalog: &Catalog) -> Vec<String> {
         .meters
         .values()
         .filter(|m| matches!(m.usage, UsageRule::Max | UsageRule::TimeWeighted))
-        .map(|m| m.event.clone())
+        .map(|m| m.source())
         .collect();
     v.sort();
     v.dedup();
@@ -119,14 +119,9 @@ pub fn carry_in(
                 .last()
                 .alias(alias)
         };
-        let df = crate::lake::scan_files(lake, &files)?
-            .filter(is_one_of("meter", lake_meters).and(is_one_of("tenant_id", tenants)))
-            .select([
-                col("tenant_id"),
-                col("meter"),
-                col("ts").cast(DataType::Int64).alias("_ts"),
-                col("value"),
-            ])
+        let scan = crate::lake::scan_files(lake, &files)?.filter(is_one_of("tenant_id", tenants));
+        let df = super::measure::of_sources(scan, lake_meters)?
+            .select([col("tenant_id"), col("meter"), col("_ts"), col("value")])
             .join(
                 win.clone(),
                 [col("tenant_id")],

@@ -21,10 +21,10 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::FromPrimitive;
 
 use super::gauge::{self, Reading};
-use super::plans::{BillingMeter, Catalog, UsageRule};
+use super::plans::{BillingMeter, Catalog, SOURCE_SEP, UsageRule};
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::rollup::collect_streaming;
+use crate::rollup::{collect_streaming, property_expr};
 use crate::time::MICROS_PER_DAY;
 
 /// What to measure for one tenant.
@@ -115,7 +115,7 @@ pub fn measure(
 ) -> Result<HashMap<(String, String), Measured>> {
     let mut out = HashMap::new();
     let lake_meters: Vec<String> = {
-        let mut v: Vec<String> = catalog.meters.values().map(|m| m.event.clone()).collect();
+        let mut v: Vec<String> = catalog.meters.values().map(|m| m.source()).collect();
         v.sort();
         v.dedup();
         v
@@ -141,7 +141,7 @@ pub fn measure(
     for (name, bm) in &catalog.meters {
         for key in &keys {
             let (tenant, lake_meter) = key;
-            if *lake_meter != bm.event {
+            if *lake_meter != bm.source() {
                 continue;
             }
             let Some(w) = wins.get(tenant.as_str()) else {
@@ -193,17 +193,8 @@ pub(crate) fn window_events(
         "_hist" => windows.iter().map(hist).collect::<Vec<_>>(),
     )?
     .lazy();
-    let ts = col("ts").cast(DataType::Int64);
     Ok(Some(
-        events
-            .filter(meter_in(meters))
-            .select([
-                col("tenant_id"),
-                col("meter"),
-                ts.alias("_ts"),
-                col("value"),
-                col("user_id"),
-            ])
+        of_sources(events, meters)?
             .join(
                 win,
                 [col("tenant_id")],
@@ -442,6 +433,43 @@ fn fold_seats(bm: &BillingMeter, w: &Window, days: &Days, firsts: &[i64]) -> (De
     (used, daily)
 }
 
+/// The events of measurement `sources` (see [`BillingMeter::source`]) as rows `tenant_id`,
+/// `meter` (the source), `_ts` (µs), `value` (the source's quantity: the value, or the
+/// property's number; events lacking the property are dropped) and `user_id`.
+pub(crate) fn of_sources(events: LazyFrame, sources: Vec<String>) -> Result<LazyFrame> {
+    let ts = || col("ts").cast(DataType::Int64).alias("_ts");
+    let (plain, read): (Vec<String>, Vec<String>) =
+        sources.into_iter().partition(|s| !s.contains(SOURCE_SEP));
+    let mut parts = vec![events.clone().filter(meter_in(plain)).select([
+        col("tenant_id"),
+        col("meter"),
+        ts(),
+        col("value"),
+        col("user_id"),
+    ])];
+    for s in read {
+        let (event, key) = s.split_once(SOURCE_SEP).expect("partitioned on it");
+        parts.push(
+            events
+                .clone()
+                .filter(col("meter").eq(lit(event.to_string())))
+                .select([
+                    col("tenant_id"),
+                    lit(s.clone()).alias("meter"),
+                    ts(),
+                    property_expr(key).cast(DataType::Float64).alias("value"),
+                    col("user_id"),
+                ])
+                .filter(col("value").is_not_null()),
+        );
+    }
+    Ok(if parts.len() == 1 {
+        parts.pop().expect("one")
+    } else {
+        concat(parts, UnionArgs::default())?
+    })
+}
+
 /// Whether an event's lake meter is one of `names`.
 pub(crate) fn meter_in(names: Vec<String>) -> Expr {
     is_one_of("meter", names)
@@ -458,7 +486,7 @@ fn events_measured_by(catalog: &Catalog, rule: UsageRule) -> Vec<String> {
         .meters
         .values()
         .filter(|m| m.usage == rule)
-        .map(|m| m.event.clone())
+        .map(|m| m.source())
         .collect()
 }
 

@@ -74,6 +74,47 @@ pub struct BillingMeter {
     /// Decimal places quantities are kept to (usage and prorated allowances), default 0.
     #[serde(default)]
     pub precision: u32,
+    /// Read this property of the events instead of `value`: a JSONPath into a CloudEvent's
+    /// data, as a meter's `value_property` (`"$.usage.tokens"`), so OpenMeter-style events
+    /// are billed on the quantity they carry. Events without it add nothing.
+    #[serde(default)]
+    pub value_property: Option<String>,
+    /// The property key `value_property` names (set when the catalogue is read).
+    #[serde(skip)]
+    pub property: Option<String>,
+}
+
+/// Separates the event meter from the property in a [`BillingMeter::source`] key (a
+/// control character, which no event meter name may hold).
+pub const SOURCE_SEP: char = '\u{1f}';
+
+impl BillingMeter {
+    /// What the meter measures, as measurement keys the events: the lake (event) meter, or
+    /// `event` + [`SOURCE_SEP`] + the property key when it reads a property.
+    pub fn source(&self) -> String {
+        match &self.property {
+            None => self.event.clone(),
+            Some(p) => format!("{}{SOURCE_SEP}{p}", self.event),
+        }
+    }
+
+    /// The quantity `e` adds to this meter: its value, or its property's number; `None`
+    /// when `e` is another meter's or lacks the property.
+    pub fn value_of(&self, e: &crate::event::UsageEvent) -> Option<f64> {
+        if e.meter != self.event {
+            return None;
+        }
+        let Some(key) = &self.property else {
+            return Some(e.value);
+        };
+        let props: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&e.properties).ok()?;
+        match props.get(key)? {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        }
+    }
 }
 
 fn one() -> Decimal {
@@ -236,6 +277,17 @@ impl Catalog {
             }
             if m.scale <= Decimal::ZERO {
                 return Err(bad(format!("meters.{name}.scale must be above 0")));
+            }
+            if let Some(path) = &m.value_property {
+                let key = crate::rollup::json_path_key(path)
+                    .map_err(|e| bad(format!("meters.{name}.value_property {e}")))?;
+                if m.usage == UsageRule::UniqueUsers {
+                    return Err(bad(format!(
+                        "meters.{name}.value_property: unique_users counts users, it reads no value"
+                    )));
+                }
+                // `data.value` is the event's value itself.
+                m.property = (key != "value").then_some(key);
             }
             if m.precision > 9 {
                 return Err(bad(format!(

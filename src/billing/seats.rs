@@ -112,7 +112,7 @@ fn users_per_tenant(
             .catalog
             .meters
             .get(&q.meter)
-            .map_or(q.meter.clone(), |m| m.event.clone())
+            .map_or(q.meter.clone(), |m| m.source())
     };
     let windows: Vec<Window> = rows
         .iter()

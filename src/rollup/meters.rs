@@ -436,7 +436,7 @@ mod tests {
                 "starts with `$`",
             ),
             (
-                "[[meter]]\nname = \"a\"\naggregation = \"sum\"\nproperty = \"t\"\nvalue_property = \"$.t\"\n",
+                "[[meter]]\nname = \"a\"\naggregation = \"sum\"\nproperty = \"u\"\nvalue_property = \"$.t\"\n",
                 "not both",
             ),
             (

@@ -17,6 +17,9 @@ use super::window::{Calendar, Granularity, Zone, window_start_expr};
 use crate::error::{Error, Result};
 use crate::time::MICROS_PER_DAY;
 
+/// The event columns a query reads.
+pub const EVENT_COLUMNS: [&str; 6] = ["ts", "tenant_id", "user_id", "meter", "value", "properties"];
+
 /// The longest range a minute-window query may span (1,440 windows).
 pub const MAX_MINUTE_SPAN: i64 = MICROS_PER_DAY;
 
@@ -141,6 +144,13 @@ pub fn query_meter(
     q: &MeterQuery,
     now: i64,
 ) -> Result<Vec<QueryRow>> {
+    let df = select_events(events, meter, q)?;
+    aggregate_events(df, meter, q, now)
+}
+
+/// The first half of [`query_meter`]: the meter's events in the query's range and subjects
+/// (collected: a caller reading under a lock can release it before the aggregation).
+pub fn select_events(events: LazyFrame, meter: &Meter, q: &MeterQuery) -> Result<DataFrame> {
     check(meter, q)?;
     let ts = col("ts").cast(DataType::Int64);
     let mut keep = col("meter").eq(lit(meter.event().to_string()));
@@ -154,18 +164,22 @@ pub fn query_meter(
         let s = Series::new("s".into(), s.clone());
         keep = keep.and(col("tenant_id").is_in(lit(s).implode(true), false));
     }
-    let mut lf = events.filter(keep).select([
-        col("ts"),
-        col("tenant_id"),
-        col("user_id"),
-        col("meter"),
-        col("value"),
-        col("properties"),
-    ]);
+    let mut lf = events.filter(keep).select(EVENT_COLUMNS.map(col));
     if !q.by_subject {
         lf = lf.with_column(lit("").alias("tenant_id"));
     }
-    let df = super::aggregate::collect(lf)?;
+    super::aggregate::collect(lf)
+}
+
+/// The second half of [`query_meter`]: the selected events aggregated per window, subject
+/// and group.
+pub fn aggregate_events(
+    df: DataFrame,
+    meter: &Meter,
+    q: &MeterQuery,
+    now: i64,
+) -> Result<Vec<QueryRow>> {
+    let ts = col("ts").cast(DataType::Int64);
     if df.height() == 0 {
         return Ok(Vec::new());
     }

@@ -153,7 +153,7 @@ impl Counters {
             return Ok(());
         }
         let lake = Lake::open(lake_dir)?;
-        let mut events: Vec<String> = catalog.meters.values().map(|m| m.event.clone()).collect();
+        let mut events: Vec<String> = catalog.meters.values().map(|m| m.source()).collect();
         events.sort();
         events.dedup();
         // Each counter's lake meter, to set every counter reading it.
@@ -162,7 +162,7 @@ impl Counters {
                     lake_meter: &str,
                     f: &mut dyn FnMut(&mut Counter)| {
             for (name, bm) in &catalog.meters {
-                if bm.event == lake_meter
+                if bm.source() == lake_meter
                     && let Some(c) = fresh.get_mut(tenant).and_then(|t| t.get_mut(name))
                 {
                     f(c);
@@ -342,10 +342,10 @@ fn add_to(map: &mut HashMap<String, HashMap<String, Counter>>, billing: &Billing
         return;
     };
     for (name, bm) in &billing.catalog.meters {
-        if bm.event == e.meter
+        if let Some(v) = bm.value_of(e)
             && let Some(c) = t.get_mut(name)
         {
-            c.add(e.ts, e.value, e.user_id.as_deref());
+            c.add(e.ts, v, e.user_id.as_deref());
         }
     }
 }

@@ -126,19 +126,28 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Params<T> {
         serde_path_to_error::deserialize(de)
             .map(Params)
             .map_err(|e| {
-                let path = e.path().to_string();
-                let msg = e.inner().to_string();
-                // A missing field has no path yet: its name is in the message.
-                let field = match path.as_str() {
-                    "." | "" => msg
-                        .split('`')
-                        .nth(1)
-                        .map_or_else(|| "query".to_string(), str::to_string),
-                    p => p.to_string(),
-                };
+                let (field, msg) = named_field(&e, "query");
                 ApiError::bad(&field, format!("query parameter {field}: {msg}"))
             })
     }
+}
+
+/// The field a decoding error is about (its path; for a missing field, which has no path
+/// yet, the name in the message; else `whole`), and the message.
+pub(super) fn named_field<E: std::fmt::Display>(
+    e: &serde_path_to_error::Error<E>,
+    whole: &str,
+) -> (String, String) {
+    let path = e.path().to_string();
+    let msg = e.inner().to_string();
+    let field = match path.as_str() {
+        "." | "" => msg
+            .split('`')
+            .nth(1)
+            .map_or_else(|| whole.to_string(), str::to_string),
+        p => p.to_string(),
+    };
+    (field, msg)
 }
 
 /// The `?tenant=` parameter every tenant-scoped read accepts.

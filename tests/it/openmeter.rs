@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::common::{ingest, ok, read_lake, read_rollup, write};
-use crate::serve::{Server, agent, call, key};
+use crate::serve::{Server, agent, call, declared_body, key};
 
 const METERS: &str = r#"
 [[meter]]
@@ -313,27 +313,13 @@ fn openmeter_ingest_and_query_edges() {
         "body",
     );
     // A declared body over --body-limit-mib is refused before it is read, in the same shape.
-    {
-        use std::io::{Read, Write};
-        let addr = s.base.trim_start_matches("http://");
-        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            tcp,
-            "POST /api/v1/events HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {admin}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-            2u64 << 20
-        )
-        .unwrap();
-        let mut answer = String::new();
-        let _ = tcp.read_to_string(&mut answer);
-        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
-        assert!(
-            answer.contains("content-type: application/problem+json"),
-            "{answer}"
-        );
-        assert!(answer.contains(r#""field":"body""#), "{answer}");
-    }
+    let answer = declared_body(&s.base, "/api/v1/events", &admin, 2 << 20);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(answer.contains(r#""field":"body""#), "{answer}");
     let mine: Vec<Prompt> = (0..1100)
         .map(|i| {
             (
@@ -487,4 +473,152 @@ fn openmeter_ingest_and_query_edges() {
     ] {
         assert!(api["paths"].get(p).is_some(), "{p} in the OpenAPI document");
     }
+}
+
+/// A billed meter reading `$.usage.tokens`: the batch quota, the invoice and the server's
+/// live counters (measured from the lake, then added to by `/api/v1/events`) all bill the
+/// tokens the events carry, not their count.
+#[test]
+fn billed_meters_read_a_value_property() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let plans = write(
+        dir.path(),
+        "plans.toml",
+        r#"currency = "EUR"
+[meters.tokens]
+event = "prompt"
+usage = "sum"
+unit = "tokens"
+value_property = "$.usage.tokens"
+
+[plans.basic]
+name = "Basic"
+base_fee = "0"
+[plans.basic.meters.tokens]
+included = 100000
+overage = { per_unit = "0.001" }
+"#,
+    );
+    let tenants = write(
+        dir.path(),
+        "tenants.csv",
+        "tenant_id,plan,time_zone\nacme-001,basic,UTC\nglobex-002,basic,UTC\n",
+    );
+    let start = chrono::DateTime::parse_from_rfc3339("2026-10-01T00:00:00Z")
+        .unwrap()
+        .timestamp_micros();
+    let ps = prompts(600, start, 24 * 18);
+    let lines: Vec<String> = ps.iter().map(|p| cloudevent(p, true)).collect();
+    let file = write(dir.path(), "events.ndjson", &(lines.join("\n") + "\n"));
+    ingest(&lake, &[&file], &[]);
+    let acme: f64 = ps
+        .iter()
+        .filter(|p| p.1 == "acme-001")
+        .map(|p| p.3 as f64)
+        .sum();
+    let (l, pl, te) = (
+        lake.to_str().unwrap(),
+        plans.to_str().unwrap(),
+        tenants.to_str().unwrap(),
+    );
+    let q: serde_json::Value = serde_json::from_str(&ok(&[
+        "quota",
+        "--lake",
+        l,
+        "--plans",
+        pl,
+        "--tenants",
+        te,
+        "--at",
+        "2026-10-20T00:00:00Z",
+        "--tenant",
+        "acme-001",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let row = &q["quotas"][0];
+    assert_eq!(row["meter"], "tokens");
+    assert_eq!(
+        row["used"].as_str().unwrap().parse::<f64>().unwrap(),
+        acme,
+        "{row}"
+    );
+    let inv: serde_json::Value = serde_json::from_str(&ok(&[
+        "invoice",
+        "--lake",
+        l,
+        "--plans",
+        pl,
+        "--tenants",
+        te,
+        "--period",
+        "2026-10",
+        "--tenant",
+        "acme-001",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let line = &inv["invoices"][0]["lines"][0];
+    let num = |v: &serde_json::Value| v.as_str().unwrap().parse::<f64>().unwrap();
+    assert_eq!(num(&line["usage"]), acme, "{line}");
+    let overage = ((acme - 100_000.0).max(0.0) * 0.001 * 100.0).round() / 100.0;
+    assert!(overage > 0.0);
+    assert_eq!(num(&line["amount"]), overage, "{line}");
+
+    // The server: counters measured from the lake, then each event adds its tokens.
+    let cfg = write(
+        dir.path(),
+        "meterlake.toml",
+        &format!("[paths]\nlake = {l:?}\nplans = {pl:?}\ntenants = {te:?}\n"),
+    );
+    let k = key(&lake, Some("acme-001"));
+    let s = Server::start_env(
+        &lake,
+        &["--config", cfg.to_str().unwrap()],
+        &[("MLK_NOW", "2026-10-20T00:00:00Z")],
+    );
+    let used = || {
+        let (st, v, _) = call(
+            "GET",
+            &format!("{}/api/v1/usage/check-quota/tokens?quantity=0", s.base),
+            Some(&k),
+            None,
+        );
+        assert_eq!(st, 200, "{v}");
+        v["used"].as_str().unwrap().parse::<f64>().unwrap()
+    };
+    assert_eq!(used(), acme);
+    let more = [
+        (
+            "live-1".to_string(),
+            "acme-001".to_string(),
+            start + 86_400_000_000,
+            1234,
+            None,
+        ),
+        (
+            "live-2".to_string(),
+            "acme-001".to_string(),
+            start + 86_400_000_000,
+            766,
+            Some("gpt"),
+        ),
+    ];
+    let body = format!(
+        "[{},{}]",
+        cloudevent(&more[0], true),
+        cloudevent(&more[1], true)
+    );
+    let (st, _, _, _) = send(
+        "POST",
+        &format!("{}/api/v1/events", s.base),
+        Some(&k),
+        "application/json",
+        &body,
+    );
+    assert_eq!(st, 204);
+    assert_eq!(used(), acme + 2000.0);
 }

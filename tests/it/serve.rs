@@ -129,6 +129,24 @@ pub(crate) fn call(
     )
 }
 
+/// The raw answer to a POST of `path` that declares a `bytes`-long body and sends none
+/// (raw TCP: an HTTP client would stream the body and see the connection close).
+pub(crate) fn declared_body(base: &str, path: &str, key: &str, bytes: u64) -> String {
+    use std::io::{Read, Write};
+    let addr = base.trim_start_matches("http://");
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        tcp,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {bytes}\r\n\r\n",
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    answer
+}
+
 pub(crate) fn key(lake: &Path, tenant: Option<&str>) -> String {
     let mut args = vec!["serve-keys", "add", "--lake", lake.to_str().unwrap()];
     match tenant {
@@ -335,22 +353,8 @@ fn hard_caps_rates_isolation_and_bad_input() {
     assert_eq!(st, 413);
     // A body over the limit is refused from its Content-Length, before it is read (a
     // client still sending would see the connection close: raw TCP sends headers only).
-    {
-        use std::io::{Read, Write};
-        let addr = s.base.trim_start_matches("http://");
-        let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-        tcp.set_read_timeout(Some(std::time::Duration::from_secs(10)))
-            .unwrap();
-        write!(
-            tcp,
-            "POST /api/v1/usage/track HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {globex}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            17u64 << 20
-        )
-        .unwrap();
-        let mut head = [0u8; 12];
-        tcp.read_exact(&mut head).unwrap();
-        assert_eq!(&head, b"HTTP/1.1 413", "{}", String::from_utf8_lossy(&head));
-    }
+    let answer = declared_body(&s.base, "/api/v1/usage/track", &globex, 17 << 20);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     // Operations endpoints.
     let (st, _, _) = call("GET", &format!("{}/healthz", s.base), None, None);
     assert_eq!(st, 200);

@@ -35,11 +35,11 @@ use serde_json::{Value, json};
 
 use super::track::{self, Intake};
 use super::{blocking, heavy, now, ok_json};
-use crate::rollup::query::{MeterQuery, QueryRow, WindowSize, query_meter};
+use crate::rollup::query::{MeterQuery, QueryRow, WindowSize, aggregate_events, select_events};
 use crate::rollup::{Aggregation, Meter, Zone, utc_datetime};
 use crate::serve::auth::Principal;
 use crate::serve::error::{ApiError, ApiResult};
-use crate::serve::scope::{Caller, WithBody};
+use crate::serve::scope::{Caller, WithBody, named_field};
 use crate::serve::{App, lock};
 
 /// `POST /api/v1/events`.
@@ -48,13 +48,7 @@ pub(super) async fn ingest(
     h: HeaderMap,
     WithBody(Caller(p), body): WithBody<Caller>,
 ) -> ApiResult {
-    let _slot = app.track_slots.acquire().await.map_err(|e| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
-            format!("shutting down: {e}"),
-        )
-    })?;
+    let _slot = track::slot(&app).await?;
     let a = app.clone();
     blocking(move || {
         let raws = events(&h, &body)?;
@@ -237,15 +231,7 @@ struct QueryBody {
 fn body_params(body: &[u8]) -> std::result::Result<QueryParams, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let b: QueryBody = serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let msg = e.inner().to_string();
-        let field = match path.as_str() {
-            "." | "" => msg
-                .split('`')
-                .nth(1)
-                .map_or_else(|| "body".to_string(), str::to_string),
-            p => p.to_string(),
-        };
+        let (field, msg) = named_field(&e, "body");
         ApiError::bad(&field, format!("{field}: {msg}"))
     })?;
     let mut p = QueryParams {
@@ -399,36 +385,39 @@ fn row_json(r: QueryRow, asked: &[String]) -> Value {
     })
 }
 
-/// The query over the lake and the log, consistently: under the flush lock no commit
-/// moves events from the log into the lake, so each event is read exactly once.
+/// The query over the lake and the log, consistently: the events are selected under the
+/// flush lock (no commit moves events from the log into the lake meanwhile, so each is read
+/// exactly once), then aggregated without it.
 fn run_query(
     app: &App,
     meter: &Meter,
     q: &MeterQuery,
 ) -> std::result::Result<Vec<QueryRow>, ApiError> {
-    let _f = lock(&app.flush_lock);
+    let selected = {
+        let _f = lock(&app.flush_lock);
+        select_events(events_of(app, meter, q)?, meter, q)?
+    };
+    Ok(aggregate_events(selected, meter, q, now())?)
+}
+
+/// The lake's events of the query's days and the log's of the meter, as one lazy frame
+/// (call under the flush lock).
+fn events_of(app: &App, meter: &Meter, q: &MeterQuery) -> std::result::Result<LazyFrame, ApiError> {
     let lake = crate::lake::Lake::open(&app.opts.lake)?;
     let files =
         crate::lake::files_between(&lake, q.from.unwrap_or(0), q.to.unwrap_or(i64::MAX / 2));
     let logged = logged_frame(app, meter, q)?;
-    let cols = [
-        col("ts"),
-        col("tenant_id"),
-        col("user_id"),
-        col("meter"),
-        col("value"),
-        col("properties"),
-    ];
     let events = if files.is_empty() {
         logged.lazy()
     } else {
-        let lake_events = crate::lake::scan_files(&lake, &files)?.select(cols.clone());
+        let cols = || crate::rollup::query::EVENT_COLUMNS.map(col);
+        let lake_events = crate::lake::scan_files(&lake, &files)?.select(cols());
         concat(
-            [lake_events, logged.lazy().select(cols)],
+            [lake_events, logged.lazy().select(cols())],
             UnionArgs::default(),
         )?
     };
-    Ok(query_meter(events, meter, q, now())?)
+    Ok(events)
 }
 
 /// The meter's events still in the write-ahead log, as a frame with the lake's columns.

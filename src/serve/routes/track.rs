@@ -39,15 +39,23 @@ pub(super) async fn track(
     h: HeaderMap,
     WithBody(Caller(p), body): WithBody<Caller>,
 ) -> ApiResult {
-    let _slot = app.track_slots.acquire().await.map_err(|e| {
+    let _slot = slot(&app).await?;
+    let a = app.clone();
+    blocking(move || track_blocking(&a, &p, &h, &body)).await
+}
+
+/// One of the slots that bound how many ingest requests parse at once (so checks keep a
+/// core), for the request's lifetime.
+pub(super) async fn slot(
+    app: &App,
+) -> std::result::Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    app.track_slots.acquire().await.map_err(|e| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             None,
             format!("shutting down: {e}"),
         )
-    })?;
-    let a = app.clone();
-    blocking(move || track_blocking(&a, &p, &h, &body)).await
+    })
 }
 
 /// Splits a body into raw records: a JSON array, one JSON object, or NDJSON.
