@@ -18,7 +18,7 @@ mkdir -p "$JS"
 (cd "$JS" && npm install --silent --no-audit --no-fund @openmeter/sdk@1.0.0-beta.232 >/dev/null)
 cp tests/openmeter/sdk_test.mjs "$JS/"
 TMP=$(mktemp -d)
-trap 'kill $PID 2>/dev/null || true; rm -rf "$TMP"' EXIT
+trap 'kill $PID 2>/dev/null && wait $PID 2>/dev/null; rm -rf "$TMP"' EXIT
 cat > "$TMP/meters.toml" <<'TOML'
 [[meter]]
 name = "tokens"
