@@ -506,14 +506,13 @@ impl Ingress {
         Ok(())
     }
 
-    /// The dedup index's directory for the next rebuild, and its memory and lookback.
-    pub fn rebuild_plan(&self) -> (PathBuf, usize, i32) {
+    /// The dedup index's directory for the next rebuild, and its memory.
+    pub fn rebuild_plan(&self) -> (PathBuf, usize) {
         (
             self.dir
                 .join(DEDUP_DIR)
                 .join((self.rebuilds + 1).to_string()),
             self.memory,
-            self.lookback,
         )
     }
 
@@ -547,7 +546,7 @@ pub struct Rebuilt {
 /// spilling under `dir` beyond `memory` bytes.
 pub fn rebuild_keys(
     lake_dir: &Path,
-    (dir, memory, _lookback): (PathBuf, usize, i32),
+    (dir, memory): (PathBuf, usize),
     days: Vec<i32>,
 ) -> Result<Rebuilt> {
     let lake = Lake::open(lake_dir)?;
