@@ -139,9 +139,10 @@ pub fn measure(
     let keys: std::collections::BTreeSet<&(String, String)> =
         by_key.keys().chain(carried.keys()).collect();
     for (name, bm) in &catalog.meters {
+        let source = bm.source();
         for key in &keys {
             let (tenant, lake_meter) = key;
-            if *lake_meter != bm.source() {
+            if *lake_meter != source {
                 continue;
             }
             let Some(w) = wins.get(tenant.as_str()) else {

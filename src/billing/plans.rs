@@ -279,15 +279,13 @@ impl Catalog {
                 return Err(bad(format!("meters.{name}.scale must be above 0")));
             }
             if let Some(path) = &m.value_property {
-                let key = crate::rollup::json_path_key(path)
-                    .map_err(|e| bad(format!("meters.{name}.value_property {e}")))?;
                 if m.usage == UsageRule::UniqueUsers {
                     return Err(bad(format!(
                         "meters.{name}.value_property: unique_users counts users, it reads no value"
                     )));
                 }
-                // `data.value` is the event's value itself.
-                m.property = (key != "value").then_some(key);
+                m.property = crate::rollup::value_property_key(path)
+                    .map_err(|e| bad(format!("meters.{name}.value_property {e}")))?;
             }
             if m.precision > 9 {
                 return Err(bad(format!(

@@ -180,8 +180,7 @@ pub fn json_path_key(path: &str) -> std::result::Result<String, String> {
     let mut keys: Vec<String> = Vec::new();
     let mut rest = rest;
     while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix("..") {
-            let _ = r;
+        if rest.starts_with("..") {
             return Err(format!(
                 "`{path}`: recursive descent (`..`) is not supported"
             ));
@@ -218,6 +217,13 @@ pub fn json_path_key(path: &str) -> std::result::Result<String, String> {
         ));
     }
     Ok(key)
+}
+
+/// The property a `value_property` JSONPath reads, or `None` for `$.value`: a CloudEvent's
+/// `data.value` is the event's value itself, not a property.
+pub fn value_property_key(path: &str) -> std::result::Result<Option<String>, String> {
+    let key = json_path_key(path)?;
+    Ok((key != "value").then_some(key))
 }
 
 impl Meter {
@@ -282,10 +288,8 @@ impl Meters {
                 reason,
             };
             if let Some(path) = &m.value_property {
-                let key = json_path_key(path)
+                let key = value_property_key(path)
                     .map_err(|e| bad(format!("meter `{}`: value_property {e}", m.name)))?;
-                // `data.value` is the event's value itself, not a property.
-                let key = (key != "value").then_some(key);
                 // (A meter validated before carries the key it derived.)
                 if m.property.is_some() && m.property != key {
                     return Err(bad(format!(

@@ -64,7 +64,7 @@ pub use aggregate::{
 pub use compute::BATCH_EVENTS;
 pub use meters::{
     Aggregation, DEFAULT_METERS_FILE, DEFAULT_METERS_TOML, DurationUnit, Meter, Meters,
-    json_path_key,
+    json_path_key, value_property_key,
 };
 pub use store::{ROLLUPS_DIR, scan_rollup};
 pub use window::{Calendar, Granularity, Zone, truncate_all, utc_datetime, window_start_expr};

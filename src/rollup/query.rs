@@ -15,7 +15,7 @@ use super::aggregate::{Dim, aggregate};
 use super::meters::{Meter, Meters, json_path_key};
 use super::window::{Calendar, Granularity, Zone, window_start_expr};
 use crate::error::{Error, Result};
-use crate::time::MICROS_PER_DAY;
+use crate::time::{MICROS_PER_DAY, MICROS_PER_MINUTE};
 
 /// The event columns a query reads.
 pub const EVENT_COLUMNS: [&str; 6] = ["ts", "tenant_id", "user_id", "meter", "value", "properties"];
@@ -134,22 +134,10 @@ pub fn check(meter: &Meter, q: &MeterQuery) -> Result<()> {
     Ok(())
 }
 
-/// Runs `q` over `events` (lazy, with the lake's columns: `ts` as a UTC datetime,
-/// `tenant_id`, `user_id`, `meter`, `value`, `properties`). Rows come sorted by window,
-/// subject and group values; windows without events have no row. `now` ends an open
-/// range in the answer of a query without windows.
-pub fn query_meter(
-    events: LazyFrame,
-    meter: &Meter,
-    q: &MeterQuery,
-    now: i64,
-) -> Result<Vec<QueryRow>> {
-    let df = select_events(events, meter, q)?;
-    aggregate_events(df, meter, q, now)
-}
-
-/// The first half of [`query_meter`]: the meter's events in the query's range and subjects
-/// (collected: a caller reading under a lock can release it before the aggregation).
+/// A query runs in two steps, so that a caller reading under a lock can release it between
+/// them. First this: the meter's events in the query's range and subjects, collected from
+/// `events` (lazy, with the lake's columns: `ts` as a UTC datetime, `tenant_id`, `user_id`,
+/// `meter`, `value`, `properties`).
 pub fn select_events(events: LazyFrame, meter: &Meter, q: &MeterQuery) -> Result<DataFrame> {
     check(meter, q)?;
     let ts = col("ts").cast(DataType::Int64);
@@ -171,15 +159,15 @@ pub fn select_events(events: LazyFrame, meter: &Meter, q: &MeterQuery) -> Result
     super::aggregate::collect(lf)
 }
 
-/// The second half of [`query_meter`]: the selected events aggregated per window, subject
-/// and group.
+/// Then this: the [`select_events`] aggregated per window, subject and group. Rows come
+/// sorted by window, subject and group values; windows without events have no row. `now`
+/// ends an open range in the answer of a query without windows.
 pub fn aggregate_events(
     df: DataFrame,
     meter: &Meter,
     q: &MeterQuery,
     now: i64,
 ) -> Result<Vec<QueryRow>> {
-    let ts = col("ts").cast(DataType::Int64);
     if df.height() == 0 {
         return Ok(Vec::new());
     }
@@ -203,7 +191,9 @@ pub fn aggregate_events(
     }
     let window = match q.window {
         None => lit(0i64).cast(DataType::Int64),
-        Some(WindowSize::Minute) => (ts / lit(60_000_000i64)) * lit(60_000_000i64),
+        Some(WindowSize::Minute) => {
+            (col("ts").cast(DataType::Int64) / lit(MICROS_PER_MINUTE)) * lit(MICROS_PER_MINUTE)
+        }
         Some(w) => window_start_expr(col("ts"), granularity(w), q.zone)?,
     };
     let whole = match q.window {
@@ -232,7 +222,8 @@ pub fn aggregate_events(
     };
     let mut group_cols = Vec::new();
     for (g, c) in &columns {
-        group_cols.push((g.clone(), rows.column(c)?.cast(&DataType::String)?));
+        let text = rows.column(c)?.cast(&DataType::String)?;
+        group_cols.push((g.clone(), text.str()?.clone()));
     }
     let mut out = Vec::with_capacity(rows.height());
     for i in 0..rows.height() {
@@ -240,11 +231,11 @@ pub fn aggregate_events(
         let (window_start, window_end) = match (whole, &calendar) {
             (Some(r), _) => r,
             (None, Some(c)) => (start, c.end_of(start).unwrap_or(start)),
-            (None, None) => (start, start + 60_000_000),
+            (None, None) => (start, start + MICROS_PER_MINUTE),
         };
         let mut group = BTreeMap::new();
         for (g, c) in &group_cols {
-            group.insert(g.clone(), c.str()?.get(i).map(str::to_string));
+            group.insert(g.clone(), c.get(i).map(str::to_string));
         }
         out.push(QueryRow {
             window_start,

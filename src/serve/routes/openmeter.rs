@@ -86,12 +86,11 @@ fn events(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiEr
     };
     match first {
         Some(b'[') if many => {
-            let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad("body", format!("not a JSON array of events: {e}")))?;
+            let items = track::json_array(body)?;
             if items.is_empty() {
                 return Err(ApiError::bad("body", "an empty batch"));
             }
-            Ok(items.iter().map(|r| r.get().as_bytes().to_vec()).collect())
+            Ok(items)
         }
         Some(b'{') if one => Ok(vec![body.to_vec()]),
         _ => Err(ApiError::bad(

@@ -59,7 +59,7 @@ pub(super) async fn slot(
 }
 
 /// Splits a body into raw records: a JSON array, one JSON object, or NDJSON.
-pub(super) fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
+fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
     let ctype = h
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -80,17 +80,20 @@ pub(super) fn records(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec
         return Ok(lines().map(<[u8]>::to_vec).collect());
     }
     match first {
-        Some(b'[') => {
-            let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad("body", format!("not a JSON array of events: {e}")))?;
-            Ok(items.iter().map(|r| r.get().as_bytes().to_vec()).collect())
-        }
+        Some(b'[') => json_array(body),
         Some(b'{') => Ok(vec![body.to_vec()]),
         _ => Err(ApiError::bad(
             "body",
             "expected a JSON event, a JSON array of events (or a CloudEvents batch) or NDJSON",
         )),
     }
+}
+
+/// The raw records of a JSON array body (each element as its own bytes, not re-serialised).
+pub(super) fn json_array(body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiError> {
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad("body", format!("not a JSON array of events: {e}")))?;
+    Ok(items.iter().map(|r| r.get().as_bytes().to_vec()).collect())
 }
 
 /// The whole request once the caller is known: check, log, count, answer.
