@@ -66,12 +66,18 @@ fn bench(c: &mut Criterion) {
         window: None,
         threshold: 3.0,
     };
-    let seasonal = zscore::Seasonal { threshold: 3.0 };
+    let seasonal = zscore::Seasonal {
+        threshold: 3.0,
+        likelihood: None,
+        level_shift: 0,
+        seen_before: None,
+    };
     let velocity = Velocity {
         spike_ratio: 5.0,
         drop_ratio: 0.1,
         min_volume: 20.0,
         threshold: 3.0,
+        seen_before: None,
     };
     let off_hours = OffHours {
         threshold: 3.0,

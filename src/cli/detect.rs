@@ -23,14 +23,17 @@ pub struct DetectArgs {
     /// Rollup granularity (with --lake): hour or day.
     #[arg(long, default_value = "hour")]
     pub granularity: Granularity,
-    /// Detectors, comma-separated: zscore, robust, seasonal, velocity, pattern. The plain
-    /// z-scores (zscore, robust) flag the normal peaks of a series with a daily cycle: add
-    /// them for series without one.
-    #[arg(long, default_value = "seasonal,velocity,pattern")]
-    pub detectors: String,
-    /// |z| threshold of the z-score and off-hours detectors.
-    #[arg(long, default_value_t = 3.0)]
-    pub threshold: f64,
+    /// Detectors, comma-separated: zscore, robust, seasonal, velocity, pattern (pattern
+    /// needs a lake's users and business hours, so only with --lake). Default: `seasonal`
+    /// for --series, `seasonal,velocity,pattern` for --lake. The plain z-scores (zscore,
+    /// robust) flag the normal peaks of a series with a daily cycle: add them for series
+    /// without one.
+    #[arg(long)]
+    pub detectors: Option<String>,
+    /// |z| threshold of the z-score and off-hours detectors (default 3.5 for --series, 3
+    /// for --lake).
+    #[arg(long)]
+    pub threshold: Option<f64>,
     /// Rise within an hour that counts as a spike, in percent.
     #[arg(long, default_value_t = 500.0)]
     pub spike_percent: f64,
@@ -46,9 +49,30 @@ pub struct DetectArgs {
     #[arg(long)]
     pub window: Option<usize>,
     /// Flags at most this far apart form one incident, reported once (and again only if it
-    /// gets more severe): 30m, 6h, 1d, ...; 0 reports every flagged point.
-    #[arg(long, default_value = "12h")]
-    pub cooldown: String,
+    /// gets more severe): 30m, 6h, 1d, ...; 0 reports every flagged point (default 3h for
+    /// --series, 12h for --lake).
+    #[arg(long)]
+    pub cooldown: Option<String>,
+    /// Anomaly likelihood of the seasonal detector: a flag also needs the mean |z| of the
+    /// last --likelihood-points to be this improbable (one-sided tail) against the series'
+    /// own last four weeks of them; `off` turns it off (default 0.001 for --series, off for
+    /// --lake).
+    #[arg(long)]
+    pub likelihood: Option<String>,
+    /// Points in the likelihood's short mean (default 3).
+    #[arg(long)]
+    pub likelihood_points: Option<usize>,
+    /// Seasonal flags on one side for this long (30m, 2h, ...) are a level shift: the
+    /// detector re-bases on the new level instead of flagging it until its profile has
+    /// learned it; 0 turns it off (default 2h for --series, 0 for --lake).
+    #[arg(long)]
+    pub level_shift: Option<String>,
+    /// A value already seen near the same time of day (±30 min; hourly series ±1 h) in
+    /// the last four seasons, give or take this many robust standard deviations, is
+    /// routine for the seasonal and spike detectors (a daily job whose start drifts); `off`
+    /// turns it off (default 0.25 for --series, off for --lake).
+    #[arg(long)]
+    pub seen_before: Option<String>,
     /// Report only flags from this date (YYYY-MM-DD, UTC) or RFC 3339 instant on; earlier
     /// data still warms the detectors up.
     #[arg(long)]
@@ -67,19 +91,96 @@ pub struct DetectArgs {
     pub output: super::Output,
 }
 
-/// Runs `detect`.
-pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
-    check_percents(&a)?;
-    let config = DetectConfig {
-        threshold: a.threshold,
+/// `--likelihood off|TAIL` with its short mean's length.
+fn parse_likelihood(tail: &str, points: usize) -> anyhow::Result<Option<(usize, f64)>> {
+    if tail == "off" {
+        return Ok(None);
+    }
+    let bad = |reason: String| crate::Error::InvalidParameter {
+        name: "--likelihood",
+        reason,
+    };
+    let p: f64 = tail
+        .parse()
+        .map_err(|_| bad(format!("`{tail}` is neither `off` nor a probability")))?;
+    if !(p > 0.0 && p < 0.5) {
+        return Err(bad(format!("{p} is not a tail probability in (0, 0.5)")).into());
+    }
+    if !(1..=1000).contains(&points) {
+        return Err(crate::Error::InvalidParameter {
+            name: "--likelihood-points",
+            reason: format!("{points} is not 1 to 1,000"),
+        }
+        .into());
+    }
+    Ok(Some((points, p)))
+}
+
+/// The settings: the defaults of the input's kind (see [`DetectConfig::series`]), then the
+/// flags given.
+fn config_of(a: &DetectArgs) -> anyhow::Result<DetectConfig> {
+    let base = if a.series.is_some() {
+        DetectConfig::series()
+    } else {
+        DetectConfig::default()
+    };
+    let mut c = DetectConfig {
+        threshold: a.threshold.unwrap_or(base.threshold),
         spike_ratio: a.spike_percent / 100.0,
         drop_ratio: 1.0 - a.drop_percent / 100.0,
         min_volume: a.min_volume,
         window: a.window,
-        cooldown: parse_duration("--cooldown", &a.cooldown)?,
-        ..DetectConfig::default()
+        ..base.clone()
+    };
+    if let Some(list) = &a.detectors {
+        c = c.with_detectors(list)?;
+        if a.series.is_some() && c.pattern {
+            return Err(crate::Error::InvalidParameter {
+                name: "--detectors",
+                reason: "`pattern` (off-hours, bots, user bursts) needs a usage lake's users and \
+                         business hours: use it with --lake, not --series"
+                    .into(),
+            }
+            .into());
+        }
     }
-    .with_detectors(&a.detectors)?;
+    if let Some(d) = &a.cooldown {
+        c.cooldown = parse_duration("--cooldown", d)?;
+    }
+    if let Some(d) = &a.level_shift {
+        c.level_shift = parse_duration("--level-shift", d)?;
+    }
+    if let Some(x) = &a.seen_before {
+        c.seen_before = match x.as_str() {
+            "off" => None,
+            m => Some(m.parse().map_err(|_| crate::Error::InvalidParameter {
+                name: "--seen-before",
+                reason: format!("`{m}` is neither `off` nor a margin ≥ 0"),
+            })?),
+        };
+    }
+    let points = a
+        .likelihood_points
+        .unwrap_or(base.likelihood.map_or(3, |l| l.0));
+    c.likelihood = match &a.likelihood {
+        Some(t) => parse_likelihood(t, points)?,
+        None => base.likelihood.map(|(_, p)| (points, p)),
+    };
+    if a.likelihood_points.is_some() && c.likelihood.is_none() {
+        return Err(crate::Error::InvalidParameter {
+            name: "--likelihood-points",
+            reason: "the likelihood is off: give --likelihood TAIL too".into(),
+        }
+        .into());
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Runs `detect`.
+pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
+    check_percents(&a)?;
+    let config = config_of(&a)?;
     let spec = DetectSpec {
         config,
         since: a

@@ -24,6 +24,7 @@
 //! `100 · (1 − Π (1 − p_d))` with `p_d = 1 − 0.6 · e^{−(strength_d − 1)}` (0.4 at the
 //! threshold, rising toward 1).
 
+pub mod likelihood;
 pub mod pattern;
 pub mod velocity;
 pub mod zscore;
@@ -161,6 +162,14 @@ pub struct DetectConfig {
     /// Flags at most this far apart (µs) belong to one incident; only its first point and
     /// escalations are reported.
     pub cooldown: i64,
+    /// The seasonal detector's anomaly likelihood: (short mean length, tail probability),
+    /// or None (see [`likelihood`]).
+    pub likelihood: Option<(usize, f64)>,
+    /// A one-sided run of seasonal flags this long (µs) is a level shift (0: never).
+    pub level_shift: i64,
+    /// The seasonal detector leaves alone a value the last seasons held near its phase,
+    /// give or take this many scale units (None: off; see [`zscore::Seasonal`]).
+    pub seen_before: Option<f64>,
 }
 
 impl Default for DetectConfig {
@@ -177,11 +186,37 @@ impl Default for DetectConfig {
             min_volume: 20.0,
             window: None,
             cooldown: DEFAULT_COOLDOWN,
+            likelihood: None,
+            level_shift: 0,
+            seen_before: None,
         }
     }
 }
 
+/// The plain-series default of `seen_before` (scale units).
+pub const SEEN_MARGIN: f64 = 0.25;
+
 impl DetectConfig {
+    /// The defaults for a plain series (`detect --series`: any numeric series, no users or
+    /// business hours behind it), chosen by leave-one-category-out cross-validation on the
+    /// open NAB categories (`benches/accuracy/loco.py`, see the README): the seasonal
+    /// detector alone at |z| > 3.5, gated by the anomaly likelihood (mean |z| of 3 points,
+    /// tail 10⁻³), values seen near the same phase before left alone, a one-sided run of
+    /// 2 hours taken as a level shift, incidents 3 hours apart. No pattern detectors: off
+    /// hours and fraud mean nothing on a series that is not usage.
+    pub fn series() -> Self {
+        DetectConfig {
+            velocity: false,
+            pattern: false,
+            threshold: 3.5,
+            cooldown: 3 * MICROS_PER_HOUR,
+            likelihood: Some((3, 1e-3)),
+            level_shift: 2 * MICROS_PER_HOUR,
+            seen_before: Some(SEEN_MARGIN),
+            ..DetectConfig::default()
+        }
+    }
+
     /// Parses `--detectors zscore,robust,...` (all five names: zscore, robust, seasonal,
     /// velocity, pattern).
     pub fn with_detectors(mut self, list: &str) -> crate::Result<Self> {
@@ -247,6 +282,25 @@ impl DetectConfig {
         if self.cooldown < 0 {
             return bad("--cooldown", "must not be negative".into());
         }
+        if let Some((points, tail)) = self.likelihood
+            && !((1..=1000).contains(&points) && tail > 0.0 && tail < 0.5)
+        {
+            return bad(
+                "--likelihood",
+                format!(
+                    "{tail} over {points} points: need a tail in (0, 0.5) and 1 to 1,000 points"
+                ),
+            );
+        }
+        if self
+            .seen_before
+            .is_some_and(|m| !(m.is_finite() && m >= 0.0))
+        {
+            return bad("--seen-before", "the margin must be a number ≥ 0".into());
+        }
+        if self.level_shift < 0 {
+            return bad("--level-shift", "must not be negative".into());
+        }
         if self.window.is_some_and(|w| !(3..=1_000_000).contains(&w)) {
             return bad("--window", "must be 3 to 1,000,000 points".into());
         }
@@ -271,6 +325,9 @@ impl DetectConfig {
         if self.seasonal {
             d.push(Box::new(zscore::Seasonal {
                 threshold: self.threshold,
+                likelihood: self.likelihood,
+                level_shift: self.level_shift,
+                seen_before: self.seen_before,
             }));
         }
         if self.velocity {
@@ -279,6 +336,7 @@ impl DetectConfig {
                 drop_ratio: self.drop_ratio,
                 min_volume: self.min_volume,
                 threshold: self.threshold,
+                seen_before: self.seen_before,
             }));
         }
         if self.pattern {

@@ -39,6 +39,9 @@ pub struct Velocity {
     pub min_volume: f64,
     /// How many robust standard deviations of the series' usual misses a drop must exceed.
     pub threshold: f64,
+    /// A spike to a value the last seasons held near its phase is routine (see
+    /// [`Profile::seen_range`]); any margin counts as on (a spike has no scale to widen by).
+    pub seen_before: Option<f64>,
 }
 
 impl Detector for Velocity {
@@ -65,6 +68,7 @@ impl Detector for Velocity {
         // drop is a candidate.
         let mut misses: Vec<f64> = Vec::with_capacity(y.len());
         let mut scratch: Vec<f64> = Vec::new();
+        let seen_window = self.seen_before.map(|_| super::zscore::phase_window(s));
         for i in 0..y.len() {
             let v = y[i];
             // Spike.
@@ -89,6 +93,7 @@ impl Detector for Velocity {
             // A rise the series makes routinely (its values this high are in the top 1 % of
             // the last week) is its normal burstiness, not an incident. Checked only for
             // candidates: the scan is O(window).
+            let mut spike = None;
             if let Some(b) = base
                 && v >= self.min_volume
                 && b >= 0.0
@@ -103,7 +108,7 @@ impl Detector for Velocity {
                 } else {
                     1e6
                 };
-                out.push(Flag {
+                spike = Some(Flag {
                     index: i,
                     expected: b,
                     score: rise,
@@ -124,6 +129,18 @@ impl Detector for Velocity {
                     e
                 }
             };
+            // A spike to a value the last seasons held near this time of day is routine.
+            if let Some(f) = spike {
+                let seen = seen_window.is_some_and(|w| {
+                    profile
+                        .as_ref()
+                        .and_then(|p| p.seen_range(w))
+                        .is_some_and(|(_, hi)| v <= hi)
+                });
+                if !seen {
+                    out.push(f);
+                }
+            }
             // A run of points each below the ratio of its expected level. The run counts
             // once it has lost at least `min_volume` (Σ expected), stays below the ratio in
             // total, and its total miss exceeds `threshold` usual misses (robust standard

@@ -452,6 +452,35 @@ impl Profile {
         self.main.points
     }
 
+    /// The second smallest and second largest value the last seasons held at the phases
+    /// within `w` of the one just fed (its own newest value, the point being judged, left
+    /// out), or None with fewer than 4 such values. A value inside that range has been seen
+    /// at this time of day before: a daily job whose start drifts by a few minutes.
+    pub fn seen_range(&self, w: usize) -> Option<(f64, f64)> {
+        let (_, p) = self.main.last?;
+        let n = self.main.points;
+        let (mut lo, mut hi) = ([f64::MAX; 2], [f64::MIN; 2]);
+        let mut count = 0;
+        for k in 0..=2 * w.min(n / 2) {
+            let q = (p + n + k - w.min(n / 2)) % n;
+            let (held, next) = self.main.fill[q];
+            for j in 0..held as usize {
+                if q == p && (j + 1) % SEASONS == next as usize % SEASONS {
+                    continue; // the value just fed
+                }
+                let x = self.main.vals[q][j];
+                if x < lo[1] {
+                    lo = if x < lo[0] { [x, lo[0]] } else { [lo[0], x] };
+                }
+                if x > hi[1] {
+                    hi = if x > hi[0] { [x, hi[0]] } else { [hi[0], x] };
+                }
+                count += 1;
+            }
+        }
+        (count >= 4).then_some((lo[1], hi[1]))
+    }
+
     /// The expected values at instant `t` (points come in time order), then learns `v`.
     #[inline]
     pub fn feed(&mut self, t: i64, v: f64) -> Expected {
@@ -509,11 +538,42 @@ impl Expected {
 /// after a lasting level change) is judged against its level, instead of against a noisy
 /// profile of past days. The z-score divides by the robust scale of the last week of
 /// residuals (see [`SortedWindow::scale`]).
+///
+/// Two options make it adapt to the series:
+/// - `likelihood`: a flag also needs the anomaly likelihood of the recent |z| (see
+///   [`super::likelihood`]) to be in the far tail of this series' own history;
+/// - `level_shift`: when the residuals stay on one side beyond the threshold for that long
+///   (µs), the level has shifted: the recent level becomes the predictor at once and the
+///   residual scale restarts after the shift, so a lasting change is one incident, not one
+///   per cooldown until the seasonal profile has caught up.
 #[derive(Debug, Clone)]
 pub struct Seasonal {
     /// |z| threshold.
     pub threshold: f64,
+    /// Anomaly likelihood: (short mean length, tail probability), or None.
+    pub likelihood: Option<(usize, f64)>,
+    /// Length of a one-sided run of flags that counts as a level shift (µs; 0: never).
+    pub level_shift: i64,
+    /// A value within the range the last seasons held near its phase (see
+    /// [`Profile::seen_range`] and [`phase_window`]), widened by this many robust scale
+    /// units, is routine, not flagged (None: off).
+    pub seen_before: Option<f64>,
 }
+
+/// The phase neighbourhood the seasonal detector's "seen before" rule looks at: ±30 minutes
+/// for series finer than an hour, ±1 hour for hourly series, none for daily ones.
+pub fn phase_window(s: &SeriesView) -> usize {
+    if s.step < MICROS_PER_HOUR {
+        (30 * 60 * 1_000_000 / s.step.max(1)) as usize
+    } else if s.step < MICROS_PER_DAY {
+        1
+    } else {
+        0
+    }
+}
+
+/// Days of short means the likelihood's statistics cover.
+const LIKELIHOOD_DAYS: i64 = 28;
 
 /// Residuals the seasonal detector's scale comes from.
 const RESIDUALS: usize = 30;
@@ -536,6 +596,16 @@ impl Detector for Seasonal {
         let mut recent = SortedWindow::new(s.points_in(MICROS_PER_HOUR).max(3));
         let (mut err_profile, mut err_recent) = (0.0f64, 0.0f64);
         let mut resid = SortedWindow::new(default_window(s));
+        let mut likelihood = self.likelihood.map(|(short, tail)| {
+            let long = s
+                .points_in(LIKELIHOOD_DAYS * MICROS_PER_DAY)
+                .clamp(2 * super::likelihood::LEARN, 8640);
+            super::likelihood::Likelihood::new(short, long, tail)
+        });
+        let seen_window = self.seen_before.map(|margin| (phase_window(s), margin));
+        let shift_points = (self.level_shift > 0).then(|| s.points_in(self.level_shift).max(2));
+        // The current one-sided run of over-threshold residuals: its sign and length.
+        let mut run = (0.0f64, 0usize);
         for (i, (&t, &v)) in s.ts.iter().zip(s.values).enumerate() {
             let level = (!recent.is_empty()).then(|| recent.median());
             let expected = profile.feed(t, v).main;
@@ -545,14 +615,37 @@ impl Detector for Seasonal {
                 if resid.len() >= RESIDUALS {
                     let m = resid.median();
                     let sc = resid.scale(m).max(floor(e));
-                    if let Some(f) = flag(
-                        i,
-                        e + m,
-                        (r - m) / sc,
-                        self.threshold,
-                        DetectorKind::Seasonal,
-                    ) {
+                    let z = (r - m) / sc;
+                    let likely = likelihood.as_mut().is_none_or(|l| l.feed(z.abs()));
+                    // Only for candidates (cheap): a value seen near this phase in the
+                    // last seasons, give or take `margin` scale units (noise), is routine.
+                    let unseen = || {
+                        seen_window.is_none_or(|(w, margin)| {
+                            profile
+                                .seen_range(w)
+                                .is_none_or(|(lo, hi)| v > hi + margin * sc || v < lo - margin * sc)
+                        })
+                    };
+                    if likely
+                        && z.abs() > self.threshold
+                        && unseen()
+                        && let Some(f) = flag(i, e + m, z, self.threshold, DetectorKind::Seasonal)
+                    {
                         out.push(f);
+                    }
+                    if z.abs() > self.threshold && (run.1 == 0 || z.signum() == run.0) {
+                        run = (z.signum(), run.1 + 1);
+                    } else {
+                        run = (0.0, 0);
+                    }
+                    if shift_points.is_some_and(|p| run.1 >= p) {
+                        // A level shift: judge by the recent level from now on (until the
+                        // profile, which learns the new level, predicts better again) and
+                        // measure the spread after the shift.
+                        err_recent = 0.0;
+                        err_profile = err_profile.max((v - e_p).abs());
+                        resid = SortedWindow::new(default_window(s));
+                        run = (0.0, 0);
                     }
                 }
                 resid.push(r);

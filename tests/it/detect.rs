@@ -166,7 +166,8 @@ fn velocity_spikes_need_volume_and_seasonal_peaks_are_not_anomalies() {
             ("dropped", dropped),
         ],
     );
-    let rows = detect_rows(&input, &[]);
+    // Velocity is not among a plain series' defaults: asked for here.
+    let rows = detect_rows(&input, &["--detectors", "seasonal,velocity"]);
     let of = |id: &str| {
         rows.iter()
             .filter(|r| r["series_id"] == id)
@@ -202,6 +203,111 @@ fn velocity_spikes_need_volume_and_seasonal_peaks_are_not_anomalies() {
             .iter()
             .any(|r| r["ts"] == "2026-09-20T09:00:00Z" && r["detectors"].contains("velocity_drop")),
         "{dropped:?}"
+    );
+}
+
+/// Five-minute points of a daily cycle with noise (deterministic), `days` long.
+fn five_minute_days(days: usize, seed: u64) -> Vec<f64> {
+    let n = days * 288;
+    let e = noise(n, seed);
+    (0..n)
+        .map(|i| 30.0 * (2.0 * std::f64::consts::PI * (i % 288) as f64 / 288.0).sin() + e[i])
+        .collect()
+}
+
+fn five_minute_csv(dir: &Path, series: &[(&str, Vec<f64>)]) -> std::path::PathBuf {
+    let path = dir.join("five.csv");
+    let mut f = String::from("series_id,ts,value\n");
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-09-01T00:00:00Z").unwrap();
+    for (id, ys) in series {
+        for (i, y) in ys.iter().enumerate() {
+            let t = t0 + chrono::Duration::minutes(5 * i as i64);
+            f.push_str(&format!("{id},{},{y}\n", t.format("%Y-%m-%dT%H:%M:%SZ")));
+        }
+    }
+    std::fs::write(&path, f).unwrap();
+    path
+}
+
+#[test]
+fn plain_series_defaults_skip_routine_jobs_keep_a_level_shift_to_one_incident_and_no_fraud() {
+    let d = tempfile::tempdir().unwrap();
+    // A nightly job at 03:00 whose start drifts by up to 25 minutes: routine.
+    let mut job = five_minute_days(21, 3);
+    for day in 0..21 {
+        let start = day * 288 + 36 + (day * 7) % 6; // 03:00 + 0..25 min
+        for v in &mut job[start..start + 3] {
+            *v += 150.0;
+        }
+    }
+    // A level shift: +80 % from day 14 on, for a week.
+    let mut shift = five_minute_days(21, 4);
+    for v in &mut shift[14 * 288..] {
+        *v *= 1.8;
+    }
+    // One real spike on day 17 at noon.
+    let mut spike = five_minute_days(21, 5);
+    spike[17 * 288 + 144] += 200.0;
+    let input = five_minute_csv(
+        d.path(),
+        &[("job", job), ("shift", shift), ("spike", spike)],
+    );
+    let rows = detect_rows(&input, &[]);
+    let of = |id: &str| {
+        rows.iter()
+            .filter(|r| r["series_id"] == id)
+            .collect::<Vec<_>>()
+    };
+    // The spike is found, at its point.
+    assert!(
+        of("spike")
+            .iter()
+            .any(|r| r["ts"] == "2026-09-18T12:00:00Z"),
+        "{rows:?}"
+    );
+    // The level shift is one incident: every reported row of it in one incident.
+    let shift = of("shift");
+    let incidents: std::collections::BTreeSet<&String> =
+        shift.iter().map(|r| &r["incident"]).collect();
+    assert!(!shift.is_empty() && incidents.len() == 1, "{shift:?}");
+    assert!(
+        shift[0]["ts"].as_str() >= "2026-09-15T00:00:00Z",
+        "{shift:?}"
+    );
+    // With a margin of one robust standard deviation, the drifting job is not flagged once
+    // the detector has seen it (warm-up: two days).
+    let wide = detect_rows(&input, &["--seen-before", "1"]);
+    assert!(
+        wide.iter()
+            .all(|r| r["series_id"] != "job" || r["ts"].as_str() < "2026-09-04"),
+        "{wide:?}"
+    );
+    // Without the "seen before" rule the same job is flagged on later days.
+    let strict = detect_rows(&input, &["--seen-before", "off"]);
+    assert!(
+        strict
+            .iter()
+            .any(|r| r["series_id"] == "job" && r["ts"].as_str() >= "2026-09-04"),
+        "{strict:?}"
+    );
+    // Nothing on a plain series is a fraud suspect, and pattern detectors are refused there.
+    assert!(
+        rows.iter().all(|r| r["fraud_suspect"] == "false"),
+        "{rows:?}"
+    );
+    let out = d.path().join("flags.csv");
+    assert_rejected(
+        "pattern detectors on a plain series",
+        &[
+            "detect",
+            "--series",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--detectors",
+            "seasonal,pattern",
+        ],
+        &["--detectors", "--lake"],
     );
 }
 

@@ -165,6 +165,7 @@ proptest! {
         spikes in proptest::collection::vec((0usize..700, 300u16..3000), 0..6),
         cut in 50usize..700,
         hourly in any::<bool>(),
+        plain in any::<bool>(),
     ) {
         use meterlake::stage::anomalies::{DetectSpec, detect_series};
         use meterlake::detect::DetectConfig;
@@ -178,7 +179,14 @@ proptest! {
         let step = if hourly { 3_600_000_000 } else { 300_000_000 };
         let ts: Vec<i64> = (0..y.len() as i64).map(|i| 1_788_220_800_000_000 + i * step).collect();
         let spec = DetectSpec {
-            config: DetectConfig::default().with_detectors("zscore,robust,seasonal,velocity,pattern").unwrap(),
+            // The lake's detectors, or a plain series' defaults with every detector added
+            // (likelihood, "seen before" and level shifts: all causal too).
+            config: if plain {
+                DetectConfig { seen_before: Some(0.0), ..DetectConfig::series() }
+                    .with_detectors("zscore,robust,seasonal,velocity").unwrap()
+            } else {
+                DetectConfig::default().with_detectors("zscore,robust,seasonal,velocity,pattern").unwrap()
+            },
             since: None,
             threads: Some(1),
         };
