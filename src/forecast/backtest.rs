@@ -74,6 +74,20 @@ pub fn backtest(
     level: f64,
     m: usize,
 ) -> Option<Metrics> {
+    backtest_from(model, y, h, folds, level, m, 0)
+}
+
+/// [`backtest`] on the folds whose training data holds at least `min_origin` points, so
+/// models that need different histories can be compared on the same origins.
+pub fn backtest_from(
+    model: &dyn Forecaster,
+    y: &[f64],
+    h: usize,
+    folds: usize,
+    level: f64,
+    m: usize,
+    min_origin: usize,
+) -> Option<Metrics> {
     let n = y.len();
     let (mut abs, mut sq, mut sm, mut inside, mut points) = (0.0, 0.0, 0.0, 0usize, 0usize);
     let (mut mase_sum, mut scored) = (0.0, 0usize);
@@ -81,7 +95,7 @@ pub fn backtest(
         let Some(origin) = n.checked_sub(f * h) else {
             continue;
         };
-        if origin < model.min_len().max(1) {
+        if origin < model.min_len().max(min_origin).max(1) {
             continue;
         }
         let test = &y[origin..(origin + h).min(n)];

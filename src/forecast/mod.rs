@@ -24,7 +24,7 @@ mod moving_average;
 mod naive;
 mod optimize;
 
-pub use backtest::{DEFAULT_FOLDS, Metrics, backtest, mase_scale, smape_term};
+pub use backtest::{DEFAULT_FOLDS, Metrics, backtest, backtest_from, mase_scale, smape_term};
 pub use exp_smoothing::{DEFAULT_ALPHA, ExpSmoothing, PHI_BOUNDS, Trend};
 pub use linear::LinearTrend;
 pub use moving_average::{DEFAULT_SEASONS, DEFAULT_WINDOW, MovingAverage, SeasonalMovingAverage};
@@ -335,9 +335,24 @@ pub fn forecast_one(
     let mut metrics = None;
     if kind == ModelKind::Auto {
         let mut best: Option<(ModelKind, Metrics)> = None;
-        for &c in &opts.candidates {
-            let Some(model) = opts.model(c) else { continue };
-            if let Some(mt) = backtest(model.as_ref(), y, h, opts.folds, level, m)
+        let models: Vec<_> = opts
+            .candidates
+            .iter()
+            .filter_map(|&c| Some((c, opts.model(c)?)))
+            .collect();
+        // Every candidate is scored on the same origins: those where the most demanding
+        // candidate that can be backtested at all has its history (else a seasonal model
+        // needing two long seasons is judged on the last, easiest folds only and a simpler
+        // one on the early, hard ones too).
+        let last_origin = y.len().saturating_sub(h);
+        let min_origin = models
+            .iter()
+            .map(|(_, model)| model.min_len().max(1))
+            .filter(|&l| l <= last_origin)
+            .max()
+            .unwrap_or(0);
+        for (c, model) in models {
+            if let Some(mt) = backtest_from(model.as_ref(), y, h, opts.folds, level, m, min_origin)
                 && mt.mase.is_finite()
                 && best.is_none_or(|(_, b)| mt.mase < b.mase)
             {
@@ -431,6 +446,34 @@ pub fn forecast_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn auto_compares_candidates_on_the_same_origins() {
+        // Five days of hourly data with a daily cycle, h = 24, 5 folds: origins 0, 24, 48,
+        // 72 and 96. Holt-Winters needs 2·24 + 2 = 50 points, so every candidate is scored on
+        // the origins 72 and 96 only, the chosen one included; with naive alone, on all
+        // four non-empty origins.
+        let y: Vec<f64> = (0..120)
+            .map(|t| {
+                60.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin() + (t * 7 % 5) as f64
+            })
+            .collect();
+        let opts = ModelOptions {
+            season_length: 24,
+            folds: 5,
+            candidates: vec![ModelKind::Naive, ModelKind::HoltWinters],
+            ..ModelOptions::default()
+        };
+        let f = forecast_one(&y, 24, 0.95, ModelKind::Auto, &opts);
+        assert_eq!(f.metrics.map(|m| m.folds), Some(2), "{}", f.status);
+        assert_eq!(f.model, Some("holt_winters"), "{}", f.status);
+        let naive_only = ModelOptions {
+            candidates: vec![ModelKind::Naive],
+            ..opts
+        };
+        let f = forecast_one(&y, 24, 0.95, ModelKind::Auto, &naive_only);
+        assert_eq!(f.metrics.map(|m| m.folds), Some(4), "{}", f.status);
+    }
 
     #[test]
     fn short_histories_fall_back_and_never_give_nan() {
