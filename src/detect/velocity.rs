@@ -6,7 +6,9 @@
 //!   one step back), else the mean of the points in the hour before; and the value must
 //!   be above the series' usual highs (the k-th largest of the last week, k = 1 % of the
 //!   points, at least 3: a series that bursts routinely is not flagged for it). Warm-up:
-//!   one hour (the usual-highs rule applies once 7 points are known).
+//!   one hour (the usual-highs rule applies once 7 points are known). With `seen_before`,
+//!   a spike to a value the last seasons already held near the same phase (see
+//!   [`super::zscore::Profile::seen_range`]) is routine too.
 //! - Drop: a run of points each below `drop_ratio` (10 %) of its expected level, once the
 //!   run has lost at least `min_volume` in total (Σ expected: a small tenant at 0 for a
 //!   day has broken as surely as a big one at 0 for an hour), stays below the ratio in
