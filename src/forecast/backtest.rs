@@ -1,7 +1,12 @@
 //! Rolling-origin backtests and the accuracy metrics they report.
 //!
-//! Fold `f` of `F` (oldest first) trains on `y[..n − f·h]` and scores the next `h` points
-//! (fewer for the last fold if the series ends). Metrics pool every scored point:
+//! Fold `f` of `F` (oldest first) trains on `y[..n − f·h]` and scores the next `h` points.
+//! When the history is too short for `F` such folds (between the first origin a model can
+//! fit from and the last, `n − h`), the origins are spread evenly over what there is,
+//! closer than `h` apart (overlapping test windows, each a full horizon): one or two folds
+//! of a long horizon decide `auto`'s choice by chance (a 5-minute series with a daily
+//! season of 169 points and three days of history had a single fold). Metrics pool every
+//! scored point:
 //! - `mae`, `rmse`;
 //! - `smape`: mean of `200·|y − ŷ| / (|y| + |ŷ|)` in percent (0 where both are 0), as in M4;
 //! - `mase`: per fold, `mae` over the in-sample mean absolute seasonal difference of that
@@ -65,6 +70,17 @@ pub fn mase_scale(train: &[f64], m: usize) -> f64 {
     if level > 0.0 { level } else { 1.0 }
 }
 
+/// The distance between origins: a horizon, or, when the history between the first usable
+/// origin and the last (`span` points) is too short for `folds` of them, the span shared
+/// out (at least 1), so every fold still forecasts a full horizon.
+fn origin_step(span: usize, h: usize, folds: usize) -> usize {
+    if folds <= 1 || span >= (folds - 1) * h {
+        h.max(1)
+    } else {
+        (span / (folds - 1)).max(1)
+    }
+}
+
 /// Backtests `model` on `y`; None when no fold has enough training data.
 pub fn backtest(
     model: &dyn Forecaster,
@@ -91,11 +107,14 @@ pub fn backtest_from(
     let n = y.len();
     let (mut abs, mut sq, mut sm, mut inside, mut points) = (0.0, 0.0, 0.0, 0usize, 0usize);
     let (mut mase_sum, mut scored) = (0.0, 0usize);
-    for f in (1..=folds).rev() {
-        let Some(origin) = n.checked_sub(f * h) else {
+    let first = model.min_len().max(min_origin).max(1);
+    let last = n.checked_sub(h)?;
+    let step = origin_step(last.checked_sub(first)?, h, folds);
+    for k in (0..folds).rev() {
+        let Some(origin) = last.checked_sub(k * step) else {
             continue;
         };
-        if origin < model.min_len().max(min_origin).max(1) {
+        if origin < first {
             continue;
         }
         let test = &y[origin..(origin + h).min(n)];
@@ -156,5 +175,25 @@ mod tests {
             + smape_term(9.0, 7.0))
             / 4.0;
         assert!((m.smape - smape).abs() < 1e-12);
+    }
+
+    #[test]
+    fn short_histories_spread_the_origins_and_keep_full_horizons() {
+        // y = 0..30, h = 10, 5 folds: five origins a horizon apart would need 50 points.
+        // Naive can fit from 1 point, the last origin is 20: the span 1..20 is shared out
+        // in steps of 19 / 4 = 4: origins 4, 8, 12, 16, 20, each scoring 10 points. Naive
+        // forecasts o − 1 for o..o + 10: errors 1..10, mae 5.5; a unit line's scale is 1.
+        let y: Vec<f64> = (0..30).map(f64::from).collect();
+        let m = backtest(&Naive, &y, 10, 5, 0.95, 1).unwrap();
+        assert_eq!((m.folds, m.points), (5, 50));
+        assert!(
+            (m.mae - 5.5).abs() < 1e-12 && (m.mase - 5.5).abs() < 1e-12,
+            "{m:?}"
+        );
+        // From origin 16 on: the span 16..20 gives steps of 4 / 4 = 1: origins 16..=20.
+        let m = backtest_from(&Naive, &y, 10, 5, 0.95, 1, 16).unwrap();
+        assert_eq!((m.folds, m.points), (5, 50));
+        // Too short for a single full horizon after the first usable origin: nothing.
+        assert!(backtest_from(&Naive, &y, 10, 5, 0.95, 1, 21).is_none());
     }
 }

@@ -340,19 +340,35 @@ pub fn forecast_one(
             .iter()
             .filter_map(|&c| Some((c, opts.model(c)?)))
             .collect();
+        // A candidate that can fit the series but not leave a whole horizon out (Holt-
+        // Winters with a long season and three seasons of history) is still compared: on a
+        // shorter backtest horizon, down to half of h.
+        let n = y.len();
+        let demanding = models
+            .iter()
+            .map(|(_, model)| model.min_len().max(1))
+            .filter(|&l| l < n && n - l >= h.div_ceil(2))
+            .max()
+            .unwrap_or(0);
+        let bh = h.min(n.saturating_sub(demanding)).max(1);
         // Every candidate is scored on the same origins: those where the most demanding
         // candidate that can be backtested at all has its history (else a seasonal model
         // needing two long seasons is judged on the last, easiest folds only and a simpler
         // one on the early, hard ones too).
-        let last_origin = y.len().saturating_sub(h);
+        let last_origin = n.saturating_sub(bh);
         let min_origin = models
             .iter()
             .map(|(_, model)| model.min_len().max(1))
             .filter(|&l| l <= last_origin)
             .max()
             .unwrap_or(0);
+        if bh < h {
+            notes.push(format!(
+                "auto: backtest horizon {bh} (history too short for {h})"
+            ));
+        }
         for (c, model) in models {
-            if let Some(mt) = backtest_from(model.as_ref(), y, h, opts.folds, level, m, min_origin)
+            if let Some(mt) = backtest_from(model.as_ref(), y, bh, opts.folds, level, m, min_origin)
                 && mt.mase.is_finite()
                 && best.is_none_or(|(_, b)| mt.mase < b.mase)
             {
@@ -449,10 +465,9 @@ mod tests {
 
     #[test]
     fn auto_compares_candidates_on_the_same_origins() {
-        // Five days of hourly data with a daily cycle, h = 24, 5 folds: origins 0, 24, 48,
-        // 72 and 96. Holt-Winters needs 2·24 + 2 = 50 points, so every candidate is scored on
-        // the origins 72 and 96 only, the chosen one included; with naive alone, on all
-        // four non-empty origins.
+        // Five days of hourly data with a daily cycle, h = 24, 5 folds. Holt-Winters needs
+        // 2·24 + 2 = 50 points, so every candidate is scored from origin 50 on, the chosen
+        // one included: its metrics are its own backtest from there, not from origin 1.
         let y: Vec<f64> = (0..120)
             .map(|t| {
                 60.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin() + (t * 7 % 5) as f64
@@ -465,14 +480,48 @@ mod tests {
             ..ModelOptions::default()
         };
         let f = forecast_one(&y, 24, 0.95, ModelKind::Auto, &opts);
-        assert_eq!(f.metrics.map(|m| m.folds), Some(2), "{}", f.status);
         assert_eq!(f.model, Some("holt_winters"), "{}", f.status);
+        let hw = opts.model(ModelKind::HoltWinters).unwrap();
+        assert_eq!(
+            f.metrics,
+            backtest_from(hw.as_ref(), &y, 24, 5, 0.95, 24, 50)
+        );
         let naive_only = ModelOptions {
             candidates: vec![ModelKind::Naive],
-            ..opts
+            ..opts.clone()
         };
         let f = forecast_one(&y, 24, 0.95, ModelKind::Auto, &naive_only);
-        assert_eq!(f.metrics.map(|m| m.folds), Some(4), "{}", f.status);
+        assert_eq!(f.metrics, backtest(&Naive, &y, 24, 5, 0.95, 24));
+        assert_ne!(f.metrics, backtest_from(&Naive, &y, 24, 5, 0.95, 24, 50));
+    }
+
+    #[test]
+    fn a_model_that_fits_but_cannot_leave_a_horizon_out_is_compared_on_a_shorter_one() {
+        // Three days of hourly data, h = 24: Holt-Winters needs 50 points, so it cannot
+        // leave 24 out, but it can leave 22: every candidate is backtested 22 ahead from
+        // origin 50 on, and Holt-Winters stays in the running.
+        let y: Vec<f64> = (0..72)
+            .map(|t| {
+                60.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin() + (t * 7 % 5) as f64
+            })
+            .collect();
+        let opts = ModelOptions {
+            season_length: 24,
+            folds: 5,
+            candidates: vec![ModelKind::Naive, ModelKind::HoltWinters],
+            ..ModelOptions::default()
+        };
+        let f = forecast_one(&y, 24, 0.95, ModelKind::Auto, &opts);
+        assert!(f.status.contains("backtest horizon 22"), "{}", f.status);
+        assert_eq!(f.model, Some("holt_winters"), "{}", f.status);
+        let hw = opts.model(ModelKind::HoltWinters).unwrap();
+        assert_eq!(
+            f.metrics,
+            backtest_from(hw.as_ref(), &y, 22, 5, 0.95, 24, 50)
+        );
+        // Below half a horizon it is left out, as before: 60 points leave only 10.
+        let f = forecast_one(&y[..60], 24, 0.95, ModelKind::Auto, &opts);
+        assert_eq!(f.model, Some("naive"), "{}", f.status);
     }
 
     #[test]
