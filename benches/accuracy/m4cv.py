@@ -24,10 +24,13 @@ CONFIGS = {
     "baselines+smoothing": ["--candidates", "naive,seasonal_naive,ses,holt,holt_damped,holt_winters"],
     "all models": ["--candidates", "naive,seasonal_naive,ses,holt,holt_damped,holt_winters,linear,moving_average,seasonal_moving_average"],
     "smoothing only": ["--candidates", "ses,holt,holt_damped,holt_winters"],
-    "no undamped holt (shipped)": ["--candidates", "naive,seasonal_naive,ses,holt_damped,holt_winters"],
+    "no undamped holt": ["--candidates", "naive,seasonal_naive,ses,holt_damped,holt_winters"],
     "naive, ses, damped": ["--candidates", "naive,ses,holt_damped"],
 }
 FOLDS = ["1", "3", "5"]
+# What ships: the chosen non-seasonal part plus the seasonal models M4 Weekly cannot judge
+# (m = 1: they do not apply there, so on this data it is the same as "smoothing only").
+SHIPPED = ["--candidates", "seasonal_naive,ses,holt,holt_damped,holt_winters", "--folds", "5"]
 
 
 def smape(y, f):
@@ -104,10 +107,11 @@ def main():
     test = pd.read_csv(a.test)
     test["series_id"] = test["series_id"].astype(str)
     actual = {s: g["value"].to_numpy()[: a.h] for s, g in test.groupby("series_id")}
-    shipped = "no undamped holt (shipped), 5 folds"
+    shipped = "shipped, 5 folds"
     result = {"validation (3 origins inside train)": dict(sorted(valid.items(), key=lambda kv: kv[1]["owa"])),
               "best": best, "within_one_se": within,
               "chosen": chosen, "chosen_args": " ".join(configs[chosen])}
+    configs[shipped] = SHIPPED
     for label, name in (("test: chosen", chosen), ("test: shipped", shipped)):
         s, m = scores(a.bin, train, actual, a.h, configs[name])
         result[label] = {"smape": round(s, 3), "mase": round(m, 3)}
