@@ -466,12 +466,10 @@ pub fn forecast_many(
 mod tests {
     use super::*;
 
-    #[test]
-    fn auto_compares_candidates_on_the_same_origins() {
-        // Five days of hourly data with a daily cycle, h = 24, 5 folds. Holt-Winters needs
-        // 2·24 + 2 = 50 points, so every candidate is scored from origin 50 on, the chosen
-        // one included: its metrics are its own backtest from there, not from origin 1.
-        let y: Vec<f64> = (0..120)
+    /// `days` of hourly data with a daily cycle, and auto's options to choose between naive
+    /// and Holt-Winters with 5 folds.
+    fn hourly_days(days: usize) -> (Vec<f64>, ModelOptions) {
+        let y = (0..24 * days)
             .map(|t| {
                 60.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin() + (t * 7 % 5) as f64
             })
@@ -482,6 +480,15 @@ mod tests {
             candidates: vec![ModelKind::Naive, ModelKind::HoltWinters],
             ..ModelOptions::default()
         };
+        (y, opts)
+    }
+
+    #[test]
+    fn auto_compares_candidates_on_the_same_origins() {
+        // Five days of hourly data with a daily cycle, h = 24, 5 folds. Holt-Winters needs
+        // 2·24 + 2 = 50 points, so every candidate is scored from origin 50 on, the chosen
+        // one included: its metrics are its own backtest from there, not from origin 1.
+        let (y, opts) = hourly_days(5);
         let f = forecast_one(&y, 24, 0.95, ModelKind::Auto, &opts);
         assert_eq!(f.model, Some("holt_winters"), "{}", f.status);
         let hw = opts.model(ModelKind::HoltWinters).unwrap();
@@ -503,17 +510,7 @@ mod tests {
         // Three days of hourly data, h = 24: Holt-Winters needs 50 points, so it cannot
         // leave 24 out, but it can leave 22: every candidate is backtested 22 ahead from
         // origin 50 on, and Holt-Winters stays in the running.
-        let y: Vec<f64> = (0..72)
-            .map(|t| {
-                60.0 + 20.0 * (std::f64::consts::TAU * t as f64 / 24.0).sin() + (t * 7 % 5) as f64
-            })
-            .collect();
-        let opts = ModelOptions {
-            season_length: 24,
-            folds: 5,
-            candidates: vec![ModelKind::Naive, ModelKind::HoltWinters],
-            ..ModelOptions::default()
-        };
+        let (y, opts) = hourly_days(3);
         let f = forecast_one(&y, 24, 0.95, ModelKind::Auto, &opts);
         assert!(f.status.contains("backtest horizon 22"), "{}", f.status);
         assert_eq!(f.model, Some("holt_winters"), "{}", f.status);
