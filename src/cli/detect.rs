@@ -91,29 +91,19 @@ pub struct DetectArgs {
     pub output: super::Output,
 }
 
-/// `--likelihood off|TAIL` with its short mean's length.
-fn parse_likelihood(tail: &str, points: usize) -> anyhow::Result<Option<(usize, f64)>> {
-    if tail == "off" {
+/// A flag that is `off` or a number (None for `off`); its range is checked with the other
+/// settings, by [`DetectConfig::validate`].
+fn off_or_number(name: &'static str, value: &str, what: &str) -> crate::Result<Option<f64>> {
+    if value == "off" {
         return Ok(None);
     }
-    let bad = |reason: String| crate::Error::InvalidParameter {
-        name: "--likelihood",
-        reason,
-    };
-    let p: f64 = tail
+    value
         .parse()
-        .map_err(|_| bad(format!("`{tail}` is neither `off` nor a probability")))?;
-    if !(p > 0.0 && p < 0.5) {
-        return Err(bad(format!("{p} is not a tail probability in (0, 0.5)")).into());
-    }
-    if !(1..=1000).contains(&points) {
-        return Err(crate::Error::InvalidParameter {
-            name: "--likelihood-points",
-            reason: format!("{points} is not 1 to 1,000"),
-        }
-        .into());
-    }
-    Ok(Some((points, p)))
+        .map(Some)
+        .map_err(|_| crate::Error::InvalidParameter {
+            name,
+            reason: format!("`{value}` is neither `off` nor {what}"),
+        })
 }
 
 /// The settings: the defaults of the input's kind (see [`DetectConfig::series`]), then the
@@ -151,21 +141,16 @@ fn config_of(a: &DetectArgs) -> anyhow::Result<DetectConfig> {
         c.level_shift = parse_duration("--level-shift", d)?;
     }
     if let Some(x) = &a.seen_before {
-        c.seen_before = match x.as_str() {
-            "off" => None,
-            m => Some(m.parse().map_err(|_| crate::Error::InvalidParameter {
-                name: "--seen-before",
-                reason: format!("`{m}` is neither `off` nor a margin ≥ 0"),
-            })?),
-        };
+        c.seen_before = off_or_number("--seen-before", x, "a margin ≥ 0")?;
     }
     let points = a
         .likelihood_points
         .unwrap_or(base.likelihood.map_or(3, |l| l.0));
-    c.likelihood = match &a.likelihood {
-        Some(t) => parse_likelihood(t, points)?,
-        None => base.likelihood.map(|(_, p)| (points, p)),
+    let tail = match &a.likelihood {
+        Some(t) => off_or_number("--likelihood", t, "a probability")?,
+        None => base.likelihood.map(|(_, p)| p),
     };
+    c.likelihood = tail.map(|p| (points, p));
     if a.likelihood_points.is_some() && c.likelihood.is_none() {
         return Err(crate::Error::InvalidParameter {
             name: "--likelihood-points",

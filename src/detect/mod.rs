@@ -282,15 +282,16 @@ impl DetectConfig {
         if self.cooldown < 0 {
             return bad("--cooldown", "must not be negative".into());
         }
-        if let Some((points, tail)) = self.likelihood
-            && !((1..=1000).contains(&points) && tail > 0.0 && tail < 0.5)
-        {
-            return bad(
-                "--likelihood",
-                format!(
-                    "{tail} over {points} points: need a tail in (0, 0.5) and 1 to 1,000 points"
-                ),
-            );
+        if let Some((points, tail)) = self.likelihood {
+            if !(tail > 0.0 && tail < 0.5) {
+                return bad(
+                    "--likelihood",
+                    format!("{tail} is not a tail probability in (0, 0.5)"),
+                );
+            }
+            if !(1..=1000).contains(&points) {
+                return bad("--likelihood-points", format!("{points} is not 1 to 1,000"));
+            }
         }
         if self
             .seen_before

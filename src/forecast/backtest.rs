@@ -117,7 +117,8 @@ pub fn backtest_from(
         if origin < first {
             continue;
         }
-        let test = &y[origin..(origin + h).min(n)];
+        // origin ≤ n − h: every fold scores a full horizon.
+        let test = &y[origin..origin + h];
         let Ok(fitted) = model.fit(&y[..origin]) else {
             continue;
         };

@@ -21,11 +21,22 @@ fn csv_rows(path: &Path) -> Vec<BTreeMap<String, String>> {
         .collect()
 }
 
+/// Hourly series from 2026-09-01 in a CSV file.
 fn series_csv(dir: &Path, name: &str, series: &[(&str, Vec<f64>)]) -> std::path::PathBuf {
+    series_csv_every(dir, name, 3600, series)
+}
+
+/// Series with a point every `step` seconds from 2026-09-01 in a CSV file.
+fn series_csv_every(
+    dir: &Path,
+    name: &str,
+    step: i64,
+    series: &[(&str, Vec<f64>)],
+) -> std::path::PathBuf {
     let mut text = String::from("series_id,ts,value\n");
     for (id, ys) in series {
         for (i, y) in ys.iter().enumerate() {
-            let t = chrono::DateTime::from_timestamp(1_788_220_800 + i as i64 * 3600, 0).unwrap();
+            let t = chrono::DateTime::from_timestamp(1_788_220_800 + i as i64 * step, 0).unwrap();
             text.push_str(&format!("{id},{},{y}\n", t.format("%Y-%m-%dT%H:%M:%SZ")));
         }
     }
@@ -215,20 +226,6 @@ fn five_minute_days(days: usize, seed: u64) -> Vec<f64> {
         .collect()
 }
 
-fn five_minute_csv(dir: &Path, series: &[(&str, Vec<f64>)]) -> std::path::PathBuf {
-    let path = dir.join("five.csv");
-    let mut f = String::from("series_id,ts,value\n");
-    let t0 = chrono::DateTime::parse_from_rfc3339("2026-09-01T00:00:00Z").unwrap();
-    for (id, ys) in series {
-        for (i, y) in ys.iter().enumerate() {
-            let t = t0 + chrono::Duration::minutes(5 * i as i64);
-            f.push_str(&format!("{id},{},{y}\n", t.format("%Y-%m-%dT%H:%M:%SZ")));
-        }
-    }
-    std::fs::write(&path, f).unwrap();
-    path
-}
-
 #[test]
 fn plain_series_defaults_skip_routine_jobs_keep_a_level_shift_to_one_incident_and_no_fraud() {
     let d = tempfile::tempdir().unwrap();
@@ -248,8 +245,10 @@ fn plain_series_defaults_skip_routine_jobs_keep_a_level_shift_to_one_incident_an
     // One real spike on day 17 at noon.
     let mut spike = five_minute_days(21, 5);
     spike[17 * 288 + 144] += 200.0;
-    let input = five_minute_csv(
+    let input = series_csv_every(
         d.path(),
+        "five.csv",
+        300,
         &[("job", job), ("shift", shift), ("spike", spike)],
     );
     let rows = detect_rows(&input, &[]);
@@ -327,7 +326,7 @@ fn bad_parameters_and_input_are_named() {
         no_value.to_str().unwrap(),
         not_a_number.to_str().unwrap(),
     );
-    let cases: [(&str, &str, Vec<&str>, &[&str]); 8] = [
+    let cases: [(&str, &str, Vec<&str>, &[&str]); 15] = [
         (
             "an unknown detector",
             input,
@@ -345,6 +344,48 @@ fn bad_parameters_and_input_are_named() {
             input,
             vec!["--cooldown", "soon"],
             &["--cooldown"],
+        ),
+        (
+            "a likelihood that is no tail probability",
+            input,
+            vec!["--likelihood", "0.7"],
+            &["--likelihood", "(0, 0.5)"],
+        ),
+        (
+            "a likelihood that is no number",
+            input,
+            vec!["--likelihood", "rare"],
+            &["--likelihood", "`rare`"],
+        ),
+        (
+            "a likelihood mean of no points",
+            input,
+            vec!["--likelihood", "0.001", "--likelihood-points", "0"],
+            &["--likelihood-points", "1 to 1,000"],
+        ),
+        (
+            "likelihood points with the likelihood off",
+            input,
+            vec!["--likelihood", "off", "--likelihood-points", "5"],
+            &["--likelihood-points", "--likelihood TAIL"],
+        ),
+        (
+            "a negative seen-before margin",
+            input,
+            vec!["--seen-before=-1"],
+            &["--seen-before", "≥ 0"],
+        ),
+        (
+            "a seen-before margin that is no number",
+            input,
+            vec!["--seen-before", "wide"],
+            &["--seen-before", "`wide`"],
+        ),
+        (
+            "a level shift that is no duration",
+            input,
+            vec!["--level-shift", "long"],
+            &["--level-shift"],
         ),
         // The flag the user typed and its range in the user's unit (percent).
         (
