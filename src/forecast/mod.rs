@@ -343,28 +343,20 @@ pub fn forecast_one(
             .iter()
             .filter_map(|&c| Some((c, opts.model(c)?)))
             .collect();
-        // A candidate that can fit the series but not leave a whole horizon out (Holt-
-        // Winters with a long season and three seasons of history) is still compared: on a
-        // shorter backtest horizon, down to half of h.
+        // Every candidate is scored on the same origins: from the history of the most
+        // demanding candidate that can be backtested at all on (else a seasonal model
+        // needing two long seasons is judged on the last, easiest folds only and a simpler
+        // one on the early, hard ones too). A candidate that can fit the series but not
+        // leave a whole horizon out (Holt-Winters with a long season and three seasons of
+        // history) is still compared: on a shorter backtest horizon, down to half of h.
         let n = y.len();
-        let demanding = models
+        let min_origin = models
             .iter()
             .map(|(_, model)| model.min_len().max(1))
             .filter(|&l| l < n && n - l >= h.div_ceil(2))
             .max()
             .unwrap_or(0);
-        let bh = h.min(n.saturating_sub(demanding)).max(1);
-        // Every candidate is scored on the same origins: those where the most demanding
-        // candidate that can be backtested at all has its history (else a seasonal model
-        // needing two long seasons is judged on the last, easiest folds only and a simpler
-        // one on the early, hard ones too).
-        let last_origin = n.saturating_sub(bh);
-        let min_origin = models
-            .iter()
-            .map(|(_, model)| model.min_len().max(1))
-            .filter(|&l| l <= last_origin)
-            .max()
-            .unwrap_or(0);
+        let bh = h.min(n.saturating_sub(min_origin)).max(1);
         if bh < h {
             notes.push(format!(
                 "auto: backtest horizon {bh} (history too short for {h})"
