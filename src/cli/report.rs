@@ -88,6 +88,7 @@ pub(crate) fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
             .transpose()?,
         meters: a.meters,
         top: a.top,
+        at: None,
     };
     let clock = std::time::Instant::now();
     let r = report::build(&a.lake, billing.as_ref(), &opts)?;

@@ -8,7 +8,8 @@ use plotters::prelude::*;
 use super::{BarChart, Chart, PAGE_ROWS, Report, Table, TimeChart};
 use crate::error::{Error, Result};
 
-const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}\
+/// The style of every HTML page: the reports, and the dashboard under its own.
+pub const STYLE: &str = "body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:2rem auto;max-width:1100px;color:#1d2330;padding:0 1rem}\
 h1{margin-bottom:.2rem}.scope{color:#5b6474;margin-top:0}\
 .figures{display:flex;flex-wrap:wrap;gap:.8rem;margin:1.2rem 0}\
 .figure{border:1px solid #d8dde6;border-radius:6px;padding:.6rem .9rem;min-width:10rem}\
@@ -17,7 +18,7 @@ ul.insights{padding-left:0;list-style:none}ul.insights li{margin:.3rem 0;padding
 li.warning{border-color:#e0a030!important}li.critical{border-color:#d0453a!important}\
 table{border-collapse:collapse;margin:.5rem 0 1.5rem;font-size:.85rem}th,td{border-bottom:1px solid #e3e7ee;padding:.25rem .6rem;text-align:left}\
 th{background:#f3f5f9}td.n{text-align:right;font-variant-numeric:tabular-nums}.note{color:#5b6474;font-size:.85rem}\
-.chart{margin:1rem 0}";
+.chart{margin:1rem 0}.chart svg{max-width:100%;height:auto}.scroll{overflow-x:auto}";
 
 /// Escapes text for HTML.
 pub(super) fn esc(s: &str) -> String {
@@ -44,6 +45,18 @@ pub(super) fn page(r: &Report) -> Result<String> {
         esc(&r.title),
         esc(&r.scope)
     );
+    o.push_str(&body(r, true)?);
+    o.push_str("</body></html>\n");
+    Ok(o)
+}
+
+/// The report's figures, insights, charts and tables as HTML elements (no title, no page
+/// around them): what a page embeds, in [`STYLE`]'s classes. Each chart is a figure with
+/// a text alternative; each table scrolls on its own on a narrow screen and can be reached
+/// with the keyboard. `insights_table` adds the insights as a table after the others (the
+/// list at the top shows [`super::PAGE_INSIGHTS`] of them).
+pub fn body(r: &Report, insights_table: bool) -> Result<String> {
+    let mut o = String::new();
     if !r.figures.is_empty() {
         o.push_str("<div class=\"figures\">");
         for f in &r.figures {
@@ -78,15 +91,68 @@ pub(super) fn page(r: &Report) -> Result<String> {
         o.push_str("</ul>\n");
     }
     for c in &r.charts {
-        o.push_str("<div class=\"chart\">");
+        let _ = write!(
+            o,
+            "<figure class=\"chart\" role=\"img\" aria-label=\"{}\">",
+            esc(&describe(c))
+        );
         o.push_str(&svg(c)?);
-        o.push_str("</div>\n");
+        o.push_str("</figure>\n");
     }
-    for t in &r.all_tables() {
+    let tables = if insights_table {
+        r.all_tables()
+    } else {
+        r.tables.clone()
+    };
+    for t in &tables {
         table(&mut o, t);
     }
-    o.push_str("</body></html>\n");
     Ok(o)
+}
+
+/// A chart in words: its title, its lines and their span and peak, or its bars.
+pub fn describe(c: &Chart) -> String {
+    match c {
+        Chart::Time(t) => {
+            let ((x0, x1), _) = time_ranges(t);
+            let mut parts: Vec<String> = t
+                .lines
+                .iter()
+                .chain(t.forecast.iter())
+                .map(|l| {
+                    let peak = l.points.iter().map(|p| p.1).fold(f64::NAN, f64::max);
+                    format!(
+                        "{} ({} points, peak {})",
+                        l.name,
+                        l.points.len(),
+                        if peak.is_finite() {
+                            format!("{peak:.1}")
+                        } else {
+                            "none".into()
+                        }
+                    )
+                })
+                .collect();
+            if !t.markers.is_empty() {
+                parts.push(format!("{} anomalies marked", t.markers.len()));
+            }
+            format!(
+                "{}, {} to {}: {}",
+                t.title,
+                day_label(x0),
+                day_label(x1),
+                parts.join("; ")
+            )
+        }
+        Chart::Bars(b) => {
+            let bars: Vec<String> = b
+                .bars
+                .iter()
+                .map(|x| format!("{} {:.1}", x.label, x.value))
+                .collect();
+            format!("{} ({}): {}", b.title, b.unit, bars.join(", "))
+        }
+    }
 }
 
 fn table(o: &mut String, t: &Table) {
@@ -95,7 +161,11 @@ fn table(o: &mut String, t: &Table) {
         o.push_str("<p class=\"note\">none</p>\n");
         return;
     }
-    o.push_str("<table><thead><tr>");
+    let _ = write!(
+        o,
+        "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"{}\"><table><thead><tr>",
+        esc(&t.title)
+    );
     for c in &t.columns {
         let _ = write!(o, "<th>{}</th>", esc(&c.name));
     }
@@ -109,7 +179,7 @@ fn table(o: &mut String, t: &Table) {
         }
         o.push_str("</tr>");
     }
-    o.push_str("</tbody></table>\n");
+    o.push_str("</tbody></table></div>\n");
     if t.height() > PAGE_ROWS {
         let _ = writeln!(
             o,
@@ -198,6 +268,7 @@ fn time_svg(buf: &mut String, t: &TimeChart) -> Result<()> {
         .configure_mesh()
         .x_labels(8)
         .x_label_formatter(&|v| day_label(*v as i64))
+        .y_label_formatter(&|v| axis_label(*v))
         .y_desc(t.y_label.as_str())
         .light_line_style(RGBColor(238, 240, 244))
         .draw()
@@ -264,6 +335,26 @@ fn time_svg(buf: &mut String, t: &TimeChart) -> Result<()> {
     Ok(())
 }
 
+/// An axis value for people: no spurious decimals, thousands as k, M, G, T (`16000.0` →
+/// `16k`, `2500000` → `2.5M`, `0.25` → `0.25`).
+pub(super) fn axis_label(v: f64) -> String {
+    let trim = |s: String| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    let a = v.abs();
+    for (scale, suffix) in [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")] {
+        if a >= scale {
+            return format!("{}{suffix}", trim(format!("{:.2}", v / scale)));
+        }
+    }
+    let s = trim(format!("{v:.2}"));
+    if s == "-0" { "0".into() } else { s }
+}
+
 /// Colour of a quota status.
 pub(super) fn status_rgb(status: &str) -> (u8, u8, u8) {
     match status {
@@ -291,6 +382,7 @@ fn bars_svg(buf: &mut String, b: &BarChart) -> Result<()> {
         .configure_mesh()
         .disable_y_mesh()
         .disable_y_axis()
+        .x_label_formatter(&|v| axis_label(*v))
         .x_desc(b.unit.as_str())
         .light_line_style(RGBColor(238, 240, 244))
         .draw()
@@ -324,4 +416,26 @@ fn bars_svg(buf: &mut String, b: &BarChart) -> Result<()> {
     }
     root.present().map_err(draw_err)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn axis_labels_drop_spurious_decimals() {
+        let cases = [
+            (0.0, "0"),
+            (16000.0, "16k"),
+            (2_500_000.0, "2.5M"),
+            (13_564_368_128.0, "13.56G"),
+            (0.25, "0.25"),
+            (120.0, "120"),
+            (-1500.0, "-1.5k"),
+            (-0.001, "0"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(axis_label(v), want, "{v}");
+        }
+    }
 }

@@ -40,7 +40,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use build::{QuotaSnapshot, ReportOptions, build, build_with};
+pub use build::{Page, PageOptions, QuotaSnapshot, ReportOptions, build, build_with, page};
+pub use html::{STYLE as HTML_STYLE, body as html_body};
 pub use table::{
     Bar, BarChart, Cell, Chart, Col, Figure, Insight, Line, Severity, Table, TimeChart, Values,
     insights_table, round,

@@ -57,6 +57,12 @@ fn sha256_hex(s: &str) -> String {
         .collect()
 }
 
+/// SHA-256 of a key, hex: what the keys file stores, and what a dashboard session keeps
+/// of the key it was opened with (so revoking the key ends the session).
+pub fn key_hash(key: &str) -> String {
+    sha256_hex(key)
+}
+
 /// The keys of a lake.
 #[derive(Debug, Default)]
 pub struct Keys {
@@ -183,7 +189,12 @@ impl Keys {
 
     /// Who a bearer token is.
     pub fn principal(&self, token: &str) -> Option<Principal> {
-        let k = self.by_hash.get(&sha256_hex(token))?;
+        self.principal_of_hash(&key_hash(token))
+    }
+
+    /// Who the key with this hash ([`key_hash`]) is, while it is active.
+    pub fn principal_of_hash(&self, hash: &str) -> Option<Principal> {
+        let k = self.by_hash.get(hash)?;
         Some(match (&k.tenant, k.admin) {
             (Some(t), false) => Principal::Tenant(t.clone()),
             _ => Principal::Admin(k.id.clone()),

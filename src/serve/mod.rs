@@ -24,9 +24,11 @@
 //! - `wal.rs`: the write-ahead log `/track` fsyncs to, and its commit to the lake.
 //! - `counters.rs`: the live per-tenant, per-period counters quotas are answered from.
 //! - `heavy.rs`: the limit on heavy requests (one per tenant, `--heavy-concurrency` in all).
+//! - `dashboard/`: the browser dashboard at `/` (sign-in, sessions, pages, live updates).
 
 pub mod auth;
 pub mod counters;
+pub mod dashboard;
 mod error;
 pub(crate) mod heavy;
 mod routes;
@@ -149,6 +151,8 @@ pub struct App {
     /// Batches parsed at once: one core fewer than the machine has (at least one), so a
     /// saturating `/track` load leaves a core for `/check-quota` and the flush.
     track_slots: tokio::sync::Semaphore,
+    /// The browser dashboard's sessions and built pages.
+    dashboard: dashboard::Dashboard,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -296,7 +300,9 @@ async fn run(opts: ServeOptions) -> Result<()> {
     let limiter = Limiter::new(opts.rate, opts.burst);
     let heavy = heavy::Heavy::new(opts.heavy_concurrency);
     let bind = opts.bind;
+    let dashboard = dashboard::Dashboard::new(opts.heavy_concurrency);
     let app = Arc::new(App {
+        dashboard,
         opts,
         keys,
         ingress: Mutex::new(ingress),

@@ -6,6 +6,7 @@ mod billing;
 mod checkpoint;
 mod common;
 mod crash;
+mod dashboard;
 mod detect;
 mod faults;
 mod forecast;

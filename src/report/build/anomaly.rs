@@ -56,7 +56,7 @@ pub(super) fn anomaly(ctx: &Ctx) -> Result<Report> {
 
 /// Each incident's status from the alert store: an anomaly alert is raised per incident
 /// start (`alerted`, or `acknowledged`); `open` otherwise.
-fn statuses(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<&'static str>> {
+pub(super) fn statuses(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<&'static str>> {
     let alerts = crate::stage::tables::alerts::read_lake(&ctx.dir)?;
     let status: HashMap<(&str, &str, String), &'static str> = alerts
         .iter()

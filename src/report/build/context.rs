@@ -62,8 +62,19 @@ impl<'a> Ctx<'a> {
         opts: &ReportOptions,
         evaluated: Option<&'a QuotaSnapshot>,
     ) -> Result<Ctx<'a>> {
-        let lake = Lake::open(lake_dir)?;
         let meters = Meters::load_or_default(opts.meters.as_deref())?;
+        Ctx::open_with(lake_dir, billing, opts, evaluated, meters)
+    }
+
+    /// [`Ctx::open`] with these meter definitions (a server has them loaded already).
+    pub fn open_with(
+        lake_dir: &Path,
+        billing: Option<&'a Billing>,
+        opts: &ReportOptions,
+        evaluated: Option<&'a QuotaSnapshot>,
+        meters: Meters,
+    ) -> Result<Ctx<'a>> {
+        let lake = Lake::open(lake_dir)?;
         if let Some(t) = &opts.tenant {
             let planned = billing.is_some_and(|b| b.tenants.iter().any(|x| &x.id == t));
             if !planned && !has_events(&lake, t)? {
@@ -100,7 +111,7 @@ impl<'a> Ctx<'a> {
             from,
             to,
             prev_from: from - (to - from),
-            at: latest.min(to),
+            at: opts.at.map_or(latest.min(to), |a| a.min(to - 1)),
             top: opts.top.max(1),
             explicit: opts.from.is_some() || opts.to.is_some(),
             evaluated,

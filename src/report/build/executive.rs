@@ -28,17 +28,17 @@ use crate::usage::Engagement;
 
 /// A tenant's revenue in its current period (currency, exact).
 #[derive(Default)]
-struct Revenue {
-    plan: String,
-    base: Decimal,
-    overage: Decimal,
+pub(super) struct Revenue {
+    pub plan: String,
+    pub base: Decimal,
+    pub overage: Decimal,
     /// Overage projected to the period's end.
-    projected: Decimal,
+    pub projected: Decimal,
 }
 
 impl Revenue {
     /// Base fee and projected overage.
-    fn total(&self) -> Decimal {
+    pub fn total(&self) -> Decimal {
         self.base.saturating_add(self.projected)
     }
 }
@@ -89,7 +89,7 @@ pub(super) fn executive(ctx: &Ctx) -> Result<Report> {
 }
 
 /// Platform usage per meter: this period, the previous one, growth, tenants using it.
-fn kpi_table(ctx: &Ctx, totals: &[Total]) -> Table {
+pub(super) fn kpi_table(ctx: &Ctx, totals: &[Total]) -> Table {
     let mut kpi: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
     for t in totals {
         let e = kpi.entry(&t.meter).or_default();
@@ -116,7 +116,7 @@ fn kpi_table(ctx: &Ctx, totals: &[Total]) -> Table {
 }
 
 /// Revenue per tenant this period: base fee + overage so far, and projected.
-fn revenue<'a>(ctx: &Ctx, quotas: &'a [QuotaRow]) -> BTreeMap<&'a str, Revenue> {
+pub(super) fn revenue<'a>(ctx: &Ctx, quotas: &'a [QuotaRow]) -> BTreeMap<&'a str, Revenue> {
     let mut rev: BTreeMap<&str, Revenue> = BTreeMap::new();
     let Some(b) = ctx.billing else {
         return rev;
@@ -171,7 +171,7 @@ fn top_tenant_table(top: &[TopTenant]) -> Table {
 }
 
 /// Events, tenants and users per `feature` property value in the period, top first.
-fn feature_table(ctx: &Ctx) -> Result<Table> {
+pub(super) fn feature_table(ctx: &Ctx) -> Result<Table> {
     let features =
         match crate::lake::events_between(&ctx.lake, ctx.tenant.as_deref(), ctx.from, ctx.to)? {
             // A substring test first: the JSON path runs only on rows that name a feature.
@@ -339,7 +339,7 @@ fn figures(
 }
 
 /// Daily events, this period and the previous one shifted onto it.
-fn events_chart(ctx: &Ctx, series: &[RollupSeries]) -> Chart {
+pub(super) fn events_chart(ctx: &Ctx, series: &[RollupSeries]) -> Chart {
     let mut cur: BTreeMap<i64, f64> = BTreeMap::new();
     let mut prev: BTreeMap<i64, f64> = BTreeMap::new();
     for s in series {

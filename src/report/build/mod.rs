@@ -24,6 +24,7 @@
 mod anomaly;
 mod compliance;
 mod context;
+mod dashboard;
 mod detailed;
 mod executive;
 mod figures;
@@ -38,6 +39,7 @@ use crate::billing::Billing;
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
 use context::Ctx;
+pub use dashboard::{Page, PageOptions, page};
 
 /// What to report on.
 #[derive(Debug, Clone)]
@@ -54,6 +56,9 @@ pub struct ReportOptions {
     pub meters: Option<PathBuf>,
     /// Entries in top lists and charts.
     pub top: usize,
+    /// Quotas, projections and engagement are evaluated at this instant (capped at the
+    /// period's last instant); default: the lake's latest event, capped the same way.
+    pub at: Option<i64>,
 }
 
 impl ReportOptions {
@@ -66,6 +71,7 @@ impl ReportOptions {
             to: None,
             meters: None,
             top: 10,
+            at: None,
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `alerts.rs` | `GET /alerts`, `PATCH /alerts/{id}/acknowledge` |
 //! | `reports.rs` | `POST /reports/generate`, `GET /reports` |
 //! | `admin.rs` | `GET /admin/metrics`, `POST /admin/flush`, `POST /admin/quotas/reset`; `GET /prometheus` (at the root) |
+//! | `crate::serve::dashboard` | the browser dashboard, at the root: `/`, `/usage`, `/forecasts`, `/anomalies`, `/billing`, `POST /login`, `/logout`, `/anomalies/alerts/{id}/acknowledge`, `GET /live`, `/assets/live.js` |
 //! | `openmeter.rs` | OpenMeter's API, at the root: `POST /api/v1/events`, `GET /api/v1/meters`, `/api/v1/meters/{id}`, `/api/v1/meters/{id}/query` (errors as problem+json) |
 //!
 //! Here, at the root: `GET /healthz` (the process answers), `GET /readyz` (200 `ready` once
@@ -82,6 +83,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/prometheus", get(admin::prometheus))
+        .merge(crate::serve::dashboard::routes())
         .layer(middleware::from_fn_with_state(app.clone(), latency))
         .layer(middleware::from_fn(openmeter::problem_json))
         .layer(DefaultBodyLimit::max(app.opts.body_limit))

@@ -51,6 +51,7 @@ pub(super) async fn generate_report(
             to: b.to.as_deref().map(|s| crate::time::parse_instant("to", s)).transpose()?,
             meters: None,
             top: 10,
+            at: None,
         };
         let r = crate::report::build(&app.opts.lake, Some(&app.opts.billing), &opts)?;
         let out = reports_dir(&app, &t).join(format!("{}.{}", b.kind.name(), b.format.extension()));
