@@ -350,6 +350,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
     let lag = lock(&app.ingress).lag() as u64;
     app.metrics.lag.store(lag, Ordering::Relaxed);
     app.ready.store(true, Ordering::SeqCst);
+    dashboard::prewarm(app.clone());
     let signals = Signals::register()?;
     eprintln!("meterlake serve: listening on http://{local}");
     let flusher = {

@@ -27,7 +27,7 @@ use super::super::{Bar, BarChart, Chart, Line, Report, ReportKind, Table, TimeCh
 use super::context::Ctx;
 use super::figures::{figure, grouped, growth, money, pct_str, quantity};
 use super::tables::{quota_bars, quota_table, totals_table};
-use super::{ReportOptions, anomaly, executive, forecast};
+use super::{QuotaSnapshot, ReportOptions, anomaly, executive, forecast};
 use crate::billing::Billing;
 use crate::billing::quota::QuotaRow;
 use crate::error::Result;
@@ -49,6 +49,11 @@ pub enum Page {
 }
 
 impl Page {
+    /// Whether the page reads quotas (then [`page`] can be handed them).
+    pub fn reads_quotas(self) -> bool {
+        matches!(self, Page::Overview | Page::Forecasts | Page::Billing)
+    }
+
     /// Every page, in the navigation's order.
     pub const ALL: [Page; 5] = [
         Page::Overview,
@@ -90,8 +95,8 @@ pub struct PageOptions {
     pub from: i64,
     /// Period end (exclusive).
     pub to: i64,
-    /// Quotas, projections and invoices are evaluated at this instant (capped at the
-    /// period's last instant): the wall clock, in `serve`.
+    /// Quotas, projections and invoices are evaluated at this instant, capped at the
+    /// period's last instant ([`PageOptions::quota_instant`]): the wall clock, in `serve`.
     pub at: i64,
     /// Window of the usage trends.
     pub granularity: Granularity,
@@ -101,13 +106,23 @@ pub struct PageOptions {
     pub top: usize,
 }
 
-/// Builds `page` for `o`'s scope and period.
+impl PageOptions {
+    /// The instant quotas are evaluated at: `at`, capped at the period's last instant.
+    pub fn quota_instant(&self) -> i64 {
+        self.at.min(self.to - 1)
+    }
+}
+
+/// Builds `page` for `o`'s scope and period; `quotas`, when evaluated at the page's
+/// instant, are used instead of evaluating them again (pages of one scope and instant share
+/// one evaluation: with projections, it is the slowest read of a page).
 pub fn page(
     lake_dir: &Path,
     billing: Option<&Billing>,
     meters: &Meters,
     page: Page,
     o: &PageOptions,
+    quotas: Option<&QuotaSnapshot>,
 ) -> Result<Report> {
     let kind = match page {
         Page::Overview => ReportKind::Executive,
@@ -125,7 +140,7 @@ pub fn page(
         top: o.top,
         at: Some(o.at),
     };
-    let ctx = Ctx::open_with(lake_dir, billing, &opts, None, meters.clone())?;
+    let ctx = Ctx::open_with(lake_dir, billing, &opts, quotas, meters.clone())?;
     let mut r = match page {
         Page::Overview => overview(&ctx)?,
         Page::Usage => usage(&ctx, o)?,

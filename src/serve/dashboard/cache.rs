@@ -2,10 +2,17 @@
 //!
 //! The data's [`Version`] is the lake's last commit and the newest modification time of the
 //! derived tables (forecasts, anomalies, quotas, alerts): a commit of the log (a flush of
-//! `/track`), a `meterlake run`, or an acknowledgement changes it. A page is rebuilt when
-//! the version moved or the page is older than [`MAX_AGE`] (its "now" moves on too);
-//! otherwise the kept HTML is served. `/live` answers with the version, so an open page
-//! fetches new content only when there is some.
+//! `/track`), a `meterlake run`, or an acknowledgement changes it. `/live` answers with it,
+//! so an open page fetches new content only when there is some.
+//!
+//! A kept page is served while it is of the current version and younger than [`MAX_AGE`]
+//! (its "now" moves on too). When the data moved on, a page that builds quickly (under
+//! [`SLOW`]: one tenant's pages, typically) is rebuilt at once, so an acknowledgement shows
+//! on the next view; a slow one (all tenants of a large lake) is served as it was for up to
+//! [`STALE_FOR`] while one background build brings it up to date, so a busy `/track`
+//! cannot make every view wait for a rebuild, nor rebuild more than one page at a time per
+//! key. Each answer says which version it shows, and the page's script keeps asking until
+//! it has the current one.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -13,9 +20,14 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::error::Result;
+use crate::report::QuotaSnapshot;
 
 /// A kept page is rebuilt after this long even when the data did not change.
 pub const MAX_AGE: Duration = Duration::from_secs(300);
+/// A page whose last build took this long is rebuilt in the background...
+pub const SLOW: Duration = Duration::from_millis(500);
+/// ...and served as it was meanwhile, while it is at most this old.
+pub const STALE_FOR: Duration = Duration::from_secs(60);
 /// Pages kept at most (each scope × period × page is one).
 const MAX_PAGES: usize = 512;
 
@@ -31,7 +43,23 @@ pub struct Version {
 struct Entry {
     version: String,
     built: Instant,
+    /// How long its build took.
+    took: Duration,
     html: Arc<String>,
+    /// A background build of this key is running.
+    refreshing: bool,
+}
+
+/// A page's builder: called again for each rebuild, possibly on another thread.
+pub type Build = Arc<dyn Fn() -> Result<String> + Send + Sync>;
+
+/// A page and the version of the data it shows.
+#[derive(Debug, Clone)]
+pub struct Built {
+    /// The HTML.
+    pub html: Arc<String>,
+    /// The data version it was built at.
+    pub version: String,
 }
 
 /// The kept pages and the version they were built at.
@@ -85,24 +113,49 @@ impl Cache {
         v
     }
 
-    /// The page of `key` at `version`: the kept one when it is current, else `build`'s
-    /// (kept for the next request).
-    pub fn get_or_build(
-        &self,
-        key: &str,
-        version: &str,
-        build: impl FnOnce() -> Result<String>,
-    ) -> Result<Arc<String>> {
-        if let Some(e) = lock(&self.pages).get(key)
-            && e.version == version
-            && e.built.elapsed() < MAX_AGE
+    /// The page of `key` for data at `version` (see the module docs for when it is kept,
+    /// rebuilt, or served while a background build runs).
+    pub fn get_or_build(self: &Arc<Self>, key: &str, version: &str, build: Build) -> Result<Built> {
         {
-            return Ok(e.html.clone());
+            let mut pages = lock(&self.pages);
+            if let Some(e) = pages.get_mut(key) {
+                let age = e.built.elapsed();
+                let kept = Built {
+                    html: e.html.clone(),
+                    version: e.version.clone(),
+                };
+                if e.version == version && age < MAX_AGE {
+                    return Ok(kept);
+                }
+                if e.took >= SLOW && age < STALE_FOR {
+                    if !e.refreshing {
+                        e.refreshing = true;
+                        let (me, key, version) =
+                            (self.clone(), key.to_string(), version.to_string());
+                        std::thread::spawn(move || {
+                            if let Err(err) = me.build_and_keep(&key, &version, &build) {
+                                tracing::error!("dashboard: rebuilding {key}: {err}");
+                                if let Some(e) = lock(&me.pages).get_mut(&key) {
+                                    e.refreshing = false;
+                                }
+                            }
+                        });
+                    }
+                    return Ok(kept);
+                }
+            }
         }
+        self.build_and_keep(key, version, &build)
+    }
+
+    /// Builds the page (in a build slot) and keeps it.
+    fn build_and_keep(&self, key: &str, version: &str, build: &Build) -> Result<Built> {
+        let t = Instant::now();
         let html = {
             let _slot = self.slot();
             Arc::new(build()?)
         };
+        let took = t.elapsed();
         let mut pages = lock(&self.pages);
         if pages.len() >= MAX_PAGES {
             pages.retain(|_, e| e.version == version && e.built.elapsed() < MAX_AGE);
@@ -115,10 +168,15 @@ impl Cache {
             Entry {
                 version: version.to_string(),
                 built: Instant::now(),
+                took,
                 html: html.clone(),
+                refreshing: false,
             },
         );
-        Ok(html)
+        Ok(Built {
+            html,
+            version: version.to_string(),
+        })
     }
 
     /// Waits for a build slot; it is freed when the guard drops.
@@ -138,6 +196,47 @@ impl Drop for Slot<'_> {
     fn drop(&mut self) {
         *lock(&self.0.running) -= 1;
         self.0.freed.notify_one();
+    }
+}
+
+/// Quotas evaluated for a scope at an instant, kept for the data version they were
+/// evaluated at: the overview, forecasts and billing pages of one scope and instant share
+/// one evaluation (with projections, the slowest read of a page).
+#[derive(Default)]
+pub struct Quotas {
+    kept: Mutex<HashMap<QuotaKey, (String, Arc<QuotaSnapshot>)>>,
+}
+
+/// A scope (one tenant, or all) and an instant.
+type QuotaKey = (Option<String>, i64);
+
+impl Quotas {
+    /// The quotas of `tenant` (or all) at `at` for data at `version`, evaluated by
+    /// `evaluate` when not kept.
+    pub fn get_or_eval(
+        &self,
+        tenant: Option<&str>,
+        at: i64,
+        version: &str,
+        evaluate: impl FnOnce() -> Result<Vec<crate::billing::quota::QuotaRow>>,
+    ) -> Result<Arc<QuotaSnapshot>> {
+        let key = (tenant.map(str::to_string), at);
+        if let Some((v, q)) = lock(&self.kept).get(&key)
+            && v == version
+        {
+            return Ok(q.clone());
+        }
+        let q = Arc::new(QuotaSnapshot {
+            at,
+            rows: evaluate()?,
+        });
+        let mut kept = lock(&self.kept);
+        kept.retain(|_, (v, _)| v == version);
+        if kept.len() >= MAX_PAGES {
+            kept.clear();
+        }
+        kept.insert(key, (version.to_string(), q.clone()));
+        Ok(q)
     }
 }
 
@@ -178,19 +277,56 @@ mod tests {
 
     #[test]
     fn a_page_is_kept_until_the_version_moves() {
-        let c = Cache::new(1);
-        let mut builds = 0;
-        let mut get = |v: &str| {
-            c.get_or_build("p", v, || {
-                builds += 1;
-                Ok(format!("built at {v}"))
-            })
-            .unwrap()
+        let c = Arc::new(Cache::new(1));
+        let builds = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let get = |v: &str| {
+            let (b, v2) = (builds.clone(), v.to_string());
+            let build: Build = Arc::new(move || {
+                b.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Ok(format!("built at {v2}"))
+            });
+            c.get_or_build("p", v, build).unwrap()
         };
-        assert_eq!(*get("1"), "built at 1");
-        assert_eq!(*get("1"), "built at 1");
-        assert_eq!(*get("2"), "built at 2");
-        assert_eq!(builds, 2);
+        assert_eq!(*get("1").html, "built at 1");
+        assert_eq!(*get("1").html, "built at 1");
+        let fresh = get("2");
+        assert_eq!(
+            (fresh.html.as_str(), fresh.version.as_str()),
+            ("built at 2", "2")
+        );
+        assert_eq!(builds.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_slow_page_is_served_stale_while_one_background_build_runs() {
+        let c = Arc::new(Cache::new(1));
+        let slow: Build = Arc::new(|| {
+            std::thread::sleep(SLOW + Duration::from_millis(50));
+            Ok("v1".into())
+        });
+        assert_eq!(*c.get_or_build("p", "1", slow).unwrap().html, "v1");
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let rx = Arc::new(Mutex::new(rx));
+        let next: Build = Arc::new(move || {
+            let _ = lock(&rx).recv();
+            Ok("v2".into())
+        });
+        // The data moved on: the old page now, a rebuild behind it, only one.
+        for _ in 0..3 {
+            let b = c.get_or_build("p", "2", next.clone()).unwrap();
+            assert_eq!((b.html.as_str(), b.version.as_str()), ("v1", "1"));
+        }
+        tx.send(()).unwrap();
+        let t0 = Instant::now();
+        loop {
+            let b = c.get_or_build("p", "2", next.clone()).unwrap();
+            if b.version == "2" {
+                assert_eq!(*b.html, "v2");
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "the rebuild lands");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     #[test]

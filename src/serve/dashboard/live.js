@@ -30,9 +30,11 @@
           headers: { "X-Fragment": "1" }
         }).then(function (r) {
           if (!r.ok) return;
+          var shown = r.headers.get("X-Data-Version") || live.version;
           return r.text().then(function (html) {
             main.innerHTML = html;
-            version = live.version;
+            // A large page may come as it was while it is rebuilt: ask again next time.
+            version = shown;
             main.setAttribute("data-version", version);
             stamp("updated with new data at " + new Date().toLocaleTimeString());
           });

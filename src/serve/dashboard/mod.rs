@@ -276,7 +276,8 @@ fn view(app: &App, who: &Principal, q: &PageQ, now: i64) -> Result<View, Refusal
         tenant,
         from,
         to,
-        at: now,
+        // To the minute: views within a minute share their quota evaluation.
+        at: now.div_euclid(60_000_000) * 60_000_000,
         period,
         granularity,
         property,
@@ -314,7 +315,13 @@ async fn show(
     let w = who.clone();
     let built = tokio::task::spawn_blocking(move || page::main(&a, &w, p, &v, fragment)).await;
     match built {
-        Ok(Ok(body)) => html(StatusCode::OK, body),
+        Ok(Ok((body, version))) => {
+            let mut r = html(StatusCode::OK, body);
+            if let Ok(v) = version.parse() {
+                r.headers_mut().insert("x-data-version", v);
+            }
+            r
+        }
         // A tenant with neither events nor a plan.
         Ok(Err(crate::Error::InvalidParameter {
             name: "--tenant",
@@ -405,12 +412,27 @@ async fn acknowledge(
     }
 }
 
+/// Builds the all-tenants overview of the default period in the background, so that the
+/// first admin to open `/` finds it ready (on a large lake it takes seconds to build).
+pub fn prewarm(app: Arc<App>) {
+    std::thread::spawn(move || {
+        let who = Principal::Admin("prewarm".into());
+        if let Ok(v) = view(&app, &who, &PageQ::default(), crate::time::now())
+            && let Err(e) = page::main(&app, &who, Page::Overview, &v, true)
+        {
+            tracing::warn!("dashboard: building the overview ahead: {e}");
+        }
+    });
+}
+
 /// The dashboard's state in the server.
 pub struct Dashboard {
     /// Signed-in sessions.
     pub sessions: Sessions,
     /// Built pages.
-    pub cache: Cache,
+    pub cache: Arc<Cache>,
+    /// Quotas the pages evaluated.
+    pub quotas: cache::Quotas,
 }
 
 impl Dashboard {
@@ -418,7 +440,8 @@ impl Dashboard {
     pub fn new(builds: usize) -> Dashboard {
         Dashboard {
             sessions: Sessions::default(),
-            cache: Cache::new(builds),
+            cache: Arc::new(Cache::new(builds)),
+            quotas: cache::Quotas::default(),
         }
     }
 }

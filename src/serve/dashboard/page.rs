@@ -4,8 +4,10 @@
 //! renderer, and, on the anomalies page, the alerts with their Acknowledge buttons.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use super::View;
+use super::cache::Build;
 use crate::error::Result;
 use crate::report::Page;
 use crate::rollup::Granularity;
@@ -108,22 +110,28 @@ fn query(v: &View, with_granularity: bool) -> String {
 }
 
 /// The page's main part (what `/live` swaps in), or the whole page around it.
+/// Returns the HTML and the data version it shows.
 pub(super) fn main(
-    app: &App,
+    app: &Arc<App>,
     who: &Principal,
     p: Page,
     v: &View,
     fragment: bool,
-) -> Result<String> {
+) -> Result<(String, String)> {
     let version = app.dashboard.cache.version(&app.opts.lake);
     let key = format!(
         "{p:?}|{:?}|{}|{}|{}|{}",
         v.tenant, v.from, v.to, v.granularity, v.property
     );
-    let content = app
+    let build: Build = {
+        let (a, v, version) = (app.clone(), v.clone(), version.clone());
+        Arc::new(move || content(&a, p, &v, &version))
+    };
+    let built = app
         .dashboard
         .cache
-        .get_or_build(&key, &version.key, || content(app, p, v, &version))?;
+        .get_or_build(&key, &version.key, build)?;
+    let content = built.html;
     let mut m = String::new();
     let _ = write!(
         m,
@@ -138,7 +146,7 @@ pub(super) fn main(
     );
     m.push_str(&content);
     if fragment {
-        return Ok(m);
+        return Ok((m, built.version));
     }
     let mut o = head(p.title());
     o.push_str("<header><span class=\"brand\">meterlake</span><nav aria-label=\"Pages\">");
@@ -160,9 +168,9 @@ pub(super) fn main(
     let _ = write!(
         o,
         "</header><main id=\"main\" data-version=\"{}\">{m}</main><script src=\"/assets/live.js\"></script></body></html>",
-        esc(&version.key)
+        esc(&built.version)
     );
-    Ok(o)
+    Ok((o, built.version))
 }
 
 /// The scope and period pickers: a plain GET form (works without script).
@@ -295,12 +303,31 @@ fn content(app: &App, p: Page, v: &View, version: &super::cache::Version) -> Res
         property: v.property.clone(),
         top: 10,
     };
+    let quotas = if p.reads_quotas() {
+        let at = opts.quota_instant();
+        let lake = crate::lake::Lake::open(&app.opts.lake)?;
+        Some(
+            app.dashboard
+                .quotas
+                .get_or_eval(v.tenant.as_deref(), at, &version.key, || {
+                    crate::stage::quotas::evaluate(
+                        &lake,
+                        &app.opts.billing,
+                        at,
+                        v.tenant.as_deref(),
+                    )
+                })?,
+        )
+    } else {
+        None
+    };
     let r = crate::report::page(
         &app.opts.lake,
         Some(&app.opts.billing),
         &app.opts.meters,
         p,
         &opts,
+        quotas.as_deref(),
     )?;
     let _ = write!(
         o,
