@@ -18,12 +18,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 use crate::forecast::ModelKind;
 use crate::report::{Format, ReportKind};
 
 /// Where the default configuration lives.
 pub const DEFAULT_CONFIG_FILE: &str = "data/meterlake.toml";
+/// The shipped configuration (`meterlake init` writes it).
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../data/meterlake.toml");
 
 /// Inputs and outputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -239,6 +241,52 @@ impl Config {
             reason: e.to_string(),
         })?;
         Ok(c)
+    }
+
+    /// Writes editable copies of the configuration, the plan catalogue, the meter
+    /// definitions and an example tenants file under `dir/data/` (and an empty
+    /// `dir/data/events/` for inputs), the layout the defaults read: `meterlake run` in
+    /// `dir` then uses them. An existing file is left alone (an error naming it) unless
+    /// `force`. Returns the files written.
+    pub fn init(dir: &Path, force: bool) -> Result<Vec<PathBuf>> {
+        let files = [
+            (DEFAULT_CONFIG_FILE, DEFAULT_CONFIG_TOML),
+            (
+                crate::billing::DEFAULT_PLANS_FILE,
+                crate::billing::DEFAULT_PLANS_TOML,
+            ),
+            (
+                crate::rollup::DEFAULT_METERS_FILE,
+                crate::rollup::DEFAULT_METERS_TOML,
+            ),
+            (
+                crate::billing::DEFAULT_TENANTS_FILE,
+                crate::billing::EXAMPLE_TENANTS_CSV,
+            ),
+        ];
+        if !force {
+            for (name, _) in files {
+                let p = dir.join(name);
+                if p.exists() {
+                    return Err(Error::InvalidParameter {
+                        name: "DIR",
+                        reason: format!(
+                            "{} exists; edit it, or give --force to overwrite it",
+                            p.display()
+                        ),
+                    });
+                }
+            }
+        }
+        let events = dir.join("data/events");
+        std::fs::create_dir_all(&events).at(&events)?;
+        let mut written = Vec::new();
+        for (name, text) in files {
+            let p = dir.join(name);
+            crate::report::atomic_write(&p, text.as_bytes())?;
+            written.push(p);
+        }
+        Ok(written)
     }
 
     /// The file given, else `data/meterlake.toml` if it exists, else the defaults.

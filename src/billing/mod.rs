@@ -32,8 +32,8 @@ pub mod quota;
 pub mod seats;
 
 pub use plans::{
-    Allowance, BillingMeter, Catalog, DEFAULT_PLANS_FILE, DEFAULT_TENANTS_FILE, Limit, Plan,
-    Tenant, UsageRule, load_tenants,
+    Allowance, BillingMeter, Catalog, DEFAULT_PLANS_FILE, DEFAULT_PLANS_TOML, DEFAULT_TENANTS_FILE,
+    EXAMPLE_TENANTS_CSV, Limit, Plan, Tenant, UsageRule, load_tenants,
 };
 pub use pricing::{Pricing, Tier};
 

@@ -24,6 +24,11 @@ use crate::time::parse_instant;
 pub const DEFAULT_PLANS_FILE: &str = "data/plans.toml";
 /// Default tenant assignments.
 pub const DEFAULT_TENANTS_FILE: &str = "data/tenants.csv";
+/// The built-in catalogue (the shipped `data/plans.toml`): what the default path means when
+/// the current directory has no `data/plans.toml`.
+pub const DEFAULT_PLANS_TOML: &str = include_str!("../../data/plans.toml");
+/// The shipped example tenants (`meterlake init` writes it).
+pub const EXAMPLE_TENANTS_CSV: &str = include_str!("../../data/tenants.csv");
 
 /// How a period's usage of a meter is measured from its events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -248,8 +253,13 @@ pub struct Catalog {
 }
 
 impl Catalog {
-    /// Reads and checks a plan catalogue.
+    /// Reads and checks a plan catalogue. The default path ([`DEFAULT_PLANS_FILE`]), when
+    /// the current directory has no such file, means the built-in catalogue, so the billing
+    /// commands work from any directory; any other path must exist.
     pub fn load(path: &Path) -> Result<Catalog> {
+        if path == Path::new(DEFAULT_PLANS_FILE) && !path.exists() {
+            return Catalog::from_toml(DEFAULT_PLANS_TOML, Path::new("<built-in plans.toml>"));
+        }
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_path_buf(),
             source,
@@ -446,6 +456,19 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
         path: path.to_path_buf(),
         reason: format!("line {line}: {reason}"),
     };
+    if path == Path::new(DEFAULT_TENANTS_FILE) && !path.exists() {
+        return Err(Error::InvalidParameter {
+            name: "--tenants",
+            reason: format!(
+                "no tenants file: {DEFAULT_TENANTS_FILE} is not in this directory ({}); give \
+                 one with --tenants FILE (CSV: tenant_id,plan,time_zone) or paths.tenants in \
+                 meterlake.toml, or write an example with `meterlake init DIR`",
+                std::env::current_dir()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default()
+            ),
+        });
+    }
     let file = std::fs::File::open(path).map_err(|source| Error::Io {
         path: path.to_path_buf(),
         source,

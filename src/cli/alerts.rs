@@ -86,8 +86,10 @@ impl HookArgs {
 pub struct RaiseArgs {
     #[command(flatten)]
     source: Source,
-    /// The instant (`now`, `latest`, a date or RFC 3339).
-    #[arg(long, default_value = "now")]
+    /// The instant: `latest` (just after the lake's last event: a lake whose data ends in
+    /// the past is seen as of its data), `now` (the wall clock), a date or an RFC 3339
+    /// instant.
+    #[arg(long, default_value = "latest")]
     at: String,
     /// Overage cost (in the catalogue's currency) that raises a cost alert, for every plan
     /// (default: each plan's cost_alert).

@@ -80,9 +80,10 @@ pub enum Format {
 pub struct QuotaArgs {
     #[command(flatten)]
     source: Source,
-    /// The instant: `now`, `latest` (just after the lake's last event), a date or an
-    /// RFC 3339 instant.
-    #[arg(long, default_value = "now")]
+    /// The instant: `latest` (just after the lake's last event: a lake whose data ends in
+    /// the past is seen as of its data), `now` (the wall clock), a date or an RFC 3339
+    /// instant.
+    #[arg(long, default_value = "latest")]
     at: String,
     /// Only this tenant.
     #[arg(long)]
@@ -257,8 +258,10 @@ pub struct CheckArgs {
     /// How much more it wants to consume.
     #[arg(long, default_value = "1")]
     quantity: String,
-    /// The instant (`now`, `latest`, a date or RFC 3339).
-    #[arg(long, default_value = "now")]
+    /// The instant: `latest` (just after the lake's last event: a lake whose data ends in
+    /// the past is seen as of its data), `now` (the wall clock), a date or an RFC 3339
+    /// instant.
+    #[arg(long, default_value = "latest")]
     at: String,
 }
 
@@ -273,7 +276,9 @@ pub(crate) fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
     let (lake, billing) = a.source.open()?;
     let at = parse_at(&lake, &a.at)?;
     let ans = check(&lake, &billing, &a.tenant, &a.meter, q, at)?;
-    super::print_json(&ans)?;
+    let mut shown = serde_json::to_value(&ans)?;
+    shown["at"] = crate::time::rfc3339(at).into();
+    super::print_json(&shown)?;
     Ok(if ans.allowed() {
         ExitCode::SUCCESS
     } else {
@@ -403,8 +408,10 @@ pub struct CompareArgs {
     /// The tenant to compare plans for; without it, only the upgrade candidates.
     #[arg(long)]
     tenant: Option<String>,
-    /// The instant (`now`, `latest`, a date or RFC 3339).
-    #[arg(long, default_value = "now")]
+    /// The instant: `latest` (just after the lake's last event: a lake whose data ends in
+    /// the past is seen as of its data), `now` (the wall clock), a date or an RFC 3339
+    /// instant.
+    #[arg(long, default_value = "latest")]
     at: String,
     /// Upgrade candidates listed.
     #[arg(long, default_value_t = 10)]
@@ -432,6 +439,7 @@ pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
         }))?,
         Format::Table => {
             let mut o = std::io::stdout().lock();
+            writeln!(o, "plans as of {}", crate::time::rfc3339(at))?;
             if let Some(c) = &cmp {
                 write_comparison(&mut o, c)?;
                 writeln!(o)?;

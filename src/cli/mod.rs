@@ -81,6 +81,9 @@ pub enum Command {
     /// The batch job: ingest, rollups, forecasts, anomalies, quotas and alerts, invoices,
     /// reports, as configured (meterlake.toml, environment, flags).
     Run(run::RunArgs),
+    /// Write editable copies of meterlake.toml, plans.toml, meters.toml and an example
+    /// tenants.csv under DIR/data/ (what `meterlake run` in DIR reads).
+    Init(run::InitArgs),
     /// The HTTP API: tracking, quota checks and analytics (axum).
     Serve(serve::ServeArgs),
     /// API keys of the HTTP API.
@@ -131,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Retention(a) => report::retention_cmd(a),
         Command::Forget(a) => report::forget_cmd(a),
         Command::Run(a) => run::run(a, cli.quiet),
+        Command::Init(a) => run::init(a),
         Command::Serve(a) => serve::run(a),
         Command::ServeKeys(c) => serve::keys(c),
     };

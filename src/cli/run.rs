@@ -11,6 +11,30 @@ use crate::config::Config;
 use crate::job::run::{RunOptions, run as run_job};
 use crate::report::{Format, ReportKind};
 
+/// Arguments of `init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// The directory (created if missing).
+    pub dir: PathBuf,
+    /// Overwrite files that exist.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `meterlake init DIR`: the shipped configuration, catalogue, meters and example tenants,
+/// to edit.
+pub fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
+    for f in crate::config::Config::init(&a.dir, a.force)? {
+        println!("wrote {}", f.display());
+    }
+    println!(
+        "edit them, put event files in {}, then run `meterlake run` in {}",
+        a.dir.join("data/events").display(),
+        a.dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Arguments of `run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {

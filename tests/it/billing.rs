@@ -595,3 +595,140 @@ fn sample_invoices_match_a_fold_over_the_lake() {
     }
     assert_eq!(checked, 16);
 }
+
+/// `meterlake ARGS` run in `dir`.
+fn mlk_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+fn json_in(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let o = mlk_in(dir, args);
+    assert!(
+        o.status.success(),
+        "{args:?} in {}: {}",
+        dir.display(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn billing_commands_work_from_any_directory_as_of_the_lakes_data() {
+    let lake = sample().lake.to_str().unwrap().to_string();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let here = elsewhere.path();
+    // No tenants file here: a clear error that says how to give one.
+    let o = mlk_in(here, &["quota", "--lake", &lake, "--output", "json"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("--tenants") && err.contains("meterlake init"),
+        "{err}"
+    );
+    // With a tenants file, the plan catalogue is the built-in one: the same quotas as with
+    // data/plans.toml given explicitly, as of the lake's latest event by default.
+    let built_in = json_in(
+        here,
+        &[
+            "quota",
+            "--lake",
+            &lake,
+            "--tenants",
+            TENANTS,
+            "--output",
+            "json",
+        ],
+    );
+    let explicit = json_in(
+        here,
+        &[
+            "quota",
+            "--lake",
+            &lake,
+            "--tenants",
+            TENANTS,
+            "--plans",
+            PLANS,
+            "--at",
+            "latest",
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(built_in, explicit);
+    let last = read_lake(&sample().lake)
+        .iter()
+        .map(|r| r.ts)
+        .max()
+        .unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339(built_in["at"].as_str().unwrap())
+        .unwrap()
+        .timestamp_micros();
+    assert_eq!(
+        at / 1_000_000,
+        (last + 1) / 1_000_000,
+        "latest, not the wall clock"
+    );
+    let used: f64 = built_in["quotas"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|q| q["used"].as_str().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert!(used > 0.0, "the lake's last period has usage");
+    // `--at now` stays available: the present period (December 2026 or later) is empty.
+    let now = json_in(
+        here,
+        &[
+            "quota",
+            "--lake",
+            &lake,
+            "--tenants",
+            TENANTS,
+            "--at",
+            "now",
+            "--output",
+            "json",
+        ],
+    );
+    assert_ne!(now["at"], built_in["at"]);
+    // Check and plans compare say what instant they answer for.
+    let check = json_in(
+        here,
+        &[
+            "check",
+            "--lake",
+            &lake,
+            "--tenants",
+            TENANTS,
+            "--tenant",
+            "acme-001",
+            "--meter",
+            "api_calls",
+        ],
+    );
+    assert_eq!(check["at"], built_in["at"]);
+
+    // `init` writes editable copies; `run` in that directory reads them.
+    let o = mlk_in(here, &["init", "proj"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let proj = here.join("proj");
+    for f in ["meterlake.toml", "plans.toml", "meters.toml", "tenants.csv"] {
+        let want = std::fs::read_to_string(format!("{}/data/{f}", env!("CARGO_MANIFEST_DIR")));
+        assert_eq!(
+            std::fs::read_to_string(proj.join("data").join(f)).unwrap(),
+            want.unwrap(),
+            "{f}"
+        );
+    }
+    let o = mlk_in(here, &["init", "proj"]);
+    assert_eq!(o.status.code(), Some(2), "never overwrites silently");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--force"));
+    assert!(mlk_in(here, &["init", "proj", "--force"]).status.success());
+    let from_proj = json_in(&proj, &["quota", "--lake", &lake, "--output", "json"]);
+    assert_eq!(from_proj, built_in);
+}
