@@ -145,7 +145,7 @@ pub(crate) fn run(a: UsageArgs) -> anyhow::Result<ExitCode> {
                     ("change", Right),
                 ]);
                 for p in &r.breakdown {
-                    let share = p.share.map(|s| format!("{:.1}%", s * 100.0));
+                    let share = p.share_pct.map(|s| format!("{s:.1}%"));
                     table.row(&[
                         &p.tenant_id,
                         &p.meter,

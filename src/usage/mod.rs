@@ -5,11 +5,12 @@
 //! events (the distinct users of a month, not the sum of daily distinct users; the last
 //! storage reading, not a sum of readings), computed from the lake's events with polars.
 //!
-//! Shares: a breakdown row's share is its value over the tenant's total for the meter. For
-//! additive meters (count, sum, duration) shares add up to 1 and the rows below the top N
-//! are summed into one `(other)` row. For `unique_count` a share is "of the tenant's
-//! distinct users/values" (a user can use several endpoints, so shares may add up to more
-//! than 1). Gauges and statistics have no share.
+//! Shares: a breakdown row's share is its value over the tenant's total for the meter, in
+//! percent (`share_pct`), as changes are (`change_pct`). For additive meters (count, sum,
+//! duration) shares add up to 100 and the rows below the top N are summed into one
+//! `(other)` row. For `unique_count` a share is "of the tenant's distinct users/values" (a
+//! user can use several endpoints, so shares may add up to more than 100). Gauges and
+//! statistics have no share.
 
 pub mod engagement;
 
@@ -111,8 +112,8 @@ pub struct Part {
     pub value: f64,
     /// Events behind it.
     pub event_count: i64,
-    /// Of the tenant's total for the meter (see the module docs).
-    pub share: Option<f64>,
+    /// Of the tenant's total for the meter, in percent (see the module docs).
+    pub share_pct: Option<f64>,
     /// Value over the comparison period.
     pub previous: Option<f64>,
     /// `value - previous`.
@@ -280,7 +281,7 @@ impl Group<'_> {
     /// The share of `v` in the tenant's total, when the meter has shares.
     fn share(&self, v: f64) -> Option<f64> {
         match self.total {
-            Some(tot) if self.shared && tot > 0.0 => Some(v / tot),
+            Some(tot) if self.shared && tot > 0.0 => Some(v / tot * 100.0),
             _ => None,
         }
     }
@@ -312,7 +313,7 @@ impl Group<'_> {
                 key: k.clone().unwrap_or_else(|| "(none)".into()),
                 value: *v,
                 event_count: *n,
-                share: self.share(*v),
+                share_pct: self.share(*v),
                 previous: prev,
                 change: prev.map(|p| v - p),
                 change_pct: pct(*v, prev),
@@ -335,7 +336,7 @@ impl Group<'_> {
                 key: OTHER.into(),
                 value: v,
                 event_count: rest.iter().map(|r| r.2).sum(),
-                share: self.share(v),
+                share_pct: self.share(v),
                 previous: prev,
                 change: prev.map(|p| v - p),
                 change_pct: pct(v, prev),

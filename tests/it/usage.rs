@@ -170,7 +170,7 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
         for (p, (v, e)) in mine[..2].iter().zip(&want) {
             assert_eq!(p["key"], e.as_str());
             assert_close(p["value"].as_f64().unwrap(), *v, e);
-            assert_close(p["share"].as_f64().unwrap(), v / total, e);
+            assert_close(p["share_pct"].as_f64().unwrap(), v / total * 100.0, e);
             let pb = per_before
                 .get(&(t.to_string(), e.clone()))
                 .copied()
@@ -180,8 +180,8 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
         assert_eq!(mine[2]["key"], "(other)");
         let rest: f64 = want[2..].iter().map(|x| x.0).sum();
         assert_close(mine[2]["value"].as_f64().unwrap(), rest, "other");
-        let shares: f64 = mine.iter().map(|p| p["share"].as_f64().unwrap()).sum();
-        assert_close(shares, 1.0, "shares add up");
+        let shares: f64 = mine.iter().map(|p| p["share_pct"].as_f64().unwrap()).sum();
+        assert_close(shares, 100.0, "shares add up to 100 %");
     }
 
     // CSV: a header and one line per total.

@@ -182,15 +182,40 @@ fn rejection_table(ctx: &Ctx, commits: &[&Commit]) -> Table {
         .int("records", rrows.iter().map(|r| r.1 as i64))
 }
 
-/// Reasons quote values ("-1 is negative"): keep their shape, not the value.
+/// Reasons quote values (`"-1" is negative`, `at line 3 column 7`): keep their shape, not
+/// the value, so that one kind of fault is one row: a quoted value becomes `<value>`, a
+/// number `N`, while the digits of a name stay (`RFC 3339`, `ISO 4217`).
 fn reason_shape(reason: &str) -> String {
-    reason
-        .split_whitespace()
-        .filter(|w| {
-            !w.chars().any(|c| c.is_ascii_digit()) && !w.starts_with('"') && !w.starts_with('`')
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+    let mut out: Vec<String> = Vec::new();
+    let mut in_quote: Option<char> = None;
+    let mut prev = "";
+    for w in reason.split_whitespace() {
+        if let Some(q) = in_quote {
+            if w.trim_end_matches(|c: char| c.is_ascii_punctuation() && c != q)
+                .ends_with(q)
+            {
+                in_quote = None;
+            }
+            continue;
+        }
+        let first = w.chars().next().unwrap_or(' ');
+        let core = w.trim_end_matches([',', '.', ';', ':', ')']);
+        let tail = &w[core.len()..];
+        let shaped = if first == '"' || first == '`' || first == '\'' {
+            let closed = core.len() > 1 && core.ends_with(first);
+            if !closed {
+                in_quote = Some(first);
+            }
+            format!("<value>{tail}")
+        } else if core.chars().any(|c| c.is_ascii_digit()) && !matches!(prev, "RFC" | "ISO") {
+            format!("N{tail}")
+        } else {
+            w.to_string()
+        };
+        out.push(shaped);
+        prev = w;
+    }
+    out.join(" ")
 }
 
 fn figures(commits: &[&Commit], audit: &[AuditEntry]) -> Vec<Figure> {
@@ -227,4 +252,35 @@ fn figures(commits: &[&Commit], audit: &[AuditEntry]) -> Vec<Figure> {
             None,
         ),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reason_shape;
+
+    #[test]
+    fn reason_shapes_keep_names_and_drop_values() {
+        let cases = [
+            (
+                "\"2026-13-01\" is neither RFC 3339 nor epoch milliseconds",
+                "<value> is neither RFC 3339 nor epoch milliseconds",
+            ),
+            (
+                "expected value at line 1 column 5",
+                "expected value at line N column N",
+            ),
+            ("-1 is negative", "N is negative"),
+            (
+                "\"a b c\" is not a number, got 3.",
+                "<value> is not a number, got N.",
+            ),
+            (
+                "currency `eur` is not ISO 4217",
+                "currency <value> is not ISO 4217",
+            ),
+        ];
+        for (reason, want) in cases {
+            assert_eq!(reason_shape(reason), want, "{reason}");
+        }
+    }
 }

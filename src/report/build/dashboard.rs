@@ -475,11 +475,7 @@ fn breakdown(ctx: &Ctx, by: Dim, name: &str, title: &str) -> Result<Table> {
         .text("key", p.iter().map(|x| x.key.as_str()))
         .num("value", 2, p.iter().map(|x| x.value))
         .int("events", p.iter().map(|x| x.event_count))
-        .opt_num(
-            "share_pct",
-            1,
-            p.iter().map(|x| x.share.map(|s| s * 100.0)).collect(),
-        ))
+        .opt_num("share_pct", 1, p.iter().map(|x| x.share_pct).collect()))
 }
 
 /// Quotas, the invoice so far, the projected invoice and the cheaper-plan findings.
