@@ -129,13 +129,15 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
             println!(
-                "{} series, {} forecast ({} rows), {} fell back to a simpler model, {} with missing steps filled; mean backtest MASE {}, sMAPE {}",
+                "{} series, {} forecast ({} rows), {} fell back to a simpler model, {} with missing steps filled; backtest MASE median {} (mean {}), {} beat the seasonal naive, mean sMAPE {}",
                 s.series,
                 s.forecast,
                 s.rows,
                 s.fell_back,
                 s.filled,
+                s.median_mase.map_or("-".into(), |v| format!("{v:.3}")),
                 s.mean_mase.map_or("-".into(), |v| format!("{v:.3}")),
+                s.beat_naive_pct.map_or("-".into(), |v| format!("{v:.0} %")),
                 s.mean_smape.map_or("-".into(), |v| format!("{v:.3}")),
             );
             let mut models = Table::bare(&[Left, Right]).indent("  ");

@@ -306,6 +306,9 @@ pub struct SeriesForecast {
     pub forecast: Forecast,
     /// Backtest accuracy of that model on this series, when the history allows one.
     pub metrics: Option<Metrics>,
+    /// The seasonal naive's backtest (the naive's without a season) on the same folds and
+    /// horizon as `metrics`: the yardstick a model must beat to be worth its fit.
+    pub baseline: Option<Metrics>,
     /// Whether the model asked for could not be used (a simpler one was, or none).
     pub fell_back: bool,
 }
@@ -324,6 +327,7 @@ pub fn forecast_one(
         status,
         forecast: Forecast::default(),
         metrics: None,
+        baseline: None,
         fell_back: true,
     };
     if y.is_empty() {
@@ -336,6 +340,8 @@ pub fn forecast_one(
     let mut notes: Vec<String> = Vec::new();
     let mut kind = kind;
     let mut metrics = None;
+    // The horizon and first origin `metrics` was scored with (for the baseline's folds).
+    let mut scored_on = (h, 0usize);
     if kind == ModelKind::Auto {
         let mut best: Option<(ModelKind, Metrics)> = None;
         let models: Vec<_> = opts
@@ -378,6 +384,8 @@ pub fn forecast_one(
                 ));
                 kind = c;
                 metrics = Some(mt);
+                let chosen = opts.model(c).map_or(1, |x| x.min_len());
+                scored_on = (bh, chosen.max(min_origin));
             }
             None => {
                 notes.push("auto: too short to backtest, used naive".into());
@@ -419,7 +427,17 @@ pub fn forecast_one(
                 }
                 if metrics.is_none() {
                     metrics = backtest(model.as_ref(), y, h, opts.folds, level, m);
+                    scored_on = (h, model.min_len());
                 }
+                let baseline = metrics.and_then(|_| {
+                    let naive: Box<dyn Forecaster> = if m >= 2 {
+                        Box::new(SeasonalNaive { m })
+                    } else {
+                        Box::new(Naive)
+                    };
+                    let (bh, first) = scored_on;
+                    backtest_from(naive.as_ref(), y, bh, opts.folds, level, m, first)
+                });
                 return SeriesForecast {
                     model: Some(f.name()),
                     params: f.params(),
@@ -430,6 +448,7 @@ pub fn forecast_one(
                     },
                     forecast: fc,
                     metrics,
+                    baseline,
                     fell_back: k != kind,
                 };
             }
@@ -457,6 +476,33 @@ pub fn forecast_many(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The baseline is the seasonal naive on the same folds: identical to the metrics when
+    /// the model is the seasonal naive itself, and beaten by Holt on a steady trend.
+    #[test]
+    fn the_baseline_is_the_seasonal_naive_on_the_same_folds() {
+        let opts = ModelOptions {
+            season_length: 7,
+            ..ModelOptions::default()
+        };
+        let y: Vec<f64> = (0..120)
+            .map(|t| 100.0 + 2.0 * t as f64 + [0.0, 3.0, -2.0, 1.0, 4.0, -3.0, 0.5][t % 7])
+            .collect();
+        let sn = forecast_one(&y, 14, 0.95, ModelKind::SeasonalNaive, &opts);
+        let (m, b) = (sn.metrics.unwrap(), sn.baseline.unwrap());
+        assert_eq!((m.mae, m.folds, m.points), (b.mae, b.folds, b.points));
+        let holt = forecast_one(&y, 14, 0.95, ModelKind::Holt, &opts);
+        let (m, b) = (holt.metrics.unwrap(), holt.baseline.unwrap());
+        assert_eq!((m.folds, m.points), (b.folds, b.points), "same folds");
+        assert!(m.mae < b.mae, "holt {} against naive {}", m.mae, b.mae);
+        let auto = forecast_one(&y, 14, 0.95, ModelKind::Auto, &opts);
+        let (m, b) = (auto.metrics.unwrap(), auto.baseline.unwrap());
+        assert_eq!(m.points, b.points);
+        assert!(
+            m.mae <= b.mae,
+            "auto may pick the naive, never worse on its own folds"
+        );
+    }
 
     /// `days` of hourly data with a daily cycle, and auto's options to choose between naive
     /// and Holt-Winters with 5 folds.

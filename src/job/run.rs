@@ -364,10 +364,11 @@ impl<'a> Job<'a> {
             Ok((
                 (),
                 format!(
-                    "{} series, {} days ahead, mean backtest MASE {}",
+                    "{} series, {} days ahead, median backtest MASE {}, {} beat the seasonal naive",
                     r.forecast,
                     c.forecast.horizon,
-                    r.mean_mase.map_or("-".into(), |v| format!("{v:.3}"))
+                    r.median_mase.map_or("-".into(), |v| format!("{v:.3}")),
+                    r.beat_naive_pct.map_or("-".into(), |v| format!("{v:.0} %"))
                 ),
             ))
         })?;

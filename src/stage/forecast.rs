@@ -175,6 +175,11 @@ pub struct ForecastSummary {
     pub models: std::collections::BTreeMap<String, usize>,
     /// Mean backtest MASE over series that have one.
     pub mean_mase: Option<f64>,
+    /// Their median (a few near-constant series inflate the mean).
+    pub median_mase: Option<f64>,
+    /// Percent of the series with a backtest whose model beat the seasonal naive on the
+    /// same folds.
+    pub beat_naive_pct: Option<f64>,
     /// Mean backtest sMAPE.
     pub mean_smape: Option<f64>,
     /// Seconds spent reading the input (file parsing, or the rollup and its scan).
@@ -216,6 +221,24 @@ fn summarize(
         rows: results.iter().map(|r| r.ts.len()).sum(),
         models,
         mean_mase: mean(|m| m.mase),
+        median_mase: {
+            let mut v: Vec<f64> = with
+                .iter()
+                .map(|m| m.mase)
+                .filter(|x| x.is_finite())
+                .collect();
+            (!v.is_empty()).then(|| crate::detect::median(&mut v))
+        },
+        beat_naive_pct: {
+            let pairs: Vec<(f64, f64)> = results
+                .iter()
+                .filter_map(|r| Some((r.result.metrics?.mase, r.result.baseline?.mase)))
+                .filter(|(m, n)| m.is_finite() && n.is_finite())
+                .collect();
+            (!pairs.is_empty()).then(|| {
+                100.0 * pairs.iter().filter(|(m, n)| m < n).count() as f64 / pairs.len() as f64
+            })
+        },
         mean_smape: mean(|m| m.smape),
         read_seconds: seconds[0],
         forecast_seconds: seconds[1],
@@ -237,7 +260,7 @@ fn tables(
     let (mut ts, mut model, mut yhat, mut lo, mut hi) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut mkeys: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
-    let mut mcols: [Vec<Option<f64>>; 5] = Default::default();
+    let mut mcols: [Vec<Option<f64>>; 6] = Default::default();
     let (mut mmodel, mut mstatus, mut mparams) = (Vec::new(), Vec::new(), Vec::new());
     for r in results {
         let parts = split(&r.id);
@@ -262,6 +285,7 @@ fn tables(
             m.map(|m| m.smape),
             m.map(|m| m.mase),
             m.map(|m| m.coverage),
+            r.result.baseline.map(|b| b.mase),
         ]) {
             c.push(v);
         }
@@ -292,7 +316,7 @@ fn tables(
         .map(|(k, v)| Column::new((*k).into(), v))
         .collect();
     mc.push(Column::new("model".into(), mmodel));
-    for (name, v) in ["mae", "rmse", "smape", "mase", "coverage"]
+    for (name, v) in ["mae", "rmse", "smape", "mase", "coverage", "naive_mase"]
         .iter()
         .zip(mcols)
     {

@@ -226,6 +226,59 @@ fn xlsx_pdf_and_html_say_what_the_json_says() {
             .map(|b| b.num_rows())
             .sum::<usize>()
     );
+    // The accuracy headline: the median MASE and the share of series beating the seasonal
+    // naive, from the metrics table's own columns.
+    let metrics = s.lake.join("forecasts/granularity=day/metrics.parquet");
+    let num = |c: &str| -> Vec<Option<f64>> {
+        parquet_batches(&metrics)
+            .flat_map(|b| {
+                use arrow::array::AsArray;
+                let a = b.column_by_name(c).unwrap().clone();
+                a.as_primitive::<arrow::datatypes::Float64Type>()
+                    .iter()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let (mase, naive) = (num("mase"), num("naive_mase"));
+    let mut m: Vec<f64> = mase
+        .iter()
+        .flatten()
+        .copied()
+        .filter(|x| x.is_finite())
+        .collect();
+    m.sort_by(f64::total_cmp);
+    let median = if m.len() % 2 == 1 {
+        m[m.len() / 2]
+    } else {
+        (m[m.len() / 2 - 1] + m[m.len() / 2]) / 2.0
+    };
+    let fig = |label: &str| {
+        f["figures"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["label"] == label)
+            .unwrap_or_else(|| panic!("no figure {label}"))["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(fig("Median backtest MASE"), format!("{median:.3}"));
+    let pairs: Vec<(f64, f64)> = mase
+        .iter()
+        .zip(&naive)
+        .filter_map(|(a, b)| Some(((*a)?, (*b)?)))
+        .collect();
+    assert!(
+        !pairs.is_empty(),
+        "every series with a backtest has the naive's"
+    );
+    let beats = pairs.iter().filter(|(a, b)| a < b).count();
+    assert_eq!(
+        fig("Series beating the seasonal naive"),
+        format!("{:.0} %", 100.0 * beats as f64 / pairs.len() as f64)
+    );
     let md = std::fs::read_to_string(s.out.join("reports/summary.md")).unwrap();
     assert!(md.starts_with("# Usage summary"));
     assert!(md.contains("| tenant_id | plan | events |"));

@@ -72,15 +72,21 @@ pub(super) fn forecast(ctx: &Ctx) -> Result<Report> {
     })
 }
 
-/// Each series' model and backtest accuracy; the number of series and their MASE.
-fn accuracy_table(fits: &[SeriesFit]) -> (Table, usize, Vec<Option<f64>>) {
+/// A series' backtest MASE and the seasonal naive's on the same folds.
+type Mase = (Option<f64>, Option<f64>);
+
+/// Each series' model and backtest accuracy, with the seasonal naive's on the same folds;
+/// the number of series and their (MASE, naive MASE).
+fn accuracy_table(fits: &[SeriesFit]) -> (Table, usize, Vec<Mase>) {
     let finite = |v: Option<f64>| v.filter(|x| x.is_finite());
     let mase: Vec<Option<f64>> = fits.iter().map(|f| finite(f.mase)).collect();
+    let naive: Vec<Option<f64>> = fits.iter().map(|f| finite(f.naive_mase)).collect();
     let table = Table::new("accuracy", "Each series' model and its backtest accuracy")
         .text("tenant_id", fits.iter().map(|f| f.tenant_id.as_str()))
         .text("meter", fits.iter().map(|f| f.meter.as_str()))
         .text("model", fits.iter().map(|f| f.model.as_str()))
         .opt_num("mase", 3, mase.clone())
+        .opt_num("naive_mase", 3, naive.clone())
         .opt_num("smape", 3, fits.iter().map(|f| finite(f.smape)).collect())
         .opt_num(
             "coverage",
@@ -88,7 +94,7 @@ fn accuracy_table(fits: &[SeriesFit]) -> (Table, usize, Vec<Option<f64>>) {
             fits.iter().map(|f| finite(f.coverage)).collect(),
         )
         .text("status", fits.iter().map(|f| f.status.as_str()));
-    (table, fits.len(), mase)
+    (table, fits.len(), mase.into_iter().zip(naive).collect())
 }
 
 /// Quotas ordered by projected use of the allowance, highest first (unprojected last).
@@ -204,13 +210,14 @@ fn chosen(ctx: &Ctx, series: &[RollupSeries], outlook: &[QuotaRow]) -> Vec<(Stri
     chosen
 }
 
-fn figures(
-    ctx: &Ctx,
-    quotas: &[QuotaRow],
-    series_forecast: usize,
-    mase: &[Option<f64>],
-) -> Vec<Figure> {
-    let with: Vec<f64> = mase.iter().flatten().copied().collect();
+fn figures(ctx: &Ctx, quotas: &[QuotaRow], series_forecast: usize, mase: &[Mase]) -> Vec<Figure> {
+    // A robust headline: the median (a few near-constant series have huge MASEs that a
+    // mean would report as the typical series), and how often the model beats the seasonal
+    // naive on the same folds.
+    let mut with: Vec<f64> = mase.iter().filter_map(|m| m.0).collect();
+    let median = (!with.is_empty()).then(|| crate::detect::median(&mut with));
+    let pairs: Vec<(f64, f64)> = mase.iter().filter_map(|m| Some((m.0?, m.1?))).collect();
+    let beats = pairs.iter().filter(|(m, n)| m < n).count();
     let over: Vec<&QuotaRow> = quotas
         .iter()
         .filter(|q| matches!((&q.projected, q.included), (Some(p), Some(i)) if p.usage > i))
@@ -224,13 +231,21 @@ fn figures(
     vec![
         figure("Series forecast", series_forecast.to_string(), None),
         figure(
-            "Mean backtest MASE",
-            if with.is_empty() {
+            "Median backtest MASE",
+            median.map_or("n/a".into(), |m| format!("{m:.3}")),
+            Some(format!("over {} series with a backtest", with.len())),
+        ),
+        figure(
+            "Series beating the seasonal naive",
+            if pairs.is_empty() {
                 "n/a".into()
             } else {
-                format!("{:.3}", with.iter().sum::<f64>() / with.len() as f64)
+                format!("{:.0} %", 100.0 * beats as f64 / pairs.len() as f64)
             },
-            Some("below 1 beats the seasonal naive forecast".into()),
+            Some(format!(
+                "{beats} of {}: lower backtest error than the seasonal naive on the same folds",
+                pairs.len()
+            )),
         ),
         figure(
             "Allowances projected to be exceeded",

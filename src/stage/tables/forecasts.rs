@@ -60,6 +60,9 @@ pub struct SeriesFit {
     pub mase: Option<f64>,
     /// Share of backtest actuals inside the interval.
     pub coverage: Option<f64>,
+    /// The seasonal naive's backtest MASE on the same folds (`naive_mase`): the model beats
+    /// the seasonal naive where `mase` is below it.
+    pub naive_mase: Option<f64>,
     /// What happened (fallbacks, filled steps).
     pub status: String,
     /// The fitted parameters, as text.
@@ -113,6 +116,7 @@ pub fn read(lake_dir: &Path, tenant: Option<&str>) -> Result<Option<Forecasts>> 
     let (tenant_id, meter, model) = (c.text("tenant_id")?, c.text("meter")?, c.text("model")?);
     let (mae, rmse, smape) = (c.opt_f64("mae")?, c.opt_f64("rmse")?, c.opt_f64("smape")?);
     let (mase, coverage) = (c.opt_f64("mase")?, c.opt_f64("coverage")?);
+    let naive_mase = c.added_f64("naive_mase")?;
     let (status, params) = (c.text("status")?, c.text("params")?);
     let fits = (0..c.height())
         .filter(|&i| wanted(&tenant_id[i]))
@@ -125,6 +129,7 @@ pub fn read(lake_dir: &Path, tenant: Option<&str>) -> Result<Option<Forecasts>> 
             smape: smape[i],
             mase: mase[i],
             coverage: coverage[i],
+            naive_mase: naive_mase[i],
             status: status[i].clone(),
             params: params[i].clone(),
         })

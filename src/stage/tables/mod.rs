@@ -198,6 +198,15 @@ impl<'a> Columns<'a> {
         Ok(c.f64()?.iter().collect())
     }
 
+    /// A real column added after tables were first written: all nulls in a table written
+    /// before it existed (the next run rewrites the table with it).
+    pub(crate) fn added_f64(&self, name: &str) -> Result<Vec<Option<f64>>> {
+        if self.df.column(name).is_err() {
+            return Ok(vec![None; self.height()]);
+        }
+        self.opt_f64(name)
+    }
+
     /// A real column, nulls as NaN.
     pub(crate) fn f64(&self, name: &str) -> Result<Vec<f64>> {
         Ok(self
