@@ -4,6 +4,12 @@
 //!
 //! This is the stage the job, the CLI and the HTTP API call; the models themselves only
 //! see plain `&[f64]` and know nothing of the lake.
+//!
+//! On the lake, a series' isolated anomalies are replaced by what the anomaly detector
+//! expected there before the models see it ([`clean_spikes`]): one spike (a flagged
+//! incident) would otherwise widen every later interval and, for the smoothing models,
+//! lift the level. Usage that was never negative is not forecast below zero (the forecast
+//! and its bounds are cut at 0). A series from a file is forecast as given.
 
 use std::path::{Path, PathBuf};
 
@@ -379,7 +385,28 @@ pub fn forecast_lake(
         })
         .collect();
     let read = clock.elapsed().as_secs_f64();
-    let results = forecast_series(&series, spec)?;
+    let mut series = series;
+    let cleaned: Vec<usize> = {
+        use rayon::prelude::*;
+        series.par_iter_mut().map(clean_spikes).collect()
+    };
+    let mut results = forecast_series(&series, spec)?;
+    for ((r, n), s) in results.iter_mut().zip(cleaned).zip(&series) {
+        // Usage that was never negative is not forecast below zero.
+        if s.values.iter().all(|v| *v >= 0.0) {
+            let f = &mut r.result.forecast;
+            for v in f.mean.iter_mut().chain(&mut f.lower).chain(&mut f.upper) {
+                *v = v.max(0.0);
+            }
+        }
+        if n > 0 {
+            r.result.status = format!(
+                "{n} anomalous point{} replaced by the expected value before fitting; {}",
+                if n == 1 { "" } else { "s" },
+                r.result.status
+            );
+        }
+    }
     let fit = clock.elapsed().as_secs_f64() - read;
     let split = |id: &str| id.split('\u{1f}').map(str::to_string).collect::<Vec<_>>();
     let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], &split, false)?;
@@ -397,4 +424,70 @@ pub fn forecast_lake(
         Some(&metrics),
         [read, fit, write],
     ))
+}
+
+/// Flagged runs at most this long are replaced by [`clean_spikes`]; a longer one is a change
+/// the forecast must see.
+pub const CLEAN_MAX_RUN: usize = 3;
+/// Points [`clean_spikes`] judges, at most, per series (each costs one detection pass).
+const MAX_CLEAN_RUNS: usize = 32;
+
+/// Replaces a series' isolated anomalies by what the anomaly detector expected there (the
+/// seasonal and the robust z-scores at |z| > 3.5, the plain-series threshold of `detect`;
+/// the strongest flag's expected value): runs of at most
+/// [`CLEAN_MAX_RUN`] flagged points, except a run that reaches the series' last point (a
+/// new level must be allowed to show). Returns how many points it replaced.
+pub fn clean_spikes(s: &mut Series) -> usize {
+    use crate::detect::{DetectConfig, SeriesView, detect_points};
+    let Some(step) = crate::series::usual_gap(&s.ts) else {
+        return 0;
+    };
+    // The seasonal z-score, and the robust one for the series' first weeks (the seasonal
+    // one needs two seasons and a month of residuals before it judges).
+    let cfg = DetectConfig {
+        robust: true,
+        velocity: false,
+        pattern: false,
+        threshold: 3.5,
+        ..DetectConfig::default()
+    };
+    let detectors = cfg.detectors();
+    let n = s.values.len();
+    let mut replaced = 0;
+    // Oldest first, judging again after each replacement: what the detectors expect after a
+    // spike is computed from the spike (its second day would be "expected" near the
+    // spike), so each point is judged on the series with the earlier ones cleaned.
+    let mut from = 0;
+    for _ in 0..MAX_CLEAN_RUNS {
+        let view = SeriesView {
+            ts: &s.ts,
+            values: &s.values,
+            step,
+        };
+        let points: Vec<_> = detect_points(&view, &detectors)
+            .into_iter()
+            .filter(|p| p.index >= from)
+            .collect();
+        let Some(first) = points.first() else {
+            break;
+        };
+        let mut end = first.index;
+        for p in &points[1..] {
+            if p.index != end + 1 {
+                break;
+            }
+            end = p.index;
+        }
+        // An isolated run: its first point is replaced and the rest judged again.
+        if end + 1 - first.index <= CLEAN_MAX_RUN && end + 1 < n {
+            if first.top.expected.is_finite() {
+                s.values[first.index] = first.top.expected;
+                replaced += 1;
+            }
+            from = first.index + 1;
+        } else {
+            from = end + 1;
+        }
+    }
+    replaced
 }
