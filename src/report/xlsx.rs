@@ -1,5 +1,8 @@
 //! An Excel workbook: an overview sheet (figures and insights), then one sheet per table
-//! with typed cells (numbers stay numbers), a frozen header and an autofilter.
+//! with typed cells (numbers stay numbers, dates and instants are Excel dates shown as
+//! `yyyy-mm-dd` and `yyyy-mm-dd hh:mm:ss`, UTC), a frozen header and an autofilter. The
+//! overview's figures are numbers too, with a display format that shows them as the
+//! other formats do (`1,234`, `432.62 EUR`, `+5.0%`).
 
 use rust_xlsxwriter::{DocProperties, ExcelDateTime, Format, Workbook, Worksheet, XlsxError};
 
@@ -35,7 +38,12 @@ pub(super) fn workbook(r: &Report) -> Result<Vec<u8>> {
         overview
             .write_string_with_format(row, 0, &f.label, &bold)
             .map_err(err)?;
-        overview.write_string(row, 1, &f.value).map_err(err)?;
+        match figure_number(&f.value) {
+            Some((v, fmt)) => overview
+                .write_number_with_format(row, 1, v, &Format::new().set_num_format(fmt))
+                .map_err(err)?,
+            None => overview.write_string(row, 1, &f.value).map_err(err)?,
+        };
         if let Some(d) = &f.detail {
             overview.write_string(row, 2, d).map_err(err)?;
         }
@@ -69,6 +77,8 @@ fn sheet(ws: &mut Worksheet, t: &Table, bold: &Format) -> Result<()> {
             }
         })
         .collect();
+    let date = Format::new().set_num_format("yyyy-mm-dd");
+    let datetime = Format::new().set_num_format("yyyy-mm-dd hh:mm:ss");
     for (c, col) in t.columns.iter().enumerate() {
         ws.write_string_with_format(0, c as u16, &col.name, bold)
             .map_err(err)?;
@@ -77,10 +87,18 @@ fn sheet(ws: &mut Worksheet, t: &Table, bold: &Format) -> Result<()> {
             let row = r as u32 + 1;
             match t.cell(c, r) {
                 Cell::Null => {}
-                Cell::Text(s) => {
-                    width = width.max(s.chars().count().min(60));
-                    ws.write_string(row, c as u16, s).map_err(err)?;
-                }
+                Cell::Text(s) => match excel_date(s) {
+                    Some((dt, time)) => {
+                        let f = if time { &datetime } else { &date };
+                        width = width.max(if time { 19 } else { 10 });
+                        ws.write_datetime_with_format(row, c as u16, &dt, f)
+                            .map_err(err)?;
+                    }
+                    None => {
+                        width = width.max(s.chars().count().min(60));
+                        ws.write_string(row, c as u16, s).map_err(err)?;
+                    }
+                },
                 Cell::Int(v) => {
                     ws.write_number(row, c as u16, v as f64).map_err(err)?;
                 }
@@ -107,4 +125,114 @@ fn sheet(ws: &mut Worksheet, t: &Table, bold: &Format) -> Result<()> {
             .map_err(err)?;
     }
     Ok(())
+}
+
+/// A date (`2026-10-01`) or a UTC instant (`2026-10-01T12:30:00Z`, RFC 3339) as an Excel
+/// date, and whether it has a time of day; None for any other text.
+fn excel_date(s: &str) -> Option<(ExcelDateTime, bool)> {
+    use chrono::{Datelike, Timelike};
+    let bytes = s.as_bytes();
+    if bytes.len() < 10 || bytes[4] != b'-' || bytes[7] != b'-' {
+        return None;
+    }
+    if s.len() == 10 {
+        let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok()?;
+        let x = ExcelDateTime::from_ymd(d.year() as u16, d.month() as u8, d.day() as u8).ok()?;
+        return Some((x, false));
+    }
+    let t = chrono::DateTime::parse_from_rfc3339(s).ok()?.naive_utc();
+    let secs = t.second() as f64 + f64::from(t.nanosecond()) / 1e9;
+    let x = ExcelDateTime::from_ymd(t.year() as u16, t.month() as u8, t.day() as u8)
+        .ok()?
+        .and_hms(t.hour() as u16, t.minute() as u8, secs)
+        .ok()?;
+    Some((x, true))
+}
+
+/// A figure's text as a number and the Excel format that shows it the same way: `1,234` →
+/// 1234 as `#,##0`; `432.62 EUR` → 432.62 as `#,##0.00" EUR"`; `+5.0 %` → 0.05 as
+/// `+0.0%;-0.0%`. None for text that is not one number (`12 / 3`, `n/a`, `Thu`).
+fn figure_number(v: &str) -> Option<(f64, String)> {
+    let v = v.trim();
+    let (num, suffix, percent) = if let Some(n) = v.strip_suffix('%') {
+        (n.trim_end(), String::new(), true)
+    } else {
+        match v.rsplit_once(' ') {
+            Some((n, cur)) if cur.len() == 3 && cur.bytes().all(|b| b.is_ascii_uppercase()) => {
+                (n, format!("\" {cur}\""), false)
+            }
+            _ => (v, String::new(), false),
+        }
+    };
+    let plain = num.replace(',', "");
+    let digits = plain.trim_start_matches(['+', '-']);
+    if digits.is_empty()
+        || !digits.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+        || digits.matches('.').count() > 1
+        || !digits.as_bytes()[0].is_ascii_digit()
+    {
+        return None;
+    }
+    let x: f64 = plain.parse().ok()?;
+    let decimals = digits.split_once('.').map_or(0, |(_, d)| d.len());
+    let frac = if decimals > 0 {
+        format!(".{}", "0".repeat(decimals))
+    } else {
+        String::new()
+    };
+    Some(if percent {
+        let f = format!("0{frac}%");
+        (x / 100.0, format!("+{f};-{f}"))
+    } else {
+        (x, format!("#,##0{frac}{suffix}"))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_become_numbers_with_their_look() {
+        let cases: [(&str, Option<(f64, &str)>); 8] = [
+            ("134,274", Some((134274.0, "#,##0"))),
+            ("432.62 EUR", Some((432.62, "#,##0.00\" EUR\""))),
+            ("+5.0 %", Some((0.05, "+0.0%;-0.0%"))),
+            ("-34.4 %", Some((-0.344, "+0.0%;-0.0%"))),
+            ("0.971", Some((0.971, "#,##0.000"))),
+            ("27 / 39", None),
+            ("n/a", None),
+            ("Thu", None),
+        ];
+        for (text, want) in cases {
+            let got = figure_number(text);
+            match (got, want) {
+                (Some((v, f)), Some((wv, wf))) => {
+                    assert!((v - wv).abs() < 1e-12, "{text}: {v}");
+                    assert_eq!(f, wf, "{text}");
+                }
+                (None, None) => {}
+                (g, w) => panic!("{text}: {g:?} against {w:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_whole_dates_and_instants_become_dates() {
+        assert_eq!(excel_date("2026-10-01").map(|d| d.1), Some(false));
+        assert_eq!(excel_date("2026-10-01T12:30:00Z").map(|d| d.1), Some(true));
+        assert_eq!(
+            excel_date("2026-10-01T12:30:00.250000Z").map(|d| d.1),
+            Some(true)
+        );
+        for not in [
+            "2026-13-01",
+            "2026-10-01 extra",
+            "acme-001",
+            "2026-10",
+            "12:30",
+        ] {
+            assert!(excel_date(not).is_none(), "{not}");
+        }
+    }
 }

@@ -202,6 +202,50 @@ fn xlsx_pdf_and_html_say_what_the_json_says() {
             }
         }
     }
+    // Instants are Excel dates (the quotas' periods), figures are numbers.
+    let sheet = wb.worksheet_range("quotas").unwrap();
+    let header: Vec<String> = sheet
+        .rows()
+        .next()
+        .unwrap()
+        .iter()
+        .map(|c| c.to_string())
+        .collect();
+    let col = header.iter().position(|h| h == "period_start").unwrap();
+    for (row, q) in sheet.rows().skip(1).zip(rows_of(&r, "quotas")) {
+        let want = chrono::DateTime::parse_from_rfc3339(q["period_start"].as_str().unwrap())
+            .unwrap()
+            .naive_utc();
+        match &row[col] {
+            // Excel's serial: days since 1899-12-30.
+            Data::DateTime(d) => {
+                let epoch = chrono::NaiveDate::from_ymd_opt(1899, 12, 30)
+                    .unwrap()
+                    .and_hms_opt(0, 0, 0)
+                    .unwrap();
+                let serial = (want - epoch).num_milliseconds() as f64 / 86_400_000.0;
+                assert!((d.as_f64() - serial).abs() < 1e-9, "{d:?} against {want}");
+            }
+            other => panic!("period_start is {other:?}, not a date"),
+        }
+    }
+    let overview = wb.worksheet_range("overview").unwrap();
+    let events = overview
+        .rows()
+        .find(|r| r[0].to_string() == "Events")
+        .expect("the Events figure");
+    let want = r["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["label"] == "Events")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .replace(',', "")
+        .parse::<f64>()
+        .unwrap();
+    assert_eq!(events[1], Data::Float(want), "a number, not text");
     // PDF: standard fonts, text in the content streams (pdftotext reads it in tests/visual.sh).
     let pdf = std::fs::read(s.out.join("reports/summary.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));

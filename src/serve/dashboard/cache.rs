@@ -71,6 +71,8 @@ pub struct Cache {
     running: Mutex<usize>,
     freed: Condvar,
     max_builds: usize,
+    /// Bumped by [`Cache::clear`]: a build that started before it does not keep its page.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -86,6 +88,7 @@ impl Cache {
             running: Mutex::new(0),
             freed: Condvar::new(),
             max_builds: max_builds.max(1),
+            generation: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -150,6 +153,8 @@ impl Cache {
 
     /// Builds the page (in a build slot) and keeps it.
     fn build_and_keep(&self, key: &str, version: &str, build: &Build) -> Result<Built> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let generation = self.generation.load(SeqCst);
         let t = Instant::now();
         let html = {
             let _slot = self.slot();
@@ -157,6 +162,13 @@ impl Cache {
         };
         let took = t.elapsed();
         let mut pages = lock(&self.pages);
+        if self.generation.load(SeqCst) != generation {
+            pages.remove(key);
+            return Ok(Built {
+                html,
+                version: version.to_string(),
+            });
+        }
         if pages.len() >= MAX_PAGES {
             pages.retain(|_, e| e.version == version && e.built.elapsed() < MAX_AGE);
             if pages.len() >= MAX_PAGES {
@@ -177,6 +189,15 @@ impl Cache {
             html,
             version: version.to_string(),
         })
+    }
+
+    /// Forgets every kept page: after a person's own change (an acknowledgement), the next
+    /// view is built afresh, however slow, rather than served as it was.
+    pub fn clear(&self) {
+        let mut pages = lock(&self.pages);
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        pages.clear();
     }
 
     /// Waits for a build slot; it is freed when the guard drops.

@@ -394,6 +394,7 @@ async fn acknowledge(
             Principal::Admin(k) => format!("dashboard-admin:{k}"),
         };
         store.ack(&id, &by, crate::time::now())?;
+        a.dashboard.cache.clear();
         Ok(true)
     })
     .await;
