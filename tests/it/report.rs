@@ -232,7 +232,7 @@ fn xlsx_pdf_and_html_say_what_the_json_says() {
     let overview = wb.worksheet_range("overview").unwrap();
     let events = overview
         .rows()
-        .find(|r| r[0].to_string() == "Events")
+        .find(|r| r[0] == Data::String("Events".into()))
         .expect("the Events figure");
     let want = r["figures"]
         .as_array()
