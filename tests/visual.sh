@@ -35,6 +35,14 @@ report = json.load(open(sys.argv[1]))
 text = " ".join(open(sys.argv[2]).read().split())
 missing = [report["title"]] if report["title"] not in text else []
 missing += [f["label"] for f in report["figures"] if f["label"] not in text or f["value"] not in text]
+# The insights listed at the top read in full, symbols spelled as the standard fonts can.
+spell = {"→": "->", "≥": ">=", "≤": "<=", "−": "-"}
+for i in report.get("insights", [])[:15]:
+    m = " ".join(i["message"].split())
+    for k, v in spell.items():
+        m = m.replace(k, v)
+    if m not in text:
+        missing.append(m)
 if report["kind"] == "summary":
     missing += [t["tenant_id"] for t in report["tables"]["tenants"] if t["tenant_id"] not in text]
 if missing:

@@ -15,20 +15,34 @@ const SANS: Name<'static> = Name(b"F1");
 const BOLD: Name<'static> = Name(b"F2");
 const MONO: Name<'static> = Name(b"F3");
 
-/// Text in WinAnsi (Latin-1 plus €): what the standard fonts can show; others become `?`.
+/// Text in WinAnsi (Latin-1 plus €, dashes, quotes): what the standard fonts can show.
+/// The other symbols the reports write are spelled with those (`→` as `->`, `≥` as `>=`,
+/// `−` as `-`); anything else becomes `?`.
 fn ansi(s: &str) -> Vec<u8> {
-    s.chars()
-        .map(|c| match c {
-            '€' => 0x80,
-            '–' => 0x96,
-            '—' => 0x97,
-            '…' => 0x85,
-            '’' => 0x92,
-            c if (c as u32) < 0x7f && (c as u32) >= 0x20 => c as u8,
-            c if (0xa0..=0xff).contains(&(c as u32)) => c as u8,
-            _ => b'?',
-        })
-        .collect()
+    let mut out = Vec::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '€' => out.push(0x80),
+            '…' => out.push(0x85),
+            '‘' => out.push(0x91),
+            '’' => out.push(0x92),
+            '“' => out.push(0x93),
+            '”' => out.push(0x94),
+            '•' => out.push(0x95),
+            '–' => out.push(0x96),
+            '—' => out.push(0x97),
+            '→' => out.extend_from_slice(b"->"),
+            '←' => out.extend_from_slice(b"<-"),
+            '≥' => out.extend_from_slice(b">="),
+            '≤' => out.extend_from_slice(b"<="),
+            '≈' => out.push(b'~'),
+            '−' => out.push(b'-'),
+            c if (c as u32) < 0x7f && (c as u32) >= 0x20 => out.push(c as u8),
+            c if (0xa0..=0xff).contains(&(c as u32)) => out.push(c as u8),
+            _ => out.push(b'?'),
+        }
+    }
+    out
 }
 
 /// Pages being laid out, top to bottom.
@@ -374,36 +388,54 @@ fn table(d: &mut Doc, t: &Table) {
     }
     let chars: usize = widths.iter().sum::<usize>() + 2 * widths.len();
     let size = ((W - 2.0 * MARGIN) / (chars as f32 * 0.6)).clamp(4.5, 8.0);
-    let line = |cells: Vec<String>| -> String {
-        cells
+    // A row is as many lines as its tallest cell: a long cell wraps (at spaces when it
+    // can) instead of being cut.
+    let lines = |cells: Vec<String>| -> Vec<String> {
+        let wrapped: Vec<Vec<String>> = cells
             .iter()
             .zip(&widths)
-            .map(|(s, w)| {
-                let s: String = if s.chars().count() > *w {
-                    s.chars().take(w - 1).chain(['~']).collect()
-                } else {
-                    s.clone()
-                };
-                format!("{s:<w$}  ")
-            })
-            .collect::<String>()
-    };
-    let header = line(t.columns.iter().map(|c| c.name.clone()).collect());
-    let lead = size * 1.3;
-    d.room(lead * 2.0);
-    d.y -= lead;
-    d.text_at(MONO, size, MARGIN, d.y, header.trim_end());
-    for r in 0..rows {
-        if d.y - lead < MARGIN {
-            d.room(H);
-            d.y -= lead;
-            d.text_at(MONO, size, MARGIN, d.y, header.trim_end());
-        }
-        d.y -= lead;
-        let cells = (0..t.columns.len())
-            .map(|c| t.cell(c, r).display())
+            .map(|(s, w)| wrap(s, *w))
             .collect();
-        d.text_at(MONO, size, MARGIN, d.y, line(cells).trim_end());
+        let height = wrapped.iter().map(Vec::len).max().unwrap_or(1);
+        (0..height)
+            .map(|i| {
+                wrapped
+                    .iter()
+                    .zip(&widths)
+                    .map(|(parts, w)| {
+                        let s = parts.get(i).map_or("", String::as_str);
+                        format!("{s:<w$}  ")
+                    })
+                    .collect::<String>()
+                    .trim_end()
+                    .to_string()
+            })
+            .collect()
+    };
+    let header = lines(t.columns.iter().map(|c| c.name.clone()).collect());
+    let lead = size * 1.3;
+    let print_header = |d: &mut Doc| {
+        for h in &header {
+            d.y -= lead;
+            d.text_at(MONO, size, MARGIN, d.y, h);
+        }
+    };
+    d.room(lead * (header.len() + 1) as f32);
+    print_header(d);
+    for r in 0..rows {
+        let row = lines(
+            (0..t.columns.len())
+                .map(|c| t.cell(c, r).display())
+                .collect(),
+        );
+        if d.y - lead * (row.len() as f32) < MARGIN {
+            d.room(H);
+            print_header(d);
+        }
+        for l in &row {
+            d.y -= lead;
+            d.text_at(MONO, size, MARGIN, d.y, l);
+        }
     }
     if t.height() > rows {
         d.para(
@@ -417,9 +449,51 @@ fn table(d: &mut Doc, t: &Table) {
     }
 }
 
+/// `s` in lines of at most `w` characters, broken at spaces where a word fits, else inside
+/// it; at least one line.
+fn wrap(s: &str, w: usize) -> Vec<String> {
+    let w = w.max(1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut cur = String::new();
+    for word in s.split(' ') {
+        let mut word: Vec<char> = word.chars().collect();
+        let len = cur.chars().count();
+        if len > 0 && len + 1 + word.len() <= w {
+            cur.push(' ');
+            cur.extend(&word);
+            continue;
+        }
+        if len > 0 {
+            lines.push(std::mem::take(&mut cur));
+        }
+        while word.len() > w {
+            lines.push(word.drain(..w).collect());
+        }
+        cur = word.into_iter().collect();
+    }
+    lines.push(cur);
+    lines
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_cells_wrap_and_lose_nothing() {
+        let s = "acme-001 would pay 46.44 EUR on basic instead of 499.00 EUR on enterprise";
+        let lines = wrap(s, 20);
+        assert!(lines.iter().all(|l| l.chars().count() <= 20), "{lines:?}");
+        assert_eq!(lines.join(" "), s);
+        assert_eq!(wrap("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(wrap("", 5), [""]);
+    }
+
+    #[test]
+    fn symbols_are_spelled_in_winansi() {
+        assert_eq!(ansi("111 → 49, ≥ 2 −3"), b"111 -> 49, >= 2 -3".to_vec());
+        assert_eq!(ansi("10 €"), b"10 \x80".to_vec());
+    }
 
     #[test]
     fn text_is_winansi() {
