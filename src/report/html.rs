@@ -166,8 +166,8 @@ fn table(o: &mut String, t: &Table) {
         "<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"{}\"><table><thead><tr>",
         esc(&t.title)
     );
-    for c in &t.columns {
-        let _ = write!(o, "<th>{}</th>", esc(&c.name));
+    for c in 0..t.columns.len() {
+        let _ = write!(o, "<th>{}</th>", esc(&t.header(c)));
     }
     o.push_str("</tr></thead><tbody>");
     for r in 0..t.height().min(PAGE_ROWS) {
@@ -175,7 +175,7 @@ fn table(o: &mut String, t: &Table) {
         for c in 0..t.columns.len() {
             let cell = t.cell(c, r);
             let class = if cell.numeric() { " class=\"n\"" } else { "" };
-            let _ = write!(o, "<td{class}>{}</td>", esc(&cell.display()));
+            let _ = write!(o, "<td{class}>{}</td>", esc(&t.shown(c, r)));
         }
         o.push_str("</tr>");
     }

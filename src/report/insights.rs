@@ -213,8 +213,12 @@ fn growth(f: &Facts, out: &mut Vec<Insight>) {
                     Severity::Info
                 },
                 format!(
-                    "{} {} grew {:.0} % against the previous period ({:.0} → {:.0} {})",
-                    t.tenant_id, t.meter, pct, t.previous, t.current, t.unit
+                    "{} {} grew {:.0} % against the previous period ({} → {})",
+                    t.tenant_id,
+                    t.meter,
+                    pct,
+                    amount(t.previous, &t.unit),
+                    amount(t.current, &t.unit)
                 ),
                 evidence,
             ));
@@ -224,22 +228,45 @@ fn growth(f: &Facts, out: &mut Vec<Insight>) {
                 "decline",
                 Some(&t.tenant_id),
                 Some(&t.meter),
-                if stopped { Severity::Critical } else { Severity::Warning },
+                if stopped {
+                    Severity::Critical
+                } else {
+                    Severity::Warning
+                },
                 if stopped {
                     format!(
-                        "{} stopped using {} (previous period {:.0} {}): churn risk",
-                        t.tenant_id, t.meter, t.previous, t.unit
+                        "{} stopped using {} (previous period {}): churn risk",
+                        t.tenant_id,
+                        t.meter,
+                        amount(t.previous, &t.unit)
                     )
                 } else {
                     format!(
-                        "{} {} fell {:.0} % against the previous period ({:.0} → {:.0} {}): churn risk",
-                        t.tenant_id, t.meter, -pct, t.previous, t.current, t.unit
+                        "{} {} fell {:.0} % against the previous period ({} → {}): churn risk",
+                        t.tenant_id,
+                        t.meter,
+                        -pct,
+                        amount(t.previous, &t.unit),
+                        amount(t.current, &t.unit)
                     )
                 },
                 evidence,
             ));
         }
     }
+}
+
+/// A quantity and its unit for a sentence: bytes in KB to TB, else the whole number with
+/// thousands grouped (`1,234 calls`).
+fn amount(v: f64, unit: &str) -> String {
+    if unit == "bytes" {
+        return super::table::human_bytes(v);
+    }
+    let whole = format!("{:.0}", v.abs());
+    let sign = if v < 0.0 && whole != "0" { "-" } else { "" };
+    format!("{sign}{} {unit}", super::table::group_thousands(&whole))
+        .trim_end()
+        .to_string()
 }
 
 fn quotas(f: &Facts, out: &mut Vec<Insight>) {

@@ -379,10 +379,12 @@ fn table(d: &mut Doc, t: &Table) {
     }
     let rows = t.height().min(PAGE_ROWS);
     // Column widths in characters: the widest cell, capped; the font shrinks to fit the page.
-    let mut widths: Vec<usize> = t.columns.iter().map(|c| c.name.chars().count()).collect();
+    let mut widths: Vec<usize> = (0..t.columns.len())
+        .map(|c| t.header(c).chars().count())
+        .collect();
     for (c, w) in widths.iter_mut().enumerate() {
         for r in 0..rows {
-            *w = (*w).max(t.cell(c, r).display().chars().count());
+            *w = (*w).max(t.shown(c, r).chars().count());
         }
         *w = (*w).min(40);
     }
@@ -412,7 +414,7 @@ fn table(d: &mut Doc, t: &Table) {
             })
             .collect()
     };
-    let header = lines(t.columns.iter().map(|c| c.name.clone()).collect());
+    let header = lines((0..t.columns.len()).map(|c| t.header(c)).collect());
     let lead = size * 1.3;
     let print_header = |d: &mut Doc| {
         for h in &header {
@@ -423,11 +425,7 @@ fn table(d: &mut Doc, t: &Table) {
     d.room(lead * (header.len() + 1) as f32);
     print_header(d);
     for r in 0..rows {
-        let row = lines(
-            (0..t.columns.len())
-                .map(|c| t.cell(c, r).display())
-                .collect(),
-        );
+        let row = lines((0..t.columns.len()).map(|c| t.shown(c, r)).collect());
         if d.y - lead * (row.len() as f32) < MARGIN {
             d.room(H);
             print_header(d);

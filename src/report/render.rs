@@ -45,7 +45,7 @@ pub(super) fn markdown_table(out: &mut String, t: &Table) {
         out.push_str("_none_\n\n");
         return;
     }
-    let names: Vec<&str> = t.columns.iter().map(|c| c.name.as_str()).collect();
+    let names: Vec<String> = (0..t.columns.len()).map(|c| t.header(c)).collect();
     let _ = writeln!(out, "| {} |", names.join(" | "));
     let aligns: Vec<&str> = (0..t.columns.len())
         .map(|c| {
@@ -59,7 +59,7 @@ pub(super) fn markdown_table(out: &mut String, t: &Table) {
     let _ = writeln!(out, "|{}|", aligns.join("|"));
     for r in 0..t.height().min(PAGE_ROWS) {
         let cells: Vec<String> = (0..t.columns.len())
-            .map(|c| md_cell(&t.cell(c, r).display()))
+            .map(|c| md_cell(&t.shown(c, r)))
             .collect();
         let _ = writeln!(out, "| {} |", cells.join(" | "));
     }

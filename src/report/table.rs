@@ -50,6 +50,11 @@ pub struct Col {
     pub values: Values,
     /// Decimals shown by text formats (numbers only).
     pub decimals: usize,
+    /// A quantity in its row's unit (the table's `unit` column): page formats show bytes
+    /// as KB, MB, GB, TB.
+    pub in_unit: bool,
+    /// Money in this currency: page formats say it in the header.
+    pub currency: Option<String>,
 }
 
 /// A named table.
@@ -93,6 +98,21 @@ impl Cell<'_> {
         }
     }
 
+    /// The cell for people: [`Cell::display`] with thousands grouped (`1,234,567.89`).
+    pub fn human(&self) -> String {
+        match self {
+            Cell::Int(_) | Cell::Num(..) | Cell::Decimal(_) => {
+                let s = self.display();
+                let (sign, digits) = match s.strip_prefix('-') {
+                    Some(d) => ("-", d),
+                    None => ("", s.as_str()),
+                };
+                format!("{sign}{}", group_thousands(digits))
+            }
+            _ => self.display(),
+        }
+    }
+
     /// Whether the column aligns right.
     pub fn numeric(&self) -> bool {
         matches!(self, Cell::Int(_) | Cell::Num(..) | Cell::Decimal(_))
@@ -108,6 +128,35 @@ impl Cell<'_> {
             _ => None,
         }
     }
+}
+
+/// Commas between thousands of an unsigned decimal's integer part (`1234567.5` →
+/// `1,234,567.5`).
+pub(crate) fn group_thousands(s: &str) -> String {
+    let (int, frac) = s.split_once('.').map_or((s, None), |(a, b)| (a, Some(b)));
+    let mut out = String::new();
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if let Some(fr) = frac {
+        out.push('.');
+        out.push_str(fr);
+    }
+    out
+}
+
+/// Bytes for people, in powers of 1,000: `512 B`, `9.68 MB`, `13.56 GB`.
+pub fn human_bytes(v: f64) -> String {
+    let a = v.abs();
+    for (scale, unit) in [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")] {
+        if a >= scale {
+            return format!("{:.2} {unit}", v / scale);
+        }
+    }
+    format!("{v:.0} B")
 }
 
 /// The f64 nearest `d` (parsed from its text: `Decimal::to_f64` may be one ulp off), so
@@ -205,8 +254,64 @@ impl Table {
             name: name.into(),
             values,
             decimals,
+            in_unit: false,
+            currency: None,
         });
         self
+    }
+
+    /// Marks `names` as quantities in each row's `unit` (see [`Col::in_unit`]).
+    pub fn in_unit(mut self, names: &[&str]) -> Self {
+        for c in &mut self.columns {
+            if names.contains(&c.name.as_str()) {
+                c.in_unit = true;
+            }
+        }
+        self
+    }
+
+    /// Sets the currency of every money (decimal) column.
+    pub fn set_currency(&mut self, currency: &str) {
+        if currency.is_empty() {
+            return;
+        }
+        for c in &mut self.columns {
+            if matches!(c.values, Values::Decimal(_)) {
+                c.currency = Some(currency.to_string());
+            }
+        }
+    }
+
+    /// A column's header in the page formats: its name, and the currency of money.
+    pub fn header(&self, col: usize) -> String {
+        let c = &self.columns[col];
+        match &c.currency {
+            Some(cur) => format!("{} ({cur})", c.name),
+            None => c.name.clone(),
+        }
+    }
+
+    /// A cell as the page formats (HTML, Markdown, PDF, the dashboard) show it to people:
+    /// thousands grouped, bytes in KB to TB where the row's unit is bytes. The data
+    /// formats keep the raw numbers.
+    pub fn shown(&self, col: usize, row: usize) -> String {
+        let cell = self.cell(col, row);
+        if self.columns[col].in_unit
+            && let Some(v) = cell.number()
+            && self.unit_of(row) == Some("bytes")
+        {
+            return human_bytes(v);
+        }
+        cell.human()
+    }
+
+    /// The row's unit, from the table's `unit` column.
+    fn unit_of(&self, row: usize) -> Option<&str> {
+        let c = self.columns.iter().position(|c| c.name == "unit")?;
+        match self.cell(c, row) {
+            Cell::Text(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// Rows.
@@ -427,6 +532,33 @@ pub enum Chart {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn page_formats_show_units_for_people_and_data_formats_keep_numbers() {
+        let mut t = Table::new("usage", "Usage")
+            .text("meter", ["ingest_bytes", "api_calls"])
+            .text("unit", ["bytes", "calls"])
+            .num("total", 2, [9_675_945.0, 1_234_567.0])
+            .int("events", [32, 12_345])
+            .dec(
+                "cost",
+                2,
+                [Decimal::new(123_456_789, 2), Decimal::new(-5, 1)],
+            )
+            .in_unit(&["total"]);
+        t.set_currency("EUR");
+        let shown: Vec<String> = (0..2).map(|r| t.shown(2, r)).collect();
+        assert_eq!(shown, ["9.68 MB", "1,234,567.00"]);
+        assert_eq!(t.shown(3, 1), "12,345");
+        assert_eq!(t.shown(4, 0), "1,234,567.89");
+        assert_eq!(t.shown(4, 1), "-0.50");
+        assert_eq!(t.header(4), "cost (EUR)");
+        assert_eq!(t.header(2), "total");
+        let json = t.records();
+        assert_eq!(json[0]["total"], serde_json::json!(9_675_945.0));
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(13_564_368_128.0), "13.56 GB");
+    }
 
     fn d(s: &str) -> Decimal {
         s.parse().unwrap_or_default()

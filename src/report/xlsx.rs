@@ -70,11 +70,17 @@ fn sheet(ws: &mut Worksheet, t: &Table, bold: &Format) -> Result<()> {
         .columns
         .iter()
         .map(|c| {
-            if c.decimals > 0 {
-                Format::new().set_num_format(format!("0.{}", "0".repeat(c.decimals)))
+            // Thousands grouped, as the other page formats show them; money says its
+            // currency.
+            let mut f = if c.decimals > 0 {
+                format!("#,##0.{}", "0".repeat(c.decimals))
             } else {
-                Format::new()
+                "#,##0".to_string()
+            };
+            if let Some(cur) = &c.currency {
+                f.push_str(&format!("\" {cur}\""));
             }
+            Format::new().set_num_format(f)
         })
         .collect();
     let date = Format::new().set_num_format("yyyy-mm-dd");
@@ -100,7 +106,8 @@ fn sheet(ws: &mut Worksheet, t: &Table, bold: &Format) -> Result<()> {
                     }
                 },
                 Cell::Int(v) => {
-                    ws.write_number(row, c as u16, v as f64).map_err(err)?;
+                    ws.write_number_with_format(row, c as u16, v as f64, &formats[c])
+                        .map_err(err)?;
                 }
                 Cell::Num(v, _) => {
                     ws.write_number_with_format(row, c as u16, v, &formats[c])

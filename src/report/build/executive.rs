@@ -113,6 +113,7 @@ pub(super) fn kpi_table(ctx: &Ctx, totals: &[Total]) -> Table {
             krows.iter().map(|r| growth(r.1.0, r.1.1)).collect(),
         )
         .int("tenants", krows.iter().map(|r| r.1.2 as i64))
+        .in_unit(&["total", "previous"])
 }
 
 /// Revenue per tenant this period: base fee + overage so far, and projected.

@@ -8,7 +8,7 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
 use super::super::Figure;
-use super::super::table::round_decimal;
+use super::super::table::{group_thousands, round_decimal};
 
 /// The UTC date of an instant (µs), `YYYY-MM-DD`.
 pub(super) fn day_str(t: i64) -> String {
@@ -42,23 +42,6 @@ pub(super) fn money(amount: Decimal, currency: &str) -> String {
         out.insert(0, '-');
     }
     format!("{out} {currency}")
-}
-
-/// Commas between thousands of an unsigned decimal's integer part.
-fn group_thousands(s: &str) -> String {
-    let (int, frac) = s.split_once('.').map_or((s, None), |(a, b)| (a, Some(b)));
-    let mut out = String::new();
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if let Some(fr) = frac {
-        out.push('.');
-        out.push_str(fr);
-    }
-    out
 }
 
 /// A signed percent change, or `n/a`.

@@ -30,6 +30,7 @@ pub(super) fn totals_table(ctx: &Ctx, totals: &[Total]) -> Table {
             totals.iter().map(Total::change_pct).collect(),
         )
         .num("events", 0, totals.iter().map(|t| t.events))
+        .in_unit(&["total", "previous"])
 }
 
 /// Quotas in their current period; `projected` adds the projection of the period's end.
