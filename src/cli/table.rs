@@ -2,7 +2,8 @@
 //! list in a command's summary) goes through [`Table`], a thin layer over comfy-table.
 //!
 //! Cells arrive formatted (money as exact decimals, percents with their sign, `-` for
-//! nothing), so the printer only aligns: text left, numbers right, two spaces between
+//! nothing); the printer groups the thousands of a right-aligned cell that is one plain
+//! number (`1234567.5` → `1,234,567.5`, `98%` stays) and aligns: text left, numbers right, two spaces between
 //! columns, each as wide as its widest cell (display width, so non-ASCII names line up),
 //! no borders and no trailing spaces. Reports do not use it: they render their own
 //! typed tables (`report::Table`).
@@ -22,6 +23,34 @@ pub(crate) enum Align {
 }
 
 pub(crate) use Align::{Left, Right};
+
+/// `s` with its thousands grouped when it is one plain number (an optional sign, digits,
+/// an optional fraction); anything else as it is.
+fn grouped(s: &str) -> String {
+    let (sign, digits) = match s.strip_prefix(['-', '+']) {
+        Some(d) => (&s[..1], d),
+        None => ("", s),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    let plain = !int.is_empty()
+        && int.bytes().all(|b| b.is_ascii_digit())
+        && frac.bytes().all(|b| b.is_ascii_digit());
+    if !plain || int.len() < 4 {
+        return s.to_string();
+    }
+    let mut out = String::from(sign);
+    for (i, c) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    if digits.contains('.') {
+        out.push('.');
+        out.push_str(frac);
+    }
+    out
+}
 
 /// Spaces between columns.
 const GAP: u16 = 2;
@@ -63,7 +92,11 @@ impl Table {
     /// Adds a row, one cell per column.
     pub(crate) fn row(&mut self, cells: &[&dyn Display]) -> &mut Table {
         debug_assert_eq!(cells.len(), self.aligns.len(), "one cell per column");
-        self.inner.add_row(cells.iter().map(Cell::new));
+        self.inner
+            .add_row(cells.iter().zip(&self.aligns).map(|(c, a)| match a {
+                Align::Right => Cell::new(grouped(&c.to_string())),
+                Align::Left => Cell::new(c),
+            }));
         self
     }
 
@@ -92,6 +125,21 @@ impl Table {
 mod tests {
     use super::*;
 
+    #[test]
+    fn plain_numbers_get_their_thousands_grouped() {
+        for (s, want) in [
+            ("1234567", "1,234,567"),
+            ("-25592.50", "-25,592.50"),
+            ("999", "999"),
+            ("98%", "98%"),
+            ("35164 [34653, 35676]", "35164 [34653, 35676]"),
+            ("-", "-"),
+            ("1.5", "1.5"),
+        ] {
+            assert_eq!(grouped(s), want, "{s}");
+        }
+    }
+
     fn text(t: Table) -> String {
         let mut out = Vec::new();
         t.write(&mut out).unwrap();
@@ -105,7 +153,7 @@ mod tests {
         t.row(&[&"x", &1234, &""]);
         assert_eq!(
             text(t),
-            "tenant    value  note\nacme-001   12.5  ok\nx          1234\n"
+            "tenant    value  note\nacme-001   12.5  ok\nx         1,234\n"
         );
     }
 
