@@ -21,7 +21,7 @@ mkdir -p "$OUT"
 "$BIN" run --lake "$OUT/lake" --out "$OUT" --quiet --formats json,html,pdf >/dev/null
 fail=0
 for kind in summary detailed forecast anomaly executive compliance; do
-  html="$OUT/reports/$kind.html" pdf="$OUT/reports/$kind.pdf" png="$OUT/$kind.png"
+  html="$OUT/reports/$kind/$kind.html" pdf="$OUT/reports/$kind/$kind.pdf" png="$OUT/$kind.png"
   "$CHROME" --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1200,3000 \
     --screenshot="$png" "file://$PWD/$html" >/dev/null 2>&1
   # A blank page compresses to a few kB; a rendered report with tables and charts does not.
@@ -29,7 +29,7 @@ for kind in summary detailed forecast anomaly executive compliance; do
   if [ "$size" -lt 30000 ]; then echo "FAIL $kind: screenshot $png is $size bytes (blank?)"; fail=1; fi
   pdftotext -layout "$pdf" "$OUT/$kind.txt"
   # The title and every headline figure of the JSON must be readable in the PDF.
-  python3 - "$OUT/reports/$kind.json" "$OUT/$kind.txt" <<'PY' || fail=1
+  python3 - "$OUT/reports/$kind/$kind.json" "$OUT/$kind.txt" <<'PY' || fail=1
 import json, sys
 report = json.load(open(sys.argv[1]))
 text = " ".join(open(sys.argv[2]).read().split())

@@ -10,7 +10,7 @@
 //! evaluated on every run (alerts are raised once each, whatever the number of runs).
 //!
 //! Outputs: the lake (with `forecasts/`, `anomalies/`, `alerts/` and `quotas/quotas.parquet`),
-//! `OUT/invoices/YYYY-MM.json` and `OUT/reports/KIND.EXT`.
+//! `OUT/invoices/YYYY-MM.json` and `OUT/reports/KIND/KIND.EXT`.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -548,7 +548,7 @@ impl<'a> Job<'a> {
                 c.reports
                     .formats
                     .iter()
-                    .map(move |f| rd.join(format!("{}.{}", k.name(), f.extension())))
+                    .map(move |f| crate::report::path_in(rd, *k, *f))
             })
             .collect();
         if !self.opts.force
@@ -564,11 +564,7 @@ impl<'a> Job<'a> {
                 ro.meters = Some(c.paths.meters.clone()).filter(|p| p.is_file());
                 let r = build_with(lake_dir, billing, &ro, quotas)?;
                 for f in &c.reports.formats {
-                    files.extend(write(
-                        &r,
-                        *f,
-                        &report_dir.join(format!("{}.{}", k.name(), f.extension())),
-                    )?);
+                    files.extend(write(&r, *f, &crate::report::path_in(&report_dir, *k, *f))?);
                 }
             }
             let n = files.len();

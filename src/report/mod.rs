@@ -203,6 +203,14 @@ impl Report {
     }
 }
 
+/// Where the batch job writes a report: its kind's own folder under `dir`
+/// (`OUT/reports/KIND/KIND.EXT`, with a CSV or Parquet report's further tables beside it),
+/// so each kind's files are together and apart from the others'.
+pub fn path_in(dir: &Path, kind: ReportKind, format: Format) -> PathBuf {
+    dir.join(kind.name())
+        .join(format!("{}.{}", kind.name(), format.extension()))
+}
+
 /// Writes `report` as `format` to `out` (and, for CSV and Parquet, one file per further
 /// table beside it: `NAME.TABLE.EXT`). Every file is written to a temporary name, synced
 /// and renamed, so a reader never sees half a report. Returns the files written.

@@ -31,7 +31,13 @@ fn reports_are_deterministic_bytes() {
             o.to_str().unwrap(),
         ]);
         let mine = std::fs::read(&o).unwrap();
-        let theirs = std::fs::read(s.out.join("reports").join(format!("{kind}.{ext}"))).unwrap();
+        let theirs = std::fs::read(
+            s.out
+                .join("reports")
+                .join(kind)
+                .join(format!("{kind}.{ext}")),
+        )
+        .unwrap();
         assert!(mine == theirs, "{kind}.{ext} differs between runs");
     }
 }
@@ -174,7 +180,7 @@ fn xlsx_pdf_and_html_say_what_the_json_says() {
     let s = sample();
     let r = report_json("summary");
     // Workbook: an overview, then one sheet per table with the same numbers.
-    let mut wb: Xlsx<_> = open_workbook(s.out.join("reports/summary.xlsx")).unwrap();
+    let mut wb: Xlsx<_> = open_workbook(s.out.join("reports/summary/summary.xlsx")).unwrap();
     let names = wb.sheet_names();
     assert_eq!(names[0], "overview");
     for t in ["tenants", "usage", "quotas", "alerts", "insights"] {
@@ -247,7 +253,7 @@ fn xlsx_pdf_and_html_say_what_the_json_says() {
         .unwrap();
     assert_eq!(events[1], Data::Float(want), "a number, not text");
     // PDF: standard fonts, text in the content streams (pdftotext reads it in tests/visual.sh).
-    let pdf = std::fs::read(s.out.join("reports/summary.pdf")).unwrap();
+    let pdf = std::fs::read(s.out.join("reports/summary/summary.pdf")).unwrap();
     assert!(pdf.starts_with(b"%PDF-"));
     let text = String::from_utf8_lossy(&pdf);
     for t in rows_of(&r, "tenants") {
@@ -255,7 +261,7 @@ fn xlsx_pdf_and_html_say_what_the_json_says() {
     }
     assert!(text.contains("/Helvetica"));
     // HTML: self-contained, one SVG per chart, every tenant listed.
-    let html = std::fs::read_to_string(s.out.join("reports/forecast.html")).unwrap();
+    let html = std::fs::read_to_string(s.out.join("reports/forecast/forecast.html")).unwrap();
     assert!(!html.contains("<script") && !html.contains("<link") && !html.contains("src="));
     let svgs = html.matches("<svg").count();
     assert!(svgs >= 1, "forecast charts");
@@ -323,7 +329,7 @@ fn xlsx_pdf_and_html_say_what_the_json_says() {
         fig("Series beating the seasonal naive"),
         format!("{:.0} %", 100.0 * beats as f64 / pairs.len() as f64)
     );
-    let md = std::fs::read_to_string(s.out.join("reports/summary.md")).unwrap();
+    let md = std::fs::read_to_string(s.out.join("reports/summary/summary.md")).unwrap();
     assert!(md.starts_with("# Usage summary"));
     assert!(md.contains("| tenant_id | plan | events |"));
 }

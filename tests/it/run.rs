@@ -35,7 +35,11 @@ fn run_writes_every_report_and_a_second_run_only_checks() {
         "compliance",
     ] {
         for ext in ["json", "csv", "md", "html", "xlsx", "pdf", "parquet"] {
-            let p = s.out.join("reports").join(format!("{kind}.{ext}"));
+            let p = s
+                .out
+                .join("reports")
+                .join(kind)
+                .join(format!("{kind}.{ext}"));
             assert!(p.is_file(), "missing {}", p.display());
         }
     }

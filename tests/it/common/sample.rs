@@ -80,7 +80,11 @@ pub fn sample_events() -> &'static Path {
 
 /// The JSON report of `kind` the sample's first run wrote.
 pub fn report_json(kind: &str) -> serde_json::Value {
-    let p = sample().out.join("reports").join(format!("{kind}.json"));
+    let p = sample()
+        .out
+        .join("reports")
+        .join(kind)
+        .join(format!("{kind}.json"));
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
