@@ -228,12 +228,15 @@ fn events_before(lake: &Lake, opts: &EngagementOptions) -> Result<Option<(LazyFr
 
 /// Per tenant, DAU, WAU, MAU, known and inactive users; and the inactive users by id.
 fn user_counts(lf: &LazyFrame, at: i64, month: i64) -> Result<(DataFrame, DataFrame)> {
-    // Users: last time each was seen, then counts per tenant.
+    // Users: last time each was seen (one scan of the lake, kept: counts and the inactive
+    // list both read it), then counts per tenant.
     let users = lf
         .clone()
         .filter(col("user_id").is_not_null())
         .group_by([col("tenant_id"), col("user_id")])
-        .agg([ts().max().alias("last")]);
+        .agg([ts().max().alias("last")])
+        .collect()?
+        .lazy();
     let counts = users
         .clone()
         .group_by([col("tenant_id")])
@@ -277,6 +280,12 @@ fn daily_active(lf: &LazyFrame, first_day: i64) -> Result<DataFrame> {
 fn feature_users(recent: &LazyFrame, feature_property: &str) -> Result<DataFrame> {
     Ok(recent
         .clone()
+        // A substring test first: the JSON path runs only on rows that name the property.
+        .filter(
+            col("properties")
+                .str()
+                .contains_literal(lit(format!("\"{feature_property}\""))),
+        )
         .with_column(property_expr(feature_property).alias("_f"))
         .filter(col("_f").is_not_null().and(col("user_id").is_not_null()))
         .group_by([col("tenant_id"), col("_f")])
