@@ -20,8 +20,8 @@ table{border-collapse:collapse;margin:.5rem 0 1.5rem;font-size:.85rem}th,td{bord
 th{background:#f3f5f9}td.n{text-align:right;font-variant-numeric:tabular-nums}.note{color:#5b6474;font-size:.85rem}\
 .chart{margin:1rem 0}.chart svg{max-width:100%;height:auto}.scroll{overflow-x:auto}";
 
-/// Escapes text for HTML.
-pub(super) fn esc(s: &str) -> String {
+/// Escapes text for HTML (element content and quoted attributes).
+pub fn esc(s: &str) -> String {
     let mut o = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -29,6 +29,7 @@ pub(super) fn esc(s: &str) -> String {
             '<' => o.push_str("&lt;"),
             '>' => o.push_str("&gt;"),
             '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
             _ => o.push(c),
         }
     }

@@ -483,6 +483,35 @@ pub struct TimeChart {
     pub markers: Vec<(i64, f64, String)>,
 }
 
+impl TimeChart {
+    /// A period against the previous one shifted onto it: two lines, `this period` and
+    /// `previous period (shifted)`.
+    pub fn two_periods(
+        title: String,
+        y_label: String,
+        current: impl IntoIterator<Item = (i64, f64)>,
+        previous: impl IntoIterator<Item = (i64, f64)>,
+    ) -> TimeChart {
+        TimeChart {
+            title,
+            y_label,
+            lines: vec![
+                Line {
+                    name: "this period".into(),
+                    points: current.into_iter().collect(),
+                },
+                Line {
+                    name: "previous period (shifted)".into(),
+                    points: previous.into_iter().collect(),
+                },
+            ],
+            forecast: None,
+            band: Vec::new(),
+            markers: Vec::new(),
+        }
+    }
+}
+
 /// One bar.
 #[derive(Debug, Clone)]
 pub struct Bar {

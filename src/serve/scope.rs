@@ -201,6 +201,37 @@ where
     }
 }
 
+/// Acknowledges alert `id` for `who`, recorded as `CHANNEL:TENANT` or
+/// `CHANNEL-admin:KEY` (`api`, `dashboard`) in the alert store, which audits it. Another
+/// tenant's alert is `None`, exactly as an id that does not exist: a tenant key cannot learn
+/// that it exists.
+pub(crate) fn acknowledge_as(
+    lake: &std::path::Path,
+    who: &Principal,
+    id: &str,
+    channel: &str,
+) -> crate::error::Result<Option<crate::stage::alerts::Alert>> {
+    let mut store = crate::stage::alerts::AlertStore::open(lake)?;
+    let owner = store
+        .alerts
+        .iter()
+        .find(|a| a.id == id)
+        .map(|a| a.tenant_id.clone());
+    let visible = match (who, &owner) {
+        (_, None) => false,
+        (Principal::Tenant(t), Some(o)) => t == o,
+        (Principal::Admin(_), Some(_)) => true,
+    };
+    if !visible {
+        return Ok(None);
+    }
+    let by = match who {
+        Principal::Tenant(t) => format!("{channel}:{t}"),
+        Principal::Admin(k) => format!("{channel}-admin:{k}"),
+    };
+    Ok(Some(store.ack(id, &by, crate::time::now())?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,7 +23,7 @@ use polars::prelude::*;
 use rust_decimal::Decimal;
 
 use super::super::insights::{self, Facts};
-use super::super::{Bar, BarChart, Chart, Line, Report, ReportKind, Table, TimeChart};
+use super::super::{Bar, BarChart, Chart, Report, ReportKind, Table, TimeChart};
 use super::context::Ctx;
 use super::figures::{figure, grouped, growth, money, pct_str, quantity};
 use super::tables::{quota_bars, quota_table, totals_table};
@@ -436,23 +436,12 @@ fn trend_charts(ctx: &Ctx, g: Granularity, zone: Zone) -> Result<Vec<Chart>> {
     Ok(by_meter
         .into_iter()
         .map(|(meter, (cur, prev))| {
-            Chart::Time(TimeChart {
-                title: format!("{meter} per {g}{scope} ({})", zone.name()),
-                y_label: ctx.unit(&meter),
-                lines: vec![
-                    Line {
-                        name: "this period".into(),
-                        points: cur.into_iter().collect(),
-                    },
-                    Line {
-                        name: "previous period (shifted)".into(),
-                        points: prev.into_iter().collect(),
-                    },
-                ],
-                forecast: None,
-                band: Vec::new(),
-                markers: Vec::new(),
-            })
+            Chart::Time(TimeChart::two_periods(
+                format!("{meter} per {g}{scope} ({})", zone.name()),
+                ctx.unit(&meter),
+                cur,
+                prev,
+            ))
         })
         .collect())
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::super::insights::{self, Facts, Rhythm, Total, WEEKDAYS};
-use super::super::{Chart, Insight, Line, Report, ReportKind, Table, TimeChart};
+use super::super::{Chart, Insight, Report, ReportKind, Table, TimeChart};
 use super::context::Ctx;
 use super::figures::{day_str, figure};
 use crate::error::Result;
@@ -241,8 +241,8 @@ fn meter_charts(ctx: &Ctx, series: &[RollupSeries]) -> Vec<Chart> {
     by_meter
         .iter()
         .map(|(meter, (cur, prev))| {
-            Chart::Time(TimeChart {
-                title: format!(
+            Chart::Time(TimeChart::two_periods(
+                format!(
                     "{meter} per day{}",
                     if ctx.tenant.is_some() {
                         ""
@@ -250,21 +250,10 @@ fn meter_charts(ctx: &Ctx, series: &[RollupSeries]) -> Vec<Chart> {
                         ", all tenants"
                     }
                 ),
-                y_label: ctx.unit(meter),
-                lines: vec![
-                    Line {
-                        name: "this period".into(),
-                        points: cur.iter().map(|(a, b)| (*a, *b)).collect(),
-                    },
-                    Line {
-                        name: "previous period (shifted)".into(),
-                        points: prev.iter().map(|(a, b)| (*a, *b)).collect(),
-                    },
-                ],
-                forecast: None,
-                band: Vec::new(),
-                markers: Vec::new(),
-            })
+                ctx.unit(meter),
+                cur.iter().map(|(a, b)| (*a, *b)),
+                prev.iter().map(|(a, b)| (*a, *b)),
+            ))
         })
         .collect()
 }

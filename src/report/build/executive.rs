@@ -14,9 +14,7 @@ use rust_decimal::Decimal;
 
 use super::super::insights::Total;
 use super::super::table::decimal_f64;
-use super::super::{
-    Bar, BarChart, Chart, Figure, Insight, Line, Report, ReportKind, Table, TimeChart,
-};
+use super::super::{Bar, BarChart, Chart, Figure, Insight, Report, ReportKind, Table, TimeChart};
 use super::context::{Ctx, f64_col, str_col};
 use super::figures::{day_str, figure, grouped, growth, money, pct_str};
 use crate::billing::quota::QuotaRow;
@@ -352,23 +350,12 @@ pub(super) fn events_chart(ctx: &Ctx, series: &[RollupSeries]) -> Chart {
             }
         }
     }
-    Chart::Time(TimeChart {
-        title: "Events per day".into(),
-        y_label: "events".into(),
-        lines: vec![
-            Line {
-                name: "this period".into(),
-                points: cur.into_iter().collect(),
-            },
-            Line {
-                name: "previous period (shifted)".into(),
-                points: prev.into_iter().collect(),
-            },
-        ],
-        forecast: None,
-        band: Vec::new(),
-        markers: Vec::new(),
-    })
+    Chart::Time(TimeChart::two_periods(
+        "Events per day".into(),
+        "events".into(),
+        cur,
+        prev,
+    ))
 }
 
 /// The top tenants' projected revenue as bars (the decimal becomes a bar length here).

@@ -375,27 +375,11 @@ async fn acknowledge(
     };
     let a = app.clone();
     let done = tokio::task::spawn_blocking(move || -> crate::error::Result<bool> {
-        let mut store = crate::stage::alerts::AlertStore::open(&a.opts.lake)?;
-        let owner = store
-            .alerts
-            .iter()
-            .find(|x| x.id == id)
-            .map(|x| x.tenant_id.clone());
-        let visible = match (&who, &owner) {
-            (_, None) => false,
-            (Principal::Tenant(t), Some(o)) => t == o,
-            (Principal::Admin(_), Some(_)) => true,
-        };
-        if !visible {
-            return Ok(false);
+        let acked = super::scope::acknowledge_as(&a.opts.lake, &who, &id, "dashboard")?;
+        if acked.is_some() {
+            a.dashboard.cache.clear();
         }
-        let by = match &who {
-            Principal::Tenant(t) => format!("dashboard:{t}"),
-            Principal::Admin(k) => format!("dashboard-admin:{k}"),
-        };
-        store.ack(&id, &by, crate::time::now())?;
-        a.dashboard.cache.clear();
-        Ok(true)
+        Ok(acked.is_some())
     })
     .await;
     match done {

@@ -27,21 +27,8 @@ form.pick{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}form.pick sel
 .error{color:#b0302a}td form{margin:0}\
 @media (max-width:700px){body{padding:0 .5rem}.figure{min-width:8rem}.who{margin-left:0}}";
 
-/// Escapes text for HTML.
-pub(super) fn esc(s: &str) -> String {
-    let mut o = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => o.push_str("&amp;"),
-            '<' => o.push_str("&lt;"),
-            '>' => o.push_str("&gt;"),
-            '"' => o.push_str("&quot;"),
-            '\'' => o.push_str("&#39;"),
-            _ => o.push(c),
-        }
-    }
-    o
-}
+/// Escapes text for HTML: the reports' escape.
+pub(super) use crate::report::html_escape as esc;
 
 fn head(title: &str) -> String {
     format!(
