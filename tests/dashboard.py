@@ -148,7 +148,8 @@ try:
                 "2026-10-15", "--output", "json")
     want = next(t["value"] for t in plain["totals"] if t["meter"] == "api_calls")
     rows = table(d, "This period against the previous one") or []
-    got = next((float(r["total"]) for r in rows if r["meter"] == "api_calls"), None)
+    # Tables group thousands for people: "4,863.00".
+    got = next((float(r["total"].replace(",", "")) for r in rows if r["meter"] == "api_calls"), None)
     check(got == want, f"usage: api_calls total {got} = `usage` JSON {want}")
     d.get(f"{BASE}/forecasts?{PERIOD}")
     subprocess.run([BIN, "report", "--lake", LAKE, "--kind", "forecast", "--tenant", TENANT,

@@ -45,6 +45,15 @@ fn ansi(s: &str) -> Vec<u8> {
     out
 }
 
+/// `s` with the symbols [`ansi`] spells in two characters already spelled, so a table
+/// measures and wraps what it prints (`→` takes two columns as `->`).
+fn spelled(s: &str) -> String {
+    s.replace('→', "->")
+        .replace('←', "<-")
+        .replace('≥', ">=")
+        .replace('≤', "<=")
+}
+
 /// Pages being laid out, top to bottom.
 struct Doc {
     pages: Vec<Content>,
@@ -384,7 +393,7 @@ fn table(d: &mut Doc, t: &Table) {
         .collect();
     for (c, w) in widths.iter_mut().enumerate() {
         for r in 0..rows {
-            *w = (*w).max(t.shown(c, r).chars().count());
+            *w = (*w).max(spelled(&t.shown(c, r)).chars().count());
         }
         *w = (*w).min(40);
     }
@@ -396,7 +405,7 @@ fn table(d: &mut Doc, t: &Table) {
         let wrapped: Vec<Vec<String>> = cells
             .iter()
             .zip(&widths)
-            .map(|(s, w)| wrap(s, *w))
+            .map(|(s, w)| wrap(&spelled(s), *w))
             .collect();
         let height = wrapped.iter().map(Vec::len).max().unwrap_or(1);
         (0..height)

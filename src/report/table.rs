@@ -152,7 +152,8 @@ pub(crate) fn group_thousands(s: &str) -> String {
 pub fn human_bytes(v: f64) -> String {
     let a = v.abs();
     for (scale, unit) in [(1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")] {
-        if a >= scale {
+        // From the value that rounds to 1.00 of this unit (999,995 bytes is 1.00 MB).
+        if a >= scale * 0.999_995 {
             return format!("{:.2} {unit}", v / scale);
         }
     }
@@ -586,6 +587,8 @@ mod tests {
         let json = t.records();
         assert_eq!(json[0]["total"], serde_json::json!(9_675_945.0));
         assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(999_995.0), "1.00 MB");
+        assert_eq!(human_bytes(999.0), "999 B");
         assert_eq!(human_bytes(13_564_368_128.0), "13.56 GB");
     }
 

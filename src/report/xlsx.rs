@@ -187,9 +187,10 @@ fn figure_number(v: &str) -> Option<(f64, String)> {
     } else {
         String::new()
     };
+    let signed = num.starts_with(['+', '-']);
     Some(if percent {
         let f = format!("0{frac}%");
-        (x / 100.0, format!("+{f};-{f}"))
+        (x / 100.0, if signed { format!("+{f};-{f}") } else { f })
     } else {
         (x, format!("#,##0{frac}{suffix}"))
     })
@@ -201,12 +202,13 @@ mod tests {
 
     #[test]
     fn figures_become_numbers_with_their_look() {
-        let cases: [(&str, Option<(f64, &str)>); 8] = [
+        let cases: [(&str, Option<(f64, &str)>); 9] = [
             ("134,274", Some((134274.0, "#,##0"))),
             ("432.62 EUR", Some((432.62, "#,##0.00\" EUR\""))),
             ("+5.0 %", Some((0.05, "+0.0%;-0.0%"))),
             ("-34.4 %", Some((-0.344, "+0.0%;-0.0%"))),
             ("0.971", Some((0.971, "#,##0.000"))),
+            ("77 %", Some((0.77, "0%"))),
             ("27 / 39", None),
             ("n/a", None),
             ("Thu", None),

@@ -386,14 +386,19 @@ pub fn forecast_lake(
         .collect();
     let read = clock.elapsed().as_secs_f64();
     let mut series = series;
+    // Whether each series was never negative, before cleaning touches it.
+    let nonneg: Vec<bool> = series
+        .iter()
+        .map(|s| s.values.iter().all(|v| *v >= 0.0))
+        .collect();
     let cleaned: Vec<usize> = {
         use rayon::prelude::*;
         series.par_iter_mut().map(clean_spikes).collect()
     };
     let mut results = forecast_series(&series, spec)?;
-    for ((r, n), s) in results.iter_mut().zip(cleaned).zip(&series) {
+    for ((r, n), never_negative) in results.iter_mut().zip(cleaned).zip(nonneg) {
         // Usage that was never negative is not forecast below zero.
-        if s.values.iter().all(|v| *v >= 0.0) {
+        if never_negative {
             let f = &mut r.result.forecast;
             for v in f.mean.iter_mut().chain(&mut f.lower).chain(&mut f.upper) {
                 *v = v.max(0.0);
@@ -453,6 +458,12 @@ pub fn clean_spikes(s: &mut Series) -> usize {
     };
     let detectors = cfg.detectors();
     let n = s.values.len();
+    // A series that was never negative gets no negative replacement.
+    let floor = if s.values.iter().all(|v| *v >= 0.0) {
+        0.0
+    } else {
+        f64::NEG_INFINITY
+    };
     let mut replaced = 0;
     // Oldest first, judging again after each replacement: what the detectors expect after a
     // spike is computed from the spike (its second day would be "expected" near the
@@ -481,7 +492,7 @@ pub fn clean_spikes(s: &mut Series) -> usize {
         // An isolated run: its first point is replaced and the rest judged again.
         if end + 1 - first.index <= CLEAN_MAX_RUN && end + 1 < n {
             if first.top.expected.is_finite() {
-                s.values[first.index] = first.top.expected;
+                s.values[first.index] = first.top.expected.max(floor);
                 replaced += 1;
             }
             from = first.index + 1;

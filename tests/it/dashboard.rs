@@ -326,8 +326,31 @@ fn alerts_are_acknowledged_from_the_page_and_new_data_shows_live() {
     let after = live(&tc);
     assert_ne!(
         before["version"], after["version"],
-        "a commit moves the version"
+        "a commit of this tenant's event moves the version, even one older than its latest"
     );
+    // Another tenant's commit shows nothing through this tenant's /live: neither its
+    // version nor its latest event moves; and /live answers for this tenant only.
+    let other = r#"[{"id":"live-2","tenant_id":"acme-001","user_id":"u1","meter":"api_calls","ts":"2026-10-23T09:00:00Z"}]"#;
+    let (st, _, _) = call(
+        "POST",
+        &url("/api/v1/usage/track"),
+        Some(&admin),
+        Some(other),
+    );
+    assert_eq!(st, 202);
+    let (st, _, _) = call(
+        "POST",
+        &url("/api/v1/usage/admin/flush"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(st, 200);
+    assert_eq!(
+        live(&tc),
+        after,
+        "acme-001's event is not globex-002's business"
+    );
+    assert_eq!(get(&url("/live?tenant=acme-001"), Some(&tc)).status, 403);
     let q = "/?from=2026-10-22&to=2026-10-23";
     let mut r = agent().get(&url(q)).header("Cookie", &tc);
     r = r.header("X-Fragment", "1");

@@ -207,15 +207,22 @@ fn reason_shape(reason: &str) -> String {
                 in_quote = Some(first);
             }
             format!("<value>{tail}")
-        } else if core.chars().any(|c| c.is_ascii_digit()) && !matches!(prev, "RFC" | "ISO") {
+        } else if is_number(core.trim_start_matches('(')) && !matches!(prev, "RFC" | "ISO") {
             format!("N{tail}")
         } else {
             w.to_string()
         };
         out.push(shaped);
-        prev = w;
+        prev = w.trim_start_matches('(');
     }
     out.join(" ")
+}
+
+/// A number as reasons quote them (`-1`, `3.5`, `1e9`): names with digits (`UTF-8`,
+/// `base64`, `i64`) are not.
+fn is_number(w: &str) -> bool {
+    let w = w.trim_start_matches(['-', '+']);
+    w.starts_with(|c: char| c.is_ascii_digit()) && w.parse::<f64>().is_ok()
 }
 
 fn figures(commits: &[&Commit], audit: &[AuditEntry]) -> Vec<Figure> {
@@ -278,6 +285,11 @@ mod tests {
                 "currency `eur` is not ISO 4217",
                 "currency <value> is not ISO 4217",
             ),
+            (
+                "not UTF-8 at byte 12 (RFC 3339)",
+                "not UTF-8 at byte N (RFC 3339)",
+            ),
+            ("value 1e9 is not an i64", "value N is not an i64"),
         ];
         for (reason, want) in cases {
             assert_eq!(reason_shape(reason), want, "{reason}");

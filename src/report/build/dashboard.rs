@@ -401,31 +401,35 @@ fn usage(ctx: &Ctx, o: &PageOptions) -> Result<Report> {
 /// it), summed over the tenants in scope for the additive meters and aggregated together
 /// for the others (a platform's distinct users, its largest reading).
 fn trend_charts(ctx: &Ctx, g: Granularity, zone: Zone) -> Result<Vec<Chart>> {
-    let Some(lf) =
-        crate::lake::events_between(&ctx.lake, ctx.tenant.as_deref(), ctx.prev_from, ctx.to)?
-    else {
-        return Ok(Vec::new());
-    };
-    let lf = lf.with_column(lit("").alias("tenant_id"));
-    let (df, _) = aggregate(lf, &ctx.meters, window_start_expr(col("ts"), g, zone)?, &[])?;
-    let (m, w, v) = (
-        df.column("meter")?.str()?,
-        df.column("window_start")?.cast(&DataType::Int64)?,
-        df.column("value")?.cast(&DataType::Float64)?,
-    );
-    let (w, v) = (w.i64()?, v.f64()?);
     type Two = (BTreeMap<i64, f64>, BTreeMap<i64, f64>);
     let mut by_meter: BTreeMap<String, Two> = BTreeMap::new();
     let shift = ctx.to - ctx.from;
-    for i in 0..df.height() {
-        let (Some(meter), Some(start), Some(value)) = (m.get(i), w.get(i), v.get(i)) else {
+    // Each period on its own: a window that straddles the period's start (a week, a local
+    // day) holds only that period's events, and is drawn at the period's start.
+    for (current, from, to) in [(true, ctx.from, ctx.to), (false, ctx.prev_from, ctx.from)] {
+        let Some(lf) = crate::lake::events_between(&ctx.lake, ctx.tenant.as_deref(), from, to)?
+        else {
             continue;
         };
-        let e = by_meter.entry(meter.to_string()).or_default();
-        if start >= ctx.from {
-            e.0.insert(start, value);
-        } else {
-            e.1.insert(start + shift, value);
+        let lf = lf.with_column(lit("").alias("tenant_id"));
+        let (df, _) = aggregate(lf, &ctx.meters, window_start_expr(col("ts"), g, zone)?, &[])?;
+        let (m, w, v) = (
+            df.column("meter")?.str()?,
+            df.column("window_start")?.cast(&DataType::Int64)?,
+            df.column("value")?.cast(&DataType::Float64)?,
+        );
+        let (w, v) = (w.i64()?, v.f64()?);
+        for i in 0..df.height() {
+            let (Some(meter), Some(start), Some(value)) = (m.get(i), w.get(i), v.get(i)) else {
+                continue;
+            };
+            let e = by_meter.entry(meter.to_string()).or_default();
+            let at = start.max(from);
+            if current {
+                e.0.insert(at, value);
+            } else {
+                e.1.insert(at + shift, value);
+            }
         }
     }
     let scope = if ctx.tenant.is_some() {
@@ -529,16 +533,29 @@ fn invoices_so_far(
     let Some(b) = ctx.billing else {
         return Ok(Vec::new());
     };
-    // Tenant → the start of its current period; invoices are asked per starting month.
+    // Tenant → the start of its current period; invoices are asked per starting month, the
+    // month the period starts in the tenant's own zone (as billing cuts periods).
     let mut starts: BTreeMap<&str, &str> = BTreeMap::new();
     for q in quotas {
         starts.insert(&q.tenant_id, &q.period_start);
     }
-    let months: std::collections::BTreeSet<&str> =
-        starts.values().filter_map(|s| s.get(..7)).collect();
+    let months: std::collections::BTreeSet<String> = starts
+        .iter()
+        .filter_map(|(t, start)| {
+            let at = chrono::DateTime::parse_from_rfc3339(start)
+                .ok()?
+                .timestamp_micros();
+            let zone = b
+                .tenants
+                .iter()
+                .find(|x| x.id == *t)
+                .map_or(Zone::UTC, |x| x.zone);
+            Some(zone.local_date(at).format("%Y-%m").to_string())
+        })
+        .collect();
     let mut out = Vec::new();
     for m in months {
-        let all = crate::billing::invoice::invoices(&ctx.lake, b, m, ctx.tenant.as_deref())?;
+        let all = crate::billing::invoice::invoices(&ctx.lake, b, &m, ctx.tenant.as_deref())?;
         out.extend(
             all.invoices
                 .into_iter()

@@ -34,8 +34,12 @@ const MAX_PAGES: usize = 512;
 /// What the data is, as of now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Version {
-    /// Changes whenever the data does.
+    /// Changes whenever the data does (the lake's last commit and the derived tables'
+    /// newest time): what kept pages are checked against. Never shown to a tenant: it
+    /// moves with every tenant's commits.
     pub key: String,
+    /// The derived tables' newest time alone (a run, an acknowledgement).
+    pub derived: String,
     /// The lake's latest event (UTC µs), if it has any.
     pub latest: Option<i64>,
 }
@@ -48,6 +52,15 @@ struct Entry {
     html: Arc<String>,
     /// A background build of this key is running.
     refreshing: bool,
+}
+
+/// What a tenant may see of the lake's state: its events and its latest one.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TenantState {
+    /// Its events in the lake.
+    pub events: u64,
+    /// Its latest event (UTC µs).
+    pub latest: Option<i64>,
 }
 
 /// A page's builder: called again for each rebuild, possibly on another thread.
@@ -65,8 +78,11 @@ pub struct Built {
 /// The kept pages and the version they were built at.
 pub struct Cache {
     pages: Mutex<HashMap<String, Entry>>,
-    /// The last version computed, by the stamp it was computed from.
+    /// The last version computed, by the stamp it was computed from; held while one is
+    /// computed, so concurrent callers scan the lake once.
     version: Mutex<Option<(String, Version)>>,
+    /// Each tenant's event count and latest event, for the version they were read at.
+    tenant_latest: Mutex<HashMap<String, (String, TenantState)>>,
     /// Builds running, and the most allowed at once.
     running: Mutex<usize>,
     freed: Condvar,
@@ -85,6 +101,7 @@ impl Cache {
         Cache {
             pages: Mutex::new(HashMap::new()),
             version: Mutex::new(None),
+            tenant_latest: Mutex::new(HashMap::new()),
             running: Mutex::new(0),
             freed: Condvar::new(),
             max_builds: max_builds.max(1),
@@ -93,11 +110,13 @@ impl Cache {
     }
 
     /// The data's version now. The latest event is read from the lake only when the stamp
-    /// (last commit, derived tables' times) changed.
+    /// (last commit, derived tables' times) changed, by one caller at a time.
     pub fn version(&self, lake: &Path) -> Version {
-        let stamp = stamp(lake);
-        if let Some((s, v)) = lock(&self.version).as_ref()
-            && *s == stamp
+        let (seq, derived) = stamp(lake);
+        let key = format!("{seq}-{derived}");
+        let mut kept = lock(&self.version);
+        if let Some((s, v)) = kept.as_ref()
+            && *s == key
         {
             return v.clone();
         }
@@ -109,11 +128,75 @@ impl Cache {
             }
         });
         let v = Version {
-            key: stamp.clone(),
+            key: key.clone(),
+            derived,
             latest,
         };
-        *lock(&self.version) = Some((stamp, v.clone()));
+        *kept = Some((key, v.clone()));
         v
+    }
+
+    /// `tenant`'s events and latest event at `version` (a scan of its events when the
+    /// version moved).
+    pub fn tenant_state(&self, lake: &Path, tenant: &str, version: &Version) -> TenantState {
+        if let Some((k, t)) = lock(&self.tenant_latest).get(tenant)
+            && *k == version.key
+        {
+            return *t;
+        }
+        let state = (|| -> Result<TenantState> {
+            let l = crate::lake::Lake::open(lake)?;
+            let Some(lf) =
+                crate::lake::events_between(&l, Some(tenant), i64::MIN / 4, i64::MAX / 4)?
+            else {
+                return Ok(TenantState::default());
+            };
+            use polars::prelude::*;
+            let m = lf
+                .select([
+                    len().cast(DataType::UInt64).alias("n"),
+                    col("ts").max().cast(DataType::Int64).alias("ts"),
+                ])
+                .collect()?;
+            Ok(TenantState {
+                events: m.column("n")?.u64()?.get(0).unwrap_or(0),
+                latest: m.column("ts")?.i64()?.get(0),
+            })
+        })()
+        .unwrap_or_default();
+        let mut all = lock(&self.tenant_latest);
+        if all.len() >= MAX_PAGES {
+            all.clear();
+        }
+        all.insert(tenant.to_string(), (version.key.clone(), state));
+        state
+    }
+
+    /// The version a page or `/live` shows for `scope` (a tenant, or all), and the latest
+    /// event it shows: for all tenants the data's; for one tenant only what is its own to
+    /// see (its events' count and latest, and the derived tables' time), so another
+    /// tenant's commits never show through.
+    pub fn shown_version(
+        &self,
+        lake: &Path,
+        scope: Option<&str>,
+        version: &Version,
+    ) -> (String, Option<i64>) {
+        match scope {
+            None => (version.key.clone(), version.latest),
+            Some(t) => {
+                let s = self.tenant_state(lake, t, version);
+                (
+                    format!(
+                        "t{}-{}-{}",
+                        s.events,
+                        s.latest.map_or("none".into(), |x| x.to_string()),
+                        version.derived
+                    ),
+                    s.latest,
+                )
+            }
+        }
     }
 
     /// The page of `key` for data at `version` (see the module docs for when it is kept,
@@ -171,9 +254,26 @@ impl Cache {
         }
         if pages.len() >= MAX_PAGES {
             pages.retain(|_, e| e.version == version && e.built.elapsed() < MAX_AGE);
+            // Still full: the oldest quarter goes (never all: one caller asking for many
+            // periods must not evict everyone's pages at once).
             if pages.len() >= MAX_PAGES {
-                pages.clear();
+                let mut ages: Vec<(Instant, String)> =
+                    pages.iter().map(|(k, e)| (e.built, k.clone())).collect();
+                ages.sort();
+                for (_, k) in ages.into_iter().take(MAX_PAGES / 4) {
+                    pages.remove(&k);
+                }
             }
+        }
+        // A slower, older build does not replace a newer page.
+        if let Some(e) = pages.get(key)
+            && e.version != version
+            && e.built > t
+        {
+            return Ok(Built {
+                html,
+                version: version.to_string(),
+            });
         }
         pages.insert(
             key.to_string(),
@@ -262,7 +362,7 @@ impl Quotas {
 }
 
 /// The lake's last commit and the newest modification time under the derived tables.
-fn stamp(lake: &Path) -> String {
+fn stamp(lake: &Path) -> (u64, String) {
     let seq = crate::lake::Lake::open(lake).map_or(0, |l| l.last_seq());
     let newest = crate::stage::tables::DIRS
         .iter()
@@ -271,7 +371,7 @@ fn stamp(lake: &Path) -> String {
         .flatten()
         .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_nanos());
-    format!("{seq}-{newest}")
+    (seq, newest.to_string())
 }
 
 /// The newest modification time of the files under `dir`, `depth` levels down.

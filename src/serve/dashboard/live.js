@@ -14,7 +14,8 @@
   function tick() {
     if (busy || document.hidden) return;
     busy = true;
-    fetch("/live", { cache: "no-store", credentials: "same-origin" })
+    // The page's own query: /live answers for the same scope (?tenant=).
+    fetch("/live" + window.location.search, { cache: "no-store", credentials: "same-origin" })
       .then(function (r) {
         if (r.status === 401) { window.location.reload(); throw new Error("signed out"); }
         return r.json();

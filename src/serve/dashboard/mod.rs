@@ -97,6 +97,32 @@ fn see_other(to: &str, cookie: Option<String>) -> Response {
     r
 }
 
+/// Whether a POST comes from this site's own pages: a browser says where a request comes
+/// from (`Sec-Fetch-Site`, `Origin`), and a form posted from another site is refused, so
+/// no other site can sign a person in or out or acknowledge an alert in their name (the
+/// `SameSite` cookie stops it only from being sent). A client that sends neither header
+/// (not a browser) is let through.
+fn same_origin(h: &HeaderMap) -> bool {
+    let get = |n: &str| h.get(n).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    match (get("origin"), get("host")) {
+        (Some(o), Some(host)) => o
+            .split_once("://")
+            .is_some_and(|(_, authority)| authority == host),
+        (Some(_), None) => false,
+        (None, _) => true,
+    }
+}
+
+fn cross_site() -> Response {
+    html(
+        StatusCode::FORBIDDEN,
+        page::login(Some("Refused: this form was posted from another site.")),
+    )
+}
+
 /// Who the request's session is: the principal of the key it was opened with, while that
 /// key is active.
 fn principal(app: &App, h: &HeaderMap) -> Option<(Principal, String)> {
@@ -110,7 +136,10 @@ struct LoginForm {
     key: String,
 }
 
-async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
+async fn login(State(app): State<Arc<App>>, h: HeaderMap, body: Bytes) -> Response {
+    if !same_origin(&h) {
+        return cross_site();
+    }
     let Ok(form) = serde_urlencoded::from_bytes::<LoginForm>(&body) else {
         return html(
             StatusCode::BAD_REQUEST,
@@ -128,14 +157,24 @@ async fn login(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
     match app.dashboard.sessions.open(hash) {
         Ok(id) => see_other("/", Some(session::set_cookie(&id))),
-        Err(e) => html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            page::login(Some(&e.to_string())),
-        ),
+        Err(e) => failed("opening a session", e),
     }
 }
 
+/// A failure of the server's own (a read, a worker): logged, and answered without the
+/// detail (paths, internals) a browser should not see.
+fn failed(what: &str, e: impl std::fmt::Display) -> Response {
+    tracing::error!("dashboard: {what}: {e}");
+    html(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "<p>meterlake could not do this; the server log says why.</p>".into(),
+    )
+}
+
 async fn logout(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
+    if !same_origin(&h) {
+        return cross_site();
+    }
     app.dashboard.sessions.close(&h);
     see_other("/", Some(session::clear_cookie()))
 }
@@ -240,6 +279,11 @@ fn view(app: &App, who: &Principal, q: &PageQ, now: i64) -> Result<View, Refusal
             }
         },
     };
+    // Instants from 1970 to 9999 only: beyond them the span checks below would overflow.
+    const LAST: i64 = 253_402_300_800_000_000; // 10000-01-01
+    if !(0..LAST).contains(&from) || !(0..=LAST).contains(&to) {
+        return Err(bad("`from` and `to` must lie between 1970 and 9999".into()));
+    }
     if from >= to {
         return Err(bad("`from` must be before `to`".into()));
     }
@@ -311,6 +355,7 @@ async fn show(
         Err(Refusal(code, m)) => return html(code, page::refusal(&who, &m)),
     };
     let fragment = h.get("x-fragment").is_some();
+    let asked = v.tenant.clone();
     let a = app.clone();
     let w = who.clone();
     let built = tokio::task::spawn_blocking(move || page::main(&a, &w, p, &v, fragment)).await;
@@ -324,39 +369,63 @@ async fn show(
         }
         // A tenant with neither events nor a plan.
         Ok(Err(crate::Error::InvalidParameter {
-            name: "--tenant",
-            reason,
-        })) => html(StatusCode::NOT_FOUND, page::refusal(&who, &reason)),
-        Ok(Err(e)) => html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "<p>meterlake could not build this page: {}</p>",
-                page::esc(&e.to_string())
+            name: "--tenant", ..
+        })) => html(
+            StatusCode::NOT_FOUND,
+            page::refusal(
+                &who,
+                &format!(
+                    "No tenant {} here: it has no events and no plan.",
+                    asked.unwrap_or_default()
+                ),
             ),
         ),
-        Err(e) => html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("<p>worker: {}</p>", page::esc(&e.to_string())),
-        ),
+        Ok(Err(e)) => failed("building a page", e),
+        Err(e) => failed("building a page", e),
     }
 }
 
-/// `GET /live`: the data's version and its latest event, for the page's poll.
-async fn live(State(app): State<Arc<App>>, h: HeaderMap) -> Response {
-    if principal(&app, &h).is_none() {
+/// `GET /live?tenant=`: the version of the data the page's scope may see, and its latest
+/// event, for the page's poll. A tenant key gets its own tenant's only (another tenant:
+/// 403), so nothing of another tenant's activity shows through.
+async fn live(
+    State(app): State<Arc<App>>,
+    h: HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Response {
+    let Some((who, _)) = principal(&app, &h) else {
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
-    }
+    };
+    let q: PageQ = serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let scope = match (&who, q.tenant.as_deref().filter(|t| !t.is_empty())) {
+        (Principal::Tenant(t), None) => Some(t.clone()),
+        (Principal::Tenant(t), Some(a)) if a == t => Some(t.clone()),
+        (Principal::Tenant(_), Some(_)) => {
+            return (StatusCode::FORBIDDEN, "this key belongs to another tenant").into_response();
+        }
+        (Principal::Admin(_), a) => a.map(str::to_string),
+    };
     let a = app.clone();
-    match tokio::task::spawn_blocking(move || a.dashboard.cache.version(&a.opts.lake)).await {
-        Ok(v) => (
+    let shown = tokio::task::spawn_blocking(move || {
+        let v = a.dashboard.cache.version(&a.opts.lake);
+        a.dashboard
+            .cache
+            .shown_version(&a.opts.lake, scope.as_deref(), &v)
+    })
+    .await;
+    match shown {
+        Ok((version, latest)) => (
             [(header::CACHE_CONTROL, "no-store")],
             axum::Json(serde_json::json!({
-                "version": v.key,
-                "latest_event": v.latest.map(crate::time::rfc3339),
+                "version": version,
+                "latest_event": latest.map(crate::time::rfc3339),
             })),
         )
             .into_response(),
-        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(e) => {
+            tracing::error!("dashboard /live: {e}");
+            (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+        }
     }
 }
 
@@ -366,6 +435,9 @@ async fn acknowledge(
     h: HeaderMap,
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
 ) -> Response {
+    if !same_origin(&h) {
+        return cross_site();
+    }
     let Some((who, _)) = principal(&app, &h) else {
         return see_other("/", None);
     };
@@ -386,14 +458,8 @@ async fn acknowledge(
         Ok(Ok(true)) => see_other(&back, None),
         // Another tenant's alert is reported as missing, as the API does.
         Ok(Ok(false)) => html(StatusCode::NOT_FOUND, "<p>No such alert.</p>".into()),
-        Ok(Err(e)) => html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("<p>{}</p>", page::esc(&e.to_string())),
-        ),
-        Err(e) => html(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("<p>{}</p>", page::esc(&e.to_string())),
-        ),
+        Ok(Err(e)) => failed("acknowledging an alert", e),
+        Err(e) => failed("acknowledging an alert", e),
     }
 }
 

@@ -105,35 +105,38 @@ pub(super) fn main(
     v: &View,
     fragment: bool,
 ) -> Result<(String, String)> {
-    let version = app.dashboard.cache.version(&app.opts.lake);
+    let cache = &app.dashboard.cache;
+    let version = cache.version(&app.opts.lake);
+    // What this scope may see of the data's state: its own latest event.
+    let (shown, latest) = cache.shown_version(&app.opts.lake, v.tenant.as_deref(), &version);
     let key = format!(
         "{p:?}|{:?}|{}|{}|{}|{}",
         v.tenant, v.from, v.to, v.granularity, v.property
     );
     let build: Build = {
-        let (a, v, version) = (app.clone(), v.clone(), version.clone());
-        Arc::new(move || content(&a, p, &v, &version))
+        let (a, v) = (app.clone(), v.clone());
+        Arc::new(move || content(&a, p, &v, latest))
     };
-    let built = app
-        .dashboard
-        .cache
-        .get_or_build(&key, &version.key, build)?;
-    let content = built.html;
+    let built = cache.get_or_build(&key, &version.key, build)?;
+    // A page served as it was while it is rebuilt says so, and the script asks again.
+    let shown = if built.version == version.key {
+        shown
+    } else {
+        "stale".into()
+    };
     let mut m = String::new();
     let _ = write!(
         m,
         "<p class=\"asof\">Data as of {} · page built for {} (UTC) · <span id=\"checked\" aria-live=\"polite\">updates itself when new data arrives</span></p>",
-        version
-            .latest
-            .map_or("no events yet".to_string(), |t| format!(
-                "the latest event, {}",
-                rfc3339(t)
-            )),
+        latest.map_or("no events yet".to_string(), |t| format!(
+            "the latest event, {}",
+            rfc3339(t)
+        )),
         rfc3339(v.at)
     );
-    m.push_str(&content);
+    m.push_str(&built.html);
     if fragment {
-        return Ok((m, built.version));
+        return Ok((m, shown));
     }
     let mut o = head(p.title());
     o.push_str("<header><span class=\"brand\">meterlake</span><nav aria-label=\"Pages\">");
@@ -150,14 +153,14 @@ pub(super) fn main(
         );
     }
     o.push_str("</nav>");
-    o.push_str(&picker(app, who, p, v, version.latest));
+    o.push_str(&picker(app, who, p, v, latest));
     o.push_str(&who_box(who));
     let _ = write!(
         o,
         "</header><main id=\"main\" data-version=\"{}\">{m}</main><script src=\"/assets/live.js\"></script></body></html>",
-        esc(&built.version)
+        esc(&shown)
     );
-    Ok((o, built.version))
+    Ok((o, shown))
 }
 
 /// The scope and period pickers: a plain GET form (works without script).
@@ -256,9 +259,10 @@ use chrono::Datelike;
 
 /// What a page shows: a note when the period has no data, the built page, and the alerts
 /// on the anomalies page.
-fn content(app: &App, p: Page, v: &View, version: &super::cache::Version) -> Result<String> {
+fn content(app: &App, p: Page, v: &View, latest: Option<i64>) -> Result<String> {
+    let version = app.dashboard.cache.version(&app.opts.lake);
     let mut o = String::new();
-    if let Some(latest) = version.latest
+    if let Some(latest) = latest
         && latest < v.from
     {
         let month = chrono::DateTime::from_timestamp_micros(latest)
@@ -272,7 +276,7 @@ fn content(app: &App, p: Page, v: &View, version: &super::cache::Version) -> Res
         let amp = if base.is_empty() { "" } else { "&amp;" };
         let _ = write!(
             o,
-            "<p class=\"banner\" role=\"status\">No events in this period: the lake's latest event is at {}. Show <a href=\"{}?{}{amp}period={month}\">{month}</a> or <a href=\"{}?{}{amp}to={}\">the 30 days up to it</a>.</p>",
+            "<p class=\"banner\" role=\"status\">No events in this period: the latest event is at {}. Show <a href=\"{}?{}{amp}period={month}\">{month}</a> or <a href=\"{}?{}{amp}to={}\">the 30 days up to it</a>.</p>",
             rfc3339(latest),
             p.path(),
             esc(&base),
