@@ -216,20 +216,24 @@ pub(crate) struct View {
 /// A refusal shown as a page.
 struct Refusal(StatusCode, String);
 
-fn view(app: &App, who: &Principal, q: &PageQ, now: i64) -> Result<View, Refusal> {
+/// The tenant a request may see, from its key and `?tenant=`: a tenant key its own (another
+/// is refused, 403), an admin key the one it asks for, or all (None). Every page and
+/// `/live` decide it here.
+fn scope_of(who: &Principal, asked: Option<&str>) -> Result<Option<String>, Refusal> {
+    match (who, asked.filter(|t| !t.is_empty())) {
+        (Principal::Tenant(t), None) => Ok(Some(t.clone())),
+        (Principal::Tenant(t), Some(a)) if a == t => Ok(Some(t.clone())),
+        (Principal::Tenant(_), Some(_)) => Err(Refusal(
+            StatusCode::FORBIDDEN,
+            "This key belongs to another tenant.".into(),
+        )),
+        (Principal::Admin(_), a) => Ok(a.map(str::to_string)),
+    }
+}
+
+fn view(who: &Principal, q: &PageQ, now: i64) -> Result<View, Refusal> {
     let bad = |m: String| Refusal(StatusCode::BAD_REQUEST, m);
-    let asked = q.tenant.as_deref().filter(|t| !t.is_empty());
-    let tenant = match (who, asked) {
-        (Principal::Tenant(t), None) => Some(t.clone()),
-        (Principal::Tenant(t), Some(a)) if a == t => Some(t.clone()),
-        (Principal::Tenant(_), Some(_)) => {
-            return Err(Refusal(
-                StatusCode::FORBIDDEN,
-                "This key belongs to another tenant.".into(),
-            ));
-        }
-        (Principal::Admin(_), a) => a.map(str::to_string),
-    };
+    let tenant = scope_of(who, q.tenant.as_deref())?;
     if let Some(t) = &tenant {
         crate::ingest::record::check_id("tenant", t)
             .map_err(|r| bad(format!("tenant {t:?} {}", r.reason)))?;
@@ -315,7 +319,6 @@ fn view(app: &App, who: &Principal, q: &PageQ, now: i64) -> Result<View, Refusal
     {
         return Err(bad(format!("property {property:?} is not a property name")));
     }
-    let _ = app;
     Ok(View {
         tenant,
         from,
@@ -350,7 +353,7 @@ async fn show(
             );
         }
     };
-    let v = match view(&app, &who, &q, crate::time::now()) {
+    let v = match view(&who, &q, crate::time::now()) {
         Ok(v) => v,
         Err(Refusal(code, m)) => return html(code, page::refusal(&who, &m)),
     };
@@ -397,13 +400,9 @@ async fn live(
         return (StatusCode::UNAUTHORIZED, "sign in first").into_response();
     };
     let q: PageQ = serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
-    let scope = match (&who, q.tenant.as_deref().filter(|t| !t.is_empty())) {
-        (Principal::Tenant(t), None) => Some(t.clone()),
-        (Principal::Tenant(t), Some(a)) if a == t => Some(t.clone()),
-        (Principal::Tenant(_), Some(_)) => {
-            return (StatusCode::FORBIDDEN, "this key belongs to another tenant").into_response();
-        }
-        (Principal::Admin(_), a) => a.map(str::to_string),
+    let scope = match scope_of(&who, q.tenant.as_deref()) {
+        Ok(s) => s,
+        Err(Refusal(code, m)) => return (code, m).into_response(),
     };
     let a = app.clone();
     let shown = tokio::task::spawn_blocking(move || {
@@ -468,7 +467,7 @@ async fn acknowledge(
 pub fn prewarm(app: Arc<App>) {
     std::thread::spawn(move || {
         let who = Principal::Admin("prewarm".into());
-        if let Ok(v) = view(&app, &who, &PageQ::default(), crate::time::now())
+        if let Ok(v) = view(&who, &PageQ::default(), crate::time::now())
             && let Err(e) = page::main(&app, &who, Page::Overview, &v, true)
         {
             tracing::warn!("dashboard: building the overview ahead: {e}");
