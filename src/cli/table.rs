@@ -38,18 +38,7 @@ fn grouped(s: &str) -> String {
     if !plain || int.len() < 4 {
         return s.to_string();
     }
-    let mut out = String::from(sign);
-    for (i, c) in int.chars().enumerate() {
-        if i > 0 && (int.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    if digits.contains('.') {
-        out.push('.');
-        out.push_str(frac);
-    }
-    out
+    format!("{sign}{}", crate::report::group_thousands(digits))
 }
 
 /// Spaces between columns.

@@ -34,6 +34,8 @@ pub mod insights;
 mod pdf;
 mod render;
 mod table;
+
+pub(crate) use table::group_thousands;
 mod xlsx;
 
 use std::path::{Path, PathBuf};
@@ -196,6 +198,13 @@ pub const PAGE_ROWS: usize = 200;
 pub const PAGE_INSIGHTS: usize = 15;
 
 impl Report {
+    /// Names `currency` in every money column (see [`Table::set_currency`]).
+    pub fn set_currency(&mut self, currency: &str) {
+        for t in &mut self.tables {
+            t.set_currency(currency);
+        }
+    }
+
     /// The insights a page shows first, and how many more the insights table holds.
     pub fn page_insights(&self) -> (&[Insight], usize) {
         let n = self.insights.len().min(PAGE_INSIGHTS);

@@ -20,7 +20,7 @@ const MONO: Name<'static> = Name(b"F3");
 /// `−` as `-`); anything else becomes `?`.
 fn ansi(s: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
-    for c in s.chars() {
+    for c in spelled(s).chars() {
         match c {
             '€' => out.push(0x80),
             '…' => out.push(0x85),
@@ -31,10 +31,6 @@ fn ansi(s: &str) -> Vec<u8> {
             '•' => out.push(0x95),
             '–' => out.push(0x96),
             '—' => out.push(0x97),
-            '→' => out.extend_from_slice(b"->"),
-            '←' => out.extend_from_slice(b"<-"),
-            '≥' => out.extend_from_slice(b">="),
-            '≤' => out.extend_from_slice(b"<="),
             '≈' => out.push(b'~'),
             '−' => out.push(b'-'),
             c if (c as u32) < 0x7f && (c as u32) >= 0x20 => out.push(c as u8),
@@ -45,8 +41,9 @@ fn ansi(s: &str) -> Vec<u8> {
     out
 }
 
-/// `s` with the symbols [`ansi`] spells in two characters already spelled, so a table
-/// measures and wraps what it prints (`→` takes two columns as `->`).
+/// `s` with the symbols the standard fonts lack and [`ansi`] prints as two characters
+/// spelled out (`→` as `->`, `≥` as `>=`): one mapping, so a table measures and wraps
+/// exactly what it prints.
 fn spelled(s: &str) -> String {
     s.replace('→', "->")
         .replace('←', "<-")

@@ -150,9 +150,7 @@ pub fn page(
     };
     r.title = page.title().into();
     r.scope = ctx.scope(kind);
-    for t in &mut r.tables {
-        t.set_currency(ctx.currency());
-    }
+    r.set_currency(ctx.currency());
     Ok(r)
 }
 

@@ -108,8 +108,6 @@ pub fn build_with(
         ReportKind::Compliance => compliance::compliance(&ctx)?,
     };
     r.scope = ctx.scope(opts.kind);
-    for t in &mut r.tables {
-        t.set_currency(ctx.currency());
-    }
+    r.set_currency(ctx.currency());
     Ok(r)
 }

@@ -114,8 +114,8 @@ pub(super) fn main(
         v.tenant, v.from, v.to, v.granularity, v.property
     );
     let build: Build = {
-        let (a, v) = (app.clone(), v.clone());
-        Arc::new(move || content(&a, p, &v, latest))
+        let (a, v, key) = (app.clone(), v.clone(), version.key.clone());
+        Arc::new(move || content(&a, p, &v, &key, latest))
     };
     let built = cache.get_or_build(&key, &version.key, build)?;
     // A page served as it was while it is rebuilt says so, and the script asks again.
@@ -259,8 +259,8 @@ use chrono::Datelike;
 
 /// What a page shows: a note when the period has no data, the built page, and the alerts
 /// on the anomalies page.
-fn content(app: &App, p: Page, v: &View, latest: Option<i64>) -> Result<String> {
-    let version = app.dashboard.cache.version(&app.opts.lake);
+/// `version` is the data's version the page is built for (its quotas are kept under it).
+fn content(app: &App, p: Page, v: &View, version: &str, latest: Option<i64>) -> Result<String> {
     let mut o = String::new();
     if let Some(latest) = latest
         && latest < v.from
@@ -300,7 +300,7 @@ fn content(app: &App, p: Page, v: &View, latest: Option<i64>) -> Result<String> 
         Some(
             app.dashboard
                 .quotas
-                .get_or_eval(v.tenant.as_deref(), at, &version.key, || {
+                .get_or_eval(v.tenant.as_deref(), at, version, || {
                     crate::stage::quotas::evaluate(
                         &lake,
                         &app.opts.billing,
