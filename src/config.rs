@@ -208,6 +208,9 @@ pub struct Config {
     pub limits: Limits,
     /// Reports.
     pub reports: ReportsConf,
+    /// Alert notifications: channels and rules (`[notify.channels.NAME]`,
+    /// `[[notify.rules]]`).
+    pub notify: crate::stage::notify::NotifyConf,
 }
 
 fn bool_of(var: &'static str, v: &str) -> Result<bool> {
@@ -347,6 +350,7 @@ impl Config {
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<()> {
         self.forecast.kind()?;
+        self.notify.validate()?;
         if self.forecast.horizon == 0 {
             return Err(Error::InvalidParameter {
                 name: "forecast.horizon",

@@ -224,6 +224,7 @@ mod tests {
             zone: Zone::UTC,
             plan_changed_at: Some(parse_instant("c", "2026-09-11").unwrap()),
             previous_plan: Some("basic".into()),
+            notify_email: Vec::new(),
         };
         let at = parse_instant("at", "2026-09-20").unwrap();
         let t = Terms::at(&catalog, &tenant, at).unwrap();

@@ -428,6 +428,8 @@ pub struct Tenant {
     pub plan_changed_at: Option<i64>,
     /// The plan before `plan_changed_at`.
     pub previous_plan: Option<String>,
+    /// Its own alert recipients (`notify_email`: addresses separated by `;` or `,`).
+    pub notify_email: Vec<String>,
 }
 
 impl Tenant {
@@ -449,7 +451,8 @@ impl Tenant {
     }
 }
 
-/// Reads `tenant_id, plan[, period_anchor, time_zone, plan_changed_at, previous_plan]`,
+/// Reads `tenant_id, plan[, period_anchor, time_zone, plan_changed_at, previous_plan,
+/// notify_email]`,
 /// checking every plan id against the catalogue. Errors name the file, line and field.
 pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
     let bad = |line: u64, reason: String| Error::BadInput {
@@ -481,11 +484,12 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
     let (Some(ti), Some(pi)) = (col("tenant_id"), col("plan")) else {
         return Err(bad(1, "the header needs tenant_id and plan columns".into()));
     };
-    let (ai, zi, ci, vi) = (
+    let (ai, zi, ci, vi, ei) = (
         col("period_anchor"),
         col("time_zone"),
         col("plan_changed_at"),
         col("previous_plan"),
+        col("notify_email"),
     );
     let known = |line: u64, field: &str, id: &str| -> Result<String> {
         if catalog.plans.contains_key(id) {
@@ -541,6 +545,19 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
                 "plan_changed_at and previous_plan go together (give both or neither)".into(),
             ));
         }
+        let mut notify_email = Vec::new();
+        for a in get(ei).unwrap_or("").split([';', ',']).map(str::trim) {
+            if a.is_empty() {
+                continue;
+            }
+            if !a.contains('@') || a.starts_with('@') || a.ends_with('@') {
+                return Err(bad(
+                    line,
+                    format!("notify_email `{a}` is not an e-mail address"),
+                ));
+            }
+            notify_email.push(a.to_string());
+        }
         out.push(Tenant {
             id: id.to_string(),
             plan,
@@ -548,6 +565,7 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
             zone,
             plan_changed_at,
             previous_plan,
+            notify_email,
         });
     }
     out.sort_by(|a, b| a.id.cmp(&b.id));

@@ -26,7 +26,8 @@ pub enum AlertsCommand {
     List(ListArgs),
     /// Acknowledge an alert by id.
     Ack(AckArgs),
-    /// Send undelivered alerts to a webhook.
+    /// Send alerts on the configured channels (e-mail, Slack, webhook) by the [notify]
+    /// rules, escalate unacknowledged ones, retry failures; and to --webhook when given.
     Deliver(DeliverArgs),
 }
 
@@ -144,8 +145,26 @@ pub struct DeliverArgs {
     /// The lake directory.
     #[arg(long)]
     lake: PathBuf,
+    /// The configuration whose `[notify]` channels and rules send alerts (default
+    /// data/meterlake.toml when it exists).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The plan catalogue (default: the configuration's paths.plans).
+    #[arg(long)]
+    plans: Option<PathBuf>,
+    /// Tenants (CSV; its optional notify_email column adds a tenant's own recipients;
+    /// default: the configuration's paths.tenants).
+    #[arg(long)]
+    tenants: Option<PathBuf>,
+    /// The delivery clock: quiet hours and escalation delays are judged at this instant
+    /// (`now`, a date or an RFC 3339 instant).
+    #[arg(long, default_value = "now")]
+    at: String,
     #[command(flatten)]
     hook: HookArgs,
+    /// Table or JSON.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    output: Format,
 }
 
 fn table(alerts: &[Alert]) -> anyhow::Result<()> {
@@ -253,7 +272,28 @@ fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
         .filter(|x| a.tenant.as_deref().is_none_or(|t| t == x.tenant_id))
         .collect();
     match a.output {
-        Format::Json => super::print_json(&rows)?,
+        Format::Json => {
+            // Each alert with its notifications (alerts/deliveries.parquet).
+            let sent = crate::stage::tables::deliveries::read_lake(&a.lake)?;
+            let mut by: std::collections::HashMap<
+                &str,
+                Vec<&crate::stage::tables::deliveries::Delivery>,
+            > = std::collections::HashMap::new();
+            for d in &sent {
+                by.entry(d.alert_id.as_str()).or_default().push(d);
+            }
+            let out: Vec<serde_json::Value> = rows
+                .iter()
+                .map(|x| {
+                    let mut v = serde_json::to_value(x).unwrap_or_default();
+                    v["deliveries"] =
+                        serde_json::to_value(by.get(x.id.as_str()).cloned().unwrap_or_default())
+                            .unwrap_or_default();
+                    v
+                })
+                .collect();
+            super::print_json(&out)?
+        }
         Format::Csv => write_csv(&rows)?,
         Format::Table => table(&rows)?,
     }
@@ -271,19 +311,90 @@ fn ack(a: AckArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `alerts deliver`: retry what is undelivered.
+/// `alerts deliver`: send what is due on the configured channels (first notices,
+/// escalations, retries of failures), and to --webhook when given.
 fn deliver_cmd(a: DeliverArgs) -> anyhow::Result<ExitCode> {
-    let Some(hook) = a.hook.webhook()? else {
+    let hook = a.hook.webhook()?;
+    let config = crate::config::Config::load(a.config.as_deref())?;
+    if hook.is_none() && !config.notify.enabled() {
         anyhow::bail!(crate::Error::InvalidParameter {
-            name: "--webhook",
-            reason: "give the webhook URL (or set MLK_WEBHOOK_URL)".into(),
+            name: "--config",
+            reason: format!(
+                "nothing to deliver to: configure [notify.channels.NAME] and [[notify.rules]] in {} (or give --webhook URL)",
+                a.config
+                    .as_deref()
+                    .unwrap_or(std::path::Path::new(crate::config::DEFAULT_CONFIG_FILE))
+                    .display()
+            ),
         });
-    };
-    let d = deliver(&a.lake, &hook)?;
-    super::print_json(&d)?;
-    Ok(if d.failed > 0 {
-        ExitCode::from(2)
+    }
+    let webhook = hook.map(|h| deliver(&a.lake, &h)).transpose()?;
+    let notified = if config.notify.enabled() {
+        let lake = crate::lake::Lake::open(&a.lake)?;
+        let at = parse_at(&lake, &a.at)?;
+        let billing = crate::billing::Billing::load(
+            a.plans.as_deref().unwrap_or(&config.paths.plans),
+            a.tenants.as_deref().unwrap_or(&config.paths.tenants),
+        )?;
+        Some(crate::stage::notify::deliver(
+            &a.lake,
+            &billing,
+            &config.notify,
+            &crate::stage::notify::Secrets::from_env(),
+            at,
+        )?)
     } else {
-        ExitCode::SUCCESS
-    })
+        None
+    };
+    let failed = webhook.as_ref().is_some_and(|d| d.failed > 0)
+        || notified.as_ref().is_some_and(|n| n.failed > 0);
+    match a.output {
+        Format::Json | Format::Csv => match (&webhook, &notified) {
+            (Some(w), None) => super::print_json(w)?,
+            (None, Some(n)) => super::print_json(n)?,
+            _ => super::print_json(&serde_json::json!({"webhook": webhook, "notify": notified}))?,
+        },
+        Format::Table => {
+            if let Some(d) = &webhook {
+                eprintln!(
+                    "webhook: {} delivered, {} still pending ({} requests)",
+                    d.delivered, d.failed, d.requests
+                );
+            }
+            if let Some(n) = &notified {
+                eprintln!(
+                    "notify at {}: {} sent in {} messages ({} escalations), {} failed, {} deferred by quiet hours",
+                    n.at, n.sent, n.messages, n.escalated, n.failed, n.deferred
+                );
+                let mut t = Table::new(&[
+                    ("alert", Left),
+                    ("rule", Left),
+                    ("level", Right),
+                    ("channel", Left),
+                    ("status", Left),
+                    ("tries", Right),
+                    ("error", Left),
+                ]);
+                for d in &n.deliveries {
+                    t.row(&[
+                        &d.alert_id,
+                        &d.rule,
+                        &d.level.to_string(),
+                        &d.channel,
+                        &d.status,
+                        &d.attempts.to_string(),
+                        &d.error.clone().unwrap_or_default(),
+                    ]);
+                }
+                t.print()?;
+            }
+        }
+    }
+    if failed {
+        eprintln!(
+            "error: some alerts could not be delivered; the next `alerts deliver` retries them"
+        );
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,8 @@ pub struct RunSummary {
     pub anomalies: usize,
     /// Alerts raised by this run.
     pub alerts_raised: usize,
-    /// Alerts delivered to the webhook by this run.
+    /// Alert deliveries by this run (the webhook's, and the notify channels' alert ×
+    /// channel deliveries).
     pub alerts_delivered: usize,
     /// Tenant × meter quotas over their allowance.
     pub quotas_exceeded: usize,
@@ -447,7 +448,8 @@ impl<'a> Job<'a> {
         Ok(evaluated)
     }
 
-    /// 7. Alerts raised from the quotas and recent incidents, delivered when a webhook is set.
+    /// 7. Alerts raised from the quotas and recent incidents, delivered when a webhook or
+    /// notify rules are set.
     fn alerts(&mut self, lake: &Lake, b: &Billing, rows: &[QuotaRow], at: i64) -> Result<()> {
         let (c, lake_dir) = (self.c, self.lake_dir());
         if !c.limits.notification_enabled {
@@ -488,6 +490,22 @@ impl<'a> Job<'a> {
                 )?;
                 delivered = d.delivered;
                 note.push_str(&format!(", {} delivered, {} failed", d.delivered, d.failed));
+            }
+            if c.notify.enabled() {
+                // Notifications run on the wall clock: quiet hours and escalation delays
+                // are about when people read them, not the data's instant.
+                let n = crate::stage::notify::deliver(
+                    lake_dir,
+                    b,
+                    &c.notify,
+                    &crate::stage::notify::Secrets::from_env(),
+                    crate::time::now(),
+                )?;
+                delivered += n.sent;
+                note.push_str(&format!(
+                    ", notified {} ({} messages, {} escalated, {} deferred by quiet hours, {} failed: `meterlake alerts deliver` retries)",
+                    n.sent, n.messages, n.escalated, n.deferred, n.failed
+                ));
             }
             Ok(((new.len(), delivered), note))
         })?;

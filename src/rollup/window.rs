@@ -125,6 +125,19 @@ impl Zone {
         }
     }
 
+    /// Local minutes after midnight (0-1439) of a UTC instant (µs).
+    pub fn local_minute_of_day(&self, ts_micros: i64) -> u32 {
+        use chrono::Timelike;
+        let t = DateTime::<Utc>::from_timestamp_micros(ts_micros).unwrap_or_default();
+        match self.0 {
+            Some(tz) => {
+                let l = t.with_timezone(&tz);
+                l.hour() * 60 + l.minute()
+            }
+            None => t.hour() * 60 + t.minute(),
+        }
+    }
+
     /// The local calendar date of a UTC instant (µs).
     pub fn local_date(&self, ts_micros: i64) -> NaiveDate {
         let t = DateTime::<Utc>::from_timestamp_micros(ts_micros).unwrap_or_default();

@@ -7,6 +7,7 @@
 //! | [`anomalies`] | the detectors of [`crate::detect`] on the series, abuse patterns on the events | `anomalies/` |
 //! | [`quotas`] | billing's quota evaluation with projections, once per job | `quotas/` |
 //! | [`alerts`] | thresholds, limits, cost and anomaly alerts from the above; webhook delivery | `alerts/` |
+//! | [`notify`] | alerts sent by e-mail, Slack or webhook by rules, with digests, quiet hours and escalation | `alerts/deliveries.parquet` |
 //!
 //! The pure algorithms live beside, not here: [`crate::forecast`] and [`crate::detect`]
 //! take plain series and import nothing of the lake, rollups or billing. A stage is the
@@ -19,5 +20,6 @@
 pub mod alerts;
 pub mod anomalies;
 pub mod forecast;
+pub mod notify;
 pub mod quotas;
 pub mod tables;

@@ -7,7 +7,8 @@
 //!   anomalies/granularity=G/points.parquet     flagged points, per detector
 //!   anomalies/granularity=G/incidents.parquet  flagged points merged into incidents
 //!   quotas/quotas.parquet                      one row per tenant × billed meter, at the run's instant
-//!   alerts/alerts.parquet                      every alert raised, with acks and deliveries
+//!   alerts/alerts.parquet                      every alert raised, with acks and webhook deliveries
+//!   alerts/deliveries.parquet                  every notification of an alert (notify channels)
 //! ```
 //!
 //! Each table has a module here with its folder and file names, its typed row, and the
@@ -27,6 +28,7 @@
 //! [`QuotaRow`]: crate::billing::quota::QuotaRow
 
 pub mod alerts;
+pub mod deliveries;
 pub mod forecasts;
 pub mod incidents;
 pub mod quotas;
