@@ -30,6 +30,7 @@ pub mod plans;
 pub mod pricing;
 pub mod quota;
 pub mod seats;
+pub mod stripe;
 
 pub use plans::{
     Allowance, BillingMeter, Catalog, DEFAULT_PLANS_FILE, DEFAULT_PLANS_TOML, DEFAULT_TENANTS_FILE,

@@ -10,6 +10,7 @@
 mod alerts;
 mod billing;
 mod detect;
+mod export;
 mod forecast;
 mod generate;
 mod ingest;
@@ -71,6 +72,9 @@ pub enum Command {
     /// Raise, list, acknowledge and deliver alerts (thresholds, limits, cost, anomalies).
     #[command(subcommand)]
     Alerts(alerts::AlertsCommand),
+    /// Export usage for other systems (Stripe meter events).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Write a report (summary, detailed, forecast, anomaly, executive, compliance) as JSON,
     /// CSV, Markdown, HTML, XLSX, PDF or Parquet.
     Report(report::ReportArgs),
@@ -130,6 +134,7 @@ pub fn main() -> ExitCode {
         Command::Invoice(a) => billing::invoice(a),
         Command::Plans(c) => billing::plans(c),
         Command::Alerts(c) => alerts::run(c),
+        Command::Export(c) => export::run(c),
         Command::Report(a) => report::run(a),
         Command::Retention(a) => report::retention_cmd(a),
         Command::Forget(a) => report::forget_cmd(a),
