@@ -183,12 +183,56 @@ pub struct EngagementArgs {
     /// The storage gauge meter.
     #[arg(long, default_value = "storage_bytes")]
     pub storage_meter: String,
-    /// Users listed per tenant (inactive users, top document users).
+    /// Users listed per tenant (inactive users, top document users, users by sessions).
     #[arg(long, default_value_t = 10)]
     pub list: usize,
+    /// Minutes of inactivity that end a session (when no session_end/logout event does).
+    #[arg(long, default_value_t = 30.0)]
+    pub session_gap_minutes: f64,
+    /// Tenants file (CSV with a time_zone column): sessions are counted on each tenant's
+    /// local days (default: UTC days).
+    #[arg(long)]
+    pub tenants: Option<PathBuf>,
     /// Table, JSON or CSV.
     #[arg(long, value_enum, default_value_t = QueryOutput::Table)]
     pub output: QueryOutput,
+}
+
+/// Tenants' time zones from a tenants file (`tenant_id`, `time_zone`), without checking
+/// plans: sessions need the zones only.
+pub(crate) fn tenant_zones(
+    path: &std::path::Path,
+) -> anyhow::Result<std::collections::HashMap<String, crate::rollup::Zone>> {
+    let bad = |reason: String| crate::Error::BadInput {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_path(path)
+        .map_err(|e| bad(e.to_string()))?;
+    let header = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
+    let (Some(ti), zi) = (
+        header.iter().position(|h| h == "tenant_id"),
+        header.iter().position(|h| h == "time_zone"),
+    ) else {
+        anyhow::bail!(bad("line 1: the header needs a tenant_id column".into()));
+    };
+    let mut out = std::collections::HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| bad(e.to_string()))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let z = zi.and_then(|i| rec.get(i)).filter(|z| !z.is_empty());
+        if let (Some(t), Some(z)) = (rec.get(ti), z) {
+            let zone = z.parse::<crate::rollup::Zone>().map_err(|_| {
+                bad(format!(
+                    "line {line}: time_zone `{z}` is not an IANA time zone"
+                ))
+            })?;
+            out.insert(t.to_string(), zone);
+        }
+    }
+    Ok(out)
 }
 
 /// One flat CSV row of engagement.
@@ -209,6 +253,11 @@ struct EngagementRow<'a> {
     storage_growth_per_active_user: Option<f64>,
     /// `feature=adoption;...`
     feature_adoption: String,
+    sessions: u64,
+    sessions_per_day: f64,
+    sessions_per_active_user: f64,
+    session_median_s: f64,
+    session_p95_s: f64,
 }
 
 pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
@@ -223,6 +272,11 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
         documents_meter: a.documents_meter,
         storage_meter: a.storage_meter,
         list: a.list,
+        session_gap: minutes_to_micros("--session-gap-minutes", a.session_gap_minutes)?,
+        zones: match &a.tenants {
+            Some(p) => tenant_zones(p)?,
+            None => Default::default(),
+        },
     };
     let lake = Lake::open(&a.lake)?;
     let e = usage::engagement(&lake, &opts)?;
@@ -251,6 +305,14 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
                         .map(|f| format!("{}={:.4}", f.feature, f.adoption))
                         .collect::<Vec<_>>()
                         .join(";"),
+                    sessions: x.sessions.as_ref().map_or(0, |s| s.sessions),
+                    sessions_per_day: x.sessions.as_ref().map_or(0.0, |s| s.sessions_per_day),
+                    sessions_per_active_user: x
+                        .sessions
+                        .as_ref()
+                        .map_or(0.0, |s| s.sessions_per_active_user),
+                    session_median_s: x.sessions.as_ref().map_or(0.0, |s| s.median_duration_s),
+                    session_p95_s: x.sessions.as_ref().map_or(0.0, |s| s.p95_duration_s),
                 })
                 .collect();
             write_csv(&rows)?
@@ -289,7 +351,46 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
                 ]);
             }
             table.print()?;
+            println!();
+            println!(
+                "Sessions, last 30 days (gap {} min):",
+                a.session_gap_minutes
+            );
+            let mut st = Table::new(&[
+                ("tenant", Left),
+                ("sessions", Right),
+                ("per day", Right),
+                ("users", Right),
+                ("per user", Right),
+                ("median", Right),
+                ("p95", Right),
+                ("explicit", Right),
+            ]);
+            for s in e.iter().filter_map(|x| x.sessions.as_ref()) {
+                st.row(&[
+                    &s.tenant_id,
+                    &s.sessions,
+                    &format!("{:.1}", s.sessions_per_day),
+                    &s.active_users,
+                    &format!("{:.1}", s.sessions_per_active_user),
+                    &crate::report::human_duration(s.median_duration_s),
+                    &crate::report::human_duration(s.p95_duration_s),
+                    &s.explicit_sessions,
+                ]);
+            }
+            st.print()?;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Minutes as µs, positive.
+fn minutes_to_micros(name: &'static str, m: f64) -> anyhow::Result<i64> {
+    if !(m.is_finite() && m > 0.0) {
+        anyhow::bail!(crate::Error::InvalidParameter {
+            name,
+            reason: format!("{m} is not a positive number of minutes"),
+        });
+    }
+    Ok((m * crate::time::MICROS_PER_MINUTE as f64).round() as i64)
 }

@@ -46,7 +46,7 @@ pub use build::{Page, PageOptions, QuotaSnapshot, ReportOptions, build, build_wi
 pub use html::{STYLE as HTML_STYLE, body as html_body, esc as html_escape};
 pub use table::{
     Bar, BarChart, Cell, Chart, Col, Figure, Insight, Line, Severity, Table, TimeChart, Values,
-    insights_table, round,
+    human_duration, insights_table, round,
 };
 
 use crate::error::{Error, IoContext, Result};

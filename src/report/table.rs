@@ -160,6 +160,16 @@ pub fn human_bytes(v: f64) -> String {
     format!("{v:.0} B")
 }
 
+/// A duration in seconds for people: `42 s`, `12 min 5 s`, `3 h 20 min`.
+pub fn human_duration(s: f64) -> String {
+    let s = s.max(0.0).round() as u64;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min {} s", s / 60, s % 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// The f64 nearest `d` (parsed from its text: `Decimal::to_f64` may be one ulp off), so
 /// that shortest round-trip printing (JSON, CSV) shows the decimal itself.
 pub fn decimal_f64(d: Decimal) -> f64 {

@@ -9,7 +9,8 @@
 //!   events of the last 30 days, the users who used it, over MAU;
 //! - *documents per user*: events of the documents meter in the last 30 days, per user;
 //! - *storage growth*: the last storage reading before `at` minus the last one before
-//!   `at - 30 days` (gauge readings are not summed), also per monthly active user.
+//!   `at - 30 days` (gauge readings are not summed), also per monthly active user;
+//! - *sessions* of the last 30 days, per tenant and user ([`super::sessions`]).
 
 use std::collections::HashMap;
 
@@ -36,6 +37,10 @@ pub struct EngagementOptions {
     pub storage_meter: String,
     /// Users listed per tenant (inactive users, top document users).
     pub list: usize,
+    /// Inactivity that ends a session (µs; see [`super::sessions`]).
+    pub session_gap: i64,
+    /// Tenants' time zones: the local days sessions are counted on (others: UTC).
+    pub zones: HashMap<String, crate::rollup::Zone>,
 }
 
 impl Default for EngagementOptions {
@@ -47,6 +52,8 @@ impl Default for EngagementOptions {
             documents_meter: "documents".into(),
             storage_meter: "storage_bytes".into(),
             list: 10,
+            session_gap: 30 * crate::time::MICROS_PER_MINUTE,
+            zones: HashMap::new(),
         }
     }
 }
@@ -121,6 +128,8 @@ pub struct Engagement {
     pub storage_growth: Option<f64>,
     /// `storage_growth / mau`.
     pub storage_growth_per_active_user: Option<f64>,
+    /// Sessions of the last 30 days (none: no user events then).
+    pub sessions: Option<super::sessions::TenantSessions>,
 }
 
 /// Row indexes per tenant, in row order.
@@ -190,14 +199,35 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         first_day,
         last_day,
     };
-    assemble(
+    let mut out = assemble(
         &strs(&all, "tenant_id")?,
         &cols,
         &s_now,
         &s_then,
         span,
         opts,
-    )
+    )?;
+    // Sessions of the same 30 days.
+    let sessions = super::sessions::sessions(
+        lake,
+        &super::sessions::SessionOptions {
+            tenant: opts.tenant.clone(),
+            user: None,
+            from: Some(month),
+            to: Some(at),
+            gap: opts.session_gap,
+            zones: opts.zones.clone(),
+            list: opts.list,
+        },
+    )?;
+    let mut by: HashMap<String, super::sessions::TenantSessions> = sessions
+        .into_iter()
+        .map(|s| (s.tenant_id.clone(), s))
+        .collect();
+    for e in &mut out {
+        e.sessions = by.remove(&e.tenant_id);
+    }
+    Ok(out)
 }
 
 /// The events before `at` (of the chosen tenant) and `at` itself; none without events.
@@ -501,6 +531,7 @@ fn assemble(
             storage_30d_ago: then,
             storage_growth: growth,
             storage_growth_per_active_user: growth.filter(|_| m > 0).map(|g| per_mau(g, m)),
+            sessions: None,
         });
     }
     Ok(out)

@@ -13,6 +13,7 @@
 //! statistics have no share.
 
 pub mod engagement;
+pub mod sessions;
 
 use std::collections::{BTreeMap, HashMap};
 

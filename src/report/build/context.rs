@@ -331,6 +331,25 @@ impl Ctx<'_> {
         )
     }
 
+    /// Sessions per tenant over the period (each tenant's local days; see
+    /// [`crate::usage::sessions`]).
+    pub fn sessions(&self) -> Result<Vec<crate::usage::sessions::TenantSessions>> {
+        let zones = self
+            .billing
+            .map(|b| b.tenants.iter().map(|t| (t.id.clone(), t.zone)).collect())
+            .unwrap_or_default();
+        crate::usage::sessions::sessions(
+            &self.lake,
+            &crate::usage::sessions::SessionOptions {
+                tenant: self.tenant.clone(),
+                from: Some(self.from),
+                to: Some(self.to),
+                zones,
+                ..Default::default()
+            },
+        )
+    }
+
     /// Quotas (projected) and engagement: the two slow reads (running them side by side
     /// gained nothing on 2 cores: both keep polars busy).
     pub fn quotas_and_engagement(&self) -> Result<(Vec<QuotaRow>, Vec<Engagement>)> {

@@ -40,6 +40,7 @@ pub(super) fn detailed(ctx: &Ctx) -> Result<Report> {
     });
     let (daily, peaks) = daily_table(ctx, &series);
     let comparison = comparison_table(ctx, &totals, &peaks, &rhythms);
+    let sessions = super::tables::sessions_table(&ctx.sessions()?);
     let figures = vec![
         figure("Series", series.len().to_string(), None),
         figure(
@@ -70,7 +71,7 @@ pub(super) fn detailed(ctx: &Ctx) -> Result<Report> {
         figures,
         insights,
         charts: meter_charts(ctx, &series),
-        tables: vec![comparison, daily],
+        tables: vec![comparison, sessions, daily],
     })
 }
 

@@ -68,6 +68,15 @@ pub(super) fn executive(ctx: &Ctx) -> Result<Report> {
     let top_features = feature_table(ctx)?;
     let users = users(&eng);
     let users_table = users_table(&users);
+    // The tenants with the most sessions.
+    let mut by_sessions = ctx.sessions()?;
+    by_sessions.sort_by(|a, b| {
+        b.sessions
+            .cmp(&a.sessions)
+            .then(a.tenant_id.cmp(&b.tenant_id))
+    });
+    by_sessions.truncate(ctx.top);
+    let sessions = super::tables::sessions_table(&by_sessions);
     let next = next_period_table(ctx)?;
     let figures = figures(ctx, &totals, &rev, &events, &users);
     let mut charts = vec![events_chart(ctx, &series)];
@@ -82,7 +91,7 @@ pub(super) fn executive(ctx: &Ctx) -> Result<Report> {
         figures,
         insights: top_insights,
         charts,
-        tables: vec![kpis, top_table, top_features, users_table, next],
+        tables: vec![kpis, top_table, top_features, users_table, sessions, next],
     })
 }
 

@@ -131,3 +131,26 @@ pub(super) fn quota_bars(ctx: &Ctx, rows: &[QuotaRow]) -> Option<Chart> {
         reference: Some(100.0),
     }))
 }
+
+/// Sessions per tenant: how often users come back and how long they stay.
+pub(super) fn sessions_table(rows: &[crate::usage::sessions::TenantSessions]) -> Table {
+    Table::new(
+        "sessions",
+        "Sessions (explicit start/end events, else 30 minutes of inactivity end one)",
+    )
+    .text("tenant", rows.iter().map(|r| r.tenant_id.as_str()))
+    .int("sessions", rows.iter().map(|r| r.sessions as i64))
+    .num("per_day", 1, rows.iter().map(|r| r.sessions_per_day))
+    .int("active_users", rows.iter().map(|r| r.active_users as i64))
+    .num(
+        "per_active_user",
+        1,
+        rows.iter().map(|r| r.sessions_per_active_user),
+    )
+    .num(
+        "median_duration_s",
+        0,
+        rows.iter().map(|r| r.median_duration_s),
+    )
+    .num("p95_duration_s", 0, rows.iter().map(|r| r.p95_duration_s))
+}

@@ -61,6 +61,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/events", get(usage::events))
         .route("/metrics", get(usage::metrics))
         .route("/trends/{meter}", get(usage::trends))
+        .route("/sessions", get(usage::sessions))
         .route("/forecast", post(analytics::forecast))
         .route("/anomalies", get(analytics::anomalies))
         .route("/alerts", get(alerts::alerts))
@@ -196,6 +197,8 @@ struct RangeQ {
     offset: Option<usize>,
     granularity: Option<String>,
     days: Option<i64>,
+    /// Sessions: minutes of inactivity that end one.
+    gap_minutes: Option<f64>,
 }
 
 /// Rows of a frame as JSON objects (datetimes as RFC 3339).

@@ -12,6 +12,11 @@
 //!   month; trends: day), brought up to date with the lake first (the incremental rollup
 //!   `meterlake rollup` runs). Trends compares the last `days` days (1 to 366, default
 //!   30) with the `days` before.
+//! - `/sessions`: sessions per tenant and user over `[from, to)` (default: the last 30
+//!   days), cut by `session_start`/`session_end` (or `login`/`logout`) events, else by
+//!   `gap_minutes` of inactivity (default 30), counted on the tenant's local days
+//!   (`crate::usage::sessions`); `user_id` narrows it to one user; `limit` users are
+//!   listed (default 100).
 
 use std::sync::Arc;
 
@@ -227,6 +232,60 @@ pub(super) async fn trends(
                 "change_pct": change, "trend": direction, "daily": daily,
             }),
         )
+    })
+    .await
+}
+
+pub(super) async fn sessions(
+    State(app): State<Arc<App>>,
+    Params(q): Params<RangeQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
+        let to = instant("to", q.to.as_deref(), now())?;
+        let from = instant("from", q.from.as_deref(), to - 30 * MICROS_PER_DAY)?;
+        if from >= to {
+            return Err(ApiError::bad("from", "must be before to"));
+        }
+        let gap = q.gap_minutes.unwrap_or(30.0);
+        if !(gap.is_finite() && gap > 0.0) {
+            return Err(ApiError::bad("gap_minutes", "must be a positive number"));
+        }
+        let lake = crate::lake::Lake::open(&app.opts.lake)?;
+        let zones = app
+            .opts
+            .billing
+            .tenants
+            .iter()
+            .map(|x| (x.id.clone(), x.zone))
+            .collect();
+        let r = crate::usage::sessions::sessions(
+            &lake,
+            &crate::usage::sessions::SessionOptions {
+                tenant: Some(t.clone()),
+                user: q.user_id,
+                from: Some(from),
+                to: Some(to),
+                gap: (gap * crate::time::MICROS_PER_MINUTE as f64).round() as i64,
+                zones,
+                list: q.limit.unwrap_or(100).clamp(1, 10_000),
+            },
+        )?;
+        let body = match r.into_iter().next() {
+            Some(s) => serde_json::to_value(&s).unwrap_or_default(),
+            None => json!({
+                "tenant_id": t,
+                "from": crate::time::rfc3339(from),
+                "to": crate::time::rfc3339(to),
+                "gap_minutes": gap,
+                "sessions": 0,
+                "active_users": 0,
+                "daily": [],
+                "users": [],
+            }),
+        };
+        ok_json(StatusCode::OK, body)
     })
     .await
 }
