@@ -25,4 +25,5 @@ mod run;
 mod serve;
 mod serve_billing;
 mod serve_edges;
+mod sessions;
 mod usage;
