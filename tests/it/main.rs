@@ -26,4 +26,5 @@ mod serve;
 mod serve_billing;
 mod serve_edges;
 mod sessions;
+mod stripe;
 mod usage;

@@ -47,7 +47,8 @@ fn events() -> String {
     s
 }
 
-const TENANTS_CSV: &str = "tenant_id,plan,time_zone\nt-ny,basic,America/New_York\nt-utc,basic,UTC\n";
+const TENANTS_CSV: &str =
+    "tenant_id,plan,time_zone\nt-ny,basic,America/New_York\nt-utc,basic,UTC\n";
 
 fn lake(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
     let input = write(dir, "events.ndjson", &events());
@@ -66,8 +67,16 @@ fn check_ny(s: &serde_json::Value, days: u64) {
     assert_eq!(s["explicit_sessions"], 1);
     assert_eq!(s["active_users"], 2);
     assert_eq!(s["days"], days);
-    assert_close(s["sessions_per_day"].as_f64().unwrap(), 5.0 / days as f64, "per day");
-    assert_close(s["sessions_per_active_user"].as_f64().unwrap(), 2.5, "per user");
+    assert_close(
+        s["sessions_per_day"].as_f64().unwrap(),
+        5.0 / days as f64,
+        "per day",
+    );
+    assert_close(
+        s["sessions_per_active_user"].as_f64().unwrap(),
+        2.5,
+        "per user",
+    );
     assert_close(s["median_duration_s"].as_f64().unwrap(), 2700.0, "median");
     assert_close(s["p95_duration_s"].as_f64().unwrap(), 5640.0, "p95");
     let daily: Vec<(String, u64, u64)> = s["daily"]
@@ -94,9 +103,21 @@ fn check_ny(s: &serde_json::Value, days: u64) {
     let users = s["users"].as_array().unwrap();
     assert_eq!(users[0]["user_id"], "a");
     assert_eq!(users[0]["sessions"], 3);
-    assert_close(users[0]["median_duration_s"].as_f64().unwrap(), 3000.0, "a median");
-    assert_close(users[0]["p95_duration_s"].as_f64().unwrap(), 5970.0, "a p95");
-    assert_close(users[0]["total_duration_s"].as_f64().unwrap(), 12000.0, "a total");
+    assert_close(
+        users[0]["median_duration_s"].as_f64().unwrap(),
+        3000.0,
+        "a median",
+    );
+    assert_close(
+        users[0]["p95_duration_s"].as_f64().unwrap(),
+        5970.0,
+        "a p95",
+    );
+    assert_close(
+        users[0]["total_duration_s"].as_f64().unwrap(),
+        12000.0,
+        "a total",
+    );
     assert_eq!(users[1]["user_id"], "b");
     assert_eq!(users[1]["sessions"], 2);
     assert_eq!(users[1]["median_duration_s"].as_f64().unwrap(), 0.0);
@@ -110,7 +131,11 @@ fn check_utc(s: &serde_json::Value) {
     assert_eq!(s["explicit_sessions"], 1);
     assert_close(s["median_duration_s"].as_f64().unwrap(), 1950.0, "median");
     assert_close(s["p95_duration_s"].as_f64().unwrap(), 2895.0, "p95");
-    assert_close(s["sessions_per_active_user"].as_f64().unwrap(), 2.0, "per user");
+    assert_close(
+        s["sessions_per_active_user"].as_f64().unwrap(),
+        2.0,
+        "per user",
+    );
 }
 
 #[test]
@@ -146,7 +171,15 @@ fn sessions_by_hand_in_engagement_reports_and_the_api() {
     // Without the tenants file, days are UTC: a's first two sessions and b's first event
     // start on Nov 1 (03:50, 05:40, 03:59 UTC); b's second and a's login on Nov 2.
     let e: serde_json::Value = serde_json::from_str(&ok(&[
-        "engagement", "--lake", l, "--at", "2026-11-03", "--tenant", "t-ny", "--output", "json",
+        "engagement",
+        "--lake",
+        l,
+        "--at",
+        "2026-11-03",
+        "--tenant",
+        "t-ny",
+        "--output",
+        "json",
     ]))
     .unwrap();
     let daily = &e[0]["sessions"]["daily"];
@@ -156,8 +189,17 @@ fn sessions_by_hand_in_engagement_reports_and_the_api() {
     assert_eq!(daily[1]["sessions"], 2);
     // A shorter gap splits a's DST session (its 30 min gap) and the first one (25 min).
     let e: serde_json::Value = serde_json::from_str(&ok(&[
-        "engagement", "--lake", l, "--at", "2026-11-03", "--tenant", "t-ny",
-        "--session-gap-minutes", "24", "--output", "json",
+        "engagement",
+        "--lake",
+        l,
+        "--at",
+        "2026-11-03",
+        "--tenant",
+        "t-ny",
+        "--session-gap-minutes",
+        "24",
+        "--output",
+        "json",
     ]))
     .unwrap();
     assert_eq!(e[0]["sessions"]["sessions"], 7, "{}", e[0]["sessions"]);
