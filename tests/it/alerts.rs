@@ -392,3 +392,159 @@ fn incident_status_follows_alerts_and_acknowledgements_are_audited() {
     let old = report_to(&lake, "compliance", &dir.path().join("d.json"), &[]);
     assert_eq!(acks(&old), own);
 }
+
+/// A receiver that answers every request 200 and records (headers, body), until the test
+/// ends.
+fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Request>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Request>>> = Default::default();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        for sock in listener.incoming() {
+            let mut sock = sock.unwrap();
+            let mut r = BufReader::new(sock.try_clone().unwrap());
+            let (mut headers, mut line) = (Vec::new(), String::new());
+            r.read_line(&mut line).unwrap();
+            loop {
+                line.clear();
+                r.read_line(&mut line).unwrap();
+                let l = line.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                let (k, v) = l.split_once(':').unwrap();
+                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+            }
+            let len: usize = headers
+                .iter()
+                .find(|h| h.0 == "content-length")
+                .map_or(0, |h| h.1.parse().unwrap());
+            let mut body = vec![0; len];
+            r.read_exact(&mut body).unwrap();
+            write!(
+                sock,
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+            )
+            .unwrap();
+            g.lock()
+                .unwrap()
+                .push((headers, String::from_utf8(body).unwrap()));
+        }
+    });
+    (url, got)
+}
+
+/// The batch job notifies by its configuration's rules: a signed webhook channel in digest
+/// mode gets one message per tenant with every limit_exceeded alert of that tenant, each
+/// delivery is stored, and a second run sends nothing.
+#[test]
+fn run_notifies_by_rules_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (url, got) = receiver();
+    let root = env!("CARGO_MANIFEST_DIR");
+    let conf = write(
+        dir.path(),
+        "meterlake.toml",
+        &format!(
+            "[paths]\ninputs = [\"{root}/data/events\"]\nplans = \"{root}/data/plans.toml\"\n\
+             tenants = \"{root}/data/tenants.csv\"\nmeters = \"{root}/data/meters.toml\"\n\
+             [reports]\nkinds = []\n\
+             [notify.channels.hook]\nkind = \"webhook\"\nurl_env = \"MLK_TEST_HOOK\"\nsecret_env = \"MLK_TEST_SECRET\"\n\
+             [[notify.rules]]\nname = \"limits\"\nchannels = [\"hook\"]\nkinds = [\"limit_exceeded\"]\ndigest = true\n"
+        ),
+    );
+    let lake = dir.path().join("lake");
+    let run = || -> serde_json::Value {
+        let o = std::process::Command::new(BIN)
+            .args([
+                "run",
+                "--config",
+                conf.to_str().unwrap(),
+                "--lake",
+                lake.to_str().unwrap(),
+            ])
+            .args([
+                "--out",
+                dir.path().join("out").to_str().unwrap(),
+                "--output",
+                "json",
+                "--quiet",
+            ])
+            .env("MLK_TEST_HOOK", &url)
+            .env("MLK_TEST_SECRET", "hook-secret")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let first = run();
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&ok(&[
+        "alerts",
+        "list",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--all",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    // The fold: limit_exceeded alerts per tenant.
+    let mut want: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for a in alerts.iter().filter(|a| a["kind"] == "limit_exceeded") {
+        want.entry(a["tenant_id"].as_str().unwrap().into())
+            .or_default()
+            .insert(a["id"].as_str().unwrap().into());
+    }
+    assert!(
+        want.len() > 1,
+        "the sample exceeds limits for several tenants"
+    );
+    let n: usize = want.values().map(BTreeSet::len).sum();
+    assert_eq!(first["alerts_delivered"], n, "{first}");
+    let posts = got.lock().unwrap().clone();
+    assert_eq!(posts.len(), want.len(), "one digest per tenant");
+    let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (headers, body) in &posts {
+        let h = |k: &str| headers.iter().find(|x| x.0 == k).unwrap().1.clone();
+        let ts: i64 = h("x-meterlake-timestamp").parse().unwrap();
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"hook-secret").unwrap();
+        mac.update(format!("{ts}.{body}").as_bytes());
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            h("x-meterlake-signature"),
+            format!("sha256={hex}"),
+            "signed"
+        );
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let ids = v["alerts"].as_array().unwrap().iter().map(|a| {
+            assert_eq!(a["tenant_id"], v["tenant_id"]);
+            a["id"].as_str().unwrap().to_string()
+        });
+        seen.entry(v["tenant_id"].as_str().unwrap().into())
+            .or_default()
+            .extend(ids);
+    }
+    assert_eq!(seen, want);
+    // Stored with each alert; other kinds untouched.
+    for a in &alerts {
+        let d = a["deliveries"].as_array().unwrap();
+        if a["kind"] == "limit_exceeded" {
+            assert_eq!(d.len(), 1, "{a}");
+            assert_eq!(d[0]["status"], "sent");
+            assert_eq!(d[0]["channel"], "hook");
+            assert_eq!(d[0]["level"], 0);
+        } else {
+            assert!(d.is_empty());
+        }
+    }
+    // The next run: nothing new to send.
+    let second = run();
+    assert_eq!(second["alerts_delivered"], 0, "{second}");
+    assert_eq!(got.lock().unwrap().len(), posts.len());
+}

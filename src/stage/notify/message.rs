@@ -18,6 +18,8 @@ pub(super) struct Notice<'a> {
     pub rule: &'a str,
     /// The lake (named in the acknowledge command).
     pub lake: &'a Path,
+    /// Sent by a digest rule (a webhook then always gets the digest shape).
+    pub digest: bool,
 }
 
 /// HTML-escapes text.
@@ -234,7 +236,8 @@ impl Notice<'_> {
         json!({"text": fallback, "blocks": blocks})
     }
 
-    /// A webhook's JSON body: the alert (one) or `{tenant_id, level, alerts}` (a digest).
+    /// A webhook's JSON body: the alert, or `{tenant_id, level, rule, alerts}` for a digest
+    /// rule (even when it carries one alert, so receivers parse one shape per rule).
     pub fn webhook(&self) -> String {
         let strip = |a: &Alert| {
             let mut v = serde_json::to_value(a).unwrap_or_default();
@@ -248,7 +251,7 @@ impl Notice<'_> {
             v
         };
         match self.alerts {
-            [a] => strip(a).to_string(),
+            [a] if !self.digest => strip(a).to_string(),
             many => serde_json::json!({
                 "tenant_id": self.tenant(),
                 "level": self.level,

@@ -470,6 +470,7 @@ pub fn deliver(
                 .map(|e| e.after_hours),
             rule: &due.rule.name,
             lake: lake_dir,
+            digest: due.rule.digest,
         };
         let message_id = notice.id(due.channel);
         let outcome = match senders.entry(due.channel) {
