@@ -448,8 +448,8 @@ impl<'a> Job<'a> {
         Ok(evaluated)
     }
 
-    /// 7. Alerts raised from the quotas and recent incidents, delivered when a webhook or
-    /// notify rules are set.
+    /// Step 7: alerts raised from the quotas and recent incidents, delivered when a
+    /// webhook or notify rules are set.
     fn alerts(&mut self, lake: &Lake, b: &Billing, rows: &[QuotaRow], at: i64) -> Result<()> {
         let (c, lake_dir) = (self.c, self.lake_dir());
         if !c.limits.notification_enabled {

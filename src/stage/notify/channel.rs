@@ -20,7 +20,10 @@ use crate::error::{Error, Result};
 const ATTEMPTS: u32 = 3;
 
 /// Where channels read their secrets: the process environment, or a map in tests.
-pub struct Secrets(Box<dyn Fn(&str) -> Option<String> + Send + Sync>);
+pub struct Secrets(Box<Lookup>);
+
+/// A secret's value by variable name.
+type Lookup = dyn Fn(&str) -> Option<String> + Send + Sync;
 
 impl Secrets {
     /// The process environment.
