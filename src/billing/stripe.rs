@@ -345,8 +345,8 @@ fn v1_fields(e: &MeterEvent) -> [(&'static str, String); 5] {
     ]
 }
 
-/// Writes the events to `path` in `shape`, atomically.
-pub fn write(path: &Path, events: &[MeterEvent], shape: Shape) -> Result<()> {
+/// The file's bytes: the events in `shape`.
+pub fn render(events: &[MeterEvent], shape: Shape) -> Vec<u8> {
     let mut buf: Vec<u8> = Vec::new();
     match shape {
         Shape::V2 => {
@@ -358,23 +358,22 @@ pub fn write(path: &Path, events: &[MeterEvent], shape: Shape) -> Result<()> {
             }
         }
         Shape::V1 => {
+            // Writing CSV into memory cannot fail.
             let mut w = csv::Writer::from_writer(&mut buf);
-            w.write_record([
+            let _ = w.write_record([
                 "event_name",
                 "payload[stripe_customer_id]",
                 "payload[value]",
                 "identifier",
                 "timestamp",
-            ])
-            .map_err(|e| Error::io(path, e.into()))?;
+            ]);
             for e in events {
-                w.write_record(v1_fields(e).iter().map(|(_, v)| v.as_str()))
-                    .map_err(|e| Error::io(path, e.into()))?;
+                let _ = w.write_record(v1_fields(e).iter().map(|(_, v)| v.as_str()));
             }
-            w.flush().map_err(|e| Error::io(path, e))?;
+            let _ = w.flush();
         }
     }
-    crate::report::atomic_write(path, &buf)
+    buf
 }
 
 /// The push ledger of a lake.

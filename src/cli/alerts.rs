@@ -162,8 +162,8 @@ pub struct DeliverArgs {
     at: String,
     #[command(flatten)]
     hook: HookArgs,
-    /// Table or JSON.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
+    /// JSON (what was sent, and each delivery) or a table.
+    #[arg(long, value_enum, default_value_t = Format::Json)]
     output: Format,
 }
 

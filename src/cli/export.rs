@@ -183,7 +183,7 @@ fn stripe_cmd(a: StripeArgs) -> anyhow::Result<ExitCode> {
         StripeFormat::V2 => Shape::V2,
         StripeFormat::V1 => Shape::V1,
     };
-    stripe::write(&a.out, &export.events, shape)?;
+    crate::report::atomic_write(&a.out, &stripe::render(&export.events, shape))?;
     let pushed = match (&a.push, &api_key) {
         (Some(url), Some(key)) => Some(stripe::push(
             &a.lake,
