@@ -10,9 +10,10 @@
 //! [`stage`]s over the lake run the pure models of [`forecast`] and [`detect`] on every
 //! series, evaluate quotas and raise alerts, each writing a derived table
 //! ([`stage::tables`]); [`report`] renders what they wrote; the [`job`]s (`run`, `retention`,
-//! `forget`) drive them over a whole lake. [`time`] is the one home of time units and text.
+//! `forget`) drive them over a whole lake. [`time`] is the one home of time units and text;
+//! [`http`] of outgoing requests with retries (webhooks, notification channels, Stripe).
 //!
-//! Imports run one way, down this list: error, time ← event, the pure models ← lake ←
+//! Imports run one way, down this list: error, time, http ← event, the pure models ← lake ←
 //! ingest, rollup ← usage, series ← billing ← stage ← report ← config, job, serve ← cli
 //! (checked by `tests/it/layers.rs`). The two faces, the command line ([`cli`]) and the
 //! HTTP API ([`serve`]), are thin layers over this library.
@@ -38,6 +39,7 @@ pub mod event;
 pub mod fault;
 pub mod forecast;
 pub mod generate;
+pub mod http;
 pub mod ingest;
 pub mod job;
 pub mod lake;

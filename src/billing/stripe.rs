@@ -19,9 +19,11 @@
 //! total, and a window's value does not depend on the range exported.
 //!
 //! **Identifiers** are `mlk_` and a 128-bit hash of tenant, meter, granularity and window
-//! start: the same window always gets the same identifier, so a re-export is idempotent on
-//! Stripe's side (it drops an identifier it has seen). An hourly and a daily export of the
-//! same usage have different identifiers: send one granularity per Stripe meter.
+//! start: the same window always gets the same identifier and value, whatever range is
+//! exported. Stripe drops an identifier it has seen *within 24 hours*, so re-sending a file
+//! within a day is harmless, but later it would bill again: `--push` keeps a ledger for
+//! that. An hourly and a daily export of the same usage have different identifiers: send
+//! one granularity per Stripe meter.
 //!
 //! **Push** (`--push URL`, v1 form fields, `Authorization: Bearer $STRIPE_API_KEY`):
 //! - events outside Stripe's window (a timestamp older than 35 days, or more than 5 minutes
@@ -29,14 +31,14 @@
 //! - 429 and 5xx answers are retried with exponential backoff (honouring `Retry-After`);
 //!   another 4xx is a failure, recorded in the output and not retried in this run;
 //! - every accepted event is appended (fsynced) to `LAKE/_exports/stripe/sent.ndjson`
-//!   (identifier, value, time). A later push skips what the ledger holds. When late data
-//!   raised a window's value after it was sent, the difference goes out as a correction
-//!   event (`<identifier>_2`, `_3`, ...); a value that fell is reported, never sent
-//!   (Stripe meter events cannot be negative). A crash between Stripe's answer and the
-//!   ledger's append resends that one event with the same identifier: Stripe drops it.
+//!   (window, identifier, value, time). A later push sends only what the ledger lacks, per
+//!   tenant × meter × month ([`push`]): late data goes out as a correction event
+//!   (`<identifier>_2`, `_3`, ...); usage that fell is reported, never sent (Stripe meter
+//!   events cannot be negative). A crash between Stripe's answer and the ledger's append
+//!   resends that one event with the same identifier, which Stripe drops within 24 hours.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -93,6 +95,9 @@ pub struct MeterEvent {
     pub tenant_id: String,
     /// meterlake's meter.
     pub meter: String,
+    /// Whether the meter adds up over windows (a `sum` Stripe meter; else `last`).
+    #[serde(skip)]
+    pub additive: bool,
 }
 
 /// The export and what it left out.
@@ -112,6 +117,9 @@ pub struct Export {
     pub skipped_meters: Vec<String>,
     /// Windows in range not yet ended by the clock (left out).
     pub incomplete_windows: usize,
+    /// Events of the file outside Stripe's window at the clock (35 days back, 5 minutes
+    /// ahead): `--push` would not send them.
+    pub outside_push_window: usize,
 }
 
 /// A meter's totals.
@@ -294,9 +302,8 @@ pub fn export(
             let total = out.totals.entry(s.meter.clone()).or_default();
             total.event_name = event_name.clone();
             total.exact += vals[k];
-            if whole[k] == 0 {
-                continue;
-            }
+            // Zero windows of additive meters are kept for the push's accounting (a window
+            // sent before may have become 0) but never written or sent.
             total.exported += whole[k];
             out.events.push(MeterEvent {
                 identifier: identifier(&s.tenant_id, &s.meter, spec.granularity, t),
@@ -306,13 +313,31 @@ pub fn export(
                 value: whole[k],
                 tenant_id: s.tenant_id.clone(),
                 meter: s.meter.clone(),
+                additive,
             });
         }
     }
-    out.event_count = out.events.len();
+    out.event_count = out.events.iter().filter(|e| e.sent_in_file()).count();
+    out.outside_push_window = out
+        .events
+        .iter()
+        .filter(|e| e.sent_in_file() && outside_window(e.timestamp, spec.at))
+        .count();
     out.unmapped_tenants = unmapped.into_iter().collect();
     out.skipped_meters = skipped.into_iter().collect();
     Ok(out)
+}
+
+impl MeterEvent {
+    /// Whether it is written (an additive meter's zero window is not).
+    pub fn sent_in_file(&self) -> bool {
+        self.value != 0 || !self.additive
+    }
+}
+
+/// Whether Stripe refuses an event timestamped `t` at `at`.
+fn outside_window(t: i64, at: i64) -> bool {
+    t < at - MAX_AGE || t > at + MAX_AHEAD
 }
 
 /// Stripe's file shapes.
@@ -350,9 +375,9 @@ pub fn render(events: &[MeterEvent], shape: Shape) -> Vec<u8> {
     let mut buf: Vec<u8> = Vec::new();
     match shape {
         Shape::V2 => {
+            let events: Vec<&MeterEvent> = events.iter().filter(|e| e.sent_in_file()).collect();
             for batch in events.chunks(BATCH) {
-                let body =
-                    serde_json::json!({"events": batch.iter().map(v2_event).collect::<Vec<_>>()});
+                let body = serde_json::json!({"events": batch.iter().map(|e| v2_event(e)).collect::<Vec<_>>()});
                 buf.extend_from_slice(body.to_string().as_bytes());
                 buf.push(b'\n');
             }
@@ -367,7 +392,7 @@ pub fn render(events: &[MeterEvent], shape: Shape) -> Vec<u8> {
                 "identifier",
                 "timestamp",
             ]);
-            for e in events {
+            for e in events.iter().filter(|e| e.sent_in_file()) {
                 let _ = w.write_record(v1_fields(e).iter().map(|(_, v)| v.as_str()));
             }
             let _ = w.flush();
@@ -384,7 +409,7 @@ pub fn ledger_path(lake_dir: &Path) -> PathBuf {
 /// One ledger line.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 struct Sent {
-    /// The window's identifier (corrections carry the base identifier here).
+    /// The window's identifier (a correction carries its window's identifier here).
     window: String,
     /// The identifier sent.
     identifier: String,
@@ -399,30 +424,46 @@ pub struct Pushed {
     pub sent: usize,
     /// ... of which corrections of windows that grew after they were sent.
     pub corrections: usize,
-    /// Events already sent with this value (skipped).
+    /// Windows already sent with their value (nothing to send).
     pub already_sent: usize,
-    /// Events outside Stripe's window (not sent), with their identifiers and timestamps.
+    /// Events outside Stripe's window (not sent): identifier, tenant, meter, time.
     pub outside_window: Vec<String>,
-    /// Windows whose value fell after it was sent (not sent: identifier, sent, now).
-    pub decreased: Vec<String>,
+    /// Usage that fell after it was sent (not sent back: Stripe meter events cannot be
+    /// negative): what, sent, now.
+    pub not_corrected: Vec<String>,
     /// Events refused or still failing after the retries (identifier: error).
     pub failed: Vec<String>,
     /// Requests made.
     pub requests: usize,
 }
 
-/// Reads the ledger: per window identifier, the sum sent and the number of sends.
+/// Reads the ledger (per window: the sum sent and the number of sends), after cutting a
+/// torn last line (a crash mid-append: that send is not recorded, and its resend carries
+/// the same identifier, which Stripe drops within 24 hours). Any other unreadable line is
+/// an error naming the file and line.
 fn read_ledger(path: &Path) -> Result<HashMap<String, (i64, usize)>> {
     let mut out: HashMap<String, (i64, usize)> = HashMap::new();
-    let Ok(f) = std::fs::File::open(path) else {
+    let Ok(bytes) = std::fs::read(path) else {
         return Ok(out);
     };
-    for line in std::io::BufReader::new(f).lines() {
-        let line = line.at(path)?;
-        // A torn last line (a crash mid-append) is not a send that was recorded.
-        let Ok(s) = serde_json::from_str::<Sent>(&line) else {
+    let whole = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if whole < bytes.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .at(path)?;
+        f.set_len(whole as u64)
+            .and_then(|()| f.sync_all())
+            .at(path)?;
+    }
+    for (i, line) in bytes[..whole].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
             continue;
-        };
+        }
+        let s: Sent = serde_json::from_slice(line).map_err(|e| Error::BadInput {
+            path: path.to_path_buf(),
+            reason: format!("line {}: {e}", i + 1),
+        })?;
         let e = out.entry(s.window).or_default();
         e.0 += s.value;
         e.1 += 1;
@@ -430,16 +471,35 @@ fn read_ledger(path: &Path) -> Result<HashMap<String, (i64, usize)>> {
     Ok(out)
 }
 
-/// Pushes the events to the v1 endpoint `url`, recording each accepted one.
-pub fn push(
-    lake_dir: &Path,
-    events: &[MeterEvent],
-    url: &str,
-    api_key: &str,
-    at: i64,
-    max_attempts: u32,
-    backoff: Duration,
-) -> Result<Pushed> {
+/// A tenant, a meter and a UTC month (year, month).
+type SeriesMonth<'a> = (&'a str, &'a str, (i32, u32));
+
+/// How one push sends: where, with which key, retries, the clock.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// The v1 endpoint.
+    pub url: String,
+    /// The API key (Bearer).
+    pub api_key: String,
+    /// The clock (Stripe's window is judged at it).
+    pub at: i64,
+    /// Tries per event on 429, 5xx and network errors.
+    pub max_attempts: u32,
+    /// First retry delay (doubling, or as `Retry-After` says).
+    pub backoff: Duration,
+}
+
+/// Pushes the export's events to the v1 endpoint, recording each accepted one.
+///
+/// Per tenant × meter × month of additive meters, what Stripe should hold is the sum of
+/// the windows' whole values; what it holds is the ledger's sum for those windows. The
+/// difference (the *budget*) is what may go out: windows are walked in time order and
+/// each sends what its running total still lacks, capped by the budget, so a late event
+/// never makes the month's total overshoot (a unit of rounding that moved to another
+/// window is not sent twice). A window sent before gets its difference as a correction
+/// (`IDENTIFIER_2`, ...). A month whose total fell is reported, not sent. Gauges (`last`
+/// meters) are sent once per window; a changed value after that is reported.
+pub fn push(lake_dir: &Path, events: &[MeterEvent], opts: &PushOptions) -> Result<Pushed> {
     let path = ledger_path(lake_dir);
     let dir = path.parent().expect("ledger has a folder");
     std::fs::create_dir_all(dir).at(dir)?;
@@ -450,24 +510,19 @@ pub fn push(
         .append(true)
         .open(&path)
         .at(&path)?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::http::agent(Duration::from_secs(30));
     let mut out = Pushed::default();
+    // Groups: tenant × meter × UTC month, windows in time order (the export's order).
+    let mut groups: BTreeMap<SeriesMonth, Vec<&MeterEvent>> = BTreeMap::new();
     for e in events {
-        let (done, sends) = sent.get(&e.identifier).copied().unwrap_or((0, 0));
-        if sends > 0 && e.value == done {
-            out.already_sent += 1;
-            continue;
-        }
-        if e.value < done {
-            out.decreased
-                .push(format!("{} (sent {done}, now {})", e.identifier, e.value));
-            continue;
-        }
-        if e.timestamp < at - MAX_AGE || e.timestamp > at + MAX_AHEAD {
+        groups
+            .entry((&e.tenant_id, &e.meter, month_of(e.timestamp)))
+            .or_default()
+            .push(e);
+    }
+    let ledger_of = |e: &MeterEvent| sent.get(&e.identifier).copied().unwrap_or((0, 0));
+    let mut send = |e: &MeterEvent, value: i64, sends: usize, out: &mut Pushed| -> Result<()> {
+        if outside_window(e.timestamp, opts.at) {
             out.outside_window.push(format!(
                 "{} ({} {} at {})",
                 e.identifier,
@@ -475,59 +530,19 @@ pub fn push(
                 e.meter,
                 rfc3339(e.timestamp)
             ));
-            continue;
+            return Ok(());
         }
         let mut ev = e.clone();
+        ev.value = value;
         if sends > 0 {
             ev.identifier = format!("{}_{}", e.identifier, sends + 1);
-            ev.value = e.value - done;
         }
-        let body = form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(v1_fields(&ev).iter().map(|(k, v)| (*k, v.as_str())))
-            .finish();
-        let mut delay = backoff;
-        let mut result = Err(String::new());
-        for attempt in 0..max_attempts.max(1) {
-            out.requests += 1;
-            let res = agent
-                .post(url)
-                .header("Authorization", &format!("Bearer {api_key}"))
-                .header("Content-Type", "application/x-www-form-urlencoded")
-                .header("Idempotency-Key", &ev.identifier)
-                .send(&body);
-            let retry_after = match res {
-                Ok(r) if r.status().is_success() => {
-                    result = Ok(());
-                    break;
-                }
-                Ok(r) => {
-                    let s = r.status().as_u16();
-                    result = Err(format!("HTTP {s}"));
-                    if !(s == 429 || s >= 500) {
-                        break;
-                    }
-                    r.headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.trim().parse::<f64>().ok())
-                        .map(|s| Duration::from_secs_f64(s.clamp(0.0, 60.0)))
-                }
-                Err(err) => {
-                    result = Err(err.to_string());
-                    None
-                }
-            };
-            if attempt + 1 < max_attempts {
-                std::thread::sleep(retry_after.unwrap_or(delay));
-                delay = (delay * 2).min(Duration::from_secs(30));
-            }
-        }
-        match result {
+        match post_form(&agent, opts, &ev, &mut out.requests) {
             Ok(()) => {
                 let line = serde_json::to_string(&Sent {
                     window: e.identifier.clone(),
                     identifier: ev.identifier.clone(),
-                    value: ev.value,
+                    value,
                     at: crate::time::now_rfc3339(),
                 })
                 .unwrap_or_default();
@@ -540,8 +555,83 @@ pub fn push(
             }
             Err(err) => out.failed.push(format!("{}: {err}", ev.identifier)),
         }
+        Ok(())
+    };
+    for ((tenant, meter, (y, m)), windows) in groups {
+        if !windows[0].additive {
+            for e in windows {
+                let (done, sends) = ledger_of(e);
+                if sends == 0 {
+                    send(e, e.value, 0, &mut out)?;
+                } else if done == e.value {
+                    out.already_sent += 1;
+                } else {
+                    out.not_corrected.push(format!(
+                        "{} ({tenant} {meter} at {}): sent {done}, now {} (a `last` meter keeps the value sent)",
+                        e.identifier,
+                        rfc3339(e.timestamp),
+                        e.value
+                    ));
+                }
+            }
+            continue;
+        }
+        let target: i64 = windows.iter().map(|e| e.value).sum();
+        let held: i64 = windows.iter().map(|e| ledger_of(e).0).sum();
+        if target < held {
+            out.not_corrected.push(format!(
+                "{tenant} {meter} {y}-{m:02}: sent {held}, now {target}"
+            ));
+            continue;
+        }
+        let mut budget = target - held;
+        let (mut cum, mut covered) = (0i64, 0i64);
+        for e in windows {
+            let (done, sends) = ledger_of(e);
+            cum += e.value;
+            covered += done;
+            let amount = (cum - covered).min(budget).max(0);
+            if amount > 0 {
+                send(e, amount, sends, &mut out)?;
+                // Sent, failed or outside Stripe's window: either way not owed by a later
+                // window (a failure is retried by the next push, with this window).
+                covered += amount;
+                budget -= amount;
+            } else if sends > 0 {
+                out.already_sent += 1;
+            }
+        }
     }
     Ok(out)
+}
+
+/// POSTs one event as v1 form fields, retrying 429, 5xx and network errors
+/// ([`crate::http`]).
+fn post_form(
+    agent: &ureq::Agent,
+    opts: &PushOptions,
+    ev: &MeterEvent,
+    requests: &mut usize,
+) -> std::result::Result<(), String> {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(v1_fields(ev).iter().map(|(k, v)| (*k, v.as_str())))
+        .finish();
+    let retry = crate::http::Retry {
+        attempts: opts.max_attempts,
+        backoff: opts.backoff,
+    };
+    let (res, tries) = crate::http::with_retries(retry, |_| {
+        crate::http::outcome(
+            agent
+                .post(&opts.url)
+                .header("Authorization", &format!("Bearer {}", opts.api_key))
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .header("Idempotency-Key", &ev.identifier)
+                .send(&body),
+        )
+    });
+    *requests += tries as usize;
+    res
 }
 
 #[cfg(test)]

@@ -188,18 +188,20 @@ fn stripe_cmd(a: StripeArgs) -> anyhow::Result<ExitCode> {
         (Some(url), Some(key)) => Some(stripe::push(
             &a.lake,
             &export.events,
-            url,
-            key,
-            at,
-            a.max_attempts,
-            Duration::from_millis(a.retry_base_ms),
+            &stripe::PushOptions {
+                url: url.clone(),
+                api_key: key.clone(),
+                at,
+                max_attempts: a.max_attempts,
+                backoff: Duration::from_millis(a.retry_base_ms),
+            },
         )?),
         _ => None,
     };
     let left_out = !export.unmapped_tenants.is_empty()
-        || pushed
-            .as_ref()
-            .is_some_and(|p| !p.outside_window.is_empty() || !p.failed.is_empty());
+        || pushed.as_ref().is_some_and(|p| {
+            !p.outside_window.is_empty() || !p.failed.is_empty() || !p.not_corrected.is_empty()
+        });
     super::print_json(&serde_json::json!({
         "from": crate::time::rfc3339(from),
         "to": crate::time::rfc3339(to),
@@ -212,7 +214,7 @@ fn stripe_cmd(a: StripeArgs) -> anyhow::Result<ExitCode> {
     }))?;
     if left_out {
         eprintln!(
-            "error: some usage was left out (unmapped tenants, events outside Stripe's window, or refused events): see the output"
+            "error: some usage was left out (unmapped tenants, events outside Stripe's window, refused events, or usage that fell after it was sent): see the output"
         );
         return Ok(ExitCode::from(2));
     }

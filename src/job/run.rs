@@ -494,18 +494,28 @@ impl<'a> Job<'a> {
             if c.notify.enabled() {
                 // Notifications run on the wall clock: quiet hours and escalation delays
                 // are about when people read them, not the data's instant.
-                let n = crate::stage::notify::deliver(
+                // A channel that cannot send (a secret not set, a server down) must not
+                // keep the invoices and reports from being written: it is noted, and
+                // `alerts deliver` (or the next run) sends what is due.
+                match crate::stage::notify::deliver(
                     lake_dir,
                     b,
                     &c.notify,
                     &crate::stage::notify::Secrets::from_env(),
                     crate::time::now(),
-                )?;
-                delivered += n.sent;
-                note.push_str(&format!(
-                    ", notified {} ({} messages, {} escalated, {} deferred by quiet hours, {} failed: `meterlake alerts deliver` retries)",
-                    n.sent, n.messages, n.escalated, n.deferred, n.failed
-                ));
+                ) {
+                    Ok(n) => {
+                        delivered += n.sent;
+                        note.push_str(&format!(
+                            ", notified {} ({} messages, {} escalated, {} deferred by quiet hours, {} failed: `meterlake alerts deliver` retries)",
+                            n.sent, n.messages, n.escalated, n.deferred, n.failed
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::warn!("notifications not sent: {e}");
+                        note.push_str(&format!(", notifications not sent: {e}"));
+                    }
+                }
             }
             Ok(((new.len(), delivered), note))
         })?;

@@ -14,7 +14,8 @@
 //! **Webhook.** Each undelivered alert is POSTed as JSON with headers
 //! `X-Meterlake-Delivery: <alert id>`, `X-Meterlake-Timestamp: <unix seconds>` and
 //! `X-Meterlake-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
-//! A 2xx answer marks it delivered; anything else is retried with exponential backoff, and
+//! A 2xx answer marks it delivered; a 429, 5xx or network error is retried with
+//! exponential backoff ([`crate::http`]; another answer is not retried in this run), and
 //! the attempt count, last error and delivery time are stored after every alert, so a
 //! restart resumes where it stopped and never re-sends a recorded delivery. (If the process
 //! dies between the receiver's 2xx and the store's rename, that one alert is sent again:
@@ -352,6 +353,31 @@ pub fn signature(secret: &str, timestamp: i64, body: &str) -> String {
     format!("sha256={hex}")
 }
 
+/// POSTs a JSON `body` to `url` signed with `secret` (the headers of the module docs),
+/// once; `delivery` is the `X-Meterlake-Delivery` id receivers dedup on.
+pub(crate) fn post_signed(
+    agent: &ureq::Agent,
+    url: &str,
+    secret: &str,
+    delivery: &str,
+    body: &str,
+) -> std::result::Result<(), crate::http::Failure> {
+    let ts = chrono::Utc::now().timestamp();
+    crate::http::outcome(
+        agent
+            .post(url)
+            .header("Content-Type", "application/json")
+            .header(
+                "User-Agent",
+                concat!("meterlake/", env!("CARGO_PKG_VERSION")),
+            )
+            .header("X-Meterlake-Delivery", delivery)
+            .header("X-Meterlake-Timestamp", &ts.to_string())
+            .header("X-Meterlake-Signature", &signature(secret, ts, body))
+            .send(body),
+    )
+}
+
 /// What a delivery run did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Delivered {
@@ -366,11 +392,7 @@ pub struct Delivered {
 /// Sends every undelivered alert of the lake to the webhook, recording each outcome.
 pub fn deliver(lake_dir: &Path, hook: &Webhook) -> Result<Delivered> {
     let mut store = AlertStore::open(lake_dir)?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(hook.timeout))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = crate::http::agent(hook.timeout);
     let mut out = Delivered::default();
     let pending: Vec<usize> = (0..store.alerts.len())
         .filter(|&i| store.alerts[i].delivered_at.is_none())
@@ -389,40 +411,27 @@ pub fn deliver(lake_dir: &Path, hook: &Webhook) -> Result<Delivered> {
             }
             v.to_string()
         };
-        let mut delay = hook.backoff;
-        let mut ok = false;
-        for attempt in 0..hook.max_attempts {
-            if attempt > 0 {
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(60));
-            }
+        let retry = crate::http::Retry {
+            attempts: hook.max_attempts,
+            backoff: hook.backoff,
+        };
+        let (res, _) = crate::http::with_retries(retry, |_| {
             let now = chrono::Utc::now();
-            let ts = now.timestamp();
             out.requests += 1;
-            let res = agent
-                .post(&hook.url)
-                .header("Content-Type", "application/json")
-                .header(
-                    "User-Agent",
-                    concat!("meterlake/", env!("CARGO_PKG_VERSION")),
-                )
-                .header("X-Meterlake-Delivery", &store.alerts[i].id)
-                .header("X-Meterlake-Timestamp", &ts.to_string())
-                .header("X-Meterlake-Signature", &signature(&hook.secret, ts, &body))
-                .send(&body);
+            let outcome = post_signed(&agent, &hook.url, &hook.secret, &store.alerts[i].id, &body);
+            // Every try is recorded on the alert.
             let a = &mut store.alerts[i];
             a.attempts += 1;
-            match res {
-                Ok(r) if r.status().is_success() => {
+            match &outcome {
+                Ok(()) => {
                     a.delivered_at = Some(rfc3339(now.timestamp_micros()));
                     a.last_error = None;
-                    ok = true;
-                    break;
                 }
-                Ok(r) => a.last_error = Some(format!("HTTP {}", r.status().as_u16())),
-                Err(e) => a.last_error = Some(e.to_string()),
+                Err(f) => a.last_error = Some(f.message().to_string()),
             }
-        }
+            outcome
+        });
+        let ok = res.is_ok();
         // Recorded after every alert: a restart neither repeats nor loses it.
         store.save()?;
         if ok {

@@ -10,8 +10,9 @@
 //! - a session's duration is its last instant minus its first, in real elapsed time (UTC
 //!   µs, so a DST change does not stretch or shrink it); a lone event is a session of 0 s;
 //! - a session belongs to the local day (the tenant's time zone) it starts on, and to the
-//!   range when it starts in `[from, to)`. Events from a day before `from` are read so a
-//!   session running into the range is not cut into a new one at `from`.
+//!   range when it starts in `[from, to)`. Events from a day before `from` and a day after
+//!   `to` are read, so a session running into or out of the range is neither cut into a
+//!   new one at `from` nor shortened at `to`: its length does not depend on the range.
 //!
 //! **Per tenant and user:** sessions, sessions per day (over the range's local days),
 //! median and p95 duration (linear interpolation, as DuckDB's `quantile_cont`), and for
@@ -214,7 +215,7 @@ fn stats(mut d: Vec<f64>) -> (f64, f64, f64) {
 pub fn sessions(lake: &Lake, opts: &SessionOptions) -> Result<Vec<TenantSessions>> {
     if opts.gap <= 0 {
         return Err(Error::InvalidParameter {
-            name: "--session-gap",
+            name: "session gap (--session-gap-minutes, gap_minutes)",
             reason: "must be positive".into(),
         });
     }
@@ -248,7 +249,10 @@ pub fn sessions(lake: &Lake, opts: &SessionOptions) -> Result<Vec<TenantSessions
         });
     }
     let df = lf
-        .filter(ts().gt_eq(lit(from - MICROS_PER_DAY)).and(ts().lt(lit(to))))
+        .filter(
+            ts().gt_eq(lit(from - MICROS_PER_DAY))
+                .and(ts().lt(lit(to.saturating_add(MICROS_PER_DAY)))),
+        )
         .select([
             col("tenant_id"),
             col("user_id"),
@@ -300,7 +304,7 @@ pub fn sessions(lake: &Lake, opts: &SessionOptions) -> Result<Vec<TenantSessions
         });
         let kept: Vec<(Session, bool)> = split(&evs, opts.gap)
             .into_iter()
-            .filter(|(s, _)| s.start >= from)
+            .filter(|(s, _)| s.start >= from && s.start < to)
             .collect();
         if !kept.is_empty() {
             per.entry(t.to_string())
@@ -308,6 +312,10 @@ pub fn sessions(lake: &Lake, opts: &SessionOptions) -> Result<Vec<TenantSessions
                 .insert(u.to_string(), kept);
         }
         i = j;
+    }
+    // The tenant asked for is answered even without a session (zeros, not nothing).
+    if let Some(t) = &opts.tenant {
+        per.entry(t.clone()).or_default();
     }
     let mut out = Vec::new();
     for (tenant, users) in per {

@@ -3,60 +3,8 @@
 //! acknowledgement in the anomaly report's incident status and the audit log.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-
-use hmac::{Hmac, KeyInit, Mac};
-use sha2::Sha256;
 
 use crate::common::*;
-
-/// A request the test server received: lower-cased headers and the body.
-type Request = (Vec<(String, String)>, String);
-
-/// A one-shot HTTP server on loopback: answers each request with the next status, records
-/// (headers, body) of each.
-fn serve(statuses: Vec<u16>) -> (String, std::thread::JoinHandle<Vec<Request>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let h = std::thread::spawn(move || {
-        let mut got = Vec::new();
-        for status in statuses {
-            let (mut sock, _) = listener.accept().unwrap();
-            let mut r = BufReader::new(sock.try_clone().unwrap());
-            let mut headers = Vec::new();
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            loop {
-                line.clear();
-                r.read_line(&mut line).unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                let (k, v) = l.split_once(':').unwrap();
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-            let len: usize = headers
-                .iter()
-                .find(|h| h.0 == "content-length")
-                .unwrap()
-                .1
-                .parse()
-                .unwrap();
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            write!(
-                sock,
-                "HTTP/1.1 {status} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            )
-            .unwrap();
-            got.push((headers, String::from_utf8(body).unwrap()));
-        }
-        got
-    });
-    (url, h)
-}
 
 #[test]
 fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
@@ -155,7 +103,8 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
     let n = all.len();
     let mut statuses = vec![500];
     statuses.extend(std::iter::repeat_n(200, n));
-    let (url, server) = serve(statuses);
+    let server = Receiver::start("/hook", statuses);
+    let url = server.url.clone();
     let out = std::process::Command::new(BIN)
         .args([
             "alerts",
@@ -184,26 +133,16 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
         ),
         (Some(n as u64), Some(0), Some(n as u64 + 1))
     );
-    let got = server.join().unwrap();
+    let got: Vec<Request> = server.requests().into_iter().map(|r| r.1).collect();
     let mut ids = Vec::new();
-    for (headers, body) in &got {
-        let h = |k: &str| {
-            headers
-                .iter()
-                .find(|x| x.0 == k)
-                .map(|x| x.1.clone())
-                .unwrap()
-        };
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"s3cret").unwrap();
-        mac.update(format!("{}.{}", h("x-meterlake-timestamp"), body).as_bytes());
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+    for r in &got {
+        let h = |k: &str| header(r, k).unwrap();
+        let hex = hmac_hex(
+            b"s3cret",
+            &format!("{}.{}", h("x-meterlake-timestamp"), r.1),
+        );
         assert_eq!(h("x-meterlake-signature"), format!("sha256={hex}"));
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.1).unwrap();
         assert_eq!(v["id"].as_str().unwrap(), h("x-meterlake-delivery"));
         ids.push(v["id"].as_str().unwrap().to_string());
     }
@@ -226,7 +165,7 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
             .sum::<u64>(),
         n as u64 + 1
     );
-    // Nothing left to send: no request is made (no server is listening now).
+    // Nothing left to send: no request is made.
     let out = std::process::Command::new(BIN)
         .args(["alerts", "deliver", "--lake", lake, "--webhook", &url])
         .env("MLK_WEBHOOK_SECRET", "s3cret")
@@ -235,6 +174,7 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
     assert!(out.status.success());
     let d: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(d["requests"], 0);
+    assert_eq!(server.requests().len(), got.len());
 }
 
 /// On the sample's events: one anomaly alert per high or critical incident of
@@ -393,55 +333,14 @@ fn incident_status_follows_alerts_and_acknowledgements_are_audited() {
     assert_eq!(acks(&old), own);
 }
 
-/// A receiver that answers every request 200 and records (headers, body), until the test
-/// ends.
-fn receiver() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Request>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let got: std::sync::Arc<std::sync::Mutex<Vec<Request>>> = Default::default();
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for sock in listener.incoming() {
-            let mut sock = sock.unwrap();
-            let mut r = BufReader::new(sock.try_clone().unwrap());
-            let (mut headers, mut line) = (Vec::new(), String::new());
-            r.read_line(&mut line).unwrap();
-            loop {
-                line.clear();
-                r.read_line(&mut line).unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                let (k, v) = l.split_once(':').unwrap();
-                headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
-            }
-            let len: usize = headers
-                .iter()
-                .find(|h| h.0 == "content-length")
-                .map_or(0, |h| h.1.parse().unwrap());
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            write!(
-                sock,
-                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
-            )
-            .unwrap();
-            g.lock()
-                .unwrap()
-                .push((headers, String::from_utf8(body).unwrap()));
-        }
-    });
-    (url, got)
-}
-
 /// The batch job notifies by its configuration's rules: a signed webhook channel in digest
 /// mode gets one message per tenant with every limit_exceeded alert of that tenant, each
 /// delivery is stored, and a second run sends nothing.
 #[test]
 fn run_notifies_by_rules_once() {
     let dir = tempfile::tempdir().unwrap();
-    let (url, got) = receiver();
+    let hook = Receiver::start("/hook", Vec::new());
+    let url = hook.url.clone();
     let root = env!("CARGO_MANIFEST_DIR");
     let conf = write(
         dir.path(),
@@ -502,26 +401,21 @@ fn run_notifies_by_rules_once() {
     );
     let n: usize = want.values().map(BTreeSet::len).sum();
     assert_eq!(first["alerts_delivered"], n, "{first}");
-    let posts = got.lock().unwrap().clone();
+    let posts = hook.accepted();
     assert_eq!(posts.len(), want.len(), "one digest per tenant");
     let mut seen: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-    for (headers, body) in &posts {
-        let h = |k: &str| headers.iter().find(|x| x.0 == k).unwrap().1.clone();
-        let ts: i64 = h("x-meterlake-timestamp").parse().unwrap();
-        let mut mac = Hmac::<Sha256>::new_from_slice(b"hook-secret").unwrap();
-        mac.update(format!("{ts}.{body}").as_bytes());
-        let hex: String = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+    for r in &posts {
+        let h = |k: &str| header(r, k).unwrap();
+        let hex = hmac_hex(
+            b"hook-secret",
+            &format!("{}.{}", h("x-meterlake-timestamp"), r.1),
+        );
         assert_eq!(
             h("x-meterlake-signature"),
             format!("sha256={hex}"),
             "signed"
         );
-        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&r.1).unwrap();
         let ids = v["alerts"].as_array().unwrap().iter().map(|a| {
             assert_eq!(a["tenant_id"], v["tenant_id"]);
             a["id"].as_str().unwrap().to_string()
@@ -546,5 +440,5 @@ fn run_notifies_by_rules_once() {
     // The next run: nothing new to send.
     let second = run();
     assert_eq!(second["alerts_delivered"], 0, "{second}");
-    assert_eq!(got.lock().unwrap().len(), posts.len());
+    assert_eq!(hook.requests().len(), posts.len());
 }

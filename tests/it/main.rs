@@ -16,6 +16,7 @@ mod generate;
 mod ingest;
 mod insights;
 mod layers;
+mod notify;
 mod openmeter;
 mod props;
 mod report;

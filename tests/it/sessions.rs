@@ -138,6 +138,21 @@ fn check_utc(s: &serde_json::Value) {
     );
 }
 
+/// `engagement --lake LAKE --at 2026-11-03 --output json EXTRA...`.
+fn engagement(lake: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "engagement",
+        "--lake",
+        lake,
+        "--at",
+        "2026-11-03",
+        "--output",
+        "json",
+    ];
+    args.extend(extra);
+    serde_json::from_str(&ok(&args)).unwrap()
+}
+
 #[test]
 fn sessions_by_hand_in_engagement_reports_and_the_api() {
     let dir = tempfile::tempdir().unwrap();
@@ -145,18 +160,7 @@ fn sessions_by_hand_in_engagement_reports_and_the_api() {
     let l = lake.to_str().unwrap();
     // engagement as of Nov 3 00:00 UTC: the 30 days from Oct 4 00:00 UTC, which in New
     // York are the local days Oct 3 to Nov 2 (31 days); in UTC Oct 4 to Nov 2 (30).
-    let e: serde_json::Value = serde_json::from_str(&ok(&[
-        "engagement",
-        "--lake",
-        l,
-        "--at",
-        "2026-11-03",
-        "--tenants",
-        tenants.to_str().unwrap(),
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let e = engagement(l, &["--tenants", tenants.to_str().unwrap()]);
     let of = |t: &str| {
         e.as_array()
             .unwrap()
@@ -170,38 +174,14 @@ fn sessions_by_hand_in_engagement_reports_and_the_api() {
     assert_eq!(of("t-utc")["days"], 30);
     // Without the tenants file, days are UTC: a's first two sessions and b's first event
     // start on Nov 1 (03:50, 05:40, 03:59 UTC); b's second and a's login on Nov 2.
-    let e: serde_json::Value = serde_json::from_str(&ok(&[
-        "engagement",
-        "--lake",
-        l,
-        "--at",
-        "2026-11-03",
-        "--tenant",
-        "t-ny",
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let e = engagement(l, &["--tenant", "t-ny"]);
     let daily = &e[0]["sessions"]["daily"];
     assert_eq!(daily[0]["date"], "2026-11-01", "{daily}");
     assert_eq!(daily[0]["sessions"], 3);
     assert_eq!(daily[1]["date"], "2026-11-02");
     assert_eq!(daily[1]["sessions"], 2);
     // A shorter gap splits a's DST session (its 30 min gap) and the first one (25 min).
-    let e: serde_json::Value = serde_json::from_str(&ok(&[
-        "engagement",
-        "--lake",
-        l,
-        "--at",
-        "2026-11-03",
-        "--tenant",
-        "t-ny",
-        "--session-gap-minutes",
-        "24",
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let e = engagement(l, &["--tenant", "t-ny", "--session-gap-minutes", "24"]);
     assert_eq!(e[0]["sessions"]["sessions"], 7, "{}", e[0]["sessions"]);
 
     // The detailed and executive reports over Oct 31 – Nov 3 (UTC).

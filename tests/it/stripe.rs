@@ -5,11 +5,8 @@
 //! Stripe's window left out and named, a rerun sending nothing, late data sent as a
 //! correction.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use crate::common::*;
 
@@ -44,6 +41,26 @@ fn ndjson(evs: &[(&str, &str, u32, f64)], prefix: &str) -> String {
         ev(&mut s, &format!("{prefix}{i}"), &ts, t, m, *x, Some("u1"));
     }
     s
+}
+
+/// October's events ingested into a lake under `dir`, and a customers file mapping
+/// `customers` (`tenant=cus_id` pairs).
+fn october(dir: &Path, customers: &[(&str, &str)]) -> (PathBuf, PathBuf) {
+    let input = write(dir, "events.ndjson", &ndjson(&events(), "e"));
+    let lake = dir.join("lake");
+    ingest(&lake, &[&input], &[]);
+    let mut csv = String::from("tenant_id,stripe_customer_id\n");
+    for (t, c) in customers {
+        csv.push_str(&format!("{t},{c}\n"));
+    }
+    (lake, write(dir, "customers.csv", &csv))
+}
+
+/// Form fields of a request body.
+fn form(body: &str) -> BTreeMap<String, String> {
+    form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
 }
 
 fn round_half_away(x: f64) -> i64 {
@@ -102,14 +119,7 @@ fn read_v2(path: &Path) -> BTreeMap<String, (String, String, String, i64)> {
 fn stripe_export_is_whole_stable_and_complete() {
     let dir = tempfile::tempdir().unwrap();
     let evs = events();
-    let input = write(dir.path(), "events.ndjson", &ndjson(&evs, "e"));
-    let lake = dir.path().join("lake");
-    ingest(&lake, &[&input], &[]);
-    let customers = write(
-        dir.path(),
-        "customers.csv",
-        "tenant_id,stripe_customer_id\nt1,cus_AAA\nt2,cus_BBB\n",
-    );
+    let (lake, customers) = october(dir.path(), &[("t1", "cus_AAA"), ("t2", "cus_BBB")]);
     let out = dir.path().join("october.ndjson");
     let (code, v) = export(
         &lake,
@@ -310,76 +320,17 @@ fn stripe_export_is_whole_stable_and_complete() {
     );
 }
 
-/// A receiver that mimics Stripe's v1 meter-events endpoint: answers each request with the
-/// next queued status (then 200), records (status, authorization, form fields).
-type Got = Arc<Mutex<Vec<(u16, String, BTreeMap<String, String>)>>>;
-
-fn receiver(queue: Vec<u16>) -> (String, Got) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!(
-        "http://{}/v1/billing/meter_events",
-        listener.local_addr().unwrap()
-    );
-    let got: Got = Arc::default();
-    let queue = Arc::new(Mutex::new(VecDeque::from(queue)));
-    let g = got.clone();
-    std::thread::spawn(move || {
-        for sock in listener.incoming() {
-            let mut sock = sock.unwrap();
-            let mut r = BufReader::new(sock.try_clone().unwrap());
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            let (mut len, mut auth) = (0, String::new());
-            loop {
-                line.clear();
-                r.read_line(&mut line).unwrap();
-                let l = line.trim_end();
-                if l.is_empty() {
-                    break;
-                }
-                let (k, v) = l.split_once(':').unwrap();
-                match k.to_ascii_lowercase().as_str() {
-                    "content-length" => len = v.trim().parse().unwrap(),
-                    "authorization" => auth = v.trim().to_string(),
-                    _ => {}
-                }
-            }
-            let mut body = vec![0; len];
-            r.read_exact(&mut body).unwrap();
-            let form: BTreeMap<String, String> =
-                form_urlencoded::parse(&body).into_owned().collect();
-            let status = queue.lock().unwrap().pop_front().unwrap_or(200);
-            let extra = if status == 429 {
-                "Retry-After: 0\r\n"
-            } else {
-                ""
-            };
-            write!(
-                sock,
-                "HTTP/1.1 {status} X\r\n{extra}Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
-            )
-            .unwrap();
-            g.lock().unwrap().push((status, auth, form));
-        }
-    });
-    (url, got)
-}
-
 #[test]
 fn stripe_push_sends_each_event_once_and_corrects_late_data() {
     let dir = tempfile::tempdir().unwrap();
-    let evs = events();
-    let input = write(dir.path(), "events.ndjson", &ndjson(&evs, "e"));
-    let lake = dir.path().join("lake");
-    ingest(&lake, &[&input], &[]);
-    let customers = write(
+    let (lake, customers) = october(
         dir.path(),
-        "customers.csv",
-        "tenant_id,stripe_customer_id\nt1,cus_AAA\nt2,cus_BBB\nt3,cus_CCC\n",
+        &[("t1", "cus_AAA"), ("t2", "cus_BBB"), ("t3", "cus_CCC")],
     );
     let out = dir.path().join("out.ndjson");
     // Two 429s first, then a 500: retried; everything else accepted.
-    let (url, got) = receiver(vec![429, 429, 500]);
+    let stripe = Receiver::start("/v1/billing/meter_events", vec![429, 429, 500]);
+    let url = stripe.url.clone();
     let push = |at: &str| {
         let mut args = vec![
             "export",
@@ -437,30 +388,32 @@ fn stripe_push_sends_each_event_once_and_corrects_late_data() {
         "named with their time"
     );
     assert_eq!(p["failed"].as_array().unwrap().len(), 0);
-    {
-        let g = got.lock().unwrap();
-        assert_eq!(
-            g.iter().filter(|r| r.0 != 200).count(),
-            3,
-            "the 429s and the 500 were retried"
-        );
-        let accepted: Vec<&BTreeMap<String, String>> =
-            g.iter().filter(|r| r.0 == 200).map(|r| &r.2).collect();
-        assert_eq!(accepted.len(), inside.len(), "each event accepted once");
-        for f in &accepted {
-            let e = &all[&f["identifier"]];
-            assert_eq!(f["payload[stripe_customer_id]"], e.0);
-            assert_eq!(f["payload[value]"], e.3.to_string());
-            assert_eq!(f["event_name"], e.1);
-        }
-        assert!(g.iter().all(|r| r.1 == "Bearer sk_test_123"));
+    let requests = stripe.requests();
+    assert_eq!(
+        requests.iter().filter(|r| r.0 != 200).count(),
+        3,
+        "the 429s and the 500 were retried"
+    );
+    let accepted: Vec<BTreeMap<String, String>> =
+        stripe.accepted().iter().map(|r| form(&r.1)).collect();
+    assert_eq!(accepted.len(), inside.len(), "each event accepted once");
+    for f in &accepted {
+        let e = &all[&f["identifier"]];
+        assert_eq!(f["payload[stripe_customer_id]"], e.0);
+        assert_eq!(f["payload[value]"], e.3.to_string());
+        assert_eq!(f["event_name"], e.1);
     }
+    assert!(
+        requests
+            .iter()
+            .all(|r| header(&r.1, "authorization").as_deref() == Some("Bearer sk_test_123"))
+    );
     // A rerun sends nothing.
-    let before = got.lock().unwrap().len();
+    let before = requests.len();
     let (_, v) = push("2026-11-20T01:00:00Z");
     assert_eq!(v["push"]["sent"], 0, "{v}");
     assert_eq!(v["push"]["already_sent"], inside.len());
-    assert_eq!(got.lock().unwrap().len(), before, "no request");
+    assert_eq!(stripe.requests().len(), before, "no request");
     // A late event for t1 on Oct 20: the window grew by one call, sent as a correction.
     let late = write(
         dir.path(),
@@ -471,9 +424,147 @@ fn stripe_push_sends_each_event_once_and_corrects_late_data() {
     let (_, v) = push("2026-11-20T02:00:00Z");
     assert_eq!(v["push"]["sent"], 1, "{v}");
     assert_eq!(v["push"]["corrections"], 1);
-    let g = got.lock().unwrap();
-    let last = &g.last().unwrap().2;
+    let last = form(&stripe.requests().last().unwrap().1.1);
     assert!(last["identifier"].ends_with("_2"), "{last:?}");
     assert_eq!(last["payload[value]"], "1");
     assert_eq!(last["payload[stripe_customer_id]"], "cus_AAA");
+}
+
+/// Late data in fractional usage: the rounding unit moves between windows, and the push
+/// neither sends it twice nor loses it (Stripe's month total stays the exact total
+/// rounded). A torn last ledger line is cut; a corrupt one elsewhere is an error naming
+/// the file and line.
+#[test]
+fn stripe_push_keeps_the_month_total_through_late_fractions_and_torn_ledgers() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    let batch = |name: &str, evs: &[(&'static str, &'static str, u32, f64)]| {
+        let f = write(dir.path(), name, &ndjson(evs, name));
+        ingest(&lake, &[&f], &[]);
+    };
+    // Tokens 0.4 on Oct 20 and 0.4 on Oct 21: running 0.4 → 0, 0.8 → 1.
+    batch(
+        "a",
+        &[("t1", "ai_tokens", 20, 0.4), ("t1", "ai_tokens", 21, 0.4)],
+    );
+    let customers = write(
+        dir.path(),
+        "c.csv",
+        "tenant_id,stripe_customer_id\nt1,cus_1\n",
+    );
+    let out = dir.path().join("o.ndjson");
+    let stripe = Receiver::start("/v1/billing/meter_events", Vec::new());
+    let push = || -> (i32, serde_json::Value) {
+        let o = std::process::Command::new(BIN)
+            .args([
+                "export",
+                "stripe",
+                "--lake",
+                lake.to_str().unwrap(),
+                "--meters",
+                METERS,
+            ])
+            .args([
+                "--customers",
+                customers.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args([
+                "--period",
+                "2026-10",
+                "--push",
+                &stripe.url,
+                "--at",
+                "2026-11-01",
+            ])
+            .env("STRIPE_API_KEY", "sk")
+            .output()
+            .unwrap();
+        let v = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+        (o.status.code().unwrap(), v)
+    };
+    let total = || -> i64 {
+        stripe
+            .accepted()
+            .iter()
+            .map(|r| form(&r.1)["payload[value]"].parse::<i64>().unwrap())
+            .sum()
+    };
+    let (code, v) = push();
+    assert_eq!((code, v["push"]["sent"].as_u64()), (0, Some(1)), "{v}");
+    assert_eq!(total(), 1);
+    // +0.2 on Oct 20: 0.6 → 1, 1.0 → 1: the unit moved to Oct 20; the month is still 1.
+    batch("b", &[("t1", "ai_tokens", 20, 0.2)]);
+    let (code, v) = push();
+    assert_eq!((code, v["push"]["sent"].as_u64()), (0, Some(0)), "{v}");
+    assert_eq!(total(), 1, "not sent twice");
+    // +0.6 on Oct 21: 1.6 in all → 2: one more unit goes out.
+    batch("c", &[("t1", "ai_tokens", 21, 0.6)]);
+    let (_, v) = push();
+    assert_eq!(v["push"]["sent"], 1, "{v}");
+    assert_eq!(total(), 2);
+    // A crash mid-append leaves a torn last line: cut, and the push goes on.
+    let ledger = lake.join("_exports/stripe/sent.ndjson");
+    let good = std::fs::read(&ledger).unwrap();
+    let mut torn = good.clone();
+    torn.extend_from_slice(b"{\"window\":\"mlk_");
+    std::fs::write(&ledger, &torn).unwrap();
+    let (code, v) = push();
+    assert_eq!((code, v["push"]["sent"].as_u64()), (0, Some(0)), "{v}");
+    assert_eq!(
+        std::fs::read(&ledger).unwrap(),
+        good,
+        "the torn line is cut"
+    );
+    // A corrupt line that is not the last: an error naming the file and the line.
+    let mut bad = b"not json\n".to_vec();
+    bad.extend_from_slice(&good);
+    std::fs::write(&ledger, &bad).unwrap();
+    let o = std::process::Command::new(BIN)
+        .args([
+            "export",
+            "stripe",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--meters",
+            METERS,
+        ])
+        .args([
+            "--customers",
+            customers.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .args([
+            "--period",
+            "2026-10",
+            "--push",
+            &stripe.url,
+            "--at",
+            "2026-11-01",
+        ])
+        .env("STRIPE_API_KEY", "sk")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        err.contains("sent.ndjson") && err.contains("line 1"),
+        "{err}"
+    );
+    let o = mlk(&[
+        "export",
+        "stripe",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--customers",
+        customers.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--period",
+        "2026-10",
+    ]);
+    assert!(o.status.success(), "a file export does not read the ledger");
 }

@@ -44,6 +44,16 @@ fn instant(
     }
 }
 
+/// `[from, to)` of a query: `to` defaults to now, `from` to 30 days before it.
+fn last_30_days(q: &RangeQ) -> std::result::Result<(i64, i64), ApiError> {
+    let to = instant("to", q.to.as_deref(), now())?;
+    let from = instant("from", q.from.as_deref(), to - 30 * MICROS_PER_DAY)?;
+    if from >= to {
+        return Err(ApiError::bad("from", "must be before to"));
+    }
+    Ok((from, to))
+}
+
 fn granularity(s: Option<&str>) -> std::result::Result<Granularity, ApiError> {
     match s.unwrap_or("day") {
         "hour" => Ok(Granularity::Hour),
@@ -98,11 +108,7 @@ pub(super) async fn summary(
 ) -> ApiResult {
     let a = app.clone();
     heavy(&a, &t.clone(), move || {
-        let to = instant("to", q.to.as_deref(), now())?;
-        let from = instant("from", q.from.as_deref(), to - 30 * MICROS_PER_DAY)?;
-        if from >= to {
-            return Err(ApiError::bad("from", "must be before to"));
-        }
+        let (from, to) = last_30_days(&q)?;
         let lake = crate::lake::Lake::open(&app.opts.lake)?;
         let r = crate::usage::usage(
             &lake,
@@ -243,11 +249,7 @@ pub(super) async fn sessions(
 ) -> ApiResult {
     let a = app.clone();
     heavy(&a, &t.clone(), move || {
-        let to = instant("to", q.to.as_deref(), now())?;
-        let from = instant("from", q.from.as_deref(), to - 30 * MICROS_PER_DAY)?;
-        if from >= to {
-            return Err(ApiError::bad("from", "must be before to"));
-        }
+        let (from, to) = last_30_days(&q)?;
         let gap = q.gap_minutes.unwrap_or(30.0);
         if !(gap.is_finite() && gap > 0.0) {
             return Err(ApiError::bad("gap_minutes", "must be a positive number"));
@@ -272,18 +274,12 @@ pub(super) async fn sessions(
                 list: q.limit.unwrap_or(100).clamp(1, 10_000),
             },
         )?;
-        let body = match r.into_iter().next() {
-            Some(s) => serde_json::to_value(&s).unwrap_or_default(),
-            None => json!({
-                "tenant_id": t,
-                "from": crate::time::rfc3339(from),
-                "to": crate::time::rfc3339(to),
-                "gap_minutes": gap,
-                "sessions": 0,
-                "active_users": 0,
-                "daily": [],
-                "users": [],
-            }),
+        // An empty lake has no range to count days over: zeros.
+        let body = match r.first() {
+            Some(s) => serde_json::to_value(s).unwrap_or_default(),
+            None => {
+                json!({"tenant_id": t, "sessions": 0, "active_users": 0, "daily": [], "users": []})
+            }
         };
         ok_json(StatusCode::OK, body)
     })

@@ -1,8 +1,8 @@
 //! Sending one notice on one channel: SMTP (lettre: STARTTLS or TLS, AUTH, a
 //! multipart/alternative message with plain-text and HTML parts), Slack's incoming webhook
 //! (Block Kit JSON), or the signed webhook. A transient failure (a timeout, an SMTP 4xx, an
-//! HTTP 429 or 5xx) is retried a few times with backoff in the same run; a permanent one
-//! (a refused login, an HTTP 4xx) is not.
+//! HTTP 429 or 5xx) is retried a few times with backoff in the same run ([`crate::http`]);
+//! a permanent one (a refused login, an HTTP 4xx) is not.
 
 use std::time::Duration;
 
@@ -15,6 +15,7 @@ use super::message::Notice;
 use super::{ChannelConf, NotifyConf, SmtpTls};
 use crate::billing::Tenant;
 use crate::error::{Error, Result};
+use crate::http::{Failure, Retry, with_retries};
 
 /// Tries per message in one run.
 const ATTEMPTS: u32 = 3;
@@ -108,11 +109,7 @@ fn mailbox(s: &str, what: &str) -> std::result::Result<Mailbox, String> {
 }
 
 fn agent(timeout_s: u64) -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(timeout_s.max(1))))
-        .http_status_as_error(false)
-        .build()
-        .into()
+    crate::http::agent(Duration::from_secs(timeout_s.max(1)))
 }
 
 fn http_url(url: &str, var: &str) -> std::result::Result<String, String> {
@@ -187,33 +184,20 @@ impl Sender {
         tenant: Option<&Tenant>,
         message_id: &str,
     ) -> std::result::Result<(), String> {
-        let mut delay = Duration::from_millis(300);
-        let mut last = String::new();
-        for attempt in 0..ATTEMPTS {
-            if attempt > 0 {
-                std::thread::sleep(delay);
-                delay *= 2;
-            }
-            match self.try_send(notice, tenant, message_id) {
-                Ok(()) => return Ok(()),
-                Err((e, transient)) => {
-                    last = e;
-                    if !transient {
-                        break;
-                    }
-                }
-            }
-        }
-        Err(last)
+        let retry = Retry {
+            attempts: ATTEMPTS,
+            backoff: Duration::from_millis(300),
+        };
+        with_retries(retry, |_| self.try_send(notice, tenant, message_id)).0
     }
 
-    /// One try; the error says whether a retry may help.
+    /// One try; the failure says whether a retry may help.
     fn try_send(
         &self,
         notice: &Notice,
         tenant: Option<&Tenant>,
         message_id: &str,
-    ) -> std::result::Result<(), (String, bool)> {
+    ) -> std::result::Result<(), Failure> {
         match self {
             Sender::Email {
                 transport,
@@ -224,17 +208,19 @@ impl Sender {
                 let mut rcpt = to.clone();
                 if *tenant_recipients && let Some(t) = tenant {
                     for a in &t.notify_email {
-                        let m = mailbox(a, "notify_email").map_err(|e| (e, false))?;
-                        if !rcpt.contains(&m) {
-                            rcpt.push(m);
+                        // A malformed address of one tenant must not hold back the
+                        // message to everyone else.
+                        match mailbox(a, "notify_email") {
+                            Ok(m) if !rcpt.contains(&m) => rcpt.push(m),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!("tenant {}: {e}; skipped", t.id),
                         }
                     }
                 }
                 if rcpt.is_empty() {
-                    return Err((
+                    return Err(Failure::Permanent(
                         "no recipients: the channel has no `to` and the tenant no notify_email"
                             .into(),
-                        false,
                     ));
                 }
                 let mut b = Message::builder()
@@ -249,58 +235,28 @@ impl Sender {
                         notice.text(),
                         notice.html(),
                     ))
-                    .map_err(|e| (format!("message: {e}"), false))?;
+                    .map_err(|e| Failure::Permanent(format!("message: {e}")))?;
                 transport.send(&msg).map(|_| ()).map_err(|e| {
-                    let transient = !e.is_permanent();
-                    (format!("SMTP: {e}"), transient)
+                    if e.is_permanent() {
+                        Failure::Permanent(format!("SMTP: {e}"))
+                    } else {
+                        Failure::Transient(format!("SMTP: {e}"), None)
+                    }
                 })
             }
-            Sender::Slack { agent, url } => {
-                let body = notice.slack().to_string();
-                post(agent, url, &body, &[])
-            }
+            Sender::Slack { agent, url } => crate::http::outcome(
+                agent
+                    .post(url)
+                    .header("Content-Type", "application/json")
+                    .header(
+                        "User-Agent",
+                        concat!("meterlake/", env!("CARGO_PKG_VERSION")),
+                    )
+                    .send(notice.slack().to_string()),
+            ),
             Sender::Webhook { agent, url, secret } => {
-                let body = notice.webhook();
-                let ts = chrono::Utc::now().timestamp();
-                let sig = super::super::alerts::signature(secret, ts, &body);
-                post(
-                    agent,
-                    url,
-                    &body,
-                    &[
-                        ("X-Meterlake-Delivery", message_id),
-                        ("X-Meterlake-Timestamp", &ts.to_string()),
-                        ("X-Meterlake-Signature", &sig),
-                    ],
-                )
+                super::super::alerts::post_signed(agent, url, secret, message_id, &notice.webhook())
             }
         }
-    }
-}
-
-/// POSTs JSON; 2xx is success, 429/5xx and transport errors are transient.
-fn post(
-    agent: &ureq::Agent,
-    url: &str,
-    body: &str,
-    headers: &[(&str, &str)],
-) -> std::result::Result<(), (String, bool)> {
-    let mut req = agent
-        .post(url)
-        .header("Content-Type", "application/json")
-        .header(
-            "User-Agent",
-            concat!("meterlake/", env!("CARGO_PKG_VERSION")),
-        );
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    match req.send(body) {
-        Ok(r) if r.status().is_success() => Ok(()),
-        Ok(r) => {
-            let s = r.status().as_u16();
-            Err((format!("HTTP {s}"), s == 429 || s >= 500))
-        }
-        Err(e) => Err((e.to_string(), true)),
     }
 }

@@ -17,7 +17,9 @@
 //!    due deliveries are counted as deferred and go out on the first run after them;
 //! 3. each due (alert, channel) is sent alone, or with `digest = true` as one message per
 //!    tenant, channel and level;
-//! 4. every outcome is stored at once in `LAKE/alerts/deliveries.parquet`
+//! 4. an alert another rule already sent on the same channel and level is not sent again
+//!    (recorded `covered`);
+//! 5. every outcome is stored at once in `LAKE/alerts/deliveries.parquet`
 //!    ([`tables::deliveries`]), under the alert store's lock: a `sent` delivery is never
 //!    sent again, a `failed` one is retried by the next run.
 //!
@@ -335,6 +337,8 @@ pub struct NotifyReport {
     pub failed: usize,
     /// ... held back by quiet hours.
     pub deferred: usize,
+    /// ... not sent because another rule sent the alert on that channel and level.
+    pub covered: usize,
     /// ... of them escalations (level ≥ 1), sent or failed.
     pub escalated: usize,
     /// Messages sent (a digest is one message for several alerts).
@@ -383,11 +387,19 @@ pub fn deliver(
         at: rfc3339(at),
         ..NotifyReport::default()
     };
-    let sent = |index: &HashMap<_, usize>, records: &[Delivery], a: &Alert, r: &str, l, c: &str| {
+    let done = |index: &HashMap<_, usize>, records: &[Delivery], a: &Alert, r: &str, l, c: &str| {
         index
             .get(&(a.id.clone(), r.to_string(), l, c.to_string()))
-            .is_some_and(|&i| records[i].status == "sent")
+            .is_some_and(|&i| records[i].status != "failed")
     };
+    // (alert, level, channel) a rule has sent, before or in this run: another rule matching
+    // the same alert does not send it on that channel again.
+    let mut taken: std::collections::HashSet<(String, u32, String)> = records
+        .iter()
+        .filter(|d| d.status == "sent")
+        .map(|d| (d.alert_id.clone(), d.level, d.channel.clone()))
+        .collect();
+    let mut covered: Vec<(&RuleConf, u32, &str, usize)> = Vec::new();
     let mut dues: Vec<Due> = Vec::new();
     for rule in &conf.rules {
         let quiet = rule.quiet_hours.as_deref().and_then(quiet_span);
@@ -413,7 +425,7 @@ pub fn deliver(
                     }
                 }
             }
-            due.retain(|&(l, c)| !sent(&index, &records, a, &rule.name, l, c));
+            due.retain(|&(l, c)| !done(&index, &records, a, &rule.name, l, c));
             if due.is_empty() {
                 continue;
             }
@@ -427,8 +439,12 @@ pub fn deliver(
                     continue;
                 }
             }
-            for d in due {
-                by.entry(d).or_default().push(i);
+            for (l, c) in due {
+                if taken.insert((a.id.clone(), l, c.to_string())) {
+                    by.entry((l, c)).or_default().push(i);
+                } else {
+                    covered.push((rule, l, c, i));
+                }
             }
         }
         for ((level, channel), alerts) in by {
@@ -456,6 +472,29 @@ pub fn deliver(
             }
         }
     }
+    let stamp = rfc3339(at);
+    for (rule, level, channel, i) in covered {
+        let a = &store.alerts[i];
+        records.push(Delivery {
+            alert_id: a.id.clone(),
+            tenant_id: a.tenant_id.clone(),
+            rule: rule.name.clone(),
+            level,
+            channel: channel.to_string(),
+            status: "covered".into(),
+            first_at: stamp.clone(),
+            at: stamp.clone(),
+            ..Delivery::default()
+        });
+        index.insert(key(records.last().expect("pushed")), records.len() - 1);
+        report.covered += 1;
+        report
+            .deliveries
+            .push(records.last().expect("pushed").clone());
+    }
+    if report.covered > 0 {
+        tables::deliveries::write(&path, &records)?;
+    }
     let mut senders: HashMap<&str, channel::Sender> = HashMap::new();
     for due in dues {
         let alerts: Vec<&Alert> = due.alerts.iter().map(|&i| &store.alerts[i]).collect();
@@ -482,7 +521,6 @@ pub fn deliver(
         }
         .and_then(|s| s.send(&notice, tenant, &message_id));
         report.messages += usize::from(outcome.is_ok());
-        let stamp = rfc3339(at);
         for a in &alerts {
             let k = (
                 a.id.clone(),
@@ -493,6 +531,7 @@ pub fn deliver(
             let i = *index.entry(k).or_insert_with(|| {
                 records.push(Delivery {
                     alert_id: a.id.clone(),
+                    tenant_id: a.tenant_id.clone(),
                     rule: due.rule.name.clone(),
                     level: due.level,
                     channel: due.channel.to_string(),

@@ -2,8 +2,9 @@
 //! rule × escalation level × channel, with its outcome. [`crate::stage::notify`] writes it
 //! under the alert store's lock; `alerts list` shows it with each alert.
 //!
-//! A row's `status` is `sent` (the channel accepted it: never sent again) or `failed`
-//! (retried by the next delivery run, `attempts` counting every try). `first_at` is the
+//! A row's `status` is `sent` (the channel accepted it: never sent again), `covered`
+//! (another rule sent the same alert on the same channel at the same level: not sent
+//! twice) or `failed` (retried by the next delivery run, `attempts` counting every try). `first_at` is the
 //! first try's instant: escalation levels count their delay from the first level-0 try.
 
 use std::path::{Path, PathBuf};
@@ -27,13 +28,15 @@ pub fn file(lake_dir: &Path) -> PathBuf {
 pub struct Delivery {
     /// The alert.
     pub alert_id: String,
+    /// Its tenant (so `forget` finds the row).
+    pub tenant_id: String,
     /// The rule (`[[notify.rules]]` name) that sent it.
     pub rule: String,
     /// 0: the first notification; N: the rule's Nth escalation.
     pub level: u32,
     /// The channel (`[notify.channels.NAME]`).
     pub channel: String,
-    /// `sent` or `failed`.
+    /// `sent`, `covered` or `failed`.
     pub status: String,
     /// Tries so far.
     pub attempts: u32,
@@ -55,6 +58,7 @@ pub fn write(path: &Path, rows: &[Delivery]) -> Result<()> {
     let u = |f: fn(&Delivery) -> u32| -> Vec<u32> { rows.iter().map(f).collect() };
     let mut df = DataFrame::new_infer_height(vec![
         Column::new("alert_id".into(), s(|x| &x.alert_id)),
+        Column::new("tenant_id".into(), s(|x| &x.tenant_id)),
         Column::new("rule".into(), s(|x| &x.rule)),
         Column::new("level".into(), u(|x| x.level)),
         Column::new("channel".into(), s(|x| &x.channel)),
@@ -74,6 +78,7 @@ pub fn write(path: &Path, rows: &[Delivery]) -> Result<()> {
 /// Reads the deliveries at `path`, in stored order.
 pub fn read(path: &Path) -> Result<Vec<Delivery>> {
     let c = Columns::read(path)?;
+    let tenant = c.text("tenant_id")?;
     let (alert, rule, channel, status, first, at, msg) = (
         c.text("alert_id")?,
         c.text("rule")?,
@@ -87,6 +92,7 @@ pub fn read(path: &Path) -> Result<Vec<Delivery>> {
     Ok((0..c.height())
         .map(|i| Delivery {
             alert_id: alert[i].clone(),
+            tenant_id: tenant[i].clone(),
             rule: rule[i].clone(),
             level: level[i],
             channel: channel[i].clone(),

@@ -8,11 +8,13 @@
 //!   generated lake;
 //! - `rollups`: rollup files read back as tables;
 //! - `sample`: the bundled sample run once for every test, and its reports;
-//! - `billing`: the hand-computed billing fixture and decimals.
+//! - `billing`: the hand-computed billing fixture and decimals;
+//! - `http`: a recording HTTP receiver (webhooks, Slack, Stripe).
 
 mod billing;
 mod cli;
 mod files;
+mod http;
 mod lakes;
 mod rollups;
 mod sample;
@@ -20,6 +22,7 @@ mod sample;
 pub use billing::*;
 pub use cli::*;
 pub use files::*;
+pub use http::*;
 pub use lakes::*;
 pub use rollups::*;
 pub use sample::*;
