@@ -451,6 +451,47 @@ impl Tenant {
     }
 }
 
+/// Parses a tenants file's `time_zone` field (empty: UTC); the error is the line's reason.
+fn parse_zone(z: Option<&str>) -> std::result::Result<Zone, String> {
+    match z {
+        Some(z) => {
+            Zone::from_str(z).map_err(|_| format!("time_zone `{z}` is not an IANA time zone"))
+        }
+        None => Ok(Zone::UTC),
+    }
+}
+
+/// Just the time zones of a tenants file (`tenant_id`[, `time_zone`]), without the plan
+/// catalogue: for readers that only need each tenant's local days (sessions).
+pub fn load_zones(path: &Path) -> Result<std::collections::HashMap<String, Zone>> {
+    let bad = |line: u64, reason: String| Error::BadInput {
+        path: path.to_path_buf(),
+        reason: format!("line {line}: {reason}"),
+    };
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let header = rdr.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let col = |name: &str| header.iter().position(|h| h == name);
+    let Some(ti) = col("tenant_id") else {
+        return Err(bad(1, "the header needs a tenant_id column".into()));
+    };
+    let zi = col("time_zone");
+    let mut out = std::collections::HashMap::new();
+    for rec in rdr.records() {
+        let rec = rec.map_err(|e| bad(e.position().map_or(0, |p| p.line()), e.to_string()))?;
+        let line = rec.position().map_or(0, |p| p.line());
+        let zone = parse_zone(zi.and_then(|i| rec.get(i)).filter(|s| !s.is_empty()))
+            .map_err(|e| bad(line, e))?;
+        out.insert(rec.get(ti).unwrap_or("").to_string(), zone);
+    }
+    Ok(out)
+}
+
 /// Reads `tenant_id, plan[, period_anchor, time_zone, plan_changed_at, previous_plan,
 /// notify_email]`,
 /// checking every plan id against the catalogue. Errors name the file, line and field.
@@ -528,11 +569,7 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
                 })
             })
             .transpose()?;
-        let zone = match get(zi) {
-            Some(z) => Zone::from_str(z)
-                .map_err(|_| bad(line, format!("time_zone `{z}` is not an IANA time zone")))?,
-            None => Zone::UTC,
-        };
+        let zone = parse_zone(get(zi)).map_err(|e| bad(line, e))?;
         let plan_changed_at = get(ci)
             .map(|s| parse_instant("plan_changed_at", s).map_err(|e| bad(line, e.to_string())))
             .transpose()?;

@@ -198,43 +198,6 @@ pub struct EngagementArgs {
     pub output: QueryOutput,
 }
 
-/// Tenants' time zones from a tenants file (`tenant_id`, `time_zone`), without checking
-/// plans: sessions need the zones only.
-pub(crate) fn tenant_zones(
-    path: &std::path::Path,
-) -> anyhow::Result<std::collections::HashMap<String, crate::rollup::Zone>> {
-    let bad = |reason: String| crate::Error::BadInput {
-        path: path.to_path_buf(),
-        reason,
-    };
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_path(path)
-        .map_err(|e| bad(e.to_string()))?;
-    let header = rdr.headers().map_err(|e| bad(e.to_string()))?.clone();
-    let (Some(ti), zi) = (
-        header.iter().position(|h| h == "tenant_id"),
-        header.iter().position(|h| h == "time_zone"),
-    ) else {
-        anyhow::bail!(bad("line 1: the header needs a tenant_id column".into()));
-    };
-    let mut out = std::collections::HashMap::new();
-    for rec in rdr.records() {
-        let rec = rec.map_err(|e| bad(e.to_string()))?;
-        let line = rec.position().map_or(0, |p| p.line());
-        let z = zi.and_then(|i| rec.get(i)).filter(|z| !z.is_empty());
-        if let (Some(t), Some(z)) = (rec.get(ti), z) {
-            let zone = z.parse::<crate::rollup::Zone>().map_err(|_| {
-                bad(format!(
-                    "line {line}: time_zone `{z}` is not an IANA time zone"
-                ))
-            })?;
-            out.insert(t.to_string(), zone);
-        }
-    }
-    Ok(out)
-}
-
 /// One flat CSV row of engagement.
 #[derive(Serialize)]
 struct EngagementRow<'a> {
@@ -274,7 +237,7 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
         list: a.list,
         session_gap: minutes_to_micros("--session-gap-minutes", a.session_gap_minutes)?,
         zones: match &a.tenants {
-            Some(p) => tenant_zones(p)?,
+            Some(p) => crate::billing::plans::load_zones(p)?,
             None => Default::default(),
         },
     };

@@ -222,6 +222,21 @@ fn sessions_by_hand_in_engagement_reports_and_the_api() {
     let (status, body, _) = call("GET", &url, Some(&k), None);
     assert_eq!(status, 200, "{body}");
     check_ny(&body, 31);
+    // A range ending mid-session (a's login at 14:00 UTC, logout 15:45): the session
+    // counts whole, as it would with a later end.
+    let cut = format!(
+        "{}/api/v1/usage/sessions?from=2026-10-04&to=2026-11-02T14:30:00Z&user_id=a",
+        server.base
+    );
+    let (status, body, _) = call("GET", &cut, Some(&k), None);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["sessions"], 3, "{body}");
+    assert_eq!(body["explicit_sessions"], 1);
+    assert_close(
+        body["users"][0]["total_duration_s"].as_f64().unwrap(),
+        12000.0,
+        "cut",
+    );
     let (status, body, _) = call("GET", &format!("{url}&user_id=b"), Some(&k), None);
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["sessions"], 2);
