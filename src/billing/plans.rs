@@ -451,6 +451,26 @@ impl Tenant {
     }
 }
 
+/// Opens a CSV file with a header row (fields trimmed): the reader and the header. Errors
+/// name the file (and line 1 for a bad header).
+pub(crate) fn csv_table(path: &Path) -> Result<(csv::Reader<std::fs::File>, csv::StringRecord)> {
+    let file = std::fs::File::open(path).map_err(|source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut rdr = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(file);
+    let header = rdr
+        .headers()
+        .map_err(|e| Error::BadInput {
+            path: path.to_path_buf(),
+            reason: format!("line 1: {e}"),
+        })?
+        .clone();
+    Ok((rdr, header))
+}
+
 /// Parses a tenants file's `time_zone` field (empty: UTC); the error is the line's reason.
 fn parse_zone(z: Option<&str>) -> std::result::Result<Zone, String> {
     match z {
@@ -468,14 +488,7 @@ pub fn load_zones(path: &Path) -> Result<std::collections::HashMap<String, Zone>
         path: path.to_path_buf(),
         reason: format!("line {line}: {reason}"),
     };
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(file);
-    let header = rdr.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let (mut rdr, header) = csv_table(path)?;
     let col = |name: &str| header.iter().position(|h| h == name);
     let Some(ti) = col("tenant_id") else {
         return Err(bad(1, "the header needs a tenant_id column".into()));
@@ -513,14 +526,7 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
             ),
         });
     }
-    let file = std::fs::File::open(path).map_err(|source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(file);
-    let header = rdr.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let (mut rdr, header) = csv_table(path)?;
     let col = |name: &str| header.iter().position(|h| h == name);
     let (Some(ti), Some(pi)) = (col("tenant_id"), col("plan")) else {
         return Err(bad(1, "the header needs tenant_id and plan columns".into()));

@@ -139,11 +139,7 @@ pub fn load_customers(path: &Path) -> Result<HashMap<String, String>> {
         path: path.to_path_buf(),
         reason: format!("line {line}: {reason}"),
     };
-    let file = std::fs::File::open(path).at(path)?;
-    let mut rdr = csv::ReaderBuilder::new()
-        .trim(csv::Trim::All)
-        .from_reader(file);
-    let header = rdr.headers().map_err(|e| bad(1, e.to_string()))?.clone();
+    let (mut rdr, header) = super::plans::csv_table(path)?;
     let col = |n: &str| header.iter().position(|h| h == n);
     let (Some(ti), Some(ci)) = (col("tenant_id"), col("stripe_customer_id")) else {
         return Err(bad(

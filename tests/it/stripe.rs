@@ -454,8 +454,9 @@ fn stripe_push_keeps_the_month_total_through_late_fractions_and_torn_ledgers() {
     );
     let out = dir.path().join("o.ndjson");
     let stripe = Receiver::start("/v1/billing/meter_events", Vec::new());
-    let push = || -> (i32, serde_json::Value) {
-        let o = std::process::Command::new(BIN)
+    // The push as a command (its output whatever the exit), and its JSON.
+    let run = || {
+        std::process::Command::new(BIN)
             .args([
                 "export",
                 "stripe",
@@ -480,7 +481,10 @@ fn stripe_push_keeps_the_month_total_through_late_fractions_and_torn_ledgers() {
             ])
             .env("STRIPE_API_KEY", "sk")
             .output()
-            .unwrap();
+            .unwrap()
+    };
+    let push = || -> (i32, serde_json::Value) {
+        let o = run();
         let v = serde_json::from_slice(&o.stdout)
             .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
         (o.status.code().unwrap(), v)
@@ -522,32 +526,7 @@ fn stripe_push_keeps_the_month_total_through_late_fractions_and_torn_ledgers() {
     let mut bad = b"not json\n".to_vec();
     bad.extend_from_slice(&good);
     std::fs::write(&ledger, &bad).unwrap();
-    let o = std::process::Command::new(BIN)
-        .args([
-            "export",
-            "stripe",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--meters",
-            METERS,
-        ])
-        .args([
-            "--customers",
-            customers.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .args([
-            "--period",
-            "2026-10",
-            "--push",
-            &stripe.url,
-            "--at",
-            "2026-11-01",
-        ])
-        .env("STRIPE_API_KEY", "sk")
-        .output()
-        .unwrap();
+    let o = run();
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2));
     assert!(
