@@ -43,6 +43,9 @@ pub struct Paths {
     pub tenants: PathBuf,
     /// Meter definitions.
     pub meters: PathBuf,
+    /// Per-tenant feature overrides (CSV: tenant_id, feature, value, from); none: the
+    /// default file when it exists.
+    pub entitlements: Option<PathBuf>,
 }
 
 impl Default for Paths {
@@ -54,6 +57,7 @@ impl Default for Paths {
             plans: PathBuf::from(crate::billing::DEFAULT_PLANS_FILE),
             tenants: PathBuf::from(crate::billing::DEFAULT_TENANTS_FILE),
             meters: PathBuf::from(crate::rollup::DEFAULT_METERS_FILE),
+            entitlements: None,
         }
     }
 }

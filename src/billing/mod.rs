@@ -22,6 +22,7 @@
 //! from zero to the currency's minor unit; a total is the sum of its rounded parts.
 
 pub mod compare;
+pub mod entitlements;
 pub mod gauge;
 pub mod invoice;
 pub mod measure;

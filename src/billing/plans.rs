@@ -160,6 +160,8 @@ struct RawPlan {
     cost_alert: Option<Decimal>,
     #[serde(default)]
     meters: BTreeMap<String, RawAllowance>,
+    #[serde(default)]
+    features: BTreeMap<String, super::entitlements::FeatureValue>,
 }
 
 fn month() -> String {
@@ -223,6 +225,8 @@ pub struct Plan {
     pub cost_alert: Option<Decimal>,
     /// Terms per billed meter; a meter not listed is unlimited and free.
     pub meters: BTreeMap<String, Allowance>,
+    /// Features it grants (`[plans.NAME.features]`): booleans and static values.
+    pub features: BTreeMap<String, super::entitlements::FeatureValue>,
 }
 
 impl Plan {
@@ -392,6 +396,7 @@ impl Catalog {
                     months,
                     cost_alert: p.cost_alert,
                     meters: allow,
+                    features: p.features,
                 },
             );
         }

@@ -253,8 +253,16 @@ pub struct CheckArgs {
     #[arg(long)]
     tenant: String,
     /// The billed meter (as named in the plan catalogue).
+    #[arg(long, required_unless_present = "feature", conflicts_with = "feature")]
+    meter: Option<String>,
+    /// Instead: may the tenant use this feature (entitlements: an override, the plan's
+    /// [plans.NAME.features], or a billed meter's allowance left)?
     #[arg(long)]
-    meter: String,
+    feature: Option<String>,
+    /// Per-tenant feature overrides (CSV: tenant_id, feature, value, from; default
+    /// data/entitlements.csv when it exists).
+    #[arg(long)]
+    entitlements: Option<PathBuf>,
     /// How much more it wants to consume.
     #[arg(long, default_value = "1")]
     quantity: String,
@@ -275,7 +283,26 @@ pub(crate) fn check_cmd(a: CheckArgs) -> anyhow::Result<ExitCode> {
     })?;
     let (lake, billing) = a.source.open()?;
     let at = parse_at(&lake, &a.at)?;
-    let ans = check(&lake, &billing, &a.tenant, &a.meter, q, at)?;
+    if let Some(feature) = &a.feature {
+        let overrides =
+            crate::billing::entitlements::load_overrides_or_default(a.entitlements.as_deref())?;
+        let e = crate::billing::entitlements::entitlement(
+            &billing,
+            &overrides,
+            &a.tenant,
+            feature,
+            at,
+            || check(&lake, &billing, &a.tenant, feature, Decimal::ZERO, at),
+        )?;
+        super::print_json(&e)?;
+        return Ok(if e.has_access {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(BLOCKED)
+        });
+    }
+    let meter = a.meter.as_deref().unwrap_or_default();
+    let ans = check(&lake, &billing, &a.tenant, meter, q, at)?;
     let mut shown = serde_json::to_value(&ans)?;
     shown["at"] = crate::time::rfc3339(at).into();
     super::print_json(&shown)?;

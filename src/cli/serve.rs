@@ -190,6 +190,9 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         bind: a.bind,
         billing,
         meters,
+        entitlements: crate::billing::entitlements::load_overrides_or_default(
+            c.paths.entitlements.as_deref(),
+        )?,
         enforcement: c.limits.enforcement_enabled,
         rate: a.rate,
         burst: a.burst,

@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub billing: Billing,
     /// Meter definitions (rollup endpoints).
     pub meters: Meters,
+    /// Per-tenant feature overrides (`GET /entitlements/{feature}`).
+    pub entitlements: Vec<crate::billing::entitlements::Override>,
     /// Hard caps answer 429 on `/track`.
     pub enforcement: bool,
     /// Events a second per tenant on `/track` (0: unlimited).

@@ -8,6 +8,7 @@ mod common;
 mod crash;
 mod dashboard;
 mod detect;
+mod entitlements;
 mod faults;
 mod forecast;
 mod formats;

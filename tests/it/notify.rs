@@ -130,3 +130,102 @@ fn rules_pick_alerts_quiet_hours_follow_the_tenant_and_overlaps_send_once() {
     let later = slack.accepted();
     assert_eq!(ids_in(&later[posts.len()..]), pro("wonka-008"));
 }
+
+/// The SMS channel against a stand-in for Twilio's Messages API (answering a 429 first):
+/// critical alerts only, one text per alert and number with the alert's id, basic auth
+/// with the account's SID and token, nothing texted twice.
+#[test]
+fn sms_texts_critical_alerts_once() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&sample().lake, &lake);
+    let l = lake.to_str().unwrap();
+    let twilio = Receiver::start("", vec![429]);
+    let conf = write(
+        dir.path(),
+        "meterlake.toml",
+        &format!(
+            "[notify.channels.pager]\nkind = \"sms\"\napi_url = \"{}\"\nto = [\"+15550001111\", \"+15550002222\"]\n\
+             [[notify.rules]]\nname = \"page\"\nchannels = [\"pager\"]\ntenants = [\"acme-001\", \"globex-002\"]\n",
+            twilio.url
+        ),
+    );
+    let deliver = || -> serde_json::Value {
+        let o = std::process::Command::new(BIN)
+            .args([
+                "alerts",
+                "deliver",
+                "--lake",
+                l,
+                "--config",
+                conf.to_str().unwrap(),
+            ])
+            .args(["--plans", PLANS, "--tenants", TENANTS])
+            .env("TWILIO_ACCOUNT_SID", "AC123")
+            .env("TWILIO_AUTH_TOKEN", "tok")
+            .env("TWILIO_FROM", "+15559990000")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    let alerts: Vec<serde_json::Value> = serde_json::from_str(&ok(&[
+        "alerts", "list", "--lake", l, "--all", "--output", "json",
+    ]))
+    .unwrap();
+    // The fold: the two tenants' critical alerts (their warnings are not texted).
+    let want: BTreeSet<String> = alerts
+        .iter()
+        .filter(|a| {
+            a["severity"] == "critical"
+                && ["acme-001", "globex-002"].contains(&a["tenant_id"].as_str().unwrap())
+        })
+        .map(|a| a["id"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["tenant_id"] == "acme-001" && a["severity"] == "warning")
+    );
+    let v = deliver();
+    assert_eq!(v["sent"], want.len(), "{v}");
+    let texts = twilio.accepted();
+    assert_eq!(texts.len(), 2 * want.len(), "one text per alert and number");
+    let auth = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("AC123:tok")
+    );
+    let mut got: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in &texts {
+        assert_eq!(
+            header(r, ":request").unwrap(),
+            "POST /2010-04-01/Accounts/AC123/Messages.json HTTP/1.1"
+        );
+        assert_eq!(header(r, "authorization").unwrap(), auth);
+        let f: BTreeMap<String, String> = form_urlencoded::parse(r.1.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(f["From"], "+15559990000");
+        assert!(f["Body"].chars().count() <= 320);
+        let id = want
+            .iter()
+            .find(|id| f["Body"].contains(id.as_str()))
+            .unwrap();
+        got.entry(id.clone()).or_default().insert(f["To"].clone());
+    }
+    assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), want);
+    assert!(
+        got.values().all(|n| n.len() == 2),
+        "both numbers, once each"
+    );
+    assert_eq!(
+        twilio.requests().len(),
+        texts.len() + 1,
+        "the 429 was retried"
+    );
+    // A rerun texts nothing.
+    let v = deliver();
+    assert_eq!(v["sent"], 0, "{v}");
+    assert_eq!(twilio.requests().len(), texts.len() + 1);
+}

@@ -58,6 +58,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/summary", get(usage::summary))
         .route("/quotas", get(quota::quotas))
         .route("/check-quota/{meter}", get(quota::check_quota))
+        .route("/entitlements/{feature}", get(quota::entitlement))
         .route("/events", get(usage::events))
         .route("/metrics", get(usage::metrics))
         .route("/trends/{meter}", get(usage::trends))
@@ -227,4 +228,63 @@ fn rows_json(df: &DataFrame) -> Vec<Value> {
             Value::Object(o)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// A path with its parameters' names left out: `/a/{}/b`.
+    fn shape(path: &str) -> String {
+        let mut out = String::new();
+        let mut inside = false;
+        for c in path.chars() {
+            match c {
+                '{' => {
+                    inside = true;
+                    out.push_str("{}");
+                }
+                '}' => inside = false,
+                c if !inside => out.push(c),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Every `/api/v1` route of [`super::router`] is in the OpenAPI document (read from
+    /// this file's source, so a new route without its documentation fails here).
+    #[test]
+    fn every_api_route_is_documented() {
+        let src = include_str!("mod.rs");
+        let doc: serde_json::Value = serde_json::from_str(include_str!("../openapi.json")).unwrap();
+        let documented: std::collections::HashSet<String> = doc["paths"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(|k| shape(k))
+            .collect();
+        let start = src.find("let api = Router::new()").unwrap();
+        let end = start + src[start..].find(';').unwrap();
+        let mut missing = Vec::new();
+        let mut seen = 0;
+        for (i, _) in src.match_indices(".route(") {
+            let rest = src[i + 7..].trim_start();
+            let Some(rest) = rest.strip_prefix('"') else {
+                continue;
+            };
+            let path = &rest[..rest.find('"').unwrap()];
+            let full = if (start..end).contains(&i) {
+                format!("/api/v1/usage{path}")
+            } else if path.starts_with("/api/v1") && !path.ends_with("openapi.json") {
+                path.to_string()
+            } else {
+                continue;
+            };
+            seen += 1;
+            if !documented.contains(&shape(&full)) {
+                missing.push(full);
+            }
+        }
+        assert!(seen > 20, "routes found: {seen}");
+        assert!(missing.is_empty(), "not in openapi.json: {missing:?}");
+    }
 }

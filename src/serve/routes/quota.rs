@@ -56,6 +56,8 @@ pub(super) async fn quotas(State(app): State<Arc<App>>, Scope(t): Scope) -> ApiR
 
 #[derive(Deserialize)]
 pub(super) struct CheckQ {
+    /// `required_quantity` is accepted too (clients of other usage services send it).
+    #[serde(alias = "required_quantity")]
     quantity: Option<String>,
     // Read by the `Scope` extractor; here so that the struct describes the whole query.
     #[allow(dead_code)]
@@ -119,4 +121,32 @@ pub(super) async fn check_quota(
         StatusCode::TOO_MANY_REQUESTS
     };
     ok_json(status, serde_json::to_value(&answer).unwrap_or_default())
+}
+
+/// `GET /entitlements/{feature}`: may the caller's tenant (an admin names it with
+/// `?tenant=`) use `feature` now: an override, the plan's features, or a billed meter's
+/// allowance left by the live counters (`billing::entitlements`).
+pub(super) async fn entitlement(
+    State(app): State<Arc<App>>,
+    Path(feature): Path<String>,
+    Params(_q): Params<CheckQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    let at = now();
+    let tenant = planned(&app, &t)?;
+    let billing = &app.opts.billing;
+    if billing.catalog.meters.contains_key(&feature) && !lock(&app.counters).covers(billing, &t, at)
+    {
+        let (a, t2) = (app.clone(), t.clone());
+        blocking(move || Ok(a.ensure_counters(&[&t2], at)?)).await?;
+    }
+    let e = crate::billing::entitlements::entitlement(
+        billing,
+        &app.opts.entitlements,
+        &t,
+        &feature,
+        at,
+        || lock(&app.counters).check(billing, tenant, &feature, Decimal::ZERO, at),
+    )?;
+    ok_json(StatusCode::OK, serde_json::to_value(&e).unwrap_or_default())
 }

@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
@@ -78,6 +79,11 @@ impl NotifyConf {
                     secrets.get(&w.url_env, name, "url_env")?;
                     secrets.get(&w.secret_env, name, "secret_env")?;
                 }
+                ChannelConf::Sms(m) => {
+                    secrets.get(&m.account_sid_env, name, "account_sid_env")?;
+                    secrets.get(&m.token_env, name, "token_env")?;
+                    secrets.get(&m.from_env, name, "from_env")?;
+                }
             }
         }
         Ok(())
@@ -100,6 +106,15 @@ pub(super) enum Sender {
         agent: ureq::Agent,
         url: String,
         secret: String,
+    },
+    Sms {
+        agent: ureq::Agent,
+        /// The Messages resource of the account.
+        url: String,
+        /// `Basic base64(SID:token)`.
+        auth: String,
+        from: String,
+        to: Vec<String>,
     },
 }
 
@@ -173,6 +188,23 @@ impl Sender {
                 url: http_url(&secret(&w.url_env, "url_env")?, &w.url_env)?,
                 secret: secret(&w.secret_env, "secret_env")?,
             },
+            ChannelConf::Sms(m) => {
+                let sid = secret(&m.account_sid_env, "account_sid_env")?;
+                let token = secret(&m.token_env, "token_env")?;
+                Sender::Sms {
+                    agent: agent(m.timeout_s),
+                    url: format!(
+                        "{}/2010-04-01/Accounts/{sid}/Messages.json",
+                        m.api_url.trim_end_matches('/')
+                    ),
+                    auth: format!(
+                        "Basic {}",
+                        base64::engine::general_purpose::STANDARD.encode(format!("{sid}:{token}"))
+                    ),
+                    from: secret(&m.from_env, "from_env")?,
+                    to: m.to.clone(),
+                }
+            }
         })
     }
 
@@ -188,7 +220,45 @@ impl Sender {
             attempts: ATTEMPTS,
             backoff: Duration::from_millis(300),
         };
+        if let Sender::Sms { to, .. } = self {
+            // Each number with its own retries, so a 429 for one does not re-text the
+            // ones already reached in this run. (A number failing for good fails the
+            // delivery, and the next run texts every number again: at least once.)
+            let body = notice.sms();
+            for number in to.clone() {
+                with_retries(retry, |_| self.text(&number, &body))
+                    .0
+                    .map_err(|e| format!("{number}: {e}"))?;
+            }
+            return Ok(());
+        }
         with_retries(retry, |_| self.try_send(notice, tenant, message_id)).0
+    }
+
+    /// One text to one number (an SMS sender).
+    fn text(&self, number: &str, body: &str) -> std::result::Result<(), Failure> {
+        let Sender::Sms {
+            agent,
+            url,
+            auth,
+            from,
+            ..
+        } = self
+        else {
+            return Err(Failure::Permanent("not an SMS channel".into()));
+        };
+        let form = form_urlencoded::Serializer::new(String::new())
+            .append_pair("To", number)
+            .append_pair("From", from)
+            .append_pair("Body", body)
+            .finish();
+        crate::http::outcome(
+            agent
+                .post(url)
+                .header("Authorization", auth)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .send(&form),
+        )
     }
 
     /// One try; the failure says whether a retry may help.
@@ -254,6 +324,10 @@ impl Sender {
                     )
                     .send(notice.slack().to_string()),
             ),
+            // Texts go number by number, each with its own retries ([`Sender::send`]).
+            Sender::Sms { .. } => Err(Failure::Permanent(
+                "an SMS channel texts through Sender::send".into(),
+            )),
             Sender::Webhook { agent, url, secret } => {
                 super::super::alerts::post_signed(agent, url, secret, message_id, &notice.webhook())
             }

@@ -236,6 +236,23 @@ impl Notice<'_> {
         json!({"text": fallback, "blocks": blocks})
     }
 
+    /// A text message: the subject and, for one alert, its message and id (at most 320
+    /// characters: two SMS segments).
+    pub fn sms(&self) -> String {
+        let text = match self.alerts {
+            [a] => format!("{}: {} (ack {})", self.subject(), a.message, a.id),
+            many => format!(
+                "{}: {}",
+                self.subject(),
+                many.iter()
+                    .map(|a| a.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        cut(&text, 320)
+    }
+
     /// A webhook's JSON body: the alert, or `{tenant_id, level, rule, alerts}` for a digest
     /// rule (even when it carries one alert, so receivers parse one shape per rule).
     pub fn webhook(&self) -> String {

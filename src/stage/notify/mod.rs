@@ -3,7 +3,8 @@
 //! acknowledges them.
 //!
 //! **Configuration** (meterlake.toml): `[notify.channels.NAME]` with a `kind` of `email`,
-//! `slack` or `webhook` ([`ChannelConf`]), and `[[notify.rules]]` ([`RuleConf`]) that pick
+//! `slack`, `webhook` or `sms` ([`ChannelConf`]; an SMS channel texts critical alerts only
+//! unless its `severities` say otherwise), and `[[notify.rules]]` ([`RuleConf`]) that pick
 //! alerts by kind, severity, tenant and plan and name the channels they go to. Secrets
 //! (the SMTP password, the Slack and webhook URLs, the webhook's signing key) are read from
 //! environment variables the channel names, never from the file.
@@ -63,6 +64,19 @@ pub enum ChannelConf {
     Slack(SlackConf),
     /// A JSON POST signed with HMAC-SHA256 (as `alerts deliver --webhook`).
     Webhook(WebhookConf),
+    /// A text message through a Twilio-compatible API.
+    Sms(SmsConf),
+}
+
+impl ChannelConf {
+    /// Whether the channel takes alerts of `severity` (an SMS channel: critical ones only,
+    /// unless its `severities` say otherwise).
+    pub fn accepts(&self, severity: &str) -> bool {
+        match self {
+            ChannelConf::Sms(s) => s.severities.iter().any(|x| x == severity),
+            _ => true,
+        }
+    }
 }
 
 /// How the SMTP connection is secured.
@@ -131,6 +145,49 @@ pub struct WebhookConf {
     /// Seconds before a request times out.
     #[serde(default = "default_timeout")]
     pub timeout_s: u64,
+}
+
+/// `kind = "sms"`: Twilio's Messages API (`POST {api_url}/2010-04-01/Accounts/{SID}/Messages.json`,
+/// form fields `To`, `From`, `Body`, basic auth SID:token) or one that speaks it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsConf {
+    /// The API's base URL.
+    #[serde(default = "default_twilio")]
+    pub api_url: String,
+    /// The environment variable holding the account SID.
+    #[serde(default = "default_sid_env")]
+    pub account_sid_env: String,
+    /// The environment variable holding the auth token.
+    #[serde(default = "default_token_env")]
+    pub token_env: String,
+    /// The environment variable holding the sending number.
+    #[serde(default = "default_from_env")]
+    pub from_env: String,
+    /// Numbers to text (E.164, `+` and digits).
+    pub to: Vec<String>,
+    /// Severities texted (default: critical only).
+    #[serde(default = "default_sms_severities")]
+    pub severities: Vec<String>,
+    /// Seconds before a request times out.
+    #[serde(default = "default_timeout")]
+    pub timeout_s: u64,
+}
+
+fn default_twilio() -> String {
+    "https://api.twilio.com".into()
+}
+fn default_sid_env() -> String {
+    "TWILIO_ACCOUNT_SID".into()
+}
+fn default_token_env() -> String {
+    "TWILIO_AUTH_TOKEN".into()
+}
+fn default_from_env() -> String {
+    "TWILIO_FROM".into()
+}
+fn default_sms_severities() -> Vec<String> {
+    vec!["critical".into()]
 }
 
 fn yes() -> bool {
@@ -299,6 +356,39 @@ impl NotifyConf {
             }
         }
         for (name, c) in &self.channels {
+            if let ChannelConf::Sms(m) = c {
+                let e164 = |n: &str| {
+                    n.len() >= 8 && n.starts_with('+') && n[1..].chars().all(|c| c.is_ascii_digit())
+                };
+                if m.to.is_empty() || !m.to.iter().all(|n| e164(n)) {
+                    return Err(bad(
+                        "notify.channels.sms.to",
+                        format!(
+                            "channel `{name}`: give numbers in E.164 form (+ and digits), got {:?}",
+                            m.to
+                        ),
+                    ));
+                }
+                if let Some(s) = m
+                    .severities
+                    .iter()
+                    .find(|s| !SEVERITIES.contains(&s.as_str()))
+                {
+                    return Err(bad(
+                        "notify.channels.sms.severities",
+                        format!(
+                            "channel `{name}`: `{s}` is not one of {}",
+                            SEVERITIES.join(", ")
+                        ),
+                    ));
+                }
+                if !(m.api_url.starts_with("http://") || m.api_url.starts_with("https://")) {
+                    return Err(bad(
+                        "notify.channels.sms.api_url",
+                        format!("channel `{name}`: `{}` is not an http(s) URL", m.api_url),
+                    ));
+                }
+            }
             if let ChannelConf::Email(e) = c {
                 if e.host.trim().is_empty() || !e.from.contains('@') {
                     return Err(bad(
@@ -425,7 +515,10 @@ pub fn deliver(
                     }
                 }
             }
-            due.retain(|&(l, c)| !done(&index, &records, a, &rule.name, l, c));
+            due.retain(|&(l, c)| {
+                conf.channels[c].accepts(&a.severity)
+                    && !done(&index, &records, a, &rule.name, l, c)
+            });
             if due.is_empty() {
                 continue;
             }

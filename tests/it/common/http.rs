@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
-/// A request: lower-cased headers and the body.
+/// A request: lower-cased headers (the request line first, as `:request`) and the body.
 pub type Request = (Vec<(String, String)>, String);
 
 /// A header of a request.
@@ -51,6 +51,8 @@ impl Receiver {
                 let mut r = BufReader::new(sock.try_clone().unwrap());
                 let (mut headers, mut line) = (Vec::new(), String::new());
                 r.read_line(&mut line).unwrap();
+                // The request line, as a pseudo-header: `POST /path HTTP/1.1`.
+                headers.push((":request".to_string(), line.trim_end().to_string()));
                 loop {
                     line.clear();
                     r.read_line(&mut line).unwrap();
