@@ -194,6 +194,8 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             c.paths.entitlements.as_deref(),
         )?,
         enforcement: c.limits.enforcement_enabled,
+        anomaly_threshold: c.anomalies.threshold,
+        anomaly_granularity: c.anomalies.granularity.clone(),
         rate: a.rate,
         burst: a.burst,
         flush_interval: Duration::from_millis(a.flush_ms.max(10)),

@@ -62,6 +62,10 @@ pub struct ServeOptions {
     pub entitlements: Vec<crate::billing::entitlements::Override>,
     /// Hard caps answer 429 on `/track`.
     pub enforcement: bool,
+    /// Detection on demand: the |z| threshold (`anomalies.threshold`)...
+    pub anomaly_threshold: f64,
+    /// ...and the default granularity (`anomalies.granularity`).
+    pub anomaly_granularity: String,
     /// Events a second per tenant on `/track` (0: unlimited).
     pub rate: f64,
     /// Bucket size.

@@ -25,6 +25,7 @@ mod retention;
 mod rollup;
 mod run;
 mod serve;
+mod serve_api;
 mod serve_billing;
 mod serve_edges;
 mod sessions;

@@ -8,6 +8,10 @@
 //!   no usage of it.
 //! - `/anomalies` filters the incidents the last batch detection wrote (hourly, else
 //!   daily) to the tenant; an empty list when there are none yet.
+//! - `POST /anomalies/detect` runs detection now (`stage::anomalies::detect_lake` over the
+//!   whole lake, as the batch job does, so the stored tables stay whole) and answers with
+//!   the incidents of the caller's tenant (an admin: the body's `tenant`, or all) that
+//!   were not there before. It takes a heavy slot, as reports and forecasts do.
 
 use std::sync::Arc;
 
@@ -94,6 +98,89 @@ pub(super) async fn anomalies(
         ok_json(
             StatusCode::OK,
             json!({ "tenant_id": t, "incidents": rows_json(&df) }),
+        )
+    })
+    .await
+}
+
+#[derive(Deserialize, Default)]
+struct DetectBody {
+    tenant: Option<String>,
+    granularity: Option<String>,
+}
+
+/// An incident's identity across detection runs.
+fn incident_key(r: &crate::stage::tables::incidents::IncidentRecord) -> (String, String, i64) {
+    (r.tenant_id.clone(), r.meter.clone(), r.window_start)
+}
+
+pub(super) async fn detect(
+    State(app): State<Arc<App>>,
+    WithBody(caller, body): WithBody<Caller>,
+) -> ApiResult {
+    let b: DetectBody = if body.iter().all(u8::is_ascii_whitespace) {
+        DetectBody::default()
+    } else {
+        json_body(&body, "body")?
+    };
+    // An admin without a tenant asks for all of them.
+    let scope = match (&caller.0, b.tenant.as_deref()) {
+        (crate::serve::auth::Principal::Admin(_), None) => None,
+        (_, asked) => Some(caller.scope(asked)?),
+    };
+    let g = match b
+        .granularity
+        .as_deref()
+        .unwrap_or(&app.opts.anomaly_granularity)
+    {
+        "hour" => Granularity::Hour,
+        "day" => Granularity::Day,
+        other => {
+            return Err(ApiError::bad(
+                "granularity",
+                format!("`{other}` is not hour or day"),
+            ));
+        }
+    };
+    let a = app.clone();
+    let slot = scope.clone().unwrap_or_else(|| "*".into());
+    heavy(&a, &slot, move || {
+        use crate::stage::tables::incidents;
+        let path = incidents::dir(&app.opts.lake, g.name()).join(incidents::FILE);
+        let before: std::collections::HashSet<(String, String, i64)> = if path.exists() {
+            incidents::read(&path)?.iter().map(incident_key).collect()
+        } else {
+            Default::default()
+        };
+        let spec = crate::stage::anomalies::DetectSpec {
+            config: crate::detect::DetectConfig {
+                threshold: app.opts.anomaly_threshold,
+                ..crate::detect::DetectConfig::default()
+            },
+            since: None,
+            threads: None,
+        };
+        let summary =
+            crate::stage::anomalies::detect_lake(&app.opts.lake, &app.opts.meters, g, &spec)?;
+        // The new incidents as `GET /anomalies` shows incidents.
+        let df = crate::stage::tables::read_frame(&path)?;
+        let mask: BooleanChunked = incidents::read(&path)?
+            .iter()
+            .map(|r| {
+                scope.as_ref().is_none_or(|t| &r.tenant_id == t)
+                    && !before.contains(&incident_key(r))
+            })
+            .collect();
+        let new = rows_json(&df.filter(&mask)?);
+        ok_json(
+            StatusCode::OK,
+            json!({
+                "tenant_id": scope,
+                "granularity": g.name(),
+                "series": summary.series,
+                "incidents_total": summary.incidents,
+                "new_incidents": new,
+            }),
         )
     })
     .await

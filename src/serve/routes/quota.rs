@@ -54,6 +54,35 @@ pub(super) async fn quotas(State(app): State<Arc<App>>, Scope(t): Scope) -> ApiR
     .await
 }
 
+/// `GET /limits`: the quotas of the current period (as `/quotas`), each with the kind of
+/// its limit: `hard` (usage stops at the allowance), `soft` (usage past it is billed as
+/// overage) or `none` (unlimited).
+pub(super) async fn limits(State(app): State<Arc<App>>, Scope(t): Scope) -> ApiResult {
+    blocking(move || {
+        let at = now();
+        app.ensure_counters(&[&t], at)?;
+        let tenant = planned(&app, &t)?;
+        let plan_id = tenant.plan_at(at);
+        let plan = app.opts.billing.catalog.plan(plan_id);
+        let lines = lock(&app.counters).quotas(&app.opts.billing, tenant, at)?;
+        let mut lines = serde_json::to_value(&lines).unwrap_or_default();
+        for l in lines.as_array_mut().into_iter().flatten() {
+            let meter = l["meter"].as_str().unwrap_or_default().to_string();
+            let kind = match plan.map(|p| p.allowance(&meter)) {
+                Some(a) if a.included.is_none() => "none",
+                Some(a) if a.limit == crate::billing::plans::Limit::HardCap => "hard",
+                _ => "soft",
+            };
+            l["limit_kind"] = kind.into();
+        }
+        ok_json(
+            StatusCode::OK,
+            json!({ "tenant_id": t, "plan": plan_id, "limits": lines }),
+        )
+    })
+    .await
+}
+
 #[derive(Deserialize)]
 pub(super) struct CheckQ {
     /// `required_quantity` is accepted too (clients of other usage services send it).

@@ -12,6 +12,8 @@
 //!   month; trends: day), brought up to date with the lake first (the incremental rollup
 //!   `meterlake rollup` runs). Trends compares the last `days` days (1 to 366, default
 //!   30) with the `days` before.
+//! - `/analytics`: `/summary`, every meter's `/trends` and the tenant's engagement
+//!   (sessions included) over the last `days`, in one answer.
 //! - `/sessions`: sessions per tenant and user over `[from, to)` (default: the last 30
 //!   days), cut by `session_start`/`session_end` (or `login`/`logout`) events, else by
 //!   `gap_minutes` of inactivity (default 30), counted on the tenant's local days
@@ -194,16 +196,7 @@ pub(super) async fn trends(
 ) -> ApiResult {
     let a = app.clone();
     heavy(&a, &t.clone(), move || {
-        let days = q.days.unwrap_or(30);
-        if !(1..=366).contains(&days) {
-            return Err(ApiError::bad("days", "between 1 and 366"));
-        }
-        let to = instant(
-            "to",
-            q.to.as_deref(),
-            (now() / MICROS_PER_DAY + 1) * MICROS_PER_DAY,
-        )?;
-        let from = to - days * MICROS_PER_DAY;
+        let (days, from, to) = trend_range(&q)?;
         let df = rollup_rows(
             &app,
             &t,
@@ -212,30 +205,133 @@ pub(super) async fn trends(
             from - days * MICROS_PER_DAY,
             to,
         )?;
-        let ts = df.column("window_start")?.cast(&DataType::Int64)?;
-        let ts = ts.i64()?;
-        let v = df.column("value")?.f64()?;
-        let (mut cur, mut prev, mut daily) = (0.0, 0.0, Vec::new());
-        for i in 0..df.height() {
-            let (t0, x) = (ts.get(i).unwrap_or(0), v.get(i).unwrap_or(0.0));
-            if t0 >= from {
-                cur += x;
-                daily.push(json!({ "date": crate::time::date_str(t0), "value": x }));
-            } else {
-                prev += x;
-            }
+        ok_json(StatusCode::OK, trend_json(&df, &t, &meter, days, from)?)
+    })
+    .await
+}
+
+/// `days` (1 to 366, default 30) and the window `[from, to)` they end at (`to`: default the
+/// end of today).
+fn trend_range(q: &RangeQ) -> std::result::Result<(i64, i64, i64), ApiError> {
+    let days = q.days.unwrap_or(30);
+    if !(1..=366).contains(&days) {
+        return Err(ApiError::bad("days", "between 1 and 366"));
+    }
+    let to = instant(
+        "to",
+        q.to.as_deref(),
+        (now() / MICROS_PER_DAY + 1) * MICROS_PER_DAY,
+    )?;
+    Ok((days, to - days * MICROS_PER_DAY, to))
+}
+
+/// One meter's trend from day rollup rows (of `[from - days, to)`): the total of the last
+/// `days` against the `days` before, the direction (±10 %), and the daily values.
+fn trend_json(
+    df: &DataFrame,
+    t: &str,
+    meter: &str,
+    days: i64,
+    from: i64,
+) -> std::result::Result<serde_json::Value, ApiError> {
+    let ts = df.column("window_start")?.cast(&DataType::Int64)?;
+    let ts = ts.i64()?;
+    let v = df.column("value")?.f64()?;
+    let m = df.column("meter")?.str()?;
+    let (mut cur, mut prev, mut daily) = (0.0, 0.0, Vec::new());
+    for i in 0..df.height() {
+        if m.get(i) != Some(meter) {
+            continue;
         }
-        let change = (prev > 0.0).then(|| (cur / prev - 1.0) * 100.0);
-        let direction = match change {
-            Some(c) if c >= 10.0 => "up",
-            Some(c) if c <= -10.0 => "down",
-            _ => "flat",
-        };
+        let (t0, x) = (ts.get(i).unwrap_or(0), v.get(i).unwrap_or(0.0));
+        if t0 >= from {
+            cur += x;
+            daily.push(json!({ "date": crate::time::date_str(t0), "value": x }));
+        } else {
+            prev += x;
+        }
+    }
+    let change = (prev > 0.0).then(|| (cur / prev - 1.0) * 100.0);
+    let direction = match change {
+        Some(c) if c >= 10.0 => "up",
+        Some(c) if c <= -10.0 => "down",
+        _ => "flat",
+    };
+    Ok(json!({
+        "tenant_id": t, "meter": meter, "days": days, "total": cur, "previous_total": prev,
+        "change_pct": change, "trend": direction, "daily": daily,
+    }))
+}
+
+/// `GET /analytics`: the tenant's usage over the last `days` against the period before
+/// (as `/summary`), every meter's trend (as `/trends/{meter}`) and its engagement as of
+/// `to` (as `meterlake engagement`, sessions included), in one answer.
+pub(super) async fn analytics(
+    State(app): State<Arc<App>>,
+    Params(q): Params<RangeQ>,
+    Scope(t): Scope,
+) -> ApiResult {
+    let a = app.clone();
+    heavy(&a, &t.clone(), move || {
+        let (days, from, to) = trend_range(&q)?;
+        let lake = crate::lake::Lake::open(&app.opts.lake)?;
+        let usage = crate::usage::usage(
+            &lake,
+            &app.opts.meters,
+            &crate::usage::UsageQuery {
+                tenant: Some(t.clone()),
+                meter: None,
+                from,
+                to,
+                by: None,
+                compare: Some(crate::usage::Compare::Previous),
+                top: 0,
+            },
+        )?;
+        let df = rollup_rows(
+            &app,
+            &t,
+            Granularity::Day,
+            None,
+            from - days * MICROS_PER_DAY,
+            to,
+        )?;
+        let meters: std::collections::BTreeSet<String> = df
+            .column("meter")?
+            .str()?
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        let trends = meters
+            .iter()
+            .map(|m| trend_json(&df, &t, m, days, from))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let zones = app
+            .opts
+            .billing
+            .tenants
+            .iter()
+            .map(|x| (x.id.clone(), x.zone))
+            .collect();
+        let engagement = crate::usage::engagement(
+            &lake,
+            &crate::usage::EngagementOptions {
+                tenant: Some(t.clone()),
+                at: Some(to),
+                zones,
+                ..Default::default()
+            },
+        )?;
         ok_json(
             StatusCode::OK,
             json!({
-                "tenant_id": t, "meter": meter, "days": days, "total": cur, "previous_total": prev,
-                "change_pct": change, "trend": direction, "daily": daily,
+                "tenant_id": t,
+                "from": crate::time::rfc3339(from),
+                "to": crate::time::rfc3339(to),
+                "usage": usage,
+                "trends": trends,
+                "engagement": engagement.into_iter().next(),
             }),
         )
     })
