@@ -162,6 +162,14 @@ struct RawPlan {
     meters: BTreeMap<String, RawAllowance>,
     #[serde(default)]
     features: BTreeMap<String, super::entitlements::FeatureValue>,
+    limits: Option<RawLimits>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    user_rate: f64,
+    user_burst: Option<f64>,
 }
 
 fn month() -> String {
@@ -227,6 +235,9 @@ pub struct Plan {
     pub meters: BTreeMap<String, Allowance>,
     /// Features it grants (`[plans.NAME.features]`): booleans and static values.
     pub features: BTreeMap<String, super::entitlements::FeatureValue>,
+    /// Events a second one user may track, and the burst (`[plans.NAME.limits]`
+    /// `user_rate`, `user_burst`); none: no per-user limit.
+    pub user_limit: Option<(f64, f64)>,
 }
 
 impl Plan {
@@ -387,6 +398,20 @@ impl Catalog {
                     },
                 );
             }
+            let user_limit = match &p.limits {
+                None => None,
+                Some(l) => {
+                    let burst = l.user_burst.unwrap_or(l.user_rate.max(1.0));
+                    if !(l.user_rate.is_finite() && l.user_rate > 0.0)
+                        || !(burst.is_finite() && burst >= 1.0)
+                    {
+                        return Err(bad(format!(
+                            "plans.{id}.limits: user_rate must be above 0 and user_burst at least 1"
+                        )));
+                    }
+                    Some((l.user_rate, burst))
+                }
+            };
             plans.insert(
                 id.clone(),
                 Plan {
@@ -397,6 +422,7 @@ impl Catalog {
                     cost_alert: p.cost_alert,
                     meters: allow,
                     features: p.features,
+                    user_limit,
                 },
             );
         }

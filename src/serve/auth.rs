@@ -308,9 +308,121 @@ impl Limiter {
     }
 }
 
+/// Token buckets per (tenant, user), each with its plan's rate and burst. A request's
+/// events are taken all or none ([`UserLimiter::take_all`]); a bucket that has refilled
+/// to its burst says nothing a new one would not, so idle buckets are dropped by a sweep
+/// every [`UserLimiter::SWEEP_EVERY`] takes, which bounds the memory to the users active
+/// within a burst's refill time.
+pub struct UserLimiter {
+    buckets: HashMap<(String, String), (Bucket, f64, f64)>,
+    takes: u64,
+}
+
+impl Default for UserLimiter {
+    fn default() -> Self {
+        UserLimiter {
+            buckets: HashMap::new(),
+            takes: 0,
+        }
+    }
+}
+
+impl UserLimiter {
+    /// Takes between sweeps of idle buckets.
+    pub const SWEEP_EVERY: u64 = 4096;
+
+    /// Buckets held now.
+    pub fn len(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.buckets.is_empty()
+    }
+
+    /// Takes `n` tokens for each `(tenant, user, n, rate, burst)`, or none of them: the
+    /// first user short of tokens and the seconds until they are there.
+    pub fn take_all(
+        &mut self,
+        wants: &[(&str, &str, f64, f64, f64)],
+        now: Instant,
+    ) -> Result<(), (String, f64)> {
+        self.takes += 1;
+        if self.takes % Self::SWEEP_EVERY == 0 {
+            self.buckets.retain(|_, (b, rate, burst)| {
+                b.tokens + now.duration_since(b.at).as_secs_f64() * *rate < *burst
+            });
+        }
+        let level = |b: Option<&(Bucket, f64, f64)>, rate: f64, burst: f64| match b {
+            Some((b, _, _)) => {
+                (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(burst)
+            }
+            None => burst,
+        };
+        for &(t, u, n, rate, burst) in wants {
+            let have = level(
+                self.buckets.get(&(t.to_string(), u.to_string())),
+                rate,
+                burst,
+            );
+            if n > burst {
+                return Err((u.to_string(), f64::INFINITY));
+            }
+            if have < n {
+                return Err((u.to_string(), (n - have) / rate));
+            }
+        }
+        for &(t, u, n, rate, burst) in wants {
+            let key = (t.to_string(), u.to_string());
+            let have = level(self.buckets.get(&key), rate, burst);
+            self.buckets.insert(
+                key,
+                (
+                    Bucket {
+                        tokens: have - n,
+                        at: now,
+                    },
+                    rate,
+                    burst,
+                ),
+            );
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn user_buckets_are_all_or_nothing_and_idle_ones_expire() {
+        let mut l = UserLimiter::default();
+        let t0 = Instant::now();
+        // u1 may send 2 at once (burst 2, 1/s); u2 10.
+        assert!(l.take_all(&[("t", "u1", 2.0, 1.0, 2.0)], t0).is_ok());
+        let (who, wait) = l
+            .take_all(
+                &[("t", "u2", 1.0, 1.0, 10.0), ("t", "u1", 1.0, 1.0, 2.0)],
+                t0,
+            )
+            .unwrap_err();
+        assert_eq!(who, "u1");
+        assert!((wait - 1.0).abs() < 1e-9, "{wait}");
+        // Nothing was taken from u2 by the refused request: 10 are still there.
+        assert!(l.take_all(&[("t", "u2", 10.0, 1.0, 10.0)], t0).is_ok());
+        assert!(
+            l.take_all(&[("other", "u1", 2.0, 1.0, 2.0)], t0).is_ok(),
+            "per tenant"
+        );
+        // After a sweep, buckets refilled to their burst are gone.
+        let later = t0 + std::time::Duration::from_secs(60);
+        for _ in 0..UserLimiter::SWEEP_EVERY {
+            let _ = l.take_all(&[], later);
+        }
+        assert!(l.is_empty(), "{} left", l.len());
+    }
 
     #[test]
     fn buckets_refill_at_their_rate() {

@@ -147,6 +147,8 @@ pub struct App {
     flush_lock: Mutex<()>,
     counters: Mutex<Counters>,
     limiter: Mutex<Limiter>,
+    /// Per-user buckets (plans' `[limits] user_rate`).
+    user_limiter: Mutex<auth::UserLimiter>,
     metrics: Metrics,
     ready: AtomicBool,
     flush_wanted: tokio::sync::Notify,
@@ -315,6 +317,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
         flush_lock: Mutex::new(()),
         counters: Mutex::new(Counters::default()),
         limiter: Mutex::new(limiter),
+        user_limiter: Mutex::new(auth::UserLimiter::default()),
         metrics: Metrics::default(),
         ready: AtomicBool::new(false),
         flush_wanted: tokio::sync::Notify::new(),

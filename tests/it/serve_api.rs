@@ -160,3 +160,73 @@ fn detection_on_demand_finds_what_the_batch_detection_finds() {
     );
     assert_eq!(s, 400, "{v}");
 }
+
+/// Per-user rate limits from the plan: one user throttled (429 `user_id`, Retry-After)
+/// while another of the same tenant is not; a refused request stores nothing.
+#[test]
+fn one_user_is_throttled_while_another_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(sample_events(), &lake);
+    let mut plans = std::fs::read_to_string(PLANS).unwrap();
+    plans.push_str("\n[plans.basic.limits]\nuser_rate = 0.01\nuser_burst = 3\n");
+    let plans = write(dir.path(), "plans.toml", &plans);
+    let tenants = write(
+        dir.path(),
+        "tenants.csv",
+        "tenant_id,plan\nt1,basic\nt2,free\n",
+    );
+    let conf = write(
+        dir.path(),
+        "meterlake.toml",
+        &format!(
+            "[paths]\nplans = \"{}\"\ntenants = \"{}\"\n",
+            plans.display(),
+            tenants.display()
+        ),
+    );
+    let k1 = key(&lake, Some("t1"));
+    let k2 = key(&lake, Some("t2"));
+    let server = Server::start(&lake, &["--config", conf.to_str().unwrap()]);
+    let track = |k: &str, evs: &[(&str, &str, &str)]| {
+        let body: Vec<String> = evs
+            .iter()
+            .map(|(id, t, u)| {
+                format!(
+                    r#"{{"id":"{id}","ts":"2026-10-20T10:00:00Z","tenant_id":"{t}","meter":"api_calls","value":1,"user_id":"{u}"}}"#
+                )
+            })
+            .collect();
+        call(
+            "POST",
+            &format!("{}/api/v1/usage/track", server.base),
+            Some(k),
+            Some(&format!("[{}]", body.join(","))),
+        )
+    };
+    // User a: a burst of 3, then refused (a refill takes 100 s), with the wait.
+    let (s, v, _) = track(
+        &k1,
+        &[("a1", "t1", "a"), ("a2", "t1", "a"), ("a3", "t1", "a")],
+    );
+    assert_eq!((s, v["accepted"].as_u64()), (202, Some(3)), "{v}");
+    let (s, v, retry) = track(&k1, &[("a4", "t1", "a")]);
+    assert_eq!(s, 429, "{v}");
+    assert_eq!(v["field"], "user_id");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    // User b of the same tenant is not throttled; a request mixing a and b is refused
+    // whole, and b's event in it was not stored (it is fresh when sent again alone).
+    let (s, _, _) = track(&k1, &[("b1", "t1", "b"), ("a5", "t1", "a")]);
+    assert_eq!(s, 429);
+    let (s, v, _) = track(&k1, &[("b1", "t1", "b"), ("b2", "t1", "b")]);
+    assert_eq!(
+        (s, v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (202, Some(2), Some(0)),
+        "{v}"
+    );
+    // A plan without [limits] has none.
+    let many: Vec<(String, &str, &str)> = (0..20).map(|i| (format!("c{i}"), "t2", "c")).collect();
+    let many: Vec<(&str, &str, &str)> = many.iter().map(|(i, t, u)| (i.as_str(), *t, *u)).collect();
+    let (s, v, _) = track(&k2, &many);
+    assert_eq!((s, v["accepted"].as_u64()), (202, Some(20)), "{v}");
+}

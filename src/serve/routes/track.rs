@@ -12,7 +12,9 @@
 //! Refusals, in the order they are checked: 503 (with `Retry-After`) while the log holds
 //! `--max-lag-events` events not yet committed (tracking outruns the flushes); 413 for too
 //! many records; 429 `rate` (with
-//! `Retry-After`) when a tenant key is over its rate; 403 `tenant_id` when a tenant key
+//! `Retry-After`) when a tenant key is over its rate; 429 `user_id` (with `Retry-After`)
+//! when a user is over its plan's per-user rate (`[plans.NAME.limits] user_rate`,
+//! `user_burst`; a request is taken whole or not at all); 403 `tenant_id` when a tenant key
 //! sends another tenant's event; 429 `meter` (with `Retry-After`: the period's end) when
 //! enforcement is on and an event is for a hard-capped meter at its limit. A refused
 //! request writes nothing.
@@ -209,6 +211,12 @@ pub(super) fn take(
         ));
     }
     let at = now();
+    within_user_rates(
+        app,
+        good.iter()
+            .map(|(e, _)| (e.tenant_id.as_str(), e.user_id.as_deref())),
+        at,
+    )?;
     let mut tenants: Vec<&str> = good.iter().map(|(e, _)| e.tenant_id.as_str()).collect();
     tenants.sort_unstable();
     tenants.dedup();
@@ -240,6 +248,50 @@ pub(super) fn take(
         duplicates,
         errors,
     })
+}
+
+/// Takes each user's events from their (tenant, user) bucket when the tenant's plan sets a
+/// per-user rate (`[plans.NAME.limits] user_rate`), all or none: else 429 `user_id` with
+/// the wait, and nothing of the request is stored.
+fn within_user_rates<'a>(
+    app: &App,
+    events: impl Iterator<Item = (&'a str, Option<&'a str>)>,
+    at: i64,
+) -> std::result::Result<(), ApiError> {
+    let mut counts: std::collections::BTreeMap<(&str, &str), f64> = Default::default();
+    for (t, user) in events {
+        if let Some(u) = user {
+            *counts.entry((t, u)).or_default() += 1.0;
+        }
+    }
+    let b = &app.opts.billing;
+    let wants: Vec<(&str, &str, f64, f64, f64)> = counts
+        .into_iter()
+        .filter_map(|((t, u), n)| {
+            // Tenants are sorted by id (`load_tenants`).
+            let i = b.tenants.binary_search_by(|x| x.id.as_str().cmp(t)).ok()?;
+            let tenant = &b.tenants[i];
+            let (rate, burst) = b.catalog.plan(tenant.plan_at(at))?.user_limit?;
+            Some((t, u, n, rate, burst))
+        })
+        .collect();
+    if wants.is_empty() {
+        return Ok(());
+    }
+    lock(&app.user_limiter)
+        .take_all(&wants, Instant::now())
+        .map_err(|(user, wait)| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Some("user_id"),
+                format!("user {user} is over its plan's per-user rate; nothing of this request was stored"),
+            )
+            .retry_after(if wait.is_finite() {
+                wait.ceil().max(1.0) as u64
+            } else {
+                60
+            })
+        })
 }
 
 /// Takes `n` events from tenant `t`'s bucket, or 429 `rate` with the wait.
