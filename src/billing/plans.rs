@@ -402,8 +402,10 @@ impl Catalog {
                 None => None,
                 Some(l) => {
                     let burst = l.user_burst.unwrap_or(l.user_rate.max(1.0));
-                    if !(l.user_rate.is_finite() && l.user_rate > 0.0)
-                        || !(burst.is_finite() && burst >= 1.0)
+                    if !(l.user_rate.is_finite()
+                        && l.user_rate > 0.0
+                        && burst.is_finite()
+                        && burst >= 1.0)
                     {
                         return Err(bad(format!(
                             "plans.{id}.limits: user_rate must be above 0 and user_burst at least 1"

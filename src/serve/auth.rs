@@ -313,18 +313,10 @@ impl Limiter {
 /// to its burst says nothing a new one would not, so idle buckets are dropped by a sweep
 /// every [`UserLimiter::SWEEP_EVERY`] takes, which bounds the memory to the users active
 /// within a burst's refill time.
+#[derive(Default)]
 pub struct UserLimiter {
     buckets: HashMap<(String, String), (Bucket, f64, f64)>,
     takes: u64,
-}
-
-impl Default for UserLimiter {
-    fn default() -> Self {
-        UserLimiter {
-            buckets: HashMap::new(),
-            takes: 0,
-        }
-    }
 }
 
 impl UserLimiter {
@@ -349,7 +341,7 @@ impl UserLimiter {
         now: Instant,
     ) -> Result<(), (String, f64)> {
         self.takes += 1;
-        if self.takes % Self::SWEEP_EVERY == 0 {
+        if self.takes.is_multiple_of(Self::SWEEP_EVERY) {
             self.buckets.retain(|_, (b, rate, burst)| {
                 b.tokens + now.duration_since(b.at).as_secs_f64() * *rate < *burst
             });
