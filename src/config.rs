@@ -11,6 +11,7 @@
 //! | anomaly threshold (\|z\|) | `anomalies.threshold` | `ANALYTICS_ANOMALY_DETECTION_THRESHOLD` |
 //! | hard caps block | `limits.enforcement_enabled` | `LIMITS_ENFORCEMENT_ENABLED` |
 //! | alerts raised and sent | `limits.notification_enabled` | `LIMITS_NOTIFICATION_ENABLED` |
+//! | serve's refresh of the analytics | `analytics.interval` | `USAGE_ANALYTICS_INTERVAL` |
 //!
 //! Every error names the file and field, or the variable, and the value it could not use.
 
@@ -177,6 +178,58 @@ impl Default for Limits {
     }
 }
 
+/// Analytics kept current by `serve`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConf {
+    /// How often `serve` refreshes forecasts, anomalies, quotas and alerts: a duration
+    /// such as `30s`, `5m` or `1h`; `0` or `off` turns it off.
+    pub interval: String,
+}
+
+impl Default for AnalyticsConf {
+    fn default() -> Self {
+        AnalyticsConf {
+            interval: "5m".into(),
+        }
+    }
+}
+
+impl AnalyticsConf {
+    /// The interval (none: off).
+    pub fn every(&self) -> Result<Option<std::time::Duration>> {
+        parse_interval("analytics.interval", &self.interval)
+    }
+}
+
+/// `30s`, `5m`, `1h`, `250ms` (a number alone is seconds); `0` or `off`: none.
+fn parse_interval(name: &'static str, v: &str) -> Result<Option<std::time::Duration>> {
+    let t = v.trim().to_ascii_lowercase();
+    if t == "off" || t == "0" {
+        return Ok(None);
+    }
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let secs = match unit.trim() {
+        "ms" => 0.001,
+        "" | "s" => 1.0,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        _ => f64::NAN,
+    };
+    n.parse::<f64>()
+        .ok()
+        .map(|n| n * secs)
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .map(|x| Some(std::time::Duration::from_secs_f64(x)))
+        .ok_or_else(|| Error::InvalidParameter {
+            name,
+            reason: format!("`{v}` is not a duration such as 30s, 5m or 1h (or off)"),
+        })
+}
+
 /// Reports written by each run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -215,6 +268,8 @@ pub struct Config {
     /// Alert notifications: channels and rules (`[notify.channels.NAME]`,
     /// `[[notify.rules]]`).
     pub notify: crate::stage::notify::NotifyConf,
+    /// What `serve` keeps current on its own.
+    pub analytics: AnalyticsConf,
 }
 
 fn bool_of(var: &'static str, v: &str) -> Result<bool> {
@@ -348,6 +403,10 @@ impl Config {
         if let Some(v) = get("LIMITS_NOTIFICATION_ENABLED") {
             self.limits.notification_enabled = bool_of("LIMITS_NOTIFICATION_ENABLED", &v)?;
         }
+        if let Some(v) = get("USAGE_ANALYTICS_INTERVAL") {
+            parse_interval("USAGE_ANALYTICS_INTERVAL", &v)?;
+            self.analytics.interval = v.trim().to_string();
+        }
         Ok(())
     }
 
@@ -355,6 +414,7 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.forecast.kind()?;
         self.notify.validate()?;
+        self.analytics.every()?;
         if self.forecast.horizon == 0 {
             return Err(Error::InvalidParameter {
                 name: "forecast.horizon",
@@ -438,6 +498,22 @@ mod tests {
         assert!(e.to_string().contains("ANALYTICS_FORECAST_MODEL"), "{e}");
         let e = toml::from_str::<Config>("[forecast]\nhorizn = 3\n").unwrap_err();
         assert!(e.to_string().contains("horizn"), "{e}");
+    }
+
+    #[test]
+    fn intervals_parse_with_their_unit() {
+        let d = |s: &str| parse_interval("x", s).unwrap();
+        assert_eq!(d("30s"), Some(std::time::Duration::from_secs(30)));
+        assert_eq!(d("5m"), Some(std::time::Duration::from_secs(300)));
+        assert_eq!(d("1h"), Some(std::time::Duration::from_secs(3600)));
+        assert_eq!(d("250ms"), Some(std::time::Duration::from_millis(250)));
+        assert_eq!(d("off"), None);
+        assert_eq!(d("0"), None);
+        let mut c = Config::default();
+        let e = c
+            .apply_env(env(&[("USAGE_ANALYTICS_INTERVAL", "soon")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("USAGE_ANALYTICS_INTERVAL"), "{e}");
     }
 
     #[test]

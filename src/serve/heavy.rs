@@ -28,7 +28,7 @@ pub struct Heavy {
 const NICE: i32 = 10;
 
 /// Lowers the calling thread's CPU priority (Linux; elsewhere nothing).
-fn lower_this_thread() {
+pub(crate) fn lower_this_thread() {
     #[cfg(target_os = "linux")]
     {
         let tid = rustix::thread::gettid();

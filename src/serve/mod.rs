@@ -66,6 +66,15 @@ pub struct ServeOptions {
     pub anomaly_threshold: f64,
     /// ...and the default granularity (`anomalies.granularity`).
     pub anomaly_granularity: String,
+    /// Refresh forecasts, anomalies, quotas and alerts this often (`analytics.interval`;
+    /// none: never).
+    pub refresh_every: Option<Duration>,
+    /// The forecasts a refresh fits (`[forecast]`).
+    pub forecast: crate::stage::forecast::ForecastSpec,
+    /// Raise alerts in a refresh (`limits.notification_enabled`)...
+    pub alerts: bool,
+    /// ...and send them by these rules.
+    pub notify: crate::stage::notify::NotifyConf,
     /// Events a second per tenant on `/track` (0: unlimited).
     pub rate: f64,
     /// Bucket size.
@@ -120,6 +129,14 @@ pub struct Metrics {
     latency_sum_micros: AtomicU64,
     /// Events acknowledged but not yet committed to the lake.
     lag: AtomicU64,
+    /// Analytics refreshes done, and failed.
+    refreshes: AtomicU64,
+    refresh_failures: AtomicU64,
+    /// The last refresh's end (unix µs) and duration (µs).
+    last_refresh_at: AtomicU64,
+    last_refresh_micros: AtomicU64,
+    /// The lake commit the derived tables reflect.
+    refresh_seq: AtomicU64,
 }
 
 /// Request latency histogram bounds, seconds.
@@ -170,7 +187,71 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The lake commit the last finished refresh reflected (0: none yet).
+fn stage_refresh_seq(lake_dir: &std::path::Path) -> u64 {
+    std::fs::read(crate::stage::refresh::state_path(lake_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(0)
+}
+
 impl App {
+    /// One analytics refresh ([`crate::stage::refresh`]) on this thread at low priority,
+    /// its forecasts and detection on one core; recorded in the metrics. A failure is
+    /// logged and retried at the next interval.
+    fn refresh_analytics(&self) {
+        heavy::lower_this_thread();
+        let o = &self.opts;
+        let secrets = crate::stage::notify::Secrets::from_env();
+        let spec = crate::stage::refresh::RefreshSpec {
+            forecast: crate::stage::forecast::ForecastSpec {
+                threads: Some(1),
+                ..o.forecast.clone()
+            },
+            detect: crate::stage::anomalies::DetectSpec {
+                config: crate::detect::DetectConfig {
+                    threshold: o.anomaly_threshold,
+                    ..crate::detect::DetectConfig::default()
+                },
+                since: None,
+                threads: Some(1),
+            },
+            detect_granularity: if o.anomaly_granularity == "day" {
+                crate::rollup::Granularity::Day
+            } else {
+                crate::rollup::Granularity::Hour
+            },
+            enforcement: o.enforcement,
+            alerts: o.alerts,
+            notify: (o.alerts && o.notify.enabled()).then_some((&o.notify, &secrets)),
+        };
+        let m = &self.metrics;
+        match crate::stage::refresh::refresh(&o.lake, &o.meters, &o.billing, &spec) {
+            Ok(Some(r)) => {
+                m.refreshes.fetch_add(1, Ordering::Relaxed);
+                m.last_refresh_micros
+                    .store((r.seconds * 1e6) as u64, Ordering::Relaxed);
+                m.refresh_seq.store(r.lake_seq, Ordering::Relaxed);
+                tracing::info!(
+                    "analytics refreshed to commit {} in {:.1} s ({} series forecast, {} checked, {} alerts)",
+                    r.lake_seq,
+                    r.seconds,
+                    r.forecast_series,
+                    r.detect_series,
+                    r.alerts_raised
+                );
+            }
+            Ok(None) => {}
+            Err(e) => {
+                m.refresh_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("analytics refresh failed (retried next interval): {e}");
+            }
+        }
+        m.last_refresh_at
+            .store(crate::time::now().max(0) as u64, Ordering::Relaxed);
+    }
+
     /// Closes the open log segment and commits every closed segment to the lake, oldest
     /// first, each on its own; returns the events committed. A segment whose commit fails
     /// stays first in the queue and is retried, under the same checksum, by the next flush.
@@ -327,6 +408,9 @@ async fn run(opts: ServeOptions) -> Result<()> {
             std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
         ),
     });
+    app.metrics
+        .refresh_seq
+        .store(stage_refresh_seq(&app.opts.lake), Ordering::Relaxed);
     let listener = tokio::net::TcpListener::bind(bind)
         .await
         .map_err(|e| Error::io(format!("--bind {bind}"), e))?;
@@ -397,6 +481,20 @@ async fn run(opts: ServeOptions) -> Result<()> {
             }
         })
     };
+    // The analytics refresh: at start (a refresh a kill -9 cut short resumes) and then
+    // every interval, on a blocking thread of low priority, one at a time.
+    let refresher = app.opts.refresh_every.map(|every| {
+        let a = app.clone();
+        tokio::spawn(async move {
+            loop {
+                let b = a.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || b.refresh_analytics()).await {
+                    tracing::error!("analytics refresh task: {e}");
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    });
     let router = routes::router(app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(signals.received())
@@ -404,6 +502,9 @@ async fn run(opts: ServeOptions) -> Result<()> {
         .map_err(|e| Error::io("serve", e))?;
     flusher.abort();
     keys_watch.abort();
+    if let Some(r) = refresher {
+        r.abort();
+    }
     let a = app.clone();
     let n = tokio::task::spawn_blocking(move || a.flush())
         .await

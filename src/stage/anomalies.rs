@@ -595,6 +595,20 @@ pub fn detect_lake(
     granularity: Granularity,
     spec: &DetectSpec,
 ) -> Result<DetectSummary> {
+    detect_lake_for(lake_dir, meters, granularity, spec, None)
+}
+
+/// [`detect_lake`] for the series of `only` these tenants (all when none): their rows of
+/// the points and incidents tables are replaced, the other tenants' kept, so the tables
+/// equal a whole run's (the user-level patterns still read every event: a user's peers
+/// are the whole lake's). The summary counts the series detected now.
+pub fn detect_lake_for(
+    lake_dir: &Path,
+    meters: &Meters,
+    granularity: Granularity,
+    spec: &DetectSpec,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Result<DetectSummary> {
     spec.config.validate()?;
     if !matches!(granularity, Granularity::Hour | Granularity::Day) {
         return Err(Error::InvalidParameter {
@@ -609,7 +623,10 @@ pub fn detect_lake(
     let mut series: Vec<Series> = Vec::new();
     let mut counts: Vec<Vec<f64>> = Vec::new();
     let mut keys: Vec<(String, String)> = Vec::new();
-    for r in rollup_series(&lake, &rspec)? {
+    for r in rollup_series(&lake, &rspec)?
+        .into_iter()
+        .filter(|r| only.is_none_or(|o| o.contains(&r.tenant_id)))
+    {
         // Event counts guard volume meters only: a gauge's readings per window say nothing
         // about its volume.
         let volume = meters
@@ -698,8 +715,38 @@ pub fn detect_lake(
         dir.join(tables::incidents::POINTS_FILE),
         dir.join(tables::incidents::FILE),
     );
+    let mut incidents = records(&rows);
+    if let Some(o) = only {
+        points = tables::replace_tenants(&pp, points, o, &["tenant_id", "meter", "ts"])?;
+        if ip.exists() {
+            let mut all: Vec<IncidentRecord> = tables::incidents::read(&ip)?
+                .into_iter()
+                .filter(|r| !o.contains(&r.tenant_id))
+                .collect();
+            all.append(&mut incidents);
+            // The order a whole run writes ([`incident_rows`]): most severe, then riskiest
+            // first, then by series and start.
+            let rank = |s: &str| match s {
+                "critical" => 3,
+                "high" => 2,
+                "medium" => 1,
+                _ => 0,
+            };
+            all.sort_by(|a, b| {
+                rank(&b.severity)
+                    .cmp(&rank(&a.severity))
+                    .then(b.risk.total_cmp(&a.risk))
+                    .then(
+                        format!("{}/{}", a.tenant_id, a.meter)
+                            .cmp(&format!("{}/{}", b.tenant_id, b.meter)),
+                    )
+                    .then(a.window_start.cmp(&b.window_start))
+            });
+            incidents = all;
+        }
+    }
     write_frame(&pp, &mut points)?;
-    tables::incidents::write(&ip, &records(&rows))?;
+    tables::incidents::write(&ip, &incidents)?;
     let write = clock.elapsed().as_secs_f64() - read - fit;
     Ok(summarize(
         &series,

@@ -371,6 +371,20 @@ pub fn forecast_lake(
     granularity: Granularity,
     spec: &ForecastSpec,
 ) -> Result<ForecastSummary> {
+    forecast_lake_for(lake_dir, meters, granularity, spec, None)
+}
+
+/// [`forecast_lake`] for the series of `only` these tenants (all when none): their rows
+/// of the forecast tables are replaced, the other tenants' kept
+/// ([`tables::replace_tenants`]), so the tables equal a whole run's. The summary counts
+/// the series forecast now.
+pub fn forecast_lake_for(
+    lake_dir: &Path,
+    meters: &Meters,
+    granularity: Granularity,
+    spec: &ForecastSpec,
+    only: Option<&std::collections::BTreeSet<String>>,
+) -> Result<ForecastSummary> {
     spec.validate()?;
     let lake = Lake::open(lake_dir)?;
     let rspec = RollupSpec::new(granularity);
@@ -378,6 +392,7 @@ pub fn forecast_lake(
     rollup(&lake, meters, &rspec, &RollupOptions::default())?;
     let series: Vec<Series> = rollup_series(&lake, &rspec)?
         .into_iter()
+        .filter(|r| only.is_none_or(|o| o.contains(&r.tenant_id)))
         .map(|r| Series {
             id: format!("{}\u{1f}{}", r.tenant_id, r.meter),
             ts: r.ts,
@@ -420,6 +435,10 @@ pub fn forecast_lake(
         dir.join(tables::forecasts::FORECAST_FILE),
         dir.join(tables::forecasts::METRICS_FILE),
     );
+    if let Some(o) = only {
+        f = tables::replace_tenants(&out, f, o, &["tenant_id", "meter", "ts"])?;
+        mt = tables::replace_tenants(&metrics, mt, o, &["tenant_id", "meter"])?;
+    }
     write_frame(&out, &mut f)?;
     write_frame(&metrics, &mut mt)?;
     let write = clock.elapsed().as_secs_f64() - read - fit;

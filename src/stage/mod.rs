@@ -7,6 +7,7 @@
 //! | [`anomalies`] | the detectors of [`crate::detect`] on the series, abuse patterns on the events | `anomalies/` |
 //! | [`quotas`] | billing's quota evaluation with projections, once per job | `quotas/` |
 //! | [`alerts`] | thresholds, limits, cost and anomaly alerts from the above; webhook delivery | `alerts/` |
+//! | [`refresh`] | the stages above for the tenants whose events changed (what `serve` runs every interval) | the same tables |
 //! | [`notify`] | alerts sent by e-mail, Slack or webhook by rules, with digests, quiet hours and escalation | `alerts/deliveries.parquet` |
 //!
 //! The pure algorithms live beside, not here: [`crate::forecast`] and [`crate::detect`]
@@ -22,4 +23,5 @@ pub mod anomalies;
 pub mod forecast;
 pub mod notify;
 pub mod quotas;
+pub mod refresh;
 pub mod tables;

@@ -20,6 +20,7 @@ mod layers;
 mod notify;
 mod openmeter;
 mod props;
+mod refresh;
 mod report;
 mod retention;
 mod rollup;

@@ -169,6 +169,55 @@ pub(super) async fn prometheus(State(app): State<Arc<App>>) -> Response {
         "# HELP meterlake_last_flush_seconds Duration of the last flush.\n# TYPE meterlake_last_flush_seconds gauge\nmeterlake_last_flush_seconds {}\n",
         m.last_flush_micros.load(Ordering::Relaxed) as f64 / 1e6
     ));
+    // The analytics refresh (serve's own forecasts, anomalies, quotas and alerts).
+    let at = m.last_refresh_at.load(Ordering::Relaxed);
+    let since = if at == 0 {
+        f64::NAN
+    } else {
+        (crate::time::now() as f64 - at as f64).max(0.0) / 1e6
+    };
+    for (name, kind, help, v) in [
+        (
+            "meterlake_analytics_refreshes_total",
+            "counter",
+            "Analytics refreshes that changed the derived tables.",
+            m.refreshes.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "meterlake_analytics_refresh_failures_total",
+            "counter",
+            "Analytics refreshes that failed (retried next interval).",
+            m.refresh_failures.load(Ordering::Relaxed) as f64,
+        ),
+        (
+            "meterlake_analytics_last_refresh_timestamp_seconds",
+            "gauge",
+            "When the last refresh ended (unix seconds; NaN: none yet).",
+            if at == 0 { f64::NAN } else { at as f64 / 1e6 },
+        ),
+        (
+            "meterlake_analytics_last_refresh_duration_seconds",
+            "gauge",
+            "How long the last refresh that changed the tables took.",
+            m.last_refresh_micros.load(Ordering::Relaxed) as f64 / 1e6,
+        ),
+        (
+            "meterlake_analytics_lag_seconds",
+            "gauge",
+            "Seconds since the last refresh ended.",
+            since,
+        ),
+        (
+            "meterlake_analytics_lake_commit",
+            "gauge",
+            "The lake commit the derived tables reflect.",
+            m.refresh_seq.load(Ordering::Relaxed) as f64,
+        ),
+    ] {
+        o.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
+        ));
+    }
     o.push_str("# HELP meterlake_request_duration_seconds Request latency.\n# TYPE meterlake_request_duration_seconds histogram\n");
     let mut cum = 0;
     for (b, c) in LATENCY_BUCKETS.iter().zip(&m.latency) {

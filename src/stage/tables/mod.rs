@@ -149,6 +149,34 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
         })
 }
 
+/// Replaces the rows of `tenants` in the table at `path` by `new`, keeping the other
+/// tenants' rows as they are, sorted by `order` (stable): how an incremental stage updates
+/// a table it once wrote whole, so the result equals a whole recomputation's when `new`
+/// is what that recomputation gives for `tenants`. Without a table at `path`: `new`.
+pub fn replace_tenants(
+    path: &Path,
+    new: DataFrame,
+    tenants: &std::collections::BTreeSet<String>,
+    order: &[&str],
+) -> Result<DataFrame> {
+    if !path.exists() {
+        return Ok(new);
+    }
+    let old = read_frame(path)?;
+    let keep: BooleanChunked = old
+        .column("tenant_id")?
+        .str()?
+        .iter()
+        .map(|t| !t.is_some_and(|t| tenants.contains(t)))
+        .collect();
+    let mut out = old.filter(&keep)?;
+    out.vstack_mut(&new.select(out.get_column_names_owned())?)?;
+    Ok(out.sort(
+        order.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
+        SortMultipleOptions::default().with_maintain_order(true),
+    )?)
+}
+
 /// Typed columns of a table read back, each error naming the file and the column.
 pub(crate) struct Columns<'a> {
     path: &'a Path,

@@ -1,0 +1,197 @@
+//! Keeping the derived tables current without a batch job: what `meterlake serve` runs
+//! every `analytics.interval` ([`refresh`]).
+//!
+//! One refresh, when the lake has commits it has not seen:
+//! 1. the tenants whose events changed: those in the files the new ingest commits added
+//!    (a compaction changes no rows; a retention or forget commit, or commits folded into
+//!    a checkpoint since, mean all tenants);
+//! 2. their daily forecasts and their anomaly detection ([`forecast::forecast_lake_for`],
+//!    [`anomalies::detect_lake_for`]: rollups brought up to date incrementally, only those
+//!    tenants' series fitted, their rows replaced in the tables), so the tables equal what
+//!    a whole `meterlake run` writes;
+//! 3. quotas as of the lake's last event, the alerts they raise, and their notifications.
+//!
+//! Its state is the last lake commit it finished (`LAKE/_serve/refresh.json`), written
+//! last: a refresh killed midway leaves tables each whole (every write is atomic) and the
+//! old state, so the next one redoes the same tenants, which gives the same rows (forecasts
+//! and detection are deterministic; alerts are raised once by id): nothing is lost or
+//! counted twice.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::alerts::{RaiseOptions, raise_from};
+use super::anomalies::{DetectSpec, detect_lake_for};
+use super::forecast::{ForecastSpec, forecast_lake_for};
+use super::notify::{NotifyConf, Secrets};
+use super::quotas;
+use crate::billing::Billing;
+use crate::error::{IoContext, Result};
+use crate::lake::{CommitKind, Lake};
+use crate::rollup::{Granularity, Meters};
+use crate::time::MICROS_PER_DAY;
+
+/// What a refresh runs.
+pub struct RefreshSpec<'a> {
+    /// Forecasts (daily series).
+    pub forecast: ForecastSpec,
+    /// Detection...
+    pub detect: DetectSpec,
+    /// ...on these rollups.
+    pub detect_granularity: Granularity,
+    /// Hard caps block (quota status).
+    pub enforcement: bool,
+    /// Raise alerts from the quotas and new incidents.
+    pub alerts: bool,
+    /// And send them by these rules.
+    pub notify: Option<(&'a NotifyConf, &'a Secrets)>,
+}
+
+/// What a refresh did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Refreshed {
+    /// The lake commit the tables now reflect.
+    pub lake_seq: u64,
+    /// Tenants recomputed (none: all).
+    pub tenants: Option<usize>,
+    /// Series forecast.
+    pub forecast_series: usize,
+    /// Series checked for anomalies.
+    pub detect_series: usize,
+    /// Alerts raised.
+    pub alerts_raised: usize,
+    /// Notifications sent.
+    pub notified: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    seq: u64,
+}
+
+/// The state file of a lake.
+pub fn state_path(lake_dir: &Path) -> PathBuf {
+    lake_dir.join("_serve").join("refresh.json")
+}
+
+fn read_state(lake_dir: &Path) -> State {
+    std::fs::read(state_path(lake_dir))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+fn write_state(lake_dir: &Path, s: &State) -> Result<()> {
+    let path = state_path(lake_dir);
+    let dir = path.parent().expect("state has a folder");
+    std::fs::create_dir_all(dir).at(dir)?;
+    let tmp = super::tables::temp_path(&path);
+    let bytes = serde_json::to_vec(s).unwrap_or_default();
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
+        .at(&tmp)?;
+    std::fs::rename(&tmp, &path).at(&path)
+}
+
+/// The tenants whose events changed after commit `seen` (none: all of them).
+fn changed_tenants(lake: &Lake, seen: u64) -> Result<Option<BTreeSet<String>>> {
+    let commits = lake.recent_commits();
+    // Commits folded into a checkpoint since: their files are no longer told apart.
+    if commits.first().is_none_or(|c| c.seq > seen + 1) && lake.last_seq() > seen {
+        return Ok(None);
+    }
+    let mut files = Vec::new();
+    for c in commits.iter().filter(|c| c.seq > seen) {
+        match c.kind {
+            CommitKind::Compact => {}
+            CommitKind::Ingest => files.extend(c.added.iter().cloned()),
+            CommitKind::Retention | CommitKind::Forget => return Ok(None),
+        }
+    }
+    if files.is_empty() {
+        return Ok(Some(BTreeSet::new()));
+    }
+    let df = crate::lake::scan_files(lake, &files)?
+        .select([col("tenant_id").unique()])
+        .collect()?;
+    Ok(Some(
+        df.column("tenant_id")?
+            .str()?
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect(),
+    ))
+}
+
+/// Brings the derived tables up to date with the lake, for the tenants whose events
+/// changed since the last refresh; `None` when there was nothing new.
+pub fn refresh(
+    lake_dir: &Path,
+    meters: &Meters,
+    billing: &Billing,
+    spec: &RefreshSpec,
+) -> Result<Option<Refreshed>> {
+    let clock = std::time::Instant::now();
+    let lake = Lake::open(lake_dir)?;
+    let state = read_state(lake_dir);
+    let seq = lake.last_seq();
+    if seq == state.seq || lake.data_files().is_empty() {
+        return Ok(None);
+    }
+    let changed = changed_tenants(&lake, state.seq)?;
+    let mut out = Refreshed {
+        lake_seq: seq,
+        tenants: changed.as_ref().map(BTreeSet::len),
+        ..Refreshed::default()
+    };
+    if changed.as_ref().is_none_or(|c| !c.is_empty()) {
+        let f = forecast_lake_for(
+            lake_dir,
+            meters,
+            Granularity::Day,
+            &spec.forecast,
+            changed.as_ref(),
+        )?;
+        out.forecast_series = f.series;
+        let d = detect_lake_for(
+            lake_dir,
+            meters,
+            spec.detect_granularity,
+            &spec.detect,
+            changed.as_ref(),
+        )?;
+        out.detect_series = d.series;
+        // Quotas as of the lake's last event, as the batch job evaluates them.
+        let at = crate::billing::parse_at(&lake, "latest")?;
+        let rows = quotas::evaluate(&lake, billing, at, None)?;
+        quotas::write(lake_dir, &rows, spec.enforcement)?;
+        if spec.alerts {
+            let new = raise_from(
+                &lake,
+                billing,
+                &rows,
+                &RaiseOptions {
+                    at,
+                    cost_over: None,
+                    anomalies: true,
+                    anomaly_lookback: 7 * MICROS_PER_DAY,
+                },
+            )?;
+            out.alerts_raised = new.len();
+            if let Some((conf, secrets)) = spec.notify {
+                out.notified =
+                    super::notify::deliver(lake_dir, billing, conf, secrets, crate::time::now())?
+                        .sent;
+            }
+        }
+    }
+    write_state(lake_dir, &State { seq })?;
+    out.seconds = clock.elapsed().as_secs_f64();
+    Ok(Some(out))
+}

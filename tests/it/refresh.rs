@@ -1,0 +1,181 @@
+//! `serve` keeps its analytics current on its own: events tracked through the API reach
+//! the forecasts, anomalies and quotas within an interval, with no `run`, and the derived
+//! tables then hold the same rows as a `meterlake run` on the same lake computes.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+
+use crate::common::*;
+use crate::serve::{Server, call, key};
+
+/// Every row of a Parquet file, its values formatted and joined (a table's content,
+/// independent of how it was split into row groups).
+fn rows(path: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for b in parquet_batches(path) {
+        let opts = FormatOptions::default();
+        // Instants as their µs (the formatter knows no named zones).
+        let cols: Vec<arrow::array::ArrayRef> = b
+            .columns()
+            .iter()
+            .map(|c| match c.data_type() {
+                arrow::datatypes::DataType::Timestamp(..) => {
+                    arrow::compute::cast(c, &arrow::datatypes::DataType::Int64).unwrap()
+                }
+                _ => c.clone(),
+            })
+            .collect();
+        let fs: Vec<ArrayFormatter> = cols
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
+        for i in 0..b.num_rows() {
+            out.push(
+                fs.iter()
+                    .map(|f| f.value(i).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
+        }
+    }
+    out
+}
+
+/// The value of a Prometheus sample.
+fn metric(base: &str, name: &str) -> f64 {
+    let (_, text, _) = call("GET", &format!("{base}/prometheus"), None, None);
+    text.as_str()
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(300),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The `used` of a tenant × meter in the quota table.
+fn used(lake: &Path, tenant: &str, meter: &str) -> f64 {
+    let r = rows(&lake.join("quotas/quotas.parquet"));
+    let head = parquet_batches(&lake.join("quotas/quotas.parquet"))
+        .next()
+        .unwrap();
+    let cols: Vec<String> = head
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    let at = |n: &str| cols.iter().position(|c| c == n).unwrap();
+    let (ti, mi, ui) = (at("tenant_id"), at("meter"), at("used"));
+    r.iter()
+        .map(|l| l.split('|').collect::<Vec<_>>())
+        .find(|f| f[ti] == tenant && f[mi] == meter)
+        .map(|f| f[ui].parse().unwrap())
+        .unwrap()
+}
+
+#[test]
+fn serve_refreshes_analytics_and_matches_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(sample_events(), &lake);
+    let conf = write(
+        dir.path(),
+        "meterlake.toml",
+        &format!(
+            "[paths]\nplans = \"{PLANS}\"\ntenants = \"{TENANTS}\"\n[analytics]\ninterval = \"1s\"\n"
+        ),
+    );
+    let admin = key(&lake, None);
+    let tk = key(&lake, Some("acme-001"));
+    let server = Server::start(&lake, &["--config", conf.to_str().unwrap()]);
+    let b = server.base.clone();
+    // The first refresh (at start) computes everything.
+    wait_until("the first refresh", || {
+        metric(&b, "meterlake_analytics_refreshes_total") >= 1.0
+    });
+    assert!(metric(&b, "meterlake_analytics_lag_seconds") >= 0.0);
+    let before = used(&lake, "acme-001", "api_calls");
+    // 40 API calls tracked through the API, on the lake's last day.
+    let body: Vec<String> = (0..40)
+        .map(|i| {
+            format!(
+                r#"{{"id":"r{i}","ts":"2026-10-22T12:{:02}:00Z","tenant_id":"acme-001","meter":"api_calls","value":1,"user_id":"u-1"}}"#,
+                i % 60
+            )
+        })
+        .collect();
+    let (s, v, _) = call(
+        "POST",
+        &format!("{b}/api/v1/usage/track"),
+        Some(&tk),
+        Some(&format!("[{}]", body.join(","))),
+    );
+    assert_eq!((s, v["accepted"].as_u64()), (202, Some(40)), "{v}");
+    let (s, _, _) = call(
+        "POST",
+        &format!("{b}/api/v1/usage/admin/flush"),
+        Some(&admin),
+        None,
+    );
+    assert_eq!(s, 200);
+    // Within an interval (or two: a refresh may be running), the quotas see them.
+    wait_until("a refresh after the flush", || {
+        metric(&b, "meterlake_analytics_refreshes_total") >= 2.0
+    });
+    assert_eq!(
+        used(&lake, "acme-001", "api_calls") - before,
+        40.0,
+        "the tracked calls are in the quotas"
+    );
+    server.stop();
+    // The independent computation: `run` on a copy of the lake, recomputing everything.
+    let other = dir.path().join("other");
+    copy_dir(&lake, &other);
+    ok(&[
+        "run",
+        "--config",
+        conf.to_str().unwrap(),
+        "--lake",
+        other.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+        "--tracking",
+        "false",
+        "--force",
+        "--quiet",
+    ]);
+    for table in [
+        "forecasts/granularity=day/forecast.parquet",
+        "forecasts/granularity=day/metrics.parquet",
+        "anomalies/granularity=hour/incidents.parquet",
+        "anomalies/granularity=hour/points.parquet",
+        "quotas/quotas.parquet",
+    ] {
+        let (mine, theirs) = (rows(&lake.join(table)), rows(&other.join(table)));
+        assert!(!theirs.is_empty(), "{table}");
+        assert_eq!(mine.len(), theirs.len(), "{table}: rows");
+        let diff: Vec<(&String, &String)> = mine
+            .iter()
+            .zip(&theirs)
+            .filter(|(a, b)| a != b)
+            .take(3)
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "{table}: serve's refresh and run differ: {diff:?}"
+        );
+    }
+}
