@@ -15,7 +15,9 @@
 //!
 //! The points: `wal.write`, `wal.sync` (the `/track` append and its fsync), `lake.stage`
 //! (a commit's new files), `lake.log` (the commit point's log file), `lake.publish` (after
-//! the commit point), `compact.write`; `serve.heavy` (inside a heavy request's slot).
+//! the commit point), `compact.write`; `serve.heavy` (inside a heavy request's slot);
+//! `refresh.tables` (an analytics refresh between its forecast and anomaly tables) and
+//! `refresh.state` (before it records the commit it reached).
 //!
 //! Production code calls [`check`] (or [`write_all`]); with `MLK_FAULTS` unset, the cost is
 //! one environment lookup cached at first use.

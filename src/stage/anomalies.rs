@@ -598,8 +598,8 @@ pub fn detect_lake(
     detect_lake_for(lake_dir, meters, granularity, spec, None)
 }
 
-/// [`detect_lake`] for the series of `only` these tenants (all when none): their rows of
-/// the points and incidents tables are replaced, the other tenants' kept, so the tables
+/// [`detect_lake`] for `only` these tenant × meter series (all when none): their rows of
+/// the points and incidents tables are replaced, the other series' kept, so the tables
 /// equal a whole run's (the user-level patterns still read every event: a user's peers
 /// are the whole lake's). The summary counts the series detected now.
 pub fn detect_lake_for(
@@ -607,7 +607,7 @@ pub fn detect_lake_for(
     meters: &Meters,
     granularity: Granularity,
     spec: &DetectSpec,
-    only: Option<&std::collections::BTreeSet<String>>,
+    only: Option<&std::collections::BTreeSet<tables::SeriesKey>>,
 ) -> Result<DetectSummary> {
     spec.config.validate()?;
     if !matches!(granularity, Granularity::Hour | Granularity::Day) {
@@ -625,7 +625,7 @@ pub fn detect_lake_for(
     let mut keys: Vec<(String, String)> = Vec::new();
     for r in rollup_series(&lake, &rspec)?
         .into_iter()
-        .filter(|r| only.is_none_or(|o| o.contains(&r.tenant_id)))
+        .filter(|r| only.is_none_or(|o| o.contains(&(r.tenant_id.clone(), r.meter.clone()))))
     {
         // Event counts guard volume meters only: a gauge's readings per window say nothing
         // about its volume.
@@ -717,11 +717,11 @@ pub fn detect_lake_for(
     );
     let mut incidents = records(&rows);
     if let Some(o) = only {
-        points = tables::replace_tenants(&pp, points, o, &["tenant_id", "meter", "ts"])?;
+        points = tables::replace_series(&pp, points, o, &["tenant_id", "meter", "ts"])?;
         if ip.exists() {
             let mut all: Vec<IncidentRecord> = tables::incidents::read(&ip)?
                 .into_iter()
-                .filter(|r| !o.contains(&r.tenant_id))
+                .filter(|r| !o.contains(&(r.tenant_id.clone(), r.meter.clone())))
                 .collect();
             all.append(&mut incidents);
             // The order a whole run writes ([`incident_rows`]): most severe, then riskiest

@@ -374,16 +374,16 @@ pub fn forecast_lake(
     forecast_lake_for(lake_dir, meters, granularity, spec, None)
 }
 
-/// [`forecast_lake`] for the series of `only` these tenants (all when none): their rows
-/// of the forecast tables are replaced, the other tenants' kept
-/// ([`tables::replace_tenants`]), so the tables equal a whole run's. The summary counts
+/// [`forecast_lake`] for `only` these tenant × meter series (all when none): their rows
+/// of the forecast tables are replaced, the other series' kept
+/// ([`tables::replace_series`]), so the tables equal a whole run's. The summary counts
 /// the series forecast now.
 pub fn forecast_lake_for(
     lake_dir: &Path,
     meters: &Meters,
     granularity: Granularity,
     spec: &ForecastSpec,
-    only: Option<&std::collections::BTreeSet<String>>,
+    only: Option<&std::collections::BTreeSet<tables::SeriesKey>>,
 ) -> Result<ForecastSummary> {
     spec.validate()?;
     let lake = Lake::open(lake_dir)?;
@@ -392,7 +392,7 @@ pub fn forecast_lake_for(
     rollup(&lake, meters, &rspec, &RollupOptions::default())?;
     let series: Vec<Series> = rollup_series(&lake, &rspec)?
         .into_iter()
-        .filter(|r| only.is_none_or(|o| o.contains(&r.tenant_id)))
+        .filter(|r| only.is_none_or(|o| o.contains(&(r.tenant_id.clone(), r.meter.clone()))))
         .map(|r| Series {
             id: format!("{}\u{1f}{}", r.tenant_id, r.meter),
             ts: r.ts,
@@ -436,8 +436,8 @@ pub fn forecast_lake_for(
         dir.join(tables::forecasts::METRICS_FILE),
     );
     if let Some(o) = only {
-        f = tables::replace_tenants(&out, f, o, &["tenant_id", "meter", "ts"])?;
-        mt = tables::replace_tenants(&metrics, mt, o, &["tenant_id", "meter"])?;
+        f = tables::replace_series(&out, f, o, &["tenant_id", "meter", "ts"])?;
+        mt = tables::replace_series(&metrics, mt, o, &["tenant_id", "meter"])?;
     }
     write_frame(&out, &mut f)?;
     write_frame(&metrics, &mut mt)?;

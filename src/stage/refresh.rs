@@ -2,13 +2,13 @@
 //! every `analytics.interval` ([`refresh`]).
 //!
 //! One refresh, when the lake has commits it has not seen:
-//! 1. the tenants whose events changed: those in the files the new ingest commits added
-//!    (a compaction changes no rows; a retention or forget commit, or commits folded into
-//!    a checkpoint since, mean all tenants);
-//! 2. their daily forecasts and their anomaly detection ([`forecast::forecast_lake_for`],
-//!    [`anomalies::detect_lake_for`]: rollups brought up to date incrementally, only those
-//!    tenants' series fitted, their rows replaced in the tables), so the tables equal what
-//!    a whole `meterlake run` writes;
+//! 1. the series (tenant × meter) whose events changed: those in the files the new
+//!    ingest commits added (a compaction changes no rows; a retention or forget commit, or
+//!    commits folded into a checkpoint since, mean all series);
+//! 2. their daily forecasts and their anomaly detection
+//!    ([`super::forecast::forecast_lake_for`], [`super::anomalies::detect_lake_for`]:
+//!    rollups brought up to date incrementally, only those series fitted, their rows
+//!    replaced in the tables), so the tables equal what a whole `meterlake run` writes;
 //! 3. quotas as of the lake's last event, the alerts they raise, and their notifications.
 //!
 //! Its state is the last lake commit it finished (`LAKE/_serve/refresh.json`), written
@@ -28,6 +28,7 @@ use super::anomalies::{DetectSpec, detect_lake_for};
 use super::forecast::{ForecastSpec, forecast_lake_for};
 use super::notify::{NotifyConf, Secrets};
 use super::quotas;
+use super::tables::SeriesKey;
 use crate::billing::Billing;
 use crate::error::{IoContext, Result};
 use crate::lake::{CommitKind, Lake};
@@ -55,8 +56,8 @@ pub struct RefreshSpec<'a> {
 pub struct Refreshed {
     /// The lake commit the tables now reflect.
     pub lake_seq: u64,
-    /// Tenants recomputed (none: all).
-    pub tenants: Option<usize>,
+    /// Series recomputed (none: all).
+    pub changed_series: Option<usize>,
     /// Series forecast.
     pub forecast_series: usize,
     /// Series checked for anomalies.
@@ -98,8 +99,8 @@ fn write_state(lake_dir: &Path, s: &State) -> Result<()> {
     std::fs::rename(&tmp, &path).at(&path)
 }
 
-/// The tenants whose events changed after commit `seen` (none: all of them).
-fn changed_tenants(lake: &Lake, seen: u64) -> Result<Option<BTreeSet<String>>> {
+/// The tenant × meter series whose events changed after commit `seen` (none: all).
+fn changed_series(lake: &Lake, seen: u64) -> Result<Option<BTreeSet<SeriesKey>>> {
     let commits = lake.recent_commits();
     // Commits folded into a checkpoint since: their files are no longer told apart.
     if commits.first().is_none_or(|c| c.seq > seen + 1) && lake.last_seq() > seen {
@@ -117,20 +118,25 @@ fn changed_tenants(lake: &Lake, seen: u64) -> Result<Option<BTreeSet<String>>> {
         return Ok(Some(BTreeSet::new()));
     }
     let df = crate::lake::scan_files(lake, &files)?
-        .select([col("tenant_id").unique()])
+        .select([col("tenant_id"), col("meter")])
+        .unique(None, UniqueKeepStrategy::Any)
         .collect()?;
+    let (t, m) = (df.column("tenant_id")?.str()?, df.column("meter")?.str()?);
     Ok(Some(
-        df.column("tenant_id")?
-            .str()?
-            .iter()
-            .flatten()
-            .map(str::to_string)
+        t.iter()
+            .zip(m.iter())
+            .map(|(t, m)| {
+                (
+                    t.unwrap_or_default().to_string(),
+                    m.unwrap_or_default().to_string(),
+                )
+            })
             .collect(),
     ))
 }
 
-/// Brings the derived tables up to date with the lake, for the tenants whose events
-/// changed since the last refresh; `None` when there was nothing new.
+/// Brings the derived tables up to date with the lake, for the series whose events
+/// changed since the last refresh (their series); `None` when there was nothing new.
 pub fn refresh(
     lake_dir: &Path,
     meters: &Meters,
@@ -144,10 +150,10 @@ pub fn refresh(
     if seq == state.seq || lake.data_files().is_empty() {
         return Ok(None);
     }
-    let changed = changed_tenants(&lake, state.seq)?;
+    let changed = changed_series(&lake, state.seq)?;
     let mut out = Refreshed {
         lake_seq: seq,
-        tenants: changed.as_ref().map(BTreeSet::len),
+        changed_series: changed.as_ref().map(BTreeSet::len),
         ..Refreshed::default()
     };
     if changed.as_ref().is_none_or(|c| !c.is_empty()) {
@@ -159,6 +165,8 @@ pub fn refresh(
             changed.as_ref(),
         )?;
         out.forecast_series = f.series;
+        // Fault point: a refresh cut off between its tables (tests kill it here).
+        crate::fault::check("refresh.tables").at(lake_dir)?;
         let d = detect_lake_for(
             lake_dir,
             meters,
@@ -191,6 +199,7 @@ pub fn refresh(
             }
         }
     }
+    crate::fault::check("refresh.state").at(lake_dir)?;
     write_state(lake_dir, &State { seq })?;
     out.seconds = clock.elapsed().as_secs_f64();
     Ok(Some(out))

@@ -149,25 +149,34 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
         })
 }
 
-/// Replaces the rows of `tenants` in the table at `path` by `new`, keeping the other
-/// tenants' rows as they are, sorted by `order` (stable): how an incremental stage updates
-/// a table it once wrote whole, so the result equals a whole recomputation's when `new`
-/// is what that recomputation gives for `tenants`. Without a table at `path`: `new`.
-pub fn replace_tenants(
+/// A tenant × meter series.
+pub type SeriesKey = (String, String);
+
+/// Replaces the rows of the `series` (tenant × meter) in the table at `path` by `new`,
+/// keeping the other series' rows as they are, sorted by `order` (stable): how an
+/// incremental stage updates a table it once wrote whole, so the result equals a whole
+/// recomputation's when `new` is what that recomputation gives for `series`. Without a
+/// table at `path`: `new`.
+pub fn replace_series(
     path: &Path,
     new: DataFrame,
-    tenants: &std::collections::BTreeSet<String>,
+    series: &std::collections::BTreeSet<SeriesKey>,
     order: &[&str],
 ) -> Result<DataFrame> {
     if !path.exists() {
         return Ok(new);
     }
     let old = read_frame(path)?;
-    let keep: BooleanChunked = old
-        .column("tenant_id")?
-        .str()?
+    let (t, m) = (old.column("tenant_id")?.str()?, old.column("meter")?.str()?);
+    let keep: BooleanChunked = t
         .iter()
-        .map(|t| !t.is_some_and(|t| tenants.contains(t)))
+        .zip(m.iter())
+        .map(|(t, m)| {
+            !series.contains(&(
+                t.unwrap_or_default().to_string(),
+                m.unwrap_or_default().to_string(),
+            ))
+        })
         .collect();
     let mut out = old.filter(&keep)?;
     out.vstack_mut(&new.select(out.get_column_names_owned())?)?;
