@@ -147,6 +147,7 @@ fn main() {
         .find_map(|l| l.strip_prefix("VmHWM:").map(|v| v.trim().to_string()))
         .unwrap_or_default();
     let _ = child.kill();
+    let _ = child.wait();
     let n = during.len();
     println!(
         "serve_refresh: refresh of the whole lake took {refresh_s:.1} s; server peak RSS {rss}"
