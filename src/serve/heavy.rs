@@ -5,7 +5,7 @@
 //! every slot.
 //!
 //! They run on a pool of their own whose threads, like polars' pool, run at a lower CPU
-//! priority (nice 10, Linux): when a report and a forecast keep both cores busy, the
+//! priority (nice 19, Linux: the lowest): when a report and a forecast keep both cores busy, the
 //! threads answering `/track` and `/check-quota` still get a core as soon as a request
 //! arrives, so heavy work costs those endpoints throughput at most, not latency.
 
@@ -72,7 +72,7 @@ pub struct Slot<'a> {
 
 impl Heavy {
     /// At most `limit` heavy requests at once (at least 1), each on a thread of a pool of
-    /// that size running at nice 10.
+    /// that size running at nice 19.
     pub fn new(limit: usize) -> Heavy {
         let limit = limit.max(1);
         let pool = rayon::ThreadPoolBuilder::new()

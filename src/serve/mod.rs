@@ -482,19 +482,21 @@ async fn run(opts: ServeOptions) -> Result<()> {
         })
     };
     // The analytics refresh: at start (a refresh a kill -9 cut short resumes) and then
-    // every interval, on a blocking thread of low priority, one at a time.
-    let refresher = app.opts.refresh_every.map(|every| {
+    // every interval, one at a time, on a thread of its own at the lowest CPU priority (not
+    // a tokio thread: those answer requests at normal priority). It ends with the process;
+    // a refresh cut off by the exit is redone at the next start.
+    if let Some(every) = app.opts.refresh_every {
         let a = app.clone();
-        tokio::spawn(async move {
-            loop {
-                let b = a.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || b.refresh_analytics()).await {
-                    tracing::error!("analytics refresh task: {e}");
+        std::thread::Builder::new()
+            .name("mlk-refresh".into())
+            .spawn(move || {
+                loop {
+                    a.refresh_analytics();
+                    std::thread::sleep(every);
                 }
-                tokio::time::sleep(every).await;
-            }
-        })
-    });
+            })
+            .map_err(|e| Error::io("analytics refresh thread", e))?;
+    }
     let router = routes::router(app.clone());
     axum::serve(listener, router)
         .with_graceful_shutdown(signals.received())
@@ -502,9 +504,6 @@ async fn run(opts: ServeOptions) -> Result<()> {
         .map_err(|e| Error::io("serve", e))?;
     flusher.abort();
     keys_watch.abort();
-    if let Some(r) = refresher {
-        r.abort();
-    }
     let a = app.clone();
     let n = tokio::task::spawn_blocking(move || a.flush())
         .await

@@ -100,13 +100,34 @@ fn serve_refreshes_analytics_and_matches_a_run() {
     );
     let admin = key(&lake, None);
     let tk = key(&lake, Some("acme-001"));
-    let server = Server::start(&lake, &["--config", conf.to_str().unwrap()]);
+    let server = Server::start_env(
+        &lake,
+        &["--config", conf.to_str().unwrap()],
+        &[("USAGE_ANALYTICS_INTERVAL", "1s")],
+    );
     let b = server.base.clone();
     // The first refresh (at start) computes everything.
     wait_until("the first refresh", || {
         metric(&b, "meterlake_analytics_refreshes_total") >= 1.0
     });
     assert!(metric(&b, "meterlake_analytics_lag_seconds") >= 0.0);
+    // The refresh runs on its own thread at the lowest priority.
+    let refresh_nice: Vec<i64> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .flatten()
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm"))
+                .unwrap_or_default()
+                .trim()
+                == "mlk-refresh"
+        })
+        .map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
+            let rest = &stat[stat.rfind(')').unwrap() + 2..];
+            rest.split(' ').nth(16).unwrap().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(refresh_nice, vec![19], "one refresh thread, at nice 19");
     let before = used(&lake, "acme-001", "api_calls");
     // 40 API calls tracked through the API, on the lake's last day.
     let body: Vec<String> = (0..40)
@@ -197,7 +218,10 @@ fn a_refresh_killed_midway_is_redone_at_the_next_start() {
         ),
     );
     let faults = dir.path().join("faults");
-    let env = [("MLK_FAULTS", faults.to_str().unwrap())];
+    let env = [
+        ("MLK_FAULTS", faults.to_str().unwrap()),
+        ("USAGE_ANALYTICS_INTERVAL", "1s"),
+    ];
     let admin = key(&lake, None);
     let tk = key(&lake, Some("globex-002"));
     let events_before = read_lake(&lake).len();

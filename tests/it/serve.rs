@@ -29,6 +29,9 @@ impl Server {
                 "127.0.0.1:0",
             ])
             .args(extra)
+            // No analytics refresh in the background unless a test asks for one (it would
+            // compete for the cores with what the test measures).
+            .env("USAGE_ANALYTICS_INTERVAL", "off")
             .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
