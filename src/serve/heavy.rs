@@ -26,7 +26,7 @@ pub struct Heavy {
 
 /// The nice value of heavy work and of the analytics refresh: the lowest priority. At 10,
 /// `/check-quota`'s p99 while a whole-lake refresh ran on the 1,000-tenant lake was
-/// 1.68 ms; at 19, 0.92 and 0.87 ms (`benches/serve_refresh.rs`, 2 cores).
+/// 1.68 ms; at 19, 0.38 to 1.5 ms over six runs (`benches/serve_refresh.rs`, 2 cores).
 const NICE: i32 = 19;
 
 /// Lowers the calling thread's CPU priority (Linux; elsewhere nothing).

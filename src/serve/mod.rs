@@ -225,6 +225,7 @@ impl App {
             enforcement: o.enforcement,
             alerts: o.alerts,
             notify: (o.alerts && o.notify.enabled()).then_some((&o.notify, &secrets)),
+            before_step: &heavy::lower_polars_threads,
         };
         let m = &self.metrics;
         match crate::stage::refresh::refresh(&o.lake, &o.meters, &o.billing, &spec) {

@@ -49,6 +49,9 @@ pub struct RefreshSpec<'a> {
     pub alerts: bool,
     /// And send them by these rules.
     pub notify: Option<(&'a NotifyConf, &'a Secrets)>,
+    /// Called before each step (`serve` lowers the priority of the polars threads the
+    /// step before may have started).
+    pub before_step: &'a (dyn Fn() + Sync),
 }
 
 /// What a refresh did.
@@ -157,6 +160,7 @@ pub fn refresh(
         ..Refreshed::default()
     };
     if changed.as_ref().is_none_or(|c| !c.is_empty()) {
+        (spec.before_step)();
         let f = forecast_lake_for(
             lake_dir,
             meters,
@@ -167,6 +171,7 @@ pub fn refresh(
         out.forecast_series = f.series;
         // Fault point: a refresh cut off between its tables (tests kill it here).
         crate::fault::check("refresh.tables").at(lake_dir)?;
+        (spec.before_step)();
         let d = detect_lake_for(
             lake_dir,
             meters,
@@ -176,6 +181,7 @@ pub fn refresh(
         )?;
         out.detect_series = d.series;
         // Quotas as of the lake's last event, as the batch job evaluates them.
+        (spec.before_step)();
         let at = crate::billing::parse_at(&lake, "latest")?;
         let rows = quotas::evaluate(&lake, billing, at, None)?;
         quotas::write(lake_dir, &rows, spec.enforcement)?;
