@@ -11,6 +11,9 @@
 //!    replaced in the tables), so the tables equal what a whole `meterlake run` writes;
 //! 3. quotas as of the lake's last event, the alerts they raise, and their notifications.
 //!
+//! Once a day ([`FULL_EVERY`]), and at the first refresh of a lake, every series is
+//! recomputed instead.
+//!
 //! Its state is the last lake commit it finished (`LAKE/_serve/refresh.json`), written
 //! last: a refresh killed midway leaves tables each whole (every write is atomic) and the
 //! old state, so the next one redoes the same tenants, which gives the same rows (forecasts
@@ -76,7 +79,15 @@ pub struct Refreshed {
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     seq: u64,
+    /// When the last whole refresh (every series) ended (UTC µs; 0: never).
+    #[serde(default)]
+    full_at: i64,
 }
+
+/// A whole refresh at least this often: the user-level patterns compare a user with peers
+/// across the lake, so a series whose own events did not change can still gain or lose a
+/// user flag when others' data changes; an incremental refresh does not see that.
+pub const FULL_EVERY: i64 = MICROS_PER_DAY;
 
 /// The state file of a lake.
 pub fn state_path(lake_dir: &Path) -> PathBuf {
@@ -153,7 +164,13 @@ pub fn refresh(
     if seq == state.seq || lake.data_files().is_empty() {
         return Ok(None);
     }
-    let changed = changed_series(&lake, state.seq)?;
+    let now = crate::time::now();
+    let full = state.full_at == 0 || now - state.full_at >= FULL_EVERY;
+    let changed = if full {
+        None
+    } else {
+        changed_series(&lake, state.seq)?
+    };
     let mut out = Refreshed {
         lake_seq: seq,
         changed_series: changed.as_ref().map(BTreeSet::len),
@@ -206,7 +223,12 @@ pub fn refresh(
         }
     }
     crate::fault::check("refresh.state").at(lake_dir)?;
-    write_state(lake_dir, &State { seq })?;
+    let full_at = if changed.is_none() {
+        now
+    } else {
+        state.full_at
+    };
+    write_state(lake_dir, &State { seq, full_at })?;
     out.seconds = clock.elapsed().as_secs_f64();
     Ok(Some(out))
 }
