@@ -33,7 +33,6 @@ use crate::stage::alerts::{RaiseOptions, SECRET_ENV, Webhook, deliver, raise_fro
 use crate::stage::anomalies::{DetectSpec, detect_lake};
 use crate::stage::forecast::{ForecastSpec, forecast_lake};
 use crate::stage::{quotas, tables};
-use crate::time::MICROS_PER_DAY;
 
 /// How to run.
 #[derive(Debug, Clone, Default)]
@@ -458,17 +457,7 @@ impl<'a> Job<'a> {
                 .time("alerts", || Ok(((), "notifications disabled".into())));
         }
         let (raised, delivered) = self.clock.time("alerts", || {
-            let new = raise_from(
-                lake,
-                b,
-                rows,
-                &RaiseOptions {
-                    at,
-                    cost_over: None,
-                    anomalies: true,
-                    anomaly_lookback: 7 * MICROS_PER_DAY,
-                },
-            )?;
+            let new = raise_from(lake, b, rows, &RaiseOptions::batch(at))?;
             let mut delivered = 0;
             let mut note = format!("{} new", new.len());
             if !c.limits.webhook_url.is_empty() {

@@ -136,6 +136,19 @@ pub struct RaiseOptions {
     pub anomaly_lookback: i64,
 }
 
+impl RaiseOptions {
+    /// What the batch job and serve's refresh raise at `at`: each plan's own cost alert,
+    /// and high and critical incidents of the last 7 days.
+    pub fn batch(at: i64) -> RaiseOptions {
+        RaiseOptions {
+            at,
+            cost_over: None,
+            anomalies: true,
+            anomaly_lookback: 7 * crate::time::MICROS_PER_DAY,
+        }
+    }
+}
+
 /// Evaluates quotas and anomaly incidents at `opts.at` and stores the alerts not raised
 /// before. Returns the new ones.
 pub fn raise(lake: &Lake, billing: &Billing, opts: &RaiseOptions) -> Result<Vec<Alert>> {

@@ -203,17 +203,7 @@ pub fn refresh(
         let rows = quotas::evaluate(&lake, billing, at, None)?;
         quotas::write(lake_dir, &rows, spec.enforcement)?;
         if spec.alerts {
-            let new = raise_from(
-                &lake,
-                billing,
-                &rows,
-                &RaiseOptions {
-                    at,
-                    cost_over: None,
-                    anomalies: true,
-                    anomaly_lookback: 7 * MICROS_PER_DAY,
-                },
-            )?;
+            let new = raise_from(&lake, billing, &rows, &RaiseOptions::batch(at))?;
             out.alerts_raised = new.len();
             if let Some((conf, secrets)) = spec.notify {
                 out.notified =

@@ -86,6 +86,47 @@ fn used(lake: &Path, tenant: &str, meter: &str) -> f64 {
         .unwrap()
 }
 
+/// The independent computation: `run --force` on a copy of `lake` recomputes every derived
+/// table; serve's must hold the same rows, in the same order.
+fn assert_tables_equal_a_run(dir: &Path, conf: &Path, lake: &Path) {
+    let other = dir.join("other");
+    copy_dir(lake, &other);
+    ok(&[
+        "run",
+        "--config",
+        conf.to_str().unwrap(),
+        "--lake",
+        other.to_str().unwrap(),
+        "--out",
+        dir.join("out").to_str().unwrap(),
+        "--tracking",
+        "false",
+        "--force",
+        "--quiet",
+    ]);
+    for table in [
+        "forecasts/granularity=day/forecast.parquet",
+        "forecasts/granularity=day/metrics.parquet",
+        "anomalies/granularity=hour/incidents.parquet",
+        "anomalies/granularity=hour/points.parquet",
+        "quotas/quotas.parquet",
+    ] {
+        let (mine, theirs) = (rows(&lake.join(table)), rows(&other.join(table)));
+        assert!(!theirs.is_empty(), "{table}");
+        assert_eq!(mine.len(), theirs.len(), "{table}: rows");
+        let diff: Vec<(&String, &String)> = mine
+            .iter()
+            .zip(&theirs)
+            .filter(|(a, b)| a != b)
+            .take(3)
+            .collect();
+        assert!(
+            diff.is_empty(),
+            "{table}: serve's refresh and run differ: {diff:?}"
+        );
+    }
+}
+
 #[test]
 fn serve_refreshes_analytics_and_matches_a_run() {
     let dir = tempfile::tempdir().unwrap();
@@ -166,43 +207,7 @@ fn serve_refreshes_analytics_and_matches_a_run() {
         "the tracked calls are in the quotas"
     );
     server.stop();
-    // The independent computation: `run` on a copy of the lake, recomputing everything.
-    let other = dir.path().join("other");
-    copy_dir(&lake, &other);
-    ok(&[
-        "run",
-        "--config",
-        conf.to_str().unwrap(),
-        "--lake",
-        other.to_str().unwrap(),
-        "--out",
-        dir.path().join("out").to_str().unwrap(),
-        "--tracking",
-        "false",
-        "--force",
-        "--quiet",
-    ]);
-    for table in [
-        "forecasts/granularity=day/forecast.parquet",
-        "forecasts/granularity=day/metrics.parquet",
-        "anomalies/granularity=hour/incidents.parquet",
-        "anomalies/granularity=hour/points.parquet",
-        "quotas/quotas.parquet",
-    ] {
-        let (mine, theirs) = (rows(&lake.join(table)), rows(&other.join(table)));
-        assert!(!theirs.is_empty(), "{table}");
-        assert_eq!(mine.len(), theirs.len(), "{table}: rows");
-        let diff: Vec<(&String, &String)> = mine
-            .iter()
-            .zip(&theirs)
-            .filter(|(a, b)| a != b)
-            .take(3)
-            .collect();
-        assert!(
-            diff.is_empty(),
-            "{table}: serve's refresh and run differ: {diff:?}"
-        );
-    }
+    assert_tables_equal_a_run(dir.path(), &conf, &lake);
 }
 
 /// A refresh killed midway (an abort between its forecast and anomaly tables, the
@@ -273,28 +278,7 @@ fn a_refresh_killed_midway_is_redone_at_the_next_start() {
         events_before + 25,
         "each tracked event once"
     );
-    let other = dir.path().join("other");
-    copy_dir(&lake, &other);
-    ok(&[
-        "run",
-        "--config",
-        conf.to_str().unwrap(),
-        "--lake",
-        other.to_str().unwrap(),
-        "--out",
-        dir.path().join("out").to_str().unwrap(),
-        "--tracking",
-        "false",
-        "--force",
-        "--quiet",
-    ]);
-    for table in [
-        "forecasts/granularity=day/forecast.parquet",
-        "anomalies/granularity=hour/incidents.parquet",
-        "quotas/quotas.parquet",
-    ] {
-        assert_eq!(rows(&lake.join(table)), rows(&other.join(table)), "{table}");
-    }
+    assert_tables_equal_a_run(dir.path(), &conf, &lake);
     let ids: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&ok(&[
         "alerts",
         "list",
