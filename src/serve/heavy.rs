@@ -5,7 +5,7 @@
 //! every slot.
 //!
 //! They run on a pool of their own whose threads, like polars' pool, run at a lower CPU
-//! priority (nice 19, Linux: the lowest): when a report and a forecast keep both cores busy, the
+//! priority (`SCHED_IDLE` and nice 19, Linux: the lowest): when a report and a forecast keep both cores busy, the
 //! threads answering `/track` and `/check-quota` still get a core as soon as a request
 //! arrives, so heavy work costs those endpoints throughput at most, not latency.
 
@@ -27,17 +27,34 @@ pub struct Heavy {
 /// The nice value of heavy work and of the analytics refresh: the lowest priority. At 10,
 /// `/check-quota`'s p99 while a whole-lake refresh ran on the 1,000-tenant lake was
 /// 1.68 ms; at 19, 0.38 to 1.5 ms over six runs (`benches/serve_refresh.rs`, 2 cores).
+/// Those threads are also put in the `SCHED_IDLE` class (below), and the nice value is
+/// the fallback where that is refused.
 const NICE: i32 = 19;
+
+/// Puts one thread of this process at the lowest priority: the `SCHED_IDLE` scheduling
+/// class, whose threads run only when no normal thread wants the core, and which a
+/// request thread preempts at once when it wakes (at nice 19 alone, the scheduler may
+/// first let the low thread finish its slice: that was the tail of `/check-quota`). Any
+/// thread may lower itself or a sibling so; if the kernel refuses, nice 19 instead.
+#[cfg(target_os = "linux")]
+fn lower_thread(tid: rustix::process::Pid) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler only reads `param`, a valid sched_param that outlives the
+    // call; `tid` names a thread of this process (from gettid or /proc/self/task).
+    let rc =
+        unsafe { libc::sched_setscheduler(tid.as_raw_nonzero().get(), libc::SCHED_IDLE, &param) };
+    if rc != 0 {
+        tracing::debug!("SCHED_IDLE: {}", std::io::Error::last_os_error());
+    }
+    if let Err(e) = rustix::process::setpriority_process(Some(tid), NICE) {
+        tracing::debug!("setpriority: {e}");
+    }
+}
 
 /// Lowers the calling thread's CPU priority (Linux; elsewhere nothing).
 pub(crate) fn lower_this_thread() {
     #[cfg(target_os = "linux")]
-    {
-        let tid = rustix::thread::gettid();
-        if let Err(e) = rustix::process::setpriority_process(Some(tid), NICE) {
-            tracing::debug!("setpriority: {e}");
-        }
-    }
+    lower_thread(rustix::thread::gettid());
 }
 
 /// Lowers the CPU priority of polars' worker threads (its pool, `polars-N`, and its
@@ -55,9 +72,8 @@ pub fn lower_polars_threads() {
             let tid = t.file_name().to_str().and_then(|s| s.parse::<i32>().ok());
             if (comm.starts_with("polars") || comm.starts_with("async-executor"))
                 && let Some(pid) = tid.and_then(rustix::process::Pid::from_raw)
-                && let Err(e) = rustix::process::setpriority_process(Some(pid), NICE)
             {
-                tracing::debug!("setpriority of thread {comm}: {e}");
+                lower_thread(pid);
             }
         }
     }
