@@ -32,6 +32,7 @@
 //!   compute.rs    the lake's events of those partitions, aggregated in bounded batches
 //!   complete.rs   zero rows over each series' range, window ends, rows per partition
 //!   store.rs      the folder layout, atomic partition writes, `_state.json`, `scan_rollup`
+//!   series.rs     a rollup folded into tenant × meter series, one partition at a time
 //!   aggregate.rs  one aggregation per meter as a polars expression, breakdown dimensions
 //!   meters.rs     meter definitions (`meters.toml`) and their aggregations
 //!   query.rs      one meter queried from events (OpenMeter's meter query): any window
@@ -55,6 +56,7 @@ mod compute;
 mod meters;
 mod plan;
 pub mod query;
+mod series;
 mod store;
 mod window;
 
@@ -282,7 +284,25 @@ pub struct RollupSeries {
 /// Every tenant × meter series of the stored rollup `spec` (no breakdown), sorted by
 /// tenant, meter and window: what the forecast and anomaly stages read.
 pub fn rollup_series(lake: &Lake, spec: &RollupSpec) -> Result<Vec<RollupSeries>> {
-    series_of(scan_rollup(lake, spec)?)
+    rollup_series_where(lake, spec, &|_, _| true)
+}
+
+/// The series of [`rollup_series`] that `keep` accepts (tenant, meter); the others are
+/// skipped as they are read.
+pub fn rollup_series_where(
+    lake: &Lake,
+    spec: &RollupSpec,
+    keep: &dyn Fn(&str, &str) -> bool,
+) -> Result<Vec<RollupSeries>> {
+    let files = store::partition_files(&lake.root().join(spec.relative_dir()))?;
+    let mut fold = series::SeriesFold::new(keep);
+    for (i, f) in files.iter().enumerate() {
+        let df = crate::lake::scan_paths(std::slice::from_ref(f), false)?
+            .select(series::columns())
+            .collect()?;
+        fold.add(&df, files.len() - i)?;
+    }
+    Ok(fold.finish())
 }
 
 /// Whether the stored rollup `spec` reflects the lake as it is now (its last commit) under
@@ -333,57 +353,16 @@ pub fn current_series(
         unconfigured_meters: Vec::new(),
     };
     let (done, _) = computed(lake, meters, spec, &plan, &windows, &none, &mut ignored)?;
-    let frames = done
-        .parts
-        .into_iter()
-        .map(|(_, o)| o.frame(&done.key_frame, &windows.cal).map(DataFrame::lazy))
-        .collect::<Result<Vec<_>>>()?;
-    if frames.is_empty() {
-        return Ok(Vec::new());
+    let (n, mut fold) = (done.parts.len(), series::SeriesFold::new(&|_, _| true));
+    for (i, (_, o)) in done.parts.into_iter().enumerate() {
+        let df = o
+            .frame(&done.key_frame, &windows.cal)?
+            .lazy()
+            .select(series::columns())
+            .collect()?;
+        fold.add(&df, n - i)?;
     }
-    series_of(concat(frames, UnionArgs::default())?)
-}
-
-/// Series of a rollup frame (tenant, meter, window_start, value, event_count).
-fn series_of(rollup: LazyFrame) -> Result<Vec<RollupSeries>> {
-    let df = rollup
-        .select([
-            col("tenant_id"),
-            col("meter"),
-            col("window_start").cast(DataType::Int64).alias("ts"),
-            col("value"),
-            col("event_count").cast(DataType::Float64),
-        ])
-        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
-        .collect()?;
-    let (t, m, ts, v, n) = (
-        df.column("tenant_id")?.str()?,
-        df.column("meter")?.str()?,
-        df.column("ts")?.i64()?,
-        df.column("value")?.f64()?,
-        df.column("event_count")?.f64()?,
-    );
-    let mut out: Vec<RollupSeries> = Vec::new();
-    for i in 0..df.height() {
-        let (tenant, meter) = (t.get(i).unwrap_or_default(), m.get(i).unwrap_or_default());
-        let same = out
-            .last()
-            .is_some_and(|s| s.tenant_id == tenant && s.meter == meter);
-        if !same {
-            out.push(RollupSeries {
-                tenant_id: tenant.to_string(),
-                meter: meter.to_string(),
-                ts: Vec::new(),
-                values: Vec::new(),
-                counts: Vec::new(),
-            });
-        }
-        let s = out.last_mut().expect("just pushed");
-        s.ts.push(ts.get(i).unwrap_or_default());
-        s.values.push(v.get(i).unwrap_or_default());
-        s.counts.push(n.get(i).unwrap_or_default());
-    }
-    Ok(out)
+    Ok(fold.finish())
 }
 
 /// Start (UTC µs) of a lake partition's date (`YYYY-MM-DD`); 0 if it is not one.

@@ -32,7 +32,7 @@ use crate::detect::{
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_where};
 use crate::series::{Series, all_dates, read_series_with, usual_gap};
 use crate::time::MICROS_PER_HOUR;
 use crate::time::format_ts;
@@ -623,10 +623,7 @@ pub fn detect_lake_for(
     let mut series: Vec<Series> = Vec::new();
     let mut counts: Vec<Vec<f64>> = Vec::new();
     let mut keys: Vec<(String, String)> = Vec::new();
-    for r in rollup_series(&lake, &rspec)?
-        .into_iter()
-        .filter(|r| only.is_none_or(|o| o.contains(&(r.tenant_id.clone(), r.meter.clone()))))
-    {
+    for r in rollup_series_where(&lake, &rspec, &tables::in_scope(only))?.into_iter() {
         // Event counts guard volume meters only: a gauge's readings per window say nothing
         // about its volume.
         let volume = meters

@@ -20,7 +20,7 @@ use super::tables::{self, write_frame};
 use crate::error::{Error, Result};
 use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
 use crate::lake::Lake;
-use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series};
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_where};
 use crate::series::{Fill, Series, all_dates, read_series};
 use crate::time::format_ts;
 
@@ -390,9 +390,8 @@ pub fn forecast_lake_for(
     let rspec = RollupSpec::new(granularity);
     let clock = std::time::Instant::now();
     rollup(&lake, meters, &rspec, &RollupOptions::default())?;
-    let series: Vec<Series> = rollup_series(&lake, &rspec)?
+    let series: Vec<Series> = rollup_series_where(&lake, &rspec, &tables::in_scope(only))?
         .into_iter()
-        .filter(|r| only.is_none_or(|o| o.contains(&(r.tenant_id.clone(), r.meter.clone()))))
         .map(|r| Series {
             id: format!("{}\u{1f}{}", r.tenant_id, r.meter),
             ts: r.ts,

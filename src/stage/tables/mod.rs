@@ -152,6 +152,14 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
 /// A tenant × meter series.
 pub type SeriesKey = (String, String);
 
+/// The rollup series a run limited to `only` (none: all) reads: a filter for
+/// [`crate::rollup::rollup_series_where`].
+pub fn in_scope(
+    only: Option<&std::collections::BTreeSet<SeriesKey>>,
+) -> impl Fn(&str, &str) -> bool {
+    move |t, m| only.is_none_or(|o| o.contains(&(t.to_string(), m.to_string())))
+}
+
 /// Replaces the rows of the `series` (tenant × meter) in the table at `path` by `new`,
 /// keeping the other series' rows as they are, sorted by `order` (stable): how an
 /// incremental stage updates a table it once wrote whole, so the result equals a whole
