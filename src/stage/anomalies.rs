@@ -436,47 +436,98 @@ struct UserFlags {
 /// One user's events in one hour: count, last instant, Σ gap, Σ gap².
 type UserHour = (usize, i64, f64, f64);
 
+/// One tenant × meter's events with a user, as user_patterns gathers them: the user ids
+/// once each, and per event its instant and the index of its user.
+#[derive(Default)]
+struct UserEvents {
+    users: Vec<String>,
+    index: HashMap<String, u32>,
+    events: Vec<(i64, u32)>,
+}
+
 /// Scans the lake's events (from `since` minus a week of history) for bots and user bursts.
+///
+/// One day partition at a time: its events sorted by tenant, meter and instant are folded
+/// into each series' [`UserEvents`], so the lake's events are never held as one frame (a
+/// frame of 4.9 M events and its sort took 400 MB on the 1,000-tenant lake; this keeps 12
+/// bytes per event plus each user id once per series).
 fn user_patterns(lake: &Lake, cfg: &DetectConfig, since: Option<i64>) -> Result<UserFlags> {
-    let mut lf = crate::lake::scan_events(lake)?
-        .filter(col("user_id").is_not_null())
-        .select([
-            col("tenant_id"),
-            col("meter"),
-            col("user_id"),
-            col("ts").cast(DataType::Int64).alias("ts"),
-        ]);
-    if let Some(s) = since {
-        lf = lf.filter(col("ts").gt_eq(lit(s - 7 * 24 * MICROS_PER_HOUR)));
+    let from = since.map(|s| s - 7 * 24 * MICROS_PER_HOUR);
+    let mut days: BTreeMap<String, Vec<crate::lake::DataFile>> = BTreeMap::new();
+    let files = match from {
+        Some(f) => crate::lake::files_between(lake, f, i64::MAX),
+        None => lake.data_files(),
+    };
+    for f in files {
+        days.entry(f.date.clone()).or_default().push(f);
     }
-    let df = lf
-        .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
-        .collect()?;
-    let (t, m, u, ts) = (
-        df.column("tenant_id")?.str()?,
-        df.column("meter")?.str()?,
-        df.column("user_id")?.str()?,
-        df.column("ts")?.i64()?,
-    );
-    let mut out = UserFlags::default();
-    let n = df.height();
-    let mut start = 0;
-    while start < n {
-        // One tenant × meter.
-        let (tn, mn) = (t.get(start).unwrap_or(""), m.get(start).unwrap_or(""));
-        let mut end = start;
-        while end < n && t.get(end) == Some(tn) && m.get(end) == Some(mn) {
-            end += 1;
+    let mut by_series: BTreeMap<(String, String), UserEvents> = BTreeMap::new();
+    for files in days.values() {
+        let mut lf = crate::lake::scan_files(lake, files)?
+            .filter(col("user_id").is_not_null())
+            .select([
+                col("tenant_id"),
+                col("meter"),
+                col("user_id"),
+                col("ts").cast(DataType::Int64).alias("ts"),
+            ]);
+        if let Some(f) = from {
+            lf = lf.filter(col("ts").gt_eq(lit(f)));
         }
+        let df = lf
+            .sort(["tenant_id", "meter", "ts"], SortMultipleOptions::default())
+            .collect()?;
+        let (t, m, u, ts) = (
+            df.column("tenant_id")?.str()?,
+            df.column("meter")?.str()?,
+            df.column("user_id")?.str()?,
+            df.column("ts")?.i64()?,
+        );
+        let n = df.height();
+        let mut start = 0;
+        while start < n {
+            // One tenant × meter.
+            let (tn, mn) = (t.get(start).unwrap_or(""), m.get(start).unwrap_or(""));
+            let mut end = start;
+            while end < n && t.get(end) == Some(tn) && m.get(end) == Some(mn) {
+                end += 1;
+            }
+            let key = (tn.to_string(), mn.to_string());
+            let se = by_series.entry(key).or_default();
+            for i in start..end {
+                let user = u.get(i).unwrap_or("");
+                let k = match se.index.get(user) {
+                    Some(&k) => k,
+                    None => {
+                        let k = se.users.len() as u32;
+                        se.users.push(user.to_string());
+                        se.index.insert(user.to_string(), k);
+                        k
+                    }
+                };
+                se.events.push((ts.get(i).unwrap_or(0), k));
+            }
+            start = end;
+        }
+    }
+    let mut out = UserFlags::default();
+    for (key, mut se) in by_series {
+        se.index = HashMap::new();
+        // Days in order, each in time order: sorted already, unless late events landed in
+        // a later file of an earlier day (a stable sort keeps the same order as before).
+        if !se.events.is_sorted_by_key(|e| e.0) {
+            se.events.sort_by_key(|e| e.0);
+        }
+        let users = &se.users;
         let flags = tenant_patterns(
-            (start..end).map(|i| (ts.get(i).unwrap_or(0), u.get(i).unwrap_or(""))),
+            se.events
+                .iter()
+                .map(|&(t, k)| (t, users[k as usize].as_str())),
             cfg,
         );
         if !flags.is_empty() {
-            out.by_series
-                .insert((tn.to_string(), mn.to_string()), flags);
+            out.by_series.insert(key, flags);
         }
-        start = end;
     }
     Ok(out)
 }
