@@ -12,6 +12,7 @@
 //! | hard caps block | `limits.enforcement_enabled` | `LIMITS_ENFORCEMENT_ENABLED` |
 //! | alerts raised and sent | `limits.notification_enabled` | `LIMITS_NOTIFICATION_ENABLED` |
 //! | serve's refresh of the analytics | `analytics.interval` | `USAGE_ANALYTICS_INTERVAL` |
+//! | its memory cap (`512MiB`, `off`) | `analytics.max_memory` | `USAGE_ANALYTICS_MAX_MEMORY` |
 //!
 //! Every error names the file and field, or the variable, and the value it could not use.
 
@@ -185,12 +186,17 @@ pub struct AnalyticsConf {
     /// How often `serve` refreshes forecasts, anomalies, quotas and alerts: a duration
     /// such as `30s`, `5m` or `1h`; `0` or `off` turns it off.
     pub interval: String,
+    /// The memory a refresh's forecasts and detection may hold at once (estimated from
+    /// the rollups' rows and events), such as `512MiB` or `2GiB`; past it, the series go
+    /// in batches of tenants. `0` or `off`: no cap.
+    pub max_memory: String,
 }
 
 impl Default for AnalyticsConf {
     fn default() -> Self {
         AnalyticsConf {
             interval: "5m".into(),
+            max_memory: "512MiB".into(),
         }
     }
 }
@@ -200,6 +206,41 @@ impl AnalyticsConf {
     pub fn every(&self) -> Result<Option<std::time::Duration>> {
         parse_interval("analytics.interval", &self.interval)
     }
+
+    /// The memory cap in bytes (none: no cap).
+    pub fn max_memory(&self) -> Result<Option<u64>> {
+        parse_size("analytics.max_memory", &self.max_memory)
+    }
+}
+
+/// `512MiB`, `2GiB`, `64KiB`, `1000000` (bytes; `K`, `M`, `G` and `KB`, `MB`, `GB` are
+/// binary too); `0` or `off`: none.
+fn parse_size(name: &'static str, v: &str) -> Result<Option<u64>> {
+    let t = v.trim().to_ascii_lowercase();
+    if t == "off" || t == "0" {
+        return Ok(None);
+    }
+    let bad = || Error::InvalidParameter {
+        name,
+        reason: format!("`{v}` is not a size such as 512MiB, 2GiB or 0 (no cap)"),
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (n, unit) = t.split_at(split);
+    let n: f64 = n.parse().map_err(|_| bad())?;
+    let scale = match unit.trim() {
+        "" | "b" => 1u64,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = n * scale as f64;
+    if !(bytes.is_finite() && bytes >= 1.0) {
+        return Err(bad());
+    }
+    Ok(Some(bytes as u64))
 }
 
 /// `30s`, `5m`, `1h`, `250ms` (a number alone is seconds); `0` or `off`: none.
@@ -407,6 +448,10 @@ impl Config {
             parse_interval("USAGE_ANALYTICS_INTERVAL", &v)?;
             self.analytics.interval = v.trim().to_string();
         }
+        if let Some(v) = get("USAGE_ANALYTICS_MAX_MEMORY") {
+            parse_size("USAGE_ANALYTICS_MAX_MEMORY", &v)?;
+            self.analytics.max_memory = v.trim().to_string();
+        }
         Ok(())
     }
 
@@ -415,6 +460,7 @@ impl Config {
         self.forecast.kind()?;
         self.notify.validate()?;
         self.analytics.every()?;
+        self.analytics.max_memory()?;
         if self.forecast.horizon == 0 {
             return Err(Error::InvalidParameter {
                 name: "forecast.horizon",
@@ -514,6 +560,30 @@ mod tests {
             .apply_env(env(&[("USAGE_ANALYTICS_INTERVAL", "soon")]))
             .unwrap_err();
         assert!(e.to_string().contains("USAGE_ANALYTICS_INTERVAL"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse_with_their_unit() {
+        let b = |s: &str| parse_size("x", s).unwrap();
+        assert_eq!(b("512MiB"), Some(512 << 20));
+        assert_eq!(b("2 GiB"), Some(2 << 30));
+        assert_eq!(b("64k"), Some(64 << 10));
+        assert_eq!(b("1000"), Some(1000));
+        assert_eq!(b("1.5M"), Some(3 << 19));
+        assert_eq!(b("off"), None);
+        assert_eq!(b("0"), None);
+        for bad in ["lots", "12 parsecs", "-1MiB", ""] {
+            assert!(parse_size("x", bad).is_err(), "{bad}");
+        }
+        assert_eq!(
+            Config::default().analytics.max_memory().unwrap(),
+            Some(512 << 20)
+        );
+        let mut c = Config::default();
+        let e = c
+            .apply_env(env(&[("USAGE_ANALYTICS_MAX_MEMORY", "much")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("USAGE_ANALYTICS_MAX_MEMORY"), "{e}");
     }
 
     #[test]

@@ -187,6 +187,9 @@ pub struct QuotaOptions {
     pub at: i64,
     /// One tenant, or all.
     pub tenant: Option<String>,
+    /// Of those, only these (none: no further limit): how a caller with a memory budget
+    /// takes the tenants in batches.
+    pub among: Option<std::collections::BTreeSet<String>>,
     /// Whether to project the period's end.
     pub project: bool,
     /// Days of history the projection forecasts from.
@@ -200,6 +203,7 @@ impl Default for QuotaOptions {
         QuotaOptions {
             at: crate::time::now(),
             tenant: None,
+            among: None,
             project: true,
             history_days: 56,
             level: 0.9,
@@ -215,7 +219,10 @@ pub fn quotas(lake: &Lake, billing: &Billing, opts: &QuotaOptions) -> Result<Vec
             reason: format!("{} is not a percentage in (0, 100)", opts.level * 100.0),
         });
     }
-    let tenants = billing.select(opts.tenant.as_deref())?;
+    let mut tenants = billing.select(opts.tenant.as_deref())?;
+    if let Some(among) = &opts.among {
+        tenants.retain(|t| among.contains(&t.id));
+    }
     let catalog = &billing.catalog;
     let terms: Vec<Terms> = tenants
         .iter()

@@ -226,6 +226,7 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
         &QuotaOptions {
             at,
             tenant: a.tenant,
+            among: None,
             project: !a.no_projection,
             history_days: a.history_days,
             level: a.level / 100.0,

@@ -197,6 +197,7 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         anomaly_threshold: c.anomalies.threshold,
         anomaly_granularity: c.anomalies.granularity.clone(),
         refresh_every: c.analytics.every()?,
+        refresh_memory: c.analytics.max_memory()?,
         forecast: crate::stage::forecast::ForecastSpec {
             horizon: c.forecast.horizon,
             level: c.forecast.level / 100.0,

@@ -305,6 +305,22 @@ pub fn rollup_series_where(
     Ok(fold.finish())
 }
 
+/// Per tenant × meter of the stored rollup `spec`: its rows and its events, read one
+/// partition at a time. What a stage that holds series in memory can size its work by.
+pub fn series_sizes(
+    lake: &Lake,
+    spec: &RollupSpec,
+) -> Result<std::collections::BTreeMap<(String, String), (u64, u64)>> {
+    let mut sizes = std::collections::BTreeMap::new();
+    for f in store::partition_files(&lake.root().join(spec.relative_dir()))? {
+        series::add_sizes(
+            crate::lake::scan_paths(std::slice::from_ref(&f), false)?,
+            &mut sizes,
+        )?;
+    }
+    Ok(sizes)
+}
+
 /// Whether the stored rollup `spec` reflects the lake as it is now (its last commit) under
 /// these meter definitions: reading it then gives what a recomputation would.
 pub fn is_current(lake: &Lake, meters: &Meters, spec: &RollupSpec) -> Result<bool> {

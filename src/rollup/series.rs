@@ -115,6 +115,40 @@ impl<'a> SeriesFold<'a> {
     }
 }
 
+/// Rows and events (the sum of `event_count`) per tenant × meter of one rollup frame,
+/// added to `sizes`.
+pub(super) fn add_sizes(
+    lf: LazyFrame,
+    sizes: &mut std::collections::BTreeMap<(String, String), (u64, u64)>,
+) -> Result<()> {
+    let df = lf
+        .group_by([col("tenant_id"), col("meter")])
+        .agg([
+            len().cast(DataType::UInt64).alias("rows"),
+            col("event_count")
+                .cast(DataType::Float64)
+                .sum()
+                .alias("events"),
+        ])
+        .collect()?;
+    let (t, m, r, e) = (
+        df.column("tenant_id")?.str()?,
+        df.column("meter")?.str()?,
+        df.column("rows")?.u64()?,
+        df.column("events")?.f64()?,
+    );
+    for i in 0..df.height() {
+        let key = (
+            t.get(i).unwrap_or_default().to_string(),
+            m.get(i).unwrap_or_default().to_string(),
+        );
+        let s = sizes.entry(key).or_default();
+        s.0 += r.get(i).unwrap_or(0);
+        s.1 += e.get(i).unwrap_or(0.0).max(0.0) as u64;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -69,6 +69,8 @@ pub struct ServeOptions {
     /// Refresh forecasts, anomalies, quotas and alerts this often (`analytics.interval`;
     /// none: never).
     pub refresh_every: Option<Duration>,
+    /// The refresh's memory cap in bytes (`analytics.max_memory_mib`; none: no cap).
+    pub refresh_memory: Option<u64>,
     /// The forecasts a refresh fits (`[forecast]`).
     pub forecast: crate::stage::forecast::ForecastSpec,
     /// Raise alerts in a refresh (`limits.notification_enabled`)...
@@ -225,6 +227,7 @@ impl App {
             enforcement: o.enforcement,
             alerts: o.alerts,
             notify: (o.alerts && o.notify.enabled()).then_some((&o.notify, &secrets)),
+            max_memory: o.refresh_memory,
             before_step: &heavy::lower_polars_threads,
         };
         let m = &self.metrics;
@@ -235,9 +238,10 @@ impl App {
                     .store((r.seconds * 1e6) as u64, Ordering::Relaxed);
                 m.refresh_seq.store(r.lake_seq, Ordering::Relaxed);
                 tracing::info!(
-                    "analytics refreshed to commit {} in {:.1} s ({} series forecast, {} checked, {} alerts)",
+                    "analytics refreshed to commit {} in {:.1} s ({} batch(es): {} series forecast, {} checked, {} alerts)",
                     r.lake_seq,
                     r.seconds,
+                    r.batches,
                     r.forecast_series,
                     r.detect_series,
                     r.alerts_raised

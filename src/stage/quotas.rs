@@ -23,6 +23,17 @@ pub fn evaluate(
     at: i64,
     tenant: Option<&str>,
 ) -> Result<Vec<QuotaRow>> {
+    evaluate_among(lake, billing, at, tenant, None)
+}
+
+/// [`evaluate`] limited to the tenants `among` (none: no further limit).
+pub fn evaluate_among(
+    lake: &Lake,
+    billing: &Billing,
+    at: i64,
+    tenant: Option<&str>,
+    among: Option<std::collections::BTreeSet<String>>,
+) -> Result<Vec<QuotaRow>> {
     if let Some(t) = tenant
         && billing.tenants.iter().all(|x| x.id != t)
     {
@@ -34,6 +45,7 @@ pub fn evaluate(
         &QuotaOptions {
             at,
             tenant: tenant.map(str::to_string),
+            among,
             project: true,
             ..QuotaOptions::default()
         },

@@ -160,6 +160,24 @@ pub fn in_scope(
     move |t, m| only.is_none_or(|o| o.contains(&(t.to_string(), m.to_string())))
 }
 
+/// The tenant × meter series with rows in the table at `path` (none without one).
+pub fn series_in(path: &Path) -> Result<std::collections::BTreeSet<SeriesKey>> {
+    if !path.exists() {
+        return Ok(Default::default());
+    }
+    let df = read_frame(path)?;
+    let (t, m) = (df.column("tenant_id")?.str()?, df.column("meter")?.str()?);
+    Ok(t.iter()
+        .zip(m.iter())
+        .map(|(t, m)| {
+            (
+                t.unwrap_or_default().to_string(),
+                m.unwrap_or_default().to_string(),
+            )
+        })
+        .collect())
+}
+
 /// Replaces the rows of the `series` (tenant × meter) in the table at `path` by `new`,
 /// keeping the other series' rows as they are, sorted by `order` (stable): how an
 /// incremental stage updates a table it once wrote whole, so the result equals a whole
@@ -187,7 +205,15 @@ pub fn replace_series(
         })
         .collect();
     let mut out = old.filter(&keep)?;
-    out.vstack_mut(&new.select(out.get_column_names_owned())?)?;
+    // A table an older version wrote may lack a column the new rows have: the kept rows
+    // get it empty (until they are recomputed), and the new rows' columns win.
+    for c in new.columns() {
+        if out.column(c.name()).is_err() {
+            out.with_column(Column::full_null(c.name().clone(), out.height(), c.dtype()))?;
+        }
+    }
+    let mut out = out.select(new.get_column_names_owned())?;
+    out.vstack_mut(&new)?;
     Ok(out.sort(
         order.iter().map(|c| c.to_string()).collect::<Vec<_>>(),
         SortMultipleOptions::default().with_maintain_order(true),
@@ -290,6 +316,35 @@ pub(crate) fn instants(name: &str, v: Vec<i64>) -> Result<Column> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The rows of the series asked for are replaced, the others kept; a column the old
+    /// table (an older version's) lacks is kept too, empty on the rows not recomputed.
+    #[test]
+    fn replace_series_keeps_the_others_and_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.parquet");
+        let mut old = df!(
+            "tenant_id" => ["a", "b", "c"],
+            "meter" => ["m", "m", "m"],
+            "x" => [1.0, 2.0, 3.0],
+        )
+        .unwrap();
+        write_frame(&path, &mut old).unwrap();
+        let new = df!(
+            "tenant_id" => ["b"],
+            "meter" => ["m"],
+            "x" => [20.0],
+            "y" => [7i64],
+        )
+        .unwrap();
+        let only: std::collections::BTreeSet<SeriesKey> =
+            [("b".to_string(), "m".to_string())].into();
+        let out = replace_series(&path, new, &only, &["tenant_id", "meter"]).unwrap();
+        let x: Vec<Option<f64>> = out.column("x").unwrap().f64().unwrap().iter().collect();
+        let y: Vec<Option<i64>> = out.column("y").unwrap().i64().unwrap().iter().collect();
+        assert_eq!(x, [Some(1.0), Some(20.0), Some(3.0)]);
+        assert_eq!(y, [None, Some(7), None]);
+    }
 
     #[test]
     fn temp_names_follow_the_whole_file_name_and_never_repeat() {
