@@ -139,6 +139,8 @@ pub struct Metrics {
     last_refresh_micros: AtomicU64,
     /// The lake commit the derived tables reflect.
     refresh_seq: AtomicU64,
+    /// The batches the last refresh took its work in (its memory budget).
+    refresh_batches: AtomicU64,
 }
 
 /// Request latency histogram bounds, seconds.
@@ -237,6 +239,7 @@ impl App {
                 m.last_refresh_micros
                     .store((r.seconds * 1e6) as u64, Ordering::Relaxed);
                 m.refresh_seq.store(r.lake_seq, Ordering::Relaxed);
+                m.refresh_batches.store(r.batches as u64, Ordering::Relaxed);
                 tracing::info!(
                     "analytics refreshed to commit {} in {:.1} s ({} batch(es): {} series forecast, {} checked, {} alerts)",
                     r.lake_seq,

@@ -153,7 +153,7 @@ fn serve_refreshes_analytics_and_matches_a_run() {
     });
     assert!(metric(&b, "meterlake_analytics_lag_seconds") >= 0.0);
     // The refresh runs on its own thread at the lowest priority.
-    let refresh_nice: Vec<i64> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+    let refresh_nice: Vec<(i64, i64)> = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
         .unwrap()
         .flatten()
         .filter(|t| {
@@ -165,13 +165,16 @@ fn serve_refreshes_analytics_and_matches_a_run() {
         .map(|t| {
             let stat = std::fs::read_to_string(t.path().join("stat")).unwrap();
             let rest = &stat[stat.rfind(')').unwrap() + 2..];
-            rest.split(' ').nth(16).unwrap().parse().unwrap()
+            // Fields 19 (nice) and 41 (scheduling policy) of proc_pid_stat(5).
+            let field = |n: usize| rest.split(' ').nth(n - 3).unwrap().parse().unwrap();
+            (field(19), field(41))
         })
         .collect();
-    // (Threads the refresh starts, its one-thread pools, inherit the name and the nice.)
+    // (Threads the refresh starts, its one-thread pools, inherit the name, the nice and
+    // the class.)
     assert!(
-        !refresh_nice.is_empty() && refresh_nice.iter().all(|n| *n == 19),
-        "the refresh thread and its helpers at nice 19: {refresh_nice:?}"
+        !refresh_nice.is_empty() && refresh_nice.iter().all(|n| *n == (19, 5)),
+        "the refresh thread and its helpers at nice 19 in SCHED_IDLE (5): {refresh_nice:?}"
     );
     let before = used(&lake, "acme-001", "api_calls");
     // 40 API calls tracked through the API, on the lake's last day.
@@ -205,6 +208,41 @@ fn serve_refreshes_analytics_and_matches_a_run() {
         used(&lake, "acme-001", "api_calls") - before,
         40.0,
         "the tracked calls are in the quotas"
+    );
+    server.stop();
+    assert_tables_equal_a_run(dir.path(), &conf, &lake);
+}
+
+/// Under a memory budget smaller than the sample lake's series (512 KiB), the refresh
+/// takes the tenants in batches, and its tables still equal a run's (one pass over
+/// everything).
+#[test]
+fn a_refresh_in_batches_matches_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(sample_events(), &lake);
+    let conf = write(
+        dir.path(),
+        "meterlake.toml",
+        &format!("[paths]\nplans = \"{PLANS}\"\ntenants = \"{TENANTS}\"\n"),
+    );
+    let server = Server::start_env(
+        &lake,
+        &["--config", conf.to_str().unwrap()],
+        &[
+            ("USAGE_ANALYTICS_INTERVAL", "1h"),
+            ("USAGE_ANALYTICS_MAX_MEMORY", "512KiB"),
+        ],
+    );
+    let b = server.base.clone();
+    wait_until("the first refresh", || {
+        metric(&b, "meterlake_analytics_refreshes_total") >= 1.0
+    });
+    let batches = metric(&b, "meterlake_analytics_last_refresh_batches");
+    let tenants = std::fs::read_to_string(TENANTS).unwrap().lines().count() - 1;
+    assert!(
+        batches >= 2.0 && batches <= tenants as f64,
+        "{batches} batches for {tenants} tenants"
     );
     server.stop();
     assert_tables_equal_a_run(dir.path(), &conf, &lake);

@@ -213,6 +213,12 @@ pub(super) async fn prometheus(State(app): State<Arc<App>>) -> Response {
             "The lake commit the derived tables reflect.",
             m.refresh_seq.load(Ordering::Relaxed) as f64,
         ),
+        (
+            "meterlake_analytics_last_refresh_batches",
+            "gauge",
+            "Batches of tenants the last refresh took its work in (analytics.max_memory).",
+            m.refresh_batches.load(Ordering::Relaxed) as f64,
+        ),
     ] {
         o.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}\n"
