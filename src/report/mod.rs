@@ -42,7 +42,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-pub use build::{Page, PageOptions, QuotaSnapshot, ReportOptions, build, build_with, page};
+pub use build::{
+    Page, PageOptions, QuotaSnapshot, ReportOptions, build, build_kinds, build_with, page,
+};
 pub use html::{STYLE as HTML_STYLE, body as html_body, esc as html_escape};
 pub use table::{
     Bar, BarChart, Cell, Chart, Col, Figure, Insight, Line, Severity, Table, TimeChart, Values,

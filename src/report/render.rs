@@ -6,31 +6,84 @@ use super::{PAGE_ROWS, Report, Table};
 use crate::error::Result;
 
 /// The report as one JSON document: figures, insights (with evidence) and every table's rows.
+/// Streamed: each table's rows are written as they are read, never built as JSON values
+/// first (the detailed report of 1,000 tenants is 34 MB of JSON).
 pub(super) fn json(r: &Report) -> Result<Vec<u8>> {
-    let tables: serde_json::Map<String, serde_json::Value> = r
-        .tables
-        .iter()
-        .map(|t| {
-            let rows = t
-                .records()
-                .into_iter()
-                .map(serde_json::Value::Object)
-                .collect();
-            (t.name.clone(), serde_json::Value::Array(rows))
-        })
-        .collect();
-    let doc = serde_json::json!({
-        "kind": r.kind,
-        "title": r.title,
-        "scope": r.scope,
-        "figures": r.figures,
-        "insights": r.insights,
-        "tables": tables,
-    });
-    let mut out =
-        serde_json::to_vec_pretty(&doc).map_err(|e| crate::Error::Render(e.to_string()))?;
+    #[derive(serde::Serialize)]
+    struct Doc<'a> {
+        kind: &'a super::ReportKind,
+        title: &'a str,
+        scope: &'a str,
+        figures: &'a [super::Figure],
+        insights: &'a [super::Insight],
+        tables: Tables<'a>,
+    }
+    let doc = Doc {
+        kind: &r.kind,
+        title: &r.title,
+        scope: &r.scope,
+        figures: &r.figures,
+        insights: &r.insights,
+        tables: Tables(&r.tables),
+    };
+    let mut out = Vec::new();
+    serde_json::to_writer_pretty(&mut out, &doc)
+        .map_err(|e| crate::Error::Render(e.to_string()))?;
     out.push(b'\n');
     Ok(out)
+}
+
+/// Tables as one JSON object: name → rows.
+struct Tables<'a>(&'a [Table]);
+
+impl serde::Serialize for Tables<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for t in self.0 {
+            m.serialize_entry(&t.name, &Rows(t))?;
+        }
+        m.end()
+    }
+}
+
+/// A table's rows as a JSON array of objects, in column order.
+struct Rows<'a>(&'a Table);
+
+impl serde::Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeSeq;
+        let t = self.0;
+        let mut seq = s.serialize_seq(Some(t.height()))?;
+        for r in 0..t.height() {
+            seq.serialize_element(&Row(t, r))?;
+        }
+        seq.end()
+    }
+}
+
+/// One row of a table as a JSON object.
+struct Row<'a>(&'a Table, usize);
+
+impl serde::Serialize for Row<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use super::table::Cell;
+        use serde::ser::SerializeMap;
+        let (t, r) = (self.0, self.1);
+        let mut m = s.serialize_map(Some(t.columns.len()))?;
+        for (c, col) in t.columns.iter().enumerate() {
+            match t.cell(c, r) {
+                Cell::Null => m.serialize_entry(&col.name, &())?,
+                Cell::Text(v) => m.serialize_entry(&col.name, v)?,
+                Cell::Int(v) => m.serialize_entry(&col.name, &v)?,
+                // A non-finite number is written `null`, as a JSON value of it would be.
+                Cell::Num(v, _) => m.serialize_entry(&col.name, &v)?,
+                d @ Cell::Decimal(_) => m.serialize_entry(&col.name, &d.number())?,
+                Cell::Bool(v) => m.serialize_entry(&col.name, &v)?,
+            }
+        }
+        m.end()
+    }
 }
 
 /// Escapes a Markdown table cell.

@@ -51,6 +51,20 @@ pub(super) struct Ctx<'a> {
     evaluated: Option<&'a QuotaSnapshot>,
     /// Quotas evaluated here, once.
     quotas: OnceCell<Vec<QuotaRow>>,
+    /// What several report kinds read, read once (one context may build several kinds).
+    day_series: OnceCell<Vec<RollupSeries>>,
+    engagement: OnceCell<Vec<Engagement>>,
+    sessions: OnceCell<Vec<crate::usage::sessions::TenantSessions>>,
+    rhythms: OnceCell<Vec<Rhythm>>,
+}
+
+/// The value in `cell`, computed by `f` the first time (an error is not kept).
+fn cached<T: Clone>(cell: &OnceCell<T>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    if let Some(v) = cell.get() {
+        return Ok(v.clone());
+    }
+    let v = f()?;
+    Ok(cell.get_or_init(|| v).clone())
 }
 
 impl<'a> Ctx<'a> {
@@ -116,6 +130,10 @@ impl<'a> Ctx<'a> {
             explicit: opts.from.is_some() || opts.to.is_some(),
             evaluated,
             quotas: OnceCell::new(),
+            day_series: OnceCell::new(),
+            engagement: OnceCell::new(),
+            sessions: OnceCell::new(),
+            rhythms: OnceCell::new(),
         })
     }
 }
@@ -168,11 +186,13 @@ impl Ctx<'_> {
     /// Day series of every tenant × meter (this tenant's) as the lake is now: the stored
     /// day rollup when it is current, else computed in memory. A report never writes.
     pub fn day_series(&self) -> Result<Vec<RollupSeries>> {
-        let spec = RollupSpec::new(Granularity::Day);
-        Ok(current_series(&self.lake, &self.meters, &spec)?
-            .into_iter()
-            .filter(|s| self.wants(&s.tenant_id))
-            .collect())
+        cached(&self.day_series, || {
+            let spec = RollupSpec::new(Granularity::Day);
+            Ok(current_series(&self.lake, &self.meters, &spec)?
+                .into_iter()
+                .filter(|s| self.wants(&s.tenant_id))
+                .collect())
+        })
     }
 
     /// A meter's aggregation (`sum` when it is not configured).
@@ -240,11 +260,9 @@ impl Ctx<'_> {
                 .cloned()
                 .collect());
         }
-        if let Some(rows) = self.quotas.get() {
-            return Ok(rows.clone());
-        }
-        let rows = crate::stage::quotas::evaluate(&self.lake, b, self.at, self.tenant.as_deref())?;
-        Ok(self.quotas.get_or_init(|| rows).clone())
+        cached(&self.quotas, || {
+            crate::stage::quotas::evaluate(&self.lake, b, self.at, self.tenant.as_deref())
+        })
     }
 
     /// Anomaly incidents overlapping the period (hourly detection, else daily), as the
@@ -264,6 +282,10 @@ impl Ctx<'_> {
     /// Events per tenant by local hour and weekday over the period (tenant time zones from
     /// the tenants file, UTC otherwise).
     pub fn rhythms(&self) -> Result<Vec<Rhythm>> {
+        cached(&self.rhythms, || self.read_rhythms())
+    }
+
+    fn read_rhythms(&self) -> Result<Vec<Rhythm>> {
         let Some(lf) =
             crate::lake::events_between(&self.lake, self.tenant.as_deref(), self.from, self.to)?
         else {
@@ -321,19 +343,25 @@ impl Ctx<'_> {
 
     /// Engagement per tenant at [`Ctx::at`].
     pub fn engagement(&self) -> Result<Vec<Engagement>> {
-        engagement(
-            &self.lake,
-            &EngagementOptions {
-                tenant: self.tenant.clone(),
-                at: Some(self.at),
-                ..EngagementOptions::default()
-            },
-        )
+        cached(&self.engagement, || {
+            engagement(
+                &self.lake,
+                &EngagementOptions {
+                    tenant: self.tenant.clone(),
+                    at: Some(self.at),
+                    ..EngagementOptions::default()
+                },
+            )
+        })
     }
 
     /// Sessions per tenant over the period (each tenant's local days; see
     /// [`crate::usage::sessions`]).
     pub fn sessions(&self) -> Result<Vec<crate::usage::sessions::TenantSessions>> {
+        cached(&self.sessions, || self.read_sessions())
+    }
+
+    fn read_sessions(&self) -> Result<Vec<crate::usage::sessions::TenantSessions>> {
         let zones = self
             .billing
             .map(|b| b.tenants.iter().map(|t| (t.id.clone(), t.zone)).collect())

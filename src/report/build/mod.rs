@@ -99,15 +99,38 @@ pub fn build_with(
     quotas: Option<&QuotaSnapshot>,
 ) -> Result<Report> {
     let ctx = Ctx::open(lake_dir, billing, opts, quotas)?;
-    let mut r = match opts.kind {
-        ReportKind::Summary => summary::summary(&ctx)?,
-        ReportKind::Detailed => detailed::detailed(&ctx)?,
-        ReportKind::Forecast => forecast::forecast(&ctx)?,
-        ReportKind::Anomaly => anomaly::anomaly(&ctx)?,
-        ReportKind::Executive => executive::executive(&ctx)?,
-        ReportKind::Compliance => compliance::compliance(&ctx)?,
+    of_kind(&ctx, opts.kind)
+}
+
+/// Builds the reports of several kinds over one period (`opts`, whose kind is ignored),
+/// handing each to `each` as it is made: what they share (day series, engagement,
+/// sessions, rhythms, quotas) is read once, not once per kind, which is how the batch job
+/// makes its reports.
+pub fn build_kinds(
+    lake_dir: &Path,
+    billing: Option<&Billing>,
+    opts: &ReportOptions,
+    kinds: &[ReportKind],
+    quotas: Option<&QuotaSnapshot>,
+    each: &mut dyn FnMut(ReportKind, Report) -> Result<()>,
+) -> Result<()> {
+    let ctx = Ctx::open(lake_dir, billing, opts, quotas)?;
+    for &k in kinds {
+        each(k, of_kind(&ctx, k)?)?;
+    }
+    Ok(())
+}
+
+fn of_kind(ctx: &Ctx, kind: ReportKind) -> Result<Report> {
+    let mut r = match kind {
+        ReportKind::Summary => summary::summary(ctx)?,
+        ReportKind::Detailed => detailed::detailed(ctx)?,
+        ReportKind::Forecast => forecast::forecast(ctx)?,
+        ReportKind::Anomaly => anomaly::anomaly(ctx)?,
+        ReportKind::Executive => executive::executive(ctx)?,
+        ReportKind::Compliance => compliance::compliance(ctx)?,
     };
-    r.scope = ctx.scope(opts.kind);
+    r.scope = ctx.scope(kind);
     r.set_currency(ctx.currency());
     Ok(r)
 }
