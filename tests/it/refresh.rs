@@ -86,6 +86,19 @@ fn used(lake: &Path, tenant: &str, meter: &str) -> f64 {
         .unwrap()
 }
 
+/// A copy of the sample lake in `dir`, and a meterlake.toml naming data/'s plans and
+/// tenants, then `extra`.
+fn sample_lake(dir: &Path, extra: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let lake = dir.join("lake");
+    copy_dir(sample_events(), &lake);
+    let conf = write(
+        dir,
+        "meterlake.toml",
+        &format!("[paths]\nplans = \"{PLANS}\"\ntenants = \"{TENANTS}\"\n{extra}"),
+    );
+    (lake, conf)
+}
+
 /// The independent computation: `run --force` on a copy of `lake` recomputes every derived
 /// table; serve's must hold the same rows, in the same order.
 fn assert_tables_equal_a_run(dir: &Path, conf: &Path, lake: &Path) {
@@ -130,15 +143,7 @@ fn assert_tables_equal_a_run(dir: &Path, conf: &Path, lake: &Path) {
 #[test]
 fn serve_refreshes_analytics_and_matches_a_run() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    copy_dir(sample_events(), &lake);
-    let conf = write(
-        dir.path(),
-        "meterlake.toml",
-        &format!(
-            "[paths]\nplans = \"{PLANS}\"\ntenants = \"{TENANTS}\"\n[analytics]\ninterval = \"1s\"\n"
-        ),
-    );
+    let (lake, conf) = sample_lake(dir.path(), "[analytics]\ninterval = \"1s\"\n");
     let admin = key(&lake, None);
     let tk = key(&lake, Some("acme-001"));
     let server = Server::start_env(
@@ -219,13 +224,7 @@ fn serve_refreshes_analytics_and_matches_a_run() {
 #[test]
 fn a_refresh_in_batches_matches_a_run() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    copy_dir(sample_events(), &lake);
-    let conf = write(
-        dir.path(),
-        "meterlake.toml",
-        &format!("[paths]\nplans = \"{PLANS}\"\ntenants = \"{TENANTS}\"\n"),
-    );
+    let (lake, conf) = sample_lake(dir.path(), "");
     let server = Server::start_env(
         &lake,
         &["--config", conf.to_str().unwrap()],
@@ -255,15 +254,7 @@ fn a_refresh_in_batches_matches_a_run() {
 #[test]
 fn a_refresh_killed_midway_is_redone_at_the_next_start() {
     let dir = tempfile::tempdir().unwrap();
-    let lake = dir.path().join("lake");
-    copy_dir(sample_events(), &lake);
-    let conf = write(
-        dir.path(),
-        "meterlake.toml",
-        &format!(
-            "[paths]\nplans = \"{PLANS}\"\ntenants = \"{TENANTS}\"\n[analytics]\ninterval = \"1s\"\n"
-        ),
-    );
+    let (lake, conf) = sample_lake(dir.path(), "[analytics]\ninterval = \"1s\"\n");
     let faults = dir.path().join("faults");
     let env = [
         ("MLK_FAULTS", faults.to_str().unwrap()),
