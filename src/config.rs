@@ -186,9 +186,9 @@ pub struct AnalyticsConf {
     /// How often `serve` refreshes forecasts, anomalies, quotas and alerts: a duration
     /// such as `30s`, `5m` or `1h`; `0` or `off` turns it off.
     pub interval: String,
-    /// The memory a refresh's forecasts and detection may hold at once (estimated from
-    /// the rollups' rows and events), such as `512MiB` or `2GiB`; past it, the series go
-    /// in batches of tenants. `0` or `off`: no cap.
+    /// The memory a refresh's forecasts, detection and quotas may hold at once (estimated
+    /// from the rollups' rows and events), such as `512MiB` or `2GiB`; past it, the work
+    /// goes in batches of tenants. `0` or `off`: no cap.
     pub max_memory: String,
 }
 

@@ -29,6 +29,8 @@ pub(super) struct SeriesFold<'a> {
     keep: &'a dyn Fn(&str, &str) -> bool,
     index: HashMap<(String, String), usize>,
     out: Vec<RollupSeries>,
+    /// Whether each series had rows in the frame being added.
+    seen: Vec<bool>,
 }
 
 impl<'a> SeriesFold<'a> {
@@ -38,11 +40,15 @@ impl<'a> SeriesFold<'a> {
             keep,
             index: HashMap::new(),
             out: Vec::new(),
+            seen: Vec::new(),
         }
     }
 
     /// Adds one frame of [`columns`]; `frames_left` (this one included) sizes a new
-    /// series for the frames still to come, so its vectors grow once, not by doubling.
+    /// series for the frames still to come, so its vectors grow once, not by doubling. A
+    /// series with no rows in a frame has ended (a rollup series is complete between its
+    /// first and last window; gauges may skip) and gives back what it was not going to use,
+    /// so series that lived briefly in a long history hold no more than their rows.
     pub(super) fn add(&mut self, df: &DataFrame, frames_left: usize) -> Result<()> {
         let (t, m, ts, v, n) = (
             df.column("tenant_id")?.str()?,
@@ -77,9 +83,11 @@ impl<'a> SeriesFold<'a> {
                             counts: Vec::with_capacity(cap),
                         });
                         self.index.insert(key, self.out.len() - 1);
+                        self.seen.push(false);
                         self.out.len() - 1
                     }
                 };
+                self.seen[k] = true;
                 let s = &mut self.out[k];
                 for j in i..end {
                     s.ts.push(ts.get(j).unwrap_or_default());
@@ -88,6 +96,11 @@ impl<'a> SeriesFold<'a> {
                 }
             }
             i = end;
+        }
+        for (s, seen) in self.out.iter_mut().zip(&mut self.seen) {
+            if !std::mem::take(seen) {
+                shrink(s);
+            }
         }
         Ok(())
     }
@@ -105,13 +118,18 @@ impl<'a> SeriesFold<'a> {
                 s.counts = order.iter().map(|&i| s.counts[i]).collect();
             }
             // A series sized for more frames than it had rows in gives the rest back.
-            if s.ts.capacity() > s.ts.len() + s.ts.len() / 4 {
-                s.ts.shrink_to_fit();
-                s.values.shrink_to_fit();
-                s.counts.shrink_to_fit();
-            }
+            shrink(s);
         }
         out
+    }
+}
+
+/// Gives back a series' unused capacity when it is more than a quarter of its length.
+fn shrink(s: &mut RollupSeries) {
+    if s.ts.capacity() > s.ts.len() + s.ts.len() / 4 {
+        s.ts.shrink_to_fit();
+        s.values.shrink_to_fit();
+        s.counts.shrink_to_fit();
     }
 }
 

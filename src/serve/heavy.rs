@@ -8,6 +8,11 @@
 //! priority (`SCHED_IDLE` and nice 19, Linux: the lowest): when a report and a forecast keep both cores busy, the
 //! threads answering `/track` and `/check-quota` still get a core as soon as a request
 //! arrives, so heavy work costs those endpoints throughput at most, not latency.
+//!
+//! One limit: polars' pool is shared by the whole process, so the rare `/track` or
+//! `/check-quota` that must scan the lake itself (a tenant's counters measured at its first
+//! request or at a period rollover) runs that scan on the lowered pool, and waits longer
+//! while heavy work keeps both cores busy.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -40,7 +45,9 @@ const NICE: i32 = 19;
 fn lower_thread(tid: rustix::process::Pid) {
     let param = libc::sched_param { sched_priority: 0 };
     // SAFETY: sched_setscheduler only reads `param`, a valid sched_param that outlives the
-    // call; `tid` names a thread of this process (from gettid or /proc/self/task).
+    // call. `tid` comes from gettid or /proc/self/task; should that thread have exited
+    // meanwhile, the call fails (or, if the id was reused, lowers another thread of this
+    // process): an error code, never memory unsafety.
     let rc =
         unsafe { libc::sched_setscheduler(tid.as_raw_nonzero().get(), libc::SCHED_IDLE, &param) };
     if rc != 0 {

@@ -69,7 +69,7 @@ pub struct ServeOptions {
     /// Refresh forecasts, anomalies, quotas and alerts this often (`analytics.interval`;
     /// none: never).
     pub refresh_every: Option<Duration>,
-    /// The refresh's memory cap in bytes (`analytics.max_memory_mib`; none: no cap).
+    /// The refresh's memory cap in bytes (`analytics.max_memory`; none: no cap).
     pub refresh_memory: Option<u64>,
     /// The forecasts a refresh fits (`[forecast]`).
     pub forecast: crate::stage::forecast::ForecastSpec,

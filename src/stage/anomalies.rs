@@ -449,8 +449,10 @@ struct UserEvents {
 ///
 /// One day partition at a time: its events sorted by tenant, meter and instant are folded
 /// into each series' [`UserEvents`], so the lake's events are never held as one frame (a
-/// frame of 4.9 M events and its sort took 400 MB on the 1,000-tenant lake; this keeps 12
-/// bytes per event plus each user id once per series).
+/// frame of 4.9 M events and its sort took 400 MB on the 1,000-tenant lake; this keeps 16
+/// bytes per event plus each user id once per series, and one day's frame). Only the
+/// series `keep` accepts are kept: a user's peers are the other users of the same tenant
+/// × meter.
 fn user_patterns(
     lake: &Lake,
     cfg: &DetectConfig,
@@ -660,8 +662,9 @@ pub fn detect_lake(
 
 /// [`detect_lake`] for `only` these tenant × meter series (all when none): their rows of
 /// the points and incidents tables are replaced, the other series' kept, so the tables
-/// equal a whole run's (the user-level patterns still read every event: a user's peers
-/// are the whole lake's). The summary counts the series detected now.
+/// equal a whole run's (the user-level patterns read those series' events only: a user's
+/// peers are the other users of the same series). The summary counts the series detected
+/// now.
 pub fn detect_lake_for(
     lake_dir: &Path,
     meters: &Meters,

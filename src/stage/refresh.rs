@@ -90,9 +90,10 @@ struct State {
     full_at: i64,
 }
 
-/// A whole refresh at least this often: the user-level patterns compare a user with peers
-/// across the lake, so a series whose own events did not change can still gain or lose a
-/// user flag when others' data changes; an incremental refresh does not see that.
+/// A whole refresh at least this often, as a safety net: every derived row depends only on
+/// its own series' events (the user-level patterns compare a user with the other users of
+/// the same tenant × meter), so an incremental refresh is exact, but a whole one a day
+/// also repairs anything a failed or interrupted refresh left behind.
 pub const FULL_EVERY: i64 = MICROS_PER_DAY;
 
 /// What a refresh holds per rollup row of the detection's granularity (the series and the
@@ -115,7 +116,7 @@ struct Batches {
 }
 
 /// Items with their estimated bytes, in order, cut into consecutive groups each within
-/// `budget` (an item larger than that is a group of its own).
+/// `budget` (unless one item alone exceeds it: it then closes its group).
 fn cut<T>(items: Vec<(u64, T)>, budget: u64) -> Vec<Vec<T>> {
     let mut out: Vec<Vec<T>> = vec![Vec::new()];
     let mut held = 0;
@@ -150,25 +151,19 @@ fn batches(
     let Some(budget) = budget else {
         return Ok(whole());
     };
-    // Both rollups current first (the stages would bring them so anyway), then sized.
+    // Both rollups current first (the stages would bring them so anyway), then sized from
+    // the day rollup alone, 24 times smaller than the hourly one: a series has at most 24
+    // hourly rows per daily row (exactly that many when complete), and the same events.
+    for g in [Granularity::Day, detect] {
+        rollup(lake, meters, &RollupSpec::new(g), &RollupOptions::default())?;
+    }
+    let per_day: u64 = if detect == Granularity::Hour { 24 } else { 0 };
     let mut series_bytes: BTreeMap<SeriesKey, u64> = BTreeMap::new();
     let mut tenant_events: BTreeMap<String, u64> = BTreeMap::new();
-    let grans = if detect == Granularity::Day {
-        vec![detect]
-    } else {
-        vec![Granularity::Day, detect]
-    };
-    for g in grans {
-        let rspec = RollupSpec::new(g);
-        rollup(lake, meters, &rspec, &RollupOptions::default())?;
-        for (key, (rows, events)) in crate::rollup::series_sizes(lake, &rspec)? {
-            let mut bytes = rows * ROW_BYTES;
-            if g == detect {
-                bytes += events * EVENT_BYTES;
-                *tenant_events.entry(key.0.clone()).or_default() += events;
-            }
-            *series_bytes.entry(key).or_default() += bytes;
-        }
+    let day = RollupSpec::new(Granularity::Day);
+    for (key, (rows, events)) in crate::rollup::series_sizes(lake, &day)? {
+        *tenant_events.entry(key.0.clone()).or_default() += events;
+        series_bytes.insert(key, rows * (1 + per_day) * ROW_BYTES + events * EVENT_BYTES);
     }
     let mut tenants: BTreeMap<String, (u64, Vec<SeriesKey>)> = BTreeMap::new();
     for (key, bytes) in series_bytes {
