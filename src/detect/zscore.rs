@@ -176,42 +176,25 @@ impl SortedWindow {
         }
     }
 
-    /// The median absolute deviation from `m` (the window's median), by merging the
-    /// deviations outward from the middle.
+    /// The median absolute deviation from `m` (the window's median). The deviations below
+    /// `m` and those at or above it are two sorted runs of the window (read outward from
+    /// `m`), so their median is an order statistic of two sorted arrays, found by binary
+    /// search in O(log n) instead of merging half the window at every point (a quarter of
+    /// the detection stage's time on hourly series).
     pub fn mad(&self, m: f64) -> f64 {
         let a = &self.sorted;
         let n = a.len();
         if n == 0 {
             return 0.0;
         }
-        let mut j = a.partition_point(|&x| x < m);
-        let mut i = j; // a[..i] are below m: next left is a[i - 1]
+        let j = a.partition_point(|&x| x < m);
         let want = n / 2; // 0-based rank of the upper median
-        let mut prev = 0.0;
-        for k in 0..=want {
-            let left = (i > 0).then(|| m - a[i - 1]);
-            let right = (j < n).then(|| a[j] - m);
-            let d = match (left, right) {
-                (Some(l), Some(r)) if l <= r => {
-                    i -= 1;
-                    l
-                }
-                (Some(l), None) => {
-                    i -= 1;
-                    l
-                }
-                (_, Some(r)) => {
-                    j += 1;
-                    r
-                }
-                (None, None) => break,
-            };
-            if k == want {
-                return if n % 2 == 1 { d } else { 0.5 * (prev + d) };
-            }
-            prev = d;
+        let d = kth_deviation(a, j, m, want);
+        if n % 2 == 1 {
+            d
+        } else {
+            0.5 * (kth_deviation(a, j, m, want - 1) + d)
         }
-        prev
     }
 
     /// A robust scale: the larger of
@@ -248,6 +231,34 @@ impl SortedWindow {
         } else {
             let n = self.sorted.len().max(1) as f64;
             1.2533 * self.sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / n
+        }
+    }
+}
+
+/// The k-th smallest (0-based) of the deviations |x − m| of sorted `a`, where `a[..j]` are
+/// below `m`: those deviations, read from `j − 1` down, and `a[j..]`'s, read up, are two
+/// ascending runs `l` and `r`. The answer takes some `x` values from `l` and `k + 1 − x`
+/// from `r`; `x` is found by binary search.
+fn kth_deviation(a: &[f64], j: usize, m: f64, k: usize) -> f64 {
+    let l = |t: usize| m - a[j - 1 - t];
+    let r = |t: usize| a[j + t] - m;
+    let (p, q, c) = (j, a.len() - j, k + 1);
+    let (mut lo, mut hi) = (c.saturating_sub(q), c.min(p));
+    loop {
+        let x = (lo + hi) / 2;
+        if x > 0 && c - x < q && l(x - 1) > r(c - x) {
+            hi = x - 1; // too many from l
+        } else if c - x > 0 && x < p && r(c - x - 1) > l(x) {
+            lo = x + 1; // too few from l
+        } else {
+            let from_l = (x > 0).then(|| l(x - 1));
+            let from_r = (c - x > 0).then(|| r(c - x - 1));
+            return match (from_l, from_r) {
+                (Some(a), Some(b)) => a.max(b),
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (None, None) => 0.0,
+            };
         }
     }
 }
@@ -660,6 +671,7 @@ impl Detector for Seasonal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn sorted_window_median_and_mad_match_a_sort() {
@@ -682,6 +694,57 @@ mod tests {
             assert_eq!(w.median(), m);
             let dev: Vec<f64> = held.iter().map(|v| (v - m).abs()).collect();
             assert_eq!(w.mad(m), med(&dev), "{held:?}");
+        }
+    }
+
+    /// The merge of the deviations outward from the median: the former implementation,
+    /// kept as the reference the binary search must reproduce bit for bit.
+    fn mad_by_merge(a: &[f64], m: f64) -> f64 {
+        let n = a.len();
+        let mut j = a.partition_point(|&x| x < m);
+        let mut i = j;
+        let mut merged = Vec::new();
+        while merged.len() < n {
+            let left = (i > 0).then(|| m - a[i - 1]);
+            let right = (j < n).then(|| a[j] - m);
+            match (left, right) {
+                (Some(l), Some(r)) if l <= r => {
+                    i -= 1;
+                    merged.push(l)
+                }
+                (Some(l), None) => {
+                    i -= 1;
+                    merged.push(l)
+                }
+                (_, Some(r)) => {
+                    j += 1;
+                    merged.push(r)
+                }
+                (None, None) => break,
+            }
+        }
+        if n % 2 == 1 {
+            merged[n / 2]
+        } else {
+            0.5 * (merged[n / 2 - 1] + merged[n / 2])
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn mad_by_search_equals_the_merge(
+            xs in proptest::collection::vec(
+                prop_oneof![0.0..5.0f64, (0..4u8).prop_map(f64::from)],
+                1..80,
+            ),
+            cap in 1usize..40,
+        ) {
+            let mut w = SortedWindow::new(cap);
+            for &x in &xs {
+                w.push(x);
+                let m = w.median();
+                prop_assert_eq!(w.mad(m).to_bits(), mad_by_merge(&w.sorted, m).to_bits());
+            }
         }
     }
 

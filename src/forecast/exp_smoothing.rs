@@ -187,36 +187,62 @@ fn run(y: &[f64], p: Params, init: &State, has_trend: bool, m: usize) -> (f64, S
 /// shifts `init`. Starting from the heuristic states keeps the subtraction
 /// `SSE = Σe⁰² − δ·r` well scaled.
 fn concentrated(y: &[f64], p: Params, init: &State, has_trend: bool, m: usize) -> (f64, State) {
-    let seasonal = !init.season.is_empty();
+    // The fit's inner loop: compiled once per model shape, so the trend and season
+    // branches vanish and the season index runs instead of a division per channel and
+    // step (the same arithmetic in the same order, so the same bits).
+    match (has_trend, !init.season.is_empty()) {
+        (true, true) => concentrated_as::<true, true>(y, p, init, m),
+        (true, false) => concentrated_as::<true, false>(y, p, init, m),
+        (false, true) => concentrated_as::<false, true>(y, p, init, m),
+        (false, false) => concentrated_as::<false, false>(y, p, init, m),
+    }
+}
+
+/// [`concentrated`] for one model shape: a trend (`T`), a season (`S`).
+fn concentrated_as<const T: bool, const S: bool>(
+    y: &[f64],
+    p: Params,
+    init: &State,
+    m: usize,
+) -> (f64, State) {
+    let has_trend = T;
     // Channel 0 follows y; channels 1 and 2 are the responses to l0 and b0.
     let mut level = [init.level, 1.0, 0.0];
     let mut trend = [init.trend, 0.0, 1.0];
-    let width = if seasonal { m } else { 0 };
+    let width = if S { m } else { 0 };
     let mut season = vec![0.0; 3 * width];
     season[..width].copy_from_slice(&init.season);
     let (mut see, mut sue, mut sve, mut suu, mut suv, mut svv) = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
-    for (t, &yt) in y.iter().enumerate() {
+    // t % m, kept by counting.
+    let mut phase = 0;
+    for &yt in y {
         let mut f = [0.0; 3];
         for c in 0..3 {
             let input = if c == 0 { yt } else { 0.0 };
-            let b = if has_trend { p.phi * trend[c] } else { 0.0 };
-            let i = c * width + if seasonal { t % m } else { 0 };
-            let so = if seasonal { season[i] } else { 0.0 };
+            let b = if T { p.phi * trend[c] } else { 0.0 };
+            let i = c * width + phase;
+            let so = if S { season[i] } else { 0.0 };
             f[c] = level[c] + b + so;
             let l = p.alpha * (input - so) + (1.0 - p.alpha) * (level[c] + b);
-            if has_trend {
+            if T {
                 trend[c] = p.beta * (l - level[c]) + (1.0 - p.beta) * b;
             }
-            if seasonal {
+            if S {
                 season[i] = p.gamma * (input - level[c] - b) + (1.0 - p.gamma) * so;
             }
             level[c] = l;
+        }
+        if S {
+            phase += 1;
+            if phase == m {
+                phase = 0;
+            }
         }
         let e = yt - f[0];
         see += e * e;
         sue += f[1] * e;
         suu += f[1] * f[1];
-        if has_trend {
+        if T {
             sve += f[2] * e;
             suv += f[1] * f[2];
             svv += f[2] * f[2];

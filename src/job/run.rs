@@ -26,7 +26,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::forecast::ModelOptions;
 use crate::ingest::{IngestOptions, ingest};
 use crate::lake::Lake;
-use crate::report::{QuotaSnapshot, ReportOptions, build_kinds, write};
+use crate::report::{QuotaSnapshot, ReportOptions, write_kinds};
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup};
 use crate::series::Fill;
 use crate::stage::alerts::{RaiseOptions, SECRET_ENV, Webhook, deliver, raise_from};
@@ -575,24 +575,19 @@ impl<'a> Job<'a> {
             return self.clock.time("reports", || Ok(((), "up to date".into())));
         }
         self.summary.reports = self.clock.time("reports", || {
-            let mut files = Vec::new();
             let Some(&first) = c.reports.kinds.first() else {
-                return Ok((files, "no report kinds configured".into()));
+                return Ok((Vec::new(), "no report kinds configured".into()));
             };
             let mut ro = ReportOptions::new(first);
             ro.meters = Some(c.paths.meters.clone()).filter(|p| p.is_file());
-            build_kinds(
+            let files = write_kinds(
                 lake_dir,
                 billing,
                 &ro,
                 &c.reports.kinds,
                 quotas,
-                &mut |k, r| {
-                    for f in &c.reports.formats {
-                        files.extend(write(&r, *f, &crate::report::path_in(&report_dir, k, *f))?);
-                    }
-                    Ok(())
-                },
+                &c.reports.formats,
+                &report_dir,
             )?;
             let n = files.len();
             Ok((files, format!("{n} files in {}", report_dir.display())))

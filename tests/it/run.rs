@@ -209,3 +209,36 @@ fn reports_of_the_run_equal_reports_built_alone() {
         assert_eq!(alone, of_run, "{kind}");
     }
 }
+
+/// Reports are written by a thread of their own while the next kind is built: a file it
+/// cannot write still fails the run, with an error naming the path, and the reports
+/// before it stay written.
+#[test]
+fn a_report_that_cannot_be_written_fails_the_run_naming_it() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let out = dir.path().join("out");
+    // A file where the forecast report's folder must go.
+    std::fs::create_dir_all(out.join("reports")).unwrap();
+    let blocker = out.join("reports/forecast");
+    std::fs::write(&blocker, b"not a folder").unwrap();
+    let o = std::process::Command::new(BIN)
+        .args(["run", "--lake", lake.to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap(), "--force", "--quiet"])
+        .args([
+            "--kinds",
+            "summary,forecast,anomaly",
+            "--formats",
+            "json,csv",
+        ])
+        .env("USAGE_TRACKING_ENABLED", "false")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "the run succeeded: {err}");
+    assert!(err.contains("reports/forecast"), "{err}");
+    assert!(out.join("reports/summary/summary.json").is_file());
+    assert!(!out.join("reports/anomaly/anomaly.json").exists());
+}

@@ -116,7 +116,11 @@ pub fn build_kinds(
 ) -> Result<()> {
     let ctx = Ctx::open(lake_dir, billing, opts, quotas)?;
     for &k in kinds {
-        each(k, of_kind(&ctx, k)?)?;
+        let t = std::time::Instant::now();
+        let r = of_kind(&ctx, k)?;
+        let built = t.elapsed();
+        each(k, r)?;
+        tracing::debug!(kind = k.name(), ?built, written = ?(t.elapsed() - built), "report");
     }
     Ok(())
 }
