@@ -15,8 +15,8 @@
 //! rejects, duplicates, retention and deletions from the audit log).
 //!
 //! Layout:
-//! - `mod.rs`: [`ReportKind`], [`Format`], [`Report`] and [`write()`] (one file per format, written
-//!   atomically);
+//! - `mod.rs`: [`ReportKind`], [`Format`], [`Report`], [`write()`] (one file per format, written
+//!   atomically) and [`write_kinds`] (the batch job's kinds, written while the next is built);
 //! - `build/`: [`build`] and the builders. `context.rs` holds `Ctx`, the period and the
 //!   reads the kinds share; one file per kind (`summary`, `detailed`,
 //!   `forecast`, `anomaly`, `executive`, `compliance`), each a short list of named sections;

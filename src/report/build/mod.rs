@@ -120,7 +120,7 @@ pub fn build_kinds(
         let r = of_kind(&ctx, k)?;
         let built = t.elapsed();
         each(k, r)?;
-        tracing::debug!(kind = k.name(), ?built, written = ?(t.elapsed() - built), "report");
+        tracing::debug!(kind = k.name(), ?built, handed_on = ?(t.elapsed() - built), "report");
     }
     Ok(())
 }
