@@ -33,7 +33,6 @@ fn bench(c: &mut Criterion) {
         ModelKind::SeasonalNaive,
         ModelKind::Ses,
         ModelKind::HoltWinters,
-        ModelKind::HoltWintersMul,
         ModelKind::Linear,
         ModelKind::Auto,
     ] {

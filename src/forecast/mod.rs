@@ -5,9 +5,9 @@
 //! rayon, one task per series.
 //!
 //! Too little history never panics and never yields NaN: a model that cannot fit falls back
-//! to a simpler one (multiplicative Holt-Winters → Holt-Winters → Holt → SES → naive;
-//! damped Holt → SES; seasonal moving average → moving average; seasonal naive → naive;
-//! linear → naive), and the series' status says so.
+//! to a simpler one (Holt-Winters → Holt → SES → naive; damped Holt → Holt; seasonal moving
+//! average → moving average; seasonal naive → naive; linear → naive), and the series'
+//! status says so.
 //!
 //! ```
 //! use meterlake::forecast::{forecast_one, ModelKind, ModelOptions};
@@ -55,13 +55,6 @@ impl Forecast {
             lower: Vec::with_capacity(h),
             upper: Vec::with_capacity(h),
         }
-    }
-
-    /// Appends a step with bounds of its own (an interval that is not symmetric).
-    pub fn push_bounds(&mut self, mean: f64, lower: f64, upper: f64) {
-        self.mean.push(mean);
-        self.lower.push(lower);
-        self.upper.push(upper);
     }
 
     /// Appends a step: its mean and the interval's half-width.
@@ -128,8 +121,6 @@ pub enum ModelKind {
     HoltDamped,
     /// Additive Holt-Winters.
     HoltWinters,
-    /// Multiplicative Holt-Winters (damped, fitted to the logarithms).
-    HoltWintersMul,
     /// The last value.
     Naive,
     /// The value one season ago.
@@ -147,12 +138,6 @@ impl ModelKind {
     /// were (without seasonal naive, auto on the Peyton Manning series goes from 5.34 to
     /// 5.78 sMAPE). Naive, the linear trend and the moving averages stay available by name
     /// and through `--candidates`.
-    ///
-    /// Multiplicative Holt-Winters is not among them by default: it helps auto on short
-    /// weekly-seasonal series (`benches/peers/seasonal_auto.py`: 9.685 → 9.118 sMAPE with
-    /// `--candidates ...,holt_winters_mul`), but it doubles the cost of the seasonal part
-    /// and, in the debug build, slowed the dashboard's page rebuilds past what its live
-    /// check allows; it is one `--candidates` entry away.
     pub const CANDIDATES: [ModelKind; 5] = [
         ModelKind::SeasonalNaive,
         ModelKind::Ses,
@@ -162,7 +147,7 @@ impl ModelKind {
     ];
 
     /// Every kind, `auto` included, in declaration order (the order `--help` lists them).
-    pub const ALL: [ModelKind; 11] = [
+    pub const ALL: [ModelKind; 10] = [
         ModelKind::Auto,
         ModelKind::Linear,
         ModelKind::MovingAverage,
@@ -171,7 +156,6 @@ impl ModelKind {
         ModelKind::Holt,
         ModelKind::HoltDamped,
         ModelKind::HoltWinters,
-        ModelKind::HoltWintersMul,
         ModelKind::Naive,
         ModelKind::SeasonalNaive,
     ];
@@ -187,7 +171,6 @@ impl ModelKind {
             ModelKind::Holt => "holt",
             ModelKind::HoltDamped => "holt_damped",
             ModelKind::HoltWinters => "holt_winters",
-            ModelKind::HoltWintersMul => "holt_winters_mul",
             ModelKind::Naive => "naive",
             ModelKind::SeasonalNaive => "seasonal_naive",
         }
@@ -197,7 +180,6 @@ impl ModelKind {
     pub fn fallback(self) -> Option<ModelKind> {
         use ModelKind::*;
         match self {
-            HoltWintersMul => Some(HoltWinters),
             HoltWinters => Some(Holt),
             HoltDamped | Holt => Some(Ses),
             Ses | MovingAverage | SeasonalNaive | Linear => Some(Naive),
@@ -210,10 +192,7 @@ impl ModelKind {
     pub fn seasonal(self) -> bool {
         matches!(
             self,
-            ModelKind::HoltWinters
-                | ModelKind::HoltWintersMul
-                | ModelKind::SeasonalNaive
-                | ModelKind::SeasonalMovingAverage
+            ModelKind::HoltWinters | ModelKind::SeasonalNaive | ModelKind::SeasonalMovingAverage
         )
     }
 }
@@ -308,7 +287,6 @@ impl ModelOptions {
             ModelKind::Holt => ets(ExpSmoothing::holt()),
             ModelKind::HoltDamped => ets(ExpSmoothing::holt_damped()),
             ModelKind::HoltWinters => ets(ExpSmoothing::holt_winters(m)),
-            ModelKind::HoltWintersMul => ets(ExpSmoothing::holt_winters_mul(m)),
             ModelKind::Naive => Box::new(Naive),
             ModelKind::SeasonalNaive => Box::new(SeasonalNaive { m }),
         })
@@ -366,14 +344,9 @@ pub fn forecast_one(
     let mut scored_on = (h, 0usize);
     if kind == ModelKind::Auto {
         let mut best: Option<(ModelKind, Metrics)> = None;
-        // The multiplicative model cannot fit a series with a zero or a negative value; left
-        // in, it would be scored on the folds before that value only, and a win there
-        // would end in a fallback the backtest never judged.
-        let positive = y.iter().all(|&v| v > 0.0);
         let models: Vec<_> = opts
             .candidates
             .iter()
-            .filter(|&&c| positive || c != ModelKind::HoltWintersMul)
             .filter_map(|&c| Some((c, opts.model(c)?)))
             .collect();
         // Every candidate is scored on the same origins: from the history of the most
