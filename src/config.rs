@@ -126,15 +126,16 @@ impl Default for ForecastConf {
 impl ForecastConf {
     /// The model.
     pub fn kind(&self) -> Result<ModelKind> {
-        self.model.parse::<ModelKind>().map_err(|_| {
-            Error::InvalidParameter {
+        self.model
+            .parse::<ModelKind>()
+            .map_err(|_| Error::InvalidParameter {
                 name: "forecast.model",
                 reason: format!(
-                    "`{}` is not a model (auto, linear, moving_average, seasonal_moving_average, ses, holt, holt_damped, holt_winters, naive, seasonal_naive)",
-                    self.model
+                    "`{}` is not a model ({})",
+                    self.model,
+                    ModelKind::ALL.map(ModelKind::name).join(", ")
                 ),
-            }
-        })
+            })
     }
 }
 

@@ -47,6 +47,7 @@ value_enum!(ModelKind {
     Holt => "Holt's linear trend",
     HoltDamped => "Holt's damped trend",
     HoltWinters => "Additive Holt-Winters",
+    HoltWintersMul => "Multiplicative Holt-Winters, damped (fitted to the logarithms; positive series)",
     Naive => "The last value",
     SeasonalNaive => "The value one season ago",
 });

@@ -82,7 +82,7 @@ fn fixed_parameter_models_match_statsmodels() {
     let dir = tempfile::tempdir().unwrap();
     let input = golden_dir().join("series.csv");
     let want = expected();
-    let cases: [(&str, &str, &[&str]); 6] = [
+    let cases: [(&str, &str, &[&str]); 7] = [
         ("ses", "ses", &["--alpha", "0.3"]),
         ("holt", "holt", &["--alpha", "0.4", "--beta", "0.2"]),
         (
@@ -100,6 +100,22 @@ fn fixed_parameter_models_match_statsmodels() {
                 "0.1",
                 "--gamma",
                 "0.2",
+                "--season-length",
+                "7",
+            ],
+        ),
+        (
+            "holt_winters_mul",
+            "holt_winters_mul",
+            &[
+                "--alpha",
+                "0.3",
+                "--beta",
+                "0.1",
+                "--gamma",
+                "0.2",
+                "--phi",
+                "0.9",
                 "--season-length",
                 "7",
             ],
@@ -505,5 +521,84 @@ fn one_spike_does_not_widen_the_lake_forecast_interval() {
             .unwrap_or("")
             .contains("1 anomalous point replaced"),
         "{status:?}"
+    );
+}
+
+#[test]
+fn multiplicative_holt_winters_scales_the_season_with_the_level_and_needs_positive_values() {
+    let dir = tempfile::tempdir().unwrap();
+    // Weekday/weekend usage whose level doubles after eight weeks: the weekly pattern is a
+    // ratio, so after the shift the weekend dip is twice as deep in units. A small
+    // deterministic wobble keeps the fit away from a perfect zero-error corner.
+    let factor = [1.1, 1.15, 1.12, 1.1, 1.05, 0.75, 0.73];
+    let level = |t: usize| if t < 56 { 100.0 } else { 200.0 };
+    let wobble = |t: usize| 1.0 + 0.01 * (((t * 7919) % 11) as f64 - 5.0) / 5.0;
+    let mut text = String::from("series_id,ts,value\n");
+    let day = |t: usize| {
+        (chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap() + chrono::Days::new(t as u64))
+            .format("%Y-%m-%d")
+            .to_string()
+    };
+    for t in 0..84 {
+        text += &format!(
+            "shift,{},{}\n",
+            day(t),
+            level(t) * factor[t % 7] * wobble(t)
+        );
+    }
+    // The same shape with one zero: the logarithm does not exist there.
+    for t in 0..84 {
+        let v = if t == 3 { 0.0 } else { 100.0 * factor[t % 7] };
+        text += &format!("zero,{},{v}\n", day(t));
+    }
+    let input = write(dir.path(), "mul.csv", &text);
+    let metrics = dir.path().join("m.csv");
+    let fc = |model: &str| {
+        run(
+            dir.path(),
+            &input,
+            &[
+                "--horizon",
+                "7",
+                "--season-length",
+                "7",
+                "--model",
+                model,
+                "--metrics",
+                metrics.to_str().unwrap(),
+            ],
+        )
+    };
+    // Mean absolute percentage error against the pattern the series follows (hand-made
+    // truth: the new level times the weekly factor).
+    let mape = |rows: &[Row]| {
+        rows.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let truth = 200.0 * factor[(84 + i) % 7];
+                (r.1 - truth).abs() / truth
+            })
+            .sum::<f64>()
+            / rows.len() as f64
+    };
+    let mul = fc("holt_winters_mul");
+    let status = std::fs::read_to_string(&metrics).unwrap();
+    let add = fc("holt_winters");
+    let (m, a) = (mape(&mul["shift"]), mape(&add["shift"]));
+    assert!(m < 0.02, "multiplicative MAPE {m}");
+    assert!(m < a, "multiplicative {m} against additive {a}");
+    for (ts, y, lo, hi, model) in &mul["shift"] {
+        assert_eq!(model, "holt_winters_mul");
+        // exp of a symmetric log-scale interval: positive, and symmetric in ratio.
+        assert!(*lo > 0.0 && lo < y && y < hi, "{ts}: {lo} {y} {hi}");
+        let (up, down) = ((hi / y).ln(), (y / lo).ln());
+        assert!((up - down).abs() < 1e-9 * up, "{ts}: {up} vs {down}");
+    }
+    // The zero: the model cannot fit, says why, and the additive one is used.
+    assert!(mul["zero"].iter().all(|r| r.4 == "holt_winters"));
+    assert!(
+        status.contains("holt_winters_mul needs positive values, value 3 is 0")
+            && status.contains("fell back to holt_winters"),
+        "{status}"
     );
 }

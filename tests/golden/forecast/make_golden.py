@@ -7,7 +7,8 @@ pandas and scipy releases break statsmodels 0.14 imports, so pin these).
 
 series.csv: three daily series made here with a fixed seed (a noisy trend, a weekly
 season on a trend, noise around a level). expected_sse.csv: the in-sample SSE of statsmodels' optimised SES and Holt fits.
-expected.csv: per series, model and step, the
+expected.csv: per series, model and step (holt_winters_mul: the damped additive model
+fitted to ln y, then exp), the
 point forecast and, for the linear models, the 95 % OLS prediction interval, for the fixed
 parameters (and, as `ses_opt` / `holt_opt`, statsmodels' own least-squares optimisation of
 the parameters and initial states) and the initial states meterlake documents (SES/Holt: l0 = y0, b0 = y1 - y0;
@@ -87,6 +88,27 @@ for sid, y in raw.items():
         other = [h - 1 for h in range(1, H + 1) if h % M != 0]
         assert np.allclose(hw[other], sm_fc[other], rtol=1e-10), (hw, sm_fc)
         add(sid, "holt_winters", hw)
+        # Multiplicative Holt-Winters: the damped additive model on ln y (same heuristic
+        # initial states, computed on the logs), the forecast assembled the same way with
+        # the damped trend sum phi + ... + phi^h, then exp.
+        ly = np.log(y)
+        means = np.array([ly[j * M:(j + 1) * M].mean() for j in range(k)])
+        s0 = np.array([np.mean([ly[j * M + i] - means[j] for j in range(k)]) for i in range(M)])
+        s0 -= s0.mean()
+        f = ExponentialSmoothing(ly, trend="add", damped_trend=True, seasonal="add",
+                                 seasonal_periods=M, initialization_method="known",
+                                 initial_level=means[0],
+                                 initial_trend=(means[k - 1] - means[0]) / ((k - 1) * M),
+                                 initial_seasonal=s0).fit(
+            smoothing_level=0.3, smoothing_trend=0.1, smoothing_seasonal=0.2,
+            damping_trend=0.9, optimized=False)
+        lT, bT, season = f.level[-1], f.trend[-1], f.season
+        phis = np.cumsum(0.9 ** np.arange(1, H + 1))
+        mul = np.array([lT + phis[h - 1] * bT + season[n - 1 + h - M * ((h - 1) // M + 1)]
+                        for h in range(1, H + 1)])
+        sm_fc = f.forecast(H)
+        assert np.allclose(mul[other], sm_fc[other], rtol=1e-10), (mul, sm_fc)
+        add(sid, "holt_winters_mul", np.exp(mul))
     # Linear trend, and with day-of-phase dummies (phase = t mod 7 from the first point).
     for name, dummies in [("linear_trend", False), ("linear_calendar", True)]:
         def design(ts):
