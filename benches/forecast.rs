@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
         ModelKind::SeasonalNaive,
         ModelKind::Ses,
         ModelKind::HoltWinters,
+        ModelKind::HoltWintersMul,
         ModelKind::Linear,
         ModelKind::Auto,
     ] {

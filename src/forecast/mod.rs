@@ -5,9 +5,9 @@
 //! rayon, one task per series.
 //!
 //! Too little history never panics and never yields NaN: a model that cannot fit falls back
-//! to a simpler one (Holt-Winters → Holt → SES → naive; damped Holt → Holt; seasonal moving
-//! average → moving average; seasonal naive → naive; linear → naive), and the series'
-//! status says so.
+//! to a simpler one (multiplicative Holt-Winters → Holt-Winters → Holt → SES → naive;
+//! damped Holt → SES; seasonal moving average → moving average; seasonal naive → naive;
+//! linear → naive), and the series' status says so.
 //!
 //! ```
 //! use meterlake::forecast::{forecast_one, ModelKind, ModelOptions};
@@ -367,9 +367,14 @@ pub fn forecast_one(
     let mut scored_on = (h, 0usize);
     if kind == ModelKind::Auto {
         let mut best: Option<(ModelKind, Metrics)> = None;
+        // The multiplicative model cannot fit a series with a zero or a negative value; left
+        // in, it would be scored on the folds before that value only, and a win there
+        // would end in a fallback the backtest never judged.
+        let positive = y.iter().all(|&v| v > 0.0);
         let models: Vec<_> = opts
             .candidates
             .iter()
+            .filter(|&&c| positive || c != ModelKind::HoltWintersMul)
             .filter_map(|&c| Some((c, opts.model(c)?)))
             .collect();
         // Every candidate is scored on the same origins: from the history of the most

@@ -135,6 +135,14 @@ fn fixed_parameter_models_match_statsmodels() {
                     continue;
                 };
                 assert_eq!(m, model, "{golden} {sid}");
+                // The multiplicative model's golden value is exp of the log-scale forecast,
+                // the median: the geometric mean of its bounds (its point forecast is the
+                // log-normal mean, checked in its own test).
+                let yhat = if model == "holt_winters_mul" {
+                    &(lo * hi).sqrt()
+                } else {
+                    yhat
+                };
                 assert!(
                     close(*yhat, wy, 1e-6),
                     "{golden} {sid} step {}: {yhat} vs statsmodels {wy}",
@@ -282,6 +290,7 @@ fn auto_picks_seasonal_models_for_seasonal_series_and_reports_metrics() {
     assert!(
         [
             "holt_winters",
+            "holt_winters_mul",
             "seasonal_naive",
             "seasonal_moving_average",
             "linear"
@@ -589,10 +598,15 @@ fn multiplicative_holt_winters_scales_the_season_with_the_level_and_needs_positi
     assert!(m < a, "multiplicative {m} against additive {a}");
     for (ts, y, lo, hi, model) in &mul["shift"] {
         assert_eq!(model, "holt_winters_mul");
-        // exp of a symmetric log-scale interval: positive, and symmetric in ratio.
-        assert!(*lo > 0.0 && lo < y && y < hi, "{ts}: {lo} {y} {hi}");
-        let (up, down) = ((hi / y).ln(), (y / lo).ln());
-        assert!((up - down).abs() < 1e-9 * up, "{ts}: {up} vs {down}");
+        // The point forecast is the log-normal mean: inside the interval, above its
+        // median (the geometric mean of the bounds), by exp(σ²/2) with σ = ln(hi/lo)/2z.
+        let median = (lo * hi).sqrt();
+        let sigma = (hi / lo).ln() / (2.0 * 1.959_963_984_540_054);
+        assert!(lo < y && y < hi && median < *y, "{ts}: {lo} {y} {hi}");
+        assert!(
+            (y / median - (sigma * sigma / 2.0).exp()).abs() < 1e-9,
+            "{ts}: {y} against median {median}, sigma {sigma}"
+        );
     }
     // The zero: the model cannot fit, says why, and the additive one is used.
     assert!(mul["zero"].iter().all(|r| r.4 == "holt_winters"));

@@ -55,7 +55,10 @@ pub(super) async fn forecast(
             return Err(ApiError::bad("level", "a percent in (0, 100)"));
         }
         let kind = b.model.as_deref().unwrap_or("auto").parse::<crate::forecast::ModelKind>()
-            .map_err(|_| ApiError::bad("model", "not a model (auto, ses, holt, holt_winters, ...)"))?;
+            .map_err(|_| {
+                let all = crate::forecast::ModelKind::ALL.map(crate::forecast::ModelKind::name);
+                ApiError::bad("model", format!("not a model ({})", all.join(", ")))
+            })?;
         let df = rollup_rows(&app, &t, Granularity::Day, Some(&b.meter), i64::MIN / 4, i64::MAX / 4)?;
         let ts = df.column("window_start")?.cast(&DataType::Int64)?;
         let ts: Vec<i64> = ts.i64()?.into_no_null_iter().collect();
