@@ -17,7 +17,8 @@
 //! (a commit's new files), `lake.log` (the commit point's log file), `lake.publish` (after
 //! the commit point), `compact.write`; `serve.heavy` (inside a heavy request's slot);
 //! `refresh.tables` (an analytics refresh between its forecast and anomaly tables) and
-//! `refresh.state` (before it records the commit it reached).
+//! `refresh.state` (before it records the commit it reached); `invoice.write` (an issued
+//! invoice file's bytes) and `invoice.state` (after it is issued, before its state).
 //!
 //! Production code calls [`check`] (or [`write_all`]); with `MLK_FAULTS` unset, the cost is
 //! one environment lookup cached at first use.

@@ -4,7 +4,7 @@
 //! catalogue and tenants give the same bytes.
 
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::measure::{Window, measure};
 use super::plans::Limit;
@@ -15,7 +15,7 @@ use crate::lake::Lake;
 use crate::time::rfc3339;
 
 /// One line: a meter's usage and its overage amount.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Line {
     /// The billed meter.
     pub meter: String,
@@ -24,7 +24,7 @@ pub struct Line {
     /// The period's usage.
     pub usage: Decimal,
     /// Allowance (prorated across a plan change); `unlimited` when none.
-    #[serde(serialize_with = "unlimited")]
+    #[serde(serialize_with = "unlimited", deserialize_with = "limited")]
     pub included: Option<Decimal>,
     /// Units over it.
     pub overage_units: Decimal,
@@ -44,8 +44,40 @@ fn unlimited<S: serde::Serializer>(
     }
 }
 
+/// A correction of an issued invoice, billed in the next one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Adjustment {
+    /// `PERIOD/TENANT/ITEM/SEQ`: unique, and how an invoice names what it applied.
+    pub id: String,
+    /// The issued period it corrects (`YYYY-MM`).
+    pub period: String,
+    /// The tenant.
+    pub tenant_id: String,
+    /// The meter, or `base_fee`.
+    pub item: String,
+    /// Usage added (negative: removed) against what was billed.
+    pub usage: Decimal,
+    /// Amount added: a debit when positive, a credit when negative.
+    pub amount: Decimal,
+    /// Why.
+    pub reason: String,
+    /// The lake commit that showed it.
+    pub lake_seq: u64,
+}
+
+/// Reads what [`unlimited`] wrote.
+fn limited<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> std::result::Result<Option<Decimal>, D::Error> {
+    let s = String::deserialize(d)?;
+    if s == "unlimited" {
+        return Ok(None);
+    }
+    s.parse().map(Some).map_err(serde::de::Error::custom)
+}
+
 /// One tenant's invoice.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invoice {
     /// The tenant.
     pub tenant_id: String,
@@ -62,12 +94,16 @@ pub struct Invoice {
     pub lines: Vec<Line>,
     /// The (prorated) base fee.
     pub base_fee: Decimal,
-    /// base_fee + Σ line amounts (saturating at the largest decimal).
+    /// base_fee + Σ line amounts + Σ adjustments (saturating at the largest decimal).
     pub total: Decimal,
+    /// Corrections of invoices issued before (late events), billed here; see
+    /// `stage::invoices`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adjustments: Vec<Adjustment>,
 }
 
 /// A period's invoices.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Invoices {
     /// `YYYY-MM`.
     pub period: String,
@@ -160,6 +196,7 @@ pub fn invoices(
             lines,
             base_fee,
             total,
+            adjustments: Vec::new(),
         });
     }
     Ok(Invoices {

@@ -328,6 +328,10 @@ pub struct InvoiceArgs {
     /// JSON (default), CSV (one row per line, base fee and total) or a table.
     #[arg(long, value_enum, default_value_t = Format::Json)]
     output: Format,
+    /// Compute from the lake as it is now, even when the period's invoices were issued
+    /// (by default an issued period is shown as issued).
+    #[arg(long)]
+    draft: bool,
 }
 
 #[derive(Serialize)]
@@ -336,7 +340,7 @@ struct InvoiceCsv<'a> {
     currency: &'a str,
     tenant_id: &'a str,
     plan: &'a str,
-    item: &'a str,
+    item: String,
     usage: String,
     included: String,
     overage_units: String,
@@ -345,7 +349,21 @@ struct InvoiceCsv<'a> {
 
 pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
     let (lake, billing) = a.source.open()?;
-    let inv = invoices(&lake, &billing, &a.period, a.tenant.as_deref())?;
+    let inv = if a.draft {
+        invoices(&lake, &billing, &a.period, a.tenant.as_deref())?
+    } else {
+        let (inv, issued) =
+            crate::stage::invoices::as_issued(&lake, &billing, &a.period, a.tenant.as_deref())?;
+        if issued {
+            eprintln!(
+                "{}: as issued (kept in {}/{}; --draft recomputes from the lake)",
+                a.period,
+                lake.root().display(),
+                crate::stage::invoices::DIR
+            );
+        }
+        inv
+    };
     if a.tenant.is_none()
         && let (Some(first), Some(last)) = (
             inv.invoices.iter().map(|i| i.period_start.as_str()).min(),
@@ -367,11 +385,24 @@ pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
                         currency: &inv.currency,
                         tenant_id: &i.tenant_id,
                         plan: &i.plan,
-                        item: &l.meter,
+                        item: l.meter.clone(),
                         usage: l.usage.to_string(),
                         included: opt(l.included, "unlimited"),
                         overage_units: l.overage_units.to_string(),
                         amount: l.amount,
+                    });
+                }
+                for adj in &i.adjustments {
+                    rows.push(InvoiceCsv {
+                        period: &inv.period,
+                        currency: &inv.currency,
+                        tenant_id: &i.tenant_id,
+                        plan: &i.plan,
+                        item: format!("adjustment {} {}", adj.period, adj.item),
+                        usage: adj.usage.to_string(),
+                        included: String::new(),
+                        overage_units: String::new(),
+                        amount: adj.amount,
                     });
                 }
                 for (item, amount) in [("base_fee", i.base_fee), ("total", i.total)] {
@@ -380,7 +411,7 @@ pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
                         currency: &inv.currency,
                         tenant_id: &i.tenant_id,
                         plan: &i.plan,
-                        item,
+                        item: item.to_string(),
                         usage: String::new(),
                         included: String::new(),
                         overage_units: String::new(),

@@ -126,6 +126,10 @@ pub struct RetentionArgs {
     /// Who asks (recorded in the audit log; default $MLK_ACTOR or $USER).
     #[arg(long)]
     pub actor: Option<String>,
+    /// Drop expired events even of periods whose invoices are not issued yet (by default
+    /// they are kept, with a warning).
+    #[arg(long)]
+    pub force: bool,
     /// Print the summary as a table or one JSON object.
     #[arg(long, value_enum, default_value_t = super::Output::Table)]
     pub output: super::Output,
@@ -147,8 +151,23 @@ pub(crate) fn retention_cmd(a: RetentionArgs) -> anyhow::Result<ExitCode> {
             archive: a.archive,
             now,
             actor: a.actor.unwrap_or_else(crate::lake::audit::current_actor),
+            // A lake invoices were issued from keeps what is not invoiced yet.
+            keep_from: crate::stage::invoices::Register::of(&a.lake).unbilled_from()?,
+            force: a.force,
         },
     )?;
+    if let (Some(first), Some(last)) = (s.kept_unbilled.first(), s.kept_unbilled.last()) {
+        eprintln!(
+            "warning: kept {} expired event partitions ({first}..{last}): their periods are not invoiced yet (--force drops them)",
+            s.kept_unbilled.len()
+        );
+    }
+    if let (Some(first), Some(last)) = (s.forced_unbilled.first(), s.forced_unbilled.last()) {
+        eprintln!(
+            "warning: --force: dropped {} event partitions ({first}..{last}) of periods not invoiced yet",
+            s.forced_unbilled.len()
+        );
+    }
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {

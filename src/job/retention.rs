@@ -6,6 +6,10 @@
 //! nothing is removed without its record. The commit records the whole decision (events and
 //! rollups) before any rollup directory goes; a re-run finishes an interrupted one.
 //!
+//! Event partitions that may hold events of a period not invoiced yet are kept, even when
+//! expired, unless forced ([`RetentionOptions::keep_from`]): an invoice must be issued from
+//! complete data.
+//!
 //! A retention of 0 days keeps everything, as `retention_days = 0` does in the
 //! configuration (it never means "drop all before today").
 
@@ -31,6 +35,12 @@ pub struct RetentionOptions {
     pub now: i64,
     /// Who asks.
     pub actor: String,
+    /// Event partitions on or after this day (`YYYY-MM-DD`) may hold events of periods not
+    /// invoiced yet ([`crate::billing::issued::Register::unbilled_from`]; `""`: every
+    /// day): they are kept even when expired, unless `force`.
+    pub keep_from: Option<String>,
+    /// Drop expired partitions of periods not invoiced yet too (noted in the audit record).
+    pub force: bool,
 }
 
 /// What `retention` did.
@@ -44,6 +54,10 @@ pub struct RetentionSummary {
     pub archived: Vec<String>,
     /// Rollup partitions dropped.
     pub rollup_partitions: u64,
+    /// Expired event partitions kept because their periods are not invoiced yet.
+    pub kept_unbilled: Vec<String>,
+    /// Expired event partitions of periods not invoiced yet, dropped because forced.
+    pub forced_unbilled: Vec<String>,
     /// The commit.
     pub commit: Option<u64>,
 }
@@ -62,7 +76,7 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
     let mut s = RetentionSummary::default();
     let today = opts.now.div_euclid(MICROS_PER_DAY);
     let cutoff = |days: u32| date_str((today - days as i64) * MICROS_PER_DAY);
-    let expired: Vec<DataFile> = match opts.events_days {
+    let mut expired: Vec<DataFile> = match opts.events_days {
         Some(d) => lake
             .data_files()
             .into_iter()
@@ -70,6 +84,19 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
             .collect(),
         None => Vec::new(),
     };
+    if let Some(from) = &opts.keep_from {
+        let unbilled: BTreeSet<String> = expired
+            .iter()
+            .filter(|f| f.date >= *from)
+            .map(|f| f.date.clone())
+            .collect();
+        if opts.force {
+            s.forced_unbilled = unbilled.into_iter().collect();
+        } else {
+            expired.retain(|f| f.date < *from);
+            s.kept_unbilled = unbilled.into_iter().collect();
+        }
+    }
     let rollups: Vec<PathBuf> = match opts.rollups_days {
         Some(d) => partition_dirs(&lake_dir.join(crate::rollup::ROLLUPS_DIR))?
             .into_iter()
@@ -119,14 +146,22 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
             target: target.join("; "),
             rows: s.event_rows,
             detail: format!(
-                "{} event partitions ({} files){}; {} rollup partitions",
+                "{} event partitions ({} files){}; {} rollup partitions{}",
                 s.event_partitions.len(),
                 expired.len(),
                 opts.archive
                     .as_ref()
                     .map(|a| format!(", archived to {}", a.display()))
                     .unwrap_or_default(),
-                rollups.len()
+                rollups.len(),
+                if s.forced_unbilled.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; forced: {} partitions of periods not invoiced yet",
+                        s.forced_unbilled.len()
+                    )
+                }
             ),
         }),
         ..Commit::new(seq, CommitKind::Retention)

@@ -280,6 +280,16 @@ impl<'a> Job<'a> {
         if c.tracking.events_days().is_none() && c.tracking.metrics_days().is_none() {
             return Ok(());
         }
+        // With billing, events of periods not invoiced yet stay (all of them before the
+        // first invoice is issued).
+        let unbilled = match self.billing {
+            Some(_) => Some(
+                crate::stage::invoices::Register::of(lake_dir)
+                    .unbilled_from()?
+                    .unwrap_or_default(),
+            ),
+            None => None,
+        };
         self.clock.time("retention", || {
             let r = retention(
                 lake_dir,
@@ -289,8 +299,18 @@ impl<'a> Job<'a> {
                     archive: None,
                     now: crate::time::now(),
                     actor: crate::lake::audit::current_actor(),
+                    keep_from: unbilled,
+                    force: false,
                 },
             )?;
+            if !r.kept_unbilled.is_empty() {
+                eprintln!(
+                    "warning: retention kept {} expired event partitions ({}..{}) of periods not yet invoiced",
+                    r.kept_unbilled.len(),
+                    r.kept_unbilled[0],
+                    r.kept_unbilled[r.kept_unbilled.len() - 1]
+                );
+            }
             Ok((
                 (),
                 format!(
@@ -513,26 +533,41 @@ impl<'a> Job<'a> {
         Ok(())
     }
 
-    /// 8. The last complete month's invoices, as `OUT/invoices/YYYY-MM.json`.
+    /// 8. The last complete month's invoices, as `OUT/invoices/YYYY-MM.json`: issued once
+    ///    into the lake's register and never rewritten after ([`crate::stage::invoices`]);
+    ///    late events of issued months become adjustments billed in the next one.
     fn invoices(&mut self, lake: &Lake, b: &Billing, at: i64) -> Result<()> {
         let out = &self.c.paths.out;
         self.summary.invoices = self.clock.time("invoices", || {
             let month = crate::time::previous_month(at);
-            let inv = crate::billing::invoice::invoices(lake, b, &month, None)?;
-            let path = out.join("invoices").join(format!("{month}.json"));
-            std::fs::create_dir_all(path.parent().expect("has a parent")).at(&path)?;
-            let mut bytes =
-                serde_json::to_vec_pretty(&inv).map_err(|e| Error::Render(e.to_string()))?;
-            bytes.push(b'\n');
-            crate::report::atomic_write(&path, &bytes)?;
-            Ok((
-                Some(path.clone()),
-                format!(
-                    "{} invoices for {month} → {}",
-                    inv.invoices.len(),
-                    path.display()
-                ),
-            ))
+            let reg = crate::stage::invoices::Register::of(lake.root());
+            let c = reg.close(lake, b, &month, &out.join("invoices"))?;
+            let mut note = format!(
+                "{} invoices for {month} {} → {}",
+                c.invoices,
+                if c.issued_now {
+                    "issued"
+                } else {
+                    "(issued before, unchanged)"
+                },
+                c.path.display()
+            );
+            if c.adjustments_applied > 0 {
+                note.push_str(&format!(", {} adjustments billed", c.adjustments_applied));
+            }
+            if c.adjustments_found > 0 {
+                note.push_str(&format!(
+                    "; late events: {} adjustments recorded for the next period",
+                    c.adjustments_found
+                ));
+            }
+            if !c.frozen.is_empty() {
+                note.push_str(&format!(
+                    "; {} issued months not checked for late events (their events were removed)",
+                    c.frozen.len()
+                ));
+            }
+            Ok((Some(c.path.clone()), note))
         })?;
         Ok(())
     }

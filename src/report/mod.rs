@@ -319,23 +319,7 @@ fn sibling(out: &Path, table: &str, ext: &str) -> PathBuf {
     out.with_file_name(format!("{stem}.{table}.{ext}"))
 }
 
-/// Writes bytes to a temporary file ([`crate::stage::tables::temp_path`]: named after the
-/// whole file name, unique per process and call), syncs it and renames it over `path`.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let tmp = crate::stage::tables::temp_path(path);
-    let written = (|| {
-        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-        f.write_all(bytes).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        std::fs::rename(&tmp, path).at(path)
-    })();
-    if written.is_err() {
-        // Temp names are unique, so a failed write would otherwise leave its file behind.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
-}
+pub use crate::stage::tables::atomic_write;
 
 /// The format named by a file's extension.
 pub fn format_of(path: &Path) -> Result<Format> {

@@ -8,6 +8,7 @@
 //! | [`quotas`] | billing's quota evaluation with projections, once per job | `quotas/` |
 //! | [`alerts`] | thresholds, limits, cost and anomaly alerts from the above; webhook delivery | `alerts/` |
 //! | [`refresh`] | the stages above for the tenants whose events changed (what `serve` runs every interval) | the same tables |
+//! | [`invoices`] | a closed month's invoices issued once, late events of issued months as adjustments | `_invoices/` |
 //! | [`notify`] | alerts sent by e-mail, Slack or webhook by rules, with digests, quiet hours and escalation | `alerts/deliveries.parquet` |
 //!
 //! The pure algorithms live beside, not here: [`crate::forecast`] and [`crate::detect`]
@@ -21,6 +22,7 @@
 pub mod alerts;
 pub mod anomalies;
 pub mod forecast;
+pub mod invoices;
 pub mod notify;
 pub mod quotas;
 pub mod refresh;

@@ -732,3 +732,237 @@ fn billing_commands_work_from_any_directory_as_of_the_lakes_data() {
     let from_proj = json_in(&proj, &["quota", "--lake", &lake, "--output", "json"]);
     assert_eq!(from_proj, built_in);
 }
+
+/// Issued invoices are never rewritten (issue 24): `retention` keeps what is not invoiced
+/// yet and the next `run` leaves September's file byte for byte (it used to recompute it
+/// from the truncated events); a late event of September becomes an adjustment, billed once,
+/// in October's invoice.
+#[test]
+fn an_issued_invoice_is_never_rewritten_and_late_events_become_adjustments() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, out) = (dir.path().join("lake"), dir.path().join("out"));
+    copy_dir(&s.lake, &lake);
+    let l = lake.to_str().unwrap();
+    let issued = std::fs::read(s.out.join("invoices/2026-09.json")).unwrap();
+    assert_eq!(
+        std::fs::read(lake.join("_invoices/2026-09.json")).unwrap(),
+        issued,
+        "the lake keeps what run wrote"
+    );
+
+    // A late event of September: 5,000 api_calls for initech-003 (basic: 1,000 included,
+    // then 0.01 per package of 10).
+    let late = dir.path().join("late.ndjson");
+    std::fs::write(
+        &late,
+        r#"{"id":"late-1","ts":"2026-09-15T12:00:00Z","tenant_id":"initech-003","user_id":"u-1","meter":"api_calls","value":5000}
+"#,
+    )
+    .unwrap();
+    ingest(&lake, &[&late], &[]);
+    let september = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec!["invoice", "--lake", l, "--period", "2026-09"];
+        args.extend(["--tenant", "initech-003", "--output", "json"]);
+        args.extend(extra);
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    let recomputed = september(&["--draft"]);
+    let was: serde_json::Value = serde_json::from_slice(&issued).unwrap();
+    // Without --draft, `invoice` shows the month as issued.
+    let shown = september(&[]);
+    assert_eq!(shown["invoices"][0], *invoice_of(&was, "initech-003"));
+    let (old, new) = (
+        line(invoice_of(&was, "initech-003"), "api_calls"),
+        line(invoice_of(&recomputed, "initech-003"), "api_calls"),
+    );
+    assert_eq!(dec(&new["usage"]) - dec(&old["usage"]), d("5000"));
+    let debit = dec(&new["amount"]) - dec(&old["amount"]);
+    assert!(
+        debit > Decimal::ZERO,
+        "the late calls are over the allowance"
+    );
+
+    run_json(&lake, &out, &[]);
+    assert_eq!(
+        std::fs::read(out.join("invoices/2026-09.json")).unwrap(),
+        issued,
+        "September stays as issued"
+    );
+    let adj: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(lake.join("_invoices/adjustments.json")).unwrap())
+            .unwrap();
+    assert_eq!(adj.len(), 1, "{adj:?}");
+    assert_eq!(
+        (&adj[0]["tenant_id"], &adj[0]["item"], &adj[0]["period"]),
+        (
+            &serde_json::json!("initech-003"),
+            &serde_json::json!("api_calls"),
+            &serde_json::json!("2026-09")
+        )
+    );
+    assert_eq!(
+        (dec(&adj[0]["usage"]), dec(&adj[0]["amount"])),
+        (d("5000"), debit)
+    );
+    // A second run finds nothing new.
+    run_json(&lake, &out, &[]);
+    let again: Vec<serde_json::Value> =
+        serde_json::from_slice(&std::fs::read(lake.join("_invoices/adjustments.json")).unwrap())
+            .unwrap();
+    assert_eq!(again, adj);
+
+    // November starts: October is closed, with the adjustment billed in it.
+    let next = |id: &str, ts: &str| {
+        let f = dir.path().join(format!("{id}.ndjson"));
+        std::fs::write(
+            &f,
+            format!(
+                "{{\"id\":\"{id}\",\"ts\":\"{ts}\",\"tenant_id\":\"globex-002\",\"user_id\":\"u-1\",\"meter\":\"api_calls\",\"value\":1}}\n"
+            ),
+        )
+        .unwrap();
+        ingest(&lake, &[&f], &[]);
+        run_json(&lake, &out, &[]);
+    };
+    next("nov-1", "2026-11-01T08:00:00Z");
+    let oct: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("invoices/2026-10.json")).unwrap()).unwrap();
+    let i = invoice_of(&oct, "initech-003");
+    let billed = i["adjustments"].as_array().unwrap();
+    assert_eq!(billed.len(), 1);
+    assert_eq!(billed[0]["id"], adj[0]["id"]);
+    let lines: Decimal = i["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| dec(&l["amount"]))
+        .sum();
+    assert_eq!(dec(&i["total"]), dec(&i["base_fee"]) + lines + debit);
+    // Other tenants' invoices carry no adjustments.
+    assert!(
+        oct["invoices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["tenant_id"] != "initech-003")
+            .all(|i| i.get("adjustments").is_none())
+    );
+    // December: November's invoices do not bill it again.
+    next("dec-1", "2026-12-01T08:00:00Z");
+    let nov: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("invoices/2026-11.json")).unwrap()).unwrap();
+    assert!(invoice_of(&nov, "initech-003").get("adjustments").is_none());
+
+    // Retention after issue: what is invoiced goes, what may be of December's periods (not
+    // invoiced yet: from the earliest end of November's periods, as a UTC day) stays.
+    let before = read_lake(&lake);
+    let unbilled_from = nov["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            chrono::DateTime::parse_from_rfc3339(i["period_end"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc)
+                .format("%Y-%m-%d")
+                .to_string()
+        })
+        .min()
+        .unwrap();
+    let unbilled_from = unbilled_from.as_str();
+    let r: serde_json::Value = serde_json::from_str(&ok(&[
+        "retention",
+        "--lake",
+        l,
+        "--events-days",
+        "10",
+        "--now",
+        "2026-12-20",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let after = read_lake(&lake);
+    assert!(
+        after.iter().all(|r| r.date.as_str() >= unbilled_from),
+        "{r}"
+    );
+    assert!(before.iter().any(|r| r.date.as_str() < unbilled_from));
+    let kept: Vec<_> = before
+        .iter()
+        .filter(|r| r.date.as_str() >= unbilled_from)
+        .collect();
+    assert_eq!(
+        after
+            .iter()
+            .filter(|r| r.date.as_str() >= unbilled_from)
+            .count(),
+        kept.len()
+    );
+    assert!(!r["kept_unbilled"].as_array().unwrap().is_empty(), "{r}");
+    run_json(&lake, &out, &[]);
+    assert_eq!(
+        std::fs::read(out.join("invoices/2026-09.json")).unwrap(),
+        issued,
+        "retention does not rewrite an issued invoice"
+    );
+    assert_eq!(
+        std::fs::read(lake.join("_invoices/2026-11.json")).unwrap(),
+        std::fs::read(out.join("invoices/2026-11.json")).unwrap()
+    );
+}
+
+/// Issuing survives faults: a torn write of the issued file leaves no file (the run fails
+/// naming it) and a crash after it is issued but before its state is recorded leaves the
+/// whole file; the next run ends with exactly the invoices a clean run issues.
+#[test]
+fn issuing_invoices_survives_a_torn_write_and_a_crash() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, out) = (dir.path().join("lake"), dir.path().join("out"));
+    copy_dir(&s.lake, &lake);
+    let reg = lake.join("_invoices");
+    std::fs::remove_dir_all(&reg).unwrap();
+    let faults = dir.path().join("faults");
+    let run = || {
+        std::process::Command::new(BIN)
+            .args([
+                "run",
+                "--lake",
+                lake.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ])
+            .args(["--output", "json", "--quiet"])
+            .env("MLK_FAULTS", &faults)
+            .output()
+            .unwrap()
+    };
+    std::fs::write(&faults, "invoice.write=partial").unwrap();
+    let o = run();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("_invoices"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(&reg)
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.is_empty(),
+        "nothing issued, no temporary left: {left:?}"
+    );
+    std::fs::write(&faults, "invoice.state=abort").unwrap();
+    let o = run();
+    assert!(!o.status.success(), "aborted");
+    assert!(reg.join("2026-09.json").is_file() && !reg.join("2026-09.state.json").exists());
+    std::fs::remove_file(&faults).unwrap();
+    let o = run();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let issued = std::fs::read(s.out.join("invoices/2026-09.json")).unwrap();
+    assert_eq!(std::fs::read(reg.join("2026-09.json")).unwrap(), issued);
+    assert_eq!(
+        std::fs::read(out.join("invoices/2026-09.json")).unwrap(),
+        issued
+    );
+    assert!(reg.join("2026-09.state.json").is_file());
+}

@@ -553,7 +553,7 @@ fn invoices_so_far(
         .collect();
     let mut out = Vec::new();
     for m in months {
-        let all = crate::billing::invoice::invoices(&ctx.lake, b, &m, ctx.tenant.as_deref())?;
+        let (all, _) = crate::stage::invoices::as_issued(&ctx.lake, b, &m, ctx.tenant.as_deref())?;
         out.extend(
             all.invoices
                 .into_iter()

@@ -108,6 +108,24 @@ pub fn temp_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}{TEMP_SUFFIX}", std::process::id()))
 }
 
+/// Writes bytes to a temporary file ([`temp_path`]: named after the
+/// whole file name, unique per process and call), syncs it and renames it over `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let tmp = crate::stage::tables::temp_path(path);
+    let written = (|| {
+        let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        std::fs::rename(&tmp, path).at(path)
+    })();
+    if written.is_err() {
+        // Temp names are unique, so a failed write would otherwise leave its file behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// CSV of a frame: text as is, numbers in their shortest round-trip form, datetimes in
 /// RFC 3339, nulls empty.
 fn write_csv(
