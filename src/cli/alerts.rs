@@ -124,6 +124,8 @@ pub struct ListArgs {
     /// Table, JSON or CSV.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    #[command(flatten)]
+    reader: super::Reader,
 }
 
 /// Arguments of `alerts ack`.
@@ -264,6 +266,8 @@ fn raise_cmd(a: RaiseArgs) -> anyhow::Result<ExitCode> {
 
 /// `alerts list`.
 fn list(a: ListArgs) -> anyhow::Result<ExitCode> {
+    a.reader
+        .record(&a.lake, a.tenant.as_deref(), "alerts list")?;
     let store = AlertStore::open(&a.lake)?;
     let rows: Vec<Alert> = store
         .alerts

@@ -100,6 +100,8 @@ pub struct QuotaArgs {
     /// Table, JSON or CSV.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    #[command(flatten)]
+    reader: super::Reader,
 }
 
 fn opt(v: Option<Decimal>, none: &str) -> String {
@@ -209,6 +211,11 @@ fn quota_table(rows: &[QuotaRow], at: i64, cur: &str) -> anyhow::Result<()> {
 }
 
 pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
+    a.reader.record(
+        &a.source.lake,
+        a.tenant.as_deref(),
+        &format!("quota --at {}", a.at),
+    )?;
     let (lake, billing) = a.source.open()?;
     let at = parse_at(&lake, &a.at)?;
     if a.history_days < 1 {
@@ -332,6 +339,8 @@ pub struct InvoiceArgs {
     /// (by default an issued period is shown as issued).
     #[arg(long)]
     draft: bool,
+    #[command(flatten)]
+    reader: super::Reader,
 }
 
 #[derive(Serialize)]
@@ -348,6 +357,11 @@ struct InvoiceCsv<'a> {
 }
 
 pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
+    a.reader.record(
+        &a.source.lake,
+        a.tenant.as_deref(),
+        &format!("invoice --period {}", a.period),
+    )?;
     let (lake, billing) = a.source.open()?;
     let inv = if a.draft {
         invoices(&lake, &billing, &a.period, a.tenant.as_deref())?
@@ -478,10 +492,14 @@ pub struct CompareArgs {
     /// Table or JSON.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     output: Format,
+    #[command(flatten)]
+    reader: super::Reader,
 }
 
 pub(crate) fn plans(c: PlansCommand) -> anyhow::Result<ExitCode> {
     let PlansCommand::Compare(a) = c;
+    a.reader
+        .record(&a.source.lake, a.tenant.as_deref(), "plans compare")?;
     let (lake, billing) = a.source.open()?;
     let at = parse_at(&lake, &a.at)?;
     let cmp = a

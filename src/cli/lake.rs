@@ -1,4 +1,4 @@
-//! `meterlake lake stats` and `meterlake compact`.
+//! `meterlake lake stats`, `lake verify-audit` and `meterlake compact`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -17,6 +17,16 @@ pub enum LakeCommand {
         #[arg(long)]
         lake: PathBuf,
         /// Result as a table or one JSON object.
+        #[arg(long, value_enum, default_value_t = super::Output::Table)]
+        output: super::Output,
+    },
+    /// Checks the access log's hash chain (`LAKE/_audit/access.jsonl`): a removed, altered,
+    /// inserted or cut-off line is reported with its line number, and the exit code is 1.
+    VerifyAudit {
+        /// The lake directory.
+        #[arg(long)]
+        lake: PathBuf,
+        /// Result as a line of text or one JSON object.
         #[arg(long, value_enum, default_value_t = super::Output::Table)]
         output: super::Output,
     },
@@ -63,6 +73,27 @@ pub(crate) fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
     match c {
+        LakeCommand::VerifyAudit { lake, output } => {
+            // The lake must be one (opening it says why not).
+            Lake::open(&lake)?;
+            let v = lake::access::verify(&lake)?;
+            match output {
+                super::Output::Json => super::print_json(&v)?,
+                super::Output::Table => match &v.broken {
+                    None => println!("access log: {} records, chain intact", v.lines),
+                    Some((line, why)) => println!(
+                        "access log BROKEN at line {line} of {}/{}/access.jsonl: {why}",
+                        lake.display(),
+                        lake::access::DIR
+                    ),
+                },
+            }
+            Ok(if v.broken.is_some() {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
         LakeCommand::Stats { lake, output } => {
             let l = Lake::open(&lake)?;
             let s = lake::stats(&l)?;

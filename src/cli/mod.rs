@@ -98,6 +98,45 @@ pub enum Command {
     Lake(lake::LakeCommand),
 }
 
+/// Who reads a tenant's data, for the lake's access log ([`crate::lake::access`]).
+#[derive(Debug, Clone, clap::Args, Default)]
+pub struct Reader {
+    /// Who reads (recorded in the lake's access log, LAKE/_audit/; default $MLK_ACTOR or
+    /// $USER).
+    #[arg(long)]
+    pub actor: Option<String>,
+}
+
+impl Reader {
+    /// Records the read before it happens; a read that cannot be recorded does not happen.
+    pub(crate) fn record(
+        &self,
+        lake: &std::path::Path,
+        tenant: Option<&str>,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        // Not a lake (yet): nothing of a tenant can be read, and the command says why.
+        if !lake.join(crate::lake::LOG_DIR).is_dir() {
+            return Ok(());
+        }
+        let actor = self
+            .actor
+            .clone()
+            .unwrap_or_else(crate::lake::audit::current_actor);
+        crate::lake::access::record(
+            lake,
+            crate::lake::access::Read {
+                actor: &actor,
+                via: "cli",
+                key_id: None,
+                tenant: tenant.unwrap_or("*"),
+                what,
+            },
+        )?;
+        Ok(())
+    }
+}
+
 /// How a command prints its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
 pub enum Output {

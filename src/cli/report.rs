@@ -47,6 +47,8 @@ pub struct ReportArgs {
     /// Meter definitions.
     #[arg(long)]
     pub meters: Option<PathBuf>,
+    #[command(flatten)]
+    reader: super::Reader,
 }
 
 /// Loads plans and tenants when both files exist (reports without billing leave quotas out);
@@ -68,6 +70,11 @@ pub(crate) fn billing_if_present(
 }
 
 pub(crate) fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
+    a.reader.record(
+        &a.lake,
+        a.tenant.as_deref(),
+        &format!("report --kind {}", a.kind.name()),
+    )?;
     let format = match a.format {
         Some(f) => f,
         None => report::format_of(&a.out)?,

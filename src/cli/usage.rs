@@ -60,6 +60,8 @@ pub struct UsageArgs {
     /// Table, JSON or CSV.
     #[arg(long, value_enum, default_value_t = QueryOutput::Table)]
     pub output: QueryOutput,
+    #[command(flatten)]
+    reader: super::Reader,
 }
 
 fn parse_compare(s: &str) -> anyhow::Result<Compare> {
@@ -92,6 +94,11 @@ fn pct(v: Option<f64>) -> String {
 }
 
 pub(crate) fn run(a: UsageArgs) -> anyhow::Result<ExitCode> {
+    a.reader.record(
+        &a.lake,
+        a.tenant.as_deref(),
+        &format!("usage --from {} --to {}", a.from, a.to),
+    )?;
     let q = UsageQuery {
         tenant: a.tenant,
         meter: a.meter,
@@ -196,6 +203,8 @@ pub struct EngagementArgs {
     /// Table, JSON or CSV.
     #[arg(long, value_enum, default_value_t = QueryOutput::Table)]
     pub output: QueryOutput,
+    #[command(flatten)]
+    reader: super::Reader,
 }
 
 /// One flat CSV row of engagement.
@@ -224,6 +233,8 @@ struct EngagementRow<'a> {
 }
 
 pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
+    a.reader
+        .record(&a.lake, a.tenant.as_deref(), "engagement")?;
     let opts = EngagementOptions {
         tenant: a.tenant,
         at: a

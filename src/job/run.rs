@@ -563,7 +563,7 @@ impl<'a> Job<'a> {
             }
             if !c.frozen.is_empty() {
                 note.push_str(&format!(
-                    "; {} issued months not checked for late events (their events were removed)",
+                    "; not rechecked for late events (their events were removed): {} issued month(s)",
                     c.frozen.len()
                 ));
             }

@@ -31,6 +31,7 @@
 //! (DuckDB's `read_parquet('LAKE/events/**/*.parquet')`) sees the same set whenever no
 //! commit is being published.
 
+pub mod access;
 pub mod audit;
 mod checkpoint;
 mod columns;
@@ -64,7 +65,8 @@ pub const EVENTS_DIR: &str = "events";
 /// Directory of quarantined records.
 pub const QUARANTINE_DIR: &str = "quarantine";
 const INDEX_DIR: &str = "_index";
-const LOG_DIR: &str = "_log";
+/// The commit log folder, under the lake root.
+pub const LOG_DIR: &str = "_log";
 const STAGING_DIR: &str = "_staging";
 const LOCK_FILE: &str = "_lock";
 

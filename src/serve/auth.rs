@@ -50,6 +50,16 @@ pub enum Principal {
     Admin(String),
 }
 
+impl Principal {
+    /// How the access log names it: `tenant T` or `admin`.
+    pub fn actor(&self) -> String {
+        match self {
+            Principal::Tenant(t) => format!("tenant {t}"),
+            Principal::Admin(_) => "admin".to_string(),
+        }
+    }
+}
+
 fn sha256_hex(s: &str) -> String {
     Sha256::digest(s.as_bytes())
         .iter()
@@ -190,6 +200,16 @@ impl Keys {
     /// Who a bearer token is.
     pub fn principal(&self, token: &str) -> Option<Principal> {
         self.principal_of_hash(&key_hash(token))
+    }
+
+    /// The id of a bearer token's key, while it is active.
+    pub fn id_of(&self, token: &str) -> Option<String> {
+        self.id_of_hash(&key_hash(token))
+    }
+
+    /// The id of the key with this hash, while it is active.
+    pub fn id_of_hash(&self, hash: &str) -> Option<String> {
+        self.by_hash.get(hash).map(|k| k.id.clone())
     }
 
     /// Who the key with this hash ([`key_hash`]) is, while it is active.

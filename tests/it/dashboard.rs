@@ -164,6 +164,21 @@ fn sign_in_scopes_every_page_and_sign_out_ends_it() {
     assert_eq!(figure(&overview, "Events"), grouped(mine.len()));
     let users: BTreeSet<&str> = mine.iter().filter_map(|r| r.user.as_deref()).collect();
     assert_eq!(figure(&overview, "Active users"), grouped(users.len()));
+    // Every view shown is in the access log with the key's id; the refused ones are not.
+    let views: Vec<serde_json::Value> = std::fs::read_to_string(lake.join("_audit/access.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let views: Vec<_> = views.into_iter().filter(|v| v["via"] != "cli").collect();
+    assert_eq!(views.len(), PAGES.len() + 1, "{views:?}");
+    assert!(
+        views.iter().all(|v| v["via"] == "dashboard"
+            && v["tenant"] == "globex-002"
+            && v["actor"] == "tenant globex-002"
+            && v["key_id"] == globex[4..12]),
+        "{views:?}"
+    );
 
     // An admin key: platform totals with a picker of every tenant, and any one tenant.
     let ac = sign_in(&s.base, &admin);

@@ -1,6 +1,7 @@
 //! Integration tests: one binary (polars links once) driving the real `meterlake` CLI.
 //! One file per topic; shared fixtures in `common/`.
 
+mod access;
 mod alerts;
 mod billing;
 mod checkpoint;

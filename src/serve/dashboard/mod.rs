@@ -337,7 +337,7 @@ async fn show(
     axum::extract::RawQuery(raw): axum::extract::RawQuery,
     p: Page,
 ) -> Response {
-    let Some((who, _)) = principal(&app, &h) else {
+    let Some((who, key_hash)) = principal(&app, &h) else {
         return if p == Page::Overview {
             html(StatusCode::OK, page::login(None))
         } else {
@@ -361,7 +361,30 @@ async fn show(
     let asked = v.tenant.clone();
     let a = app.clone();
     let w = who.clone();
-    let built = tokio::task::spawn_blocking(move || page::main(&a, &w, p, &v, fragment)).await;
+    let key_id = app.keys.keys().id_of_hash(&key_hash).unwrap_or_default();
+    let what = format!(
+        "dashboard {}{}{}",
+        p.path(),
+        raw.as_deref().map_or(String::new(), |q| format!("?{q}")),
+        if fragment { " (live update)" } else { "" }
+    );
+    let built = tokio::task::spawn_blocking(move || {
+        // Every view is in the access log before it is shown; one that cannot be recorded
+        // is not shown.
+        let actor = w.actor();
+        crate::lake::access::record(
+            &a.opts.lake,
+            crate::lake::access::Read {
+                actor: &actor,
+                via: "dashboard",
+                key_id: Some(&key_id),
+                tenant: v.tenant.as_deref().unwrap_or("*"),
+                what: &what,
+            },
+        )?;
+        page::main(&a, &w, p, &v, fragment)
+    })
+    .await;
     match built {
         Ok(Ok((body, version))) => {
             let mut r = html(StatusCode::OK, body);

@@ -78,6 +78,41 @@ pub(super) async fn admin_metrics(State(app): State<Arc<App>>, _: Admin) -> ApiR
     ok_json(StatusCode::OK, metrics_json(&app))
 }
 
+/// The access log (who read which tenant's data, newest last), with whether its hash
+/// chain is intact; `?tenant=` keeps one tenant's reads, `?limit=` the last N (default
+/// 1,000).
+pub(super) async fn admin_audit(
+    State(app): State<Arc<App>>,
+    axum::extract::Query(q): axum::extract::Query<AuditQ>,
+    _: Admin,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(1000).min(100_000);
+    let v = blocking(move || {
+        let lake = &app.opts.lake;
+        let verified = crate::lake::access::verify(lake)?;
+        let mut all = crate::lake::access::read(lake)?;
+        if let Some(t) = &q.tenant {
+            all.retain(|l| l.access.tenant == *t);
+        }
+        let from = all.len().saturating_sub(limit);
+        Ok(json!({
+            "records": verified.lines,
+            "chain_intact": verified.broken.is_none(),
+            "broken": verified.broken.map(|(line, why)| json!({"line": line, "reason": why})),
+            "access": all.split_off(from),
+        }))
+    })
+    .await?;
+    ok_json(StatusCode::OK, v)
+}
+
+/// Parameters of `/admin/audit`.
+#[derive(Deserialize)]
+pub(super) struct AuditQ {
+    tenant: Option<String>,
+    limit: Option<usize>,
+}
+
 pub(super) async fn admin_flush(State(app): State<Arc<App>>, Admin(who): Admin) -> ApiResult {
     let n = blocking(move || {
         let n = app.flush()?;

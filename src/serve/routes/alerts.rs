@@ -30,7 +30,7 @@ pub(super) async fn alerts(State(app): State<Arc<App>>, Scope(t): Scope) -> ApiR
 pub(super) async fn acknowledge(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    Caller(p): Caller,
+    Caller(p, _): Caller,
 ) -> ApiResult {
     blocking(
         move || match acknowledge_as(&app.opts.lake, &p, &id, "api")? {

@@ -74,7 +74,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/reports", get(reports::list_reports))
         .route("/admin/metrics", get(admin::admin_metrics))
         .route("/admin/quotas/reset", post(admin::quotas_reset))
-        .route("/admin/flush", post(admin::admin_flush));
+        .route("/admin/flush", post(admin::admin_flush))
+        .route("/admin/audit", get(admin::admin_audit));
     Router::new()
         .nest("/api/v1/usage", api)
         .route("/api/v1/events", post(openmeter::ingest))

@@ -46,7 +46,7 @@ use crate::serve::{App, lock};
 pub(super) async fn ingest(
     State(app): State<Arc<App>>,
     h: HeaderMap,
-    WithBody(Caller(p), body): WithBody<Caller>,
+    WithBody(Caller(p, _), body): WithBody<Caller>,
 ) -> ApiResult {
     let _slot = track::slot(&app).await?;
     let a = app.clone();
@@ -108,7 +108,7 @@ fn events(h: &HeaderMap, body: &[u8]) -> std::result::Result<Vec<Vec<u8>>, ApiEr
 }
 
 /// `GET /api/v1/meters`.
-pub(super) async fn list_meters(State(app): State<Arc<App>>, Caller(_): Caller) -> ApiResult {
+pub(super) async fn list_meters(State(app): State<Arc<App>>, Caller(..): Caller) -> ApiResult {
     let meters: Vec<Value> = app.opts.meters.iter().map(meter_json).collect();
     ok_json(StatusCode::OK, Value::Array(meters))
 }
@@ -117,7 +117,7 @@ pub(super) async fn list_meters(State(app): State<Arc<App>>, Caller(_): Caller) 
 pub(super) async fn get_meter(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    Caller(_): Caller,
+    Caller(..): Caller,
 ) -> ApiResult {
     ok_json(StatusCode::OK, meter_json(find(&app, &id)?))
 }
@@ -277,7 +277,7 @@ pub(super) async fn query_get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-    Caller(p): Caller,
+    Caller(p, _): Caller,
 ) -> ApiResult {
     let params = query_params(q.as_deref().unwrap_or(""))?;
     answer(app, p, &id, params).await
@@ -287,7 +287,7 @@ pub(super) async fn query_get(
 pub(super) async fn query_post(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    WithBody(Caller(p), body): WithBody<Caller>,
+    WithBody(Caller(p, _), body): WithBody<Caller>,
 ) -> ApiResult {
     let params = body_params(&body)?;
     answer(app, p, &id, params).await

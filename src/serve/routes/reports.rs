@@ -42,6 +42,7 @@ pub(super) async fn generate_report(
 ) -> ApiResult {
     let b: ReportBody = json_body(&body, "body")?;
     let t = caller.scope(b.tenant.as_deref())?;
+    caller.read(&app, &t, "POST /api/v1/usage/reports/generate")?;
     let a = app.clone();
     heavy(&a, &t.clone(), move || {
         let opts = crate::report::ReportOptions {

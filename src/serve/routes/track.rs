@@ -39,7 +39,7 @@ use crate::serve::{App, lock};
 pub(super) async fn track(
     State(app): State<Arc<App>>,
     h: HeaderMap,
-    WithBody(Caller(p), body): WithBody<Caller>,
+    WithBody(Caller(p, _), body): WithBody<Caller>,
 ) -> ApiResult {
     let _slot = slot(&app).await?;
     let a = app.clone();
