@@ -119,6 +119,31 @@ fn reads_are_logged_with_who_and_what_and_the_chain_catches_tampering() {
     assert!(got[3].get("key_id").is_none());
     let (intact, out) = verify(&lake);
     assert!(intact && out.contains("4 records"), "{out}");
+    // The compliance report lists them (its own read, of all tenants, included).
+    let dir = tempfile::tempdir().unwrap();
+    let c = report_to(&lake, "compliance", &dir.path().join("c.json"), &[]);
+    let rows = rows_of(&c, "access");
+    let reads = |tenant: &str, actor: &str, via: &str| {
+        rows.iter()
+            .find(|r| r["tenant"] == tenant && r["actor"] == actor && r["via"] == via)
+            .map(|r| r["reads"].as_i64().unwrap())
+    };
+    assert_eq!(reads("acme-001", "alice", "cli"), Some(1), "{rows:?}");
+    assert_eq!(reads("globex-002", "tenant globex-002", "api"), Some(1));
+    assert_eq!(reads("acme-001", "admin", "api"), Some(1));
+    assert_eq!(
+        rows.iter()
+            .map(|r| r["reads"].as_i64().unwrap())
+            .sum::<i64>(),
+        5
+    );
+    let chain = c["figures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["label"] == "Access log")
+        .unwrap();
+    assert_eq!(chain["value"], "5 records, chain intact");
 
     // Tampering: a line removed, then a line altered.
     let path = lake.join("_audit/access.jsonl");

@@ -1,9 +1,10 @@
 //! The compliance report: what entered and left the lake, and when. For auditors and data
 //! protection officers: every commit (ingest, compaction, deletion) with its inputs and
 //! record counts (read = accepted + rejected + duplicates), rejected records by field and
-//! reason, and the audit log of retention, deletions and acknowledgements.
+//! reason, the audit log of retention, deletions and acknowledgements, and who read which
+//! tenant's data (the access log, with whether its hash chain is intact).
 //!
-//! Reads the lake's commit log, its quarantine files and its audit log. Without an
+//! Reads the lake's commit log, its quarantine files, its audit log and its access log. Without an
 //! explicit `--from/--to` it covers the whole history.
 
 use std::collections::BTreeMap;
@@ -28,14 +29,17 @@ pub(super) fn compliance(ctx: &Ctx) -> Result<Report> {
         .collect();
     let audit_table = audit_table(&audit);
     let rejects = rejection_table(ctx, &commits);
+    let (access, chain) = access_table(ctx)?;
+    let mut figures = figures(&commits, &audit);
+    figures.push(chain);
     Ok(Report {
         kind: ReportKind::Compliance,
         title: "Compliance: ingestion, rejects, retention and deletion".into(),
         scope: String::new(),
-        figures: figures(&commits, &audit),
+        figures,
         insights: Vec::new(),
         charts: Vec::new(),
-        tables: vec![ingests, rejects, audit_table],
+        tables: vec![ingests, rejects, audit_table, access],
     })
 }
 
@@ -150,6 +154,52 @@ fn audit_table(audit: &[AuditEntry]) -> Table {
         audit.iter().map(|a| a.commit.map(|c| c as f64)).collect(),
     )
     .text("detail", audit.iter().map(|a| a.detail.as_str()))
+}
+
+/// The access log ([`crate::lake::access`]) in the period (and for the report's tenant, if
+/// any), one row per tenant × actor × channel with its reads and the first and last, and a
+/// figure saying whether the whole chain is intact.
+fn access_table(ctx: &Ctx) -> Result<(Table, Figure)> {
+    let verified = crate::lake::access::verify(&ctx.dir)?;
+    // (tenant, actor, via) -> (reads, first, last)
+    let mut rows: BTreeMap<(String, String, String), (i64, String, String)> = BTreeMap::new();
+    for l in crate::lake::access::read(&ctx.dir)? {
+        let a = l.access;
+        if !in_period(ctx, &a.at) || ctx.tenant.as_ref().is_some_and(|t| *t != a.tenant) {
+            continue;
+        }
+        let e = rows
+            .entry((a.tenant, a.actor, a.via))
+            .or_insert_with(|| (0, a.at.clone(), a.at.clone()));
+        e.0 += 1;
+        e.2 = a.at;
+    }
+    let table = Table::new(
+        "access",
+        "Access log: who read which tenant's data, how often, first and last",
+    )
+    .text("tenant", rows.keys().map(|k| k.0.as_str()))
+    .text("actor", rows.keys().map(|k| k.1.as_str()))
+    .text("via", rows.keys().map(|k| k.2.as_str()))
+    .int("reads", rows.values().map(|v| v.0))
+    .text("first", rows.values().map(|v| v.1.as_str()))
+    .text("last", rows.values().map(|v| v.2.as_str()));
+    let chain = match &verified.broken {
+        None => figure(
+            "Access log",
+            format!(
+                "{} records, chain intact",
+                grouped(verified.lines as f64, 0)
+            ),
+            None,
+        ),
+        Some((line, why)) => figure(
+            "Access log",
+            format!("BROKEN at line {line}"),
+            Some(why.clone()),
+        ),
+    };
+    Ok((table, chain))
 }
 
 /// Rejected records of the commits' quarantine files, counted by field and the shape of
