@@ -36,7 +36,7 @@ pub struct RetentionOptions {
     /// Who asks.
     pub actor: String,
     /// Event partitions on or after this day (`YYYY-MM-DD`) may hold events of periods not
-    /// invoiced yet ([`crate::billing::issued::Register::unbilled_from`]; `""`: every
+    /// invoiced yet ([`crate::stage::invoices::Register::unbilled_from`]; `""`: every
     /// day): they are kept even when expired, unless `force`.
     pub keep_from: Option<String>,
     /// Drop expired partitions of periods not invoiced yet too (noted in the audit record).

@@ -541,15 +541,15 @@ impl<'a> Job<'a> {
         self.summary.invoices = self.clock.time("invoices", || {
             let month = crate::time::previous_month(at);
             let reg = crate::stage::invoices::Register::of(lake.root());
-            let c = reg.close(lake, b, &month, &out.join("invoices"))?;
+            let c = reg.close(lake, b, &month, &out.join("invoices"), at)?;
+            let state = match (&c.open_until, c.issued_now) {
+                (Some(end), _) => format!("(a draft: not issued before its last period ends, {end})"),
+                (None, true) => "issued".to_string(),
+                (None, false) => "(issued before, unchanged)".to_string(),
+            };
             let mut note = format!(
-                "{} invoices for {month} {} → {}",
+                "{} invoices for {month} {state} → {}",
                 c.invoices,
-                if c.issued_now {
-                    "issued"
-                } else {
-                    "(issued before, unchanged)"
-                },
                 c.path.display()
             );
             if c.adjustments_applied > 0 {

@@ -89,10 +89,24 @@ fn dir(lake: &Path) -> PathBuf {
     lake.join(DIR)
 }
 
-/// Appends one read to the lake's access log (creating it), synced.
-pub fn record(lake: &Path, r: Read<'_>) -> Result<()> {
-    let d = dir(lake);
-    std::fs::create_dir_all(&d).at(&d)?;
+/// The longest `what` and `actor` kept (longer ones are cut, marked with `...`): a record
+/// stays one short line whatever a query string holds.
+const MAX_FIELD: usize = 1024;
+
+fn capped(s: &str) -> String {
+    if s.len() <= MAX_FIELD {
+        return s.to_string();
+    }
+    let mut end = MAX_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
+/// The lock every writer and reader of the log holds (exclusive), created if needed.
+fn locked(d: &Path) -> Result<std::fs::File> {
+    std::fs::create_dir_all(d).at(d)?;
     let lock_path = d.join(LOCK);
     let lock = std::fs::OpenOptions::new()
         .create(true)
@@ -101,15 +115,22 @@ pub fn record(lake: &Path, r: Read<'_>) -> Result<()> {
         .open(&lock_path)
         .at(&lock_path)?;
     lock.lock().at(&lock_path)?;
+    Ok(lock)
+}
+
+/// Appends one read to the lake's access log (creating it), synced.
+pub fn record(lake: &Path, r: Read<'_>) -> Result<()> {
+    let d = dir(lake);
+    let _lock = locked(&d)?;
     let (seq, prev) = last(&d)?;
     let access = Access {
         seq: seq + 1,
         at: crate::time::rfc3339_micros(crate::time::now()),
-        actor: r.actor.to_string(),
+        actor: capped(r.actor),
         via: r.via.to_string(),
         key_id: r.key_id.map(str::to_string),
-        tenant: r.tenant.to_string(),
-        what: r.what.to_string(),
+        tenant: capped(r.tenant),
+        what: capped(r.what),
         prev,
     };
     let hash = hash_of(&access)?;
@@ -126,8 +147,17 @@ pub fn record(lake: &Path, r: Read<'_>) -> Result<()> {
     f.sync_data().at(&log)?;
     let head = d.join(HEAD);
     let tmp = d.join(".head.tmp");
-    std::fs::write(&tmp, format!("{} {}\n", line.access.seq, line.hash)).at(&tmp)?;
+    let mut h = std::fs::File::create(&tmp).at(&tmp)?;
+    std::io::Write::write_all(
+        &mut h,
+        format!("{} {}\n", line.access.seq, line.hash).as_bytes(),
+    )
+    .at(&tmp)?;
+    h.sync_all().at(&tmp)?;
     std::fs::rename(&tmp, &head).at(&head)?;
+    if let Ok(df) = std::fs::File::open(&d) {
+        let _ = df.sync_all();
+    }
     Ok(())
 }
 
@@ -155,8 +185,18 @@ fn last(d: &Path) -> Result<(u64, String)> {
     f.read_to_end(&mut tail).at(&log)?;
     let mut end = tail.len();
     if tail.last() != Some(&b'\n') {
-        // Cut the torn line.
-        let keep = tail.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+        // Cut the torn line (records are capped far below the window, so the line before
+        // it ends inside the window, unless the torn one is the log's first).
+        let keep = match tail.iter().rposition(|b| *b == b'\n') {
+            Some(i) => i + 1,
+            None if from == 0 => 0,
+            None => {
+                return Err(Error::CorruptLake {
+                    path: log,
+                    reason: "the last line is longer than any record".into(),
+                });
+            }
+        };
         f.set_len(from + keep as u64).at(&log)?;
         end = keep;
     }
@@ -177,7 +217,13 @@ fn last(d: &Path) -> Result<(u64, String)> {
 
 /// Every record of the lake's access log, oldest first.
 pub fn read(lake: &Path) -> Result<Vec<Line>> {
-    let log = dir(lake).join(LOG);
+    let d = dir(lake);
+    let log = d.join(LOG);
+    if !log.exists() {
+        return Ok(Vec::new());
+    }
+    // No append half-seen.
+    let _lock = locked(&d)?;
     let f = match std::fs::File::open(&log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -210,12 +256,15 @@ pub struct Verified {
 pub fn verify(lake: &Path) -> Result<Verified> {
     let d = dir(lake);
     let log = d.join(LOG);
+    // No append half-seen (an empty lake gets no folder).
+    let _lock = if d.is_dir() { Some(locked(&d)?) } else { None };
     let text = match std::fs::read_to_string(&log) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
         Err(e) => return Err(e).at(&log),
     };
     let mut prev = GENESIS.to_string();
+    let mut before_last = String::new();
     let mut n = 0u64;
     let broken = |n: u64, why: String| {
         Ok(Verified {
@@ -244,7 +293,7 @@ pub fn verify(lake: &Path) -> Result<Verified> {
         if hash_of(&l.access)? != l.hash {
             return broken(n, "altered: its hash does not match its content".into());
         }
-        prev = l.hash;
+        before_last = std::mem::replace(&mut prev, l.hash);
     }
     let head = std::fs::read_to_string(d.join(HEAD)).unwrap_or_default();
     let want = if n == 0 {
@@ -252,7 +301,11 @@ pub fn verify(lake: &Path) -> Result<Verified> {
     } else {
         format!("{n} {prev}")
     };
-    if head.trim() != want {
+    // A crash between a line's append and the head's update leaves the head one line
+    // behind, naming the line before: that is not a cut.
+    let lagging = (n > 1 && head.trim() == format!("{} {before_last}", n - 1))
+        || (n == 1 && head.trim().is_empty());
+    if head.trim() != want && !lagging {
         return broken(
             n,
             format!(

@@ -36,20 +36,27 @@ pub struct Caller(pub Principal, pub String);
 
 impl Caller {
     /// Records a read of `tenant`'s data (`what`) in the lake's access log
-    /// ([`crate::lake::access`]). A read that cannot be recorded is refused (500).
-    pub fn read(&self, app: &App, tenant: &str, what: &str) -> Result<(), ApiError> {
-        let actor = self.0.actor();
-        crate::lake::access::record(
-            &app.opts.lake,
-            crate::lake::access::Read {
-                actor: &actor,
-                via: "api",
-                key_id: Some(&self.1),
-                tenant,
-                what,
-            },
-        )
-        .map_err(|e| {
+    /// ([`crate::lake::access`]), off the async threads (a lock, a write and an fsync). A
+    /// read that cannot be recorded is refused (500).
+    pub async fn read(&self, app: &Arc<App>, tenant: &str, what: &str) -> Result<(), ApiError> {
+        let (a, actor, key) = (app.clone(), self.0.actor(), self.1.clone());
+        let (tenant, what) = (tenant.to_string(), what.to_string());
+        let done = tokio::task::spawn_blocking(move || {
+            crate::lake::access::record(
+                &a.opts.lake,
+                crate::lake::access::Read {
+                    actor: &actor,
+                    via: "api",
+                    key_id: Some(&key),
+                    tenant: &tenant,
+                    what: &what,
+                },
+            )
+            .map_err(|e| e.to_string())
+        })
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()));
+        done.map_err(|e| {
             tracing::error!("access log: {e}");
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -204,6 +211,7 @@ impl FromRequestParts<Arc<App>> for Scope {
         if !path.contains("/check-quota/") && !path.contains("/entitlements/") {
             caller
                 .read(app, &t, &format!("{} {path}", parts.method))
+                .await
                 .map_err(IntoResponse::into_response)?;
         }
         Ok(Scope(t))

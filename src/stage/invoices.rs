@@ -13,10 +13,17 @@
 //! A later `run` never recomputes an issued period into its file. It looks at the commits
 //! made since: when events dated inside the period arrived (late events), it recomputes the
 //! period and records what differs from the invoice plus the adjustments already recorded,
-//! per tenant and item, as new adjustments. When events of the period were removed
-//! (`retention`, `forget`), the data no longer shows what was billed, so the period is not
-//! recomputed at all: the invoice stands. Plan or tenant changes made after issue are not
-//! adjustments; they apply from the next period.
+//! per tenant and meter whose usage changed, as new adjustments (priced at the current
+//! terms). When events of the period were removed (`retention`, `forget`), the data no
+//! longer shows what was billed, so the period is not recomputed at all: the invoice
+//! stands. Plan, price or tenant changes made after issue are not adjustments (an amount or
+//! base fee that moved with the same usage, a tenant no longer listed); they apply from the
+//! next period.
+//!
+//! A month is issued only once every period in it has ended (a tenant anchored on the 15th,
+//! or west of UTC, ends after the calendar month): until then `run` writes it as a draft.
+//! Closing takes a lock (`_invoices/_lock`), so two runs cannot record the same late events
+//! twice.
 //!
 //! An adjustment belongs to the first invoice issued after it was found; which ones are
 //! applied is read from the issued invoices themselves (their adjustment ids), so a crash
@@ -68,6 +75,8 @@ pub struct Closed {
     pub adjustments_applied: usize,
     /// Issued periods left as issued because their events were removed since.
     pub frozen: Vec<String>,
+    /// Not issued yet: the last of the month's periods ends then (the file is a draft).
+    pub open_until: Option<String>,
 }
 
 /// The issued invoices of one lake.
@@ -207,19 +216,49 @@ impl Register {
         billing: &Billing,
         period: &str,
         out: &Path,
+        at: i64,
     ) -> Result<Closed> {
+        // One closing at a time per lake: two runs must not both record (and later both
+        // bill) the same late events.
+        std::fs::create_dir_all(&self.dir).at(&self.dir)?;
+        let lock_path = self.dir.join("_lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        lock.lock().at(&lock_path)?;
         let mut closed = self.find_late(lake, billing)?;
         let bytes = match self.issued_bytes(period)? {
             Some(b) => b,
             None => {
                 let mut inv = invoices(lake, billing, period, None)?;
+                // Issued only once every period of the month has ended (a tenant anchored
+                // on the 15th, or west of UTC, ends after the calendar month): until then
+                // the file is a draft, recomputed by each run.
+                let mut open_until = None;
+                for i in &inv.invoices {
+                    let end = crate::time::parse_instant("period_end", &i.period_end)?;
+                    if end > at {
+                        open_until = open_until.max(Some(i.period_end.clone()));
+                    }
+                }
                 closed.adjustments_applied = self.bill_pending(&mut inv)?;
                 let mut bytes =
                     serde_json::to_vec_pretty(&inv).map_err(|e| Error::Render(e.to_string()))?;
                 bytes.push(b'\n');
-                let kept = self.issue(period, &bytes, lake.last_seq())?;
-                closed.issued_now = kept == bytes;
-                kept
+                match open_until {
+                    Some(end) => {
+                        closed.open_until = Some(end);
+                        bytes
+                    }
+                    None => {
+                        let kept = self.issue(period, &bytes, lake.last_seq())?;
+                        closed.issued_now = kept == bytes;
+                        kept
+                    }
+                }
             }
         };
         let f: Invoices = serde_json::from_slice(&bytes).map_err(|e| Error::CorruptLake {
@@ -435,13 +474,16 @@ fn differences(
         e.1 += a.amount;
     }
     let fresh = items(now);
-    let keys: BTreeSet<&(String, String)> = billed.keys().chain(fresh.keys()).collect();
+    // Only usage that changed is a correction: a price, plan or tenant edited after issue
+    // (an amount or base fee that moved with the same usage, a tenant no longer listed)
+    // applies from the next period, never backwards.
     let mut out = Vec::new();
-    for k in keys {
-        let (bu, ba) = billed.get(k).copied().unwrap_or_default();
-        let (nu, na) = fresh.get(k).copied().unwrap_or_default();
+    for (k, &(nu, na)) in &fresh {
+        let Some(&(bu, ba)) = billed.get(k) else {
+            continue;
+        };
         let (du, da) = (nu - bu, na - ba);
-        if du.is_zero() && da.is_zero() {
+        if du.is_zero() {
             continue;
         }
         out.push(Adjustment {

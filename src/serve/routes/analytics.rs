@@ -44,7 +44,7 @@ pub(super) async fn forecast(
 ) -> ApiResult {
     let b: ForecastBody = json_body(&body, "body")?;
     let t = caller.scope(b.tenant.as_deref())?;
-    caller.read(&app, &t, "POST /api/v1/usage/forecast")?;
+    caller.read(&app, &t, "POST /api/v1/usage/forecast").await?;
     let a = app.clone();
     heavy(&a, &t.clone(), move || {
         let horizon = b.horizon.unwrap_or(14);
@@ -132,11 +132,13 @@ pub(super) async fn detect(
         (crate::serve::auth::Principal::Admin(_), None) => None,
         (_, asked) => Some(caller.scope(asked)?),
     };
-    caller.read(
-        &app,
-        scope.as_deref().unwrap_or("*"),
-        "POST /api/v1/usage/anomalies/detect",
-    )?;
+    caller
+        .read(
+            &app,
+            scope.as_deref().unwrap_or("*"),
+            "POST /api/v1/usage/anomalies/detect",
+        )
+        .await?;
     let g = match b
         .granularity
         .as_deref()

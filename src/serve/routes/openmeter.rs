@@ -277,24 +277,25 @@ pub(super) async fn query_get(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-    Caller(p, _): Caller,
+    caller: Caller,
 ) -> ApiResult {
     let params = query_params(q.as_deref().unwrap_or(""))?;
-    answer(app, p, &id, params).await
+    answer(app, caller, &id, params).await
 }
 
 /// `POST /api/v1/meters/{idOrSlug}/query`.
 pub(super) async fn query_post(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
-    WithBody(Caller(p, _), body): WithBody<Caller>,
+    WithBody(caller, body): WithBody<Caller>,
 ) -> ApiResult {
     let params = body_params(&body)?;
-    answer(app, p, &id, params).await
+    answer(app, caller, &id, params).await
 }
 
-async fn answer(app: Arc<App>, p: Principal, id: &str, params: QueryParams) -> ApiResult {
+async fn answer(app: Arc<App>, caller: Caller, id: &str, params: QueryParams) -> ApiResult {
     let meter = find(&app, id)?.clone();
+    let p = caller.0.clone();
     // A tenant key sees its own subject only; an admin key any or all.
     let subjects = match &p {
         Principal::Tenant(t) => {
@@ -309,6 +310,14 @@ async fn answer(app: Arc<App>, p: Principal, id: &str, params: QueryParams) -> A
         }
         Principal::Admin(_) => (!params.subjects.is_empty()).then(|| params.subjects.clone()),
     };
+    let read = match &subjects {
+        Some(s) if s.len() == 1 => s[0].clone(),
+        Some(s) => s.join(","),
+        None => "*".to_string(),
+    };
+    caller
+        .read(&app, &read, &format!("query meter {id}"))
+        .await?;
     let by_subject = matches!(p, Principal::Tenant(_))
         || !params.subjects.is_empty()
         || params.group_by.iter().any(|g| g == "subject");

@@ -42,7 +42,9 @@ pub(super) async fn generate_report(
 ) -> ApiResult {
     let b: ReportBody = json_body(&body, "body")?;
     let t = caller.scope(b.tenant.as_deref())?;
-    caller.read(&app, &t, "POST /api/v1/usage/reports/generate")?;
+    caller
+        .read(&app, &t, "POST /api/v1/usage/reports/generate")
+        .await?;
     let a = app.clone();
     heavy(&a, &t.clone(), move || {
         let opts = crate::report::ReportOptions {
