@@ -25,7 +25,6 @@ use crate::error::{Error, IoContext, Result};
 pub const DIR: &str = "_audit";
 const LOG: &str = "access.jsonl";
 const HEAD: &str = "head";
-const LOCK: &str = "_lock";
 /// The `prev` of the first line.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -104,24 +103,10 @@ fn capped(s: &str) -> String {
     format!("{}...", &s[..end])
 }
 
-/// The lock every writer and reader of the log holds (exclusive), created if needed.
-fn locked(d: &Path) -> Result<std::fs::File> {
-    std::fs::create_dir_all(d).at(d)?;
-    let lock_path = d.join(LOCK);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .at(&lock_path)?;
-    lock.lock().at(&lock_path)?;
-    Ok(lock)
-}
-
 /// Appends one read to the lake's access log (creating it), synced.
 pub fn record(lake: &Path, r: Read<'_>) -> Result<()> {
     let d = dir(lake);
-    let _lock = locked(&d)?;
+    let _lock = super::lock_dir(&d)?;
     let (seq, prev) = last(&d)?;
     let access = Access {
         seq: seq + 1,
@@ -223,7 +208,7 @@ pub fn read(lake: &Path) -> Result<Vec<Line>> {
         return Ok(Vec::new());
     }
     // No append half-seen.
-    let _lock = locked(&d)?;
+    let _lock = super::lock_dir(&d)?;
     let f = match std::fs::File::open(&log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -257,7 +242,11 @@ pub fn verify(lake: &Path) -> Result<Verified> {
     let d = dir(lake);
     let log = d.join(LOG);
     // No append half-seen (an empty lake gets no folder).
-    let _lock = if d.is_dir() { Some(locked(&d)?) } else { None };
+    let _lock = if d.is_dir() {
+        Some(super::lock_dir(&d)?)
+    } else {
+        None
+    };
     let text = match std::fs::read_to_string(&log) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),

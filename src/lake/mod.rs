@@ -65,6 +65,15 @@ pub const EVENTS_DIR: &str = "events";
 /// Directory of quarantined records.
 pub const QUARANTINE_DIR: &str = "quarantine";
 const INDEX_DIR: &str = "_index";
+/// Takes the exclusive lock `_lock` in `dir` (both created if needed), blocking until it
+/// is free ([`lock_exclusive`]); held until the returned file drops. For the small stores
+/// beside the commit log that several processes append to (the access log, issued
+/// invoices).
+pub fn lock_dir(dir: &Path) -> Result<fs::File> {
+    fs::create_dir_all(dir).at(dir)?;
+    lock_exclusive(&dir.join(LOCK_FILE))
+}
+
 /// The commit log folder, under the lake root.
 pub const LOG_DIR: &str = "_log";
 const STAGING_DIR: &str = "_staging";

@@ -220,15 +220,7 @@ impl Register {
     ) -> Result<Closed> {
         // One closing at a time per lake: two runs must not both record (and later both
         // bill) the same late events.
-        std::fs::create_dir_all(&self.dir).at(&self.dir)?;
-        let lock_path = self.dir.join("_lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .at(&lock_path)?;
-        lock.lock().at(&lock_path)?;
+        let _lock = crate::lake::lock_dir(&self.dir)?;
         let mut closed = self.find_late(lake, billing)?;
         let bytes = match self.issued_bytes(period)? {
             Some(b) => b,
@@ -415,10 +407,10 @@ impl Register {
                 closed.frozen.push(format!("{period} ({why})"));
             } else if late {
                 let now = invoices(lake, billing, &period, None)?;
-                let found = differences(&f, &now, &self.adjustments()?, &period, last);
+                let mut all = self.adjustments()?;
+                let found = differences(&f, &now, &all, &period, last);
                 if !found.is_empty() {
                     closed.adjustments_found += found.len();
-                    let mut all = self.adjustments()?;
                     all.extend(found);
                     std::fs::create_dir_all(&self.dir).at(&self.dir)?;
                     let bytes = serde_json::to_vec_pretty(&all)
