@@ -13,6 +13,8 @@
 //! | alerts raised and sent | `limits.notification_enabled` | `LIMITS_NOTIFICATION_ENABLED` |
 //! | serve's refresh of the analytics | `analytics.interval` | `USAGE_ANALYTICS_INTERVAL` |
 //! | its memory cap (`512MiB`, `off`) | `analytics.max_memory` | `USAGE_ANALYTICS_MAX_MEMORY` |
+//! | pseudonymised user ids | `privacy.pseudonymise_users` | `MLK_PSEUDONYMISE_USERS` |
+//! | their HMAC key (a file) | `privacy.pseudonym_key_file` | `MLK_PSEUDONYM_KEY_FILE` |
 //!
 //! Every error names the file and field, or the variable, and the value it could not use.
 
@@ -214,6 +216,53 @@ impl AnalyticsConf {
     }
 }
 
+/// Privacy of the people behind the events.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PrivacyConf {
+    /// Replace every user id by a keyed HMAC of it at ingest, batch and API
+    /// ([`crate::lake::privacy`]).
+    pub pseudonymise_users: bool,
+    /// The HMAC key: a file outside the lake holding one base64 line of 16 to 64 bytes
+    /// (`openssl rand -base64 32`). Relative paths are taken from the working directory.
+    pub pseudonym_key_file: Option<PathBuf>,
+}
+
+impl PrivacyConf {
+    /// The loaded key when user ids are pseudonymised (once per process: the limits of
+    /// every ingest hold a reference to it).
+    pub fn pseudonymiser(&self) -> Result<Option<&'static crate::lake::privacy::Pseudonymiser>> {
+        if !self.pseudonymise_users {
+            return Ok(None);
+        }
+        let f = self
+            .pseudonym_key_file
+            .as_ref()
+            .ok_or_else(|| Error::InvalidParameter {
+                name: "privacy.pseudonym_key_file",
+                reason: format!(
+                    "privacy.pseudonymise_users is on but no key file is set (here or in {})",
+                    crate::lake::privacy::KEY_FILE_ENV
+                ),
+            })?;
+        Ok(Some(
+            crate::lake::privacy::Pseudonymiser::from_key_file(f)?.leak(),
+        ))
+    }
+
+    /// The key for commands that read a lake which may be pseudonymised (`forget --user`,
+    /// `export data --user`): loaded whenever a key file is set, even with
+    /// `pseudonymise_users` off, since the lake itself says whether it is pseudonymised.
+    pub fn key(&self) -> Result<Option<&'static crate::lake::privacy::Pseudonymiser>> {
+        match &self.pseudonym_key_file {
+            None => Ok(None),
+            Some(f) => Ok(Some(
+                crate::lake::privacy::Pseudonymiser::from_key_file(f)?.leak(),
+            )),
+        }
+    }
+}
+
 /// `512MiB`, `2GiB`, `64KiB`, `1000000` (bytes; `K`, `M`, `G` and `KB`, `MB`, `GB` are
 /// binary too); `0` or `off`: none.
 fn parse_size(name: &'static str, v: &str) -> Result<Option<u64>> {
@@ -312,6 +361,8 @@ pub struct Config {
     pub notify: crate::stage::notify::NotifyConf,
     /// What `serve` keeps current on its own.
     pub analytics: AnalyticsConf,
+    /// Pseudonymised user ids (`[privacy]`).
+    pub privacy: PrivacyConf,
 }
 
 fn bool_of(var: &'static str, v: &str) -> Result<bool> {
@@ -448,6 +499,12 @@ impl Config {
         if let Some(v) = get("USAGE_ANALYTICS_INTERVAL") {
             parse_interval("USAGE_ANALYTICS_INTERVAL", &v)?;
             self.analytics.interval = v.trim().to_string();
+        }
+        if let Some(v) = get("MLK_PSEUDONYMISE_USERS") {
+            self.privacy.pseudonymise_users = bool_of("MLK_PSEUDONYMISE_USERS", &v)?;
+        }
+        if let Some(v) = get(crate::lake::privacy::KEY_FILE_ENV) {
+            self.privacy.pseudonym_key_file = Some(PathBuf::from(v.trim()));
         }
         if let Some(v) = get("USAGE_ANALYTICS_MAX_MEMORY") {
             parse_size("USAGE_ANALYTICS_MAX_MEMORY", &v)?;

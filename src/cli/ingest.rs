@@ -44,6 +44,10 @@ pub struct IngestArgs {
     /// it keys spill to sorted runs on disk, ~2 bytes each in memory.
     #[arg(long, default_value_t = meterlake_ingest::DEFAULT_DEDUP_MEMORY_MB)]
     pub dedup_memory_mb: usize,
+    /// The configuration file whose `[privacy]` applies (default: data/meterlake.toml if
+    /// present); `MLK_PSEUDONYMISE_USERS` and `MLK_PSEUDONYM_KEY_FILE` override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 /// Parses `2026-01-01` or an RFC 3339 instant to µs.
@@ -61,6 +65,7 @@ pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         min_ts: parse_instant(&a.min_ts, "--min-ts")?,
         max_ts: now + a.max_future_hours as i64 * 3_600_000_000,
+        pseudonym: super::privacy(a.config.as_deref())?.pseudonymiser()?,
     };
     let opts = IngestOptions {
         format: a.format,

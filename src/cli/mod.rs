@@ -208,6 +208,17 @@ pub(crate) fn write_csv<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `[privacy]` settings of the configuration file given (else data/meterlake.toml if
+/// present), with the environment applied: for commands that take no other setting from
+/// it (`ingest`, `forget`, `export data`).
+pub(crate) fn privacy(
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<crate::config::PrivacyConf> {
+    let mut c = crate::config::Config::load(config)?;
+    c.apply_env(|k| std::env::var(k).ok())?;
+    Ok(c.privacy)
+}
+
 /// Prints a serialisable value as one JSON line on stdout.
 pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();

@@ -218,14 +218,27 @@ pub struct ForgetArgs {
     /// Print the summary as a table or one JSON object.
     #[arg(long, value_enum, default_value_t = super::Output::Table)]
     pub output: super::Output,
+    /// The configuration file whose `[privacy]` key hashes --user on a pseudonymised lake
+    /// (default: data/meterlake.toml if present; `MLK_PSEUDONYM_KEY_FILE` overrides it).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 pub(crate) fn forget_cmd(a: ForgetArgs) -> anyhow::Result<ExitCode> {
+    // A pseudonymised lake holds the user's pseudonym: --user takes the raw id.
+    let user = match &a.user {
+        Some(u) => Some(crate::lake::privacy::user_in_lake(
+            &a.lake,
+            super::privacy(a.config.as_deref())?.key()?,
+            u,
+        )?),
+        None => None,
+    };
     let s = forget(
         &a.lake,
         &ForgetOptions {
             tenant: a.tenant,
-            user: a.user,
+            user,
             actor: a.actor.unwrap_or_else(crate::lake::audit::current_actor),
             meters: a.meters,
         },

@@ -208,6 +208,7 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             fill: crate::series::Fill::Interpolate,
         },
         alerts: c.limits.notification_enabled,
+        pseudonym: c.privacy.pseudonymiser()?,
         notify: c.notify.clone(),
         rate: a.rate,
         burst: a.burst,

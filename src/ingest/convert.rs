@@ -22,6 +22,34 @@ pub(crate) struct Bad {
     pub line: u64,
     pub rejection: Rejection,
     pub raw: String,
+    /// Whether the record's fields were read (it failed validation, not parsing), and its
+    /// user id if it has one: what pseudonymisation needs to scrub it ([`Bad::scrubbed`]).
+    pub mapped: Option<Option<String>>,
+}
+
+impl Bad {
+    /// The record as the quarantine keeps it when user ids are pseudonymised: with every
+    /// occurrence of its user id (as text and as a JSON string body) replaced by the
+    /// pseudonym, or nothing at all when it could not be parsed far enough to know its
+    /// user id. `None`: drop the record's text.
+    pub fn scrubbed(&self, p: &crate::lake::privacy::Pseudonymiser) -> Option<String> {
+        match &self.mapped {
+            None => None,
+            Some(None) => Some(self.raw.clone()),
+            Some(Some(u)) if u.is_empty() => Some(self.raw.clone()),
+            Some(Some(u)) => {
+                let alias = p.pseudonym(u);
+                let mut out = self.raw.replace(u.as_str(), &alias);
+                // A JSON record may spell the id with escapes.
+                let escaped = serde_json::to_string(u).expect("a string serialises");
+                let body = &escaped[1..escaped.len() - 1];
+                if body != u {
+                    out = out.replace(body, &alias);
+                }
+                Some(out)
+            }
+        }
+    }
 }
 
 /// Rows parsed before a chunk's first piece is sized for the rest of the chunk.
@@ -58,11 +86,23 @@ impl Parsed {
         (self.order.len() + self.bad.len()) as u64
     }
 
+    /// A record rejected before its fields were read.
     fn bad(&mut self, line: u64, rejection: Rejection, raw: &[u8]) {
         self.bad.push(Bad {
             line,
             rejection,
             raw: String::from_utf8_lossy(raw).into_owned(),
+            mapped: None,
+        });
+    }
+
+    /// A record whose fields were read (`d`) but failed validation.
+    fn invalid(&mut self, line: u64, rejection: Rejection, raw: &[u8], d: &Draft<'_>) {
+        self.bad.push(Bad {
+            line,
+            rejection,
+            raw: String::from_utf8_lossy(raw).into_owned(),
+            mapped: Some(d.user_id.as_deref().map(str::to_string)),
         });
     }
 
@@ -190,9 +230,10 @@ fn json_record<'a>(
         );
         return;
     }
-    let r = json_draft_into(raw, text, d).and_then(|()| out.finish(d, raw.len(), limits));
-    if let Err(r) = r {
+    if let Err(r) = json_draft_into(raw, text, d) {
         out.bad(line, r, raw);
+    } else if let Err(r) = out.finish(d, raw.len(), limits) {
+        out.invalid(line, r, raw, d);
     }
 }
 
@@ -252,10 +293,13 @@ fn csv_chunk(data: &[u8], first_line: u64, header: &CsvHeader, limits: &Limits, 
             out.bad(line, r, raw);
             continue;
         }
-        let r = csv_draft(&rec, header, &mapping)
-            .and_then(|mut d| out.finish(&mut d, raw.len(), limits));
-        if let Err(r) = r {
-            out.bad(line, r, raw);
+        match csv_draft(&rec, header, &mapping) {
+            Err(r) => out.bad(line, r, raw),
+            Ok(mut d) => {
+                if let Err(r) = out.finish(&mut d, raw.len(), limits) {
+                    out.invalid(line, r, raw, &d);
+                }
+            }
         }
     }
 }
@@ -400,6 +444,7 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Parsed) 
                 line: row,
                 rejection: r,
                 raw: row_json(batch, i),
+                mapped: Some(d.user_id.as_deref().map(str::to_string)),
             });
         }
     }

@@ -257,6 +257,8 @@ impl<'a> Job<'a> {
                 &inputs,
                 &IngestOptions {
                     progress,
+                    limits: crate::ingest::Limits::relative_to(crate::time::now())
+                        .pseudonymising(c.privacy.pseudonymiser()?),
                     ..IngestOptions::default()
                 },
             )?;

@@ -11,6 +11,7 @@
 //!   _staging/SSSSSSSS/...                               files of a commit being written
 //!   _staging/SSSSSSSS/_dedup/run-NNNNNN.keys            an ingest's spilled dedup keys (never published)
 //!   _lock                                               writers hold an exclusive lock on it
+//!   _privacy.json                                       a pseudonymised lake's key id (see [`privacy`])
 //! ```
 //!
 //! # Commit protocol
@@ -39,6 +40,7 @@ mod compact;
 pub(crate) mod keys;
 pub(crate) mod log;
 mod parquet_io;
+pub mod privacy;
 mod stats;
 
 pub use columns::{EventBuf, Part, Row};

@@ -104,6 +104,9 @@ pub struct ServeOptions {
     /// `/track` answers 503 while this many acknowledged events wait for their commit:
     /// what bounds the log's memory when tracking outruns the flushes.
     pub max_lag_events: usize,
+    /// Replaces user ids by their pseudonyms before they are logged
+    /// (`privacy.pseudonymise_users`).
+    pub pseudonym: Option<&'static crate::lake::privacy::Pseudonymiser>,
 }
 
 /// Files of at least this many rows (a flush under heavy load writes such) are left alone
@@ -392,6 +395,20 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
 }
 
 async fn run(opts: ServeOptions) -> Result<()> {
+    // Raw and pseudonymised user ids never mix in one lake (events waiting in the log
+    // count as held).
+    std::fs::create_dir_all(&opts.lake).map_err(|e| Error::io(&opts.lake, e))?;
+    let held = (opts.lake.join(crate::lake::LOG_DIR).is_dir()
+        && !crate::lake::Lake::open(&opts.lake)?.data_files().is_empty())
+        || std::fs::read_dir(opts.lake.join(wal::WAL_DIR))
+            .map(|d| {
+                d.flatten().any(|e| {
+                    e.path().extension().is_some_and(|x| x == "wal")
+                        && e.metadata().is_ok_and(|m| m.len() > 0)
+                })
+            })
+            .unwrap_or(false);
+    crate::lake::privacy::check_writer(&opts.lake, held, opts.pseudonym)?;
     let ingress = Ingress::open(&opts.lake, opts.lookback_days, opts.dedup_memory)?;
     let keys = KeysFile::load(&opts.lake)?;
     let limiter = Limiter::new(opts.rate, opts.burst);

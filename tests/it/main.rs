@@ -20,6 +20,7 @@ mod insights;
 mod layers;
 mod notify;
 mod openmeter;
+mod privacy;
 mod props;
 mod refresh;
 mod report;

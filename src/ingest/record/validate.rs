@@ -25,6 +25,8 @@ pub struct Limits {
     pub min_ts: i64,
     /// Latest accepted `ts` (µs, UTC): "now + 24 h" by default.
     pub max_ts: i64,
+    /// Replaces every user id by its keyed pseudonym (`privacy.pseudonymise_users`).
+    pub pseudonym: Option<&'static crate::lake::privacy::Pseudonymiser>,
 }
 
 impl Limits {
@@ -33,6 +35,15 @@ impl Limits {
         Limits {
             min_ts: DEFAULT_MIN_TS,
             max_ts: now_micros.saturating_add(DEFAULT_MAX_FUTURE),
+            pseudonym: None,
+        }
+    }
+
+    /// The same limits, pseudonymising user ids with `p` (if any).
+    pub fn pseudonymising(self, p: Option<&'static crate::lake::privacy::Pseudonymiser>) -> Self {
+        Limits {
+            pseudonym: p,
+            ..self
         }
     }
 }
@@ -102,6 +113,10 @@ impl<'a> Draft<'a> {
             ts,
             tenant_id,
             user_id: self.user_id.as_deref(),
+            pseudonym: limits
+                .pseudonym
+                .zip(self.user_id.as_deref())
+                .map(|(p, u)| p.pseudonym(u)),
             meter,
             value,
             props: &self.props,
@@ -116,11 +131,20 @@ pub(super) struct Valid<'d, 'a> {
     pub(super) source: Option<&'d str>,
     pub(super) ts: i64,
     pub(super) tenant_id: &'d str,
-    pub(super) user_id: Option<&'d str>,
+    user_id: Option<&'d str>,
+    /// The user id's pseudonym, when the limits pseudonymise.
+    pseudonym: Option<String>,
     pub(super) meter: &'d str,
     pub(super) value: f64,
     pub(super) props: &'d Props<'a>,
     pub(super) props_raw: Option<&'a str>,
+}
+
+impl Valid<'_, '_> {
+    /// The user id as stored: its pseudonym when pseudonymising, else as given.
+    pub(super) fn user_id(&self) -> Option<&str> {
+        self.pseudonym.as_deref().or(self.user_id)
+    }
 }
 
 fn required<'d>(v: Option<&'d str>, field: &'static str) -> Result<&'d str, Rejection> {

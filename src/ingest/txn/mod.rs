@@ -264,14 +264,31 @@ impl Txn {
             line: u64,
             field: &'a str,
             reason: &'a str,
-            record: &'a str,
+            record: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            withheld: Option<String>,
         }
+        // Pseudonymised lakes keep no raw user id, in rejected records either.
+        let scrubbed = self.limits.pseudonym.map(|p| b.scrubbed(p));
+        let (record, withheld) = match &scrubbed {
+            None => (Some(b.raw.as_str()), None),
+            Some(Some(r)) => (Some(r.as_str()), None),
+            Some(None) => (
+                None,
+                Some(format!(
+                    "{} bytes not kept: user ids are pseudonymised and the record could not be \
+                     read far enough to find its user id; see the input file at this line",
+                    b.raw.len()
+                )),
+            ),
+        };
         let q = Q {
             file: &self.current_file,
             line: b.line,
             field: &b.rejection.field,
             reason: &b.rejection.reason,
-            record: &b.raw,
+            record,
+            withheld,
         };
         let w = self.quarantine.as_mut().expect("just opened");
         let p = self.stage.join(Lake::quarantine_path(self.seq));

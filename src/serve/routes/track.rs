@@ -169,7 +169,7 @@ pub(super) fn take(
         within_rate(app, t, raws.len())?;
     }
     let received = now();
-    let limits = Limits::relative_to(received);
+    let limits = Limits::relative_to(received).pseudonymising(app.opts.pseudonym);
     let mut good = Vec::with_capacity(raws.len());
     let mut errors = Vec::new();
     for (i, raw) in raws.iter().enumerate() {
