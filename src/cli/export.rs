@@ -1,5 +1,6 @@
 //! `meterlake export stripe`: the lake's usage as Stripe meter events (a file, and
-//! optionally pushed to Stripe's v1 endpoint).
+//! optionally pushed to Stripe's v1 endpoint); `meterlake export data`: everything held
+//! about a tenant or a user, for an access request.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -18,6 +19,51 @@ pub enum ExportCommand {
     /// Usage per tenant × meter × hour or day as Stripe meter events (v2 JSON batches or
     /// v1 form rows); --push sends them to Stripe's v1 endpoint, never twice.
     Stripe(StripeArgs),
+    /// Everything the lake and its derived outputs hold about a tenant or one of its
+    /// users (events, quarantined records, rollup and other derived rows, alerts,
+    /// invoices, stored reports) with a manifest of counts and SHA-256s: an access
+    /// request's answer, recorded in the access log.
+    Data(DataArgs),
+}
+
+/// Table format of `export data`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DataFormat {
+    /// One JSON object per line (`.ndjson`).
+    Json,
+    /// CSV with a header.
+    Csv,
+    /// Parquet (ZSTD).
+    Parquet,
+}
+
+/// Arguments of `export data`.
+#[derive(Debug, Args)]
+pub struct DataArgs {
+    /// The lake directory.
+    #[arg(long)]
+    lake: PathBuf,
+    /// The tenant.
+    #[arg(long)]
+    tenant: String,
+    /// Only this user of the tenant (the raw id, also on a pseudonymised lake).
+    #[arg(long)]
+    user: Option<String>,
+    /// A new (or empty) folder for the export.
+    #[arg(long)]
+    out: PathBuf,
+    /// Format of the tables (invoices stay JSON).
+    #[arg(long, value_enum, default_value_t = DataFormat::Json)]
+    format: DataFormat,
+    #[command(flatten)]
+    reader: super::Reader,
+    /// The configuration file whose `[privacy]` key hashes --user on a pseudonymised lake
+    /// (default: data/meterlake.toml if present; `MLK_PSEUDONYM_KEY_FILE` overrides it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Print the summary as a table or one JSON object.
+    #[arg(long, value_enum, default_value_t = super::Output::Table)]
+    output: super::Output,
 }
 
 /// Hour or day windows.
@@ -94,7 +140,56 @@ pub struct StripeArgs {
 pub(crate) fn run(c: ExportCommand) -> anyhow::Result<ExitCode> {
     match c {
         ExportCommand::Stripe(a) => stripe_cmd(a),
+        ExportCommand::Data(a) => data_cmd(a),
     }
+}
+
+fn data_cmd(a: DataArgs) -> anyhow::Result<ExitCode> {
+    use crate::job::export::{ExportFormat, ExportOptions, export_data};
+    let user = match &a.user {
+        Some(u) => Some(crate::lake::privacy::user_in_lake(
+            &a.lake,
+            super::privacy(a.config.as_deref())?.key()?,
+            u,
+        )?),
+        None => None,
+    };
+    let s = export_data(
+        &a.lake,
+        &a.out,
+        &ExportOptions {
+            tenant: a.tenant,
+            user,
+            user_given: a.user,
+            format: match a.format {
+                DataFormat::Json => ExportFormat::Json,
+                DataFormat::Csv => ExportFormat::Csv,
+                DataFormat::Parquet => ExportFormat::Parquet,
+            },
+            actor: a
+                .reader
+                .actor
+                .clone()
+                .unwrap_or_else(crate::lake::audit::current_actor),
+        },
+    )?;
+    match a.output {
+        super::Output::Json => super::print_json(&s)?,
+        super::Output::Table => println!(
+            "exported {} events ({} still in the server's log), {} quarantined records, {} derived rows ({} alerts), {} invoices, {} adjustments, {} stored reports to {} ({} files; manifest.json)",
+            s.events + s.logged_events,
+            s.logged_events,
+            s.quarantined,
+            s.derived_rows,
+            s.alerts,
+            s.invoices,
+            s.adjustments,
+            s.reports,
+            a.out.display(),
+            s.files.len()
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn stripe_cmd(a: StripeArgs) -> anyhow::Result<ExitCode> {

@@ -229,7 +229,7 @@ fn rollup_dirs(lake_dir: &Path) -> Result<Vec<String>> {
 }
 
 /// Parquet files of the derived outputs.
-fn derived_files(lake_dir: &Path) -> Result<Vec<PathBuf>> {
+pub(super) fn derived_files(lake_dir: &Path) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     let mut stack: Vec<PathBuf> = std::iter::once(&crate::rollup::ROLLUPS_DIR)
         .chain(&tables::DIRS)
@@ -295,7 +295,7 @@ fn replace_whole_id(text: &str, id: &str, with: &str) -> String {
 }
 
 /// Whether `text` mentions `id` as a whole id, as is or escaped as JSON or HTML write it.
-fn mentions_id(text: &str, id: &str) -> bool {
+pub(super) fn mentions_id(text: &str, id: &str) -> bool {
     let json = serde_json::to_string(id).unwrap_or_default();
     let json = json
         .strip_prefix('"')
@@ -386,7 +386,7 @@ fn scrub_derived(lake_dir: &Path, tenant: &str, user: Option<&str>) -> Result<(u
 /// failed validation, so their fields may be misnamed (`tenant` for `tenant_id`) or
 /// unparseable: a record is matched when the tenant id (and the user id) appears in it as a
 /// whole value, in any field. This errs on the side of removing.
-fn quarantined_match(record: &str, tenant: &str, user: Option<&str>) -> bool {
+pub(super) fn quarantined_match(record: &str, tenant: &str, user: Option<&str>) -> bool {
     fn has(v: &serde_json::Value, s: &str) -> bool {
         match v {
             serde_json::Value::String(x) => x == s,
@@ -493,17 +493,14 @@ fn logged_match(line: &[u8], tenant: &str, user: Option<&str>) -> bool {
 /// ingested input: a flush that stopped before deleting it) is removed whole: its events
 /// are in the lake, where `forget` removes them, and a rewritten copy would be committed
 /// again. Returns the events removed and the segments changed.
-fn scrub_log(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<(u64, Vec<String>)> {
-    let dir = lake.root().join(LOG_DIR);
-    let mut removed = 0;
-    let mut changed = Vec::new();
-    if !dir.is_dir() {
-        return Ok((removed, changed));
-    }
-    let committed: HashSet<&str> = lake.ingested_inputs().into_keys().collect();
+/// The server's log segments (`LAKE/_wal/NNNNNNNN.wal`), oldest first.
+fn log_segments(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut segments: Vec<PathBuf> = Vec::new();
-    for e in fs::read_dir(&dir).at(&dir)? {
-        let p = e.at(&dir)?.path();
+    if !dir.is_dir() {
+        return Ok(segments);
+    }
+    for e in fs::read_dir(dir).at(dir)? {
+        let p = e.at(dir)?.path();
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name
             .strip_suffix(".wal")
@@ -513,7 +510,38 @@ fn scrub_log(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<(u64, Vec<
         }
     }
     segments.sort();
-    for path in segments {
+    Ok(segments)
+}
+
+/// Events the server acknowledged and logged but has not committed to the lake: those of
+/// every segment not consumed by a commit (a torn last line, never acknowledged, skipped).
+pub(super) fn logged_events(lake: &Lake) -> Result<Vec<crate::event::UsageEvent>> {
+    let committed: HashSet<&str> = lake.ingested_inputs().into_keys().collect();
+    let mut out = Vec::new();
+    for path in log_segments(&lake.root().join(LOG_DIR))? {
+        let bytes = fs::read(&path).at(&path)?;
+        let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        if committed.contains(checksum.as_str()) {
+            continue;
+        }
+        out.extend(
+            bytes
+                .split(|b| *b == b'\n')
+                .filter_map(|l| serde_json::from_slice::<crate::event::UsageEvent>(l).ok()),
+        );
+    }
+    Ok(out)
+}
+
+fn scrub_log(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<(u64, Vec<String>)> {
+    let dir = lake.root().join(LOG_DIR);
+    let mut removed = 0;
+    let mut changed = Vec::new();
+    if !dir.is_dir() {
+        return Ok((removed, changed));
+    }
+    let committed: HashSet<&str> = lake.ingested_inputs().into_keys().collect();
+    for path in log_segments(&dir)? {
         let bytes = fs::read(&path).at(&path)?;
         let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
         let gone = lines

@@ -10,6 +10,7 @@ mod crash;
 mod dashboard;
 mod detect;
 mod entitlements;
+mod export_data;
 mod faults;
 mod forecast;
 mod formats;

@@ -261,6 +261,30 @@ fn a_pseudonymised_lake_holds_no_raw_user_id_and_counts_users_the_same() {
         .iter()
         .filter(|r| r.tenant == "acme-001" && r.user.as_deref() == Some(victim.as_str()))
         .count() as u64;
+    // An access request takes the raw id too; the lake's access log records the pseudonym.
+    let out = dir.path().join("export");
+    let m: serde_json::Value = serde_json::from_str(&ok(&[
+        "export",
+        "data",
+        "--lake",
+        private.to_str().unwrap(),
+        "--tenant",
+        "acme-001",
+        "--user",
+        &victim,
+        "--config",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(m["events"].as_u64(), Some(n), "{m}");
+    assert_eq!(
+        m["user_in_lake"].as_str(),
+        Some(pseudonym(&victim).as_str())
+    );
     let v: serde_json::Value = serde_json::from_str(&ok(&[
         "forget",
         "--lake",
