@@ -82,6 +82,9 @@ pub enum Command {
     Retention(report::RetentionArgs),
     /// Remove a tenant's or a user's data from the lake and every derived output (audited).
     Forget(report::ForgetArgs),
+    /// Bring archived event partitions (`retention --archive`) back into the lake, in one
+    /// audited commit, skipping events already there; rollups of those days are recomputed.
+    Restore(report::RestoreArgs),
     /// The batch job: ingest, rollups, forecasts, anomalies, quotas and alerts, invoices,
     /// reports, as configured (meterlake.toml, environment, flags).
     Run(run::RunArgs),
@@ -177,6 +180,7 @@ pub fn main() -> ExitCode {
         Command::Report(a) => report::run(a),
         Command::Retention(a) => report::retention_cmd(a),
         Command::Forget(a) => report::forget_cmd(a),
+        Command::Restore(a) => report::restore_cmd(a),
         Command::Run(a) => run::run(a, cli.quiet),
         Command::Init(a) => run::init(a),
         Command::Serve(a) => serve::run(a),

@@ -213,7 +213,7 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
 }
 
 /// Relative paths (`rollups/granularity=G/by=B/tz=Z`) of the lake's rollups.
-fn rollup_dirs(lake_dir: &Path) -> Result<Vec<String>> {
+pub(super) fn rollup_dirs(lake_dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for p in partition_dirs(&lake_dir.join(crate::rollup::ROLLUPS_DIR))? {
         if let Some(parent) = p.parent()

@@ -12,5 +12,6 @@
 
 pub mod export;
 pub mod forget;
+pub mod restore;
 pub mod retention;
 pub mod run;

@@ -26,6 +26,8 @@ pub enum CommitKind {
     Retention,
     /// A tenant's or a user's events removed by `forget`.
     Forget,
+    /// Archived events brought back by `restore`.
+    Restore,
 }
 
 /// Who did what to the lake's data, recorded in the commit that did it (so the record and
@@ -137,7 +139,7 @@ pub struct Commit {
     /// Partitions (`YYYY-MM-DD`) whose rows changed: later stages recompute only these.
     #[serde(default)]
     pub partitions: Vec<String>,
-    /// The audit record of a retention or forget commit.
+    /// The audit record of a retention, forget or restore commit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audit: Option<Audit>,
 }

@@ -399,7 +399,9 @@ impl Register {
                             c.seq
                         ));
                     }
-                    CommitKind::Ingest => late = true,
+                    // Restored events of a period not frozen (restored from another lake's
+                    // archive, or removed before issue) count as late ones.
+                    CommitKind::Ingest | CommitKind::Restore => late = true,
                     CommitKind::Compact => {}
                 }
             }

@@ -262,7 +262,7 @@ fn changed_series(lake: &Lake, seen: u64) -> Result<Option<BTreeSet<SeriesKey>>>
     for c in commits.iter().filter(|c| c.seq > seen) {
         match c.kind {
             CommitKind::Compact => {}
-            CommitKind::Ingest => files.extend(c.added.iter().cloned()),
+            CommitKind::Ingest | CommitKind::Restore => files.extend(c.added.iter().cloned()),
             CommitKind::Retention | CommitKind::Forget => return Ok(None),
         }
     }

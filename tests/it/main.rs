@@ -25,6 +25,7 @@ mod privacy;
 mod props;
 mod refresh;
 mod report;
+mod restore;
 mod retention;
 mod rollup;
 mod run;

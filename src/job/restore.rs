@@ -1,0 +1,239 @@
+//! `meterlake restore`: brings archived event partitions (what `retention --archive` wrote)
+//! back into the lake.
+//!
+//! The archive holds the lake's own files (`ARCHIVE/events/date=D/part-*.parquet`). Every
+//! archived event of the chosen days is read back; one that the lake already holds (same
+//! tenant and id on that day), or that appears twice in the archive, is skipped, so a
+//! restore run twice restores nothing the second time. What is left is written as new
+//! files of one commit, which carries the audit record and marks the restored days, so a
+//! reader sees all of it or none, and every later stage recomputes exactly those days; the
+//! rollups already in the lake are brought up to date before `restore` returns.
+//!
+//! The restored events' dedup keys are added to the index (keyed by tenant and id, as an
+//! ingest keys an event with no CloudEvents `source`), so re-ingesting the same events
+//! afterwards finds them. The archive itself is only read.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::error::{Error, IoContext, Result};
+use crate::event::UsageEvent;
+use crate::lake::keys::write_key_file;
+use crate::lake::{
+    Audit, Commit, CommitKind, DataFile, EVENTS_DIR, Lake, read_events, write_events,
+};
+use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
+
+/// What to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    /// The archive folder (`retention --archive DIR`).
+    pub archive: PathBuf,
+    /// First day to restore (`YYYY-MM-DD`, inclusive; none: the archive's first).
+    pub from: Option<String>,
+    /// Last day to restore (inclusive; none: the archive's last).
+    pub to: Option<String>,
+    /// Who asks.
+    pub actor: String,
+    /// Meter definitions used to bring rollups up to date afterwards.
+    pub meters: Option<PathBuf>,
+}
+
+/// What `restore` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RestoreSummary {
+    /// Archived files read.
+    pub archived_files: u64,
+    /// Archived events read.
+    pub read: u64,
+    /// Events brought back.
+    pub restored: u64,
+    /// Events skipped because the lake (or the archive, earlier) already held them.
+    pub duplicates: u64,
+    /// Days restored into.
+    pub partitions: Vec<String>,
+    /// Rollups brought up to date.
+    pub rollups_refreshed: u64,
+    /// The commit (none when nothing was new).
+    pub commit: Option<u64>,
+}
+
+fn check_day(name: &'static str, d: &Option<String>) -> Result<()> {
+    if let Some(d) = d
+        && chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_err()
+    {
+        return Err(Error::InvalidParameter {
+            name,
+            reason: format!("`{d}` is not a day YYYY-MM-DD"),
+        });
+    }
+    Ok(())
+}
+
+/// The archive's event files by day (`events/date=D/*.parquet`), within [from, to].
+fn archived_files(opts: &RestoreOptions) -> Result<BTreeMap<String, Vec<PathBuf>>> {
+    let root = opts.archive.join(EVENTS_DIR);
+    if !root.is_dir() {
+        return Err(Error::InvalidParameter {
+            name: "--archive",
+            reason: format!(
+                "{} holds no archived events (no {EVENTS_DIR}/ folder; `retention --archive` writes one)",
+                opts.archive.display()
+            ),
+        });
+    }
+    let mut out: BTreeMap<String, Vec<PathBuf>> = BTreeMap::new();
+    for e in fs::read_dir(&root).at(&root)? {
+        let p = e.at(&root)?.path();
+        let Some(day) = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix("date="))
+            .filter(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").is_ok())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        if opts.from.as_ref().is_some_and(|f| day < *f)
+            || opts.to.as_ref().is_some_and(|t| day > *t)
+        {
+            continue;
+        }
+        let mut files = Vec::new();
+        for f in fs::read_dir(&p).at(&p)? {
+            let f = f.at(&p)?.path();
+            if f.extension().is_some_and(|x| x == "parquet") {
+                files.push(f);
+            }
+        }
+        files.sort();
+        if !files.is_empty() {
+            out.insert(day, files);
+        }
+    }
+    Ok(out)
+}
+
+/// Brings the archived events of the chosen days back into the lake, in one commit.
+pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary> {
+    check_day("--from", &opts.from)?;
+    check_day("--to", &opts.to)?;
+    let days = archived_files(opts)?;
+    let mut lake = Lake::open_for_write(lake_dir)?;
+    let mut s = RestoreSummary {
+        archived_files: days.values().map(|f| f.len() as u64).sum(),
+        ..RestoreSummary::default()
+    };
+    let seq = lake.next_seq();
+    let stage = lake.stage_dir(seq)?;
+    let root = lake.root().to_path_buf();
+    let lake_files = lake.data_files();
+    // Per day: read the archive and the lake's files of that day, keep what is new.
+    let per_day: Vec<(String, u64, Vec<UsageEvent>)> = days
+        .par_iter()
+        .map(|(day, files)| -> Result<(String, u64, Vec<UsageEvent>)> {
+            let mut held: HashSet<(String, String)> = HashSet::new();
+            for f in lake_files.iter().filter(|f| f.date == *day) {
+                for e in read_events(&root.join(&f.path))? {
+                    held.insert((e.tenant_id, e.id));
+                }
+            }
+            let mut read = 0u64;
+            let mut new = Vec::new();
+            for f in files {
+                for e in read_events(f)? {
+                    read += 1;
+                    if crate::time::date_str(e.ts) != *day {
+                        return Err(Error::BadInput {
+                            path: f.clone(),
+                            reason: format!(
+                                "event {} of tenant {} falls on {}, not on the file's day {day}",
+                                e.id,
+                                e.tenant_id,
+                                crate::time::date_str(e.ts)
+                            ),
+                        });
+                    }
+                    if held.insert((e.tenant_id.clone(), e.id.clone())) {
+                        new.push(e);
+                    }
+                }
+            }
+            Ok((day.clone(), read, new))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut added = Vec::new();
+    let mut keys = Vec::new();
+    let mut partitions = BTreeSet::new();
+    for (n, (day, read, events)) in per_day.into_iter().enumerate() {
+        s.read += read;
+        s.duplicates += read - events.len() as u64;
+        if events.is_empty() {
+            continue;
+        }
+        s.restored += events.len() as u64;
+        let rel = Lake::data_file_path(&day, seq, n as u32);
+        let w = write_events(&stage.join(&rel), &events)?;
+        added.push(DataFile {
+            path: rel,
+            date: day.clone(),
+            rows: w.rows,
+            bytes: w.bytes,
+            value_sum: w.value_sum,
+        });
+        let mut k: Vec<u128> = events
+            .iter()
+            .map(|e| crate::ingest::record::dedup_key(&e.tenant_id, &e.id))
+            .collect();
+        let krel = Lake::key_file_path(&day, seq);
+        let kpath = stage.join(&krel);
+        fs::create_dir_all(kpath.parent().expect("has parent")).at(&kpath)?;
+        write_key_file(&kpath, &mut k)?;
+        keys.push(krel);
+        partitions.insert(day);
+    }
+    s.partitions = partitions.into_iter().collect();
+    if s.restored == 0 {
+        // Nothing new: no commit (the staging directory is an aborted commit, cleaned up).
+        fs::remove_dir_all(&stage).at(&stage)?;
+        return Ok(s);
+    }
+    let span = match (s.partitions.first(), s.partitions.last()) {
+        (Some(a), Some(b)) => format!("{a} .. {b}"),
+        _ => String::new(),
+    };
+    lake.commit(Commit {
+        added,
+        keys,
+        partitions: s.partitions.clone(),
+        audit: Some(Audit {
+            actor: opts.actor.clone(),
+            action: "restore".into(),
+            target: format!("events {span} from {}", opts.archive.display()),
+            rows: s.restored,
+            detail: format!(
+                "{} archived files read, {} events; {} restored into {} partitions, {} already in the lake",
+                s.archived_files,
+                s.read,
+                s.restored,
+                s.partitions.len(),
+                s.duplicates
+            ),
+        }),
+        ..Commit::new(seq, CommitKind::Restore)
+    })?;
+    s.commit = Some(seq);
+    // Aggregates of those days are recomputed now (the commit marked them).
+    let meters = Meters::load_or_default(opts.meters.as_deref())?;
+    for dir in super::forget::rollup_dirs(lake_dir)? {
+        if let Some(spec) = RollupSpec::from_relative_dir(&dir) {
+            rollup(&lake, &meters, &spec, &RollupOptions::default())?;
+            s.rollups_refreshed += 1;
+        }
+    }
+    Ok(s)
+}
