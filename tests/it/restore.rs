@@ -8,10 +8,8 @@ use crate::common::*;
 
 const METERS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/meters.toml");
 
-/// Every column of every row, sorted: what "the same rows" means.
-fn rows(
-    rs: &[Row],
-) -> Vec<(
+/// (date, id, ts, tenant, user, meter, value bits, properties).
+type Full = (
     String,
     String,
     i64,
@@ -20,7 +18,10 @@ fn rows(
     String,
     u64,
     String,
-)> {
+);
+
+/// Every column of every row, sorted: what "the same rows" means.
+fn rows(rs: &[Row]) -> Vec<Full> {
     let mut v: Vec<_> = rs
         .iter()
         .map(|r| {
