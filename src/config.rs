@@ -13,6 +13,7 @@
 //! | alerts raised and sent | `limits.notification_enabled` | `LIMITS_NOTIFICATION_ENABLED` |
 //! | serve's refresh of the analytics | `analytics.interval` | `USAGE_ANALYTICS_INTERVAL` |
 //! | its memory cap (`512MiB`, `off`) | `analytics.max_memory` | `USAGE_ANALYTICS_MAX_MEMORY` |
+//! | encryption key of every Parquet file | `security.encryption_key_file` | `MLK_ENCRYPTION_KEY_FILE` |
 //! | pseudonymised user ids | `privacy.pseudonymise_users` | `MLK_PSEUDONYMISE_USERS` |
 //! | their HMAC key (a file) | `privacy.pseudonym_key_file` | `MLK_PSEUDONYM_KEY_FILE` |
 //!
@@ -216,6 +217,31 @@ impl AnalyticsConf {
     }
 }
 
+/// Encryption at rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SecurityConf {
+    /// The AES key every Parquet file is encrypted with ([`crate::lake::crypto`]): a file
+    /// holding one base64 line of 16 or 32 bytes (`openssl rand -base64 32`); none: files
+    /// are written plain.
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl SecurityConf {
+    /// Loads the key, if one is set, as the process's key ([`crate::lake::crypto::use_keys`]).
+    pub fn install(&self) -> Result<Option<String>> {
+        match &self.encryption_key_file {
+            None => Ok(None),
+            Some(f) => {
+                let k = crate::lake::crypto::Key::from_file(f)?;
+                let id = k.id().to_string();
+                crate::lake::crypto::use_keys(Some(k), Vec::new());
+                Ok(Some(id))
+            }
+        }
+    }
+}
+
 /// Privacy of the people behind the events.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -363,6 +389,8 @@ pub struct Config {
     pub analytics: AnalyticsConf,
     /// Pseudonymised user ids (`[privacy]`).
     pub privacy: PrivacyConf,
+    /// Encryption at rest (`[security]`).
+    pub security: SecurityConf,
 }
 
 fn bool_of(var: &'static str, v: &str) -> Result<bool> {
@@ -499,6 +527,9 @@ impl Config {
         if let Some(v) = get("USAGE_ANALYTICS_INTERVAL") {
             parse_interval("USAGE_ANALYTICS_INTERVAL", &v)?;
             self.analytics.interval = v.trim().to_string();
+        }
+        if let Some(v) = get(crate::lake::crypto::KEY_FILE_ENV) {
+            self.security.encryption_key_file = Some(PathBuf::from(v.trim()));
         }
         if let Some(v) = get("MLK_PSEUDONYMISE_USERS") {
             self.privacy.pseudonymise_users = bool_of("MLK_PSEUDONYMISE_USERS", &v)?;

@@ -150,7 +150,7 @@ pub struct DeliverArgs {
     /// The configuration whose `[notify]` channels and rules send alerts (default
     /// data/meterlake.toml when it exists).
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// The plan catalogue (default: the configuration's paths.plans).
     #[arg(long)]
     plans: Option<PathBuf>,

@@ -60,7 +60,7 @@ pub struct DataArgs {
     /// The configuration file whose `[privacy]` key hashes --user on a pseudonymised lake
     /// (default: data/meterlake.toml if present; `MLK_PSEUDONYM_KEY_FILE` overrides it).
     #[arg(long)]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Print the summary as a table or one JSON object.
     #[arg(long, value_enum, default_value_t = super::Output::Table)]
     output: super::Output,

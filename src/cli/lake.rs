@@ -1,4 +1,4 @@
-//! `meterlake lake stats`, `lake verify-audit` and `meterlake compact`.
+//! `meterlake lake stats`, `lake verify-audit`, `lake rekey` and `meterlake compact`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -26,6 +26,25 @@ pub enum LakeCommand {
         /// The lake directory.
         #[arg(long)]
         lake: PathBuf,
+        /// Result as a line of text or one JSON object.
+        #[arg(long, value_enum, default_value_t = super::Output::Table)]
+        output: super::Output,
+    },
+    /// Rewrites every Parquet file of the lake under a new encryption key (or encrypts a
+    /// plain lake), each file atomically; then points the configuration at the key. The
+    /// current key comes from the configuration or MLK_ENCRYPTION_KEY_FILE. Killed midway,
+    /// it is finished by running it again: every file is readable with one of the two keys.
+    Rekey {
+        /// The lake directory.
+        #[arg(long)]
+        lake: PathBuf,
+        /// The new key: one base64 line of 16 or 32 bytes (`openssl rand -base64 32`).
+        #[arg(long)]
+        new_key_file: PathBuf,
+        /// The configuration holding the current key, pointed at the new one afterwards
+        /// (default: data/meterlake.toml if present).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Result as a line of text or one JSON object.
         #[arg(long, value_enum, default_value_t = super::Output::Table)]
         output: super::Output,
@@ -73,6 +92,57 @@ pub(crate) fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
 
 pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
     match c {
+        LakeCommand::Rekey {
+            lake,
+            new_key_file,
+            config,
+            output,
+        } => {
+            Lake::open(&lake)?;
+            let new = lake::crypto::Key::from_file(&new_key_file)?;
+            let s = crate::job::rekey::rekey(&lake, new, lake::crypto::read_keys())?;
+            // The configuration in use points at the new key from now on.
+            let file = config.or_else(|| {
+                let d = std::path::PathBuf::from(crate::config::DEFAULT_CONFIG_FILE);
+                d.is_file().then_some(d)
+            });
+            let pointed = match &file {
+                Some(f) => {
+                    let abs = std::fs::canonicalize(&new_key_file).unwrap_or(new_key_file.clone());
+                    crate::job::rekey::point_config_at(f, &abs)?;
+                    format!("{} now names {}", f.display(), abs.display())
+                }
+                None => format!(
+                    "no configuration file: set {}={}",
+                    lake::crypto::KEY_FILE_ENV,
+                    new_key_file.display()
+                ),
+            };
+            if std::env::var_os(lake::crypto::KEY_FILE_ENV).is_some() {
+                eprintln!(
+                    "note: {} is set and overrides the configuration: point it at {}",
+                    lake::crypto::KEY_FILE_ENV,
+                    new_key_file.display()
+                );
+            }
+            match output {
+                super::Output::Json => super::print_json(&s)?,
+                super::Output::Table => println!(
+                    "{} of {} Parquet files rewritten under key {} ({} rows; {} already under it; before: {}); {pointed}",
+                    s.rewritten,
+                    s.files,
+                    s.key_id,
+                    s.rows,
+                    s.already,
+                    if s.previous.is_empty() {
+                        "-".to_string()
+                    } else {
+                        s.previous.join(", ")
+                    }
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LakeCommand::VerifyAudit { lake, output } => {
             // The lake must be one (opening it says why not).
             Lake::open(&lake)?;

@@ -161,6 +161,14 @@ pub fn main() -> ExitCode {
         )
         .with_target(false)
         .init();
+    // The encryption key, from the command's configuration (or data/meterlake.toml) and
+    // the environment, before anything reads or writes a Parquet file.
+    if !matches!(cli.command, Command::Init(_))
+        && let Err(e) = encryption_key(cli.command.config())
+    {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Ingest(a) => ingest::run(a, cli.quiet),
         Command::Generate(a) => generate::run(a),
@@ -200,6 +208,32 @@ pub fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+impl Command {
+    /// The configuration file the command was given with --config, if it takes one.
+    fn config(&self) -> Option<&std::path::Path> {
+        match self {
+            Command::Ingest(a) => a.config.as_deref(),
+            Command::Run(a) => a.config.as_deref(),
+            Command::Serve(a) => a.config.as_deref(),
+            Command::Forget(a) => a.config.as_deref(),
+            Command::Export(export::ExportCommand::Data(a)) => a.config.as_deref(),
+            Command::Alerts(alerts::AlertsCommand::Deliver(a)) => a.config.as_deref(),
+            Command::Lake(lake::LakeCommand::Rekey { config, .. }) => config.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// Loads the configured encryption key (`[security]`, `MLK_ENCRYPTION_KEY_FILE`) as the
+/// process's key: every Parquet file written is encrypted with it, and encrypted files
+/// are read with it.
+fn encryption_key(config: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let mut c = crate::config::Config::load(config)?;
+    c.apply_env(|k| std::env::var(k).ok())?;
+    c.security.install()?;
+    Ok(())
 }
 
 /// Prints rows as CSV with a header on stdout.

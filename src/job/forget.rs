@@ -446,7 +446,7 @@ const LOG_LOCK: &str = "_lock";
 
 /// Takes the server's log lock for the rest of `forget` (creating the file if missing), or
 /// refuses while a server holds it.
-fn lock_log(lake_dir: &Path) -> Result<fs::File> {
+pub(super) fn lock_log(lake_dir: &Path) -> Result<fs::File> {
     let dir = lake_dir.join(LOG_DIR);
     fs::create_dir_all(&dir).at(&dir)?;
     let path = dir.join(LOG_LOCK);

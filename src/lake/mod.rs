@@ -37,6 +37,7 @@ pub mod audit;
 mod checkpoint;
 mod columns;
 mod compact;
+pub mod crypto;
 pub(crate) mod keys;
 pub(crate) mod log;
 mod parquet_io;

@@ -78,7 +78,8 @@ fn encode_parts(path: &Path, parts: &[Part<'_>]) -> Result<(WrittenFile, fs::Fil
         fs::create_dir_all(p).at(p)?;
     }
     let file = fs::File::create(path).at(path)?;
-    let props = WriterProperties::builder()
+    // Encrypted (AES-GCM, encrypted footer) when a key is configured: lake::crypto.
+    let props = super::crypto::encrypting(WriterProperties::builder())?
         .set_compression(Compression::ZSTD(
             ZstdLevel::try_new(1).expect("level 1 is valid"),
         ))
@@ -291,9 +292,12 @@ fn column(parts: &[Part<'_>], c: usize, rows: &[RowRef]) -> ArrayRef {
 /// Reads every event of a lake file (in file order).
 pub fn read_events(path: &Path) -> Result<Vec<UsageEvent>> {
     let file = fs::File::open(path).at(path)?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-        .and_then(|b| b.with_batch_size(64 * 1024).build())
-        .map_err(|e| Error::parquet(path, e))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        file,
+        super::crypto::decrypting(parquet::arrow::arrow_reader::ArrowReaderOptions::new())?,
+    )
+    .and_then(|b| b.with_batch_size(64 * 1024).build())
+    .map_err(|e| Error::parquet(path, e))?;
     let mut out = Vec::new();
     for batch in reader {
         let batch = batch?;

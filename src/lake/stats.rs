@@ -167,21 +167,6 @@ pub fn events_between(
 /// A polars lazy scan of exactly these Parquet files (no globbing), with the Hive
 /// partition columns of their paths if `hive`.
 pub fn scan_paths(paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {
-    let paths: Vec<PlRefPath> = paths
-        .iter()
-        .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
-        .collect();
-    let args = ScanArgsParquet {
-        hive_options: if hive {
-            HiveOptions::new_enabled()
-        } else {
-            HiveOptions::default()
-        },
-        glob: false,
-        ..Default::default()
-    };
-    Ok(LazyFrame::scan_parquet_files(
-        paths.into_iter().collect(),
-        args,
-    )?)
+    // Polars' own scan, or the files decrypted when they are encrypted (lake::crypto).
+    super::crypto::scan(paths, hive)
 }

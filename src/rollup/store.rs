@@ -133,14 +133,19 @@ pub(super) fn write_partitions(
             let path = pdir.join(PART_FILE);
             let tmp = pdir.join(format!(".{PART_FILE}.tmp"));
             let f = fs::File::create(&tmp).at(&tmp)?;
-            ParquetWriter::new(&f)
-                .with_compression(ParquetCompression::Zstd(None))
-                .with_statistics(StatisticsOptions::full())
-                .finish(&mut part)
-                .map_err(|e| Error::BadInput {
-                    path: tmp.clone(),
-                    reason: format!("writing the rollup: {e}"),
-                })?;
+            if crate::lake::crypto::write_key_id().is_some() {
+                // Encrypted with the configured key (lake::crypto).
+                crate::lake::crypto::write_frame(&f, &tmp, &mut part)?;
+            } else {
+                ParquetWriter::new(&f)
+                    .with_compression(ParquetCompression::Zstd(None))
+                    .with_statistics(StatisticsOptions::full())
+                    .finish(&mut part)
+                    .map_err(|e| Error::BadInput {
+                        path: tmp.clone(),
+                        reason: format!("writing the rollup: {e}"),
+                    })?;
+            }
             f.sync_all().at(&tmp)?;
             fs::rename(&tmp, &path).at(&path)?;
             Ok(())

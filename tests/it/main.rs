@@ -9,6 +9,7 @@ mod common;
 mod crash;
 mod dashboard;
 mod detect;
+mod encryption;
 mod entitlements;
 mod export_data;
 mod faults;

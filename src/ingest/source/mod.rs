@@ -455,7 +455,12 @@ fn read_parquet(
         path: path.into(),
         reason: format!("not a readable Parquet file: {e}"),
     };
-    let builder = ParquetRecordBatchReaderBuilder::try_new(f).map_err(unreadable)?;
+    // An encrypted input (an export of an encrypted lake) reads with the configured keys.
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        f,
+        crate::lake::crypto::decrypting(parquet::arrow::arrow_reader::ArrowReaderOptions::new())?,
+    )
+    .map_err(unreadable)?;
     let names: Vec<String> = builder
         .schema()
         .fields()

@@ -72,10 +72,8 @@ pub fn write_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
     let written = (|| {
         let f = std::fs::File::create(&tmp).at(&tmp)?;
         if parquet {
-            ParquetWriter::new(&f)
-                .with_compression(ParquetCompression::Zstd(None))
-                .finish(df)
-                .map_err(|e| failed(e.to_string()))?;
+            // Encrypted when a key is configured (lake::crypto).
+            crate::lake::crypto::write_frame(&f, path, df)?;
         } else {
             write_csv(&f, df).map_err(|e| failed(e.to_string()))?;
         }
@@ -158,13 +156,8 @@ fn write_csv(
 
 /// A Parquet file of the lake, whole; a damaged one is a `CorruptLake` error naming it.
 pub fn read_frame(path: &Path) -> Result<DataFrame> {
-    let f = std::fs::File::open(path).at(path)?;
-    ParquetReader::new(f)
-        .finish()
-        .map_err(|e| Error::CorruptLake {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })
+    // Decrypted when encrypted (lake::crypto).
+    crate::lake::crypto::read_frame(path)
 }
 
 /// A tenant × meter series.

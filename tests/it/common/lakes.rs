@@ -51,11 +51,71 @@ pub fn parquet_files(lake: &Path) -> Vec<PathBuf> {
 
 /// Every record batch of one Parquet file, read with arrow-rs (independently of polars).
 pub fn parquet_batches(path: &Path) -> impl Iterator<Item = arrow::record_batch::RecordBatch> {
-    ParquetRecordBatchReaderBuilder::try_new(fs::File::open(path).unwrap())
-        .unwrap()
-        .build()
-        .unwrap()
-        .map(|b| b.unwrap())
+    try_parquet_batches(path).unwrap().into_iter()
+}
+
+thread_local! {
+    /// AES keys this test thread reads encrypted files with ([`with_keys`]).
+    static KEYS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with these AES keys for the Parquet reads of this thread (encrypted lakes).
+pub fn with_keys<T>(keys: &[Vec<u8>], f: impl FnOnce() -> T) -> T {
+    KEYS.with(|k| *k.borrow_mut() = keys.to_vec());
+    let out = f();
+    KEYS.with(|k| k.borrow_mut().clear());
+    out
+}
+
+/// The id meterlake records for a key, computed here from its definition: 16 hex digits
+/// of SHA-256("meterlake encryption key id\0" ‖ key).
+pub fn key_id(key: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"meterlake encryption key id\0");
+    h.update(key);
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Finds the key whose id the footer names, among the thread's keys.
+struct TestKeys(Vec<Vec<u8>>);
+
+impl parquet::encryption::decrypt::KeyRetriever for TestKeys {
+    fn retrieve_key(&self, meta: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+        self.0
+            .iter()
+            .find(|k| key_id(k).as_bytes() == meta)
+            .cloned()
+            .ok_or_else(|| {
+                parquet::errors::ParquetError::General(format!(
+                    "no key {}",
+                    String::from_utf8_lossy(meta)
+                ))
+            })
+    }
+}
+
+/// Every record batch of one Parquet file with arrow-rs, decrypted with the thread's keys.
+pub fn try_parquet_batches(
+    path: &Path,
+) -> parquet::errors::Result<Vec<arrow::record_batch::RecordBatch>> {
+    let keys = KEYS.with(|k| k.borrow().clone());
+    let mut opts = parquet::arrow::arrow_reader::ArrowReaderOptions::new();
+    if !keys.is_empty() {
+        opts = opts.with_file_decryption_properties(
+            parquet::encryption::decrypt::FileDecryptionProperties::with_key_retriever(
+                std::sync::Arc::new(TestKeys(keys)),
+            )
+            .build()?,
+        );
+    }
+    ParquetRecordBatchReaderBuilder::try_new_with_options(fs::File::open(path).unwrap(), opts)?
+        .build()?
+        .map(|b| b.map_err(Into::into))
+        .collect()
 }
 
 pub fn read_lake(lake: &Path) -> Vec<Row> {

@@ -1,0 +1,618 @@
+//! Encryption at rest: Parquet modular encryption (AES-GCM, encrypted footer) of every
+//! Parquet file meterlake writes once a key is configured (`security.encryption_key_file`
+//! or `MLK_ENCRYPTION_KEY_FILE`): the lake's events, rollups, derived tables, reports and
+//! exports. Without the key such a file cannot be read, its statistics included.
+//!
+//! Every file names the key it needs: the footer's key metadata is the key's id (16 hex
+//! digits of a hash of the key, never the key). Reading looks the id up among the keys
+//! loaded, so during a rekey files under the old key and files under the new one are both
+//! read, and a missing key is an error naming the file and the id it expects.
+//!
+//! polars 0.55 cannot read encrypted Parquet: meterlake's polars reads and writes go
+//! through [`read_frame`], [`scan`] and [`write_frame`], which decrypt and encrypt with
+//! arrow-rs and hand the columns across through the Arrow C data interface (no copy of
+//! the values). With no key configured and no encrypted file met, they are polars' own
+//! lazy scans and writers, unchanged.
+//!
+//! The keys live in one process-wide keyring ([`use_keys`]), loaded by the CLI from the
+//! configuration before a command runs, as a TLS library holds its certificates: every
+//! read and write of the lake, at any depth, sees the same keys.
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+use arrow::array::{Array, ArrayRef, RecordBatch};
+use base64::Engine;
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::{ArrowReaderOptions, ParquetRecordBatchReaderBuilder};
+use parquet::encryption::decrypt::{FileDecryptionProperties, KeyRetriever};
+use parquet::encryption::encrypt::FileEncryptionProperties;
+use parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
+use polars::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, IoContext, Result};
+
+/// The environment variable naming the key file.
+pub const KEY_FILE_ENV: &str = "MLK_ENCRYPTION_KEY_FILE";
+
+/// An AES key (128 or 256 bits) and its id.
+#[derive(Clone)]
+pub struct Key {
+    id: String,
+    bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key").field("id", &self.id).finish()
+    }
+}
+
+impl Key {
+    /// From raw bytes: 16 (AES-128) or 32 (AES-256).
+    pub fn new(bytes: Vec<u8>) -> std::result::Result<Key, String> {
+        if bytes.len() != 16 && bytes.len() != 32 {
+            return Err(format!(
+                "the key has {} bytes; it must have 16 or 32 (128 or 256 bits, e.g. `openssl rand -base64 32`)",
+                bytes.len()
+            ));
+        }
+        let mut h = Sha256::new();
+        h.update(b"meterlake encryption key id\0");
+        h.update(&bytes);
+        let id = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(Key { id, bytes })
+    }
+
+    /// Reads a key file: one line, the key in standard base64.
+    pub fn from_file(path: &Path) -> Result<Key> {
+        let text = fs::read_to_string(path).at(path)?;
+        let bad = |reason: String| Error::BadInput {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let line = text.trim();
+        if line.contains('\n') {
+            return Err(bad(
+                "the key file must hold one line (the key in base64)".into()
+            ));
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(line)
+            .map_err(|e| bad(format!("the key is not base64: {e}")))?;
+        Key::new(bytes).map_err(bad)
+    }
+
+    /// The key's id, as files record it.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// Keys: the one new files are written with, and every key files may be read with.
+#[derive(Default, Clone)]
+pub(crate) struct Ring {
+    write: Option<Key>,
+    read: Vec<Key>,
+}
+
+impl Ring {
+    fn new(write: Option<Key>, also_read: Vec<Key>) -> Ring {
+        let mut read: Vec<Key> = write.iter().cloned().collect();
+        for k in also_read {
+            if !read.iter().any(|r| r.id == k.id) {
+                read.push(k);
+            }
+        }
+        Ring { write, read }
+    }
+}
+
+/// The process's keys (none until the CLI loads them).
+static RING: RwLock<Option<Arc<Ring>>> = RwLock::new(None);
+
+/// Installs the keys: new files are encrypted with `write` (none: written plain); files are
+/// read with it or any of `also_read` (the old key during a rekey).
+pub fn use_keys(write: Option<Key>, also_read: Vec<Key>) {
+    let mut r = RING.write().unwrap_or_else(|p| p.into_inner());
+    *r = Some(Arc::new(Ring::new(write, also_read)));
+}
+
+/// The id of the key new files are written with, if any.
+pub fn write_key_id() -> Option<String> {
+    ring().write.as_ref().map(|k| k.id.clone())
+}
+
+fn ring() -> Arc<Ring> {
+    RING.read()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone()
+        .unwrap_or_default()
+}
+
+/// The keys files are read with (the write key first).
+pub fn read_keys() -> Vec<Key> {
+    ring().read.clone()
+}
+
+/// The id of the key a Parquet file is encrypted with (none: written plain). Reads the
+/// footer's key metadata only; no key is needed.
+pub fn key_id_of(path: &Path) -> Result<Option<String>> {
+    if !is_encrypted(path)? {
+        return Ok(None);
+    }
+    /// Notes the id asked for and refuses, so the footer is not decrypted.
+    struct Spy(std::sync::Mutex<Option<String>>);
+    impl KeyRetriever for Spy {
+        fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+            *self.0.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(String::from_utf8_lossy(key_metadata).into_owned());
+            Err(parquet::errors::ParquetError::General(
+                "key id noted".into(),
+            ))
+        }
+    }
+    let spy = Arc::new(Spy(std::sync::Mutex::new(None)));
+    let props = FileDecryptionProperties::with_key_retriever(spy.clone())
+        .build()
+        .map_err(|e| parquet_err(path, e))?;
+    let f = fs::File::open(path).at(path)?;
+    let _ = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        f,
+        ArrowReaderOptions::new().with_file_decryption_properties(props),
+    );
+    let id = spy.0.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match id {
+        Some(id) => Ok(Some(id)),
+        None => Err(parquet_err(path, "encrypted, but its footer names no key")),
+    }
+}
+
+/// Rewrites a Parquet file with the write key (decrypting it with any key it may have):
+/// the same schema and rows, through a synced temporary file renamed over it, so the file
+/// is whole under one key or the other at every instant.
+pub fn rewrite(path: &Path, tmp: &Path) -> Result<u64> {
+    let f = fs::File::open(path).at(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        f,
+        decrypting(ArrowReaderOptions::new())?,
+    )
+    .map_err(|e| parquet_err(path, e))?;
+    let schema = builder.schema().clone();
+    let reader = builder
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| parquet_err(path, e))?;
+    let props = encrypting(
+        WriterProperties::builder()
+            .set_compression(parquet::basic::Compression::ZSTD(
+                parquet::basic::ZstdLevel::default(),
+            ))
+            .set_created_by(format!("meterlake {}", env!("CARGO_PKG_VERSION"))),
+    )?
+    .build();
+    let out = fs::File::create(tmp).at(tmp)?;
+    let written = (|| -> Result<u64> {
+        let mut w = ArrowWriter::try_new(out.try_clone().at(tmp)?, schema, Some(props))
+            .map_err(|e| parquet_err(tmp, e))?;
+        let mut rows = 0u64;
+        for b in reader {
+            let b = b.map_err(|e| parquet_err(path, e))?;
+            rows += b.num_rows() as u64;
+            w.write(&b).map_err(|e| parquet_err(tmp, e))?;
+        }
+        w.close().map_err(|e| parquet_err(tmp, e))?;
+        out.sync_all().at(tmp)?;
+        fs::rename(tmp, path).at(path)?;
+        Ok(rows)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    written
+}
+
+/// Finds a file's key by the id in its footer; a miss names the id.
+struct Retriever(Vec<Key>);
+
+impl KeyRetriever for Retriever {
+    fn retrieve_key(&self, key_metadata: &[u8]) -> parquet::errors::Result<Vec<u8>> {
+        let id = String::from_utf8_lossy(key_metadata);
+        match self.0.iter().find(|k| k.id.as_bytes() == key_metadata) {
+            Some(k) => Ok(k.bytes.clone()),
+            None if self.0.is_empty() => Err(parquet::errors::ParquetError::General(format!(
+                "encrypted with key {id}, and no key is configured (security.encryption_key_file or {KEY_FILE_ENV})"
+            ))),
+            None => Err(parquet::errors::ParquetError::General(format!(
+                "encrypted with key {id}, not with the configured key{} {}",
+                if self.0.len() > 1 { "s" } else { "" },
+                self.0
+                    .iter()
+                    .map(|k| k.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+}
+
+/// Writer properties with the configured encryption added (unchanged when none).
+pub fn encrypting(b: WriterPropertiesBuilder) -> Result<WriterPropertiesBuilder> {
+    encrypting_with(&ring(), b)
+}
+
+fn encrypting_with(ring: &Ring, b: WriterPropertiesBuilder) -> Result<WriterPropertiesBuilder> {
+    let Some(k) = ring.write.clone() else {
+        return Ok(b);
+    };
+    let props = FileEncryptionProperties::builder(k.bytes)
+        .with_footer_key_metadata(k.id.into_bytes())
+        .build()
+        .map_err(|e| Error::Model(format!("encryption: {e}")))?;
+    Ok(b.with_file_encryption_properties(props))
+}
+
+/// Reader options that decrypt with the configured keys (files written plain read as
+/// before).
+pub fn decrypting(o: ArrowReaderOptions) -> Result<ArrowReaderOptions> {
+    decrypting_with(&ring(), o)
+}
+
+fn decrypting_with(ring: &Ring, o: ArrowReaderOptions) -> Result<ArrowReaderOptions> {
+    let keys = ring.read.clone();
+    let props = FileDecryptionProperties::with_key_retriever(Arc::new(Retriever(keys)))
+        .build()
+        .map_err(|e| Error::Model(format!("decryption: {e}")))?;
+    Ok(o.with_file_decryption_properties(props))
+}
+
+/// Whether a Parquet file's footer is encrypted (it ends in `PARE`, not `PAR1`).
+pub fn is_encrypted(path: &Path) -> Result<bool> {
+    let mut f = fs::File::open(path).at(path)?;
+    let len = f.metadata().at(path)?.len();
+    if len < 4 {
+        return Ok(false);
+    }
+    f.seek(SeekFrom::End(-4)).at(path)?;
+    let mut magic = [0u8; 4];
+    f.read_exact(&mut magic).at(path)?;
+    Ok(&magic == b"PARE")
+}
+
+/// Whether meterlake's polars reads must go through arrow-rs: a key is loaded, or one of
+/// the files is encrypted (so that reading it fails with the key it needs).
+fn through_arrow(ring: &Ring, paths: &[std::path::PathBuf]) -> Result<bool> {
+    if !ring.read.is_empty() {
+        return Ok(true);
+    }
+    for p in paths {
+        if is_encrypted(p)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn parquet_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::CorruptLake {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    }
+}
+
+/// Every batch of a Parquet file, decrypted with the configured keys.
+pub fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
+    let f = fs::File::open(path).at(path)?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        f,
+        decrypting(ArrowReaderOptions::new())?,
+    )
+    .map_err(|e| parquet_err(path, e))?
+    .with_batch_size(64 * 1024)
+    .build()
+    .map_err(|e| parquet_err(path, e))?;
+    reader
+        .map(|b| b.map_err(|e| parquet_err(path, e)))
+        .collect()
+}
+
+/// An arrow-rs array as a polars column, through the C data interface.
+fn to_polars(name: &str, a: &ArrayRef) -> Result<Column> {
+    let (array, schema) = arrow::ffi::to_ffi(&a.to_data())?;
+    // SAFETY: both structs are the Arrow C data interface's ArrowArray / ArrowSchema
+    // (#[repr(C)], same fields); ownership moves with the bytes and the release callbacks
+    // stay with them, so each is released once, by polars.
+    let (array, schema): (
+        polars_arrow::ffi::ArrowArray,
+        polars_arrow::ffi::ArrowSchema,
+    ) = unsafe {
+        (
+            std::mem::transmute::<arrow::ffi::FFI_ArrowArray, polars_arrow::ffi::ArrowArray>(array),
+            std::mem::transmute::<arrow::ffi::FFI_ArrowSchema, polars_arrow::ffi::ArrowSchema>(
+                schema,
+            ),
+        )
+    };
+    let field = unsafe { polars_arrow::ffi::import_field_from_c(&schema) }?;
+    let arr = unsafe { polars_arrow::ffi::import_array_from_c(array, field.dtype().clone()) }?;
+    Ok(Series::from_arrow(name.into(), arr)?.into_column())
+}
+
+/// A polars column (one chunk) as an arrow-rs array, through the C data interface.
+fn from_polars(c: &Column) -> Result<(arrow::datatypes::Field, ArrayRef)> {
+    let s = c.as_materialized_series().rechunk();
+    let arr = s.to_arrow(0, CompatLevel::oldest());
+    let field = polars_arrow::datatypes::Field::new(s.name().clone(), arr.dtype().clone(), true);
+    let schema = polars_arrow::ffi::export_field_to_c(&field);
+    let array = polars_arrow::ffi::export_array_to_c(arr);
+    // SAFETY: as in `to_polars`, the other way.
+    let (array, schema) = unsafe {
+        (
+            std::mem::transmute::<polars_arrow::ffi::ArrowArray, arrow::ffi::FFI_ArrowArray>(array),
+            std::mem::transmute::<polars_arrow::ffi::ArrowSchema, arrow::ffi::FFI_ArrowSchema>(
+                schema,
+            ),
+        )
+    };
+    let data = unsafe { arrow::ffi::from_ffi(array, &schema) }?;
+    let field = arrow::datatypes::Field::try_from(&schema)?;
+    Ok((field, arrow::array::make_array(data)))
+}
+
+/// A polars frame of arrow-rs batches (schema from the first; none: empty).
+fn frame_of(batches: &[RecordBatch], schema: &arrow::datatypes::Schema) -> Result<DataFrame> {
+    let mut out: Option<DataFrame> = None;
+    for b in batches {
+        let cols = b
+            .schema()
+            .fields()
+            .iter()
+            .zip(b.columns())
+            .map(|(f, a)| to_polars(f.name(), a))
+            .collect::<Result<Vec<_>>>()?;
+        let df = DataFrame::new(b.num_rows(), cols)?;
+        match &mut out {
+            None => out = Some(df),
+            Some(o) => {
+                o.vstack_mut(&df)?;
+            }
+        }
+    }
+    match out {
+        Some(df) => Ok(df),
+        None => {
+            // No rows: the columns with their types, from an empty batch.
+            let empty = RecordBatch::new_empty(Arc::new(schema.clone()));
+            let cols = empty
+                .schema()
+                .fields()
+                .iter()
+                .zip(empty.columns())
+                .map(|(f, a)| to_polars(f.name(), a))
+                .collect::<Result<Vec<_>>>()?;
+            Ok(DataFrame::new(0, cols)?)
+        }
+    }
+}
+
+/// A Parquet file as a polars frame, decrypted when it is encrypted.
+pub fn read_frame(path: &Path) -> Result<DataFrame> {
+    read_frame_with(&ring(), path)
+}
+
+fn read_frame_with(ring: &Ring, path: &Path) -> Result<DataFrame> {
+    if !through_arrow(ring, std::slice::from_ref(&path.to_path_buf()))? {
+        let f = fs::File::open(path).at(path)?;
+        return ParquetReader::new(f)
+            .finish()
+            .map_err(|e| parquet_err(path, e));
+    }
+    read_frame_arrow(ring, path)
+}
+
+fn read_frame_arrow(ring: &Ring, path: &Path) -> Result<DataFrame> {
+    let f = fs::File::open(path).at(path)?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+        f,
+        decrypting_with(ring, ArrowReaderOptions::new())?,
+    )
+    .map_err(|e| parquet_err(path, e))?;
+    let schema = builder.schema().clone();
+    let batches: Vec<RecordBatch> = builder
+        .with_batch_size(64 * 1024)
+        .build()
+        .map_err(|e| parquet_err(path, e))?
+        .map(|b| b.map_err(|e| parquet_err(path, e)))
+        .collect::<Result<_>>()?;
+    let mut df = frame_of(&batches, &schema)?;
+    df.rechunk_mut();
+    Ok(df)
+}
+
+/// A lazy scan of these Parquet files (no globbing), with the Hive partition columns of
+/// their paths if `hive`: polars' own scan, or, when files are (or may be) encrypted, the
+/// files read and decrypted in parallel.
+pub fn scan(paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {
+    scan_with(&ring(), paths, hive)
+}
+
+fn scan_with(ring: &Ring, paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {
+    if !through_arrow(ring, paths)? {
+        let paths: Vec<PlRefPath> = paths
+            .iter()
+            .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
+            .collect();
+        let args = ScanArgsParquet {
+            hive_options: if hive {
+                HiveOptions::new_enabled()
+            } else {
+                HiveOptions::default()
+            },
+            glob: false,
+            ..Default::default()
+        };
+        return Ok(LazyFrame::scan_parquet_files(
+            paths.into_iter().collect(),
+            args,
+        )?);
+    }
+    use rayon::prelude::*;
+    let frames: Vec<DataFrame> = paths
+        .par_iter()
+        .map(|p| -> Result<DataFrame> {
+            let mut df = read_frame_arrow(ring, p)?;
+            if hive {
+                for (k, v) in hive_parts(p) {
+                    let n = df.height();
+                    let day = chrono::NaiveDate::parse_from_str(&v, "%Y-%m-%d").ok();
+                    // polars' own scan types a `date=YYYY-MM-DD` folder as a Date.
+                    let c = match (k.as_str(), day) {
+                        ("date", Some(d)) => {
+                            Column::new(k.as_str().into(), vec![crate::time::day_of_date(d); n])
+                                .cast(&DataType::Date)?
+                        }
+                        _ => Column::new(k.as_str().into(), vec![v.as_str(); n]),
+                    };
+                    df.with_column(c)?;
+                }
+            }
+            Ok(df)
+        })
+        .collect::<Result<_>>()?;
+    let mut it = frames.into_iter();
+    let Some(mut out) = it.next() else {
+        return Err(Error::Model("scan of no files".into()));
+    };
+    for df in it {
+        out.vstack_mut(&df)?;
+    }
+    out.rechunk_mut();
+    Ok(out.lazy())
+}
+
+/// `key=value` folders of a path, outermost first (the file name excluded).
+fn hive_parts(p: &Path) -> Vec<(String, String)> {
+    p.parent()
+        .map(|d| {
+            d.components()
+                .filter_map(|c| c.as_os_str().to_str())
+                .filter_map(|c| c.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes a frame as ZSTD Parquet into `f`: polars' writer, or, when a key is configured,
+/// arrow-rs's with encryption.
+pub fn write_frame(f: &fs::File, path: &Path, df: &mut DataFrame) -> Result<()> {
+    write_frame_with(&ring(), f, path, df)
+}
+
+fn write_frame_with(ring: &Ring, f: &fs::File, path: &Path, df: &mut DataFrame) -> Result<()> {
+    if ring.write.is_none() {
+        return ParquetWriter::new(f)
+            .with_compression(ParquetCompression::Zstd(None))
+            .finish(df)
+            .map(|_| ())
+            .map_err(|e| Error::BadInput {
+                path: path.to_path_buf(),
+                reason: format!("writing: {e}"),
+            });
+    }
+    let cols = df
+        .columns()
+        .iter()
+        .map(from_polars)
+        .collect::<Result<Vec<_>>>()?;
+    let schema = Arc::new(arrow::datatypes::Schema::new(
+        cols.iter().map(|(f, _)| f.clone()).collect::<Vec<_>>(),
+    ));
+    let batch = RecordBatch::try_new(schema.clone(), cols.into_iter().map(|(_, a)| a).collect())?;
+    let props = encrypting_with(
+        ring,
+        WriterProperties::builder().set_compression(parquet::basic::Compression::ZSTD(
+            parquet::basic::ZstdLevel::default(),
+        )),
+    )?
+    .build();
+    let mut w = ArrowWriter::try_new(f.try_clone().at(path)?, schema, Some(props))
+        .map_err(|e| parquet_err(path, e))?;
+    w.write(&batch).map_err(|e| parquet_err(path, e))?;
+    w.close().map_err(|e| parquet_err(path, e))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Explicit keyrings: the process-wide one stays empty for the other tests.
+    #[test]
+    fn frames_round_trip_encrypted_and_name_the_key_they_need() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("date=2026-09-01").join("t.parquet");
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut df = df!(
+            "tenant_id" => ["a", "b", "a"],
+            "value" => [1.5, 2.0, -3.25],
+            "n" => [Some(1i64), None, Some(3)],
+        )
+        .unwrap();
+        df.with_column(
+            Column::new("ts".into(), [1_788_220_800_000_001i64, 2, 3])
+                .cast(&DataType::Datetime(
+                    TimeUnit::Microseconds,
+                    Some(TimeZone::UTC),
+                ))
+                .unwrap(),
+        )
+        .unwrap();
+        let k1 = Key::new(vec![1; 32]).unwrap();
+        let k2 = Key::new(vec![2; 16]).unwrap();
+        let one = Ring::new(Some(k1.clone()), vec![]);
+        let f = fs::File::create(&p).unwrap();
+        write_frame_with(&one, &f, &p, &mut df).unwrap();
+        drop(f);
+        assert!(is_encrypted(&p).unwrap());
+        assert!(read_frame_with(&one, &p).unwrap().equals_missing(&df));
+        let lf = scan_with(&one, std::slice::from_ref(&p), true)
+            .unwrap()
+            .collect()
+            .unwrap();
+        assert_eq!(lf.column("date").unwrap().dtype(), &DataType::Date);
+        assert!(lf.drop("date").unwrap().equals_missing(&df));
+        // Without the key, or with another one: the error names the file and the key id.
+        let e = read_frame_with(&Ring::default(), &p)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(k1.id()) && e.contains("no key is configured") && e.contains("t.parquet"),
+            "{e}"
+        );
+        let other = Ring::new(Some(k2.clone()), vec![]);
+        let Err(e) = scan_with(&other, std::slice::from_ref(&p), false) else {
+            panic!("read with another key")
+        };
+        let e = e.to_string();
+        assert!(e.contains(k1.id()) && e.contains(k2.id()), "{e}");
+        // During a rekey both keys read.
+        let both = Ring::new(Some(k2), vec![k1]);
+        assert!(read_frame_with(&both, &p).unwrap().equals_missing(&df));
+        // Key files: base64, 16 or 32 bytes.
+        let kf = d.path().join("k");
+        fs::write(&kf, "AAAA\n").unwrap();
+        assert!(
+            Key::from_file(&kf)
+                .unwrap_err()
+                .to_string()
+                .contains("3 bytes")
+        );
+    }
+}

@@ -1,0 +1,314 @@
+//! Encryption at rest: `run` on data/ with a key writes only encrypted Parquet and gives the
+//! same reports and invoices as without; the files hold the same rows for a reader with
+//! the key (arrow-rs here, independently of meterlake); without the key, or with another,
+//! every read fails naming the file's key; a rekey killed midway leaves every file
+//! readable with one of the two keys and is finished by running it again.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine;
+
+use crate::common::*;
+
+fn key_file(dir: &Path, name: &str, byte: u8, len: usize) -> (PathBuf, Vec<u8>) {
+    let key = vec![byte; len];
+    let p = dir.join(name);
+    std::fs::write(
+        &p,
+        format!(
+            "{}\n",
+            base64::engine::general_purpose::STANDARD.encode(&key)
+        ),
+    )
+    .unwrap();
+    (p, key)
+}
+
+fn mlk_with(key: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new(BIN);
+    c.args(args).env("NO_COLOR", "1");
+    match key {
+        Some(k) => c.env("MLK_ENCRYPTION_KEY_FILE", k),
+        None => c.env_remove("MLK_ENCRYPTION_KEY_FILE"),
+    };
+    c.output().unwrap()
+}
+
+fn ok_with(key: Option<&Path>, args: &[&str]) -> String {
+    let o = mlk_with(key, args);
+    assert!(
+        o.status.success(),
+        "meterlake {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn parquet_under(dir: &Path) -> Vec<PathBuf> {
+    files_under(dir)
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "parquet"))
+        .collect()
+}
+
+fn footer_magic(p: &Path) -> Vec<u8> {
+    let b = std::fs::read(p).unwrap();
+    b[b.len() - 4..].to_vec()
+}
+
+#[test]
+fn an_encrypted_run_gives_the_same_reports_and_invoices_and_nothing_reads_without_the_key() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let (key, k) = key_file(dir.path(), "lake.key", 7, 32);
+    let (lake, out) = (dir.path().join("lake"), dir.path().join("out"));
+    ok_with(
+        Some(&key),
+        &[
+            "run",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--quiet",
+            "--output",
+            "json",
+        ],
+    );
+
+    // Every Parquet file written, in the lake and among the outputs, is encrypted.
+    let files: Vec<PathBuf> = parquet_under(&lake)
+        .into_iter()
+        .chain(parquet_under(&out))
+        .collect();
+    assert!(files.len() > 20, "{}", files.len());
+    for f in &files {
+        assert_eq!(footer_magic(f), b"PARE", "{} is not encrypted", f.display());
+    }
+
+    // The same rows as the plain run's lake, for a reader with the key.
+    let plain = rows_sorted(&read_lake(&s.lake));
+    let enc = with_keys(std::slice::from_ref(&k), || rows_sorted(&read_lake(&lake)));
+    assert_eq!(enc.len(), plain.len());
+    assert!(enc == plain, "the encrypted lake holds other rows");
+    // Without the key, arrow-rs cannot read a file (nor its statistics).
+    assert!(try_parquet_batches(&files[0]).is_err());
+
+    // The same reports (text formats; the compliance report records commit times) and
+    // the same invoices.
+    let mut compared = 0;
+    for (p, bytes) in &s.bytes {
+        let rel = p.strip_prefix(&s.out).unwrap();
+        let ext = p.extension().and_then(|e| e.to_str()).unwrap_or_default();
+        if !matches!(ext, "json" | "csv" | "md" | "html") || rel.starts_with("reports/compliance") {
+            continue;
+        }
+        let mine = std::fs::read(out.join(rel)).unwrap();
+        assert!(&mine == bytes, "{} differs with encryption", rel.display());
+        compared += 1;
+    }
+    assert!(compared >= 20, "{compared}");
+    for f in files_under(&s.out.join("invoices")) {
+        let rel = f.strip_prefix(&s.out).unwrap();
+        assert_eq!(
+            std::fs::read(out.join(rel)).unwrap(),
+            std::fs::read(&f).unwrap(),
+            "{}",
+            rel.display()
+        );
+    }
+
+    // Without the key, or with another: an error naming a file and the key it needs.
+    let id = key_id(&k);
+    let o = mlk_with(None, &["lake", "stats", "--lake", lake.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success()
+            && e.contains(&id)
+            && e.contains("no key is configured")
+            && e.contains(".parquet"),
+        "{e}"
+    );
+    let (other, ok2) = key_file(dir.path(), "other.key", 9, 16);
+    let o = mlk_with(
+        Some(&other),
+        &[
+            "usage",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--from",
+            "2026-08-01",
+            "--to",
+            "2026-11-01",
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains(&id) && e.contains(&key_id(&ok2)),
+        "{e}"
+    );
+    // A bad key file is named.
+    std::fs::write(dir.path().join("bad.key"), "c2hvcnQ=\n").unwrap();
+    let o = mlk_with(
+        Some(&dir.path().join("bad.key")),
+        &["lake", "stats", "--lake", lake.to_str().unwrap()],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("bad.key") && e.contains("16 or 32"),
+        "{e}"
+    );
+}
+
+/// (date, id, ts, tenant, user, meter, value bits, properties), sorted.
+type Full = (
+    String,
+    String,
+    i64,
+    String,
+    Option<String>,
+    String,
+    u64,
+    String,
+);
+
+fn rows_sorted(rs: &[Row]) -> Vec<Full> {
+    let mut v: Vec<Full> = rs
+        .iter()
+        .map(|r| {
+            (
+                r.date.clone(),
+                r.id.clone(),
+                r.ts,
+                r.tenant.clone(),
+                r.user.clone(),
+                r.meter.clone(),
+                r.value.to_bits(),
+                r.props.clone(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let (k1f, k1) = key_file(dir.path(), "old.key", 1, 32);
+    let (k2f, k2) = key_file(dir.path(), "new.key", 2, 32);
+    let cfg = write(
+        dir.path(),
+        "m.toml",
+        &format!(
+            "[security]\nencryption_key_file = {:?}\n",
+            k1f.display().to_string()
+        ),
+    );
+    let lake = dir.path().join("lake");
+    let events = concat!(env!("CARGO_MANIFEST_DIR"), "/data/events/events.ndjson.gz");
+    let c = cfg.to_str().unwrap();
+    ok_with(
+        None,
+        &[
+            "ingest",
+            events,
+            "--lake",
+            lake.to_str().unwrap(),
+            "--config",
+            c,
+            "--quiet",
+        ],
+    );
+    let meters = concat!(env!("CARGO_MANIFEST_DIR"), "/data/meters.toml");
+    ok_with(
+        Some(&k1f),
+        &[
+            "rollup",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--meters",
+            meters,
+            "--granularity",
+            "day",
+        ],
+    );
+    let before = with_keys(std::slice::from_ref(&k1), || rows_sorted(&read_lake(&lake)));
+    let files = parquet_under(&lake);
+    assert!(files.len() > 30);
+
+    // Killed after its first file.
+    let faults = dir.path().join("faults");
+    std::fs::write(&faults, "rekey.file=abort\n").unwrap();
+    let o = Command::new(BIN)
+        .args([
+            "lake",
+            "rekey",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--new-key-file",
+        ])
+        .arg(&k2f)
+        .args(["--config", c])
+        .env("MLK_FAULTS", &faults)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let (mut old, mut new) = (0, 0);
+    for f in parquet_under(&lake) {
+        if with_keys(std::slice::from_ref(&k2), || try_parquet_batches(&f)).is_ok() {
+            new += 1;
+        } else {
+            with_keys(std::slice::from_ref(&k1), || try_parquet_batches(&f))
+                .unwrap_or_else(|e| panic!("{} reads with neither key: {e}", f.display()));
+            old += 1;
+        }
+    }
+    assert!(new >= 1 && old >= 1, "new {new}, old {old}");
+    assert_eq!(old + new, files.len());
+    // The configuration still names the old key until the rekey finishes.
+    assert!(std::fs::read_to_string(&cfg).unwrap().contains("old.key"));
+
+    std::fs::remove_file(&faults).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&ok_with(
+        None,
+        &[
+            "lake",
+            "rekey",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--new-key-file",
+            k2f.to_str().unwrap(),
+            "--config",
+            c,
+            "--output",
+            "json",
+        ],
+    ))
+    .unwrap();
+    assert_eq!(v["already"].as_u64(), Some(new as u64), "{v}");
+    assert_eq!(v["rewritten"].as_u64(), Some(old as u64), "{v}");
+    assert_eq!(v["key_id"].as_str(), Some(key_id(&k2).as_str()));
+    // Every file under the new key, with the same rows; the configuration names it.
+    for f in parquet_under(&lake) {
+        assert!(with_keys(std::slice::from_ref(&k1), || try_parquet_batches(&f)).is_err());
+    }
+    assert_eq!(
+        with_keys(std::slice::from_ref(&k2), || rows_sorted(&read_lake(&lake))),
+        before
+    );
+    assert!(std::fs::read_to_string(&cfg).unwrap().contains("new.key"));
+    ok_with(
+        Some(&k2f),
+        &[
+            "usage",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--from",
+            "2026-08-01",
+            "--to",
+            "2026-11-01",
+        ],
+    );
+}
