@@ -528,14 +528,17 @@ impl Config {
             parse_interval("USAGE_ANALYTICS_INTERVAL", &v)?;
             self.analytics.interval = v.trim().to_string();
         }
+        // Set but empty: no key (as if unset), so a script can switch it off.
         if let Some(v) = get(crate::lake::crypto::KEY_FILE_ENV) {
-            self.security.encryption_key_file = Some(PathBuf::from(v.trim()));
+            self.security.encryption_key_file =
+                Some(PathBuf::from(v.trim())).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = get("MLK_PSEUDONYMISE_USERS") {
             self.privacy.pseudonymise_users = bool_of("MLK_PSEUDONYMISE_USERS", &v)?;
         }
         if let Some(v) = get(crate::lake::privacy::KEY_FILE_ENV) {
-            self.privacy.pseudonym_key_file = Some(PathBuf::from(v.trim()));
+            self.privacy.pseudonym_key_file =
+                Some(PathBuf::from(v.trim())).filter(|p| !p.as_os_str().is_empty());
         }
         if let Some(v) = get("USAGE_ANALYTICS_MAX_MEMORY") {
             parse_size("USAGE_ANALYTICS_MAX_MEMORY", &v)?;

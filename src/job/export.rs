@@ -204,7 +204,13 @@ pub fn export_data(lake_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<
         }
         let text = fs::read_to_string(&path).at(&path)?;
         for line in text.lines() {
-            let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+            // Sealed when a key is configured (lake::crypto::seal_line).
+            let opened = crate::lake::crypto::open_line(&path, line.as_bytes())?;
+            let line = opened
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             let record = v
                 .get("record")
                 .and_then(|r| r.as_str())

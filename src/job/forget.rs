@@ -419,10 +419,16 @@ fn scrub_quarantine(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<u64
         let mut kept = String::with_capacity(text.len());
         let mut n = 0;
         for line in text.lines() {
-            let record = serde_json::from_str::<serde_json::Value>(line)
+            // Sealed when a key is configured (lake::crypto::seal_line).
+            let opened = crate::lake::crypto::open_line(&path, line.as_bytes())?;
+            let plain = opened
+                .as_deref()
+                .map(String::from_utf8_lossy)
+                .unwrap_or_default();
+            let record = serde_json::from_str::<serde_json::Value>(&plain)
                 .ok()
                 .and_then(|v| v.get("record").and_then(|r| r.as_str()).map(str::to_string))
-                .unwrap_or_else(|| line.to_string());
+                .unwrap_or_else(|| plain.to_string());
             if quarantined_match(&record, tenant, user) {
                 n += 1;
             } else {
@@ -441,7 +447,7 @@ fn scrub_quarantine(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<u64
 /// The log directory of `meterlake serve` under the lake (`serve::wal::WAL_DIR`: a job
 /// cannot name the server's modules, so the layout is repeated here) and the lock file a
 /// running server holds in it.
-const LOG_DIR: &str = "_wal";
+pub(super) const LOG_DIR: &str = "_wal";
 const LOG_LOCK: &str = "_lock";
 
 /// Takes the server's log lock for the rest of `forget` (creating the file if missing), or
@@ -473,6 +479,11 @@ pub(super) fn lock_log(lake_dir: &Path) -> Result<fs::File> {
 /// the user's). A line that does not parse (a torn write the server drops) matches when it
 /// holds the ids as JSON strings, erring on the side of removing.
 fn logged_match(line: &[u8], tenant: &str, user: Option<&str>) -> bool {
+    // Sealed when a key is configured; a line that cannot be opened (torn) matches nothing.
+    let Ok(Some(line)) = crate::lake::crypto::open_line(Path::new(LOG_DIR), line) else {
+        return false;
+    };
+    let line = &*line;
     match serde_json::from_slice::<serde_json::Value>(line) {
         Ok(v) => {
             v.get("tenant_id").and_then(|t| t.as_str()) == Some(tenant)
@@ -494,7 +505,7 @@ fn logged_match(line: &[u8], tenant: &str, user: Option<&str>) -> bool {
 /// are in the lake, where `forget` removes them, and a rewritten copy would be committed
 /// again. Returns the events removed and the segments changed.
 /// The server's log segments (`LAKE/_wal/NNNNNNNN.wal`), oldest first.
-fn log_segments(dir: &Path) -> Result<Vec<PathBuf>> {
+pub(super) fn log_segments(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut segments: Vec<PathBuf> = Vec::new();
     if !dir.is_dir() {
         return Ok(segments);
@@ -524,11 +535,13 @@ pub(super) fn logged_events(lake: &Lake) -> Result<Vec<crate::event::UsageEvent>
         if committed.contains(checksum.as_str()) {
             continue;
         }
-        out.extend(
-            bytes
-                .split(|b| *b == b'\n')
-                .filter_map(|l| serde_json::from_slice::<crate::event::UsageEvent>(l).ok()),
-        );
+        for l in bytes.split(|b| *b == b'\n') {
+            if let Some(l) = crate::lake::crypto::open_line(&path, l)?
+                && let Ok(e) = serde_json::from_slice::<crate::event::UsageEvent>(&l)
+            {
+                out.push(e);
+            }
+        }
     }
     Ok(out)
 }

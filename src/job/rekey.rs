@@ -9,8 +9,10 @@
 //! writer may run meanwhile: `rekey` holds the lake's write lock and the server's log lock
 //! (a running server would go on writing files under the old key).
 //!
-//! Archives written by `retention --archive` and exports outside the lake keep the key
-//! they were written with.
+//! The quarantine and the server's log segments (sealed line by line, see
+//! [`crypto::seal_line`]) are resealed under the new key too, each file atomically; a
+//! segment the lake already committed is removed instead. Archives written by
+//! `retention --archive` and exports outside the lake keep the key they were written with.
 
 use std::path::{Path, PathBuf};
 
@@ -37,6 +39,11 @@ pub struct RekeySummary {
     pub already: u64,
     /// Rows rewritten.
     pub rows: u64,
+    /// Quarantined records and logged events (line-sealed files) rewritten.
+    pub lines: u64,
+    /// Server log segments already committed to the lake, removed rather than rewritten
+    /// (a rewritten copy would not be recognised as committed).
+    pub committed_segments_removed: u64,
 }
 
 /// Every Parquet file under the lake, but staged commits and temporary files.
@@ -114,7 +121,47 @@ pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
     }
     s.rewritten = rows.len() as u64;
     s.rows = rows.iter().sum();
+    // The line-sealed files: the quarantine, and the server's log segments not committed.
+    for q in lake.quarantine_files() {
+        let p = lake.root().join(q);
+        if p.is_file() {
+            s.lines += reseal(&p)?;
+        }
+    }
+    let committed: std::collections::HashSet<&str> = lake.ingested_inputs().into_keys().collect();
+    let wal = lake.root().join(super::forget::LOG_DIR);
+    for seg in super::forget::log_segments(&wal)? {
+        let bytes = std::fs::read(&seg).at(&seg)?;
+        let sum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
+        if committed.contains(sum.as_str()) {
+            std::fs::remove_file(&seg).at(&seg)?;
+            s.committed_segments_removed += 1;
+        } else {
+            s.lines += reseal(&seg)?;
+        }
+    }
+    crate::lake::sync_dir(&wal).or_else(|e| if wal.is_dir() { Err(e) } else { Ok(()) })?;
     Ok(s)
+}
+
+/// Rewrites a file of sealed (or plain) lines under the write key, atomically; a line
+/// that does not open (a torn append, never acknowledged) is dropped. Returns the lines.
+fn reseal(path: &Path) -> Result<u64> {
+    let bytes = std::fs::read(path).at(path)?;
+    let mut out = Vec::with_capacity(bytes.len() + bytes.len() / 3);
+    let mut n = 0;
+    for line in bytes.split(|b| *b == b'\n') {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(plain) = crypto::open_line(path, line)? {
+            out.extend_from_slice(&crypto::seal_line(&plain)?);
+            out.push(b'\n');
+            n += 1;
+        }
+    }
+    crate::stage::tables::atomic_write(path, &out)?;
+    Ok(n)
 }
 
 /// Points the configuration file at the new key file: the `encryption_key_file` line of

@@ -218,6 +218,103 @@ pub fn rewrite(path: &Path, tmp: &Path) -> Result<u64> {
     written
 }
 
+/// The start of a line sealed by [`seal_line`].
+pub const LINE_PREFIX: &str = "mlk-aes-gcm:";
+
+fn aead_key(k: &Key) -> ring::aead::LessSafeKey {
+    let alg = if k.bytes.len() == 16 {
+        &ring::aead::AES_128_GCM
+    } else {
+        &ring::aead::AES_256_GCM
+    };
+    ring::aead::LessSafeKey::new(
+        ring::aead::UnboundKey::new(alg, &k.bytes).expect("keys have 16 or 32 bytes"),
+    )
+}
+
+/// Seals one line of text (a quarantined record, a logged event) with the write key:
+/// `mlk-aes-gcm:KEYID:` and the base64 of a random 96-bit nonce, the AES-GCM ciphertext and
+/// its tag, still one line. Unchanged when no key is configured. The quarantine and the
+/// server's log hold raw records as NDJSON, appended line by line (and cut back to whole
+/// lines after a crash), so they are encrypted line by line rather than as Parquet.
+pub fn seal_line(line: &[u8]) -> Result<Vec<u8>> {
+    let Some(k) = ring().write.clone() else {
+        return Ok(line.to_vec());
+    };
+    let mut nonce = [0u8; 12];
+    getrandom::fill(&mut nonce).map_err(|e| Error::Model(format!("random nonce: {e}")))?;
+    let mut buf = line.to_vec();
+    aead_key(&k)
+        .seal_in_place_append_tag(
+            ring::aead::Nonce::assume_unique_for_key(nonce),
+            ring::aead::Aad::from(k.id.as_bytes()),
+            &mut buf,
+        )
+        .map_err(|_| Error::Model("encrypting a line failed".into()))?;
+    let mut sealed = nonce.to_vec();
+    sealed.extend_from_slice(&buf);
+    let mut out = format!("{LINE_PREFIX}{}:", k.id).into_bytes();
+    out.extend_from_slice(
+        base64::engine::general_purpose::STANDARD
+            .encode(&sealed)
+            .as_bytes(),
+    );
+    Ok(out)
+}
+
+/// Opens a line sealed by [`seal_line`] with the key it names (a plain line is returned as
+/// it is). `None`: sealed, but torn or altered (the tag does not match). An unknown key is
+/// an error naming it, with `path`.
+pub fn open_line<'a>(path: &Path, line: &'a [u8]) -> Result<Option<std::borrow::Cow<'a, [u8]>>> {
+    let Some(rest) = line.strip_prefix(LINE_PREFIX.as_bytes()) else {
+        return Ok(Some(std::borrow::Cow::Borrowed(line)));
+    };
+    let Some(colon) = rest.iter().position(|b| *b == b':') else {
+        return Ok(None);
+    };
+    let (id, body) = (&rest[..colon], &rest[colon + 1..]);
+    let keys = ring().read.clone();
+    let Some(k) = keys.iter().find(|k| k.id.as_bytes() == id) else {
+        let id = String::from_utf8_lossy(id);
+        return Err(parquet_err(
+            path,
+            if keys.is_empty() {
+                format!(
+                    "encrypted with key {id}, and no key is configured (security.encryption_key_file or {KEY_FILE_ENV})"
+                )
+            } else {
+                format!(
+                    "encrypted with key {id}, not with the configured key {}",
+                    keys.iter()
+                        .map(|k| k.id.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            },
+        ));
+    };
+    let Ok(mut sealed) = base64::engine::general_purpose::STANDARD.decode(body) else {
+        return Ok(None);
+    };
+    if sealed.len() < 12 + 16 {
+        return Ok(None);
+    }
+    let nonce: [u8; 12] = sealed[..12].try_into().expect("12 bytes");
+    let mut ct = sealed.split_off(12);
+    match aead_key(k).open_in_place(
+        ring::aead::Nonce::assume_unique_for_key(nonce),
+        ring::aead::Aad::from(k.id.as_bytes()),
+        &mut ct,
+    ) {
+        Ok(plain) => {
+            let n = plain.len();
+            ct.truncate(n);
+            Ok(Some(std::borrow::Cow::Owned(ct)))
+        }
+        Err(_) => Ok(None),
+    }
+}
+
 /// Finds a file's key by the id in its footer; a miss names the id.
 struct Retriever(Vec<Key>);
 

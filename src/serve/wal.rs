@@ -160,7 +160,13 @@ pub fn read_segment(path: &Path) -> Result<SegmentRead> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match serde_json::from_slice::<Logged>(line) {
+        // Sealed when a key is configured; a sealed line that does not open is torn.
+        let opened = crate::lake::crypto::open_line(path, line)?;
+        let parsed = match &opened {
+            Some(l) => serde_json::from_slice::<Logged>(l).map_err(|e| e.to_string()),
+            None => Err("a sealed record that does not open".to_string()),
+        };
+        match parsed {
             Ok(l) => out.records.push(l),
             Err(e) => {
                 tracing::warn!(path = %path.display(), line = i + 1, "skipping a torn record (never acknowledged): {e}");
@@ -394,7 +400,9 @@ impl Ingress {
         }
         let mut buf = Vec::with_capacity(fresh.len() * 200);
         for l in &fresh {
-            serde_json::to_writer(&mut buf, l).map_err(|e| Error::Render(e.to_string()))?;
+            let line = serde_json::to_vec(l).map_err(|e| Error::Render(e.to_string()))?;
+            // Sealed (AES-GCM, one line each) when a key is configured: lake::crypto.
+            buf.extend_from_slice(&crate::lake::crypto::seal_line(&line)?);
             buf.push(b'\n');
         }
         if self.torn {

@@ -119,6 +119,44 @@ fn an_encrypted_run_gives_the_same_reports_and_invoices_and_nothing_reads_withou
         );
     }
 
+    // The quarantine holds sealed lines only, and they open: an access request finds the
+    // tenant's rejected records as on the plain lake.
+    let q = std::fs::read_to_string(lake.join("quarantine/00000001.ndjson")).unwrap();
+    assert!(q.lines().count() > 100);
+    assert!(
+        q.lines()
+            .all(|l| l.starts_with(&format!("mlk-aes-gcm:{}:", key_id(&k))))
+    );
+    assert!(!q.contains("acme-001"));
+    let export = |lake: &Path, out: &Path, key: Option<&Path>| -> serde_json::Value {
+        serde_json::from_str(&ok_with(
+            key,
+            &[
+                "export",
+                "data",
+                "--lake",
+                lake.to_str().unwrap(),
+                "--tenant",
+                "acme-001",
+                "--out",
+                out.to_str().unwrap(),
+                "--output",
+                "json",
+            ],
+        ))
+        .unwrap()
+    };
+    let plain_lake = dir.path().join("plain-copy");
+    copy_dir(&s.lake, &plain_lake);
+    let (e1, e2) = (
+        export(&lake, &dir.path().join("x1"), Some(&key)),
+        export(&plain_lake, &dir.path().join("x2"), None),
+    );
+    for f in ["events", "quarantined"] {
+        assert_eq!(e1[f], e2[f], "{f}");
+    }
+    assert!(e1["quarantined"].as_u64().unwrap() > 0);
+
     // Without the key, or with another: an error naming a file and the key it needs.
     let id = key_id(&k);
     let o = mlk_with(None, &["lake", "stats", "--lake", lake.to_str().unwrap()]);
@@ -299,6 +337,13 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
         before
     );
     assert!(std::fs::read_to_string(&cfg).unwrap().contains("new.key"));
+    // The quarantine was resealed under the new key.
+    let q = std::fs::read_to_string(lake.join("quarantine/00000001.ndjson")).unwrap();
+    assert!(q.lines().count() > 100);
+    assert!(
+        q.lines()
+            .all(|l| l.starts_with(&format!("mlk-aes-gcm:{}:", key_id(&k2))))
+    );
     ok_with(
         Some(&k2f),
         &[
@@ -311,4 +356,47 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
             "2026-11-01",
         ],
     );
+}
+
+#[test]
+fn the_servers_log_is_sealed_and_its_events_reach_the_lake_encrypted() {
+    use crate::serve::{Server, call, key};
+    let dir = tempfile::tempdir().unwrap();
+    let (kf, k) = key_file(dir.path(), "lake.key", 5, 16);
+    let lake = dir.path().join("lake");
+    std::fs::create_dir_all(&lake).unwrap();
+    let admin = key(&lake, None);
+    let s = Server::start_env(
+        &lake,
+        &["--flush-ms", "600000"],
+        &[("MLK_ENCRYPTION_KEY_FILE", kf.to_str().unwrap())],
+    );
+    let body: Vec<String> = (0..20)
+        .map(|i| format!(r#"{{"id":"w-{i}","ts":"2026-09-01T00:00:{i:02}Z","tenant_id":"acme-001","user_id":"u{}","meter":"api_calls"}}"#, i % 3))
+        .collect();
+    let (st, v, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/track", s.base),
+        Some(&admin),
+        Some(&format!("[{}]", body.join(","))),
+    );
+    assert_eq!(st, 202, "{v}");
+    let logged: String = files_under(&lake.join("_wal"))
+        .iter()
+        .filter(|p| p.extension().is_some_and(|x| x == "wal"))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    assert_eq!(logged.lines().count(), 20);
+    assert!(
+        logged
+            .lines()
+            .all(|l| l.starts_with(&format!("mlk-aes-gcm:{}:", key_id(&k))))
+    );
+    assert!(!logged.contains("acme-001"));
+    s.stop();
+    for f in parquet_under(&lake) {
+        assert_eq!(footer_magic(&f), b"PARE", "{}", f.display());
+    }
+    let rows = with_keys(std::slice::from_ref(&k), || read_lake(&lake));
+    assert_eq!(rows.len(), 20);
 }

@@ -292,7 +292,10 @@ impl Txn {
         };
         let w = self.quarantine.as_mut().expect("just opened");
         let p = self.stage.join(Lake::quarantine_path(self.seq));
-        serde_json::to_writer(&mut *w, &q).map_err(|e| Error::io(&p, e.into()))?;
+        let line = serde_json::to_vec(&q).map_err(|e| Error::io(&p, e.into()))?;
+        // Sealed (AES-GCM, one line each) when a key is configured: lake::crypto.
+        let line = crate::lake::crypto::seal_line(&line)?;
+        w.write_all(&line).at(&p)?;
         w.write_all(b"\n").at(&p)
     }
 
