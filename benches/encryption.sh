@@ -36,5 +36,6 @@ for line in sys.stdin:
     t[(what, mode)].append(float(s))
 for what in dict.fromkeys(w for w, _ in t):
     p, e = statistics.median(t[(what, "plain")]), statistics.median(t[(what, "encrypted")])
-    print(f"{what:12} plain {p:7.3f} s  encrypted {e:7.3f} s  ratio {e / p:.2f}  ({len(t[(what, "plain")])} runs each)")
+    n = len(t[(what, "plain")])
+    print(f"{what:12} plain {p:7.3f} s  encrypted {e:7.3f} s  ratio {e / p:.2f}  ({n} runs each)")
 '

@@ -303,10 +303,11 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => println!(
-            "restored {} of {} archived events ({} already in the lake) into {} partitions; {} rollups refreshed; {}",
+            "restored {} of {} archived events ({} already in the lake, {} of forgotten tenants or users left out) into {} partitions; {} rollups refreshed; {}",
             s.restored,
             s.read,
             s.duplicates,
+            s.forgotten,
             s.partitions.len(),
             s.rollups_refreshed,
             s.commit

@@ -28,27 +28,129 @@ pub(crate) struct Bad {
 }
 
 impl Bad {
-    /// The record as the quarantine keeps it when user ids are pseudonymised: with every
-    /// occurrence of its user id (as text and as a JSON string body) replaced by the
-    /// pseudonym, or nothing at all when it could not be parsed far enough to know its
-    /// user id. `None`: drop the record's text.
-    pub fn scrubbed(&self, p: &crate::lake::privacy::Pseudonymiser) -> Option<String> {
-        match &self.mapped {
-            None => None,
-            Some(None) => Some(self.raw.clone()),
-            Some(Some(u)) if u.is_empty() => Some(self.raw.clone()),
-            Some(Some(u)) => {
-                let alias = p.pseudonym(u);
-                let mut out = self.raw.replace(u.as_str(), &alias);
-                // A JSON record may spell the id with escapes.
-                let escaped = serde_json::to_string(u).expect("a string serialises");
-                let body = &escaped[1..escaped.len() - 1];
-                if body != u {
-                    out = out.replace(body, &alias);
-                }
-                Some(out)
+    /// The record and the reason as the quarantine keeps them when user ids are
+    /// pseudonymised. The record is parsed as what it is (a JSON object, or one CSV line)
+    /// and every value that is the user id, or names it as a whole id in longer text, is
+    /// replaced by the pseudonym, so no other field is touched (`u1` in `acme-u1` or `u12`
+    /// stays). The record is withheld (`None`) when it could not be read far enough to know
+    /// its user id, when it cannot be re-parsed, or when it has a user field whose value
+    /// could not be read as an id. The reason, which may echo the rejected value, is
+    /// scrubbed the same way.
+    pub fn scrubbed(&self, p: &crate::lake::privacy::Pseudonymiser) -> (Option<String>, String) {
+        let reason = match &self.mapped {
+            Some(Some(u)) if !u.is_empty() => {
+                scrub_text(&self.rejection.reason, u, &p.pseudonym(u))
             }
+            _ => self.rejection.reason.clone(),
+        };
+        let record = match &self.mapped {
+            None => None,
+            Some(user) => {
+                let user = user.as_deref().filter(|u| !u.is_empty());
+                let alias = user.map(|u| p.pseudonym(u));
+                scrub_record(&self.raw, user.zip(alias.as_deref()))
+            }
+        };
+        (record, reason)
+    }
+}
+
+/// `text` with the user id, as written or as JSON or Rust escape it, replaced wherever it
+/// stands as a whole id.
+fn scrub_text(text: &str, user: &str, alias: &str) -> String {
+    let mut out = crate::lake::privacy::replace_whole_id(text, user, alias);
+    let json = serde_json::to_string(user).unwrap_or_default();
+    let debug = format!("{user:?}");
+    for quoted in [json, debug] {
+        if let Some(inner) = quoted.strip_prefix('"').and_then(|q| q.strip_suffix('"'))
+            && inner != user
+        {
+            out = crate::lake::privacy::replace_whole_id(&out, inner, alias);
         }
+    }
+    out
+}
+
+/// A rejected record with its user id replaced ([`Bad::scrubbed`]); `user` is (id, alias),
+/// none when the record has no user id. `None` when the record must be withheld.
+fn scrub_record(raw: &str, user: Option<(&str, &str)>) -> Option<String> {
+    if raw.trim_start().starts_with('{') {
+        let read: serde_json::Value = serde_json::from_str(raw).ok()?;
+        let mut v = read.clone();
+        if !scrub_json(&mut v, user) {
+            return None;
+        }
+        // Untouched records are kept byte for byte.
+        return if v == read {
+            Some(raw.to_string())
+        } else {
+            serde_json::to_string(&v).ok()
+        };
+    }
+    let mut r = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .from_reader(raw.as_bytes());
+    let mut rec = csv::StringRecord::new();
+    if !r.read_record(&mut rec).ok()? {
+        return Some(String::new());
+    }
+    let cells: Vec<String> = rec
+        .iter()
+        .map(|c| match user {
+            Some((u, a)) if c == u => a.to_string(),
+            Some((u, a)) => scrub_text(c, u, a),
+            None => c.to_string(),
+        })
+        .collect();
+    let mut w = csv::WriterBuilder::new()
+        .terminator(csv::Terminator::Any(b'\n'))
+        .from_writer(Vec::new());
+    w.write_record(&cells).ok()?;
+    let mut out = String::from_utf8(w.into_inner().ok()?).ok()?;
+    if out.ends_with('\n') && !raw.ends_with('\n') {
+        out.pop();
+    }
+    Some(out)
+}
+
+/// Replaces the user id in every value of a JSON record (strings equal to it or naming it,
+/// numbers spelling it); false when a user field holds something that is not an id, so the
+/// record must be withheld.
+fn scrub_json(v: &mut serde_json::Value, user: Option<(&str, &str)>) -> bool {
+    use serde_json::Value;
+    match v {
+        Value::String(s) => {
+            if let Some((u, a)) = user {
+                *s = if s == u {
+                    a.to_string()
+                } else {
+                    scrub_text(s, u, a)
+                };
+            }
+            true
+        }
+        Value::Number(n) => {
+            if let Some((u, a)) = user
+                && n.to_string() == u
+            {
+                *v = Value::String(a.to_string());
+            }
+            true
+        }
+        Value::Array(xs) => xs.iter_mut().all(|x| scrub_json(x, user)),
+        Value::Object(m) => m.iter_mut().all(|(k, x)| {
+            // A user field must hold the id that was read (or nothing): anything else is a
+            // raw id the record would leak.
+            let is_user = |x: &Value| match (x, user) {
+                (Value::Null, _) => true,
+                (Value::String(s), None) => s.is_empty(),
+                (Value::String(s), Some((u, _))) => s == u,
+                (Value::Number(n), Some((u, _))) => n.to_string() == u,
+                _ => false,
+            };
+            (k != "user_id" || is_user(x)) && scrub_json(x, user)
+        }),
+        _ => true,
     }
 }
 
@@ -472,6 +574,69 @@ mod tests {
     use super::*;
     use crate::ingest::source::Pooled;
     use proptest::prelude::*;
+
+    fn bad(raw: &str, user: Option<Option<&str>>, reason: &str) -> Bad {
+        Bad {
+            line: 1,
+            rejection: Rejection {
+                field: "meter".into(),
+                reason: reason.into(),
+            },
+            raw: raw.into(),
+            mapped: user.map(|u| u.map(str::to_string)),
+        }
+    }
+
+    #[test]
+    fn scrubbing_replaces_the_user_id_and_nothing_else() {
+        let p = crate::lake::privacy::Pseudonymiser::new(&[7; 16]).unwrap();
+        let a = p.pseudonym("u1");
+        // JSON: the user field and whole-id mentions; not the tenant or a longer id.
+        let (r, why) = bad(
+            r#"{"id":"e-u1x","tenant_id":"acme-u1","user_id":"u1","meter":"","properties":{"by":"u1","peer":"u12","note":"sent by u1."}}"#,
+            Some(Some("u1")),
+            r#"meter "" is empty (user u1)"#,
+        )
+        .scrubbed(&p);
+        let v: serde_json::Value = serde_json::from_str(&r.unwrap()).unwrap();
+        assert_eq!(v["user_id"], a.as_str());
+        assert_eq!(v["tenant_id"], "acme-u1");
+        assert_eq!(v["id"], "e-u1x");
+        assert_eq!(v["properties"]["by"], a.as_str());
+        assert_eq!(v["properties"]["peer"], "u12");
+        assert_eq!(v["properties"]["note"], format!("sent by {a}."));
+        assert_eq!(why, format!(r#"meter "" is empty (user {a})"#));
+        // A numeric id is replaced by the pseudonym of its text.
+        let (r, _) = bad(
+            r#"{"user_id":42,"value":42.5,"n":420}"#,
+            Some(Some("42")),
+            "x",
+        )
+        .scrubbed(&p);
+        let v: serde_json::Value = serde_json::from_str(&r.unwrap()).unwrap();
+        assert_eq!(v["user_id"], p.pseudonym("42").as_str());
+        assert_eq!(
+            (v["value"].as_f64(), v["n"].as_u64()),
+            (Some(42.5), Some(420))
+        );
+        // CSV: the cell, with quoting kept valid.
+        let (r, _) = bad(r#"e1,acme-u1,u1,"a, b",u12"#, Some(Some("u1")), "x").scrubbed(&p);
+        assert_eq!(r.unwrap(), format!(r#"e1,acme-u1,{a},"a, b",u12"#));
+        // A user field that was not read as an id, or a record not read at all: withheld.
+        assert_eq!(
+            bad(r#"{"user_id":{"raw":"u1"}}"#, Some(None), "x")
+                .scrubbed(&p)
+                .0,
+            None
+        );
+        assert_eq!(
+            bad(r#"{"user_id":"u1","x":1"#, None, "x").scrubbed(&p).0,
+            None
+        );
+        // No user at all: kept as is.
+        let (r, _) = bad(r#"{"user_id":null,"meter":""}"#, Some(None), "x").scrubbed(&p);
+        assert_eq!(r.unwrap(), r#"{"user_id":null,"meter":""}"#);
+    }
 
     /// Each record's outcome, in input order: the event and key, or the line and reason.
     fn outcomes(p: &Parsed, first_line: u64, lines: usize) -> Vec<String> {

@@ -106,7 +106,7 @@ pub fn ingest(root: &Path, inputs: &[PathBuf], opts: &IngestOptions) -> Result<I
     }
     let mut lake = Lake::open_for_write(root)?;
     // Raw and pseudonymised user ids never mix in one lake.
-    crate::lake::privacy::check_writer(root, !lake.data_files().is_empty(), opts.limits.pseudonym)?;
+    crate::lake::privacy::check_writer(root, lake.holds_records(), opts.limits.pseudonym)?;
     let mut summary = IngestSummary::default();
     let done: std::collections::HashMap<String, u64> = lake
         .ingested_inputs()

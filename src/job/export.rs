@@ -28,7 +28,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::forget::{derived_files, logged_events, mentions_id, quarantined_match};
+use super::forget::{derived_files, mentions_id, quarantined_match, read_log, uncommitted};
 use crate::error::{Error, IoContext, Result};
 use crate::event::UsageEvent;
 use crate::lake::{Lake, read_events};
@@ -133,6 +133,9 @@ pub fn export_data(lake_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<
             ),
         });
     }
+    // The server's log first, then the lake: an event it commits meanwhile is in one or
+    // the other (and counted once), never missed.
+    let log = read_log(lake_dir)?;
     let lake = Lake::open(lake_dir)?;
     let what = match &opts.user {
         Some(u) => format!("export data user={u}"),
@@ -184,7 +187,7 @@ pub fn export_data(lake_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<
         .iter()
         .map(|e| (e.tenant_id.clone(), e.id.clone()))
         .collect();
-    let logged: Vec<UsageEvent> = logged_events(&lake)?
+    let logged: Vec<UsageEvent> = uncommitted(&lake, log)
         .into_iter()
         .filter(|e| matches(e) && !seen.contains(&(e.tenant_id.clone(), e.id.clone())))
         .collect();

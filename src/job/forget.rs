@@ -34,7 +34,8 @@ use serde::Serialize;
 
 use super::retention::partition_dirs;
 use crate::error::{Error, IoContext, Result};
-use crate::lake::{Audit, Commit, CommitKind, DataFile, Lake, read_events, write_events};
+use crate::lake::privacy::{replace_whole_id, whole_id_matches};
+use crate::lake::{Audit, Commit, CommitKind, DataFile, Lake, Subject, read_events, write_events};
 use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
 use crate::stage::tables;
 
@@ -197,6 +198,10 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
                 s.log_segments.len(),
                 s.stored_reports.len()
             ),
+            subject: Some(Subject {
+                tenant: opts.tenant.clone(),
+                user: opts.user.clone(),
+            }),
         }),
         ..Commit::new(seq, CommitKind::Forget)
     })?;
@@ -248,50 +253,6 @@ pub(super) fn derived_files(lake_dir: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
-}
-
-/// Characters that continue an id in free text: an occurrence of an id next to one is part
-/// of a longer id (`u1` in `u12`, `user-u1`), not the id.
-fn continues_id(c: char) -> bool {
-    c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+')
-}
-
-/// Byte offsets of the whole-id occurrences of `id` in `text`: not preceded by a character
-/// that continues an id, nor followed by one (a `.` ending a sentence does not: `u1.` is
-/// `u1`, `u1.5` is not).
-fn whole_id_matches(text: &str, id: &str) -> Vec<usize> {
-    let mut out = Vec::new();
-    if id.is_empty() {
-        return out;
-    }
-    for (i, _) in text.match_indices(id) {
-        let before = text[..i].chars().next_back();
-        let mut after = text[i + id.len()..].chars();
-        let next = after.next();
-        let whole_before = before.is_none_or(|c| !continues_id(c));
-        let whole_after = match next {
-            None => true,
-            Some('.') => after.next().is_none_or(|c| !continues_id(c)),
-            Some(c) => !continues_id(c),
-        };
-        if whole_before && whole_after {
-            out.push(i);
-        }
-    }
-    out
-}
-
-/// `text` with every whole-id occurrence of `id` ([`whole_id_matches`]) replaced by `with`.
-fn replace_whole_id(text: &str, id: &str, with: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut last = 0;
-    for i in whole_id_matches(text, id) {
-        out.push_str(&text[last..i]);
-        out.push_str(with);
-        last = i + id.len();
-    }
-    out.push_str(&text[last..]);
-    out
 }
 
 /// Whether `text` mentions `id` as a whole id, as is or escaped as JSON or HTML write it.
@@ -447,7 +408,7 @@ fn scrub_quarantine(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<u64
 /// The log directory of `meterlake serve` under the lake (`serve::wal::WAL_DIR`: a job
 /// cannot name the server's modules, so the layout is repeated here) and the lock file a
 /// running server holds in it.
-pub(super) const LOG_DIR: &str = "_wal";
+pub(super) const LOG_DIR: &str = crate::lake::SERVER_LOG_DIR;
 const LOG_LOCK: &str = "_lock";
 
 /// Takes the server's log lock for the rest of `forget` (creating the file if missing), or
@@ -524,26 +485,43 @@ pub(super) fn log_segments(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(segments)
 }
 
-/// Events the server acknowledged and logged but has not committed to the lake: those of
-/// every segment not consumed by a commit (a torn last line, never acknowledged, skipped).
-pub(super) fn logged_events(lake: &Lake) -> Result<Vec<crate::event::UsageEvent>> {
-    let committed: HashSet<&str> = lake.ingested_inputs().into_keys().collect();
+/// Every log segment's events (a torn last line, never acknowledged, skipped), with the segment's checksum (what a commit that consumed
+/// it records). Read before the lake is opened, a segment the server commits meanwhile is
+/// found either here or in the lake's snapshot, never in neither.
+pub(super) fn read_log(lake_dir: &Path) -> Result<Vec<(String, Vec<crate::event::UsageEvent>)>> {
     let mut out = Vec::new();
-    for path in log_segments(&lake.root().join(LOG_DIR))? {
-        let bytes = fs::read(&path).at(&path)?;
+    for path in log_segments(&lake_dir.join(LOG_DIR))? {
+        let bytes = match fs::read(&path) {
+            Ok(b) => b,
+            // Committed and removed by the server since it was listed.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(crate::error::Error::io(&path, e)),
+        };
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
-        if committed.contains(checksum.as_str()) {
-            continue;
-        }
+        let mut events = Vec::new();
         for l in bytes.split(|b| *b == b'\n') {
             if let Some(l) = crate::lake::crypto::open_line(&path, l)?
                 && let Ok(e) = serde_json::from_slice::<crate::event::UsageEvent>(&l)
             {
-                out.push(e);
+                events.push(e);
             }
         }
+        out.push((checksum, events));
     }
     Ok(out)
+}
+
+/// The events of the segments (from [`read_log`]) that the lake has not committed.
+pub(super) fn uncommitted(
+    lake: &Lake,
+    segments: Vec<(String, Vec<crate::event::UsageEvent>)>,
+) -> Vec<crate::event::UsageEvent> {
+    let committed: HashSet<&str> = lake.ingested_inputs().into_keys().collect();
+    segments
+        .into_iter()
+        .filter(|(sum, _)| !committed.contains(sum.as_str()))
+        .flat_map(|(_, e)| e)
+        .collect()
 }
 
 fn scrub_log(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<(u64, Vec<String>)> {

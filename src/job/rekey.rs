@@ -74,8 +74,28 @@ fn parquet_files(root: &Path) -> Result<Vec<PathBuf>> {
 /// `old`).
 pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
     let _log = super::forget::lock_log(lake_dir)?;
-    let lake = Lake::open_for_write(lake_dir)?;
+    let lake = Lake::open_for_write_any_key(lake_dir)?;
+    // The lake's marker must name a key this rekey reads with; it names the new key from
+    // now on, so a writer still configured with the old key is refused rather than adding
+    // files the rekey has already passed.
+    if let Some(want) = crypto::lake_key_id(lake_dir)?
+        && want != new.id()
+        && !old.iter().any(|k| k.id() == want)
+    {
+        return Err(crate::error::Error::InvalidParameter {
+            name: "security.encryption_key_file",
+            reason: format!(
+                "the lake {} is encrypted with key {want} ({}), which is neither the configured key ({}) \
+                 nor the new one ({}): configure the lake's current key to rekey it",
+                lake_dir.display(),
+                crypto::MARKER_FILE,
+                old.first().map_or("none", |k| k.id()),
+                new.id()
+            ),
+        });
+    }
     crypto::use_keys(Some(new.clone()), old);
+    crypto::mark_lake(lake_dir, new.id())?;
     let files = parquet_files(lake.root())?;
     let mut s = RekeySummary {
         key_id: new.id().to_string(),

@@ -9,6 +9,11 @@
 //! reader sees all of it or none, and every later stage recomputes exactly those days; the
 //! rollups already in the lake are brought up to date before `restore` returns.
 //!
+//! What `forget` erased stays erased: an archived event of a tenant, or of a user, that a
+//! `forget` commit names is not restored (counted as `forgotten`). On a pseudonymised lake
+//! the archive holds pseudonyms already (it holds the lake's own files); an archive with
+//! raw user ids in a pseudonymised lake is refused rather than mixed in.
+//!
 //! The restored events' dedup keys are added to the index (keyed by tenant and id, as an
 //! ingest keys an event with no CloudEvents `source`), so re-ingesting the same events
 //! afterwards finds them. The archive itself is only read.
@@ -24,7 +29,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::event::UsageEvent;
 use crate::lake::keys::write_key_file;
 use crate::lake::{
-    Audit, Commit, CommitKind, DataFile, EVENTS_DIR, Lake, read_events, write_events,
+    Audit, Commit, CommitKind, DataFile, EVENTS_DIR, Lake, Subject, read_events, write_events,
 };
 use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
 
@@ -54,6 +59,8 @@ pub struct RestoreSummary {
     pub restored: u64,
     /// Events skipped because the lake (or the archive, earlier) already held them.
     pub duplicates: u64,
+    /// Events skipped because `forget` erased their tenant or user after they were archived.
+    pub forgotten: u64,
     /// Days restored into.
     pub partitions: Vec<String>,
     /// Rollups brought up to date.
@@ -132,17 +139,19 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
     let stage = lake.stage_dir(seq)?;
     let root = lake.root().to_path_buf();
     let lake_files = lake.data_files();
+    let erased = forgotten_subjects(&lake)?;
+    let pseudonymised = crate::lake::privacy::lake_key_id(lake_dir)?.is_some();
     // Per day: read the archive and the lake's files of that day, keep what is new.
-    let per_day: Vec<(String, u64, Vec<UsageEvent>)> = days
+    let per_day: Vec<(String, u64, u64, Vec<UsageEvent>)> = days
         .par_iter()
-        .map(|(day, files)| -> Result<(String, u64, Vec<UsageEvent>)> {
+        .map(|(day, files)| -> Result<(String, u64, u64, Vec<UsageEvent>)> {
             let mut held: HashSet<(String, String)> = HashSet::new();
             for f in lake_files.iter().filter(|f| f.date == *day) {
                 for e in read_events(&root.join(&f.path))? {
                     held.insert((e.tenant_id, e.id));
                 }
             }
-            let mut read = 0u64;
+            let (mut read, mut gone) = (0u64, 0u64);
             let mut new = Vec::new();
             for f in files {
                 for e in read_events(f)? {
@@ -158,20 +167,38 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
                             ),
                         });
                     }
+                    if pseudonymised
+                        && e.user_id.as_deref().is_some_and(|u| !crate::lake::privacy::is_pseudonym(u))
+                    {
+                        return Err(Error::BadInput {
+                            path: f.clone(),
+                            reason: format!(
+                                "event {} of tenant {} has a raw user id, and the lake keeps pseudonyms only; \
+                                 this archive predates pseudonymisation (restore it into a lake without [privacy], \
+                                 or re-ingest its events through `ingest`, which pseudonymises them)",
+                                e.id, e.tenant_id
+                            ),
+                        });
+                    }
+                    if erased.iter().any(|s| s.covers(&e.tenant_id, e.user_id.as_deref())) {
+                        gone += 1;
+                        continue;
+                    }
                     if held.insert((e.tenant_id.clone(), e.id.clone())) {
                         new.push(e);
                     }
                 }
             }
-            Ok((day.clone(), read, new))
+            Ok((day.clone(), read, gone, new))
         })
         .collect::<Result<Vec<_>>>()?;
     let mut added = Vec::new();
     let mut keys = Vec::new();
     let mut partitions = BTreeSet::new();
-    for (n, (day, read, events)) in per_day.into_iter().enumerate() {
+    for (n, (day, read, gone, events)) in per_day.into_iter().enumerate() {
         s.read += read;
-        s.duplicates += read - events.len() as u64;
+        s.forgotten += gone;
+        s.duplicates += read - gone - events.len() as u64;
         if events.is_empty() {
             continue;
         }
@@ -216,13 +243,15 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
             target: format!("events {span} from {}", opts.archive.display()),
             rows: s.restored,
             detail: format!(
-                "{} archived files read, {} events; {} restored into {} partitions, {} already in the lake",
+                "{} archived files read, {} events; {} restored into {} partitions, {} already in the lake, {} of forgotten tenants or users left out",
                 s.archived_files,
                 s.read,
                 s.restored,
                 s.partitions.len(),
-                s.duplicates
+                s.duplicates,
+                s.forgotten
             ),
+            subject: None,
         }),
         ..Commit::new(seq, CommitKind::Restore)
     })?;
@@ -236,4 +265,31 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
         }
     }
     Ok(s)
+}
+
+/// Whose data `forget` erased, from the lake's history: the structured subject of each
+/// forget commit, or, for commits written before it was recorded, its `tenant=T[ user=U]`
+/// target.
+fn forgotten_subjects(lake: &Lake) -> Result<Vec<Subject>> {
+    Ok(lake
+        .history()?
+        .into_iter()
+        .filter_map(|c| c.audit)
+        .filter(|a| a.action == "forget")
+        .filter_map(|a| {
+            a.subject.or_else(|| {
+                let t = a.target.strip_prefix("tenant=")?;
+                Some(match t.split_once(" user=") {
+                    Some((t, u)) => Subject {
+                        tenant: t.into(),
+                        user: Some(u.into()),
+                    },
+                    None => Subject {
+                        tenant: t.into(),
+                        user: None,
+                    },
+                })
+            })
+        })
+        .collect())
 }

@@ -163,6 +163,7 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
                     )
                 }
             ),
+            subject: None,
         }),
         ..Commit::new(seq, CommitKind::Retention)
     })?;

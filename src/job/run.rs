@@ -329,6 +329,7 @@ impl<'a> Job<'a> {
     fn open_lake(&mut self) -> Result<Lake> {
         let lake_dir = self.lake_dir();
         let lake = Lake::open(lake_dir)?;
+        lake.check_writer()?;
         if lake.data_files().is_empty() {
             return Err(Error::InvalidParameter {
                 name: "paths.inputs",

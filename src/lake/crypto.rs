@@ -124,6 +124,69 @@ pub fn use_keys(write: Option<Key>, also_read: Vec<Key>) {
     *r = Some(Arc::new(Ring::new(write, also_read)));
 }
 
+/// The file, at the lake root, naming the key the lake is encrypted with.
+pub const MARKER_FILE: &str = "_encryption.json";
+
+/// What `_encryption.json` holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Marker {
+    key_id: String,
+}
+
+/// The id of the key a lake's files are (being) written with, if it is encrypted.
+pub fn lake_key_id(lake: &Path) -> Result<Option<String>> {
+    let path = lake.join(MARKER_FILE);
+    match fs::read_to_string(&path) {
+        Ok(text) => serde_json::from_str::<Marker>(&text)
+            .map(|m| Some(m.key_id))
+            .map_err(|e| Error::CorruptLake {
+                path,
+                reason: format!("is not a key marker: {e}"),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(&path, e)),
+    }
+}
+
+/// Records that the lake is encrypted with key `id` (a rekey records the new key before it
+/// rewrites the first file).
+pub fn mark_lake(lake: &Path, id: &str) -> Result<()> {
+    let m = Marker { key_id: id.into() };
+    super::write_marker(
+        &lake.join(MARKER_FILE),
+        &serde_json::to_string_pretty(&m).expect("plain struct"),
+    )
+}
+
+/// Checks, before a process writes into a lake, that it writes with the lake's key, so an
+/// encrypted lake never receives a file in clear or under another key (a process started
+/// without the key, or with an old one after a rekey). A lake first written with a key is
+/// marked with it.
+pub fn check_writer(lake: &Path) -> Result<()> {
+    let setting = "security.encryption_key_file";
+    match (lake_key_id(lake)?, write_key_id()) {
+        (None, None) => Ok(()),
+        (None, Some(id)) => mark_lake(lake, &id),
+        (Some(want), Some(id)) if want == id => Ok(()),
+        (Some(want), Some(id)) => Err(Error::InvalidParameter {
+            name: setting,
+            reason: format!(
+                "the lake {} is encrypted with key {want} ({MARKER_FILE}), the configured key is {id}: \
+                 point {setting} (or {KEY_FILE_ENV}) at the lake's key; keys change with `meterlake lake rekey`",
+                lake.display()
+            ),
+        }),
+        (Some(want), None) => Err(Error::InvalidParameter {
+            name: setting,
+            reason: format!(
+                "the lake {} is encrypted with key {want} ({MARKER_FILE}) and no key is configured: \
+                 set {setting} (or {KEY_FILE_ENV}) to its key file, so nothing is written to it in clear",
+                lake.display()
+            ),
+        }),
+    }
+}
+
 /// The id of the key new files are written with, if any.
 pub fn write_key_id() -> Option<String> {
     ring().write.as_ref().map(|k| k.id.clone())

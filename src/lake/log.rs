@@ -44,6 +44,27 @@ pub struct Audit {
     pub rows: u64,
     /// What else was done (files rewritten, derived rows removed, archive location).
     pub detail: String,
+    /// Whose data `forget` erased, as the lake names them (a pseudonym on a pseudonymised
+    /// lake), so that `restore` keeps them erased. Absent on other actions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Subject>,
+}
+
+/// The tenant, or one user of it, whose data an action applied to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    /// The tenant.
+    pub tenant: String,
+    /// One user of it (none: the whole tenant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+impl Subject {
+    /// Whether an event of this tenant and user falls under the subject.
+    pub fn covers(&self, tenant: &str, user: Option<&str>) -> bool {
+        self.tenant == tenant && self.user.as_deref().is_none_or(|u| Some(u) == user)
+    }
 }
 
 /// Accounting of one ingest: `read = accepted + rejected + duplicates`.

@@ -49,7 +49,7 @@ pub use compact::{CompactSummary, Compaction, compact, compact_with};
 pub use keys::KeySet;
 pub(crate) use keys::write_key_file_unsynced;
 pub(crate) use log::sync_dir;
-pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord};
+pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord, Subject};
 pub(crate) use parquet_io::write_parts_unsynced;
 pub use parquet_io::{read_events, write_buf, write_events, write_parts};
 pub use stats::{
@@ -77,6 +77,21 @@ pub fn lock_dir(dir: &Path) -> Result<fs::File> {
     lock_exclusive(&dir.join(LOCK_FILE))
 }
 
+/// Writes a small file beside the commit log (a marker) whole or not at all: a synced
+/// temporary file renamed over it, the folder synced.
+pub(crate) fn write_marker(path: &Path, text: &str) -> Result<()> {
+    use std::io::Write as _;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = fs::File::create(&tmp).at(&tmp)?;
+    f.write_all(text.as_bytes()).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    fs::rename(&tmp, path).at(path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The server's write-ahead log folder (segments `*.wal`), under the lake root.
+pub const SERVER_LOG_DIR: &str = "_wal";
+
 /// The commit log folder, under the lake root.
 pub const LOG_DIR: &str = "_log";
 const STAGING_DIR: &str = "_staging";
@@ -98,6 +113,20 @@ impl Lake {
     /// Opens (creating if needed) a lake for writing: takes the writer lock, waiting for
     /// another writer to finish, and recovers from any interrupted commit.
     pub fn open_for_write(root: &Path) -> Result<Lake> {
+        let lake = Lake::open_for_write_any_key(root)?;
+        crypto::check_writer(root)?;
+        Ok(lake)
+    }
+
+    /// Checks, before a stage writes derived files into the lake, that it writes them with
+    /// the lake's encryption key ([`crypto::check_writer`]).
+    pub fn check_writer(&self) -> Result<()> {
+        crypto::check_writer(&self.root)
+    }
+
+    /// [`Lake::open_for_write`] without checking the process's encryption key against the
+    /// lake's (`lake rekey`, which changes it).
+    pub fn open_for_write_any_key(root: &Path) -> Result<Lake> {
         for d in [LOG_DIR, STAGING_DIR, EVENTS_DIR] {
             fs::create_dir_all(root.join(d)).at(&root.join(d))?;
         }
@@ -250,6 +279,20 @@ impl Lake {
             .iter()
             .chain(self.commits.iter().filter(|c| c.audit.is_some()))
             .collect()
+    }
+
+    /// Whether the lake holds any user's record yet: events, quarantined records, or
+    /// events the server logged and has not committed (in `_wal`). What decides whether
+    /// pseudonymisation may still be turned on.
+    pub fn holds_records(&self) -> bool {
+        !self.data_files().is_empty()
+            || !self.quarantine_files().is_empty()
+            || fs::read_dir(self.root.join(SERVER_LOG_DIR)).is_ok_and(|d| {
+                d.flatten().any(|e| {
+                    e.path().extension().is_some_and(|x| x == "wal")
+                        && e.metadata().is_ok_and(|m| m.len() > 0)
+                })
+            })
     }
 
     /// Every quarantine file written, oldest first (relative paths).

@@ -14,7 +14,6 @@
 //! pseudonymisation on for a lake that already holds events (they would stay raw).
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -106,6 +105,59 @@ impl Pseudonymiser {
     }
 }
 
+/// Characters that continue an id in free text: an occurrence of an id next to one is part
+/// of a longer id (`u1` in `u12`, `user-u1`), not the id.
+fn continues_id(c: char) -> bool {
+    c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '@' | '+')
+}
+
+/// Byte offsets of the whole-id occurrences of `id` in `text`: not preceded by a character
+/// that continues an id, nor followed by one (a `.` ending a sentence does not: `u1.` is
+/// `u1`, `u1.5` is not).
+pub fn whole_id_matches(text: &str, id: &str) -> Vec<usize> {
+    let mut out = Vec::new();
+    if id.is_empty() {
+        return out;
+    }
+    for (i, _) in text.match_indices(id) {
+        let before = text[..i].chars().next_back();
+        let mut after = text[i + id.len()..].chars();
+        let next = after.next();
+        let whole_before = before.is_none_or(|c| !continues_id(c));
+        let whole_after = match next {
+            None => true,
+            Some('.') => after.next().is_none_or(|c| !continues_id(c)),
+            Some(c) => !continues_id(c),
+        };
+        if whole_before && whole_after {
+            out.push(i);
+        }
+    }
+    out
+}
+
+/// `text` with every whole-id occurrence of `id` ([`whole_id_matches`]) replaced by `with`.
+pub fn replace_whole_id(text: &str, id: &str, with: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut last = 0;
+    for i in whole_id_matches(text, id) {
+        out.push_str(&text[last..i]);
+        out.push_str(with);
+        last = i + id.len();
+    }
+    out.push_str(&text[last..]);
+    out
+}
+
+/// Whether a stored user id has the form of a pseudonym (`pu-` and 32 lowercase hex digits).
+pub fn is_pseudonym(user: &str) -> bool {
+    user.strip_prefix("pu-").is_some_and(|h| {
+        h.len() == 32
+            && h.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
 fn hex(b: &[u8]) -> String {
     use std::fmt::Write as _;
     let mut s = String::with_capacity(b.len() * 2);
@@ -186,14 +238,8 @@ pub fn check_writer(lake: &Path, has_events: bool, p: Option<&Pseudonymiser>) ->
                 pseudonymise_users: true,
                 key_id: p.key_id().to_string(),
             };
-            let path = marker_path(lake);
-            let tmp = path.with_extension("json.tmp");
-            let mut f = fs::File::create(&tmp).at(&tmp)?;
             let text = serde_json::to_string_pretty(&m).expect("plain struct");
-            f.write_all(text.as_bytes()).at(&tmp)?;
-            f.sync_all().at(&tmp)?;
-            fs::rename(&tmp, &path).at(&path)?;
-            super::sync_dir(lake)
+            super::write_marker(&marker_path(lake), &text)
         }
     }
 }

@@ -180,6 +180,7 @@ pub fn rollup(
     spec: &RollupSpec,
     opts: &RollupOptions,
 ) -> Result<RollupSummary> {
+    lake.check_writer()?;
     let dir = lake.root().join(spec.relative_dir());
     fs::create_dir_all(&dir).at(&dir)?;
     // One rollup of a spec at a time (two would race on the same files).

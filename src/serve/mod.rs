@@ -109,6 +109,17 @@ pub struct ServeOptions {
     pub pseudonym: Option<&'static crate::lake::privacy::Pseudonymiser>,
 }
 
+impl ServeOptions {
+    /// A user id from a request as the lake stores it: its pseudonym on a pseudonymised
+    /// lake (clients filter by the ids they know).
+    pub fn user_in_lake(&self, user: String) -> String {
+        match self.pseudonym {
+            Some(p) => p.pseudonym(&user),
+            None => user,
+        }
+    }
+}
+
 /// Files of at least this many rows (a flush under heavy load writes such) are left alone
 /// by the background compaction...
 const COMPACT_SMALL_ROWS: u64 = 100_000;
@@ -398,17 +409,12 @@ async fn run(opts: ServeOptions) -> Result<()> {
     // Raw and pseudonymised user ids never mix in one lake (events waiting in the log
     // count as held).
     std::fs::create_dir_all(&opts.lake).map_err(|e| Error::io(&opts.lake, e))?;
-    let held = (opts.lake.join(crate::lake::LOG_DIR).is_dir()
-        && !crate::lake::Lake::open(&opts.lake)?.data_files().is_empty())
-        || std::fs::read_dir(opts.lake.join(wal::WAL_DIR))
-            .map(|d| {
-                d.flatten().any(|e| {
-                    e.path().extension().is_some_and(|x| x == "wal")
-                        && e.metadata().is_ok_and(|m| m.len() > 0)
-                })
-            })
-            .unwrap_or(false);
-    crate::lake::privacy::check_writer(&opts.lake, held, opts.pseudonym)?;
+    // Opening for write also checks the process's encryption key against the lake's, before
+    // any event is acknowledged.
+    // The check holds the lake's write lock, so no other first writer marks it meanwhile.
+    let lake = crate::lake::Lake::open_for_write(&opts.lake)?;
+    crate::lake::privacy::check_writer(&opts.lake, lake.holds_records(), opts.pseudonym)?;
+    drop(lake);
     let ingress = Ingress::open(&opts.lake, opts.lookback_days, opts.dedup_memory)?;
     let keys = KeysFile::load(&opts.lake)?;
     let limiter = Limiter::new(opts.rate, opts.burst);

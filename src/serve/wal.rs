@@ -28,7 +28,7 @@ use crate::time::day_of;
 use crate::time::day_to_string;
 
 /// The log's directory under the lake.
-pub const WAL_DIR: &str = "_wal";
+pub const WAL_DIR: &str = crate::lake::SERVER_LOG_DIR;
 
 /// One logged event: the event and its dedup key (kept, so a CloudEvents key of
 /// (source, id) survives the trip through the log).

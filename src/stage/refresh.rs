@@ -297,6 +297,7 @@ pub fn refresh(
 ) -> Result<Option<Refreshed>> {
     let clock = std::time::Instant::now();
     let lake = Lake::open(lake_dir)?;
+    lake.check_writer()?;
     let state = read_state(lake_dir);
     let seq = lake.last_seq();
     if seq == state.seq || lake.data_files().is_empty() {

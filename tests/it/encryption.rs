@@ -197,6 +197,35 @@ fn an_encrypted_run_gives_the_same_reports_and_invoices_and_nothing_reads_withou
         !o.status.success() && e.contains("bad.key") && e.contains("16 or 32"),
         "{e}"
     );
+
+    // The lake records its key: a writer without it, or with another, is refused before it
+    // writes anything (no file in clear, none under a second key).
+    let files_before = parquet_under(&lake);
+    let input = dir.path().join("late.ndjson");
+    std::fs::write(
+        &input,
+        r#"{"id":"late-1","ts":"2026-09-30T10:00:00Z","tenant_id":"acme-001","meter":"api_calls"}"#,
+    )
+    .unwrap();
+    let l = lake.to_str().unwrap();
+    for key in [None, Some(other.as_path())] {
+        for args in [
+            vec!["ingest", input.to_str().unwrap(), "--lake", l],
+            vec!["rollup", "--lake", l, "--granularity", "day"],
+        ] {
+            let o = mlk_with(key, &args);
+            let e = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                !o.status.success() && e.contains("_encryption.json") && e.contains(&id),
+                "{args:?} with {key:?}: {e}"
+            );
+        }
+    }
+    assert_eq!(parquet_under(&lake), files_before);
+    ok_with(
+        Some(&key),
+        &["ingest", input.to_str().unwrap(), "--lake", l],
+    );
 }
 
 /// (date, id, ts, tenant, user, meter, value bits, properties), sorted.
@@ -305,8 +334,24 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
     }
     assert!(new >= 1 && old >= 1, "new {new}, old {old}");
     assert_eq!(old + new, files.len());
-    // The configuration still names the old key until the rekey finishes.
+    // The configuration still names the old key until the rekey finishes, but the lake
+    // already names the new one: a writer with the old key cannot add files the rekey passed.
     assert!(std::fs::read_to_string(&cfg).unwrap().contains("old.key"));
+    let o = mlk_with(
+        Some(&k1f),
+        &[
+            "rollup",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--meters",
+            meters,
+            "--granularity",
+            "hour",
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && e.contains(&key_id(&k2)), "{e}");
+    assert_eq!(parquet_under(&lake).len(), files.len());
 
     std::fs::remove_file(&faults).unwrap();
     let v: serde_json::Value = serde_json::from_str(&ok_with(

@@ -364,6 +364,28 @@ fn the_server_logs_and_commits_pseudonyms_only() {
         .collect();
     assert_eq!(users, want);
     assert_eq!(files_holding(&lake, MARK), Vec::<PathBuf>::new());
+
+    // A client filters by the raw id it knows; the server looks up its pseudonym.
+    let s = Server::start(&lake, &["--config", cfg.to_str().unwrap()]);
+    let (st, v, _) = call(
+        "GET",
+        &format!(
+            "{}/api/v1/usage/events?tenant=acme-001&from=2026-09-01&to=2026-09-02&user_id=p1%40example.org",
+            s.base
+        ),
+        Some(&k),
+        None,
+    );
+    s.stop();
+    assert_eq!(st, 200, "{v}");
+    let got: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["user_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(got.len(), want[&pseudonym(&format!("p1{MARK}"))], "{v}");
+    assert!(got.iter().all(|u| *u == pseudonym(&format!("p1{MARK}"))));
 }
 
 use std::process::Command;

@@ -216,3 +216,51 @@ fn a_restore_killed_before_or_after_its_commit_point_is_none_or_all() {
     let s = restore(&lake, &archive, &[]);
     assert_eq!(s["restored"], 0, "{s}");
 }
+
+#[test]
+fn a_restore_keeps_what_forget_erased_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(sample_events(), &lake);
+    let a = dir.path().join("a");
+    retention(&lake, &a);
+    let archived = rows(&read_lake(&a));
+    // A tenant and a user of another tenant, both with archived events, are forgotten.
+    let tenant = archived[0].3.clone();
+    let (user_tenant, user) = archived
+        .iter()
+        .find(|r| r.3 != tenant && r.4.is_some())
+        .map(|r| (r.3.clone(), r.4.clone().unwrap()))
+        .unwrap();
+    let forget = |extra: &[&str]| {
+        let mut args = vec![
+            "forget",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--output",
+            "json",
+        ];
+        args.extend(extra);
+        ok(&args);
+    };
+    forget(&["--tenant", &tenant]);
+    forget(&["--tenant", &user_tenant, "--user", &user]);
+
+    let s = restore(&lake, &a, &[]);
+    let erased = |r: &Full| r.3 == tenant || (r.3 == user_tenant && r.4.as_deref() == Some(&user));
+    let gone = archived.iter().filter(|r| erased(r)).count() as u64;
+    assert!(gone > 0);
+    assert_eq!(s["forgotten"].as_u64(), Some(gone), "{s}");
+    assert_eq!(
+        s["restored"].as_u64(),
+        Some(archived.len() as u64 - gone),
+        "{s}"
+    );
+    let now = rows(&read_lake(&lake));
+    assert!(
+        !now.iter().any(erased),
+        "a forgotten tenant or user came back"
+    );
+    let want: Vec<&Full> = archived.iter().filter(|r| !erased(r)).collect();
+    assert!(want.iter().all(|r| now.contains(r)));
+}

@@ -270,14 +270,15 @@ impl Txn {
         }
         // Pseudonymised lakes keep no raw user id, in rejected records either.
         let scrubbed = self.limits.pseudonym.map(|p| b.scrubbed(p));
-        let (record, withheld) = match &scrubbed {
-            None => (Some(b.raw.as_str()), None),
-            Some(Some(r)) => (Some(r.as_str()), None),
-            Some(None) => (
+        let (record, reason, withheld) = match &scrubbed {
+            None => (Some(b.raw.as_str()), b.rejection.reason.as_str(), None),
+            Some((Some(r), why)) => (Some(r.as_str()), why.as_str(), None),
+            Some((None, why)) => (
                 None,
+                why.as_str(),
                 Some(format!(
-                    "{} bytes not kept: user ids are pseudonymised and the record could not be \
-                     read far enough to find its user id; see the input file at this line",
+                    "{} bytes not kept: user ids are pseudonymised and the record's user id \
+                     could not be read and replaced; see the input file at this line",
                     b.raw.len()
                 )),
             ),
@@ -286,7 +287,7 @@ impl Txn {
             file: &self.current_file,
             line: b.line,
             field: &b.rejection.field,
-            reason: &b.rejection.reason,
+            reason,
             record,
             withheld,
         };

@@ -152,7 +152,7 @@ pub(super) async fn events(
             lf = lf.filter(col("meter").eq(lit(m)));
         }
         if let Some(u) = q.user_id {
-            lf = lf.filter(col("user_id").eq(lit(u)));
+            lf = lf.filter(col("user_id").eq(lit(app.opts.user_in_lake(u))));
         }
         let df = lf
             .sort(["ts", "id"], SortMultipleOptions::default())
@@ -362,7 +362,7 @@ pub(super) async fn sessions(
             &lake,
             &crate::usage::sessions::SessionOptions {
                 tenant: Some(t.clone()),
-                user: q.user_id,
+                user: q.user_id.map(|u| app.opts.user_in_lake(u)),
                 from: Some(from),
                 to: Some(to),
                 gap: (gap * crate::time::MICROS_PER_MINUTE as f64).round() as i64,
