@@ -445,12 +445,10 @@ pub fn is_encrypted(path: &Path) -> Result<bool> {
     Ok(&magic == b"PARE")
 }
 
-/// Whether meterlake's polars reads must go through arrow-rs: a key is loaded, or one of
-/// the files is encrypted (so that reading it fails with the key it needs).
-fn through_arrow(ring: &Ring, paths: &[std::path::PathBuf]) -> Result<bool> {
-    if !ring.read.is_empty() {
-        return Ok(true);
-    }
+/// Whether meterlake's polars reads must go through arrow-rs: one of the files is
+/// encrypted (so that reading it decrypts it, or fails naming the key it needs). A plain
+/// file is read by polars itself, key or not.
+fn through_arrow(paths: &[std::path::PathBuf]) -> Result<bool> {
     for p in paths {
         if is_encrypted(p)? {
             return Ok(true);
@@ -567,7 +565,7 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
 }
 
 fn read_frame_with(ring: &Ring, path: &Path) -> Result<DataFrame> {
-    if !through_arrow(ring, std::slice::from_ref(&path.to_path_buf()))? {
+    if !through_arrow(std::slice::from_ref(&path.to_path_buf()))? {
         let f = fs::File::open(path).at(path)?;
         return ParquetReader::new(f)
             .finish()
@@ -577,13 +575,27 @@ fn read_frame_with(ring: &Ring, path: &Path) -> Result<DataFrame> {
 }
 
 fn read_frame_arrow(ring: &Ring, path: &Path) -> Result<DataFrame> {
+    read_columns_arrow(ring, path, None)
+}
+
+/// A Parquet file as a polars frame through arrow-rs, only the columns named (none: all;
+/// a name the file lacks is left out): a column not read is not decrypted either.
+fn read_columns_arrow(ring: &Ring, path: &Path, columns: Option<&[&str]>) -> Result<DataFrame> {
     let f = fs::File::open(path).at(path)?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
+    let mut builder = ParquetRecordBatchReaderBuilder::try_new_with_options(
         f,
         decrypting_with(ring, ArrowReaderOptions::new())?,
     )
     .map_err(|e| parquet_err(path, e))?;
-    let schema = builder.schema().clone();
+    let mut schema = builder.schema().clone();
+    if let Some(cols) = columns {
+        let roots: Vec<usize> = (0..schema.fields().len())
+            .filter(|&i| cols.contains(&schema.field(i).name().as_str()))
+            .collect();
+        let mask = parquet::arrow::ProjectionMask::roots(builder.parquet_schema(), roots.clone());
+        builder = builder.with_projection(mask);
+        schema = Arc::new(schema.project(&roots).map_err(|e| parquet_err(path, e))?);
+    }
     let batches: Vec<RecordBatch> = builder
         .with_batch_size(64 * 1024)
         .build()
@@ -599,11 +611,27 @@ fn read_frame_arrow(ring: &Ring, path: &Path) -> Result<DataFrame> {
 /// their paths if `hive`: polars' own scan, or, when files are (or may be) encrypted, the
 /// files read and decrypted in parallel.
 pub fn scan(paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {
-    scan_with(&ring(), paths, hive)
+    scan_with(&ring(), paths, hive, None)
 }
 
-fn scan_with(ring: &Ring, paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {
-    if !through_arrow(ring, paths)? {
+/// [`scan`] of the named columns only (and the Hive columns). polars' own scan reads only
+/// what a query uses anyway; encrypted files are read whole before the query runs, so a
+/// caller that knows its columns spares decrypting and decoding the others.
+pub fn scan_columns(
+    paths: &[std::path::PathBuf],
+    hive: bool,
+    columns: &[&str],
+) -> Result<LazyFrame> {
+    scan_with(&ring(), paths, hive, Some(columns))
+}
+
+fn scan_with(
+    ring: &Ring,
+    paths: &[std::path::PathBuf],
+    hive: bool,
+    columns: Option<&[&str]>,
+) -> Result<LazyFrame> {
+    if !through_arrow(paths)? {
         let paths: Vec<PlRefPath> = paths
             .iter()
             .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
@@ -626,7 +654,7 @@ fn scan_with(ring: &Ring, paths: &[std::path::PathBuf], hive: bool) -> Result<La
     let frames: Vec<DataFrame> = paths
         .par_iter()
         .map(|p| -> Result<DataFrame> {
-            let mut df = read_frame_arrow(ring, p)?;
+            let mut df = read_columns_arrow(ring, p, columns)?;
             if hive {
                 for (k, v) in hive_parts(p) {
                     let n = df.height();
@@ -742,12 +770,29 @@ mod tests {
         drop(f);
         assert!(is_encrypted(&p).unwrap());
         assert!(read_frame_with(&one, &p).unwrap().equals_missing(&df));
-        let lf = scan_with(&one, std::slice::from_ref(&p), true)
+        let lf = scan_with(&one, std::slice::from_ref(&p), true, None)
             .unwrap()
             .collect()
             .unwrap();
         assert_eq!(lf.column("date").unwrap().dtype(), &DataType::Date);
         assert!(lf.drop("date").unwrap().equals_missing(&df));
+        // A projection reads those columns only (and the Hive ones).
+        let first = df.get_column_names()[0].to_string();
+        let lf = scan_with(
+            &one,
+            std::slice::from_ref(&p),
+            true,
+            Some(&[first.as_str()]),
+        )
+        .unwrap()
+        .collect()
+        .unwrap();
+        assert_eq!(lf.width(), 2);
+        assert!(
+            lf.column(&first)
+                .unwrap()
+                .equals_missing(df.column(&first).unwrap())
+        );
         // Without the key, or with another one: the error names the file and the key id.
         let e = read_frame_with(&Ring::default(), &p)
             .unwrap_err()
@@ -757,7 +802,7 @@ mod tests {
             "{e}"
         );
         let other = Ring::new(Some(k2.clone()), vec![]);
-        let Err(e) = scan_with(&other, std::slice::from_ref(&p), false) else {
+        let Err(e) = scan_with(&other, std::slice::from_ref(&p), false, None) else {
             panic!("read with another key")
         };
         let e = e.to_string();

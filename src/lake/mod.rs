@@ -53,8 +53,8 @@ pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord, Subject}
 pub(crate) use parquet_io::write_parts_unsynced;
 pub use parquet_io::{read_events, write_buf, write_events, write_parts};
 pub use stats::{
-    LakeStats, MeterStats, events_between, files_between, scan_events, scan_files, scan_paths,
-    stats,
+    LakeStats, MeterStats, events_between, files_between, scan_events, scan_files,
+    scan_files_columns, scan_paths, stats,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};

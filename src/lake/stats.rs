@@ -130,6 +130,17 @@ pub fn scan_files(lake: &Lake, files: &[crate::lake::DataFile]) -> Result<LazyFr
     scan_paths(&paths, true)
 }
 
+/// [`scan_files`] of the named event columns only (and `date`): what a stage that knows
+/// its columns reads, so an encrypted lake decrypts no other ([`super::crypto::scan_columns`]).
+pub fn scan_files_columns(
+    lake: &Lake,
+    files: &[crate::lake::DataFile],
+    columns: &[&str],
+) -> Result<LazyFrame> {
+    let paths: Vec<std::path::PathBuf> = files.iter().map(|f| lake.root().join(&f.path)).collect();
+    super::crypto::scan_columns(&paths, true, columns)
+}
+
 /// The lake's files that may hold events of `[from, to)` (UTC µs): those of the days
 /// overlapping it.
 pub fn files_between(lake: &Lake, from: i64, to: i64) -> Vec<crate::lake::DataFile> {

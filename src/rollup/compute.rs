@@ -53,6 +53,17 @@ pub(super) fn compute(
     }
     let mut out = aggregate::empty_rows(&spec.by)?;
     let mut unconfigured: BTreeSet<String> = BTreeSet::new();
+    // The event columns the aggregation reads: `properties` only for property meters and
+    // property dimensions.
+    let mut columns = vec!["ts", "tenant_id", "user_id", "meter", "value"];
+    if meters.iter().any(|m| m.property.is_some())
+        || spec
+            .by
+            .iter()
+            .any(|d| matches!(d, super::aggregate::Dim::Property(_)))
+    {
+        columns.push("properties");
+    }
     for batch in batches {
         let spans: Vec<(i64, i64)> = batch
             .iter()
@@ -71,7 +82,7 @@ pub(super) fn compute(
         let (lo, hi) = (spans[0].0, spans[spans.len() - 1].1);
         let parts = Series::new("p".into(), batch.clone());
         let ts = col("ts").cast(DataType::Int64);
-        let events = crate::lake::scan_files(lake, &wanted)?.filter(
+        let events = crate::lake::scan_files_columns(lake, &wanted, &columns)?.filter(
             ts.clone().gt_eq(lit(lo)).and(ts.lt(lit(hi))).and(
                 window_start_expr(col("ts"), spec.granularity.partition(), spec.zone)?
                     .is_in(lit(parts).implode(true), false),
