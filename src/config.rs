@@ -233,7 +233,16 @@ impl SecurityConf {
         match &self.encryption_key_file {
             None => Ok(None),
             Some(f) => {
-                let k = crate::lake::crypto::Key::from_file(f)?;
+                let k = crate::lake::crypto::Key::from_file(f).map_err(|e| match e {
+                    Error::BadInput { path, reason } => Error::BadInput {
+                        path,
+                        reason: format!(
+                            "{reason} (the key file of security.encryption_key_file or {})",
+                            crate::lake::crypto::KEY_FILE_ENV
+                        ),
+                    },
+                    e => e,
+                })?;
                 let id = k.id().to_string();
                 crate::lake::crypto::use_keys(Some(k), Vec::new());
                 Ok(Some(id))

@@ -109,7 +109,17 @@ pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
             let pointed = match &file {
                 Some(f) => {
                     let abs = std::fs::canonicalize(&new_key_file).unwrap_or(new_key_file.clone());
-                    crate::job::rekey::point_config_at(f, &abs)?;
+                    crate::job::rekey::point_config_at(f, &abs).map_err(|e| {
+                        anyhow::anyhow!(
+                            "the lake is now encrypted with key {} ({}), but {} could not be pointed at it: {e}; \
+                             set security.encryption_key_file there (or {}) to {} by hand",
+                            s.key_id,
+                            abs.display(),
+                            f.display(),
+                            lake::crypto::KEY_FILE_ENV,
+                            abs.display()
+                        )
+                    })?;
                     format!("{} now names {}", f.display(), abs.display())
                 }
                 None => format!(

@@ -9,6 +9,10 @@
 //! writer may run meanwhile: `rekey` holds the lake's write lock and the server's log lock
 //! (a running server would go on writing files under the old key).
 //!
+//! The commit log is not rewritten: it keeps the sizes files had when they were committed,
+//! so `lake stats` reports sizes that differ from the rewritten files' by the encryption's
+//! overhead (a few dozen bytes per column chunk).
+//!
 //! The quarantine and the server's log segments (sealed line by line, see
 //! [`crypto::seal_line`]) are resealed under the new key too, each file atomically; a
 //! segment the lake already committed is removed instead. Archives written by
@@ -22,7 +26,9 @@ use serde::Serialize;
 use crate::error::{IoContext, Result};
 use crate::lake::Lake;
 use crate::lake::crypto::{self, Key};
-use crate::stage::tables::{TEMP_SUFFIX, temp_path};
+
+/// The suffix of a rekey's temporary files (`part-1.parquet.rekey-tmp`).
+const REKEY_TEMP: &str = ".rekey-tmp";
 
 /// What `rekey` did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -58,8 +64,9 @@ fn parquet_files(root: &Path) -> Result<Vec<PathBuf>> {
                 if name != "_staging" {
                     stack.push(p);
                 }
-            } else if name.ends_with(TEMP_SUFFIX) && name.contains(".parquet.") {
-                // A temporary file of an interrupted rewrite: never the file itself.
+            } else if name.ends_with(REKEY_TEMP) {
+                // A temporary file of an interrupted rekey (never the file itself; another
+                // writer's temporary files are left to it).
                 std::fs::remove_file(&p).at(&p)?;
             } else if name.ends_with(".parquet") {
                 out.push(p);
@@ -124,7 +131,9 @@ pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
     let rows: Vec<u64> = todo
         .par_iter()
         .map(|f| -> Result<u64> {
-            let rows = crypto::rewrite(f, &temp_path(f))?;
+            let mut tmp = f.as_os_str().to_owned();
+            tmp.push(REKEY_TEMP);
+            let rows = crypto::rewrite(f, Path::new(&tmp))?;
             // Test hook: a crash between two files (`MLK_FAULTS`, `rekey.file=abort`).
             crate::fault::check("rekey.file").at(f)?;
             Ok(rows)

@@ -480,6 +480,15 @@ pub fn read_batches(path: &Path) -> Result<Vec<RecordBatch>> {
         .collect()
 }
 
+// The transmutes below need the two crates' C data interface structs to be the same
+// bytes: `transmute` checks the sizes at compile time, these the alignments.
+const _: () = assert!(
+    std::mem::align_of::<arrow::ffi::FFI_ArrowArray>()
+        == std::mem::align_of::<polars_arrow::ffi::ArrowArray>()
+        && std::mem::align_of::<arrow::ffi::FFI_ArrowSchema>()
+            == std::mem::align_of::<polars_arrow::ffi::ArrowSchema>()
+);
+
 /// An arrow-rs array as a polars column, through the C data interface.
 fn to_polars(name: &str, a: &ArrayRef) -> Result<Column> {
     let (array, schema) = arrow::ffi::to_ffi(&a.to_data())?;
@@ -602,7 +611,7 @@ fn read_columns_arrow(ring: &Ring, path: &Path, columns: Option<&[&str]>) -> Res
         .map_err(|e| parquet_err(path, e))?
         .map(|b| b.map_err(|e| parquet_err(path, e)))
         .collect::<Result<_>>()?;
-    let mut df = frame_of(&batches, &schema)?;
+    let mut df = frame_of(&batches, &schema).map_err(|e| parquet_err(path, e))?;
     df.rechunk_mut();
     Ok(df)
 }
