@@ -28,31 +28,61 @@ pub(crate) struct Bad {
 }
 
 impl Bad {
-    /// The record and the reason as the quarantine keeps them when user ids are
+    /// The record, the field and the reason as the quarantine keeps them when user ids are
     /// pseudonymised. The record is parsed as what it is (a JSON object, or one CSV line)
-    /// and every value that is the user id, or names it as a whole id in longer text, is
-    /// replaced by the pseudonym, so no other field is touched (`u1` in `acme-u1` or `u12`
-    /// stays). The record is withheld (`None`) when it could not be read far enough to know
-    /// its user id, when it cannot be re-parsed, or when it has a user field whose value
-    /// could not be read as an id. The reason, which may echo the rejected value, is
-    /// scrubbed the same way.
-    pub fn scrubbed(&self, p: &crate::lake::privacy::Pseudonymiser) -> (Option<String>, String) {
-        let reason = match &self.mapped {
-            Some(Some(u)) if !u.is_empty() => {
-                scrub_text(&self.rejection.reason, u, &p.pseudonym(u))
-            }
-            _ => self.rejection.reason.clone(),
-        };
-        let record = match &self.mapped {
-            None => None,
+    /// and every key or value that is the user id, or names it as a whole id in longer
+    /// text, is replaced by the pseudonym, so no other field is touched (`u1` in `acme-u1`
+    /// or `u12` stays). The record is withheld (`None`) when it could not be read far
+    /// enough to know its user id, when it cannot be re-parsed, or when it has a user field
+    /// whose value could not be read as an id; the reason then names the field only (it
+    /// could echo that value). Otherwise the field and reason are scrubbed as the record is.
+    pub fn scrubbed(&self, p: &crate::lake::privacy::Pseudonymiser) -> Scrubbed {
+        let field = self.rejection.field.clone();
+        let reason = self.rejection.reason.clone();
+        match &self.mapped {
+            None => Scrubbed {
+                record: None,
+                field,
+                reason,
+            },
             Some(user) => {
                 let user = user.as_deref().filter(|u| !u.is_empty());
                 let alias = user.map(|u| p.pseudonym(u));
-                scrub_record(&self.raw, user.zip(alias.as_deref()))
+                let pair = user.zip(alias.as_deref());
+                let record = scrub_record(&self.raw, pair);
+                match (pair, &record) {
+                    (_, None) => Scrubbed {
+                        record,
+                        reason: format!(
+                            "rejected at {field}; the reason is withheld with the record, as it may name the user id"
+                        ),
+                        field,
+                    },
+                    (Some((u, a)), Some(_)) => Scrubbed {
+                        record,
+                        field: scrub_text(&field, u, a),
+                        reason: scrub_text(&reason, u, a),
+                    },
+                    (None, Some(_)) => Scrubbed {
+                        record,
+                        field,
+                        reason,
+                    },
+                }
             }
-        };
-        (record, reason)
+        }
     }
+}
+
+/// A rejected record as a pseudonymised lake's quarantine keeps it ([`Bad::scrubbed`]).
+#[derive(Debug)]
+pub(crate) struct Scrubbed {
+    /// The record with its user id replaced (none: withheld).
+    pub record: Option<String>,
+    /// The field it was rejected at.
+    pub field: String,
+    /// Why.
+    pub reason: String,
 }
 
 /// `text` with the user id, as written or as JSON or Rust escape it, replaced wherever it
@@ -113,43 +143,45 @@ fn scrub_record(raw: &str, user: Option<(&str, &str)>) -> Option<String> {
     Some(out)
 }
 
-/// Replaces the user id in every value of a JSON record (strings equal to it or naming it,
-/// numbers spelling it); false when a user field holds something that is not an id, so the
-/// record must be withheld.
+/// Replaces the user id in every key and value of a JSON record (strings equal to it or
+/// naming it; a number only as the `user_id` field); false when a user field holds
+/// something that is not an id, so the record must be withheld.
 fn scrub_json(v: &mut serde_json::Value, user: Option<(&str, &str)>) -> bool {
     use serde_json::Value;
+    let text = |s: &str| match user {
+        Some((u, a)) if s == u => a.to_string(),
+        Some((u, a)) => scrub_text(s, u, a),
+        None => s.to_string(),
+    };
     match v {
         Value::String(s) => {
-            if let Some((u, a)) = user {
-                *s = if s == u {
-                    a.to_string()
-                } else {
-                    scrub_text(s, u, a)
-                };
-            }
-            true
-        }
-        Value::Number(n) => {
-            if let Some((u, a)) = user
-                && n.to_string() == u
-            {
-                *v = Value::String(a.to_string());
-            }
+            *s = text(s);
             true
         }
         Value::Array(xs) => xs.iter_mut().all(|x| scrub_json(x, user)),
-        Value::Object(m) => m.iter_mut().all(|(k, x)| {
-            // A user field must hold the id that was read (or nothing): anything else is a
-            // raw id the record would leak.
-            let is_user = |x: &Value| match (x, user) {
-                (Value::Null, _) => true,
-                (Value::String(s), None) => s.is_empty(),
-                (Value::String(s), Some((u, _))) => s == u,
-                (Value::Number(n), Some((u, _))) => n.to_string() == u,
-                _ => false,
-            };
-            (k != "user_id" || is_user(x)) && scrub_json(x, user)
-        }),
+        Value::Object(m) => {
+            let mut out = serde_json::Map::with_capacity(m.len());
+            for (k, mut x) in std::mem::take(m) {
+                if k == "user_id" {
+                    // A user field must hold the id that was read (or nothing): anything
+                    // else is a raw id the record would leak.
+                    match (&x, user) {
+                        (Value::Null, _) => {}
+                        (Value::String(s), None) if s.is_empty() => {}
+                        (Value::String(s), Some((u, a))) if s == u => x = Value::String(a.into()),
+                        (Value::Number(n), Some((u, a))) if n.to_string() == u => {
+                            x = Value::String(a.into())
+                        }
+                        _ => return false,
+                    }
+                } else if !scrub_json(&mut x, user) {
+                    return false;
+                }
+                out.insert(text(&k), x);
+            }
+            *m = out;
+            true
+        }
         _ => true,
     }
 }
@@ -591,51 +623,65 @@ mod tests {
     fn scrubbing_replaces_the_user_id_and_nothing_else() {
         let p = crate::lake::privacy::Pseudonymiser::new(&[7; 16]).unwrap();
         let a = p.pseudonym("u1");
-        // JSON: the user field and whole-id mentions; not the tenant or a longer id.
-        let (r, why) = bad(
-            r#"{"id":"e-u1x","tenant_id":"acme-u1","user_id":"u1","meter":"","properties":{"by":"u1","peer":"u12","note":"sent by u1."}}"#,
+        // JSON: the user field, keys and whole-id mentions; not the tenant or a longer id.
+        let mut b = bad(
+            r#"{"id":"e-u1x","tenant_id":"acme-u1","user_id":"u1","meter":"","properties":{"by":"u1","peer":"u12","note":"sent by u1.","u1":3}}"#,
             Some(Some("u1")),
             r#"meter "" is empty (user u1)"#,
-        )
-        .scrubbed(&p);
-        let v: serde_json::Value = serde_json::from_str(&r.unwrap()).unwrap();
+        );
+        b.rejection.field = "properties.u1".into();
+        let s = b.scrubbed(&p);
+        let v: serde_json::Value = serde_json::from_str(&s.record.unwrap()).unwrap();
         assert_eq!(v["user_id"], a.as_str());
         assert_eq!(v["tenant_id"], "acme-u1");
         assert_eq!(v["id"], "e-u1x");
         assert_eq!(v["properties"]["by"], a.as_str());
         assert_eq!(v["properties"]["peer"], "u12");
         assert_eq!(v["properties"]["note"], format!("sent by {a}."));
-        assert_eq!(why, format!(r#"meter "" is empty (user {a})"#));
-        // A numeric id is replaced by the pseudonym of its text.
-        let (r, _) = bad(
-            r#"{"user_id":42,"value":42.5,"n":420}"#,
+        assert_eq!(v["properties"][a.as_str()], 3);
+        assert!(v["properties"].get("u1").is_none());
+        assert_eq!(s.reason, format!(r#"meter "" is empty (user {a})"#));
+        assert_eq!(s.field, format!("properties.{a}"));
+        // A numeric id is replaced by the pseudonym of its text, in the user field only.
+        let s = bad(
+            r#"{"user_id":42,"value":42,"n":420}"#,
             Some(Some("42")),
             "x",
         )
         .scrubbed(&p);
-        let v: serde_json::Value = serde_json::from_str(&r.unwrap()).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&s.record.unwrap()).unwrap();
         assert_eq!(v["user_id"], p.pseudonym("42").as_str());
         assert_eq!(
-            (v["value"].as_f64(), v["n"].as_u64()),
-            (Some(42.5), Some(420))
+            (v["value"].as_u64(), v["n"].as_u64()),
+            (Some(42), Some(420))
         );
         // CSV: the cell, with quoting kept valid.
-        let (r, _) = bad(r#"e1,acme-u1,u1,"a, b",u12"#, Some(Some("u1")), "x").scrubbed(&p);
-        assert_eq!(r.unwrap(), format!(r#"e1,acme-u1,{a},"a, b",u12"#));
-        // A user field that was not read as an id, or a record not read at all: withheld.
-        assert_eq!(
-            bad(r#"{"user_id":{"raw":"u1"}}"#, Some(None), "x")
-                .scrubbed(&p)
-                .0,
-            None
+        let s = bad(r#"e1,acme-u1,u1,"a, b",u12"#, Some(Some("u1")), "x").scrubbed(&p);
+        assert_eq!(s.record.unwrap(), format!(r#"e1,acme-u1,{a},"a, b",u12"#));
+        // A user field that was not read as an id: withheld, and its reason with it.
+        let mut b = bad(
+            r#"{"user_id":["u1"]}"#,
+            Some(None),
+            r#"user_id ["u1"] is not a string"#,
         );
+        b.rejection.field = "user_id".into();
+        let s = b.scrubbed(&p);
+        assert_eq!(s.record, None);
+        assert!(
+            !s.reason.contains("u1") && s.reason.contains("user_id"),
+            "{}",
+            s.reason
+        );
+        // A record not read at all: withheld.
         assert_eq!(
-            bad(r#"{"user_id":"u1","x":1"#, None, "x").scrubbed(&p).0,
+            bad(r#"{"user_id":"u1","x":1"#, None, "x")
+                .scrubbed(&p)
+                .record,
             None
         );
         // No user at all: kept as is.
-        let (r, _) = bad(r#"{"user_id":null,"meter":""}"#, Some(None), "x").scrubbed(&p);
-        assert_eq!(r.unwrap(), r#"{"user_id":null,"meter":""}"#);
+        let s = bad(r#"{"user_id":null,"meter":""}"#, Some(None), "x").scrubbed(&p);
+        assert_eq!(s.record.unwrap(), r#"{"user_id":null,"meter":""}"#);
     }
 
     /// Each record's outcome, in input order: the event and key, or the line and reason.

@@ -439,13 +439,14 @@ pub(super) fn lock_log(lake_dir: &Path) -> Result<fs::File> {
 /// Whether a logged line (one event as JSON, see `serve::wal::Logged`) is the tenant's (and
 /// the user's). A line that does not parse (a torn write the server drops) matches when it
 /// holds the ids as JSON strings, erring on the side of removing.
-fn logged_match(line: &[u8], tenant: &str, user: Option<&str>) -> bool {
-    // Sealed when a key is configured; a line that cannot be opened (torn) matches nothing.
-    let Ok(Some(line)) = crate::lake::crypto::open_line(Path::new(LOG_DIR), line) else {
-        return false;
+fn logged_match(path: &Path, line: &[u8], tenant: &str, user: Option<&str>) -> Result<bool> {
+    // Sealed when a key is configured; a torn line matches nothing, a line sealed with a
+    // key not loaded is an error (forget must not report success and leave it).
+    let Some(line) = crate::lake::crypto::open_line(path, line)? else {
+        return Ok(false);
     };
     let line = &*line;
-    match serde_json::from_slice::<serde_json::Value>(line) {
+    Ok(match serde_json::from_slice::<serde_json::Value>(line) {
         Ok(v) => {
             v.get("tenant_id").and_then(|t| t.as_str()) == Some(tenant)
                 && user.is_none_or(|u| v.get("user_id").and_then(|x| x.as_str()) == Some(u))
@@ -455,7 +456,7 @@ fn logged_match(line: &[u8], tenant: &str, user: Option<&str>) -> bool {
             let quoted = |id: &str| serde_json::to_string(id).unwrap_or_default();
             text.contains(&quoted(tenant)) && user.is_none_or(|u| text.contains(&quoted(u)))
         }
-    }
+    })
 }
 
 /// Erases the tenant's (or user's) events from the server's leftover log segments, which
@@ -535,19 +536,19 @@ fn scrub_log(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<(u64, Vec<
     for path in log_segments(&dir)? {
         let bytes = fs::read(&path).at(&path)?;
         let lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
-        let gone = lines
-            .iter()
-            .filter(|l| !l.is_empty() && logged_match(l, tenant, user))
-            .count() as u64;
+        let mut kept: Vec<&[u8]> = Vec::with_capacity(lines.len());
+        let mut gone = 0u64;
+        for l in &lines {
+            if !l.is_empty() && logged_match(&path, l, tenant, user)? {
+                gone += 1;
+            } else {
+                kept.push(l);
+            }
+        }
         if gone == 0 {
             continue;
         }
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
-        let kept: Vec<&[u8]> = lines
-            .iter()
-            .filter(|l| l.is_empty() || !logged_match(l, tenant, user))
-            .copied()
-            .collect();
         if committed.contains(checksum.as_str()) || kept.iter().all(|l| l.is_empty()) {
             fs::remove_file(&path).at(&path)?;
         } else {
@@ -630,20 +631,28 @@ mod tests {
     #[test]
     fn logged_lines_match_by_field() {
         let line = br#"{"key":"00","id":"e1","ts":1,"tenant_id":"acme","user_id":"u1","meter":"api_calls","value":1.0,"properties":"{}"}"#;
-        assert!(logged_match(line, "acme", Some("u1")));
-        assert!(logged_match(line, "acme", None));
-        assert!(!logged_match(line, "acme", Some("u12")));
-        assert!(!logged_match(line, "acm", None));
+        assert!(logged_match(Path::new("x.wal"), line, "acme", Some("u1")).unwrap());
+        assert!(logged_match(Path::new("x.wal"), line, "acme", None).unwrap());
+        assert!(!logged_match(Path::new("x.wal"), line, "acme", Some("u12")).unwrap());
+        assert!(!logged_match(Path::new("x.wal"), line, "acm", None).unwrap());
         // A torn line: by its quoted ids.
-        assert!(logged_match(
-            br#"{"key":"00","id":"e1","ts":1,"tenant_id":"acme","user_id":"u1","me"#,
-            "acme",
-            Some("u1")
-        ));
-        assert!(!logged_match(
-            br#"{"key":"00","id":"e1","ts":1,"tenant_id":"acme","user_id":"u12""#,
-            "acme",
-            Some("u1")
-        ));
+        assert!(
+            logged_match(
+                Path::new("x.wal"),
+                br#"{"key":"00","id":"e1","ts":1,"tenant_id":"acme","user_id":"u1","me"#,
+                "acme",
+                Some("u1")
+            )
+            .unwrap()
+        );
+        assert!(
+            !logged_match(
+                Path::new("x.wal"),
+                br#"{"key":"00","id":"e1","ts":1,"tenant_id":"acme","user_id":"u12""#,
+                "acme",
+                Some("u1")
+            )
+            .unwrap()
+        );
     }
 }

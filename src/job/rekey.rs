@@ -101,6 +101,18 @@ pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
             ),
         });
     }
+    // Every writer of rollups, derived tables and stored reports waits while the rekey
+    // runs (and is refused after it if it still has the old key).
+    let derived = lake_dir.join(crate::lake::DERIVED_LOCK);
+    let _derived = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&derived)
+        .at(&derived)?;
+    _derived
+        .lock()
+        .map_err(|e| crate::error::Error::io(&derived, e))?;
     crypto::use_keys(Some(new.clone()), old);
     crypto::mark_lake(lake_dir, new.id())?;
     let files = parquet_files(lake.root())?;
@@ -151,11 +163,16 @@ pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
     s.rewritten = rows.len() as u64;
     s.rows = rows.iter().sum();
     // The line-sealed files: the quarantine, and the server's log segments not committed.
+    let mut qdirs = std::collections::BTreeSet::new();
     for q in lake.quarantine_files() {
         let p = lake.root().join(q);
         if p.is_file() {
             s.lines += reseal(&p)?;
+            qdirs.extend(p.parent().map(Path::to_path_buf));
         }
+    }
+    for d in &qdirs {
+        crate::lake::sync_dir(d)?;
     }
     let committed: std::collections::HashSet<&str> = lake.ingested_inputs().into_keys().collect();
     let wal = lake.root().join(super::forget::LOG_DIR);

@@ -166,7 +166,21 @@ pub fn check_writer(lake: &Path) -> Result<()> {
     let setting = "security.encryption_key_file";
     match (lake_key_id(lake)?, write_key_id()) {
         (None, None) => Ok(()),
-        (None, Some(id)) => mark_lake(lake, &id),
+        (None, Some(id)) => match plain_event_file(lake)? {
+            // Marking would leave those files in clear and lock out the plain writers.
+            Some(f) => Err(Error::InvalidParameter {
+                name: setting,
+                reason: format!(
+                    "a key is configured ({id}), but the lake {} holds events in clear ({}): \
+                     encrypt it first with `meterlake lake rekey --lake {} --new-key-file KEYFILE`, \
+                     or run without the key",
+                    lake.display(),
+                    f.display(),
+                    lake.display()
+                ),
+            }),
+            None => mark_lake(lake, &id),
+        },
         (Some(want), Some(id)) if want == id => Ok(()),
         (Some(want), Some(id)) => Err(Error::InvalidParameter {
             name: setting,
@@ -185,6 +199,27 @@ pub fn check_writer(lake: &Path) -> Result<()> {
             ),
         }),
     }
+}
+
+/// An event file of the lake written in clear, if there is one.
+fn plain_event_file(lake: &Path) -> Result<Option<std::path::PathBuf>> {
+    let events = lake.join(super::EVENTS_DIR);
+    let Ok(days) = fs::read_dir(&events) else {
+        return Ok(None);
+    };
+    for d in days {
+        let d = d.at(&events)?.path();
+        let Ok(files) = fs::read_dir(&d) else {
+            continue;
+        };
+        for f in files {
+            let f = f.at(&d)?.path();
+            if f.extension().is_some_and(|x| x == "parquet") && !is_encrypted(&f)? {
+                return Ok(Some(f));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// The id of the key new files are written with, if any.

@@ -81,12 +81,51 @@ pub fn lock_dir(dir: &Path) -> Result<fs::File> {
 /// temporary file renamed over it, the folder synced.
 pub(crate) fn write_marker(path: &Path, text: &str) -> Result<()> {
     use std::io::Write as _;
-    let tmp = path.with_extension("json.tmp");
+    // Unique per process, so two first writers never share a temporary file.
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let mut f = fs::File::create(&tmp).at(&tmp)?;
     f.write_all(text.as_bytes()).at(&tmp)?;
     f.sync_all().at(&tmp)?;
     fs::rename(&tmp, path).at(path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// The lock every writer of files beside the events (rollups, derived tables, stored
+/// reports) holds shared while it writes one, and `lake rekey` holds exclusively.
+pub const DERIVED_LOCK: &str = "_derived.lock";
+
+/// The lake a path lies in: its nearest ancestor folder holding a commit log.
+pub fn lake_root_of(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .find(|a| a.join(LOG_DIR).is_dir())
+        .map(Path::to_path_buf)
+}
+
+/// Held while a file is written inside a lake beside its events: a shared lock on
+/// [`DERIVED_LOCK`], which `lake rekey` holds exclusively, so no such file is written while
+/// a rekey runs; once taken, the writer's key is checked against the lake's
+/// ([`crypto::check_writer`]), so a writer that waited out a rekey with the old key is
+/// refused. `None` for a path outside any lake.
+pub fn derived_write(path: &Path) -> Result<Option<fs::File>> {
+    let Some(root) = lake_root_of(path) else {
+        return Ok(None);
+    };
+    let p = root.join(DERIVED_LOCK);
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&p)
+        .at(&p)?;
+    f.lock_shared().map_err(|e| Error::io(&p, e))?;
+    crypto::check_writer(&root)?;
+    Ok(Some(f))
 }
 
 /// The server's write-ahead log folder (segments `*.wal`), under the lake root.

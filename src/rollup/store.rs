@@ -132,6 +132,8 @@ pub(super) fn write_partitions(
             fs::create_dir_all(&pdir).at(&pdir)?;
             let path = pdir.join(PART_FILE);
             let tmp = pdir.join(format!(".{PART_FILE}.tmp"));
+            // Not while a rekey runs, and only with the lake's key.
+            let _guard = crate::lake::derived_write(&path)?;
             let f = fs::File::create(&tmp).at(&tmp)?;
             if crate::lake::crypto::write_key_id().is_some() {
                 // Encrypted with the configured key (lake::crypto).

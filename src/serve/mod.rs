@@ -406,16 +406,14 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
 }
 
 async fn run(opts: ServeOptions) -> Result<()> {
-    // Raw and pseudonymised user ids never mix in one lake (events waiting in the log
-    // count as held).
     std::fs::create_dir_all(&opts.lake).map_err(|e| Error::io(&opts.lake, e))?;
-    // Opening for write also checks the process's encryption key against the lake's, before
-    // any event is acknowledged.
-    // The check holds the lake's write lock, so no other first writer marks it meanwhile.
-    let lake = crate::lake::Lake::open_for_write(&opts.lake)?;
-    crate::lake::privacy::check_writer(&opts.lake, lake.holds_records(), opts.pseudonym)?;
-    drop(lake);
-    let ingress = Ingress::open(&opts.lake, opts.lookback_days, opts.dedup_memory)?;
+    // Checks the encryption key and pseudonymisation against the lake's under the log's lock.
+    let ingress = Ingress::open(
+        &opts.lake,
+        opts.lookback_days,
+        opts.dedup_memory,
+        opts.pseudonym,
+    )?;
     let keys = KeysFile::load(&opts.lake)?;
     let limiter = Limiter::new(opts.rate, opts.burst);
     let heavy = heavy::Heavy::new(opts.heavy_concurrency);

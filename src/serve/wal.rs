@@ -280,7 +280,12 @@ impl Ingress {
     /// be cut back) and queued for commit, oldest first; a segment the lake already holds
     /// is recognised by its checksum when it is flushed. Then a new segment is started.
     /// The server's flush ([`crate::serve::App::flush`]) commits the leftovers.
-    pub fn open(lake_dir: &Path, lookback_days: u32, dedup_memory: usize) -> Result<Ingress> {
+    pub fn open(
+        lake_dir: &Path,
+        lookback_days: u32,
+        dedup_memory: usize,
+        pseudonym: Option<&crate::lake::privacy::Pseudonymiser>,
+    ) -> Result<Ingress> {
         let dir = lake_dir.join(WAL_DIR);
         fs::create_dir_all(&dir).at(&dir)?;
         let lock_path = dir.join(WAL_LOCK);
@@ -299,7 +304,12 @@ impl Ingress {
                 ),
             ));
         }
-        drop(Lake::open_for_write(lake_dir)?);
+        // With the log's lock held, and the lake's: opening for write checks the process's
+        // encryption key against the lake's; raw and pseudonymised user ids never mix in one
+        // lake (events waiting in the log count as held). Both before any event is taken.
+        let lake = Lake::open_for_write(lake_dir)?;
+        crate::lake::privacy::check_writer(lake_dir, lake.holds_records(), pseudonym)?;
+        drop(lake);
         let spill = dir.join(DEDUP_DIR);
         if spill.exists() {
             fs::remove_dir_all(&spill).at(&spill)?;
@@ -605,7 +615,7 @@ mod tests {
     #[test]
     fn the_index_keeps_the_days_its_traffic_needs_and_drops_the_rest() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ing = Ingress::open(&dir.path().join("lake"), 35, 1 << 20).unwrap();
+        let mut ing = Ingress::open(&dir.path().join("lake"), 35, 1 << 20, None).unwrap();
         let today = 20_000;
         // Traffic over the last month: every day it touched stays needed.
         let month: Vec<_> = (0..30)

@@ -156,6 +156,24 @@ fn an_encrypted_run_gives_the_same_reports_and_invoices_and_nothing_reads_withou
         assert_eq!(e1[f], e2[f], "{f}");
     }
     assert!(e1["quarantined"].as_u64().unwrap() > 0);
+    // A key on a lake whose events are in clear: refused (it would leave them in clear and
+    // lock the plain writers out), pointing at `lake rekey`.
+    let o = mlk_with(
+        Some(&key),
+        &[
+            "rollup",
+            "--lake",
+            plain_lake.to_str().unwrap(),
+            "--granularity",
+            "day",
+        ],
+    );
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("lake rekey") && e.contains("in clear"),
+        "{e}"
+    );
+    assert!(!plain_lake.join("_encryption.json").exists());
 
     // Without the key, or with another: an error naming a file and the key it needs.
     let id = key_id(&k);
@@ -350,7 +368,10 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
         ],
     );
     let e = String::from_utf8_lossy(&o.stderr);
-    assert!(!o.status.success() && e.contains(&key_id(&k2)), "{e}");
+    assert!(
+        !o.status.success() && e.contains("_encryption.json") && e.contains(&key_id(&k2)),
+        "{e}"
+    );
     assert_eq!(parquet_under(&lake).len(), files.len());
 
     std::fs::remove_file(&faults).unwrap();

@@ -270,12 +270,23 @@ impl Txn {
         }
         // Pseudonymised lakes keep no raw user id, in rejected records either.
         let scrubbed = self.limits.pseudonym.map(|p| b.scrubbed(p));
-        let (record, reason, withheld) = match &scrubbed {
-            None => (Some(b.raw.as_str()), b.rejection.reason.as_str(), None),
-            Some((Some(r), why)) => (Some(r.as_str()), why.as_str(), None),
-            Some((None, why)) => (
+        let (record, field, reason, withheld) = match &scrubbed {
+            None => (
+                Some(b.raw.as_str()),
+                b.rejection.field.as_str(),
+                b.rejection.reason.as_str(),
                 None,
-                why.as_str(),
+            ),
+            Some(s) if s.record.is_some() => (
+                s.record.as_deref(),
+                s.field.as_str(),
+                s.reason.as_str(),
+                None,
+            ),
+            Some(s) => (
+                None,
+                s.field.as_str(),
+                s.reason.as_str(),
                 Some(format!(
                     "{} bytes not kept: user ids are pseudonymised and the record's user id \
                      could not be read and replaced; see the input file at this line",
@@ -286,7 +297,7 @@ impl Txn {
         let q = Q {
             file: &self.current_file,
             line: b.line,
-            field: &b.rejection.field,
+            field,
             reason,
             record,
             withheld,

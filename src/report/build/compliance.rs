@@ -213,7 +213,14 @@ fn rejection_table(ctx: &Ctx, commits: &[&Commit]) -> Table {
                 continue;
             };
             for line in text.lines() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                // Sealed when the lake is encrypted; a line whose key is not loaded is
+                // counted as such, a torn one not at all.
+                let v: serde_json::Value =
+                    match crate::lake::crypto::open_line(&path, line.as_bytes()) {
+                        Ok(Some(plain)) => serde_json::from_slice(&plain).unwrap_or_default(),
+                        Ok(None) => continue,
+                        Err(_) => serde_json::json!({"reason": "sealed with a key not loaded"}),
+                    };
                 let field = v.get("field").and_then(|x| x.as_str()).unwrap_or("record");
                 let reason = v
                     .get("reason")

@@ -64,6 +64,8 @@ pub fn write_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).at(dir)?;
     }
+    // Inside a lake: not while a rekey runs, and only with the lake's key.
+    let _guard = crate::lake::derived_write(path)?;
     let tmp = temp_path(path);
     let failed = |reason: String| Error::BadInput {
         path: path.to_path_buf(),
