@@ -307,6 +307,8 @@ pub fn rewrite(path: &Path, tmp: &Path) -> Result<u64> {
         }
         w.close().map_err(|e| parquet_err(tmp, e))?;
         out.sync_all().at(tmp)?;
+        // Test hook: a crash with the rewritten copy whole but not yet renamed over the file.
+        crate::fault::check("rekey.rename").at(tmp)?;
         fs::rename(tmp, path).at(path)?;
         Ok(rows)
     })();

@@ -323,8 +323,35 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
     let files = parquet_under(&lake);
     assert!(files.len() > 30);
 
-    // Killed after its first file.
+    // Killed with a rewritten copy whole but not yet renamed over its file: the file is
+    // untouched, the copy left beside it.
     let faults = dir.path().join("faults");
+    std::fs::write(&faults, "rekey.rename=abort\n").unwrap();
+    let o = Command::new(BIN)
+        .args([
+            "lake",
+            "rekey",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--new-key-file",
+        ])
+        .arg(&k2f)
+        .args(["--config", c])
+        .env("MLK_FAULTS", &faults)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        files_under(&lake)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".rekey-tmp"))
+    );
+    for f in parquet_under(&lake) {
+        let ok = with_keys(&[k1.clone(), k2.clone()], || try_parquet_batches(&f));
+        assert!(ok.is_ok(), "{} reads with neither key", f.display());
+    }
+
+    // Killed after its first file.
     std::fs::write(&faults, "rekey.file=abort\n").unwrap();
     let o = Command::new(BIN)
         .args([
@@ -394,6 +421,11 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
     assert_eq!(v["already"].as_u64(), Some(new as u64), "{v}");
     assert_eq!(v["rewritten"].as_u64(), Some(old as u64), "{v}");
     assert_eq!(v["key_id"].as_str(), Some(key_id(&k2).as_str()));
+    assert!(
+        !files_under(&lake)
+            .iter()
+            .any(|p| p.to_string_lossy().ends_with(".rekey-tmp"))
+    );
     // Every file under the new key, with the same rows; the configuration names it.
     for f in parquet_under(&lake) {
         assert!(with_keys(std::slice::from_ref(&k1), || try_parquet_batches(&f)).is_err());
