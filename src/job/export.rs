@@ -305,7 +305,8 @@ pub fn export_data(lake_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<
         files.retain(|p| p.is_file());
         files.sort();
         for f in files {
-            let bytes = fs::read(&f).at(&f)?;
+            // Sealed in an encrypted lake: the export holds the report itself.
+            let bytes = crate::lake::crypto::read_sealed(&f)?;
             let keep = match &opts.user {
                 None => true,
                 Some(u) => std::str::from_utf8(&bytes).is_ok_and(|t| mentions_id(t, u)),

@@ -595,7 +595,7 @@ fn scrub_stored_reports(lake_dir: &Path, tenant: &str, user: Option<&str>) -> Re
             .and_then(|e| e.to_str())
             .is_some_and(|e| matches!(e, "json" | "csv" | "md" | "markdown" | "html"));
         let mentions = !text_format || {
-            let bytes = fs::read(&f).at(&f)?;
+            let bytes = crate::lake::crypto::read_sealed(&f)?;
             mentions_id(&String::from_utf8_lossy(&bytes), user)
         };
         if mentions {

@@ -13,6 +13,8 @@
 //! so `lake stats` reports sizes that differ from the rewritten files' by the encryption's
 //! overhead (a few dozen bytes per column chunk).
 //!
+//! Stored API reports in formats other than Parquet are sealed whole under the new key.
+//!
 //! The quarantine and the server's log segments (sealed line by line, see
 //! [`crypto::seal_line`]) are resealed under the new key too, each file atomically; a
 //! segment the lake already committed is removed instead. Archives written by
@@ -47,6 +49,8 @@ pub struct RekeySummary {
     pub rows: u64,
     /// Quarantined records and logged events (line-sealed files) rewritten.
     pub lines: u64,
+    /// Stored API reports (not Parquet) resealed whole.
+    pub reports: u64,
     /// Server log segments already committed to the lake, removed rather than rewritten
     /// (a rewritten copy would not be recognised as committed).
     pub committed_segments_removed: u64,
@@ -173,6 +177,25 @@ pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
     }
     for d in &qdirs {
         crate::lake::sync_dir(d)?;
+    }
+    // Stored API reports in other formats than Parquet, sealed whole.
+    let reports = lake.root().join(crate::report::API_REPORTS_DIR);
+    if reports.is_dir() {
+        for t in std::fs::read_dir(&reports).at(&reports)? {
+            let t = t.at(&reports)?.path();
+            if !t.is_dir() {
+                continue;
+            }
+            for f in std::fs::read_dir(&t).at(&t)? {
+                let f = f.at(&t)?.path();
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if f.is_file() && !name.starts_with('.') && !name.ends_with(".parquet") {
+                    crypto::seal_file(&f)?;
+                    s.reports += 1;
+                }
+            }
+            crate::lake::sync_dir(&t)?;
+        }
     }
     let committed: std::collections::HashSet<&str> = lake.ingested_inputs().into_keys().collect();
     let wal = lake.root().join(super::forget::LOG_DIR);

@@ -362,6 +362,53 @@ pub fn seal_line(line: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The contents of a file that [`seal_file`] may have sealed: opened with the key it names,
+/// or as they are when the file is plain. A sealed file that does not open (altered) is an
+/// error naming it.
+pub fn read_sealed(path: &Path) -> Result<Vec<u8>> {
+    let bytes = fs::read(path).at(path)?;
+    if !bytes.starts_with(LINE_PREFIX.as_bytes()) {
+        return Ok(bytes);
+    }
+    let line = bytes.strip_suffix(b"\n").unwrap_or(&bytes);
+    match open_line(path, line)? {
+        Some(plain) => Ok(plain.into_owned()),
+        None => Err(parquet_err(
+            path,
+            "sealed, but altered or cut: it does not open",
+        )),
+    }
+}
+
+/// Seals a whole file (a stored report in a text or binary format) as one sealed line with
+/// the write key, through a synced temporary file renamed over it: read with any key
+/// loaded first, so it also reseals a file under an old key (a rekey). Unchanged when no
+/// key is configured.
+pub fn seal_file(path: &Path) -> Result<()> {
+    if ring().write.is_none() {
+        return Ok(());
+    }
+    let plain = read_sealed(path)?;
+    let mut sealed = seal_line(&plain)?;
+    sealed.push(b'\n');
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.{}.seal-tmp", std::process::id()));
+    let written = (|| -> Result<()> {
+        use std::io::Write as _;
+        let mut f = fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(&sealed).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        fs::rename(&tmp, path).at(path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written
+}
+
 /// Opens a line sealed by [`seal_line`] with the key it names (a plain line is returned as
 /// it is). `None`: sealed, but torn or altered (the tag does not match). An unknown key is
 /// an error naming it, with `path`.

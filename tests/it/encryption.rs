@@ -497,4 +497,45 @@ fn the_servers_log_is_sealed_and_its_events_reach_the_lake_encrypted() {
     }
     let rows = with_keys(std::slice::from_ref(&k), || read_lake(&lake));
     assert_eq!(rows.len(), 20);
+
+    // A report the API stores in the lake is sealed whole; an access request opens it.
+    let s = Server::start_env(
+        &lake,
+        &[],
+        &[("MLK_ENCRYPTION_KEY_FILE", kf.to_str().unwrap())],
+    );
+    let (st, v, _) = call(
+        "POST",
+        &format!("{}/api/v1/usage/reports/generate", s.base),
+        Some(&admin),
+        Some(
+            r#"{"kind":"summary","format":"json","tenant":"acme-001","from":"2026-09-01","to":"2026-09-02"}"#,
+        ),
+    );
+    s.stop();
+    assert_eq!(st, 201, "{v}");
+    let stored = std::fs::read_to_string(lake.join("_api/reports/acme-001/summary.json")).unwrap();
+    assert!(
+        stored.starts_with(&format!("mlk-aes-gcm:{}:", key_id(&k))),
+        "{stored}"
+    );
+    assert!(!stored.contains("acme-001"));
+    let out = dir.path().join("export");
+    ok_with(
+        Some(&kf),
+        &[
+            "export",
+            "data",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--tenant",
+            "acme-001",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("reports/summary.json")).unwrap())
+            .unwrap();
+    assert!(report.to_string().contains("acme-001"), "{report}");
 }

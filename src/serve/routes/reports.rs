@@ -5,7 +5,8 @@
 //! `LAKE/_api/reports/TENANT/KIND.EXT` (CSV and Parquet: one more file per further table),
 //! each file through a temporary name and a rename, a new report replacing the old; the
 //! 201 lists the files written. `GET /reports` lists that folder (file, bytes, modified),
-//! skipping files still being written.
+//! skipping files still being written. With an encryption key, the Parquet files are
+//! encrypted and the others sealed whole ([`crate::lake::crypto::seal_file`]).
 
 use std::sync::Arc;
 
@@ -59,6 +60,10 @@ pub(super) async fn generate_report(
         let r = crate::report::build(&app.opts.lake, Some(&app.opts.billing), &opts)?;
         let out = reports_dir(&app, &t).join(format!("{}.{}", b.kind.name(), b.format.extension()));
         let files = crate::report::write(&r, b.format, &out)?;
+        // In an encrypted lake: Parquet files are encrypted as written; the others sealed.
+        for f in files.iter().filter(|f| f.extension().is_none_or(|x| x != "parquet")) {
+            crate::lake::crypto::seal_file(f)?;
+        }
         let names: Vec<String> = files
             .iter()
             .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().to_string()))
@@ -76,7 +81,7 @@ pub(super) async fn list_reports(State(app): State<Arc<App>>, Scope(t): Scope) -
             for e in rd.flatten() {
                 let meta = e.metadata().ok();
                 let name = e.file_name().to_string_lossy().to_string();
-                if name.ends_with(crate::stage::tables::TEMP_SUFFIX) {
+                if name.ends_with(crate::stage::tables::TEMP_SUFFIX) || name.starts_with('.') {
                     continue;
                 }
                 files.push(json!({
