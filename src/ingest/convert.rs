@@ -60,7 +60,7 @@ impl Bad {
                     },
                     (Some((u, a)), Some(_)) => Scrubbed {
                         record,
-                        field: scrub_text(&field, u, a),
+                        field: scrub_path(&scrub_text(&field, u, a), u, a),
                         reason: scrub_text(&reason, u, a),
                     },
                     (None, Some(_)) => Scrubbed {
@@ -83,6 +83,28 @@ pub(crate) struct Scrubbed {
     pub field: String,
     /// Why.
     pub reason: String,
+}
+
+/// A field path (`properties.KEY`) with every segment that is the user id replaced (the
+/// id may itself hold dots: segments are matched as text bounded by dots or the ends).
+fn scrub_path(path: &str, user: &str, alias: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    let mut rest = path;
+    let mut at_start = true;
+    while let Some(i) = rest.find(user) {
+        let bounded_left = (at_start && i == 0) || rest[..i].ends_with('.');
+        let after = &rest[i + user.len()..];
+        if bounded_left && (after.is_empty() || after.starts_with('.')) {
+            out.push_str(&rest[..i]);
+            out.push_str(alias);
+        } else {
+            out.push_str(&rest[..i + user.len()]);
+        }
+        rest = after;
+        at_start = false;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `text` with the user id, as written or as JSON or Rust escape it, replaced wherever it
