@@ -10,7 +10,8 @@
 //! rollups already in the lake are brought up to date before `restore` returns.
 //!
 //! What `forget` erased stays erased: an archived event of a tenant, or of a user, that a
-//! `forget` commit names is not restored (counted as `forgotten`). On a pseudonymised lake
+//! `forget` commit names, from before that commit, is not restored (counted as
+//! `forgotten`). On a pseudonymised lake
 //! the archive holds pseudonyms already (it holds the lake's own files); an archive with
 //! raw user ids in a pseudonymised lake is refused rather than mixed in.
 //!
@@ -139,6 +140,7 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
     let stage = lake.stage_dir(seq)?;
     let root = lake.root().to_path_buf();
     let lake_files = lake.data_files();
+    check_archive_privacy(lake_dir, &opts.archive)?;
     let erased = forgotten_subjects(&lake)?;
     let pseudonymised = crate::lake::privacy::lake_key_id(lake_dir)?.is_some();
     // Per day: read the archive and the lake's files of that day, keep what is new.
@@ -180,7 +182,10 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
                             ),
                         });
                     }
-                    if erased.iter().any(|s| s.covers(&e.tenant_id, e.user_id.as_deref())) {
+                    if erased
+                        .iter()
+                        .any(|(s, at)| e.ts < *at && s.covers(&e.tenant_id, e.user_id.as_deref()))
+                    {
                         gone += 1;
                         continue;
                     }
@@ -267,17 +272,21 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
     Ok(s)
 }
 
-/// Whose data `forget` erased, from the lake's history: the structured subject of each
-/// forget commit, or, for commits written before it was recorded, its `tenant=T[ user=U]`
-/// target.
-fn forgotten_subjects(lake: &Lake) -> Result<Vec<Subject>> {
+/// Whose data `forget` erased, and when (UTC µs), from the lake's history: the structured
+/// subject of each forget commit, or, for commits written before it was recorded, its
+/// `tenant=T[ user=U]` target. Events from before that instant stay erased; a later event
+/// of a reused id is not the forgotten person's.
+fn forgotten_subjects(lake: &Lake) -> Result<Vec<(Subject, i64)>> {
     Ok(lake
         .history()?
         .into_iter()
-        .filter_map(|c| c.audit)
-        .filter(|a| a.action == "forget")
-        .filter_map(|a| {
-            a.subject.or_else(|| {
+        .filter_map(|c| {
+            let at = crate::time::parse_ts(&c.committed_at).unwrap_or(i64::MAX);
+            let a = c.audit?;
+            if a.action != "forget" {
+                return None;
+            }
+            let subject = a.subject.or_else(|| {
                 let t = a.target.strip_prefix("tenant=")?;
                 Some(match t.split_once(" user=") {
                     Some((t, u)) => Subject {
@@ -289,7 +298,36 @@ fn forgotten_subjects(lake: &Lake) -> Result<Vec<Subject>> {
                         user: None,
                     },
                 })
-            })
+            })?;
+            Some((subject, at))
         })
         .collect())
+}
+
+/// Checks that the archive's user ids are the lake's kind: pseudonyms under the same key
+/// (the archive's `_privacy.json`, written by `retention --archive`), or raw ids in both.
+/// Archives written before the marker was copied are checked event by event instead.
+fn check_archive_privacy(lake_dir: &Path, archive: &Path) -> Result<()> {
+    use crate::lake::privacy::lake_key_id;
+    match (lake_key_id(lake_dir)?, lake_key_id(archive)?) {
+        (Some(l), Some(a)) if l != a => Err(Error::InvalidParameter {
+            name: "--archive",
+            reason: format!(
+                "{} holds user ids pseudonymised with key {a}, the lake {} uses key {l}: \
+                 they would never match the lake's users",
+                archive.display(),
+                lake_dir.display()
+            ),
+        }),
+        (None, Some(a)) => Err(Error::InvalidParameter {
+            name: "--archive",
+            reason: format!(
+                "{} holds pseudonymised user ids (key {a}) and the lake {} keeps raw ids: \
+                 restore it into a lake pseudonymised with that key",
+                archive.display(),
+                lake_dir.display()
+            ),
+        }),
+        _ => Ok(()),
+    }
 }

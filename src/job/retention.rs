@@ -108,6 +108,7 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
         return Ok(s);
     }
     if let Some(dir) = &opts.archive {
+        archive_privacy(lake.root(), dir)?;
         for f in &expired {
             let dst = dir.join(&f.path);
             let parent = dst.parent().expect("relative path has a parent");
@@ -226,4 +227,32 @@ pub(super) fn partition_dirs(root: &Path) -> Result<Vec<PathBuf>> {
     }
     out.sort();
     Ok(out)
+}
+
+/// Copies the lake's pseudonymisation record into the archive (`_privacy.json`), so a
+/// restore can tell whose pseudonyms it holds; refuses an archive that already holds
+/// another lake's (pseudonyms of two keys, or raw ids and pseudonyms, in one archive).
+fn archive_privacy(lake: &std::path::Path, archive: &std::path::Path) -> Result<()> {
+    use crate::lake::privacy::{PRIVACY_FILE, lake_key_id};
+    let (l, a) = (lake_key_id(lake)?, lake_key_id(archive)?);
+    if l != a && (a.is_some() || archive.join(crate::lake::EVENTS_DIR).is_dir()) {
+        return Err(crate::error::Error::InvalidParameter {
+            name: "--archive",
+            reason: format!(
+                "{} holds events of another kind of user id ({}) than the lake's ({}): archive to another folder",
+                archive.display(),
+                a.as_deref()
+                    .map_or("raw ids".to_string(), |k| format!("pseudonyms, key {k}")),
+                l.as_deref()
+                    .map_or("raw ids".to_string(), |k| format!("pseudonyms, key {k}")),
+            ),
+        });
+    }
+    if l.is_some() && a.is_none() {
+        std::fs::create_dir_all(archive).at(archive)?;
+        let src = lake.join(PRIVACY_FILE);
+        let text = std::fs::read_to_string(&src).at(&src)?;
+        crate::lake::write_marker(&archive.join(PRIVACY_FILE), &text)?;
+    }
+    Ok(())
 }

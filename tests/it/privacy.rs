@@ -389,3 +389,61 @@ fn the_server_logs_and_commits_pseudonyms_only() {
 }
 
 use std::process::Command;
+
+#[test]
+fn an_archive_keeps_its_pseudonyms_key_and_restores_only_into_a_lake_of_that_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path());
+    let files = inputs(dir.path());
+    let files: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    let (plain, private) = (dir.path().join("plain"), dir.path().join("private"));
+    ingest(&plain, &files, &[]);
+    ingest(&private, &files, &["--config", cfg.to_str().unwrap()]);
+    let archive = |lake: &Path, to: &Path| {
+        let o = mlk(&[
+            "retention",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--events-days",
+            "30",
+            "--now",
+            "2026-10-01",
+            "--archive",
+            to.to_str().unwrap(),
+            "--force",
+        ]);
+        (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stderr).to_string(),
+        )
+    };
+    let a = dir.path().join("archive");
+    assert!(archive(&private, &a).0);
+    // The archive names its key, holds pseudonyms only, and goes back into its own lake.
+    let marker = std::fs::read_to_string(a.join("_privacy.json")).unwrap();
+    assert_eq!(
+        marker,
+        std::fs::read_to_string(private.join("_privacy.json")).unwrap()
+    );
+    assert_eq!(files_holding(&a, MARK), Vec::<PathBuf>::new());
+    let restore = |lake: &Path| {
+        mlk(&[
+            "restore",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--archive",
+            a.to_str().unwrap(),
+        ])
+    };
+    let o = restore(&private);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Not into a lake of raw ids, and the plain lake's events do not go to that archive.
+    let o = restore(&plain);
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && e.contains("--archive") && e.contains("raw ids"),
+        "{e}"
+    );
+    let (ok, e) = archive(&plain, &a);
+    assert!(!ok && e.contains("another folder"), "{e}");
+}
