@@ -107,16 +107,7 @@ pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
     }
     // Every writer of rollups, derived tables and stored reports waits while the rekey
     // runs (and is refused after it if it still has the old key).
-    let derived = lake_dir.join(crate::lake::DERIVED_LOCK);
-    let _derived = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&derived)
-        .at(&derived)?;
-    _derived
-        .lock()
-        .map_err(|e| crate::error::Error::io(&derived, e))?;
+    let _derived = crate::lake::lock_exclusive(&lake_dir.join(crate::lake::DERIVED_LOCK))?;
     crypto::use_keys(Some(new.clone()), old);
     crypto::mark_lake(lake_dir, new.id())?;
     let files = parquet_files(lake.root())?;

@@ -252,7 +252,7 @@ fn archive_privacy(lake: &std::path::Path, archive: &std::path::Path) -> Result<
         std::fs::create_dir_all(archive).at(archive)?;
         let src = lake.join(PRIVACY_FILE);
         let text = std::fs::read_to_string(&src).at(&src)?;
-        crate::lake::write_marker(&archive.join(PRIVACY_FILE), &text)?;
+        crate::lake::write_whole(&archive.join(PRIVACY_FILE), text.as_bytes())?;
     }
     Ok(())
 }

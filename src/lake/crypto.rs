@@ -152,9 +152,11 @@ pub fn lake_key_id(lake: &Path) -> Result<Option<String>> {
 /// rewrites the first file).
 pub fn mark_lake(lake: &Path, id: &str) -> Result<()> {
     let m = Marker { key_id: id.into() };
-    super::write_marker(
+    super::write_whole(
         &lake.join(MARKER_FILE),
-        &serde_json::to_string_pretty(&m).expect("plain struct"),
+        serde_json::to_string_pretty(&m)
+            .expect("plain struct")
+            .as_bytes(),
     )
 }
 
@@ -391,22 +393,7 @@ pub fn seal_file(path: &Path) -> Result<()> {
     let plain = read_sealed(path)?;
     let mut sealed = seal_line(&plain)?;
     sealed.push(b'\n');
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.{}.seal-tmp", std::process::id()));
-    let written = (|| -> Result<()> {
-        use std::io::Write as _;
-        let mut f = fs::File::create(&tmp).at(&tmp)?;
-        f.write_all(&sealed).at(&tmp)?;
-        f.sync_all().at(&tmp)?;
-        fs::rename(&tmp, path).at(path)
-    })();
-    if written.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    written
+    super::write_whole(path, &sealed)
 }
 
 /// Opens a line sealed by [`seal_line`] with the key it names (a plain line is returned as

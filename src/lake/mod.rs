@@ -77,9 +77,9 @@ pub fn lock_dir(dir: &Path) -> Result<fs::File> {
     lock_exclusive(&dir.join(LOCK_FILE))
 }
 
-/// Writes a small file beside the commit log (a marker) whole or not at all: a synced
-/// temporary file renamed over it, the folder synced.
-pub(crate) fn write_marker(path: &Path, text: &str) -> Result<()> {
+/// Writes a small file (a marker beside the commit log, a sealed report) whole or not at
+/// all: a synced temporary file renamed over it, the folder synced.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write as _;
     // Unique per process, so two first writers never share a temporary file.
     let name = path
@@ -87,10 +87,16 @@ pub(crate) fn write_marker(path: &Path, text: &str) -> Result<()> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let tmp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
-    let mut f = fs::File::create(&tmp).at(&tmp)?;
-    f.write_all(text.as_bytes()).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    fs::rename(&tmp, path).at(path)?;
+    let written = (|| {
+        let mut f = fs::File::create(&tmp).at(&tmp)?;
+        f.write_all(bytes).at(&tmp)?;
+        f.sync_all().at(&tmp)?;
+        fs::rename(&tmp, path).at(path)
+    })();
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
@@ -116,14 +122,7 @@ pub fn derived_write(path: &Path) -> Result<Option<fs::File>> {
     let Some(root) = lake_root_of(path) else {
         return Ok(None);
     };
-    let p = root.join(DERIVED_LOCK);
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&p)
-        .at(&p)?;
-    f.lock_shared().map_err(|e| Error::io(&p, e))?;
+    let f = lock_shared(&root.join(DERIVED_LOCK))?;
     crypto::check_writer(&root)?;
     Ok(Some(f))
 }
@@ -569,14 +568,26 @@ impl Lake {
 /// Opens (creating) `path` and takes an exclusive lock on it, waiting for its holder; the
 /// lock is released when the file is dropped, or by the OS when the process dies.
 pub(crate) fn lock_exclusive(path: &Path) -> Result<fs::File> {
-    let lock = fs::OpenOptions::new()
+    let lock = open_lock_file(path)?;
+    lock.lock().at(path)?;
+    Ok(lock)
+}
+
+/// Takes a shared lock on the file at `path` (created if needed), blocking while someone
+/// holds it exclusively; held until the returned file drops.
+pub(crate) fn lock_shared(path: &Path) -> Result<fs::File> {
+    let lock = open_lock_file(path)?;
+    lock.lock_shared().at(path)?;
+    Ok(lock)
+}
+
+fn open_lock_file(path: &Path) -> Result<fs::File> {
+    fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(path)
-        .at(path)?;
-    lock.lock().at(path)?;
-    Ok(lock)
+        .at(path)
 }
 
 /// Test hook: `MLK_CRASH_AT=staged|logged|published_half` aborts the process at that step of

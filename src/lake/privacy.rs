@@ -239,7 +239,7 @@ pub fn check_writer(lake: &Path, has_events: bool, p: Option<&Pseudonymiser>) ->
                 key_id: p.key_id().to_string(),
             };
             let text = serde_json::to_string_pretty(&m).expect("plain struct");
-            super::write_marker(&marker_path(lake), &text)
+            super::write_whole(&marker_path(lake), text.as_bytes())
         }
     }
 }

@@ -326,21 +326,25 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
     // Killed with a rewritten copy whole but not yet renamed over its file: the file is
     // untouched, the copy left beside it.
     let faults = dir.path().join("faults");
-    std::fs::write(&faults, "rekey.rename=abort\n").unwrap();
-    let o = Command::new(BIN)
-        .args([
-            "lake",
-            "rekey",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--new-key-file",
-        ])
-        .arg(&k2f)
-        .args(["--config", c])
-        .env("MLK_FAULTS", &faults)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
+    // A rekey to the new key aborted at fault point `point`.
+    let killed_at = |point: &str| {
+        std::fs::write(&faults, format!("{point}=abort\n")).unwrap();
+        let o = Command::new(BIN)
+            .args([
+                "lake",
+                "rekey",
+                "--lake",
+                lake.to_str().unwrap(),
+                "--new-key-file",
+            ])
+            .arg(&k2f)
+            .args(["--config", c])
+            .env("MLK_FAULTS", &faults)
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+    };
+    killed_at("rekey.rename");
     assert!(
         files_under(&lake)
             .iter()
@@ -352,21 +356,7 @@ fn a_rekey_killed_midway_leaves_every_file_readable_and_finishes_when_run_again(
     }
 
     // Killed after its first file.
-    std::fs::write(&faults, "rekey.file=abort\n").unwrap();
-    let o = Command::new(BIN)
-        .args([
-            "lake",
-            "rekey",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--new-key-file",
-        ])
-        .arg(&k2f)
-        .args(["--config", c])
-        .env("MLK_FAULTS", &faults)
-        .output()
-        .unwrap();
-    assert!(!o.status.success());
+    killed_at("rekey.file");
     let (mut old, mut new) = (0, 0);
     for f in parquet_under(&lake) {
         if with_keys(std::slice::from_ref(&k2), || try_parquet_batches(&f)).is_ok() {
