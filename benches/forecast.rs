@@ -34,6 +34,7 @@ fn bench(c: &mut Criterion) {
         ModelKind::Ses,
         ModelKind::HoltWinters,
         ModelKind::HoltWintersMul,
+        ModelKind::SesSeasonalMul,
         ModelKind::Linear,
         ModelKind::Auto,
     ] {

@@ -15,7 +15,7 @@ import argparse, os, subprocess, sys, tempfile, time
 import numpy as np, pandas as pd
 
 MODELS = ["auto", "naive", "seasonal_naive", "moving_average", "seasonal_moving_average",
-          "ses", "holt", "holt_damped", "holt_winters", "holt_winters_mul", "linear"]
+          "ses", "holt", "holt_damped", "holt_winters", "holt_winters_mul", "ses_seasonal_mul", "linear"]
 
 
 def smape(y, f):

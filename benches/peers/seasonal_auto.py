@@ -6,12 +6,14 @@
   shifts, multiplicative noise; seeded), h = 14;
 - 40 generated 5-minute series with a long daily season of 169 points and 3-8 seasons of
   history, h = 169.
-meterlake runs `forecast --model auto --season-length M` (and `--model holt_winters` and
-`holt_winters_mul` for reference); statsforecast AutoETS(season_length=M) on the same training data (ETS admits
+meterlake runs `forecast --model auto --season-length M` (and `--model holt_winters`,
+`holt_winters_mul` and `ses_seasonal_mul` for reference); statsforecast AutoETS(season_length=M) on the same training data (ETS admits
 no season above 24, as in R's forecast::ets, so on the long seasons it fits a non-seasonal
 model: that is what a user of it gets). sMAPE and MASE (lag M) per series, averaged.
 
 usage: seasonal_auto.py BIN   (a venv with statsforecast==2.1.1, statsmodels, pandas; ~1 min)
+       seasonal_auto.py BIN --seeds 21,22,23   (the weekly panel only, auto and AutoETS, on
+                                                other seeds of its generator)
 """
 import json, os, subprocess, sys, tempfile
 import numpy as np, pandas as pd
@@ -90,12 +92,21 @@ def autoets(parts, h, m, freq):
 def main():
     binary = sys.argv[1]
     out = {}
+    if len(sys.argv) > 3 and sys.argv[2] == "--seeds":
+        for seed in map(int, sys.argv[3].split(",")):
+            parts, h, m, freq = weekly(seed=seed)
+            out[f"weekly panel, seed {seed}"] = {
+                "meterlake auto": score(parts, h, m, meterlake(binary, parts, h, m, "auto")),
+                "statsforecast AutoETS": score(parts, h, m, autoets(parts, h, m, freq))}
+        print(json.dumps(out, indent=1))
+        return
     for name, (parts, h, m, freq) in (("co2 weekly, m = 52, 8 origins", co2()),
                                       ("300 daily series, weekly season, 8-30 weeks", weekly()),
                                       ("40 five-minute series, m = 169, 3-8 seasons", intraday())):
         out[name] = {"meterlake auto": score(parts, h, m, meterlake(binary, parts, h, m, "auto")),
                      "meterlake holt_winters": score(parts, h, m, meterlake(binary, parts, h, m, "holt_winters")),
                      "meterlake holt_winters_mul": score(parts, h, m, meterlake(binary, parts, h, m, "holt_winters_mul")),
+                     "meterlake ses_seasonal_mul": score(parts, h, m, meterlake(binary, parts, h, m, "ses_seasonal_mul")),
                      "statsforecast AutoETS": score(parts, h, m, autoets(parts, h, m, freq))}
     print(json.dumps(out, indent=1))
 

@@ -7,7 +7,9 @@ use std::process::ExitCode;
 use clap::Args;
 
 use super::table::{Left, Right, Table};
-use crate::forecast::{DEFAULT_FOLDS, DEFAULT_SEASONS, DEFAULT_WINDOW, ModelKind, ModelOptions};
+use crate::forecast::{
+    Criterion, DEFAULT_FOLDS, DEFAULT_SEASONS, DEFAULT_WINDOW, ModelKind, ModelOptions,
+};
 use crate::rollup::{Granularity, Meters};
 use crate::series::Fill;
 use crate::stage::{self, forecast::ForecastSpec};
@@ -27,7 +29,7 @@ pub struct ForecastArgs {
     /// Steps to forecast.
     #[arg(long)]
     pub horizon: usize,
-    /// The model, or `auto` (per series, the lowest backtest MASE).
+    /// The model, or `auto` (chosen per series: see --criterion).
     #[arg(long, value_enum, default_value_t = ModelKind::Auto)]
     pub model: ModelKind,
     /// Prediction interval level, percent.
@@ -58,9 +60,14 @@ pub struct ForecastArgs {
     /// No calendar dummies in the linear model.
     #[arg(long)]
     pub no_calendar: bool,
-    /// The models `auto` chooses from (comma-separated; default: all).
+    /// The models `auto` chooses from (comma-separated; default: the exponential smoothing
+    /// models, ses to ses_seasonal_mul).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub candidates: Vec<ModelKind>,
+    /// How `auto` chooses (default: aicc on seasonal series of positive values, backtest on
+    /// the others).
+    #[arg(long, value_enum)]
+    pub criterion: Option<Criterion>,
     /// Rolling-origin backtest folds (one horizon each); 0 skips the backtest (no metrics)
     /// for models other than auto.
     #[arg(long, default_value_t = DEFAULT_FOLDS)]
@@ -109,6 +116,7 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
                     .filter(|k| *k != ModelKind::Auto)
                     .collect()
             },
+            criterion: a.criterion,
         },
         season_fixed: a.season_length.is_some(),
         threads: a.threads,

@@ -8,7 +8,7 @@
 use clap::ValueEnum;
 use clap::builder::PossibleValue;
 
-use crate::forecast::ModelKind;
+use crate::forecast::{Criterion, ModelKind};
 use crate::rollup::Granularity;
 use crate::series::Fill;
 use crate::{ingest, report};
@@ -39,7 +39,7 @@ value_enum!(Granularity {
 });
 
 value_enum!(ModelKind {
-    Auto => "Per series, the model with the lowest backtest MASE",
+    Auto => "Per series, the model with the lowest AICc (seasonal positive series) or backtest MASE",
     Linear => "Linear trend (with calendar dummies)",
     MovingAverage => "Mean of the last N values",
     SeasonalMovingAverage => "Mean of the same phase over the last K seasons",
@@ -48,8 +48,14 @@ value_enum!(ModelKind {
     HoltDamped => "Holt's damped trend",
     HoltWinters => "Additive Holt-Winters",
     HoltWintersMul => "Multiplicative Holt-Winters, damped (fitted to the logarithms; positive series)",
+    SesSeasonalMul => "Exponential smoothing with a multiplicative season and no trend (fitted to the logarithms; positive series)",
     Naive => "The last value",
     SeasonalNaive => "The value one season ago",
+});
+
+value_enum!(Criterion {
+    Backtest => "The lowest MASE on rolling-origin backtest folds",
+    Aicc => "The exponential smoothing model with the lowest AICc; models without a likelihood meet it in the backtest",
 });
 
 value_enum!(Fill {

@@ -124,6 +124,17 @@ impl ExpSmoothing {
         }
     }
 
+    /// Exponential smoothing with a multiplicative season and no trend: simple exponential
+    /// smoothing with a season, fitted to the logarithms (ETS(M,N,M)'s shape). Positive
+    /// series only.
+    pub fn ses_seasonal_mul(m: usize) -> Self {
+        ExpSmoothing {
+            season: Some(m),
+            log: true,
+            ..Self::ses()
+        }
+    }
+
     /// Fixes α (and turns optimisation off: every parameter not given takes its default).
     pub fn with_alpha(mut self, a: f64) -> Self {
         self.alpha = Some(a);
@@ -349,6 +360,7 @@ fn heuristic_init(y: &[f64], has_trend: bool, season: Option<usize>) -> State {
 impl Forecaster for ExpSmoothing {
     fn name(&self) -> &'static str {
         match (self.trend, self.season) {
+            (Trend::None, Some(_)) if self.log => "ses_seasonal_mul",
             (_, Some(_)) if self.log => "holt_winters_mul",
             (_, Some(_)) => "holt_winters",
             (Trend::None, None) => "ses",
@@ -373,6 +385,9 @@ impl Forecaster for ExpSmoothing {
                 got: y.len(),
             });
         }
+        let n = y.len() as f64;
+        // −2 log-likelihood of y from one of ln y: + 2 Σ ln y (the Jacobian).
+        let mut jacobian = 0.0;
         let logged: Vec<f64>;
         let y = if self.log {
             if let Some(i) = y.iter().position(|&v| !(v.is_finite() && v > 0.0)) {
@@ -383,6 +398,7 @@ impl Forecaster for ExpSmoothing {
                 )));
             }
             logged = y.iter().map(|v| v.ln()).collect();
+            jacobian = 2.0 * logged.iter().sum::<f64>();
             &logged[..]
         } else {
             y
@@ -516,7 +532,19 @@ impl Forecaster for ExpSmoothing {
             (p, st, k)
         };
         let (sse, last) = run(y, p, &init, has_trend, m);
-        let dof = (y.len() as f64 - k as f64).max(1.0);
+        let dof = (n - k as f64).max(1.0);
+        // AICc of the Gaussian one-step errors (σ² counted as a parameter), as statsmodels
+        // and R's `ets` compute it; the heuristic seasonal states are not estimated, so not
+        // counted.
+        let q = (k + 1) as f64;
+        let aicc = if n - q - 1.0 > 0.0 {
+            n * (sse / n).max(1e-300).ln()
+                + 2.0 * q
+                + 2.0 * q * (q + 1.0) / (n - q - 1.0)
+                + jacobian
+        } else {
+            f64::INFINITY
+        };
         Ok(Box::new(FittedEts {
             name: self.name(),
             p,
@@ -528,6 +556,7 @@ impl Forecaster for ExpSmoothing {
             has_trend,
             sigma2: sse / dof,
             log: self.log,
+            aicc,
         }))
     }
 }
@@ -547,6 +576,8 @@ pub struct FittedEts {
     sigma2: f64,
     /// Fitted to ln y: forecasts and bounds are exponentiated.
     log: bool,
+    /// Corrected Akaike information criterion of the fit, on the scale of y.
+    aicc: f64,
 }
 
 impl Fitted for FittedEts {
@@ -612,6 +643,10 @@ impl Fitted for FittedEts {
     fn name(&self) -> &'static str {
         self.name
     }
+
+    fn aicc(&self) -> Option<f64> {
+        self.aicc.is_finite().then_some(self.aicc)
+    }
 }
 
 #[cfg(test)]
@@ -661,6 +696,43 @@ mod tests {
                 assert!((s1 - sse).abs() <= 1e-8 * sse && (l1 - st.level).abs() < 1e-9);
             }
         }
+    }
+
+    /// The AICc of a fit is that of its Gaussian one-step errors, recomputed here from a
+    /// fold of SES's recursion (α fixed: σ² is the one parameter); a model fitted to the
+    /// logarithms adds the Jacobian 2 Σ ln y to the same model's AICc on ln y.
+    #[test]
+    fn aicc_follows_the_one_step_errors_and_the_log_jacobian() {
+        let y = series(40);
+        let f = ExpSmoothing::ses().with_alpha(0.3).fit(&y).unwrap();
+        let (mut level, mut sse) = (y[0], 0.0);
+        for &v in &y {
+            let e = v - level;
+            sse += e * e;
+            level += 0.3 * e;
+        }
+        let n = y.len() as f64;
+        let want = n * (sse / n).ln() + 2.0 + 4.0 / (n - 2.0);
+        let got = f.aicc().unwrap();
+        assert!((got - want).abs() < 1e-9 * want.abs(), "{got} vs {want}");
+
+        let mul = ExpSmoothing::ses_seasonal_mul(3)
+            .with_alpha(0.3)
+            .with_gamma(0.2);
+        let on_logs = ExpSmoothing {
+            log: false,
+            ..mul.clone()
+        };
+        let logs: Vec<f64> = y.iter().map(|v| v.ln()).collect();
+        let a = mul.fit(&y).unwrap().aicc().unwrap();
+        let b = on_logs.fit(&logs).unwrap().aicc().unwrap();
+        let jacobian = 2.0 * logs.iter().sum::<f64>();
+        assert!(
+            (a - (b + jacobian)).abs() < 1e-9 * a.abs(),
+            "{a} vs {b} + {jacobian}"
+        );
+        // Too few points for the correction: no AICc, never a NaN.
+        assert_eq!(ExpSmoothing::ses().fit(&y[..3]).unwrap().aicc(), None);
     }
 
     /// Series s299 of `benches/peers/holt_fit.py`'s panel (seed 5): a weekly-seasonal
