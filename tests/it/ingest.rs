@@ -625,3 +625,75 @@ fn compaction_merges_small_files_keeping_every_row() {
     );
     assert_eq!(ingest(&lake, &[&other], &[])["duplicates"], 1);
 }
+
+/// A lake given as a URL (`s3://...`) is refused with its scheme named, on every kind of
+/// command and in the configuration, and nothing is created: before, it silently became a
+/// local folder named `s3:`.
+#[test]
+fn a_lake_url_is_refused_not_taken_for_a_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = write(
+        dir.path(),
+        "e.ndjson",
+        "{\"id\":\"a\",\"tenant_id\":\"t\",\"meter\":\"api_calls\",\"ts\":\"2026-10-01T00:00:00Z\"}\n",
+    );
+    let config = write(
+        dir.path(),
+        "meterlake.toml",
+        "[paths]\ninputs = [\"e.ndjson\"]\nlake = \"gs://bucket/lake\"\n",
+    );
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::common::BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let e = events.to_str().unwrap();
+    for (args, want) in [
+        (
+            vec!["ingest", e, "--lake", "s3://lake/ml", "-q"],
+            "`s3://` is not supported",
+        ),
+        (
+            vec![
+                "rollup",
+                "--lake",
+                "s3://lake/ml",
+                "--granularity",
+                "day",
+                "-q",
+            ],
+            "`s3://` is not supported",
+        ),
+        (
+            vec![
+                "report",
+                "--lake",
+                "file:///tmp/x",
+                "--kind",
+                "summary",
+                "--out",
+                "r.json",
+            ],
+            "`file://` is not supported",
+        ),
+        (
+            vec!["run", "--config", "meterlake.toml", "-q"],
+            "paths.lake",
+        ),
+    ] {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !made.iter().any(|n| n.ends_with(':') || n == "out"),
+        "created {made:?}"
+    );
+}
