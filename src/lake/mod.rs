@@ -135,8 +135,6 @@ pub const LOG_DIR: &str = "_log";
 const STAGING_DIR: &str = "_staging";
 const LOCK_FILE: &str = "_lock";
 
-/// An open lake: its root and its committed state (the newest checkpoint and the commits
-/// after it).
 /// Refuses a lake location that is a URL (`s3://bucket/prefix`, `gs://...`, `file://...`):
 /// the lake is a local directory, and a URL taken as a path would silently become a
 /// folder named after its scheme (`s3:`).
@@ -158,6 +156,8 @@ pub fn check_location(root: &Path) -> Result<()> {
     Ok(())
 }
 
+/// An open lake: its root and its committed state (the newest checkpoint and the commits
+/// after it).
 #[derive(Debug)]
 pub struct Lake {
     root: PathBuf,
