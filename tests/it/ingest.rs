@@ -637,7 +637,7 @@ fn a_lake_url_is_refused_not_taken_for_a_folder() {
         "e.ndjson",
         "{\"id\":\"a\",\"tenant_id\":\"t\",\"meter\":\"api_calls\",\"ts\":\"2026-10-01T00:00:00Z\"}\n",
     );
-    let config = write(
+    write(
         dir.path(),
         "meterlake.toml",
         "[paths]\ninputs = [\"e.ndjson\"]\nlake = \"gs://bucket/lake\"\n",
