@@ -18,6 +18,7 @@ use std::path::Path;
 
 use chrono::{DateTime, Datelike, Months, Utc};
 use polars::prelude::*;
+use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
@@ -305,46 +306,178 @@ fn column_index(path: &Path, header: &csv::StringRecord, names: &[&str]) -> Resu
         })
 }
 
-fn read_csv_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
-    let file = std::fs::File::open(path).at(path)?;
-    let mut r = csv::ReaderBuilder::new()
+/// Files smaller than this are parsed in one pass; larger ones in parallel byte ranges.
+const PARALLEL_CSV_BYTES: u64 = 16 << 20;
+
+/// The columns of a series file: id, time and value, by position.
+type Cols = (usize, usize, usize);
+
+/// A bad record: its line, counted from the start of what was parsed, and what is wrong.
+type RowError = (u64, String);
+
+fn csv_reader<R: std::io::Read>(r: R, headers: bool) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
         .flexible(false)
+        .has_headers(headers)
         .buffer_capacity(1 << 20)
-        .from_reader(file);
+        .from_reader(r)
+}
+
+/// Reads a CSV series file. A large one is cut into one byte range per thread, each ending
+/// at a line end, and the ranges are parsed in parallel, then merged in file order (so a
+/// series' repeated instants keep their order and errors name the file's line). A quote
+/// anywhere sends the file back to one pass: a quoted field may hold a line end, so a cut
+/// at a line end would not be a record boundary.
+fn read_csv_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
+    read_csv_rows_from(path, groups, PARALLEL_CSV_BYTES)
+}
+
+/// [`read_csv_rows`], in parallel from `parallel_bytes` on.
+fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) -> Result<()> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
+    let file = std::fs::File::open(path).at(path)?;
+    let len = file.metadata().at(path)?.len();
+    let mut r = csv_reader(file, true);
     let header = r
         .headers()
         .map_err(|e| bad(path, format!("header: {e}")))?
         .clone();
-    let (ci, ct, cv) = (
+    let cols = (
         column_index(path, &header, &["series_id", "unique_id"])?,
         column_index(path, &header, &["ts", "ds"])?,
         column_index(path, &header, &["value", "y"])?,
     );
+    let one_pass = |groups: &mut Grouper| {
+        // The header is line 1: the records' lines count from there.
+        let mut r = csv_reader(std::fs::File::open(path).at(path)?, true);
+        parse_records(&mut r, cols, groups)
+            .map_err(|(line, why)| bad(path, format!("line {line}: {why}")))
+    };
+    let threads = rayon::current_num_threads() as u64;
+    let body = r.position().byte();
+    if threads < 2 || len < parallel_bytes || body == 0 || body >= len {
+        return one_pass(groups);
+    }
+    // Range k starts after the first line end at or past body + k·(len − body)/threads.
+    let mut starts = vec![body];
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).at(path)?);
+    for k in 1..threads {
+        let at = body + k * (len - body) / threads;
+        if at <= *starts.last().unwrap_or(&body) {
+            continue;
+        }
+        f.seek(SeekFrom::Start(at - 1)).at(path)?;
+        let mut skipped = Vec::new();
+        let n = f.read_until(b'\n', &mut skipped).at(path)? as u64;
+        let start = at - 1 + n;
+        if start < len && start > *starts.last().unwrap_or(&body) {
+            starts.push(start);
+        }
+    }
+    let ranges: Vec<(u64, u64)> = starts
+        .iter()
+        .zip(starts.iter().skip(1).chain(std::iter::once(&len)))
+        .map(|(&a, &b)| (a, b))
+        .collect();
+    let parsed: Vec<Chunk> = ranges
+        .par_iter()
+        .map(|&(a, b)| -> Result<Chunk> {
+            let mut file = std::fs::File::open(path).at(path)?;
+            file.seek(SeekFrom::Start(a)).at(path)?;
+            let mut watch = Watch {
+                inner: file.take(b - a),
+                quote: false,
+                lines: 0,
+            };
+            let mut g = Grouper::default();
+            let outcome = parse_records(&mut csv_reader(&mut watch, false), cols, &mut g);
+            g.flush();
+            // The rest of the range, for its line count and quotes, if parsing stopped.
+            if outcome.is_err() {
+                std::io::copy(&mut watch, &mut std::io::sink()).at(path)?;
+            }
+            Ok(Chunk {
+                by: outcome.map(|()| g.by),
+                quote: watch.quote,
+                lines: watch.lines,
+            })
+        })
+        .collect::<Result<_>>()?;
+    if parsed.iter().any(|c| c.quote) {
+        return one_pass(groups);
+    }
+    let mut lines_before = 1; // the header
+    for c in parsed {
+        let by =
+            c.by.map_err(|(line, why)| bad(path, format!("line {}: {why}", lines_before + line)))?;
+        for (id, mut pts) in by {
+            pts.iter_mut().for_each(|p| p.2 += lines_before);
+            groups.by.entry(id).or_default().extend(pts);
+        }
+        lines_before += c.lines;
+    }
+    Ok(())
+}
+
+/// One byte range's series (or its first bad record), line ends and whether it quotes.
+struct Chunk {
+    by: std::result::Result<BTreeMap<String, Points>, RowError>,
+    quote: bool,
+    lines: u64,
+}
+
+/// A reader that notes the quotes and counts the line ends it passes on.
+struct Watch<R> {
+    inner: R,
+    quote: bool,
+    lines: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Watch<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.quote |= memchr::memchr(b'"', &buf[..n]).is_some();
+        self.lines += memchr::memchr_iter(b'\n', &buf[..n]).count() as u64;
+        Ok(n)
+    }
+}
+
+/// Parses the records of `r` into `groups`. A bad record stops it, with its line as the
+/// reader counts it.
+fn parse_records<R: std::io::Read>(
+    r: &mut csv::Reader<R>,
+    (ci, ct, cv): Cols,
+    groups: &mut Grouper,
+) -> std::result::Result<(), RowError> {
     let mut rec = csv::ByteRecord::new();
     loop {
         match r.read_byte_record(&mut rec) {
             Ok(false) => break,
             Ok(true) => {}
-            Err(e) => return Err(bad(path, format!("{e}"))),
+            Err(e) => {
+                let line = e.position().map_or(0, |p| p.line());
+                let why = match e.kind() {
+                    csv::ErrorKind::UnequalLengths {
+                        expected_len, len, ..
+                    } => format!("{len} fields where the first row has {expected_len}"),
+                    _ => format!("not valid CSV: {e}"),
+                };
+                return Err((line, why));
+            }
         }
         let line = rec.position().map_or(0, |p| p.line());
-        let field = |i: usize, name: &str| -> Result<&str> {
+        let field = |i: usize, name: &str| -> std::result::Result<&str, RowError> {
             rec.get(i)
                 .and_then(|b| std::str::from_utf8(b).ok())
                 .filter(|s| !s.trim().is_empty())
-                .ok_or_else(|| {
-                    bad(
-                        path,
-                        format!("line {line}: field `{name}` is empty or not UTF-8"),
-                    )
-                })
+                .ok_or_else(|| (line, format!("field `{name}` is empty or not UTF-8")))
         };
         let id = field(ci, "series_id")?;
         let ts_s = field(ct, "ts")?;
         let ts = crate::time::parse_ts(ts_s).ok_or_else(|| {
-            bad(
-                path,
-                format!("line {line}: field `ts`: `{ts_s}` is not a date or an instant"),
+            (
+                line,
+                format!("field `ts`: `{ts_s}` is not a date or an instant"),
             )
         })?;
         let v_s = field(cv, "value")?;
@@ -354,9 +487,9 @@ fn read_csv_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
             .ok()
             .filter(|v: &f64| v.is_finite())
             .ok_or_else(|| {
-                bad(
-                    path,
-                    format!("line {line}: field `value`: `{v_s}` is not a finite number"),
+                (
+                    line,
+                    format!("field `value`: `{v_s}` is not a finite number"),
                 )
             })?;
         groups.push(id, ts, v, line);
@@ -429,6 +562,52 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A file parsed in parallel byte ranges gives what one pass gives: the same series in
+    /// the same order (repeats keep file order), the same line in an error, and a quoted
+    /// file goes back to one pass.
+    #[test]
+    fn csv_in_parallel_ranges_reads_as_one_pass_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::from("series_id,ts,value\n");
+        for i in 0..3000 {
+            // Series interleave, and `r` repeats instants in file order.
+            text += &format!("s{},2026-01-{:02},{}\n", i % 7, 1 + (i / 7) % 28, i);
+            if i % 500 == 0 {
+                text += &format!("r,2026-02-01,{i}\n");
+            }
+        }
+        let read = |text: &str, threads: usize, from: u64| {
+            let p = dir.path().join(format!("s{threads}-{from}.csv"));
+            std::fs::write(&p, text).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
+            pool.install(|| {
+                let mut g = Grouper::default();
+                read_csv_rows_from(&p, &mut g, from)?;
+                g.flush();
+                Ok::<_, Error>(g.by)
+            })
+        };
+        let one = read(&text, 1, u64::MAX).unwrap();
+        for threads in [2, 3, 8] {
+            assert_eq!(read(&text, threads, 0).unwrap(), one, "{threads} threads");
+        }
+        // A bad value near the end: the same line either way.
+        let bad = text.clone() + "s1,2026-03-01,x\n";
+        let e1 = read(&bad, 1, u64::MAX).unwrap_err().to_string();
+        let e3 = read(&bad, 3, 0).unwrap_err().to_string();
+        assert!(e1.contains("line 3008:"), "{e1}");
+        let after = |e: &str| e.split_once(".csv: ").map(|(_, r)| r.to_string());
+        assert_eq!(after(&e1), after(&e3));
+        // A quoted field holding a line end: one pass reads it whole.
+        let quoted = text.replacen("s0,", "\"s\n0\",", 1);
+        let q = read(&quoted, 3, 0).unwrap();
+        assert!(q.contains_key("s\n0"), "{:?}", q.keys().collect::<Vec<_>>());
+        assert_eq!(q, read(&quoted, 1, u64::MAX).unwrap());
+    }
 
     fn series(ts: &[&str]) -> Series {
         Series {

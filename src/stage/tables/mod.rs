@@ -132,23 +132,53 @@ fn write_csv(
     f: &std::fs::File,
     df: &DataFrame,
 ) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::new(f));
+    use std::fmt::Write as _;
+    /// A column, typed once, so each cell is read without an `AnyValue`.
+    enum View<'a> {
+        Str(&'a StringChunked),
+        F64(&'a Float64Chunked),
+        /// A datetime's physical microseconds.
+        Micros(Int64Chunked),
+        Other(&'a Column),
+    }
+    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, f));
     w.write_record(df.get_column_names().iter().map(|n| n.as_str()))?;
-    let cols = df.columns();
-    let mut rec: Vec<String> = Vec::with_capacity(cols.len());
+    let mut df = df.clone();
+    df.rechunk_mut();
+    let views: Vec<View> = df
+        .columns()
+        .iter()
+        .map(|c| -> PolarsResult<View> {
+            Ok(match c.dtype() {
+                DataType::String => View::Str(c.str()?),
+                DataType::Float64 => View::F64(c.f64()?),
+                DataType::Datetime(..) => View::Micros(c.cast(&DataType::Int64)?.i64()?.clone()),
+                _ => View::Other(c),
+            })
+        })
+        .collect::<PolarsResult<_>>()?;
+    // One buffer per column, reused row after row; a null is an empty field.
+    let mut rec: Vec<String> = vec![String::new(); views.len()];
     for i in 0..df.height() {
-        rec.clear();
-        for c in cols {
-            rec.push(match c.get(i)? {
-                AnyValue::Null => String::new(),
-                AnyValue::String(s) => s.to_string(),
-                AnyValue::StringOwned(s) => s.to_string(),
-                AnyValue::Float64(v) => v.to_string(),
-                AnyValue::Datetime(t, _, _) | AnyValue::DatetimeOwned(t, _, _) => {
-                    crate::time::format_ts(t, false)
+        for (b, v) in rec.iter_mut().zip(&views) {
+            b.clear();
+            match v {
+                View::Str(c) => b.push_str(c.get(i).unwrap_or_default()),
+                View::F64(c) => {
+                    if let Some(x) = c.get(i) {
+                        write!(b, "{x}")?;
+                    }
                 }
-                v => v.to_string(),
-            });
+                View::Micros(c) => {
+                    if let Some(t) = c.get(i) {
+                        b.push_str(&crate::time::format_ts(t, false));
+                    }
+                }
+                View::Other(c) => match c.get(i)? {
+                    AnyValue::Null => {}
+                    x => write!(b, "{x}")?,
+                },
+            }
         }
         w.write_record(&rec)?;
     }
