@@ -315,9 +315,11 @@ type Cols = (usize, usize, usize);
 /// A bad record: its line, counted from the start of what was parsed, and what is wrong.
 type RowError = (u64, String);
 
+/// A CSV reader; rows are checked against the header's width by [`parse_records`], so a
+/// byte range without the header is checked the same way.
 fn csv_reader<R: std::io::Read>(r: R, headers: bool) -> csv::Reader<R> {
     csv::ReaderBuilder::new()
-        .flexible(false)
+        .flexible(true)
         .has_headers(headers)
         .buffer_capacity(1 << 20)
         .from_reader(r)
@@ -336,7 +338,8 @@ fn read_csv_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
 fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) -> Result<()> {
     use std::io::{BufRead, Read, Seek, SeekFrom};
     let file = std::fs::File::open(path).at(path)?;
-    let len = file.metadata().at(path)?.len();
+    let meta = file.metadata().at(path)?;
+    let len = meta.len();
     let mut r = csv_reader(file, true);
     let header = r
         .headers()
@@ -347,20 +350,27 @@ fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) ->
         column_index(path, &header, &["ts", "ds"])?,
         column_index(path, &header, &["value", "y"])?,
     );
-    let one_pass = |groups: &mut Grouper| {
-        // The header is line 1: the records' lines count from there.
-        let mut r = csv_reader(std::fs::File::open(path).at(path)?, true);
-        parse_records(&mut r, cols, groups)
+    let width = header.len();
+    // The header is line 1: the records' lines count from there.
+    let one_pass = |r: &mut csv::Reader<std::fs::File>, groups: &mut Grouper| {
+        parse_records(r, cols, width, groups)
             .map_err(|(line, why)| bad(path, format!("line {line}: {why}")))
     };
     let threads = rayon::current_num_threads() as u64;
-    let body = r.position().byte();
-    if threads < 2 || len < parallel_bytes || body == 0 || body >= len {
-        return one_pass(groups);
+    let mut body = r.position().byte();
+    // Only a regular file can be read again (a pipe is read once, in one pass).
+    if threads < 2 || !meta.is_file() || len < parallel_bytes || body == 0 || body >= len {
+        return one_pass(&mut r, groups);
+    }
+    let mut f = std::io::BufReader::new(std::fs::File::open(path).at(path)?);
+    // After a CRLF header the reader stops on its `\n`: the body starts past it.
+    f.seek(SeekFrom::Start(body)).at(path)?;
+    let mut first = [0u8; 1];
+    if f.read(&mut first).at(path)? == 1 && first[0] == b'\n' {
+        body += 1;
     }
     // Range k starts after the first line end at or past body + k·(len − body)/threads.
     let mut starts = vec![body];
-    let mut f = std::io::BufReader::new(std::fs::File::open(path).at(path)?);
     for k in 1..threads {
         let at = body + k * (len - body) / threads;
         if at <= *starts.last().unwrap_or(&body) {
@@ -390,7 +400,7 @@ fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) ->
                 lines: 0,
             };
             let mut g = Grouper::default();
-            let outcome = parse_records(&mut csv_reader(&mut watch, false), cols, &mut g);
+            let outcome = parse_records(&mut csv_reader(&mut watch, false), cols, width, &mut g);
             g.flush();
             // The rest of the range, for its line count and quotes, if parsing stopped.
             if outcome.is_err() {
@@ -404,7 +414,9 @@ fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) ->
         })
         .collect::<Result<_>>()?;
     if parsed.iter().any(|c| c.quote) {
-        return one_pass(groups);
+        let mut r = csv_reader(std::fs::File::open(path).at(path)?, true);
+        r.headers().map_err(|e| bad(path, format!("header: {e}")))?;
+        return one_pass(&mut r, groups);
     }
     let mut lines_before = 1; // the header
     for c in parsed {
@@ -442,11 +454,12 @@ impl<R: std::io::Read> std::io::Read for Watch<R> {
     }
 }
 
-/// Parses the records of `r` into `groups`. A bad record stops it, with its line as the
-/// reader counts it.
+/// Parses the records of `r` into `groups`; each must have the header's `width` fields. A
+/// bad record stops it, with its line as the reader counts it.
 fn parse_records<R: std::io::Read>(
     r: &mut csv::Reader<R>,
     (ci, ct, cv): Cols,
+    width: usize,
     groups: &mut Grouper,
 ) -> std::result::Result<(), RowError> {
     let mut rec = csv::ByteRecord::new();
@@ -456,16 +469,16 @@ fn parse_records<R: std::io::Read>(
             Ok(true) => {}
             Err(e) => {
                 let line = e.position().map_or(0, |p| p.line());
-                let why = match e.kind() {
-                    csv::ErrorKind::UnequalLengths {
-                        expected_len, len, ..
-                    } => format!("{len} fields where the first row has {expected_len}"),
-                    _ => format!("not valid CSV: {e}"),
-                };
-                return Err((line, why));
+                return Err((line, format!("not valid CSV: {e}")));
             }
         }
         let line = rec.position().map_or(0, |p| p.line());
+        if rec.len() != width {
+            return Err((
+                line,
+                format!("{} fields where the header has {width}", rec.len()),
+            ));
+        }
         let field = |i: usize, name: &str| -> std::result::Result<&str, RowError> {
             rec.get(i)
                 .and_then(|b| std::str::from_utf8(b).ok())
@@ -602,6 +615,27 @@ mod tests {
         assert!(e1.contains("line 3008:"), "{e1}");
         let after = |e: &str| e.split_once(".csv: ").map(|(_, r)| r.to_string());
         assert_eq!(after(&e1), after(&e3));
+        // A row with a field too many: refused the same way, whatever the file's size.
+        let ragged = text.clone() + "s2,2026-03-02,1,extra\n";
+        for (threads, from) in [(1, u64::MAX), (3, 0)] {
+            let e = read(&ragged, threads, from).unwrap_err().to_string();
+            assert!(
+                e.contains("line 3008: 4 fields where the header has 3"),
+                "{e}"
+            );
+        }
+        // CRLF line ends: the same points either way (csv counts CRLF lines its own way).
+        let crlf = text.replace('\n', "\r\n");
+        let points = |m: BTreeMap<String, Points>| -> Vec<(String, Vec<(i64, f64)>)> {
+            m.into_iter()
+                .map(|(k, v)| (k, v.into_iter().map(|p| (p.0, p.1)).collect()))
+                .collect()
+        };
+        assert_eq!(points(read(&crlf, 3, 0).unwrap()), points(one.clone()));
+        assert_eq!(
+            points(read(&crlf, 1, u64::MAX).unwrap()),
+            points(one.clone())
+        );
         // A quoted field holding a line end: one pass reads it whole.
         let quoted = text.replacen("s0,", "\"s\n0\",", 1);
         let q = read(&quoted, 3, 0).unwrap();

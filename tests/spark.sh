@@ -8,9 +8,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-target/debug/meterlake}")
 if ! command -v java > /dev/null; then
+  # CI sets MLK_REQUIRE_JAVA=1: there a missing Java is a failure, not a skip.
+  [ "${MLK_REQUIRE_JAVA:-0}" = 1 ] && { echo "spark: no java on PATH" >&2; exit 1; }
   echo "spark: SKIPPED: no java on PATH (Spark needs Java 17)"
   exit 0
 fi
+# pyspark hands timestamps to Python in the process's local time zone.
+export TZ=UTC
 VENV=${VENV:-/tmp/meterlake-spark}
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check pyspark==4.0.1

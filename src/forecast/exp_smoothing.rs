@@ -533,9 +533,10 @@ impl Forecaster for ExpSmoothing {
         };
         let (sse, last) = run(y, p, &init, has_trend, m);
         let dof = (n - k as f64).max(1.0);
-        // AICc of the Gaussian one-step errors (σ² counted as a parameter), as statsmodels
-        // and R's `ets` compute it; the heuristic seasonal states are not estimated, so not
-        // counted.
+        // AICc of the Gaussian one-step errors, σ² counted as a parameter. The heuristic
+        // seasonal states are not estimated, so they are not counted, as statsmodels does
+        // with a heuristic start; R's `ets` estimates them and counts m − 1 more (that
+        // would weigh seasonal models down against SES and Holt on long seasons).
         let q = (k + 1) as f64;
         let aicc = if n - q - 1.0 > 0.0 {
             n * (sse / n).max(1e-300).ln()

@@ -146,7 +146,7 @@ pub enum ModelKind {
 }
 
 impl ModelKind {
-    /// What `auto` considers by default, simplest first (ties go to the simpler model): SES,
+    /// What `auto` considers by default, in this order (a tie goes to the earlier one): SES,
     /// Holt, damped Holt, and for seasonal series additive Holt-Winters and the two
     /// multiplicative models (on positive series only).
     ///
@@ -503,25 +503,30 @@ pub fn forecast_one(
                 models.retain(|(c, _)| *c == w || !c.likelihood());
             }
         }
+        let mut winner_scored = false;
         for (c, model) in models {
             if let Some(mt) = backtest_from(model.as_ref(), y, bh, opts.folds, level, m, min_origin)
                 && mt.mase.is_finite()
-                && best.is_none_or(|(_, b)| mt.mase < b.mase)
             {
-                best = Some((c, mt));
+                winner_scored |= by_aicc.is_some_and(|(w, _)| w == c);
+                if best.is_none_or(|(_, b)| mt.mase < b.mase) {
+                    best = Some((c, mt));
+                }
             }
         }
         if let Some((w, ic)) = by_aicc {
-            notes.push(format!("auto: lowest AICc {ic:.1}"));
-            if best.is_none() {
-                // Fits the whole history, but too short to leave a horizon out.
+            notes.push(format!("auto: lowest AICc {ic:.1} ({})", w.name()));
+            if !winner_scored {
+                // It fits the whole history but is too short to leave a horizon out: the
+                // others' backtests have nothing to be compared with, so it stays.
                 kind = w;
+                best = None;
             }
         }
         match best {
             Some((c, mt)) => {
                 notes.push(if by_aicc.is_some_and(|(w, _)| w == c) {
-                    format!("backtest MASE {:.3} over {} folds", mt.mase, mt.folds)
+                    format!("its backtest MASE {:.3} over {} folds", mt.mase, mt.folds)
                 } else {
                     format!(
                         "auto: lowest backtest MASE {:.3} over {} folds",
@@ -704,9 +709,22 @@ mod tests {
             f.metrics,
             backtest_from(hw.as_ref(), &y, 22, 5, 0.95, 24, 50)
         );
-        // Below half a horizon it is left out, as before: 60 points leave only 10.
-        let f = forecast_one(&y[..60], 24, 0.95, ModelKind::Auto, &opts);
+        // Below half a horizon the backtest leaves it out: 60 points leave only 10.
+        let by_backtest = ModelOptions {
+            criterion: Some(Criterion::Backtest),
+            ..opts.clone()
+        };
+        let f = forecast_one(&y[..60], 24, 0.95, ModelKind::Auto, &by_backtest);
         assert_eq!(f.model, Some("naive"), "{}", f.status);
+        // By AICc it wins on the whole history, and with no backtest of its own to compare,
+        // the naive's backtest does not overrule it.
+        let f = forecast_one(&y[..60], 24, 0.95, ModelKind::Auto, &opts);
+        assert_eq!(f.model, Some("holt_winters"), "{}", f.status);
+        assert!(
+            f.status.starts_with("auto: lowest AICc") && f.status.contains("(holt_winters)"),
+            "{}",
+            f.status
+        );
     }
 
     #[test]
