@@ -259,10 +259,6 @@ pub fn sessions(lake: &Lake, opts: &SessionOptions) -> Result<Vec<TenantSessions
             ts().alias("t"),
             col("meter"),
         ])
-        .sort(
-            ["tenant_id", "user_id", "t"],
-            SortMultipleOptions::default().with_maintain_order(true),
-        )
         .collect()?;
     let (tn, us, tt, me) = (
         df.column("tenant_id")?.str()?,
@@ -279,19 +275,21 @@ pub fn sessions(lake: &Lake, opts: &SessionOptions) -> Result<Vec<TenantSessions
             Mark::Activity
         }
     };
+    // Each user's events, in the order read: grouped by hash rather than by sorting the
+    // rows on two strings (which was most of the engagement report's time).
+    let mut by_user: std::collections::HashMap<(&str, &str), Vec<(i64, Mark)>> =
+        std::collections::HashMap::new();
+    for (((t, u), at), m) in tn.iter().zip(us.iter()).zip(tt.iter()).zip(me.iter()) {
+        by_user
+            .entry((t.unwrap_or(""), u.unwrap_or("")))
+            .or_default()
+            .push((at.unwrap_or(0), mark(m.unwrap_or(""))));
+    }
     // Per tenant, per user: the sessions started in range.
     let mut per: BTreeMap<String, BTreeMap<String, Vec<(Session, bool)>>> = BTreeMap::new();
-    let mut i = 0;
-    let n = df.height();
-    while i < n {
-        let (t, u) = (tn.get(i).unwrap_or(""), us.get(i).unwrap_or(""));
-        let mut j = i;
-        let mut evs = Vec::new();
-        while j < n && tn.get(j) == Some(t) && us.get(j) == Some(u) {
-            // Events at the same instant: markers order start before activity before end.
-            evs.push((tt.get(j).unwrap_or(0), mark(me.get(j).unwrap_or(""))));
-            j += 1;
-        }
+    for ((t, u), mut evs) in by_user {
+        // Stable: events at the same instant keep the order read, markers ordered start
+        // before activity before end.
         evs.sort_by_key(|&(t, m)| {
             (
                 t,
@@ -311,7 +309,6 @@ pub fn sessions(lake: &Lake, opts: &SessionOptions) -> Result<Vec<TenantSessions
                 .or_default()
                 .insert(u.to_string(), kept);
         }
-        i = j;
     }
     // The tenant asked for is answered even without a session (zeros, not nothing).
     if let Some(t) = &opts.tenant {
