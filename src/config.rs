@@ -558,13 +558,7 @@ impl Config {
 
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<()> {
-        crate::lake::check_location(&self.paths.lake).map_err(|e| match e {
-            Error::InvalidParameter { reason, .. } => Error::InvalidParameter {
-                name: "paths.lake",
-                reason,
-            },
-            other => other,
-        })?;
+        crate::lake::check_location(&self.paths.lake, "paths.lake")?;
         self.forecast.kind()?;
         self.notify.validate()?;
         self.analytics.every()?;

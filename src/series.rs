@@ -246,11 +246,16 @@ impl Grouper {
 
     fn flush(&mut self) {
         if let Some((cur, pts)) = self.run.take() {
-            match self.by.get_mut(&cur) {
-                Some(have) => have.extend(pts),
-                None => {
-                    self.by.insert(cur, pts);
-                }
+            self.file(cur, pts);
+        }
+    }
+
+    /// Files points of `id` after those it holds (a run, or a whole range read apart).
+    fn file(&mut self, id: String, pts: Points) {
+        match self.by.get_mut(&id) {
+            Some(have) => have.extend(pts),
+            None => {
+                self.by.insert(id, pts);
             }
         }
     }
@@ -424,7 +429,7 @@ fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) ->
             c.by.map_err(|(line, why)| bad(path, format!("line {}: {why}", lines_before + line)))?;
         for (id, mut pts) in by {
             pts.iter_mut().for_each(|p| p.2 += lines_before);
-            groups.by.entry(id).or_default().extend(pts);
+            groups.file(id, pts);
         }
         lines_before += c.lines;
     }
@@ -590,7 +595,7 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
         .collect();
     for by in grouped {
         for (id, pts) in by? {
-            groups.by.entry(id).or_default().extend(pts);
+            groups.file(id, pts);
         }
     }
     Ok(())

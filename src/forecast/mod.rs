@@ -451,6 +451,8 @@ pub fn forecast_one(
     let mut metrics = None;
     // The horizon and first origin `metrics` was scored with (for the baseline's folds).
     let mut scored_on = (h, 0usize);
+    // The AICc winner's fit on the whole history, kept for the final forecast.
+    let mut prefit: Option<(ModelKind, Box<dyn Fitted>)> = None;
     if kind == ModelKind::Auto {
         let mut best: Option<(ModelKind, Metrics)> = None;
         // The multiplicative model cannot fit a series with a zero or a negative value; left
@@ -497,6 +499,7 @@ pub fn forecast_one(
                     && by_aicc.is_none_or(|(_, b)| ic < b)
                 {
                     by_aicc = Some((*c, ic));
+                    prefit = Some((*c, f));
                 }
             }
             if let Some((w, _)) = by_aicc {
@@ -553,7 +556,9 @@ pub fn forecast_one(
             current = k.fallback();
             continue;
         };
-        let fitted = if y.len() < model.min_len() {
+        let fitted = if let Some((_, f)) = prefit.take().filter(|(pk, _)| *pk == k) {
+            Some(f)
+        } else if y.len() < model.min_len() {
             notes.push(format!(
                 "{} needs {} points, got {}",
                 model.name(),

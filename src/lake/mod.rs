@@ -137,8 +137,8 @@ const LOCK_FILE: &str = "_lock";
 
 /// Refuses a lake location that is a URL (`s3://bucket/prefix`, `gs://...`, `file://...`):
 /// the lake is a local directory, and a URL taken as a path would silently become a
-/// folder named after its scheme (`s3:`).
-pub fn check_location(root: &Path) -> Result<()> {
+/// folder named after its scheme (`s3:`). `name` is the setting the location came from.
+pub fn check_location(root: &Path, name: &'static str) -> Result<()> {
     let text = root.to_string_lossy();
     if let Some((scheme, _)) = text.split_once("://")
         && !scheme.is_empty()
@@ -147,7 +147,7 @@ pub fn check_location(root: &Path) -> Result<()> {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
     {
         return Err(Error::InvalidParameter {
-            name: "lake",
+            name,
             reason: format!(
                 "`{text}`: `{scheme}://` is not supported; the lake is a local directory path"
             ),
@@ -186,7 +186,7 @@ impl Lake {
     /// [`Lake::open_for_write`] without checking the process's encryption key against the
     /// lake's (`lake rekey`, which changes it).
     pub fn open_for_write_any_key(root: &Path) -> Result<Lake> {
-        check_location(root)?;
+        check_location(root, "lake")?;
         for d in [LOG_DIR, STAGING_DIR, EVENTS_DIR] {
             fs::create_dir_all(root.join(d)).at(&root.join(d))?;
         }
@@ -205,7 +205,7 @@ impl Lake {
     /// Opens an existing lake for reading. If no writer holds the lock, interrupted commits
     /// are recovered first; otherwise the reader sees the last committed state.
     pub fn open(root: &Path) -> Result<Lake> {
-        check_location(root)?;
+        check_location(root, "lake")?;
         let log_dir = root.join(LOG_DIR);
         if !log_dir.is_dir() {
             return Err(Error::CorruptLake {

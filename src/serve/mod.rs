@@ -406,7 +406,7 @@ pub fn serve(opts: ServeOptions) -> Result<()> {
 }
 
 async fn run(opts: ServeOptions) -> Result<()> {
-    crate::lake::check_location(&opts.lake)?;
+    crate::lake::check_location(&opts.lake, "--lake")?;
     std::fs::create_dir_all(&opts.lake).map_err(|e| Error::io(&opts.lake, e))?;
     // Checks the encryption key and pseudonymisation against the lake's under the log's lock.
     let ingress = Ingress::open(

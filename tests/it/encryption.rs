@@ -45,6 +45,26 @@ fn ok_with(key: Option<&Path>, args: &[&str]) -> String {
     String::from_utf8(o.stdout).unwrap()
 }
 
+/// `export data` of tenant acme-001 (with the key, if any): its summary.
+fn export_acme(lake: &Path, out: &Path, key: Option<&Path>) -> serde_json::Value {
+    serde_json::from_str(&ok_with(
+        key,
+        &[
+            "export",
+            "data",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--tenant",
+            "acme-001",
+            "--out",
+            out.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    ))
+    .unwrap()
+}
+
 fn parquet_under(dir: &Path) -> Vec<PathBuf> {
     files_under(dir)
         .into_iter()
@@ -128,29 +148,11 @@ fn an_encrypted_run_gives_the_same_reports_and_invoices_and_nothing_reads_withou
             .all(|l| l.starts_with(&format!("mlk-aes-gcm:{}:", key_id(&k))))
     );
     assert!(!q.contains("acme-001"));
-    let export = |lake: &Path, out: &Path, key: Option<&Path>| -> serde_json::Value {
-        serde_json::from_str(&ok_with(
-            key,
-            &[
-                "export",
-                "data",
-                "--lake",
-                lake.to_str().unwrap(),
-                "--tenant",
-                "acme-001",
-                "--out",
-                out.to_str().unwrap(),
-                "--output",
-                "json",
-            ],
-        ))
-        .unwrap()
-    };
     let plain_lake = dir.path().join("plain-copy");
     copy_dir(&s.lake, &plain_lake);
     let (e1, e2) = (
-        export(&lake, &dir.path().join("x1"), Some(&key)),
-        export(&plain_lake, &dir.path().join("x2"), None),
+        export_acme(&lake, &dir.path().join("x1"), Some(&key)),
+        export_acme(&plain_lake, &dir.path().join("x2"), None),
     );
     for f in ["events", "quarantined"] {
         assert_eq!(e1[f], e2[f], "{f}");
@@ -511,19 +513,7 @@ fn the_servers_log_is_sealed_and_its_events_reach_the_lake_encrypted() {
     );
     assert!(!stored.contains("acme-001"));
     let out = dir.path().join("export");
-    ok_with(
-        Some(&kf),
-        &[
-            "export",
-            "data",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--tenant",
-            "acme-001",
-            "--out",
-            out.to_str().unwrap(),
-        ],
-    );
+    export_acme(&lake, &out, Some(&kf));
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("reports/summary.json")).unwrap())
             .unwrap();
