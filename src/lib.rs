@@ -43,6 +43,7 @@ pub mod http;
 pub mod ingest;
 pub mod job;
 pub mod lake;
+pub mod memory;
 pub mod report;
 pub mod rollup;
 pub mod series;

@@ -133,6 +133,8 @@ impl Clock {
         }
         let t = Instant::now();
         let (v, note) = f().map_err(|e| stage_error(name, e))?;
+        // What the stage freed goes back before the next one builds its working set.
+        crate::memory::release();
         let seconds = t.elapsed().as_secs_f64();
         if self.progress {
             eprintln!("  {name}: {note} ({seconds:.2} s)");

@@ -15,16 +15,37 @@ use crate::error::{Error, Result};
 use super::plan::{Key, Ranges, Windows};
 use super::{Calendar, RollupSpec, RollupSummary, utc_datetime};
 
+/// Output rows per batch handed to `sink`: a batch is a run of consecutive partitions whose
+/// windows, times the number of series, stay under this, so the rows being completed
+/// (24 bytes each before they are gathered into frames) stay bounded whatever the lake's
+/// size. `MLK_ROLLUP_BATCH_ROWS` in tests (1: one partition per batch).
+fn batch_rows() -> usize {
+    static ROWS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ROWS.get_or_init(|| {
+        std::env::var("MLK_ROLLUP_BATCH_ROWS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000_000)
+    })
+}
+
+/// One series in the walk: its entries `start..end` of the (series, window) order, and its
+/// first and last window index if it is zero when empty.
+type SeriesRun = (usize, usize, Option<(usize, usize)>);
+
 /// The rows to store, one frame per partition of `scope`: the aggregated rows, with zero
-/// rows filling each zero-when-empty series over its range, and window ends.
+/// rows filling each zero-when-empty series over its range, and window ends. They are
+/// handed to `sink` in batches of consecutive partitions ([`batch_rows`]), in partition
+/// order, so a caller writes one batch before the next is built.
 pub(super) fn complete(
-    rows: &DataFrame,
+    rows: DataFrame,
     spec: &RollupSpec,
     windows: &Windows,
     scope: &BTreeSet<i64>,
     ranges: &Ranges,
     summary: &mut RollupSummary,
-) -> Result<Completed> {
+    sink: &mut dyn FnMut(Completed) -> Result<()>,
+) -> Result<()> {
     let keys = spec.key_columns();
     let cal = &windows.cal;
     let all = with_placeholders(rows, &keys, ranges)?;
@@ -36,35 +57,47 @@ pub(super) fn complete(
     let t0 = std::time::Instant::now();
     let order = series_order(&kc, cols.ws)?;
     tracing::debug!(elapsed = ?t0.elapsed(), "ordered");
-    let mut parts = Parts::new(windows, scope);
-    // `order` lists rows by (series, window); walk it one series at a time.
-    let total = order.len();
+    // Each series' run of `order` (rows by series, then window) and its range as window
+    // indices if it is zero when empty.
     let key_at = |r: usize| kc.iter().map(move |c| c.get(r));
+    let mut series: Vec<SeriesRun> = Vec::new();
     let mut i = 0;
-    while i < total {
-        let (series, first) = (order[i].0, order[i].1 as usize);
+    while i < order.len() {
+        let (s, first) = (order[i].0, order[i].1 as usize);
         let mut j = i + 1;
-        while j < total && order[j].0 == series {
+        while j < order.len() && order[j].0 == s {
             j += 1;
         }
         let owned: Key = key_at(first).map(|k| k.map(str::to_string)).collect();
         let range = ranges
             .get(&owned)
             .and_then(|&(a, b)| Some((cal.index_of(a)?, cal.index_of(b)?)));
-        let before = summary.rows_written;
-        parts.complete_series(cal, &order[i..j], range, &cols, summary);
-        summary.series += u64::from(summary.rows_written > before);
+        series.push((i, j, range));
         i = j;
     }
-    tracing::debug!(elapsed = ?t0.elapsed(), "walked");
     let key_frame = all.select(keys.iter().map(String::as_str))?;
-    Ok(parts.into_completed(key_frame))
+    let mut parts = Parts::new(windows, scope);
+    let mut wrote = vec![false; series.len()];
+    for (wlo, whi) in parts.batches(series.len().max(1)) {
+        for (s, &(i, j, range)) in series.iter().enumerate() {
+            let before = summary.rows_written;
+            parts.complete_series(cal, &order[i..j], range, (wlo, whi), &cols, summary);
+            wrote[s] |= summary.rows_written > before;
+        }
+        let done = parts.take(&key_frame);
+        if !done.parts.is_empty() {
+            sink(done)?;
+        }
+    }
+    summary.series += wrote.iter().filter(|&&w| w).count() as u64;
+    tracing::debug!(elapsed = ?t0.elapsed(), "completed");
+    Ok(())
 }
 
 /// `rows`' key, window, value and count columns, followed by one placeholder row (window
 /// `i64::MIN`) per series of `ranges`: series known only from stored files get one so
 /// the walk visits them too, as they may need zero rows in the partitions recomputed now.
-fn with_placeholders(rows: &DataFrame, keys: &[String], ranges: &Ranges) -> Result<DataFrame> {
+fn with_placeholders(rows: DataFrame, keys: &[String], ranges: &Ranges) -> Result<DataFrame> {
     let mut ex_keys: Vec<Vec<Option<&str>>> = vec![Vec::new(); keys.len()];
     for k in ranges.keys() {
         for (c, v) in ex_keys.iter_mut().zip(k) {
@@ -82,6 +115,8 @@ fn with_placeholders(rows: &DataFrame, keys: &[String], ranges: &Ranges) -> Resu
     ex_cols.push(Column::new("event_count".into(), vec![0i64; n_ex]));
     let extras = DataFrame::new_infer_height(ex_cols)?;
     let mut all = rows.select(extras.get_column_names().into_iter().cloned())?;
+    // `rows` goes here: only the rechunked copy stays.
+    drop(rows);
     all.vstack_mut(&extras)?;
     all.rechunk_mut();
     Ok(all)
@@ -155,30 +190,55 @@ impl Parts {
         o.n.push(n);
     }
 
-    /// The rows of one series: `rows` are its (series, row) entries in window order,
-    /// placeholders first; `range` its first and last window index if it is zero when
-    /// empty.
+    /// Runs of consecutive partitions, as half-open ranges of window indices, holding at
+    /// most [`batch_rows`] rows for `n_series` complete series (at least one partition each).
+    fn batches(&self, n_series: usize) -> Vec<(usize, usize)> {
+        let mut out = Vec::new();
+        let (mut lo, mut wi) = (0, 0);
+        let n = self.slot.len();
+        while wi < n {
+            // The end of this window's partition.
+            let mut end = wi + 1;
+            while end < n && self.slot[end] == self.slot[wi] {
+                end += 1;
+            }
+            if wi > lo && (end - lo) * n_series > batch_rows() {
+                out.push((lo, wi));
+                lo = wi;
+            }
+            wi = end;
+        }
+        if lo < n {
+            out.push((lo, n));
+        }
+        out
+    }
+
+    /// The rows of one series that fall in the windows `wlo..whi`: `rows` are its
+    /// (series, row) entries in window order, placeholders first; `range` its first and
+    /// last window index if it is zero when empty.
     fn complete_series(
         &mut self,
         cal: &Calendar,
         rows: &[(u32, IdxSize)],
         range: Option<(usize, usize)>,
+        (wlo, whi): (usize, usize),
         c: &Cols<'_>,
         summary: &mut RollupSummary,
     ) {
         let (ws, vs, ns) = (c.ws, c.vs, c.ns);
+        let starts = cal.starts();
         let first = rows[0].1 as usize;
         let j = rows.len();
         let w_at = |k: usize| ws[rows[k].1 as usize];
-        // Placeholder rows sort first (window i64::MIN): skip them.
-        let mut k = 0;
-        while k < j && w_at(k) == i64::MIN {
-            k += 1;
-        }
+        // The first row at or after the batch's first window (placeholder rows sort first,
+        // at window i64::MIN, and so are skipped too).
+        let mut k = rows.partition_point(|&(_, r)| ws[r as usize] < starts[wlo]);
         match range {
             Some((ia, ib)) => {
                 // Zero-when-empty series: every window of the range in scope.
-                for (wi, &w) in cal.starts().iter().enumerate().take(ib + 1).skip(ia) {
+                let (a, b) = (ia.max(wlo), (ib + 1).min(whi));
+                for (wi, &w) in starts.iter().enumerate().take(b).skip(a) {
                     while k < j && w_at(k) < w {
                         k += 1;
                     }
@@ -194,26 +254,29 @@ impl Parts {
                 }
             }
             None => {
-                for &(_, r) in &rows[k..j] {
-                    let r = r as usize;
+                let end = starts.get(whi).copied().unwrap_or(i64::MAX);
+                while k < j && w_at(k) < end {
+                    let r = rows[k].1 as usize;
                     if let Some(wi) = cal.index_of(ws[r]) {
                         self.emit(r, wi, vs[r], ns[r]);
                         summary.rows_written += 1;
                     }
+                    k += 1;
                 }
             }
         }
     }
 
-    /// The partitions that got rows.
-    fn into_completed(self, key_frame: DataFrame) -> Completed {
+    /// The partitions that got rows since the last call, emptied.
+    fn take(&mut self, key_frame: &DataFrame) -> Completed {
         Completed {
-            key_frame,
+            key_frame: key_frame.clone(),
             parts: self
                 .starts
-                .into_iter()
-                .zip(self.outs)
+                .iter()
+                .zip(self.outs.iter_mut())
                 .filter(|(_, o)| !o.src.is_empty())
+                .map(|(&p, o)| (p, std::mem::take(o)))
                 .collect(),
         }
     }

@@ -15,7 +15,11 @@ use super::{Calendar, Meters, RollupSpec, aggregate, date_micros, window_start_e
 /// Events aggregated per batch: a batch is a run of consecutive partitions holding about
 /// this many events, so memory stays bounded whatever the lake's size (windows never cross
 /// partitions, so batches are independent).
-pub const BATCH_EVENTS: u64 = 4_000_000;
+///
+/// 1M rather than 4M: on 4.9M events (90 days, 1,000 tenants) the hour rollup's peak RSS
+/// fell from 0.99–1.04 GB to 0.92–0.97 GB, and the day rollup's from 0.54–0.58 GB to
+/// 0.39–0.42 GB, in the same time (medians of 3 alternated runs).
+pub const BATCH_EVENTS: u64 = 1_000_000;
 
 /// Aggregated rows of the windows of the partitions in `scope`.
 pub(super) fn compute(
@@ -93,5 +97,8 @@ pub(super) fn compute(
         out.vstack_mut(&df.select(out.get_column_names().into_iter().cloned())?)?;
         unconfigured.extend(u);
     }
+    // The scans' and hash tables' memory is dead: give it back before the rows are
+    // completed (per batch instead, the hour rollup of 4.9 M events took 0.4 s longer).
+    crate::memory::release();
     Ok((out, unconfigured.into_iter().collect()))
 }

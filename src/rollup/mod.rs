@@ -223,7 +223,13 @@ pub fn rollup(
     };
     let windows = Windows::new(spec, &lake_dates, &old_ranges)?;
     let clock = std::time::Instant::now();
-    let (out, scope) = computed(
+    // Each batch of completed partitions is written before the next is built.
+    let mut written = BTreeSet::new();
+    let mut sink = |done: complete::Completed| -> Result<()> {
+        written.extend(store::write_partitions(&dir, spec, done, &windows.cal)?);
+        Ok(())
+    };
+    let scope = computed(
         lake,
         meters,
         spec,
@@ -231,16 +237,18 @@ pub fn rollup(
         &windows,
         &old_ranges,
         &mut summary,
+        &mut sink,
     )?;
-    tracing::debug!(rows = summary.rows_written, elapsed = ?clock.elapsed(), "completed");
-    store::write_partitions(&dir, spec, out, &windows.cal, &scope, &mut summary)?;
-    tracing::debug!(elapsed = ?clock.elapsed(), "written");
+    tracing::debug!(rows = summary.rows_written, elapsed = ?clock.elapsed(), "written");
+    store::remove_emptied(&dir, spec, &scope, &written, &mut summary)?;
     store::finish(&dir, mode, &scope, &state_now, &mut summary, spec)?;
     Ok(summary)
 }
 
-/// The windows of the plan's touched dates aggregated and completed (gap-filled), with
-/// the partitions they cover: what [`rollup`] stores and [`current_series`] reads in memory.
+/// The windows of the plan's touched dates aggregated and completed (gap-filled), handed
+/// to `sink` in batches of partitions; returns the partitions they cover. What [`rollup`]
+/// stores and [`current_series`] reads in memory.
+#[allow(clippy::too_many_arguments)]
 fn computed(
     lake: &Lake,
     meters: &Meters,
@@ -249,7 +257,8 @@ fn computed(
     windows: &Windows,
     old_ranges: &plan::Ranges,
     summary: &mut RollupSummary,
-) -> Result<(complete::Completed, BTreeSet<i64>)> {
+    sink: &mut dyn FnMut(complete::Completed) -> Result<()>,
+) -> Result<BTreeSet<i64>> {
     let files = lake.data_files();
     let mut scope = windows.scope_of(&plan.touched_dates);
     let pcal = windows.partitions();
@@ -263,8 +272,8 @@ fn computed(
         rows.vstack_mut(&more)?;
         scope.extend(gaps);
     }
-    let out = complete::complete(&rows, spec, windows, &scope, &ranges, summary)?;
-    Ok((out, scope))
+    complete::complete(rows, spec, windows, &scope, &ranges, summary, sink)?;
+    Ok(scope)
 }
 
 /// One tenant × meter series of a per-tenant-and-meter rollup, in time order.
@@ -369,16 +378,31 @@ pub fn current_series(
         series: 0,
         unconfigured_meters: Vec::new(),
     };
-    let (done, _) = computed(lake, meters, spec, &plan, &windows, &none, &mut ignored)?;
-    let (n, mut fold) = (done.parts.len(), series::SeriesFold::new(&|_, _| true));
-    for (i, (_, o)) in done.parts.into_iter().enumerate() {
-        let df = o
-            .frame(&done.key_frame, &windows.cal)?
-            .lazy()
-            .select(series::columns())
-            .collect()?;
-        fold.add(&df, n - i)?;
-    }
+    let mut fold = series::SeriesFold::new(&|_, _| true);
+    // Partitions still to come, for the fold's sizing: at most the lake's windows.
+    let mut left = windows.partitions().starts().len();
+    let mut sink = |done: complete::Completed| -> Result<()> {
+        for (_, o) in done.parts {
+            let df = o
+                .frame(&done.key_frame, &windows.cal)?
+                .lazy()
+                .select(series::columns())
+                .collect()?;
+            fold.add(&df, left)?;
+            left = left.saturating_sub(1);
+        }
+        Ok(())
+    };
+    computed(
+        lake,
+        meters,
+        spec,
+        &plan,
+        &windows,
+        &none,
+        &mut ignored,
+        &mut sink,
+    )?;
     Ok(fold.finish())
 }
 

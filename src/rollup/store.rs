@@ -111,16 +111,14 @@ fn period_dir(spec: &RollupSpec, p: i64) -> String {
     format!("period={}", spec.zone.local_date(p).format("%Y-%m-%d"))
 }
 
-/// Writes one file per partition (in parallel; each atomically: temp file, fsync, rename)
-/// and deletes the files of partitions in scope that have no rows any more.
+/// Writes one file per partition of a batch (in parallel; each atomically: temp file,
+/// fsync, rename); returns the partitions written.
 pub(super) fn write_partitions(
     dir: &Path,
     spec: &RollupSpec,
     done: Completed,
     cal: &Calendar,
-    scope: &BTreeSet<i64>,
-    summary: &mut RollupSummary,
-) -> Result<()> {
+) -> Result<BTreeSet<i64>> {
     use rayon::prelude::*;
     let written: BTreeSet<i64> = done.parts.iter().map(|(p, _)| *p).collect();
     let key_frame = &done.key_frame;
@@ -153,8 +151,20 @@ pub(super) fn write_partitions(
             Ok(())
         })
         .collect::<Result<Vec<()>>>()?;
+    Ok(written)
+}
+
+/// After the batches are written: deletes the files of partitions in scope that have no
+/// rows any more, and counts what was written and removed.
+pub(super) fn remove_emptied(
+    dir: &Path,
+    spec: &RollupSpec,
+    scope: &BTreeSet<i64>,
+    written: &BTreeSet<i64>,
+    summary: &mut RollupSummary,
+) -> Result<()> {
     summary.partitions_written += written.len() as u64;
-    for &p in scope.difference(&written) {
+    for &p in scope.difference(written) {
         let path = dir.join(period_dir(spec, p)).join(PART_FILE);
         if path.is_file() {
             fs::remove_file(&path).at(&path)?;

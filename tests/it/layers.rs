@@ -9,9 +9,10 @@ use std::path::Path;
 /// Ranks, bottom up. The pure models (forecast, detect) sit just above time, so they
 /// cannot name the lake, rollups or billing; the two faces (cli, serve) and the jobs sit
 /// on top; nothing names the cli.
-const RANKS: [(&str, f64); 20] = [
+const RANKS: [(&str, f64); 21] = [
     ("error", 0.0),
     ("fault", 0.5),
+    ("memory", 0.5),
     ("time", 1.0),
     ("http", 1.5),
     ("event", 2.0),
