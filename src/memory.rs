@@ -14,14 +14,20 @@
 /// this thread (which also purges every arena's free ranges, program-wide) and, queued
 /// without waiting, on every thread of rayon's global pool and of polars' pool, each of
 /// which holds the pages it allocated from. Not waiting matters: a pool thread may be busy
-/// (a server's other requests) or blocked on a lock the caller holds. Cheap when little
-/// was freed; under another global allocator it touches nothing of it.
+/// (a server's other requests) or blocked on a lock the caller holds. polars' streaming
+/// engine runs on threads of its own (`async-executor-*`) that this does not reach; the
+/// arena purge still returns what they freed to the arenas. Cheap when little was freed;
+/// under another global allocator it touches nothing of it.
 pub fn release() {
     fn collect() {
         // SAFETY: mi_collect takes no pointers and may be called from any thread.
         unsafe { libmimalloc_sys::mi_collect(true) };
     }
-    rayon::spawn_broadcast(|_| collect());
+    // From a thread outside every pool, `spawn_broadcast` reaches the global pool even
+    // when the caller runs inside another one (the server's heavy pool, a `--threads` pool).
+    let _ = std::thread::Builder::new()
+        .name("mlk-release".into())
+        .spawn(|| rayon::spawn_broadcast(|_| collect()));
     polars_core::runtime::THREAD_POOL.spawn_broadcast(|_| collect());
     collect();
 }

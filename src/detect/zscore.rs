@@ -115,7 +115,7 @@ impl Detector for Rolling {
 }
 
 /// A sorted sliding window: median and MAD in O(window).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct SortedWindow {
     sorted: Vec<f64>,
     order: VecDeque<f64>,

@@ -268,7 +268,7 @@ pub fn aggregate(
     let df = if sums_exactly(&events, meters)? {
         collect(plan)?
     } else {
-        plan.collect()?
+        plan.collect_with_engine(Engine::InMemory)?.unwrap_single()
     };
     let names: BTreeSet<&str> = meters.iter().map(|m| m.name.as_str()).collect();
     let unconfigured: Vec<String> = df
@@ -291,12 +291,14 @@ pub fn collect(lf: LazyFrame) -> Result<DataFrame> {
 }
 
 /// Whether every sum this aggregation takes is exact whatever the order of its terms:
-/// no meter sums or averages a property, and every event value is an integer (integers
-/// below 2^53 add exactly in f64). polars' streaming engine adds partial sums in the order
-/// its threads finish, so non-integer values (0.25 GB-hours, costs) could sum to a
-/// different last bit from one run to the next; those aggregations run on the in-memory
-/// engine, which adds each group's values in row order. (On 4.9 M events it is 1.2 s
-/// slower for the hour rollup than streaming, so streaming stays where it is exact.)
+/// no meter sums or averages a property, every event value is an integer, and the values'
+/// absolute sum is at most 2^53, which bounds every partial sum of every group (integers
+/// add exactly in f64 below it). polars' streaming engine adds partial sums in the order
+/// its threads finish, so other values (0.25 GB-hours, costs, a month of bytes past 2^53)
+/// could sum to a different last bit from one run to the next; those aggregations run on
+/// the in-memory engine, which adds each group's values in row order. (On 4.9 M events it
+/// is 1.2 s slower for the hour rollup than streaming, so streaming stays where it is
+/// exact; the check itself is one more scan of the batch's `value` column.)
 fn sums_exactly(events: &LazyFrame, meters: &Meters) -> Result<bool> {
     let property_sums = meters.iter().any(|m| {
         m.property.is_some()
@@ -308,8 +310,8 @@ fn sums_exactly(events: &LazyFrame, meters: &Meters) -> Result<bool> {
     if property_sums {
         return Ok(false);
     }
-    // Not an integer, or beyond 2^53 (where f64 sums round): the Int64 round trip differs
-    // (a value past i64 casts to null, counted as inexact too).
+    // Not an integer: the Int64 round trip differs (NaN, infinities and values past i64
+    // cast to null, counted as inexact too).
     const EXACT: f64 = 9_007_199_254_740_992.0;
     let v = col("value");
     let inexact = v.clone().is_not_null().and(
@@ -317,12 +319,19 @@ fn sums_exactly(events: &LazyFrame, meters: &Meters) -> Result<bool> {
             .cast(DataType::Int64)
             .cast(DataType::Float64)
             .neq(v.clone())
-            .fill_null(lit(true))
-            .or(v.clone().gt(lit(EXACT)))
-            .or(v.lt(lit(-EXACT))),
+            .fill_null(lit(true)),
     );
-    let fractional = collect(events.clone().select([inexact.any(true).alias("f")]))?;
-    Ok(!fractional.column("f")?.bool()?.get(0).unwrap_or(false))
+    let magnitude = when(v.clone().lt(lit(0.0)))
+        .then(lit(0.0) - v.clone())
+        .otherwise(v);
+    let check = collect(
+        events
+            .clone()
+            .select([inexact.any(true).alias("f"), magnitude.sum().alias("m")]),
+    )?;
+    let fractional = check.column("f")?.bool()?.get(0).unwrap_or(false);
+    let total = check.column("m")?.f64()?.get(0).unwrap_or(0.0);
+    Ok(!fractional && total <= EXACT)
 }
 
 /// An empty result with the right columns.

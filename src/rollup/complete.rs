@@ -79,6 +79,11 @@ pub(super) fn complete(
     let mut parts = Parts::new(windows, scope);
     let mut wrote = vec![false; series.len()];
     for (wlo, whi) in parts.batches(series.len().max(1)) {
+        // Rows come only from partitions in scope, and zero rows go only there: a batch
+        // without one (an incremental run's untouched days) has nothing to write.
+        if !parts.in_scope[wlo..whi].iter().any(|&s| s) {
+            continue;
+        }
         for (s, &(i, j, range)) in series.iter().enumerate() {
             let before = summary.rows_written;
             parts.complete_series(cal, &order[i..j], range, (wlo, whi), &cols, summary);

@@ -446,11 +446,52 @@ fn incremental_rollups_equal_a_full_recompute() {
         ]),
     );
     ingest(&lake, &[&more], &[]);
+    // Runs a rollup of `lake` completed and written one partition at a time.
+    let one_at_a_time = |lake: &Path, a: &[&str]| -> serde_json::Value {
+        let mut args = vec!["rollup", "--lake", lake.to_str().unwrap()];
+        args.extend(["--meters", meters.to_str().unwrap(), "--output", "json"]);
+        args.extend(a);
+        let o = std::process::Command::new(BIN)
+            .args(&args)
+            .env("MLK_ROLLUP_BATCH_ROWS", "1")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_slice(&o.stdout).unwrap()
+    };
+    // The same files byte for byte (state included), and the same summary but its folder.
+    let assert_same = |a: &Path, b: &Path, sa: &serde_json::Value, sb: &serde_json::Value| {
+        let files = files_under(a);
+        assert!(
+            files
+                .iter()
+                .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
+                .count()
+                >= 2,
+            "{}",
+            a.display()
+        );
+        for f in &files {
+            let rel = f.strip_prefix(a).unwrap();
+            assert!(
+                fs::read(f).unwrap() == fs::read(b.join(rel)).unwrap(),
+                "{} differs when written one partition at a time",
+                rel.display()
+            );
+        }
+        assert_eq!(files_under(b).len(), files.len());
+        let (mut sa, mut sb) = (sa.clone(), sb.clone());
+        sa["dir"] = serde_json::Value::Null;
+        sb["dir"] = serde_json::Value::Null;
+        assert_eq!(sa, sb);
+    };
     for (g, tz, by) in specs {
         let mut a = vec!["--granularity", g, "--tz", tz];
         for d in by {
             a.extend(["--by", d]);
         }
+        let pre = dir.path().join(format!("pre-{g}"));
+        copy_dir(&lake, &pre);
         let inc = rollup_json(&lake, &meters, &a);
         assert_eq!(inc["mode"], "incremental", "{inc}");
         let spec_dir = PathBuf::from(inc["dir"].as_str().unwrap());
@@ -468,34 +509,15 @@ fn incremental_rollups_equal_a_full_recompute() {
         let full_dir = copy.join(spec_dir.strip_prefix(&lake).unwrap());
         let want = read_rollup(&full_dir, &keys);
         assert_tables_match(&got, &want, &format!("incremental {g} {tz}"));
-        // Completed and written one partition at a time instead of in one batch: the same
-        // files, byte for byte.
+        // Completed and written one partition at a time instead of in one batch, the
+        // incremental run and the full one: the same files, byte for byte.
+        let rel = spec_dir.strip_prefix(&lake).unwrap();
+        let pre_inc = one_at_a_time(&pre, &a[..a.len() - 1]);
+        assert_same(&spec_dir, &pre.join(rel), &inc, &pre_inc);
         let one = dir.path().join(format!("one-{g}"));
         copy_dir(&lake, &one);
-        let mut args = vec!["rollup", "--lake", one.to_str().unwrap()];
-        args.extend(["--meters", meters.to_str().unwrap()]);
-        args.extend(&a);
-        let o = std::process::Command::new(BIN)
-            .args(&args)
-            .env("MLK_ROLLUP_BATCH_ROWS", "1")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        let one_dir = one.join(spec_dir.strip_prefix(&lake).unwrap());
-        let parts = files_under(&full_dir)
-            .into_iter()
-            .filter(|f| f.extension().is_some_and(|e| e == "parquet"))
-            .collect::<Vec<_>>();
-        assert!(parts.len() >= 2, "{g}: {} partitions", parts.len());
-        for f in &parts {
-            let rel = f.strip_prefix(&full_dir).unwrap();
-            assert!(
-                fs::read(f).unwrap() == fs::read(one_dir.join(rel)).unwrap(),
-                "{g}: {} differs when written one partition at a time",
-                rel.display()
-            );
-        }
-        assert_eq!(files_under(&one_dir).len(), files_under(&full_dir).len());
+        let one_full = one_at_a_time(&one, &a);
+        assert_same(&full_dir, &one.join(rel), &full, &one_full);
         // ... and both agree with the fold.
         let zone: Tz = tz.parse().unwrap();
         let gg = ALL_G.into_iter().find(|x| x.name() == g).unwrap();
