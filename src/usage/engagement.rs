@@ -176,23 +176,38 @@ pub fn engagement(lake: &Lake, opts: &EngagementOptions) -> Result<Vec<Engagemen
         return Ok(Vec::new());
     };
     let month = at - 30 * MICROS_PER_DAY;
-    let (counts, inactive) = user_counts(&lf, at, month)?;
     let recent = lf.clone().filter(ts().gt_eq(lit(month)));
     // Daily active users over the 30 UTC days ending with the day of the last instant
     // before `at`.
     let last_day = (at - 1).div_euclid(MICROS_PER_DAY);
     let first_day = last_day - 29;
-    let daily = daily_active(&lf, first_day)?;
-    let features = feature_users(&recent, &opts.feature_property)?;
-    let docs = document_users(recent, &opts.documents_meter)?;
-    let s_now = storage_readings(&lf, &opts.storage_meter, at)?;
-    let s_then = storage_readings(&lf, &opts.storage_meter, month)?;
-
     // Every tenant with an event before `at`, users or not.
     let all = lf
         .clone()
-        .select([col("tenant_id").unique().sort(SortOptions::default())])
-        .collect()?;
+        .select([col("tenant_id").unique().sort(SortOptions::default())]);
+    // All of them collected as one query, so polars scans the lake once for all (its
+    // common subplans are shared) instead of once per query.
+    let queries = [
+        last_seen(&lf),
+        daily_active(&lf, first_day),
+        feature_users(&recent, &opts.feature_property),
+        document_users(recent, &opts.documents_meter),
+        storage_readings(&lf, &opts.storage_meter, at),
+        storage_readings(&lf, &opts.storage_meter, month),
+        all,
+    ];
+    let flags = lf.get_current_optimizations();
+    let [users, daily, features, docs, s_now, s_then, all]: [DataFrame; 7] =
+        LazyFrame::collect_all_with_engine(
+            queries.into_iter().map(|q| q.logical_plan).collect(),
+            Engine::InMemory,
+            flags,
+        )?
+        .try_into()
+        .map_err(|_| polars_err!(ComputeError: "collect_all returned another number of frames"))?;
+    let (counts, inactive) = user_counts(users, at, month)?;
+    let (s_now, s_then) = (readings_of(&s_now)?, readings_of(&s_then)?);
+
     let cols = Columns::read(&counts, &inactive, &features, &docs, &daily)?;
     let span = Span {
         at,
@@ -256,17 +271,18 @@ fn events_before(lake: &Lake, opts: &EngagementOptions) -> Result<Option<(LazyFr
     Ok(Some((lf.filter(ts().lt(lit(at))), at)))
 }
 
-/// Per tenant, DAU, WAU, MAU, known and inactive users; and the inactive users by id.
-fn user_counts(lf: &LazyFrame, at: i64, month: i64) -> Result<(DataFrame, DataFrame)> {
-    // Users: last time each was seen (one scan of the lake, kept: counts and the inactive
-    // list both read it), then counts per tenant.
-    let users = lf
-        .clone()
+/// Each user's last instant seen, per tenant.
+fn last_seen(lf: &LazyFrame) -> LazyFrame {
+    lf.clone()
         .filter(col("user_id").is_not_null())
         .group_by([col("tenant_id"), col("user_id")])
         .agg([ts().max().alias("last")])
-        .collect()?
-        .lazy();
+}
+
+/// Per tenant, DAU, WAU, MAU, known and inactive users; and the inactive users by id, from
+/// [`last_seen`]'s frame.
+fn user_counts(users: DataFrame, at: i64, month: i64) -> Result<(DataFrame, DataFrame)> {
+    let users = users.lazy();
     let counts = users
         .clone()
         .group_by([col("tenant_id")])
@@ -293,9 +309,8 @@ fn user_counts(lf: &LazyFrame, at: i64, month: i64) -> Result<(DataFrame, DataFr
 }
 
 /// Distinct users per tenant and UTC day, from `first_day` on.
-fn daily_active(lf: &LazyFrame, first_day: i64) -> Result<DataFrame> {
-    Ok(lf
-        .clone()
+fn daily_active(lf: &LazyFrame, first_day: i64) -> LazyFrame {
+    lf.clone()
         .filter(
             col("user_id")
                 .is_not_null()
@@ -303,12 +318,11 @@ fn daily_active(lf: &LazyFrame, first_day: i64) -> Result<DataFrame> {
         )
         .group_by([col("tenant_id"), (ts() / lit(MICROS_PER_DAY)).alias("day")])
         .agg([col("user_id").n_unique().alias("users")])
-        .collect()?)
 }
 
 /// Distinct users per tenant and feature in the last 30 days, most adopted first.
-fn feature_users(recent: &LazyFrame, feature_property: &str) -> Result<DataFrame> {
-    Ok(recent
+fn feature_users(recent: &LazyFrame, feature_property: &str) -> LazyFrame {
+    recent
         .clone()
         // A substring test first: the JSON path runs only on rows that name the property.
         .filter(
@@ -324,12 +338,11 @@ fn feature_users(recent: &LazyFrame, feature_property: &str) -> Result<DataFrame
             [col("tenant_id"), col("users"), col("_f")],
             SortMultipleOptions::default().with_order_descending_multi([false, true, false]),
         )
-        .collect()?)
 }
 
 /// Documents per tenant and user in the last 30 days, most first.
-fn document_users(recent: LazyFrame, documents_meter: &str) -> Result<DataFrame> {
-    Ok(recent
+fn document_users(recent: LazyFrame, documents_meter: &str) -> LazyFrame {
+    recent
         .filter(col("meter").eq(lit(documents_meter.to_string())))
         .group_by([col("tenant_id"), col("user_id")])
         .agg([len().alias("n")])
@@ -339,17 +352,11 @@ fn document_users(recent: LazyFrame, documents_meter: &str) -> Result<DataFrame>
                 .with_order_descending_multi([false, true, false])
                 .with_nulls_last(true),
         )
-        .collect()?)
 }
 
-/// The last storage reading per tenant before `until`.
-fn storage_readings(
-    lf: &LazyFrame,
-    storage_meter: &str,
-    until: i64,
-) -> Result<HashMap<String, f64>> {
-    let df = lf
-        .clone()
+/// The last storage reading per tenant before `until` (read by [`readings_of`]).
+fn storage_readings(lf: &LazyFrame, storage_meter: &str, until: i64) -> LazyFrame {
+    lf.clone()
         .filter(
             col("meter")
                 .eq(lit(storage_meter.to_string()))
@@ -360,8 +367,11 @@ fn storage_readings(
             .filter(col("ts").eq(col("ts").max()))
             .max()
             .alias("v")])
-        .collect()?;
-    let ts = strs(&df, "tenant_id")?;
+}
+
+/// [`storage_readings`]' frame by tenant.
+fn readings_of(df: &DataFrame) -> Result<HashMap<String, f64>> {
+    let ts = strs(df, "tenant_id")?;
     let vs = df.column("v")?.f64()?;
     Ok(ts
         .into_iter()
