@@ -244,37 +244,37 @@ fn daily_buckets(
         col("_ts").max().alias("_last_ts"),
         len().cast(DataType::UInt64).alias("_n"),
     ]);
-    let daily = collect_streaming(daily)?;
+    let mut daily = collect_streaming(daily)?;
     let mut gauges = events_measured_by(catalog, UsageRule::Max);
     gauges.extend(events_measured_by(catalog, UsageRule::TimeWeighted));
-    let mut lasts: HashMap<(String, String, i64, bool), f64> = HashMap::new();
-    if !gauges.is_empty() {
+    if gauges.is_empty() {
+        daily.with_column(Column::full_null(
+            "_last".into(),
+            daily.height(),
+            &DataType::Float64,
+        ))?;
+    } else {
         let last = bucketed
             .filter(meter_in(gauges))
-            .group_by(group)
+            .group_by(group.clone())
             .agg([col("value")
                 .sort_by([col("_ts"), col("value")], SortMultipleOptions::default())
                 .last()
                 .alias("_last")]);
         let last = collect_streaming(last)?;
-        let t = last.column("tenant_id")?.str()?;
-        let m = last.column("meter")?.str()?;
-        let b = last.column("_back")?.i64()?;
-        let i = last.column("_in")?.bool()?;
-        let l = last.column("_last")?.f64()?;
-        for r in 0..last.height() {
-            if let Some(v) = l.get(r) {
-                lasts.insert(
-                    (
-                        t.get(r).unwrap_or_default().to_string(),
-                        m.get(r).unwrap_or_default().to_string(),
-                        b.get(r).unwrap_or(0),
-                        i.get(r).unwrap_or(false),
-                    ),
-                    v,
-                );
-            }
-        }
+        // Each bucket with its last reading (none for other meters), in the buckets' order.
+        daily = daily
+            .lazy()
+            .join(
+                last.lazy(),
+                group.clone(),
+                group,
+                JoinArgs {
+                    maintain_order: MaintainOrderJoin::Left,
+                    ..JoinArgs::new(JoinType::Left)
+                },
+            )
+            .collect()?;
     }
     let mut by_key: BTreeMap<(String, String), Vec<Bucket>> = BTreeMap::new();
     let t = daily.column("tenant_id")?.str()?;
@@ -283,6 +283,7 @@ fn daily_buckets(
     let i = daily.column("_in")?.bool()?;
     let s = daily.column("_sum")?.f64()?;
     let x = daily.column("_max")?.f64()?;
+    let l = daily.column("_last")?.f64()?;
     let lt = daily.column("_last_ts")?.i64()?;
     let n = daily.column("_n")?.u64()?;
     for r in 0..daily.height() {
@@ -291,14 +292,7 @@ fn daily_buckets(
             m.get(r).unwrap_or_default().to_string(),
         );
         let (back, inside) = (b.get(r).unwrap_or(0), i.get(r).unwrap_or(false));
-        let last = if lasts.is_empty() {
-            f64::NAN
-        } else {
-            lasts
-                .get(&(key.0.clone(), key.1.clone(), back, inside))
-                .copied()
-                .unwrap_or(f64::NAN)
-        };
+        let last = l.get(r).unwrap_or(f64::NAN);
         by_key.entry(key).or_default().push(Bucket {
             back,
             inside,
