@@ -91,6 +91,10 @@ pub struct QuotaArgs {
     /// Skip the forecast-based projection of the period's end.
     #[arg(long)]
     no_projection: bool,
+    /// Only shard I of N of the tenants (`I/N`, I from 0): N workers together print every
+    /// tenant's quotas, each tenant's once.
+    #[arg(long, default_value = "0/1")]
+    shard: crate::lake::Shard,
     /// Days of daily history the projection forecasts from.
     #[arg(long, default_value_t = 56)]
     history_days: i64,
@@ -233,7 +237,14 @@ pub(crate) fn quota(a: QuotaArgs) -> anyhow::Result<ExitCode> {
         &QuotaOptions {
             at,
             tenant: a.tenant,
-            among: None,
+            among: (!a.shard.is_all()).then(|| {
+                billing
+                    .tenants
+                    .iter()
+                    .filter(|t| a.shard.holds(&t.id))
+                    .map(|t| t.id.clone())
+                    .collect()
+            }),
             project: !a.no_projection,
             history_days: a.history_days,
             level: a.level / 100.0,

@@ -20,6 +20,10 @@ pub struct DetectArgs {
     /// A lake: its tenant × meter rollups (brought up to date first) and its events.
     #[arg(long)]
     pub lake: Option<PathBuf>,
+    /// With --lake: only shard I of N of the tenants (`I/N`, I from 0); N workers together
+    /// write the whole tables, each replacing its own tenants' rows.
+    #[arg(long, requires = "lake", default_value = "0/1")]
+    pub shard: crate::lake::Shard,
     /// Rollup granularity (with --lake): hour or day.
     #[arg(long, default_value = "hour")]
     pub granularity: Granularity,
@@ -182,7 +186,11 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
         }
         (None, Some(lake)) => {
             let meters = Meters::load_or_default(a.meters.as_deref())?;
-            anomalies::detect_lake(lake, &meters, a.granularity, &spec)?
+            let part = crate::stage::tables::Part {
+                shard: a.shard,
+                ..Default::default()
+            };
+            anomalies::detect_lake_for(lake, &meters, a.granularity, &spec, part)?
         }
         (None, None) => unreachable!("clap requires --series or --lake"),
     };

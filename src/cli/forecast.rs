@@ -23,6 +23,10 @@ pub struct ForecastArgs {
     /// A lake: forecast its tenant × meter rollups (brought up to date first).
     #[arg(long)]
     pub lake: Option<PathBuf>,
+    /// With --lake: only shard I of N of the tenants (`I/N`, I from 0); N workers together
+    /// write the whole tables, each replacing its own tenants' rows.
+    #[arg(long, requires = "lake", default_value = "0/1")]
+    pub shard: crate::lake::Shard,
     /// Rollup granularity (with --lake).
     #[arg(long, value_enum, default_value_t = Granularity::Day)]
     pub granularity: Granularity,
@@ -129,7 +133,11 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
         }
         (None, Some(lake)) => {
             let meters = Meters::load_or_default(a.meters.as_deref())?;
-            stage::forecast::forecast_lake(lake, &meters, a.granularity, &spec)?
+            let part = stage::tables::Part {
+                shard: a.shard,
+                ..Default::default()
+            };
+            stage::forecast::forecast_lake_for(lake, &meters, a.granularity, &spec, part)?
         }
         (None, None) => unreachable!("clap requires --series or --lake"),
     };

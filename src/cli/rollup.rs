@@ -35,6 +35,10 @@ pub struct RollupArgs {
     /// Recompute everything instead of what changed since the last run.
     #[arg(long)]
     pub full: bool,
+    /// Compute only shard I of N of the tenants (`I/N`, I from 0, e.g. a Kubernetes Indexed
+    /// Job's `$JOB_COMPLETION_INDEX/N`); N workers together write the whole rollup.
+    #[arg(long, default_value = "0/1")]
+    pub shard: crate::lake::Shard,
     /// Result as a table or one JSON object.
     #[arg(long, value_enum, default_value_t = super::Output::Table)]
     pub output: super::Output,
@@ -66,6 +70,7 @@ pub(crate) fn run(a: RollupArgs) -> anyhow::Result<ExitCode> {
             .as_deref()
             .map(|s| crate::time::parse_instant("--to", s))
             .transpose()?,
+        shard: a.shard,
     };
     let lake = Lake::open(&a.lake)?;
     let s = rollup::rollup(&lake, &meters, &spec, &opts)?;

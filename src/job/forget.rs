@@ -36,7 +36,7 @@ use super::retention::partition_dirs;
 use crate::error::{Error, IoContext, Result};
 use crate::lake::privacy::{replace_whole_id, whole_id_matches};
 use crate::lake::{Audit, Commit, CommitKind, DataFile, Lake, Subject, read_events, write_events};
-use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
+use crate::rollup::{Meters, RollupSpec};
 use crate::stage::tables;
 
 /// Whose data to forget.
@@ -210,7 +210,7 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
     let meters = Meters::load_or_default(opts.meters.as_deref())?;
     for dir in rollup_dirs(lake_dir)? {
         if let Some(spec) = RollupSpec::from_relative_dir(&dir) {
-            rollup(&lake, &meters, &spec, &RollupOptions::default())?;
+            crate::rollup::refresh_stored(&lake, &meters, &spec)?;
             s.rollups_refreshed += 1;
         }
     }
@@ -221,7 +221,16 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
 pub(super) fn rollup_dirs(lake_dir: &Path) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for p in partition_dirs(&lake_dir.join(crate::rollup::ROLLUPS_DIR))? {
-        if let Some(parent) = p.parent()
+        // A sharded rollup's partitions lie one folder deeper (`.../shard=I-of-N/period=`).
+        let parent = p.parent().map(|d| {
+            let sharded = d
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(crate::lake::Shard::from_dir_name)
+                .is_some();
+            if sharded { d.parent().unwrap_or(d) } else { d }
+        });
+        if let Some(parent) = parent
             && let Ok(rel) = parent.strip_prefix(lake_dir)
         {
             let rel = rel.to_string_lossy().replace('\\', "/");

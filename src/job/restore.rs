@@ -32,7 +32,7 @@ use crate::lake::keys::write_key_file;
 use crate::lake::{
     Audit, Commit, CommitKind, DataFile, EVENTS_DIR, Lake, Subject, read_events, write_events,
 };
-use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
+use crate::rollup::{Meters, RollupSpec};
 
 /// What to restore.
 #[derive(Debug, Clone)]
@@ -265,7 +265,7 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
     let meters = Meters::load_or_default(opts.meters.as_deref())?;
     for dir in super::forget::rollup_dirs(lake_dir)? {
         if let Some(spec) = RollupSpec::from_relative_dir(&dir) {
-            rollup(&lake, &meters, &spec, &RollupOptions::default())?;
+            crate::rollup::refresh_stored(&lake, &meters, &spec)?;
             s.rollups_refreshed += 1;
         }
     }

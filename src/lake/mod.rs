@@ -42,6 +42,7 @@ pub(crate) mod keys;
 pub(crate) mod log;
 mod parquet_io;
 pub mod privacy;
+pub mod shard;
 mod stats;
 
 pub use columns::{EventBuf, Part, Row};
@@ -52,6 +53,7 @@ pub(crate) use log::sync_dir;
 pub use log::{Audit, Commit, CommitKind, Counts, DataFile, InputRecord, Subject};
 pub(crate) use parquet_io::write_parts_unsynced;
 pub use parquet_io::{read_events, write_buf, write_events, write_parts};
+pub use shard::Shard;
 pub use stats::{
     LakeStats, MeterStats, events_between, files_between, scan_events, scan_files,
     scan_files_columns, scan_paths, stats,

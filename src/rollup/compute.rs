@@ -29,6 +29,7 @@ pub(super) fn compute(
     spec: &RollupSpec,
     pcal: &Calendar,
     scope: &BTreeSet<i64>,
+    tenants: Option<&Series>,
 ) -> Result<(DataFrame, Vec<String>)> {
     let overlaps = |f: &DataFile, (a, b): (i64, i64)| {
         let s = date_micros(&f.date);
@@ -86,12 +87,15 @@ pub(super) fn compute(
         let (lo, hi) = (spans[0].0, spans[spans.len() - 1].1);
         let parts = Series::new("p".into(), batch.clone());
         let ts = col("ts").cast(DataType::Int64);
-        let events = crate::lake::scan_files_columns(lake, &wanted, &columns)?.filter(
-            ts.clone().gt_eq(lit(lo)).and(ts.lt(lit(hi))).and(
-                window_start_expr(col("ts"), spec.granularity.partition(), spec.zone)?
-                    .is_in(lit(parts).implode(true), false),
-            ),
+        let mut keep = ts.clone().gt_eq(lit(lo)).and(ts.lt(lit(hi))).and(
+            window_start_expr(col("ts"), spec.granularity.partition(), spec.zone)?
+                .is_in(lit(parts).implode(true), false),
         );
+        // A sharded run: its tenants only (`--shard`).
+        if let Some(t) = tenants {
+            keep = keep.and(col("tenant_id").is_in(lit(t.clone()).implode(true), false));
+        }
+        let events = crate::lake::scan_files_columns(lake, &wanted, &columns)?.filter(keep);
         let window = window_start_expr(col("ts"), spec.granularity, spec.zone)?;
         let (df, u) = aggregate(events, meters, window, &spec.by)?;
         out.vstack_mut(&df.select(out.get_column_names().into_iter().cloned())?)?;

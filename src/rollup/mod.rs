@@ -79,7 +79,7 @@ use polars::prelude::*;
 use serde::Serialize;
 
 use crate::error::{IoContext, Result};
-use crate::lake::Lake;
+use crate::lake::{Lake, Shard};
 
 use plan::{Plan, Windows};
 use store::State;
@@ -134,6 +134,9 @@ pub struct RollupOptions {
     pub from: Option<i64>,
     /// End of that range.
     pub to: Option<i64>,
+    /// Only this shard's tenants (`--shard I/N`), stored in the rollup's `shard=I-of-N`
+    /// folder; readers read the union of the N shards.
+    pub shard: Shard,
 }
 
 /// How a rollup ran.
@@ -171,6 +174,9 @@ pub struct RollupSummary {
     pub series: u64,
     /// Event meters no definition reads (rolled up with `sum`).
     pub unconfigured_meters: Vec<String>,
+    /// The shard computed (`I/N`), when the run was sharded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// Brings the rollup `spec` of `lake` up to date (see the module docs).
@@ -181,9 +187,13 @@ pub fn rollup(
     opts: &RollupOptions,
 ) -> Result<RollupSummary> {
     lake.check_writer()?;
-    let dir = lake.root().join(spec.relative_dir());
+    let spec_dir = lake.root().join(spec.relative_dir());
+    fs::create_dir_all(&spec_dir).at(&spec_dir)?;
+    // The layout (shard count) stays as this run needs it while the run writes.
+    let _layout = store::enter_layout(&spec_dir, opts.shard)?;
+    let dir = store::shard_dir(&spec_dir, opts.shard);
     fs::create_dir_all(&dir).at(&dir)?;
-    // One rollup of a spec at a time (two would race on the same files).
+    // One rollup of a spec (and shard) at a time (two would race on the same files).
     let _lock = crate::lake::lock_exclusive(&dir.join("_lock"))?;
 
     let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
@@ -207,6 +217,7 @@ pub fn rollup(
         zero_rows: 0,
         series: 0,
         unconfigured_meters: Vec::new(),
+        shard: (!opts.shard.is_all()).then(|| opts.shard.to_string()),
     };
     if plan.touched_dates.is_empty() {
         store::finish(&dir, mode, &BTreeSet::new(), &state_now, &mut summary, spec)?;
@@ -233,6 +244,7 @@ pub fn rollup(
         lake,
         meters,
         spec,
+        opts.shard,
         &plan,
         &windows,
         &old_ranges,
@@ -253,6 +265,7 @@ fn computed(
     lake: &Lake,
     meters: &Meters,
     spec: &RollupSpec,
+    shard: Shard,
     plan: &Plan,
     windows: &Windows,
     old_ranges: &plan::Ranges,
@@ -262,18 +275,44 @@ fn computed(
     let files = lake.data_files();
     let mut scope = windows.scope_of(&plan.touched_dates);
     let pcal = windows.partitions();
-    let (mut rows, unconfigured) = compute::compute(lake, &files, meters, spec, pcal, &scope)?;
+    let tenants = shard_tenants(lake, &files, shard)?;
+    let tenants = tenants.as_ref();
+    let (mut rows, unconfigured) =
+        compute::compute(lake, &files, meters, spec, pcal, &scope, tenants)?;
     tracing::debug!(rows = rows.height(), "aggregated");
     summary.unconfigured_meters = unconfigured;
     let ranges = plan::grown_ranges(old_ranges, &rows, spec, meters)?;
     let gaps = windows.gap_partitions(plan, &ranges, old_ranges, &scope);
     if !gaps.is_empty() {
-        let (more, _) = compute::compute(lake, &files, meters, spec, pcal, &gaps)?;
+        let (more, _) = compute::compute(lake, &files, meters, spec, pcal, &gaps, tenants)?;
         rows.vstack_mut(&more)?;
         scope.extend(gaps);
     }
     complete::complete(rows, spec, windows, &scope, &ranges, summary, sink)?;
     Ok(scope)
+}
+
+/// The lake's tenants that `shard` holds (none when it holds them all): read from the
+/// events' `tenant_id` column alone.
+fn shard_tenants(
+    lake: &Lake,
+    files: &[crate::lake::DataFile],
+    shard: Shard,
+) -> Result<Option<polars::prelude::Series>> {
+    if shard.is_all() || files.is_empty() {
+        return Ok(None);
+    }
+    let all = crate::lake::scan_files_columns(lake, files, &["tenant_id"])?
+        .select([col("tenant_id").unique()])
+        .collect()?;
+    let mine: Vec<&str> = all
+        .column("tenant_id")?
+        .str()?
+        .iter()
+        .flatten()
+        .filter(|t| shard.holds(t))
+        .collect();
+    Ok(Some(polars::prelude::Series::new("tenant_id".into(), mine)))
 }
 
 /// One tenant × meter series of a per-tenant-and-meter rollup, in time order.
@@ -304,13 +343,33 @@ pub fn rollup_series_where(
     spec: &RollupSpec,
     keep: &dyn Fn(&str, &str) -> bool,
 ) -> Result<Vec<RollupSeries>> {
-    let files = store::partition_files(&lake.root().join(spec.relative_dir()))?;
-    let mut fold = series::SeriesFold::new(keep);
-    for (i, f) in files.iter().enumerate() {
-        let df = crate::lake::scan_paths(std::slice::from_ref(f), false)?
+    rollup_series_of(lake, spec, Shard::ALL, keep)
+}
+
+/// The series of [`rollup_series_where`] of one shard's tenants: a sharded worker reads
+/// its own shard's files only (stored in `shard`'s layout, as its rollup run left them).
+pub fn rollup_series_of(
+    lake: &Lake,
+    spec: &RollupSpec,
+    shard: Shard,
+    keep: &dyn Fn(&str, &str) -> bool,
+) -> Result<Vec<RollupSeries>> {
+    let dir = lake.root().join(spec.relative_dir());
+    let groups = if !shard.is_all() && store::stored_shards(&dir)? == shard.count {
+        store::partition_files(&store::shard_dir(&dir, shard))?
+            .into_iter()
+            .map(|f| vec![f])
+            .collect()
+    } else {
+        store::stored_partitions(&dir)?
+    };
+    let keep = |t: &str, m: &str| shard.holds(t) && keep(t, m);
+    let mut fold = series::SeriesFold::new(&keep);
+    for (i, group) in groups.iter().enumerate() {
+        let df = crate::lake::scan_paths(group, false)?
             .select(series::columns())
             .collect()?;
-        fold.add(&df, files.len() - i)?;
+        fold.add(&df, groups.len() - i)?;
     }
     Ok(fold.finish())
 }
@@ -322,7 +381,8 @@ pub fn series_sizes(
     spec: &RollupSpec,
 ) -> Result<std::collections::BTreeMap<(String, String), (u64, u64)>> {
     let mut sizes = std::collections::BTreeMap::new();
-    for f in store::partition_files(&lake.root().join(spec.relative_dir()))? {
+    let groups = store::stored_partitions(&lake.root().join(spec.relative_dir()))?;
+    for f in groups.into_iter().flatten() {
         series::add_sizes(
             crate::lake::scan_paths(std::slice::from_ref(&f), false)?,
             &mut sizes,
@@ -336,8 +396,22 @@ pub fn series_sizes(
 pub fn is_current(lake: &Lake, meters: &Meters, spec: &RollupSpec) -> Result<bool> {
     let dir = lake.root().join(spec.relative_dir());
     let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
-    Ok(store::read_state(&dir)?
-        .is_some_and(|s| s.seq == lake.last_seq() && s.fingerprint == fingerprint))
+    store::all_shards_at(&dir, lake.last_seq(), &fingerprint)
+}
+
+/// Brings the stored rollup `spec` up to date in the layout it is stored in: each of its
+/// shards in turn when it is sharded (what `forget` and `restore` do after they change
+/// events, so a sharded rollup stays sharded). Returns the shards run.
+pub fn refresh_stored(lake: &Lake, meters: &Meters, spec: &RollupSpec) -> Result<u32> {
+    let shards = store::stored_shards(&lake.root().join(spec.relative_dir()))?;
+    for i in 0..shards {
+        let opts = RollupOptions {
+            shard: Shard::new(i, shards)?,
+            ..RollupOptions::default()
+        };
+        rollup(lake, meters, spec, &opts)?;
+    }
+    Ok(shards)
 }
 
 /// The tenant × meter series of rollup `spec` as the lake is now, without writing
@@ -377,6 +451,7 @@ pub fn current_series(
         zero_rows: 0,
         series: 0,
         unconfigured_meters: Vec::new(),
+        shard: None,
     };
     let mut fold = series::SeriesFold::new(&|_, _| true);
     // Partitions still to come, for the fold's sizing: at most the lake's windows.
@@ -397,6 +472,7 @@ pub fn current_series(
         lake,
         meters,
         spec,
+        Shard::ALL,
         &plan,
         &windows,
         &none,

@@ -12,7 +12,7 @@ use polars::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, IoContext, Result};
-use crate::lake::Lake;
+use crate::lake::{Lake, Shard};
 
 use super::aggregate;
 use super::complete::Completed;
@@ -24,6 +24,11 @@ use super::{
 pub const ROLLUPS_DIR: &str = "rollups";
 const STATE_FILE: &str = "_state.json";
 const PART_FILE: &str = "part-0.parquet";
+/// The shard count a rollup is stored in (absent: 1, unsharded).
+const LAYOUT_FILE: &str = "_layout.json";
+/// Held shared by every run that writes the rollup, exclusively by one that changes its
+/// layout (so no shard is written while another run wipes it).
+const LAYOUT_LOCK: &str = "_layout.lock";
 
 /// What `_state.json` records: the lake commit the rollup is complete up to, and the
 /// meter definitions and spec it was computed with (another fingerprint: a full run).
@@ -81,10 +86,136 @@ impl RollupSpec {
     }
 }
 
-/// A lazy scan of a rollup's stored rows (no rows: an empty frame with the columns).
+/// What `_layout.json` records: how many shards the rollup is stored in.
+#[derive(Debug, Serialize, Deserialize)]
+struct Layout {
+    shards: u32,
+}
+
+/// The shard count the rollup at `dir` is stored in (1 without a `_layout.json`: the
+/// unsharded layout every rollup had before shards).
+pub(super) fn stored_shards(dir: &Path) -> Result<u32> {
+    let p = dir.join(LAYOUT_FILE);
+    if !p.is_file() {
+        return Ok(1);
+    }
+    let text = fs::read(&p).at(&p)?;
+    let layout: Layout = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
+        path: p.clone(),
+        reason: format!("rollup layout: {e}"),
+    })?;
+    Ok(layout.shards.max(1))
+}
+
+/// The folder `shard`'s part of the rollup at `dir` lives in: `dir` itself unsharded,
+/// else `dir/shard=I-of-N`.
+pub(super) fn shard_dir(dir: &Path, shard: Shard) -> PathBuf {
+    if shard.is_all() {
+        dir.to_path_buf()
+    } else {
+        dir.join(shard.dir_name())
+    }
+}
+
+/// Entries of the rollup at `dir` that belong to another layout than `shards`: for the
+/// unsharded layout, every `shard=` folder; for a sharded one, the unsharded partitions
+/// and state, and the folders of other shard counts.
+fn foreign_entries(dir: &Path, shards: u32) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).at(dir)? {
+        let p = e.at(dir)?.path();
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        let foreign = match Shard::from_dir_name(name) {
+            Some(s) => s.count != shards,
+            None => shards > 1 && (name.starts_with("period=") || name == STATE_FILE),
+        };
+        if foreign {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Taken by a run that writes `shard` of the rollup at `dir`, held until it ends: a
+/// shared lock when the rollup is stored in `shard.count` shards already. Otherwise the
+/// run switches the layout under an exclusive lock: it records the new count, then
+/// deletes the old layout's files (readers follow the record, so they never mix two
+/// layouts; a crash in between leaves files no reader reads, deleted by the next switch or
+/// run). The other shards of the new layout are then computed in full by their workers.
+pub(super) fn enter_layout(dir: &Path, shard: Shard) -> Result<fs::File> {
+    let path = dir.join(LAYOUT_LOCK);
+    let lock = crate::lake::lock_shared(&path)?;
+    if stored_shards(dir)? == shard.count && foreign_entries(dir, shard.count)?.is_empty() {
+        return Ok(lock);
+    }
+    drop(lock);
+    let lock = crate::lake::lock_exclusive(&path)?;
+    let from = stored_shards(dir)?;
+    if from != shard.count {
+        tracing::info!(
+            "rollup {}: stored in {from} shard(s), now in {}; the old layout is removed",
+            dir.display(),
+            shard.count
+        );
+        let layout = serde_json::to_vec(&Layout {
+            shards: shard.count,
+        })
+        .expect("layout serialises");
+        crate::lake::write_whole(&dir.join(LAYOUT_FILE), &layout)?;
+    }
+    for p in foreign_entries(dir, shard.count)? {
+        if p.is_dir() {
+            fs::remove_dir_all(&p).at(&p)?;
+        } else {
+            fs::remove_file(&p).at(&p)?;
+        }
+    }
+    crate::lake::sync_dir(dir)?;
+    Ok(lock)
+}
+
+/// The stored partition files of the rollup at `dir`, one group per partition (period)
+/// in time order: in a sharded layout, each shard's file of it, by shard index.
+pub(super) fn stored_partitions(dir: &Path) -> Result<Vec<Vec<PathBuf>>> {
+    let shards = stored_shards(dir)?;
+    if shards == 1 {
+        return Ok(partition_files(dir)?.into_iter().map(|f| vec![f]).collect());
+    }
+    let mut groups: std::collections::BTreeMap<std::ffi::OsString, Vec<PathBuf>> =
+        Default::default();
+    for i in 0..shards {
+        let sdir = shard_dir(dir, Shard::new(i, shards)?);
+        for f in partition_files(&sdir)? {
+            let period = f
+                .parent()
+                .and_then(Path::file_name)
+                .unwrap_or_default()
+                .to_os_string();
+            groups.entry(period).or_default().push(f);
+        }
+    }
+    Ok(groups.into_values().collect())
+}
+
+/// Whether every shard of the rollup at `dir` is complete up to lake commit `seq` under
+/// `fingerprint`.
+pub(super) fn all_shards_at(dir: &Path, seq: u64, fingerprint: &str) -> Result<bool> {
+    let shards = stored_shards(dir)?;
+    for i in 0..shards {
+        let sdir = shard_dir(dir, Shard::new(i, shards)?);
+        if !read_state(&sdir)?.is_some_and(|s| s.seq == seq && s.fingerprint == fingerprint) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// A lazy scan of a rollup's stored rows, every shard's (no rows: an empty frame with the
+/// columns).
 pub fn scan_rollup(lake: &Lake, spec: &RollupSpec) -> Result<LazyFrame> {
     let dir = lake.root().join(spec.relative_dir());
-    let files = partition_files(&dir)?;
+    let files: Vec<PathBuf> = stored_partitions(&dir)?.into_iter().flatten().collect();
     if files.is_empty() {
         let mut df = aggregate::empty_rows(&spec.by)?;
         df.with_column(Column::new_empty("window_end".into(), &utc_datetime()))?;

@@ -32,7 +32,7 @@ use crate::detect::{
 };
 use crate::error::{Error, Result};
 use crate::lake::Lake;
-use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_where};
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_of};
 use crate::series::{Series, all_dates, read_series_with, usual_gap};
 use crate::time::MICROS_PER_HOUR;
 use crate::time::format_ts;
@@ -657,20 +657,20 @@ pub fn detect_lake(
     granularity: Granularity,
     spec: &DetectSpec,
 ) -> Result<DetectSummary> {
-    detect_lake_for(lake_dir, meters, granularity, spec, None)
+    detect_lake_for(lake_dir, meters, granularity, spec, tables::Part::default())
 }
 
-/// [`detect_lake`] for `only` these tenant × meter series (all when none): their rows of
-/// the points and incidents tables are replaced, the other series' kept, so the tables
-/// equal a whole run's (the user-level patterns read those series' events only: a user's
-/// peers are the other users of the same series). The summary counts the series detected
-/// now.
+/// [`detect_lake`] for a `part` of the series (some series, one shard's tenants): their
+/// rows of the points and incidents tables are replaced, the other series' kept, so the
+/// tables equal a whole run's (the user-level patterns read those series' events only: a
+/// user's peers are the other users of the same series). The summary counts the series
+/// detected now.
 pub fn detect_lake_for(
     lake_dir: &Path,
     meters: &Meters,
     granularity: Granularity,
     spec: &DetectSpec,
-    only: Option<&std::collections::BTreeSet<tables::SeriesKey>>,
+    part: tables::Part,
 ) -> Result<DetectSummary> {
     spec.config.validate()?;
     if !matches!(granularity, Granularity::Hour | Granularity::Day) {
@@ -682,12 +682,16 @@ pub fn detect_lake_for(
     let lake = Lake::open(lake_dir)?;
     let rspec = RollupSpec::new(granularity);
     let clock = std::time::Instant::now();
-    rollup(&lake, meters, &rspec, &RollupOptions::default())?;
+    let ropts = RollupOptions {
+        shard: part.shard,
+        ..RollupOptions::default()
+    };
+    rollup(&lake, meters, &rspec, &ropts)?;
     let mut series: Vec<Series> = Vec::new();
     let mut counts: Vec<Vec<f64>> = Vec::new();
     let mut keys: Vec<(String, String)> = Vec::new();
-    let keep = tables::in_scope(only);
-    for r in rollup_series_where(&lake, &rspec, &keep)? {
+    let keep = |t: &str, m: &str| part.covers(t, m);
+    for r in rollup_series_of(&lake, &rspec, part.shard, &tables::in_scope(part.only))? {
         // Event counts guard volume meters only: a gauge's readings per window say nothing
         // about its volume.
         let volume = meters
@@ -777,12 +781,16 @@ pub fn detect_lake_for(
         dir.join(tables::incidents::FILE),
     );
     let mut incidents = records(&rows);
-    if let Some(o) = only {
-        points = tables::replace_series(&pp, points, o, &["tenant_id", "meter", "ts"])?;
+    // Other shards may update the tables at the same time: one at a time.
+    let _lock = (!part.is_whole())
+        .then(|| crate::lake::lock_dir(&dir))
+        .transpose()?;
+    if !part.is_whole() {
+        points = tables::replace_rows(&pp, points, &part, &["tenant_id", "meter", "ts"])?;
         if ip.exists() {
             let mut all: Vec<IncidentRecord> = tables::incidents::read(&ip)?
                 .into_iter()
-                .filter(|r| !o.contains(&(r.tenant_id.clone(), r.meter.clone())))
+                .filter(|r| !part.covers(&r.tenant_id, &r.meter))
                 .collect();
             all.append(&mut incidents);
             // The order a whole run writes ([`incident_rows`]): most severe, then riskiest

@@ -20,7 +20,7 @@ use super::tables::{self, write_frame};
 use crate::error::{Error, Result};
 use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
 use crate::lake::Lake;
-use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_where};
+use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_of};
 use crate::series::{Fill, Series, all_dates, read_series};
 use crate::time::format_ts;
 
@@ -371,26 +371,31 @@ pub fn forecast_lake(
     granularity: Granularity,
     spec: &ForecastSpec,
 ) -> Result<ForecastSummary> {
-    forecast_lake_for(lake_dir, meters, granularity, spec, None)
+    forecast_lake_for(lake_dir, meters, granularity, spec, tables::Part::default())
 }
 
-/// [`forecast_lake`] for `only` these tenant × meter series (all when none): their rows
-/// of the forecast tables are replaced, the other series' kept
-/// ([`tables::replace_series`]), so the tables equal a whole run's. The summary counts
-/// the series forecast now.
+/// [`forecast_lake`] for a `part` of the series (some series, one shard's tenants): their
+/// rows of the forecast tables are replaced, the other series' kept
+/// ([`tables::replace_rows`]), so the tables equal a whole run's. The summary counts the
+/// series forecast now.
 pub fn forecast_lake_for(
     lake_dir: &Path,
     meters: &Meters,
     granularity: Granularity,
     spec: &ForecastSpec,
-    only: Option<&std::collections::BTreeSet<tables::SeriesKey>>,
+    part: tables::Part,
 ) -> Result<ForecastSummary> {
     spec.validate()?;
     let lake = Lake::open(lake_dir)?;
     let rspec = RollupSpec::new(granularity);
     let clock = std::time::Instant::now();
-    rollup(&lake, meters, &rspec, &RollupOptions::default())?;
-    let series: Vec<Series> = rollup_series_where(&lake, &rspec, &tables::in_scope(only))?
+    let ropts = RollupOptions {
+        shard: part.shard,
+        ..RollupOptions::default()
+    };
+    rollup(&lake, meters, &rspec, &ropts)?;
+    let keep = tables::in_scope(part.only);
+    let series: Vec<Series> = rollup_series_of(&lake, &rspec, part.shard, &keep)?
         .into_iter()
         .map(|r| Series {
             id: format!("{}\u{1f}{}", r.tenant_id, r.meter),
@@ -434,9 +439,13 @@ pub fn forecast_lake_for(
         dir.join(tables::forecasts::FORECAST_FILE),
         dir.join(tables::forecasts::METRICS_FILE),
     );
-    if let Some(o) = only {
-        f = tables::replace_series(&out, f, o, &["tenant_id", "meter", "ts"])?;
-        mt = tables::replace_series(&metrics, mt, o, &["tenant_id", "meter"])?;
+    // Other shards may update the tables at the same time: one at a time.
+    let _lock = (!part.is_whole())
+        .then(|| crate::lake::lock_dir(&dir))
+        .transpose()?;
+    if !part.is_whole() {
+        f = tables::replace_rows(&out, f, &part, &["tenant_id", "meter", "ts"])?;
+        mt = tables::replace_rows(&metrics, mt, &part, &["tenant_id", "meter"])?;
     }
     write_frame(&out, &mut f)?;
     write_frame(&metrics, &mut mt)?;

@@ -328,13 +328,11 @@ pub fn refresh(
         out.batches = plan.series.len().max(plan.tenants.len());
         for scope in &plan.series {
             (spec.before_step)();
-            let f = forecast_lake_for(
-                lake_dir,
-                meters,
-                Granularity::Day,
-                &spec.forecast,
-                scope.as_ref(),
-            )?;
+            let part = super::tables::Part {
+                only: scope.as_ref(),
+                ..Default::default()
+            };
+            let f = forecast_lake_for(lake_dir, meters, Granularity::Day, &spec.forecast, part)?;
             out.forecast_series += f.series;
             // Fault point: a refresh cut off between its tables (tests kill it here).
             crate::fault::check("refresh.tables").at(lake_dir)?;
@@ -344,7 +342,7 @@ pub fn refresh(
                 meters,
                 spec.detect_granularity,
                 &spec.detect,
-                scope.as_ref(),
+                part,
             )?;
             out.detect_series += d.series;
         }

@@ -35,5 +35,6 @@ mod serve_api;
 mod serve_billing;
 mod serve_edges;
 mod sessions;
+mod shards;
 mod stripe;
 mod usage;

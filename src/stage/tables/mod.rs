@@ -203,6 +203,32 @@ pub fn in_scope(
     move |t, m| only.is_none_or(|o| o.contains(&(t.to_string(), m.to_string())))
 }
 
+/// The part of a derived table one stage run recomputes: the series `only` lists (none:
+/// all), of the tenants `shard` holds. The rest of the table is kept as it is
+/// ([`replace_rows`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Part<'a> {
+    /// These tenant × meter series only (none: every series).
+    pub only: Option<&'a std::collections::BTreeSet<SeriesKey>>,
+    /// The tenants of this shard only (`--shard`).
+    pub shard: crate::lake::Shard,
+}
+
+impl Part<'_> {
+    /// The whole table.
+    pub fn is_whole(&self) -> bool {
+        self.only.is_none() && self.shard.is_all()
+    }
+
+    /// Whether the run recomputes the series (tenant, meter).
+    pub fn covers(&self, tenant: &str, meter: &str) -> bool {
+        self.shard.holds(tenant)
+            && self
+                .only
+                .is_none_or(|o| o.contains(&(tenant.to_string(), meter.to_string())))
+    }
+}
+
 /// The tenant × meter series with rows in the table at `path` (none without one).
 pub fn series_in(path: &Path) -> Result<std::collections::BTreeSet<SeriesKey>> {
     if !path.exists() {
@@ -221,17 +247,13 @@ pub fn series_in(path: &Path) -> Result<std::collections::BTreeSet<SeriesKey>> {
         .collect())
 }
 
-/// Replaces the rows of the `series` (tenant × meter) in the table at `path` by `new`,
-/// keeping the other series' rows as they are, sorted by `order` (stable): how an
-/// incremental stage updates a table it once wrote whole, so the result equals a whole
-/// recomputation's when `new` is what that recomputation gives for `series`. Without a
-/// table at `path`: `new`.
-pub fn replace_series(
-    path: &Path,
-    new: DataFrame,
-    series: &std::collections::BTreeSet<SeriesKey>,
-    order: &[&str],
-) -> Result<DataFrame> {
+/// Replaces the rows of the series (tenant × meter) `part` covers in the table at `path`
+/// by `new`, keeping the other series' rows as they are, sorted by `order` (stable): how
+/// an incremental or sharded stage updates a table, so the result equals a whole
+/// recomputation's when `new` is what that recomputation gives for those series. Without
+/// a table at `path`: `new`. The caller holds the table's lock ([`crate::lake::lock_dir`])
+/// when other writers may update it at the same time (shards).
+pub fn replace_rows(path: &Path, new: DataFrame, part: &Part, order: &[&str]) -> Result<DataFrame> {
     if !path.exists() {
         return Ok(new);
     }
@@ -240,12 +262,7 @@ pub fn replace_series(
     let keep: BooleanChunked = t
         .iter()
         .zip(m.iter())
-        .map(|(t, m)| {
-            !series.contains(&(
-                t.unwrap_or_default().to_string(),
-                m.unwrap_or_default().to_string(),
-            ))
-        })
+        .map(|(t, m)| !part.covers(t.unwrap_or_default(), m.unwrap_or_default()))
         .collect();
     let mut out = old.filter(&keep)?;
     // A table an older version wrote may lack a column the new rows have: the kept rows
@@ -382,7 +399,11 @@ mod tests {
         .unwrap();
         let only: std::collections::BTreeSet<SeriesKey> =
             [("b".to_string(), "m".to_string())].into();
-        let out = replace_series(&path, new, &only, &["tenant_id", "meter"]).unwrap();
+        let part = Part {
+            only: Some(&only),
+            ..Part::default()
+        };
+        let out = replace_rows(&path, new, &part, &["tenant_id", "meter"]).unwrap();
         let x: Vec<Option<f64>> = out.column("x").unwrap().f64().unwrap().iter().collect();
         let y: Vec<Option<i64>> = out.column("y").unwrap().i64().unwrap().iter().collect();
         assert_eq!(x, [Some(1.0), Some(20.0), Some(3.0)]);

@@ -39,15 +39,24 @@ pub type Key = Vec<Option<String>>;
 /// (series key, window start) -> (window end, value, event count)
 pub type Table = BTreeMap<(Key, i64), (i64, f64, i64)>;
 
-/// Reads a rollup's files (straight from Parquet, as DuckDB would).
+/// Reads a rollup's files (straight from Parquet, as DuckDB would): its partitions, or
+/// every shard's (`shard=I-of-N/period=.../part-0.parquet`) when it is sharded. A row
+/// found twice (in two shards) fails.
 pub fn read_rollup(dir: &Path, key_cols: &[String]) -> Table {
     let mut out = Table::new();
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_dir())
-        .map(|p| p.join("part-0.parquet"))
-        .collect();
+    let mut files: Vec<PathBuf> = Vec::new();
+    for d in fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()) {
+        let name = d.file_name().unwrap().to_string_lossy().to_string();
+        if name.starts_with("shard=") {
+            for p in fs::read_dir(&d).unwrap().map(|e| e.unwrap().path()) {
+                if p.is_dir() {
+                    files.push(p.join("part-0.parquet"));
+                }
+            }
+        } else if d.is_dir() {
+            files.push(d.join("part-0.parquet"));
+        }
+    }
     files.sort();
     for f in files {
         for b in parquet_batches(&f) {
