@@ -7,6 +7,10 @@
 //!   period=YYYY-MM-DD/part-0.parquet   one partition: a (local) day of hours, or one
 //!                                      day, week or month window
 //!   _state.json                        the lake commit the rollup is complete up to
+//!   _layout.json                       sharded: `{"shards":N}` (absent: unsharded)
+//!   shard=I-of-N/period=.../part-0.parquet, shard=I-of-N/_state.json
+//!                                      sharded: shard I's tenants (`--shard I/N`,
+//!                                      [`crate::lake::shard`]); readers read the union
 //! ```
 //! `B` is `none`, or the `--by` dimensions joined by `+` (`user`, `prop_endpoint`); `Z` is
 //! the time zone with `/` written `%2F`. Columns: `tenant_id, meter, [user_id | dim_KEY]...,
@@ -31,7 +35,8 @@
 //!                 series ranges and the partitions where they grew)
 //!   compute.rs    the lake's events of those partitions, aggregated in bounded batches
 //!   complete.rs   zero rows over each series' range, window ends, rows per partition
-//!   store.rs      the folder layout, atomic partition writes, `_state.json`, `scan_rollup`
+//!   store.rs      the folder layout (and the shard layout's switch), atomic partition
+//!                 writes, `_state.json`, `scan_rollup`
 //!   series.rs     a rollup folded into tenant × meter series, one partition at a time
 //!   aggregate.rs  one aggregation per meter as a polars expression, breakdown dimensions
 //!   meters.rs     meter definitions (`meters.toml`) and their aggregations

@@ -215,6 +215,39 @@ fn shard_workers_together_write_exactly_one_runs_outputs() {
         }
     }
 
+    // A report across tenants, run once over the union, is the single lake's, and reading
+    // does not change the layout.
+    let report = |lake: &Path, kind: &str| -> Vec<u8> {
+        let out = lake.with_extension(format!("{kind}.json"));
+        ok(&[
+            "report",
+            "-q",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--kind",
+            kind,
+            "--out",
+            out.to_str().unwrap(),
+            "--plans",
+            &data("plans.toml"),
+            "--tenants",
+            tenants.to_str().unwrap(),
+            "--meters",
+            &data("meters.toml"),
+        ]);
+        fs::read(out).unwrap()
+    };
+    for kind in ["summary", "forecast", "anomaly"] {
+        assert!(
+            report(&single, kind) == report(&copies[1].1, kind),
+            "{kind} report over 3 shards"
+        );
+    }
+    assert_eq!(
+        layout(&copies[1].1, ROLLUPS[0].0).unwrap(),
+        "{\"shards\":3}"
+    );
+
     // New events (a late one, a new tenant): the workers' incremental runs still give the
     // single run's outputs.
     let tenant = fs::read_to_string(&tenants)
