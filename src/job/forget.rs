@@ -141,6 +141,7 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
                         rows: w.rows,
                         bytes: w.bytes,
                         value_sum: w.value_sum,
+                        exact: Some(crate::lake::ExactSum::of(&w)),
                     },
                     gone,
                 )),

@@ -216,6 +216,7 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
             rows: w.rows,
             bytes: w.bytes,
             value_sum: w.value_sum,
+            exact: Some(crate::lake::ExactSum::of(&w)),
         });
         let mut k: Vec<u128> = events
             .iter()

@@ -238,6 +238,7 @@ mod tests {
                         rows: seq,
                         bytes: seq * 10,
                         value_sum: seq as f64,
+                        exact: None,
                     }],
                     // Every 4th commit removes the file of three commits before.
                     removed: if seq % 4 == 0 {

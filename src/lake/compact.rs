@@ -159,6 +159,7 @@ pub fn compact_with(lake: &mut Lake, how: &Compaction) -> Result<CompactSummary>
             rows: w.rows,
             bytes: w.bytes,
             value_sum: w.value_sum,
+            exact: Some(crate::lake::ExactSum::of(&w)),
         });
         removed.extend(old.iter().map(|f| f.path.clone()));
     }

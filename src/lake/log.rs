@@ -128,6 +128,30 @@ pub struct DataFile {
     pub bytes: u64,
     /// Sum of `value` over the file's rows: a cheap check that compaction kept every row.
     pub value_sum: f64,
+    /// Sum of `|value|` and whether every value is a whole number (absent in files written
+    /// before they were recorded): a rollup that sums these files' values knows from them
+    /// alone whether any order of addition gives the same bits (see `rollup::aggregate`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<ExactSum>,
+}
+
+/// What [`DataFile::exact`] records of a file's values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ExactSum {
+    /// Sum of `|value|`.
+    pub abs_sum: f64,
+    /// Whether every value is a whole number.
+    pub integral: bool,
+}
+
+impl ExactSum {
+    /// Of a file just written.
+    pub fn of(w: &super::parquet_io::WrittenFile) -> ExactSum {
+        ExactSum {
+            abs_sum: w.value_abs_sum,
+            integral: w.values_integral,
+        }
+    }
 }
 
 /// One commit of the lake.

@@ -39,6 +39,10 @@ pub struct WrittenFile {
     pub bytes: u64,
     /// Sum of `value`.
     pub value_sum: f64,
+    /// Sum of `|value|`.
+    pub value_abs_sum: f64,
+    /// Whether every `value` is a whole number.
+    pub values_integral: bool,
 }
 
 /// Writes `events` to `path` (fsynced), sorted by (tenant_id, meter, ts, id).
@@ -106,12 +110,15 @@ fn encode_parts(path: &Path, parts: &[Part<'_>]) -> Result<(WrittenFile, fs::Fil
     let (mut writer, factory) = ArrowWriter::try_new(file, schema.clone(), Some(props))
         .and_then(ArrowWriter::into_serialized_writer)
         .map_err(pq)?;
-    let mut value_sum = 0.0;
+    let (mut value_sum, mut value_abs_sum, mut values_integral) = (0.0, 0.0, true);
     for (g, group) in order.chunks(ROW_GROUP_ROWS).enumerate() {
-        value_sum += group
-            .iter()
-            .map(|&(p, i)| parts[p as usize].buf.value[i as usize])
-            .sum::<f64>();
+        for &(p, i) in group {
+            let v = parts[p as usize].buf.value[i as usize];
+            value_sum += v;
+            value_abs_sum += v.abs();
+            // NaN and infinities have no whole-number form either.
+            values_integral &= v.fract() == 0.0;
+        }
         let chunks: Vec<Result<ArrowColumnChunk>> = factory
             .create_column_writers(g)
             .map_err(pq)?
@@ -140,6 +147,8 @@ fn encode_parts(path: &Path, parts: &[Part<'_>]) -> Result<(WrittenFile, fs::Fil
         rows: order.len() as u64,
         bytes,
         value_sum,
+        value_abs_sum,
+        values_integral,
     };
     Ok((written, file))
 }

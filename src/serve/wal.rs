@@ -235,6 +235,7 @@ pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
                 rows: w.rows,
                 bytes: w.bytes,
                 value_sum: w.value_sum,
+                exact: Some(crate::lake::ExactSum::of(&w)),
             };
             Ok((file, krel, date))
         })

@@ -148,6 +148,7 @@ fn write_day(
             rows: w.rows,
             bytes: w.bytes,
             value_sum: w.value_sum,
+            exact: Some(crate::lake::ExactSum::of(&w)),
         },
         key_rel,
     ))
