@@ -36,9 +36,11 @@ pub struct RollupArgs {
     #[arg(long)]
     pub full: bool,
     /// Compute only shard I of N of the tenants (`I/N`, I from 0, e.g. a Kubernetes Indexed
-    /// Job's `$JOB_COMPLETION_INDEX/N`); N workers together write the whole rollup.
-    #[arg(long, default_value = "0/1")]
-    pub shard: crate::lake::Shard,
+    /// Job's `$JOB_COMPLETION_INDEX/N`); N workers together write the whole rollup. A rollup
+    /// stored in another number of shards is switched to N (`0/1`: back to unsharded).
+    /// Without it, every shard of the layout the rollup is stored in, one after the other.
+    #[arg(long)]
+    pub shard: Option<crate::lake::Shard>,
     /// Result as a table or one JSON object.
     #[arg(long, value_enum, default_value_t = super::Output::Table)]
     pub output: super::Output,

@@ -36,7 +36,7 @@ use super::retention::partition_dirs;
 use crate::error::{Error, IoContext, Result};
 use crate::lake::privacy::{replace_whole_id, whole_id_matches};
 use crate::lake::{Audit, Commit, CommitKind, DataFile, Lake, Subject, read_events, write_events};
-use crate::rollup::{Meters, RollupSpec};
+use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
 use crate::stage::tables;
 
 /// Whose data to forget.
@@ -211,7 +211,8 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
     let meters = Meters::load_or_default(opts.meters.as_deref())?;
     for dir in rollup_dirs(lake_dir)? {
         if let Some(spec) = RollupSpec::from_relative_dir(&dir) {
-            crate::rollup::refresh_stored(&lake, &meters, &spec)?;
+            // Every shard in turn when the rollup is sharded: it stays sharded.
+            rollup(&lake, &meters, &spec, &RollupOptions::default())?;
             s.rollups_refreshed += 1;
         }
     }

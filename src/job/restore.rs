@@ -32,7 +32,7 @@ use crate::lake::keys::write_key_file;
 use crate::lake::{
     Audit, Commit, CommitKind, DataFile, EVENTS_DIR, Lake, Subject, read_events, write_events,
 };
-use crate::rollup::{Meters, RollupSpec};
+use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
 
 /// What to restore.
 #[derive(Debug, Clone)]
@@ -266,7 +266,8 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
     let meters = Meters::load_or_default(opts.meters.as_deref())?;
     for dir in super::forget::rollup_dirs(lake_dir)? {
         if let Some(spec) = RollupSpec::from_relative_dir(&dir) {
-            crate::rollup::refresh_stored(&lake, &meters, &spec)?;
+            // Every shard in turn when the rollup is sharded: it stays sharded.
+            rollup(&lake, &meters, &spec, &RollupOptions::default())?;
             s.rollups_refreshed += 1;
         }
     }

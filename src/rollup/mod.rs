@@ -140,8 +140,11 @@ pub struct RollupOptions {
     /// End of that range.
     pub to: Option<i64>,
     /// Only this shard's tenants (`--shard I/N`), stored in the rollup's `shard=I-of-N`
-    /// folder; readers read the union of the N shards.
-    pub shard: Shard,
+    /// folder (the layout switched to N shards first if it has another count); readers
+    /// read the union of the N shards. None: every shard of the layout the rollup is
+    /// stored in, one after the other, so a command that names no shard (`run`, `serve`,
+    /// `forget`) keeps a sharded rollup sharded.
+    pub shard: Option<Shard>,
 }
 
 /// How a rollup ran.
@@ -179,9 +182,37 @@ pub struct RollupSummary {
     pub series: u64,
     /// Event meters no definition reads (rolled up with `sum`).
     pub unconfigured_meters: Vec<String>,
-    /// The shard computed (`I/N`), when the run was sharded.
+    /// The shards computed (`I/N`, or `all N` for every shard in turn), when the rollup
+    /// is sharded.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
+}
+
+impl RollupSummary {
+    /// The summary of runs of several shards, one after the other: the counts added, the
+    /// mode the one with most work (full, range, incremental, up to date).
+    fn absorb(&mut self, other: RollupSummary) {
+        let rank = |m: RollupMode| match m {
+            RollupMode::Full => 3,
+            RollupMode::Range => 2,
+            RollupMode::Incremental => 1,
+            RollupMode::UpToDate => 0,
+        };
+        if rank(other.mode) > rank(self.mode) {
+            self.mode = other.mode;
+        }
+        self.partitions_written += other.partitions_written;
+        self.partitions_removed += other.partitions_removed;
+        self.rows_written += other.rows_written;
+        self.zero_rows += other.zero_rows;
+        self.series += other.series;
+        for m in other.unconfigured_meters {
+            if !self.unconfigured_meters.contains(&m) {
+                self.unconfigured_meters.push(m);
+            }
+        }
+        self.unconfigured_meters.sort();
+    }
 }
 
 /// Brings the rollup `spec` of `lake` up to date (see the module docs).
@@ -195,8 +226,42 @@ pub fn rollup(
     let spec_dir = lake.root().join(spec.relative_dir());
     fs::create_dir_all(&spec_dir).at(&spec_dir)?;
     // The layout (shard count) stays as this run needs it while the run writes.
-    let _layout = store::enter_layout(&spec_dir, opts.shard)?;
-    let dir = store::shard_dir(&spec_dir, opts.shard);
+    let (_layout, shards) = match opts.shard {
+        Some(s) => (store::enter_layout(&spec_dir, s)?, vec![s]),
+        None => {
+            let (lock, n) = store::enter_stored_layout(&spec_dir)?;
+            let all = (0..n)
+                .map(|i| Shard::new(i, n))
+                .collect::<Result<Vec<_>>>()?;
+            (lock, all)
+        }
+    };
+    let mut out: Option<RollupSummary> = None;
+    for &shard in &shards {
+        let s = rollup_shard(lake, meters, spec, opts, &spec_dir, shard)?;
+        match out.as_mut() {
+            Some(o) => o.absorb(s),
+            None => out = Some(s),
+        }
+    }
+    let mut out = out.expect("a layout has at least one shard");
+    if opts.shard.is_none() && shards.len() > 1 {
+        out.dir = spec_dir;
+        out.shard = Some(format!("all {}", shards.len()));
+    }
+    Ok(out)
+}
+
+/// [`rollup`] of one shard (the whole rollup when unsharded), the layout lock held.
+fn rollup_shard(
+    lake: &Lake,
+    meters: &Meters,
+    spec: &RollupSpec,
+    opts: &RollupOptions,
+    spec_dir: &std::path::Path,
+    shard: Shard,
+) -> Result<RollupSummary> {
+    let dir = store::shard_dir(spec_dir, shard);
     fs::create_dir_all(&dir).at(&dir)?;
     // One rollup of a spec (and shard) at a time (two would race on the same files).
     let _lock = crate::lake::lock_exclusive(&dir.join("_lock"))?;
@@ -222,7 +287,7 @@ pub fn rollup(
         zero_rows: 0,
         series: 0,
         unconfigured_meters: Vec::new(),
-        shard: (!opts.shard.is_all()).then(|| opts.shard.to_string()),
+        shard: (!shard.is_all()).then(|| shard.to_string()),
     };
     if plan.touched_dates.is_empty() {
         store::finish(&dir, mode, &BTreeSet::new(), &state_now, &mut summary, spec)?;
@@ -249,7 +314,7 @@ pub fn rollup(
         lake,
         meters,
         spec,
-        opts.shard,
+        shard,
         &plan,
         &windows,
         &old_ranges,
@@ -360,13 +425,25 @@ pub fn rollup_series_of(
     keep: &dyn Fn(&str, &str) -> bool,
 ) -> Result<Vec<RollupSeries>> {
     let dir = lake.root().join(spec.relative_dir());
-    let groups = if !shard.is_all() && store::stored_shards(&dir)? == shard.count {
+    // No layout switch while the files are read.
+    let _layout = store::reading(&dir)?;
+    let groups = if shard.is_all() {
+        store::stored_partitions(&dir)?
+    } else {
+        let stored = store::stored_shards(&dir)?;
+        if stored != shard.count {
+            return Err(crate::error::Error::InvalidParameter {
+                name: "--shard",
+                reason: format!(
+                    "{shard}: the rollup {} is stored in {stored} shard(s) now (another run changed its layout); run this worker again",
+                    dir.display()
+                ),
+            });
+        }
         store::partition_files(&store::shard_dir(&dir, shard))?
             .into_iter()
             .map(|f| vec![f])
             .collect()
-    } else {
-        store::stored_partitions(&dir)?
     };
     let keep = |t: &str, m: &str| shard.holds(t) && keep(t, m);
     let mut fold = series::SeriesFold::new(&keep);
@@ -386,7 +463,10 @@ pub fn series_sizes(
     spec: &RollupSpec,
 ) -> Result<std::collections::BTreeMap<(String, String), (u64, u64)>> {
     let mut sizes = std::collections::BTreeMap::new();
-    let groups = store::stored_partitions(&lake.root().join(spec.relative_dir()))?;
+    let dir = lake.root().join(spec.relative_dir());
+    // No layout switch while the files are read.
+    let _layout = store::reading(&dir)?;
+    let groups = store::stored_partitions(&dir)?;
     for f in groups.into_iter().flatten() {
         series::add_sizes(
             crate::lake::scan_paths(std::slice::from_ref(&f), false)?,
@@ -402,21 +482,6 @@ pub fn is_current(lake: &Lake, meters: &Meters, spec: &RollupSpec) -> Result<boo
     let dir = lake.root().join(spec.relative_dir());
     let fingerprint = format!("{}|{}", meters.fingerprint(), spec.relative_dir());
     store::all_shards_at(&dir, lake.last_seq(), &fingerprint)
-}
-
-/// Brings the stored rollup `spec` up to date in the layout it is stored in: each of its
-/// shards in turn when it is sharded (what `forget` and `restore` do after they change
-/// events, so a sharded rollup stays sharded). Returns the shards run.
-pub fn refresh_stored(lake: &Lake, meters: &Meters, spec: &RollupSpec) -> Result<u32> {
-    let shards = store::stored_shards(&lake.root().join(spec.relative_dir()))?;
-    for i in 0..shards {
-        let opts = RollupOptions {
-            shard: Shard::new(i, shards)?,
-            ..RollupOptions::default()
-        };
-        rollup(lake, meters, spec, &opts)?;
-    }
-    Ok(shards)
 }
 
 /// The tenant × meter series of rollup `spec` as the lake is now, without writing

@@ -1,7 +1,9 @@
 //! Where a rollup lives on disk and how it is read and written: the folder layout (one
-//! directory per [`RollupSpec`], one Parquet file per partition, a `_state.json`), atomic
-//! partition writes, the clean-up after a full run, and [`scan_rollup`], the one reader
-//! every later stage goes through.
+//! directory per [`RollupSpec`], one Parquet file per partition, a `_state.json`; when
+//! sharded, the same per `shard=I-of-N` folder and a `_layout.json` with N), the layout's
+//! locks and its switch to another shard count, atomic partition writes, the clean-up
+//! after a full run, and the readers of the stored partitions of every shard
+//! ([`scan_rollup`], `stored_partitions`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -143,14 +145,51 @@ fn foreign_entries(dir: &Path, shards: u32) -> Result<Vec<PathBuf>> {
 /// deletes the old layout's files (readers follow the record, so they never mix two
 /// layouts; a crash in between leaves files no reader reads, deleted by the next switch or
 /// run). The other shards of the new layout are then computed in full by their workers.
+///
+/// After a switch the run goes back to a shared lock, so the other workers of the new
+/// layout, waiting for it, compute their shards at the same time as this one; only when
+/// yet another run switched the layout in between does it keep the exclusive lock.
 pub(super) fn enter_layout(dir: &Path, shard: Shard) -> Result<fs::File> {
     let path = dir.join(LAYOUT_LOCK);
+    let in_layout = || -> Result<bool> {
+        Ok(stored_shards(dir)? == shard.count && foreign_entries(dir, shard.count)?.is_empty())
+    };
     let lock = crate::lake::lock_shared(&path)?;
-    if stored_shards(dir)? == shard.count && foreign_entries(dir, shard.count)?.is_empty() {
+    if in_layout()? {
         return Ok(lock);
     }
     drop(lock);
-    let lock = crate::lake::lock_exclusive(&path)?;
+    switch_layout(dir, shard)?;
+    let lock = crate::lake::lock_shared(&path)?;
+    if in_layout()? {
+        return Ok(lock);
+    }
+    drop(lock);
+    let lock = switch_layout(dir, shard)?;
+    Ok(lock)
+}
+
+/// Taken by a run that writes every shard of the rollup at `dir` in turn (no `--shard`):
+/// a shared lock, and the shard count the rollup is stored in (1 for a new rollup).
+pub(super) fn enter_stored_layout(dir: &Path) -> Result<(fs::File, u32)> {
+    let lock = crate::lake::lock_shared(&dir.join(LAYOUT_LOCK))?;
+    Ok((lock, stored_shards(dir)?))
+}
+
+/// Held by a reader of a sharded rollup while it lists and reads its files: a shared lock,
+/// so no run switches the layout under it. None for an unsharded rollup (its files are
+/// replaced one by one, atomically, as before shards).
+pub(super) fn reading(dir: &Path) -> Result<Option<fs::File>> {
+    if stored_shards(dir)? == 1 {
+        return Ok(None);
+    }
+    crate::lake::lock_shared(&dir.join(LAYOUT_LOCK)).map(Some)
+}
+
+/// Switches the rollup at `dir` to `shard.count` shards under the exclusive lock, which
+/// it returns.
+fn switch_layout(dir: &Path, shard: Shard) -> Result<fs::File> {
+    let lock = crate::lake::lock_exclusive(&dir.join(LAYOUT_LOCK))?;
     let from = stored_shards(dir)?;
     if from != shard.count {
         tracing::info!(

@@ -389,8 +389,9 @@ pub fn forecast_lake_for(
     let lake = Lake::open(lake_dir)?;
     let rspec = RollupSpec::new(granularity);
     let clock = std::time::Instant::now();
+    // A sharded worker rolls up its shard; otherwise every shard of the stored layout.
     let ropts = RollupOptions {
-        shard: part.shard,
+        shard: (!part.shard.is_all()).then_some(part.shard),
         ..RollupOptions::default()
     };
     rollup(&lake, meters, &rspec, &ropts)?;

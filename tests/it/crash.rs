@@ -237,9 +237,9 @@ fn concurrent_ingests_with_kills_store_every_event_once() {
     };
     let mut killed_total = 0;
     for (round, kills) in [
-        [(0usize, 150u64), (2, 600)],
-        [(3, 40), (1, 900)],
-        [(1, 300), (0, 1300)],
+        [(0usize, 150u64), (2, 500)],
+        [(3, 40), (1, 650)],
+        [(1, 300), (0, 800)],
     ]
     .into_iter()
     .enumerate()

@@ -194,7 +194,7 @@ fn shard_workers_together_write_exactly_one_runs_outputs() {
         run_stages(lake, *n);
         assert_same_outputs(&single, lake, &format!("{n} shards"));
         assert_eq!(
-            quota_rows(&single, &tenants, *n),
+            quota_rows(lake, &tenants, *n),
             quotas,
             "quotas of {n} shards"
         );
@@ -284,11 +284,21 @@ fn shard_workers_together_write_exactly_one_runs_outputs() {
     run_stages(three, *n);
     assert_same_outputs(&single, three, "3 shards, incremental");
 
-    // Run unsharded on the 7-shard lake: the layout goes back to one, the shards' folders
-    // go, and the outputs stay the single run's.
+    // Commands that name no shard (as `run` and `serve` do) on the 7-shard lake bring
+    // every shard up to date in turn: the layout stays, the outputs are the single run's.
     let (_, seven) = &copies[2];
     run_stages(seven, 0);
-    assert_same_outputs(&single, seven, "7 shards, then unsharded");
+    assert_same_outputs(&single, seven, "7 shards, then commands naming none");
+    for (rel, _) in ROLLUPS {
+        assert_eq!(layout(seven, rel).unwrap(), "{\"shards\":7}", "{rel}");
+    }
+    // `rollup --shard 0/1` switches back to one layout: the shards' folders go.
+    for args in &stages(seven)[..2] {
+        let mut a: Vec<&str> = args.iter().map(String::as_str).collect();
+        a.extend(["--shard", "0/1"]);
+        ok(&a);
+    }
+    assert_same_outputs(&single, seven, "7 shards, then one");
     for (rel, _) in ROLLUPS {
         assert_eq!(layout(seven, rel).unwrap(), "{\"shards\":1}");
         let shard_dirs = fs::read_dir(seven.join(rel))
