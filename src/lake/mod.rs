@@ -606,6 +606,17 @@ pub(crate) fn lock_shared(path: &Path) -> Result<fs::File> {
     Ok(lock)
 }
 
+/// Takes an exclusive lock on the file at `path` (created if needed) if no one holds it,
+/// shared or exclusive; None, without waiting, if someone does.
+pub(crate) fn try_lock_exclusive(path: &Path) -> Result<Option<fs::File>> {
+    let lock = open_lock_file(path)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(Some(lock)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e).at(path),
+    }
+}
+
 fn open_lock_file(path: &Path) -> Result<fs::File> {
     fs::OpenOptions::new()
         .create(true)

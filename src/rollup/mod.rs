@@ -36,7 +36,7 @@
 //!   compute.rs    the lake's events of those partitions, aggregated in bounded batches
 //!   complete.rs   zero rows over each series' range, window ends, rows per partition
 //!   store.rs      the folder layout (and the shard layout's switch), atomic partition
-//!                 writes, `_state.json`, `scan_rollup`
+//!                 writes, `_state.json`, `with_rollup_scan`
 //!   series.rs     a rollup folded into tenant × meter series, one partition at a time
 //!   aggregate.rs  one aggregation per meter as a polars expression, breakdown dimensions
 //!   meters.rs     meter definitions (`meters.toml`) and their aggregations
@@ -73,7 +73,7 @@ pub use meters::{
     Aggregation, DEFAULT_METERS_FILE, DEFAULT_METERS_TOML, DurationUnit, Meter, Meters,
     json_path_key, value_property_key,
 };
-pub use store::{ROLLUPS_DIR, scan_rollup};
+pub use store::{ROLLUPS_DIR, with_rollup_scan};
 pub use window::{Calendar, Granularity, Zone, truncate_all, utc_datetime, window_start_expr};
 
 use std::collections::BTreeSet;
@@ -493,8 +493,12 @@ pub fn current_series(
     meters: &Meters,
     spec: &RollupSpec,
 ) -> Result<Vec<RollupSeries>> {
-    if is_current(lake, meters, spec)? {
-        return rollup_series(lake, spec);
+    {
+        // No layout switch between the check and the read (shared locks nest).
+        let _layout = store::reading(&lake.root().join(spec.relative_dir()))?;
+        if is_current(lake, meters, spec)? {
+            return rollup_series(lake, spec);
+        }
     }
     let files = lake.data_files();
     if files.is_empty() {

@@ -3,7 +3,7 @@
 //! sharded, the same per `shard=I-of-N` folder and a `_layout.json` with N), the layout's
 //! locks and its switch to another shard count, atomic partition writes, the clean-up
 //! after a full run, and the readers of the stored partitions of every shard
-//! ([`scan_rollup`], `stored_partitions`).
+//! ([`with_rollup_scan`], `stored_partitions`).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -146,27 +146,28 @@ fn foreign_entries(dir: &Path, shards: u32) -> Result<Vec<PathBuf>> {
 /// layouts; a crash in between leaves files no reader reads, deleted by the next switch or
 /// run). The other shards of the new layout are then computed in full by their workers.
 ///
-/// After a switch the run goes back to a shared lock, so the other workers of the new
-/// layout, waiting for it, compute their shards at the same time as this one; only when
-/// yet another run switched the layout in between does it keep the exclusive lock.
+/// The exclusive lock is only tried, never waited for: a worker that finds the layout in
+/// use (by the old layout's runs, or by workers of the new one that switched it first)
+/// looks again under a shared lock a moment later. So the workers of a new layout that
+/// start together compute their shards at the same time once one of them has switched,
+/// instead of queueing for an exclusive lock behind each other's whole runs.
 pub(super) fn enter_layout(dir: &Path, shard: Shard) -> Result<fs::File> {
     let path = dir.join(LAYOUT_LOCK);
     let in_layout = || -> Result<bool> {
         Ok(stored_shards(dir)? == shard.count && foreign_entries(dir, shard.count)?.is_empty())
     };
-    let lock = crate::lake::lock_shared(&path)?;
-    if in_layout()? {
-        return Ok(lock);
+    loop {
+        let lock = crate::lake::lock_shared(&path)?;
+        if in_layout()? {
+            return Ok(lock);
+        }
+        drop(lock);
+        match crate::lake::try_lock_exclusive(&path)? {
+            // Switched; the next turn takes the shared lock.
+            Some(lock) => switch_layout(dir, shard, lock)?,
+            None => std::thread::sleep(std::time::Duration::from_millis(50)),
+        }
     }
-    drop(lock);
-    switch_layout(dir, shard)?;
-    let lock = crate::lake::lock_shared(&path)?;
-    if in_layout()? {
-        return Ok(lock);
-    }
-    drop(lock);
-    let lock = switch_layout(dir, shard)?;
-    Ok(lock)
 }
 
 /// Taken by a run that writes every shard of the rollup at `dir` in turn (no `--shard`):
@@ -176,20 +177,26 @@ pub(super) fn enter_stored_layout(dir: &Path) -> Result<(fs::File, u32)> {
     Ok((lock, stored_shards(dir)?))
 }
 
-/// Held by a reader of a sharded rollup while it lists and reads its files: a shared lock,
-/// so no run switches the layout under it. None for an unsharded rollup (its files are
-/// replaced one by one, atomically, as before shards).
+/// Held by a reader of a rollup while it reads the layout and lists and reads the files:
+/// a shared lock, so no run switches the layout under it. None when there is no rollup
+/// yet, or when the lock file cannot be made (a lake mounted read-only, which no run can
+/// switch either).
 pub(super) fn reading(dir: &Path) -> Result<Option<fs::File>> {
-    if stored_shards(dir)? == 1 {
+    if !dir.is_dir() {
         return Ok(None);
     }
-    crate::lake::lock_shared(&dir.join(LAYOUT_LOCK)).map(Some)
+    match crate::lake::lock_shared(&dir.join(LAYOUT_LOCK)) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) => {
+            tracing::debug!("reading {} without its layout lock: {e}", dir.display());
+            Ok(None)
+        }
+    }
 }
 
-/// Switches the rollup at `dir` to `shard.count` shards under the exclusive lock, which
-/// it returns.
-fn switch_layout(dir: &Path, shard: Shard) -> Result<fs::File> {
-    let lock = crate::lake::lock_exclusive(&dir.join(LAYOUT_LOCK))?;
+/// Switches the rollup at `dir` to `shard.count` shards, `_lock` (the exclusive layout
+/// lock) held; it is released on return.
+fn switch_layout(dir: &Path, shard: Shard, _lock: fs::File) -> Result<()> {
     let from = stored_shards(dir)?;
     if from != shard.count {
         tracing::info!(
@@ -210,8 +217,7 @@ fn switch_layout(dir: &Path, shard: Shard) -> Result<fs::File> {
             fs::remove_file(&p).at(&p)?;
         }
     }
-    crate::lake::sync_dir(dir)?;
-    Ok(lock)
+    crate::lake::sync_dir(dir)
 }
 
 /// The stored partition files of the rollup at `dir`, one group per partition (period)
@@ -250,9 +256,19 @@ pub(super) fn all_shards_at(dir: &Path, seq: u64, fingerprint: &str) -> Result<b
     Ok(true)
 }
 
-/// A lazy scan of a rollup's stored rows, every shard's (no rows: an empty frame with the
-/// columns).
-pub fn scan_rollup(lake: &Lake, spec: &RollupSpec) -> Result<LazyFrame> {
+/// Runs `read` on a lazy scan of a rollup's stored rows, every shard's (no rows: an empty
+/// frame with the columns), with the layout's shared lock held until it returns, so no
+/// layout switch deletes files under the query: collect inside `read`.
+pub fn with_rollup_scan<T>(
+    lake: &Lake,
+    spec: &RollupSpec,
+    read: impl FnOnce(LazyFrame) -> Result<T>,
+) -> Result<T> {
+    let _layout = reading(&lake.root().join(spec.relative_dir()))?;
+    read(scan_rollup(lake, spec)?)
+}
+
+fn scan_rollup(lake: &Lake, spec: &RollupSpec) -> Result<LazyFrame> {
     let dir = lake.root().join(spec.relative_dir());
     let files: Vec<PathBuf> = stored_partitions(&dir)?.into_iter().flatten().collect();
     if files.is_empty() {

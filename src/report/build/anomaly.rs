@@ -200,20 +200,22 @@ fn charts(ctx: &Ctx, incidents: &[Incident]) -> Result<Vec<Chart>> {
 /// The incident's tenant × meter hour rollup from `a` to `b` (UTC µs).
 fn hourly(ctx: &Ctx, inc: &Incident, a: i64, b: i64) -> Result<Vec<(i64, f64)>> {
     let hour = RollupSpec::new(Granularity::Hour);
-    let df = crate::rollup::scan_rollup(&ctx.lake, &hour)?
-        .filter(
-            col("tenant_id")
-                .eq(lit(inc.tenant_id.clone()))
-                .and(col("meter").eq(lit(inc.meter.clone())))
-                .and(col("window_start").cast(DataType::Int64).gt_eq(lit(a)))
-                .and(col("window_start").cast(DataType::Int64).lt(lit(b))),
-        )
-        .select([
-            col("window_start").cast(DataType::Int64).alias("ts"),
-            col("value"),
-        ])
-        .sort(["ts"], SortMultipleOptions::default())
-        .collect()?;
+    let df = crate::rollup::with_rollup_scan(&ctx.lake, &hour, |lf| {
+        Ok(lf
+            .filter(
+                col("tenant_id")
+                    .eq(lit(inc.tenant_id.clone()))
+                    .and(col("meter").eq(lit(inc.meter.clone())))
+                    .and(col("window_start").cast(DataType::Int64).gt_eq(lit(a)))
+                    .and(col("window_start").cast(DataType::Int64).lt(lit(b))),
+            )
+            .select([
+                col("window_start").cast(DataType::Int64).alias("ts"),
+                col("value"),
+            ])
+            .sort(["ts"], SortMultipleOptions::default())
+            .collect()?)
+    })?;
     let (ts, vs) = (ts_col(&df, "ts")?, f64_col(&df, "value")?);
     Ok(ts
         .iter()

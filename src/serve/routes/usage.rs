@@ -28,7 +28,7 @@ use polars::prelude::*;
 use serde_json::json;
 
 use super::{RangeQ, heavy, now, ok_json, rows_json};
-use crate::rollup::{Granularity, RollupOptions, RollupSpec, rollup, scan_rollup};
+use crate::rollup::{Granularity, RollupOptions, RollupSpec, rollup, with_rollup_scan};
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
 use crate::serve::scope::{Params, Scope};
@@ -82,25 +82,27 @@ pub(super) fn rollup_rows(
     let spec = RollupSpec::new(g);
     rollup(&lake, &app.opts.meters, &spec, &RollupOptions::default())?;
     let ws = col("window_start").cast(DataType::Int64);
-    let mut lf = scan_rollup(&lake, &spec)?.filter(
-        col("tenant_id")
-            .eq(lit(t.to_string()))
-            .and(ws.clone().gt_eq(lit(from)))
-            .and(ws.lt(lit(to))),
-    );
-    if let Some(m) = meter {
-        lf = lf.filter(col("meter").eq(lit(m.to_string())));
-    }
-    Ok(lf
-        .select([
-            col("meter"),
-            col("window_start"),
-            col("window_end"),
-            col("value"),
-            col("event_count"),
-        ])
-        .sort(["meter", "window_start"], SortMultipleOptions::default())
-        .collect()?)
+    Ok(with_rollup_scan(&lake, &spec, |lf| {
+        let mut lf = lf.filter(
+            col("tenant_id")
+                .eq(lit(t.to_string()))
+                .and(ws.clone().gt_eq(lit(from)))
+                .and(ws.lt(lit(to))),
+        );
+        if let Some(m) = meter {
+            lf = lf.filter(col("meter").eq(lit(m.to_string())));
+        }
+        Ok(lf
+            .select([
+                col("meter"),
+                col("window_start"),
+                col("window_end"),
+                col("value"),
+                col("event_count"),
+            ])
+            .sort(["meter", "window_start"], SortMultipleOptions::default())
+            .collect()?)
+    })?)
 }
 
 pub(super) async fn summary(
