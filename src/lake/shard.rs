@@ -49,6 +49,11 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
+    /// The `count` shards, by index.
+    pub fn all(count: u32) -> Result<Vec<Shard>> {
+        (0..count).map(|i| Shard::new(i, count)).collect()
+    }
+
     /// Whether this is the whole lake (N = 1).
     pub fn is_all(&self) -> bool {
         self.count == 1

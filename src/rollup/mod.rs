@@ -230,15 +230,14 @@ pub fn rollup(
         Some(s) => (store::enter_layout(&spec_dir, s)?, vec![s]),
         None => {
             let (lock, n) = store::enter_stored_layout(&spec_dir)?;
-            let all = (0..n)
-                .map(|i| Shard::new(i, n))
-                .collect::<Result<Vec<_>>>()?;
-            (lock, all)
+            (lock, Shard::all(n)?)
         }
     };
+    // The lake's tenants, read once for every shard this call computes.
+    let tenants = LakeTenants::default();
     let mut out: Option<RollupSummary> = None;
     for &shard in &shards {
-        let s = rollup_shard(lake, meters, spec, opts, &spec_dir, shard)?;
+        let s = rollup_shard(lake, meters, spec, opts, &spec_dir, shard, &tenants)?;
         match out.as_mut() {
             Some(o) => o.absorb(s),
             None => out = Some(s),
@@ -260,6 +259,7 @@ fn rollup_shard(
     opts: &RollupOptions,
     spec_dir: &std::path::Path,
     shard: Shard,
+    tenants: &LakeTenants,
 ) -> Result<RollupSummary> {
     let dir = store::shard_dir(spec_dir, shard);
     fs::create_dir_all(&dir).at(&dir)?;
@@ -315,6 +315,7 @@ fn rollup_shard(
         meters,
         spec,
         shard,
+        tenants,
         &plan,
         &windows,
         &old_ranges,
@@ -336,6 +337,7 @@ fn computed(
     meters: &Meters,
     spec: &RollupSpec,
     shard: Shard,
+    tenants: &LakeTenants,
     plan: &Plan,
     windows: &Windows,
     old_ranges: &plan::Ranges,
@@ -345,7 +347,7 @@ fn computed(
     let files = lake.data_files();
     let mut scope = windows.scope_of(&plan.touched_dates);
     let pcal = windows.partitions();
-    let tenants = shard_tenants(lake, &files, shard)?;
+    let tenants = shard_tenants(lake, &files, shard, tenants)?;
     let tenants = tenants.as_ref();
     let (mut rows, unconfigured) =
         compute::compute(lake, &files, meters, spec, pcal, &scope, tenants)?;
@@ -362,24 +364,39 @@ fn computed(
     Ok(scope)
 }
 
+/// The lake's distinct tenants, read at most once per [`rollup`] call however many shards
+/// it computes (each sharded run needs them; an unsharded one never reads them).
+type LakeTenants = std::cell::OnceCell<Vec<String>>;
+
 /// The lake's tenants that `shard` holds (none when it holds them all): read from the
-/// events' `tenant_id` column alone.
+/// events' `tenant_id` column alone, once per `cache`.
 fn shard_tenants(
     lake: &Lake,
     files: &[crate::lake::DataFile],
     shard: Shard,
+    cache: &LakeTenants,
 ) -> Result<Option<polars::prelude::Series>> {
     if shard.is_all() || files.is_empty() {
         return Ok(None);
     }
-    let all = crate::lake::scan_files_columns(lake, files, &["tenant_id"])?
-        .select([col("tenant_id").unique()])
-        .collect()?;
-    let mine: Vec<&str> = all
-        .column("tenant_id")?
-        .str()?
-        .iter()
+    if cache.get().is_none() {
+        let all = crate::lake::scan_files_columns(lake, files, &["tenant_id"])?
+            .select([col("tenant_id").unique()])
+            .collect()?;
+        let all: Vec<String> = all
+            .column("tenant_id")?
+            .str()?
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        let _ = cache.set(all);
+    }
+    let mine: Vec<&str> = cache
+        .get()
+        .into_iter()
         .flatten()
+        .map(String::as_str)
         .filter(|t| shard.holds(t))
         .collect();
     Ok(Some(polars::prelude::Series::new("tenant_id".into(), mine)))
@@ -547,6 +564,7 @@ pub fn current_series(
         meters,
         spec,
         Shard::ALL,
+        &LakeTenants::default(),
         &plan,
         &windows,
         &none,

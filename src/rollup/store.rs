@@ -229,9 +229,8 @@ pub(super) fn stored_partitions(dir: &Path) -> Result<Vec<Vec<PathBuf>>> {
     }
     let mut groups: std::collections::BTreeMap<std::ffi::OsString, Vec<PathBuf>> =
         Default::default();
-    for i in 0..shards {
-        let sdir = shard_dir(dir, Shard::new(i, shards)?);
-        for f in partition_files(&sdir)? {
+    for shard in Shard::all(shards)? {
+        for f in partition_files(&shard_dir(dir, shard))? {
             let period = f
                 .parent()
                 .and_then(Path::file_name)
@@ -246,9 +245,8 @@ pub(super) fn stored_partitions(dir: &Path) -> Result<Vec<Vec<PathBuf>>> {
 /// Whether every shard of the rollup at `dir` is complete up to lake commit `seq` under
 /// `fingerprint`.
 pub(super) fn all_shards_at(dir: &Path, seq: u64, fingerprint: &str) -> Result<bool> {
-    let shards = stored_shards(dir)?;
-    for i in 0..shards {
-        let sdir = shard_dir(dir, Shard::new(i, shards)?);
+    for shard in Shard::all(stored_shards(dir)?)? {
+        let sdir = shard_dir(dir, shard);
         if !read_state(&sdir)?.is_some_and(|s| s.seq == seq && s.fingerprint == fingerprint) {
             return Ok(false);
         }

@@ -692,7 +692,7 @@ pub fn detect_lake_for(
     let mut counts: Vec<Vec<f64>> = Vec::new();
     let mut keys: Vec<(String, String)> = Vec::new();
     let keep = |t: &str, m: &str| part.covers(t, m);
-    for r in rollup_series_of(&lake, &rspec, part.shard, &tables::in_scope(part.only))? {
+    for r in rollup_series_of(&lake, &rspec, part.shard, &keep)? {
         // Event counts guard volume meters only: a gauge's readings per window say nothing
         // about its volume.
         let volume = meters

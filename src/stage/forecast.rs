@@ -395,7 +395,7 @@ pub fn forecast_lake_for(
         ..RollupOptions::default()
     };
     rollup(&lake, meters, &rspec, &ropts)?;
-    let keep = tables::in_scope(part.only);
+    let keep = |t: &str, m: &str| part.covers(t, m);
     let series: Vec<Series> = rollup_series_of(&lake, &rspec, part.shard, &keep)?
         .into_iter()
         .map(|r| Series {

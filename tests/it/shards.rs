@@ -219,22 +219,14 @@ fn shard_workers_together_write_exactly_one_runs_outputs() {
     // does not change the layout.
     let report = |lake: &Path, kind: &str| -> Vec<u8> {
         let out = lake.with_extension(format!("{kind}.json"));
-        ok(&[
-            "report",
-            "-q",
-            "--lake",
-            lake.to_str().unwrap(),
-            "--kind",
+        let (plans, meters) = (data("plans.toml"), data("meters.toml"));
+        let extra = ["-q", "--plans", &plans, "--meters", &meters];
+        report_to(
+            lake,
             kind,
-            "--out",
-            out.to_str().unwrap(),
-            "--plans",
-            &data("plans.toml"),
-            "--tenants",
-            tenants.to_str().unwrap(),
-            "--meters",
-            &data("meters.toml"),
-        ]);
+            &out,
+            &[&extra[..], &["--tenants", tenants.to_str().unwrap()]].concat(),
+        );
         fs::read(out).unwrap()
     };
     for kind in ["summary", "forecast", "anomaly"] {

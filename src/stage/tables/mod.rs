@@ -195,14 +195,6 @@ pub fn read_frame(path: &Path) -> Result<DataFrame> {
 /// A tenant × meter series.
 pub type SeriesKey = (String, String);
 
-/// The rollup series a run limited to `only` (none: all) reads: a filter for
-/// [`crate::rollup::rollup_series_where`].
-pub fn in_scope(
-    only: Option<&std::collections::BTreeSet<SeriesKey>>,
-) -> impl Fn(&str, &str) -> bool {
-    move |t, m| only.is_none_or(|o| o.contains(&(t.to_string(), m.to_string())))
-}
-
 /// The part of a derived table one stage run recomputes: the series `only` lists (none:
 /// all), of the tenants `shard` holds. The rest of the table is kept as it is
 /// ([`replace_rows`]).
