@@ -558,7 +558,7 @@ impl Config {
 
     /// Checks values serde cannot.
     pub fn validate(&self) -> Result<()> {
-        crate::lake::check_location(&self.paths.lake, "paths.lake")?;
+        crate::lake::remote::parse_location(&self.paths.lake, "paths.lake")?;
         self.forecast.kind()?;
         self.notify.validate()?;
         self.analytics.every()?;

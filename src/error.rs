@@ -69,6 +69,14 @@ pub enum Error {
     /// Rendering a report (chart, workbook) failed.
     #[error("report: {0}")]
     Render(String),
+    /// The object store holding an `s3://` lake refused or failed a request.
+    #[error("{location}: {reason}")]
+    Remote {
+        /// The object (or the lake's URL) the request was about.
+        location: String,
+        /// What the store answered.
+        reason: String,
+    },
     /// polars failed while scanning the lake.
     #[error("polars: {0}")]
     Polars(#[from] polars::error::PolarsError),

@@ -18,7 +18,10 @@
 //! the commit point), `compact.write`; `serve.heavy` (inside a heavy request's slot);
 //! `refresh.tables` (an analytics refresh between its forecast and anomaly tables) and
 //! `refresh.state` (before it records the commit it reached); `invoice.write` (an issued
-//! invoice file's bytes) and `invoice.state` (after it is issued, before its state).
+//! invoice file's bytes) and `invoice.state` (after it is issued, before its state);
+//! `remote.staged` (an s3:// push after staging a commit's files, before its commit
+//! point), `remote.committed` (after the commit point, before publishing) and
+//! `remote.published` (after publishing, before deleting the staging objects).
 //!
 //! Production code calls [`check`] (or [`write_all`]); with `MLK_FAULTS` unset, the cost is
 //! one environment lookup cached at first use.

@@ -15,6 +15,7 @@ mod forecast;
 mod generate;
 mod ingest;
 mod lake;
+mod remote;
 mod report;
 mod rollup;
 mod run;
@@ -152,7 +153,8 @@ pub enum Output {
 
 /// Runs the CLI; returns the process exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&argv);
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -169,8 +171,31 @@ pub fn main() -> ExitCode {
         eprintln!("error: {e:#}");
         return ExitCode::from(2);
     }
-    let result = match cli.command {
-        Command::Ingest(a) => ingest::run(a, cli.quiet),
+    let result = match remote::lake_of(&cli.command, &mut argv) {
+        Ok(None) => dispatch(cli.command, cli.quiet),
+        Ok(Some((url, at))) => remote::on_mirror(&url, argv, at, cli.quiet),
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            // A closed stdout pipe (`| head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs a parsed command.
+fn dispatch(command: Command, quiet: bool) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Ingest(a) => ingest::run(a, quiet),
         Command::Generate(a) => generate::run(a),
         Command::Compact(a) => lake::compact(a),
         Command::Lake(c) => lake::run(c),
@@ -189,24 +214,10 @@ pub fn main() -> ExitCode {
         Command::Retention(a) => report::retention_cmd(a),
         Command::Forget(a) => report::forget_cmd(a),
         Command::Restore(a) => report::restore_cmd(a),
-        Command::Run(a) => run::run(a, cli.quiet),
+        Command::Run(a) => run::run(a, quiet),
         Command::Init(a) => run::init(a),
         Command::Serve(a) => serve::run(a),
         Command::ServeKeys(c) => serve::keys(c),
-    };
-    match result {
-        Ok(code) => code,
-        Err(e) => {
-            // A closed stdout pipe (`| head`) is not an error.
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) {
-                return ExitCode::SUCCESS;
-            }
-            eprintln!("error: {e:#}");
-            ExitCode::from(2)
-        }
     }
 }
 

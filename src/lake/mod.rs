@@ -42,6 +42,7 @@ pub(crate) mod keys;
 pub(crate) mod log;
 mod parquet_io;
 pub mod privacy;
+pub mod remote;
 pub mod shard;
 mod stats;
 
@@ -137,21 +138,17 @@ pub const LOG_DIR: &str = "_log";
 const STAGING_DIR: &str = "_staging";
 const LOCK_FILE: &str = "_lock";
 
-/// Refuses a lake location that is a URL (`s3://bucket/prefix`, `gs://...`, `file://...`):
-/// the lake is a local directory, and a URL taken as a path would silently become a
-/// folder named after its scheme (`s3:`). `name` is the setting the location came from.
+/// Refuses a lake location that is a URL (`s3://bucket/prefix`, `gs://...`, `file://...`)
+/// where a local directory is opened: a URL taken as a path would silently become a
+/// folder named after its scheme (`s3:`). An `s3://` lake is worked on through its local
+/// mirror ([`remote::Mirror`]), which the command line sets up. `name` is the setting the
+/// location came from.
 pub fn check_location(root: &Path, name: &'static str) -> Result<()> {
-    let text = root.to_string_lossy();
-    if let Some((scheme, _)) = text.split_once("://")
-        && !scheme.is_empty()
-        && scheme
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
-    {
+    if let Some(url) = remote::parse_location(root, name)? {
         return Err(Error::InvalidParameter {
             name,
             reason: format!(
-                "`{text}`: `{scheme}://` is not supported; the lake is a local directory path"
+                "`{url}`: an s3:// lake is opened through the command line's mirror, not as a local directory"
             ),
         });
     }

@@ -1,0 +1,119 @@
+//! Commands on an `s3://` lake: the `--lake` argument (or `run`'s `paths.lake`) is pointed
+//! at the lake's local mirror ([`crate::lake::remote`]), which is pulled before the
+//! command and pushed after. A push that loses a race to another writer pulls again and
+//! runs the command again, so its dedup is checked against what the winner committed.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Parser;
+
+use super::{Cli, Command};
+use crate::lake::remote::{Mirror, Pushed, S3Url, parse_location};
+
+/// Runs of one command before it gives up on a lake other writers keep changing.
+const MAX_ATTEMPTS: u32 = 30;
+
+/// The `s3://` lake the command works on, if any, and the index in `argv` of the
+/// `--lake` value (added for `run` when the configuration names the lake). Other URL
+/// schemes are refused, naming the setting.
+pub(super) fn lake_of(
+    command: &Command,
+    argv: &mut Vec<OsString>,
+) -> anyhow::Result<Option<(S3Url, usize)>> {
+    let mut at = None;
+    let mut i = 1;
+    while i < argv.len() {
+        let arg = argv[i].to_string_lossy().into_owned();
+        if arg == "--" {
+            break;
+        }
+        if arg == "--lake" && i + 1 < argv.len() {
+            at = Some(i + 1);
+            i += 1;
+        } else if let Some(v) = arg.strip_prefix("--lake=") {
+            // Split so that the value can be replaced on its own.
+            let v = OsString::from(v);
+            argv[i] = OsString::from("--lake");
+            argv.insert(i + 1, v);
+            at = Some(i + 1);
+            i += 1;
+        }
+        i += 1;
+    }
+    if at.is_none()
+        && let Command::Run(a) = command
+        && a.lake.is_none()
+    {
+        let mut c = crate::config::Config::load(a.config.as_deref())?;
+        c.apply_env(|k| std::env::var(k).ok())?;
+        if parse_location(&c.paths.lake, "paths.lake")?.is_some() {
+            argv.push(OsString::from("--lake"));
+            argv.push(c.paths.lake.clone().into_os_string());
+            at = Some(argv.len() - 1);
+        }
+    }
+    let Some(at) = at else { return Ok(None) };
+    let Some(url) = parse_location(Path::new(&argv[at]), "--lake")? else {
+        return Ok(None);
+    };
+    if matches!(command, Command::Serve(_)) {
+        bail!(
+            "--lake {url}: `serve` works on a local lake only; run it on local disk and \
+             `meterlake ingest` its exports into the s3:// lake"
+        );
+    }
+    Ok(Some((url, at)))
+}
+
+/// Runs the command in `argv` on the mirror of `url` (its `--lake` value at `at`): pull,
+/// run, push; again after a conflict, up to [`MAX_ATTEMPTS`] times. A command that fails
+/// sends nothing (the next pull discards what it left in the mirror).
+pub(super) fn on_mirror(
+    url: &S3Url,
+    mut argv: Vec<OsString>,
+    at: usize,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut mirror = Mirror::open(url).with_context(|| format!("opening {url}"))?;
+    argv[at] = mirror.root().as_os_str().to_owned();
+    let mut conflicts = 0u32;
+    loop {
+        mirror.pull().with_context(|| format!("pulling {url}"))?;
+        let cli = Cli::parse_from(&argv);
+        let code = super::dispatch(cli.command, quiet)?;
+        match mirror.push().with_context(|| format!("pushing to {url}"))? {
+            Pushed::Done(s) => {
+                if !quiet {
+                    eprintln!(
+                        "{url}: {} commits, {} files sent, {} deleted, {conflicts} conflicts retried",
+                        s.commits, s.files, s.deleted
+                    );
+                }
+                return Ok(code);
+            }
+            Pushed::Conflict(what) => {
+                conflicts += 1;
+                if conflicts >= MAX_ATTEMPTS {
+                    bail!(
+                        "{what}: other writers changed it {conflicts} times under this command; \
+                         nothing of its last run was committed"
+                    );
+                }
+                eprintln!("{what}: another writer got there first; pulling and running again");
+                std::thread::sleep(backoff(conflicts));
+            }
+        }
+    }
+}
+
+/// A random wait that grows with the attempts, so that racing writers fall out of step.
+fn backoff(attempt: u32) -> Duration {
+    let mut b = [0u8; 2];
+    let r = getrandom::fill(&mut b).map_or(0, |()| u16::from_le_bytes(b));
+    let base = 20 * u64::from(attempt.min(8));
+    Duration::from_millis(base + u64::from(r) % (base * 4 + 1))
+}

@@ -1,0 +1,886 @@
+//! The lake on S3-compatible object storage (`s3://bucket/prefix`), through `object_store`.
+//!
+//! A command works on a **mirror**: a local copy of the lake under the cache folder
+//! (`MLK_LAKE_CACHE`, else `$XDG_CACHE_HOME/meterlake/lakes`, else `~/.cache/...`), kept
+//! with a manifest of what was fetched (size, ETag, local mtime).
+//!
+//! 1. [`Mirror::pull`] lists the bucket and fetches what changed since the last pull,
+//!    deletes what is gone, and finishes any commit whose publication was cut short.
+//! 2. The command runs on the mirror as on any local lake, with the same code.
+//! 3. [`Mirror::push`] sends back what the command changed. Each new commit:
+//!    1. its files go to `_staging/SSSSSSSS-TOKEN/` (a token of this push);
+//!    2. `_log/SSSSSSSS.json` is put **only if absent** (`If-None-Match: *`). This put is
+//!       the commit point on object storage, as the rename is on a local disk. The log
+//!       object names the token in its metadata;
+//!    3. the staged files are copied to their places, the files the commit removes are
+//!       deleted, and the staging objects after them.
+//!
+//!    Files beside the events (rollups, tables, the access log) are put only if they are
+//!    unchanged since the pull (`If-Match: ETAG`), or only if absent when new.
+//!
+//! A writer that loses a race (the log entry exists, or a file changed under it) gets
+//! [`Pushed::Conflict`]: the caller pulls again, which brings the winner's commit and
+//! its dedup keys, and runs the command again, so dedup is checked against what landed.
+//! Nothing is lost (the loser commits after), nothing counts twice (its second run
+//! dedups against the first), and a reader never sees a half-published commit: readers
+//! list files from the log, and a pull finishes publication before the mirror is used.
+//!
+//! A `kill -9` at any instant leaves staging objects (deleted by the next pull once their
+//! sequence number is decided), a committed but unpublished commit (finished by the next
+//! pull), or a mirror with unpushed changes (reset by the next pull: only what reached
+//! the bucket counts). Commit files are never deleted from the bucket, so a sequence
+//! number once taken stays taken.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::UNIX_EPOCH;
+
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjPath;
+use object_store::{
+    Attribute, Attributes, ObjectStore, ObjectStoreExt, PutMode, PutOptions, UpdateVersion,
+};
+use serde::{Deserialize, Serialize};
+
+use super::log::{Commit, log_name};
+use super::{LOG_DIR, STAGING_DIR};
+use crate::error::{Error, IoContext, Result};
+
+/// Requests in flight at once while fetching or sending files.
+const PARALLEL: usize = 16;
+/// The log object's metadata key naming the staging token of its commit.
+const TOKEN_KEY: &str = "meterlake-staging";
+
+/// An `s3://bucket/prefix` lake location.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Url {
+    /// The bucket.
+    pub bucket: String,
+    /// The key prefix, without leading or trailing `/` (may be empty).
+    pub prefix: String,
+}
+
+impl std::fmt::Display for S3Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.prefix.is_empty() {
+            write!(f, "s3://{}", self.bucket)
+        } else {
+            write!(f, "s3://{}/{}", self.bucket, self.prefix)
+        }
+    }
+}
+
+/// What a lake location names: `None` for a local path, the bucket and prefix for
+/// `s3://` (or `s3a://`), and an error naming `name` for any other URL scheme.
+pub fn parse_location(root: &Path, name: &'static str) -> Result<Option<S3Url>> {
+    let text = root.to_string_lossy();
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Ok(None);
+    };
+    if scheme.is_empty()
+        || !scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+    {
+        return Ok(None);
+    }
+    if !matches!(scheme, "s3" | "s3a") {
+        return Err(Error::InvalidParameter {
+            name,
+            reason: format!(
+                "`{text}`: `{scheme}://` is not supported; a lake is a local directory or s3://bucket/prefix"
+            ),
+        });
+    }
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let prefix = prefix.trim_matches('/');
+    if bucket.is_empty() || prefix.split('/').any(|p| p == "." || p == "..") {
+        return Err(Error::InvalidParameter {
+            name,
+            reason: format!("`{text}`: expected s3://bucket/prefix"),
+        });
+    }
+    Ok(Some(S3Url {
+        bucket: bucket.to_string(),
+        prefix: prefix.to_string(),
+    }))
+}
+
+/// One file as the manifest remembers it: what the bucket held, and the local copy's
+/// size and mtime when it was fetched or sent (a different local file was changed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Entry {
+    size: u64,
+    #[serde(default)]
+    etag: Option<String>,
+    mtime: u128,
+}
+
+/// What a push did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PushSummary {
+    /// Commits made in the bucket.
+    pub commits: u64,
+    /// Files put (staged commit files counted once).
+    pub files: u64,
+    /// Files deleted.
+    pub deleted: u64,
+}
+
+/// The outcome of [`Mirror::push`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pushed {
+    /// Everything the command changed is in the bucket.
+    Done(PushSummary),
+    /// Another writer got there first (the object named): pull and run again.
+    Conflict(String),
+}
+
+/// A local mirror of an S3 lake, held exclusively by this process while it lives.
+pub struct Mirror {
+    url: S3Url,
+    store: Arc<dyn ObjectStore>,
+    dir: PathBuf,
+    root: PathBuf,
+    manifest: BTreeMap<String, Entry>,
+    rt: tokio::runtime::Runtime,
+    _lock: fs::File,
+}
+
+impl Mirror {
+    /// Opens the mirror of `url` (creating it), connecting with the usual AWS environment
+    /// variables (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, ...). Waits
+    /// for another process on this machine using the same mirror.
+    pub fn open(url: &S3Url) -> Result<Mirror> {
+        let store = AmazonS3Builder::from_env()
+            .with_bucket_name(&url.bucket)
+            .build()
+            .map_err(|e| remote(url, "", e))?;
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .or_else(|_| std::env::var("AWS_ENDPOINT"))
+            .unwrap_or_default();
+        let dir = cache_root().join(format!(
+            "{}-{:016x}",
+            sanitize(&format!("{}_{}", url.bucket, url.prefix)),
+            xxhash_rust::xxh3::xxh3_64(format!("{endpoint}\n{url}").as_bytes())
+        ));
+        fs::create_dir_all(&dir).at(&dir)?;
+        let lock = super::lock_exclusive(&dir.join("lock"))?;
+        let root = dir.join("lake");
+        fs::create_dir_all(&root).at(&root)?;
+        let manifest_path = dir.join("manifest.json");
+        let manifest = match fs::read(&manifest_path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
+            Err(_) => BTreeMap::new(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .at(&dir)?;
+        Ok(Mirror {
+            url: url.clone(),
+            store: Arc::new(store),
+            dir,
+            root,
+            manifest,
+            rt,
+            _lock: lock,
+        })
+    }
+
+    /// The mirror's lake folder, which the command works on.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The lake's location in the bucket.
+    pub fn url(&self) -> &S3Url {
+        &self.url
+    }
+
+    fn key(&self, rel: &str) -> ObjPath {
+        if self.url.prefix.is_empty() {
+            ObjPath::from(rel)
+        } else {
+            ObjPath::from(format!("{}/{rel}", self.url.prefix))
+        }
+    }
+
+    fn err(&self, rel: &str, e: object_store::Error) -> Error {
+        remote(&self.url, rel, e)
+    }
+
+    /// Brings the mirror to the bucket's state: finishes cut-short publications, fetches
+    /// new and changed files, deletes local files the bucket does not hold (including
+    /// anything an earlier command changed but did not push) and old staging objects.
+    pub fn pull(&mut self) -> Result<()> {
+        let mut listing = self.list()?;
+        let staging: BTreeMap<String, object_store::ObjectMeta> = listing
+            .iter()
+            .filter(|(rel, _)| rel.starts_with(&format!("{STAGING_DIR}/")))
+            .map(|(r, m)| (r.clone(), m.clone()))
+            .collect();
+        listing.retain(|rel, _| !ignored(rel));
+        // Fetch what is new or changed (by ETag), or whose local copy was touched.
+        let mut wanted = Vec::new();
+        for (rel, meta) in &listing {
+            let local = self.root.join(rel);
+            let fresh = self.manifest.get(rel).is_some_and(|e| {
+                e.etag == meta.e_tag
+                    && e.size == meta.size
+                    && local_stamp(&local) == Some((e.size, e.mtime))
+            });
+            if !fresh {
+                wanted.push(rel.clone());
+            }
+        }
+        let fetched = self.fetch(&wanted)?;
+        for (rel, entry) in fetched {
+            self.manifest.insert(rel, entry);
+        }
+        // Delete local files the bucket does not hold, and the local staging and locks' debris.
+        let _ = fs::remove_dir_all(self.root.join(STAGING_DIR));
+        for rel in local_files(&self.root)? {
+            if !listing.contains_key(&rel) {
+                let p = self.root.join(&rel);
+                fs::remove_file(&p).at(&p)?;
+            }
+        }
+        self.manifest.retain(|rel, _| listing.contains_key(rel));
+        // Finish commits whose files are not all in place, then drop decided staging.
+        let last = self.finish_publication(&listing, &staging)?;
+        let old: Vec<String> = staging
+            .keys()
+            .filter(|rel| staged_seq(rel).is_some_and(|s| s <= last))
+            .cloned()
+            .collect();
+        self.delete_all(&old)?;
+        self.save_manifest()
+    }
+
+    /// Every object under the prefix, by path relative to it.
+    fn list(&self) -> Result<BTreeMap<String, object_store::ObjectMeta>> {
+        use futures_util::TryStreamExt;
+        let prefix = self.key("");
+        let prefix_text = if self.url.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.url.prefix)
+        };
+        let store = self.store.clone();
+        let metas: Vec<object_store::ObjectMeta> = self
+            .rt
+            .block_on(async move {
+                let p = if prefix.as_ref().is_empty() {
+                    None
+                } else {
+                    Some(&prefix)
+                };
+                store.list(p).try_collect().await
+            })
+            .map_err(|e| self.err("", e))?;
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                let rel = m.location.as_ref().strip_prefix(&prefix_text)?.to_string();
+                Some((rel, m))
+            })
+            .collect())
+    }
+
+    /// Downloads `rels` into the mirror (temp file, rename), returning their entries.
+    fn fetch(&self, rels: &[String]) -> Result<Vec<(String, Entry)>> {
+        let jobs: Vec<(String, ObjPath, PathBuf)> = rels
+            .iter()
+            .map(|r| (r.clone(), self.key(r), self.root.join(r)))
+            .collect();
+        let store = self.store.clone();
+        let results = self
+            .rt
+            .block_on(run_parallel(jobs, move |(rel, key, path)| {
+                let store = store.clone();
+                async move {
+                    let got = store.get(&key).await.map_err(|e| (rel.clone(), e))?;
+                    let etag = got.meta.e_tag.clone();
+                    let bytes = got.bytes().await.map_err(|e| (rel.clone(), e))?;
+                    Ok::<_, (String, object_store::Error)>((rel, path, etag, bytes))
+                }
+            }));
+        let mut out = Vec::with_capacity(results.len());
+        for r in results {
+            let (rel, path, etag, bytes) = r.map_err(|(rel, e)| self.err(&rel, e))?;
+            write_local(&path, &bytes)?;
+            let (size, mtime) = local_stamp(&path).unwrap_or((bytes.len() as u64, 0));
+            out.push((rel, Entry { size, etag, mtime }));
+        }
+        Ok(out)
+    }
+
+    /// Publishes every committed commit whose files are missing from the bucket (its
+    /// writer stopped after the commit point), from its staging objects. Returns the last
+    /// committed sequence number.
+    fn finish_publication(
+        &mut self,
+        listing: &BTreeMap<String, object_store::ObjectMeta>,
+        staging: &BTreeMap<String, object_store::ObjectMeta>,
+    ) -> Result<u64> {
+        let log_dir = self.root.join(LOG_DIR);
+        let mut last = 0;
+        let mut commits = Vec::new();
+        for rel in listing.keys() {
+            if let Some(seq) = log_seq(rel) {
+                last = last.max(seq);
+                let staged_any = staging.keys().any(|s| staged_seq(s) == Some(seq));
+                if staged_any {
+                    let path = log_dir.join(log_name(seq));
+                    let text = fs::read(&path).at(&path)?;
+                    let c: Commit =
+                        serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
+                            path: path.clone(),
+                            reason: e.to_string(),
+                        })?;
+                    commits.push(c);
+                }
+            }
+        }
+        for c in commits {
+            let missing: Vec<String> = c
+                .published_files()
+                .filter(|f| !listing.contains_key(*f))
+                .map(str::to_string)
+                .collect();
+            if missing.is_empty() {
+                continue;
+            }
+            let rel = format!("{LOG_DIR}/{}", log_name(c.seq));
+            let key = self.key(&rel);
+            let store = self.store.clone();
+            let attrs = self
+                .rt
+                .block_on(async move { store.get(&key).await.map(|g| g.attributes) })
+                .map_err(|e| self.err(&rel, e))?;
+            let Some(token) = attrs.get(&Attribute::Metadata(TOKEN_KEY.into())) else {
+                return Err(Error::CorruptLake {
+                    path: PathBuf::from(format!("{}/{rel}", self.url)),
+                    reason: format!(
+                        "files of commit {} are missing: {}",
+                        c.seq,
+                        missing.join(", ")
+                    ),
+                });
+            };
+            let token = token.to_string();
+            tracing::info!(
+                seq = c.seq,
+                files = missing.len(),
+                "finishing a cut-short publication"
+            );
+            self.publish(c.seq, &token, &missing)?;
+            for f in &c.removed {
+                if listing.contains_key(f) {
+                    self.delete_all(std::slice::from_ref(f))?;
+                    let local = self.root.join(f);
+                    let _ = fs::remove_file(&local);
+                    self.manifest.remove(f);
+                }
+            }
+            let fetched = self.fetch(&missing)?;
+            for (rel, entry) in fetched {
+                self.manifest.insert(rel, entry);
+            }
+        }
+        Ok(last)
+    }
+
+    /// Copies commit `seq`'s staged files (token `token`) to their places. A staged file
+    /// already gone whose target exists was published by someone else meanwhile.
+    fn publish(&self, seq: u64, token: &str, rels: &[String]) -> Result<()> {
+        let jobs: Vec<(String, ObjPath, ObjPath)> = rels
+            .iter()
+            .map(|r| {
+                (
+                    r.clone(),
+                    self.key(&staged_name(seq, token, r)),
+                    self.key(r),
+                )
+            })
+            .collect();
+        let store = self.store.clone();
+        let results = self.rt.block_on(run_parallel(jobs, move |(rel, from, to)| {
+            let store = store.clone();
+            async move {
+                match store.copy(&from, &to).await {
+                    Ok(()) => Ok(()),
+                    Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {
+                        Ok(())
+                    }
+                    Err(e) => Err((rel, e)),
+                }
+            }
+        }));
+        for r in results {
+            r.map_err(|(rel, e)| self.err(&rel, e))?;
+        }
+        Ok(())
+    }
+
+    /// Deletes objects (relative paths); one already gone is not an error.
+    fn delete_all(&self, rels: &[String]) -> Result<()> {
+        let jobs: Vec<(String, ObjPath)> = rels.iter().map(|r| (r.clone(), self.key(r))).collect();
+        let store = self.store.clone();
+        let results = self.rt.block_on(run_parallel(jobs, move |(rel, key)| {
+            let store = store.clone();
+            async move {
+                match store.delete(&key).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                    Err(e) => Err((rel, e)),
+                }
+            }
+        }));
+        for r in results {
+            r.map_err(|(rel, e)| self.err(&rel, e))?;
+        }
+        Ok(())
+    }
+
+    /// Sends what the command changed in the mirror to the bucket (module docs): new
+    /// commits through staging and a conditional put of their log entry, then the other
+    /// changed files under conditions, then deletions.
+    pub fn push(&mut self) -> Result<Pushed> {
+        let now = local_files(&self.root)?;
+        let mut changed: BTreeSet<String> = BTreeSet::new();
+        for rel in &now {
+            let stamp = local_stamp(&self.root.join(rel));
+            let same = self
+                .manifest
+                .get(rel)
+                .is_some_and(|e| stamp == Some((e.size, e.mtime)));
+            if !same {
+                changed.insert(rel.clone());
+            }
+        }
+        let now_set: BTreeSet<&String> = now.iter().collect();
+        let mut gone: Vec<String> = self
+            .manifest
+            .keys()
+            .filter(|rel| !now_set.contains(rel) && log_seq(rel).is_none())
+            .cloned()
+            .collect();
+        // New commits, in order.
+        let mut new_commits: Vec<Commit> = Vec::new();
+        for rel in &changed {
+            if log_seq(rel).is_some() && !self.manifest.contains_key(rel) {
+                let path = self.root.join(rel);
+                let text = fs::read(&path).at(&path)?;
+                let c: Commit = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+                new_commits.push(c);
+            }
+        }
+        new_commits.sort_by_key(|c| c.seq);
+        let mut summary = PushSummary::default();
+        let mut token_bytes = [0u8; 8];
+        getrandom::fill(&mut token_bytes)
+            .map_err(|e| Error::Model(format!("random token: {e}")))?;
+        let token: String = token_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        for c in &new_commits {
+            // A file a later commit of this push removed again is not sent.
+            let files: Vec<String> = c
+                .published_files()
+                .filter(|f| changed.contains(*f) && now_set.contains(&f.to_string()))
+                .map(str::to_string)
+                .collect();
+            // 1. Stage.
+            let staged: Vec<(String, String)> = files
+                .iter()
+                .map(|f| (staged_name(c.seq, &token, f), f.clone()))
+                .collect();
+            match self.put_files(&staged, |_| PutMode::Overwrite) {
+                Ok(()) => {}
+                Err(PutError::Other(e)) => return Err(e),
+                Err(PutError::Conflict(rel)) => {
+                    return Err(Error::Remote {
+                        location: format!("{}/{rel}", self.url),
+                        reason: "the store refused an unconditional put".into(),
+                    });
+                }
+            }
+            crate::fault::check("remote.staged").at(&self.root)?;
+            // 2. The commit point.
+            let rel = format!("{LOG_DIR}/{}", log_name(c.seq));
+            let path = self.root.join(&rel);
+            let body = fs::read(&path).at(&path)?;
+            let mut attributes = Attributes::new();
+            attributes.insert(Attribute::Metadata(TOKEN_KEY.into()), token.clone().into());
+            let opts = PutOptions {
+                mode: PutMode::Create,
+                attributes,
+                ..Default::default()
+            };
+            let key = self.key(&rel);
+            let store = self.store.clone();
+            match self
+                .rt
+                .block_on(async move { store.put_opts(&key, body.into(), opts).await })
+            {
+                Ok(put) => {
+                    self.record(&rel, put.e_tag)?;
+                }
+                Err(object_store::Error::AlreadyExists { .. }) => {
+                    let names: Vec<String> = staged.iter().map(|(s, _)| s.clone()).collect();
+                    self.delete_all(&names)?;
+                    return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
+                }
+                Err(e) => return Err(self.err(&rel, e)),
+            }
+            // 3. Publish.
+            crate::fault::check("remote.committed").at(&self.root)?;
+            self.publish(c.seq, &token, &files)?;
+            crate::fault::check("remote.published").at(&self.root)?;
+            let removed: Vec<String> = c
+                .removed
+                .iter()
+                .filter(|f| !now_set.contains(f))
+                .cloned()
+                .collect();
+            self.delete_all(&removed)?;
+            let names: Vec<String> = staged.iter().map(|(s, _)| s.clone()).collect();
+            self.delete_all(&names)?;
+            for f in &files {
+                let key = self.key(f);
+                let store = self.store.clone();
+                let etag = self
+                    .rt
+                    .block_on(async move { store.head(&key).await.map(|m| m.e_tag) })
+                    .map_err(|e| self.err(f, e))?;
+                self.record(f, etag)?;
+                changed.remove(f);
+            }
+            gone.retain(|g| !removed.contains(g));
+            changed.remove(&rel);
+            summary.commits += 1;
+            summary.files += files.len() as u64 + 1;
+            summary.deleted += removed.len() as u64;
+        }
+        // Other files: data before the `_`-named state files that vouch for them.
+        let mut rest: Vec<String> = changed.into_iter().collect();
+        rest.sort_by_key(|r| {
+            (
+                r.rsplit('/').next().is_some_and(|n| n.starts_with('_')),
+                r.clone(),
+            )
+        });
+        let (state, data): (Vec<String>, Vec<String>) = rest
+            .into_iter()
+            .partition(|r| r.rsplit('/').next().is_some_and(|n| n.starts_with('_')));
+        for group in [data, state] {
+            let pairs: Vec<(String, String)> =
+                group.iter().map(|r| (r.clone(), r.clone())).collect();
+            let manifest = self.manifest.clone();
+            match self.put_files(&pairs, |rel| match manifest.get(rel) {
+                Some(e) if log_seq(rel).is_none() && e.etag.is_some() => {
+                    PutMode::Update(UpdateVersion {
+                        e_tag: e.etag.clone(),
+                        version: None,
+                    })
+                }
+                Some(_) => PutMode::Overwrite,
+                None => PutMode::Create,
+            }) {
+                Ok(()) => {}
+                Err(PutError::Conflict(rel)) => {
+                    return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
+                }
+                Err(PutError::Other(e)) => return Err(e),
+            }
+            summary.files += group.len() as u64;
+        }
+        self.delete_all(&gone)?;
+        summary.deleted += gone.len() as u64;
+        for g in &gone {
+            self.manifest.remove(g);
+        }
+        self.save_manifest()?;
+        Ok(Pushed::Done(summary))
+    }
+
+    /// Puts local files (`(object, local)` relative paths) with the mode `mode` gives
+    /// each local path, recording the new ETags of those put to their own place.
+    fn put_files(
+        &mut self,
+        pairs: &[(String, String)],
+        mode: impl Fn(&str) -> PutMode,
+    ) -> Result<(), PutError> {
+        let mut jobs = Vec::with_capacity(pairs.len());
+        for (obj, local) in pairs {
+            let path = self.root.join(local);
+            let body = fs::read(&path).at(&path)?;
+            jobs.push((obj.clone(), local.clone(), self.key(obj), body, mode(local)));
+        }
+        let store = self.store.clone();
+        let results = self
+            .rt
+            .block_on(run_parallel(jobs, move |(obj, local, key, body, mode)| {
+                let store = store.clone();
+                async move {
+                    let opts = PutOptions {
+                        mode,
+                        ..Default::default()
+                    };
+                    match store.put_opts(&key, body.into(), opts).await {
+                        Ok(put) => Ok((obj, local, put.e_tag)),
+                        Err(e) => Err((obj, e)),
+                    }
+                }
+            }));
+        let mut conflict = None;
+        let mut first_err = None;
+        for r in results {
+            match r {
+                Ok((obj, local, etag)) => {
+                    if obj == local {
+                        self.record(&local, etag)?;
+                    }
+                }
+                Err((
+                    obj,
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                )) => conflict = Some(obj),
+                Err((obj, e)) => {
+                    if first_err.is_none() {
+                        first_err = Some(self.err(&obj, e));
+                    }
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(PutError::Other(e));
+        }
+        if let Some(obj) = conflict {
+            return Err(PutError::Conflict(obj));
+        }
+        Ok(())
+    }
+
+    /// Remembers that the bucket holds the local file `rel` as it is now, with `etag`.
+    fn record(&mut self, rel: &str, etag: Option<String>) -> Result<()> {
+        let path = self.root.join(rel);
+        let (size, mtime) = local_stamp(&path).ok_or_else(|| Error::Io {
+            path: path.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        self.manifest
+            .insert(rel.to_string(), Entry { size, etag, mtime });
+        Ok(())
+    }
+
+    fn save_manifest(&self) -> Result<()> {
+        let path = self.dir.join("manifest.json");
+        let text = serde_json::to_vec(&self.manifest).map_err(|e| Error::Render(e.to_string()))?;
+        write_local(&path, &text)
+    }
+}
+
+/// Why a batch of puts stopped.
+enum PutError {
+    /// A put's condition failed (the relative path named): another writer changed it.
+    Conflict(String),
+    Other(Error),
+}
+
+impl From<Error> for PutError {
+    fn from(e: Error) -> PutError {
+        PutError::Other(e)
+    }
+}
+
+/// Runs `f` over `jobs` with at most [`PARALLEL`] in flight, results in any order.
+async fn run_parallel<J, F, Fut, T>(jobs: Vec<J>, f: F) -> Vec<T>
+where
+    F: Fn(J) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    use futures_util::StreamExt;
+    futures_util::stream::iter(jobs.into_iter().map(f))
+        .buffer_unordered(PARALLEL)
+        .collect()
+        .await
+}
+
+fn remote(url: &S3Url, rel: &str, e: object_store::Error) -> Error {
+    let at = if rel.is_empty() {
+        url.to_string()
+    } else {
+        format!("{url}/{rel}")
+    };
+    Error::Remote {
+        location: at,
+        reason: e.to_string(),
+    }
+}
+
+/// Files that are local to one machine and never sent: locks, temp files, the server's
+/// write-ahead log and local staging.
+fn ignored(rel: &str) -> bool {
+    let first = rel.split('/').next().unwrap_or("");
+    let name = rel.rsplit('/').next().unwrap_or("");
+    first == STAGING_DIR
+        || first == super::SERVER_LOG_DIR
+        || name == "_lock"
+        || name.ends_with(".lock")
+        || name.starts_with('.')
+}
+
+/// The sequence number of a commit file `_log/SSSSSSSS.json`.
+fn log_seq(rel: &str) -> Option<u64> {
+    rel.strip_prefix(&format!("{LOG_DIR}/"))?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+/// Where commit `seq`'s file `rel` is staged by the push with `token`.
+fn staged_name(seq: u64, token: &str, rel: &str) -> String {
+    format!("{STAGING_DIR}/{seq:08}-{token}/{rel}")
+}
+
+/// The sequence number a staging object belongs to.
+fn staged_seq(rel: &str) -> Option<u64> {
+    let dir = rel
+        .strip_prefix(&format!("{STAGING_DIR}/"))?
+        .split('/')
+        .next()?;
+    dir.split('-').next()?.parse().ok()
+}
+
+/// Every file under `root` that is sent (relative paths with `/`), sorted.
+fn local_files(root: &Path) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let rd = match fs::read_dir(&dir) {
+            Ok(rd) => rd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(Error::Io {
+                    path: dir,
+                    source: e,
+                });
+            }
+        };
+        for entry in rd {
+            let entry = entry.at(&dir)?;
+            let path = entry.path();
+            let ft = entry.file_type().at(&path)?;
+            if ft.is_dir() {
+                stack.push(path);
+            } else if ft.is_file()
+                && let Ok(rel) = path.strip_prefix(root)
+            {
+                let rel = rel.to_string_lossy().replace('\\', "/");
+                if !ignored(&rel) {
+                    out.push(rel);
+                }
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Size and mtime (ns) of a local file.
+fn local_stamp(path: &Path) -> Option<(u64, u128)> {
+    let m = fs::metadata(path).ok()?;
+    let mtime = m
+        .modified()
+        .ok()?
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_nanos();
+    Some((m.len(), mtime))
+}
+
+/// Writes `bytes` to `path` through a temp file and a rename.
+fn write_local(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        fs::create_dir_all(parent).at(parent)?;
+    }
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(".{name}.{}.fetch", std::process::id()));
+    fs::write(&tmp, bytes).at(&tmp)?;
+    fs::rename(&tmp, path).at(path)
+}
+
+/// The folder holding every mirror.
+fn cache_root() -> PathBuf {
+    if let Some(d) = std::env::var_os("MLK_LAKE_CACHE").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("meterlake/lakes");
+    }
+    if let Some(d) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join(".cache/meterlake/lakes");
+    }
+    std::env::temp_dir().join("meterlake-lakes")
+}
+
+/// A folder name made of `text`'s safe characters.
+fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(80)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn locations_parse_and_refuse_other_schemes() {
+        assert_eq!(parse_location(Path::new("lake"), "lake").unwrap(), None);
+        assert_eq!(parse_location(Path::new("/a/b:c"), "lake").unwrap(), None);
+        let u = parse_location(Path::new("s3://bkt/a/b/"), "lake")
+            .unwrap()
+            .unwrap();
+        assert_eq!((u.bucket.as_str(), u.prefix.as_str()), ("bkt", "a/b"));
+        assert_eq!(u.to_string(), "s3://bkt/a/b");
+        let u = parse_location(Path::new("s3a://bkt"), "lake")
+            .unwrap()
+            .unwrap();
+        assert_eq!(u.to_string(), "s3://bkt");
+        for bad in ["gs://b/p", "file:///tmp/x", "s3:///p", "s3://b/../x"] {
+            let e = parse_location(Path::new(bad), "--lake")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("--lake") && e.contains(bad), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn names_of_commits_and_staging_round_trip() {
+        assert_eq!(log_seq("_log/00000012.json"), Some(12));
+        assert_eq!(log_seq("_log/00000012.checkpoint.json"), None);
+        assert_eq!(log_seq("_log/_history/00000012.json"), None);
+        let s = staged_name(
+            7,
+            "ab12",
+            "events/date=2026-01-01/part-00000007-0000.parquet",
+        );
+        assert_eq!(staged_seq(&s), Some(7));
+        assert!(ignored("_staging/x") && ignored("_wal/1.wal") && ignored("rollups/_layout.lock"));
+        assert!(ignored("_lock") && ignored("a/.part.tmp") && !ignored("rollups/x/_state.json"));
+    }
+}
