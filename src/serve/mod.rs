@@ -180,6 +180,8 @@ pub struct App {
     ingress: Mutex<Ingress>,
     /// Held by a flush from rotation to commit, and while counters are measured.
     flush_lock: Mutex<()>,
+    /// The commits the dedup index may not know ([`wal::Others`]), for the flush.
+    others: Mutex<wal::Others>,
     counters: Mutex<Counters>,
     limiter: Mutex<Limiter>,
     /// Per-user buckets (plans' `[limits] user_rate`).
@@ -277,16 +279,34 @@ impl App {
     /// Closes the open log segment and commits every closed segment to the lake, oldest
     /// first, each on its own; returns the events committed. A segment whose commit fails
     /// stays first in the queue and is retried, under the same checksum, by the next flush.
+    ///
+    /// Other writers' commits since the last flush are learnt first: their keys join the
+    /// dedup index before the open segment closes, so what is tracked from then on is
+    /// checked against them, and what was tracked before is checked as it commits.
     pub fn flush(&self) -> Result<usize> {
         let _f = lock(&self.flush_lock);
-        lock(&self.ingress).rotate()?;
+        let known = {
+            let others = lock(&self.others).clone();
+            let mut ing = lock(&self.ingress);
+            let known = ing.learn(&others)?;
+            ing.rotate()?;
+            known
+        };
+        let lookback = lock(&self.ingress).lookback();
         let mut n = 0;
         loop {
             let Some(closed) = lock(&self.ingress).oldest_closed() else {
+                let mut others = lock(&self.others);
+                others.since = others.since.max(known);
+                others.own.retain(|s| *s > known);
                 return Ok(n);
             };
             let t = Instant::now();
-            let done = wal::commit_segment(&self.opts.lake, &closed)?;
+            let others = lock(&self.others).clone();
+            let (done, seq) = wal::commit_segment(&self.opts.lake, &closed, &others, lookback)?;
+            if let Some(seq) = seq {
+                lock(&self.others).own.insert(seq);
+            }
             lock(&self.ingress).committed(&closed.path);
             self.metrics
                 .lag
@@ -322,7 +342,9 @@ impl App {
             },
         )?;
         self.metrics.since_compact.store(0, Ordering::Relaxed);
-        if s.commit.is_some() {
+        if let Some(seq) = s.commit {
+            // Its merged key files hold only keys the index has seen.
+            lock(&self.others).own.insert(seq);
             self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 commit = s.commit,
@@ -424,6 +446,10 @@ async fn run(opts: ServeOptions) -> Result<()> {
         dashboard,
         opts,
         keys,
+        others: Mutex::new(wal::Others {
+            since: ingress.opened_at(),
+            own: Default::default(),
+        }),
         ingress: Mutex::new(ingress),
         flush_lock: Mutex::new(()),
         counters: Mutex::new(Counters::default()),

@@ -106,6 +106,8 @@ pub struct Ingress {
     active_days: HashSet<i32>,
     /// Rebuilds of `keys` so far (each spills into its own directory).
     rebuilds: u64,
+    /// The lake's last commit when the log was opened ([`Ingress::opened_at`]).
+    opened_at: u64,
     /// Held for the server's lifetime: another server, or `forget`, cannot touch the log.
     _lock: fs::File,
 }
@@ -198,23 +200,41 @@ fn file_checksum(path: &Path) -> Result<(String, u64)> {
 /// Commits a closed segment's events to the lake under the segment's checksum, or nothing
 /// if the lake already holds that checksum (a commit that failed after its commit point,
 /// or a file whose delete failed); returns the events committed.
-pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
+///
+/// Other writers (an `ingest`, another machine on an s3:// lake) may have committed some of
+/// the segment's events after the server loaded those days' keys: the keys of every
+/// commit after `others.since` that is not in `others.own` are checked under the lake's
+/// lock, and the events they hold are counted as duplicates, not stored again. Returns
+/// the events stored and the commit made (none: nothing to commit).
+pub fn commit_segment(
+    lake_dir: &Path,
+    closed: &Closed,
+    others: &Others,
+    lookback: i32,
+) -> Result<(usize, Option<u64>)> {
     let (path, events) = (closed.path.as_path(), &closed.events[..]);
     let (checksum, size) = file_checksum(path)?;
     let mut lake = Lake::open_for_write(lake_dir)?;
     if events.is_empty() || lake.ingested_inputs().contains_key(checksum.as_str()) {
-        return Ok(0);
+        return Ok((0, None));
     }
     let seq = lake.next_seq();
-    let stage = lake.stage_dir(seq)?;
+    let days: std::collections::BTreeSet<i32> = events.iter().map(|l| day_of(l.event.ts)).collect();
+    let theirs = others.keys(&lake, &days, lookback)?;
     // Columns per day, borrowed from the logged events (no copy of each event).
     let mut by_day: BTreeMap<i32, EventBuf> = BTreeMap::new();
+    let mut duplicates = 0u64;
     for l in events {
-        by_day
-            .entry(day_of(l.event.ts))
-            .or_default()
-            .push_event(&l.event, l.key);
+        let day = day_of(l.event.ts);
+        if let Some(k) = &theirs
+            && k.seen(l.key, day, lookback)?
+        {
+            duplicates += 1;
+            continue;
+        }
+        by_day.entry(day).or_default().push_event(&l.event, l.key);
     }
+    let stage = lake.stage_dir(seq)?;
     // The days' files are written (and fsynced) in parallel: a segment of late or
     // back-filled events touches many days, and concurrent fsyncs fold into few journal
     // commits where one after another each waits for its own.
@@ -249,9 +269,9 @@ pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
     let n = events.len() as u64;
     let counts = Counts {
         read: n,
-        accepted: n,
+        accepted: n - duplicates,
         rejected: 0,
-        duplicates: 0,
+        duplicates,
     };
     lake.commit(Commit {
         inputs: vec![InputRecord {
@@ -272,7 +292,61 @@ pub fn commit_segment(lake_dir: &Path, closed: &Closed) -> Result<usize> {
         partitions,
         ..Commit::new(seq, CommitKind::Ingest)
     })?;
-    Ok(events.len())
+    Ok(((n - duplicates) as usize, Some(seq)))
+}
+
+/// The commits the server's dedup index may not know: those after `since` it did not
+/// make itself (`own`).
+#[derive(Debug, Clone, Default)]
+pub struct Others {
+    /// Every commit up to this one is in the index (for the days it holds).
+    pub since: u64,
+    /// The server's own commits after `since`.
+    pub own: std::collections::BTreeSet<u64>,
+}
+
+impl Others {
+    /// The key files of the others' commits, with their days.
+    fn key_files(&self, lake: &Lake) -> Result<Vec<(PathBuf, i32)>> {
+        let recent = lake.recent_commits();
+        let base = lake.last_seq() - recent.len() as u64;
+        let history;
+        let commits: &[Commit] = if self.since >= base {
+            recent
+        } else {
+            history = lake.history()?;
+            &history
+        };
+        Ok(commits
+            .iter()
+            .filter(|c| c.seq > self.since && !self.own.contains(&c.seq))
+            .flat_map(|c| c.keys.iter())
+            .filter_map(|rel| {
+                crate::lake::keys::day_of_key_file(rel).map(|d| (lake.root().join(rel), d))
+            })
+            .collect())
+    }
+
+    /// The others' keys of the days within `lookback` of `days`; none if there are none.
+    fn keys(
+        &self,
+        lake: &Lake,
+        days: &std::collections::BTreeSet<i32>,
+        lookback: i32,
+    ) -> Result<Option<KeySet>> {
+        let near = |d: i32| days.range(d - lookback..=d + lookback).next().is_some();
+        let files: Vec<(PathBuf, i32)> = self
+            .key_files(lake)?
+            .into_iter()
+            .filter(|(_, d)| near(*d))
+            .collect();
+        if files.is_empty() {
+            return Ok(None);
+        }
+        let mut k = KeySet::default();
+        k.load_files(&files)?;
+        Ok(Some(k))
+    }
 }
 
 impl Ingress {
@@ -310,6 +384,7 @@ impl Ingress {
         // lake (events waiting in the log count as held). Both before any event is taken.
         let lake = Lake::open_for_write(lake_dir)?;
         crate::lake::privacy::check_writer(lake_dir, lake.holds_records(), pseudonym)?;
+        let opened_at = lake.last_seq();
         drop(lake);
         let spill = dir.join(DEDUP_DIR);
         if spill.exists() {
@@ -330,6 +405,7 @@ impl Ingress {
             memory: dedup_memory,
             active_days: HashSet::new(),
             rebuilds: 0,
+            opened_at,
             _lock: lock,
         };
         for (seq, path) in segments(&dir)? {
@@ -469,6 +545,30 @@ impl Ingress {
             events,
         });
         Ok(())
+    }
+
+    /// Adds the keys of the others' commits (see [`Others`]) of the days the index holds,
+    /// so that events tracked from now on are checked against them; returns the last
+    /// commit of the lake, which the index then knows.
+    pub fn learn(&mut self, others: &Others) -> Result<u64> {
+        let lake = Lake::open(&self.lake)?;
+        for (path, day) in others.key_files(&lake)? {
+            if self.loaded.contains(&day) {
+                self.keys.load(&path, day)?;
+            }
+        }
+        Ok(lake.last_seq())
+    }
+
+    /// The lake's last commit when the log was opened: the index knows every commit up to
+    /// it (recovered segments were checked against the lake's keys then).
+    pub fn opened_at(&self) -> u64 {
+        self.opened_at
+    }
+
+    /// The dedup window, days.
+    pub fn lookback(&self) -> i32 {
+        self.lookback
     }
 
     /// The oldest closed segment not yet committed.

@@ -181,6 +181,77 @@ pub(crate) fn lake_copy() -> (tempfile::TempDir, std::path::PathBuf) {
     (dir, lake)
 }
 
+/// serve and an `ingest` writing one lake at once: events the ingest committed after the
+/// server loaded that day's dedup keys, then sent to `/track` too, are stored once. The
+/// server's commit checks the keys of the commits it did not make.
+#[test]
+fn serve_and_a_concurrent_ingest_store_each_event_once() {
+    let (dir, lake) = lake_copy();
+    let k = key(&lake, Some("globex-002"));
+    let admin = key(&lake, None);
+    let before = read_lake(&lake).len();
+    let s = Server::start(&lake, &["--flush-ms", "600000"]);
+    let track = format!("{}/api/v1/usage/track", s.base);
+    let flush = format!("{}/api/v1/usage/admin/flush", s.base);
+    // The server loads the day's keys with its first batch.
+    let (st, _, _) = call(
+        "POST",
+        &track,
+        Some(&k),
+        Some(&events("globex-002", "api_calls", "a-", 50)),
+    );
+    assert_eq!(st, 202);
+    // An ingest commits 80 events meanwhile; 60 of them reach /track as well.
+    let both: Vec<serde_json::Value> =
+        serde_json::from_str(&events("globex-002", "api_calls", "b-", 80)).unwrap();
+    let file = dir.path().join("b.ndjson");
+    let lines: Vec<String> = both.iter().map(|e| e.to_string()).collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    ok(&[
+        "ingest",
+        file.to_str().unwrap(),
+        "--lake",
+        lake.to_str().unwrap(),
+        "-q",
+    ]);
+    let sent = serde_json::Value::Array(both[..60].to_vec()).to_string();
+    let (st, v, _) = call("POST", &track, Some(&k), Some(&sent));
+    assert_eq!((st, v["accepted"].as_u64()), (202, Some(60)), "{v}");
+    let (st, v, _) = call("POST", &flush, Some(&admin), None);
+    assert_eq!((st, v["flushed"].as_u64()), (200, Some(50)), "{v}");
+    // The flush taught the dedup index the ingest's keys: the rest are refused at once.
+    let rest = serde_json::Value::Array(both[60..].to_vec()).to_string();
+    let (st, v, _) = call("POST", &track, Some(&k), Some(&rest));
+    assert_eq!(
+        (st, v["accepted"].as_u64(), v["duplicates"].as_u64()),
+        (202, Some(0), Some(20)),
+        "{v}"
+    );
+    let rows = read_lake(&lake);
+    assert_eq!(rows.len(), before + 50 + 80);
+    for prefix in ["a-", "b-"] {
+        let mut ids: Vec<&str> = rows
+            .iter()
+            .filter(|r| r.id.starts_with(prefix))
+            .map(|r| r.id.as_str())
+            .collect();
+        let n = ids.len();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "an event of {prefix} stored twice");
+    }
+    // The commit accounts for them: read = accepted + duplicates.
+    let stats = crate::common::lake_stats(&lake);
+    let ing = &stats["ingested"];
+    assert_eq!(
+        ing["read"].as_u64().unwrap(),
+        ing["accepted"].as_u64().unwrap()
+            + ing["rejected"].as_u64().unwrap()
+            + ing["duplicates"].as_u64().unwrap()
+    );
+    s.stop();
+}
+
 #[test]
 fn tracked_events_survive_kill_9_exactly_once() {
     let (_d, lake) = lake_copy();
