@@ -216,7 +216,7 @@ fn dispatch(command: Command, quiet: bool) -> anyhow::Result<ExitCode> {
         Command::Restore(a) => report::restore_cmd(a),
         Command::Run(a) => run::run(a, quiet),
         Command::Init(a) => run::init(a),
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(a, None),
         Command::ServeKeys(c) => serve::keys(c),
     }
 }

@@ -60,12 +60,6 @@ pub(super) fn lake_of(
     let Some(url) = parse_location(Path::new(&argv[at]), "--lake")? else {
         return Ok(None);
     };
-    if matches!(command, Command::Serve(_)) {
-        bail!(
-            "--lake {url}: `serve` works on a local lake only; run it on local disk and \
-             `meterlake ingest` its exports into the s3:// lake"
-        );
-    }
     Ok(Some((url, at)))
 }
 
@@ -80,6 +74,17 @@ pub(super) fn on_mirror(
 ) -> anyhow::Result<ExitCode> {
     let mut mirror = Mirror::open(url).with_context(|| format!("opening {url}"))?;
     argv[at] = mirror.root().as_os_str().to_owned();
+    if let Command::Serve(a) = Cli::parse_from(&argv).command {
+        // The server keeps the mirror: it sends each commit itself (crate::serve::App::flush).
+        mirror
+            .pull_server()
+            .with_context(|| format!("pulling {url}"))?;
+        let mirror = std::sync::Arc::new(std::sync::Mutex::new(mirror));
+        let code = super::serve::run(a, Some(mirror.clone()));
+        // Dropped here, outside the server's runtime (the mirror holds one of its own).
+        drop(mirror);
+        return code;
+    }
     let mut conflicts = 0u32;
     loop {
         mirror.pull().with_context(|| format!("pulling {url}"))?;

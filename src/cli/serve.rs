@@ -173,7 +173,12 @@ pub(crate) fn keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+/// Runs the server on `a.lake`; `remote` is the mirror when that folder mirrors an
+/// `s3://` lake ([`super::remote`]).
+pub(crate) fn run(
+    a: ServeArgs,
+    remote: Option<std::sync::Arc<std::sync::Mutex<crate::lake::remote::Mirror>>>,
+) -> anyhow::Result<ExitCode> {
     let mut c = Config::load(a.config.as_deref())?;
     c.apply_env(|k| std::env::var(k).ok())?;
     let billing = crate::billing::Billing::load(&c.paths.plans, &c.paths.tenants)?;
@@ -229,6 +234,7 @@ pub(crate) fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(2, |n| n.get()),
         },
+        remote,
     })?;
     Ok(ExitCode::SUCCESS)
 }

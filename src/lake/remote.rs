@@ -216,6 +216,18 @@ impl Mirror {
     /// new and changed files, deletes local files the bucket does not hold (including
     /// anything an earlier command changed but did not push) and old staging objects.
     pub fn pull(&mut self) -> Result<()> {
+        self.pull_with(false)
+    }
+
+    /// [`Mirror::pull`] for a process that keeps running on the mirror (`serve`): files
+    /// beside the events that it wrote and has not sent yet are kept (the next
+    /// [`Mirror::push_server`] sends them); the events, keys, quarantine and log are
+    /// brought to the bucket's state all the same.
+    pub fn pull_server(&mut self) -> Result<()> {
+        self.pull_with(true)
+    }
+
+    fn pull_with(&mut self, keep_local: bool) -> Result<()> {
         let mut listing = self.list()?;
         let staging: BTreeMap<String, object_store::ObjectMeta> = listing
             .iter()
@@ -227,12 +239,17 @@ impl Mirror {
         let mut wanted = Vec::new();
         for (rel, meta) in &listing {
             let local = self.root.join(rel);
-            let fresh = self.manifest.get(rel).is_some_and(|e| {
-                e.etag == meta.e_tag
-                    && e.size == meta.size
-                    && local_stamp(&local) == Some((e.size, e.mtime))
+            let stamp = local_stamp(&local);
+            let known = self.manifest.get(rel);
+            let fresh = known.is_some_and(|e| {
+                e.etag == meta.e_tag && e.size == meta.size && stamp == Some((e.size, e.mtime))
             });
-            if !fresh {
+            // Written here since and not sent yet.
+            let mine = keep_local
+                && !core(rel)
+                && stamp.is_some()
+                && known.is_none_or(|e| stamp != Some((e.size, e.mtime)));
+            if !fresh && !mine {
                 wanted.push(rel.clone());
             }
         }
@@ -243,12 +260,21 @@ impl Mirror {
         // Delete local files the bucket does not hold, and the local staging and locks' debris.
         let _ = fs::remove_dir_all(self.root.join(STAGING_DIR));
         for rel in local_files(&self.root)? {
-            if !listing.contains_key(&rel) {
+            let mine = keep_local && !core(&rel) && !self.manifest.contains_key(&rel);
+            if !listing.contains_key(&rel) && !mine {
                 let p = self.root.join(&rel);
                 fs::remove_file(&p).at(&p)?;
             }
         }
         self.manifest.retain(|rel, _| listing.contains_key(rel));
+        if keep_local {
+            // What stays here unsent is put as new, or over what the bucket holds now.
+            for (rel, e) in self.manifest.iter_mut() {
+                if !core(rel) && local_stamp(&self.root.join(rel)) != Some((e.size, e.mtime)) {
+                    e.etag = listing.get(rel).and_then(|m| m.e_tag.clone());
+                }
+            }
+        }
         // Finish commits whose files are not all in place, then drop decided staging.
         let last = self.finish_publication(&listing, &staging)?;
         let old: Vec<String> = staging
@@ -449,6 +475,16 @@ impl Mirror {
     /// commits through staging and a conditional put of their log entry, then the other
     /// changed files under conditions, then deletions.
     pub fn push(&mut self) -> Result<Pushed> {
+        self.push_with(false)
+    }
+
+    /// [`Mirror::push`] for `serve`: files beside the events are put over what the bucket
+    /// holds (the server recomputes them from the lake anyway), so only commits conflict.
+    pub fn push_server(&mut self) -> Result<Pushed> {
+        self.push_with(true)
+    }
+
+    fn push_with(&mut self, overwrite: bool) -> Result<Pushed> {
         let now = local_files(&self.root)?;
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for rel in &now {
@@ -582,6 +618,7 @@ impl Mirror {
                 group.iter().map(|r| (r.clone(), r.clone())).collect();
             let manifest = self.manifest.clone();
             match self.put_files(&pairs, |rel| match manifest.get(rel) {
+                _ if overwrite => PutMode::Overwrite,
                 Some(e) if log_seq(rel).is_none() && e.etag.is_some() => {
                     PutMode::Update(UpdateVersion {
                         e_tag: e.etag.clone(),
@@ -734,6 +771,13 @@ fn ignored(rel: &str) -> bool {
         || name == "_lock"
         || name.ends_with(".lock")
         || name.starts_with('.')
+}
+
+/// The lake's own files (events, dedup keys, quarantine, the commit log), which only
+/// commits change; the rest (rollups, tables, logs beside them) are derived or appended.
+fn core(rel: &str) -> bool {
+    let first = rel.split('/').next().unwrap_or("");
+    matches!(first, "events" | "_index" | "quarantine" | LOG_DIR)
 }
 
 /// The sequence number of a commit file `_log/SSSSSSSS.json`.

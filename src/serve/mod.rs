@@ -107,6 +107,10 @@ pub struct ServeOptions {
     /// Replaces user ids by their pseudonyms before they are logged
     /// (`privacy.pseudonymise_users`).
     pub pseudonym: Option<&'static crate::lake::privacy::Pseudonymiser>,
+    /// The local mirror of an `s3://` lake (`lake` is its folder): every commit is sent to
+    /// the bucket before its log segment goes, and each flush first takes what other
+    /// writers committed. None: the lake is local.
+    pub remote: Option<Arc<std::sync::Mutex<crate::lake::remote::Mirror>>>,
 }
 
 impl ServeOptions {
@@ -119,6 +123,10 @@ impl ServeOptions {
         }
     }
 }
+
+/// Commits of one flush that may lose the race to other writers on an `s3://` lake before
+/// the flush gives up (its segment waits for the next one).
+const MAX_CONFLICTS: u32 = 30;
 
 /// Files of at least this many rows (a flush under heavy load writes such) are left alone
 /// by the background compaction...
@@ -283,8 +291,20 @@ impl App {
     /// Other writers' commits since the last flush are learnt first: their keys join the
     /// dedup index before the open segment closes, so what is tracked from then on is
     /// checked against them, and what was tracked before is checked as it commits.
+    ///
+    /// On an `s3://` lake, what the server wrote beside the events is sent and the others'
+    /// commits are taken first; each commit is then sent before its segment is deleted. A
+    /// commit that loses the race to another writer is taken back (the pull) and made again,
+    /// checked against the winner's keys.
     pub fn flush(&self) -> Result<usize> {
         let _f = lock(&self.flush_lock);
+        let mut remote = self.opts.remote.as_ref().map(|m| lock(m));
+        if let Some(m) = remote.as_mut() {
+            if let crate::lake::remote::Pushed::Conflict(what) = m.push_server()? {
+                tracing::info!("{what}: another writer got there first");
+            }
+            m.pull_server()?;
+        }
         let known = {
             let others = lock(&self.others).clone();
             let mut ing = lock(&self.ingress);
@@ -294,6 +314,7 @@ impl App {
         };
         let lookback = lock(&self.ingress).lookback();
         let mut n = 0;
+        let mut conflicts = 0;
         loop {
             let Some(closed) = lock(&self.ingress).oldest_closed() else {
                 let mut others = lock(&self.others);
@@ -304,6 +325,22 @@ impl App {
             let t = Instant::now();
             let others = lock(&self.others).clone();
             let (done, seq) = wal::commit_segment(&self.opts.lake, &closed, &others, lookback)?;
+            if let Some(m) = remote.as_mut()
+                && let crate::lake::remote::Pushed::Conflict(what) = m.push_server()?
+            {
+                conflicts += 1;
+                if conflicts >= MAX_CONFLICTS {
+                    return Err(Error::Remote {
+                        location: what,
+                        reason: format!(
+                            "other writers took {conflicts} commits in a row; the segment is retried by the next flush"
+                        ),
+                    });
+                }
+                tracing::info!("{what}: another writer got there first; committing again");
+                m.pull_server()?;
+                continue;
+            }
             if let Some(seq) = seq {
                 lock(&self.others).own.insert(seq);
             }
@@ -331,6 +368,7 @@ impl App {
             return Ok(None);
         }
         let _f = lock(&self.flush_lock);
+        let mut remote = self.opts.remote.as_ref().map(|m| lock(m));
         let mut lake = crate::lake::Lake::open_for_write(&self.opts.lake)?;
         let s = crate::lake::compact_with(
             &mut lake,
@@ -342,6 +380,17 @@ impl App {
             },
         )?;
         self.metrics.since_compact.store(0, Ordering::Relaxed);
+        drop(lake);
+        if let Some(m) = remote.as_mut()
+            && s.commit.is_some()
+            && let crate::lake::remote::Pushed::Conflict(what) = m.push_server()?
+        {
+            // Another writer's commit took the number: this compaction is dropped (the
+            // pull takes it back) and done again later.
+            tracing::info!("{what}: compaction lost to another writer's commit");
+            m.pull_server()?;
+            return Ok(None);
+        }
         if let Some(seq) = s.commit {
             // Its merged key files hold only keys the index has seen.
             lock(&self.others).own.insert(seq);

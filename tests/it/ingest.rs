@@ -671,10 +671,6 @@ fn a_lake_url_is_refused_not_taken_for_a_folder() {
             "`http://` is not supported",
         ),
         (
-            vec!["serve", "--lake", "s3://lake/ml", "--bind", "127.0.0.1:0"],
-            "works on a local lake only",
-        ),
-        (
             vec![
                 "report",
                 "--lake",
