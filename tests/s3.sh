@@ -8,6 +8,9 @@
 #    by event, two killed with -9 midway and run again: every distinct event exactly once.
 # 4. Kills at the push's three instants (fault points, abort = kill -9 there): the next
 #    command finishes or discards the commit; nothing is lost or stored twice.
+# 5. Three sharded workers (rollup, forecast, detect; separate mirrors) at once: their
+#    union equals one unsharded run byte for byte.
+# 6. serve on s3:// beside an ingest from another mirror, then a kill -9: each event once.
 # Usage: tests/s3.sh [MLK_BIN]   (default: target/debug/meterlake)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -133,7 +136,37 @@ for point in remote.staged remote.committed remote.published; do
 done
 echo "s3: a kill before, at and after the commit point loses nothing and stores nothing twice"
 
-# 5. serve on s3://: its log stays on local disk (in its mirror), each commit goes to the
+# 5. Sharded workers on s3://, each its own machine (mirror): 3 run rollup,
+#    forecast and detect at once; their union equals one unsharded run on local disk.
+shards() {
+  "$BIN" ingest "$TMP/a.ndjson" --lake "$TMP/unsharded" -q > /dev/null 2>&1
+  MLK_LAKE_CACHE="$TMP/cache-s" "$BIN" ingest "$TMP/a.ndjson" --lake s3://lake/shards -q > /dev/null 2>&1
+  "$BIN" rollup --lake "$TMP/unsharded" --granularity day -q > /dev/null
+  "$BIN" forecast --lake "$TMP/unsharded" --granularity day --horizon 7 -q > /dev/null
+  "$BIN" detect --lake "$TMP/unsharded" --granularity day -q > /dev/null
+  local pids=()
+  for i in 0 1 2; do
+    (
+      export MLK_LAKE_CACHE="$TMP/cache-shard$i"
+      "$BIN" rollup --lake s3://lake/shards --granularity day --shard "$i/3" -q > /dev/null &&
+      "$BIN" forecast --lake s3://lake/shards --granularity day --horizon 7 --shard "$i/3" -q > /dev/null &&
+      "$BIN" detect --lake s3://lake/shards --granularity day --shard "$i/3" -q > /dev/null
+    ) 2> "$TMP/shard$i.err" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || { cat "$TMP"/shard*.err; fail "a sharded worker on s3:// failed"; }; done
+  MLK_LAKE_CACHE="$TMP/cache-shards" "$BIN" lake stats --lake s3://lake/shards -q > /dev/null 2>&1
+  local m
+  m=$(ls -d "$TMP"/cache-shards/*/lake)
+  for t in forecasts anomalies; do
+    diff -r "$m/$t" "$TMP/unsharded/$t" > /dev/null || fail "3 sharded workers' $t differ from one unsharded run"
+  done
+  [ "$(ls -d "$m"/rollups/granularity=day/by=none/tz=UTC/shard=*-of-3 | wc -l)" = 3 ] || fail "no 3-shard rollup layout"
+  echo "s3: 3 sharded workers on s3:// give one run's forecasts and anomalies byte for byte ($(cat "$TMP"/shard*.err | grep -c "got there first" || true) conflicts retried)"
+}
+shards
+
+# 6. serve on s3://: its log stays on local disk (in its mirror), each commit goes to the
 #    bucket; an ingest from another machine commits meanwhile, some of its events also
 #    reach /track: every event stored once. Then a kill -9 with events only in the log: the
 #    restarted server commits them once.
