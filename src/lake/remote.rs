@@ -44,6 +44,7 @@ use object_store::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::checkpoint::HISTORY_DIR;
 use super::log::{Commit, log_name};
 use super::{LOG_DIR, STAGING_DIR};
 use crate::error::{Error, IoContext, Result};
@@ -145,6 +146,8 @@ pub struct Mirror {
     dir: PathBuf,
     root: PathBuf,
     manifest: BTreeMap<String, Entry>,
+    /// The bucket's last commit at the last pull: commits after it are this mirror's.
+    last_seq: u64,
     rt: tokio::runtime::Runtime,
     _lock: fs::File,
 }
@@ -185,6 +188,7 @@ impl Mirror {
             dir,
             root,
             manifest,
+            last_seq: 0,
             rt,
             _lock: lock,
         })
@@ -228,6 +232,10 @@ impl Mirror {
     }
 
     fn pull_with(&mut self, keep_local: bool) -> Result<()> {
+        self.pull_attempt(keep_local, 0)
+    }
+
+    fn pull_attempt(&mut self, keep_local: bool, attempt: u32) -> Result<()> {
         let mut listing = self.list()?;
         let staging: BTreeMap<String, object_store::ObjectMeta> = listing
             .iter()
@@ -235,9 +243,20 @@ impl Mirror {
             .map(|(r, m)| (r.clone(), m.clone()))
             .collect();
         listing.retain(|rel, _| !ignored(rel));
+        // Commit files a checkpoint covers are read from `_history/` (where the checkpoint's
+        // writer sent them); their `_log/` copies, kept so that a number stays taken, are
+        // not fetched.
+        let base = listing
+            .keys()
+            .filter_map(|r| checkpoint_seq(r))
+            .max()
+            .unwrap_or(0);
         // Fetch what is new or changed (by ETag), or whose local copy was touched.
         let mut wanted = Vec::new();
         for (rel, meta) in &listing {
+            if log_seq(rel).is_some_and(|s| s <= base) {
+                continue;
+            }
             let local = self.root.join(rel);
             let stamp = local_stamp(&local);
             let known = self.manifest.get(rel);
@@ -261,7 +280,8 @@ impl Mirror {
         let _ = fs::remove_dir_all(self.root.join(STAGING_DIR));
         for rel in local_files(&self.root)? {
             let mine = keep_local && !core(&rel) && !self.manifest.contains_key(&rel);
-            if !listing.contains_key(&rel) && !mine {
+            let stale_log = log_seq(&rel).is_some_and(|s| s <= base);
+            if !listing.contains_key(&rel) && !mine && !stale_log {
                 let p = self.root.join(&rel);
                 fs::remove_file(&p).at(&p)?;
             }
@@ -276,13 +296,23 @@ impl Mirror {
             }
         }
         // Finish commits whose files are not all in place, then drop decided staging.
-        let last = self.finish_publication(&listing, &staging)?;
+        let Some(last) = self.finish_publication(&listing, &staging)? else {
+            if attempt >= 3 {
+                return Err(Error::CorruptLake {
+                    path: PathBuf::from(self.url.to_string()),
+                    reason: "a commit's files are missing from the bucket, and not staged".into(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200 << attempt));
+            return self.pull_attempt(keep_local, attempt + 1);
+        };
         let old: Vec<String> = staging
             .keys()
             .filter(|rel| staged_seq(rel).is_some_and(|s| s <= last))
             .cloned()
             .collect();
         self.delete_all(&old)?;
+        self.last_seq = last;
         self.save_manifest()
     }
 
@@ -344,80 +374,103 @@ impl Mirror {
         Ok(out)
     }
 
-    /// Publishes every committed commit whose files are missing from the bucket (its
-    /// writer stopped after the commit point), from its staging objects. Returns the last
-    /// committed sequence number.
+    /// Checks the commits readers read (those after the newest checkpoint): a commit whose
+    /// files are not all in the bucket was cut short after its commit point and is
+    /// published from its staging objects; files a commit removes that are still there are
+    /// deleted. Returns the last committed sequence number, or `None` when a commit's files
+    /// are missing with nothing staged: the listing caught a publication midway (a listing
+    /// is not a snapshot), and the caller lists again.
     fn finish_publication(
         &mut self,
         listing: &BTreeMap<String, object_store::ObjectMeta>,
         staging: &BTreeMap<String, object_store::ObjectMeta>,
-    ) -> Result<u64> {
+    ) -> Result<Option<u64>> {
         let log_dir = self.root.join(LOG_DIR);
-        let mut last = 0;
+        let last = listing.keys().filter_map(|r| log_seq(r)).max().unwrap_or(0);
+        let base = listing
+            .keys()
+            .filter_map(|r| checkpoint_seq(r))
+            .max()
+            .unwrap_or(0);
         let mut commits = Vec::new();
-        for rel in listing.keys() {
-            if let Some(seq) = log_seq(rel) {
-                last = last.max(seq);
-                let staged_any = staging.keys().any(|s| staged_seq(s) == Some(seq));
-                if staged_any {
-                    let path = log_dir.join(log_name(seq));
-                    let text = fs::read(&path).at(&path)?;
-                    let c: Commit =
-                        serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
-                            path: path.clone(),
-                            reason: e.to_string(),
-                        })?;
-                    commits.push(c);
-                }
-            }
+        for seq in base + 1..=last {
+            let path = log_dir.join(log_name(seq));
+            let text = fs::read(&path).at(&path)?;
+            let c: Commit = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+            commits.push(c);
         }
-        for c in commits {
+        // Files removed by a commit after each one.
+        let mut removed_after: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); commits.len()];
+        for i in (0..commits.len().saturating_sub(1)).rev() {
+            let mut later = removed_after[i + 1].clone();
+            later.extend(commits[i + 1].removed.iter().map(String::as_str));
+            removed_after[i] = later;
+        }
+        let mut work: Vec<(u64, Vec<String>, Vec<String>)> = Vec::new();
+        for (c, later) in commits.iter().zip(&removed_after) {
             let missing: Vec<String> = c
                 .published_files()
-                .filter(|f| !listing.contains_key(*f))
+                .filter(|f| !listing.contains_key(*f) && !later.contains(f))
                 .map(str::to_string)
                 .collect();
-            if missing.is_empty() {
-                continue;
+            let left: Vec<String> = c
+                .removed
+                .iter()
+                .filter(|f| listing.contains_key(*f))
+                .cloned()
+                .collect();
+            if !missing.is_empty() || !left.is_empty() {
+                work.push((c.seq, missing, left));
             }
-            let rel = format!("{LOG_DIR}/{}", log_name(c.seq));
-            let key = self.key(&rel);
-            let store = self.store.clone();
-            let attrs = self
-                .rt
-                .block_on(async move { store.get(&key).await.map(|g| g.attributes) })
-                .map_err(|e| self.err(&rel, e))?;
-            let Some(token) = attrs.get(&Attribute::Metadata(TOKEN_KEY.into())) else {
-                return Err(Error::CorruptLake {
-                    path: PathBuf::from(format!("{}/{rel}", self.url)),
-                    reason: format!(
-                        "files of commit {} are missing: {}",
-                        c.seq,
-                        missing.join(", ")
-                    ),
+        }
+        for (seq, missing, left) in work {
+            if !missing.is_empty() {
+                let token = self.token_of(&format!("{LOG_DIR}/{}", log_name(seq)))?;
+                let staged = token.as_deref().is_some_and(|t| {
+                    missing
+                        .iter()
+                        .all(|f| staging.contains_key(&staged_name(seq, t, f)))
                 });
-            };
-            let token = token.to_string();
-            tracing::info!(
-                seq = c.seq,
-                files = missing.len(),
-                "finishing a cut-short publication"
-            );
-            self.publish(c.seq, &token, &missing)?;
-            for f in &c.removed {
-                if listing.contains_key(f) {
-                    self.delete_all(std::slice::from_ref(f))?;
-                    let local = self.root.join(f);
-                    let _ = fs::remove_file(&local);
+                let Some(token) = token.filter(|_| staged) else {
+                    tracing::info!(seq, "a commit's files are not all listed: listing again");
+                    return Ok(None);
+                };
+                tracing::info!(
+                    seq,
+                    files = missing.len(),
+                    "finishing a cut-short publication"
+                );
+                self.publish(seq, &token, &missing)?;
+                let fetched = self.fetch(&missing)?;
+                for (rel, entry) in fetched {
+                    self.manifest.insert(rel, entry);
+                }
+            }
+            if !left.is_empty() {
+                self.delete_all(&left)?;
+                for f in &left {
+                    let _ = fs::remove_file(self.root.join(f));
                     self.manifest.remove(f);
                 }
             }
-            let fetched = self.fetch(&missing)?;
-            for (rel, entry) in fetched {
-                self.manifest.insert(rel, entry);
-            }
         }
-        Ok(last)
+        Ok(Some(last))
+    }
+
+    /// The staging token a commit file in the bucket carries.
+    fn token_of(&self, rel: &str) -> Result<Option<String>> {
+        let key = self.key(rel);
+        let store = self.store.clone();
+        let attrs = self
+            .rt
+            .block_on(async move { store.get(&key).await.map(|g| g.attributes) })
+            .map_err(|e| self.err(rel, e))?;
+        Ok(attrs
+            .get(&Attribute::Metadata(TOKEN_KEY.into()))
+            .map(|t| t.to_string()))
     }
 
     /// Copies commit `seq`'s staged files (token `token`) to their places. A staged file
@@ -452,21 +505,27 @@ impl Mirror {
         Ok(())
     }
 
-    /// Deletes objects (relative paths); one already gone is not an error.
+    /// Deletes objects (relative paths), in batches of up to 1,000 per request where the
+    /// store has a bulk delete; one already gone is not an error.
     fn delete_all(&self, rels: &[String]) -> Result<()> {
-        let jobs: Vec<(String, ObjPath)> = rels.iter().map(|r| (r.clone(), self.key(r))).collect();
+        use futures_util::StreamExt;
+        if rels.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<object_store::Result<ObjPath>> =
+            rels.iter().map(|r| Ok(self.key(r))).collect();
         let store = self.store.clone();
-        let results = self.rt.block_on(run_parallel(jobs, move |(rel, key)| {
-            let store = store.clone();
-            async move {
-                match store.delete(&key).await {
-                    Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
-                    Err(e) => Err((rel, e)),
-                }
-            }
-        }));
+        let results: Vec<object_store::Result<ObjPath>> = self.rt.block_on(async move {
+            store
+                .delete_stream(futures_util::stream::iter(keys).boxed())
+                .collect()
+                .await
+        });
         for r in results {
-            r.map_err(|(rel, e)| self.err(&rel, e))?;
+            match r {
+                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.err("", e)),
+            }
         }
         Ok(())
     }
@@ -498,16 +557,24 @@ impl Mirror {
             }
         }
         let now_set: BTreeSet<&String> = now.iter().collect();
+        // Commit files are never deleted from the bucket (a number once taken stays taken).
         let mut gone: Vec<String> = self
             .manifest
             .keys()
-            .filter(|rel| !now_set.contains(rel) && log_seq(rel).is_none())
+            .filter(|rel| {
+                !now_set.contains(rel) && log_seq(rel).is_none() && history_seq(rel).is_none()
+            })
             .cloned()
             .collect();
-        // New commits, in order.
+        // New commits, in order: after the bucket's last, in `_log/` or, if a checkpoint
+        // made here covers them, in `_log/_history/`.
         let mut new_commits: Vec<Commit> = Vec::new();
-        for rel in &changed {
-            if log_seq(rel).is_some() && !self.manifest.contains_key(rel) {
+        let mut seen_seqs = BTreeSet::new();
+        for rel in &now {
+            let seq = log_seq(rel).or_else(|| history_seq(rel));
+            if let Some(seq) = seq.filter(|s| *s > self.last_seq)
+                && seen_seqs.insert(seq)
+            {
                 let path = self.root.join(rel);
                 let text = fs::read(&path).at(&path)?;
                 let c: Commit = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
@@ -535,8 +602,8 @@ impl Mirror {
                 .iter()
                 .map(|f| (staged_name(c.seq, &token, f), f.clone()))
                 .collect();
-            match self.put_files(&staged, |_| PutMode::Overwrite) {
-                Ok(()) => {}
+            let staged_tags = match self.put_files(&staged, |_| PutMode::Overwrite) {
+                Ok(tags) => tags,
                 Err(PutError::Other(e)) => return Err(e),
                 Err(PutError::Conflict(rel)) => {
                     return Err(Error::Remote {
@@ -544,11 +611,18 @@ impl Mirror {
                         reason: "the store refused an unconditional put".into(),
                     });
                 }
-            }
+            };
             crate::fault::check("remote.staged").at(&self.root)?;
             // 2. The commit point.
             let rel = format!("{LOG_DIR}/{}", log_name(c.seq));
-            let path = self.root.join(&rel);
+            let mut path = self.root.join(&rel);
+            if !path.exists() {
+                path = self
+                    .root
+                    .join(LOG_DIR)
+                    .join(HISTORY_DIR)
+                    .join(log_name(c.seq));
+            }
             let body = fs::read(&path).at(&path)?;
             let mut attributes = Attributes::new();
             attributes.insert(Attribute::Metadata(TOKEN_KEY.into()), token.clone().into());
@@ -559,12 +633,25 @@ impl Mirror {
             };
             let key = self.key(&rel);
             let store = self.store.clone();
-            match self
+            let put = self
                 .rt
-                .block_on(async move { store.put_opts(&key, body.into(), opts).await })
-            {
-                Ok(put) => {
-                    self.record(&rel, put.e_tag)?;
+                .block_on(async move { store.put_opts(&key, body.into(), opts).await });
+            // A put the store took but answered with an error is retried by the client and
+            // then refused as existing: the object is ours if it carries our token.
+            let put = match put {
+                Err(object_store::Error::AlreadyExists { .. })
+                    if self.token_of(&rel)? == Some(token.clone()) =>
+                {
+                    Ok(None)
+                }
+                Ok(p) => Ok(p.e_tag),
+                Err(e) => Err(e),
+            };
+            match put {
+                Ok(etag) => {
+                    if self.root.join(&rel).exists() {
+                        self.record(&rel, etag)?;
+                    }
                 }
                 Err(object_store::Error::AlreadyExists { .. }) => {
                     let names: Vec<String> = staged.iter().map(|(s, _)| s.clone()).collect();
@@ -586,24 +673,25 @@ impl Mirror {
             self.delete_all(&removed)?;
             let names: Vec<String> = staged.iter().map(|(s, _)| s.clone()).collect();
             self.delete_all(&names)?;
-            for f in &files {
-                let key = self.key(f);
-                let store = self.store.clone();
-                let etag = self
-                    .rt
-                    .block_on(async move { store.head(&key).await.map(|m| m.e_tag) })
-                    .map_err(|e| self.err(f, e))?;
-                self.record(f, etag)?;
-                changed.remove(f);
+            // A copy of a single-part object keeps its ETag (an MD5 of the bytes); where a
+            // store gives it another, the next pull fetches the file once more.
+            for sent in staged_tags {
+                self.record_sent(&sent);
+                changed.remove(&sent.local);
             }
             gone.retain(|g| !removed.contains(g));
             changed.remove(&rel);
+            self.last_seq = c.seq;
             summary.commits += 1;
             summary.files += files.len() as u64 + 1;
             summary.deleted += removed.len() as u64;
         }
-        // Other files: data before the `_`-named state files that vouch for them.
-        let mut rest: Vec<String> = changed.into_iter().collect();
+        // Other files: data before the `_`-named state files that vouch for them. Commit
+        // files go only through the commits above (a stale `_log/` copy is never sent).
+        let mut rest: Vec<String> = changed
+            .into_iter()
+            .filter(|r| log_seq(r).is_none())
+            .collect();
         rest.sort_by_key(|r| {
             (
                 r.rsplit('/').next().is_some_and(|n| n.starts_with('_')),
@@ -617,8 +705,8 @@ impl Mirror {
             let pairs: Vec<(String, String)> =
                 group.iter().map(|r| (r.clone(), r.clone())).collect();
             let manifest = self.manifest.clone();
-            match self.put_files(&pairs, |rel| match manifest.get(rel) {
-                _ if overwrite => PutMode::Overwrite,
+            let put = self.put_files(&pairs, |rel| match manifest.get(rel) {
+                _ if overwrite || history_seq(rel).is_some() => PutMode::Overwrite,
                 Some(e) if log_seq(rel).is_none() && e.etag.is_some() => {
                     PutMode::Update(UpdateVersion {
                         e_tag: e.etag.clone(),
@@ -627,8 +715,13 @@ impl Mirror {
                 }
                 Some(_) => PutMode::Overwrite,
                 None => PutMode::Create,
-            }) {
-                Ok(()) => {}
+            });
+            match put {
+                Ok(tags) => {
+                    for sent in &tags {
+                        self.record_sent(sent);
+                    }
+                }
                 Err(PutError::Conflict(rel)) => {
                     return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
                 }
@@ -646,15 +739,19 @@ impl Mirror {
     }
 
     /// Puts local files (`(object, local)` relative paths) with the mode `mode` gives
-    /// each local path, recording the new ETags of those put to their own place.
+    /// each local path; returns `(object, local, ETag)` of each.
     fn put_files(
         &mut self,
         pairs: &[(String, String)],
         mode: impl Fn(&str) -> PutMode,
-    ) -> Result<(), PutError> {
+    ) -> Result<Vec<Sent>, PutError> {
         let mut jobs = Vec::with_capacity(pairs.len());
+        let mut stamps = BTreeMap::new();
         for (obj, local) in pairs {
             let path = self.root.join(local);
+            // The stamp before the read: a file rewritten meanwhile differs from it, and is
+            // sent again by the next push.
+            stamps.insert(local.clone(), local_stamp(&path));
             let body = fs::read(&path).at(&path)?;
             jobs.push((obj.clone(), local.clone(), self.key(obj), body, mode(local)));
         }
@@ -676,12 +773,12 @@ impl Mirror {
             }));
         let mut conflict = None;
         let mut first_err = None;
+        let mut tags = Vec::with_capacity(results.len());
         for r in results {
             match r {
-                Ok((obj, local, etag)) => {
-                    if obj == local {
-                        self.record(&local, etag)?;
-                    }
+                Ok((_, local, etag)) => {
+                    let stamp = stamps.get(&local).copied().flatten();
+                    tags.push(Sent { local, etag, stamp });
                 }
                 Err((
                     obj,
@@ -701,7 +798,21 @@ impl Mirror {
         if let Some(obj) = conflict {
             return Err(PutError::Conflict(obj));
         }
-        Ok(())
+        Ok(tags)
+    }
+
+    /// Remembers what a put sent (as the local file was when read).
+    fn record_sent(&mut self, sent: &Sent) {
+        if let Some((size, mtime)) = sent.stamp {
+            self.manifest.insert(
+                sent.local.clone(),
+                Entry {
+                    size,
+                    etag: sent.etag.clone(),
+                    mtime,
+                },
+            );
+        }
     }
 
     /// Remembers that the bucket holds the local file `rel` as it is now, with `etag`.
@@ -721,6 +832,14 @@ impl Mirror {
         let text = serde_json::to_vec(&self.manifest).map_err(|e| Error::Render(e.to_string()))?;
         write_local(&path, &text)
     }
+}
+
+/// One file put: from which local file, the ETag the store gave, and the local file's
+/// stamp when it was read.
+struct Sent {
+    local: String,
+    etag: Option<String>,
+    stamp: Option<(u64, u128)>,
 }
 
 /// Why a batch of puts stopped.
@@ -770,7 +889,7 @@ fn ignored(rel: &str) -> bool {
         || first == super::SERVER_LOG_DIR
         || name == "_lock"
         || name.ends_with(".lock")
-        || name.starts_with('.')
+        || rel.split('/').any(|part| part.starts_with('.'))
 }
 
 /// The lake's own files (events, dedup keys, quarantine, the commit log), which only
@@ -783,6 +902,22 @@ fn core(rel: &str) -> bool {
 /// The sequence number of a commit file `_log/SSSSSSSS.json`.
 fn log_seq(rel: &str) -> Option<u64> {
     rel.strip_prefix(&format!("{LOG_DIR}/"))?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
+
+/// The sequence number of a checkpoint `_log/SSSSSSSS.checkpoint.json`.
+fn checkpoint_seq(rel: &str) -> Option<u64> {
+    rel.strip_prefix(&format!("{LOG_DIR}/"))?
+        .strip_suffix(".checkpoint.json")?
+        .parse()
+        .ok()
+}
+
+/// The sequence number of a commit file moved to `_log/_history/` by a checkpoint.
+fn history_seq(rel: &str) -> Option<u64> {
+    rel.strip_prefix(&format!("{LOG_DIR}/_history/"))?
         .strip_suffix(".json")?
         .parse()
         .ok()

@@ -391,9 +391,7 @@ impl App {
             m.pull_server()?;
             return Ok(None);
         }
-        if let Some(seq) = s.commit {
-            // Its merged key files hold only keys the index has seen.
-            lock(&self.others).own.insert(seq);
+        if s.commit.is_some() {
             self.metrics.compactions.fetch_add(1, Ordering::Relaxed);
             tracing::info!(
                 commit = s.commit,

@@ -317,6 +317,9 @@ impl Others {
             history = lake.history()?;
             &history
         };
+        // Only live files: a later commit (a compaction) may have merged and removed one,
+        // and then holds its keys in a file of its own, which is listed instead.
+        let live: HashSet<PathBuf> = lake.key_files().into_values().flatten().collect();
         Ok(commits
             .iter()
             .filter(|c| c.seq > self.since && !self.own.contains(&c.seq))
@@ -324,6 +327,7 @@ impl Others {
             .filter_map(|rel| {
                 crate::lake::keys::day_of_key_file(rel).map(|d| (lake.root().join(rel), d))
             })
+            .filter(|(p, _)| live.contains(p))
             .collect())
     }
 

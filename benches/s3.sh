@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The lake on S3 against local disk, with an S3 endpoint from moto[server] on loopback
+# (a local stand-in: it measures meterlake's own cost of the mirror and the protocol, not
+# a real network's latency).
+# 1. Ingest of $EVENTS events into a fresh lake, local and s3://, alternated, $RUNS runs.
+# 2. Day + hour rollups of that lake, local and s3:// (warm mirror: the pull finds nothing
+#    new; cold: a new machine fetching the whole lake first).
+# 3. Throughput of 1, 2 and 4 concurrent writers on s3://, each its own mirror (machine):
+#    four inputs of $EVENTS events split among them; conflicts retried per commit; every
+#    run checked to hold every event once.
+#
+# Usage: bash benches/s3.sh   (env: MLK_BIN, EVENTS=500000, RUNS=3, WORK, VENV)
+set -euo pipefail
+if [[ -n "${MLK_BIN:-}" && "$MLK_BIN" != /* && -e "$MLK_BIN" ]]; then MLK_BIN="$PWD/$MLK_BIN"; fi
+cd "$(dirname "${BASH_SOURCE[0]}")/.."          # repo root
+MLK_BIN="${MLK_BIN:-target/release/meterlake}"
+EVENTS="${EVENTS:-500000}"
+RUNS="${RUNS:-3}"
+WORK="${WORK:-$(mktemp -d)}"
+VENV=${VENV:-/tmp/meterlake-s3}
+[[ -x "$MLK_BIN" ]] || { echo "error: no meterlake binary at '$MLK_BIN'" >&2; exit 1; }
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.1.22'
+PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" > "$WORK/moto.log" 2>&1 &
+MOTO=$!
+trap 'kill $MOTO 2>/dev/null || true' EXIT
+export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ALLOW_HTTP=true
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+for _ in $(seq 50); do curl -sf "$AWS_ENDPOINT_URL/" > /dev/null && break; sleep 0.2; done
+curl -sf -X PUT "$AWS_ENDPOINT_URL/bench" > /dev/null
+
+for s in 1 2 3 4; do
+  [[ -f "$WORK/in-$s.ndjson" ]] || "$MLK_BIN" generate --tenants 200 --days 30 --seed "$s" \
+    --events "$EVENTS" --out "$WORK/in-$s.ndjson" --quiet
+done
+now() { date +%s.%N; }
+timed() { local t0; t0=$(now); "$@" > /dev/null 2>&1; echo "$(now) - $t0" | bc -l; }
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+rows_of() { # LAKE [CACHE]
+  MLK_LAKE_CACHE="${2:-$WORK/cache-rows}" "$MLK_BIN" lake stats --lake "$1" --output json 2> /dev/null \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["rows"])'
+}
+
+declare -A T
+for ((r = 1; r <= RUNS; r++)); do
+  rm -rf "$WORK/local-$r" "$WORK/cache-$r" "$WORK/cold-$r"
+  export MLK_LAKE_CACHE="$WORK/cache-$r"
+  T[ingest_local]+=" $(timed "$MLK_BIN" ingest -q --lake "$WORK/local-$r" "$WORK/in-1.ndjson")"
+  T[ingest_s3]+=" $(timed "$MLK_BIN" ingest -q --lake "s3://bench/run-$r" "$WORK/in-1.ndjson")"
+  T[rollup_local]+=" $(timed sh -c "'$MLK_BIN' rollup -q --lake '$WORK/local-$r' --granularity day && '$MLK_BIN' rollup -q --lake '$WORK/local-$r' --granularity hour")"
+  T[rollup_s3]+=" $(timed sh -c "'$MLK_BIN' rollup -q --lake s3://bench/run-$r --granularity day && '$MLK_BIN' rollup -q --lake s3://bench/run-$r --granularity hour")"
+  # A new machine: the first command fetches the lake (events, keys, rollups) into its mirror.
+  export MLK_LAKE_CACHE="$WORK/cold-$r"
+  T[pull_cold]+=" $(timed "$MLK_BIN" lake stats --lake "s3://bench/run-$r")"
+  [ "$(rows_of "s3://bench/run-$r" "$WORK/cold-$r")" = "$(rows_of "$WORK/local-$r")" ] || { echo "error: s3 lake $r differs" >&2; exit 1; }
+done
+unset MLK_LAKE_CACHE
+echo "$EVENTS events, medians of $RUNS runs (seconds):"
+printf '%-34s %8s %8s %8s\n' "" local "s3://" ratio
+for k in ingest rollup; do
+  l=$(median ${T[${k}_local]}); s=$(median ${T[${k}_s3]})
+  printf '%-34s %8.2f %8.2f %7.2fx\n' "$k$( [ $k = rollup ] && echo ' (day + hour)')" "$l" "$s" "$(echo "$s / $l" | bc -l)"
+done
+printf '%-34s %8s %8.2f\n' "first command on a new machine" "" "$(median ${T[pull_cold]})"
+
+echo
+echo "Concurrent writers on s3:// (each its own mirror), 4 inputs of $EVENTS events:"
+printf '%-8s %-10s %-12s %-10s %-20s %s\n' writers "wall (s)" "events/s" commits "conflicts/commit" "rows in the lake"
+for n in 1 2 4; do
+  lake="s3://bench/writers-$n-$RANDOM"
+  t0=$(now)
+  pids=()
+  for ((w = 0; w < n; w++)); do
+    (
+      for s in 1 2 3 4; do
+        (( (s - 1) % n == w )) || continue
+        MLK_LAKE_CACHE="$WORK/wcache-$n-$w" "$MLK_BIN" ingest --lake "$lake" "$WORK/in-$s.ndjson" > /dev/null 2>> "$WORK/w-$n-$w.err"
+      done
+    ) &
+    pids+=($!)
+  done
+  wait "${pids[@]}"   # not the endpoint's process
+  t1=$(now)
+  conflicts=$(cat "$WORK"/w-"$n"-*.err | grep -c "got there first" || true)
+  rm -f "$WORK"/w-"$n"-*.err
+  rows=$(rows_of "$lake" "$WORK/wcache-check-$n")
+  wall=$(echo "$t1 - $t0" | bc -l)
+  printf '%-8s %-10.2f %-12.0f %-10s %-20.2f %s\n' "$n" "$wall" "$(echo "$rows / $wall" | bc -l)" 4 "$(echo "$conflicts / 4" | bc -l)" "$rows"
+done
