@@ -170,7 +170,18 @@ impl Mirror {
             xxhash_rust::xxh3::xxh3_64(format!("{endpoint}\n{url}").as_bytes())
         ));
         fs::create_dir_all(&dir).at(&dir)?;
-        let lock = super::lock_exclusive(&dir.join("lock"))?;
+        let lock = match super::try_lock_exclusive(&dir.join("lock"))? {
+            Some(l) => l,
+            None => {
+                // A server holds its mirror for its lifetime: say why this waits.
+                eprintln!(
+                    "{url}: another meterlake process on this machine uses the mirror {} \
+                     (a server keeps it); waiting. Give this one its own MLK_LAKE_CACHE to run both.",
+                    dir.display()
+                );
+                super::lock_exclusive(&dir.join("lock"))?
+            }
+        };
         let root = dir.join("lake");
         fs::create_dir_all(&root).at(&root)?;
         let manifest_path = dir.join("manifest.json");
@@ -348,28 +359,37 @@ impl Mirror {
 
     /// Downloads `rels` into the mirror (temp file, rename), returning their entries.
     fn fetch(&self, rels: &[String]) -> Result<Vec<(String, Entry)>> {
-        let jobs: Vec<(String, ObjPath, PathBuf)> = rels
+        // Commit files last, so that a reader of the mirror meanwhile sees no commit
+        // before its files; each object is written as it arrives (memory: the objects in
+        // flight).
+        let (logs, files): (Vec<&String>, Vec<&String>) = rels
             .iter()
-            .map(|r| (r.clone(), self.key(r), self.root.join(r)))
-            .collect();
-        let store = self.store.clone();
-        let results = self
-            .rt
-            .block_on(run_parallel(jobs, move |(rel, key, path)| {
-                let store = store.clone();
-                async move {
-                    let got = store.get(&key).await.map_err(|e| (rel.clone(), e))?;
-                    let etag = got.meta.e_tag.clone();
-                    let bytes = got.bytes().await.map_err(|e| (rel.clone(), e))?;
-                    Ok::<_, (String, object_store::Error)>((rel, path, etag, bytes))
-                }
-            }));
-        let mut out = Vec::with_capacity(results.len());
-        for r in results {
-            let (rel, path, etag, bytes) = r.map_err(|(rel, e)| self.err(&rel, e))?;
-            write_local(&path, &bytes)?;
-            let (size, mtime) = local_stamp(&path).unwrap_or((bytes.len() as u64, 0));
-            out.push((rel, Entry { size, etag, mtime }));
+            .partition(|r| r.starts_with(&format!("{LOG_DIR}/")));
+        let mut out = Vec::with_capacity(rels.len());
+        for group in [files, logs] {
+            let jobs: Vec<(String, ObjPath, PathBuf)> = group
+                .into_iter()
+                .map(|r| (r.clone(), self.key(r), self.root.join(r)))
+                .collect();
+            let store = self.store.clone();
+            let url = self.url.clone();
+            let results = self
+                .rt
+                .block_on(run_parallel(jobs, move |(rel, key, path)| {
+                    let store = store.clone();
+                    let url = url.clone();
+                    async move {
+                        let got = store.get(&key).await.map_err(|e| remote(&url, &rel, e))?;
+                        let etag = got.meta.e_tag.clone();
+                        let bytes = got.bytes().await.map_err(|e| remote(&url, &rel, e))?;
+                        write_local(&path, &bytes)?;
+                        let (size, mtime) = local_stamp(&path).unwrap_or((bytes.len() as u64, 0));
+                        Ok::<_, Error>((rel, Entry { size, etag, mtime }))
+                    }
+                }));
+            for r in results {
+                out.push(r?);
+            }
         }
         Ok(out)
     }
@@ -741,59 +761,61 @@ impl Mirror {
     /// Puts local files (`(object, local)` relative paths) with the mode `mode` gives
     /// each local path; returns `(object, local, ETag)` of each.
     fn put_files(
-        &mut self,
+        &self,
         pairs: &[(String, String)],
         mode: impl Fn(&str) -> PutMode,
     ) -> Result<Vec<Sent>, PutError> {
-        let mut jobs = Vec::with_capacity(pairs.len());
-        let mut stamps = BTreeMap::new();
-        for (obj, local) in pairs {
-            let path = self.root.join(local);
-            // The stamp before the read: a file rewritten meanwhile differs from it, and is
-            // sent again by the next push.
-            stamps.insert(local.clone(), local_stamp(&path));
-            let body = fs::read(&path).at(&path)?;
-            jobs.push((obj.clone(), local.clone(), self.key(obj), body, mode(local)));
-        }
+        let jobs: Vec<(String, String, ObjPath, PathBuf, PutMode)> = pairs
+            .iter()
+            .map(|(obj, local)| {
+                (
+                    obj.clone(),
+                    local.clone(),
+                    self.key(obj),
+                    self.root.join(local),
+                    mode(local),
+                )
+            })
+            .collect();
         let store = self.store.clone();
+        let url = self.url.clone();
+        // Each body is read as its put starts (memory: the puts in flight), after its
+        // stamp: a file rewritten meanwhile differs from the stamp, and is sent again by
+        // the next push.
         let results = self
             .rt
-            .block_on(run_parallel(jobs, move |(obj, local, key, body, mode)| {
+            .block_on(run_parallel(jobs, move |(obj, local, key, path, mode)| {
                 let store = store.clone();
+                let url = url.clone();
                 async move {
+                    let stamp = local_stamp(&path);
+                    let body = fs::read(&path).at(&path).map_err(PutError::Other)?;
                     let opts = PutOptions {
                         mode,
                         ..Default::default()
                     };
                     match store.put_opts(&key, body.into(), opts).await {
-                        Ok(put) => Ok((obj, local, put.e_tag)),
-                        Err(e) => Err((obj, e)),
+                        Ok(put) => Ok(Sent {
+                            local,
+                            etag: put.e_tag,
+                            stamp,
+                        }),
+                        Err(
+                            object_store::Error::AlreadyExists { .. }
+                            | object_store::Error::Precondition { .. },
+                        ) => Err(PutError::Conflict(obj)),
+                        Err(e) => Err(PutError::Other(remote(&url, &obj, e))),
                     }
                 }
             }));
         let mut conflict = None;
-        let mut first_err = None;
         let mut tags = Vec::with_capacity(results.len());
         for r in results {
             match r {
-                Ok((_, local, etag)) => {
-                    let stamp = stamps.get(&local).copied().flatten();
-                    tags.push(Sent { local, etag, stamp });
-                }
-                Err((
-                    obj,
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                )) => conflict = Some(obj),
-                Err((obj, e)) => {
-                    if first_err.is_none() {
-                        first_err = Some(self.err(&obj, e));
-                    }
-                }
+                Ok(sent) => tags.push(sent),
+                Err(PutError::Conflict(obj)) => conflict = Some(obj),
+                Err(e) => return Err(e),
             }
-        }
-        if let Some(e) = first_err {
-            return Err(PutError::Other(e));
         }
         if let Some(obj) = conflict {
             return Err(PutError::Conflict(obj));
