@@ -209,12 +209,24 @@ MLK_LAKE_CACHE="$TMP/cache-b" "$BIN" ingest "$TMP/b.ndjson" --lake s3://lake/ser
 api /api/v1/usage/track "$TMP/b60.json" > /dev/null || fail "track on s3://"
 flushed=$(api /api/v1/usage/admin/flush) || fail "flush on s3://"
 [ "$flushed" = '{"flushed":50}' ] || fail "serve flushed $flushed, want the 50 events only it had"
+# Reads on both machines: the server's access record and the CLI's both reach the
+# bucket's access log (the server replays its records on top of the CLI's), chain intact.
+curl -sf -H "Authorization: Bearer $KEY" "http://127.0.0.1:$SPORT/api/v1/usage/summary?tenant=acme" > /dev/null \
+  || fail "a read on serve over s3://"
+MLK_LAKE_CACHE="$TMP/cache-b" "$BIN" usage --lake s3://lake/serve --tenant acme --from 2026-01-01 --to 2030-01-01 --actor s3-test-cli > /dev/null 2>&1 \
+  || fail "a CLI read beside serve"
+api /api/v1/usage/admin/flush > /dev/null || fail "second flush on s3://"
 api /api/v1/usage/track "$TMP/c.json" > /dev/null || fail "track on s3://"
 kill -9 "$SERVE"; wait "$SERVE" 2> /dev/null || true
+MLK_LAKE_CACHE="$TMP/cache-audit" "$BIN" lake verify-audit --lake s3://lake/serve > "$TMP/verify.txt" 2>&1 \
+  || { cat "$TMP/verify.txt"; fail "the access log's chain is broken on s3://"; }
+audit=$(ls -d "$TMP"/cache-audit/*/lake)/_audit/access.jsonl
+grep -q '"via":"api".*summary' "$audit" || fail "the server's read is not in the bucket's access log"
+grep -q '"actor":"s3-test-cli"' "$audit" || fail "the CLI's read is not in the bucket's access log"
 got=$(view s3://lake/serve "$TMP/cache-s1")
 [ "$got" = "130 130" ] || fail "after serve's flush and kill the bucket holds '$got', want 130 events"
 start_serve
 got=$(view s3://lake/serve "$TMP/cache-s2")
 [ "$got" = "170 170" ] || fail "after the restart the bucket holds '$got', want 170 events"
 kill -TERM "$SERVE"; wait "$SERVE" 2> /dev/null || true
-echo "s3: serve commits to s3:// beside an ingest, and after a kill -9, each event once"
+echo "s3: serve commits to s3:// beside an ingest, and after a kill -9, each event once; both machines' reads in one access log"

@@ -107,17 +107,57 @@ fn capped(s: &str) -> String {
 pub fn record(lake: &Path, r: Read<'_>) -> Result<()> {
     let d = dir(lake);
     let _lock = super::lock_dir(&d)?;
-    let (seq, prev) = last(&d)?;
-    let access = Access {
-        seq: seq + 1,
-        at: crate::time::rfc3339_micros(crate::time::now()),
-        actor: capped(r.actor),
-        via: r.via.to_string(),
-        key_id: r.key_id.map(str::to_string),
-        tenant: capped(r.tenant),
-        what: capped(r.what),
-        prev,
-    };
+    append(
+        &d,
+        Access {
+            seq: 0,
+            at: crate::time::rfc3339_micros(crate::time::now()),
+            actor: capped(r.actor),
+            via: r.via.to_string(),
+            key_id: r.key_id.map(str::to_string),
+            tenant: capped(r.tenant),
+            what: capped(r.what),
+            prev: String::new(),
+        },
+    )
+}
+
+/// The number of the log's last line (0: none yet).
+pub fn head_seq(lake: &Path) -> Result<u64> {
+    let d = dir(lake);
+    if !d.join(LOG).exists() {
+        return Ok(0);
+    }
+    let _lock = super::lock_dir(&d)?;
+    Ok(last(&d)?.0)
+}
+
+/// Puts the lines after line `base` back on top of another copy of the log: under the
+/// log's lock, `replace` swaps the other copy in (on an `s3://` lake, the bucket's, with
+/// another machine's appends), then each of these lines is appended again, its time and
+/// fields kept, its number, `prev` and hash those of its new place. Returns the lines
+/// replayed.
+pub fn rebase(lake: &Path, base: u64, replace: impl FnOnce() -> Result<()>) -> Result<usize> {
+    let d = dir(lake);
+    let _lock = super::lock_dir(&d)?;
+    let ours: Vec<Line> = read_lines(&d.join(LOG))?
+        .into_iter()
+        .filter(|l| l.access.seq > base)
+        .collect();
+    replace()?;
+    let n = ours.len();
+    for l in ours {
+        append(&d, l.access)?;
+    }
+    Ok(n)
+}
+
+/// Appends `access` (its `seq` and `prev` set here) to the log in `d`, synced; the
+/// caller holds the log's lock.
+fn append(d: &Path, mut access: Access) -> Result<()> {
+    let (seq, prev) = last(d)?;
+    access.seq = seq + 1;
+    access.prev = prev;
     let hash = hash_of(&access)?;
     let line = Line { access, hash };
     let mut bytes = serde_json::to_vec(&line).map_err(|e| Error::Render(e.to_string()))?;
@@ -209,6 +249,12 @@ pub fn read(lake: &Path) -> Result<Vec<Line>> {
     }
     // No append half-seen.
     let _lock = super::lock_dir(&d)?;
+    read_lines(&log)
+}
+
+/// The lines of the log file `log` (none if it does not exist).
+fn read_lines(log: &Path) -> Result<Vec<Line>> {
+    let log = log.to_path_buf();
     let f = match std::fs::File::open(&log) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

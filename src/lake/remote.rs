@@ -148,6 +148,9 @@ pub struct Mirror {
     manifest: BTreeMap<String, Entry>,
     /// The bucket's last commit at the last pull: commits after it are this mirror's.
     last_seq: u64,
+    /// The access log's last line as the bucket had it at the last exchange: later lines
+    /// were appended here.
+    audit_base: u64,
     rt: tokio::runtime::Runtime,
     _lock: fs::File,
 }
@@ -200,6 +203,7 @@ impl Mirror {
             root,
             manifest,
             last_seq: 0,
+            audit_base: 0,
             rt,
             _lock: lock,
         })
@@ -298,14 +302,8 @@ impl Mirror {
             }
         }
         self.manifest.retain(|rel, _| listing.contains_key(rel));
-        if keep_local {
-            // What stays here unsent is put as new, or over what the bucket holds now.
-            for (rel, e) in self.manifest.iter_mut() {
-                if !core(rel) && local_stamp(&self.root.join(rel)) != Some((e.size, e.mtime)) {
-                    e.etag = listing.get(rel).and_then(|m| m.e_tag.clone());
-                }
-            }
-        }
+        // What stays here unsent keeps the ETag it was fetched with: if the bucket's copy
+        // changed since, the push's condition fails and the server takes theirs.
         // Finish commits whose files are not all in place, then drop decided staging.
         let Some(last) = self.finish_publication(&listing, &staging)? else {
             if attempt >= 3 {
@@ -324,6 +322,9 @@ impl Mirror {
             .collect();
         self.delete_all(&old)?;
         self.last_seq = last;
+        if !keep_local || !self.manifest_is_stale(&format!("{}/head", super::access::DIR)) {
+            self.audit_base = super::access::head_seq(&self.root)?;
+        }
         self.save_manifest()
     }
 
@@ -480,6 +481,58 @@ impl Mirror {
         Ok(Some(last))
     }
 
+    /// Replaces the local copy of `rel` by the bucket's (deleting it if the bucket has
+    /// none). For the access log, the records appended here since the last exchange are
+    /// replayed on top of the bucket's ([`super::access::rebase`]).
+    fn take_theirs(&mut self, rel: &str) -> Result<()> {
+        let audit = format!("{}/", super::access::DIR);
+        if rel.starts_with(&audit) {
+            let files: Vec<String> = ["access.jsonl", "head"]
+                .iter()
+                .map(|f| format!("{audit}{f}"))
+                .collect();
+            let mut fetched = Vec::new();
+            let root = self.root.clone();
+            let replayed = super::access::rebase(&root, self.audit_base, || {
+                fetched = self.fetch_present(&files)?;
+                Ok(())
+            })?;
+            for (r, e) in fetched {
+                self.manifest.insert(r, e);
+            }
+            self.audit_base = super::access::head_seq(&root)?.saturating_sub(replayed as u64);
+            tracing::info!(replayed, "access log rebased on the bucket's");
+            return Ok(());
+        }
+        let fetched = self.fetch_present(&[rel.to_string()])?;
+        if fetched.is_empty() {
+            let _ = fs::remove_file(self.root.join(rel));
+            self.manifest.remove(rel);
+        }
+        for (r, e) in fetched {
+            self.manifest.insert(r, e);
+        }
+        Ok(())
+    }
+
+    /// [`Mirror::fetch`] of those of `rels` the bucket holds; a local copy of one it does
+    /// not hold is deleted.
+    fn fetch_present(&self, rels: &[String]) -> Result<Vec<(String, Entry)>> {
+        let mut present = Vec::new();
+        for rel in rels {
+            let key = self.key(rel);
+            let store = self.store.clone();
+            match self.rt.block_on(async move { store.head(&key).await }) {
+                Ok(_) => present.push(rel.clone()),
+                Err(object_store::Error::NotFound { .. }) => {
+                    let _ = fs::remove_file(self.root.join(rel));
+                }
+                Err(e) => return Err(self.err(rel, e)),
+            }
+        }
+        self.fetch(&present)
+    }
+
     /// The staging token a commit file in the bucket carries.
     fn token_of(&self, rel: &str) -> Result<Option<String>> {
         let key = self.key(rel);
@@ -557,13 +610,15 @@ impl Mirror {
         self.push_with(false)
     }
 
-    /// [`Mirror::push`] for `serve`: files beside the events are put over what the bucket
-    /// holds (the server recomputes them from the lake anyway), so only commits conflict.
+    /// [`Mirror::push`] for `serve`, which cannot run again: a file beside the events that
+    /// another writer changed meanwhile is taken from the bucket (the server recomputes
+    /// such files anyway), and the access log is rebased (its new records replayed on the
+    /// bucket's), so only commits conflict.
     pub fn push_server(&mut self) -> Result<Pushed> {
         self.push_with(true)
     }
 
-    fn push_with(&mut self, overwrite: bool) -> Result<Pushed> {
+    fn push_with(&mut self, server: bool) -> Result<Pushed> {
         let now = local_files(&self.root)?;
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for rel in &now {
@@ -622,16 +677,13 @@ impl Mirror {
                 .iter()
                 .map(|f| (staged_name(c.seq, &token, f), f.clone()))
                 .collect();
-            let staged_tags = match self.put_files(&staged, |_| PutMode::Overwrite) {
-                Ok(tags) => tags,
-                Err(PutError::Other(e)) => return Err(e),
-                Err(PutError::Conflict(rel)) => {
-                    return Err(Error::Remote {
-                        location: format!("{}/{rel}", self.url),
-                        reason: "the store refused an unconditional put".into(),
-                    });
-                }
-            };
+            let (staged_tags, refused) = self.put_files(&staged, |_| PutMode::Overwrite)?;
+            if let Some(rel) = refused {
+                return Err(Error::Remote {
+                    location: format!("{}/{rel}", self.url),
+                    reason: "the store refused an unconditional put".into(),
+                });
+            }
             crate::fault::check("remote.staged").at(&self.root)?;
             // 2. The commit point.
             let rel = format!("{LOG_DIR}/{}", log_name(c.seq));
@@ -721,34 +773,55 @@ impl Mirror {
         let (state, data): (Vec<String>, Vec<String>) = rest
             .into_iter()
             .partition(|r| r.rsplit('/').next().is_some_and(|n| n.starts_with('_')));
-        for group in [data, state] {
-            let pairs: Vec<(String, String)> =
-                group.iter().map(|r| (r.clone(), r.clone())).collect();
-            let manifest = self.manifest.clone();
-            let put = self.put_files(&pairs, |rel| match manifest.get(rel) {
-                _ if overwrite || history_seq(rel).is_some() => PutMode::Overwrite,
-                Some(e) if log_seq(rel).is_none() && e.etag.is_some() => {
-                    PutMode::Update(UpdateVersion {
+        for mut group in [data, state] {
+            let mut rounds = 0;
+            while !group.is_empty() {
+                let pairs: Vec<(String, String)> =
+                    group.iter().map(|r| (r.clone(), r.clone())).collect();
+                let manifest = self.manifest.clone();
+                let (sent, conflict) = self.put_files(&pairs, |rel| match manifest.get(rel) {
+                    _ if history_seq(rel).is_some() => PutMode::Overwrite,
+                    Some(e) if e.etag.is_some() => PutMode::Update(UpdateVersion {
                         e_tag: e.etag.clone(),
                         version: None,
-                    })
+                    }),
+                    Some(_) => PutMode::Overwrite,
+                    None => PutMode::Create,
+                })?;
+                for s in &sent {
+                    self.record_sent(s);
                 }
-                Some(_) => PutMode::Overwrite,
-                None => PutMode::Create,
-            });
-            match put {
-                Ok(tags) => {
-                    for sent in &tags {
-                        self.record_sent(sent);
-                    }
-                }
-                Err(PutError::Conflict(rel)) => {
+                summary.files += sent.len() as u64;
+                let Some(rel) = conflict else { break };
+                // A command reruns on the bucket's state; a server, which cannot, takes the
+                // bucket's copy of what it recomputes anyway, and replays its own access
+                // records on top of the bucket's.
+                rounds += 1;
+                if !server || rounds > 5 {
+                    self.save_manifest()?;
                     return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
                 }
-                Err(PutError::Other(e)) => return Err(e),
+                let done: BTreeSet<&String> = sent.iter().map(|s| &s.local).collect();
+                let left: Vec<String> = group
+                    .iter()
+                    .filter(|r| !done.contains(r))
+                    .cloned()
+                    .collect();
+                for r in &left {
+                    self.take_theirs(r)?;
+                }
+                group = left
+                    .into_iter()
+                    .filter(|r| {
+                        self.root.join(r).exists()
+                            && !self.manifest.get(r).is_some_and(|e| {
+                                local_stamp(&self.root.join(r)) == Some((e.size, e.mtime))
+                            })
+                    })
+                    .collect();
             }
-            summary.files += group.len() as u64;
         }
+        self.audit_base = super::access::head_seq(&self.root)?;
         self.delete_all(&gone)?;
         summary.deleted += gone.len() as u64;
         for g in &gone {
@@ -759,12 +832,13 @@ impl Mirror {
     }
 
     /// Puts local files (`(object, local)` relative paths) with the mode `mode` gives
-    /// each local path; returns `(object, local, ETag)` of each.
+    /// each local path; returns what was sent, and the first object whose condition
+    /// failed (another writer changed it), if any.
     fn put_files(
         &self,
         pairs: &[(String, String)],
         mode: impl Fn(&str) -> PutMode,
-    ) -> Result<Vec<Sent>, PutError> {
+    ) -> Result<(Vec<Sent>, Option<String>)> {
         let jobs: Vec<(String, String, ObjPath, PathBuf, PutMode)> = pairs
             .iter()
             .map(|(obj, local)| {
@@ -809,18 +883,24 @@ impl Mirror {
                 }
             }));
         let mut conflict = None;
-        let mut tags = Vec::with_capacity(results.len());
+        let mut sent = Vec::with_capacity(results.len());
         for r in results {
             match r {
-                Ok(sent) => tags.push(sent),
-                Err(PutError::Conflict(obj)) => conflict = Some(obj),
-                Err(e) => return Err(e),
+                Ok(s) => sent.push(s),
+                Err(PutError::Conflict(obj)) => conflict = conflict.or(Some(obj)),
+                Err(PutError::Other(e)) => return Err(e),
             }
         }
-        if let Some(obj) = conflict {
-            return Err(PutError::Conflict(obj));
+        Ok((sent, conflict))
+    }
+
+    /// Whether the local copy of `rel` differs from what was last fetched or sent.
+    fn manifest_is_stale(&self, rel: &str) -> bool {
+        let stamp = local_stamp(&self.root.join(rel));
+        match self.manifest.get(rel) {
+            Some(e) => stamp != Some((e.size, e.mtime)),
+            None => stamp.is_some(),
         }
-        Ok(tags)
     }
 
     /// Remembers what a put sent (as the local file was when read).
