@@ -180,7 +180,7 @@ fn append(d: &Path, mut access: Access) -> Result<()> {
     .at(&tmp)?;
     h.sync_all().at(&tmp)?;
     std::fs::rename(&tmp, &head).at(&head)?;
-    if let Ok(df) = std::fs::File::open(&d) {
+    if let Ok(df) = std::fs::File::open(d) {
         let _ = df.sync_all();
     }
     Ok(())
