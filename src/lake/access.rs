@@ -373,6 +373,53 @@ mod tests {
         .unwrap();
     }
 
+    /// Two copies of a log that went apart after line 2 (two machines): rebasing one on
+    /// the other keeps every record of both, the other's first, and the chain verifies.
+    #[test]
+    fn a_rebase_replays_our_lines_on_theirs_and_the_chain_holds() {
+        let (ours, theirs) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        for who in ["ann", "bob"] {
+            read_by(ours.path(), who);
+        }
+        std::fs::create_dir_all(theirs.path().join(DIR)).unwrap();
+        for f in [LOG, HEAD] {
+            std::fs::copy(
+                ours.path().join(DIR).join(f),
+                theirs.path().join(DIR).join(f),
+            )
+            .unwrap();
+        }
+        let base = head_seq(ours.path()).unwrap();
+        assert_eq!(base, 2);
+        for who in ["cy", "dee"] {
+            read_by(ours.path(), who);
+        }
+        for who in ["eve", "fay", "gus"] {
+            read_by(theirs.path(), who);
+        }
+        let replayed = rebase(ours.path(), base, || {
+            for f in [LOG, HEAD] {
+                std::fs::copy(
+                    theirs.path().join(DIR).join(f),
+                    ours.path().join(DIR).join(f),
+                )
+                .unwrap();
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(replayed, 2);
+        let actors: Vec<String> = read(ours.path())
+            .unwrap()
+            .into_iter()
+            .map(|l| l.access.actor)
+            .collect();
+        assert_eq!(actors, ["ann", "bob", "eve", "fay", "gus", "cy", "dee"]);
+        let v = verify(ours.path()).unwrap();
+        assert_eq!((v.lines, v.broken), (7, None));
+        assert_eq!(head_seq(ours.path()).unwrap(), 7);
+    }
+
     #[test]
     fn the_chain_detects_a_removed_an_altered_and_a_cut_line() {
         let dir = tempfile::tempdir().unwrap();
