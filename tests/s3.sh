@@ -54,7 +54,7 @@ diff -r -x compliance "$TMP/out-s3" "$TMP/out-local" > /dev/null \
 MIRROR=$(ls -d "$TMP"/cache-1/*/lake)
 # The commit log and the access log carry wall-clock times, and the run's state its output
 # folder; every other lake file is equal.
-X=(-x _log -x _audit -x _run -x _lock -x '*.lock' -x _staging)
+X=(-x _log -x _audit -x _run -x _lock -x '*.lock' -x _staging -x .keep-removed)
 diff -r "${X[@]}" "$MIRROR" "$TMP/local" > /dev/null \
   || { diff -rq "${X[@]}" "$MIRROR" "$TMP/local" | head; fail "lake files differ"; }
 echo "s3: run on s3:// equals run on local disk (reports, invoices, lake files)"
@@ -140,6 +140,22 @@ for point in remote.staged remote.committed remote.published; do
     || fail "$point: usage after the kill and rerun differs from one clean ingest"
   rm -rf "$TMP/cache-f"
 done
+# A run whose retention drops days its own ingest added (two commits in one push), killed
+# once the first is published: that commit is whole in the bucket (the files the second
+# removed were sent from where the mirror keeps them aside), and the rerun finishes.
+sed -e "s#^inputs = .*#inputs = [\"$TMP/a.ndjson\"]#" -e 's#^lake = .*#lake = "s3://lake/retention"#' \
+    -e "s#^out = .*#out = \"$TMP/out-ret\"#" -e 's#^plans = .*#plans = "/nonexistent"#' \
+    -e "s#^retention_days = 0#retention_days = $(( ( $(date +%s) - $(date -d 2026-09-11 +%s) ) / 86400 ))#" \
+    "$REPO/data/meterlake.toml" > "$TMP/ret.toml"
+echo "remote.published=abort" > faults
+(cd "$REPO" && MLK_FAULTS="$TMP/faults" MLK_LAKE_CACHE="$TMP/cache-r" "$BIN" run --config "$TMP/ret.toml" -q > /dev/null 2>&1) \
+  && fail "the armed run did not stop"
+rm faults
+n=$(view s3://lake/retention "$TMP/cache-r1") || fail "a commit whose files a later one removed is not whole in the bucket"
+[ "$n" = "$want_a" ] || fail "after the first commit: $n, want $want_a"
+(cd "$REPO" && MLK_LAKE_CACHE="$TMP/cache-r" "$BIN" run --config "$TMP/ret.toml" -q > /dev/null 2>&1) || fail "the rerun after the kill"
+n=$(view s3://lake/retention "$TMP/cache-r2") || fail "the lake after retention"
+[ "${n%% *}" -lt "${want_a%% *}" ] || fail "retention dropped nothing: $n"
 echo "s3: a kill before, at and after the commit point loses nothing and stores nothing twice"
 
 # 5. Sharded workers on s3://, each its own machine (mirror): 3 run rollup,

@@ -509,9 +509,21 @@ impl Lake {
                 dirs.push(parent);
             }
         }
+        // A mirror of an s3:// lake keeps removed files aside until its push: an earlier
+        // commit of the same push that added one still sends it ([`remote`]).
+        let keep = self.root.join(remote::KEEP_REMOVED).exists();
         for rel in &commit.removed {
             let p = self.root.join(rel);
-            match fs::remove_file(&p) {
+            let gone = if keep {
+                let aside = self.root.join(remote::REMOVED_DIR).join(rel);
+                if let Some(d) = aside.parent() {
+                    fs::create_dir_all(d).at(d)?;
+                }
+                fs::rename(&p, &aside)
+            } else {
+                fs::remove_file(&p)
+            };
+            match gone {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io(p, e)),

@@ -49,6 +49,13 @@ use super::log::{Commit, log_name};
 use super::{LOG_DIR, STAGING_DIR};
 use crate::error::{Error, IoContext, Result};
 
+/// In a mirror's lake folder: the lake moves the files a commit removes to
+/// [`REMOVED_DIR`] instead of deleting them, so that a push can still send a file an
+/// earlier commit of the same push added. Emptied by every pull and push.
+pub(crate) const KEEP_REMOVED: &str = ".keep-removed";
+/// Where a mirror's lake keeps removed files until the next push.
+pub(crate) const REMOVED_DIR: &str = ".removed";
+
 /// Requests in flight at once while fetching or sending files.
 const PARALLEL: usize = 16;
 /// The log object's metadata key naming the staging token of its commit.
@@ -187,6 +194,8 @@ impl Mirror {
         };
         let root = dir.join("lake");
         fs::create_dir_all(&root).at(&root)?;
+        let keep = root.join(KEEP_REMOVED);
+        fs::write(&keep, b"").at(&keep)?;
         let manifest_path = dir.join("manifest.json");
         let manifest = match fs::read(&manifest_path) {
             Ok(b) => serde_json::from_slice(&b).unwrap_or_default(),
@@ -293,6 +302,7 @@ impl Mirror {
         }
         // Delete local files the bucket does not hold, and the local staging and locks' debris.
         let _ = fs::remove_dir_all(self.root.join(STAGING_DIR));
+        let _ = fs::remove_dir_all(self.root.join(REMOVED_DIR));
         for rel in local_files(&self.root)? {
             let mine = keep_local && !core(&rel) && !self.manifest.contains_key(&rel);
             let stale_log = log_seq(&rel).is_some_and(|s| s <= base);
@@ -666,17 +676,33 @@ impl Mirror {
             .map_err(|e| Error::Model(format!("random token: {e}")))?;
         let token: String = token_bytes.iter().map(|b| format!("{b:02x}")).collect();
         for c in &new_commits {
-            // A file a later commit of this push removed again is not sent.
-            let files: Vec<String> = c
-                .published_files()
-                .filter(|f| changed.contains(*f) && now_set.contains(&f.to_string()))
-                .map(str::to_string)
-                .collect();
+            // Every file it adds, also one a later commit of this push removed again (kept
+            // aside in REMOVED_DIR): if that later commit loses a race, this one is whole.
+            let mut files: Vec<String> = Vec::new();
+            let mut staged: Vec<(String, String)> = Vec::new();
+            for f in c.published_files() {
+                let local = if now_set.contains(&f.to_string()) {
+                    f.to_string()
+                } else {
+                    let aside = format!("{REMOVED_DIR}/{f}");
+                    if !self.root.join(&aside).is_file() {
+                        return Err(Error::CorruptLake {
+                            path: self.root.join(f),
+                            reason: format!(
+                                "commit {} adds it, but it is gone before it was sent",
+                                c.seq
+                            ),
+                        });
+                    }
+                    aside
+                };
+                if !changed.contains(f) && local == f {
+                    continue;
+                }
+                files.push(f.to_string());
+                staged.push((staged_name(c.seq, &token, f), local));
+            }
             // 1. Stage.
-            let staged: Vec<(String, String)> = files
-                .iter()
-                .map(|f| (staged_name(c.seq, &token, f), f.clone()))
-                .collect();
             let (staged_tags, refused) = self.put_files(&staged, |_| PutMode::Overwrite)?;
             if let Some(rel) = refused {
                 return Err(Error::Remote {
@@ -748,8 +774,10 @@ impl Mirror {
             // A copy of a single-part object keeps its ETag (an MD5 of the bytes); where a
             // store gives it another, the next pull fetches the file once more.
             for sent in staged_tags {
-                self.record_sent(&sent);
-                changed.remove(&sent.local);
+                if !sent.local.starts_with(REMOVED_DIR) {
+                    self.record_sent(&sent);
+                    changed.remove(&sent.local);
+                }
             }
             gone.retain(|g| !removed.contains(g));
             changed.remove(&rel);
@@ -822,6 +850,7 @@ impl Mirror {
             }
         }
         self.audit_base = super::access::head_seq(&self.root)?;
+        let _ = fs::remove_dir_all(self.root.join(REMOVED_DIR));
         self.delete_all(&gone)?;
         summary.deleted += gone.len() as u64;
         for g in &gone {
