@@ -23,8 +23,10 @@ use crate::error::{Error, IoContext, Result};
 
 /// The folder of the access log, under the lake root.
 pub const DIR: &str = "_audit";
-const LOG: &str = "access.jsonl";
-const HEAD: &str = "head";
+/// The log file, in [`DIR`].
+pub const LOG: &str = "access.jsonl";
+/// The file holding the last line's number and hash, in [`DIR`].
+pub const HEAD: &str = "head";
 /// The `prev` of the first line.
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -132,24 +134,82 @@ pub fn head_seq(lake: &Path) -> Result<u64> {
     Ok(last(&d)?.0)
 }
 
-/// Puts the lines after line `base` back on top of another copy of the log: under the
-/// log's lock, `replace` swaps the other copy in (on an `s3://` lake, the bucket's, with
-/// another machine's appends), then each of these lines is appended again, its time and
-/// fields kept, its number, `prev` and hash those of its new place. Returns the lines
+/// Puts this log's lines after its first `base` bytes (what it last exchanged with the
+/// other copy) on top of `theirs`, another copy of the log (on an `s3://` lake, the
+/// bucket's, with another machine's appends): each of these lines keeps its time and
+/// fields and gets the number, `prev` and hash of its new place. The result replaces the
+/// log in one rename, under the log's lock, and `head` follows. Returns the lines
 /// replayed.
-pub fn rebase(lake: &Path, base: u64, replace: impl FnOnce() -> Result<()>) -> Result<usize> {
+pub fn rebase(lake: &Path, base: u64, theirs: &[u8]) -> Result<usize> {
     let d = dir(lake);
     let _lock = super::lock_dir(&d)?;
-    let ours: Vec<Line> = read_lines(&d.join(LOG))?
-        .into_iter()
-        .filter(|l| l.access.seq > base)
-        .collect();
-    replace()?;
-    let n = ours.len();
-    for l in ours {
-        append(&d, l.access)?;
+    let log = d.join(LOG);
+    // A torn last line was never answered: cut first.
+    last(&d)?;
+    let mine = match std::fs::read(&log) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e).at(&log),
+    };
+    let ours = mine.get(base as usize..).unwrap_or_default();
+    let parse = |text: &[u8], what: &str| -> Result<Vec<Line>> {
+        text.split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                serde_json::from_slice(l).map_err(|e| Error::CorruptLake {
+                    path: log.clone(),
+                    reason: format!("{what}: {e}"),
+                })
+            })
+            .collect()
+    };
+    let ours = parse(ours, "a line to replay")?;
+    let mut out = theirs.to_vec();
+    if !out.is_empty() && out.last() != Some(&b'\n') {
+        return Err(Error::CorruptLake {
+            path: log.clone(),
+            reason: "the other copy ends in a torn line".into(),
+        });
     }
-    Ok(n)
+    let (mut seq, mut prev) = match parse(theirs, "the other copy")?.last() {
+        Some(l) => (l.access.seq, l.hash.clone()),
+        None => (0, GENESIS.to_string()),
+    };
+    for l in &ours {
+        let mut access = l.access.clone();
+        seq += 1;
+        access.seq = seq;
+        access.prev = prev;
+        let hash = hash_of(&access)?;
+        let line = Line {
+            access,
+            hash: hash.clone(),
+        };
+        out.extend(serde_json::to_vec(&line).map_err(|e| Error::Render(e.to_string()))?);
+        out.push(b'\n');
+        prev = hash;
+    }
+    let tmp = d.join(".access.rebase.tmp");
+    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
+    std::io::Write::write_all(&mut f, &out).at(&tmp)?;
+    f.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, &log).at(&log)?;
+    write_head(&d, seq, &prev)?;
+    Ok(ours.len())
+}
+
+/// Writes `_audit/head` (the last line's number and hash) through a temp file, synced.
+fn write_head(d: &Path, seq: u64, hash: &str) -> Result<()> {
+    let head = d.join(HEAD);
+    let tmp = d.join(".head.tmp");
+    let mut h = std::fs::File::create(&tmp).at(&tmp)?;
+    std::io::Write::write_all(&mut h, format!("{seq} {hash}\n").as_bytes()).at(&tmp)?;
+    h.sync_all().at(&tmp)?;
+    std::fs::rename(&tmp, &head).at(&head)?;
+    if let Ok(df) = std::fs::File::open(d) {
+        let _ = df.sync_all();
+    }
+    Ok(())
 }
 
 /// Appends `access` (its `seq` and `prev` set here) to the log in `d`, synced; the
@@ -389,25 +449,18 @@ mod tests {
             )
             .unwrap();
         }
-        let base = head_seq(ours.path()).unwrap();
-        assert_eq!(base, 2);
+        assert_eq!(head_seq(ours.path()).unwrap(), 2);
+        let base = std::fs::metadata(ours.path().join(DIR).join(LOG))
+            .unwrap()
+            .len();
         for who in ["cy", "dee"] {
             read_by(ours.path(), who);
         }
         for who in ["eve", "fay", "gus"] {
             read_by(theirs.path(), who);
         }
-        let replayed = rebase(ours.path(), base, || {
-            for f in [LOG, HEAD] {
-                std::fs::copy(
-                    theirs.path().join(DIR).join(f),
-                    ours.path().join(DIR).join(f),
-                )
-                .unwrap();
-            }
-            Ok(())
-        })
-        .unwrap();
+        let theirs_log = std::fs::read(theirs.path().join(DIR).join(LOG)).unwrap();
+        let replayed = rebase(ours.path(), base, &theirs_log).unwrap();
         assert_eq!(replayed, 2);
         let actors: Vec<String> = read(ours.path())
             .unwrap()

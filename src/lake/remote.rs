@@ -155,9 +155,6 @@ pub struct Mirror {
     manifest: BTreeMap<String, Entry>,
     /// The bucket's last commit at the last pull: commits after it are this mirror's.
     last_seq: u64,
-    /// The access log's last line as the bucket had it at the last exchange: later lines
-    /// were appended here.
-    audit_base: u64,
     rt: tokio::runtime::Runtime,
     _lock: fs::File,
 }
@@ -212,7 +209,6 @@ impl Mirror {
             root,
             manifest,
             last_seq: 0,
-            audit_base: 0,
             rt,
             _lock: lock,
         })
@@ -277,6 +273,7 @@ impl Mirror {
             .unwrap_or(0);
         // Fetch what is new or changed (by ETag), or whose local copy was touched.
         let mut wanted = Vec::new();
+        let mut rebase_log = false;
         for (rel, meta) in &listing {
             if log_seq(rel).is_some_and(|s| s <= base) {
                 continue;
@@ -287,6 +284,13 @@ impl Mirror {
             let fresh = known.is_some_and(|e| {
                 e.etag == meta.e_tag && e.size == meta.size && stamp == Some((e.size, e.mtime))
             });
+            // A server's access log takes the bucket's lines under its own (below).
+            if keep_local && rel.starts_with(&format!("{}/", super::access::DIR)) {
+                if rel == &audit_files().0 && !fresh_etag(known, meta) {
+                    rebase_log = true;
+                }
+                continue;
+            }
             // Written here since and not sent yet.
             let mine = keep_local
                 && !core(rel)
@@ -300,13 +304,22 @@ impl Mirror {
         for (rel, entry) in fetched {
             self.manifest.insert(rel, entry);
         }
+        if rebase_log {
+            self.rebase_access_log()?;
+        }
         // Delete local files the bucket does not hold, and the local staging and locks' debris.
         let _ = fs::remove_dir_all(self.root.join(STAGING_DIR));
         let _ = fs::remove_dir_all(self.root.join(REMOVED_DIR));
         for rel in local_files(&self.root)? {
             let mine = keep_local && !core(&rel) && !self.manifest.contains_key(&rel);
-            let stale_log = log_seq(&rel).is_some_and(|s| s <= base);
-            if !listing.contains_key(&rel) && !mine && !stale_log {
+            // A `_log/` copy a checkpoint covers stays only if it is the bucket's (a losing
+            // commit of ours under that number must not reach `_history/` later).
+            let stale_log = log_seq(&rel).is_some_and(|s| s <= base)
+                && listing.contains_key(&rel)
+                && !self.manifest_is_stale(&rel);
+            let keep = (listing.contains_key(&rel) && log_seq(&rel).is_none_or(|s| s > base))
+                || (keep_local && rel.starts_with(&format!("{}/", super::access::DIR)));
+            if !keep && !mine && !stale_log {
                 let p = self.root.join(&rel);
                 fs::remove_file(&p).at(&p)?;
             }
@@ -315,7 +328,7 @@ impl Mirror {
         // What stays here unsent keeps the ETag it was fetched with: if the bucket's copy
         // changed since, the push's condition fails and the server takes theirs.
         // Finish commits whose files are not all in place, then drop decided staging.
-        let Some(last) = self.finish_publication(&listing, &staging)? else {
+        let Some(last) = self.finish_publication(&listing)? else {
             if attempt >= 3 {
                 return Err(Error::CorruptLake {
                     path: PathBuf::from(self.url.to_string()),
@@ -331,10 +344,17 @@ impl Mirror {
             .cloned()
             .collect();
         self.delete_all(&old)?;
-        self.last_seq = last;
-        if !keep_local || !self.manifest_is_stale(&format!("{}/head", super::access::DIR)) {
-            self.audit_base = super::access::head_seq(&self.root)?;
-        }
+        // Every commit the listing shows, wherever it saw it, is the bucket's.
+        let listed = listing
+            .keys()
+            .filter_map(|r| {
+                log_seq(r)
+                    .or_else(|| history_seq(r))
+                    .or_else(|| checkpoint_seq(r))
+            })
+            .max()
+            .unwrap_or(0);
+        self.last_seq = last.max(listed);
         self.save_manifest()
     }
 
@@ -414,7 +434,6 @@ impl Mirror {
     fn finish_publication(
         &mut self,
         listing: &BTreeMap<String, object_store::ObjectMeta>,
-        staging: &BTreeMap<String, object_store::ObjectMeta>,
     ) -> Result<Option<u64>> {
         let log_dir = self.root.join(LOG_DIR);
         let last = listing.keys().filter_map(|r| log_seq(r)).max().unwrap_or(0);
@@ -458,15 +477,36 @@ impl Mirror {
             }
         }
         for (seq, missing, left) in work {
+            // A listing is not a snapshot: a file published while it ran may be missing
+            // from it. Asked one by one (strongly consistent), those are there.
+            let mut late = Vec::new();
+            let mut absent = Vec::new();
+            for f in missing {
+                if self.exists(&f)? {
+                    late.push(f);
+                } else {
+                    absent.push(f);
+                }
+            }
+            if !late.is_empty() {
+                for (rel, entry) in self.fetch(&late)? {
+                    self.manifest.insert(rel, entry);
+                }
+            }
+            let missing = absent;
             if !missing.is_empty() {
                 let token = self.token_of(&format!("{LOG_DIR}/{}", log_name(seq)))?;
-                let staged = token.as_deref().is_some_and(|t| {
-                    missing
-                        .iter()
-                        .all(|f| staging.contains_key(&staged_name(seq, t, f)))
-                });
+                let staged = match token.as_deref() {
+                    Some(t) => {
+                        let here = self.list_under(&format!("{STAGING_DIR}/{seq:08}-{t}/"))?;
+                        missing
+                            .iter()
+                            .all(|f| here.contains(&staged_name(seq, t, f)))
+                    }
+                    None => false,
+                };
                 let Some(token) = token.filter(|_| staged) else {
-                    tracing::info!(seq, "a commit's files are not all listed: listing again");
+                    tracing::info!(seq, "a commit's files are not in the bucket: listing again");
                     return Ok(None);
                 };
                 tracing::info!(
@@ -495,24 +535,8 @@ impl Mirror {
     /// none). For the access log, the records appended here since the last exchange are
     /// replayed on top of the bucket's ([`super::access::rebase`]).
     fn take_theirs(&mut self, rel: &str) -> Result<()> {
-        let audit = format!("{}/", super::access::DIR);
-        if rel.starts_with(&audit) {
-            let files: Vec<String> = ["access.jsonl", "head"]
-                .iter()
-                .map(|f| format!("{audit}{f}"))
-                .collect();
-            let mut fetched = Vec::new();
-            let root = self.root.clone();
-            let replayed = super::access::rebase(&root, self.audit_base, || {
-                fetched = self.fetch_present(&files)?;
-                Ok(())
-            })?;
-            for (r, e) in fetched {
-                self.manifest.insert(r, e);
-            }
-            self.audit_base = super::access::head_seq(&root)?.saturating_sub(replayed as u64);
-            tracing::info!(replayed, "access log rebased on the bucket's");
-            return Ok(());
+        if rel.starts_with(&format!("{}/", super::access::DIR)) {
+            return self.rebase_access_log();
         }
         let fetched = self.fetch_present(&[rel.to_string()])?;
         if fetched.is_empty() {
@@ -522,6 +546,40 @@ impl Mirror {
         for (r, e) in fetched {
             self.manifest.insert(r, e);
         }
+        Ok(())
+    }
+
+    /// Takes the bucket's access log, with this mirror's lines that it has not sent replayed
+    /// on top ([`super::access::rebase`]; the lines after the bytes last exchanged are
+    /// this mirror's). Both files are then sent by the next push.
+    fn rebase_access_log(&mut self) -> Result<()> {
+        let (log, head) = audit_files();
+        let key = self.key(&log);
+        let store = self.store.clone();
+        let got = self.rt.block_on(async move {
+            match store.get(&key).await {
+                Ok(g) => {
+                    let etag = g.meta.e_tag.clone();
+                    g.bytes().await.map(|b| Some((b.to_vec(), etag)))
+                }
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        let (theirs, etag) = got.map_err(|e| self.err(&log, e))?.unwrap_or_default();
+        let base = self.manifest.get(&log).map_or(0, |e| e.size);
+        let replayed = super::access::rebase(&self.root, base, &theirs)?;
+        tracing::info!(replayed, "access log rebased on the bucket's");
+        // Stale stamps: both are sent next, the log only over the copy just taken.
+        self.manifest.insert(
+            log,
+            Entry {
+                size: theirs.len() as u64,
+                etag,
+                mtime: 0,
+            },
+        );
+        self.manifest.remove(&head);
         Ok(())
     }
 
@@ -541,6 +599,42 @@ impl Mirror {
             }
         }
         self.fetch(&present)
+    }
+
+    /// Whether the bucket holds `rel` now.
+    fn exists(&self, rel: &str) -> Result<bool> {
+        let key = self.key(rel);
+        let store = self.store.clone();
+        match self.rt.block_on(async move { store.head(&key).await }) {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(self.err(rel, e)),
+        }
+    }
+
+    /// The objects under `dir` (relative paths).
+    fn list_under(&self, dir: &str) -> Result<BTreeSet<String>> {
+        use futures_util::TryStreamExt;
+        let key = self.key(dir.trim_end_matches('/'));
+        let store = self.store.clone();
+        let metas: Vec<object_store::ObjectMeta> = self
+            .rt
+            .block_on(async move { store.list(Some(&key)).try_collect().await })
+            .map_err(|e| self.err(dir, e))?;
+        let prefix = if self.url.prefix.is_empty() {
+            String::new()
+        } else {
+            format!("{}/", self.url.prefix)
+        };
+        Ok(metas
+            .into_iter()
+            .filter_map(|m| {
+                m.location
+                    .as_ref()
+                    .strip_prefix(&prefix)
+                    .map(str::to_string)
+            })
+            .collect())
     }
 
     /// The staging token a commit file in the bucket carries.
@@ -633,10 +727,12 @@ impl Mirror {
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for rel in &now {
             let stamp = local_stamp(&self.root.join(rel));
+            // A commit file the bucket has is the same whatever its stamp (a checkpoint
+            // renames `_log/` copies over `_history/` ones).
             let same = self
                 .manifest
                 .get(rel)
-                .is_some_and(|e| stamp == Some((e.size, e.mtime)));
+                .is_some_and(|e| stamp == Some((e.size, e.mtime)) || history_seq(rel).is_some());
             if !same {
                 changed.insert(rel.clone());
             }
@@ -788,27 +884,29 @@ impl Mirror {
         }
         // Other files: data before the `_`-named state files that vouch for them. Commit
         // files go only through the commits above (a stale `_log/` copy is never sent).
-        let mut rest: Vec<String> = changed
+        let rest: Vec<String> = changed
             .into_iter()
             .filter(|r| log_seq(r).is_none())
             .collect();
-        rest.sort_by_key(|r| {
-            (
-                r.rsplit('/').next().is_some_and(|n| n.starts_with('_')),
-                r.clone(),
-            )
-        });
-        let (state, data): (Vec<String>, Vec<String>) = rest
-            .into_iter()
-            .partition(|r| r.rsplit('/').next().is_some_and(|n| n.starts_with('_')));
-        for mut group in [data, state] {
+        // In order: the commit files a checkpoint covers, data, then the files that vouch
+        // for others (`_`-named state, checkpoints), so none lands before what it names.
+        let head = audit_files().1;
+        let vouches = |r: &String| {
+            r.rsplit('/').next().is_some_and(|n| n.starts_with('_'))
+                || checkpoint_seq(r).is_some()
+                || *r == head
+        };
+        let (history, rest): (Vec<String>, Vec<String>) =
+            rest.into_iter().partition(|r| history_seq(r).is_some());
+        let (state, data): (Vec<String>, Vec<String>) = rest.into_iter().partition(vouches);
+        for mut group in [history, data, state] {
             let mut rounds = 0;
             while !group.is_empty() {
                 let pairs: Vec<(String, String)> =
                     group.iter().map(|r| (r.clone(), r.clone())).collect();
                 let manifest = self.manifest.clone();
                 let (sent, conflict) = self.put_files(&pairs, |rel| match manifest.get(rel) {
-                    _ if history_seq(rel).is_some() => PutMode::Overwrite,
+                    _ if history_seq(rel).is_some() || rel == audit_files().1 => PutMode::Overwrite,
                     Some(e) if e.etag.is_some() => PutMode::Update(UpdateVersion {
                         e_tag: e.etag.clone(),
                         version: None,
@@ -825,9 +923,17 @@ impl Mirror {
                 // bucket's copy of what it recomputes anyway, and replays its own access
                 // records on top of the bucket's.
                 rounds += 1;
-                if !server || rounds > 5 {
+                if !server {
                     self.save_manifest()?;
                     return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
+                }
+                if rounds > 5 {
+                    // The commits are in; these files stay here for the next push.
+                    tracing::warn!(
+                        "{}/{rel}: still changing under the server; sent next time",
+                        self.url
+                    );
+                    break;
                 }
                 let done: BTreeSet<&String> = sent.iter().map(|s| &s.local).collect();
                 let left: Vec<String> = group
@@ -849,7 +955,6 @@ impl Mirror {
                     .collect();
             }
         }
-        self.audit_base = super::access::head_seq(&self.root)?;
         let _ = fs::remove_dir_all(self.root.join(REMOVED_DIR));
         self.delete_all(&gone)?;
         summary.deleted += gone.len() as u64;
@@ -891,8 +996,17 @@ impl Mirror {
                 let store = store.clone();
                 let url = url.clone();
                 async move {
+                    // The access log is appended to while a server runs: its stamp and
+                    // bytes are read under its lock, so they agree.
+                    let lock = if local.starts_with(&format!("{}/", super::access::DIR)) {
+                        let d = path.parent().unwrap_or(Path::new("."));
+                        Some(super::lock_dir(d).map_err(PutError::Other)?)
+                    } else {
+                        None
+                    };
                     let stamp = local_stamp(&path);
                     let body = fs::read(&path).at(&path).map_err(PutError::Other)?;
+                    drop(lock);
                     let opts = PutOptions {
                         mode,
                         ..Default::default()
@@ -1023,11 +1137,25 @@ fn ignored(rel: &str) -> bool {
         || rel.split('/').any(|part| part.starts_with('.'))
 }
 
+/// The access log and its head, relative to the lake root.
+fn audit_files() -> (String, String) {
+    let d = super::access::DIR;
+    (
+        format!("{d}/{}", super::access::LOG),
+        format!("{d}/{}", super::access::HEAD),
+    )
+}
+
 /// The lake's own files (events, dedup keys, quarantine, the commit log), which only
 /// commits change; the rest (rollups, tables, logs beside them) are derived or appended.
 fn core(rel: &str) -> bool {
     let first = rel.split('/').next().unwrap_or("");
     matches!(first, "events" | "_index" | "quarantine" | LOG_DIR)
+}
+
+/// Whether the bucket's object is the one the manifest remembers.
+fn fresh_etag(known: Option<&Entry>, meta: &object_store::ObjectMeta) -> bool {
+    known.is_some_and(|e| e.etag == meta.e_tag && e.size == meta.size)
 }
 
 /// The sequence number of a commit file `_log/SSSSSSSS.json`.
