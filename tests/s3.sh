@@ -6,8 +6,9 @@
 # 2. A second machine (another mirror) reads what the first wrote: usage, quota equal.
 # 3. Four ingests at once, each its own mirror (four machines), on inputs overlapping event
 #    by event, two killed with -9 midway and run again: every distinct event exactly once.
-# 4. Kills at the push's three instants (fault points, abort = kill -9 there): the next
-#    command finishes or discards the commit; nothing is lost or stored twice.
+# 4. Kills and failed requests at the push's three instants (fault points: abort = kill -9
+#    there, fail = an error there): the next command finishes or discards the commit;
+#    nothing is lost or stored twice.
 # 5. Three sharded workers (rollup, forecast, detect; separate mirrors) at once: their
 #    union equals one unsharded run byte for byte.
 # 6. serve on s3:// beside an ingest from another mirror, then a kill -9: each event once.
@@ -118,27 +119,30 @@ unset MLK_CHECKPOINT_EVERY
 
 # 4. Kills at each instant of a push.
 want_a=$(view "$TMP/local" "$TMP/unused")
+# abort: a kill -9 there; fail: the push fails there (a network error), the command exits.
+for mode in abort fail; do
 for point in remote.staged remote.committed remote.published; do
-  lake="s3://lake/fault-${point#remote.}"
-  echo "$point=abort" > faults
+  lake="s3://lake/fault-$mode-${point#remote.}"
+  echo "$point=$mode" > faults
   MLK_FAULTS="$TMP/faults" MLK_LAKE_CACHE="$TMP/cache-f" "$BIN" ingest a.ndjson --lake "$lake" --quiet > /dev/null 2>&1 \
     && fail "$point: the armed ingest did not stop"
   rm faults
   # Another machine: the commit is there whole (committed, published) or not at all (staged).
   if [ "$point" = remote.staged ]; then
-    out=$(MLK_LAKE_CACHE="$TMP/cache-g-$point" "$BIN" lake stats --lake "$lake" 2>&1) \
+    out=$(MLK_LAKE_CACHE="$TMP/cache-g-$mode-$point" "$BIN" lake stats --lake "$lake" 2>&1) \
       && fail "$point: a lake visible before the commit point: $out"
     grep -q "no _log directory" <<< "$out" || fail "$point: unexpected answer: $out"
   else
-    n=$(view "$lake" "$TMP/cache-g-$point")
+    n=$(view "$lake" "$TMP/cache-g-$mode-$point")
     [ "$n" = "$want_a" ] || fail "$point: $n visible after the commit point, want $want_a"
   fi
   # The writer runs again: every event of a.ndjson exactly once.
   MLK_LAKE_CACHE="$TMP/cache-f" "$BIN" ingest a.ndjson --lake "$lake" --quiet > /dev/null 2>&1 || fail "$point: rerun"
-  MLK_LAKE_CACHE="$TMP/cache-h-$point" "$BIN" usage --lake "$lake" --from 2026-08-01 --to 2026-10-01 --output csv > "u-$point.csv"
+  MLK_LAKE_CACHE="$TMP/cache-h-$mode-$point" "$BIN" usage --lake "$lake" --from 2026-08-01 --to 2026-10-01 --output csv > "u-$point.csv"
   cmp -s "u-$point.csv" <(MLK_LAKE_CACHE="$TMP/cache-x" "$BIN" usage --lake "$TMP/local" --from 2026-08-01 --to 2026-10-01 --output csv) \
     || fail "$point: usage after the kill and rerun differs from one clean ingest"
   rm -rf "$TMP/cache-f"
+done
 done
 # A run whose retention drops days its own ingest added (two commits in one push), killed
 # once the first is published: that commit is whole in the bucket (the files the second
@@ -156,7 +160,7 @@ n=$(view s3://lake/retention "$TMP/cache-r1") || fail "a commit whose files a la
 (cd "$REPO" && MLK_LAKE_CACHE="$TMP/cache-r" "$BIN" run --config "$TMP/ret.toml" -q > /dev/null 2>&1) || fail "the rerun after the kill"
 n=$(view s3://lake/retention "$TMP/cache-r2") || fail "the lake after retention"
 [ "${n%% *}" -lt "${want_a%% *}" ] || fail "retention dropped nothing: $n"
-echo "s3: a kill before, at and after the commit point loses nothing and stores nothing twice"
+echo "s3: a kill or a failed request before, at and after the commit point loses nothing and stores nothing twice"
 
 # 5. Sharded workers on s3://, each its own machine (mirror): 3 run rollup,
 #    forecast and detect at once; their union equals one unsharded run on local disk.
