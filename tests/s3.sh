@@ -224,6 +224,10 @@ json.dump([ev("b-", i) for i in range(60)], open(f"{d}/b60.json", "w"))
 json.dump([ev("c-", i) for i in range(40)], open(f"{d}/c.json", "w"))
 PY
 start_serve
+# forget from another machine cannot reach the server's log: it refuses while it runs.
+out=$(MLK_LAKE_CACHE="$TMP/cache-fg" "$BIN" forget --lake s3://lake/serve --tenant acme --actor t 2>&1) \
+  && fail "forget ran beside a server on another machine"
+grep -q "a server is running on this lake" <<< "$out" || fail "forget beside serve: $out"
 api /api/v1/usage/track "$TMP/a.json" > /dev/null || fail "track on s3://"
 MLK_LAKE_CACHE="$TMP/cache-b" "$BIN" ingest "$TMP/b.ndjson" --lake s3://lake/serve -q > /dev/null 2>&1 || fail "ingest beside serve"
 api /api/v1/usage/track "$TMP/b60.json" > /dev/null || fail "track on s3://"
@@ -249,4 +253,9 @@ start_serve
 got=$(view s3://lake/serve "$TMP/cache-s2")
 [ "$got" = "170 170" ] || fail "after the restart the bucket holds '$got', want 170 events"
 kill -TERM "$SERVE"; wait "$SERVE" 2> /dev/null || true
-echo "s3: serve commits to s3:// beside an ingest, and after a kill -9, each event once; both machines' reads in one access log"
+# Stopped, the server says so in the bucket, and forget runs.
+MLK_LAKE_CACHE="$TMP/cache-fg" "$BIN" forget --lake s3://lake/serve --tenant acme --actor t > /dev/null 2>&1 \
+  || { MLK_LAKE_CACHE="$TMP/cache-fg" "$BIN" forget --lake s3://lake/serve --tenant acme --actor t; fail "forget after the server stopped"; }
+got=$(view s3://lake/serve "$TMP/cache-s3")
+[ "${got%% *}" = 0 ] || fail "after forget the bucket holds '$got' events of acme's lake"
+echo "s3: serve commits to s3:// beside an ingest, and after a kill -9, each event once; both machines' reads in one access log; forget waits for the server to stop"

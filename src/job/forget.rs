@@ -425,6 +425,20 @@ const LOG_LOCK: &str = "_lock";
 /// Takes the server's log lock for the rest of `forget` (creating the file if missing), or
 /// refuses while a server holds it.
 pub(super) fn lock_log(lake_dir: &Path) -> Result<fs::File> {
+    // On an s3:// lake a server runs on another machine, with its log there.
+    if let Some((id, ago)) = crate::lake::remote::live_servers(lake_dir)?
+        .into_iter()
+        .next()
+    {
+        return Err(Error::InvalidParameter {
+            name: "--lake",
+            reason: format!(
+                "a server is running on this lake (server {id}, last seen {ago} s ago, in {}/); \
+                 stop it first: its log holds events this would not see",
+                crate::lake::remote::SERVERS_DIR
+            ),
+        });
+    }
     let dir = lake_dir.join(LOG_DIR);
     fs::create_dir_all(&dir).at(&dir)?;
     let path = dir.join(LOG_LOCK);

@@ -56,6 +56,70 @@ pub(crate) const KEEP_REMOVED: &str = ".keep-removed";
 /// Where a mirror's lake keeps removed files until the next push.
 pub(crate) const REMOVED_DIR: &str = ".removed";
 
+/// Where servers on an `s3://` lake say they run: `_servers/ID.json`, rewritten at each
+/// flush, deleted when the server stops. Their logs are on their own machines, so
+/// `forget` refuses while one is fresh ([`live_servers`]).
+pub const SERVERS_DIR: &str = "_servers";
+/// A server's note older than this (seconds) is taken as a server that is gone.
+pub const SERVER_FRESH_SECS: i64 = 300;
+
+/// Writes (or refreshes) server `id`'s note in the lake at `root`.
+pub fn note_server(root: &Path, id: &str) -> Result<()> {
+    let path = root.join(SERVERS_DIR).join(format!("{id}.json"));
+    let host = std::env::var("HOSTNAME").unwrap_or_default();
+    let text = format!(
+        "{{\"at\":{},\"pid\":{},\"host\":{}}}\n",
+        crate::time::now() / crate::time::MICROS_PER_SECOND,
+        std::process::id(),
+        serde_json::to_string(&host).unwrap_or_else(|_| "\"\"".into())
+    );
+    write_local(&path, text.as_bytes())
+}
+
+/// Removes server `id`'s note (sent as a deletion by the next push).
+pub fn unnote_server(root: &Path, id: &str) {
+    let _ = fs::remove_file(root.join(SERVERS_DIR).join(format!("{id}.json")));
+}
+
+/// The servers whose note in the lake at `root` is fresh: `(id, seconds since)`.
+pub fn live_servers(root: &Path) -> Result<Vec<(String, i64)>> {
+    let dir = root.join(SERVERS_DIR);
+    let rd = match fs::read_dir(&dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Io {
+                path: dir,
+                source: e,
+            });
+        }
+    };
+    let now = crate::time::now() / crate::time::MICROS_PER_SECOND;
+    let mut out = Vec::new();
+    for entry in rd {
+        let entry = entry.at(&dir)?;
+        let path = entry.path();
+        let Some(id) = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .map(str::to_string)
+        else {
+            continue;
+        };
+        let at = fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .and_then(|v| v["at"].as_i64());
+        if let Some(at) = at
+            && now - at <= SERVER_FRESH_SECS
+        {
+            out.push((id, now - at));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 /// Requests in flight at once while fetching or sending files.
 const PARALLEL: usize = 16;
 /// The log object's metadata key naming the staging token of its commit.

@@ -190,6 +190,8 @@ pub struct App {
     flush_lock: Mutex<()>,
     /// The commits the dedup index may not know ([`wal::Others`]), for the flush.
     others: Mutex<wal::Others>,
+    /// This server's name in an `s3://` lake's `_servers/` ([`server_id`]).
+    server_id: String,
     counters: Mutex<Counters>,
     limiter: Mutex<Limiter>,
     /// Per-user buckets (plans' `[limits] user_rate`).
@@ -300,6 +302,8 @@ impl App {
         let _f = lock(&self.flush_lock);
         let mut remote = self.opts.remote.as_ref().map(|m| lock(m));
         if let Some(m) = remote.as_mut() {
+            // Other machines' `forget` sees that a server (and its log) is here.
+            crate::lake::remote::note_server(&self.opts.lake, &self.server_id)?;
             if let crate::lake::remote::Pushed::Conflict(what) = m.push_server()? {
                 tracing::info!("{what}: another writer got there first");
             }
@@ -485,6 +489,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
         opts.pseudonym,
     )?;
     let keys = KeysFile::load(&opts.lake)?;
+    let server_id = server_id(&opts.lake)?;
     let limiter = Limiter::new(opts.rate, opts.burst);
     let heavy = heavy::Heavy::new(opts.heavy_concurrency);
     let bind = opts.bind;
@@ -493,6 +498,7 @@ async fn run(opts: ServeOptions) -> Result<()> {
         dashboard,
         opts,
         keys,
+        server_id,
         others: Mutex::new(wal::Others {
             since: ingress.opened_at(),
             own: Default::default(),
@@ -611,8 +617,34 @@ async fn run(opts: ServeOptions) -> Result<()> {
     let n = tokio::task::spawn_blocking(move || a.flush())
         .await
         .map_err(|e| Error::Render(format!("final flush: {e}")))??;
+    if let Some(m) = app.opts.remote.clone() {
+        let (a, id) = (app.clone(), app.server_id.clone());
+        tokio::task::spawn_blocking(move || {
+            crate::lake::remote::unnote_server(&a.opts.lake, &id);
+            lock(&m).push_server().map(|_| ())
+        })
+        .await
+        .map_err(|e| Error::Render(format!("final push: {e}")))??;
+    }
     eprintln!("meterlake serve: stopped; {n} events flushed on the way out");
     Ok(())
+}
+
+/// The server's name, kept beside its log (`_wal/server-id`, never sent): random at the
+/// first start, the same after a restart on the same log, so a restarted server takes over
+/// its note in an `s3://` lake's `_servers/` instead of leaving a second one.
+fn server_id(lake: &std::path::Path) -> Result<String> {
+    let path = lake.join(wal::WAL_DIR).join("server-id");
+    if let Ok(id) = std::fs::read_to_string(&path)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).map_err(|e| Error::Render(format!("random: {e}")))?;
+    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    std::fs::write(&path, &id).map_err(|e| Error::io(&path, e))?;
+    Ok(id)
 }
 
 /// The signals that stop the server, registered before it says it listens: a SIGTERM sent
