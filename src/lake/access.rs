@@ -189,27 +189,14 @@ pub fn rebase(lake: &Path, base: u64, theirs: &[u8]) -> Result<usize> {
         out.push(b'\n');
         prev = hash;
     }
-    let tmp = d.join(".access.rebase.tmp");
-    let mut f = std::fs::File::create(&tmp).at(&tmp)?;
-    std::io::Write::write_all(&mut f, &out).at(&tmp)?;
-    f.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, &log).at(&log)?;
+    super::write_whole(&log, &out)?;
     write_head(&d, seq, &prev)?;
     Ok(ours.len())
 }
 
-/// Writes `_audit/head` (the last line's number and hash) through a temp file, synced.
+/// Writes `_audit/head` (the last line's number and hash) whole, synced.
 fn write_head(d: &Path, seq: u64, hash: &str) -> Result<()> {
-    let head = d.join(HEAD);
-    let tmp = d.join(".head.tmp");
-    let mut h = std::fs::File::create(&tmp).at(&tmp)?;
-    std::io::Write::write_all(&mut h, format!("{seq} {hash}\n").as_bytes()).at(&tmp)?;
-    h.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, &head).at(&head)?;
-    if let Ok(df) = std::fs::File::open(d) {
-        let _ = df.sync_all();
-    }
-    Ok(())
+    super::write_whole(&d.join(HEAD), format!("{seq} {hash}\n").as_bytes())
 }
 
 /// Appends `access` (its `seq` and `prev` set here) to the log in `d`, synced; the
@@ -230,20 +217,7 @@ fn append(d: &Path, mut access: Access) -> Result<()> {
         .at(&log)?;
     crate::fault::write_all("audit.write", &mut f, &bytes).at(&log)?;
     f.sync_data().at(&log)?;
-    let head = d.join(HEAD);
-    let tmp = d.join(".head.tmp");
-    let mut h = std::fs::File::create(&tmp).at(&tmp)?;
-    std::io::Write::write_all(
-        &mut h,
-        format!("{} {}\n", line.access.seq, line.hash).as_bytes(),
-    )
-    .at(&tmp)?;
-    h.sync_all().at(&tmp)?;
-    std::fs::rename(&tmp, &head).at(&head)?;
-    if let Ok(df) = std::fs::File::open(d) {
-        let _ = df.sync_all();
-    }
-    Ok(())
+    write_head(d, line.access.seq, &line.hash)
 }
 
 /// The last line's number and hash (0 and the genesis hash for an empty log). A torn last

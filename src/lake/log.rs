@@ -276,11 +276,7 @@ pub(crate) fn read_from(dir: &Path, first: u64) -> Result<Vec<Commit>> {
                 reason: format!("commit {want} is missing"),
             });
         }
-        let text = fs::read(&path).at(&path)?;
-        let c: Commit = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let c = read_commit(&path)?;
         if c.seq != seq {
             return Err(Error::CorruptLake {
                 path,
@@ -290,6 +286,15 @@ pub(crate) fn read_from(dir: &Path, first: u64) -> Result<Vec<Commit>> {
         out.push(c);
     }
     Ok(out)
+}
+
+/// Reads one commit file.
+pub(crate) fn read_commit(path: &Path) -> Result<Commit> {
+    let text = fs::read(path).at(path)?;
+    serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })
 }
 
 /// Writes a commit atomically: temp file, fsync, rename, fsync of the directory.

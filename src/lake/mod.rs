@@ -80,6 +80,14 @@ pub fn lock_dir(dir: &Path) -> Result<fs::File> {
     lock_exclusive(&dir.join(LOCK_FILE))
 }
 
+/// `n` random bytes from the operating system, as lowercase hex (keys, session and server
+/// ids, staging tokens).
+pub fn random_hex(n: usize) -> Result<String> {
+    let mut raw = vec![0u8; n];
+    getrandom::fill(&mut raw).map_err(|e| Error::Render(format!("random: {e}")))?;
+    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+}
+
 /// Writes a small file (a marker beside the commit log, a sealed report) whole or not at
 /// all: a synced temporary file renamed over it, the folder synced.
 pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {

@@ -45,7 +45,7 @@ use object_store::{
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::HISTORY_DIR;
-use super::log::{Commit, log_name};
+use super::log::{Commit, log_name, read_commit};
 use super::{LOG_DIR, STAGING_DIR};
 use crate::error::{Error, IoContext, Result};
 
@@ -320,7 +320,7 @@ impl Mirror {
     }
 
     fn pull_attempt(&mut self, keep_local: bool, attempt: u32) -> Result<()> {
-        let mut listing = self.list()?;
+        let mut listing = self.list("")?;
         let staging: BTreeMap<String, object_store::ObjectMeta> = listing
             .iter()
             .filter(|(rel, _)| rel.starts_with(&format!("{STAGING_DIR}/")))
@@ -392,7 +392,7 @@ impl Mirror {
         // What stays here unsent keeps the ETag it was fetched with: if the bucket's copy
         // changed since, the push's condition fails and the server takes theirs.
         // Finish commits whose files are not all in place, then drop decided staging.
-        let Some(last) = self.finish_publication(&listing)? else {
+        let Some(last) = self.finish_publication(&listing, base)? else {
             if attempt >= 3 {
                 return Err(Error::CorruptLake {
                     path: PathBuf::from(self.url.to_string()),
@@ -422,11 +422,12 @@ impl Mirror {
         self.save_manifest()
     }
 
-    /// Every object under the prefix, by path relative to it.
-    fn list(&self) -> Result<BTreeMap<String, object_store::ObjectMeta>> {
+    /// Every object under `dir` (relative to the lake; "" for all), by path relative to
+    /// the lake.
+    fn list(&self, dir: &str) -> Result<BTreeMap<String, object_store::ObjectMeta>> {
         use futures_util::TryStreamExt;
-        let prefix = self.key("");
-        let prefix_text = if self.url.prefix.is_empty() {
+        let key = self.key(dir.trim_end_matches('/'));
+        let prefix = if self.url.prefix.is_empty() {
             String::new()
         } else {
             format!("{}/", self.url.prefix)
@@ -435,18 +436,14 @@ impl Mirror {
         let metas: Vec<object_store::ObjectMeta> = self
             .rt
             .block_on(async move {
-                let p = if prefix.as_ref().is_empty() {
-                    None
-                } else {
-                    Some(&prefix)
-                };
+                let p = (!key.as_ref().is_empty()).then_some(&key);
                 store.list(p).try_collect().await
             })
-            .map_err(|e| self.err("", e))?;
+            .map_err(|e| self.err(dir, e))?;
         Ok(metas
             .into_iter()
             .filter_map(|m| {
-                let rel = m.location.as_ref().strip_prefix(&prefix_text)?.to_string();
+                let rel = m.location.as_ref().strip_prefix(&prefix)?.to_string();
                 Some((rel, m))
             })
             .collect())
@@ -489,7 +486,7 @@ impl Mirror {
         Ok(out)
     }
 
-    /// Checks the commits readers read (those after the newest checkpoint): a commit whose
+    /// Checks the commits readers read (those after `base`, the newest checkpoint): a commit whose
     /// files are not all in the bucket was cut short after its commit point and is
     /// published from its staging objects; files a commit removes that are still there are
     /// deleted. Returns the last committed sequence number, or `None` when a commit's files
@@ -498,23 +495,13 @@ impl Mirror {
     fn finish_publication(
         &mut self,
         listing: &BTreeMap<String, object_store::ObjectMeta>,
+        base: u64,
     ) -> Result<Option<u64>> {
         let log_dir = self.root.join(LOG_DIR);
         let last = listing.keys().filter_map(|r| log_seq(r)).max().unwrap_or(0);
-        let base = listing
-            .keys()
-            .filter_map(|r| checkpoint_seq(r))
-            .max()
-            .unwrap_or(0);
         let mut commits = Vec::new();
         for seq in base + 1..=last {
-            let path = log_dir.join(log_name(seq));
-            let text = fs::read(&path).at(&path)?;
-            let c: Commit = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
-                path: path.clone(),
-                reason: e.to_string(),
-            })?;
-            commits.push(c);
+            commits.push(read_commit(&log_dir.join(log_name(seq)))?);
         }
         // Files removed by a commit after each one.
         let mut removed_after: Vec<BTreeSet<&str>> = vec![BTreeSet::new(); commits.len()];
@@ -562,10 +549,10 @@ impl Mirror {
                 let token = self.token_of(&format!("{LOG_DIR}/{}", log_name(seq)))?;
                 let staged = match token.as_deref() {
                     Some(t) => {
-                        let here = self.list_under(&format!("{STAGING_DIR}/{seq:08}-{t}/"))?;
+                        let here = self.list(&format!("{STAGING_DIR}/{seq:08}-{t}/"))?;
                         missing
                             .iter()
-                            .all(|f| here.contains(&staged_name(seq, t, f)))
+                            .all(|f| here.contains_key(&staged_name(seq, t, f)))
                     }
                     None => false,
                 };
@@ -674,31 +661,6 @@ impl Mirror {
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(rel, e)),
         }
-    }
-
-    /// The objects under `dir` (relative paths).
-    fn list_under(&self, dir: &str) -> Result<BTreeSet<String>> {
-        use futures_util::TryStreamExt;
-        let key = self.key(dir.trim_end_matches('/'));
-        let store = self.store.clone();
-        let metas: Vec<object_store::ObjectMeta> = self
-            .rt
-            .block_on(async move { store.list(Some(&key)).try_collect().await })
-            .map_err(|e| self.err(dir, e))?;
-        let prefix = if self.url.prefix.is_empty() {
-            String::new()
-        } else {
-            format!("{}/", self.url.prefix)
-        };
-        Ok(metas
-            .into_iter()
-            .filter_map(|m| {
-                m.location
-                    .as_ref()
-                    .strip_prefix(&prefix)
-                    .map(str::to_string)
-            })
-            .collect())
     }
 
     /// The staging token a commit file in the bucket carries.
@@ -820,21 +782,12 @@ impl Mirror {
             if let Some(seq) = seq.filter(|s| *s > self.last_seq)
                 && seen_seqs.insert(seq)
             {
-                let path = self.root.join(rel);
-                let text = fs::read(&path).at(&path)?;
-                let c: Commit = serde_json::from_slice(&text).map_err(|e| Error::CorruptLake {
-                    path: path.clone(),
-                    reason: e.to_string(),
-                })?;
-                new_commits.push(c);
+                new_commits.push(read_commit(&self.root.join(rel))?);
             }
         }
         new_commits.sort_by_key(|c| c.seq);
         let mut summary = PushSummary::default();
-        let mut token_bytes = [0u8; 8];
-        getrandom::fill(&mut token_bytes)
-            .map_err(|e| Error::Model(format!("random token: {e}")))?;
-        let token: String = token_bytes.iter().map(|b| format!("{b:02x}")).collect();
+        let token = super::random_hex(8)?;
         for c in &new_commits {
             // Every file it adds, also one a later commit of this push removed again (kept
             // aside in REMOVED_DIR): if that later commit loses a race, this one is whole.

@@ -154,9 +154,7 @@ impl Keys {
                 }
             })?;
         }
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw).map_err(|e| Error::Render(format!("random: {e}")))?;
-        let hex: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::lake::random_hex(32)?;
         let key = format!("mlk_{hex}");
         let stored = StoredKey {
             id: hex[..8].to_string(),

@@ -640,9 +640,7 @@ fn server_id(lake: &std::path::Path) -> Result<String> {
     {
         return Ok(id.trim().to_string());
     }
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).map_err(|e| Error::Render(format!("random: {e}")))?;
-    let id: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    let id = crate::lake::random_hex(8)?;
     std::fs::write(&path, &id).map_err(|e| Error::io(&path, e))?;
     Ok(id)
 }

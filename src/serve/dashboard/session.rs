@@ -41,10 +41,7 @@ impl Sessions {
 
     /// Opens a session for the key with hash `key_hash`; returns the cookie's value.
     pub fn open(&self, key_hash_hex: String) -> crate::error::Result<String> {
-        let mut raw = [0u8; 32];
-        getrandom::fill(&mut raw)
-            .map_err(|e| crate::error::Error::Render(format!("random: {e}")))?;
-        let id: String = raw.iter().map(|b| format!("{b:02x}")).collect();
+        let id = crate::lake::random_hex(32)?;
         let now = Instant::now();
         let mut m = self.lock();
         if m.len() >= MAX_SESSIONS {
