@@ -17,18 +17,11 @@ MLK_BIN="${MLK_BIN:-target/release/meterlake}"
 EVENTS="${EVENTS:-500000}"
 RUNS="${RUNS:-3}"
 WORK="${WORK:-$(mktemp -d)}"
-VENV=${VENV:-/tmp/meterlake-s3}
 [[ -x "$MLK_BIN" ]] || { echo "error: no meterlake binary at '$MLK_BIN'" >&2; exit 1; }
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.1.22'
-PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" > "$WORK/moto.log" 2>&1 &
-MOTO=$!
+MOTO=
 trap 'kill $MOTO 2>/dev/null || true' EXIT
-export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ALLOW_HTTP=true
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-for _ in $(seq 50); do curl -sf "$AWS_ENDPOINT_URL/" > /dev/null && break; sleep 0.2; done
-curl -sf -X PUT "$AWS_ENDPOINT_URL/bench" > /dev/null
+source tests/s3-endpoint.sh
+s3_endpoint "$WORK" bench
 
 for s in 1 2 3 4; do
   [[ -f "$WORK/in-$s.ndjson" ]] || "$MLK_BIN" generate --tenants 200 --days 30 --seed "$s" \

@@ -17,18 +17,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 BIN=$(realpath "${1:-target/debug/meterlake}")
-VENV=${VENV:-/tmp/meterlake-s3}
-[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-"$VENV/bin/pip" install -q --disable-pip-version-check 'moto[server]==5.1.22'
 TMP=$(mktemp -d)
-PORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-"$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" > "$TMP/moto.log" 2>&1 &
-MOTO=$!
+MOTO=
 trap 'kill $MOTO 2>/dev/null || true; rm -rf "$TMP"' EXIT
-export AWS_ENDPOINT_URL="http://127.0.0.1:$PORT" AWS_ALLOW_HTTP=true
-export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
-for _ in $(seq 100); do curl -sf "$AWS_ENDPOINT_URL/" > /dev/null && break; sleep 0.2; done
-curl -sf -X PUT "$AWS_ENDPOINT_URL/lake" > /dev/null || { cat "$TMP/moto.log"; echo "s3: FAILED: no S3 endpoint" >&2; exit 1; }
+source tests/s3-endpoint.sh
+s3_endpoint "$TMP" lake || { echo "s3: FAILED: no S3 endpoint" >&2; exit 1; }
 fail() { echo "s3: FAILED: $*" >&2; exit 1; }
 # Counts and sums of a lake as a second machine sees it (a fresh mirror).
 view() { # LAKE CACHE
