@@ -13,6 +13,7 @@
 //! are filled ([`Fill`]: interpolated by default) so seasonal models keep their phase, and
 //! the series' status says how many.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -22,6 +23,8 @@ use rayon::prelude::*;
 
 use crate::error::{Error, IoContext, Result};
 use crate::time::{MICROS_PER_DAY, MICROS_PER_HOUR};
+
+mod columns;
 
 /// One series: consecutive observations and their UTC instants (µs).
 #[derive(Debug, Clone, PartialEq)]
@@ -102,6 +105,13 @@ impl Step {
 /// The most common positive gap between consecutive instants (ties: the smaller), or None
 /// when there is none (fewer than two distinct instants).
 pub fn usual_gap(ts: &[i64]) -> Option<i64> {
+    // The usual case: every gap the same.
+    if let [a, b, ..] = ts
+        && b > a
+        && ts.windows(2).all(|w| w[1] - w[0] == b - a)
+    {
+        return Some(b - a);
+    }
     let mut gaps: BTreeMap<i64, usize> = BTreeMap::new();
     for w in ts.windows(2).filter(|w| w[1] > w[0]) {
         *gaps.entry(w[1] - w[0]).or_default() += 1;
@@ -138,11 +148,17 @@ impl Series {
     /// filled as `fill` says; returns it and how many steps were missing. A grid of more
     /// than ten times the points (a step inferred from too few gaps) is not built: the
     /// points are returned as they are.
-    pub fn regular(&self, fill: Fill) -> (Series, usize) {
+    pub fn regular(&self, fill: Fill) -> (Cow<'_, Series>, usize) {
         let step = self.step();
         let (Some(&first), Some(&last)) = (self.ts.first(), self.ts.last()) else {
-            return (self.clone(), 0);
+            return (Cow::Borrowed(self), 0);
         };
+        // Already regular: nothing to build.
+        if let Step::Fixed(d) = step
+            && self.ts.windows(2).all(|w| w[1] - w[0] == d)
+        {
+            return (Cow::Borrowed(self), 0);
+        }
         let mut grid = vec![first];
         while let Some(&t) = grid.last() {
             if t >= last || grid.len() > 10 * self.ts.len() + 10 {
@@ -153,7 +169,7 @@ impl Series {
         if grid.last() != Some(&last) || grid.len() == self.ts.len() || fill == Fill::None {
             let holes = grid.len().saturating_sub(self.ts.len());
             return (
-                self.clone(),
+                Cow::Borrowed(self),
                 if grid.last() == Some(&last) { holes } else { 0 },
             );
         }
@@ -180,11 +196,11 @@ impl Series {
         }
         let missing = grid.len() - self.ts.len();
         (
-            Series {
+            Cow::Owned(Series {
                 id: self.id.clone(),
                 ts: grid,
                 values,
-            },
+            }),
             missing,
         )
     }
@@ -207,16 +223,32 @@ pub fn read_series(path: &Path) -> Result<Vec<Series>> {
 /// [`read_series`], optionally keeping repeated instants (in file order) instead of
 /// refusing them: a detector judges every reading, a forecast needs one value per step.
 pub fn read_series_with(path: &Path, keep_repeats: bool) -> Result<Vec<Series>> {
+    read_series_from(path, keep_repeats, PARALLEL_CSV_BYTES)
+}
+
+/// [`read_series_with`], a CSV file in parallel byte ranges from `parallel_bytes` on.
+fn read_series_from(path: &Path, keep_repeats: bool, parallel_bytes: u64) -> Result<Vec<Series>> {
     let ext = path
         .extension()
         .and_then(|e| e.to_str())
         .unwrap_or_default()
         .to_ascii_lowercase();
+    let parquet = ext == "parquet" || ext == "pq";
+    let fast = if parquet {
+        read_parquet_columns(path)?
+    } else {
+        read_csv_columns(path, parallel_bytes)?
+    };
+    let fast = fast.and_then(|parts| columns::assemble(parts, keep_repeats));
+    if let Some(series) = fast {
+        return Ok(series);
+    }
+    // The full reader: slower, and it names the line of what the fast path handed back.
     let mut groups = Grouper::default();
-    if ext == "parquet" || ext == "pq" {
+    if parquet {
         read_parquet_rows(path, &mut groups)?
     } else {
-        read_csv_rows(path, &mut groups)?
+        read_csv_rows_from(path, &mut groups, parallel_bytes)?
     };
     groups.finish(path, keep_repeats)
 }
@@ -330,22 +362,8 @@ fn csv_reader<R: std::io::Read>(r: R, headers: bool) -> csv::Reader<R> {
         .from_reader(r)
 }
 
-/// Reads a CSV series file. A large one is cut into one byte range per thread, each ending
-/// at a line end, and the ranges are parsed in parallel, then merged in file order (so a
-/// series' repeated instants keep their order and errors name the file's line). A quote
-/// anywhere sends the file back to one pass: a quoted field may hold a line end, so a cut
-/// at a line end would not be a record boundary.
-fn read_csv_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
-    read_csv_rows_from(path, groups, PARALLEL_CSV_BYTES)
-}
-
-/// [`read_csv_rows`], in parallel from `parallel_bytes` on.
-fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) -> Result<()> {
-    use std::io::{BufRead, Read, Seek, SeekFrom};
-    let file = std::fs::File::open(path).at(path)?;
-    let meta = file.metadata().at(path)?;
-    let len = meta.len();
-    let mut r = csv_reader(file, true);
+/// The header of a series file: the id, time and value columns and the header's width.
+fn csv_header<R: std::io::Read>(path: &Path, r: &mut csv::Reader<R>) -> Result<(Cols, usize)> {
     let header = r
         .headers()
         .map_err(|e| bad(path, format!("header: {e}")))?
@@ -355,18 +373,13 @@ fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) ->
         column_index(path, &header, &["ts", "ds"])?,
         column_index(path, &header, &["value", "y"])?,
     );
-    let width = header.len();
-    // The header is line 1: the records' lines count from there.
-    let one_pass = |r: &mut csv::Reader<std::fs::File>, groups: &mut Grouper| {
-        parse_records(r, cols, width, groups)
-            .map_err(|(line, why)| bad(path, format!("line {line}: {why}")))
-    };
-    let threads = rayon::current_num_threads() as u64;
-    let mut body = r.position().byte();
-    // Only a regular file can be read again (a pipe is read once, in one pass).
-    if threads < 2 || !meta.is_file() || len < parallel_bytes || body == 0 || body >= len {
-        return one_pass(&mut r, groups);
-    }
+    Ok((cols, header.len()))
+}
+
+/// `parts` byte ranges of a file's body (from `body`, past the header, to `len`), each
+/// starting after a line end, so every range holds whole lines.
+fn line_ranges(path: &Path, mut body: u64, len: u64, parts: u64) -> Result<Vec<(u64, u64)>> {
+    use std::io::{BufRead, Read, Seek, SeekFrom};
     let mut f = std::io::BufReader::new(std::fs::File::open(path).at(path)?);
     // After a CRLF header the reader stops on its `\n`: the body starts past it.
     f.seek(SeekFrom::Start(body)).at(path)?;
@@ -374,10 +387,10 @@ fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) ->
     if f.read(&mut first).at(path)? == 1 && first[0] == b'\n' {
         body += 1;
     }
-    // Range k starts after the first line end at or past body + k·(len − body)/threads.
+    // Range k starts after the first line end at or past body + k·(len − body)/parts.
     let mut starts = vec![body];
-    for k in 1..threads {
-        let at = body + k * (len - body) / threads;
+    for k in 1..parts {
+        let at = body + k * (len - body) / parts;
         if at <= *starts.last().unwrap_or(&body) {
             continue;
         }
@@ -389,11 +402,62 @@ fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) ->
             starts.push(start);
         }
     }
-    let ranges: Vec<(u64, u64)> = starts
+    Ok(starts
         .iter()
         .zip(starts.iter().skip(1).chain(std::iter::once(&len)))
         .map(|(&a, &b)| (a, b))
-        .collect();
+        .collect())
+}
+
+/// The fast path of a CSV series file ([`columns`]): its rows column by column, a large
+/// file in one byte range per thread; None when it needs the full reader (a pipe, a quote,
+/// a row that is not well formed).
+fn read_csv_columns(path: &Path, parallel_bytes: u64) -> Result<Option<Vec<columns::Columns>>> {
+    let file = std::fs::File::open(path).at(path)?;
+    let meta = file.metadata().at(path)?;
+    let len = meta.len();
+    let mut r = csv_reader(file, true);
+    let Ok((cols, width)) = csv_header(path, &mut r) else {
+        return Ok(None);
+    };
+    let body = r.position().byte();
+    if !meta.is_file() || body == 0 || body >= len {
+        return Ok(None);
+    }
+    let threads = rayon::current_num_threads() as u64;
+    let parts = if len < parallel_bytes { 1 } else { threads };
+    let ranges = line_ranges(path, body, len, parts)?;
+    Ok(ranges
+        .par_iter()
+        .map(|&range| columns::csv_range(path, range, cols, width))
+        .collect())
+}
+
+/// The full reader of a CSV series file (in parallel from `parallel_bytes` on). A large
+/// one is cut into one byte range per thread, each ending
+/// at a line end, and the ranges are parsed in parallel, then merged in file order (so a
+/// series' repeated instants keep their order and errors name the file's line). A quote
+/// anywhere sends the file back to one pass: a quoted field may hold a line end, so a cut
+/// at a line end would not be a record boundary.
+fn read_csv_rows_from(path: &Path, groups: &mut Grouper, parallel_bytes: u64) -> Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let file = std::fs::File::open(path).at(path)?;
+    let meta = file.metadata().at(path)?;
+    let len = meta.len();
+    let mut r = csv_reader(file, true);
+    let (cols, width) = csv_header(path, &mut r)?;
+    // The header is line 1: the records' lines count from there.
+    let one_pass = |r: &mut csv::Reader<std::fs::File>, groups: &mut Grouper| {
+        parse_records(r, cols, width, groups)
+            .map_err(|(line, why)| bad(path, format!("line {line}: {why}")))
+    };
+    let threads = rayon::current_num_threads() as u64;
+    let body = r.position().byte();
+    // Only a regular file can be read again (a pipe is read once, in one pass).
+    if threads < 2 || !meta.is_file() || len < parallel_bytes || body == 0 || body >= len {
+        return one_pass(&mut r, groups);
+    }
+    let ranges = line_ranges(path, body, len, threads)?;
     let parsed: Vec<Chunk> = ranges
         .par_iter()
         .map(|&(a, b)| -> Result<Chunk> {
@@ -515,7 +579,8 @@ fn parse_records<R: std::io::Read>(
     Ok(())
 }
 
-fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
+/// A Parquet series file's id, instant (µs) and value columns.
+fn parquet_columns(path: &Path) -> Result<(StringChunked, Int64Chunked, Float64Chunked)> {
     let lf = crate::lake::scan_paths(&[path.to_path_buf()], false)?;
     let schema = lf
         .clone()
@@ -543,12 +608,9 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
     // Instants as one nullable Int64 column (µs), whatever the file's type.
     let tcol = df.column("ts")?;
     let ts: Int64Chunked = match tcol.dtype() {
-        DataType::Date => tcol
-            .cast(&DataType::Int32)?
-            .i32()?
-            .iter()
-            .map(|d| d.map(|d| d as i64 * MICROS_PER_DAY))
-            .collect(),
+        DataType::Date => (tcol.cast(&DataType::Int32)?.cast(&DataType::Int64)? * MICROS_PER_DAY)
+            .i64()?
+            .clone(),
         DataType::Datetime(..) => tcol
             .cast(&crate::rollup::utc_datetime())?
             .cast(&DataType::Int64)?
@@ -561,13 +623,116 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
             .map(|s| s.and_then(crate::time::parse_ts))
             .collect(),
     };
-    let ids = df.column("id")?.str()?;
-    let vs = df.column("value")?.f64()?;
-    // Row ranges grouped in parallel, merged in row order (as the CSV byte ranges are).
-    let n = df.height();
+    let ids = df.column("id")?.str()?.clone();
+    let vs = df.column("value")?.f64()?.clone();
+    Ok((ids, ts, vs))
+}
+
+/// Row ranges of `n` rows, one per thread (at least 64 k rows each): their first rows.
+fn row_ranges(n: usize) -> (usize, Vec<usize>) {
     let parts = rayon::current_num_threads().max(1);
     let step = n.div_ceil(parts).max(1 << 16);
-    let ranges: Vec<usize> = (0..n).step_by(step).collect();
+    (step, (0..n).step_by(step).collect())
+}
+
+/// The fast path of a Parquet series file ([`columns`]); None when a row has a null or a
+/// value that is not finite (the full reader names it).
+fn read_parquet_columns(path: &Path) -> Result<Option<Vec<columns::Columns>>> {
+    let (ids, ts, vs) = parquet_columns(path)?;
+    if ids.null_count() + ts.null_count() + vs.null_count() > 0
+        || !vs.into_no_null_iter().all(f64::is_finite)
+    {
+        return Ok(None);
+    }
+    // Runs of one id: where the id differs from the row before, chunk by chunk.
+    let mut starts: Vec<usize> = Vec::new();
+    let mut offset = 0;
+    let mut before: Option<&str> = None;
+    for a in ids.downcast_iter() {
+        // Equal views are equal ids; unequal ones may still be (a long id stored twice).
+        let views = a.views();
+        let new = |i: usize| match i {
+            0 => before != Some(a.value(0)),
+            _ => views[i] != views[i - 1] && a.value(i) != a.value(i - 1),
+        };
+        starts.extend((0..a.len()).filter(|&i| new(i)).map(|i| offset + i));
+        offset += a.len();
+        before = a.len().checked_sub(1).map(|i| a.value(i));
+    }
+    let n = ids.len();
+    let ends: Vec<usize> = starts
+        .iter()
+        .skip(1)
+        .copied()
+        .chain(std::iter::once(n))
+        .collect();
+    // The runs in one part per thread, each part's rows copied from the chunks in parallel.
+    let parts = rayon::current_num_threads().max(1);
+    let per = starts.len().div_ceil(parts).max(1);
+    let runs: Vec<(usize, usize)> = starts.into_iter().zip(ends).collect();
+    let (t, v) = (Pieces::of(&ts), Pieces::of(&vs));
+    Ok(Some(
+        runs.par_chunks(per)
+            .map(|runs| {
+                let mut c = columns::Columns::default();
+                for &(a, b) in runs {
+                    // No nulls (checked above).
+                    let id = ids.get(a).unwrap_or_default();
+                    c.push_run(id, &t.rows(a, b), &v.rows(a, b));
+                }
+                c
+            })
+            .collect(),
+    ))
+}
+
+/// A numeric column without nulls as its chunks' value slices.
+struct Pieces<'a, T> {
+    chunks: Vec<&'a [T]>,
+    /// Each chunk's first row.
+    starts: Vec<usize>,
+}
+
+impl<'a, T: polars_arrow::types::NativeType> Pieces<'a, T> {
+    fn of<P>(ca: &'a ChunkedArray<P>) -> Self
+    where
+        P: PolarsNumericType<Native = T>,
+    {
+        let chunks: Vec<&[T]> = ca.downcast_iter().map(|a| a.values().as_slice()).collect();
+        let starts = chunks
+            .iter()
+            .scan(0, |at, c| {
+                let s = *at;
+                *at += c.len();
+                Some(s)
+            })
+            .collect();
+        Pieces { chunks, starts }
+    }
+
+    /// Rows `a..b`, as consecutive slices.
+    fn rows(&self, a: usize, b: usize) -> Vec<&'a [T]> {
+        let first = self.starts.partition_point(|&s| s <= a).saturating_sub(1);
+        let mut out = Vec::new();
+        for (c, &s) in self.chunks.iter().zip(&self.starts).skip(first) {
+            if s >= b {
+                break;
+            }
+            let (from, to) = (a.max(s) - s, b.min(s + c.len()) - s);
+            if from < to {
+                out.push(&c[from..to]);
+            }
+        }
+        out
+    }
+}
+
+/// The full reader of a Parquet series file: row by row, naming the first bad row.
+fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
+    let (ids, ts, vs) = parquet_columns(path)?;
+    // Row ranges grouped in parallel, merged in row order (as the CSV byte ranges are).
+    let n = ids.len();
+    let (step, ranges) = row_ranges(n);
     // Every range's outcome, so the first bad row in file order is the one named.
     let grouped: Vec<Result<BTreeMap<String, Points>>> = ranges
         .par_iter()
@@ -605,15 +770,43 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Rows of a column of several chunks are every row in between, whatever chunks they
+    /// start and end in.
+    #[test]
+    fn pieces_cut_rows_across_chunks() {
+        let mut ca = Int64Chunked::from_slice("x".into(), &[0, 1, 2]);
+        ca.append(&Int64Chunked::from_slice("x".into(), &[3, 4]))
+            .unwrap();
+        ca.append(&Int64Chunked::from_slice("x".into(), &[5, 6, 7]))
+            .unwrap();
+        assert_eq!(ca.chunks().len(), 3);
+        let p = Pieces::of(&ca);
+        for a in 0..=8 {
+            for b in a..=8 {
+                let want: Vec<i64> = (a as i64..b as i64).collect();
+                assert_eq!(p.rows(a, b).concat(), want, "{a}..{b}");
+            }
+        }
+    }
+
     /// A Parquet series file read in parallel row ranges gives what one thread gives and
-    /// what the same rows as CSV give, with dates, datetimes or text instants; the first bad
+    /// what the same rows as CSV give (rows of one id interleaved or in long runs), with dates, datetimes or text instants; the first bad
     /// row in file order is the one named.
     #[test]
     fn parquet_in_parallel_ranges_reads_as_one_thread_and_csv_do() {
         let dir = tempfile::tempdir().unwrap();
         let n = 150_000usize;
-        let ids: Vec<String> = (0..n).map(|i| format!("s{}", i % 50)).collect();
-        let days: Vec<i32> = (0..n).map(|i| 20_000 + (i / 50) as i32).collect();
+        // Rows of 50 series interleaved, then 30 series of 2,500 rows each in turn.
+        let half = n / 2;
+        let ids: Vec<String> = (0..n)
+            .map(|i| match i < half {
+                true => format!("s{}", i % 50),
+                false => format!("t{}", (i - half) / 2_500),
+            })
+            .collect();
+        let days: Vec<i32> = (0..n)
+            .map(|i| 20_000 + if i < half { i / 50 } else { (i - half) % 2_500 } as i32)
+            .collect();
         let vals: Vec<f64> = (0..n).map(|i| (i % 97) as f64 * 0.5).collect();
         let mut csv = String::from("series_id,ts,value\n");
         for i in 0..n {
@@ -638,7 +831,9 @@ mod tests {
             ])
             .unwrap();
             let p = dir.path().join(name);
+            // Small row groups: the reader's chunks end inside runs of one id.
             ParquetWriter::new(std::fs::File::create(&p).unwrap())
+                .with_row_group_size(Some(7_001))
                 .finish(&mut df)
                 .unwrap();
             p
@@ -660,6 +855,8 @@ mod tests {
             ("text.parquet", Column::new("ts".into(), text)),
         ] {
             let p = write(name, ts, &vals);
+            // Clean rows: the fast path itself reads them.
+            assert!(read_parquet_columns(&p).unwrap().is_some(), "{name}");
             for threads in [1, 3] {
                 assert_eq!(
                     in_pool(threads, &p).unwrap(),
@@ -746,6 +943,62 @@ mod tests {
         assert_eq!(q, read(&quoted, 1, u64::MAX).unwrap());
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+        /// The fast path reads what the full reader reads, or hands the file back: the same
+        /// series, or the same error, for files with interleaved and repeated series, CRLF
+        /// and lone `\r` line ends, blank lines, quotes, bad fields and ragged rows, in one
+        /// range or several, whether repeats are kept or refused.
+        #[test]
+        fn the_fast_path_reads_as_the_full_reader(
+            rows in proptest::collection::vec((0u8..6, 0u32..40, -1000i32..1000, 0u8..40), 1..400),
+            defects in proptest::bool::ANY,
+            crlf in proptest::bool::ANY,
+            keep in proptest::bool::ANY,
+            threads in 1usize..4,
+        ) {
+            let mut text = String::from("ts,series_id,value\n");
+            for (id, day, v, defect) in &rows {
+                let d = crate::time::date_of_day(20_000 + *day as i32);
+                let (id, d, v) = (format!("s{id}"), d.to_string(), format!("{}", *v as f64 / 8.0));
+                text += &match if defects { *defect } else { 99 } {
+                    0 => format!("{d},{id},x"),
+                    1 => format!("{d},{id},{v},extra"),
+                    2 => format!("{d},\"{id}\",{v}"),
+                    3 => format!("{d},{id},{v}\r"),
+                    4 => String::new(),
+                    5 => format!("{d}T00:00:00Z,{id}, {v} "),
+                    6 => format!("2026-02-30,{id},{v}"),
+                    7 => format!("{d},{id},inf"),
+                    8 => format!("{d},,{v}"),
+                    _ => format!("{d},{id},{v}"),
+                };
+                text += if crlf { "\r\n" } else { "\n" };
+            }
+            let dir = tempfile::tempdir().unwrap();
+            let p = dir.path().join("s.csv");
+            std::fs::write(&p, &text).unwrap();
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let full = pool.install(|| {
+                let mut g = Grouper::default();
+                read_csv_rows_from(&p, &mut g, 0)?;
+                g.finish(&p, keep)
+            });
+            // Clean rows of distinct instants: the fast path itself reads them.
+            if !defects && (keep || !rows.iter().enumerate().any(|(i, a)| {
+                rows[..i].iter().any(|b| (a.0, a.1) == (b.0, b.1))
+            })) {
+                let parts = pool.install(|| read_csv_columns(&p, 0)).unwrap();
+                proptest::prop_assert!(parts.and_then(|c| columns::assemble(c, keep)).is_some());
+            }
+            let fast = pool.install(|| read_series_from(&p, keep, 0));
+            proptest::prop_assert_eq!(
+                fast.map_err(|e| e.to_string()),
+                full.map_err(|e| e.to_string())
+            );
+        }
+    }
+
     fn series(ts: &[&str]) -> Series {
         Series {
             id: "s".into(),
@@ -767,7 +1020,7 @@ mod tests {
             (Fill::Previous, vec![1.0, 2.0, 2.0, 2.0, 8.0, 9.0]),
         ] {
             let (r, missing) = s.regular(fill);
-            assert_eq!((r.values, missing), (want, 2), "{fill:?}");
+            assert_eq!((r.values.clone(), missing), (want, 2), "{fill:?}");
             assert_eq!(r.ts[2], crate::time::parse_ts("2026-01-03").unwrap());
         }
         let (r, missing) = s.regular(Fill::None);

@@ -126,28 +126,38 @@ pub fn now_rfc3339() -> String {
 
 /// A date when `dates` (daily series), else RFC 3339 to the second.
 pub fn format_ts(t: i64, dates: bool) -> String {
+    let mut s = String::with_capacity(20);
+    write_ts(&mut s, t, dates);
+    s
+}
+
+/// [`format_ts`], appended to `out` (no allocation per instant).
+pub fn write_ts(out: &mut String, t: i64, dates: bool) {
     let d = DateTime::<Utc>::from_timestamp_micros(t).unwrap_or_default();
     // Years 0-9999 written by hand: chrono's formatter parses its pattern on every call,
     // which dominated writing a forecast of 100k series. Same text (a unit test checks).
     if (0..=9999).contains(&d.year()) {
-        return if dates {
-            format!("{:04}-{:02}-{:02}", d.year(), d.month(), d.day())
-        } else {
-            format!(
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-                d.year(),
-                d.month(),
-                d.day(),
-                d.hour(),
-                d.minute(),
-                d.second()
-            )
+        let digits = |out: &mut String, sep: Option<char>, n: u32, width: u32| {
+            out.extend(sep);
+            for k in (0..width).rev() {
+                out.push(char::from(b'0' + (n / 10u32.pow(k) % 10) as u8));
+            }
         };
+        digits(out, None, d.year() as u32, 4);
+        digits(out, Some('-'), d.month(), 2);
+        digits(out, Some('-'), d.day(), 2);
+        if !dates {
+            digits(out, Some('T'), d.hour(), 2);
+            digits(out, Some(':'), d.minute(), 2);
+            digits(out, Some(':'), d.second(), 2);
+            out.push('Z');
+        }
+        return;
     }
     if dates {
-        d.format("%Y-%m-%d").to_string()
+        out.push_str(&d.format("%Y-%m-%d").to_string());
     } else {
-        d.to_rfc3339_opts(SecondsFormat::Secs, true)
+        out.push_str(&d.to_rfc3339_opts(SecondsFormat::Secs, true));
     }
 }
 
@@ -169,16 +179,8 @@ pub fn parse_instant(name: &'static str, s: &str) -> Result<i64> {
 /// `YYYY-MM-DD[ T]HH:MM:SS[.f]` read as UTC (what pandas and spreadsheets write).
 pub fn parse_ts(s: &str) -> Option<i64> {
     let s = s.trim();
-    // Fast path for the common `YYYY-MM-DD`.
-    let b = s.as_bytes();
-    if b.len() == 10 && b[4] == b'-' && b[7] == b'-' {
-        let num = |r: std::ops::Range<usize>| -> Option<u32> {
-            b[r].iter().try_fold(0u32, |acc, &c| {
-                c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
-            })
-        };
-        let d = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
-        return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
+    if let Some(date) = date_bytes(s.as_bytes()) {
+        return date;
     }
     if let Ok(d) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
         return Some(d.and_hms_opt(0, 0, 0)?.and_utc().timestamp_micros());
@@ -192,6 +194,95 @@ pub fn parse_ts(s: &str) -> Option<i64> {
         }
     }
     None
+}
+
+/// [`parse_ts`] of a field's bytes (a series file's): a `YYYY-MM-DD` without the UTF-8
+/// check, anything else as text.
+pub fn parse_ts_bytes(b: &[u8]) -> Option<i64> {
+    match date_bytes(b) {
+        Some(date) => date,
+        None => parse_ts(std::str::from_utf8(b).ok()?),
+    }
+}
+
+/// The fast path for the common `YYYY-MM-DD`: None when `b` has another shape, Some(None)
+/// when it has this shape but is no date.
+fn date_bytes(b: &[u8]) -> Option<Option<i64>> {
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
+    };
+    let day = (|| civil_day(i64::from(num(0..4)?), num(5..7)?, num(8..10)?))();
+    Some(day.map(|d| d * MICROS_PER_DAY))
+}
+
+/// Day number (days since 1970-01-01) of a proleptic Gregorian date, or None when the month
+/// or day does not exist: [`parse_ts`]'s fast path, without chrono's general date type
+/// (Howard Hinnant's `days_from_civil`).
+fn civil_day(year: i64, month: u32, day: u32) -> Option<i64> {
+    if day == 0 || day > month_days(year, month)? {
+        return None;
+    }
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((i64::from(month) + 9) % 12) + 2) / 5 + i64::from(day) - 1;
+    Some(era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468)
+}
+
+/// Days in a month of the proleptic Gregorian calendar; None when `month` is not 1–12.
+fn month_days(year: i64, month: u32) -> Option<u32> {
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    Some(match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return None,
+    })
+}
+
+/// [`parse_ts_bytes`] for a column of instants that are mostly dates in runs of one month
+/// (a daily series): it keeps the last date's month, so the next date of that month costs
+/// its two day digits.
+#[derive(Debug, Default)]
+pub struct TsParser {
+    /// `YYYY-MM-` of the kept month.
+    month: [u8; 8],
+    /// Its first day's number.
+    first: i64,
+    /// Its length in days (0: no month kept).
+    days: u32,
+}
+
+impl TsParser {
+    /// The instant of a field's bytes, as [`parse_ts_bytes`] gives it.
+    pub fn parse(&mut self, b: &[u8]) -> Option<i64> {
+        if let [head @ .., d1, d2] = b
+            && head.len() == 8
+            && self.days > 0
+            && *head == self.month
+            && d1.is_ascii_digit()
+            && d2.is_ascii_digit()
+        {
+            let day = u32::from(d1 - b'0') * 10 + u32::from(d2 - b'0');
+            return (day >= 1 && day <= self.days)
+                .then(|| (self.first + i64::from(day) - 1) * MICROS_PER_DAY);
+        }
+        let t = parse_ts_bytes(b)?;
+        // A date: keep its month.
+        if let Some(Some(t)) = date_bytes(b) {
+            let date = date_of_day(day_of(t));
+            self.month.copy_from_slice(&b[..8]);
+            self.first = i64::from(day_of(t)) - i64::from(date.day()) + 1;
+            self.days = month_days(i64::from(date.year()), date.month()).unwrap_or(0);
+        }
+        Some(t)
+    }
 }
 
 /// `YYYY-MM` of the calendar month (UTC) before the one holding the instant just before `at`
@@ -212,6 +303,32 @@ pub fn previous_month(at: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The fast date path agrees with chrono on every `YYYY-MM-DD` text, real dates or not
+    /// (months 0–13, days 0–32, years 0000–9999, leap years and centuries among them).
+    #[test]
+    fn civil_days_are_chronos() {
+        for year in (0..=9999).step_by(7).chain([1900, 2000, 2024, 2100, 2400]) {
+            for month in 0..=13 {
+                for day in 0..=32 {
+                    let text = format!("{year:04}-{month:02}-{day:02}");
+                    let chrono = NaiveDate::from_ymd_opt(year, month, day)
+                        .map(|d| d.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_micros());
+                    assert_eq!(parse_ts(&text), chrono, "{text}");
+                    // After a date of the same month, of the month before, and of none.
+                    for before in [
+                        format!("{year:04}-{month:02}-01"),
+                        format!("{year:04}-{:02}-28", month.max(1) - 1),
+                        "x".into(),
+                    ] {
+                        let mut p = TsParser::default();
+                        p.parse(before.as_bytes());
+                        assert_eq!(p.parse(text.as_bytes()), chrono, "{text} after {before}");
+                    }
+                }
+            }
+        }
+    }
 
     /// The hand-written formats give chrono's text, across centuries, before 1970, at
     /// midnights and at the last microsecond of a day.

@@ -8,9 +8,10 @@ WindowAverage(7) = moving_average, SeasonalNaive(7) = seasonal_naive.
 Both on 2 cores (statsforecast n_jobs=2; meterlake's rayon pool), timed per model after a
 warm-up (numba compiles statsforecast's models on first use; that is not counted).
 meterlake runs `forecast --series train.csv --model M --horizon 14 --folds 0` (no backtest,
-as statsforecast does none); its end-to-end time includes parsing the CSV and writing the
-output, its "models only" time (from its JSON summary) compares with statsforecast's, which
-starts from a DataFrame in memory.
+as statsforecast does none); its end-to-end time includes parsing the input and writing the
+output, measured twice: CSV in and out, and Parquet in and out (the same rows, `ts` a date
+column; a data scientist's usual file). Its "models only" time (from its JSON summary)
+compares with statsforecast's, which starts from a DataFrame in memory.
 
 usage: forecast.py --bin target/release/meterlake --series 10000 [--work DIR] [--models ses,holt]
 """
@@ -66,6 +67,9 @@ train_y = {sid: g["y"].to_numpy() for sid, g in train.groupby("unique_id", sort=
 train_csv = os.path.join(a.work, f"forecast_train_{a.series}.csv")
 train.rename(columns={"unique_id": "series_id", "ds": "ts", "y": "value"}).assign(
     ts=lambda d: d["ts"].dt.strftime("%Y-%m-%d")).to_csv(train_csv, index=False)
+train_pq = os.path.join(a.work, f"forecast_train_{a.series}.parquet")
+train.rename(columns={"unique_id": "series_id", "ds": "ts", "y": "value"}).assign(
+    ts=lambda d: d["ts"].dt.date).to_parquet(train_pq, index=False)
 
 pairs = [
     ("ses", lambda: SimpleExponentialSmoothingOptimized()),
@@ -76,8 +80,8 @@ pairs = [
 ]
 pairs = [p for p in pairs if p[0] in a.models.split(",")]
 print(f"{a.series} series, {len(train)} training points, h={H}, 2 cores\n")
-print("| model | meterlake s (end to end) | meterlake s (models only) | statsforecast s | ratio end to end | ratio models only | meterlake sMAPE / MASE | statsforecast sMAPE / MASE |")
-print("|---|---|---|---|---|---|---|---|")
+print("| model | meterlake s (end to end, CSV) | meterlake s (end to end, Parquet) | meterlake s (models only) | statsforecast s | ratio end to end CSV / Parquet | ratio models only | meterlake sMAPE / MASE | statsforecast sMAPE / MASE |")
+print("|---|---|---|---|---|---|---|---|---|")
 results = {}
 for name, mk in pairs:
     # statsforecast: warm up (JIT) on a few series, then time the whole set.
@@ -88,22 +92,28 @@ for name, mk in pairs:
     sf_s = time.perf_counter() - t
     col = [c for c in out.columns if c not in ("unique_id", "ds")][0]
     sf_fc = {sid: g[col].to_numpy() for sid, g in out.groupby("unique_id", sort=False)}
-    fc_csv = os.path.join(a.work, f"forecast_out_{name}.csv")
-    cmd = [a.bin, "forecast", "--series", train_csv, "--model", name, "--horizon", str(H),
-           "--season-length", str(M), "--window", "7", "--folds", "0", "--threads", "2", "--out", fc_csv,
-           "--output", "json"]
-    t = time.perf_counter()
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    ml_s = time.perf_counter() - t
-    if r.returncode:
-        sys.exit(f"meterlake failed: {r.stderr[-500:]}")
-    ml_fit = json.loads(r.stdout.strip().splitlines()[-1])["forecast_seconds"]
-    f = pd.read_csv(fc_csv)
+    def meterlake(series_file, ext):
+        out = os.path.join(a.work, f"forecast_out_{name}.{ext}")
+        cmd = [a.bin, "forecast", "--series", series_file, "--model", name, "--horizon", str(H),
+               "--season-length", str(M), "--window", "7", "--folds", "0", "--threads", "2",
+               "--out", out, "--output", "json"]
+        t = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        wall = time.perf_counter() - t
+        if r.returncode:
+            sys.exit(f"meterlake failed: {r.stderr[-500:]}")
+        return wall, json.loads(r.stdout.strip().splitlines()[-1])["forecast_seconds"], out
+    ml_s, ml_fit, fc_csv = meterlake(train_csv, "csv")
+    ml_pq, _, fc_pq = meterlake(train_pq, "parquet")
+    f = pd.read_csv(fc_csv, float_precision="round_trip")
     ml_fc = {sid: g.sort_values("ts")["yhat"].to_numpy() for sid, g in f.groupby("series_id", sort=False)}
+    fp = pd.read_parquet(fc_pq)
+    assert np.array_equal(fp.sort_values(["series_id", "ts"])["yhat"].to_numpy(),
+                          f.sort_values(["series_id", "ts"])["yhat"].to_numpy()), "CSV and Parquet runs differ"
     ms, sf = score(test, ml_fc), score(test, sf_fc)
-    results[name] = {"meterlake_s": ml_s, "meterlake_models_s": ml_fit, "statsforecast_s": sf_s,
-                     "meterlake": ms, "statsforecast": sf}
-    print(f"| {name} | {ml_s:.2f} | {ml_fit:.2f} | {sf_s:.2f} | {sf_s / ml_s:.1f}x | {sf_s / max(ml_fit, 1e-3):.1f}x "
-          f"| {ms[0]:.3f} / {ms[1]:.3f} | {sf[0]:.3f} / {sf[1]:.3f} |", flush=True)
+    results[name] = {"meterlake_s": ml_s, "meterlake_parquet_s": ml_pq, "meterlake_models_s": ml_fit,
+                     "statsforecast_s": sf_s, "meterlake": ms, "statsforecast": sf}
+    print(f"| {name} | {ml_s:.2f} | {ml_pq:.2f} | {ml_fit:.2f} | {sf_s:.2f} | {sf_s / ml_s:.1f}x / {sf_s / ml_pq:.1f}x "
+          f"| {sf_s / max(ml_fit, 1e-3):.1f}x | {ms[0]:.3f} / {ms[1]:.3f} | {sf[0]:.3f} / {sf[1]:.3f} |", flush=True)
 with open(os.path.join(a.work, f"forecast_results_{a.series}.json"), "w") as fh:
     json.dump(results, fh, indent=2)

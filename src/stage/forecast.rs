@@ -22,7 +22,7 @@ use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
 use crate::lake::Lake;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_of};
 use crate::series::{Fill, Series, all_dates, read_series};
-use crate::time::format_ts;
+use crate::time::write_ts;
 
 /// What to forecast and how.
 #[derive(Debug, Clone)]
@@ -254,26 +254,58 @@ fn summarize(
     }
 }
 
+/// How a series id splits into the key columns.
+type Split<'a> = &'a (dyn Fn(&str) -> Vec<String> + Sync);
+
 /// Forecast and metrics tables of some results. `keys` splits a series id into key columns
-/// (`series_id`, or `tenant_id` and `meter` for the lake).
+/// (`series_id`, or `tenant_id` and `meter` for the lake). Blocks of series are built in
+/// parallel and stacked in order, into one chunk each.
 fn tables(
     results: &[SeriesResult],
     keys: &[&str],
-    split: &dyn Fn(&str) -> Vec<String>,
+    split: Split,
     dates: bool,
 ) -> Result<(DataFrame, DataFrame)> {
-    let mut kcols: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    use rayon::prelude::*;
+    let blocks: Vec<&[SeriesResult]> = if results.is_empty() {
+        vec![results]
+    } else {
+        results.chunks(4096).collect()
+    };
+    let frames = blocks
+        .par_iter()
+        .map(|b| tables_of(b, keys, split, dates))
+        .collect::<Result<Vec<_>>>()?;
+    let mut frames = frames.into_iter();
+    let (mut f, mut m) = frames.next().unwrap_or_default();
+    for (bf, bm) in frames {
+        f.vstack_mut_owned(bf)?;
+        m.vstack_mut_owned(bm)?;
+    }
+    f.rechunk_mut();
+    m.rechunk_mut();
+    Ok((f, m))
+}
+
+/// [`tables`] of one block of results.
+fn tables_of(
+    results: &[SeriesResult],
+    keys: &[&str],
+    split: Split,
+    dates: bool,
+) -> Result<(DataFrame, DataFrame)> {
+    let parts: Vec<Vec<String>> = results.iter().map(|r| split(&r.id)).collect();
+    let mut kcols: Vec<Vec<&str>> = vec![Vec::new(); keys.len()];
     let (mut ts, mut model, mut yhat, mut lo, mut hi) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let mut mkeys: Vec<Vec<String>> = vec![Vec::new(); keys.len()];
+    let mut mkeys: Vec<Vec<&str>> = vec![Vec::new(); keys.len()];
     let mut mcols: [Vec<Option<f64>>; 6] = Default::default();
     let (mut mmodel, mut mstatus, mut mparams) = (Vec::new(), Vec::new(), Vec::new());
-    for r in results {
-        let parts = split(&r.id);
+    for (r, parts) in results.iter().zip(&parts) {
         let f = &r.result.forecast;
         for i in 0..f.mean.len() {
-            for (c, p) in kcols.iter_mut().zip(&parts) {
-                c.push(p.clone());
+            for (c, p) in kcols.iter_mut().zip(parts) {
+                c.push(p);
             }
             ts.push(r.ts[i]);
             model.push(r.result.model.unwrap_or_default());
@@ -281,8 +313,8 @@ fn tables(
             lo.push(f.lower[i]);
             hi.push(f.upper[i]);
         }
-        for (c, p) in mkeys.iter_mut().zip(&parts) {
-            c.push(p.clone());
+        for (c, p) in mkeys.iter_mut().zip(parts) {
+            c.push(p);
         }
         let m = r.result.metrics;
         for (c, v) in mcols.iter_mut().zip([
@@ -296,8 +328,8 @@ fn tables(
             c.push(v);
         }
         mmodel.push(r.result.model.unwrap_or_default());
-        mstatus.push(r.result.status.clone());
-        mparams.push(r.result.params.clone());
+        mstatus.push(r.result.status.as_str());
+        mparams.push(r.result.params.as_str());
     }
     let mut fc: Vec<Column> = keys
         .iter()
@@ -305,10 +337,14 @@ fn tables(
         .map(|(k, v)| Column::new((*k).into(), v))
         .collect();
     fc.push(if dates {
-        Column::new(
-            "ts".into(),
-            ts.iter().map(|&t| format_ts(t, true)).collect::<Vec<_>>(),
-        )
+        let mut b = StringChunkedBuilder::new("ts".into(), ts.len());
+        let mut text = String::new();
+        for &t in &ts {
+            text.clear();
+            write_ts(&mut text, t, true);
+            b.append_value(&text);
+        }
+        b.finish().into_column()
     } else {
         Column::new("ts".into(), ts).cast(&crate::rollup::utc_datetime())?
     });

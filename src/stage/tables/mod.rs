@@ -131,18 +131,13 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
 fn write_csv(
     f: &std::fs::File,
     df: &DataFrame,
-) -> std::result::Result<(), Box<dyn std::error::Error>> {
-    use std::fmt::Write as _;
-    /// A column, typed once, so each cell is read without an `AnyValue`.
-    enum View<'a> {
-        Str(&'a StringChunked),
-        F64(&'a Float64Chunked),
-        /// A datetime's physical microseconds.
-        Micros(Int64Chunked),
-        Other(&'a Column),
-    }
-    let mut w = csv::Writer::from_writer(std::io::BufWriter::with_capacity(1 << 20, f));
-    w.write_record(df.get_column_names().iter().map(|n| n.as_str()))?;
+) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use rayon::prelude::*;
+    use std::io::Write as _;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
+    let mut head = csv::Writer::from_writer(Vec::new());
+    head.write_record(df.get_column_names().iter().map(|n| n.as_str()))?;
+    out.write_all(&head.into_inner()?)?;
     let mut df = df.clone();
     df.rechunk_mut();
     let views: Vec<View> = df
@@ -157,10 +152,45 @@ fn write_csv(
             })
         })
         .collect::<PolarsResult<_>>()?;
+    // Rows are formatted in parallel blocks, written in order.
+    const BLOCK_ROWS: usize = 1 << 15;
+    let starts: Vec<usize> = (0..df.height()).step_by(BLOCK_ROWS).collect();
+    let rows =
+        |a: usize| -> std::result::Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+            let mut w = csv::Writer::from_writer(Vec::new());
+            csv_rows(&mut w, &views, a..(a + BLOCK_ROWS).min(df.height()))?;
+            Ok(w.into_inner()?)
+        };
+    for block in starts.chunks(64) {
+        let texts: Vec<_> = block.par_iter().map(|&a| rows(a)).collect();
+        for t in texts {
+            out.write_all(&t?)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A column of [`write_csv`], typed once, so each cell is read without an `AnyValue`.
+enum View<'a> {
+    Str(&'a StringChunked),
+    F64(&'a Float64Chunked),
+    /// A datetime's physical microseconds.
+    Micros(Int64Chunked),
+    Other(&'a Column),
+}
+
+/// Rows `rows` of `views` as CSV records.
+fn csv_rows(
+    w: &mut csv::Writer<Vec<u8>>,
+    views: &[View],
+    rows: std::ops::Range<usize>,
+) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    use std::fmt::Write as _;
     // One buffer per column, reused row after row; a null is an empty field.
     let mut rec: Vec<String> = vec![String::new(); views.len()];
-    for i in 0..df.height() {
-        for (b, v) in rec.iter_mut().zip(&views) {
+    for i in rows {
+        for (b, v) in rec.iter_mut().zip(views) {
             b.clear();
             match v {
                 View::Str(c) => b.push_str(c.get(i).unwrap_or_default()),
@@ -182,7 +212,6 @@ fn write_csv(
         }
         w.write_record(&rec)?;
     }
-    w.flush()?;
     Ok(())
 }
 

@@ -1,0 +1,284 @@
+//! The fast path of [`super::read_series`]: a series file read column by column.
+//!
+//! Rows land in three flat columns (ids as runs of consecutive rows, instants, values)
+//! instead of one tuple per point, and a series is assembled once, by copying its runs. An
+//! unquoted CSV line is split on its commas by hand (the csv crate's state machine was the
+//! largest cost of a 1 GB file). What this path does not handle it hands back (`None`), and
+//! the full reader, which names the file's line of every error, reads the file instead:
+//! a quote, a lone `\r`, a row that is not well formed, two values at one instant. So both
+//! paths give the same series, and a bad file the same error.
+
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use rayon::prelude::*;
+
+use super::Series;
+
+/// Rows read in file order, grouped by id as they come: each id's instants and values in
+/// its own columns (so a series is moved, not copied, into its [`Series`]).
+#[derive(Default)]
+pub(super) struct Columns {
+    /// (id, instants, values), in order of first appearance.
+    series: Vec<(String, Vec<i64>, Vec<f64>)>,
+    /// Position of each id in `series`.
+    index: std::collections::HashMap<String, usize>,
+    /// Position of the last row's id (rows of one id usually follow each other).
+    last: Option<usize>,
+    /// The text instants' parser (it keeps the last date's month).
+    dates: crate::time::TsParser,
+}
+
+impl Columns {
+    /// Appends a row whose id is `id` (its bytes, checked as UTF-8 only when it changes);
+    /// None when the id is not UTF-8 or blank.
+    fn push(&mut self, id: &[u8], t: i64, v: f64) -> Option<()> {
+        let at = match self.last {
+            Some(i) if self.series[i].0.as_bytes() == id => i,
+            _ => {
+                let id = std::str::from_utf8(id).ok()?;
+                if id.trim().is_empty() {
+                    return None;
+                }
+                self.find(id)
+            }
+        };
+        let (_, ts, values) = &mut self.series[at];
+        ts.push(t);
+        values.push(v);
+        Some(())
+    }
+
+    /// Appends rows of one id, already checked, given as consecutive pieces.
+    pub fn push_run(&mut self, id: &str, t: &[&[i64]], v: &[&[f64]]) {
+        let at = match self.last {
+            Some(i) if self.series[i].0 == id => i,
+            _ => self.find(id),
+        };
+        let (_, ts, values) = &mut self.series[at];
+        t.iter().for_each(|t| ts.extend_from_slice(t));
+        v.iter().for_each(|v| values.extend_from_slice(v));
+    }
+
+    /// The position of `id`, added if new, with room for as many rows as the last id had.
+    fn find(&mut self, id: &str) -> usize {
+        let at = match self.index.get(id) {
+            Some(&i) => i,
+            None => {
+                let room = self.last.map_or(0, |i| self.series[i].1.len());
+                self.series.push((
+                    id.to_string(),
+                    Vec::with_capacity(room),
+                    Vec::with_capacity(room),
+                ));
+                self.index.insert(id.to_string(), self.series.len() - 1);
+                self.series.len() - 1
+            }
+        };
+        self.last = Some(at);
+        at
+    }
+}
+
+/// Bytes read from a range at a time.
+const BLOCK: usize = 8 << 20;
+
+/// The rows of bytes `a..b` of a CSV file (whole lines, no header), or None when a line
+/// needs the full reader. `cols` are the id, time and value columns, `width` the header's.
+pub(super) fn csv_range(
+    path: &Path,
+    (a, b): (u64, u64),
+    cols: (usize, usize, usize),
+    width: usize,
+) -> Option<Columns> {
+    let mut file = std::fs::File::open(path).ok()?;
+    file.seek(SeekFrom::Start(a)).ok()?;
+    let mut input = file.take(b - a);
+    let mut out = Columns::default();
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + 4096);
+    loop {
+        let have = buf.len();
+        buf.resize(have + BLOCK, 0);
+        let n = read_full(&mut input, &mut buf[have..]).ok()?;
+        buf.truncate(have + n);
+        let end = n == 0;
+        // Whole lines of the block; at the end, the last line even without its `\n`.
+        let cut = if end {
+            buf.len()
+        } else {
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => i + 1,
+                None => continue,
+            }
+        };
+        if memchr::memchr(b'"', &buf[..cut]).is_some() {
+            return None;
+        }
+        parse_block(&buf[..cut], cols, width, &mut out)?;
+        if end {
+            return Some(out);
+        }
+        buf.drain(..cut);
+    }
+}
+
+/// Fills `buf` unless the input ends first; the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// The unquoted lines of `block` (the last one may lack its `\n`) into `out`, in one pass
+/// over its commas and line ends; None when a line is not a well-formed row or a `\r` is
+/// not part of a `\r\n` (csv reads a lone one as a line end).
+fn parse_block(
+    block: &[u8],
+    (ci, ct, cv): (usize, usize, usize),
+    width: usize,
+    out: &mut Columns,
+) -> Option<()> {
+    let mut crs = memchr::memchr_iter(b'\r', block).count();
+    // The current field's start and number, and the fields kept.
+    let (mut start, mut k) = (0, 0);
+    let mut kept: [&[u8]; 3] = [&[]; 3];
+    let ends = memchr::memchr2_iter(b',', b'\n', block).chain(std::iter::once(block.len()));
+    for at in ends {
+        let mut field = &block[start..at];
+        if at < block.len() && block[at] == b',' {
+            keep(&mut kept, k, (ci, ct, cv), field);
+            k += 1;
+            start = at + 1;
+            continue;
+        }
+        // A line end (or the block's end).
+        if let Some((b'\r', rest)) = field.split_last() {
+            crs -= 1;
+            field = rest;
+        }
+        // csv skips empty lines.
+        if k > 0 || !field.is_empty() {
+            keep(&mut kept, k, (ci, ct, cv), field);
+            if k + 1 != width {
+                return None;
+            }
+            let t = out.dates.parse(kept[1])?;
+            let v = parse_value(kept[2]).filter(|v| v.is_finite())?;
+            out.push(kept[0], t, v)?;
+        }
+        (start, k) = (at + 1, 0);
+    }
+    (crs == 0).then_some(())
+}
+
+/// Keeps field `k` when it is the id, time or value column.
+fn keep<'a>(
+    kept: &mut [&'a [u8]; 3],
+    k: usize,
+    (ci, ct, cv): (usize, usize, usize),
+    field: &'a [u8],
+) {
+    if k == ci {
+        kept[0] = field;
+    }
+    if k == ct {
+        kept[1] = field;
+    }
+    if k == cv {
+        kept[2] = field;
+    }
+}
+
+/// Powers of ten exact in an f64.
+const POW10: [f64; 16] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+];
+
+/// A field's number, as `str::parse` reads its trimmed text. A plain decimal (`-123.456`:
+/// at most 15 digits, no exponent) is its digits as an integer divided by a power of ten:
+/// both are exact in an f64, and one IEEE division rounds correctly (Clinger's fast path),
+/// so the result is the same bits. Anything else goes to `str::parse`.
+fn parse_value(b: &[u8]) -> Option<f64> {
+    let (neg, digits) = match b {
+        [b'-', rest @ ..] => (true, rest),
+        _ => (false, b),
+    };
+    let (mut m, mut n, mut point) = (0u64, 0, None);
+    for (i, &c) in digits.iter().enumerate() {
+        match c {
+            b'0'..=b'9' if n < 15 => {
+                m = m * 10 + u64::from(c - b'0');
+                n += 1;
+            }
+            b'.' if point.is_none() => point = Some(i),
+            _ => return std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        }
+    }
+    if n == 0 {
+        return std::str::from_utf8(b).ok()?.trim().parse().ok();
+    }
+    let v = m as f64 / POW10[point.map_or(0, |i| digits.len() - i - 1)];
+    Some(if neg { -v } else { v })
+}
+
+/// The series of `parts` (each holding consecutive rows of the file, in file order), in id
+/// order, each sorted by time (stable, so repeated instants keep file order); None when a
+/// series has two values at one instant and `keep_repeats` is off (the full reader names
+/// their lines).
+pub(super) fn assemble(parts: Vec<Columns>, keep_repeats: bool) -> Option<Vec<Series>> {
+    type Pieces = Vec<(Vec<i64>, Vec<f64>)>;
+    let mut by: BTreeMap<String, Pieces> = BTreeMap::new();
+    for part in parts {
+        for (id, ts, values) in part.series {
+            by.entry(id).or_default().push((ts, values));
+        }
+    }
+    let groups: Vec<(String, Pieces)> = by.into_iter().collect();
+    groups
+        .into_par_iter()
+        .map(|(id, mut pieces)| {
+            let (mut ts, mut values) = pieces.remove(0);
+            for (t, v) in pieces {
+                ts.extend(t);
+                values.extend(v);
+            }
+            if !ts.is_sorted() {
+                let mut order: Vec<usize> = (0..ts.len()).collect();
+                order.sort_by_key(|&i| ts[i]);
+                (ts, values) = order.iter().map(|&i| (ts[i], values[i])).unzip();
+            }
+            if !keep_repeats && ts.windows(2).any(|w| w[0] == w[1]) {
+                return None;
+            }
+            Some(Series { id, ts, values })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A field's number is `str::parse`'s, bit for bit, or refused as it refuses it.
+        #[test]
+        fn values_parse_as_std_parses(
+            text in "[ +-]?[0-9]{0,18}(\\.[0-9]{0,18})?(e-?[0-9]{1,3})? ?|.{0,6}"
+        ) {
+            let std: Option<f64> = text.trim().parse().ok();
+            prop_assert_eq!(
+                super::parse_value(text.as_bytes()).map(f64::to_bits),
+                std.map(f64::to_bits),
+                "{}", text
+            );
+        }
+    }
+}
