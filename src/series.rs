@@ -579,8 +579,32 @@ fn parse_records<R: std::io::Read>(
     Ok(())
 }
 
-/// A Parquet series file's id, instant (µs) and value columns.
-fn parquet_columns(path: &Path) -> Result<(StringChunked, Int64Chunked, Float64Chunked)> {
+/// A Parquet series file's instants: day numbers of a Date column (converted as they are
+/// copied), or µs.
+enum Instants {
+    Days(Int32Chunked),
+    Micros(Int64Chunked),
+}
+
+impl Instants {
+    /// The instants in µs.
+    fn micros(self) -> Result<Int64Chunked> {
+        Ok(match self {
+            Instants::Micros(t) => t,
+            Instants::Days(d) => (d.cast(&DataType::Int64)? * MICROS_PER_DAY).i64()?.clone(),
+        })
+    }
+
+    fn null_count(&self) -> usize {
+        match self {
+            Instants::Days(d) => d.null_count(),
+            Instants::Micros(t) => t.null_count(),
+        }
+    }
+}
+
+/// A Parquet series file's id, instant and value columns.
+fn parquet_columns(path: &Path) -> Result<(StringChunked, Instants, Float64Chunked)> {
     let lf = crate::lake::scan_paths(&[path.to_path_buf()], false)?;
     let schema = lf
         .clone()
@@ -605,23 +629,23 @@ fn parquet_columns(path: &Path) -> Result<(StringChunked, Int64Chunked, Float64C
             col(cv.as_str()).cast(DataType::Float64).alias("value"),
         ])
         .collect()?;
-    // Instants as one nullable Int64 column (µs), whatever the file's type.
+    // Instants as day numbers or one nullable Int64 column (µs), whatever the file's type.
     let tcol = df.column("ts")?;
-    let ts: Int64Chunked = match tcol.dtype() {
-        DataType::Date => (tcol.cast(&DataType::Int32)?.cast(&DataType::Int64)? * MICROS_PER_DAY)
-            .i64()?
-            .clone(),
-        DataType::Datetime(..) => tcol
-            .cast(&crate::rollup::utc_datetime())?
-            .cast(&DataType::Int64)?
-            .i64()?
-            .clone(),
-        _ => tcol
-            .cast(&DataType::String)?
-            .str()?
-            .iter()
-            .map(|s| s.and_then(crate::time::parse_ts))
-            .collect(),
+    let ts = match tcol.dtype() {
+        DataType::Date => Instants::Days(tcol.cast(&DataType::Int32)?.i32()?.clone()),
+        DataType::Datetime(..) => Instants::Micros(
+            tcol.cast(&crate::rollup::utc_datetime())?
+                .cast(&DataType::Int64)?
+                .i64()?
+                .clone(),
+        ),
+        _ => Instants::Micros(
+            tcol.cast(&DataType::String)?
+                .str()?
+                .iter()
+                .map(|s| s.and_then(crate::time::parse_ts))
+                .collect(),
+        ),
     };
     let ids = df.column("id")?.str()?.clone();
     let vs = df.column("value")?.f64()?.clone();
@@ -670,20 +694,34 @@ fn read_parquet_columns(path: &Path) -> Result<Option<Vec<columns::Columns>>> {
     let parts = rayon::current_num_threads().max(1);
     let per = starts.len().div_ceil(parts).max(1);
     let runs: Vec<(usize, usize)> = starts.into_iter().zip(ends).collect();
-    let (t, v) = (Pieces::of(&ts), Pieces::of(&vs));
-    Ok(Some(
-        runs.par_chunks(per)
-            .map(|runs| {
-                let mut c = columns::Columns::default();
-                for &(a, b) in runs {
-                    // No nulls (checked above).
-                    let id = ids.get(a).unwrap_or_default();
-                    c.push_run(id, &t.rows(a, b), &v.rows(a, b));
-                }
-                c
-            })
-            .collect(),
-    ))
+    let v = Pieces::of(&vs);
+    Ok(Some(match &ts {
+        Instants::Days(d) => copy_runs(&runs, per, &ids, &Pieces::of(d), MICROS_PER_DAY, &v),
+        Instants::Micros(m) => copy_runs(&runs, per, &ids, &Pieces::of(m), 1, &v),
+    }))
+}
+
+/// The rows of `runs` (each one id's `a..b`), `per` runs to a part, parts in parallel;
+/// instants are `scale` times `t`'s numbers.
+fn copy_runs<T: polars_arrow::types::NativeType + Into<i64>>(
+    runs: &[(usize, usize)],
+    per: usize,
+    ids: &StringChunked,
+    t: &Pieces<T>,
+    scale: i64,
+    v: &Pieces<f64>,
+) -> Vec<columns::Columns> {
+    runs.par_chunks(per)
+        .map(|runs| {
+            let mut c = columns::Columns::default();
+            for &(a, b) in runs {
+                // No nulls (checked by the caller).
+                let id = ids.get(a).unwrap_or_default();
+                c.push_run(id, &t.rows(a, b), scale, &v.rows(a, b));
+            }
+            c
+        })
+        .collect()
 }
 
 /// A numeric column without nulls as its chunks' value slices.
@@ -730,6 +768,7 @@ impl<'a, T: polars_arrow::types::NativeType> Pieces<'a, T> {
 /// The full reader of a Parquet series file: row by row, naming the first bad row.
 fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
     let (ids, ts, vs) = parquet_columns(path)?;
+    let ts = ts.micros()?;
     // Row ranges grouped in parallel, merged in row order (as the CSV byte ranges are).
     let n = ids.len();
     let (step, ranges) = row_ranges(n);

@@ -41,7 +41,8 @@ impl Columns {
                 if id.trim().is_empty() {
                     return None;
                 }
-                self.find(id)
+                let room = self.last.map_or(0, |i| self.series[i].1.len());
+                self.find(id, room)
             }
         };
         let (_, ts, values) = &mut self.series[at];
@@ -50,23 +51,33 @@ impl Columns {
         Some(())
     }
 
-    /// Appends rows of one id, already checked, given as consecutive pieces.
-    pub fn push_run(&mut self, id: &str, t: &[&[i64]], v: &[&[f64]]) {
+    /// Appends rows of one id, already checked, given as consecutive pieces: instants as
+    /// `scale` times the pieces' numbers (1 for µs, a day's µs for day numbers).
+    pub fn push_run<T: Copy + Into<i64>>(
+        &mut self,
+        id: &str,
+        t: &[&[T]],
+        scale: i64,
+        v: &[&[f64]],
+    ) {
+        let rows = v.iter().map(|v| v.len()).sum();
         let at = match self.last {
             Some(i) if self.series[i].0 == id => i,
-            _ => self.find(id),
+            _ => self.find(id, rows),
         };
         let (_, ts, values) = &mut self.series[at];
-        t.iter().for_each(|t| ts.extend_from_slice(t));
+        ts.reserve(rows);
+        values.reserve(rows);
+        t.iter()
+            .for_each(|t| ts.extend(t.iter().map(|&x| x.into().saturating_mul(scale))));
         v.iter().for_each(|v| values.extend_from_slice(v));
     }
 
-    /// The position of `id`, added if new, with room for as many rows as the last id had.
-    fn find(&mut self, id: &str) -> usize {
+    /// The position of `id`, added with room for `room` rows if new.
+    fn find(&mut self, id: &str, room: usize) -> usize {
         let at = match self.index.get(id) {
             Some(&i) => i,
             None => {
-                let room = self.last.map_or(0, |i| self.series[i].1.len());
                 self.series.push((
                     id.to_string(),
                     Vec::with_capacity(room),
