@@ -1,12 +1,15 @@
 //! The fast path of [`super::read_series`]: a series file read column by column.
 //!
-//! Rows land in three flat columns (ids as runs of consecutive rows, instants, values)
-//! instead of one tuple per point, and a series is assembled once, by copying its runs. An
-//! unquoted CSV line is split on its commas by hand (the csv crate's state machine was the
-//! largest cost of a 1 GB file). What this path does not handle it hands back (`None`), and
-//! the full reader, which names the file's line of every error, reads the file instead:
-//! a quote, a lone `\r`, a row that is not well formed, two values at one instant. So both
-//! paths give the same series, and a bad file the same error.
+//! Rows are grouped per id as they are read, each id's instants and values in columns of
+//! their own instead of one tuple per point with its line, so a series is moved, not
+//! copied, into its [`Series`] (the parts a parallel read cut apart are appended). An
+//! unquoted CSV block is split by hand in one pass over its commas and line ends (the csv
+//! crate's state machine was the largest cost of a 1 GB file); a Parquet file's runs of one
+//! id are copied from its column chunks. What this path does not handle it hands back
+//! (`None`), and the full reader, which names the file's line or row of every error, reads
+//! the file instead: a quote, a lone `\r`, a row that is not well formed, a null, two
+//! values at one instant. So both paths give the same series, and a bad file the same
+//! error (a proptest checks both).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
