@@ -56,6 +56,7 @@ mod options;
 pub(crate) mod record;
 mod scan;
 mod source;
+pub(crate) use source::read_up_to;
 mod txn;
 
 pub use inputs::{checksum, expand_inputs};

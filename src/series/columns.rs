@@ -114,7 +114,7 @@ pub(super) fn csv_range(
     loop {
         let have = buf.len();
         buf.resize(have + BLOCK, 0);
-        let n = read_full(&mut input, &mut buf[have..]).ok()?;
+        let n = crate::ingest::read_up_to(&mut input, &mut buf[have..]).ok()?;
         buf.truncate(have + n);
         let end = n == 0;
         // Whole lines of the block; at the end, the last line even without its `\n`.
@@ -135,20 +135,6 @@ pub(super) fn csv_range(
         }
         buf.drain(..cut);
     }
-}
-
-/// Fills `buf` unless the input ends first; the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// The unquoted lines of `block` (the last one may lack its `\n`) into `out`, in one pass

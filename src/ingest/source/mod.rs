@@ -25,7 +25,8 @@ use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::error::{Error, IoContext, Result};
-use open::{bad_read, open_raw, read_up_to};
+pub(crate) use open::read_up_to;
+use open::{bad_read, open_raw};
 
 /// Target size of a chunk handed to one parser task.
 pub const CHUNK_BYTES: usize = 1 << 20;

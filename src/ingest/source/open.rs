@@ -160,7 +160,9 @@ pub(crate) fn decide(path: &Path, forced: Format) -> Result<Decided> {
     Ok(Decided { format, gzip })
 }
 
-pub(super) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Fills `buf` unless the input ends first (a read may return fewer bytes than asked);
+/// the bytes read.
+pub(crate) fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..]) {
