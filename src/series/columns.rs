@@ -55,14 +55,15 @@ impl Columns {
     }
 
     /// Appends rows of one id, already checked, given as consecutive pieces: instants as
-    /// `scale` times the pieces' numbers (1 for µs, a day's µs for day numbers).
+    /// `scale` times the pieces' numbers (1 for µs, a day's µs for day numbers); None when
+    /// one does not fit in an i64.
     pub fn push_run<T: Copy + Into<i64>>(
         &mut self,
         id: &str,
         t: &[&[T]],
         scale: i64,
         v: &[&[f64]],
-    ) {
+    ) -> Option<()> {
         let rows = v.iter().map(|v| v.len()).sum();
         let at = match self.last {
             Some(i) if self.series[i].0 == id => i,
@@ -71,9 +72,14 @@ impl Columns {
         let (_, ts, values) = &mut self.series[at];
         ts.reserve(rows);
         values.reserve(rows);
-        t.iter()
-            .for_each(|t| ts.extend(t.iter().map(|&x| x.into().saturating_mul(scale))));
+        for t in t {
+            for &x in t.iter() {
+                // An instant past i64's µs range: the full reader takes the file.
+                ts.push(x.into().checked_mul(scale)?);
+            }
+        }
         v.iter().for_each(|v| values.extend_from_slice(v));
+        Some(())
     }
 
     /// The position of `id`, added with room for `room` rows if new.
@@ -95,8 +101,8 @@ impl Columns {
     }
 }
 
-/// Bytes read from a range at a time.
-const BLOCK: usize = 8 << 20;
+/// Bytes read from a range at a time (tiny in tests, so lines and CRLFs straddle blocks).
+const BLOCK: usize = if cfg!(test) { 61 } else { 8 << 20 };
 
 /// The rows of bytes `a..b` of a CSV file (whole lines, no header), or None when a line
 /// needs the full reader. `cols` are the id, time and value columns, `width` the header's.
@@ -111,11 +117,18 @@ pub(super) fn csv_range(
     let mut input = file.take(b - a);
     let mut out = Columns::default();
     let mut buf: Vec<u8> = Vec::with_capacity(BLOCK + 4096);
+    let mut first = true;
     loop {
         let have = buf.len();
         buf.resize(have + BLOCK, 0);
         let n = crate::ingest::read_up_to(&mut input, &mut buf[have..]).ok()?;
         buf.truncate(have + n);
+        // csv drops a byte-order mark where a reader starts (the full reader starts one per
+        // range): such a range is the full reader's.
+        if first && buf.starts_with(b"\xEF\xBB\xBF") {
+            return None;
+        }
+        first = false;
         let end = n == 0;
         // Whole lines of the block; at the end, the last line even without its `\n`.
         let cut = if end {

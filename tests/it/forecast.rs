@@ -378,6 +378,24 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
     }
     assert_eq!(std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
 
+    // A pipe is read once, whole: the same forecast as the file's.
+    let piped = dir.path().join("piped.csv");
+    let mut child = std::process::Command::new(BIN)
+        .args(["forecast", "--series", "/dev/stdin", "--horizon", "10"])
+        .args(["--out", piped.to_str().unwrap()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let text = std::fs::read(&input).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let feed = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &text));
+    let o = child.wait_with_output().unwrap();
+    feed.join().unwrap().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&piped).unwrap(), std::fs::read(&a).unwrap());
+
     // Errors name the file, line, field or parameter.
     let dup = write(
         dir.path(),
