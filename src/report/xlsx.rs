@@ -19,6 +19,11 @@ const MAX_ROWS: usize = 1_048_576;
 /// The workbook's bytes.
 pub(super) fn workbook(r: &Report) -> Result<Vec<u8>> {
     let mut wb = Workbook::new();
+    // Deflate level 3, not 6: a report's workbook is written on every run, and level 6's
+    // match search was 8 % of the batch job's CPU in its report stage (perf). On the
+    // 1,000-tenant lake the stage took 4.4-4.8 s instead of 5.2-5.3 s for workbooks 13 %
+    // larger (level 1: 4.2-4.6 s, 75 % larger).
+    wb.set_zip_compression_level(3);
     // A fixed creation time: the same report gives the same bytes.
     let epoch = ExcelDateTime::from_ymd(2000, 1, 1).map_err(err)?;
     wb.set_properties(
