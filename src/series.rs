@@ -81,7 +81,8 @@ impl Step {
     /// The instant `k` steps after `t`.
     pub fn after(self, t: i64, k: usize) -> i64 {
         match self {
-            Step::Fixed(d) => t + d * k as i64,
+            // Saturating: instants near i64's ends give no panic (nor a wrapped instant).
+            Step::Fixed(d) => t.saturating_add(d.saturating_mul(k as i64)),
             Step::Months(m) => DateTime::<Utc>::from_timestamp_micros(t)
                 .and_then(|d| d.checked_add_months(Months::new(m * k as u32)))
                 .map(|d| d.timestamp_micros())
@@ -106,15 +107,15 @@ impl Step {
 /// when there is none (fewer than two distinct instants).
 pub fn usual_gap(ts: &[i64]) -> Option<i64> {
     // The usual case: every gap the same.
-    if let [a, b, ..] = ts
-        && b > a
-        && ts.windows(2).all(|w| w[1] - w[0] == b - a)
+    let gap = |w: &[i64]| w[1].checked_sub(w[0]).filter(|g| *g > 0);
+    if let Some(g) = ts.get(..2).and_then(gap)
+        && ts.windows(2).all(|w| gap(w) == Some(g))
     {
-        return Some(b - a);
+        return Some(g);
     }
     let mut gaps: BTreeMap<i64, usize> = BTreeMap::new();
-    for w in ts.windows(2).filter(|w| w[1] > w[0]) {
-        *gaps.entry(w[1] - w[0]).or_default() += 1;
+    for g in ts.windows(2).filter_map(gap) {
+        *gaps.entry(g).or_default() += 1;
     }
     gaps.into_iter()
         .max_by_key(|&(g, n)| (n, std::cmp::Reverse(g)))
@@ -155,7 +156,10 @@ impl Series {
         };
         // Already regular: nothing to build.
         if let Step::Fixed(d) = step
-            && self.ts.windows(2).all(|w| w[1] - w[0] == d)
+            && self
+                .ts
+                .windows(2)
+                .all(|w| w[1].checked_sub(w[0]) == Some(d))
         {
             return (Cow::Borrowed(self), 0);
         }
@@ -1085,6 +1089,19 @@ mod tests {
         }
         let (r, missing) = s.regular(Fill::None);
         assert_eq!((r.values.len(), missing), (4, 2));
+    }
+
+    /// Instants whose gaps overflow an i64 give no gap rather than a panic.
+    #[test]
+    fn gaps_past_i64_are_no_gaps() {
+        assert_eq!(usual_gap(&[i64::MIN, i64::MAX]), None);
+        assert_eq!(usual_gap(&[i64::MIN, 0, 10, 20]), Some(10));
+        let s = Series {
+            id: "s".into(),
+            ts: vec![i64::MIN, 0, i64::MAX],
+            values: vec![1.0; 3],
+        };
+        assert_eq!(s.regular(Fill::Interpolate).1, 0);
     }
 
     #[test]
