@@ -660,13 +660,6 @@ fn parquet_columns(path: &Path) -> Result<(StringChunked, Instants, Float64Chunk
     Ok((ids, ts, vs))
 }
 
-/// Row ranges of `n` rows, one per thread (at least 64 k rows each): their first rows.
-fn row_ranges(n: usize) -> (usize, Vec<usize>) {
-    let parts = rayon::current_num_threads().max(1);
-    let step = n.div_ceil(parts).max(1 << 16);
-    (step, (0..n).step_by(step).collect())
-}
-
 /// The fast path of a Parquet series file ([`columns`]); None when a row has a null or a
 /// value that is not finite (the full reader names it).
 fn read_parquet_columns(path: &Path) -> Result<Option<Vec<columns::Columns>>> {
@@ -779,7 +772,9 @@ fn read_parquet_rows(path: &Path, groups: &mut Grouper) -> Result<()> {
     let ts = ts.micros()?;
     // Row ranges grouped in parallel, merged in row order (as the CSV byte ranges are).
     let n = ids.len();
-    let (step, ranges) = row_ranges(n);
+    let parts = rayon::current_num_threads().max(1);
+    let step = n.div_ceil(parts).max(1 << 16);
+    let ranges: Vec<usize> = (0..n).step_by(step).collect();
     // Every range's outcome, so the first bad row in file order is the one named.
     let grouped: Vec<Result<BTreeMap<String, Points>>> = ranges
         .par_iter()

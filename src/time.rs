@@ -196,15 +196,6 @@ pub fn parse_ts(s: &str) -> Option<i64> {
     None
 }
 
-/// [`parse_ts`] of a field's bytes (a series file's): a `YYYY-MM-DD` without the UTF-8
-/// check, anything else as text.
-pub fn parse_ts_bytes(b: &[u8]) -> Option<i64> {
-    match date_bytes(b) {
-        Some(date) => date,
-        None => parse_ts(std::str::from_utf8(b).ok()?),
-    }
-}
-
 /// The fast path for the common `YYYY-MM-DD`: None when `b` has another shape, Some(None)
 /// when it has this shape but is no date.
 fn date_bytes(b: &[u8]) -> Option<Option<i64>> {
@@ -246,9 +237,9 @@ fn month_days(year: i64, month: u32) -> Option<u32> {
     })
 }
 
-/// [`parse_ts_bytes`] for a column of instants that are mostly dates in runs of one month
-/// (a daily series): it keeps the last date's month, so the next date of that month costs
-/// its two day digits.
+/// [`parse_ts`] of a field's bytes (a series file's), for a column of instants that are
+/// mostly dates in runs of one month (a daily series): it keeps the last date's month, so
+/// the next date of that month costs its two day digits.
 #[derive(Debug, Default)]
 pub struct TsParser {
     /// `YYYY-MM-` of the kept month.
@@ -260,7 +251,8 @@ pub struct TsParser {
 }
 
 impl TsParser {
-    /// The instant of a field's bytes, as [`parse_ts_bytes`] gives it.
+    /// The instant of a field's bytes, as [`parse_ts`] gives it for their text (a
+    /// `YYYY-MM-DD` is read without the UTF-8 check).
     pub fn parse(&mut self, b: &[u8]) -> Option<i64> {
         if let [head @ .., d1, d2] = b
             && head.len() == 8
@@ -273,14 +265,15 @@ impl TsParser {
             return (day >= 1 && day <= self.days)
                 .then(|| (self.first + i64::from(day) - 1) * MICROS_PER_DAY);
         }
-        let t = parse_ts_bytes(b)?;
+        let Some(date) = date_bytes(b) else {
+            return parse_ts(std::str::from_utf8(b).ok()?);
+        };
         // A date: keep its month.
-        if let Some(Some(t)) = date_bytes(b) {
-            let date = date_of_day(day_of(t));
-            self.month.copy_from_slice(&b[..8]);
-            self.first = i64::from(day_of(t)) - i64::from(date.day()) + 1;
-            self.days = month_days(i64::from(date.year()), date.month()).unwrap_or(0);
-        }
+        let t = date?;
+        let d = date_of_day(day_of(t));
+        self.month.copy_from_slice(&b[..8]);
+        self.first = i64::from(day_of(t)) - i64::from(d.day()) + 1;
+        self.days = month_days(i64::from(d.year()), d.month()).unwrap_or(0);
         Some(t)
     }
 }
