@@ -576,6 +576,7 @@ fn scrub_log(lake: &Lake, tenant: &str, user: Option<&str>) -> Result<(u64, Vec<
         let checksum = format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&bytes));
         if committed.contains(checksum.as_str()) || kept.iter().all(|l| l.is_empty()) {
             fs::remove_file(&path).at(&path)?;
+            let _ = fs::remove_file(crate::lake::segment_seen_path(&path));
         } else {
             crate::report::atomic_write(&path, &kept.join(&b'\n'))?;
         }

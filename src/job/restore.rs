@@ -30,7 +30,7 @@ use crate::error::{Error, IoContext, Result};
 use crate::event::UsageEvent;
 use crate::lake::keys::write_key_file;
 use crate::lake::{
-    Audit, Commit, CommitKind, DataFile, EVENTS_DIR, Lake, Subject, read_events, write_events,
+    Audit, Commit, CommitKind, DataFile, EVENTS_DIR, Lake, read_events, write_events,
 };
 use crate::rollup::{Meters, RollupOptions, RollupSpec, rollup};
 
@@ -141,7 +141,7 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
     let root = lake.root().to_path_buf();
     let lake_files = lake.data_files();
     check_archive_privacy(lake_dir, &opts.archive)?;
-    let erased = forgotten_subjects(&lake)?;
+    let erased = lake.forgotten_after(0)?;
     let pseudonymised = crate::lake::privacy::lake_key_id(lake_dir)?.is_some();
     // Per day: read the archive and the lake's files of that day, keep what is new.
     let per_day: Vec<(String, u64, u64, Vec<UsageEvent>)> = days
@@ -272,38 +272,6 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
         }
     }
     Ok(s)
-}
-
-/// Whose data `forget` erased, and when (UTC µs), from the lake's history: the structured
-/// subject of each forget commit, or, for commits written before it was recorded, its
-/// `tenant=T[ user=U]` target. Events from before that instant stay erased; a later event
-/// of a reused id is not the forgotten person's.
-fn forgotten_subjects(lake: &Lake) -> Result<Vec<(Subject, i64)>> {
-    Ok(lake
-        .history()?
-        .into_iter()
-        .filter_map(|c| {
-            let at = crate::time::parse_ts(&c.committed_at).unwrap_or(i64::MAX);
-            let a = c.audit?;
-            if a.action != "forget" {
-                return None;
-            }
-            let subject = a.subject.or_else(|| {
-                let t = a.target.strip_prefix("tenant=")?;
-                Some(match t.split_once(" user=") {
-                    Some((t, u)) => Subject {
-                        tenant: t.into(),
-                        user: Some(u.into()),
-                    },
-                    None => Subject {
-                        tenant: t.into(),
-                        user: None,
-                    },
-                })
-            })?;
-            Some((subject, at))
-        })
-        .collect())
 }
 
 /// Checks that the archive's user ids are the lake's kind: pseudonyms under the same key

@@ -141,6 +141,13 @@ pub fn derived_write(path: &Path) -> Result<Option<fs::File>> {
 /// The server's write-ahead log folder (segments `*.wal`), under the lake root.
 pub const SERVER_LOG_DIR: &str = "_wal";
 
+/// Beside each server log segment (`NNNNNNNN.wal`), `NNNNNNNN.seen` holds the lake's last
+/// commit the server knew when it opened the segment, so that a server restarted after a
+/// kill knows which `forget`s its leftover events predate (`serve::wal`).
+pub fn segment_seen_path(segment: &Path) -> PathBuf {
+    segment.with_extension("seen")
+}
+
 /// The commit log folder, under the lake root.
 pub const LOG_DIR: &str = "_log";
 const STAGING_DIR: &str = "_staging";
@@ -256,6 +263,47 @@ impl Lake {
     /// ([`Lake::data_files`], [`Lake::ingested_counts`], [`Lake::audited_commits`], ...).
     pub fn recent_commits(&self) -> &[Commit] {
         &self.commits
+    }
+
+    /// Whose data `forget` erased after commit `seq`, and when (UTC µs): the structured
+    /// subject of each forget commit, or, for commits written before it was recorded, its
+    /// `tenant=T[ user=U]` target. Events from before that instant stay erased; a later
+    /// event of a reused id is not the forgotten person's. Reads the history only when
+    /// `seq` lies before the newest checkpoint.
+    pub fn forgotten_after(&self, seq: u64) -> Result<Vec<(Subject, i64)>> {
+        let base = self.last_seq() - self.commits.len() as u64;
+        let history;
+        let commits: &[Commit] = if seq >= base {
+            &self.commits
+        } else {
+            history = self.history()?;
+            &history
+        };
+        Ok(commits
+            .iter()
+            .filter(|c| c.seq > seq)
+            .filter_map(|c| {
+                let a = c.audit.as_ref()?;
+                if a.action != "forget" {
+                    return None;
+                }
+                let at = crate::time::parse_ts(&c.committed_at).unwrap_or(i64::MAX);
+                let subject = a.subject.clone().or_else(|| {
+                    let t = a.target.strip_prefix("tenant=")?;
+                    Some(match t.split_once(" user=") {
+                        Some((t, u)) => Subject {
+                            tenant: t.into(),
+                            user: Some(u.into()),
+                        },
+                        None => Subject {
+                            tenant: t.into(),
+                            user: None,
+                        },
+                    })
+                })?;
+                Some((subject, at))
+            })
+            .collect())
     }
 
     /// Every commit ever made, oldest first, read from the log and its history (slow on

@@ -12,6 +12,11 @@
 //! never acknowledged, skipped), deduplicated and queued: an acknowledged event is stored
 //! exactly once. The dedup index spills beyond its memory and is rebuilt to the days
 //! around today when it holds older ones ([`rebuild_keys`], [`Ingress::swap_keys`]).
+//!
+//! Each segment records the lake's last commit the server knew when it opened it
+//! (`NNNNNNNN.seen`): a `forget` made after that, which could not reach this log (from
+//! another machine on an `s3://` lake, while the server was killed or cut off), still
+//! applies to the segment's events at its commit ([`commit_segment`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs;
@@ -74,6 +79,10 @@ pub struct Closed {
     pub path: PathBuf,
     /// Its acknowledged events, deduplicated.
     pub events: Arc<[Logged]>,
+    /// The lake's last commit the server knew when the segment was opened: a `forget`
+    /// committed after it was not seen by the server while it logged these events (see
+    /// [`commit_segment`]).
+    pub seen: u64,
 }
 
 /// The open log and the dedup state, behind one lock.
@@ -108,6 +117,10 @@ pub struct Ingress {
     rebuilds: u64,
     /// The lake's last commit when the log was opened ([`Ingress::opened_at`]).
     opened_at: u64,
+    /// The lake's last commit known when the open segment was opened (its [`Closed::seen`]).
+    seen: u64,
+    /// The lake's last commit learnt ([`Ingress::learn`]): the next segment's `seen`.
+    known: u64,
     /// Held for the server's lifetime: another server, or `forget`, cannot touch the log.
     _lock: fs::File,
 }
@@ -120,6 +133,33 @@ pub const WAL_LOCK: &str = "_lock";
 
 fn segment(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:08}.wal"))
+}
+
+use crate::lake::segment_seen_path as seen_path;
+
+/// Writes a segment's `seen` file (made durable by the caller's folder sync).
+fn write_seen(segment: &Path, seen: u64) -> Result<()> {
+    use std::io::Write;
+    let path = seen_path(segment);
+    let mut f = fs::File::create(&path).at(&path)?;
+    f.write_all(format!("{seen}\n").as_bytes())
+        .and_then(|()| f.sync_data())
+        .at(&path)
+}
+
+/// A leftover segment's `seen`; 0 when its file is missing or unreadable (a segment of an
+/// older version, or a crash between the two creates): every `forget` then applies.
+fn read_seen(segment: &Path) -> u64 {
+    let path = seen_path(segment);
+    match fs::read_to_string(&path).map(|t| t.trim().parse::<u64>()) {
+        Ok(Ok(n)) => n,
+        other => {
+            if !matches!(&other, Err(e) if e.kind() == std::io::ErrorKind::NotFound) {
+                tracing::warn!(path = %path.display(), "unreadable; every forget is applied to the segment's events");
+            }
+            0
+        }
+    }
 }
 
 /// Segments on disk, oldest first.
@@ -204,7 +244,12 @@ fn file_checksum(path: &Path) -> Result<(String, u64)> {
 /// Other writers (an `ingest`, another machine on an s3:// lake) may have committed some of
 /// the segment's events after the server loaded those days' keys: the keys of every
 /// commit after `others.since` that is not in `others.own` are checked under the lake's
-/// lock, and the events they hold are counted as duplicates, not stored again. Returns
+/// lock, and the events they hold are counted as duplicates, not stored again.
+///
+/// A `forget` committed after the segment's [`Closed::seen`] could not reach the events
+/// the server held meanwhile (a server on another machine, killed or cut off from the
+/// bucket): its subject's events from before the forget are dropped here, as `forget`
+/// would have dropped them from the log, and left out of the commit's accounting. Returns
 /// the events stored and the commit made (none: nothing to commit).
 pub fn commit_segment(
     lake_dir: &Path,
@@ -221,10 +266,19 @@ pub fn commit_segment(
     let seq = lake.next_seq();
     let days: std::collections::BTreeSet<i32> = events.iter().map(|l| day_of(l.event.ts)).collect();
     let theirs = others.keys(&lake, &days, lookback)?;
+    let forgotten = lake.forgotten_after(closed.seen)?;
     // Columns per day, borrowed from the logged events (no copy of each event).
     let mut by_day: BTreeMap<i32, EventBuf> = BTreeMap::new();
-    let mut duplicates = 0u64;
+    let (mut duplicates, mut erased) = (0u64, 0u64);
     for l in events {
+        let e = &l.event;
+        if forgotten
+            .iter()
+            .any(|(s, at)| e.ts < *at && s.covers(&e.tenant_id, e.user_id.as_deref()))
+        {
+            erased += 1;
+            continue;
+        }
         let day = day_of(l.event.ts);
         if let Some(k) = &theirs
             && k.seen(l.key, day, lookback)?
@@ -266,7 +320,14 @@ pub fn commit_segment(
         keys.push(krel);
         partitions.push(date);
     }
-    let n = events.len() as u64;
+    if erased > 0 {
+        tracing::warn!(
+            segment = %path.display(),
+            events = erased,
+            "dropped logged events of a tenant or user forgotten after they were logged"
+        );
+    }
+    let n = events.len() as u64 - erased;
     let counts = Counts {
         read: n,
         accepted: n - duplicates,
@@ -410,6 +471,8 @@ impl Ingress {
             active_days: HashSet::new(),
             rebuilds: 0,
             opened_at,
+            seen: opened_at,
+            known: opened_at,
             _lock: lock,
         };
         for (seq, path) in segments(&dir)? {
@@ -430,15 +493,25 @@ impl Ingress {
                 torn,
                 "recovered a log segment"
             );
+            let seen = read_seen(&path);
             ing.closed.push_back(Closed {
                 path,
                 events: events.into(),
+                seen,
             });
             ing.seq = seq;
+        }
+        // A `seen` file whose segment went (a delete that failed after its commit).
+        for e in fs::read_dir(&dir).at(&dir)? {
+            let p = e.at(&dir)?.path();
+            if p.extension().is_some_and(|x| x == "seen") && !p.with_extension("wal").exists() {
+                let _ = fs::remove_file(&p);
+            }
         }
         ing.seq += 1;
         let path = segment(&dir, ing.seq);
         ing.file = open_segment(&path)?;
+        write_seen(&path, ing.seen)?;
         crate::lake::log::sync_dir(&dir)?;
         Ok(ing)
     }
@@ -537,6 +610,7 @@ impl Ingress {
         }
         let next = segment(&self.dir, self.seq + 1);
         let file = open_segment(&next)?;
+        write_seen(&next, self.known)?;
         crate::lake::log::sync_dir(&self.dir)?;
         let closed = segment(&self.dir, self.seq);
         self.file = file;
@@ -547,13 +621,14 @@ impl Ingress {
         self.closed.push_back(Closed {
             path: closed,
             events,
+            seen: std::mem::replace(&mut self.seen, self.known),
         });
         Ok(())
     }
 
     /// Adds the keys of the others' commits (see [`Others`]) of the days the index holds,
     /// so that events tracked from now on are checked against them; returns the last
-    /// commit of the lake, which the index then knows.
+    /// commit of the lake, which the index then knows (and the next segment's `seen`).
     pub fn learn(&mut self, others: &Others) -> Result<u64> {
         let lake = Lake::open(&self.lake)?;
         for (path, day) in others.key_files(&lake)? {
@@ -561,6 +636,7 @@ impl Ingress {
                 self.keys.load(&path, day)?;
             }
         }
+        self.known = self.known.max(lake.last_seq());
         Ok(lake.last_seq())
     }
 
@@ -589,6 +665,7 @@ impl Ingress {
         if let Err(e) = fs::remove_file(path) {
             tracing::warn!(path = %path.display(), "cannot delete a committed log segment: {e}");
         }
+        let _ = fs::remove_file(seen_path(path));
     }
 
     /// The days the dedup index must hold now: within the lookback of today and of every
@@ -741,5 +818,110 @@ mod tests {
             "{with_old:?}"
         );
         assert!(!with_old.contains(&(today - 40)), "{with_old:?}");
+    }
+
+    fn user_event(id: &str, user: &str, day: i32) -> (UsageEvent, u128) {
+        let (mut e, k) = event(id, day);
+        e.user_id = Some(user.into());
+        (e, k)
+    }
+
+    /// What `forget` on another machine commits: the audit record, with no log to scrub.
+    fn forget_elsewhere(lake_dir: &Path, user: &str) -> u64 {
+        let mut lake = Lake::open_for_write(lake_dir).unwrap();
+        let seq = lake.next_seq();
+        lake.commit(Commit {
+            audit: Some(crate::lake::Audit {
+                actor: "t".into(),
+                action: "forget".into(),
+                target: format!("tenant=acme user={user}"),
+                rows: 0,
+                detail: String::new(),
+                subject: Some(crate::lake::Subject {
+                    tenant: "acme".into(),
+                    user: Some(user.into()),
+                }),
+            }),
+            ..Commit::new(seq, CommitKind::Forget)
+        })
+        .unwrap();
+        seq
+    }
+
+    fn stored_ids(lake_dir: &Path) -> Vec<String> {
+        let lake = Lake::open(lake_dir).unwrap();
+        let mut ids: Vec<String> = lake
+            .data_files()
+            .iter()
+            .flat_map(|f| crate::lake::read_events(&lake_dir.join(&f.path)).unwrap())
+            .map(|e| e.id)
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// A server killed with a user's events in its log, restarted after a `forget` of that
+    /// user that could not reach the log (another machine), commits none of the user's
+    /// events from before the forget; a user's event logged once the forget was known is
+    /// committed, as an ingest would.
+    #[test]
+    fn a_forget_the_log_did_not_see_drops_the_users_logged_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let lake_dir = dir.path().join("lake");
+        let past = 20_000; // 2024-10-04: before any forget made now
+        let later = 40_000; // 2079: after it
+        let mut ing = Ingress::open(&lake_dir, 35, 1 << 20, None).unwrap();
+        let batch = vec![
+            user_event("g0", "gone", past),
+            user_event("g1", "gone", past),
+            user_event("s0", "stay", past),
+            user_event("g-late", "gone", later),
+        ];
+        assert_eq!(ing.append(batch).unwrap(), 4);
+        drop(ing); // a kill: the segment stays, uncommitted
+        forget_elsewhere(&lake_dir, "gone");
+        let mut ing = Ingress::open(&lake_dir, 35, 1 << 20, None).unwrap();
+        let closed = ing.oldest_closed().expect("the leftover segment");
+        assert_eq!((closed.events.len(), closed.seen), (4, 0));
+        let (stored, seq) = commit_segment(&lake_dir, &closed, &Others::default(), 35).unwrap();
+        assert_eq!((stored, seq), (2, Some(2)));
+        ing.committed(&closed.path);
+        assert!(!seen_path(&closed.path).exists());
+        assert_eq!(stored_ids(&lake_dir), ["g-late", "s0"]);
+        let c = Lake::open(&lake_dir).unwrap().recent_commits()[1].counts;
+        assert_eq!((c.read, c.accepted, c.duplicates), (2, 2, 0));
+
+        // Logged once the forget is known (the segment opened after it): committed.
+        assert_eq!(ing.append(vec![user_event("g2", "gone", past)]).unwrap(), 1);
+        let others = Others {
+            since: 2,
+            ..Others::default()
+        };
+        assert_eq!(ing.learn(&others).unwrap(), 2);
+        ing.rotate().unwrap();
+        let first = ing.oldest_closed().unwrap();
+        assert_eq!(first.seen, 1);
+        assert_eq!(commit_segment(&lake_dir, &first, &others, 35).unwrap().0, 1);
+        ing.committed(&first.path);
+        // A forget that lands while the server runs but before it learns of it (cut off
+        // from the bucket): the open segment predates it and loses the user's events; the
+        // next segment is opened knowing it.
+        assert_eq!(ing.append(vec![user_event("g3", "gone", past)]).unwrap(), 1);
+        forget_elsewhere(&lake_dir, "gone");
+        let others = Others {
+            since: 3,
+            ..Others::default()
+        };
+        assert_eq!(ing.learn(&others).unwrap(), 4);
+        ing.rotate().unwrap();
+        let next = segment(&ing.dir, ing.seq);
+        assert_eq!(fs::read_to_string(seen_path(&next)).unwrap(), "4\n");
+        let second = ing.oldest_closed().unwrap();
+        assert_eq!(second.seen, 2);
+        assert_eq!(
+            commit_segment(&lake_dir, &second, &others, 35).unwrap(),
+            (0, Some(5))
+        );
+        assert_eq!(stored_ids(&lake_dir), ["g-late", "g2", "s0"]);
     }
 }
