@@ -61,6 +61,7 @@ mod compute;
 mod meters;
 mod plan;
 pub mod query;
+mod runs;
 mod series;
 mod store;
 mod window;
