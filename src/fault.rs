@@ -21,7 +21,9 @@
 //! invoice file's bytes) and `invoice.state` (after it is issued, before its state);
 //! `remote.staged` (an s3:// push after staging a commit's files, before its commit
 //! point), `remote.committed` (after the commit point, before publishing) and
-//! `remote.published` (after publishing, before deleting the staging objects).
+//! `remote.published` (after publishing, before deleting the staging objects);
+//! `remote.pulled` (a command on an s3:// lake after its pull: `sleep` holds it there while
+//! armed, see [`hold`]).
 //!
 //! Production code calls [`check`] (or [`write_all`]); with `MLK_FAULTS` unset, the cost is
 //! one environment lookup cached at first use.
@@ -91,6 +93,14 @@ pub fn write_all(point: &str, w: &mut impl Write, buf: &[u8]) -> io::Result<()> 
             Err(injected(point))
         }
         Some(_) => check(point),
+    }
+}
+
+/// Waits as long as `point` is armed with `sleep` (a test removes the line or the file to
+/// let it go on); other modes do nothing here.
+pub fn hold(point: &str) {
+    while armed(point) == Some(Mode::Sleep) {
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
 }
 

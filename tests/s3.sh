@@ -18,8 +18,9 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 BIN=$(realpath "${1:-target/debug/meterlake}")
 TMP=$(mktemp -d)
-MOTO=
-trap 'kill $MOTO 2>/dev/null || true; rm -rf "$TMP"' EXIT
+MOTO= SERVE=
+# A server still running when a check fails is stopped too.
+trap 'kill $MOTO $SERVE 2>/dev/null || true; rm -rf "$TMP"' EXIT
 source tests/s3-endpoint.sh
 s3_endpoint "$TMP" lake || { echo "s3: FAILED: no S3 endpoint" >&2; exit 1; }
 fail() { echo "s3: FAILED: $*" >&2; exit 1; }
@@ -109,6 +110,23 @@ cmp -s u-conc.csv u-truth.csv || fail "4 writers' usage differs from one ingest 
 conflicts=$(cat w*.err | grep -c "another writer got there first" || true)
 echo "s3: 4 concurrent writers with 2 kills stored ${got%% *} distinct events once ($conflicts conflicts retried)"
 unset MLK_CHECKPOINT_EVERY
+
+# 3b. A command that loses the race runs again and prints once: writer A is held after its
+#     pull (fault point remote.pulled) while B commits, so A's push conflicts and A runs
+#     again; its --output json is still one document.
+MLK_LAKE_CACHE="$TMP/cache-r0" "$BIN" ingest a.ndjson --lake s3://lake/race -q > /dev/null 2>&1 || fail "ingest into s3://lake/race"
+echo "remote.pulled=sleep" > "$TMP/hold"
+MLK_FAULTS="$TMP/hold" MLK_LAKE_CACHE="$TMP/cache-ra" "$BIN" ingest w0.ndjson --lake s3://lake/race --output json \
+  > "$TMP/race-a.json" 2> "$TMP/race-a.err" &
+RACER=$!
+for _ in $(seq 200); do compgen -G "$TMP/cache-ra/*/manifest.json" > /dev/null && break; sleep 0.05; done
+MLK_LAKE_CACHE="$TMP/cache-rb" "$BIN" ingest b.ndjson --lake s3://lake/race -q > /dev/null 2>&1 || fail "writer B"
+rm "$TMP/hold"
+wait "$RACER" || { cat "$TMP/race-a.err"; fail "writer A after losing the race"; }
+grep -q "another writer got there first" "$TMP/race-a.err" || fail "writer A did not lose the race: $(cat "$TMP/race-a.err")"
+"$VENV/bin/python" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["read"] > 0, d' "$TMP/race-a.json" \
+  || fail "writer A's output after running again is not one JSON document: $(head -c 400 "$TMP/race-a.json")"
+echo "s3: a command that loses the race runs again and prints its output once"
 
 # 4. Kills at each instant of a push.
 want_a=$(view "$TMP/local" "$TMP/unused")

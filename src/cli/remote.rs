@@ -88,9 +88,20 @@ pub(super) fn on_mirror(
     let mut conflicts = 0u32;
     loop {
         mirror.pull().with_context(|| format!("pulling {url}"))?;
+        // Held here while a test's fault file says so: another writer commits meanwhile.
+        crate::fault::hold("remote.pulled");
         let cli = Cli::parse_from(&argv);
-        let code = super::dispatch(cli.command, quiet)?;
-        match mirror.push().with_context(|| format!("pushing to {url}"))? {
+        // What the command prints waits in a file until its run is the one that counts.
+        let out = Captured::start()?;
+        let code = super::dispatch(cli.command, quiet);
+        let pushed = match &code {
+            Ok(_) => mirror.push().with_context(|| format!("pushing to {url}")),
+            Err(_) => Ok(Pushed::Done(Default::default())),
+        };
+        let conflict = matches!(pushed, Ok(Pushed::Conflict(_)));
+        out.finish(!conflict)?;
+        let code = code?;
+        match pushed? {
             Pushed::Done(s) => {
                 if !quiet {
                     eprintln!(
@@ -112,6 +123,48 @@ pub(super) fn on_mirror(
                 std::thread::sleep(backoff(conflicts));
             }
         }
+    }
+}
+
+/// The standard output of one run of a command, sent to a temporary file: a run that loses
+/// the race and runs again would otherwise print twice (for `--output json`, two
+/// documents).
+struct Captured {
+    saved: std::os::fd::OwnedFd,
+    file: std::fs::File,
+}
+
+impl Captured {
+    fn start() -> anyhow::Result<Captured> {
+        use std::io::Write;
+        std::io::stdout().flush()?;
+        let saved = rustix::io::dup(std::io::stdout()).context("saving standard output")?;
+        // Unlinked once open: nothing is left behind, whatever ends the process.
+        let path =
+            std::env::temp_dir().join(format!("meterlake-output-{}", crate::lake::random_hex(8)?));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("a file for the command's output: {}", path.display()))?;
+        let _ = std::fs::remove_file(&path);
+        rustix::stdio::dup2_stdout(&file).context("redirecting standard output")?;
+        Ok(Captured { saved, file })
+    }
+
+    /// Puts standard output back, and prints what the run printed if `keep`.
+    fn finish(mut self, keep: bool) -> anyhow::Result<()> {
+        use std::io::{Seek, Write};
+        std::io::stdout().flush()?;
+        rustix::stdio::dup2_stdout(&self.saved).context("restoring standard output")?;
+        if keep {
+            self.file.rewind()?;
+            let mut out = std::io::stdout().lock();
+            std::io::copy(&mut self.file, &mut out)?;
+            out.flush()?;
+        }
+        Ok(())
     }
 }
 
