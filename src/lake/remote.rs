@@ -452,8 +452,8 @@ impl Mirror {
     /// Downloads `rels` into the mirror (temp file, rename), returning their entries.
     fn fetch(&self, rels: &[String]) -> Result<Vec<(String, Entry)>> {
         // Commit files last, so that a reader of the mirror meanwhile sees no commit
-        // before its files; each object is written as it arrives (memory: the objects in
-        // flight).
+        // before its files; each object is written as its chunks arrive (memory: a chunk
+        // per object in flight).
         let (logs, files): (Vec<&String>, Vec<&String>) = rels
             .iter()
             .partition(|r| r.starts_with(&format!("{LOG_DIR}/")));
@@ -471,11 +471,32 @@ impl Mirror {
                     let store = store.clone();
                     let url = url.clone();
                     async move {
+                        use futures_util::StreamExt;
+                        use std::io::Write;
                         let got = store.get(&key).await.map_err(|e| remote(&url, &rel, e))?;
                         let etag = got.meta.e_tag.clone();
-                        let bytes = got.bytes().await.map_err(|e| remote(&url, &rel, e))?;
-                        write_local(&path, &bytes)?;
-                        let (size, mtime) = local_stamp(&path).unwrap_or((bytes.len() as u64, 0));
+                        // Chunk by chunk into the temp file: an object is never whole in
+                        // memory, whatever its size.
+                        let tmp = fetch_path(&path)?;
+                        let mut body = got.into_stream();
+                        let mut size = 0u64;
+                        let written = async {
+                            let mut file = fs::File::create(&tmp).at(&tmp)?;
+                            while let Some(chunk) = body.next().await {
+                                let chunk = chunk.map_err(|e| remote(&url, &rel, e))?;
+                                file.write_all(&chunk).at(&tmp)?;
+                                size += chunk.len() as u64;
+                            }
+                            drop(file);
+                            fs::rename(&tmp, &path).at(&path)
+                        }
+                        .await;
+                        if written.is_err() {
+                            // A download cut short leaves nothing behind.
+                            let _ = fs::remove_file(&tmp);
+                        }
+                        written?;
+                        let (size, mtime) = local_stamp(&path).unwrap_or((size, 0));
                         Ok::<_, Error>((rel, Entry { size, etag, mtime }))
                     }
                 }));
@@ -1262,13 +1283,18 @@ fn local_stamp(path: &Path) -> Option<(u64, u128)> {
 
 /// Writes `bytes` to `path` through a temp file and a rename.
 fn write_local(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = fetch_path(path)?;
+    fs::write(&tmp, bytes).at(&tmp)?;
+    fs::rename(&tmp, path).at(path)
+}
+
+/// The temp file a download to `path` is written to before its rename (its folder made).
+fn fetch_path(path: &Path) -> Result<PathBuf> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent).at(parent)?;
     }
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = path.with_file_name(format!(".{name}.{}.fetch", std::process::id()));
-    fs::write(&tmp, bytes).at(&tmp)?;
-    fs::rename(&tmp, path).at(path)
+    Ok(path.with_file_name(format!(".{name}.{}.fetch", std::process::id())))
 }
 
 /// The folder holding every mirror.
