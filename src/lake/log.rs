@@ -154,6 +154,24 @@ impl ExactSum {
     }
 }
 
+/// The largest absolute sum of whole numbers that adds exactly in f64, whatever the order.
+pub const EXACT: f64 = 9_007_199_254_740_992.0;
+
+/// Whether the values of `files` are whole numbers summing, in absolute value, to at most
+/// [`EXACT`] (so every partial sum of every group is exact); `None` when a file has no
+/// record of it.
+pub fn files_sum_exactly(files: &[DataFile]) -> Option<bool> {
+    let mut total = 0.0;
+    for f in files {
+        let e = f.exact?;
+        if !e.integral {
+            return Some(false);
+        }
+        total += e.abs_sum;
+    }
+    Some(total <= EXACT)
+}
+
 /// One commit of the lake.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Commit {

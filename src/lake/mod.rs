@@ -51,7 +51,10 @@ pub use compact::{CompactSummary, Compaction, compact, compact_with};
 pub use keys::KeySet;
 pub(crate) use keys::write_key_file_unsynced;
 pub(crate) use log::sync_dir;
-pub use log::{Audit, Commit, CommitKind, Counts, DataFile, ExactSum, InputRecord, Subject};
+pub use log::{
+    Audit, Commit, CommitKind, Counts, DataFile, EXACT, ExactSum, InputRecord, Subject,
+    files_sum_exactly,
+};
 pub(crate) use parquet_io::write_parts_unsynced;
 pub use parquet_io::{read_events, write_buf, write_events, write_parts};
 pub use shard::Shard;

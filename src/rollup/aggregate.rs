@@ -368,25 +368,7 @@ fn sums_exactly(events: &LazyFrame, meters: &Meters, exact: Option<bool>) -> Res
     )?;
     let fractional = check.column("f")?.bool()?.get(0).unwrap_or(false);
     let total = check.column("m")?.f64()?.get(0).unwrap_or(0.0);
-    Ok(!fractional && total <= EXACT)
-}
-
-/// The largest absolute sum of whole numbers that adds exactly in f64, whatever the order.
-pub(super) const EXACT: f64 = 9_007_199_254_740_992.0;
-
-/// Whether the values of `files` are whole numbers summing, in absolute value, to at most
-/// [`EXACT`] (so every partial sum of every group is exact); `None` when a file has no
-/// record of it.
-pub(super) fn files_sum_exactly(files: &[crate::lake::DataFile]) -> Option<bool> {
-    let mut total = 0.0;
-    for f in files {
-        let e = f.exact?;
-        if !e.integral {
-            return Some(false);
-        }
-        total += e.abs_sum;
-    }
-    Some(total <= EXACT)
+    Ok(!fractional && total <= crate::lake::EXACT)
 }
 
 /// An empty result with the right columns.
@@ -506,7 +488,7 @@ mod tests {
             let meters = Meters::default();
             let scan = crate::lake::scan_paths(&paths, false).unwrap();
             let by_scan = sums_exactly(&scan, &meters, None).unwrap();
-            prop_assert_eq!(files_sum_exactly(&records), Some(by_scan));
+            prop_assert_eq!(crate::lake::files_sum_exactly(&records), Some(by_scan));
         }
     }
 

@@ -107,7 +107,7 @@ pub(super) fn compute(
         let window = window_start_expr(col("ts"), spec.granularity, spec.zone)?;
         // The files' records say whether sums are exact in any order (a superset of the
         // batch's events: exact for them is exact for these).
-        let exact = aggregate::files_sum_exactly(&wanted);
+        let exact = crate::lake::files_sum_exactly(&wanted);
         let (df, u) = aggregate::aggregate_with(events, meters, window, &spec.by, exact)?;
         out.vstack_mut(&df.select(out.get_column_names().into_iter().cloned())?)?;
         unconfigured.extend(u);
