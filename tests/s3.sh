@@ -128,6 +128,26 @@ grep -q "another writer got there first" "$TMP/race-a.err" || fail "writer A did
   || fail "writer A's output after running again is not one JSON document: $(head -c 400 "$TMP/race-a.json")"
 echo "s3: a command that loses the race runs again and prints its output once"
 
+# 3c. Readers on two machines: A is held after its pull while B's read is recorded in the
+#     bucket's access log. A's record then goes on top of B's (its push replays it), with
+#     no second run, and the chain holds both.
+echo "remote.pulled=sleep" > "$TMP/hold"
+MLK_FAULTS="$TMP/hold" MLK_LAKE_CACHE="$TMP/cache-rc" "$BIN" usage --lake s3://lake/race --from 2026-08-01 --to 2026-10-01 \
+  --actor reader-a --output csv > "$TMP/read-a.csv" 2> "$TMP/read-a.err" &
+RACER=$!
+for _ in $(seq 200); do compgen -G "$TMP/cache-rc/*/manifest.json" > /dev/null && break; sleep 0.05; done
+MLK_LAKE_CACHE="$TMP/cache-rd" "$BIN" usage --lake s3://lake/race --from 2026-08-01 --to 2026-10-01 \
+  --actor reader-b --output csv > "$TMP/read-b.csv" 2> /dev/null || fail "reader B"
+rm "$TMP/hold"
+wait "$RACER" || { cat "$TMP/read-a.err"; fail "reader A after reader B"; }
+! grep -q "another writer got there first" "$TMP/read-a.err" || fail "reader A ran again for the access log: $(cat "$TMP/read-a.err")"
+cmp -s "$TMP/read-a.csv" "$TMP/read-b.csv" || fail "the two readers read different usage"
+MLK_LAKE_CACHE="$TMP/cache-re" "$BIN" lake verify-audit --lake s3://lake/race > "$TMP/verify-race.txt" 2>&1 \
+  || { cat "$TMP/verify-race.txt"; fail "the access log's chain after two readers"; }
+audit=$(ls -d "$TMP"/cache-re/*/lake)/_audit/access.jsonl
+grep -q '"actor":"reader-a"' "$audit" && grep -q '"actor":"reader-b"' "$audit" || fail "both readers' records are not in the bucket's access log"
+echo "s3: readers on two machines both land in one access log without running again"
+
 # 4. Kills at each instant of a push.
 want_a=$(view "$TMP/local" "$TMP/unused")
 # abort: a kill -9 there; fail: the push fails there (a network error), the command exits.

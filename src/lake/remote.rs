@@ -958,14 +958,25 @@ impl Mirror {
                 summary.files += sent.len() as u64;
                 let Some(rel) = conflict else { break };
                 // A command reruns on the bucket's state; a server, which cannot, takes the
-                // bucket's copy of what it recomputes anyway, and replays its own access
-                // records on top of the bucket's.
+                // bucket's copy of what it recomputes anyway. Access records are replayed
+                // on top of the bucket's by both: a command whose only conflict is the
+                // access log (readers on several machines) does not run again for it.
                 rounds += 1;
-                if !server {
+                let access = format!("{}/", super::access::DIR);
+                let done: BTreeSet<&String> = sent.iter().map(|s| &s.local).collect();
+                let only_access = group
+                    .iter()
+                    .filter(|r| !done.contains(r))
+                    .all(|r| r.starts_with(&access));
+                if !server && !only_access {
                     self.save_manifest()?;
                     return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
                 }
                 if rounds > 5 {
+                    if !server {
+                        self.save_manifest()?;
+                        return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
+                    }
                     // The commits are in; these files stay here for the next push.
                     tracing::warn!(
                         "{}/{rel}: still changing under the server; sent next time",
@@ -973,7 +984,6 @@ impl Mirror {
                     );
                     break;
                 }
-                let done: BTreeSet<&String> = sent.iter().map(|s| &s.local).collect();
                 let left: Vec<String> = group
                     .iter()
                     .filter(|r| !done.contains(r))
