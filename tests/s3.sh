@@ -18,9 +18,9 @@ cd "$(dirname "$0")/.."
 REPO=$(pwd)
 BIN=$(realpath "${1:-target/debug/meterlake}")
 TMP=$(mktemp -d)
-MOTO= SERVE=
-# A server still running when a check fails is stopped too.
-trap 'kill $MOTO $SERVE 2>/dev/null || true; rm -rf "$TMP"' EXIT
+MOTO= SERVE= PROXY=
+# A server or proxy still running when a check fails is stopped too.
+trap 'kill $MOTO $SERVE $PROXY 2>/dev/null || true; rm -rf "$TMP"' EXIT
 source tests/s3-endpoint.sh
 s3_endpoint "$TMP" lake || { echo "s3: FAILED: no S3 endpoint" >&2; exit 1; }
 fail() { echo "s3: FAILED: $*" >&2; exit 1; }
@@ -147,6 +147,41 @@ MLK_LAKE_CACHE="$TMP/cache-re" "$BIN" lake verify-audit --lake s3://lake/race > 
 audit=$(ls -d "$TMP"/cache-re/*/lake)/_audit/access.jsonl
 grep -q '"actor":"reader-a"' "$audit" && grep -q '"actor":"reader-b"' "$audit" || fail "both readers' records are not in the bucket's access log"
 echo "s3: readers on two machines both land in one access log without running again"
+
+# 3d. A flaky network: through tests/flaky_proxy.py, every 4th connection to the endpoint is
+#     cut with a reset midway through a request (a PUT's body) or an answer (a GET's body).
+#     Four ingests of overlapping inputs and a fresh mirror's read go through it. What the
+#     client retries lands once; a command that gives up fails and its rerun finishes the
+#     job. The lake then holds one ingest's events and usage, read without the proxy.
+PPORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$VENV/bin/python" "$REPO/tests/flaky_proxy.py" "$PPORT" "${AWS_ENDPOINT_URL##*:}" "$TMP/flaky" \
+  > "$TMP/proxy.out" 2> "$TMP/proxy.err" &
+PROXY=$!
+for _ in $(seq 100); do grep -q ready "$TMP/proxy.out" && break; sleep 0.1; done
+echo "every 4 7" > "$TMP/flaky"
+flaky() { # TRIES-LOG COMMAND...: up to 3 tries through the proxy
+  local log=$1; shift
+  for _ in 1 2 3; do
+    AWS_ENDPOINT_URL="http://127.0.0.1:$PPORT" "$@" 2>> "$log" && return 0
+  done
+  return 1
+}
+for i in 0 1 2 3; do
+  flaky "$TMP/flaky.err" env MLK_LAKE_CACHE="$TMP/cache-fl" "$BIN" ingest "w$i.ndjson" --lake s3://lake/flaky -q > /dev/null \
+    || { tail -5 "$TMP/flaky.err"; fail "ingest of w$i through a flaky network, 3 tries"; }
+done
+flaky "$TMP/flaky.err" env MLK_LAKE_CACHE="$TMP/cache-fl-read" "$BIN" usage --lake s3://lake/flaky --from 2026-08-01 --to 2026-10-01 --output csv > u-flaky.csv \
+  || { tail -5 "$TMP/flaky.err"; fail "a read through a flaky network, 3 tries"; }
+rm "$TMP/flaky"
+kill "$PROXY"; wait "$PROXY" 2> /dev/null || true; PROXY=
+cuts=$(grep -c "^cut" "$TMP/proxy.err" || true)
+[ "$cuts" -gt 0 ] || fail "the proxy cut no connection"
+cmp -s u-flaky.csv u-truth.csv || fail "usage read through a flaky network differs from one ingest of both files"
+got=$(view s3://lake/flaky "$TMP/cache-fl-check")
+[ "${got%% *}" = "${want%% *}" ] || fail "through a flaky network 4 writers stored ${got%% *} events, one ingest ${want%% *}"
+MLK_LAKE_CACHE="$TMP/cache-fl-check" "$BIN" usage --lake s3://lake/flaky --from 2026-08-01 --to 2026-10-01 --output csv > u-flaky2.csv
+cmp -s u-flaky2.csv u-truth.csv || fail "usage after a flaky network differs from one ingest of both files"
+echo "s3: through a flaky network ($cuts connections cut, $(grep -c "" "$TMP/flaky.err" || true) lines of errors and retries) every event lands once"
 
 # 4. Kills at each instant of a push.
 want_a=$(view "$TMP/local" "$TMP/unused")
