@@ -293,15 +293,13 @@ impl Lake {
                 let at = crate::time::parse_ts(&c.committed_at).unwrap_or(i64::MAX);
                 let subject = a.subject.clone().or_else(|| {
                     let t = a.target.strip_prefix("tenant=")?;
-                    Some(match t.split_once(" user=") {
-                        Some((t, u)) => Subject {
-                            tenant: t.into(),
-                            user: Some(u.into()),
-                        },
-                        None => Subject {
-                            tenant: t.into(),
-                            user: None,
-                        },
+                    let (tenant, user) = match t.split_once(" user=") {
+                        Some((t, u)) => (t, Some(u.into())),
+                        None => (t, None),
+                    };
+                    Some(Subject {
+                        tenant: tenant.into(),
+                        user,
                     })
                 })?;
                 Some((subject, at))

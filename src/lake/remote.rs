@@ -968,15 +968,11 @@ impl Mirror {
                     .iter()
                     .filter(|r| !done.contains(r))
                     .all(|r| r.starts_with(&access));
-                if !server && !only_access {
+                if !server && (!only_access || rounds > 5) {
                     self.save_manifest()?;
                     return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
                 }
                 if rounds > 5 {
-                    if !server {
-                        self.save_manifest()?;
-                        return Ok(Pushed::Conflict(format!("{}/{rel}", self.url)));
-                    }
                     // The commits are in; these files stay here for the next push.
                     tracing::warn!(
                         "{}/{rel}: still changing under the server; sent next time",

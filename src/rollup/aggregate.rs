@@ -143,6 +143,15 @@ pub fn aggregate(
     aggregate_with(events, meters, window, dims, None)
 }
 
+/// The aggregations of `value` one group_by (or [`super::runs`]) serves for every plain
+/// meter, beside the event count.
+pub(super) const CHEAP: [Aggregation; 4] = [
+    Aggregation::Sum,
+    Aggregation::Min,
+    Aggregation::Max,
+    Aggregation::Avg,
+];
+
 /// [`aggregate`] told whether the events' values are whole numbers whose absolute sum
 /// is within 2^53 (`exact`, known from the files' records in the commit log); `None`
 /// checks by scanning the values (see `sums_exactly`).
@@ -166,19 +175,13 @@ pub(super) fn aggregate_with(
     // 1. Cheap aggregations (count, sum, min, max, mean) of every event meter in one
     //    group_by: they serve count/sum/duration/min/max/avg meters and unconfigured ones.
     let plain: Vec<&Meter> = meters.iter().filter(|m| m.property.is_none()).collect();
-    let cheap_kinds = [
-        Aggregation::Sum,
-        Aggregation::Min,
-        Aggregation::Max,
-        Aggregation::Avg,
-    ];
     let needed: BTreeSet<Aggregation> = plain
         .iter()
         .map(|m| match m.aggregation {
             Aggregation::Duration => Aggregation::Sum,
             a => a,
         })
-        .filter(|a| cheap_kinds.contains(a))
+        .filter(|a| CHEAP.contains(a))
         .chain([Aggregation::Sum])
         .collect();
     let mut aggs = vec![len().cast(DataType::Int64).alias("event_count")];
@@ -227,7 +230,7 @@ pub(super) fn aggregate_with(
                 &m.name,
                 col(agg_column(Aggregation::Sum)) * lit(m.duration_unit.seconds()),
             )),
-            a if cheap_kinds.contains(&a) => cheap
+            a if CHEAP.contains(&a) => cheap
                 .clone()
                 .filter(of_meter)
                 .select(select_value(&m.name, col(agg_column(a)))),

@@ -77,13 +77,7 @@ pub(super) fn aggregate(
     needed: &BTreeSet<Aggregation>,
     column: impl Fn(Aggregation) -> String,
 ) -> Result<Option<DataFrame>> {
-    let cheap = [
-        Aggregation::Sum,
-        Aggregation::Min,
-        Aggregation::Max,
-        Aggregation::Avg,
-    ];
-    if !needed.iter().all(|a| cheap.contains(a)) {
+    if !needed.iter().all(|a| super::aggregate::CHEAP.contains(a)) {
         return Ok(None);
     }
     let mut frame = frame.clone();

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, IoContext, Result};
 use crate::event::UsageEvent;
 use crate::lake::keys::{KeySet, write_key_file};
+use crate::lake::segment_seen_path as seen_path;
 use crate::lake::{Commit, CommitKind, Counts, DataFile, EventBuf, InputRecord, Lake, write_buf};
 use crate::time::day_of;
 use crate::time::day_to_string;
@@ -134,8 +135,6 @@ pub const WAL_LOCK: &str = "_lock";
 fn segment(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:08}.wal"))
 }
-
-use crate::lake::segment_seen_path as seen_path;
 
 /// Writes a segment's `seen` file (made durable by the caller's folder sync).
 fn write_seen(segment: &Path, seen: u64) -> Result<()> {
