@@ -3,7 +3,8 @@
 # `s3://` lakes checked against the same commands on local disk.
 # 1. `run` (ingest, rollups, forecasts, anomalies, quotas, invoices, reports) on s3:// and
 #    on a local lake: the same reports, invoices and lake files.
-# 2. A second machine (another mirror) reads what the first wrote: usage, quota equal.
+# 2. A second machine (another mirror) reads what the first wrote: usage, quota equal;
+#    event files read in the bucket by cloud scans (2b).
 # 3. Four ingests at once, each its own mirror (four machines), on inputs overlapping event
 #    by event, two killed with -9 midway and run again: every distinct event exactly once.
 # 4. Kills and failed requests at the push's three instants (fault points: abort = kill -9
@@ -52,7 +53,7 @@ diff -r -x compliance "$TMP/out-s3" "$TMP/out-local" > /dev/null \
 MIRROR=$(ls -d "$TMP"/cache-1/*/lake)
 # The commit log and the access log carry wall-clock times, and the run's state its output
 # folder; every other lake file is equal.
-X=(-x _log -x _audit -x _run -x _lock -x '*.lock' -x _staging -x .keep-removed)
+X=(-x _log -x _audit -x _run -x _lock -x '*.lock' -x _staging -x .keep-removed -x .in-place)
 diff -r "${X[@]}" "$MIRROR" "$TMP/local" > /dev/null \
   || { diff -rq "${X[@]}" "$MIRROR" "$TMP/local" | head; fail "lake files differ"; }
 echo "s3: run on s3:// equals run on local disk (reports, invoices, lake files)"
@@ -69,6 +70,65 @@ cmp -s usage-s3.csv usage-local.csv || fail "usage from a second mirror differs"
 "$BIN" quota --lake "$TMP/local" --plans "$REPO/data/plans.toml" --tenants "$REPO/data/tenants.csv" --at 2026-09-21 --output json > q-local.json
 cmp -s q-s3.json q-local.json || fail "quotas from a second mirror differ"
 echo "s3: a second mirror reads the same usage and quotas"
+
+# 2b. Event files are read in the bucket by polars' cloud scans: a command's mirror holds
+#     none it did not write or read whole. A fresh mirror's full rollup, one beside its
+#     own ingest (files here and in the bucket in one scan), a compaction (which fetches
+#     the files it merges) and a mirror that copies events (MLK_LAKE_EVENTS=fetch) give
+#     what the same commands give on local disk.
+held() { find "$1" -path '*/events/*' -name '*.parquet' | wc -l; }
+[ "$(held "$TMP/cache-2")" -eq 0 ] || fail "a mirror reading events in place fetched $(held "$TMP/cache-2") event files"
+MLK_LAKE_CACHE="$TMP/cache-in" "$BIN" ingest a.ndjson --lake s3://lake/inplace --quiet 2> /dev/null
+"$BIN" ingest a.ndjson --lake "$TMP/inplace" --quiet 2> /dev/null
+for g in day hour; do
+  MLK_LAKE_CACHE="$TMP/cache-in2" "$BIN" rollup --lake s3://lake/inplace --granularity $g --full --quiet > /dev/null 2>&1 \
+    || fail "rollup reading events in place"
+  "$BIN" rollup --lake "$TMP/inplace" --granularity $g --full --quiet > /dev/null 2>&1
+done
+IN2=$(ls -d "$TMP"/cache-in2/*/lake)
+[ "$(held "$TMP/cache-in2")" -eq 0 ] || fail "a rollup fetched event files"
+diff -r -x _lock -x "*.lock" "$IN2/rollups" "$TMP/inplace/rollups" > /dev/null || fail "rollups from cloud scans differ from local disk's"
+# Beside its own ingest: b's files are in this mirror, a's in the bucket.
+MLK_LAKE_CACHE="$TMP/cache-in3" "$BIN" ingest b.ndjson --lake s3://lake/inplace --quiet 2> /dev/null
+"$BIN" ingest b.ndjson --lake "$TMP/inplace" --quiet 2> /dev/null
+here=$(held "$TMP/cache-in3")
+[ "$here" -gt 0 ] || fail "an ingest's own files are not in its mirror"
+MLK_LAKE_CACHE="$TMP/cache-in3" "$BIN" rollup --lake s3://lake/inplace --granularity day --full --quiet > /dev/null 2>&1
+"$BIN" rollup --lake "$TMP/inplace" --granularity day --full --quiet > /dev/null 2>&1
+[ "$(held "$TMP/cache-in3")" -eq "$here" ] || fail "a rollup beside an ingest fetched event files"
+IN3=$(ls -d "$TMP"/cache-in3/*/lake)
+diff -r -x _lock -x "*.lock" "$IN3/rollups" "$TMP/inplace/rollups" > /dev/null || fail "rollups over local and bucket files differ"
+MLK_LAKE_CACHE="$TMP/cache-in4" "$BIN" compact --lake s3://lake/inplace --quiet > /dev/null 2>&1 || fail "compact in place"
+"$BIN" compact --lake "$TMP/inplace" --quiet > /dev/null 2>&1
+[ "$(view s3://lake/inplace "$TMP/cache-in5")" = "$(view "$TMP/inplace" "$TMP/cache-in5")" ] || fail "compacted lake stats differ"
+for mode in scan fetch; do
+  MLK_LAKE_EVENTS=$mode MLK_LAKE_CACHE="$TMP/cache-$mode" "$BIN" usage --lake s3://lake/inplace \
+    --from 2026-09-01 --to 2026-09-22 --output csv > "usage-$mode.csv" 2> /dev/null
+done
+"$BIN" usage --lake "$TMP/inplace" --from 2026-09-01 --to 2026-09-22 --output csv > usage-inplace.csv
+cmp -s usage-scan.csv usage-inplace.csv && cmp -s usage-fetch.csv usage-inplace.csv \
+  || fail "usage after compaction differs (scan or fetch) from local disk's"
+[ "$(held "$TMP/cache-fetch")" -gt 0 ] && [ "$(held "$TMP/cache-scan")" -eq 0 ] \
+  || fail "MLK_LAKE_EVENTS=fetch should copy event files, scan should not"
+# forget and export read every file whole: they fetch them. Files fetched and kept are
+# neither sent back nor fetched again (the next pull or push takes them into the mirror's
+# manifest).
+MLK_LAKE_CACHE="$TMP/cache-in6" "$BIN" forget --lake s3://lake/inplace --tenant acme-001 --user u-13 \
+  --actor test --quiet > /dev/null 2>&1 || fail "forget on a mirror reading events in place"
+"$BIN" forget --lake "$TMP/inplace" --tenant acme-001 --user u-13 --actor test --quiet > /dev/null 2>&1
+MLK_LAKE_CACHE="$TMP/cache-in6" "$BIN" export data --lake s3://lake/inplace --tenant acme-002 \
+  --actor test --out "$TMP/export-in6" > /dev/null 2> export.err || { cat export.err; fail "export in place"; }
+before=$(held "$TMP/cache-in6")
+MLK_LAKE_CACHE="$TMP/cache-in6" "$BIN" usage --lake s3://lake/inplace --from 2026-09-01 --to 2026-09-22 \
+  --output csv > usage-forgot.csv 2> forgot.err
+"$BIN" usage --lake "$TMP/inplace" --from 2026-09-01 --to 2026-09-22 --output csv > usage-forgot-local.csv
+cmp -s usage-forgot.csv usage-forgot-local.csv || fail "usage after forget in place differs from local disk's"
+[ "$before" -gt 0 ] && [ "$(held "$TMP/cache-in6")" -eq "$before" ] \
+  && ! grep -q "another writer" export.err && grep -q " 0 commits, [0-9] files sent" forgot.err \
+  || { cat export.err forgot.err; fail "files fetched whole were fetched or sent again"; }
+if MLK_LAKE_EVENTS=bogus "$BIN" usage --lake s3://lake/inplace --from 2026-09-01 --to 2026-09-02 > /dev/null 2> bogus.err \
+  || ! grep -q MLK_LAKE_EVENTS bogus.err; then fail "a bad MLK_LAKE_EVENTS is not refused by name"; fi
+echo "s3: events read in the bucket (cloud scans): rollups, a mixed scan, compaction, forget and usage equal local disk's; files fetched whole are not sent back"
 
 # 3. Four writers at once on overlapping inputs, two killed midway; a checkpoint every 2
 #    commits, so that commits a checkpoint moves to _history/ are pushed too.

@@ -1,6 +1,7 @@
 //! Commands on an `s3://` lake: the `--lake` argument (or `run`'s `paths.lake`) is pointed
 //! at the lake's local mirror ([`crate::lake::remote`]), which is pulled before the
-//! command and pushed after. A push that loses a race to another writer pulls again and
+//! command and pushed after; a command's mirror leaves the event files in the bucket
+//! (read by cloud scans), a server's copies them. A push that loses a race to another writer pulls again and
 //! runs the command again, so its dedup is checked against what the winner committed.
 
 use std::ffi::OsString;
@@ -85,6 +86,8 @@ pub(super) fn on_mirror(
         drop(mirror);
         return code;
     }
+    // Event files stay in the bucket, read by cloud scans (MLK_LAKE_EVENTS=fetch mirrors them).
+    mirror.read_events_in_place(crate::lake::remote::events_in_place()?);
     let mut conflicts = 0u32;
     loop {
         mirror.pull().with_context(|| format!("pulling {url}"))?;

@@ -169,8 +169,9 @@ pub fn export_data(lake_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<
 
     // Events: the lake's files in parallel, then the server's uncommitted log.
     let root = lake.root().to_path_buf();
-    let mut events: Vec<UsageEvent> = lake
-        .data_files()
+    let files = lake.data_files();
+    lake.fetch(&files)?;
+    let mut events: Vec<UsageEvent> = files
         .par_iter()
         .map(|f| -> Result<Vec<UsageEvent>> {
             Ok(read_events(&root.join(&f.path))?

@@ -106,6 +106,7 @@ pub fn forget(lake_dir: &Path, opts: &ForgetOptions) -> Result<ForgetSummary> {
     let stage = lake.stage_dir(seq)?;
     // Read every file in parallel; rewrite those holding matching rows.
     let files = lake.data_files();
+    lake.fetch(&files)?;
     let root = lake.root().to_path_buf();
     let rewritten: Vec<Rewrite> = files
         .par_iter()

@@ -110,6 +110,8 @@ pub fn rekey(lake_dir: &Path, new: Key, old: Vec<Key>) -> Result<RekeySummary> {
     let _derived = crate::lake::lock_exclusive(&lake_dir.join(crate::lake::DERIVED_LOCK))?;
     crypto::use_keys(Some(new.clone()), old);
     crypto::mark_lake(lake_dir, new.id())?;
+    // Every event file is rewritten: a mirror that reads them in the bucket fetches them.
+    lake.fetch(&lake.data_files())?;
     let files = parquet_files(lake.root())?;
     let mut s = RekeySummary {
         key_id: new.id().to_string(),

@@ -139,7 +139,12 @@ pub fn restore(lake_dir: &Path, opts: &RestoreOptions) -> Result<RestoreSummary>
     let seq = lake.next_seq();
     let stage = lake.stage_dir(seq)?;
     let root = lake.root().to_path_buf();
-    let lake_files = lake.data_files();
+    let lake_files: Vec<_> = lake
+        .data_files()
+        .into_iter()
+        .filter(|f| days.contains_key(&f.date))
+        .collect();
+    lake.fetch(&lake_files)?;
     check_archive_privacy(lake_dir, &opts.archive)?;
     let erased = lake.forgotten_after(0)?;
     let pseudonymised = crate::lake::privacy::lake_key_id(lake_dir)?.is_some();

@@ -109,6 +109,7 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
     }
     if let Some(dir) = &opts.archive {
         archive_privacy(lake.root(), dir)?;
+        lake.fetch(&expired)?;
         for f in &expired {
             let dst = dir.join(&f.path);
             let parent = dst.parent().expect("relative path has a parent");

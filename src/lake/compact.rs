@@ -131,6 +131,11 @@ pub fn compact_with(lake: &mut Lake, how: &Compaction) -> Result<CompactSummary>
     let stage = lake.stage_dir(seq)?;
     let mut added = Vec::new();
     let mut removed = Vec::new();
+    let whole: Vec<DataFile> = targets
+        .iter()
+        .flat_map(|(_, fs)| fs.iter().map(|f| (*f).clone()))
+        .collect();
+    lake.fetch(&whole)?;
     for (date, old) in &targets {
         let mut events = Vec::new();
         for f in old {

@@ -206,6 +206,13 @@ pub fn check_writer(lake: &Path) -> Result<()> {
 /// An event file of the lake written in clear, if there is one.
 fn plain_event_file(lake: &Path) -> Result<Option<std::path::PathBuf>> {
     let events = lake.join(super::EVENTS_DIR);
+    // A mirror reading event files in the bucket has none here; this lake is unmarked, so
+    // any it holds is in clear, and its dedup keys (always mirrored) say whether it holds any.
+    if super::remote::in_place(lake).is_some()
+        && fs::read_dir(lake.join(super::INDEX_DIR)).is_ok_and(|mut d| d.next().is_some())
+    {
+        return Ok(Some(events));
+    }
     let Ok(days) = fs::read_dir(&events) else {
         return Ok(None);
     };

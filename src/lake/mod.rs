@@ -338,6 +338,14 @@ impl Lake {
             .collect()
     }
 
+    /// Makes sure these data files are on local disk, for a reader of whole files: a
+    /// mirror of an `s3://` lake that reads event files in place fetches those it lacks
+    /// ([`remote::fetch_in_place`]); any other lake has them all.
+    pub fn fetch(&self, files: &[DataFile]) -> Result<()> {
+        let rels: Vec<&str> = files.iter().map(|f| f.path.as_str()).collect();
+        remote::fetch_in_place(&self.root, &rels)
+    }
+
     /// The live data files: added by a commit and not removed by a later one, in commit order.
     pub fn data_files(&self) -> Vec<DataFile> {
         let removed = self.removed_recently();

@@ -25,6 +25,14 @@
 //! dedups against the first), and a reader never sees a half-published commit: readers
 //! list files from the log, and a pull finishes publication before the mirror is used.
 //!
+//! **Events read in place** (the default; `MLK_LAKE_EVENTS=fetch` mirrors them too): a
+//! pull fetches everything but the event files, which stay in the bucket. meterlake's
+//! scans read them there with polars' cloud scans ([`super::scan_files`]), next to the
+//! event files this command wrote and has not sent; a command that needs a file whole
+//! (compaction, `forget`, `export`, an archive) fetches it first ([`fetch_in_place`]), and
+//! the mirror's manifest takes it in at the next pull or push. The mirror's lake folder
+//! then holds [`IN_PLACE`], naming the bucket.
+//!
 //! A `kill -9` at any instant leaves staging objects (deleted by the next pull once their
 //! sequence number is decided), a committed but unpublished commit (finished by the next
 //! pull), or a mirror with unpushed changes (reset by the next pull: only what reached
@@ -55,6 +63,93 @@ use crate::error::{Error, IoContext, Result};
 pub(crate) const KEEP_REMOVED: &str = ".keep-removed";
 /// Where a mirror's lake keeps removed files until the next push.
 pub(crate) const REMOVED_DIR: &str = ".removed";
+
+/// In a mirror's lake folder whose event files are read in place: the lake's URL.
+pub(crate) const IN_PLACE: &str = ".in-place";
+/// In such a folder: the event files a command fetched whole ([`fetch_in_place`]), one
+/// `PATH<TAB>ETAG` line each, for the mirror's manifest.
+const FETCHED: &str = ".fetched";
+/// How a command's mirror holds the event files: `scan` (read in place, the default) or
+/// `fetch` (copied into the mirror, as every other file).
+pub const EVENTS_ENV: &str = "MLK_LAKE_EVENTS";
+
+/// Whether commands read the event files of an `s3://` lake in place ([`EVENTS_ENV`]).
+pub fn events_in_place() -> Result<bool> {
+    match std::env::var(EVENTS_ENV).ok().as_deref() {
+        None | Some("" | "scan") => Ok(true),
+        Some("fetch") => Ok(false),
+        Some(other) => Err(Error::InvalidParameter {
+            name: EVENTS_ENV,
+            reason: format!(
+                "`{other}`: expected `scan` (read in the bucket) or `fetch` (mirrored)"
+            ),
+        }),
+    }
+}
+
+/// The bucket location of the lake whose mirror folder is `root`, when its event files
+/// are read in place; `None` for any other lake.
+pub fn in_place(root: &Path) -> Option<S3Url> {
+    let text = fs::read_to_string(root.join(IN_PLACE)).ok()?;
+    parse_location(Path::new(text.trim()), "lake")
+        .ok()
+        .flatten()
+}
+
+/// The object URL of `rel` (relative to the lake) in the bucket.
+pub fn object_url(url: &S3Url, rel: &str) -> String {
+    format!("{url}/{rel}")
+}
+
+/// An event file the mirror leaves in the bucket when it reads events in place.
+fn read_in_place(rel: &str) -> bool {
+    rel.starts_with(&format!("{}/", super::EVENTS_DIR)) && rel.ends_with(".parquet")
+}
+
+/// Fetches into the lake at `root` those of `rels` (relative paths) it does not hold,
+/// when `root` is a mirror reading event files in place; nothing otherwise. For a
+/// command that reads files whole rather than through a scan.
+pub fn fetch_in_place(root: &Path, rels: &[&str]) -> Result<()> {
+    let Some(url) = in_place(root) else {
+        return Ok(());
+    };
+    let missing: Vec<String> = rels
+        .iter()
+        .filter(|r| !root.join(r).exists())
+        .map(|r| r.to_string())
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let store: Arc<dyn ObjectStore> = Arc::new(store_of(&url)?);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .at(root)?;
+    let got = download(&rt, &store, &url, root, missing)?;
+    let mut lines = String::new();
+    for (rel, entry) in &got {
+        lines.push_str(&format!("{rel}\t{}\n", entry.etag.as_deref().unwrap_or("")));
+    }
+    use std::io::Write;
+    let path = root.join(FETCHED);
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(lines.as_bytes()))
+        .at(&path)?;
+    tracing::debug!(files = got.len(), "fetched event files to read whole");
+    Ok(())
+}
+
+/// A client of `url`'s bucket, configured by the usual AWS environment variables.
+fn store_of(url: &S3Url) -> Result<object_store::aws::AmazonS3> {
+    AmazonS3Builder::from_env()
+        .with_bucket_name(&url.bucket)
+        .build()
+        .map_err(|e| remote(url, "", e))
+}
 
 /// Where servers on an `s3://` lake say they run: `_servers/ID.json`, rewritten at each
 /// flush, deleted when the server stops. Their logs are on their own machines, so
@@ -219,6 +314,8 @@ pub struct Mirror {
     manifest: BTreeMap<String, Entry>,
     /// The bucket's last commit at the last pull: commits after it are this mirror's.
     last_seq: u64,
+    /// Event files stay in the bucket ([`IN_PLACE`]).
+    in_place: bool,
     rt: tokio::runtime::Runtime,
     _lock: fs::File,
 }
@@ -228,10 +325,7 @@ impl Mirror {
     /// variables (`AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP`, `AWS_ACCESS_KEY_ID`, ...). Waits
     /// for another process on this machine using the same mirror.
     pub fn open(url: &S3Url) -> Result<Mirror> {
-        let store = AmazonS3Builder::from_env()
-            .with_bucket_name(&url.bucket)
-            .build()
-            .map_err(|e| remote(url, "", e))?;
+        let store = store_of(url)?;
         let endpoint = std::env::var("AWS_ENDPOINT_URL")
             .or_else(|_| std::env::var("AWS_ENDPOINT"))
             .unwrap_or_default();
@@ -273,9 +367,16 @@ impl Mirror {
             root,
             manifest,
             last_seq: 0,
+            in_place: false,
             rt,
             _lock: lock,
         })
+    }
+
+    /// Leaves the event files in the bucket from the next pull on, for commands that read
+    /// them with cloud scans (see the module's docs); a server mirrors them.
+    pub fn read_events_in_place(&mut self, yes: bool) {
+        self.in_place = yes;
     }
 
     /// The mirror's lake folder, which the command works on.
@@ -289,11 +390,7 @@ impl Mirror {
     }
 
     fn key(&self, rel: &str) -> ObjPath {
-        if self.url.prefix.is_empty() {
-            ObjPath::from(rel)
-        } else {
-            ObjPath::from(format!("{}/{rel}", self.url.prefix))
-        }
+        key_of(&self.url, rel)
     }
 
     fn err(&self, rel: &str, e: object_store::Error) -> Error {
@@ -320,6 +417,7 @@ impl Mirror {
     }
 
     fn pull_attempt(&mut self, keep_local: bool, attempt: u32) -> Result<()> {
+        self.take_in_fetched()?;
         let mut listing = self.list("")?;
         let staging: BTreeMap<String, object_store::ObjectMeta> = listing
             .iter()
@@ -364,10 +462,7 @@ impl Mirror {
                 wanted.push(rel.clone());
             }
         }
-        let fetched = self.fetch(&wanted)?;
-        for (rel, entry) in fetched {
-            self.manifest.insert(rel, entry);
-        }
+        self.bring(&wanted)?;
         if rebase_log {
             self.rebase_access_log()?;
         }
@@ -419,7 +514,58 @@ impl Mirror {
             .max()
             .unwrap_or(0);
         self.last_seq = last.max(listed);
+        let marker = self.root.join(IN_PLACE);
+        if self.in_place {
+            write_local(&marker, self.url.to_string().as_bytes())?;
+        } else {
+            let _ = fs::remove_file(&marker);
+        }
         self.save_manifest()
+    }
+
+    /// Fetches `rels` into the mirror and records them, but for the event files of a
+    /// mirror reading them in place: those stay in the bucket, and a local copy of one
+    /// (written by a commit that lost its race) is deleted.
+    fn bring(&mut self, rels: &[String]) -> Result<()> {
+        let (stay, wanted): (Vec<String>, Vec<String>) = rels
+            .iter()
+            .cloned()
+            .partition(|r| self.in_place && read_in_place(r));
+        for rel in stay {
+            let p = self.root.join(&rel);
+            match fs::remove_file(&p) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io(p, e)),
+                _ => {}
+            }
+            self.manifest.remove(&rel);
+        }
+        for (rel, entry) in self.fetch(&wanted)? {
+            self.manifest.insert(rel, entry);
+        }
+        Ok(())
+    }
+
+    /// Records the event files commands fetched whole ([`fetch_in_place`]) as the bucket's
+    /// copies, so that they are neither sent back nor fetched again.
+    fn take_in_fetched(&mut self) -> Result<()> {
+        let path = self.root.join(FETCHED);
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        for line in text.lines() {
+            let Some((rel, etag)) = line.split_once('\t') else {
+                continue;
+            };
+            // A line cut by a kill names a file the next pull deletes (unknown here).
+            if let Some((size, mtime)) = local_stamp(&self.root.join(rel)) {
+                let etag = (!etag.is_empty()).then(|| etag.to_string());
+                self.manifest
+                    .insert(rel.to_string(), Entry { size, etag, mtime });
+            }
+        }
+        fs::remove_file(&path).at(&path)
     }
 
     /// Every object under `dir` (relative to the lake; "" for all), by path relative to
@@ -452,58 +598,19 @@ impl Mirror {
     /// Downloads `rels` into the mirror (temp file, rename), returning their entries.
     fn fetch(&self, rels: &[String]) -> Result<Vec<(String, Entry)>> {
         // Commit files last, so that a reader of the mirror meanwhile sees no commit
-        // before its files; each object is written as its chunks arrive (memory: a chunk
-        // per object in flight).
-        let (logs, files): (Vec<&String>, Vec<&String>) = rels
+        // before its files.
+        let (logs, files): (Vec<String>, Vec<String>) = rels
             .iter()
+            .cloned()
             .partition(|r| r.starts_with(&format!("{LOG_DIR}/")));
-        let mut out = Vec::with_capacity(rels.len());
-        for group in [files, logs] {
-            let jobs: Vec<(String, ObjPath, PathBuf)> = group
-                .into_iter()
-                .map(|r| (r.clone(), self.key(r), self.root.join(r)))
-                .collect();
-            let store = self.store.clone();
-            let url = self.url.clone();
-            let results = self
-                .rt
-                .block_on(run_parallel(jobs, move |(rel, key, path)| {
-                    let store = store.clone();
-                    let url = url.clone();
-                    async move {
-                        use futures_util::StreamExt;
-                        use std::io::Write;
-                        let got = store.get(&key).await.map_err(|e| remote(&url, &rel, e))?;
-                        let etag = got.meta.e_tag.clone();
-                        // Chunk by chunk into the temp file: an object is never whole in
-                        // memory, whatever its size.
-                        let tmp = fetch_path(&path)?;
-                        let mut body = got.into_stream();
-                        let mut size = 0u64;
-                        let written = async {
-                            let mut file = fs::File::create(&tmp).at(&tmp)?;
-                            while let Some(chunk) = body.next().await {
-                                let chunk = chunk.map_err(|e| remote(&url, &rel, e))?;
-                                file.write_all(&chunk).at(&tmp)?;
-                                size += chunk.len() as u64;
-                            }
-                            drop(file);
-                            fs::rename(&tmp, &path).at(&path)
-                        }
-                        .await;
-                        if written.is_err() {
-                            // A download cut short leaves nothing behind.
-                            let _ = fs::remove_file(&tmp);
-                        }
-                        written?;
-                        let (size, mtime) = local_stamp(&path).unwrap_or((size, 0));
-                        Ok::<_, Error>((rel, Entry { size, etag, mtime }))
-                    }
-                }));
-            for r in results {
-                out.push(r?);
-            }
-        }
+        let mut out = download(&self.rt, &self.store, &self.url, &self.root, files)?;
+        out.extend(download(
+            &self.rt,
+            &self.store,
+            &self.url,
+            &self.root,
+            logs,
+        )?);
         Ok(out)
     }
 
@@ -560,11 +667,7 @@ impl Mirror {
                     absent.push(f);
                 }
             }
-            if !late.is_empty() {
-                for (rel, entry) in self.fetch(&late)? {
-                    self.manifest.insert(rel, entry);
-                }
-            }
+            self.bring(&late)?;
             let missing = absent;
             if !missing.is_empty() {
                 let token = self.token_of(&format!("{LOG_DIR}/{}", log_name(seq)))?;
@@ -587,10 +690,7 @@ impl Mirror {
                     "finishing a cut-short publication"
                 );
                 self.publish(seq, &token, &missing)?;
-                let fetched = self.fetch(&missing)?;
-                for (rel, entry) in fetched {
-                    self.manifest.insert(rel, entry);
-                }
+                self.bring(&missing)?;
             }
             if !left.is_empty() {
                 self.delete_all(&left)?;
@@ -770,6 +870,7 @@ impl Mirror {
     }
 
     fn push_with(&mut self, server: bool) -> Result<Pushed> {
+        self.take_in_fetched()?;
         let now = local_files(&self.root)?;
         let mut changed: BTreeSet<String> = BTreeSet::new();
         for rel in &now {
@@ -1142,6 +1243,66 @@ impl From<Error> for PutError {
     fn from(e: Error) -> PutError {
         PutError::Other(e)
     }
+}
+
+/// The object key of `rel` (relative to the lake) in `url`'s bucket.
+fn key_of(url: &S3Url, rel: &str) -> ObjPath {
+    if url.prefix.is_empty() {
+        ObjPath::from(rel)
+    } else {
+        ObjPath::from(format!("{}/{rel}", url.prefix))
+    }
+}
+
+/// Downloads `rels` (relative to the lake) of `url` into the lake folder `root`, each
+/// through a temp file and a rename, written chunk by chunk as it arrives (memory: a
+/// chunk per object in flight); returns their entries.
+fn download(
+    rt: &tokio::runtime::Runtime,
+    store: &Arc<dyn ObjectStore>,
+    url: &S3Url,
+    root: &Path,
+    rels: Vec<String>,
+) -> Result<Vec<(String, Entry)>> {
+    let jobs: Vec<(String, ObjPath, PathBuf)> = rels
+        .into_iter()
+        .map(|r| (key_of(url, &r), root.join(&r), r))
+        .map(|(key, path, r)| (r, key, path))
+        .collect();
+    let store = store.clone();
+    let url = url.clone();
+    let results = rt.block_on(run_parallel(jobs, move |(rel, key, path)| {
+        let store = store.clone();
+        let url = url.clone();
+        async move {
+            use futures_util::StreamExt;
+            use std::io::Write;
+            let got = store.get(&key).await.map_err(|e| remote(&url, &rel, e))?;
+            let etag = got.meta.e_tag.clone();
+            let tmp = fetch_path(&path)?;
+            let mut body = got.into_stream();
+            let mut size = 0u64;
+            let written = async {
+                let mut file = fs::File::create(&tmp).at(&tmp)?;
+                while let Some(chunk) = body.next().await {
+                    let chunk = chunk.map_err(|e| remote(&url, &rel, e))?;
+                    file.write_all(&chunk).at(&tmp)?;
+                    size += chunk.len() as u64;
+                }
+                drop(file);
+                fs::rename(&tmp, &path).at(&path)
+            }
+            .await;
+            if written.is_err() {
+                // A download cut short leaves nothing behind.
+                let _ = fs::remove_file(&tmp);
+            }
+            written?;
+            let (size, mtime) = local_stamp(&path).unwrap_or((size, 0));
+            Ok::<_, Error>((rel, Entry { size, etag, mtime }))
+        }
+    }));
+    results.into_iter().collect()
 }
 
 /// Runs `f` over `jobs` with at most [`PARALLEL`] in flight, results in any order.

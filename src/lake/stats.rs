@@ -135,8 +135,7 @@ pub fn scan_events(lake: &Lake) -> Result<LazyFrame> {
 /// A polars lazy scan of some of the lake's data files (for example those of the
 /// partitions a later stage recomputes).
 pub fn scan_files(lake: &Lake, files: &[crate::lake::DataFile]) -> Result<LazyFrame> {
-    let paths: Vec<std::path::PathBuf> = files.iter().map(|f| lake.root().join(&f.path)).collect();
-    scan_paths(&paths, true)
+    scan_lake_files(lake, files, None)
 }
 
 /// [`scan_files`] of the named event columns only (and `date`): what a stage that knows
@@ -146,8 +145,71 @@ pub fn scan_files_columns(
     files: &[crate::lake::DataFile],
     columns: &[&str],
 ) -> Result<LazyFrame> {
-    let paths: Vec<std::path::PathBuf> = files.iter().map(|f| lake.root().join(&f.path)).collect();
-    super::crypto::scan_columns(&paths, true, columns)
+    scan_lake_files(lake, files, Some(columns))
+}
+
+/// Scans data files of the lake (of the named columns only, if given): local files
+/// through [`super::crypto`], and, on a mirror of an `s3://` lake that reads event files
+/// in place, those it does not hold with polars' cloud scans of the bucket (configured by
+/// the usual AWS environment variables), in the files' order.
+fn scan_lake_files(
+    lake: &Lake,
+    files: &[crate::lake::DataFile],
+    columns: Option<&[&str]>,
+) -> Result<LazyFrame> {
+    let root = lake.root();
+    let local = |files: &[crate::lake::DataFile]| {
+        let paths: Vec<std::path::PathBuf> = files.iter().map(|f| root.join(&f.path)).collect();
+        match columns {
+            Some(c) => super::crypto::scan_columns(&paths, true, c),
+            None => super::crypto::scan(&paths, true),
+        }
+    };
+    let Some(url) = super::remote::in_place(root) else {
+        return local(files);
+    };
+    // An encrypted lake's files are decrypted by arrow-rs, which reads local copies.
+    if super::crypto::lake_key_id(root)?.is_some() {
+        lake.fetch(files)?;
+        return local(files);
+    }
+    let here: Vec<bool> = files.iter().map(|f| root.join(&f.path).is_file()).collect();
+    let mut frames = Vec::new();
+    let mut start = 0;
+    while start < files.len() {
+        let end = (start..files.len())
+            .find(|&i| here[i] != here[start])
+            .unwrap_or(files.len());
+        let run = &files[start..end];
+        frames.push(if here[start] {
+            local(run)?
+        } else {
+            scan_objects(&url, run)?
+        });
+        start = end;
+    }
+    match frames.len() {
+        0 => local(files),
+        1 => Ok(frames.remove(0)),
+        _ => Ok(concat(frames, UnionArgs::default())?),
+    }
+}
+
+/// polars' cloud scan of these event files in the bucket, with the `date` partition.
+fn scan_objects(url: &super::remote::S3Url, files: &[crate::lake::DataFile]) -> Result<LazyFrame> {
+    let paths: Vec<PlRefPath> = files
+        .iter()
+        .map(|f| PlRefPath::new(super::remote::object_url(url, &f.path).as_str()))
+        .collect();
+    let args = ScanArgsParquet {
+        hive_options: HiveOptions::new_enabled(),
+        glob: false,
+        ..Default::default()
+    };
+    Ok(LazyFrame::scan_parquet_files(
+        paths.into_iter().collect(),
+        args,
+    )?)
 }
 
 /// The lake's files that may hold events of `[from, to)` (UTC µs): those of the days
