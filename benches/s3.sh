@@ -3,8 +3,10 @@
 # (a local stand-in: it measures meterlake's own cost of the mirror and the protocol, not
 # a real network's latency).
 # 1. Ingest of $EVENTS events into a fresh lake, local and s3://, alternated, $RUNS runs.
-# 2. Day + hour rollups of that lake, local and s3:// (warm mirror: the pull finds nothing
-#    new; cold: a new machine fetching the whole lake first).
+# 2. Day + hour rollups of that lake, local and s3:// (the writer's mirror, which holds the
+#    event files it wrote), and a full day + hour rollup on a new machine: event files read
+#    in the bucket by polars' cloud scans (the default), or fetched first
+#    (MLK_LAKE_EVENTS=fetch), against the same full rollup on local disk.
 # 3. Throughput of 1, 2 and 4 concurrent writers on s3://, each its own mirror (machine):
 #    four inputs of $EVENTS events split among them; conflicts retried per commit; every
 #    run checked to hold every event once.
@@ -43,10 +45,18 @@ for ((r = 1; r <= RUNS; r++)); do
   T[ingest_s3]+=" $(timed "$MLK_BIN" ingest -q --lake "s3://bench/run-$r" "$WORK/in-1.ndjson")"
   T[rollup_local]+=" $(timed sh -c "'$MLK_BIN' rollup -q --lake '$WORK/local-$r' --granularity day && '$MLK_BIN' rollup -q --lake '$WORK/local-$r' --granularity hour")"
   T[rollup_s3]+=" $(timed sh -c "'$MLK_BIN' rollup -q --lake s3://bench/run-$r --granularity day && '$MLK_BIN' rollup -q --lake s3://bench/run-$r --granularity hour")"
-  # A new machine: the first command fetches the lake (events, keys, rollups) into its mirror.
-  export MLK_LAKE_CACHE="$WORK/cold-$r"
-  T[pull_cold]+=" $(timed "$MLK_BIN" lake stats --lake "s3://bench/run-$r")"
+  # New machines: full rollups reading the events in the bucket, or fetching them first.
+  full="'$MLK_BIN' rollup -q --full --granularity day --lake LAKE && '$MLK_BIN' rollup -q --full --granularity hour --lake LAKE"
+  T[full_local]+=" $(timed sh -c "${full//LAKE/$WORK/local-$r}")"
+  T[full_scan]+=" $(MLK_LAKE_CACHE="$WORK/cold-$r" timed sh -c "${full//LAKE/s3://bench/run-$r}")"
+  T[full_fetch]+=" $(MLK_LAKE_EVENTS=fetch MLK_LAKE_CACHE="$WORK/coldf-$r" timed sh -c "${full//LAKE/s3://bench/run-$r}")"
+  for c in cold coldf; do
+    m=$(ls -d "$WORK/$c-$r"/*/lake)
+    diff -r -x _lock -x '*.lock' "$m/rollups" "$WORK/local-$r/rollups" > /dev/null \
+      || { echo "error: $c rollups of lake $r differ from local disk's" >&2; exit 1; }
+  done
   [ "$(rows_of "s3://bench/run-$r" "$WORK/cold-$r")" = "$(rows_of "$WORK/local-$r")" ] || { echo "error: s3 lake $r differs" >&2; exit 1; }
+  rm -rf "$WORK/cold-$r" "$WORK/coldf-$r"
 done
 unset MLK_LAKE_CACHE
 echo "$EVENTS events, medians of $RUNS runs (seconds):"
@@ -55,7 +65,10 @@ for k in ingest rollup; do
   l=$(median ${T[${k}_local]}); s=$(median ${T[${k}_s3]})
   printf '%-34s %8.2f %8.2f %7.2fx\n' "$k$( [ $k = rollup ] && echo ' (day + hour)')" "$l" "$s" "$(echo "$s / $l" | bc -l)"
 done
-printf '%-34s %8s %8.2f\n' "first command on a new machine" "" "$(median ${T[pull_cold]})"
+for k in scan fetch; do
+  l=$(median ${T[full_local]}); s=$(median ${T[full_$k]})
+  printf '%-34s %8.2f %8.2f %7.2fx\n' "full rollups, new machine, $k" "$l" "$s" "$(echo "$s / $l" | bc -l)"
+done
 
 echo
 echo "Concurrent writers on s3:// (each its own mirror), 4 inputs of $EVENTS events:"

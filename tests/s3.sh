@@ -328,19 +328,16 @@ shards
 cd "$REPO"
 KEY=$(MLK_LAKE_CACHE="$TMP/cache-k" "$BIN" serve-keys add --lake s3://lake/serve --admin 2> /dev/null)
 SPORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-start_serve() {
-  MLK_CHECKPOINT_EVERY=2 MLK_LAKE_CACHE="$TMP/cache-serve" USAGE_ANALYTICS_INTERVAL=off "$BIN" serve --lake s3://lake/serve \
-    --bind "127.0.0.1:$SPORT" --flush-ms 600000 > "$TMP/serve.log" 2>&1 &
+start_serve() { # [LAKE CACHE LOG ENDPOINT]   (default: this section's server)
+  local lake=${1:-s3://lake/serve} cache=${2:-$TMP/cache-serve} log=${3:-$TMP/serve.log}
+  AWS_ENDPOINT_URL="${4:-$AWS_ENDPOINT_URL}" MLK_CHECKPOINT_EVERY=2 MLK_LAKE_CACHE="$cache" \
+    USAGE_ANALYTICS_INTERVAL=off "$BIN" serve --lake "$lake" --bind "127.0.0.1:$SPORT" --flush-ms 600000 > "$log" 2>&1 &
   SERVE=$!
-  for _ in $(seq 100); do grep -q "listening on" "$TMP/serve.log" && return 0; sleep 0.2; done
-  cat "$TMP/serve.log"; fail "serve on s3:// did not start"
+  for _ in $(seq 100); do grep -q "listening on" "$log" && return 0; sleep 0.2; done
+  cat "$log"; fail "serve on $lake did not start"
 }
-api() { # PATH [BODY-FILE]
-  if [ $# -gt 1 ]; then
-    curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' --data @"$2" "http://127.0.0.1:$SPORT$1"
-  else
-    curl -sf -X POST -H "Authorization: Bearer $KEY" "http://127.0.0.1:$SPORT$1"
-  fi
+api() { # PATH [BODY-FILE]   (as $KEY)
+  curl -sf -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' ${2:+--data @"$2"} "http://127.0.0.1:$SPORT$1"
 }
 "$VENV/bin/python" - "$TMP" <<'PY'
 import json, sys, datetime
@@ -423,20 +420,13 @@ echo "s3: a server killed with a user's events in its log, restarted after forge
 #    acknowledged event is in the bucket once, also after a kill -9 and a restart.
 #    FLAKY_EVERY and FLAKY_SEED change the cut rate and the draw (seen passing with 2 17:
 #    23 connections cut, 4 of 6 flushes failed).
-KEY2=$(MLK_LAKE_CACHE="$TMP/cache-k2" "$BIN" serve-keys add --lake s3://lake/sflaky --admin 2> /dev/null)
+KEY=$(MLK_LAKE_CACHE="$TMP/cache-k2" "$BIN" serve-keys add --lake s3://lake/sflaky --admin 2> /dev/null)
 "$VENV/bin/python" "$REPO/tests/flaky_proxy.py" "$PPORT" "${AWS_ENDPOINT_URL##*:}" "$TMP/flaky" \
   > "$TMP/proxy2.out" 2> "$TMP/proxy2.err" &
 PROXY=$!
 for _ in $(seq 100); do grep -q ready "$TMP/proxy2.out" && break; sleep 0.1; done
 start_flaky_serve() { # ENDPOINT
-  AWS_ENDPOINT_URL="$1" MLK_LAKE_CACHE="$TMP/cache-sf" USAGE_ANALYTICS_INTERVAL=off "$BIN" serve --lake s3://lake/sflaky \
-    --bind "127.0.0.1:$SPORT" --flush-ms 600000 > "$TMP/sflaky.log" 2>&1 &
-  SERVE=$!
-  for _ in $(seq 100); do grep -q "listening on" "$TMP/sflaky.log" && return 0; sleep 0.2; done
-  cat "$TMP/sflaky.log"; fail "serve on s3:// through the proxy did not start"
-}
-post2() { # PATH [BODY-FILE]
-  curl -sf -X POST -H "Authorization: Bearer $KEY2" -H 'Content-Type: application/json' ${2:+--data @"$2"} "http://127.0.0.1:$SPORT$1"
+  start_serve s3://lake/sflaky "$TMP/cache-sf" "$TMP/sflaky.log" "$1"
 }
 start_flaky_serve "http://127.0.0.1:$PPORT"
 echo "every ${FLAKY_EVERY:-3} ${FLAKY_SEED:-13}" > "$TMP/flaky"
@@ -447,18 +437,18 @@ import json, sys, datetime
 ts = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
 json.dump([{"id": f"f{sys.argv[1]}-{i}", "tenant_id": "acme", "meter": "api_calls", "ts": ts} for i in range(20)], open(sys.argv[2], "w"))
 ' "$r" "$TMP/f$r.json"
-  post2 /api/v1/usage/track "$TMP/f$r.json" > /dev/null || fail "track through serve (round $r)"
-  post2 /api/v1/usage/admin/flush > /dev/null || failed=$((failed + 1))
+  api /api/v1/usage/track "$TMP/f$r.json" > /dev/null || fail "track through serve (round $r)"
+  api /api/v1/usage/admin/flush > /dev/null || failed=$((failed + 1))
 done
 rm "$TMP/flaky"
-post2 /api/v1/usage/admin/flush > /dev/null || { tail -20 "$TMP/sflaky.log"; fail "a flush once the network is sound"; }
+api /api/v1/usage/admin/flush > /dev/null || { tail -20 "$TMP/sflaky.log"; fail "a flush once the network is sound"; }
 cuts2=$(grep -c "^cut" "$TMP/proxy2.err" || true)
 [ "$cuts2" -gt 0 ] || fail "the proxy cut none of serve's connections"
 got=$(view s3://lake/sflaky "$TMP/cache-sf1")
 [ "$got" = "120 120" ] || { tail -20 "$TMP/sflaky.log"; fail "serve through a flaky network stored '$got', want 120 events"; }
 kill -9 "$SERVE"; wait "$SERVE" 2> /dev/null || true
 start_flaky_serve "$AWS_ENDPOINT_URL"
-post2 /api/v1/usage/admin/flush > /dev/null || fail "a flush after the restart"
+api /api/v1/usage/admin/flush > /dev/null || fail "a flush after the restart"
 got=$(view s3://lake/sflaky "$TMP/cache-sf2")
 [ "$got" = "120 120" ] || fail "after a kill -9 and a restart the bucket holds '$got', want 120 events"
 kill -TERM "$SERVE"; wait "$SERVE" 2> /dev/null || true
