@@ -6,7 +6,8 @@
 # 2. Day + hour rollups of that lake, local and s3:// (the writer's mirror, which holds the
 #    event files it wrote), and a full day + hour rollup on a new machine: event files read
 #    in the bucket by polars' cloud scans (the default), or fetched first
-#    (MLK_LAKE_EVENTS=fetch), against the same full rollup on local disk.
+#    (MLK_LAKE_EVENTS=fetch), against the same full rollup on local disk; and one day's
+#    usage on a new machine, scan against fetch.
 # 3. Throughput of 1, 2 and 4 concurrent writers on s3://, each its own mirror (machine):
 #    four inputs of $EVENTS events split among them; conflicts retried per commit; every
 #    run checked to hold every event once.
@@ -26,7 +27,7 @@ source tests/s3-endpoint.sh
 s3_endpoint "$WORK" bench
 
 for s in 1 2 3 4; do
-  [[ -f "$WORK/in-$s.ndjson" ]] || "$MLK_BIN" generate --tenants 200 --days 30 --seed "$s" \
+  [[ -f "$WORK/in-$s.ndjson" ]] || "$MLK_BIN" generate --tenants 200 --days 30 --start 2026-10-01 --seed "$s" \
     --events "$EVENTS" --out "$WORK/in-$s.ndjson" --quiet
 done
 now() { date +%s.%N; }
@@ -50,6 +51,11 @@ for ((r = 1; r <= RUNS; r++)); do
   T[full_local]+=" $(timed sh -c "${full//LAKE/$WORK/local-$r}")"
   T[full_scan]+=" $(MLK_LAKE_CACHE="$WORK/cold-$r" timed sh -c "${full//LAKE/s3://bench/run-$r}")"
   T[full_fetch]+=" $(MLK_LAKE_EVENTS=fetch MLK_LAKE_CACHE="$WORK/coldf-$r" timed sh -c "${full//LAKE/s3://bench/run-$r}")"
+  # A question about one day on a new machine: its files only (scan), or the lake (fetch).
+  day="'$MLK_BIN' usage -q --from 2026-10-15 --to 2026-10-16 --output csv --lake s3://bench/run-$r"
+  T[day_scan]+=" $(MLK_LAKE_CACHE="$WORK/dayc-$r" timed sh -c "$day")"
+  T[day_fetch]+=" $(MLK_LAKE_EVENTS=fetch MLK_LAKE_CACHE="$WORK/dayf-$r" timed sh -c "$day")"
+  rm -rf "$WORK/dayc-$r" "$WORK/dayf-$r"
   for c in cold coldf; do
     m=$(ls -d "$WORK/$c-$r"/*/lake)
     diff -r -x _lock -x '*.lock' "$m/rollups" "$WORK/local-$r/rollups" > /dev/null \
@@ -68,6 +74,9 @@ done
 for k in scan fetch; do
   l=$(median ${T[full_local]}); s=$(median ${T[full_$k]})
   printf '%-34s %8.2f %8.2f %7.2fx\n' "full rollups, new machine, $k" "$l" "$s" "$(echo "$s / $l" | bc -l)"
+done
+for k in scan fetch; do
+  printf '%-34s %8s %8.2f\n' "one day's usage, new machine, $k" "" "$(median ${T[day_$k]})"
 done
 
 echo
