@@ -10,7 +10,8 @@ warm-up (numba compiles statsforecast's models on first use; that is not counted
 meterlake runs `forecast --series train.csv --model M --horizon 14 --folds 0` (no backtest,
 as statsforecast does none); its end-to-end time includes parsing the input and writing the
 output, measured twice: CSV in and out, and Parquet in and out (the same rows, `ts` a date
-column; a data scientist's usual file). Its "models only" time (from its JSON summary)
+column; a data scientist's usual file), each the median of --repeat runs (default 3: the
+first run after the 1 GB input is written often waits on the page cache). Its "models only" time (from its JSON summary)
 compares with statsforecast's, which starts from a DataFrame in memory.
 
 usage: forecast.py --bin target/release/meterlake --series 10000 [--work DIR] [--models ses,holt]
@@ -49,6 +50,7 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--bin", default="target/release/meterlake")
 ap.add_argument("--series", type=int, default=10000)
 ap.add_argument("--work", default="benches/peers/.work")
+ap.add_argument("--repeat", type=int, default=3, help="meterlake runs per file format (median)")
 ap.add_argument("--models", default="ses,holt,holt_winters,moving_average,seasonal_naive",
                 help="comma-separated subset (statsforecast's HoltWinters takes ~30 min on 100k series)")
 a = ap.parse_args()
@@ -97,12 +99,15 @@ for name, mk in pairs:
         cmd = [a.bin, "forecast", "--series", series_file, "--model", name, "--horizon", str(H),
                "--season-length", str(M), "--window", "7", "--folds", "0", "--threads", "2",
                "--out", out, "--output", "json"]
-        t = time.perf_counter()
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        wall = time.perf_counter() - t
-        if r.returncode:
-            sys.exit(f"meterlake failed: {r.stderr[-500:]}")
-        return wall, json.loads(r.stdout.strip().splitlines()[-1])["forecast_seconds"], out
+        runs = []
+        for _ in range(max(1, a.repeat)):
+            t = time.perf_counter()
+            r = subprocess.run(cmd, capture_output=True, text=True)
+            wall = time.perf_counter() - t
+            if r.returncode:
+                sys.exit(f"meterlake failed: {r.stderr[-500:]}")
+            runs.append((wall, json.loads(r.stdout.strip().splitlines()[-1])["forecast_seconds"]))
+        return float(np.median([w for w, _ in runs])), float(np.median([f for _, f in runs])), out
     ml_s, ml_fit, fc_csv = meterlake(train_csv, "csv")
     ml_pq, _, fc_pq = meterlake(train_pq, "parquet")
     f = pd.read_csv(fc_csv, float_precision="round_trip")

@@ -300,6 +300,123 @@ fn concentrated_as<const T: bool, const S: bool>(
     (sse, st)
 }
 
+/// The α grid SES's search starts from (as statsmodels' does).
+const SES_GRID: [f64; 5] = [0.05, 0.2, 0.5, 0.8, 0.99];
+
+/// SES's search of α on `y` from the initial level `l0`: Brent's method between the
+/// neighbours of the grid's best point.
+fn ses_search(y: &[f64], l0: f64) -> optimize::Brent {
+    // The grid's five α in one pass over the series.
+    let sse = ses_sse_lanes([y; 5], SES_GRID, [l0; 5]);
+    let mut i = 0;
+    for (k, v) in sse.iter().enumerate() {
+        // The first of equal minima, as `Iterator::min_by`.
+        if v.total_cmp(&sse[i]).is_lt() {
+            i = k;
+        }
+    }
+    let lo = if i == 0 { UNIT.0 } else { SES_GRID[i - 1] };
+    let hi = SES_GRID.get(i + 1).copied().unwrap_or(UNIT.1);
+    optimize::Brent::new(lo, hi, 1e-7, MAX_EVALS)
+}
+
+/// Series evaluated side by side in one pass by [`ses_sse_lanes`].
+const LANES: usize = 2;
+
+/// The α [`ExpSmoothing::fit`] would find for each series (`None` for one shorter than
+/// `min_len`), with the series' searches run side by side: each round, every unfinished
+/// search's next α is evaluated, [`LANES`] series of similar length per pass, so that
+/// their level recurrences (each a chain of dependent multiplies and adds) overlap. Each
+/// search takes the steps it takes alone, so the fits are the same, bit for bit.
+fn ses_search_many(ys: &[&[f64]], min_len: usize) -> Vec<Option<f64>> {
+    let l0: Vec<f64> = ys
+        .iter()
+        .map(|y| {
+            if y.len() >= min_len {
+                heuristic_init(y, false, None).level
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    let mut searches: Vec<Option<optimize::Brent>> = ys
+        .iter()
+        .zip(&l0)
+        .map(|(y, &l)| (y.len() >= min_len).then(|| ses_search(y, l)))
+        .collect();
+    // Neighbours in length share passes (a pass runs as long as its shortest series side
+    // by side; the rest of each runs alone).
+    let mut order: Vec<usize> = (0..ys.len()).filter(|&i| searches[i].is_some()).collect();
+    order.sort_by_key(|&i| ys[i].len());
+    loop {
+        let asking: Vec<(usize, f64)> = order
+            .iter()
+            .filter_map(|&i| Some((i, searches[i].as_ref()?.ask()?)))
+            .collect();
+        if asking.is_empty() {
+            break;
+        }
+        for group in asking.chunks(LANES) {
+            let mut lanes = [(0usize, 0.0f64); LANES];
+            for (k, slot) in lanes.iter_mut().enumerate() {
+                // A short group repeats its last series (evaluated, not told twice).
+                *slot = group[k.min(group.len() - 1)];
+            }
+            let sse = ses_sse_lanes(
+                lanes.map(|(i, _)| ys[i]),
+                lanes.map(|(_, a)| a),
+                lanes.map(|(i, _)| l0[i]),
+            );
+            for (k, &(i, _)) in group.iter().enumerate() {
+                if let Some(s) = searches[i].as_mut() {
+                    s.tell(sse[k]);
+                }
+            }
+        }
+    }
+    searches
+        .into_iter()
+        .map(|s| s.map(|s| s.best().0))
+        .collect()
+}
+
+/// [`ses_concentrated`]'s SSE of `K` series at their α, side by side for as long as the
+/// shortest lasts, then each on its own: the same arithmetic in the same order per series
+/// as a call of its own (the same bits).
+// Steps and lanes index several arrays together.
+#[allow(clippy::needless_range_loop)]
+fn ses_sse_lanes<const K: usize>(ys: [&[f64]; K], alphas: [f64; K], l0: [f64; K]) -> [f64; K] {
+    let keep = alphas.map(|a| 1.0 - a);
+    let (mut level, mut u) = (l0, [1.0; K]);
+    let (mut see, mut sue, mut suu) = ([0.0; K], [0.0; K], [0.0; K]);
+    let common = ys.iter().map(|y| y.len()).min().unwrap_or(0);
+    for t in 0..common {
+        for k in 0..K {
+            let yt = ys[k][t];
+            let e = yt - level[k];
+            see[k] += e * e;
+            sue[k] += u[k] * e;
+            suu[k] += u[k] * u[k];
+            level[k] = keep[k] * level[k] + alphas[k] * yt;
+            u[k] *= keep[k];
+        }
+    }
+    for k in 0..K {
+        for &yt in &ys[k][common..] {
+            let e = yt - level[k];
+            see[k] += e * e;
+            sue[k] += u[k] * e;
+            suu[k] += u[k] * u[k];
+            level[k] = keep[k] * level[k] + alphas[k] * yt;
+            u[k] *= keep[k];
+        }
+    }
+    std::array::from_fn(|k| {
+        let dl = sue[k] / suu[k];
+        (see[k] - dl * sue[k]).max(0.0)
+    })
+}
+
 /// [`concentrated`] for SES: the response to l0 is `(1 − α)^t`, so one channel suffices.
 /// Returns the SSE and the least-squares l0.
 fn ses_concentrated(y: &[f64], alpha: f64, l0: f64) -> (f64, f64) {
@@ -378,6 +495,35 @@ impl Forecaster for ExpSmoothing {
     }
 
     fn fit(&self, y: &[f64]) -> Result<Box<dyn Fitted>> {
+        self.fit_with(y, None)
+    }
+
+    fn fit_many(&self, ys: &[&[f64]]) -> Vec<Result<Box<dyn Fitted>>> {
+        if !self.is_searched_ses() {
+            return ys.iter().map(|y| self.fit(y)).collect();
+        }
+        // SES: every series' search of α runs side by side (`ses_search_many`), then each
+        // fit finishes from its α as `fit` would.
+        let alphas = ses_search_many(ys, self.min_len());
+        ys.iter()
+            .zip(alphas)
+            .map(|(y, a)| self.fit_with(y, a))
+            .collect()
+    }
+}
+
+impl ExpSmoothing {
+    /// SES whose α is searched (not given), on y itself: what [`ses_search_many`] fits.
+    fn is_searched_ses(&self) -> bool {
+        self.trend == Trend::None
+            && self.season.is_none()
+            && self.optimize
+            && !self.log
+            && self.alpha.is_none()
+    }
+
+    /// [`Forecaster::fit`], for SES with its α already searched when `ses_alpha` is given.
+    fn fit_with(&self, y: &[f64], ses_alpha: Option<f64>) -> Result<Box<dyn Fitted>> {
         if y.len() < self.min_len() {
             return Err(Error::NotEnoughData {
                 model: self.name(),
@@ -425,7 +571,7 @@ impl Forecaster for ExpSmoothing {
             // inside every evaluation (`concentrated`).
             let seasonal = self.season.is_some();
             let mut bounds = vec![UNIT];
-            let mut axes: Vec<Vec<f64>> = vec![vec![0.05, 0.2, 0.5, 0.8, 0.99]];
+            let mut axes: Vec<Vec<f64>> = vec![SES_GRID.to_vec()];
             if has_trend {
                 bounds.push(UNIT);
                 axes.push(vec![0.01, 0.1, 0.3]);
@@ -483,6 +629,9 @@ impl Forecaster for ExpSmoothing {
                     start.push(0.978);
                 }
                 start
+            } else if bounds.len() == 1 {
+                // SES: its grid and bracket below.
+                Vec::new()
             } else {
                 let mut combos: Vec<Vec<f64>> = vec![Vec::new()];
                 for axis in &axes {
@@ -497,29 +646,21 @@ impl Forecaster for ExpSmoothing {
                         })
                         .collect();
                 }
-                let sse_at = |c: &[f64]| {
-                    if bounds.len() == 1 {
-                        ses_concentrated(y, c[0], init.level).0
-                    } else {
-                        objective(c)
-                    }
-                };
                 combos
                     .into_iter()
-                    .map(|c| (sse_at(&c), c))
+                    .map(|c| (objective(&c), c))
                     .min_by(|a, b| a.0.total_cmp(&b.0))
                     .map(|(_, c)| c)
                     .unwrap_or_default()
             };
             let best = if bounds.len() == 1 {
                 // SES: one parameter, Brent's method between the best grid point's
-                // neighbours.
-                let grid = &axes[0];
-                let i = grid.iter().position(|&a| a == first[0]).unwrap_or(0);
-                let lo = if i == 0 { UNIT.0 } else { grid[i - 1] };
-                let hi = grid.get(i + 1).copied().unwrap_or(UNIT.1);
-                let sse = |a: f64| ses_concentrated(y, a, init.level).0;
-                vec![optimize::minimize_scalar(&sse, lo, hi, 1e-7, MAX_EVALS).0]
+                // neighbours (searched already when fitted with others).
+                vec![ses_alpha.unwrap_or_else(|| {
+                    ses_search(y, init.level)
+                        .minimize(|a| ses_concentrated(y, a, init.level).0)
+                        .0
+                })]
             } else {
                 let (best, _) = optimize::minimize(&objective, &first, &bounds, MAX_EVALS);
                 // A restart from the answer: a fresh simplex escapes a collapsed one.
@@ -658,6 +799,35 @@ mod tests {
         (0..n)
             .map(|t| 50.0 + 0.3 * t as f64 + [0.0, 4.0, -3.0][t % 3] + ((t * 7919) % 13) as f64)
             .collect()
+    }
+
+    proptest::proptest! {
+        /// Series side by side give each the same bits as its own call, and a batch of
+        /// SES fits the same parameters and forecasts as fits one by one.
+        #[test]
+        fn ses_side_by_side_equals_one_by_one(
+            ys in proptest::collection::vec(proptest::collection::vec(0f64..1e4, 0..120), 1..11),
+            alphas in proptest::array::uniform4(0.0001f64..0.9999),
+            l0 in -1e3f64..1e3,
+        ) {
+            let lane = |k: usize| &ys[k % ys.len()][..];
+            let sse = ses_sse_lanes([lane(0), lane(1), lane(2), lane(3)], alphas, [l0; 4]);
+            for k in 0..4 {
+                proptest::prop_assert_eq!(sse[k].to_bits(), ses_concentrated(lane(k), alphas[k], l0).0.to_bits());
+            }
+            let model = ExpSmoothing::ses();
+            let refs: Vec<&[f64]> = ys.iter().map(|y| &y[..]).collect();
+            for (y, many) in refs.iter().zip(model.fit_many(&refs)) {
+                match (model.fit(y), many) {
+                    (Ok(a), Ok(b)) => {
+                        proptest::prop_assert_eq!(a.params(), b.params());
+                        proptest::prop_assert_eq!(format!("{:?}", a.predict(3, 0.9)), format!("{:?}", b.predict(3, 0.9)));
+                    }
+                    (Err(a), Err(b)) => proptest::prop_assert_eq!(a.to_string(), b.to_string()),
+                    (a, b) => proptest::prop_assert!(false, "{:?} vs {:?}", a.is_ok(), b.is_ok()),
+                }
+            }
+        }
     }
 
     #[test]

@@ -91,6 +91,11 @@ pub trait Forecaster: Sync {
     fn min_len(&self) -> usize;
     /// Fits on consecutive observations.
     fn fit(&self, y: &[f64]) -> Result<Box<dyn Fitted>>;
+    /// Fits each of several series, as [`Forecaster::fit`] does one (a model may fit them
+    /// side by side, faster, with the same results).
+    fn fit_many(&self, ys: &[&[f64]]) -> Vec<Result<Box<dyn Fitted>>> {
+        ys.iter().map(|y| self.fit(y)).collect()
+    }
 }
 
 /// A fitted model.
@@ -430,6 +435,19 @@ pub fn forecast_one(
     kind: ModelKind,
     opts: &ModelOptions,
 ) -> SeriesForecast {
+    forecast_one_fitted(y, h, level, kind, opts, None)
+}
+
+/// [`forecast_one`] with the model `kind` already fitted to `y` (by
+/// [`Forecaster::fit_many`] with other series).
+pub fn forecast_one_fitted(
+    y: &[f64],
+    h: usize,
+    level: f64,
+    kind: ModelKind,
+    opts: &ModelOptions,
+    fitted: Option<Box<dyn Fitted>>,
+) -> SeriesForecast {
     let empty = |status: String| SeriesForecast {
         model: None,
         params: String::new(),
@@ -452,7 +470,7 @@ pub fn forecast_one(
     // The horizon and first origin `metrics` was scored with (for the baseline's folds).
     let mut scored_on = (h, 0usize);
     // The AICc winner's fit on the whole history, kept for the final forecast.
-    let mut prefit: Option<(ModelKind, Box<dyn Fitted>)> = None;
+    let mut prefit: Option<(ModelKind, Box<dyn Fitted>)> = fitted.map(|f| (kind, f));
     if kind == ModelKind::Auto {
         let mut best: Option<(ModelKind, Metrics)> = None;
         // The multiplicative model cannot fit a series with a zero or a negative value; left

@@ -99,90 +99,250 @@ pub fn minimize(
 
 /// Minimises a function of one variable on `[lo, hi]` by Brent's method (golden-section
 /// steps with parabolic interpolation; Brent 1973, ch. 5), stopping when the bracket is
-/// within `tol` (absolute, plus a relative 1e-10) of the best point. Returns the best point
-/// and its value; every evaluated point lies inside the interval.
-pub fn minimize_scalar(
-    f: &dyn Fn(f64) -> f64,
-    lo: f64,
-    hi: f64,
+/// within `tol` (absolute, plus a relative 1e-10) of the best point; every evaluated point
+/// lies inside the interval. A state machine: it asks for a point ([`Brent::ask`]) and is
+/// told the function's value there ([`Brent::tell`]), so that a caller can run many
+/// searches side by side and evaluate their points together (each takes the steps it
+/// takes alone); [`Brent::minimize`] runs one search to its end.
+#[derive(Debug, Clone)]
+pub struct Brent {
+    a: f64,
+    b: f64,
+    x: f64,
+    w: f64,
+    v: f64,
+    fx: f64,
+    fw: f64,
+    fv: f64,
+    d: f64,
+    e: f64,
     tol: f64,
-    max_evals: usize,
-) -> (f64, f64) {
+    /// Steps left after the first evaluation.
+    steps: usize,
+    /// The point asked for, `None` once done.
+    asked: Option<f64>,
+    /// No value told yet (the first is the starting point's).
+    first: bool,
+}
+
+impl Brent {
     const GOLDEN: f64 = 0.381_966_011_250_105_1; // (3 − √5) / 2
-    let eval = |x: f64| {
-        let v = f(x);
-        if v.is_finite() { v } else { f64::MAX }
-    };
-    let (mut a, mut b) = (lo.min(hi), lo.max(hi));
-    let mut x = a + GOLDEN * (b - a);
-    let (mut w, mut v) = (x, x);
-    let mut fx = eval(x);
-    let (mut fw, mut fv) = (fx, fx);
-    let (mut d, mut e) = (0.0f64, 0.0f64);
-    for _ in 1..max_evals {
+
+    /// A search of `[lo, hi]` with at most `max_evals` evaluations.
+    pub fn new(lo: f64, hi: f64, tol: f64, max_evals: usize) -> Brent {
+        let (a, b) = (lo.min(hi), lo.max(hi));
+        let x = a + Self::GOLDEN * (b - a);
+        Brent {
+            a,
+            b,
+            x,
+            w: x,
+            v: x,
+            fx: 0.0,
+            fw: 0.0,
+            fv: 0.0,
+            d: 0.0,
+            e: 0.0,
+            tol,
+            steps: max_evals.saturating_sub(1),
+            asked: Some(x),
+            first: true,
+        }
+    }
+
+    /// The point whose value the search needs next; `None` once it is done.
+    pub fn ask(&self) -> Option<f64> {
+        self.asked
+    }
+
+    /// The value at the point [`Brent::ask`] gave (a non-finite value counts as the
+    /// largest).
+    pub fn tell(&mut self, value: f64) {
+        let Some(u) = self.asked else { return };
+        let fu = if value.is_finite() { value } else { f64::MAX };
+        if self.first {
+            self.first = false;
+            (self.fx, self.fw, self.fv) = (fu, fu, fu);
+        } else if fu <= self.fx {
+            if u < self.x {
+                self.b = self.x;
+            } else {
+                self.a = self.x;
+            }
+            (self.v, self.fv, self.w, self.fw, self.x, self.fx) =
+                (self.w, self.fw, self.x, self.fx, u, fu);
+        } else {
+            if u < self.x {
+                self.a = u;
+            } else {
+                self.b = u;
+            }
+            if fu <= self.fw || self.w == self.x {
+                (self.v, self.fv, self.w, self.fw) = (self.w, self.fw, u, fu);
+            } else if fu <= self.fv || self.v == self.x || self.v == self.w {
+                (self.v, self.fv) = (u, fu);
+            }
+        }
+        self.asked = self.next_point();
+    }
+
+    /// Runs the search on `f` to its end: the best point and its value.
+    pub fn minimize(mut self, f: impl Fn(f64) -> f64) -> (f64, f64) {
+        while let Some(u) = self.ask() {
+            self.tell(f(u));
+        }
+        self.best()
+    }
+
+    /// The best point and its value so far.
+    pub fn best(&self) -> (f64, f64) {
+        (self.x, self.fx)
+    }
+
+    /// The next point to evaluate, or `None` when the bracket is small enough or the
+    /// evaluations are spent.
+    fn next_point(&mut self) -> Option<f64> {
+        if self.steps == 0 {
+            return None;
+        }
+        let (a, b, x) = (self.a, self.b, self.x);
         let m = 0.5 * (a + b);
-        let tol1 = 1e-10 * x.abs() + tol;
+        let tol1 = 1e-10 * x.abs() + self.tol;
         let tol2 = 2.0 * tol1;
         if (x - m).abs() <= tol2 - 0.5 * (b - a) {
-            break;
+            return None;
         }
+        self.steps -= 1;
         let mut golden = true;
-        if e.abs() > tol1 {
+        if self.e.abs() > tol1 {
             // Parabola through x, w, v.
-            let r = (x - w) * (fx - fv);
-            let mut q = (x - v) * (fx - fw);
-            let mut p = (x - v) * q - (x - w) * r;
+            let r = (x - self.w) * (self.fx - self.fv);
+            let mut q = (x - self.v) * (self.fx - self.fw);
+            let mut p = (x - self.v) * q - (x - self.w) * r;
             q = 2.0 * (q - r);
             if q > 0.0 {
                 p = -p;
             }
             q = q.abs();
-            if p.abs() < (0.5 * q * e).abs() && p > q * (a - x) && p < q * (b - x) {
-                e = d;
-                d = p / q;
-                let u = x + d;
+            if p.abs() < (0.5 * q * self.e).abs() && p > q * (a - x) && p < q * (b - x) {
+                self.e = self.d;
+                self.d = p / q;
+                let u = x + self.d;
                 if u - a < tol2 || b - u < tol2 {
-                    d = if x < m { tol1 } else { -tol1 };
+                    self.d = if x < m { tol1 } else { -tol1 };
                 }
                 golden = false;
             }
         }
         if golden {
-            e = if x < m { b - x } else { a - x };
-            d = GOLDEN * e;
+            self.e = if x < m { b - x } else { a - x };
+            self.d = Self::GOLDEN * self.e;
         }
-        let u = if d.abs() >= tol1 {
-            x + d
+        Some(if self.d.abs() >= tol1 {
+            x + self.d
         } else {
-            x + tol1.copysign(d)
-        };
-        let fu = eval(u);
-        if fu <= fx {
-            if u < x {
-                b = x;
-            } else {
-                a = x;
-            }
-            (v, fv, w, fw, x, fx) = (w, fw, x, fx, u, fu);
-        } else {
-            if u < x {
-                a = u;
-            } else {
-                b = u;
-            }
-            if fu <= fw || w == x {
-                (v, fv, w, fw) = (w, fw, u, fu);
-            } else if fu <= fv || v == x || v == w {
-                (v, fv) = (u, fu);
-            }
-        }
+            x + tol1.copysign(self.d)
+        })
     }
-    (x, fx)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Brent's method as a loop (what the state machine replaced), for comparison.
+    fn reference_scalar(
+        f: &dyn Fn(f64) -> f64,
+        lo: f64,
+        hi: f64,
+        tol: f64,
+        max_evals: usize,
+    ) -> (f64, f64) {
+        const GOLDEN: f64 = 0.381_966_011_250_105_1; // (3 − √5) / 2
+        let eval = |x: f64| {
+            let v = f(x);
+            if v.is_finite() { v } else { f64::MAX }
+        };
+        let (mut a, mut b) = (lo.min(hi), lo.max(hi));
+        let mut x = a + GOLDEN * (b - a);
+        let (mut w, mut v) = (x, x);
+        let mut fx = eval(x);
+        let (mut fw, mut fv) = (fx, fx);
+        let (mut d, mut e) = (0.0f64, 0.0f64);
+        for _ in 1..max_evals {
+            let m = 0.5 * (a + b);
+            let tol1 = 1e-10 * x.abs() + tol;
+            let tol2 = 2.0 * tol1;
+            if (x - m).abs() <= tol2 - 0.5 * (b - a) {
+                break;
+            }
+            let mut golden = true;
+            if e.abs() > tol1 {
+                // Parabola through x, w, v.
+                let r = (x - w) * (fx - fv);
+                let mut q = (x - v) * (fx - fw);
+                let mut p = (x - v) * q - (x - w) * r;
+                q = 2.0 * (q - r);
+                if q > 0.0 {
+                    p = -p;
+                }
+                q = q.abs();
+                if p.abs() < (0.5 * q * e).abs() && p > q * (a - x) && p < q * (b - x) {
+                    e = d;
+                    d = p / q;
+                    let u = x + d;
+                    if u - a < tol2 || b - u < tol2 {
+                        d = if x < m { tol1 } else { -tol1 };
+                    }
+                    golden = false;
+                }
+            }
+            if golden {
+                e = if x < m { b - x } else { a - x };
+                d = GOLDEN * e;
+            }
+            let u = if d.abs() >= tol1 {
+                x + d
+            } else {
+                x + tol1.copysign(d)
+            };
+            let fu = eval(u);
+            if fu <= fx {
+                if u < x {
+                    b = x;
+                } else {
+                    a = x;
+                }
+                (v, fv, w, fw, x, fx) = (w, fw, x, fx, u, fu);
+            } else {
+                if u < x {
+                    a = u;
+                } else {
+                    b = u;
+                }
+                if fu <= fw || w == x {
+                    (v, fv, w, fw) = (w, fw, u, fu);
+                } else if fu <= fv || v == x || v == w {
+                    (v, fv) = (u, fu);
+                }
+            }
+        }
+        (x, fx)
+    }
+
+    proptest::proptest! {
+        /// The state machine takes the loop's steps: the same best point, bit for bit.
+        #[test]
+        fn brent_as_a_state_machine_takes_the_loops_steps(
+            c in -2.0f64..3.0, k in 0.0f64..40.0, s in 0.01f64..10.0,
+            lo in -1.0f64..0.5, width in 0.01f64..3.0, evals in 1usize..60,
+        ) {
+            let f = |x: f64| s * (x - c).powi(2) + (k * x).sin() + if x > 2.5 { f64::NAN } else { 0.0 };
+            let (x1, v1) = Brent::new(lo, lo + width, 1e-7, evals).minimize(f);
+            let (x2, v2) = reference_scalar(&f, lo, lo + width, 1e-7, evals);
+            proptest::prop_assert_eq!((x1.to_bits(), v1.to_bits()), (x2.to_bits(), v2.to_bits()));
+        }
+    }
 
     #[test]
     fn finds_a_box_interior_minimum_and_respects_bounds() {
@@ -202,15 +362,15 @@ mod tests {
     #[test]
     fn brent_finds_interior_and_edge_minima() {
         let f = |x: f64| (x - 0.3).powi(2) + 1.0;
-        let (x, v) = minimize_scalar(&f, 0.0, 1.0, 1e-9, 100);
+        let (x, v) = Brent::new(0.0, 1.0, 1e-9, 100).minimize(f);
         assert!((x - 0.3).abs() < 1e-6 && (v - 1.0).abs() < 1e-12, "{x}");
         // A non-smooth function: golden-section steps still converge.
         let g = |x: f64| (x - 0.7).abs();
-        let (x, _) = minimize_scalar(&g, 0.0, 1.0, 1e-9, 200);
+        let (x, _) = Brent::new(0.0, 1.0, 1e-9, 200).minimize(g);
         assert!((x - 0.7).abs() < 1e-6, "{x}");
         // The minimum beyond the interval: the answer stays inside, at the edge.
         let h = |x: f64| -x;
-        let (x, _) = minimize_scalar(&h, 0.2, 0.9, 1e-9, 200);
+        let (x, _) = Brent::new(0.2, 0.9, 1e-9, 200).minimize(h);
         assert!(x <= 0.9 && x > 0.9 - 1e-6, "{x}");
     }
 }

@@ -18,7 +18,7 @@ use serde::Serialize;
 
 use super::tables::{self, write_frame};
 use crate::error::{Error, Result};
-use crate::forecast::{ModelKind, ModelOptions, SeriesForecast, forecast_one};
+use crate::forecast::{Fitted, ModelKind, ModelOptions, SeriesForecast, forecast_one_fitted};
 use crate::lake::Lake;
 use crate::rollup::{Granularity, Meters, RollupOptions, RollupSpec, rollup, rollup_series_of};
 use crate::series::{Fill, Series, all_dates, read_series};
@@ -104,22 +104,62 @@ pub struct SeriesResult {
     pub result: SeriesForecast,
 }
 
+/// Series fitted together by a fixed model ([`forecast_series`]).
+const FIT_BLOCK: usize = 64;
+
 /// Forecasts every series (in parallel, on `threads` workers).
 pub fn forecast_series(series: &[Series], spec: &ForecastSpec) -> Result<Vec<SeriesResult>> {
     spec.validate()?;
     let run = || {
         use rayon::prelude::*;
+        // Blocks of series: a fixed model fits a block's series together
+        // (`Forecaster::fit_many`; SES side by side), then each is forecast on its own.
         series
-            .par_iter()
-            .map(|s| {
-                let (s, missing) = s.regular(spec.fill);
-                let step = s.step();
-                let mut opts = spec.options.clone();
-                if !spec.season_fixed {
-                    opts.season_length = step.default_season();
+            .par_chunks(FIT_BLOCK)
+            .flat_map_iter(|block| {
+                let regular: Vec<_> = block.iter().map(|s| s.regular(spec.fill)).collect();
+                let opts: Vec<ModelOptions> = regular
+                    .iter()
+                    .map(|(s, _)| {
+                        let mut opts = spec.options.clone();
+                        if !spec.season_fixed {
+                            opts.season_length = s.step().default_season();
+                        }
+                        opts
+                    })
+                    .collect();
+                let mut fitted: Vec<Option<Box<dyn Fitted>>> =
+                    regular.iter().map(|_| None).collect();
+                // The options differ between series by their season length only.
+                let same = opts
+                    .windows(2)
+                    .all(|w| w[0].season_length == w[1].season_length);
+                if spec.model != ModelKind::Auto
+                    && same
+                    && let Some(model) = opts.first().and_then(|o| o.model(spec.model))
+                {
+                    let ys: Vec<&[f64]> = regular.iter().map(|(s, _)| &s.values[..]).collect();
+                    for (slot, f) in fitted.iter_mut().zip(model.fit_many(&ys)) {
+                        *slot = f.ok();
+                    }
                 }
-                let mut result =
-                    forecast_one(&s.values, spec.horizon, spec.level, spec.model, &opts);
+                regular
+                    .into_iter()
+                    .zip(opts)
+                    .zip(fitted)
+                    .map(|(((s, missing), opts), fitted)| (s, missing, opts, fitted))
+                    .collect::<Vec<_>>()
+            })
+            .map(|(s, missing, opts, fitted)| {
+                let step = s.step();
+                let mut result = forecast_one_fitted(
+                    &s.values,
+                    spec.horizon,
+                    spec.level,
+                    spec.model,
+                    &opts,
+                    fitted,
+                );
                 if missing > 0 {
                     let how = match spec.fill {
                         Fill::Interpolate => "filled by linear interpolation",
