@@ -306,8 +306,12 @@ const SES_GRID: [f64; 5] = [0.05, 0.2, 0.5, 0.8, 0.99];
 /// SES's search of α on `y` from the initial level `l0`: Brent's method between the
 /// neighbours of the grid's best point.
 fn ses_search(y: &[f64], l0: f64) -> optimize::Brent {
-    // The grid's five α in one pass over the series.
-    let sse = ses_sse_lanes([y; 5], SES_GRID, [l0; 5]);
+    // The grid's five α, two at a time over the series (five at once spill registers).
+    let [a, b, c, d, e] = SES_GRID;
+    let [s0, s1] = ses_sse_lanes([y; LANES], [a, b], [l0; LANES]);
+    let [s2, s3] = ses_sse_lanes([y; LANES], [c, d], [l0; LANES]);
+    let [s4] = ses_sse_lanes([y], [e], [l0]);
+    let sse = [s0, s1, s2, s3, s4];
     let mut i = 0;
     for (k, v) in sse.iter().enumerate() {
         // The first of equal minima, as `Iterator::min_by`.
@@ -814,6 +818,17 @@ mod tests {
             let sse = ses_sse_lanes([lane(0), lane(1), lane(2), lane(3)], alphas, [l0; 4]);
             for k in 0..4 {
                 proptest::prop_assert_eq!(sse[k].to_bits(), ses_concentrated(lane(k), alphas[k], l0).0.to_bits());
+            }
+            // The grid two α at a time picks the bracket one α at a time picks.
+            for y in ys.iter().filter(|y| !y.is_empty()) {
+                let one = SES_GRID.map(|a| ses_concentrated(y, a, l0).0);
+                let i = (0..5).fold(0, |i, k| if one[k].total_cmp(&one[i]).is_lt() { k } else { i });
+                let lo = if i == 0 { UNIT.0 } else { SES_GRID[i - 1] };
+                let hi = SES_GRID.get(i + 1).copied().unwrap_or(UNIT.1);
+                let f = |a: f64| ses_concentrated(y, a, l0).0;
+                let want = optimize::Brent::new(lo, hi, 1e-7, MAX_EVALS).minimize(f);
+                let got = ses_search(y, l0).minimize(f);
+                proptest::prop_assert_eq!((got.0.to_bits(), got.1.to_bits()), (want.0.to_bits(), want.1.to_bits()));
             }
             let model = ExpSmoothing::ses();
             let refs: Vec<&[f64]> = ys.iter().map(|y| &y[..]).collect();
