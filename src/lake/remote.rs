@@ -1150,6 +1150,18 @@ impl Mirror {
                         None
                     };
                     let stamp = local_stamp(&path);
+                    // A large file (staged for a commit) goes up part by part: memory is
+                    // a few parts per file, whatever its size.
+                    let part = part_bytes();
+                    if lock.is_none()
+                        && matches!(mode, PutMode::Overwrite)
+                        && stamp.is_some_and(|(size, _)| size >= 2 * part as u64)
+                    {
+                        let etag = put_streamed(&store, &key, &path, part)
+                            .await
+                            .map_err(|e| PutError::Other(remote(&url, &obj, e)))?;
+                        return Ok(Sent { local, etag, stamp });
+                    }
                     let body = fs::read(&path).at(&path).map_err(PutError::Other)?;
                     drop(lock);
                     let opts = PutOptions {
@@ -1242,6 +1254,60 @@ enum PutError {
 impl From<Error> for PutError {
     fn from(e: Error) -> PutError {
         PutError::Other(e)
+    }
+}
+
+/// The part size of streamed uploads: `MLK_S3_PART_BYTES`, else 16 MiB (S3 takes parts of
+/// 5 MiB and more, but for the last).
+fn part_bytes() -> usize {
+    std::env::var("MLK_S3_PART_BYTES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or(16 << 20)
+}
+
+/// Uploads the file at `path` to `key` as a multipart upload of `part`-byte parts, read
+/// from the file as they go (two in flight); an upload that fails is aborted. Returns the
+/// object's ETag.
+async fn put_streamed(
+    store: &Arc<dyn ObjectStore>,
+    key: &ObjPath,
+    path: &Path,
+    part: usize,
+) -> std::result::Result<Option<String>, object_store::Error> {
+    use std::io::Read;
+    let io = |e: std::io::Error| object_store::Error::Generic {
+        store: "local file",
+        source: Box::new(Error::io(path.to_path_buf(), e)),
+    };
+    let upload = store.put_multipart(key).await?;
+    let mut writer = object_store::WriteMultipart::new_with_chunk_size(upload, part);
+    let sent = async {
+        let mut file = fs::File::open(path).map_err(io)?;
+        let mut buf = vec![0u8; part];
+        loop {
+            let mut n = 0;
+            while n < buf.len() {
+                match file.read(&mut buf[n..]).map_err(io)? {
+                    0 => break,
+                    k => n += k,
+                }
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            writer.wait_for_capacity(2).await?;
+            writer.write(&buf[..n]);
+        }
+    }
+    .await;
+    match sent {
+        Ok(()) => writer.finish().await.map(|p| p.e_tag),
+        Err(e) => {
+            let _ = writer.abort().await;
+            Err(e)
+        }
     }
 }
 
