@@ -393,26 +393,23 @@ fn ses_sse_lanes<const K: usize>(ys: [&[f64]; K], alphas: [f64; K], l0: [f64; K]
     let keep = alphas.map(|a| 1.0 - a);
     let (mut level, mut u) = (l0, [1.0; K]);
     let (mut see, mut sue, mut suu) = ([0.0; K], [0.0; K], [0.0; K]);
+    let mut step = |k: usize, yt: f64| {
+        let e = yt - level[k];
+        see[k] += e * e;
+        sue[k] += u[k] * e;
+        suu[k] += u[k] * u[k];
+        level[k] = keep[k] * level[k] + alphas[k] * yt;
+        u[k] *= keep[k];
+    };
     let common = ys.iter().map(|y| y.len()).min().unwrap_or(0);
     for t in 0..common {
         for k in 0..K {
-            let yt = ys[k][t];
-            let e = yt - level[k];
-            see[k] += e * e;
-            sue[k] += u[k] * e;
-            suu[k] += u[k] * u[k];
-            level[k] = keep[k] * level[k] + alphas[k] * yt;
-            u[k] *= keep[k];
+            step(k, ys[k][t]);
         }
     }
     for k in 0..K {
         for &yt in &ys[k][common..] {
-            let e = yt - level[k];
-            see[k] += e * e;
-            sue[k] += u[k] * e;
-            suu[k] += u[k] * u[k];
-            level[k] = keep[k] * level[k] + alphas[k] * yt;
-            u[k] *= keep[k];
+            step(k, yt);
         }
     }
     std::array::from_fn(|k| {
