@@ -99,13 +99,20 @@ pub(super) fn on_mirror(
         let code = super::dispatch(cli.command, quiet);
         let pushed = match &code {
             Ok(_) => mirror.push().with_context(|| format!("pushing to {url}")),
+            // A file read in the bucket may have been removed by another writer's commit.
+            Err(e) if mirror.moved_under_a_read().unwrap_or(false) => {
+                eprintln!("{url}: {e:#}");
+                Ok(Pushed::Conflict(format!(
+                    "{url}: the lake changed while the command read it"
+                )))
+            }
             Err(_) => Ok(Pushed::Done(Default::default())),
         };
         let conflict = matches!(pushed, Ok(Pushed::Conflict(_)));
         out.finish(!conflict)?;
-        let code = code?;
         match pushed? {
             Pushed::Done(s) => {
+                let code = code?;
                 if !quiet {
                     eprintln!(
                         "{url}: {} commits, {} files sent, {} deleted, {conflicts} conflicts retried",

@@ -67,7 +67,7 @@ pub(crate) const REMOVED_DIR: &str = ".removed";
 /// In a mirror's lake folder whose event files are read in place: the lake's URL.
 pub(crate) const IN_PLACE: &str = ".in-place";
 /// In such a folder: the event files a command fetched whole ([`fetch_in_place`]), one
-/// `PATH<TAB>ETAG` line each, for the mirror's manifest.
+/// `PATH<TAB>ETAG<TAB>SIZE<TAB>MTIME` line each (as fetched), for the mirror's manifest.
 const FETCHED: &str = ".fetched";
 /// How a command's mirror holds the event files: `scan` (read in place, the default) or
 /// `fetch` (copied into the mirror, as every other file).
@@ -128,8 +128,9 @@ pub fn fetch_in_place(root: &Path, rels: &[&str]) -> Result<()> {
         .at(root)?;
     let got = download(&rt, &store, &url, root, missing)?;
     let mut lines = String::new();
-    for (rel, entry) in &got {
-        lines.push_str(&format!("{rel}\t{}\n", entry.etag.as_deref().unwrap_or("")));
+    for (rel, e) in &got {
+        let etag = e.etag.as_deref().unwrap_or("");
+        lines.push_str(&format!("{rel}\t{etag}\t{}\t{}\n", e.size, e.mtime));
     }
     use std::io::Write;
     let path = root.join(FETCHED);
@@ -379,6 +380,14 @@ impl Mirror {
         self.in_place = yes;
     }
 
+    /// Whether a command's failure may come from another writer: the mirror reads event
+    /// files in the bucket, and a commit was made there since the pull (one that removed a
+    /// file the command was reading, as a compaction or a `forget` does). The caller pulls
+    /// and runs the command again.
+    pub fn moved_under_a_read(&self) -> Result<bool> {
+        Ok(self.in_place && self.exists(&format!("{LOG_DIR}/{}", log_name(self.last_seq + 1)))?)
+    }
+
     /// The mirror's lake folder, which the command works on.
     pub fn root(&self) -> &Path {
         &self.root
@@ -555,11 +564,19 @@ impl Mirror {
             Err(e) => return Err(Error::io(path, e)),
         };
         for line in text.lines() {
-            let Some((rel, etag)) = line.split_once('\t') else {
+            // A line cut by a kill names a file the next pull deletes (unknown here).
+            let mut f = line.split('\t');
+            let (Some(rel), Some(etag), Some(size), Some(mtime)) =
+                (f.next(), f.next(), f.next(), f.next())
+            else {
                 continue;
             };
-            // A line cut by a kill names a file the next pull deletes (unknown here).
-            if let Some((size, mtime)) = local_stamp(&self.root.join(rel)) {
+            let (Ok(size), Ok(mtime)) = (size.parse(), mtime.parse()) else {
+                continue;
+            };
+            // The stamp it had when fetched: a command that rewrote it since (`lake
+            // rekey`) leaves a changed file, which the push sends.
+            if self.root.join(rel).is_file() {
                 let etag = (!etag.is_empty()).then(|| etag.to_string());
                 self.manifest
                     .insert(rel.to_string(), Entry { size, etag, mtime });
@@ -1132,6 +1149,7 @@ impl Mirror {
             .collect();
         let store = self.store.clone();
         let url = self.url.clone();
+        let part = part_bytes()?;
         // Each body is read as its put starts (memory: the puts in flight), after its
         // stamp: a file rewritten meanwhile differs from the stamp, and is sent again by
         // the next push.
@@ -1152,7 +1170,6 @@ impl Mirror {
                     let stamp = local_stamp(&path);
                     // A large file (staged for a commit) goes up part by part: memory is
                     // a few parts per file, whatever its size.
-                    let part = part_bytes();
                     if lock.is_none()
                         && matches!(mode, PutMode::Overwrite)
                         && stamp.is_some_and(|(size, _)| size >= 2 * part as u64)
@@ -1257,14 +1274,24 @@ impl From<Error> for PutError {
     }
 }
 
-/// The part size of streamed uploads: `MLK_S3_PART_BYTES`, else 16 MiB (S3 takes parts of
-/// 5 MiB and more, but for the last).
-fn part_bytes() -> usize {
-    std::env::var("MLK_S3_PART_BYTES")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .unwrap_or(16 << 20)
+/// The part size of streamed uploads: `MLK_S3_PART_BYTES`, else 16 MiB. S3 takes parts of
+/// 5 MiB and more (but for the last); smaller ones are for stores that take them.
+fn part_bytes() -> Result<usize> {
+    const NAME: &str = "MLK_S3_PART_BYTES";
+    match std::env::var(NAME) {
+        Err(_) => Ok(16 << 20),
+        Ok(v) => v
+            .trim()
+            .parse::<usize>()
+            .ok()
+            .filter(|&n| n > 0)
+            .ok_or_else(|| Error::InvalidParameter {
+                name: NAME,
+                reason: format!(
+                    "`{v}`: expected a number of bytes above 0 (S3 takes parts of 5242880 and more)"
+                ),
+            }),
+    }
 }
 
 /// Uploads the file at `path` to `key` as a multipart upload of `part`-byte parts, read
@@ -1295,7 +1322,8 @@ async fn put_streamed(
                 }
             }
             if n == 0 {
-                return Ok(());
+                // Every part sent before completing: a failed one aborts the upload.
+                return writer.wait_for_capacity(0).await;
             }
             writer.wait_for_capacity(2).await?;
             writer.write(&buf[..n]);

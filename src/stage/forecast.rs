@@ -113,10 +113,11 @@ pub fn forecast_series(series: &[Series], spec: &ForecastSpec) -> Result<Vec<Ser
     let run = || {
         use rayon::prelude::*;
         // Blocks of series: a fixed model fits a block's series together
-        // (`Forecaster::fit_many`; SES side by side), then each is forecast on its own.
+        // (`Forecaster::fit_many`; SES side by side), then each is forecast on its own,
+        // in parallel within blocks too (a few series still use every thread).
         series
             .par_chunks(FIT_BLOCK)
-            .flat_map_iter(|block| {
+            .flat_map(|block| {
                 let regular: Vec<_> = block.iter().map(|s| s.regular(spec.fill)).collect();
                 let opts: Vec<ModelOptions> = regular
                     .iter()
