@@ -712,6 +712,31 @@ pub fn scan_columns(
     scan_with(&ring(), paths, hive, Some(columns))
 }
 
+/// polars' own lazy scan of exactly these files (local paths or object URLs, no
+/// globbing), with the Hive partition columns of their paths if `hive`.
+pub(crate) fn polars_scan<S: AsRef<str>>(
+    paths: impl IntoIterator<Item = S>,
+    hive: bool,
+) -> Result<LazyFrame> {
+    let paths: Vec<PlRefPath> = paths
+        .into_iter()
+        .map(|p| PlRefPath::new(p.as_ref()))
+        .collect();
+    let args = ScanArgsParquet {
+        hive_options: if hive {
+            HiveOptions::new_enabled()
+        } else {
+            HiveOptions::default()
+        },
+        glob: false,
+        ..Default::default()
+    };
+    Ok(LazyFrame::scan_parquet_files(
+        paths.into_iter().collect(),
+        args,
+    )?)
+}
+
 fn scan_with(
     ring: &Ring,
     paths: &[std::path::PathBuf],
@@ -719,23 +744,7 @@ fn scan_with(
     columns: Option<&[&str]>,
 ) -> Result<LazyFrame> {
     if !through_arrow(paths)? {
-        let paths: Vec<PlRefPath> = paths
-            .iter()
-            .map(|p| PlRefPath::new(p.to_string_lossy().as_ref()))
-            .collect();
-        let args = ScanArgsParquet {
-            hive_options: if hive {
-                HiveOptions::new_enabled()
-            } else {
-                HiveOptions::default()
-            },
-            glob: false,
-            ..Default::default()
-        };
-        return Ok(LazyFrame::scan_parquet_files(
-            paths.into_iter().collect(),
-            args,
-        )?);
+        return polars_scan(paths.iter().map(|p| p.to_string_lossy()), hive);
     }
     use rayon::prelude::*;
     let frames: Vec<DataFrame> = paths

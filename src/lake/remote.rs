@@ -1360,8 +1360,10 @@ fn download(
 ) -> Result<Vec<(String, Entry)>> {
     let jobs: Vec<(String, ObjPath, PathBuf)> = rels
         .into_iter()
-        .map(|r| (key_of(url, &r), root.join(&r), r))
-        .map(|(key, path, r)| (r, key, path))
+        .map(|rel| {
+            let (key, path) = (key_of(url, &rel), root.join(&rel));
+            (rel, key, path)
+        })
         .collect();
     let store = store.clone();
     let url = url.clone();

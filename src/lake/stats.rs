@@ -173,43 +173,25 @@ fn scan_lake_files(
         lake.fetch(files)?;
         return local(files);
     }
+    // Runs of files held here and of files in the bucket, in order.
     let here: Vec<bool> = files.iter().map(|f| root.join(&f.path).is_file()).collect();
     let mut frames = Vec::new();
     let mut start = 0;
-    while start < files.len() {
-        let end = (start..files.len())
-            .find(|&i| here[i] != here[start])
-            .unwrap_or(files.len());
-        let run = &files[start..end];
-        frames.push(if here[start] {
-            local(run)?
+    for run in here.chunk_by(|a, b| a == b) {
+        let of = &files[start..start + run.len()];
+        start += run.len();
+        frames.push(if run[0] {
+            local(of)?
         } else {
-            scan_objects(&url, run)?
+            let urls = of.iter().map(|f| super::remote::object_url(&url, &f.path));
+            super::crypto::polars_scan(urls, true)?
         });
-        start = end;
     }
     match frames.len() {
         0 => local(files),
         1 => Ok(frames.remove(0)),
         _ => Ok(concat(frames, UnionArgs::default())?),
     }
-}
-
-/// polars' cloud scan of these event files in the bucket, with the `date` partition.
-fn scan_objects(url: &super::remote::S3Url, files: &[crate::lake::DataFile]) -> Result<LazyFrame> {
-    let paths: Vec<PlRefPath> = files
-        .iter()
-        .map(|f| PlRefPath::new(super::remote::object_url(url, &f.path).as_str()))
-        .collect();
-    let args = ScanArgsParquet {
-        hive_options: HiveOptions::new_enabled(),
-        glob: false,
-        ..Default::default()
-    };
-    Ok(LazyFrame::scan_parquet_files(
-        paths.into_iter().collect(),
-        args,
-    )?)
 }
 
 /// The lake's files that may hold events of `[from, to)` (UTC µs): those of the days

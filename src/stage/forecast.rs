@@ -118,41 +118,36 @@ pub fn forecast_series(series: &[Series], spec: &ForecastSpec) -> Result<Vec<Ser
         series
             .par_chunks(FIT_BLOCK)
             .flat_map(|block| {
-                let regular: Vec<_> = block.iter().map(|s| s.regular(spec.fill)).collect();
-                let opts: Vec<ModelOptions> = regular
+                let prepared: Vec<_> = block
                     .iter()
-                    .map(|(s, _)| {
+                    .map(|s| {
+                        let (s, missing) = s.regular(spec.fill);
+                        let step = s.step();
                         let mut opts = spec.options.clone();
                         if !spec.season_fixed {
-                            opts.season_length = s.step().default_season();
+                            opts.season_length = step.default_season();
                         }
-                        opts
+                        (s, missing, step, opts)
                     })
                     .collect();
                 let mut fitted: Vec<Option<Box<dyn Fitted>>> =
-                    regular.iter().map(|_| None).collect();
+                    prepared.iter().map(|_| None).collect();
                 // The options differ between series by their season length only.
-                let same = opts
+                let same = prepared
                     .windows(2)
-                    .all(|w| w[0].season_length == w[1].season_length);
+                    .all(|w| w[0].3.season_length == w[1].3.season_length);
                 if spec.model != ModelKind::Auto
                     && same
-                    && let Some(model) = opts.first().and_then(|o| o.model(spec.model))
+                    && let Some(model) = prepared.first().and_then(|p| p.3.model(spec.model))
                 {
-                    let ys: Vec<&[f64]> = regular.iter().map(|(s, _)| &s.values[..]).collect();
+                    let ys: Vec<&[f64]> = prepared.iter().map(|p| &p.0.values[..]).collect();
                     for (slot, f) in fitted.iter_mut().zip(model.fit_many(&ys)) {
                         *slot = f.ok();
                     }
                 }
-                regular
-                    .into_iter()
-                    .zip(opts)
-                    .zip(fitted)
-                    .map(|(((s, missing), opts), fitted)| (s, missing, opts, fitted))
-                    .collect::<Vec<_>>()
+                prepared.into_iter().zip(fitted).collect::<Vec<_>>()
             })
-            .map(|(s, missing, opts, fitted)| {
-                let step = s.step();
+            .map(|((s, missing, step, opts), fitted)| {
                 let mut result = forecast_one_fitted(
                     &s.values,
                     spec.horizon,
