@@ -276,8 +276,10 @@ flaky() { # TRIES-LOG COMMAND...: up to 3 tries through the proxy
   done
   return 1
 }
+# The ingests send their files in 32 KiB parts (multipart uploads), so that cut parts and
+# failed uploads (aborted) are met too.
 for i in 0 1 2 3; do
-  flaky "$TMP/flaky.err" env MLK_LAKE_CACHE="$TMP/cache-fl" "$BIN" ingest "w$i.ndjson" --lake s3://lake/flaky -q > /dev/null \
+  flaky "$TMP/flaky.err" env MLK_S3_PART_BYTES=32768 MLK_LAKE_CACHE="$TMP/cache-fl" "$BIN" ingest "w$i.ndjson" --lake s3://lake/flaky -q > /dev/null \
     || { tail -5 "$TMP/flaky.err"; fail "ingest of w$i through a flaky network, 3 tries"; }
 done
 # Each try writes the file anew (a try that fails may have printed part of it); its
@@ -295,7 +297,10 @@ got=$(view s3://lake/flaky "$TMP/cache-fl-check")
 [ "${got%% *}" = "${want%% *}" ] || fail "through a flaky network 4 writers stored ${got%% *} events, one ingest ${want%% *}"
 MLK_LAKE_CACHE="$TMP/cache-fl-check" "$BIN" usage --lake s3://lake/flaky --from 2026-08-01 --to 2026-10-01 --output csv > u-flaky2.csv
 cmp -s u-flaky2.csv u-truth.csv || fail "usage after a flaky network differs from one ingest of both files"
-echo "s3: through a flaky network ($cuts connections cut, $(grep -c "" "$TMP/flaky.err" || true) lines of errors and retries) every event lands once"
+parts=$(grep -c "PUT /lake/flaky/_staging/[^ ]*partNumber=" "$TMP/moto.log" || true)
+aborts=$(grep -c "DELETE /lake/flaky/_staging/[^ ]*uploadId=" "$TMP/moto.log" || true)
+[ "$parts" -gt 0 ] || fail "no file went through the flaky network in parts"
+echo "s3: through a flaky network ($cuts connections cut, $(grep -c "" "$TMP/flaky.err" || true) lines of errors and retries, $parts parts sent, $aborts uploads aborted) every event lands once"
 
 # 4. Kills at each instant of a push.
 want_a=$(view "$TMP/local" "$TMP/unused")

@@ -1294,9 +1294,9 @@ fn part_bytes() -> Result<usize> {
     }
 }
 
-/// Uploads the file at `path` to `key` as a multipart upload of `part`-byte parts, read
-/// from the file as they go (two in flight); an upload that fails is aborted. Returns the
-/// object's ETag.
+/// Uploads the file at `path` to `key` (a staging key: this push's only) as a multipart
+/// upload of `part`-byte parts, read from the file as they go (two in flight); an upload
+/// that fails is aborted. Returns the object's ETag.
 async fn put_streamed(
     store: &Arc<dyn ObjectStore>,
     key: &ObjPath,
@@ -1331,7 +1331,18 @@ async fn put_streamed(
     }
     .await;
     match sent {
-        Ok(()) => writer.finish().await.map(|p| p.e_tag),
+        Ok(()) => match writer.finish().await {
+            Ok(put) => Ok(put.e_tag),
+            // A completion the store made but whose answer was cut is refused when the
+            // client retries it (the upload is gone). The key is this push's staging key,
+            // so an object there of the file's size is this upload's.
+            Err(e) => match store.head(key).await {
+                Ok(meta) if Some(meta.size) == fs::metadata(path).ok().map(|m| m.len()) => {
+                    Ok(meta.e_tag)
+                }
+                _ => Err(e),
+            },
+        },
         Err(e) => {
             let _ = writer.abort().await;
             Err(e)
