@@ -109,7 +109,7 @@ pub fn usual_gap(ts: &[i64]) -> Option<i64> {
     // The usual case: every gap the same.
     let gap = |w: &[i64]| w[1].checked_sub(w[0]).filter(|g| *g > 0);
     if let Some(g) = ts.get(..2).and_then(gap)
-        && ts.windows(2).all(|w| gap(w) == Some(g))
+        && every_gap_is(ts, g)
     {
         return Some(g);
     }
@@ -120,6 +120,17 @@ pub fn usual_gap(ts: &[i64]) -> Option<i64> {
     gaps.into_iter()
         .max_by_key(|&(g, n)| (n, std::cmp::Reverse(g)))
         .map(|(g, _)| g)
+}
+
+/// Whether every gap between consecutive instants is `g` (> 0): a fold without an early
+/// exit, which the compiler vectorizes (this runs over every point of every series). For
+/// `b > a` the wrapped difference is `g` exactly when the difference is.
+fn every_gap_is(ts: &[i64], g: i64) -> bool {
+    ts.iter()
+        .zip(ts.iter().skip(1))
+        .fold(true, |same, (&a, &b)| {
+            same & (b > a) & (b.wrapping_sub(a) == g)
+        })
 }
 
 impl Series {
@@ -213,9 +224,8 @@ impl Series {
 /// Whether every instant is a UTC midnight (then dates are written back as dates).
 pub fn all_dates(series: &[Series]) -> bool {
     series
-        .iter()
-        .flat_map(|s| &s.ts)
-        .all(|t| t.rem_euclid(MICROS_PER_DAY) == 0)
+        .par_iter()
+        .all(|s| s.ts.iter().all(|t| t.rem_euclid(MICROS_PER_DAY) == 0))
 }
 
 /// Reads series from a CSV or Parquet file (by extension; `.parquet` or `.pq` is Parquet),
@@ -1084,6 +1094,30 @@ mod tests {
         }
         let (r, missing) = s.regular(Fill::None);
         assert_eq!((r.values.len(), missing), (4, 2));
+    }
+
+    proptest::proptest! {
+        /// The vectorized check of equal gaps answers as a checked difference per pair
+        /// does, near i64's ends too (wrapped differences that equal `g` among them).
+        #[test]
+        fn every_gap_is_the_checked_differences(
+            start in proptest::prelude::any::<i64>(),
+            steps in proptest::collection::vec(
+                proptest::prop_oneof![
+                    proptest::prelude::Just(7i64),
+                    proptest::prelude::any::<i64>(),
+                    proptest::prelude::Just(7i64.wrapping_sub(i64::MIN)),
+                ],
+                0..6,
+            ),
+        ) {
+            let mut ts = vec![start];
+            for d in steps {
+                ts.push(ts[ts.len() - 1].wrapping_add(d));
+            }
+            let checked = ts.windows(2).all(|w| w[1].checked_sub(w[0]) == Some(7));
+            proptest::prop_assert_eq!(every_gap_is(&ts, 7), checked, "{:?}", ts);
+        }
     }
 
     /// Instants whose gaps overflow an i64 give no gap rather than a panic.

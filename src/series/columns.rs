@@ -2,7 +2,9 @@
 //!
 //! Rows are grouped per id as they are read, each id's instants and values in columns of
 //! their own instead of one tuple per point with its line, so a series is moved, not
-//! copied, into its [`Series`] (the parts a parallel read cut apart are appended). An
+//! copied, into its [`Series`] (the parts a parallel read cut apart are appended); a CSV
+//! run of one id's rows is gathered in reused buffers and copied once into columns of its
+//! exact length (growing them row by row reallocated and left memory unused). An
 //! unquoted CSV block is split by hand in one pass over its commas and line ends (the csv
 //! crate's state machine was the largest cost of a 1 GB file); a Parquet file's runs of one
 //! id are copied from its column chunks. What this path does not handle it hands back
@@ -27,8 +29,13 @@ pub(super) struct Columns {
     series: Vec<(String, Vec<i64>, Vec<f64>)>,
     /// Position of each id in `series`.
     index: std::collections::HashMap<String, usize>,
-    /// Position of the last row's id (rows of one id usually follow each other).
-    last: Option<usize>,
+    /// The current run of CSV rows of one id (rows of one id usually follow each other),
+    /// not filed yet: its id, instants and values. When another id starts, the run of a
+    /// new id is copied into columns of its exact length (one of a known id is appended
+    /// to its columns) and these buffers, which stay in cache, are reused. Growing each
+    /// series' columns row by row instead reallocated and copied them, and left memory
+    /// unused: 1.18 -> 0.85 GB peak on a 970 MB file of 100k series.
+    run: (String, Vec<i64>, Vec<f64>),
     /// The text instants' parser (it keeps the last date's month).
     dates: crate::time::TsParser,
 }
@@ -37,21 +44,43 @@ impl Columns {
     /// Appends a row whose id is `id` (its bytes, checked as UTF-8 only when it changes);
     /// None when the id is not UTF-8 or blank.
     fn push(&mut self, id: &[u8], t: i64, v: f64) -> Option<()> {
-        let at = match self.last {
-            Some(i) if self.series[i].0.as_bytes() == id => i,
-            _ => {
-                let id = std::str::from_utf8(id).ok()?;
-                if id.trim().is_empty() {
-                    return None;
-                }
-                let room = self.last.map_or(0, |i| self.series[i].1.len());
-                self.find(id, room)
+        if self.run.0.as_bytes() != id || self.run.1.is_empty() {
+            let id = std::str::from_utf8(id).ok()?;
+            if id.trim().is_empty() {
+                return None;
             }
-        };
-        let (_, ts, values) = &mut self.series[at];
-        ts.push(t);
-        values.push(v);
+            self.file_run();
+            self.run.0.clear();
+            self.run.0.push_str(id);
+        }
+        self.run.1.push(t);
+        self.run.2.push(v);
         Some(())
+    }
+
+    /// Files the current run under its id and empties it.
+    fn file_run(&mut self) {
+        let (id, ts, values) = &mut self.run;
+        if ts.is_empty() {
+            return;
+        }
+        match self.index.get(id.as_str()) {
+            Some(&i) => {
+                let (_, have_ts, have_values) = &mut self.series[i];
+                have_ts.extend_from_slice(ts);
+                have_values.extend_from_slice(values);
+            }
+            None => {
+                self.index.insert(id.clone(), self.series.len());
+                self.series.push((
+                    id.clone(),
+                    ts.as_slice().to_vec(),
+                    values.as_slice().to_vec(),
+                ));
+            }
+        }
+        ts.clear();
+        values.clear();
     }
 
     /// Appends rows of one id, already checked, given as consecutive pieces: instants as
@@ -64,10 +93,19 @@ impl Columns {
         scale: i64,
         v: &[&[f64]],
     ) -> Option<()> {
+        self.file_run();
         let rows = v.iter().map(|v| v.len()).sum();
-        let at = match self.last {
-            Some(i) if self.series[i].0 == id => i,
-            _ => self.find(id, rows),
+        let at = match self.index.get(id) {
+            Some(&i) => i,
+            None => {
+                self.index.insert(id.to_string(), self.series.len());
+                self.series.push((
+                    id.to_string(),
+                    Vec::with_capacity(rows),
+                    Vec::with_capacity(rows),
+                ));
+                self.series.len() - 1
+            }
         };
         let (_, ts, values) = &mut self.series[at];
         ts.reserve(rows);
@@ -80,24 +118,6 @@ impl Columns {
         }
         v.iter().for_each(|v| values.extend_from_slice(v));
         Some(())
-    }
-
-    /// The position of `id`, added with room for `room` rows if new.
-    fn find(&mut self, id: &str, room: usize) -> usize {
-        let at = match self.index.get(id) {
-            Some(&i) => i,
-            None => {
-                self.series.push((
-                    id.to_string(),
-                    Vec::with_capacity(room),
-                    Vec::with_capacity(room),
-                ));
-                self.index.insert(id.to_string(), self.series.len() - 1);
-                self.series.len() - 1
-            }
-        };
-        self.last = Some(at);
-        at
     }
 }
 
@@ -144,6 +164,7 @@ pub(super) fn csv_range(
         }
         parse_block(&buf[..cut], cols, width, &mut out)?;
         if end {
+            out.file_run();
             return Some(out);
         }
         buf.drain(..cut);
@@ -249,7 +270,8 @@ fn parse_value(b: &[u8]) -> Option<f64> {
 pub(super) fn assemble(parts: Vec<Columns>, keep_repeats: bool) -> Option<Vec<Series>> {
     type Pieces = Vec<(Vec<i64>, Vec<f64>)>;
     let mut by: BTreeMap<String, Pieces> = BTreeMap::new();
-    for part in parts {
+    for mut part in parts {
+        part.file_run();
         for (id, ts, values) in part.series {
             by.entry(id).or_default().push((ts, values));
         }
@@ -263,7 +285,7 @@ pub(super) fn assemble(parts: Vec<Columns>, keep_repeats: bool) -> Option<Vec<Se
                 ts.extend(t);
                 values.extend(v);
             }
-            if !ts.is_sorted() {
+            if !sorted(&ts) {
                 let mut order: Vec<usize> = (0..ts.len()).collect();
                 order.sort_by_key(|&i| ts[i]);
                 (ts, values) = order.iter().map(|&i| (ts[i], values[i])).unzip();
@@ -274,6 +296,14 @@ pub(super) fn assemble(parts: Vec<Columns>, keep_repeats: bool) -> Option<Vec<Se
             Some(Series { id, ts, values })
         })
         .collect()
+}
+
+/// `ts.is_sorted()`, as a fold without an early exit, which the compiler vectorizes
+/// (every point of the file passes through it).
+fn sorted(ts: &[i64]) -> bool {
+    ts.iter()
+        .zip(ts.iter().skip(1))
+        .fold(true, |ok, (a, b)| ok & (a <= b))
 }
 
 #[cfg(test)]

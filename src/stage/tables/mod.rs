@@ -54,31 +54,43 @@ pub const DIRS: [&str; 4] = [FORECASTS_DIR, ANOMALIES_DIR, ALERTS_DIR, QUOTAS_DI
 /// Writes a table as Parquet (`.parquet`/`.pq`, ZSTD) or CSV (anything else), atomically:
 /// a temp file beside it, fsynced, then renamed over it.
 pub fn write_frame(path: &Path, df: &mut DataFrame) -> Result<()> {
-    let parquet = matches!(
+    let parquet = is_parquet(path);
+    write_file(path, |f| {
+        if parquet {
+            // Encrypted when a key is configured (lake::crypto).
+            crate::lake::crypto::write_frame(f, path, df)
+        } else {
+            write_csv(f, df).map_err(|e| Error::BadInput {
+                path: path.to_path_buf(),
+                reason: format!("writing: {e}"),
+            })
+        }
+    })
+}
+
+/// Whether a table at `path` is written as Parquet (`.parquet`/`.pq`) rather than CSV.
+pub fn is_parquet(path: &Path) -> bool {
+    matches!(
         path.extension()
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase)
             .as_deref(),
         Some("parquet" | "pq")
-    );
+    )
+}
+
+/// Writes a file with `write`, atomically as [`write_frame`] does: its folder made, a temp
+/// file beside it, fsynced, then renamed over it (removed if anything fails).
+pub fn write_file(path: &Path, write: impl FnOnce(&std::fs::File) -> Result<()>) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).at(dir)?;
     }
     // Inside a lake: not while a rekey runs, and only with the lake's key.
     let _guard = crate::lake::derived_write(path)?;
     let tmp = temp_path(path);
-    let failed = |reason: String| Error::BadInput {
-        path: path.to_path_buf(),
-        reason: format!("writing: {reason}"),
-    };
     let written = (|| {
         let f = std::fs::File::create(&tmp).at(&tmp)?;
-        if parquet {
-            // Encrypted when a key is configured (lake::crypto).
-            crate::lake::crypto::write_frame(&f, path, df)?;
-        } else {
-            write_csv(&f, df).map_err(|e| failed(e.to_string()))?;
-        }
+        write(&f)?;
         f.sync_all().at(&tmp)?;
         std::fs::rename(&tmp, path).at(path)
     })();
