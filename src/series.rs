@@ -621,6 +621,10 @@ impl Instants {
     }
 }
 
+/// The names a Parquet series file's id, instant and value columns may have, in order of
+/// preference.
+const PARQUET_NAMES: [&[&str]; 3] = [&["series_id", "unique_id"], &["ts", "ds"], &["value", "y"]];
+
 /// A Parquet series file's id, instant and value columns.
 fn parquet_columns(path: &Path) -> Result<(StringChunked, Instants, Float64Chunked)> {
     let lf = crate::lake::scan_paths(&[path.to_path_buf()], false)?;
@@ -635,11 +639,8 @@ fn parquet_columns(path: &Path) -> Result<(StringChunked, Instants, Float64Chunk
             .map(|n| n.to_string())
             .ok_or_else(|| bad(path, format!("no `{}` column", names[0])))
     };
-    let (ci, ct, cv) = (
-        pick(&["series_id", "unique_id"])?,
-        pick(&["ts", "ds"])?,
-        pick(&["value", "y"])?,
-    );
+    let [ci, ct, cv] = PARQUET_NAMES;
+    let (ci, ct, cv) = (pick(ci)?, pick(ct)?, pick(cv)?);
     let df = lf
         .select([
             col(ci.as_str()).cast(DataType::String).alias("id"),
@@ -673,6 +674,9 @@ fn parquet_columns(path: &Path) -> Result<(StringChunked, Instants, Float64Chunk
 /// The fast path of a Parquet series file ([`columns`]); None when a row has a null or a
 /// value that is not finite (the full reader names it).
 fn read_parquet_columns(path: &Path) -> Result<Option<Vec<columns::Columns>>> {
+    if let Some(parts) = columns::parquet_parts(path, PARQUET_NAMES) {
+        return Ok(Some(parts));
+    }
     let (ids, ts, vs) = parquet_columns(path)?;
     if ids.null_count() + ts.null_count() + vs.null_count() > 0
         || !vs.into_no_null_iter().all(f64::is_finite)
@@ -875,7 +879,7 @@ mod tests {
                 .install(|| read_series(p))
         };
         let want = in_pool(1, &csv_path).unwrap();
-        let write = |name: &str, ts: Column, vals: &[f64]| {
+        let write_as = |name: &str, ts: Column, vals: &[f64], codec: ParquetCompression| {
             let mut df = DataFrame::new_infer_height(vec![
                 Column::new("series_id".into(), &ids),
                 ts,
@@ -886,9 +890,13 @@ mod tests {
             // Small row groups: the reader's chunks end inside runs of one id.
             ParquetWriter::new(std::fs::File::create(&p).unwrap())
                 .with_row_group_size(Some(7_001))
+                .with_compression(codec)
                 .finish(&mut df)
                 .unwrap();
             p
+        };
+        let write = |name: &str, ts: Column, vals: &[f64]| {
+            write_as(name, ts, vals, ParquetCompression::Zstd(None))
         };
         let date = Column::new("ts".into(), &days)
             .cast(&DataType::Date)
@@ -901,15 +909,25 @@ mod tests {
             .iter()
             .map(|&d| crate::time::date_of_day(d).to_string())
             .collect();
+        let snappy = write_as(
+            "snappy.parquet",
+            date.clone(),
+            &vals,
+            ParquetCompression::Snappy,
+        );
         for (name, ts) in [
             ("date.parquet", date.clone()),
             ("datetime.parquet", datetime),
             ("text.parquet", Column::new("ts".into(), text)),
         ] {
             let p = write(name, ts, &vals);
-            // Clean rows: the fast path itself reads them, from several chunks.
+            // Clean rows: the fast path itself reads them, from several chunks; a Date or
+            // µs column by row groups (columns::parquet_parts), text instants through polars.
             assert!(read_parquet_columns(&p).unwrap().is_some(), "{name}");
             assert!(parquet_columns(&p).unwrap().0.chunks().len() > 1, "{name}");
+            let by_groups = columns::parquet_parts(&p, PARQUET_NAMES).map(|c| c.len());
+            assert_eq!(by_groups.is_some(), name != "text.parquet", "{name}");
+            assert!(by_groups.is_none_or(|n| n > 1), "{name}");
             for threads in [1, 3] {
                 assert_eq!(
                     in_pool(threads, &p).unwrap(),
@@ -918,6 +936,8 @@ mod tests {
                 );
             }
         }
+        assert!(columns::parquet_parts(&snappy, PARQUET_NAMES).is_some());
+        assert_eq!(in_pool(3, &snappy).unwrap(), want, "snappy");
         // Two bad values, in different ranges: the earlier row is named.
         let mut bad_vals = vals.clone();
         bad_vals[140_000] = f64::NAN;
