@@ -126,11 +126,10 @@ pub fn usual_gap(ts: &[i64]) -> Option<i64> {
 /// exit, which the compiler vectorizes (this runs over every point of every series). For
 /// `b > a` the wrapped difference is `g` exactly when the difference is.
 fn every_gap_is(ts: &[i64], g: i64) -> bool {
-    ts.iter()
-        .zip(ts.iter().skip(1))
-        .fold(true, |same, (&a, &b)| {
-            same & (b > a) & (b.wrapping_sub(a) == g)
-        })
+    let after = ts.get(1..).unwrap_or(&[]);
+    ts.iter().zip(after).fold(true, |same, (&a, &b)| {
+        same & (b > a) & (b.wrapping_sub(a) == g)
+    })
 }
 
 impl Series {
