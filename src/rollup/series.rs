@@ -50,23 +50,25 @@ impl<'a> SeriesFold<'a> {
     /// first and last window; gauges may skip) and gives back what it was not going to use,
     /// so series that lived briefly in a long history hold no more than their rows.
     pub(super) fn add(&mut self, df: &DataFrame, frames_left: usize) -> Result<()> {
-        let (t, m, ts, v, n) = (
-            df.column("tenant_id")?.str()?,
-            df.column("meter")?.str()?,
-            df.column("ts")?.i64()?,
-            df.column("value")?.f64()?,
-            df.column("event_count")?.f64()?,
+        // Each column in one chunk, read as plain slices and string arrays: `get(i)` on a
+        // chunked array finds the row's chunk on every call, which made this fold (12 M
+        // rows of the 1,000-tenant lake's hour rollup) 0.66 s of one thread.
+        let mut df = df.clone();
+        df.rechunk_mut();
+        let (t, m) = (df.column("tenant_id")?.str()?, df.column("meter")?.str()?);
+        let (t, m) = (Texts::of(t), Texts::of(m));
+        let (ts, v, n) = (
+            plain(df.column("ts")?.i64()?),
+            plain(df.column("value")?.f64()?),
+            plain(df.column("event_count")?.f64()?),
         );
         let height = df.height();
         let mut i = 0;
         while i < height {
             // One run of rows of the same series (a partition is written grouped by key).
-            let (tenant, meter) = (t.get(i).unwrap_or_default(), m.get(i).unwrap_or_default());
+            let (tenant, meter) = (t.at(i), m.at(i));
             let mut end = i + 1;
-            while end < height
-                && t.get(end).unwrap_or_default() == tenant
-                && m.get(end).unwrap_or_default() == meter
-            {
+            while end < height && t.same(end, i) && m.same(end, i) {
                 end += 1;
             }
             if (self.keep)(tenant, meter) {
@@ -89,11 +91,9 @@ impl<'a> SeriesFold<'a> {
                 };
                 self.seen[k] = true;
                 let s = &mut self.out[k];
-                for j in i..end {
-                    s.ts.push(ts.get(j).unwrap_or_default());
-                    s.values.push(v.get(j).unwrap_or_default());
-                    s.counts.push(n.get(j).unwrap_or_default());
-                }
+                s.ts.extend_from_slice(&ts[i..end]);
+                s.values.extend_from_slice(&v[i..end]);
+                s.counts.extend_from_slice(&n[i..end]);
             }
             i = end;
         }
@@ -121,6 +121,50 @@ impl<'a> SeriesFold<'a> {
             shrink(s);
         }
         out
+    }
+}
+
+/// A text column of one chunk: its rows' strings, a null read as "".
+struct Texts<'a> {
+    ca: &'a StringChunked,
+    /// The chunk, when it has no null.
+    plain: Option<&'a polars_arrow::array::Utf8ViewArray>,
+}
+
+impl<'a> Texts<'a> {
+    fn of(ca: &'a StringChunked) -> Self {
+        let plain = (ca.null_count() == 0 && ca.chunks().len() == 1)
+            .then(|| ca.downcast_iter().next())
+            .flatten();
+        Texts { ca, plain }
+    }
+
+    /// Whether rows `i` and `j` hold the same text: equal views are (a short text is
+    /// held in its view, a long one points to where it is stored); unequal ones may be.
+    fn same(&self, i: usize, j: usize) -> bool {
+        match self.plain {
+            Some(a) => a.views()[i] == a.views()[j] || a.value(i) == a.value(j),
+            None => self.at(i) == self.at(j),
+        }
+    }
+
+    fn at(&self, i: usize) -> &'a str {
+        match self.plain {
+            Some(a) => a.value(i),
+            None => self.ca.get(i).unwrap_or_default(),
+        }
+    }
+}
+
+/// A numeric column's values, a null read as 0: the chunk itself when it is one chunk
+/// without nulls.
+fn plain<T>(ca: &ChunkedArray<T>) -> std::borrow::Cow<'_, [T::Native]>
+where
+    T: PolarsNumericType,
+{
+    match ca.cont_slice() {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => std::borrow::Cow::Owned(ca.iter().map(|x| x.unwrap_or_default()).collect()),
     }
 }
 

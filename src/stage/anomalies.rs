@@ -521,26 +521,32 @@ fn user_patterns(
             start = end;
         }
     }
-    let mut out = UserFlags::default();
-    for (key, mut se) in by_series {
-        se.index = HashMap::new();
-        // Days in order, each in time order: sorted already, unless late events landed in
-        // a later file of an earlier day (a stable sort keeps the same order as before).
-        if !se.events.is_sorted_by_key(|e| e.0) {
-            se.events.sort_by_key(|e| e.0);
-        }
-        let users = &se.users;
-        let flags = tenant_patterns(
-            se.events
-                .iter()
-                .map(|&(t, k)| (t, users[k as usize].as_str())),
-            cfg,
-        );
-        if !flags.is_empty() {
-            out.by_series.insert(key, flags);
-        }
-    }
-    Ok(out)
+    // Each series' patterns in parallel: they are independent (one thread took 0.44 s of
+    // the 1,000-tenant lake's 1.25 s here).
+    use rayon::prelude::*;
+    let series: Vec<((String, String), UserEvents)> = by_series.into_iter().collect();
+    let by_series = series
+        .into_par_iter()
+        .map(|(key, mut se)| {
+            se.index = HashMap::new();
+            // Days in order, each in time order: sorted already, unless late events landed
+            // in a later file of an earlier day (a stable sort keeps the same order as
+            // before).
+            if !se.events.is_sorted_by_key(|e| e.0) {
+                se.events.sort_by_key(|e| e.0);
+            }
+            let users = &se.users;
+            let flags = tenant_patterns(
+                se.events
+                    .iter()
+                    .map(|&(t, k)| (t, users[k as usize].as_str())),
+                cfg,
+            );
+            (key, flags)
+        })
+        .filter(|(_, flags)| !flags.is_empty())
+        .collect();
+    Ok(UserFlags { by_series })
 }
 
 /// The user-level patterns of one tenant × meter's events (in time order).
