@@ -469,7 +469,7 @@ pub fn rollup_series_of(
         let df = crate::lake::scan_paths(group, false)?
             .select(series::columns())
             .collect()?;
-        fold.add(&df, groups.len() - i)?;
+        fold.add(df, groups.len() - i)?;
     }
     Ok(fold.finish())
 }
@@ -555,7 +555,7 @@ pub fn current_series(
                 .lazy()
                 .select(series::columns())
                 .collect()?;
-            fold.add(&df, left)?;
+            fold.add(df, left)?;
             left = left.saturating_sub(1);
         }
         Ok(())

@@ -5,9 +5,12 @@
 //! copied, into its [`Series`] (the parts a parallel read cut apart are appended); a CSV
 //! run of one id's rows is gathered in reused buffers and copied once into columns of its
 //! exact length (growing them row by row reallocated and left memory unused). An
-//! unquoted CSV block is split by hand in one pass over its commas and line ends (the csv
-//! crate's state machine was the largest cost of a 1 GB file); a Parquet file's runs of one
-//! id are copied from its column chunks. What this path does not handle it hands back
+//! unquoted CSV block is split by hand, each line found with memchr and its fields in a
+//! plain loop (the csv crate's state machine was the largest cost of a 1 GB file). A
+//! Parquet file is decoded by arrow-rs in runs of row groups, in parallel, and its runs of
+//! one id copied as they are decoded ([`parquet_parts`]); a file of other types or codecs
+//! goes to polars, whose frame's runs of one id are copied from its column chunks. What
+//! this path does not handle it hands back
 //! (`None`), and the full reader, which names the file's line or row of every error, reads
 //! the file instead: a quote, a lone `\r`, a row that is not well formed, a null, two
 //! values at one instant. So both paths give the same series, and a bad file the same
@@ -23,7 +26,7 @@ use super::Series;
 use crate::time::MICROS_PER_DAY;
 
 /// Rows read in file order, grouped by id as they come: each id's instants and values in
-/// its own columns (so a series is moved, not copied, into its [`Series`]).
+/// its own columns (so a series is moved, not copied again, into its [`Series`]).
 #[derive(Default)]
 pub(super) struct Columns {
     /// (id, instants, values), in order of first appearance.
@@ -42,7 +45,7 @@ pub(super) struct Columns {
 }
 
 impl Columns {
-    /// Appends a row whose id is `id` (its bytes, checked as UTF-8 only when it changes);
+    /// Appends a row whose id is `id` (its bytes, checked as UTF-8 when a run starts);
     /// None when the id is not UTF-8 or blank.
     fn push(&mut self, id: &[u8], t: i64, v: f64) -> Option<()> {
         if self.run.0.as_bytes() != id || self.run.1.is_empty() {
@@ -317,14 +320,20 @@ pub(super) fn parquet_parts(path: &Path, names: [&[&'static str]; 3]) -> Option<
         .iter()
         .filter_map(|n| schema.index_of(n).ok())
         .collect();
-    let groups = meta.metadata().num_row_groups();
-    (0..groups)
-        .into_par_iter()
-        .map(|g| {
+    // Runs of consecutive row groups, a few per thread (a part per group would repeat
+    // each id's entry, and cut its series, once per group of a file of many small ones).
+    let groups: Vec<usize> = (0..meta.metadata().num_row_groups()).collect();
+    let per = groups
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(1);
+    groups
+        .par_chunks(per)
+        .map(|gs| {
             let file = std::fs::File::open(path).ok()?;
             let mask = ProjectionMask::roots(meta.parquet_schema(), roots.iter().copied());
             let reader = ParquetRecordBatchReaderBuilder::new_with_metadata(file, meta.clone())
-                .with_row_groups(vec![g])
+                .with_row_groups(gs.to_vec())
                 .with_projection(mask)
                 .with_batch_size(1 << 16)
                 .build()
@@ -346,23 +355,25 @@ pub(super) fn parquet_parts(path: &Path, names: [&[&'static str]; 3]) -> Option<
                     return None;
                 }
                 let n = vs.len();
-                let runs = match ids.data_type() {
-                    DataType::Utf8 => runs(n, |i| ids.as_string::<i32>().value(i)),
-                    DataType::LargeUtf8 => runs(n, |i| ids.as_string::<i64>().value(i)),
-                    _ => runs(n, |i| ids.as_string_view().value(i)),
+                // Ids are read as string views (the schema given to the reader); the
+                // other text types are kept should that ever change.
+                let runs = if let Some(a) = ids.as_string_view_opt() {
+                    runs(n, |i| a.value(i))
+                } else if let Some(a) = ids.as_string_opt::<i32>() {
+                    runs(n, |i| a.value(i))
+                } else {
+                    let a = ids.as_string_opt::<i64>()?;
+                    runs(n, |i| a.value(i))
                 };
                 // Each run of one id copied with its instants and values.
                 for (first, a, b) in runs {
                     let value = [&vs[a..b]];
-                    match ts.data_type() {
-                        DataType::Date32 => {
-                            let days = ts.as_primitive::<Date32Type>().values().as_ref();
-                            out.push_run(first, &[&days[a..b]], MICROS_PER_DAY, &value)?;
-                        }
-                        _ => {
-                            let us = ts.as_primitive::<TimestampMicrosecondType>().values();
-                            out.push_run(first, &[&us.as_ref()[a..b]], 1, &value)?;
-                        }
+                    if let Some(days) = ts.as_primitive_opt::<Date32Type>() {
+                        let days = days.values().as_ref();
+                        out.push_run(first, &[&days[a..b]], MICROS_PER_DAY, &value)?;
+                    } else {
+                        let us = ts.as_primitive_opt::<TimestampMicrosecondType>()?;
+                        out.push_run(first, &[&us.values().as_ref()[a..b]], 1, &value)?;
                     }
                 }
             }

@@ -495,8 +495,10 @@ fn user_patterns(
         while start < n {
             // One tenant × meter.
             let (tn, mn) = (t.get(start).unwrap_or(""), m.get(start).unwrap_or(""));
+            // Compared as options, so a null key ends its run too (comparing with "" left
+            // `end` at `start` there, and the loop never ended).
             let mut end = start;
-            while end < n && t.get(end) == Some(tn) && m.get(end) == Some(mn) {
+            while end < n && t.get(end) == t.get(start) && m.get(end) == m.get(start) {
                 end += 1;
             }
             if !keep(tn, mn) {

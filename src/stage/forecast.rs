@@ -502,6 +502,12 @@ pub fn forecast_file(
     let fit = clock.elapsed().as_secs_f64() - read;
     let dates = all_dates(&series);
     let split: Split = &|id| vec![id.to_string()];
+    // The metrics table is built before anything is written, so a failure leaves both
+    // files as they were.
+    let mut mt = match metrics {
+        Some(_) => Some(metrics_table(&results, &["series_id"], split)?),
+        None => None,
+    };
     if tables::is_parquet(out) {
         let mut f = stacked(&results, &|b| {
             forecast_frame(b, &["series_id"], split, dates)
@@ -510,8 +516,8 @@ pub fn forecast_file(
     } else {
         write_forecast_csv(out, &results, dates)?;
     }
-    if let Some(p) = metrics {
-        write_frame(p, &mut metrics_table(&results, &["series_id"], split)?)?;
+    if let (Some(p), Some(m)) = (metrics, mt.as_mut()) {
+        write_frame(p, m)?;
     }
     let write = clock.elapsed().as_secs_f64() - read - fit;
     let summary = summarize(&results, out, metrics, [read, fit, write]);
