@@ -269,12 +269,12 @@ PPORT=$("$VENV/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.
 PROXY=$!
 for _ in $(seq 100); do grep -q ready "$TMP/proxy.out" && break; sleep 0.1; done
 echo "every 4 7" > "$TMP/flaky"
-# Up to 6 tries: an ingest sends dozens of requests in 32 KiB parts, and a cut that the
+# Up to 8 tries: an ingest sends dozens of requests in 32 KiB parts, and a cut that the
 # client does not retry (the body of a CreateMultipartUpload or DeleteObjects answer) fails
 # the whole try; three tries all failed once in CI (2026-12-05).
-flaky() { # TRIES-LOG COMMAND...: up to 6 tries through the proxy
+flaky() { # TRIES-LOG COMMAND...: up to 8 tries through the proxy
   local log=$1; shift
-  for _ in 1 2 3 4 5 6; do
+  for _ in 1 2 3 4 5 6 7 8; do
     AWS_ENDPOINT_URL="http://127.0.0.1:$PPORT" "$@" 2>> "$log" && return 0
   done
   return 1
@@ -283,14 +283,14 @@ flaky() { # TRIES-LOG COMMAND...: up to 6 tries through the proxy
 # failed uploads (aborted) are met too.
 for i in 0 1 2 3; do
   flaky "$TMP/flaky.err" env MLK_S3_PART_BYTES=32768 MLK_LAKE_CACHE="$TMP/cache-fl" "$BIN" ingest "w$i.ndjson" --lake s3://lake/flaky -q > /dev/null \
-    || { tail -5 "$TMP/flaky.err"; fail "ingest of w$i through a flaky network, 6 tries"; }
+    || { tail -5 "$TMP/flaky.err"; fail "ingest of w$i through a flaky network, 8 tries"; }
 done
 # Each try writes the file anew (a try that fails may have printed part of it); its
 # events are read in the bucket through the proxy too (cloud scans).
 read_flaky() {
   MLK_LAKE_CACHE="$TMP/cache-fl-read" "$BIN" usage --lake s3://lake/flaky --from 2026-08-01 --to 2026-10-01 --output csv > u-flaky.csv
 }
-flaky "$TMP/flaky.err" read_flaky || { tail -5 "$TMP/flaky.err"; fail "a read through a flaky network, 6 tries"; }
+flaky "$TMP/flaky.err" read_flaky || { tail -5 "$TMP/flaky.err"; fail "a read through a flaky network, 8 tries"; }
 rm "$TMP/flaky"
 kill "$PROXY"; wait "$PROXY" 2> /dev/null || true; PROXY=
 cuts=$(grep -c "^cut" "$TMP/proxy.err" || true)
