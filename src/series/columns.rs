@@ -68,23 +68,34 @@ impl Columns {
         if ts.is_empty() {
             return;
         }
-        match self.index.get(id.as_str()) {
-            Some(&i) => {
-                let (_, have_ts, have_values) = &mut self.series[i];
-                have_ts.extend_from_slice(ts);
-                have_values.extend_from_slice(values);
-            }
-            None => {
-                self.index.insert(id.clone(), self.series.len());
-                self.series.push((
-                    id.clone(),
-                    ts.as_slice().to_vec(),
-                    values.as_slice().to_vec(),
-                ));
-            }
-        }
+        let (_, have_ts, have_values) = Self::find(&mut self.series, &mut self.index, id, ts.len());
+        have_ts.extend_from_slice(ts);
+        have_values.extend_from_slice(values);
         ts.clear();
         values.clear();
+    }
+
+    /// The columns of `id`: its series', or new ones with room for `rows` (so a run copied
+    /// into them takes its exact length) added in order of first appearance.
+    fn find<'s>(
+        series: &'s mut Vec<(String, Vec<i64>, Vec<f64>)>,
+        index: &mut std::collections::HashMap<String, usize>,
+        id: &str,
+        rows: usize,
+    ) -> &'s mut (String, Vec<i64>, Vec<f64>) {
+        let at = match index.get(id) {
+            Some(&i) => i,
+            None => {
+                index.insert(id.to_string(), series.len());
+                series.push((
+                    id.to_string(),
+                    Vec::with_capacity(rows),
+                    Vec::with_capacity(rows),
+                ));
+                series.len() - 1
+            }
+        };
+        &mut series[at]
     }
 
     /// Appends rows of one id, already checked, given as consecutive pieces: instants as
@@ -99,19 +110,7 @@ impl Columns {
     ) -> Option<()> {
         self.file_run();
         let rows = v.iter().map(|v| v.len()).sum();
-        let at = match self.index.get(id) {
-            Some(&i) => i,
-            None => {
-                self.index.insert(id.to_string(), self.series.len());
-                self.series.push((
-                    id.to_string(),
-                    Vec::with_capacity(rows),
-                    Vec::with_capacity(rows),
-                ));
-                self.series.len() - 1
-            }
-        };
-        let (_, ts, values) = &mut self.series[at];
+        let (_, ts, values) = Self::find(&mut self.series, &mut self.index, id, rows);
         ts.reserve(rows);
         values.reserve(rows);
         for t in t {

@@ -290,8 +290,8 @@ fn summarize(
     }
 }
 
-/// How a series id splits into the key columns.
-type Split<'a> = &'a (dyn Fn(&str) -> Vec<String> + Sync);
+/// How a series id splits into the key columns (borrowed: nothing is copied per series).
+type Split<'a> = &'a (dyn for<'s> Fn(&'s str) -> Vec<&'s str> + Sync);
 
 /// Forecast and metrics tables of some results. `keys` splits a series id into key columns
 /// (`series_id`, or `tenant_id` and `meter` for the lake). Blocks of series are built in
@@ -343,7 +343,7 @@ fn forecast_frame(
     split: Split,
     dates: bool,
 ) -> Result<DataFrame> {
-    let parts: Vec<Vec<String>> = results.iter().map(|r| split(&r.id)).collect();
+    let parts: Vec<Vec<&str>> = results.iter().map(|r| split(&r.id)).collect();
     let mut kcols: Vec<Vec<&str>> = vec![Vec::new(); keys.len()];
     let (mut ts, mut model, mut yhat, mut lo, mut hi) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -386,7 +386,7 @@ fn forecast_frame(
 
 /// The metrics table of one block of results: a row per series.
 fn metrics_frame(results: &[SeriesResult], keys: &[&str], split: Split) -> Result<DataFrame> {
-    let parts: Vec<Vec<String>> = results.iter().map(|r| split(&r.id)).collect();
+    let parts: Vec<Vec<&str>> = results.iter().map(|r| split(&r.id)).collect();
     let mut mkeys: Vec<Vec<&str>> = vec![Vec::new(); keys.len()];
     let mut mcols: [Vec<Option<f64>>; 6] = Default::default();
     let (mut mmodel, mut mstatus, mut mparams) = (Vec::new(), Vec::new(), Vec::new());
@@ -431,30 +431,19 @@ fn metrics_frame(results: &[SeriesResult], keys: &[&str], split: Split) -> Resul
 /// [`write_frame`] writes of [`tables`]' first frame (a unit test compares them), without
 /// building that frame, which cost as much as the formatting on 100k series.
 fn write_forecast_csv(out: &Path, results: &[SeriesResult], dates: bool) -> Result<()> {
-    use rayon::prelude::*;
     use std::io::Write as _;
     let text = |e: csv::Error| Error::BadInput {
         path: out.to_path_buf(),
         reason: format!("writing: {e}"),
     };
-    // Rows of one block of series.
-    let rows = |block: &[SeriesResult]| -> Result<Vec<u8>> {
-        use std::fmt::Write as _;
+    // Rows of one block of series; a flat forecast (SES, moving average, naive) repeats
+    // its point forecast on every step, formatted once.
+    const BLOCK: usize = 1024;
+    let rows = |k: usize| -> Result<Vec<u8>> {
         let mut w = csv::Writer::from_writer(Vec::new());
         let mut ts = String::new();
-        // Each float column's last value and its text: a flat forecast (SES, moving
-        // average, naive) repeats its point forecast on every step, formatted once.
-        let mut last: [(Option<u64>, String); 3] = Default::default();
-        let mut float = |w: &mut csv::Writer<Vec<u8>>, k: usize, x: f64| {
-            let (bits, num) = &mut last[k];
-            if *bits != Some(x.to_bits()) {
-                *bits = Some(x.to_bits());
-                num.clear();
-                let _ = write!(num, "{x}");
-            }
-            w.write_field(&*num)
-        };
-        for r in block {
+        let mut floats: [tables::FloatText; 3] = Default::default();
+        for r in &results[k * BLOCK..((k + 1) * BLOCK).min(results.len())] {
             let f = &r.result.forecast;
             for i in 0..f.mean.len() {
                 ts.clear();
@@ -463,9 +452,9 @@ fn write_forecast_csv(out: &Path, results: &[SeriesResult], dates: bool) -> Resu
                 w.write_field(&ts).map_err(text)?;
                 w.write_field(r.result.model.unwrap_or_default())
                     .map_err(text)?;
-                float(&mut w, 0, f.mean[i]).map_err(text)?;
-                float(&mut w, 1, f.lower[i]).map_err(text)?;
-                float(&mut w, 2, f.upper[i]).map_err(text)?;
+                for (float, x) in floats.iter_mut().zip([f.mean[i], f.lower[i], f.upper[i]]) {
+                    w.write_field(float.of(x)).map_err(text)?;
+                }
                 w.write_record(None::<&[u8]>).map_err(text)?;
             }
         }
@@ -475,14 +464,9 @@ fn write_forecast_csv(out: &Path, results: &[SeriesResult], dates: bool) -> Resu
         let mut sink = std::io::BufWriter::with_capacity(1 << 20, file);
         sink.write_all(b"series_id,ts,model,yhat,yhat_lower,yhat_upper\n")
             .at(out)?;
-        // 32 blocks of 1,024 series formatted at a time, written in order.
-        let blocks: Vec<&[SeriesResult]> = results.chunks(1024).collect();
-        for round in blocks.chunks(32) {
-            let texts: Vec<Result<Vec<u8>>> = round.par_iter().map(|b| rows(b)).collect();
-            for t in texts {
-                sink.write_all(&t?).at(out)?;
-            }
-        }
+        // 32 blocks of 1,024 series formatted at a time.
+        let io = |e| Error::io(out, e);
+        tables::write_blocks(&mut sink, results.len().div_ceil(BLOCK), 32, rows, io)?;
         sink.flush().at(out)
     })
 }
@@ -501,7 +485,7 @@ pub fn forecast_file(
     let results = forecast_series(&series, spec)?;
     let fit = clock.elapsed().as_secs_f64() - read;
     let dates = all_dates(&series);
-    let split: Split = &|id| vec![id.to_string()];
+    let split: Split = &|id| vec![id];
     // The metrics table is built before anything is written, so a failure leaves both
     // files as they were.
     let mut mt = match metrics {
@@ -600,8 +584,8 @@ pub fn forecast_lake_for(
         }
     }
     let fit = clock.elapsed().as_secs_f64() - read;
-    let split = |id: &str| id.split('\u{1f}').map(str::to_string).collect::<Vec<_>>();
-    let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], &split, false)?;
+    let split: Split = &|id| id.split('\u{1f}').collect();
+    let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], split, false)?;
     let dir = tables::forecasts::dir(lake_dir, &granularity.to_string());
     let (out, metrics) = (
         dir.join(tables::forecasts::FORECAST_FILE),
@@ -758,7 +742,7 @@ mod tests {
             let dir = tempfile::tempdir().unwrap();
             let (direct, framed) = (dir.path().join("a.csv"), dir.path().join("b.csv"));
             write_forecast_csv(&direct, &results, dates).unwrap();
-            let split: Split = &|id| vec![id.to_string()];
+            let split: Split = &|id| vec![id];
             let mut f = stacked(&results, &|b| forecast_frame(b, &["series_id"], split, dates))
                 .unwrap();
             write_frame(&framed, &mut f).unwrap();

@@ -144,7 +144,6 @@ fn write_csv(
     f: &std::fs::File,
     df: &DataFrame,
 ) -> std::result::Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    use rayon::prelude::*;
     use std::io::Write as _;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, f);
     let mut head = csv::Writer::from_writer(Vec::new());
@@ -164,23 +163,68 @@ fn write_csv(
             })
         })
         .collect::<PolarsResult<_>>()?;
-    // Rows are formatted in parallel blocks, written in order.
+    // Blocks of rows, 64 formatted at a time.
     const BLOCK_ROWS: usize = 1 << 15;
-    let starts: Vec<usize> = (0..df.height()).step_by(BLOCK_ROWS).collect();
     let rows =
-        |a: usize| -> std::result::Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+        |k: usize| -> std::result::Result<Vec<u8>, Box<dyn std::error::Error + Send + Sync>> {
+            let a = k * BLOCK_ROWS;
             let mut w = csv::Writer::from_writer(Vec::new());
             csv_rows(&mut w, &views, a..(a + BLOCK_ROWS).min(df.height()))?;
             Ok(w.into_inner()?)
         };
-    for block in starts.chunks(64) {
-        let texts: Vec<_> = block.par_iter().map(|&a| rows(a)).collect();
-        for t in texts {
-            out.write_all(&t?)?;
-        }
-    }
+    write_blocks(
+        &mut out,
+        df.height().div_ceil(BLOCK_ROWS),
+        64,
+        rows,
+        Into::into,
+    )?;
     out.flush()?;
     Ok(())
+}
+
+/// Writes text formatted in parallel, in order: `block(k)` is the text of block `k` of
+/// `blocks`, and `round` blocks are formatted at a time on the pool (what bounds memory);
+/// `io` turns a failed write into the caller's error.
+pub(crate) fn write_blocks<E: Send>(
+    out: &mut impl std::io::Write,
+    blocks: usize,
+    round: usize,
+    block: impl Fn(usize) -> std::result::Result<Vec<u8>, E> + Sync,
+    io: impl Fn(std::io::Error) -> E,
+) -> std::result::Result<(), E> {
+    use rayon::prelude::*;
+    for a in (0..blocks).step_by(round.max(1)) {
+        let texts: Vec<_> = (a..(a + round).min(blocks))
+            .into_par_iter()
+            .map(&block)
+            .collect();
+        for t in texts {
+            out.write_all(&t?).map_err(&io)?;
+        }
+    }
+    Ok(())
+}
+
+/// A float cell's text, `{x}` (the shortest that reads back as the same number), kept
+/// for the last value: a column that repeats a value (a flat forecast) formats it once.
+#[derive(Default)]
+pub(crate) struct FloatText {
+    bits: Option<u64>,
+    text: String,
+}
+
+impl FloatText {
+    /// The text of `x`.
+    pub fn of(&mut self, x: f64) -> &str {
+        use std::fmt::Write as _;
+        if self.bits != Some(x.to_bits()) {
+            self.bits = Some(x.to_bits());
+            self.text.clear();
+            let _ = write!(self.text, "{x}");
+        }
+        &self.text
+    }
 }
 
 /// A column of [`write_csv`], typed once, so each cell is read without an `AnyValue`.
@@ -201,14 +245,15 @@ fn csv_rows(
     use std::fmt::Write as _;
     // One buffer per column, reused row after row; a null is an empty field.
     let mut rec: Vec<String> = vec![String::new(); views.len()];
+    let mut floats: Vec<FloatText> = views.iter().map(|_| FloatText::default()).collect();
     for i in rows {
-        for (b, v) in rec.iter_mut().zip(views) {
+        for ((b, v), float) in rec.iter_mut().zip(views).zip(&mut floats) {
             b.clear();
             match v {
                 View::Str(c) => b.push_str(c.get(i).unwrap_or_default()),
                 View::F64(c) => {
                     if let Some(x) = c.get(i) {
-                        write!(b, "{x}")?;
+                        b.push_str(float.of(x));
                     }
                 }
                 View::Micros(c) => {
