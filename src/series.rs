@@ -941,10 +941,36 @@ mod tests {
         let mut bad_vals = vals.clone();
         bad_vals[140_000] = f64::NAN;
         bad_vals[70_000] = f64::INFINITY;
-        let p = write("bad.parquet", date, &bad_vals);
+        let p = write("bad.parquet", date.clone(), &bad_vals);
         for threads in [1, 3] {
             let e = in_pool(threads, &p).unwrap_err().to_string();
             assert!(e.contains("row 70001: `value`"), "{threads} threads: {e}");
+        }
+        // Nulls (a value, then an id, in different row groups) are not the row-group
+        // path's to read: it hands the file on, and the full reader names the first row.
+        let mut null_vals: Vec<Option<f64>> = vals.iter().copied().map(Some).collect();
+        null_vals[120_000] = None;
+        let mut null_ids: Vec<Option<String>> = ids.iter().cloned().map(Some).collect();
+        null_ids[90_000] = None;
+        let mut df = DataFrame::new_infer_height(vec![
+            Column::new("series_id".into(), &null_ids),
+            date,
+            Column::new("value".into(), &null_vals),
+        ])
+        .unwrap();
+        let p = dir.path().join("nulls.parquet");
+        ParquetWriter::new(std::fs::File::create(&p).unwrap())
+            .with_row_group_size(Some(7_001))
+            .finish(&mut df)
+            .unwrap();
+        assert!(columns::parquet_parts(&p, PARQUET_NAMES).is_none());
+        assert!(read_parquet_columns(&p).unwrap().is_none());
+        for threads in [1, 3] {
+            let e = in_pool(threads, &p).unwrap_err().to_string();
+            assert!(
+                e.contains("row 90001: `series_id`"),
+                "{threads} threads: {e}"
+            );
         }
     }
 

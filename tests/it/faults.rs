@@ -548,3 +548,67 @@ fn torn_records_anywhere_in_leftover_segments_do_not_stop_the_server() {
         "batches 0 and 1 once each, and the two records"
     );
 }
+
+/// `forecast --series` writing its CSV onto a full disk: the command fails naming the
+/// output file, the file it would replace is left as it was, and no temp file is left
+/// behind (the CSV is formatted straight from the results, not through a frame).
+#[test]
+fn a_full_disk_leaves_the_forecast_csv_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("mnt");
+    let Some(fs) = Tmpfs::mount(&mnt, 1) else {
+        assert!(
+            std::env::var_os("MLK_REQUIRE_TMPFS").is_none(),
+            "cannot mount a tmpfs"
+        );
+        eprintln!("skipped: cannot mount a tmpfs here (not root)");
+        return;
+    };
+    // 2,000 series of 60 days: 60,000 forecast rows, ~4 MB of CSV, on a 1 MiB disk.
+    let series = dir.path().join("series.csv");
+    let mut text = String::from("series_id,ts,value\n");
+    for s in 0..2000 {
+        for d in 0..60 {
+            let day =
+                chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Duration::days(d);
+            text += &format!("series-{s},{day},{}\n", (s * 7 + d as usize * 3) % 101);
+        }
+    }
+    std::fs::write(&series, text).unwrap();
+    let out = fs.0.join("forecast.csv");
+    std::fs::write(&out, "before\n").unwrap();
+    let args = [
+        "forecast",
+        "--series",
+        series.to_str().unwrap(),
+        "--model",
+        "ses",
+        "--horizon",
+        "30",
+        "--folds",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let o = crate::common::mlk(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "wrote 4 MB onto 1 MiB: {err}");
+    assert!(
+        err.contains("forecast.csv"),
+        "the error names the file: {err}"
+    );
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "before\n");
+    let left: Vec<_> = std::fs::read_dir(&fs.0)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    assert_eq!(left, ["forecast.csv"], "no temp file is left");
+    // With room, the same command writes the whole table.
+    let roomy = dir.path().join("forecast.csv");
+    let mut args = args;
+    let at = args.len() - 1;
+    args[at] = roomy.to_str().unwrap();
+    crate::common::ok(&args);
+    let rows = std::fs::read_to_string(&roomy).unwrap().lines().count();
+    assert_eq!(rows, 1 + 2000 * 30);
+}
