@@ -218,6 +218,50 @@ pub fn live_servers(root: &Path) -> Result<Vec<(String, i64)>> {
 
 /// Requests in flight at once while fetching or sending files.
 const PARALLEL: usize = 16;
+
+/// Tries of a request that is the same sent once or again ([`again`]).
+const TRIES: u32 = 4;
+
+/// Runs `op`, and again (up to `tries` in all, after 50, 100, 200 ms, ...) while it fails
+/// with a transport error: for requests whose repeat does what one does (a put over a
+/// key only this push writes, a copy, a delete, a read). The store's client retries a
+/// request that got no answer, not one whose answer was cut midway (a multipart upload's
+/// creation, a bulk delete's result, a body being read): on a flaky network one such cut
+/// failed the whole command, which then staged and sent every file again. A conditional
+/// put (the log's commit point) is never repeated here: its repeat could fail on its own
+/// success, and the command's rerun already handles that.
+async fn again<T, E, F, Fut>(tries: u32, mut op: F) -> std::result::Result<T, E>
+where
+    E: Transient + std::fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::result::Result<T, E>>,
+{
+    let mut tried = 1;
+    loop {
+        match op().await {
+            Err(e) if tried < tries && e.transient() => {
+                tracing::debug!(error = %e, tried, "retrying a request");
+                tokio::time::sleep(std::time::Duration::from_millis(50 << (tried - 1))).await;
+                tried += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Whether an error may pass if the same request is sent again ([`again`]).
+trait Transient {
+    fn transient(&self) -> bool;
+}
+
+impl Transient for object_store::Error {
+    /// A transport failure (the client's other errors name a refusal: not found, a failed
+    /// condition, no permission, ...).
+    fn transient(&self) -> bool {
+        matches!(self, object_store::Error::Generic { .. })
+    }
+}
+
 /// The log object's metadata key naming the staging token of its commit.
 const TOKEN_KEY: &str = "meterlake-staging";
 
@@ -598,10 +642,10 @@ impl Mirror {
         let store = self.store.clone();
         let metas: Vec<object_store::ObjectMeta> = self
             .rt
-            .block_on(async move {
+            .block_on(again(TRIES, || {
                 let p = (!key.as_ref().is_empty()).then_some(&key);
-                store.list(p).try_collect().await
-            })
+                store.list(p).try_collect()
+            }))
             .map_err(|e| self.err(dir, e))?;
         Ok(metas
             .into_iter()
@@ -745,7 +789,7 @@ impl Mirror {
         let (log, head) = audit_files();
         let key = self.key(&log);
         let store = self.store.clone();
-        let got = self.rt.block_on(async move {
+        let got = self.rt.block_on(again(TRIES, || async {
             match store.get(&key).await {
                 Ok(g) => {
                     let etag = g.meta.e_tag.clone();
@@ -754,7 +798,7 @@ impl Mirror {
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
             }
-        });
+        }));
         let (theirs, etag) = got.map_err(|e| self.err(&log, e))?.unwrap_or_default();
         let base = self.manifest.get(&log).map_or(0, |e| e.size);
         let replayed = super::access::rebase(&self.root, base, &theirs)?;
@@ -779,7 +823,7 @@ impl Mirror {
         for rel in rels {
             let key = self.key(rel);
             let store = self.store.clone();
-            match self.rt.block_on(async move { store.head(&key).await }) {
+            match self.rt.block_on(again(TRIES, || store.head(&key))) {
                 Ok(_) => present.push(rel.clone()),
                 Err(object_store::Error::NotFound { .. }) => {
                     let _ = fs::remove_file(self.root.join(rel));
@@ -794,7 +838,7 @@ impl Mirror {
     fn exists(&self, rel: &str) -> Result<bool> {
         let key = self.key(rel);
         let store = self.store.clone();
-        match self.rt.block_on(async move { store.head(&key).await }) {
+        match self.rt.block_on(again(TRIES, || store.head(&key))) {
             Ok(_) => Ok(true),
             Err(object_store::Error::NotFound { .. }) => Ok(false),
             Err(e) => Err(self.err(rel, e)),
@@ -807,7 +851,9 @@ impl Mirror {
         let store = self.store.clone();
         let attrs = self
             .rt
-            .block_on(async move { store.get(&key).await.map(|g| g.attributes) })
+            .block_on(again(TRIES, || async {
+                store.get(&key).await.map(|g| g.attributes)
+            }))
             .map_err(|e| self.err(rel, e))?;
         Ok(attrs
             .get(&Attribute::Metadata(TOKEN_KEY.into()))
@@ -831,7 +877,7 @@ impl Mirror {
         let results = self.rt.block_on(run_parallel(jobs, move |(rel, from, to)| {
             let store = store.clone();
             async move {
-                match store.copy(&from, &to).await {
+                match again(TRIES, || store.copy(&from, &to)).await {
                     Ok(()) => Ok(()),
                     Err(object_store::Error::NotFound { .. }) if store.head(&to).await.is_ok() => {
                         Ok(())
@@ -853,22 +899,28 @@ impl Mirror {
         if rels.is_empty() {
             return Ok(());
         }
-        let keys: Vec<object_store::Result<ObjPath>> =
-            rels.iter().map(|r| Ok(self.key(r))).collect();
+        let keys: Vec<ObjPath> = rels.iter().map(|r| self.key(r)).collect();
         let store = self.store.clone();
-        let results: Vec<object_store::Result<ObjPath>> = self.rt.block_on(async move {
-            store
-                .delete_stream(futures_util::stream::iter(keys).boxed())
-                .collect()
-                .await
-        });
-        for r in results {
-            match r {
-                Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
-                Err(e) => return Err(self.err("", e)),
-            }
-        }
-        Ok(())
+        // A bulk delete whose answer was cut is sent again whole ([`again`]): deleting
+        // an object already gone is not an error.
+        self.rt
+            .block_on(again(TRIES, || {
+                let (store, keys) = (store.clone(), keys.clone());
+                async move {
+                    let results: Vec<object_store::Result<ObjPath>> = store
+                        .delete_stream(futures_util::stream::iter(keys.into_iter().map(Ok)).boxed())
+                        .collect()
+                        .await;
+                    for r in results {
+                        match r {
+                            Ok(_) | Err(object_store::Error::NotFound { .. }) => {}
+                            Err(e) => return Err(e),
+                        }
+                    }
+                    Ok(())
+                }
+            }))
+            .map_err(|e| self.err("", e))
     }
 
     /// Sends what the command changed in the mirror to the bucket (module docs): new
@@ -1174,18 +1226,27 @@ impl Mirror {
                         && matches!(mode, PutMode::Overwrite)
                         && stamp.is_some_and(|(size, _)| size >= 2 * part as u64)
                     {
-                        let etag = put_streamed(&store, &key, &path, part)
+                        let etag = again(TRIES, || put_streamed(&store, &key, &path, part))
                             .await
                             .map_err(|e| PutError::Other(remote(&url, &obj, e)))?;
                         return Ok(Sent { local, etag, stamp });
                     }
                     let body = fs::read(&path).at(&path).map_err(PutError::Other)?;
                     drop(lock);
+                    // An overwrite is repeated on a cut answer; a conditional put is not.
+                    let tries = if matches!(mode, PutMode::Overwrite) {
+                        TRIES
+                    } else {
+                        1
+                    };
                     let opts = PutOptions {
                         mode,
                         ..Default::default()
                     };
-                    match store.put_opts(&key, body.into(), opts).await {
+                    let body = object_store::PutPayload::from(body);
+                    let put =
+                        again(tries, || store.put_opts(&key, body.clone(), opts.clone())).await;
+                    match put {
                         Ok(put) => Ok(Sent {
                             local,
                             etag: put.e_tag,
@@ -1382,34 +1443,70 @@ fn download(
         let store = store.clone();
         let url = url.clone();
         async move {
-            use futures_util::StreamExt;
-            use std::io::Write;
-            let got = store.get(&key).await.map_err(|e| remote(&url, &rel, e))?;
-            let etag = got.meta.e_tag.clone();
-            let tmp = fetch_path(&path)?;
-            let mut body = got.into_stream();
-            let mut size = 0u64;
-            let written = async {
-                let mut file = fs::File::create(&tmp).at(&tmp)?;
-                while let Some(chunk) = body.next().await {
-                    let chunk = chunk.map_err(|e| remote(&url, &rel, e))?;
-                    file.write_all(&chunk).at(&tmp)?;
-                    size += chunk.len() as u64;
-                }
-                drop(file);
-                fs::rename(&tmp, &path).at(&path)
-            }
-            .await;
-            if written.is_err() {
-                // A download cut short leaves nothing behind.
-                let _ = fs::remove_file(&tmp);
-            }
-            written?;
+            // A read cut short is read again ([`again`]); a local failure ends it.
+            let (etag, size) = again(TRIES, || download_one(&store, &key, &path))
+                .await
+                .map_err(|e| match e {
+                    Fetch::Store(e) => remote(&url, &rel, e),
+                    Fetch::Local(e) => e,
+                })?;
             let (size, mtime) = local_stamp(&path).unwrap_or((size, 0));
             Ok::<_, Error>((rel, Entry { size, etag, mtime }))
         }
     }));
     results.into_iter().collect()
+}
+
+/// Why one download failed: the store (which [`again`] may repeat), or the local disk.
+enum Fetch {
+    Store(object_store::Error),
+    Local(Error),
+}
+
+impl Transient for Fetch {
+    fn transient(&self) -> bool {
+        matches!(self, Fetch::Store(e) if e.transient())
+    }
+}
+
+impl std::fmt::Display for Fetch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Fetch::Store(e) => e.fmt(f),
+            Fetch::Local(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Downloads `key` to `path` through a temp file and a rename, written chunk by chunk as
+/// it arrives; returns its ETag and size. A download cut short leaves nothing behind.
+async fn download_one(
+    store: &Arc<dyn ObjectStore>,
+    key: &ObjPath,
+    path: &Path,
+) -> std::result::Result<(Option<String>, u64), Fetch> {
+    use futures_util::StreamExt;
+    use std::io::Write;
+    let got = store.get(key).await.map_err(Fetch::Store)?;
+    let etag = got.meta.e_tag.clone();
+    let tmp = fetch_path(path).map_err(Fetch::Local)?;
+    let mut body = got.into_stream();
+    let mut size = 0u64;
+    let written = async {
+        let mut file = fs::File::create(&tmp).at(&tmp).map_err(Fetch::Local)?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(Fetch::Store)?;
+            file.write_all(&chunk).at(&tmp).map_err(Fetch::Local)?;
+            size += chunk.len() as u64;
+        }
+        drop(file);
+        fs::rename(&tmp, path).at(path).map_err(Fetch::Local)
+    }
+    .await;
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    written.map(|()| (etag, size))
 }
 
 /// Runs `f` over `jobs` with at most [`PARALLEL`] in flight, results in any order.
@@ -1637,5 +1734,60 @@ mod tests {
         assert_eq!(staged_seq(&s), Some(7));
         assert!(ignored("_staging/x") && ignored("_wal/1.wal") && ignored("rollups/_layout.lock"));
         assert!(ignored("_lock") && ignored("a/.part.tmp") && !ignored("rollups/x/_state.json"));
+    }
+
+    /// `again` repeats a request while it fails with a transport error, up to its tries,
+    /// and gives back any other error at once.
+    #[test]
+    fn again_repeats_transport_failures_only() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let cut = || object_store::Error::Generic {
+            store: "S3",
+            source: "connection reset".into(),
+        };
+        // (failures before success, the error, tries) -> (calls made, succeeded)
+        let run = |fails: u32, transient: bool, tries: u32| {
+            let mut calls = 0;
+            let r = rt.block_on(again(tries, || {
+                calls += 1;
+                let failed = calls <= fails;
+                async move {
+                    match (failed, transient) {
+                        (false, _) => Ok(calls),
+                        (true, true) => Err(cut()),
+                        (true, false) => Err(object_store::Error::NotFound {
+                            path: "x".into(),
+                            source: "gone".into(),
+                        }),
+                    }
+                }
+            }));
+            (calls, r.is_ok())
+        };
+        assert_eq!(run(0, true, TRIES), (1, true));
+        assert_eq!(
+            run(3, true, TRIES),
+            (4, true),
+            "three cuts, then the answer"
+        );
+        assert_eq!(run(4, true, TRIES), (4, false), "no more than its tries");
+        assert_eq!(run(1, true, 1), (1, false), "a conditional put: once");
+        assert_eq!(
+            run(1, false, TRIES),
+            (1, false),
+            "a refusal is not repeated"
+        );
+        // A download's local failure is not repeated; its store's cut is.
+        assert!(
+            !Fetch::Local(Error::InvalidParameter {
+                name: "x",
+                reason: "y".into()
+            })
+            .transient()
+        );
+        assert!(Fetch::Store(cut()).transient());
     }
 }
