@@ -946,31 +946,48 @@ mod tests {
             let e = in_pool(threads, &p).unwrap_err().to_string();
             assert!(e.contains("row 70001: `value`"), "{threads} threads: {e}");
         }
-        // Nulls (a value, then an id, in different row groups) are not the row-group
-        // path's to read: it hands the file on, and the full reader names the first row.
+        // A null value, or a null id, is not the row-group path's to read: it hands the
+        // file on, and the full reader names the row (one file each, so each is checked).
         let mut null_vals: Vec<Option<f64>> = vals.iter().copied().map(Some).collect();
         null_vals[120_000] = None;
         let mut null_ids: Vec<Option<String>> = ids.iter().cloned().map(Some).collect();
         null_ids[90_000] = None;
-        let mut df = DataFrame::new_infer_height(vec![
-            Column::new("series_id".into(), &null_ids),
-            date,
-            Column::new("value".into(), &null_vals),
-        ])
-        .unwrap();
-        let p = dir.path().join("nulls.parquet");
-        ParquetWriter::new(std::fs::File::create(&p).unwrap())
-            .with_row_group_size(Some(7_001))
-            .finish(&mut df)
+        let all_ids: Vec<Option<String>> = ids.iter().cloned().map(Some).collect();
+        let all_vals: Vec<Option<f64>> = vals.iter().copied().map(Some).collect();
+        for (name, ids, vals, row) in [
+            (
+                "null_value.parquet",
+                &all_ids,
+                &null_vals,
+                "row 120001: `value`",
+            ),
+            (
+                "null_id.parquet",
+                &null_ids,
+                &all_vals,
+                "row 90001: `series_id`",
+            ),
+        ] {
+            let mut df = DataFrame::new_infer_height(vec![
+                Column::new("series_id".into(), ids),
+                date.clone(),
+                Column::new("value".into(), vals),
+            ])
             .unwrap();
-        assert!(columns::parquet_parts(&p, PARQUET_NAMES).is_none());
-        assert!(read_parquet_columns(&p).unwrap().is_none());
-        for threads in [1, 3] {
-            let e = in_pool(threads, &p).unwrap_err().to_string();
+            let p = dir.path().join(name);
+            ParquetWriter::new(std::fs::File::create(&p).unwrap())
+                .with_row_group_size(Some(7_001))
+                .finish(&mut df)
+                .unwrap();
             assert!(
-                e.contains("row 90001: `series_id`"),
-                "{threads} threads: {e}"
+                columns::parquet_parts(&p, PARQUET_NAMES).is_none(),
+                "{name}"
             );
+            assert!(read_parquet_columns(&p).unwrap().is_none(), "{name}");
+            for threads in [1, 3] {
+                let e = in_pool(threads, &p).unwrap_err().to_string();
+                assert!(e.contains(row), "{name}, {threads} threads: {e}");
+            }
         }
     }
 

@@ -223,24 +223,26 @@ const PARALLEL: usize = 16;
 const TRIES: u32 = 4;
 
 /// Runs `op`, and again (up to `tries` in all, after 50, 100, 200 ms, ...) while it fails
-/// with a transport error: for requests whose repeat does what one does (a put over a
-/// key only this push writes, a copy, a delete, a read). The store's client retries a
-/// request that got no answer, not one whose answer was cut midway (a multipart upload's
-/// creation, a bulk delete's result, a body being read): on a flaky network one such cut
-/// failed the whole command, which then staged and sent every file again. A conditional
-/// put (the log's commit point) is never repeated here: its repeat could fail on its own
-/// success, and the command's rerun already handles that.
+/// with a transport error the store's client gave up on ([`Transient`]), and not after
+/// [`AGAIN_WITHIN`]: for requests whose repeat does what one does, whoever else writes
+/// the bucket (a put or bulk delete of this push's own staging objects, a copy, a read).
+/// The client repeats a request that could not be sent, but not one whose answer was cut
+/// midway (a multipart upload's creation, a bulk delete's result, a body being read): on
+/// a flaky network one such cut failed the whole command, which then staged and sent every
+/// file again. A conditional put (the log's commit point) is never repeated here: its
+/// repeat could fail on its own success, and the command's rerun already handles that.
 async fn again<T, E, F, Fut>(tries: u32, mut op: F) -> std::result::Result<T, E>
 where
     E: Transient + std::fmt::Display,
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = std::result::Result<T, E>>,
 {
+    let start = std::time::Instant::now();
     let mut tried = 1;
     loop {
         match op().await {
-            Err(e) if tried < tries && e.transient() => {
-                tracing::debug!(error = %e, tried, "retrying a request");
+            Err(e) if tried < tries && e.transient() && start.elapsed() < AGAIN_WITHIN => {
+                tracing::debug!(error = %e, tried, "repeating a request whose answer was cut");
                 tokio::time::sleep(std::time::Duration::from_millis(50 << (tried - 1))).await;
                 tried += 1;
             }
@@ -249,16 +251,47 @@ where
     }
 }
 
+/// [`again`] starts no repeat this long after the first try: a store that stays
+/// unreachable fails the command in about the client's own time, not four times it.
+const AGAIN_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Whether an error may pass if the same request is sent again ([`again`]).
 trait Transient {
     fn transient(&self) -> bool;
 }
 
 impl Transient for object_store::Error {
-    /// A transport failure (the client's other errors name a refusal: not found, a failed
-    /// condition, no permission, ...).
+    /// A transport failure the client does not repeat itself: an answer cut or garbled
+    /// midway, a request interrupted or timed out. Not a refusal (not found, a failed
+    /// condition, no permission, a 4xx or 5xx status, a failed key of a bulk delete), not
+    /// a connection that could not be made (the client's retries gave up on it already),
+    /// not a local file's error.
     fn transient(&self) -> bool {
-        matches!(self, object_store::Error::Generic { .. })
+        use object_store::client::{HttpError, HttpErrorKind};
+        let mut e: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(x) = e {
+            if let Some(h) = x.downcast_ref::<HttpError>() {
+                return !matches!(h.kind(), HttpErrorKind::Connect | HttpErrorKind::Request);
+            }
+            e = x.source();
+        }
+        false
+    }
+}
+
+/// Whether `obj` is a staging object (`_staging/...`): only this push writes it.
+fn is_staged(obj: &str) -> bool {
+    obj.strip_prefix(STAGING_DIR)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Tries of a put of `obj` with `mode` ([`again`]): an overwrite of a staging object may
+/// be repeated; any other put once (a repeated overwrite of a shared object could undo
+/// another writer's put made in between; a conditional put could fail on its own success).
+fn put_tries(obj: &str, mode: &PutMode) -> u32 {
+    match mode {
+        PutMode::Overwrite if is_staged(obj) => TRIES,
+        _ => 1,
     }
 }
 
@@ -901,10 +934,16 @@ impl Mirror {
         }
         let keys: Vec<ObjPath> = rels.iter().map(|r| self.key(r)).collect();
         let store = self.store.clone();
-        // A bulk delete whose answer was cut is sent again whole ([`again`]): deleting
-        // an object already gone is not an error.
+        // A bulk delete of staging objects whose answer was cut is sent again whole
+        // ([`again`]; deleting an object already gone is not an error). Shared objects
+        // are deleted once: a repeat could delete what another writer put in between.
+        let tries = if rels.iter().all(|r| is_staged(r)) {
+            TRIES
+        } else {
+            1
+        };
         self.rt
-            .block_on(again(TRIES, || {
+            .block_on(again(tries, || {
                 let (store, keys) = (store.clone(), keys.clone());
                 async move {
                     let results: Vec<object_store::Result<ObjPath>> = store
@@ -1226,19 +1265,15 @@ impl Mirror {
                         && matches!(mode, PutMode::Overwrite)
                         && stamp.is_some_and(|(size, _)| size >= 2 * part as u64)
                     {
-                        let etag = again(TRIES, || put_streamed(&store, &key, &path, part))
+                        let tries = put_tries(&obj, &mode);
+                        let etag = again(tries, || put_streamed(&store, &key, &path, part))
                             .await
                             .map_err(|e| PutError::Other(remote(&url, &obj, e)))?;
                         return Ok(Sent { local, etag, stamp });
                     }
                     let body = fs::read(&path).at(&path).map_err(PutError::Other)?;
                     drop(lock);
-                    // An overwrite is repeated on a cut answer; a conditional put is not.
-                    let tries = if matches!(mode, PutMode::Overwrite) {
-                        TRIES
-                    } else {
-                        1
-                    };
+                    let tries = put_tries(&obj, &mode);
                     let opts = PutOptions {
                         mode,
                         ..Default::default()
@@ -1736,51 +1771,70 @@ mod tests {
         assert!(ignored("_lock") && ignored("a/.part.tmp") && !ignored("rollups/x/_state.json"));
     }
 
-    /// `again` repeats a request while it fails with a transport error, up to its tries,
-    /// and gives back any other error at once.
+    /// `again` repeats a request while it fails with a transport error the client gave up
+    /// on, up to its tries, and gives back any other error at once; only overwrites and
+    /// bulk deletes of staging objects get more than one try.
     #[test]
-    fn again_repeats_transport_failures_only() {
+    fn again_repeats_cut_answers_only() {
+        use object_store::client::{HttpError, HttpErrorKind};
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let cut = || object_store::Error::Generic {
+        let transport = |kind| object_store::Error::Generic {
             store: "S3",
-            source: "connection reset".into(),
+            source: Box::new(HttpError::new(
+                kind,
+                std::io::Error::other("connection reset"),
+            )),
         };
+        let cut = || transport(HttpErrorKind::Interrupted);
         // (failures before success, the error, tries) -> (calls made, succeeded)
-        let run = |fails: u32, transient: bool, tries: u32| {
+        let run = |fails: u32, err: &dyn Fn() -> object_store::Error, tries: u32| {
             let mut calls = 0;
             let r = rt.block_on(again(tries, || {
                 calls += 1;
-                let failed = calls <= fails;
-                async move {
-                    match (failed, transient) {
-                        (false, _) => Ok(calls),
-                        (true, true) => Err(cut()),
-                        (true, false) => Err(object_store::Error::NotFound {
-                            path: "x".into(),
-                            source: "gone".into(),
-                        }),
-                    }
-                }
+                let r = if calls <= fails {
+                    Err(err())
+                } else {
+                    Ok(calls)
+                };
+                async move { r }
             }));
             (calls, r.is_ok())
         };
-        assert_eq!(run(0, true, TRIES), (1, true));
+        assert_eq!(run(0, &cut, TRIES), (1, true));
         assert_eq!(
-            run(3, true, TRIES),
+            run(3, &cut, TRIES),
             (4, true),
             "three cuts, then the answer"
         );
-        assert_eq!(run(4, true, TRIES), (4, false), "no more than its tries");
-        assert_eq!(run(1, true, 1), (1, false), "a conditional put: once");
-        assert_eq!(
-            run(1, false, TRIES),
-            (1, false),
-            "a refusal is not repeated"
-        );
-        // A download's local failure is not repeated; its store's cut is.
+        assert_eq!(run(4, &cut, TRIES), (4, false), "no more than its tries");
+        let decode = || transport(HttpErrorKind::Decode);
+        assert_eq!(run(1, &decode, TRIES), (2, true), "a garbled answer");
+        assert_eq!(run(1, &cut, 1), (1, false), "one try: once");
+        // Not repeated: what the client retried already, a refusal, a local file's error.
+        let unreachable = || transport(HttpErrorKind::Connect);
+        let not_found = || object_store::Error::NotFound {
+            path: "x".into(),
+            source: "gone".into(),
+        };
+        let condition = || object_store::Error::Precondition {
+            path: "x".into(),
+            source: "etag".into(),
+        };
+        let local = || object_store::Error::Generic {
+            store: "local file",
+            source: Box::new(std::io::Error::other("disk")),
+        };
+        for err in [
+            &unreachable as &dyn Fn() -> _,
+            &not_found,
+            &condition,
+            &local,
+        ] {
+            assert_eq!(run(1, err, TRIES), (1, false), "{}", err());
+        }
         assert!(
             !Fetch::Local(Error::InvalidParameter {
                 name: "x",
@@ -1789,5 +1843,20 @@ mod tests {
             .transient()
         );
         assert!(Fetch::Store(cut()).transient());
+        // Which puts may be repeated.
+        let staged = staged_name(
+            7,
+            "ab12",
+            "events/date=2026-01-01/part-00000007-0000.parquet",
+        );
+        assert_eq!(put_tries(&staged, &PutMode::Overwrite), TRIES);
+        assert_eq!(put_tries(&staged, &PutMode::Create), 1);
+        assert_eq!(put_tries("_audit/head", &PutMode::Overwrite), 1);
+        assert_eq!(
+            put_tries("_log/_history/00000007.json", &PutMode::Overwrite),
+            1
+        );
+        assert_eq!(put_tries("_log/00000007.json", &PutMode::Create), 1);
+        assert!(!is_staged("_staging") && !is_staged("_stagingx/a") && is_staged("_staging/a"));
     }
 }

@@ -593,10 +593,8 @@ fn a_full_disk_leaves_the_forecast_csv_as_it_was() {
     let o = crate::common::mlk(&args);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success(), "wrote 4 MB onto 1 MiB: {err}");
-    assert!(
-        err.contains("forecast.csv"),
-        "the error names the file: {err}"
-    );
+    let named = format!("{}:", out.display());
+    assert!(err.contains(&named), "the error names the file: {err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "before\n");
     let left: Vec<_> = std::fs::read_dir(&fs.0)
         .unwrap()

@@ -194,7 +194,8 @@ pub(crate) fn write_blocks<E: Send>(
     io: impl Fn(std::io::Error) -> E,
 ) -> std::result::Result<(), E> {
     use rayon::prelude::*;
-    for a in (0..blocks).step_by(round.max(1)) {
+    let round = round.max(1);
+    for a in (0..blocks).step_by(round) {
         let texts: Vec<_> = (a..(a + round).min(blocks))
             .into_par_iter()
             .map(&block)
