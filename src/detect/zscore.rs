@@ -243,8 +243,28 @@ impl SortedWindow {
             1.4826 * mad
         } else {
             let n = self.sorted.len().max(1) as f64;
-            1.2533 * self.sorted.iter().map(|v| (v - m).abs()).sum::<f64>() / n
+            1.2533 * self.abs_dev_sum(m) / n
         }
+    }
+
+    /// Σ |v − m| over the window, the bits a plain sum in ascending order gives, from the
+    /// values that differ from `m` alone. The MAD is 0 when more than half the window
+    /// equals `m` (a sparse meter's hours are mostly 0), and each of those adds +0.0, which
+    /// leaves a sum that is not -0.0 as it is: summing the whole window at every point was
+    /// the anomalies stage's largest cost on the 1,000-tenant lake.
+    fn abs_dev_sum(&self, m: f64) -> f64 {
+        let a = &self.sorted;
+        if a.is_empty() {
+            return a.iter().map(|v| (v - m).abs()).sum::<f64>();
+        }
+        let below = a.partition_point(|&x| x < m);
+        let above = below + a[below..].partition_point(|&x| x <= m);
+        // From +0.0: the plain sum starts at -0.0, but its first term, +0.0 or not, makes
+        // it the same as this from there on.
+        a[..below]
+            .iter()
+            .chain(&a[above..])
+            .fold(0.0, |s, v| s + (v - m).abs())
     }
 }
 
@@ -758,6 +778,26 @@ mod tests {
                 let mut want = xs[(k + 1).saturating_sub(cap)..=k].to_vec();
                 want.sort_by(f64::total_cmp);
                 prop_assert_eq!(&w.sorted, &want);
+            }
+        }
+
+        /// The sum of absolute deviations from the values off the median alone is the
+        /// plain sum over the whole window, bit for bit.
+        #[test]
+        fn abs_dev_sum_is_the_plain_sum(
+            xs in proptest::collection::vec(
+                prop_oneof![-3.0..3.0f64, (0..3u8).prop_map(f64::from), Just(-0.0), Just(1e300)],
+                1..120,
+            ),
+            cap in 1usize..60,
+        ) {
+            let mut w = SortedWindow::new(cap);
+            for &x in &xs {
+                w.push(x);
+                for m in [w.median(), 0.0, -0.0, 1.0, x] {
+                    let plain: f64 = w.sorted.iter().map(|v| (v - m).abs()).sum();
+                    prop_assert_eq!(w.abs_dev_sum(m).to_bits(), plain.to_bits(), "m {}", m);
+                }
             }
         }
 
