@@ -127,6 +127,8 @@ pub struct DataFile {
     /// File size in bytes.
     pub bytes: u64,
     /// Sum of `value` over the file's rows: a cheap check that compaction kept every row.
+    /// Finite values can still overflow it (two events of 1e308): see [`any_f64`].
+    #[serde(with = "any_f64")]
     pub value_sum: f64,
     /// Sum of `|value|` and whether every value is a whole number (absent in files written
     /// before they were recorded): a rollup that sums these files' values knows from them
@@ -138,7 +140,8 @@ pub struct DataFile {
 /// What [`DataFile::exact`] records of a file's values.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct ExactSum {
-    /// Sum of `|value|`.
+    /// Sum of `|value|` (infinite when it overflows: see [`any_f64`]).
+    #[serde(with = "any_f64")]
     pub abs_sum: f64,
     /// Whether every value is a whole number.
     pub integral: bool,
@@ -151,6 +154,48 @@ impl ExactSum {
             abs_sum: w.value_abs_sum,
             integral: w.values_integral,
         }
+    }
+}
+
+/// A float of the log that need not be finite. JSON has no infinity or NaN, and serde_json
+/// writes them as `null`, which it then refuses to read as a number: a sum that overflowed
+/// made every later command fail on the log. They are written as the strings `"inf"`,
+/// `"-inf"` and `"NaN"` instead; `null`, from logs written before, reads as NaN (unknown),
+/// which every reader of these sums treats as "not exact" and "not comparable".
+mod any_f64 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        match *v {
+            v if v.is_finite() => s.serialize_f64(v),
+            v if v.is_nan() => s.serialize_str("NaN"),
+            v if v > 0.0 => s.serialize_str("inf"),
+            _ => s.serialize_str("-inf"),
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Any {
+        Number(f64),
+        Text(String),
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        Ok(match Option::<Any>::deserialize(d)? {
+            Some(Any::Number(v)) => v,
+            None => f64::NAN,
+            Some(Any::Text(t)) => match t.as_str() {
+                "inf" => f64::INFINITY,
+                "-inf" => f64::NEG_INFINITY,
+                "NaN" => f64::NAN,
+                _ => {
+                    return Err(serde::de::Error::custom(format!(
+                        "expected a number, \"inf\", \"-inf\" or \"NaN\", found {t:?}"
+                    )));
+                }
+            },
+        })
     }
 }
 
@@ -441,5 +486,37 @@ mod tests {
         fs::remove_dir(&dirs[7]).unwrap();
         let err = sync_dirs(&dirs).unwrap_err().to_string();
         assert!(err.contains("d7"), "{err}");
+    }
+
+    #[test]
+    fn sums_that_are_not_finite_round_trip_and_old_nulls_read_as_unknown() {
+        for v in [f64::INFINITY, f64::NEG_INFINITY, f64::NAN, 1e308, -0.5, 0.0] {
+            let f = DataFile {
+                path: "events/date=2026-10-01/part-00000001-0000.parquet".into(),
+                date: "2026-10-01".into(),
+                rows: 2,
+                bytes: 10,
+                value_sum: v,
+                exact: Some(ExactSum {
+                    abs_sum: v.abs(),
+                    integral: true,
+                }),
+            };
+            let text = serde_json::to_string(&f).unwrap();
+            assert!(!text.contains("null"), "{text}");
+            let back: DataFile = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.value_sum.to_bits(), v.to_bits(), "{text}");
+            assert_eq!(back.exact.unwrap().abs_sum.to_bits(), v.abs().to_bits());
+        }
+        // What serde_json wrote for an overflowed sum before: read, as unknown.
+        let old = r#"{"path":"p","date":"2026-10-01","rows":2,"bytes":10,"value_sum":null,"exact":{"abs_sum":null,"integral":true}}"#;
+        let f: DataFile = serde_json::from_str(old).unwrap();
+        assert!(f.value_sum.is_nan() && f.exact.unwrap().abs_sum.is_nan());
+        assert_eq!(files_sum_exactly(&[f]), Some(false));
+        let bad = old.replace("null,\"exact", "\"lots\",\"exact");
+        let err = serde_json::from_str::<DataFile>(&bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("\"lots\""), "{err}");
     }
 }

@@ -701,3 +701,37 @@ fn a_lake_url_is_refused_not_taken_for_a_folder() {
         "created {made:?}"
     );
 }
+
+/// Two finite values whose sum overflows f64: the lake's log records the file's sums as
+/// infinite (JSON has no infinity: it once wrote `null`, and every later command failed on
+/// it), and the lake stays usable: stats, another ingest, a rollup, a compaction.
+#[test]
+fn values_whose_sum_overflows_keep_the_lake_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let ev = |id: &str, hour: u32, value: &str| {
+        format!(
+            r#"{{"id":"{id}","ts":"2026-03-01T{hour:02}:00:00Z","tenant_id":"t1","meter":"ai_tokens","value":{value}}}"#
+        )
+    };
+    let big = write(
+        dir.path(),
+        "big.ndjson",
+        &format!("{}\n{}\n", ev("a", 10, "1e308"), ev("b", 11, "1e308")),
+    );
+    let small = write(dir.path(), "small.ndjson", &(ev("c", 12, "1") + "\n"));
+    let lake = dir.path().join("lake");
+    let l = lake.to_str().unwrap();
+    assert_eq!(ingest(&lake, &[&big], &[])["accepted"], 2);
+    let log = fs::read_to_string(lake.join("_log/00000001.json")).unwrap();
+    assert!(log.contains(r#""value_sum": "inf""#), "{log}");
+    assert!(log.contains(r#""abs_sum": "inf""#), "{log}");
+    assert_eq!(lake_stats(&lake)["rows"], 2);
+    assert_eq!(ingest(&lake, &[&small], &[])["accepted"], 1);
+    ok(&["rollup", "--lake", l, "--granularity", "day"]);
+    ok(&["compact", "--lake", l]);
+    let stats = lake_stats(&lake);
+    assert_eq!(
+        (stats["rows"].as_u64(), stats["files"].as_u64()),
+        (Some(3), Some(1))
+    );
+}
