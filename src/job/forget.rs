@@ -304,14 +304,20 @@ fn scrub_derived(lake_dir: &Path, tenant: &str, user: Option<&str>) -> Result<(u
             continue;
         }
         let before = df.height();
-        let tenant_is = col("tenant_id").eq(lit(tenant.to_string()));
+        // Null-safe comparisons: a plain `eq` is null on a null id, `not` keeps it null and
+        // `filter` drops null rows, so tenant-level rows (no user) went with any user.
+        let tenant_is = col("tenant_id").eq_missing(lit(tenant.to_string()));
         let mut changed = false;
         let mut out = match user {
             None => df.lazy().filter(tenant_is.not()).collect()?,
             Some(u) => {
                 let mut df = if df.column("user_id").is_ok() {
                     df.lazy()
-                        .filter(tenant_is.and(col("user_id").eq(lit(u.to_string()))).not())
+                        .filter(
+                            tenant_is
+                                .and(col("user_id").eq_missing(lit(u.to_string())))
+                                .not(),
+                        )
                         .collect()?
                 } else {
                     df

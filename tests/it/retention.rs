@@ -497,3 +497,79 @@ fn forget_reaches_the_servers_log_and_stored_reports() {
     assert!(!reports.exists());
     assert!(foreign.exists());
 }
+
+/// Forgetting a user removes that user's derived rows only: rows with no user (a tenant's
+/// storage readings) stay, and so does everything when the user is unknown. (A plain `eq`
+/// on the null user id made the filter drop every tenant-level row with any user.)
+#[test]
+fn forget_of_a_user_keeps_the_tenants_rows_without_a_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "e.ndjson",
+        concat!(
+            r#"{"id":"1","ts":"2026-10-01T10:00:00Z","tenant_id":"acme","user_id":"u1","meter":"api_calls"}"#,
+            "\n",
+            r#"{"id":"3","ts":"2026-10-01T10:00:00Z","tenant_id":"acme","meter":"storage_bytes","value":5}"#,
+            "\n",
+            r#"{"id":"2","ts":"2026-10-02T10:00:00Z","tenant_id":"acme","user_id":"u2","meter":"api_calls"}"#,
+            "\n",
+        ),
+    );
+    let lake = dir.path().join("lake");
+    let l = lake.to_str().unwrap();
+    ingest(&lake, &[&input], &[]);
+    ok(&[
+        "rollup",
+        "--lake",
+        l,
+        "--granularity",
+        "day",
+        "--by",
+        "user",
+    ]);
+    // (user, meter, value) of every by-user rollup row.
+    let rows = || {
+        let mut all: Vec<(Option<String>, Option<String>, String)> = Vec::new();
+        for f in files_under(&lake.join("rollups/granularity=day/by=user")) {
+            if f.extension().is_some_and(|e| e == "parquet") {
+                let users = strings(&f, "user_id");
+                let meters = strings(&f, "meter");
+                let values = parquet_batches(&f).flat_map(|b| {
+                    let c = b.column_by_name("value").unwrap().clone();
+                    let v = c.as_primitive::<arrow::datatypes::Float64Type>().clone();
+                    v.iter().map(|x| format!("{:?}", x)).collect::<Vec<_>>()
+                });
+                all.extend(
+                    users
+                        .into_iter()
+                        .zip(meters)
+                        .zip(values)
+                        .map(|((u, m), v)| (u, m, v)),
+                );
+            }
+        }
+        all.sort();
+        all
+    };
+    let s = |x: &str| Some(x.to_string());
+    let before = rows();
+    assert_eq!(
+        before,
+        vec![
+            (None, s("storage_bytes"), "Some(5.0)".into()),
+            (s("u1"), s("api_calls"), "Some(1.0)".into()),
+            (s("u2"), s("api_calls"), "Some(1.0)".into()),
+        ]
+    );
+    let forget = |user: &str| -> serde_json::Value {
+        let out = ok(&[
+            "forget", "--lake", l, "--tenant", "acme", "--user", user, "--output", "json",
+        ]);
+        serde_json::from_str(&out).unwrap()
+    };
+    assert_eq!(forget("nosuchuser")["derived_rows"], 0);
+    assert_eq!(rows(), before);
+    assert_eq!(forget("u2")["derived_rows"], 1);
+    assert_eq!(rows(), before[..2].to_vec());
+}
