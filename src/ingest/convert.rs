@@ -428,12 +428,18 @@ fn csv_chunk(data: &[u8], first_line: u64, header: &CsvHeader, limits: &Limits, 
         if !more {
             return;
         }
-        let (s, e) = (
+        let (mut s, e) = (
             rec.position().map(|p| p.byte()).unwrap_or(start.byte()) as usize,
-            rdr.position().byte() as usize,
+            (rdr.position().byte() as usize).min(data.len()),
         );
-        let raw = trim_newline(&data[s..e.min(data.len())]);
-        let line = first_line + rec.position().map(|p| p.line()).unwrap_or(1) - 1;
+        let mut line = first_line + rec.position().map(|p| p.line()).unwrap_or(1) - 1;
+        // After a CRLF record the reader stops at the `\n`: the next record's position is
+        // that byte, on the line before its own. Skip it, and count the line it ends.
+        while s < e && matches!(data[s], b'\r' | b'\n') {
+            line += u64::from(data[s] == b'\n');
+            s += 1;
+        }
+        let raw = trim_newline(&data[s..e]);
         if rec.len() == 1 && rec.get(0).is_some_and(|c| c.is_empty()) {
             continue;
         }

@@ -735,3 +735,47 @@ fn values_whose_sum_overflows_keep_the_lake_readable() {
         (Some(3), Some(1))
     );
 }
+
+/// A CSV file with CRLF line endings is quarantined as one with LF endings: the same line
+/// numbers (blank lines and a quoted field spanning lines counted) and each record as
+/// written, without a line break of the one before it.
+#[test]
+fn crlf_csv_rejections_name_their_own_line_and_keep_the_record_verbatim() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines = [
+        "id,ts,tenant_id,meter,value",
+        "a,2026-10-01T10:00:00Z,acme,api_calls,1",
+        "b,2026-10-01T10:00:00Z,acme,api_calls,-1",
+        "\"c\u{1}NL\u{1}x\",2026-10-01T10:00:00Z,acme,api_calls,2",
+        "",
+        "d,2026-10-01T10:00:00Z,acme,api_calls,-3",
+        "e,2026-10-01T10:00:00Z,acme,api_calls,4",
+    ];
+    for eol in ["\n", "\r\n"] {
+        // The quoted id holds a line break of the file's own kind (line 4 and 5).
+        let text: String = lines.iter().map(|l| format!("{l}{eol}")).collect();
+        let text = text.replace("\u{1}NL\u{1}", eol);
+        let input = write(dir.path(), "c.csv", &text);
+        let lake = dir.path().join(format!("lake{}", eol.len()));
+        let v = ingest(&lake, &[&input], &[]);
+        assert_eq!(
+            (v["accepted"].as_u64(), v["rejected"].as_u64()),
+            (Some(2), Some(3))
+        );
+        let got: Vec<(u64, String)> = quarantine(&lake)
+            .iter()
+            .map(|r| {
+                (
+                    r["line"].as_u64().unwrap(),
+                    r["record"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        let want = vec![
+            (3, lines[2].to_string()),
+            (4, lines[3].replace("\u{1}NL\u{1}", eol)),
+            (7, lines[5].to_string()),
+        ];
+        assert_eq!(got, want, "line ending {eol:?}");
+    }
+}
