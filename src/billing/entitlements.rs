@@ -205,11 +205,12 @@ pub fn entitlement(
     }
     let plan = billing.catalog.plan(&plan_id);
     if let Some(v) = plan.and_then(|p| p.features.get(feature)) {
+        let verb = if v.grants() { "grants" } else { "denies" };
         return Ok(answer(
             v.grants(),
             Some(v.clone()),
             "plan",
-            format!("plan `{plan_id}` grants it"),
+            format!("plan `{plan_id}` {verb} it"),
         ));
     }
     if billing.catalog.meters.contains_key(feature) {

@@ -46,6 +46,10 @@ fn entitlements_from_plans_overrides_and_allowances() {
     );
     let (code, e) = check(&f, "t-basic", "sso", at, &[]);
     assert_eq!((code, e["has_access"].as_bool()), (3, Some(false)), "{e}");
+    // The reason says what the plan does (it said "grants it" for a denial too).
+    assert_eq!(e["reason"], "plan `basic` denies it", "{e}");
+    let (_, e) = check(&f, "t-ent", "sso", at, &[]);
+    assert_eq!(e["reason"], "plan `enterprise` grants it", "{e}");
     let (_, e) = check(&f, "t-basic", "max_projects", at, &[]);
     assert_eq!(
         (e["has_access"].as_bool(), e["value"].as_i64()),
