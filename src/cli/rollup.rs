@@ -53,6 +53,19 @@ pub(crate) fn spec_of(
     tz: &str,
 ) -> anyhow::Result<RollupSpec> {
     let by: Vec<Dim> = by.iter().map(|s| s.parse()).collect::<Result<_, _>>()?;
+    // Before anything is created: one breakdown twice would be two equal key columns.
+    if let Some((i, d)) = by.iter().enumerate().find(|(i, d)| by[..*i].contains(d)) {
+        return Err(crate::error::Error::InvalidParameter {
+            name: "--by",
+            reason: format!(
+                "`{}` is given twice (occurrences {} and {})",
+                d,
+                by.iter().position(|x| x == d).unwrap_or(0) + 1,
+                i + 1
+            ),
+        }
+        .into());
+    }
     let zone: Zone = tz.parse()?;
     Ok(RollupSpec::new(granularity).with_by(by).with_zone(zone))
 }

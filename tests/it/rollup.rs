@@ -333,7 +333,12 @@ fn unconfigured_meters_warn_once_and_bad_parameters_name_themselves() {
         "bad.toml",
         "[[meter]]\nname = \"x\"\naggregation = \"median\"\n",
     );
-    let cases: [(&str, Vec<&str>, &[&str]); 6] = [
+    let cases: [(&str, Vec<&str>, &[&str]); 7] = [
+        (
+            "a dimension given twice",
+            vec!["--granularity", "day", "--by", "user", "--by", "user"],
+            &["--by", "`user` is given twice"],
+        ),
         (
             "an unknown zone",
             vec!["--granularity", "day", "--tz", "Mars/Base"],
@@ -377,6 +382,8 @@ fn unconfigured_meters_warn_once_and_bad_parameters_name_themselves() {
         args.extend(extra);
         assert_rejected(case, &args, want);
     }
+    // A refused command leaves nothing behind (it once left `by=user+user/`).
+    assert!(!lake.join("rollups/granularity=day/by=user+user").exists());
 }
 
 fn lines(events: &[(&str, &str, &str, f64)]) -> String {
