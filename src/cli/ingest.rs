@@ -38,12 +38,12 @@ pub struct IngestArgs {
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(0..=87_600))]
     pub max_future_hours: u32,
     /// Memory for buffered events before they are flushed to Parquet, in MiB.
-    #[arg(long, default_value_t = meterlake_ingest::DEFAULT_MEMORY_BUDGET_MB)]
-    pub memory_budget_mb: usize,
+    #[arg(long, default_value_t = meterlake_ingest::DEFAULT_MEMORY_BUDGET_MB as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub memory_budget_mb: u64,
     /// Memory for the dedup index's in-memory keys, in MiB (128 MiB hold 3.7 M keys); beyond
     /// it keys spill to sorted runs on disk, ~2 bytes each in memory.
-    #[arg(long, default_value_t = meterlake_ingest::DEFAULT_DEDUP_MEMORY_MB)]
-    pub dedup_memory_mb: usize,
+    #[arg(long, default_value_t = meterlake_ingest::DEFAULT_DEDUP_MEMORY_MB as u64, value_parser = clap::value_parser!(u64).range(1..))]
+    pub dedup_memory_mb: u64,
     /// The configuration file whose `[privacy]` applies (default: data/meterlake.toml if
     /// present); `MLK_PSEUDONYMISE_USERS` and `MLK_PSEUDONYM_KEY_FILE` override it.
     #[arg(long)]
@@ -71,8 +71,8 @@ pub(crate) fn run(a: IngestArgs, quiet: bool) -> anyhow::Result<ExitCode> {
         format: a.format,
         limits,
         lookback_days: a.lookback_days,
-        memory_budget_mb: a.memory_budget_mb,
-        dedup_memory_mb: a.dedup_memory_mb,
+        memory_budget_mb: usize::try_from(a.memory_budget_mb).unwrap_or(usize::MAX),
+        dedup_memory_mb: usize::try_from(a.dedup_memory_mb).unwrap_or(usize::MAX),
         progress: !quiet,
     };
     let s = meterlake_ingest::ingest(&a.lake, &a.inputs, &opts)?;

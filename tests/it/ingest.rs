@@ -779,3 +779,23 @@ fn crlf_csv_rejections_name_their_own_line_and_keep_the_record_verbatim() {
         assert_eq!(got, want, "line ending {eol:?}");
     }
 }
+
+/// Memory sizes of 0 are refused by the flag's name, with nothing written.
+#[test]
+fn zero_memory_sizes_are_refused_by_their_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(dir.path(), "e.ndjson", &format!("{GOOD}\n"));
+    let lake = dir.path().join("lake");
+    for flag in ["--dedup-memory-mb", "--memory-budget-mb"] {
+        let args = [
+            "ingest",
+            input.to_str().unwrap(),
+            "--lake",
+            lake.to_str().unwrap(),
+            flag,
+            "0",
+        ];
+        assert_rejected(flag, &args, &[flag, "'0'"]);
+    }
+    assert!(!lake.exists());
+}
