@@ -79,6 +79,24 @@ pub(crate) fn run(a: GenerateArgs) -> anyhow::Result<ExitCode> {
         bad_rate: a.bad_rate,
     };
     cfg.validate()?;
+    // The output is NDJSON: a name `ingest` would read as another format is refused.
+    let name = a
+        .out
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase());
+    let name = name.as_deref().unwrap_or("");
+    let stem = name.strip_suffix(".gz").unwrap_or(name);
+    if stem.ends_with(".csv") || stem.ends_with(".parquet") {
+        anyhow::bail!(
+            "invalid --out: {}: generate writes NDJSON, which `ingest` would read as {} by this name; name it .ndjson (or .ndjson.gz)",
+            a.out.display(),
+            if stem.ends_with(".csv") {
+                "CSV"
+            } else {
+                "Parquet"
+            }
+        );
+    }
     if let Some(target) = a.events {
         // Volume is linear in the scale (Poisson rates) plus a fixed part (hourly storage
         // readings, bot traffic): fit lines = fixed + slope * scale on two small dry runs.

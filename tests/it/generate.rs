@@ -92,6 +92,23 @@ fn generator_rejects_bad_parameters_by_name() {
             &[flag],
         );
     }
+    // An output name that `ingest` would read as CSV or Parquet (it held NDJSON).
+    for name in ["events.csv", "events.CSV.gz", "events.parquet"] {
+        let out = dir.path().join(name);
+        assert_rejected(
+            name,
+            &[
+                "generate",
+                "--tenants",
+                "2",
+                "--days",
+                "1",
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            &["--out", name, ".ndjson"],
+        );
+    }
     // Nothing is left behind: no output, no partial file.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
