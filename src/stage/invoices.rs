@@ -428,7 +428,8 @@ impl Register {
 }
 
 /// `period`'s invoices for one tenant or all: as issued when they were, else computed from
-/// the lake (a draft). The flag says which.
+/// the lake (a draft) with the adjustments no issued invoice has billed yet, as issuing
+/// it now would bill them. The flag says which.
 pub fn as_issued(
     lake: &Lake,
     billing: &Billing,
@@ -445,7 +446,11 @@ pub fn as_issued(
             }
             Ok((inv, true))
         }
-        None => Ok((invoices(lake, billing, period, tenant)?, false)),
+        None => {
+            let mut inv = invoices(lake, billing, period, tenant)?;
+            Register::of(lake.root()).bill_pending(&mut inv)?;
+            Ok((inv, false))
+        }
     }
 }
 

@@ -811,6 +811,22 @@ fn an_issued_invoice_is_never_rewritten_and_late_events_become_adjustments() {
         serde_json::from_slice(&std::fs::read(lake.join("_invoices/adjustments.json")).unwrap())
             .unwrap();
     assert_eq!(again, adj);
+    // October is not issued yet: `invoice` shows it as issuing it now would, with the
+    // adjustment billed (it showed the month without it).
+    let october: serde_json::Value = serde_json::from_str(&ok(&[
+        "invoice",
+        "--lake",
+        l,
+        "--period",
+        "2026-10",
+        "--tenant",
+        "initech-003",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let preview = &october["invoices"][0];
+    assert_eq!(preview["adjustments"][0]["id"], adj[0]["id"], "{preview}");
 
     // November starts: October is closed, with the adjustment billed in it.
     let next = |id: &str, ts: &str| {
@@ -832,6 +848,7 @@ fn an_issued_invoice_is_never_rewritten_and_late_events_become_adjustments() {
     let billed = i["adjustments"].as_array().unwrap();
     assert_eq!(billed.len(), 1);
     assert_eq!(billed[0]["id"], adj[0]["id"]);
+    assert_eq!(dec(&i["total"]), dec(&preview["total"]), "as previewed");
     let lines: Decimal = i["lines"]
         .as_array()
         .unwrap()
