@@ -29,10 +29,12 @@ pub struct ReportArgs {
     /// One tenant only.
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Period start (date or RFC 3339; default: 30 days before --to).
+    /// Period start, a UTC day (YYYY-MM-DD, or RFC 3339 at midnight UTC; default: 30 days
+    /// before --to). Reports add up whole UTC days.
     #[arg(long)]
     pub from: Option<String>,
-    /// Period end, exclusive (default: midnight after the lake's last event).
+    /// Period end, exclusive, a UTC day as --from (default: midnight after the lake's last
+    /// event).
     #[arg(long)]
     pub to: Option<String>,
     /// Entries in top lists and charts.

@@ -351,7 +351,33 @@ fn report_errors_name_the_parameter() {
     let empty = empty.to_str().unwrap();
     let out = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let (docx, json) = (out("x.docx"), out("x.json"));
-    let cases: [(&str, &str, Vec<&str>, &str); 4] = [
+    let cases: [(&str, &str, Vec<&str>, &str); 6] = [
+        (
+            "a start inside a day (reports add up whole UTC days)",
+            sample,
+            vec![
+                "--kind",
+                "summary",
+                "--out",
+                &json,
+                "--from",
+                "2026-10-01T07:00:00Z",
+            ],
+            "--from",
+        ),
+        (
+            "an end inside a day, as a local time",
+            sample,
+            vec![
+                "--kind",
+                "summary",
+                "--out",
+                &json,
+                "--to",
+                "2026-10-02T12:00:00+05:00",
+            ],
+            "--to",
+        ),
         (
             "an output extension that is no format",
             sample,

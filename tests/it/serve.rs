@@ -584,6 +584,17 @@ fn assert_isolated(api: &dyn Fn(&str) -> String, stark: &str, globex: &str, admi
         Some(r#"{"kind":"summary","format":"json","tenant":"stark-006"}"#),
     );
     assert_eq!(st, 403);
+    // A report period cut inside a day is refused by its field, as on the command line.
+    let (st, v, _) = call(
+        "POST",
+        &api("/reports/generate"),
+        Some(globex),
+        Some(
+            r#"{"kind":"summary","format":"json","from":"2026-10-01T07:00:00Z","to":"2026-10-02"}"#,
+        ),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("from"), "{v}");
     let (st, _, _) = call("GET", &api("/reports?tenant=stark-006"), Some(globex), None);
     assert_eq!(st, 403);
     let (st, _, _) = call("GET", &api("/admin/metrics"), Some(globex), None);

@@ -110,6 +110,19 @@ impl<'a> Ctx<'a> {
             (latest - 1).div_euclid(MICROS_PER_DAY) * MICROS_PER_DAY + MICROS_PER_DAY
         });
         let from = opts.from.unwrap_or(to - 30 * MICROS_PER_DAY);
+        // Reports add up UTC day rollups: a bound inside a day would count that day wholly
+        // in one period or the other (it showed a day's usage as the previous period's).
+        for (name, v) in [("--from", opts.from), ("--to", opts.to)] {
+            if let Some(v) = v.filter(|v| v.rem_euclid(MICROS_PER_DAY) != 0) {
+                return Err(Error::InvalidParameter {
+                    name,
+                    reason: format!(
+                        "{} is not a UTC midnight: reports cover whole UTC days, give a date (YYYY-MM-DD)",
+                        rfc3339(v)
+                    ),
+                });
+            }
+        }
         if from >= to {
             return Err(Error::InvalidParameter {
                 name: "--from",
