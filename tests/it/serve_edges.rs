@@ -199,6 +199,8 @@ fn malformed_queries_get_json_errors_and_ndjson_needs_no_content_type() {
         ("/check-quota/api_calls?quantity=1&quantity=2", "quantity"),
         ("/summary?from=2026-01-01&to=notadate", "to"),
         ("/events?limit=-1", "limit"),
+        // Past i64: it once wrapped to a negative offset, paging from the end.
+        ("/events?offset=18446744073709551615", "offset"),
     ] {
         let (st, v, _) = call(
             "GET",

@@ -146,6 +146,10 @@ pub(super) async fn events(
             return Err(ApiError::bad("limit", "between 1 and 1000"));
         }
         let offset = q.offset.unwrap_or(0);
+        // polars slices by a signed offset: a larger one would wrap and count from the end.
+        if i64::try_from(offset).is_err() {
+            return Err(ApiError::bad("offset", "at most 9223372036854775807"));
+        }
         let lake = crate::lake::Lake::open(&app.opts.lake)?;
         let Some(mut lf) = crate::lake::events_between(&lake, Some(&t), from, to)? else {
             return ok_json(StatusCode::OK, json!({ "events": [], "next_offset": null }));
