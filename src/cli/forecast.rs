@@ -113,12 +113,14 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
             folds: a.folds,
             candidates: if a.candidates.is_empty() {
                 ModelKind::CANDIDATES.to_vec()
+            } else if a.candidates.contains(&ModelKind::Auto) {
+                return Err(crate::error::Error::InvalidParameter {
+                    name: "--candidates",
+                    reason: "`auto` chooses among the candidates and is not one of them".into(),
+                }
+                .into());
             } else {
-                a.candidates
-                    .iter()
-                    .copied()
-                    .filter(|k| *k != ModelKind::Auto)
-                    .collect()
+                a.candidates.clone()
             },
             criterion: a.criterion,
         },

@@ -483,6 +483,7 @@ pub fn forecast_one_fitted(
             .filter(|&&c| positive || !c.logarithmic())
             .filter_map(|&c| Some((c, opts.model(c)?)))
             .collect();
+        let none_applies = models.is_empty();
         // Every candidate is scored on the same origins: from the history of the most
         // demanding candidate that can be backtested at all on (else a seasonal model
         // needing two long seasons is judged on the last, easiest folds only and a simpler
@@ -561,7 +562,11 @@ pub fn forecast_one_fitted(
             }
             None if by_aicc.is_some() => {}
             None => {
-                notes.push("auto: too short to backtest, used naive".into());
+                notes.push(if none_applies {
+                    "auto: no candidate applies to this series (multiplicative models need values above 0, seasonal ones a season above 1), used naive".into()
+                } else {
+                    "auto: too short to backtest, used naive".into()
+                });
                 kind = ModelKind::Naive;
             }
         }

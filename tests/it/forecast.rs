@@ -431,6 +431,12 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
             vec!["--horizon", "0"],
             "--horizon",
         ),
+        (
+            "auto among the candidates (it left none: naive, said too short)",
+            &input,
+            vec!["--candidates", "auto"],
+            "--candidates",
+        ),
     ] {
         let mut a = vec![
             "forecast",
@@ -445,6 +451,33 @@ fn short_series_fall_back_bad_input_is_named_and_threads_do_not_change_output() 
         a.extend(&extra);
         assert_rejected(case, &a, &[want]);
     }
+    // Candidates none of which can fit the series (multiplicative, a zero in it): naive, and
+    // the status says why (it said the 60-point series was too short to backtest).
+    let text: String = std::iter::once("series_id,ts,value\n".to_string())
+        .chain((0..60).map(|i| {
+            let day =
+                chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap() + chrono::Duration::days(i);
+            format!("s,{day},{}\n", i % 7)
+        }))
+        .collect();
+    let zero = write(dir.path(), "zero.csv", &text);
+    let metrics = dir.path().join("m.csv");
+    ok(&[
+        "forecast",
+        "--series",
+        zero.to_str().unwrap(),
+        "--horizon",
+        "7",
+        "--candidates",
+        "holt_winters_mul",
+        "--out",
+        out.to_str().unwrap(),
+        "--metrics",
+        metrics.to_str().unwrap(),
+    ]);
+    let m = std::fs::read_to_string(&metrics).unwrap();
+    assert!(m.contains("s,naive,"), "{m}");
+    assert!(m.contains("no candidate applies to this series"), "{m}");
 }
 
 #[test]
