@@ -246,7 +246,10 @@ pub fn export_data(lake_dir: &Path, out: &Path, opts: &ExportOptions) -> Result<
         let rel = Path::new("derived").join(rel);
         let n = rows.height() as u64;
         s.derived_rows += n;
-        if rel.starts_with(Path::new("derived").join(tables::ALERTS_DIR)) {
+        // The alerts table only: its directory also holds the deliveries of those alerts.
+        if path.strip_prefix(lake_dir).ok()
+            == Some(&Path::new(tables::ALERTS_DIR).join(crate::stage::tables::alerts::FILE))
+        {
             s.alerts += n;
         }
         s.files.push(write_table(

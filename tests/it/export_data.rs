@@ -344,3 +344,29 @@ fn an_export_holds_exactly_the_tenants_or_users_data_and_nothing_after_forget() 
     let mr = export(&lake, &rest, "t-a", None, "json");
     assert_eq!(mr["events"].as_u64(), Some(240 - n_user as u64));
 }
+
+/// The manifest's `alerts` counts the tenant's alerts, not also the rows of the other
+/// tables in the alerts directory (the deliveries of those alerts were added to it).
+#[test]
+fn the_manifest_counts_alerts_only() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    // A second table beside the alerts, with the same tenants (as deliveries.parquet is).
+    std::fs::copy(
+        lake.join("alerts/alerts.parquet"),
+        lake.join("alerts/deliveries.parquet"),
+    )
+    .unwrap();
+    let tenant = "stark-006"; // its hard caps raised alerts in the sample's run
+    let out = dir.path().join("x");
+    let m = export(&lake, &out, tenant, None, "json");
+    let alerts = ndjson(&out.join("derived/alerts/alerts.ndjson")).len();
+    assert!(alerts > 0);
+    assert_eq!(m["alerts"].as_u64(), Some(alerts as u64), "{m}");
+    assert_eq!(
+        ndjson(&out.join("derived/alerts/deliveries.ndjson")).len(),
+        alerts
+    );
+}
