@@ -559,6 +559,38 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Parsed) 
     let value_text = value_col
         .as_ref()
         .and_then(|c| cast(c, &DataType::Utf8).ok());
+    // A column that is there but of a type it cannot be read as must not read as absent
+    // (a list `value` became the default 1, a struct `user_id` no user): every row is
+    // rejected, naming the column and its type.
+    let want = |field: &str, got: bool, as_what: &str| {
+        let i = find(field)?;
+        (!got).then(|| {
+            Rejection::new(
+                field,
+                format!(
+                    "the Parquet column `{}` is of type {}, which cannot be read as {as_what}",
+                    schema.field(i).name(),
+                    schema.field(i).data_type()
+                ),
+            )
+        })
+    };
+    let unreadable = [
+        want("id", id.is_some(), "text"),
+        want("tenant_id", tenant.is_some(), "text"),
+        want("user_id", user.is_some(), "text"),
+        want("meter", meter.is_some(), "text"),
+        want("properties", props.is_some(), "a JSON text"),
+        want("value", value.is_some(), "a number"),
+        want(
+            "ts",
+            ts_us.is_some() || ts_num.is_some() || ts_text.is_some(),
+            "a timestamp, a date, epoch milliseconds or RFC 3339 text",
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .next();
     fn s(a: &Option<arrow::array::ArrayRef>, i: usize) -> Option<&str> {
         a.as_ref()
             .map(|a| a.as_string::<i32>())
@@ -566,6 +598,15 @@ fn rows(batch: &RecordBatch, first_row: u64, limits: &Limits, out: &mut Parsed) 
             .map(|a| a.value(i))
     }
     for i in 0..batch.num_rows() {
+        if let Some(r) = &unreadable {
+            out.bad.push(Bad {
+                line: first_row + i as u64,
+                rejection: r.clone(),
+                raw: row_json(batch, i),
+                mapped: None,
+            });
+            continue;
+        }
         let mut d = Draft {
             id: s(&id, i).map(Cow::Borrowed),
             tenant_id: s(&tenant, i).map(Cow::Borrowed),

@@ -257,3 +257,129 @@ fn gzip_and_directory_inputs() {
     assert_eq!(v["accepted"], 1002, "{v}");
     assert_close(sums(&read_lake(&lake))["m"], 2008.0, "sum");
 }
+
+/// A Parquet column that is there but of a type it cannot be read as rejects every row,
+/// naming the column and its type: a list `value` was stored as the default 1, a struct
+/// `user_id` as no user.
+#[test]
+fn parquet_columns_of_unreadable_types_are_rejected_not_dropped() {
+    use arrow::array::{ArrayRef, Float64Array, ListArray, RecordBatch, StringArray, StructArray};
+    use arrow::datatypes::{DataType, Field, Float64Type};
+    let dir = tempfile::tempdir().unwrap();
+    let base = |extra: (&str, ArrayRef)| {
+        let mut cols: Vec<(&str, ArrayRef)> = vec![
+            ("id", Arc::new(StringArray::from(vec!["m1", "m2"]))),
+            (
+                "ts",
+                Arc::new(StringArray::from(vec!["2026-09-01T00:00:00Z"; 2])),
+            ),
+            ("tenant_id", Arc::new(StringArray::from(vec!["acme"; 2]))),
+            ("meter", Arc::new(StringArray::from(vec!["api_calls"; 2]))),
+        ];
+        cols.push(extra);
+        RecordBatch::try_from_iter(cols).unwrap()
+    };
+    let list: ArrayRef = Arc::new(ListArray::from_iter_primitive::<Float64Type, _, _>(vec![
+        Some(vec![Some(5.0)]),
+        Some(vec![Some(7.0)]),
+    ]));
+    let user: ArrayRef = Arc::new(StructArray::from(vec![(
+        Arc::new(Field::new("id", DataType::Utf8, false)),
+        Arc::new(StringArray::from(vec!["u7", "u8"])) as ArrayRef,
+    )]));
+    let lake = dir.path().join("lake");
+    for (name, batch, field) in [
+        ("list_value.parquet", base(("value", list)), "value"),
+        ("struct_user.parquet", base(("user_id", user)), "user_id"),
+        (
+            "good.parquet",
+            base(("value", Arc::new(Float64Array::from(vec![5.0, 7.0])))),
+            "",
+        ),
+    ] {
+        let path = dir.path().join(name);
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            fs::File::create(&path).unwrap(),
+            batch.schema(),
+            None,
+        )
+        .unwrap();
+        w.write(&batch).unwrap();
+        w.close().unwrap();
+        let before = quarantine(&lake).len();
+        let v = ingest(&lake, &[&path], &[]);
+        if field.is_empty() {
+            assert_eq!(v["accepted"], 2, "{v}");
+            continue;
+        }
+        assert_eq!(
+            (v["accepted"].as_u64(), v["rejected"].as_u64()),
+            (Some(0), Some(2)),
+            "{name}: {v}"
+        );
+        let q = quarantine(&lake);
+        for r in &q[before..] {
+            assert_eq!(r["field"], field, "{r}");
+            let reason = r["reason"].as_str().unwrap();
+            assert!(
+                reason.contains(&format!("`{field}`")) && reason.contains("cannot be read"),
+                "{reason}"
+            );
+        }
+    }
+    // Only the good file's rows are in the lake, with their own values.
+    let mut values: Vec<f64> = read_lake(&lake).iter().map(|r| r.value).collect();
+    values.sort_by(f64::total_cmp);
+    assert_eq!(values, vec![5.0, 7.0]);
+}
+
+/// CloudEvents `data` nested deeper than 32 levels is rejected, naming the field; the
+/// process does not overflow its stack (20,000 levels aborted it), and the other events of
+/// the batch are stored. 31 levels are flattened as documented.
+#[test]
+fn cloudevents_data_nested_too_deep_is_rejected_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let nest = |depth: usize| {
+        let mut s = "1".to_string();
+        for _ in 0..depth {
+            s = format!(r#"{{"k":{s}}}"#);
+        }
+        s
+    };
+    let ev = |id: &str, data: &str| {
+        format!(
+            r#"{{"specversion":"1.0","id":"{id}","source":"s","type":"api_calls","subject":"acme","time":"2026-09-01T00:00:00Z","data":{data}}}"#
+        )
+    };
+    let text = [
+        ev("deep", &format!(r#"{{"x":{}}}"#, nest(20_000))),
+        ev("ok31", &format!(r#"{{"x":{}}}"#, nest(30))),
+        ev("plain", r#"{"value":3}"#),
+    ]
+    .join("\n")
+        + "\n";
+    let input = write(dir.path(), "deep.ndjson", &text);
+    let lake = dir.path().join("lake");
+    let v = ingest(&lake, &[&input], &["--format", "cloudevents"]);
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(2), Some(1)),
+        "{v}"
+    );
+    let q = quarantine(&lake);
+    assert_eq!(q[0]["line"], 1);
+    assert!(
+        q[0]["field"].as_str().unwrap().starts_with("data.x.k"),
+        "{}",
+        q[0]["field"]
+    );
+    assert!(
+        q[0]["reason"].as_str().unwrap().contains("deeper than 32"),
+        "{}",
+        q[0]["reason"]
+    );
+    let rows = read_lake(&lake);
+    let deep_key = format!("x{}", ".k".repeat(30));
+    let ok = rows.iter().find(|r| r.id.contains("ok31")).unwrap();
+    assert!(ok.props.contains(&deep_key), "{}", ok.props);
+}

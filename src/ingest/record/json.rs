@@ -242,7 +242,7 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
                     match k.as_ref() {
                         "value" if !nested => d.value = json_value(v),
                         "user_id" if !nested => d.user_id = json_id(&mut d, "data.user_id", v),
-                        _ => flat_prop(&mut d, k, v),
+                        _ => flat_prop(&mut d, k, v, 1),
                     }
                 }
             }
@@ -266,16 +266,26 @@ fn cloudevent_draft(members: Members<'_>) -> Draft<'_> {
     d
 }
 
+/// Most levels of objects in CloudEvents `data` that are flattened: deeper is refused. Each
+/// level is a recursion (20,000 of them overflowed the stack and aborted the process, a
+/// server too) and a re-read of the text below it.
+pub(crate) const MAX_DATA_DEPTH: usize = 32;
+
 /// A member of CloudEvents `data`, flattened: a nested object's members become dotted
 /// keys (`{"usage": {"tokens": 5}}` → `usage.tokens = 5`), as a meter's JSONPath
 /// (`value_property = "$.usage.tokens"`) names them; an array is kept as its JSON text.
-/// So no event is refused for its nesting, and every leaf stays queryable.
-fn flat_prop<'a>(d: &mut Draft<'a>, key: Cow<'a, str>, v: &'a RawValue) {
+/// So no event is refused for its nesting up to [`MAX_DATA_DEPTH`] levels, and every leaf
+/// stays queryable. `depth` is the level `v` is at (1: a member of `data`).
+fn flat_prop<'a>(d: &mut Draft<'a>, key: Cow<'a, str>, v: &'a RawValue, depth: usize) {
     match v.get().as_bytes().first() {
+        Some(b'{') if depth >= MAX_DATA_DEPTH => d.note(Rejection::new(
+            format!("data.{}", short(&key)),
+            format!("objects nested deeper than {MAX_DATA_DEPTH} levels"),
+        )),
         Some(b'{') => match serde_json::from_str::<Members<'a>>(v.get()) {
             Ok(m) => {
                 for (k, inner) in m.0 {
-                    flat_prop(d, Cow::Owned(format!("{key}.{k}")), inner);
+                    flat_prop(d, Cow::Owned(format!("{key}.{k}")), inner, depth + 1);
                 }
             }
             Err(e) => d.note(Rejection::new(
