@@ -252,6 +252,16 @@ fn view(who: &Principal, q: &PageQ, now: i64) -> Result<View, Refusal> {
                 Some(f) => instant("from", f)?,
                 None => to - 30 * MICROS_PER_DAY,
             };
+            // The pages add up UTC days (as reports do): a bound inside a day is refused
+            // here, as the client's, not failed on later as the server's.
+            for (name, v) in [("from", from), ("to", to)] {
+                if v.rem_euclid(MICROS_PER_DAY) != 0 {
+                    return Err(bad(format!(
+                        "{name} {} is not a UTC midnight: pages cover whole UTC days, give a date (YYYY-MM-DD)",
+                        crate::time::rfc3339(v)
+                    )));
+                }
+            }
             (from, to, String::new())
         }
         (_, _, None | Some("")) => (
