@@ -548,11 +548,12 @@ pub fn load_tenants(path: &Path, catalog: &Catalog) -> Result<Vec<Tenant>> {
     };
     if path == Path::new(DEFAULT_TENANTS_FILE) && !path.exists() {
         return Err(Error::InvalidParameter {
-            name: "--tenants",
+            name: "tenants file",
             reason: format!(
-                "no tenants file: {DEFAULT_TENANTS_FILE} is not in this directory ({}); give \
-                 one with --tenants FILE (CSV: tenant_id,plan,time_zone) or paths.tenants in \
-                 meterlake.toml, or write an example with `meterlake init DIR`",
+                "{DEFAULT_TENANTS_FILE} is not in this directory ({}); give one with --tenants \
+                 FILE (CSV: tenant_id,plan,time_zone) where the command takes it, or as \
+                 paths.tenants in meterlake.toml (--config FILE; `serve` reads it only there), \
+                 or write an example with `meterlake init DIR`",
                 std::env::current_dir()
                     .map(|d| d.display().to_string())
                     .unwrap_or_default()
