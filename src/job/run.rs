@@ -598,6 +598,8 @@ impl<'a> Job<'a> {
             ),
         );
         let report_dir = c.paths.out.join("reports");
+        // Temp files of a run killed while it wrote reports (nothing else removes them).
+        tables::sweep_stale_temps(&report_dir);
         let rd = &report_dir;
         let planned: Vec<PathBuf> = c
             .reports

@@ -120,6 +120,46 @@ pub fn temp_path(path: &Path) -> std::path::PathBuf {
     path.with_file_name(format!(".{name}.{}-{n}{TEMP_SUFFIX}", std::process::id()))
 }
 
+/// Removes the temp files ([`temp_path`]) under `dir` (two levels down, as `out/reports/KIND/`)
+/// left by processes that no longer run: a write killed before its rename leaves one, and
+/// no later write has its name. A running process's (another run writing now) is kept. Only
+/// where `/proc` tells which processes run (Linux); elsewhere nothing is removed.
+pub fn sweep_stale_temps(dir: &Path) {
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let me = std::process::id().to_string();
+    let mut dirs = vec![(dir.to_path_buf(), 0)];
+    while let Some((d, depth)) = dirs.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                if depth < 2 {
+                    dirs.push((path, depth + 1));
+                }
+                continue;
+            }
+            let name = e.file_name().to_string_lossy().to_string();
+            // `.NAME.PID-N.tmp-meterlake`
+            let pid = name
+                .strip_suffix(TEMP_SUFFIX)
+                .and_then(|s| s.rsplit_once('.'))
+                .and_then(|(_, pid_n)| pid_n.split_once('-'))
+                .map(|(pid, _)| pid)
+                .filter(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+            if let Some(pid) = pid
+                && pid != me
+                && !Path::new("/proc").join(pid).exists()
+            {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+}
+
 /// Writes bytes to a temporary file ([`temp_path`]: named after the
 /// whole file name, unique per process and call), syncs it and renames it over `path`.
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -508,5 +548,37 @@ mod tests {
         let name = |p: &Path| p.file_name().unwrap().to_string_lossy().to_string();
         assert!(name(&json).starts_with(".summary.json."), "{}", name(&json));
         assert!(name(&html).starts_with(".summary.html."), "{}", name(&html));
+    }
+
+    /// Temp files of processes that are gone are removed (also a level down); those of a
+    /// running process (this one, pid 1) and every other file stay.
+    #[test]
+    fn stale_temp_files_of_dead_processes_are_swept() {
+        let dir = tempfile::tempdir().unwrap();
+        let kind = dir.path().join("summary");
+        std::fs::create_dir(&kind).unwrap();
+        let me = std::process::id();
+        // pid_max is at most 2^22 on Linux: 999999999 never runs.
+        let dead = [
+            kind.join(".summary.html.999999999-12.tmp-meterlake"),
+            dir.path().join(".x.json.999999998-0.tmp-meterlake"),
+        ];
+        let kept = [
+            kind.join(format!(".summary.json.{me}-3.tmp-meterlake")),
+            kind.join(".summary.csv.1-0.tmp-meterlake"),
+            kind.join("summary.html"),
+            kind.join(".hidden"),
+            dir.path().join("notes.999999999-1.txt"),
+        ];
+        for f in dead.iter().chain(&kept) {
+            std::fs::write(f, b"x").unwrap();
+        }
+        sweep_stale_temps(dir.path());
+        for f in &dead {
+            assert!(!f.exists(), "{}", f.display());
+        }
+        for f in &kept {
+            assert!(f.exists(), "{}", f.display());
+        }
     }
 }
