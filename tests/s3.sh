@@ -312,9 +312,11 @@ for mode in abort fail; do
 for point in remote.staged remote.committed remote.published; do
   lake="s3://lake/fault-$mode-${point#remote.}"
   echo "$point=$mode" > faults
-  MLK_FAULTS="$TMP/faults" MLK_LAKE_CACHE="$TMP/cache-f" "$BIN" ingest a.ndjson --lake "$lake" --quiet > /dev/null 2>&1 \
+  MLK_FAULTS="$TMP/faults" MLK_LAKE_CACHE="$TMP/cache-f" "$BIN" ingest a.ndjson --lake "$lake" --quiet --output json > "printed-$mode" 2>/dev/null \
     && fail "$point: the armed ingest did not stop"
   rm faults
+  # A failed push prints nothing on stdout (it printed the run's "commit 1" document).
+  [ "$mode" = abort ] || [ ! -s "printed-$mode" ] || fail "$point: a failed push printed: $(head -c 300 "printed-$mode")"
   # Another machine: the commit is there whole (committed, published) or not at all (staged).
   if [ "$point" = remote.staged ]; then
     out=$(MLK_LAKE_CACHE="$TMP/cache-g-$mode-$point" "$BIN" lake stats --lake "$lake" 2>&1) \

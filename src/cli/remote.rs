@@ -108,8 +108,9 @@ pub(super) fn on_mirror(
             }
             Err(_) => Ok(Pushed::Done(Default::default())),
         };
-        let conflict = matches!(pushed, Ok(Pushed::Conflict(_)));
-        out.finish(!conflict)?;
+        // Printed only when the run counts: its push is done (or it failed by itself). A
+        // conflict is retried; a failed push committed nothing, so "commit 1" must not show.
+        out.finish(matches!(pushed, Ok(Pushed::Done(_))))?;
         match pushed? {
             Pushed::Done(s) => {
                 let code = code?;
