@@ -211,6 +211,26 @@ fn totals(meters: &Meters, totals_now: &Values, totals_before: Option<&Values>) 
             }
         })
         .collect();
+    // What was used before and not at all now is a fall to zero (a churned tenant, a
+    // retired meter): shown as 0, -100 %, where 0 is the value of an empty period.
+    for ((t, m, k), &(p, _)) in totals_before.into_iter().flatten() {
+        let agg = aggregation_of(meters, m);
+        if k.is_none()
+            && agg.zero_when_empty()
+            && !totals_now.contains_key(&(t.clone(), m.clone(), None))
+        {
+            totals.push(Total {
+                tenant_id: t.clone(),
+                meter: m.clone(),
+                aggregation: agg.name().into(),
+                value: 0.0,
+                event_count: 0,
+                previous: Some(p),
+                change: Some(-p),
+                change_pct: pct(0.0, Some(p)),
+            });
+        }
+    }
     totals.sort_by(|a, b| (&a.tenant_id, &a.meter).cmp(&(&b.tenant_id, &b.meter)));
     totals
 }

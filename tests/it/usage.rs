@@ -91,13 +91,20 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
     );
     assert_eq!(r["compared_with"]["from"], "2026-09-08T00:00:00.000000Z");
     let totals = r["totals"].as_array().unwrap();
-    assert_eq!(totals.len(), now.len());
+    // Every pair of either period, but a `latest` meter (storage) with nothing now: it has
+    // no value of an empty period.
+    let pairs: BTreeSet<&(String, String)> = now
+        .keys()
+        .chain(before.keys().filter(|k| k.1 != "storage_bytes"))
+        .collect();
+    assert_eq!(totals.len(), pairs.len());
     for t in totals {
         let k = (
             t["tenant_id"].as_str().unwrap().to_string(),
             t["meter"].as_str().unwrap().to_string(),
         );
-        assert_close(t["value"].as_f64().unwrap(), now[&k], &format!("{k:?}"));
+        let v = now.get(&k).copied().unwrap_or(0.0);
+        assert_close(t["value"].as_f64().unwrap(), v, &format!("{k:?}"));
         let p = before[&k];
         assert_close(
             t["previous"].as_f64().unwrap(),
@@ -106,12 +113,12 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
         );
         assert_close(
             t["change"].as_f64().unwrap(),
-            now[&k] - p,
+            v - p,
             &format!("{k:?} change"),
         );
         assert_close(
             t["change_pct"].as_f64().unwrap(),
-            (now[&k] - p) / p * 100.0,
+            (v - p) / p * 100.0,
             &format!("{k:?} pct"),
         );
     }
@@ -241,6 +248,56 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
         a.extend(&args);
         assert_rejected(case, &a, &[want]);
     }
+}
+
+/// A tenant and meter used in the comparison period and not at all now is a fall to zero:
+/// a row of 0, the previous value and -100 % (it was left out, so a churned tenant never
+/// showed).
+#[test]
+fn a_fall_to_zero_is_shown_in_a_comparison() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "e.ndjson",
+        concat!(
+            r#"{"id":"d1","ts":"2026-10-05T10:00:00Z","tenant_id":"t80","meter":"documents"}"#,
+            "\n",
+            r#"{"id":"d2","ts":"2026-10-06T10:00:00Z","tenant_id":"t80","meter":"documents"}"#,
+            "\n",
+            r#"{"id":"s1","ts":"2026-10-06T10:00:00Z","tenant_id":"t80","meter":"storage_bytes","value":9}"#,
+            "\n",
+        ),
+    );
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[&input], &[]);
+    let r = usage(
+        &lake,
+        &[
+            "--from",
+            "2026-11-01",
+            "--to",
+            "2026-12-01",
+            "--compare",
+            "2026-10-01..2026-11-01",
+        ],
+    );
+    let totals = r["totals"].as_array().unwrap();
+    assert_eq!(totals.len(), 1, "{r}");
+    let t = &totals[0];
+    assert_eq!(
+        (t["tenant_id"].as_str(), t["meter"].as_str()),
+        (Some("t80"), Some("documents"))
+    );
+    assert_eq!(
+        (
+            t["value"].as_f64(),
+            t["previous"].as_f64(),
+            t["change"].as_f64(),
+            t["change_pct"].as_f64()
+        ),
+        (Some(0.0), Some(2.0), Some(-2.0), Some(-100.0)),
+        "{t}"
+    );
 }
 
 #[test]
