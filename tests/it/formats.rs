@@ -174,14 +174,7 @@ fn parquet_input_with_typed_columns() {
         ),
     ];
     let batch = RecordBatch::try_from_iter(cols).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(
-        fs::File::create(&path).unwrap(),
-        batch.schema(),
-        None,
-    )
-    .unwrap();
-    w.write(&batch).unwrap();
-    w.close().unwrap();
+    write_parquet(&path, &[batch]);
     let lake = dir.path().join("lake");
     let v = ingest(&lake, &[&path], &[]);
     assert_eq!(
@@ -215,11 +208,7 @@ fn parquet_input_with_typed_columns() {
         ),
     ])
     .unwrap();
-    let mut w =
-        parquet::arrow::ArrowWriter::try_new(fs::File::create(&bad).unwrap(), b2.schema(), None)
-            .unwrap();
-    w.write(&b2).unwrap();
-    w.close().unwrap();
+    write_parquet(&bad, &[b2]);
     let o = mlk(&[
         "ingest",
         bad.to_str().unwrap(),
@@ -298,14 +287,7 @@ fn parquet_columns_of_unreadable_types_are_rejected_not_dropped() {
         ),
     ] {
         let path = dir.path().join(name);
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            fs::File::create(&path).unwrap(),
-            batch.schema(),
-            None,
-        )
-        .unwrap();
-        w.write(&batch).unwrap();
-        w.close().unwrap();
+        write_parquet(&path, &[batch]);
         let before = quarantine(&lake).len();
         let v = ingest(&lake, &[&path], &[]);
         if field.is_empty() {

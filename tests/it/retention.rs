@@ -313,12 +313,7 @@ fn set_alert_message(lake: &Path, tenant: &str, message: &str) {
         })
         .collect();
     assert!(done, "{tenant} has an alert");
-    let f = std::fs::File::create(&path).unwrap();
-    let mut w = parquet::arrow::ArrowWriter::try_new(f, out[0].schema(), None).unwrap();
-    for b in &out {
-        w.write(b).unwrap();
-    }
-    w.close().unwrap();
+    write_parquet(&path, &out);
 }
 
 /// Forgetting `u1` strikes `u1` from alert messages and leaves `u12` whole (a plain string

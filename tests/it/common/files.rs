@@ -9,6 +9,16 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// Writes `batches` (one schema) to a Parquet file at `path`: an input or a lake table.
+pub fn write_parquet(path: &Path, batches: &[arrow::record_batch::RecordBatch]) {
+    let f = fs::File::create(path).unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(f, batches[0].schema(), None).unwrap();
+    for b in batches {
+        w.write(b).unwrap();
+    }
+    w.close().unwrap();
+}
+
 /// `text` gzip-compressed.
 pub fn gzip(text: &str) -> Vec<u8> {
     use std::io::Write;
