@@ -76,6 +76,21 @@ pub struct Measured {
     pub daily: Vec<f64>,
     /// Events counted.
     pub events: u64,
+    /// Seat meters measured with a history: who was seen when, for the projection.
+    pub seats: Option<SeatHistory>,
+}
+
+/// A seat meter's users over a window's history and period so far: what a projection of
+/// the period's distinct users starts from (see [`super::quota`]).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SeatHistory {
+    /// The history's first instant (`min(history_from, start)`, UTC µs).
+    pub from: i64,
+    /// Each user's first event in the window (history or period), sorted.
+    pub arrivals: Vec<i64>,
+    /// Each user seen before the period and not yet in it: its last event before the
+    /// period, sorted.
+    pub lapsed: Vec<i64>,
 }
 
 /// Rounds a quantity to `dp` places, half away from zero.
@@ -124,7 +139,7 @@ pub fn measure(
     let (by_key, seats, readings) = match window_events(lake, None, lake_meters, windows)? {
         Some(joined) => (
             daily_buckets(&joined, catalog)?,
-            seat_firsts(&joined, catalog)?,
+            seat_users(&joined, catalog)?,
             gauge_readings(&joined, catalog)?,
         ),
         None => Default::default(),
@@ -149,7 +164,10 @@ pub fn measure(
                 continue;
             };
             let buckets = by_key.get(*key).map(|v| v.as_slice()).unwrap_or(&[]);
-            let firsts = seats.get(*key).map(|v| v.as_slice()).unwrap_or(&[]);
+            let (firsts, history) = match seats.get(*key) {
+                Some((f, h)) => (f.as_slice(), Some(h)),
+                None => (&[][..], None),
+            };
             let r = readings.get(*key).map(|v| v.as_slice()).unwrap_or(&[]);
             let carry = match bm.usage {
                 UsageRule::Max | UsageRule::TimeWeighted => carried.get(*key).copied(),
@@ -160,7 +178,12 @@ pub fn measure(
             }
             out.insert(
                 (tenant.clone(), name.clone()),
-                fold(bm, w, buckets, firsts, r, carry),
+                Measured {
+                    seats: history
+                        .filter(|_| bm.usage == UsageRule::UniqueUsers)
+                        .cloned(),
+                    ..fold(bm, w, buckets, firsts, r, carry)
+                },
             );
         }
     }
@@ -400,6 +423,7 @@ fn fold(
         latest,
         daily,
         events,
+        seats: None,
     }
 }
 
@@ -525,36 +549,57 @@ fn events_measured_by(catalog: &Catalog, rule: UsageRule) -> Vec<String> {
         .collect()
 }
 
-/// Each seat user's first event in its tenant's period: (tenant, lake meter) → instants.
-fn seat_firsts(
+/// (tenant, lake meter) → its seat users' first instants in the period, and its history.
+type SeatUsers = HashMap<(String, String), (Vec<i64>, SeatHistory)>;
+
+/// Seat users per (tenant, lake meter): each user's first event in its tenant's period
+/// (the instants seats are counted from), and the [`SeatHistory`] of the window.
+fn seat_users(
     joined: &LazyFrame,
     catalog: &Catalog,
-) -> Result<HashMap<(String, String), Vec<i64>>> {
+) -> Result<SeatUsers> {
     let metered = events_measured_by(catalog, UsageRule::UniqueUsers);
-    let mut out: HashMap<(String, String), Vec<i64>> = HashMap::new();
+    let mut out = SeatUsers::new();
     if metered.is_empty() {
         return Ok(out);
     }
+    let inside = || col("_ts").gt_eq(col("_start"));
     let df = joined
         .clone()
-        .filter(
-            meter_in(metered)
-                .and(col("_ts").gt_eq(col("_start")))
-                .and(col("user_id").is_not_null()),
-        )
+        .filter(meter_in(metered).and(col("user_id").is_not_null()))
         .group_by([col("tenant_id"), col("meter"), col("user_id")])
-        .agg([col("_ts").min().alias("_first")]);
+        .agg([
+            col("_ts").filter(inside()).min().alias("_first"),
+            col("_ts").filter(inside().not()).max().alias("_before"),
+            col("_ts").min().alias("_seen"),
+            col("_hist").first().alias("_from"),
+        ]);
     let df = collect_streaming(df)?;
     let t = df.column("tenant_id")?.str()?;
     let m = df.column("meter")?.str()?;
-    let f = df.column("_first")?.i64()?;
+    let first = df.column("_first")?.i64()?;
+    let before = df.column("_before")?.i64()?;
+    let seen = df.column("_seen")?.i64()?;
+    let from = df.column("_from")?.i64()?;
     for r in 0..df.height() {
-        out.entry((
-            t.get(r).unwrap_or_default().to_string(),
-            m.get(r).unwrap_or_default().to_string(),
-        ))
-        .or_default()
-        .push(f.get(r).unwrap_or(0));
+        let (firsts, h) = out
+            .entry((
+                t.get(r).unwrap_or_default().to_string(),
+                m.get(r).unwrap_or_default().to_string(),
+            ))
+            .or_default();
+        h.from = from.get(r).unwrap_or(0);
+        h.arrivals.push(seen.get(r).unwrap_or(0));
+        match (first.get(r), before.get(r)) {
+            (Some(f), _) => firsts.push(f),
+            (None, Some(b)) => h.lapsed.push(b),
+            (None, None) => {}
+        }
+    }
+    // Sorted: the same input gives the same history whatever order polars grouped in.
+    for (_, h) in out.values_mut() {
+        h.arrivals.sort_unstable();
+        h.lapsed.sort_unstable();
     }
     Ok(out)
 }

@@ -10,7 +10,8 @@
 //!
 //! Projection: the daily series (up to `history_days` days before `at`) is forecast with
 //! `auto` (backtest-chosen model, season 7) to the period's end; the last, partial day
-//! counts pro rata. Counters and seats add the forecast to the usage so far; `max` gauges
+//! counts pro rata (seats are projected from who comes back instead: [`seat_paths`]).
+//! Counters add the forecast to the usage so far; `max` gauges
 //! take the larger of the usage so far and the forecast's highest step; `time_weighted`
 //! gauges blend the average so far with the forecast by time. The interval adds up the
 //! per-step bounds (floored at 0): a conservative band, as wide as if the daily errors
@@ -21,8 +22,9 @@ use rayon::prelude::*;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::Serialize;
+use statrs::distribution::{DiscreteCDF, Poisson};
 
-use super::measure::{Measured, Window, measure, round_qty, saturating_decimal};
+use super::measure::{Measured, SeatHistory, Window, measure, round_qty, saturating_decimal};
 use super::plans::{BillingMeter, Limit, Tenant, UsageRule};
 use super::{Billing, Terms, round_money};
 use crate::error::{Error, Result};
@@ -321,6 +323,8 @@ fn project(
     };
     let (mean, lower, upper, model) = if h == 0 {
         (vec![], vec![], vec![], "none".to_string())
+    } else if let (UsageRule::UniqueUsers, Some(seats)) = (bm.usage, &m.seats) {
+        seat_paths(seats, tm, opts, steps, h)
     } else if m.daily.len() < 3 {
         // Too short to forecast: the period's daily rate so far.
         let elapsed = ((opts.at - tm.span.start).max(1)) as f64 / MICROS_PER_DAY as f64;
@@ -423,6 +427,76 @@ fn project(
         cost_upper: cost(hi),
         limit_at,
         model,
+    }
+}
+
+/// Seats to come, per day ahead (`h` steps, the last one `steps - (h - 1)` long), with
+/// their bounds: a seat is a distinct user of the period, and a user's activity recurs, so
+/// new users per day are not extrapolated (on a period's first day every user is new).
+///
+/// - Expected: the users active in the period-length span before `at` who have not been
+///   back this period yet (a seat used in the last month is expected to be used again),
+///   plus new users at the rate they first appeared (`arrival_rate`).
+/// - Lower: no one comes back, new users at the lower Poisson quantile of that rate.
+/// - Upper: every user of the history comes back, new users at the upper quantile of the
+///   highest rate the history allows.
+///
+/// The seats to come are spread evenly over the days left (the limit date follows).
+fn seat_paths(
+    seats: &SeatHistory,
+    tm: &Terms,
+    opts: &QuotaOptions,
+    steps: f64,
+    h: usize,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>, String) {
+    let period = tm.span.end - tm.span.start;
+    let recent = seats
+        .lapsed
+        .iter()
+        .filter(|&&b| b >= opts.at - period)
+        .count() as f64;
+    let (rate, most) = arrival_rate(seats, period, opts.at);
+    let arrivals = rate * steps;
+    // Poisson quantile of new users over the days left at `rate` (none at rate 0).
+    let quantile = |rate: f64, p: f64| -> f64 {
+        match Poisson::new(rate * steps) {
+            Ok(d) => d.inverse_cdf(p) as f64,
+            Err(_) => 0.0,
+        }
+    };
+    let lo = quantile(rate, (1.0 - opts.level) / 2.0);
+    let hi = quantile(most, (1.0 + opts.level) / 2.0);
+    let per_day = |total: f64| vec![total / steps; h];
+    (
+        per_day(recent + arrivals),
+        per_day(lo),
+        per_day(seats.lapsed.len() as f64 + hi),
+        "seats".to_string(),
+    )
+}
+
+/// New users per day, expected and at most: users first seen after a period-length
+/// warm-up of the history (a user active once a period has shown up by then), over the
+/// days since. With under a week of history past the warm-up, a user seen for the first
+/// time may be a returning one, so none is expected, and at most the rate users were
+/// first seen in the later half of the history (with under 2 days of it: every user seen
+/// so far, per day).
+fn arrival_rate(seats: &SeatHistory, period: i64, at: i64) -> (f64, f64) {
+    let Some(&first) = seats.arrivals.first() else {
+        return (0.0, 0.0);
+    };
+    let start = first.max(seats.from);
+    let days = |from: i64| (at - from) as f64 / MICROS_PER_DAY as f64;
+    let since = |from: i64| seats.arrivals.iter().filter(|&&a| a >= from).count() as f64;
+    let warm = start + period;
+    if days(warm) >= 7.0 {
+        let rate = since(warm) / days(warm);
+        (rate, rate)
+    } else if days(start) >= 2.0 {
+        let half = start + (at - start) / 2;
+        (0.0, since(half) / days(half))
+    } else {
+        (0.0, seats.arrivals.len() as f64 / days(start).max(1.0))
     }
 }
 

@@ -989,3 +989,137 @@ fn issuing_invoices_survives_a_torn_write_and_a_crash() {
     );
     assert!(reg.join("2026-09.state.json").is_file());
 }
+
+/// Seat projections: a seat is a distinct user of the period and users come back, so the
+/// period's first days (where every user is new) are not extrapolated. Two enterprise
+/// tenants since Aug 1: t-team, 8 users each active every 3rd day; t-grow, the same plus a
+/// user who joins every 2nd day and then stays (active every 3rd day from joining). The
+/// expected projection is folded here from the events, by the README's rule: used + users
+/// active in the period-length span before `at` not back yet + new users per day (first
+/// seen after a period-length warm-up of the 56-day history) × days left.
+#[test]
+fn seat_projections_count_returning_users_not_first_day_arrivals() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let dir = tempfile::tempdir().unwrap();
+    let day =
+        |n: i64| chrono::NaiveDate::from_ymd_opt(2026, 8, 1).unwrap() + chrono::Days::new(n as u64);
+    // (tenant, user, day index from Aug 1)
+    let mut acts: Vec<(&str, String, i64)> = Vec::new();
+    for t in ["t-team", "t-grow"] {
+        for u in 0..8 {
+            for n in (u..92).step_by(3) {
+                acts.push((t, format!("s{u}"), n));
+            }
+        }
+    }
+    for k in 0..46 {
+        for n in (2 * k..92).step_by(3) {
+            acts.push(("t-grow", format!("g{k}"), n));
+        }
+    }
+    let mut s = String::new();
+    for (i, (t, u, n)) in acts.iter().enumerate() {
+        let ts = format!("{}T09:00:00Z", day(*n));
+        crate::common::ev(
+            &mut s,
+            &format!("a{i}"),
+            &ts,
+            t,
+            "active_users",
+            1.0,
+            Some(u),
+        );
+    }
+    let events = write(dir.path(), "events.ndjson", &s);
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[&events], &[]);
+    let tenants = write(
+        dir.path(),
+        "tenants.csv",
+        "tenant_id,plan\nt-team,enterprise\nt-grow,enterprise\n",
+    );
+    let micros = |n: i64| {
+        day(n)
+            .and_hms_opt(9, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros()
+    };
+    const DAY: i64 = 86_400_000_000;
+    for at_day in [62, 63, 70, 80] {
+        // Oct 1 is day 61: at = Oct 2, Oct 3, Oct 10, Oct 20 (00:00 UTC).
+        let at = day(at_day)
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
+            .and_utc()
+            .timestamp_micros();
+        let (start, end) = (
+            micros(61) - 9 * 3600 * 1_000_000,
+            micros(92) - 9 * 3600 * 1_000_000,
+        );
+        let at_s = format!("{}", day(at_day));
+        let q: serde_json::Value = serde_json::from_str(&ok(&[
+            "quota",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--plans",
+            PLANS,
+            "--tenants",
+            tenants.to_str().unwrap(),
+            "--at",
+            &at_s,
+            "--output",
+            "json",
+        ]))
+        .unwrap();
+        for t in ["t-team", "t-grow"] {
+            let mine: Vec<(&String, i64)> = acts
+                .iter()
+                .filter(|a| a.0 == t)
+                .map(|a| (&a.1, micros(a.2)))
+                .filter(|a| a.1 < at && a.1 >= at - 56 * DAY)
+                .collect();
+            let inside: BTreeSet<&String> =
+                mine.iter().filter(|a| a.1 >= start).map(|a| a.0).collect();
+            let mut last_before: BTreeMap<&String, i64> = BTreeMap::new();
+            let mut first: BTreeMap<&String, i64> = BTreeMap::new();
+            for &(u, ts) in &mine {
+                if ts < start {
+                    let e = last_before.entry(u).or_insert(ts);
+                    *e = (*e).max(ts);
+                }
+                let e = first.entry(u).or_insert(ts);
+                *e = (*e).min(ts);
+            }
+            let lapsed: Vec<i64> = last_before
+                .iter()
+                .filter(|(u, _)| !inside.contains(*u))
+                .map(|(_, &b)| b)
+                .collect();
+            let recent = lapsed.iter().filter(|&&b| b >= at - (end - start)).count() as f64;
+            let warm = first.values().min().unwrap() + (end - start);
+            let since = first.values().filter(|&&f| f >= warm).count() as f64;
+            let rate = since / ((at - warm) as f64 / DAY as f64);
+            let left = (end - at) as f64 / DAY as f64;
+            let expected = inside.len() as f64 + recent + rate * left;
+            let r = quota_row(&q, t, "users");
+            assert_eq!(dec(&r["used"]), Decimal::from(inside.len()), "{t} {at_s}");
+            assert_eq!(r["projected"]["model"], "seats", "{r}");
+            let got: f64 = r["projected"]["usage"].as_str().unwrap().parse().unwrap();
+            assert!(
+                (got - expected).abs() <= 0.5,
+                "{t} at {at_s}: {got} vs {expected}: {r}"
+            );
+            let lo = dec(&r["projected"]["usage_lower"]);
+            let hi = dec(&r["projected"]["usage_upper"]);
+            assert!(
+                lo >= dec(&r["used"]) && lo <= dec(&r["projected"]["usage"]),
+                "{r}"
+            );
+            assert!(hi >= Decimal::from(inside.len() + lapsed.len()), "{r}");
+        }
+        // The team: its 8 users, whatever day of the period (never 8 × 30).
+        let r = quota_row(&q, "t-team", "users");
+        assert_eq!(dec(&r["projected"]["usage"]), d("8"), "{r}");
+    }
+}
