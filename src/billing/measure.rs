@@ -554,10 +554,7 @@ type SeatUsers = HashMap<(String, String), (Vec<i64>, SeatHistory)>;
 
 /// Seat users per (tenant, lake meter): each user's first event in its tenant's period
 /// (the instants seats are counted from), and the [`SeatHistory`] of the window.
-fn seat_users(
-    joined: &LazyFrame,
-    catalog: &Catalog,
-) -> Result<SeatUsers> {
+fn seat_users(joined: &LazyFrame, catalog: &Catalog) -> Result<SeatUsers> {
     let metered = events_measured_by(catalog, UsageRule::UniqueUsers);
     let mut out = SeatUsers::new();
     if metered.is_empty() {

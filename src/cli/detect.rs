@@ -197,10 +197,15 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
-            println!(
+            outln!(
                 "{} series, {} points: {} flagged in {} incidents ({} points reported, {} fraud suspects)",
-                s.series, s.points, s.flagged, s.incidents, s.reported, s.fraud_suspects
-            );
+                s.series,
+                s.points,
+                s.flagged,
+                s.incidents,
+                s.reported,
+                s.fraud_suspects
+            )?;
             let mut severities = Table::bare(&[Left, Right]).indent("  ");
             for k in ["critical", "high", "medium", "low"] {
                 if let Some(n) = s.by_severity.get(k) {
@@ -209,7 +214,7 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
             }
             severities.print()?;
             if !s.top.is_empty() {
-                println!("most severe:");
+                outln!("most severe:")?;
                 let mut top = Table::bare(&[Left, Left, Right, Left, Left, Left]).indent("  ");
                 for r in &s.top {
                     let why = format!(
@@ -240,12 +245,14 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
                 }
                 top.print()?;
             }
-            println!(
+            outln!(
                 "read {:.2} s, detect {:.2} s, write {:.2} s",
-                s.seconds[0], s.seconds[1], s.seconds[2]
-            );
+                s.seconds[0],
+                s.seconds[1],
+                s.seconds[2]
+            )?;
             for o in &s.outputs {
-                println!("wrote {}", o.display());
+                outln!("wrote {}", o.display())?;
             }
         }
     }

@@ -175,7 +175,7 @@ fn data_cmd(a: DataArgs) -> anyhow::Result<ExitCode> {
     )?;
     match a.output {
         super::Output::Json => super::print_json(&s)?,
-        super::Output::Table => println!(
+        super::Output::Table => outln!(
             "exported {} events ({} still in the server's log), {} quarantined records, {} derived rows ({} alerts), {} invoices, {} adjustments, {} stored reports to {} ({} files; manifest.json)",
             s.events + s.logged_events,
             s.logged_events,
@@ -187,7 +187,7 @@ fn data_cmd(a: DataArgs) -> anyhow::Result<ExitCode> {
             s.reports,
             a.out.display(),
             s.files.len()
-        ),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -146,7 +146,7 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
-            println!(
+            outln!(
                 "{} series, {} forecast ({} rows), {} fell back to a simpler model, {} with missing steps filled; backtest MASE median {} (mean {}), {} beat the seasonal naive, mean sMAPE {}",
                 s.series,
                 s.forecast,
@@ -157,19 +157,21 @@ pub(crate) fn run(a: ForecastArgs) -> anyhow::Result<ExitCode> {
                 s.mean_mase.map_or("-".into(), |v| format!("{v:.3}")),
                 s.beat_naive_pct.map_or("-".into(), |v| format!("{v:.0} %")),
                 s.mean_smape.map_or("-".into(), |v| format!("{v:.3}")),
-            );
+            )?;
             let mut models = Table::bare(&[Left, Right]).indent("  ");
             for (m, n) in &s.models {
                 models.row(&[m, n]);
             }
             models.print()?;
-            println!(
+            outln!(
                 "read {:.2} s, forecast {:.2} s, write {:.2} s",
-                s.read_seconds, s.forecast_seconds, s.write_seconds
-            );
-            println!("wrote {}", s.out.display());
+                s.read_seconds,
+                s.forecast_seconds,
+                s.write_seconds
+            )?;
+            outln!("wrote {}", s.out.display())?;
             if let Some(m) = &s.metrics {
-                println!("wrote {}", m.display());
+                outln!("wrote {}", m.display())?;
             }
         }
     }

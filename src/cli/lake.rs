@@ -76,15 +76,15 @@ pub(crate) fn compact(a: CompactArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => match s.commit {
-            Some(c) => println!(
+            Some(c) => outln!(
                 "commit {c}: {} partitions compacted, files {} -> {}, {} rows rewritten, {} key files merged",
                 s.partitions.len(),
                 s.files_before,
                 s.files_after,
                 s.rows,
                 s.key_files_merged
-            ),
-            None => println!("nothing to compact ({} files)", s.files_before),
+            )?,
+            None => outln!("nothing to compact ({} files)", s.files_before)?,
         },
     }
     Ok(ExitCode::SUCCESS)
@@ -137,7 +137,7 @@ pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
             }
             match output {
                 super::Output::Json => super::print_json(&s)?,
-                super::Output::Table => println!(
+                super::Output::Table => outln!(
                     "{} of {} Parquet files rewritten under key {} ({} rows; {} already under it; before: {}); {pointed}",
                     s.rewritten,
                     s.files,
@@ -149,7 +149,7 @@ pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
                     } else {
                         s.previous.join(", ")
                     }
-                ),
+                )?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -160,12 +160,12 @@ pub(crate) fn run(c: LakeCommand) -> anyhow::Result<ExitCode> {
             match output {
                 super::Output::Json => super::print_json(&v)?,
                 super::Output::Table => match &v.broken {
-                    None => println!("access log: {} records, chain intact", v.lines),
-                    Some((line, why)) => println!(
+                    None => outln!("access log: {} records, chain intact", v.lines)?,
+                    Some((line, why)) => outln!(
                         "access log BROKEN at line {line} of {}/{}/access.jsonl: {why}",
                         lake.display(),
                         lake::access::DIR
-                    ),
+                    )?,
                 },
             }
             Ok(if v.broken.is_some() {

@@ -7,6 +7,23 @@
 //! library's named enums (granularity, model, formats, ...) get their clap parsers in
 //! `cli::values`, so clap stays out of the library.
 
+/// `println!` to stdout that returns the write's error instead of panicking: a closed
+/// pipe (`| head`) then ends the command quietly (see [`main`]).
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($t)*)
+    }};
+}
+
+/// `print!` to stdout, as [`outln`].
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        write!(std::io::stdout().lock(), $($t)*)
+    }};
+}
+
 mod alerts;
 mod billing;
 mod detect;

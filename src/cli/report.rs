@@ -104,7 +104,7 @@ pub(crate) fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     let built = clock.elapsed().as_secs_f64();
     let files = report::write(&r, format, &a.out)?;
     for f in &files {
-        println!("wrote {}", f.display());
+        outln!("wrote {}", f.display())?;
     }
     eprintln!(
         "{} report: built in {built:.2} s, written in {:.2} s",
@@ -180,7 +180,7 @@ pub(crate) fn retention_cmd(a: RetentionArgs) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
-            println!(
+            outln!(
                 "dropped {} event rows in {} partitions{}; {} rollup partitions{}",
                 s.event_rows,
                 s.event_partitions.len(),
@@ -193,7 +193,7 @@ pub(crate) fn retention_cmd(a: RetentionArgs) -> anyhow::Result<ExitCode> {
                 s.commit
                     .map(|c| format!("; commit {c}"))
                     .unwrap_or_default()
-            );
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -247,7 +247,7 @@ pub(crate) fn forget_cmd(a: ForgetArgs) -> anyhow::Result<ExitCode> {
     )?;
     match a.output {
         super::Output::Json => super::print_json(&s)?,
-        super::Output::Table => println!(
+        super::Output::Table => outln!(
             "removed {} event rows ({} files, {} partitions), {} derived rows ({} files), {} quarantined records, {} logged events ({} log segments), {} stored reports; {} rollups refreshed; commit {}",
             s.event_rows,
             s.event_files,
@@ -260,7 +260,7 @@ pub(crate) fn forget_cmd(a: ForgetArgs) -> anyhow::Result<ExitCode> {
             s.stored_reports.len(),
             s.rollups_refreshed,
             s.commit
-        ),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -304,7 +304,7 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> anyhow::Result<ExitCode> {
     )?;
     match a.output {
         super::Output::Json => super::print_json(&s)?,
-        super::Output::Table => println!(
+        super::Output::Table => outln!(
             "restored {} of {} archived events ({} already in the lake, {} of forgotten tenants or users left out) into {} partitions; {} rollups refreshed; {}",
             s.restored,
             s.read,
@@ -315,7 +315,7 @@ pub(crate) fn restore_cmd(a: RestoreArgs) -> anyhow::Result<ExitCode> {
             s.commit
                 .map(|c| format!("commit {c}"))
                 .unwrap_or_else(|| "nothing to commit".into())
-        ),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

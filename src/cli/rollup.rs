@@ -97,7 +97,7 @@ pub(crate) fn run(a: RollupArgs) -> anyhow::Result<ExitCode> {
     }
     match a.output {
         super::Output::Json => super::print_json(&s)?,
-        super::Output::Table => println!(
+        super::Output::Table => outln!(
             "{:?} rollup {} at lake commit {}: {} partitions written ({} rows, {} zero-filled, {} series), {} removed",
             s.mode,
             s.dir.display(),
@@ -107,7 +107,7 @@ pub(crate) fn run(a: RollupArgs) -> anyhow::Result<ExitCode> {
             s.zero_rows,
             s.series,
             s.partitions_removed
-        ),
+        )?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -25,13 +25,13 @@ pub struct InitArgs {
 /// to edit.
 pub fn init(a: InitArgs) -> anyhow::Result<ExitCode> {
     for f in crate::config::Config::init(&a.dir, a.force)? {
-        println!("wrote {}", f.display());
+        outln!("wrote {}", f.display())?;
     }
-    println!(
+    outln!(
         "edit them, put event files in {}, then run `meterlake run` in {}",
         a.dir.join("data/events").display(),
         a.dir.display()
-    );
+    )?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -151,7 +151,7 @@ pub(crate) fn run(a: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     a.apply(&mut c);
     c.validate()?;
     if a.print_config {
-        print!("{}", toml::to_string(&c)?);
+        out!("{}", toml::to_string(&c)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     let s = run_job(
@@ -164,7 +164,7 @@ pub(crate) fn run(a: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
     match a.output {
         super::Output::Json => super::print_json(&s)?,
         super::Output::Table => {
-            println!(
+            outln!(
                 "run finished in {:.1} s: {} events from {} tenants in the lake ({} read this run: {} accepted, {} rejected, {} duplicates); {} anomaly incidents; {} alerts raised ({} delivered); {} quotas over their allowance; {} report files",
                 s.seconds,
                 s.events,
@@ -178,17 +178,17 @@ pub(crate) fn run(a: RunArgs, quiet: bool) -> anyhow::Result<ExitCode> {
                 s.alerts_delivered,
                 s.quotas_exceeded,
                 s.reports.len()
-            );
+            )?;
             let mut stages = Table::bare(&[Left, Right, Left]).indent("  ");
             for st in &s.stages {
                 stages.row(&[&st.stage, &format!("{:.2} s", st.seconds), &st.note]);
             }
             stages.print()?;
             if let Some(i) = &s.invoices {
-                println!("invoices: {}", i.display());
+                outln!("invoices: {}", i.display())?;
             }
             if !s.reports.is_empty() {
-                println!("reports: {}", c.paths.out.join("reports").display());
+                outln!("reports: {}", c.paths.out.join("reports").display())?;
             }
         }
     }

@@ -118,7 +118,7 @@ pub(crate) fn keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
     match c {
         KeysCommand::Add(a) => {
             let (key, stored) = Keys::add(&a.lake, a.tenant.as_deref())?;
-            println!("{key}");
+            outln!("{key}")?;
             eprintln!(
                 "key {} for {} stored hashed in {}; this is the only time it is shown",
                 stored.id,
@@ -138,7 +138,7 @@ pub(crate) fn keys(c: KeysCommand) -> anyhow::Result<ExitCode> {
                         "created_at": k.created_at,
                         "revoked_at": k.revoked_at,
                     });
-                    println!("{v}");
+                    outln!("{v}")?;
                 }
             } else {
                 use super::table::{Left, Table};

@@ -325,11 +325,11 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
                 ]);
             }
             table.print()?;
-            println!();
-            println!(
+            outln!()?;
+            outln!(
                 "Sessions, last 30 days (gap {} min):",
                 a.session_gap_minutes
-            );
+            )?;
             let mut st = Table::new(&[
                 ("tenant", Left),
                 ("sessions", Right),

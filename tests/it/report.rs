@@ -514,3 +514,63 @@ fn a_report_never_writes_and_computes_what_the_rollup_stores() {
     assert!(!rows_of(&stored, "usage").is_empty());
     assert_eq!(in_memory, stored);
 }
+
+/// `meterlake ... | head`: a reader that goes away ends the command quietly (exit 0, no
+/// panic), whichever command printed; its files are written all the same.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(sample_events(), &lake);
+    let l = lake.to_str().unwrap();
+    let json = dir.path().join("s.json");
+    let flags = dir.path().join("flags.csv");
+    let series = write(
+        dir.path(),
+        "s.csv",
+        &(0..60)
+            .map(|i| {
+                format!(
+                    "a,2026-01-01T{:02}:{:02}:00Z,{}\n",
+                    i / 60,
+                    i % 60,
+                    if i == 50 { 900 } else { 10 + i % 3 }
+                )
+            })
+            .fold("series_id,ts,value\n".to_string(), |a, l| a + &l),
+    );
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["rollup", "--lake", l, "--granularity", "day"],
+        vec![
+            "report",
+            "--lake",
+            l,
+            "--kind",
+            "summary",
+            "--out",
+            json.to_str().unwrap(),
+        ],
+        vec!["lake", "stats", "--lake", l],
+        vec![
+            "detect",
+            "--series",
+            series.to_str().unwrap(),
+            "--detectors",
+            "zscore",
+            "--threshold",
+            "3",
+            "--out",
+            flags.to_str().unwrap(),
+        ],
+    ];
+    for args in cases {
+        let o = with_closed_stdout(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            o.status.success() && !err.contains("panicked"),
+            "{args:?}: {:?} {err}",
+            o.status
+        );
+    }
+    assert!(json.exists() && flags.exists());
+}

@@ -78,3 +78,17 @@ pub fn assert_rejected(case: &str, args: &[&str], fragments: &[&str]) {
         );
     }
 }
+
+/// Runs with stdout a pipe whose reader is already gone (`meterlake ... | head` after
+/// head exited): every write to it fails with a broken pipe.
+pub fn with_closed_stdout(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run meterlake");
+    drop(child.stdout.take());
+    child.wait_with_output().expect("wait for meterlake")
+}
