@@ -556,7 +556,39 @@ pub fn forecast_lake_for(
         })
         .collect();
     let read = clock.elapsed().as_secs_f64();
-    let mut series = series;
+    let results = forecast_usage(series, spec)?;
+    let fit = clock.elapsed().as_secs_f64() - read;
+    let split: Split = &|id| id.split('\u{1f}').collect();
+    let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], split, false)?;
+    let dir = tables::forecasts::dir(lake_dir, &granularity.to_string());
+    let (out, metrics) = (
+        dir.join(tables::forecasts::FORECAST_FILE),
+        dir.join(tables::forecasts::METRICS_FILE),
+    );
+    // Other shards may update the tables at the same time: one at a time.
+    let _lock = (!part.is_whole())
+        .then(|| crate::lake::lock_dir(&dir))
+        .transpose()?;
+    if !part.is_whole() {
+        f = tables::replace_rows(&out, f, &part, &["tenant_id", "meter", "ts"])?;
+        mt = tables::replace_rows(&metrics, mt, &part, &["tenant_id", "meter"])?;
+    }
+    write_frame(&out, &mut f)?;
+    write_frame(&metrics, &mut mt)?;
+    let write = clock.elapsed().as_secs_f64() - read - fit;
+    Ok(summarize(
+        &results,
+        &out,
+        Some(&metrics),
+        [read, fit, write],
+    ))
+}
+
+/// Forecasts usage series of the lake (a tenant × meter's rollup), as every path that
+/// forecasts the lake does (the stage, `run`, the HTTP API): isolated anomalies replaced
+/// by the detector's expectation first ([`clean_spikes`]), and usage that was never
+/// negative not forecast below zero.
+pub fn forecast_usage(mut series: Vec<Series>, spec: &ForecastSpec) -> Result<Vec<SeriesResult>> {
     // Whether each series was never negative, before cleaning touches it.
     let nonneg: Vec<bool> = series
         .iter()
@@ -583,31 +615,7 @@ pub fn forecast_lake_for(
             );
         }
     }
-    let fit = clock.elapsed().as_secs_f64() - read;
-    let split: Split = &|id| id.split('\u{1f}').collect();
-    let (mut f, mut mt) = tables(&results, &["tenant_id", "meter"], split, false)?;
-    let dir = tables::forecasts::dir(lake_dir, &granularity.to_string());
-    let (out, metrics) = (
-        dir.join(tables::forecasts::FORECAST_FILE),
-        dir.join(tables::forecasts::METRICS_FILE),
-    );
-    // Other shards may update the tables at the same time: one at a time.
-    let _lock = (!part.is_whole())
-        .then(|| crate::lake::lock_dir(&dir))
-        .transpose()?;
-    if !part.is_whole() {
-        f = tables::replace_rows(&out, f, &part, &["tenant_id", "meter", "ts"])?;
-        mt = tables::replace_rows(&metrics, mt, &part, &["tenant_id", "meter"])?;
-    }
-    write_frame(&out, &mut f)?;
-    write_frame(&metrics, &mut mt)?;
-    let write = clock.elapsed().as_secs_f64() - read - fit;
-    Ok(summarize(
-        &results,
-        &out,
-        Some(&metrics),
-        [read, fit, write],
-    ))
+    Ok(results)
 }
 
 /// Flagged runs at most this long are replaced by [`clean_spikes`]; a longer one is a change

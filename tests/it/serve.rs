@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
-use crate::common::{BIN, copy_dir, ok, read_lake, sample, strings};
+use crate::common::{BIN, copy_dir, ok, parquet_batches, read_lake, sample, string_col, strings};
 
 pub(crate) struct Server {
     child: Child,
@@ -729,6 +729,38 @@ fn reading_endpoints_match_the_lake() {
         );
         assert!(lo <= y && y <= hi, "{p}");
     }
+    // The same forecast as the lake pipeline's (`run` wrote it with data/meterlake.toml's
+    // horizon 30 and level 95): anomalies cleaned, never below zero. wayne-007's bot days
+    // are cleaned out of its api_calls; globex-002 is forecast as is.
+    let wayne = key(&lake, Some("wayne-007"));
+    for (tenant, k) in [("globex-002", &k), ("wayne-007", &wayne)] {
+        let (st, f, _) = call(
+            "POST",
+            &api("/forecast"),
+            Some(k),
+            Some(r#"{"meter":"api_calls","horizon":30,"level":95}"#),
+        );
+        assert_eq!(st, 200, "{f}");
+        let want = lake_forecast(&lake, tenant, "api_calls");
+        let got: Vec<[f64; 3]> = f["forecast"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| ["yhat", "yhat_lower", "yhat_upper"].map(|c| p[c].as_f64().unwrap()))
+            .collect();
+        assert_eq!(got.len(), want.len(), "{tenant}");
+        for (g, w) in got.iter().zip(&want) {
+            for (a, b) in g.iter().zip(w) {
+                assert!(
+                    (a - b).abs() <= 1e-9 * b.abs().max(1.0),
+                    "{tenant}: {g:?} vs {w:?}"
+                );
+            }
+        }
+        if tenant == "wayne-007" {
+            assert!(f["status"].as_str().unwrap().contains("replaced"), "{f}");
+        }
+    }
     // Anomalies: the tenant's incidents of the last detection.
     let (_, a, _) = call("GET", &api("/anomalies"), Some(&k), None);
     let n: usize = parquet_rows_of(
@@ -752,6 +784,31 @@ fn reading_endpoints_match_the_lake() {
     );
     let (_, l, _) = call("GET", &api("/reports"), Some(&k), None);
     assert_eq!(l["reports"][0]["file"], "summary.html");
+}
+
+/// (yhat, yhat_lower, yhat_upper) of a tenant × meter in the lake's day forecast table, in
+/// time order.
+fn lake_forecast(lake: &Path, tenant: &str, meter: &str) -> Vec<[f64; 3]> {
+    let path = lake.join("forecasts/granularity=day/forecast.parquet");
+    let mut out = Vec::new();
+    for b in parquet_batches(&path) {
+        let (t, m) = (string_col(&b, "tenant_id"), string_col(&b, "meter"));
+        let f = |c: &str| {
+            b.column_by_name(c)
+                .unwrap()
+                .as_any()
+                .downcast_ref::<arrow::array::Float64Array>()
+                .unwrap()
+                .clone()
+        };
+        let (y, lo, hi) = (f("yhat"), f("yhat_lower"), f("yhat_upper"));
+        for i in 0..b.num_rows() {
+            if t[i].as_deref() == Some(tenant) && m[i].as_deref() == Some(meter) {
+                out.push([y.value(i), lo.value(i), hi.value(i)]);
+            }
+        }
+    }
+    out
 }
 
 fn parquet_rows_of(path: &Path, tenant: &str) -> usize {

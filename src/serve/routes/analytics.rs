@@ -27,7 +27,6 @@ use crate::rollup::Granularity;
 use crate::serve::App;
 use crate::serve::error::{ApiError, ApiResult};
 use crate::serve::scope::{Caller, Params, Scope, WithBody};
-use crate::time::MICROS_PER_DAY;
 
 #[derive(Deserialize)]
 struct ForecastBody {
@@ -67,18 +66,30 @@ pub(super) async fn forecast(
         if y.is_empty() {
             return Err(ApiError::new(StatusCode::NOT_FOUND, Some("meter"), format!("no {} usage for {t}", b.meter)));
         }
-        let opts = crate::forecast::ModelOptions::default();
-        let r = crate::forecast::forecast_one(&y, horizon, level / 100.0, kind, &opts);
-        let last = *ts.last().unwrap_or(&0);
+        // The lake pipeline's forecast (`forecast --lake`, `run`): anomalies cleaned, never
+        // below zero for usage that never was.
+        let spec = crate::stage::forecast::ForecastSpec {
+            horizon,
+            level: level / 100.0,
+            model: kind,
+            threads: Some(1),
+            ..app.opts.forecast.clone()
+        };
+        let days = y.len();
+        let series = crate::series::Series { id: t.clone(), ts, values: y };
+        let sr = crate::stage::forecast::forecast_usage(vec![series], &spec)?
+            .pop()
+            .ok_or_else(|| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "no forecast"))?;
+        let r = &sr.result;
         let points: Vec<Value> = (0..r.forecast.mean.len())
             .map(|i| json!({
-                "date": crate::time::date_str(last + (i as i64 + 1) * MICROS_PER_DAY),
+                "date": crate::time::date_str(sr.ts[i]),
                 "yhat": r.forecast.mean[i], "yhat_lower": r.forecast.lower[i], "yhat_upper": r.forecast.upper[i],
             }))
             .collect();
         ok_json(StatusCode::OK, json!({
             "tenant_id": t, "meter": b.meter, "model": r.model.map(|m| m.to_string()),
-            "status": r.status, "history_days": y.len(), "forecast": points,
+            "status": r.status, "history_days": days, "forecast": points,
         }))
     })
     .await
