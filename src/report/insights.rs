@@ -38,10 +38,10 @@ pub struct Total {
     pub unit: String,
     /// Whether the meter's values add up over time (counts, sums).
     pub additive: bool,
-    /// The period's value.
-    pub current: f64,
-    /// The previous period's.
-    pub previous: f64,
+    /// The period's value (none: a gauge or statistic without a reading in it).
+    pub current: Option<f64>,
+    /// The previous period's (likewise).
+    pub previous: Option<f64>,
     /// Events in the period.
     pub events: f64,
     /// Events in the previous period.
@@ -51,7 +51,8 @@ pub struct Total {
 impl Total {
     /// Change against the previous period, percent (none without a previous value).
     pub fn change_pct(&self) -> Option<f64> {
-        (self.previous > 0.0).then(|| (self.current / self.previous - 1.0) * 100.0)
+        let (c, p) = (self.current?, self.previous?);
+        (p > 0.0).then(|| (c / p - 1.0) * 100.0)
     }
 }
 
@@ -195,9 +196,11 @@ fn growth(f: &Facts, out: &mut Vec<Insight>) {
             continue;
         }
         let Some(pct) = t.change_pct() else { continue };
+        // Additive: both periods have a value (0 without events).
+        let (current, previous) = (t.current.unwrap_or(0.0), t.previous.unwrap_or(0.0));
         let evidence = ev(&[
-            ("current", t.current),
-            ("previous", t.previous),
+            ("current", current),
+            ("previous", previous),
             ("change_pct", pct),
             ("events", t.events),
             ("previous_events", t.previous_events),
@@ -217,13 +220,13 @@ fn growth(f: &Facts, out: &mut Vec<Insight>) {
                     t.tenant_id,
                     t.meter,
                     pct,
-                    amount(t.previous, &t.unit),
-                    amount(t.current, &t.unit)
+                    amount(previous, &t.unit),
+                    amount(current, &t.unit)
                 ),
                 evidence,
             ));
         } else if pct <= -50.0 {
-            let stopped = t.current == 0.0;
+            let stopped = current == 0.0;
             out.push(insight(
                 "decline",
                 Some(&t.tenant_id),
@@ -238,7 +241,7 @@ fn growth(f: &Facts, out: &mut Vec<Insight>) {
                         "{} stopped using {} (previous period {}): churn risk",
                         t.tenant_id,
                         t.meter,
-                        amount(t.previous, &t.unit)
+                        amount(previous, &t.unit)
                     )
                 } else {
                     format!(
@@ -246,8 +249,8 @@ fn growth(f: &Facts, out: &mut Vec<Insight>) {
                         t.tenant_id,
                         t.meter,
                         -pct,
-                        amount(t.previous, &t.unit),
-                        amount(t.current, &t.unit)
+                        amount(previous, &t.unit),
+                        amount(current, &t.unit)
                     )
                 },
                 evidence,
@@ -566,8 +569,8 @@ mod tests {
             meter: "api_calls".into(),
             unit: "calls".into(),
             additive: true,
-            current,
-            previous,
+            current: Some(current),
+            previous: Some(previous),
             events,
             previous_events,
         }

@@ -399,12 +399,13 @@ pub fn aggregation_of(meters: &Meters, meter: &str) -> Aggregation {
 impl Aggregation {
     /// Sums add, gauges take the last day, max and min their extreme, distinct counts
     /// their busiest day (a lower bound: distinct users do not add across days), averages
-    /// and percentiles the mean of days. No days: 0.
-    pub fn combine_days(self, days: &[f64]) -> f64 {
+    /// and percentiles the mean of days. No days: 0 for sums and distinct counts (nothing
+    /// happened), none for gauges and statistics (no reading: a fake 0 would be a lie).
+    pub fn combine_days(self, days: &[f64]) -> Option<f64> {
         let Some(&last) = days.last() else {
-            return 0.0;
+            return (self.additive() || self == Aggregation::UniqueCount).then_some(0.0);
         };
-        match self {
+        Some(match self {
             a if a.additive() => days.iter().sum(),
             Aggregation::Latest => last,
             Aggregation::Max | Aggregation::UniqueCount => {
@@ -412,6 +413,22 @@ impl Aggregation {
             }
             Aggregation::Min => days.iter().copied().fold(f64::MAX, f64::min),
             _ => days.iter().sum::<f64>() / days.len() as f64,
+        })
+    }
+
+    /// How tenants' values of a period combine into the platform's: sums and gauge levels
+    /// (`latest`: the tenants' storage together) add up, `max` and `min` take the extreme;
+    /// averages and percentiles do not combine (none). Distinct counts add up day by day
+    /// (a user belongs to one tenant) before the busiest day is taken: see
+    /// [`Aggregation::combine_days`] over the platform's daily sums.
+    pub fn combine_tenants(self, values: &[f64]) -> Option<f64> {
+        match self {
+            a if a.additive() => Some(values.iter().sum()),
+            _ if values.is_empty() => None,
+            Aggregation::Latest => Some(values.iter().sum()),
+            Aggregation::Max => Some(values.iter().copied().fold(f64::MIN, f64::max)),
+            Aggregation::Min => Some(values.iter().copied().fold(f64::MAX, f64::min)),
+            _ => None,
         }
     }
 
@@ -498,13 +515,25 @@ mod tests {
     #[test]
     fn periods_combine_by_aggregation() {
         let v = [3.0, 7.0, 5.0];
-        assert_eq!(Aggregation::Count.combine_days(&v), 15.0);
-        assert_eq!(Aggregation::Sum.combine_days(&v), 15.0);
-        assert_eq!(Aggregation::Latest.combine_days(&v), 5.0);
-        assert_eq!(Aggregation::Max.combine_days(&v), 7.0);
-        assert_eq!(Aggregation::Min.combine_days(&v), 3.0);
-        assert_eq!(Aggregation::UniqueCount.combine_days(&v), 7.0);
-        assert_eq!(Aggregation::Avg.combine_days(&v), 5.0);
-        assert_eq!(Aggregation::Sum.combine_days(&[]), 0.0);
+        assert_eq!(Aggregation::Count.combine_days(&v), Some(15.0));
+        assert_eq!(Aggregation::Sum.combine_days(&v), Some(15.0));
+        assert_eq!(Aggregation::Latest.combine_days(&v), Some(5.0));
+        assert_eq!(Aggregation::Max.combine_days(&v), Some(7.0));
+        assert_eq!(Aggregation::Min.combine_days(&v), Some(3.0));
+        assert_eq!(Aggregation::UniqueCount.combine_days(&v), Some(7.0));
+        assert_eq!(Aggregation::Avg.combine_days(&v), Some(5.0));
+        assert_eq!(Aggregation::Sum.combine_days(&[]), Some(0.0));
+        assert_eq!(Aggregation::UniqueCount.combine_days(&[]), Some(0.0));
+        assert_eq!(Aggregation::Latest.combine_days(&[]), None);
+        assert_eq!(Aggregation::P95.combine_days(&[]), None);
+        // Tenants: 3, 7 and 5 of a meter.
+        assert_eq!(Aggregation::Sum.combine_tenants(&v), Some(15.0));
+        assert_eq!(Aggregation::Latest.combine_tenants(&v), Some(15.0));
+        assert_eq!(Aggregation::Max.combine_tenants(&v), Some(7.0));
+        assert_eq!(Aggregation::Min.combine_tenants(&v), Some(3.0));
+        assert_eq!(Aggregation::P95.combine_tenants(&v), None);
+        assert_eq!(Aggregation::Max.combine_tenants(&[]), None);
+        assert_eq!(Aggregation::Latest.combine_tenants(&[]), None);
+        assert_eq!(Aggregation::Sum.combine_tenants(&[]), Some(0.0));
     }
 }

@@ -112,30 +112,64 @@ fn summary_totals_and_events_match_a_fold_over_the_lake() {
     }
     // Executive KPIs add the tenants up; its features are counted from the properties.
     let e = report_json("executive");
-    let mut features: BTreeMap<String, usize> = BTreeMap::new();
+    // Per feature: events, tenants, and users as (tenant, user) pairs (ids are per tenant).
+    type Feature = (usize, BTreeSet<String>, BTreeSet<(String, String)>);
+    let mut features: BTreeMap<String, Feature> = BTreeMap::new();
     for r in rows.iter().filter(|r| r.ts >= from && r.ts < to) {
         let p: serde_json::Value = serde_json::from_str(&r.props).unwrap();
         if let Some(f) = p.get("feature").and_then(|f| f.as_str()) {
-            *features.entry(f.to_string()).or_default() += 1;
+            let e = features.entry(f.to_string()).or_default();
+            e.0 += 1;
+            e.1.insert(r.tenant.clone());
+            if let Some(u) = &r.user {
+                e.2.insert((r.tenant.clone(), u.clone()));
+            }
         }
     }
     let top = rows_of(&e, "top_features");
     assert_eq!(top.len(), features.len().min(10));
     for f in top {
         let name = f["feature"].as_str().unwrap();
+        let (n, tenants, users) = &features[name];
+        assert_eq!(f["events"].as_f64().unwrap(), *n as f64, "{name}");
         assert_eq!(
-            f["events"].as_f64().unwrap(),
-            features[name] as f64,
+            f["tenants"].as_f64().unwrap(),
+            tenants.len() as f64,
             "{name}"
         );
+        assert_eq!(f["users"].as_f64().unwrap(), users.len() as f64, "{name}");
     }
+    // Active users (distinct count): the platform's busiest UTC day, users of every tenant
+    // together; the period before likewise.
+    let busiest = |a: i64, b: i64| {
+        let mut days: BTreeMap<i64, BTreeSet<(String, String)>> = BTreeMap::new();
+        for r in rows
+            .iter()
+            .filter(|r| r.meter == "active_users" && r.ts >= a && r.ts < b)
+        {
+            if let Some(u) = &r.user {
+                days.entry(r.ts.div_euclid(DAY))
+                    .or_default()
+                    .insert((r.tenant.clone(), u.clone()));
+            }
+        }
+        days.values().map(BTreeSet::len).max().unwrap_or(0) as f64
+    };
+    let mut seen = 0;
     for k in rows_of(&e, "kpis") {
         let m = k["meter"].as_str().unwrap();
         if ["api_calls", "documents", "ai_tokens", "ingest_bytes"].contains(&m) {
             let want: f64 = cur.iter().filter(|(k, _)| k.1 == m).map(|(_, v)| v.0).sum();
             assert!((k["total"].as_f64().unwrap() - want).abs() < 0.01, "{m}");
+            seen += 1;
+        }
+        if m == "active_users" {
+            assert_eq!(k["total"].as_f64().unwrap(), busiest(from, to), "{k}");
+            assert_eq!(k["previous"].as_f64().unwrap(), busiest(pfrom, pto), "{k}");
+            seen += 1;
         }
     }
+    assert_eq!(seen, 5);
 }
 
 /// The anomaly report lists the incidents of `detect --lake` that overlap its period (read
@@ -573,4 +607,76 @@ fn a_closed_stdout_ends_a_command_quietly() {
         );
     }
     assert!(json.exists() && flags.exists());
+}
+
+/// A gauge or statistic without a reading in a period has no value there (never a fake 0
+/// and -100 %), and the executive report combines tenants by the meter's rule: `max` the
+/// highest tenant's, a percentile not at all, a count the sum.
+#[test]
+fn gauges_without_a_reading_have_no_value_and_tenants_combine_by_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = write(
+        dir.path(),
+        "ev.ndjson",
+        r#"{"id":"1","ts":"2026-09-10T10:00:00Z","tenant_id":"a","meter":"storage_bytes","value":5000000000}
+{"id":"2","ts":"2026-09-10T10:00:00Z","tenant_id":"a","meter":"api_calls"}
+{"id":"3","ts":"2026-10-10T10:00:00Z","tenant_id":"a","meter":"api_calls"}
+{"id":"4","ts":"2026-10-05T10:00:00Z","tenant_id":"a","user_id":"u-2","meter":"latency","value":10}
+{"id":"5","ts":"2026-10-06T11:00:00Z","tenant_id":"b","user_id":"u-2","meter":"latency","value":20}
+{"id":"6","ts":"2026-10-06T11:00:00Z","tenant_id":"b","meter":"api_calls"}
+"#,
+    );
+    let meters = write(
+        dir.path(),
+        "meters.toml",
+        "[[meter]]\nname = \"api_calls\"\naggregation = \"count\"\n\
+         [[meter]]\nname = \"storage_bytes\"\naggregation = \"latest\"\n\
+         [[meter]]\nname = \"latency\"\naggregation = \"max\"\n\
+         [[meter]]\nname = \"latency_p95\"\nevent = \"latency\"\naggregation = \"p95\"\n",
+    );
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[&events], &[]);
+    let m = meters.to_str().unwrap();
+    let period = ["--meters", m, "--from", "2026-10-01", "--to", "2026-10-31"];
+    let s = report_to(&lake, "summary", &dir.path().join("s.json"), &period);
+    let row = |r: &serde_json::Value, table: &str, t: &str, meter: &str| {
+        rows_of(r, table)
+            .iter()
+            .find(|u| u["tenant_id"] == t && u["meter"] == meter)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {t} {meter} in {table}"))
+    };
+    // Storage: read in September only: none in October, 5 GB before, no change.
+    let st = row(&s, "usage", "a", "storage_bytes");
+    assert!(st["total"].is_null() && st["change_pct"].is_null(), "{st}");
+    assert_eq!(st["previous"].as_f64().unwrap(), 5e9, "{st}");
+    // A gauge with no reading in the previous period: none there either.
+    let lat = row(&s, "usage", "a", "latency");
+    assert_eq!(lat["total"].as_f64().unwrap(), 10.0, "{lat}");
+    assert!(lat["previous"].is_null(), "{lat}");
+    // Counts: 1 now, 1 before.
+    let calls = row(&s, "usage", "a", "api_calls");
+    assert_eq!(
+        (calls["total"].as_f64(), calls["previous"].as_f64()),
+        (Some(1.0), Some(1.0))
+    );
+    let d = report_to(&lake, "detailed", &dir.path().join("d.json"), &period);
+    let st = row(&d, "comparison", "a", "storage_bytes");
+    assert!(st["total"].is_null() && st["trend"] != "down", "{st}");
+    // Executive: latency max 20 (b's), p95 of two tenants is not a sum (none), calls 2.
+    let e = report_to(&lake, "executive", &dir.path().join("e.json"), &period);
+    let kpi = |meter: &str| {
+        rows_of(&e, "kpis")
+            .iter()
+            .find(|k| k["meter"] == meter)
+            .cloned()
+            .unwrap_or_else(|| panic!("no kpi {meter}"))
+    };
+    assert_eq!(kpi("latency")["total"].as_f64(), Some(20.0));
+    assert_eq!(kpi("latency")["tenants"].as_i64(), Some(2));
+    assert!(kpi("latency")["previous"].is_null());
+    assert!(kpi("latency_p95")["total"].is_null());
+    assert_eq!(kpi("api_calls")["total"].as_f64(), Some(2.0));
+    assert_eq!(kpi("api_calls")["previous"].as_f64(), Some(1.0));
+    assert!(kpi("storage_bytes")["total"].is_null());
 }

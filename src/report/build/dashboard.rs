@@ -201,7 +201,7 @@ fn overview(ctx: &Ctx) -> Result<Report> {
         grouped(open as f64, 0),
         Some(format!("of {} in the period", incidents.len())),
     ));
-    let mut kpis = executive::kpi_table(ctx, &totals);
+    let mut kpis = executive::kpi_table(ctx, &series, &totals);
     kpis.title = "Usage per meter against the previous period".into();
     let mut tables = vec![kpis];
     if ctx.billing.is_some() {

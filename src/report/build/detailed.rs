@@ -180,8 +180,8 @@ fn comparison_table(ctx: &Ctx, totals: &[Total], peaks: &[Peak], rhythms: &[Rhyt
             rows.iter()
                 .map(|r| ctx.aggregation(&r.0.meter).combine_rule()),
         )
-        .num("total", 2, rows.iter().map(|r| r.0.current))
-        .num("previous", 2, rows.iter().map(|r| r.0.previous))
+        .opt_num("total", 2, rows.iter().map(|r| r.0.current).collect())
+        .opt_num("previous", 2, rows.iter().map(|r| r.0.previous).collect())
         .opt_num(
             "change_pct",
             1,
@@ -193,7 +193,7 @@ fn comparison_table(ctx: &Ctx, totals: &[Total], peaks: &[Peak], rhythms: &[Rhyt
                 Some(p) if p >= 10.0 => "up",
                 Some(p) if p <= -10.0 => "down",
                 Some(_) => "flat",
-                None if r.0.current > 0.0 => "new",
+                None if r.0.current.is_some_and(|c| c > 0.0) => "new",
                 None => "flat",
             }),
         )

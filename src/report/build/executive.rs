@@ -57,7 +57,7 @@ pub(super) fn executive(ctx: &Ctx) -> Result<Report> {
     let totals = ctx.totals(&series);
     let (quotas, eng) = ctx.quotas_and_engagement()?;
     let insights = ctx.all_insights(&totals, &quotas, &eng)?;
-    let kpis = kpi_table(ctx, &totals);
+    let kpis = kpi_table(ctx, &series, &totals);
     let rev = revenue(ctx, &quotas);
     let events: BTreeMap<&str, f64> = totals.iter().fold(BTreeMap::new(), |mut m, t| {
         *m.entry(t.tenant_id.as_str()).or_default() += t.events;
@@ -95,15 +95,43 @@ pub(super) fn executive(ctx: &Ctx) -> Result<Report> {
     })
 }
 
-/// Platform usage per meter: this period, the previous one, growth, tenants using it.
-pub(super) fn kpi_table(ctx: &Ctx, totals: &[Total]) -> Table {
-    let mut kpi: BTreeMap<&str, (f64, f64, usize)> = BTreeMap::new();
+/// Platform usage per meter: this period, the previous one, growth, tenants using it (with
+/// events in the period). Tenants combine by the meter's rule
+/// ([`crate::rollup::Aggregation::combine_tenants`]); a distinct count is the busiest day
+/// of the tenants' daily counts added up.
+pub(super) fn kpi_table(ctx: &Ctx, series: &[RollupSeries], totals: &[Total]) -> Table {
+    let mut by_meter: BTreeMap<&str, Vec<&Total>> = BTreeMap::new();
     for t in totals {
-        let e = kpi.entry(&t.meter).or_default();
-        e.0 += t.current;
-        e.1 += t.previous;
-        e.2 += usize::from(t.current > 0.0);
+        by_meter.entry(&t.meter).or_default().push(t);
     }
+    let platform =
+        |meter: &str, ts: &[&Total], from: i64, to: i64, pick: fn(&Total) -> Option<f64>| {
+            let agg = ctx.aggregation(meter);
+            if agg == crate::rollup::Aggregation::UniqueCount {
+                let mut days: BTreeMap<i64, f64> = BTreeMap::new();
+                for s in series.iter().filter(|s| s.meter == meter) {
+                    for (t, v) in s.ts.iter().zip(&s.values) {
+                        if (from..to).contains(t) {
+                            *days.entry(*t).or_default() += v;
+                        }
+                    }
+                }
+                agg.combine_days(&days.into_values().collect::<Vec<_>>())
+            } else {
+                agg.combine_tenants(&ts.iter().filter_map(|t| pick(t)).collect::<Vec<_>>())
+            }
+        };
+    let kpi: BTreeMap<&str, (Option<f64>, Option<f64>, usize)> = by_meter
+        .iter()
+        .map(|(m, ts)| {
+            let cur = platform(m, ts, ctx.from, ctx.to, |t| t.current);
+            let prev = platform(m, ts, ctx.prev_from, ctx.from, |t| t.previous);
+            (
+                *m,
+                (cur, prev, ts.iter().filter(|t| t.events > 0.0).count()),
+            )
+        })
+        .collect();
     let krows: Vec<_> = kpi.iter().collect();
     Table::new("kpis", "Platform usage per meter")
         .text("meter", krows.iter().map(|r| *r.0))
@@ -112,12 +140,12 @@ pub(super) fn kpi_table(ctx: &Ctx, totals: &[Total]) -> Table {
             "rule",
             krows.iter().map(|r| ctx.aggregation(r.0).combine_rule()),
         )
-        .num("total", 2, krows.iter().map(|r| r.1.0))
-        .num("previous", 2, krows.iter().map(|r| r.1.1))
+        .opt_num("total", 2, krows.iter().map(|r| r.1.0).collect())
+        .opt_num("previous", 2, krows.iter().map(|r| r.1.1).collect())
         .opt_num(
             "growth_pct",
             1,
-            krows.iter().map(|r| growth(r.1.0, r.1.1)).collect(),
+            krows.iter().map(|r| growth(r.1.0?, r.1.1?)).collect(),
         )
         .int("tenants", krows.iter().map(|r| r.1.2 as i64))
         .in_unit(&["total", "previous"])
@@ -187,11 +215,15 @@ pub(super) fn feature_table(ctx: &Ctx) -> Result<Table> {
                 .filter(col("properties").str().contains_literal(lit("\"feature\"")))
                 .with_column(crate::rollup::property_expr("feature").alias("feature"))
                 .filter(col("feature").is_not_null())
+                // User ids are the tenant's own (u-1 of two tenants is two users): distinct
+                // (tenant, user) pairs first.
+                .group_by([col("feature"), col("tenant_id"), col("user_id")])
+                .agg([len().cast(DataType::UInt64).alias("n")])
                 .group_by([col("feature")])
                 .agg([
-                    len().alias("events"),
+                    col("n").sum().alias("events"),
                     col("tenant_id").n_unique().alias("tenants"),
-                    col("user_id").n_unique().alias("users"),
+                    col("user_id").is_not_null().sum().alias("users"),
                 ])
                 .sort_by_exprs(
                     [col("events"), col("feature")],

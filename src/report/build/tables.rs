@@ -22,8 +22,8 @@ pub(super) fn totals_table(ctx: &Ctx, totals: &[Total]) -> Table {
                 .iter()
                 .map(|t| ctx.aggregation(&t.meter).combine_rule()),
         )
-        .num("total", 2, totals.iter().map(|t| t.current))
-        .num("previous", 2, totals.iter().map(|t| t.previous))
+        .opt_num("total", 2, totals.iter().map(|t| t.current).collect())
+        .opt_num("previous", 2, totals.iter().map(|t| t.previous).collect())
         .opt_num(
             "change_pct",
             1,
