@@ -403,7 +403,7 @@ impl Aggregation {
     /// happened), none for gauges and statistics (no reading: a fake 0 would be a lie).
     pub fn combine_days(self, days: &[f64]) -> Option<f64> {
         let Some(&last) = days.last() else {
-            return (self.additive() || self == Aggregation::UniqueCount).then_some(0.0);
+            return self.zero_when_empty().then_some(0.0);
         };
         Some(match self {
             a if a.additive() => days.iter().sum(),

@@ -256,6 +256,18 @@ fn breakdown(
             .or_default()
             .push((k.clone(), v, n));
     }
+    // A key used before and not at all now fell to zero (an endpoint no longer called):
+    // a row of 0, -100 %, so the rows' changes add up to the total's.
+    for (t, m, k) in before.iter().flat_map(|b| b.keys()) {
+        if aggregation_of(meters, m).zero_when_empty()
+            && !now.contains_key(&(t.clone(), m.clone(), k.clone()))
+        {
+            groups
+                .entry((t.clone(), m.clone()))
+                .or_default()
+                .push((k.clone(), 0.0, 0));
+        }
+    }
     let mut breakdown = Vec::new();
     for ((t, m), rows) in groups {
         let agg = aggregation_of(meters, &m);

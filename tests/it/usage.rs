@@ -298,6 +298,59 @@ fn a_fall_to_zero_is_shown_in_a_comparison() {
         (Some(0.0), Some(2.0), Some(-2.0), Some(-100.0)),
         "{t}"
     );
+    // The same within a breakdown: /old called twice before and not at all now, /new once
+    // in each period. Every key of either period has a row, and the rows' changes add up
+    // to the total's (3 -> 1).
+    let input = write(
+        dir.path(),
+        "b.ndjson",
+        concat!(
+            r#"{"id":"1","ts":"2026-10-01T10:00:00Z","tenant_id":"a","meter":"api_calls","properties":{"endpoint":"/old"}}"#,
+            "\n",
+            r#"{"id":"2","ts":"2026-10-01T10:00:01Z","tenant_id":"a","meter":"api_calls","properties":{"endpoint":"/old"}}"#,
+            "\n",
+            r#"{"id":"3","ts":"2026-10-01T10:00:02Z","tenant_id":"a","meter":"api_calls","properties":{"endpoint":"/new"}}"#,
+            "\n",
+            r#"{"id":"4","ts":"2026-10-02T10:00:00Z","tenant_id":"a","meter":"api_calls","properties":{"endpoint":"/new"}}"#,
+            "\n",
+        ),
+    );
+    let lake = dir.path().join("lake2");
+    ingest(&lake, &[&input], &[]);
+    let r = usage(
+        &lake,
+        &[
+            "--from",
+            "2026-10-02",
+            "--to",
+            "2026-10-03",
+            "--compare",
+            "previous",
+            "--by",
+            "property:endpoint",
+        ],
+    );
+    let rows: Vec<(&str, f64, f64, f64)> = r["breakdown"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{r}"))
+        .iter()
+        .map(|b| {
+            (
+                b["key"].as_str().unwrap(),
+                b["value"].as_f64().unwrap(),
+                b["previous"].as_f64().unwrap(),
+                b["change"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("/new", 1.0, 1.0, 0.0), ("/old", 0.0, 2.0, -2.0)],
+        "{r}"
+    );
+    let total = &r["totals"][0];
+    let change: f64 = rows.iter().map(|r| r.3).sum();
+    assert_eq!(total["change"].as_f64(), Some(change), "{total}");
 }
 
 #[test]
