@@ -387,9 +387,14 @@ impl Table {
     }
 }
 
-/// Rounds half away from zero to `decimals` places.
+/// Rounds half away from zero to `decimals` places. A value too large for `x · 10^d` to be
+/// exact (beyond 2^52, where f64 has no finer steps to drop anyway) is kept as it is:
+/// scaling it would invent decimals (541701701925027 bytes became ….06).
 pub fn round(x: f64, decimals: usize) -> f64 {
     let p = 10f64.powi(decimals as i32);
+    if (x * p).abs() >= 4_503_599_627_370_496.0 {
+        return x;
+    }
     let r = (x * p).round() / p;
     if r == 0.0 { 0.0 } else { r }
 }
@@ -572,6 +577,34 @@ pub enum Chart {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// A whole number stays whole at every magnitude (scaling a large one by 100 used
+        /// to invent decimals), and a small value rounds to what its decimal text says.
+        #[test]
+        fn rounding_keeps_whole_numbers_and_rounds_text(
+            n in -(1i64 << 53)..(1i64 << 53),
+            cents in -10_000_000i64..10_000_000,
+            d in 0usize..4,
+        ) {
+            prop_assert_eq!(round(n as f64, d), n as f64);
+            let x = cents as f64 / 1000.0;
+            let want: f64 = format!("{:.*}", d, x).parse().unwrap();
+            // Half away from zero, where the text's rounding is half to even: only exact
+            // halves differ.
+            let diff = (round(x, d) - want).abs();
+            prop_assert!(diff < 1e-9 || (diff - 10f64.powi(-(d as i32))).abs() < 1e-9, "{} {} {}", x, d, round(x, d));
+        }
+    }
+
+    #[test]
+    fn large_values_keep_their_digits() {
+        assert_eq!(round(541701701925027.0, 2), 541701701925027.0);
+        assert_eq!(round(1000000000000998.0, 1), 1000000000000998.0);
+        assert_eq!(round(2.345, 2), 2.35);
+        assert_eq!(round(-2.5, 0), -3.0);
+    }
 
     #[test]
     fn page_formats_show_units_for_people_and_data_formats_keep_numbers() {
