@@ -24,7 +24,7 @@ use super::gauge::{self, Reading};
 use super::plans::{BillingMeter, Catalog, SOURCE_SEP, UsageRule};
 use crate::error::Result;
 use crate::lake::Lake;
-use crate::rollup::{collect_streaming, property_expr};
+use crate::rollup::{collect_streaming, property_number};
 use crate::time::MICROS_PER_DAY;
 
 /// What to measure for one tenant.
@@ -516,7 +516,7 @@ pub(crate) fn of_sources(events: LazyFrame, sources: Vec<String>) -> Result<Lazy
                     col("tenant_id"),
                     lit(s.clone()).alias("meter"),
                     ts(),
-                    property_expr(key).cast(DataType::Float64).alias("value"),
+                    property_number(key).alias("value"),
                     col("user_id"),
                 ])
                 .filter(col("value").is_not_null()),

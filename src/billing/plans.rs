@@ -114,11 +114,14 @@ impl BillingMeter {
         };
         let props: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&e.properties).ok()?;
+        // As the lake's readers do ([`crate::rollup::property_number`]): a value that is no
+        // finite number is no reading.
         match props.get(key)? {
             serde_json::Value::Number(n) => n.as_f64(),
             serde_json::Value::String(s) => s.trim().parse().ok(),
             _ => None,
         }
+        .filter(|v: &f64| v.is_finite())
     }
 }
 

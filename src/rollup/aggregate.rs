@@ -92,6 +92,16 @@ pub fn property_expr(key: &str) -> Expr {
         .json_path_match(lit(format!("$['{key}']")))
 }
 
+/// The number a property holds, for a meter that reads one: its text cast to a float. A
+/// value that is no finite number ("NaN", "inf", `1e999`, words) is no reading (null), as a
+/// non-finite `value` is rejected at ingest: one "NaN" made a sum NaN and a p50 wrong.
+pub fn property_number(key: &str) -> Expr {
+    let x = property_expr(key).cast(DataType::Float64);
+    when(x.clone().is_finite())
+        .then(x)
+        .otherwise(lit(Null {}).cast(DataType::Float64))
+}
+
 /// The columns identifying a series: tenant, meter, then the dimensions.
 pub fn key_columns(dims: &[Dim]) -> Vec<String> {
     let mut k = vec!["tenant_id".to_string(), "meter".to_string()];
@@ -279,11 +289,12 @@ pub(super) fn aggregate_with(
 
     // 5. Property meters: one group_by each, over their own events only.
     for m in meters.iter().filter(|m| m.property.is_some()) {
-        let p = property_expr(m.property.as_deref().expect("filtered"));
+        let key = m.property.as_deref().expect("filtered");
+        let p = property_expr(key);
         let x = if m.aggregation == Aggregation::Duration {
-            p.clone().cast(DataType::Float64) * lit(m.duration_unit.seconds())
+            property_number(key) * lit(m.duration_unit.seconds())
         } else {
-            p.clone().cast(DataType::Float64)
+            property_number(key)
         };
         parts.push(
             events

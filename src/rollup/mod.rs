@@ -68,6 +68,7 @@ mod window;
 
 pub use aggregate::{
     Dim, aggregate, aggregation_of, collect as collect_streaming, key_columns, property_expr,
+    property_number,
 };
 pub use compute::BATCH_EVENTS;
 pub use meters::{

@@ -495,3 +495,83 @@ fn engagement_matches_a_fold() {
             .contains(&serde_json::json!("zz-gone"))
     );
 }
+
+/// A property that holds no finite number ("NaN", "inf", 1e999 as text) is no reading of
+/// a meter that reads it, as a non-finite `value` is rejected at ingest: the sum and p50 of
+/// {120, "NaN", "inf", "1e999", 80} are 200 and 100, in `usage` and in the stored rollup.
+#[test]
+fn a_property_that_is_no_finite_number_is_no_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = String::new();
+    for (i, ms) in [
+        r#"120"#,
+        r#""NaN""#,
+        r#""inf""#,
+        r#""1e999""#,
+        r#"80"#,
+        r#""-Infinity""#,
+    ]
+    .iter()
+    .enumerate()
+    {
+        s.push_str(&format!(
+            "{{\"id\":\"{i}\",\"ts\":\"2026-10-01T10:00:0{i}Z\",\"tenant_id\":\"a\",\"meter\":\"api_calls\",\"properties\":{{\"ms\":{ms}}}}}\n"
+        ));
+    }
+    let events = write(dir.path(), "e.ndjson", &s);
+    let meters = write(
+        dir.path(),
+        "meters.toml",
+        "[[meter]]\nname = \"latency_p50\"\nevent = \"api_calls\"\naggregation = \"p50\"\nproperty = \"ms\"\n\
+         [[meter]]\nname = \"latency_sum\"\nevent = \"api_calls\"\naggregation = \"sum\"\nproperty = \"ms\"\n\
+         [[meter]]\nname = \"latency_max\"\nevent = \"api_calls\"\naggregation = \"max\"\nproperty = \"ms\"\n",
+    );
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[&events], &[]);
+    let m = meters.to_str().unwrap();
+    let l = lake.to_str().unwrap();
+    let r: serde_json::Value = serde_json::from_str(&ok(&[
+        "usage",
+        "--lake",
+        l,
+        "--meters",
+        m,
+        "--from",
+        "2026-10-01",
+        "--to",
+        "2026-10-02",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    let value = |meter: &str| {
+        r["totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["meter"] == meter)
+            .and_then(|t| t["value"].as_f64())
+    };
+    assert_eq!(value("latency_sum"), Some(200.0), "{r}");
+    assert_eq!(value("latency_p50"), Some(100.0), "{r}");
+    assert_eq!(value("latency_max"), Some(120.0), "{r}");
+    // The stored day rollup holds the same.
+    ok(&["rollup", "--lake", l, "--meters", m, "--granularity", "day"]);
+    let rows = read_rollup(
+        &lake.join("rollups/granularity=day/by=none/tz=UTC"),
+        &["tenant_id".into(), "meter".into()],
+    );
+    let got: Vec<(String, f64)> = rows
+        .iter()
+        .map(|((k, _), v)| (k[1].clone().unwrap(), v.1))
+        .filter(|(m, _)| m.starts_with("latency"))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("latency_max".to_string(), 120.0),
+            ("latency_p50".to_string(), 100.0),
+            ("latency_sum".to_string(), 200.0)
+        ]
+    );
+}
