@@ -67,6 +67,10 @@ pub struct Rhythm {
     pub hours: [f64; 24],
     /// Events per local weekday, Monday first.
     pub days: [f64; 7],
+    /// How much of each local weekday the period holds, in quarter hours (96 a whole day;
+    /// a 30-day period has five of some weekdays and four of others, and part of a local
+    /// day at each end). Whole numbers, so equal rates compare equal.
+    pub exposure: [f64; 7],
 }
 
 impl Rhythm {
@@ -75,9 +79,35 @@ impl Rhythm {
         peak(&self.hours)
     }
 
-    /// The busiest weekday (0 = Monday) and its ratio to the mean day.
+    /// The busiest weekday (0 = Monday) by events per such day, and its ratio to the mean.
     pub fn peak_day(&self) -> (usize, f64) {
-        peak(&self.days)
+        peak(&self.per_day())
+    }
+
+    /// Events per day of each weekday (0 for a weekday the period does not hold).
+    pub fn per_day(&self) -> [f64; 7] {
+        std::array::from_fn(|i| {
+            if self.exposure[i] > 0.0 {
+                self.days[i] * 96.0 / self.exposure[i]
+            } else {
+                0.0
+            }
+        })
+    }
+
+    /// Events per weekday (Monday to Friday) over events per weekend day; none when the
+    /// period holds no weekend day or no weekday, infinite without weekend events.
+    pub fn weekday_weekend_ratio(&self) -> Option<f64> {
+        let per = |r: std::ops::Range<usize>| {
+            let days: f64 = self.exposure[r.clone()].iter().sum();
+            (days > 0.0).then(|| self.days[r].iter().sum::<f64>() / days)
+        };
+        let (weekday, weekend) = (per(0..5)?, per(5..7)?);
+        Some(if weekend > 0.0 {
+            weekday / weekend
+        } else {
+            f64::INFINITY
+        })
     }
 }
 
@@ -338,13 +368,7 @@ fn seasonality(f: &Facts, out: &mut Vec<Insight>) {
             continue;
         }
         let (h, hratio) = r.peak_hour();
-        let weekday: f64 = r.days[..5].iter().sum::<f64>() / 5.0;
-        let weekend: f64 = r.days[5..].iter().sum::<f64>() / 2.0;
-        let week_ratio = if weekend > 0.0 {
-            weekday / weekend
-        } else {
-            f64::INFINITY
-        };
+        let week_ratio = r.weekday_weekend_ratio().unwrap_or(1.0);
         if hratio >= 2.0 || week_ratio >= 1.5 {
             let (d, _) = r.peak_day();
             out.push(insight(
@@ -616,6 +640,7 @@ mod tests {
             zone: "Europe/Berlin".into(),
             hours,
             days,
+            exposure: [96.0; 7],
         };
         let out = compute(&Facts {
             rhythms: std::slice::from_ref(&r),
@@ -636,11 +661,21 @@ mod tests {
         };
         assert!(
             compute(&Facts {
-                rhythms: &[flat],
+                rhythms: &[flat.clone()],
                 ..Facts::default()
             })
             .is_empty()
         );
+        // Nine days from a Saturday: two Saturdays and Sundays, one of each weekday; 200
+        // events a weekday, 100 a weekend day: weekdays carry 2x (not 1x, as counting 5
+        // weekdays and 2 weekend days would say), and Monday's one day beats Saturday's two.
+        let nine = Rhythm {
+            days: [200.0, 200.0, 200.0, 200.0, 200.0, 200.0, 200.0],
+            exposure: [96.0, 96.0, 96.0, 96.0, 96.0, 192.0, 192.0],
+            ..flat
+        };
+        assert_eq!(nine.weekday_weekend_ratio(), Some(2.0));
+        assert_eq!(nine.peak_day().0, 0);
     }
 
     #[test]

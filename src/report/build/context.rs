@@ -304,11 +304,13 @@ impl Ctx<'_> {
         else {
             return Ok(Vec::new());
         };
+        // Quarter hours: every time zone's offset is a whole number of them (Kolkata +5:30,
+        // Kathmandu +5:45), so each falls in one local hour.
+        let quarter = MICROS_PER_HOUR / 4;
         let df = lf
             .group_by([
                 col("tenant_id"),
-                (col("ts").cast(DataType::Int64) / lit(MICROS_PER_HOUR) * lit(MICROS_PER_HOUR))
-                    .alias("hour"),
+                (col("ts").cast(DataType::Int64) / lit(quarter) * lit(quarter)).alias("hour"),
             ])
             .agg([len().alias("n")])
             .sort(["tenant_id", "hour"], SortMultipleOptions::default())
@@ -324,15 +326,20 @@ impl Ctx<'_> {
         );
         let n = n.f64()?;
         let mut out: Vec<Rhythm> = Vec::new();
+        let mut exposures: HashMap<&str, [f64; 7]> = HashMap::new();
         for i in 0..df.height() {
             let tenant = t.get(i).unwrap_or_default();
             if out.last().is_none_or(|r| r.tenant_id != tenant) {
                 let zone = zones.get(tenant).copied().unwrap_or(Zone::UTC);
+                let exposure = *exposures
+                    .entry(zone.name())
+                    .or_insert_with(|| weekday_exposure(zone, self.from, self.to));
                 out.push(Rhythm {
                     tenant_id: tenant.to_string(),
                     zone: zone.name().to_string(),
                     hours: [0.0; 24],
                     days: [0.0; 7],
+                    exposure,
                 });
             }
             let zone = zones.get(tenant).copied().unwrap_or(Zone::UTC);
@@ -491,4 +498,18 @@ pub(super) fn ts_col(df: &DataFrame, n: &str) -> Result<Vec<i64>> {
         .iter()
         .map(|v| v.unwrap_or_default())
         .collect())
+}
+
+/// How much of each local weekday (Monday first) `[from, to)` holds in `zone`, in quarter
+/// hours (a period cut at UTC midnight holds part of a local day at each end).
+fn weekday_exposure(zone: Zone, from: i64, to: i64) -> [f64; 7] {
+    let quarter = MICROS_PER_HOUR / 4;
+    let mut out = [0.0; 7];
+    let mut t = from;
+    while t < to {
+        let (_, wd) = zone.local_hour_weekday(t);
+        out[wd as usize] += 1.0;
+        t += quarter;
+    }
+    out
 }
