@@ -661,7 +661,7 @@ mod tests {
         };
         assert!(
             compute(&Facts {
-                rhythms: &[flat.clone()],
+                rhythms: std::slice::from_ref(&flat),
                 ..Facts::default()
             })
             .is_empty()

@@ -11,7 +11,6 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::common::*;
 
-const HOUR: i64 = 3_600_000_000;
 
 /// Every kind of insight there is; a report showing another one fails the test.
 const KINDS: [&str; 11] = [
