@@ -213,6 +213,12 @@ pub fn run(a: DetectArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             severities.print()?;
+            if s.warming > 0 {
+                outln!(
+                    "  {} points inside the detectors' warm-up (nothing can be flagged there)",
+                    s.warming
+                )?;
+            }
             if !s.top.is_empty() {
                 outln!("most severe:")?;
                 let mut top = Table::bare(&[Left, Left, Right, Left, Left, Left]).indent("  ");

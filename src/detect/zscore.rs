@@ -627,8 +627,11 @@ impl Detector for Seasonal {
         "seasonal"
     }
 
+    /// Two seasons and the residuals of its scale; with the likelihood, also the short
+    /// means it learns before anything passes.
     fn warmup(&self, s: &SeriesView) -> usize {
-        season_of(s).map_or(usize::MAX, |(_, p)| 2 * p + RESIDUALS)
+        let learn = self.likelihood.map_or(0, |_| super::likelihood::LEARN);
+        season_of(s).map_or(usize::MAX, |(_, p)| 2 * p + RESIDUALS + learn)
     }
 
     fn detect(&self, s: &SeriesView, out: &mut Vec<Flag>) {

@@ -113,6 +113,24 @@ pub fn detect_series(
     crate::stage::forecast::with_threads(spec.threads, run)
 }
 
+/// Points of `series` inside the warm-up of every detector `spec` runs (see
+/// [`Detector::warmup`]): what no detector could judge yet.
+fn warming_points(series: &[Series], spec: &DetectSpec, step: Option<i64>) -> usize {
+    let detectors = spec.config.detectors();
+    series
+        .iter()
+        .map(|s| {
+            let view = SeriesView {
+                ts: &s.ts,
+                values: &s.values,
+                step: step.unwrap_or_else(|| usual_gap(&s.ts).unwrap_or(MICROS_PER_HOUR)),
+            };
+            let warm = detectors.iter().map(|d| d.warmup(&view)).min().unwrap_or(0);
+            warm.min(s.values.len())
+        })
+        .sum()
+}
+
 /// Drops flags of windows too small to matter: neither the window's events nor the
 /// series' typical events per window (the median of the previous 24 windows) reach
 /// `min_volume`, so 2 calls where 0 were expected is no incident, while a drop from a
@@ -164,6 +182,9 @@ pub struct DetectSummary {
     pub points: usize,
     /// Flagged points.
     pub flagged: usize,
+    /// Points no detector could judge yet: inside the warm-up of every chosen detector
+    /// (a series shorter than it can flag nothing).
+    pub warming: usize,
     /// Points reported (each incident's first, and escalations).
     pub reported: usize,
     /// Incidents (consecutive flagged points merged).
@@ -265,6 +286,7 @@ fn incident_rows(
 
 fn summarize(
     series: &[Series],
+    warming: usize,
     found: &[SeriesFlags],
     rows: &[(Incident, IncidentRow)],
     seconds: [f64; 3],
@@ -288,6 +310,7 @@ fn summarize(
         series: series.len(),
         points: series.iter().map(|s| s.values.len()).sum(),
         flagged: found.iter().map(|f| f.points.len()).sum(),
+        warming,
         reported: found
             .iter()
             .flat_map(|f| &f.points)
@@ -337,6 +360,7 @@ pub fn detect_file(input: &Path, out: &Path, spec: &DetectSpec) -> Result<Detect
     let write = clock.elapsed().as_secs_f64() - read - fit;
     Ok(summarize(
         &series,
+        warming_points(&series, spec, None),
         &found,
         &rows,
         [read, fit, write],
@@ -828,6 +852,7 @@ pub fn detect_lake_for(
     let write = clock.elapsed().as_secs_f64() - read - fit;
     Ok(summarize(
         &series,
+        warming_points(&series, spec, Some(window)),
         &found,
         &rows,
         [read, fit, write],

@@ -593,3 +593,47 @@ fn generated_anomalies_are_found_with_few_false_alarms() {
         std::fs::read(lake.join("anomalies/granularity=hour/incidents.parquet")).unwrap()
     );
 }
+
+/// The `--series` defaults' warm-up (seasonal detector with the anomaly likelihood): two
+/// seasons + 30 residuals + the likelihood's 100 learned means, 144 points of a daily
+/// series. A 10x spike inside it cannot be flagged, one after it is, and the summary says
+/// how many points were inside the warm-up.
+#[test]
+fn the_series_defaults_state_their_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    for (spike, flagged) in [(143usize, false), (150, true)] {
+        let mut ys = noise(170, 7);
+        ys[spike] = 1000.0;
+        let input = series_csv_every(dir.path(), "d.csv", 86_400, &[("d", ys)]);
+        let rows = detect_rows(&input, &[]);
+        assert_eq!(!rows.is_empty(), flagged, "spike at {spike}: {rows:?}");
+        let out = dir.path().join("flags.csv");
+        let s: serde_json::Value = serde_json::from_str(&ok(&[
+            "detect",
+            "--series",
+            input.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--output",
+            "json",
+        ]))
+        .unwrap();
+        assert_eq!(s["warming"], 2 * 7 + 30 + 100, "{s}");
+    }
+    // Without the likelihood, 44 points.
+    let input = dir.path().join("d.csv");
+    let out = dir.path().join("flags.csv");
+    let s: serde_json::Value = serde_json::from_str(&ok(&[
+        "detect",
+        "--series",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--likelihood",
+        "off",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(s["warming"], 44, "{s}");
+}

@@ -11,7 +11,6 @@ use rust_decimal::{Decimal, RoundingStrategy};
 
 use crate::common::*;
 
-
 /// Every kind of insight there is; a report showing another one fails the test.
 const KINDS: [&str; 11] = [
     "fast_growth",
