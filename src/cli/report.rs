@@ -40,10 +40,12 @@ pub struct ReportArgs {
     /// Entries in top lists and charts.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// The plan catalogue (quotas, overage, revenue); skipped if the file does not exist.
+    /// The plan catalogue (quotas, overage, revenue); the default path, when absent, means
+    /// the built-in catalogue, as for the billing commands.
     #[arg(long, default_value = DEFAULT_PLANS_FILE)]
     pub plans: PathBuf,
-    /// Tenant assignments.
+    /// Tenants: plans and time zones. Without the default file, the report leaves billing
+    /// out and reads local hours in UTC; a path given that does not exist is an error.
     #[arg(long, default_value = DEFAULT_TENANTS_FILE)]
     pub tenants: PathBuf,
     /// Meter definitions.
@@ -53,22 +55,31 @@ pub struct ReportArgs {
     reader: super::Reader,
 }
 
-/// Loads plans and tenants when both files exist (reports without billing leave quotas out);
-/// a file that exists but is wrong is an error.
+/// Loads plans and tenants for a report. Without the default tenants file the report
+/// leaves billing out (with a warning); a tenants or plans path given that does not exist
+/// is an error naming its flag; the default plans path, when absent, is the built-in
+/// catalogue ([`crate::billing::plans::Catalog::load`]). A file that exists but is wrong
+/// is an error.
 pub(crate) fn billing_if_present(
     plans: &std::path::Path,
     tenants: &std::path::Path,
 ) -> anyhow::Result<Option<Billing>> {
-    if plans.is_file() && tenants.is_file() {
-        Ok(Some(Billing::load(plans, tenants)?))
-    } else {
+    let missing =
+        |flag: &str, p: &std::path::Path| anyhow::anyhow!("{flag} {}: no such file", p.display());
+    if !tenants.is_file() {
+        if tenants != std::path::Path::new(DEFAULT_TENANTS_FILE) {
+            return Err(missing("--tenants", tenants));
+        }
         eprintln!(
-            "warning: no plan catalogue at {} or no tenants file at {}: quotas, overage and revenue are left out",
-            plans.display(),
+            "warning: no tenants file at {} (--tenants): quotas, overage and revenue are left out, and local hours are UTC",
             tenants.display()
         );
-        Ok(None)
+        return Ok(None);
     }
+    if plans != std::path::Path::new(DEFAULT_PLANS_FILE) && !plans.is_file() {
+        return Err(missing("--plans", plans));
+    }
+    Ok(Some(Billing::load(plans, tenants)?))
 }
 
 pub(crate) fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {

@@ -596,15 +596,6 @@ fn sample_invoices_match_a_fold_over_the_lake() {
     assert_eq!(checked, 16);
 }
 
-/// `meterlake ARGS` run in `dir`.
-fn mlk_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
-    std::process::Command::new(BIN)
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap()
-}
-
 fn json_in(dir: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let o = mlk_in(dir, args);
     assert!(

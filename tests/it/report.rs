@@ -680,3 +680,63 @@ fn gauges_without_a_reading_have_no_value_and_tenants_combine_by_rule() {
     assert_eq!(kpi("api_calls")["previous"].as_f64(), Some(1.0));
     assert!(kpi("storage_bytes")["total"].is_null());
 }
+
+/// A report reads the tenants' time zones from the tenants file also where the directory
+/// has no plan catalogue (the built-in one, as for the billing commands); a tenants or
+/// plans file given that does not exist is an error naming its flag, not a report without
+/// billing.
+#[test]
+fn reports_read_time_zones_without_a_plans_file_and_name_a_missing_file() {
+    let dir = tempfile::tempdir().unwrap();
+    // 300 events at 00:30 UTC, 09:30 in Tokyo.
+    let mut s = String::new();
+    for i in 0..300 {
+        s.push_str(&format!(
+            "{{\"id\":\"{i}\",\"ts\":\"2026-10-{:02}T00:30:{:02}Z\",\"tenant_id\":\"a\",\"meter\":\"api_calls\"}}\n",
+            1 + i % 28,
+            i % 60
+        ));
+    }
+    let events = write(dir.path(), "e.ndjson", &s);
+    let lake = dir.path().join("lake");
+    ingest(&lake, &[&events], &[]);
+    write(
+        dir.path(),
+        "t.csv",
+        "tenant_id,plan,time_zone\na,basic,Asia/Tokyo\n",
+    );
+    let l = lake.to_str().unwrap();
+    let args = |tenants: &'static str, plans: Option<&'static str>| {
+        let mut v = vec![
+            "report",
+            "--lake",
+            l,
+            "--kind",
+            "detailed",
+            "--out",
+            "d.json",
+            "--tenants",
+            tenants,
+        ];
+        v.extend(plans.map(|p| ["--plans", p]).into_iter().flatten());
+        v
+    };
+    let o = mlk_in(dir.path(), &args("t.csv", None));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("d.json")).unwrap()).unwrap();
+    let row = &rows_of(&d, "comparison")[0];
+    assert_eq!(row["peak_hour_local"], "09:00 Asia/Tokyo", "{row}");
+    for (case, flag) in [
+        (args("nosuch.csv", None), "--tenants"),
+        (args("t.csv", Some("nosuch.toml")), "--plans"),
+    ] {
+        let o = mlk_in(dir.path(), &case);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{case:?}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("nosuch"),
+            "{case:?}: {err}"
+        );
+    }
+}

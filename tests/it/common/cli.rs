@@ -14,6 +14,16 @@ pub fn mlk(args: &[&str]) -> Output {
         .expect("run meterlake")
 }
 
+/// `meterlake ARGS` run in `dir`.
+pub fn mlk_in(dir: &Path, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run meterlake")
+}
+
 /// Runs and expects success; returns stdout.
 pub fn ok(args: &[&str]) -> String {
     let o = mlk(args);
