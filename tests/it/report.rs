@@ -663,6 +663,11 @@ fn gauges_without_a_reading_have_no_value_and_tenants_combine_by_rule() {
     let d = report_to(&lake, "detailed", &dir.path().join("d.json"), &period);
     let st = row(&d, "comparison", "a", "storage_bytes");
     assert!(st["total"].is_null() && st["trend"] != "down", "{st}");
+    // No events of it in the period: no weekday or hour of the tenant's on its row.
+    assert!(
+        st["tenant_busiest_weekday"].is_null() && st["tenant_peak_hour_local"].is_null(),
+        "{st}"
+    );
     // Executive: latency max 20 (b's), p95 of two tenants is not a sum (none), calls 2.
     let e = report_to(&lake, "executive", &dir.path().join("e.json"), &period);
     let kpi = |meter: &str| {
@@ -726,7 +731,7 @@ fn reports_read_time_zones_without_a_plans_file_and_name_a_missing_file() {
     let d: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path().join("d.json")).unwrap()).unwrap();
     let row = &rows_of(&d, "comparison")[0];
-    assert_eq!(row["peak_hour_local"], "09:00 Asia/Tokyo", "{row}");
+    assert_eq!(row["tenant_peak_hour_local"], "09:00 Asia/Tokyo", "{row}");
     for (case, flag) in [
         (args("nosuch.csv", None), "--tenants"),
         (args("t.csv", Some("nosuch.toml")), "--plans"),

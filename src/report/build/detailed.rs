@@ -212,16 +212,24 @@ fn comparison_table(ctx: &Ctx, totals: &[Total], peaks: &[Peak], rhythms: &[Rhyt
             2,
             rows.iter().map(|r| r.1.map(|c| c.peak_value)).collect(),
         )
+        // The tenant's rhythm over all its events (not the meter's), on the rows of meters
+        // it used in the period.
         .opt_text(
-            "busiest_weekday",
+            "tenant_busiest_weekday",
             rows.iter()
-                .map(|r| r.2.map(|x| WEEKDAYS[x.peak_day().0].to_string()))
+                .map(|r| {
+                    r.2.filter(|_| r.0.events > 0.0)
+                        .map(|x| WEEKDAYS[x.peak_day().0].to_string())
+                })
                 .collect(),
         )
         .opt_text(
-            "peak_hour_local",
+            "tenant_peak_hour_local",
             rows.iter()
-                .map(|r| r.2.map(|x| format!("{:02}:00 {}", x.peak_hour().0, x.zone)))
+                .map(|r| {
+                    r.2.filter(|_| r.0.events > 0.0)
+                        .map(|x| format!("{:02}:00 {}", x.peak_hour().0, x.zone))
+                })
                 .collect(),
         )
 }
