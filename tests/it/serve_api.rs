@@ -78,6 +78,19 @@ fn limits_and_analytics_agree_with_their_sources() {
         );
         assert_eq!(tr, &one, "trend of {m}");
     }
+    // A typo is refused, naming it: an unknown meter (404), an unknown parameter (400; a
+    // `?user=` for `?user_id=` returned every event unfiltered).
+    let (s, e, _) = call("GET", &url("trends/api_cals?days=7"), Some(&tk), None);
+    assert_eq!((s, e["field"].as_str()), (404, Some("meter")), "{e}");
+    for path in [
+        "events?user=u-1",
+        "summary?form=2026-10-01",
+        "check-quota/api_calls?qty=5",
+    ] {
+        let (s, e, _) = call("GET", &url(path), Some(&tk), None);
+        let typo = path.split(['?', '=']).nth(1).unwrap();
+        assert_eq!((s, e["field"].as_str()), (400, Some(typo)), "{path}: {e}");
+    }
     let cli: serde_json::Value = serde_json::from_str(&ok(&[
         "engagement",
         "--lake",

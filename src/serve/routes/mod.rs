@@ -188,8 +188,11 @@ fn json_body<T: DeserializeOwned>(body: &[u8], field: &str) -> std::result::Resu
     serde_json::from_slice(body).map_err(|e| ApiError::bad(field, e.to_string()))
 }
 
-/// The query of the reads over a time range (each uses the parameters it needs).
+/// The query of the reads over a time range (each uses the parameters it needs). An
+/// unknown parameter is refused (a typo such as `?user=` would otherwise return every
+/// event, unfiltered).
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RangeQ {
     // Read by the `Scope` extractor; here so that the struct describes the whole query.
     #[allow(dead_code)]

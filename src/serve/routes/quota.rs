@@ -84,6 +84,7 @@ pub(super) async fn limits(State(app): State<Arc<App>>, Scope(t): Scope) -> ApiR
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct CheckQ {
     /// `required_quantity` is accepted too (clients of other usage services send it).
     #[serde(alias = "required_quantity")]

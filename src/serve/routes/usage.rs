@@ -211,6 +211,14 @@ pub(super) async fn trends(
             from - days * MICROS_PER_DAY,
             to,
         )?;
+        // No definition and no usage: not a meter (a typo), not a flat trend of zeros.
+        if df.height() == 0 && app.opts.meters.get(&meter).is_none() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                Some("meter"),
+                format!("no meter `{meter}`: not defined and no usage of it for {t}"),
+            ));
+        }
         ok_json(StatusCode::OK, trend_json(&df, &t, &meter, days, from)?)
     })
     .await
