@@ -439,6 +439,12 @@ fn openmeter_ingest_and_query_edges() {
             "windowTimeZone",
         ),
         ("tokens/query?groupBy=region", 400, "groupBy"),
+        // A filter on a group the meter lacks is about the filter (no groupBy was sent).
+        (
+            "tokens/query?filterGroupBy%5Bregion%5D=eu",
+            400,
+            "filterGroupBy[region]",
+        ),
         ("tokens/query?color=red", 400, "color"),
         ("tokens/query?from=yesterday", 400, "from"),
         ("nothing/query", 404, "meterIdOrSlug"),
@@ -456,6 +462,18 @@ fn openmeter_ingest_and_query_edges() {
             field,
         );
     }
+    // A POST body cut short is about the body, not the field it broke off in.
+    assert_problem(
+        send(
+            "POST",
+            &format!("{}/api/v1/meters/tokens/query", s.base),
+            Some(&admin),
+            "application/json",
+            r#"{"windowSize":"#,
+        ),
+        400,
+        "body",
+    );
     let doc = q("tokens", &admin);
     assert_eq!(doc["valueProperty"], "$.usage.tokens");
     let (_, _, api, _) = send(

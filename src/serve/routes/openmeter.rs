@@ -230,6 +230,11 @@ struct QueryBody {
 fn body_params(body: &[u8]) -> std::result::Result<QueryParams, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(body);
     let b: QueryBody = serde_path_to_error::deserialize(de).map_err(|e| {
+        // A body that is no JSON (cut short, a syntax error) is about the body, not the
+        // field being read when it broke off.
+        if !e.inner().is_data() {
+            return ApiError::bad("body", format!("the body is not JSON: {}", e.inner()));
+        }
         let (field, msg) = named_field(&e, "body");
         ApiError::bad(&field, format!("{field}: {msg}"))
     })?;
@@ -335,6 +340,19 @@ async fn answer(app: Arc<App>, caller: Caller, id: &str, params: QueryParams) ->
             .cloned()
             .collect(),
     };
+    // A filter on a group the meter does not have is about that filter (the caller may
+    // not have sent any groupBy).
+    if let Some((g, _)) = params
+        .filters
+        .iter()
+        .find(|(g, _)| !meter.group_by.contains_key(g))
+    {
+        let field = format!("filterGroupBy[{g}]");
+        return Err(ApiError::bad(
+            &field,
+            format!("meter `{}` has no group `{g}` to filter on", meter.name),
+        ));
+    }
     // Filtered groups are grouped by too, then kept to the asked value.
     for (g, _) in &params.filters {
         if !q.group_by.contains(g) {
