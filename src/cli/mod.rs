@@ -185,7 +185,7 @@ pub fn main() -> ExitCode {
     if !matches!(cli.command, Command::Init(_))
         && let Err(e) = encryption_key(cli.command.config())
     {
-        eprintln!("error: {e:#}");
+        eprintln!("error: {}", error_line(&e));
         return ExitCode::from(2);
     }
     let result = match remote::lake_of(&cli.command, &mut argv) {
@@ -203,10 +203,24 @@ pub fn main() -> ExitCode {
             }) {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_line(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes on one line, each cause once: an error that already ends with
+/// its cause's words (`FILE: No such file or directory`) does not repeat them.
+fn error_line(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !line.ends_with(&c) {
+            line.push_str(": ");
+            line.push_str(&c);
+        }
+    }
+    line
 }
 
 /// Runs a parsed command.

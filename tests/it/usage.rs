@@ -243,6 +243,18 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
             ],
             "--by",
         ),
+        (
+            "a meters file that does not exist",
+            vec![
+                "--from",
+                "2026-09-15",
+                "--to",
+                "2026-09-22",
+                "--meters",
+                "/nonexistent/meters.toml",
+            ],
+            "/nonexistent/meters.toml",
+        ),
     ] {
         let mut a = vec!["usage", "--lake", lake.to_str().unwrap()];
         a.extend(&args);

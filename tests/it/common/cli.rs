@@ -87,6 +87,12 @@ pub fn assert_rejected(case: &str, args: &[&str], fragments: &[&str]) {
             "{case}: the error of meterlake {args:?} should contain `{f}`: {err}"
         );
     }
+    // Each cause once: `FILE: No such file (os error 2): No such file (os error 2)` was not.
+    if let Some(line) = err.lines().find(|l| l.starts_with("error: ")) {
+        let parts: Vec<&str> = line.split(": ").filter(|p| p.len() > 12).collect();
+        let once: std::collections::BTreeSet<&str> = parts.iter().copied().collect();
+        assert_eq!(once.len(), parts.len(), "{case}: a cause repeated: {line}");
+    }
 }
 
 /// Runs with stdout a pipe whose reader is already gone (`meterlake ... | head` after
