@@ -44,8 +44,17 @@ impl Plan {
         fingerprint: &str,
         opts: &RollupOptions,
     ) -> Result<Plan> {
-        let ranged = opts.from.is_some() || opts.to.is_some();
         let stale = state.is_none_or(|s| s.fingerprint != fingerprint);
+        // A stored rollup made with other meter definitions is recomputed whole: a range
+        // alone would leave its other partitions on the old definitions (and the old
+        // meters' series zero-filled in the range).
+        let redefined = state.is_some() && stale;
+        let ranged = (opts.from.is_some() || opts.to.is_some()) && !redefined;
+        if redefined && (opts.from.is_some() || opts.to.is_some()) {
+            tracing::warn!(
+                "the meter definitions changed since the stored rollup: recomputing every partition, not only --from/--to"
+            );
+        }
         let mode = if ranged {
             RollupMode::Range
         } else if opts.full || stale {
@@ -60,6 +69,11 @@ impl Plan {
                 reason: "--from must be before --to".into(),
             });
         }
+        let (from, to) = if ranged {
+            (from, to)
+        } else {
+            (i64::MIN, i64::MAX)
+        };
         let touched_dates: Vec<String> = match mode {
             RollupMode::Incremental => lake
                 .partitions_since(state.map_or(0, |s| s.seq))

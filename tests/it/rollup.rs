@@ -598,3 +598,61 @@ fn rollups_match_duckdb_golden_files() {
         assert_eq!(text, want, "{file}");
     }
 }
+
+/// `rollup --from/--to` after the meter definitions changed recomputes every partition (as
+/// a plain rollup does), with a warning: a range alone left the other days on the old
+/// definitions and zero-filled the old meter in the range.
+#[test]
+fn a_ranged_rollup_after_new_meter_definitions_recomputes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = write(
+        dir.path(),
+        "e.ndjson",
+        concat!(
+            r#"{"id":"1","ts":"2026-10-01T10:00:00Z","tenant_id":"a","meter":"m","value":5}"#,
+            "\n",
+            r#"{"id":"2","ts":"2026-10-02T10:00:00Z","tenant_id":"a","meter":"m","value":7}"#,
+            "\n",
+        ),
+    );
+    let old = write(
+        dir.path(),
+        "old.toml",
+        "[[meter]]\nname = \"old\"\nevent = \"m\"\naggregation = \"sum\"\n",
+    );
+    let new = write(
+        dir.path(),
+        "new.toml",
+        "[[meter]]\nname = \"new\"\nevent = \"m\"\naggregation = \"max\"\n",
+    );
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    ingest(&a, &[&events], &[]);
+    copy_dir(&a, &b);
+    rollup_json(&a, &old, &["--granularity", "day"]);
+    let o = mlk(&[
+        "rollup",
+        "--lake",
+        a.to_str().unwrap(),
+        "--meters",
+        new.to_str().unwrap(),
+        "--granularity",
+        "day",
+        "--from",
+        "2026-10-02",
+        "--to",
+        "2026-10-03",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("meter definitions changed"));
+    rollup_json(&b, &new, &["--granularity", "day"]);
+    let keys = ["tenant_id".to_string(), "meter".to_string()];
+    let read =
+        |l: &std::path::Path| read_rollup(&l.join("rollups/granularity=day/by=none/tz=UTC"), &keys);
+    let (got, want) = (read(&a), read(&b));
+    assert_eq!(got, want);
+    assert_eq!(want.len(), 2, "{want:?}");
+    assert!(
+        want.keys().all(|(k, _)| k[1].as_deref() == Some("new")),
+        "{want:?}"
+    );
+}
