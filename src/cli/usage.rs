@@ -111,6 +111,7 @@ pub(crate) fn run(a: UsageArgs) -> anyhow::Result<ExitCode> {
     let meters = Meters::load_or_default(a.meters.as_deref())?;
     let lake = Lake::open(&a.lake)?;
     let r = usage::usage(&lake, &meters, &q)?;
+    unknown_tenant(&lake, q.tenant.as_deref(), r.totals.is_empty())?;
     match a.output {
         QueryOutput::Json => super::print_json(&r)?,
         QueryOutput::Csv if q.by.is_some() => write_csv(&r.breakdown)?,
@@ -254,6 +255,7 @@ pub(crate) fn engagement(a: EngagementArgs) -> anyhow::Result<ExitCode> {
     };
     let lake = Lake::open(&a.lake)?;
     let e = usage::engagement(&lake, &opts)?;
+    unknown_tenant(&lake, opts.tenant.as_deref(), e.is_empty())?;
     match a.output {
         QueryOutput::Json => super::print_json(&e)?,
         QueryOutput::Csv => {
@@ -367,4 +369,15 @@ fn minutes_to_micros(name: &'static str, m: f64) -> anyhow::Result<i64> {
         });
     }
     Ok((m * crate::time::MICROS_PER_MINUTE as f64).round() as i64)
+}
+
+/// Nothing to show for `--tenant T` and no event of T in the lake at all: most likely a
+/// typo, named rather than answered with an empty table.
+fn unknown_tenant(lake: &Lake, tenant: Option<&str>, empty: bool) -> anyhow::Result<()> {
+    match tenant {
+        Some(t) if empty && !crate::lake::tenant_has_events(lake, t)? => {
+            anyhow::bail!("--tenant {t}: no events of this tenant in the lake")
+        }
+        _ => Ok(()),
+    }
 }

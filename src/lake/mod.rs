@@ -60,7 +60,7 @@ pub use parquet_io::{read_events, write_buf, write_events, write_parts};
 pub use shard::Shard;
 pub use stats::{
     LakeStats, MeterStats, events_between, files_between, scan_events, scan_files,
-    scan_files_columns, scan_paths, stats,
+    scan_files_columns, scan_paths, stats, tenant_has_events,
 };
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -228,6 +228,21 @@ pub fn events_between(
     Ok(Some(lf))
 }
 
+/// Whether `tenant` has any event in the lake: a `--tenant` that has none is most likely a
+/// typo, which the commands name rather than answer with an empty table.
+pub fn tenant_has_events(lake: &Lake, tenant: &str) -> Result<bool> {
+    let Some(lf) = events_between(lake, Some(tenant), i64::MIN / 4, i64::MAX / 4)? else {
+        return Ok(false);
+    };
+    let n = lf.select([len().alias("n")]).collect()?;
+    Ok(n.column("n")?
+        .cast(&DataType::UInt64)?
+        .u64()?
+        .get(0)
+        .unwrap_or(0)
+        > 0)
+}
+
 /// A polars lazy scan of exactly these Parquet files (no globbing), with the Hive
 /// partition columns of their paths if `hive`.
 pub fn scan_paths(paths: &[std::path::PathBuf], hive: bool) -> Result<LazyFrame> {

@@ -255,11 +255,34 @@ fn usage_totals_breakdowns_and_comparisons_match_a_fold() {
             ],
             "/nonexistent/meters.toml",
         ),
+        (
+            "a tenant with no events at all (a typo)",
+            vec![
+                "--from",
+                "2026-09-15",
+                "--to",
+                "2026-09-22",
+                "--tenant",
+                "acme-01",
+            ],
+            "--tenant acme-01",
+        ),
     ] {
         let mut a = vec!["usage", "--lake", lake.to_str().unwrap()];
         a.extend(&args);
         assert_rejected(case, &a, &[want]);
     }
+    assert_rejected(
+        "engagement of a tenant with no events",
+        &[
+            "engagement",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--tenant",
+            "acme-01",
+        ],
+        &["--tenant acme-01"],
+    );
 }
 
 /// A tenant and meter used in the comparison period and not at all now is a fall to zero:

@@ -91,7 +91,7 @@ impl<'a> Ctx<'a> {
         let lake = Lake::open(lake_dir)?;
         if let Some(t) = &opts.tenant {
             let planned = billing.is_some_and(|b| b.tenants.iter().any(|x| &x.id == t));
-            if !planned && !has_events(&lake, t)? {
+            if !planned && !crate::lake::tenant_has_events(&lake, t)? {
                 return Err(Error::InvalidParameter {
                     name: "--tenant",
                     reason: format!(
@@ -152,20 +152,6 @@ impl<'a> Ctx<'a> {
 }
 
 /// Whether the lake holds any event of `tenant`.
-fn has_events(lake: &Lake, tenant: &str) -> Result<bool> {
-    let Some(lf) = crate::lake::events_between(lake, Some(tenant), i64::MIN / 4, i64::MAX / 4)?
-    else {
-        return Ok(false);
-    };
-    let n = lf.select([len().alias("n")]).collect()?;
-    Ok(n.column("n")?
-        .cast(&DataType::UInt64)?
-        .u64()?
-        .get(0)
-        .unwrap_or(0)
-        > 0)
-}
-
 impl Ctx<'_> {
     /// Who and when the report covers, in words.
     pub fn scope(&self, kind: ReportKind) -> String {
