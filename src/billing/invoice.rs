@@ -113,15 +113,19 @@ pub struct Invoices {
     pub invoices: Vec<Invoice>,
 }
 
-/// Parses `YYYY-MM`.
+/// Parses `YYYY-MM`, exactly: a month is also the name of its issued invoices, so `2026-9`
+/// (which would miss the issued `2026-09` and show a recomputed month) is refused.
 pub fn parse_month(s: &str) -> Result<(i32, u32)> {
     let bad = || Error::InvalidParameter {
         name: "--period",
         reason: format!("`{s}` is not a month YYYY-MM"),
     };
     let (y, m) = s.split_once('-').ok_or_else(bad)?;
+    if y.len() != 4 || m.len() != 2 || !(y.bytes().chain(m.bytes())).all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
     let (y, m): (i32, u32) = (y.parse().map_err(|_| bad())?, m.parse().map_err(|_| bad())?);
-    if y.to_string().len() != 4 || !(1..=12).contains(&m) || m.to_string().len() > 2 {
+    if !(1..=12).contains(&m) {
         return Err(bad());
     }
     Ok((y, m))
@@ -213,7 +217,11 @@ mod tests {
     #[test]
     fn months_parse_strictly() {
         assert_eq!(parse_month("2026-10").unwrap(), (2026, 10));
-        for bad in ["2026-13", "2026", "26-10", "2026-00", "2026-1x"] {
+        assert_eq!(parse_month("2026-09").unwrap(), (2026, 9));
+        // `2026-9` is not the name of the issued `2026-09`.
+        for bad in [
+            "2026-13", "2026", "26-10", "2026-00", "2026-1x", "2026-9", "2026-+9", "+202-09",
+        ] {
             assert!(parse_month(bad).is_err(), "{bad}");
         }
     }

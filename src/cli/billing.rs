@@ -373,6 +373,7 @@ pub(crate) fn invoice(a: InvoiceArgs) -> anyhow::Result<ExitCode> {
         a.tenant.as_deref(),
         &format!("invoice --period {}", a.period),
     )?;
+    crate::billing::invoice::parse_month(&a.period)?;
     let (lake, billing) = a.source.open()?;
     let inv = if a.draft {
         invoices(&lake, &billing, &a.period, a.tenant.as_deref())?
