@@ -46,10 +46,13 @@ pub enum FeatureValue {
 impl FeatureValue {
     /// Parses a CSV cell: `true`/`false`, a whole number, a number, else text.
     pub fn parse(s: &str) -> FeatureValue {
-        match s.trim() {
-            "true" => FeatureValue::Bool(true),
-            "false" => FeatureValue::Bool(false),
-            t => t
+        let t = s.trim();
+        // Spreadsheets write booleans their own way (FALSE, False, no, off): all of them
+        // revoke, rather than granting as the text "FALSE".
+        match t.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "on" => FeatureValue::Bool(true),
+            "false" | "no" | "off" => FeatureValue::Bool(false),
+            _ => t
                 .parse::<i64>()
                 .map(FeatureValue::Int)
                 .or_else(|_| t.parse::<f64>().map(FeatureValue::Float))
@@ -57,7 +60,7 @@ impl FeatureValue {
         }
     }
 
-    /// Whether it grants access (anything but `false`).
+    /// Whether it grants access (anything but `false`: a number is a grant with a limit).
     pub fn grants(&self) -> bool {
         *self != FeatureValue::Bool(false)
     }
@@ -99,6 +102,15 @@ pub fn load_overrides(path: &Path) -> Result<Vec<Override>> {
         let (tenant, feature) = (get(ti), get(fi));
         if tenant.is_empty() || feature.is_empty() {
             return Err(bad(line, "tenant_id and feature must not be empty".into()));
+        }
+        // An empty value would grant (as the text ""): say which line lacks it.
+        if get(vi).trim().is_empty() {
+            return Err(bad(
+                line,
+                format!(
+                    "the value of {tenant}'s {feature} is empty (true, false, a number or text)"
+                ),
+            ));
         }
         let from = from_i
             .map(get)
@@ -261,6 +273,12 @@ mod tests {
         assert_eq!(FeatureValue::parse("2.5"), FeatureValue::Float(2.5));
         assert_eq!(FeatureValue::parse("eu"), FeatureValue::Text("eu".into()));
         assert!(!FeatureValue::parse("false").grants());
+        for off in ["FALSE", "False", " no ", "OFF"] {
+            assert!(!FeatureValue::parse(off).grants(), "{off}");
+        }
+        for on in ["TRUE", "Yes", "1", "eu", "2.5"] {
+            assert!(FeatureValue::parse(on).grants(), "{on}");
+        }
         assert!(
             FeatureValue::Int(0).grants(),
             "a value is a grant with a limit"

@@ -131,6 +131,40 @@ fn entitlements_from_plans_overrides_and_allowances() {
     ]));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("bad.csv") && err.contains("value"), "{err}");
+    // A spreadsheet's FALSE revokes (it granted, as the text "FALSE"); an empty value is
+    // refused naming its line (it granted, as the text "").
+    let sheet = write(
+        &f.dir,
+        "sheet.csv",
+        "tenant_id,feature,value,from\nt-ent,audit_log,FALSE,\n",
+    );
+    let (code, e) = check(
+        &f,
+        "t-ent",
+        "audit_log",
+        at,
+        &["--entitlements", sheet.to_str().unwrap()],
+    );
+    assert_eq!((code, e["has_access"].as_bool()), (3, Some(false)), "{e}");
+    let empty = write(
+        &f.dir,
+        "empty.csv",
+        "tenant_id,feature,value,from\nt-ent,audit_log,,\n",
+    );
+    let o = mlk(&f.args(&[
+        "check",
+        "--tenant",
+        "t-ent",
+        "--feature",
+        "audit_log",
+        "--entitlements",
+        empty.to_str().unwrap(),
+    ]));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.code() == Some(2) && err.contains("line 2") && err.contains("empty"),
+        "{err}"
+    );
 
     // The API, its clock pinned to Oct 21.
     let config = write(
