@@ -23,7 +23,8 @@
 //! exported. Stripe drops an identifier it has seen *within 24 hours*, so re-sending a file
 //! within a day is harmless, but later it would bill again: `--push` keeps a ledger for
 //! that. An hourly and a daily export of the same usage have different identifiers: send
-//! one granularity per Stripe meter.
+//! one granularity per Stripe meter (a push refuses a tenant × meter its ledger holds at
+//! the other one).
 //!
 //! **Push** (`--push URL`, v1 form fields, `Authorization: Bearer $STRIPE_API_KEY`):
 //! - events outside Stripe's window (a timestamp older than 35 days, or more than 5 minutes
@@ -411,6 +412,22 @@ struct Sent {
     identifier: String,
     value: i64,
     at: String,
+    /// The tenant, meter and granularity of the window (absent from lines written before
+    /// they were recorded): what lets a push refuse a second granularity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tenant_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    meter: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    granularity: Option<String>,
+}
+
+/// What the ledger holds: per window identifier, the value sent and the sends; per
+/// tenant × meter, the granularities sent.
+#[derive(Default)]
+struct Ledger {
+    windows: HashMap<String, (i64, usize)>,
+    granularities: HashMap<(String, String), std::collections::BTreeSet<String>>,
 }
 
 /// What a push did.
@@ -437,8 +454,8 @@ pub struct Pushed {
 /// torn last line (a crash mid-append: that send is not recorded, and its resend carries
 /// the same identifier, which Stripe drops within 24 hours). Any other unreadable line is
 /// an error naming the file and line.
-fn read_ledger(path: &Path) -> Result<HashMap<String, (i64, usize)>> {
-    let mut out: HashMap<String, (i64, usize)> = HashMap::new();
+fn read_ledger(path: &Path) -> Result<Ledger> {
+    let mut out = Ledger::default();
     let Ok(bytes) = std::fs::read(path) else {
         return Ok(out);
     };
@@ -460,7 +477,10 @@ fn read_ledger(path: &Path) -> Result<HashMap<String, (i64, usize)>> {
             path: path.to_path_buf(),
             reason: format!("line {}: {e}", i + 1),
         })?;
-        let e = out.entry(s.window).or_default();
+        if let (Some(t), Some(m), Some(g)) = (s.tenant_id, s.meter, s.granularity) {
+            out.granularities.entry((t, m)).or_default().insert(g);
+        }
+        let e = out.windows.entry(s.window).or_default();
         e.0 += s.value;
         e.1 += 1;
     }
@@ -483,6 +503,9 @@ pub struct PushOptions {
     pub max_attempts: u32,
     /// First retry delay (doubling, or as `Retry-After` says).
     pub backoff: Duration,
+    /// The export's granularity (`hour` or `day`): a tenant × meter sent at one is never
+    /// sent at the other (Stripe would sum both).
+    pub granularity: String,
 }
 
 /// Pushes the export's events to the v1 endpoint, recording each accepted one.
@@ -500,7 +523,31 @@ pub fn push(lake_dir: &Path, events: &[MeterEvent], opts: &PushOptions) -> Resul
     let dir = path.parent().expect("ledger has a folder");
     std::fs::create_dir_all(dir).at(dir)?;
     let _lock = crate::lake::lock_exclusive(&dir.join("_lock"))?;
-    let sent = read_ledger(&path)?;
+    let Ledger {
+        windows: sent,
+        granularities,
+    } = read_ledger(&path)?;
+    // A Stripe meter sums what it gets: the same usage sent hourly after daily (or the other
+    // way) would be billed twice, and the two granularities' identifiers differ, so the
+    // ledger's per-window budget cannot see it. Refused before anything is sent.
+    for e in events {
+        let key = (e.tenant_id.clone(), e.meter.clone());
+        if let Some(other) = granularities
+            .get(&key)
+            .and_then(|gs| gs.iter().find(|g| **g != opts.granularity))
+        {
+            return Err(Error::InvalidParameter {
+                name: "--granularity",
+                reason: format!(
+                    "{} {} was pushed by {other} to {}; a Stripe meter sums what it gets, so sending it by {} too would bill the same usage twice (push --granularity {other})",
+                    e.tenant_id,
+                    e.meter,
+                    path.display(),
+                    opts.granularity
+                ),
+            });
+        }
+    }
     let mut ledger = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -540,6 +587,9 @@ pub fn push(lake_dir: &Path, events: &[MeterEvent], opts: &PushOptions) -> Resul
                     identifier: ev.identifier.clone(),
                     value,
                     at: crate::time::now_rfc3339(),
+                    tenant_id: Some(e.tenant_id.clone()),
+                    meter: Some(e.meter.clone()),
+                    granularity: Some(opts.granularity.clone()),
                 })
                 .unwrap_or_default();
                 ledger

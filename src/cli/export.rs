@@ -289,6 +289,7 @@ fn stripe_cmd(a: StripeArgs) -> anyhow::Result<ExitCode> {
                 at,
                 max_attempts: a.max_attempts,
                 backoff: Duration::from_millis(a.retry_base_ms),
+                granularity: granularity.name().to_string(),
             },
         )?),
         _ => None,

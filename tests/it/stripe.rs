@@ -331,8 +331,8 @@ fn stripe_push_sends_each_event_once_and_corrects_late_data() {
     // Two 429s first, then a 500: retried; everything else accepted.
     let stripe = Receiver::start("/v1/billing/meter_events", vec![429, 429, 500]);
     let url = stripe.url.clone();
-    let push = |at: &str| {
-        let mut args = vec![
+    let push_by = |at: &str, granularity: &str| {
+        let args = vec![
             "export",
             "stripe",
             "--lake",
@@ -351,17 +351,19 @@ fn stripe_push_sends_each_event_once_and_corrects_late_data() {
             at,
             "--retry-base-ms",
             "1",
+            "--granularity",
+            granularity,
         ];
-        args.retain(|_| true);
         let o = std::process::Command::new(BIN)
             .args(&args)
             .env("STRIPE_API_KEY", "sk_test_123")
             .output()
             .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&o.stderr)));
+            .unwrap_or_else(|_| serde_json::json!({"stderr": String::from_utf8_lossy(&o.stderr)}));
         (o.status.code().unwrap(), v)
     };
+    let push = |at: &str| push_by(at, "day");
     // At Nov 20: Stripe takes events from Oct 16 00:00 on (35 days back).
     let (code, v) = push("2026-11-20T00:00:00Z");
     let all = read_v2(&out);
@@ -428,6 +430,17 @@ fn stripe_push_sends_each_event_once_and_corrects_late_data() {
     assert!(last["identifier"].ends_with("_2"), "{last:?}");
     assert_eq!(last["payload[value]"], "1");
     assert_eq!(last["payload[stripe_customer_id]"], "cus_AAA");
+    // The same month by the hour: other identifiers, the same usage. Stripe would sum both,
+    // so the push refuses before sending anything, naming the granularity already sent.
+    let before = stripe.requests().len();
+    let (code, v) = push_by("2026-11-20T03:00:00Z", "hour");
+    let err = v["stderr"].as_str().unwrap_or_default();
+    assert_eq!(code, 2, "{v}");
+    assert!(
+        err.contains("--granularity") && err.contains("pushed by day"),
+        "{err}"
+    );
+    assert_eq!(stripe.requests().len(), before, "no request");
 }
 
 /// Late data in fractional usage: the rounding unit moves between windows, and the push
