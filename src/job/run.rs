@@ -369,7 +369,7 @@ impl<'a> Job<'a> {
     /// 4. Forecasts of every daily series, unless the lake and settings are unchanged.
     fn forecasts(&mut self, lake: &Lake, state: &mut State) -> Result<()> {
         let (c, lake_dir, meters) = (self.c, self.lake_dir(), &self.meters);
-        let fp = fingerprint(lake, &(&c.forecast, &meters_fingerprint(&c.paths.meters)));
+        let fp = fingerprint(lake, &(&c.forecast, &file_fingerprint(&c.paths.meters)));
         if !self.opts.force && state.forecast.as_deref() == Some(fp.as_str()) {
             return self
                 .clock
@@ -405,7 +405,7 @@ impl<'a> Job<'a> {
     fn anomalies(&mut self, lake: &Lake, state: &mut State) -> Result<()> {
         let (c, lake_dir, meters) = (self.c, self.lake_dir(), &self.meters);
         let detect_g = self.detect_granularity();
-        let fp = fingerprint(lake, &(&c.anomalies, &meters_fingerprint(&c.paths.meters)));
+        let fp = fingerprint(lake, &(&c.anomalies, &file_fingerprint(&c.paths.meters)));
         if !self.opts.force && state.detect.as_deref() == Some(fp.as_str()) {
             self.summary.anomalies = self.clock.time("anomalies", || {
                 Ok((count_incidents(lake_dir, detect_g)?, "up to date".into()))
@@ -454,6 +454,8 @@ impl<'a> Job<'a> {
         let rows = &mut evaluated;
         self.summary.quotas_exceeded = self.clock.time("quotas", || {
             *rows = quotas::evaluate(lake, b, at, None)?;
+            // The alerts and reports get these rows: with enforcement off, none blocked.
+            quotas::apply_enforcement(rows, enforcement);
             let w = quotas::write(lake_dir, rows, enforcement)?;
             Ok((
                 w.over,
@@ -586,6 +588,9 @@ impl<'a> Job<'a> {
         quotas: Option<&QuotaSnapshot>,
     ) -> Result<()> {
         let (c, lake_dir, billing) = (self.c, self.lake_dir(), self.billing.as_ref());
+        // Everything the reports are built from: the lake, their settings, the alerts, the
+        // access log, the forecasts and detection as last made (their own fingerprints),
+        // the plans, tenants and meters, and whether hard caps block.
         let fp = fingerprint(
             lake,
             &(
@@ -595,6 +600,9 @@ impl<'a> Job<'a> {
                     .ok(),
                 // The compliance report lists the access log: a read since changes it.
                 std::fs::read_to_string(lake_dir.join(crate::lake::access::DIR).join("head")).ok(),
+                (&state.forecast, &state.detect),
+                [&c.paths.plans, &c.paths.tenants, &c.paths.meters].map(|p| file_fingerprint(p)),
+                c.limits.enforcement_enabled,
             ),
         );
         let report_dir = c.paths.out.join("reports");
@@ -642,7 +650,9 @@ impl<'a> Job<'a> {
 }
 
 /// The meters file's content, so a changed definition recomputes forecasts and anomalies.
-fn meters_fingerprint(p: &Path) -> String {
+/// A file's content, hashed (empty when it cannot be read): a setting the stages' outputs
+/// depend on.
+fn file_fingerprint(p: &Path) -> String {
     std::fs::read(p)
         .map(|b| format!("{:x}", xxhash_rust::xxh3::xxh3_64(&b)))
         .unwrap_or_default()

@@ -61,15 +61,22 @@ pub struct Written {
     pub over: usize,
 }
 
-/// Writes `LAKE/quotas/quotas.parquet` from evaluated rows. With enforcement off, hard caps
-/// do not block: a blocked row is stored as exceeded, and no cap is marked enforced.
-pub fn write(lake_dir: &Path, rows: &[QuotaRow], enforcement: bool) -> Result<Written> {
-    let mut stored = rows.to_vec();
+/// With enforcement off, hard caps do not block: a blocked row is exceeded (what the stored
+/// table, the alerts and the reports all say).
+pub fn apply_enforcement(rows: &mut [QuotaRow], enforcement: bool) {
     if !enforcement {
-        for r in stored.iter_mut().filter(|r| r.status == Status::Blocked) {
+        for r in rows.iter_mut().filter(|r| r.status == Status::Blocked) {
             r.status = Status::Exceeded;
         }
     }
+}
+
+/// Writes `LAKE/quotas/quotas.parquet` from evaluated rows. With enforcement off, hard caps
+/// do not block: a blocked row is stored as exceeded ([`apply_enforcement`]), and no cap
+/// is marked enforced.
+pub fn write(lake_dir: &Path, rows: &[QuotaRow], enforcement: bool) -> Result<Written> {
+    let mut stored = rows.to_vec();
+    apply_enforcement(&mut stored, enforcement);
     let over = stored
         .iter()
         .filter(|r| matches!(r.status, Status::Exceeded | Status::Blocked))

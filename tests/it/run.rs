@@ -130,6 +130,68 @@ fn switches_turn_ingest_enforcement_and_alerts_off() {
     assert!(blocked > 0, "the sample has tenants at hard caps");
     let exceeded = |v: &[Option<String>]| v.iter().flatten().filter(|s| *s == "exceeded").count();
     assert_eq!(exceeded(&status), exceeded(&original) + blocked);
+    // The report says the same (it said blocked: the flag only reached the stored table).
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("out/reports/summary/summary.json")).unwrap(),
+    )
+    .unwrap();
+    let rows = rows_of(&summary, "quotas");
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["status"] != "blocked"), "{rows:?}");
+    assert_eq!(
+        rows.iter().filter(|r| r["status"] == "exceeded").count(),
+        exceeded(&status)
+    );
+}
+
+/// Reports follow what they are made from: after a change of the forecast model (or the
+/// anomaly threshold, the plans, the meters) a rerun on the same lake rewrites them; it
+/// said "up to date" and left reports contradicting the lake's tables.
+#[test]
+fn reports_are_rebuilt_when_their_sources_settings_change() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, out) = (dir.path().join("lake"), dir.path().join("out"));
+    copy_dir(&s.lake, &lake);
+    copy_dir(&s.out, &out);
+    let v = run_json(
+        &lake,
+        &out,
+        &[
+            "--model",
+            "naive",
+            "--kinds",
+            "forecast",
+            "--formats",
+            "json",
+        ],
+    );
+    assert_ne!(stage(&v, "forecast"), "up to date", "{v}");
+    assert_ne!(stage(&v, "reports"), "up to date", "{v}");
+    let f: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("reports/forecast/forecast.json")).unwrap())
+            .unwrap();
+    // Every series of the forecast and accuracy tables by the new model (the quota
+    // outlook's projections keep their own `auto`).
+    for table in ["forecast", "accuracy"] {
+        let rows = rows_of(&f, table);
+        assert!(!rows.is_empty());
+        assert!(rows.iter().all(|r| r["model"] == "naive"), "{table}");
+    }
+    // Nothing changed since: up to date.
+    let v = run_json(
+        &lake,
+        &out,
+        &[
+            "--model",
+            "naive",
+            "--kinds",
+            "forecast",
+            "--formats",
+            "json",
+        ],
+    );
+    assert_eq!(stage(&v, "reports"), "up to date", "{v}");
 }
 
 #[test]
