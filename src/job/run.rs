@@ -203,6 +203,32 @@ struct Job<'a> {
 
 impl<'a> Job<'a> {
     fn new(c: &'a Config, opts: &'a RunOptions) -> Result<Job<'a>> {
+        // A path set away from its default that does not exist is a typo: without it the
+        // job would silently skip quotas, alerts and invoicing (or use other meters).
+        for (name, path, default) in [
+            (
+                "paths.plans",
+                &c.paths.plans,
+                crate::billing::DEFAULT_PLANS_FILE,
+            ),
+            (
+                "paths.tenants",
+                &c.paths.tenants,
+                crate::billing::DEFAULT_TENANTS_FILE,
+            ),
+            (
+                "paths.meters",
+                &c.paths.meters,
+                crate::rollup::DEFAULT_METERS_FILE,
+            ),
+        ] {
+            if path != Path::new(default) && !path.is_file() {
+                return Err(Error::InvalidParameter {
+                    name,
+                    reason: format!("{}: no such file", path.display()),
+                });
+            }
+        }
         let meters = Meters::load_or_default(
             Some(&c.paths.meters)
                 .filter(|p| p.is_file())
@@ -437,11 +463,15 @@ impl<'a> Job<'a> {
     /// Without plans or tenants, quotas, alerts and invoices are skipped (with a warning).
     fn no_billing(&mut self) -> Result<()> {
         let c = self.c;
-        let note = format!(
-            "skipped: no plan catalogue at {} or no tenants file at {}",
-            c.paths.plans.display(),
-            c.paths.tenants.display()
-        );
+        let missing: Vec<String> = [
+            ("plan catalogue", &c.paths.plans),
+            ("tenants file", &c.paths.tenants),
+        ]
+        .iter()
+        .filter(|(_, p)| !p.is_file())
+        .map(|(what, p)| format!("no {what} at {}", p.display()))
+        .collect();
+        let note = format!("skipped: {}", missing.join(" and "));
         eprintln!("warning: quotas, alerts and invoices {note}");
         self.clock.time("quotas", || Ok(((), note)))
     }

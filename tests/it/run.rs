@@ -304,3 +304,24 @@ fn a_report_that_cannot_be_written_fails_the_run_naming_it() {
     assert!(out.join("reports/summary/summary.json").is_file());
     assert!(!out.join("reports/anomaly/anomaly.json").exists());
 }
+
+/// A plans, tenants or meters path set away from its default that does not exist stops the
+/// job naming the setting (it skipped quotas, alerts and invoicing with exit 0: a cron job
+/// with a typo stopped billing silently).
+#[test]
+fn a_configured_path_that_does_not_exist_stops_the_job() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lake, out) = (dir.path().join("lake"), dir.path().join("out"));
+    let (l, o) = (lake.to_str().unwrap(), out.to_str().unwrap());
+    for (flag, setting) in [("--plans", "paths.plans"), ("--tenants", "paths.tenants")] {
+        assert_rejected(
+            setting,
+            &["run", "--lake", l, "--out", o, flag, "nope.file", "--quiet"],
+            &[setting, "nope.file"],
+        );
+    }
+    assert!(
+        !lake.join("events").exists(),
+        "nothing ingested before the refusal"
+    );
+}
