@@ -581,6 +581,14 @@ impl Config {
                 reason: format!("{} is not a positive number", self.anomalies.threshold),
             });
         }
+        if !self.limits.webhook_url.is_empty() {
+            crate::http::check_url(&self.limits.webhook_url).map_err(|reason| {
+                Error::InvalidParameter {
+                    name: "limits.webhook_url",
+                    reason,
+                }
+            })?;
+        }
         if !matches!(self.anomalies.granularity.as_str(), "hour" | "day") {
             return Err(Error::InvalidParameter {
                 name: "anomalies.granularity",

@@ -67,6 +67,17 @@ pub fn with_retries<T>(
     (Err(last), attempts)
 }
 
+/// Whether `url` is an http(s) URL a request can be made to (scheme, host, no stray
+/// characters): checked with the configuration, before a job runs.
+pub fn check_url(url: &str) -> std::result::Result<(), String> {
+    let bad = || format!("`{url}` is not an http(s) URL");
+    let uri: ureq::http::Uri = url.parse().map_err(|_| bad())?;
+    match (uri.scheme_str(), uri.host()) {
+        (Some("http" | "https"), Some(h)) if !h.is_empty() => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
 /// A blocking client whose answers of any status come back as responses (so they can be
 /// classified), with a timeout for the whole request.
 pub fn agent(timeout: Duration) -> ureq::Agent {
@@ -100,6 +111,10 @@ pub fn outcome(
                 Err(Failure::Permanent(msg))
             }
         }
+        // A request that cannot be made (a malformed URL) fails the same way every time.
+        Err(e @ (ureq::Error::BadUri(_) | ureq::Error::Http(_))) => {
+            Err(Failure::Permanent(e.to_string()))
+        }
         Err(e) => Err(Failure::Transient(e.to_string(), None)),
     }
 }
@@ -107,6 +122,15 @@ pub fn outcome(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urls_are_checked_before_use() {
+        assert!(check_url("https://hooks.example.com/x?y=1").is_ok());
+        assert!(check_url("http://127.0.0.1:18500/down").is_ok());
+        for bad in ["not a url", "ftp://x/y", "https://", "hooks.example.com/x"] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn retries_transient_failures_only() {

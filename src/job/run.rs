@@ -536,6 +536,13 @@ impl<'a> Job<'a> {
                 )?;
                 delivered = d.delivered;
                 note.push_str(&format!(", {} delivered, {} failed", d.delivered, d.failed));
+                if d.skipped > 0 {
+                    note.push_str(&format!(
+                        " ({} not tried: the webhook failed {} alerts in a row; the next run or `alerts deliver` sends them)",
+                        d.skipped,
+                        crate::stage::alerts::GIVE_UP_AFTER
+                    ));
+                }
             }
             if c.notify.enabled() {
                 // Notifications run on the wall clock: quiet hours and escalation delays

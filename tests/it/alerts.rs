@@ -98,9 +98,45 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
     let o = mlk(&["alerts", "ack", "nope", "--lake", lake]);
     assert_eq!(o.status.code(), Some(2));
 
+    // A webhook that is down (nothing listens on its port): two alerts pay their retries,
+    // the others are not tried in this run (each paid them: minutes for a `run`), and all
+    // stay undelivered for the next.
+    let n = all.len();
+    assert!(n > 3, "{n} alerts");
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let down = format!("http://127.0.0.1:{closed}/hook");
+    let out = std::process::Command::new(BIN)
+        .args([
+            "alerts",
+            "deliver",
+            "--lake",
+            lake,
+            "--webhook",
+            &down,
+            "--retry-base-ms",
+            "1",
+        ])
+        .env("MLK_WEBHOOK_SECRET", "s3cret")
+        .output()
+        .unwrap();
+    let d: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|_| panic!("{}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(
+        (
+            d["delivered"].as_u64(),
+            d["failed"].as_u64(),
+            d["skipped"].as_u64()
+        ),
+        (Some(0), Some(n as u64), Some(n as u64 - 2)),
+        "{d}"
+    );
+    assert!(list(&["--all"]).iter().all(|a| a["delivered_at"].is_null()));
+    let down_tries = d["requests"].as_u64().unwrap();
     // Webhook: the first request fails (500) and is retried; every alert arrives once,
     // signed; a second delivery run sends nothing.
-    let n = all.len();
     let mut statuses = vec![500];
     statuses.extend(std::iter::repeat_n(200, n));
     let server = Receiver::start("/hook", statuses);
@@ -163,7 +199,8 @@ fn alerts_are_raised_once_acknowledged_and_delivered_signed() {
             .iter()
             .map(|a| a["attempts"].as_u64().unwrap())
             .sum::<u64>(),
-        n as u64 + 1
+        n as u64 + 1 + down_tries,
+        "every try is counted, the down webhook's too"
     );
     // Nothing left to send: no request is made.
     let out = std::process::Command::new(BIN)

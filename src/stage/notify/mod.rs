@@ -425,6 +425,10 @@ pub struct NotifyReport {
     pub sent: usize,
     /// ... that failed (retried by the next run).
     pub failed: usize,
+    /// ... of those, not tried: their channel had failed
+    /// [`crate::stage::alerts::GIVE_UP_AFTER`] messages in a row in this run (a server
+    /// down), so they wait for the next run.
+    pub skipped: usize,
     /// ... held back by quiet hours.
     pub deferred: usize,
     /// ... not sent because another rule sent the alert on that channel and level.
@@ -589,7 +593,17 @@ pub fn deliver(
         tables::deliveries::write(&path, &records)?;
     }
     let mut senders: HashMap<&str, channel::Sender> = HashMap::new();
+    let mut failed_in_a_row: HashMap<&str, usize> = HashMap::new();
     for due in dues {
+        // A channel that failed message after message is down: its other messages wait
+        // for the next run instead of each paying the retries.
+        if failed_in_a_row.get(due.channel).copied().unwrap_or(0)
+            >= crate::stage::alerts::GIVE_UP_AFTER
+        {
+            report.failed += due.alerts.len();
+            report.skipped += due.alerts.len();
+            continue;
+        }
         let alerts: Vec<&Alert> = due.alerts.iter().map(|&i| &store.alerts[i]).collect();
         let tenant = tenants.get(alerts[0].tenant_id.as_str()).copied();
         let notice = Notice {
@@ -614,6 +628,8 @@ pub fn deliver(
         }
         .and_then(|s| s.send(&notice, tenant, &message_id));
         report.messages += usize::from(outcome.is_ok());
+        let streak = failed_in_a_row.entry(due.channel).or_default();
+        *streak = if outcome.is_ok() { 0 } else { *streak + 1 };
         for a in &alerts {
             let k = (
                 a.id.clone(),
