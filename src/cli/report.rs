@@ -173,6 +173,7 @@ pub(crate) fn retention_cmd(a: RetentionArgs) -> anyhow::Result<ExitCode> {
             actor: a.actor.unwrap_or_else(crate::lake::audit::current_actor),
             // A lake invoices were issued from keeps what is not invoiced yet.
             keep_from: crate::stage::invoices::Register::of(&a.lake).unbilled_from()?,
+            keep_before: crate::stage::invoices::Register::of(&a.lake).billed_from()?,
             force: a.force,
         },
     )?;

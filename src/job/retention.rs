@@ -39,6 +39,10 @@ pub struct RetentionOptions {
     /// invoiced yet ([`crate::stage::invoices::Register::unbilled_from`]; `""`: every
     /// day): they are kept even when expired, unless `force`.
     pub keep_from: Option<String>,
+    /// Event partitions before this day may hold events of periods never invoiced (before
+    /// the first issued month, [`crate::stage::invoices::Register::billed_from`]): kept as
+    /// `keep_from`'s, unless `force`.
+    pub keep_before: Option<String>,
     /// Drop expired partitions of periods not invoiced yet too (noted in the audit record).
     pub force: bool,
 }
@@ -84,16 +88,20 @@ pub fn retention(lake_dir: &Path, opts: &RetentionOptions) -> Result<RetentionSu
             .collect(),
         None => Vec::new(),
     };
-    if let Some(from) = &opts.keep_from {
+    if opts.keep_from.is_some() || opts.keep_before.is_some() {
+        let unbilled_day = |d: &str| {
+            opts.keep_from.as_deref().is_some_and(|from| d >= from)
+                || opts.keep_before.as_deref().is_some_and(|before| d < before)
+        };
         let unbilled: BTreeSet<String> = expired
             .iter()
-            .filter(|f| f.date >= *from)
+            .filter(|f| unbilled_day(&f.date))
             .map(|f| f.date.clone())
             .collect();
         if opts.force {
             s.forced_unbilled = unbilled.into_iter().collect();
         } else {
-            expired.retain(|f| f.date < *from);
+            expired.retain(|f| !unbilled_day(&f.date));
             s.kept_unbilled = unbilled.into_iter().collect();
         }
     }

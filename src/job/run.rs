@@ -311,14 +311,15 @@ impl<'a> Job<'a> {
             return Ok(());
         }
         // With billing, events of periods not invoiced yet stay (all of them before the
-        // first invoice is issued).
-        let unbilled = match self.billing {
-            Some(_) => Some(
-                crate::stage::invoices::Register::of(lake_dir)
-                    .unbilled_from()?
-                    .unwrap_or_default(),
+        // first invoice is issued; after it, those after the last issued month and those
+        // before the first, never issued).
+        let register = crate::stage::invoices::Register::of(lake_dir);
+        let (unbilled, billed_from) = match self.billing {
+            Some(_) => (
+                Some(register.unbilled_from()?.unwrap_or_default()),
+                register.billed_from()?,
             ),
-            None => None,
+            None => (None, None),
         };
         self.clock.time("retention", || {
             let r = retention(
@@ -330,6 +331,7 @@ impl<'a> Job<'a> {
                     now: crate::time::now(),
                     actor: crate::lake::audit::current_actor(),
                     keep_from: unbilled,
+                    keep_before: billed_from,
                     force: false,
                 },
             )?;

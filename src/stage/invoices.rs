@@ -207,6 +207,28 @@ impl Register {
         Ok(first.map(crate::time::date_str))
     }
 
+    /// The first UTC day wholly inside the first issued month of every tenant: days before
+    /// it may hold events of periods never issued (a lake's history before its first
+    /// invoice), which retention keeps. `None` when nothing was issued.
+    pub fn billed_from(&self) -> Result<Option<String>> {
+        let Some(first) = self.periods()?.into_iter().next() else {
+            return Ok(None);
+        };
+        let Some(f) = self.issued(&first)? else {
+            return Ok(None);
+        };
+        let mut latest: Option<i64> = None;
+        for i in &f.invoices {
+            let start = crate::time::parse_instant("period_start", &i.period_start)?;
+            latest = Some(latest.map_or(start, |l| l.max(start)));
+        }
+        // The first whole UTC day from the latest start on.
+        Ok(latest.map(|l| {
+            let day = crate::time::MICROS_PER_DAY;
+            crate::time::date_str((l + day - 1).div_euclid(day) * day)
+        }))
+    }
+
     /// Closes `period`: issues it (with the adjustments not yet billed) if it was not, else
     /// leaves it as issued; first records adjustments for late events of periods issued
     /// before. Writes the issued bytes to `out` either way.
@@ -641,6 +663,7 @@ mod tests {
         assert_eq!(reg.issue("2026-09", b"{}", 4).unwrap(), bytes);
         assert_eq!(reg.periods().unwrap(), vec!["2026-09".to_string()]);
         assert_eq!(reg.unbilled_from().unwrap().as_deref(), Some("2026-10-01"));
+        assert_eq!(reg.billed_from().unwrap().as_deref(), Some("2026-09-01"));
         std::fs::write(dir.path().join(DIR).join("2026-09.json"), b"{\"x\":1}").unwrap();
         let err = reg.issued_bytes("2026-09").unwrap_err().to_string();
         assert!(

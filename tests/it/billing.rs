@@ -879,6 +879,32 @@ fn an_issued_invoice_is_never_rewritten_and_late_events_become_adjustments() {
         .min()
         .unwrap();
     let unbilled_from = unbilled_from.as_str();
+    // ... and what is before the first issued month (September: the lake's August was
+    // never invoiced) stays too: from the first UTC day wholly inside every tenant's
+    // September on, it is billed.
+    let sep: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("invoices/2026-09.json")).unwrap()).unwrap();
+    let billed_from = sep["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let t = chrono::DateTime::parse_from_rfc3339(i["period_start"].as_str().unwrap())
+                .unwrap()
+                .with_timezone(&chrono::Utc);
+            let day = t.date_naive();
+            if t.time() == chrono::NaiveTime::MIN {
+                day
+            } else {
+                day.succ_opt().unwrap()
+            }
+        })
+        .max()
+        .unwrap()
+        .format("%Y-%m-%d")
+        .to_string();
+    let billed_from = billed_from.as_str();
+    let unbilled = |d: &str| d >= unbilled_from || d < billed_from;
     let r: serde_json::Value = serde_json::from_str(&ok(&[
         "retention",
         "--lake",
@@ -892,22 +918,11 @@ fn an_issued_invoice_is_never_rewritten_and_late_events_become_adjustments() {
     ]))
     .unwrap();
     let after = read_lake(&lake);
-    assert!(
-        after.iter().all(|r| r.date.as_str() >= unbilled_from),
-        "{r}"
-    );
-    assert!(before.iter().any(|r| r.date.as_str() < unbilled_from));
-    let kept: Vec<_> = before
-        .iter()
-        .filter(|r| r.date.as_str() >= unbilled_from)
-        .collect();
-    assert_eq!(
-        after
-            .iter()
-            .filter(|r| r.date.as_str() >= unbilled_from)
-            .count(),
-        kept.len()
-    );
+    assert!(after.iter().all(|r| unbilled(&r.date)), "{r}");
+    assert!(before.iter().any(|r| !unbilled(&r.date)));
+    assert!(before.iter().any(|r| r.date.as_str() < billed_from));
+    let kept: Vec<_> = before.iter().filter(|r| unbilled(&r.date)).collect();
+    assert_eq!(after.len(), kept.len());
     assert!(!r["kept_unbilled"].as_array().unwrap().is_empty(), "{r}");
     run_json(&lake, &out, &[]);
     assert_eq!(

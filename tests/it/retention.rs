@@ -199,22 +199,41 @@ fn retention_drops_and_archives_expired_partitions_atomically() {
         .filter(|r| r.date.as_str() < "2026-09-01")
         .count() as u64;
     assert!(old > 0);
-    let v: serde_json::Value = serde_json::from_str(&ok(&[
-        "retention",
-        "--lake",
-        lake.to_str().unwrap(),
-        "--events-days",
-        "30",
-        "--rollups-days",
-        "30",
-        "--now",
-        "2026-10-01",
-        "--archive",
-        archive.to_str().unwrap(),
-        "--output",
-        "json",
-    ]))
-    .unwrap();
+    let retention = |force: bool| -> serde_json::Value {
+        let mut args = vec![
+            "retention",
+            "--lake",
+            lake.to_str().unwrap(),
+            "--events-days",
+            "30",
+            "--now",
+            "2026-10-01",
+            "--archive",
+            archive.to_str().unwrap(),
+            "--output",
+            "json",
+        ];
+        if force {
+            args.extend(["--force", "--rollups-days", "30"]);
+        }
+        serde_json::from_str(&ok(&args)).unwrap()
+    };
+    // The sample's lake issued September: its August was never invoiced, so its expired
+    // days stay (named) unless forced.
+    let v = retention(false);
+    assert_eq!(v["event_rows"].as_u64(), Some(0), "{v}");
+    let kept: Vec<&str> = v["kept_unbilled"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap())
+        .collect();
+    assert!(
+        kept.contains(&"2026-08-24") && kept.iter().all(|d| *d < "2026-09-01"),
+        "{v}"
+    );
+    assert_eq!(read_lake(&lake).len(), before.len());
+    let v = retention(true);
     assert_eq!(v["event_rows"].as_u64(), Some(old));
     let after = read_lake(&lake);
     assert_eq!(after.len() as u64, before.len() as u64 - old);
@@ -235,19 +254,20 @@ fn retention_drops_and_archives_expired_partitions_atomically() {
         }
     }
     let c = report_to(&lake, "compliance", &dir.path().join("c.json"), &[]);
+    // The forced retention's record.
     let a = rows_of(&c, "audit")
         .iter()
-        .find(|a| a["action"] == "retention")
+        .filter(|a| a["action"] == "retention")
+        .next_back()
         .unwrap();
     assert_eq!(a["rows"].as_u64(), Some(old));
     assert!(a["target"].as_str().unwrap().contains("2026-09-01"));
     let dropped = v["rollup_partitions"].as_u64().unwrap();
     assert!(dropped > 0);
     assert!(
-        a["detail"]
-            .as_str()
-            .unwrap()
-            .ends_with(&format!("; {dropped} rollup partitions")),
+        a["detail"].as_str().unwrap().ends_with(&format!(
+            "; {dropped} rollup partitions; forced: 8 partitions of periods not invoiced yet"
+        )),
         "{a}"
     );
 }
