@@ -257,8 +257,7 @@ fn retention_drops_and_archives_expired_partitions_atomically() {
     // The forced retention's record.
     let a = rows_of(&c, "audit")
         .iter()
-        .filter(|a| a["action"] == "retention")
-        .next_back()
+        .rfind(|a| a["action"] == "retention")
         .unwrap();
     assert_eq!(a["rows"].as_u64(), Some(old));
     assert!(a["target"].as_str().unwrap().contains("2026-09-01"));
