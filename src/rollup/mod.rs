@@ -292,7 +292,15 @@ fn rollup_shard(
         shard: (!shard.is_all()).then(|| shard.to_string()),
     };
     if plan.touched_dates.is_empty() {
-        store::finish(&dir, mode, &BTreeSet::new(), &state_now, &mut summary, spec)?;
+        store::finish(
+            &dir,
+            mode,
+            &BTreeSet::new(),
+            &state_now,
+            &mut summary,
+            spec,
+            lake_dates.first().copied(),
+        )?;
         if mode == RollupMode::Incremental {
             summary.mode = RollupMode::UpToDate;
         }
@@ -326,7 +334,15 @@ fn rollup_shard(
     )?;
     tracing::debug!(rows = summary.rows_written, elapsed = ?clock.elapsed(), "written");
     store::remove_emptied(&dir, spec, &scope, &written, &mut summary)?;
-    store::finish(&dir, mode, &scope, &state_now, &mut summary, spec)?;
+    store::finish(
+        &dir,
+        mode,
+        &scope,
+        &state_now,
+        &mut summary,
+        spec,
+        lake_dates.first().copied(),
+    )?;
     Ok(summary)
 }
 

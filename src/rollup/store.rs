@@ -385,6 +385,24 @@ pub(super) fn partition_files(dir: &Path) -> Result<Vec<PathBuf>> {
         .collect())
 }
 
+/// Whether a partition (`period=YYYY-MM-DD`, its first local day in the rollup's zone)
+/// ends by the instant `cut` (UTC µs): a day or hour partition is one local day, a week
+/// seven, a month one month.
+fn ends_by(spec: &RollupSpec, name: &str, cut: i64) -> bool {
+    let Some(start) = name
+        .strip_prefix("period=")
+        .and_then(|p| chrono::NaiveDate::parse_from_str(p, "%Y-%m-%d").ok())
+    else {
+        return false;
+    };
+    let end = match spec.granularity {
+        Granularity::Month => start.checked_add_months(chrono::Months::new(1)),
+        Granularity::Week => start.checked_add_days(chrono::Days::new(7)),
+        _ => start.checked_add_days(chrono::Days::new(1)),
+    };
+    end.is_some_and(|e| spec.zone.midnight_micros(e) <= cut)
+}
+
 fn remove_partitions_except(dir: &Path, keep: &BTreeSet<String>) -> Result<u64> {
     let mut n = 0;
     for d in partition_dirs(dir)? {
@@ -397,7 +415,9 @@ fn remove_partitions_except(dir: &Path, keep: &BTreeSet<String>) -> Result<u64> 
     Ok(n)
 }
 
-/// After a run: a full run deletes the partitions it did not write; a run that covered the
+/// After a run: a full run deletes the partitions it did not write, except those that end
+/// by the UTC day of the lake's first event (`first_event`, `YYYY-MM-DD`): their events
+/// were dropped by retention, and rollups keep their own history. A run that covered the
 /// whole lake records the commit it is now complete up to.
 pub(super) fn finish(
     dir: &Path,
@@ -406,9 +426,29 @@ pub(super) fn finish(
     state: &State,
     summary: &mut RollupSummary,
     spec: &RollupSpec,
+    first_event: Option<&str>,
 ) -> Result<()> {
     if mode == RollupMode::Full {
-        let keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
+        let mut keep: BTreeSet<String> = scope.iter().map(|&p| period_dir(spec, p)).collect();
+        // The first event's UTC day, as an instant.
+        let first = first_event
+            .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+            .map(|d| Zone::UTC.midnight_micros(d));
+        if let Some(first) = first {
+            let mut history = 0;
+            for d in partition_dirs(dir)? {
+                let name = d.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                if !keep.contains(name) && ends_by(spec, name, first) {
+                    keep.insert(name.to_string());
+                    history += 1;
+                }
+            }
+            if history > 0 {
+                tracing::info!(
+                    "kept {history} rollup partitions from before the lake's first event (their events are gone; they are not recomputed)"
+                );
+            }
+        }
         summary.partitions_removed += remove_partitions_except(dir, &keep)?;
     }
     if mode != RollupMode::Range {

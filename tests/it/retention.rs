@@ -587,3 +587,68 @@ fn forget_of_a_user_keeps_the_tenants_rows_without_a_user() {
     assert_eq!(forget("u2")["derived_rows"], 1);
     assert_eq!(rows(), before[..2].to_vec());
 }
+
+/// Rollups keep their own history: after retention dropped old events, a full rollup (or a
+/// `run` after a meters change) recomputes what the lake holds and keeps the partitions
+/// from before its first event as they were (it deleted them).
+#[test]
+fn a_full_rollup_keeps_the_history_retention_left() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    let l = lake.to_str().unwrap();
+    let day = lake.join("rollups/granularity=day/by=none/tz=UTC");
+    let keys = ["tenant_id".to_string(), "meter".to_string()];
+    let before = read_rollup(&day, &keys);
+    ok(&[
+        "retention",
+        "--lake",
+        l,
+        "--events-days",
+        "30",
+        "--now",
+        "2026-10-10",
+        "--force",
+    ]);
+    let first = read_lake(&lake)
+        .iter()
+        .map(|r| r.date.clone())
+        .min()
+        .unwrap();
+    assert!(first.as_str() > "2026-09-01", "{first}");
+    let v: serde_json::Value = serde_json::from_str(&ok(&[
+        "rollup",
+        "--lake",
+        l,
+        "--granularity",
+        "day",
+        "--full",
+        "--output",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(v["partitions_removed"], 0, "{v}");
+    let after = read_rollup(&day, &keys);
+    // Every row with events is the same, the dropped days' included (a series' zero rows
+    // start at its first event the lake still holds, so a few zero rows after the dropped
+    // days may go).
+    let first_day = chrono::NaiveDate::parse_from_str(&first, "%Y-%m-%d")
+        .unwrap()
+        .and_hms_opt(0, 0, 0)
+        .unwrap()
+        .and_utc()
+        .timestamp_micros();
+    let differ: Vec<_> = before
+        .iter()
+        .filter(|((_, start), v)| v.2 > 0 || *start < first_day)
+        .filter(|(k, v)| after.get(k) != Some(v))
+        .map(|(k, v)| (k, v, after.get(k)))
+        .take(5)
+        .collect();
+    assert!(differ.is_empty(), "changed rows: {differ:?}");
+    assert!(
+        before.keys().filter(|(_, s)| *s < first_day).count() > 0,
+        "history before the first event was checked"
+    );
+}
