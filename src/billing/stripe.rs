@@ -237,6 +237,29 @@ pub fn export(
         }
     }
     let series = current_series(lake, meters, &RollupSpec::new(spec.granularity))?;
+    // A name for a meter that is not exported is a typo: its usage would go out under the
+    // default name, to another Stripe meter or none.
+    let exported: std::collections::BTreeSet<&str> = if spec.meters.is_empty() {
+        meters
+            .iter()
+            .map(|d| d.name.as_str())
+            .chain(series.iter().map(|s| s.meter.as_str()))
+            .filter(|m| crate::rollup::aggregation_of(meters, m).additive())
+            .collect()
+    } else {
+        spec.meters.iter().map(String::as_str).collect()
+    };
+    let mut named: Vec<&String> = spec.event_names.keys().collect();
+    named.sort();
+    if let Some(m) = named.into_iter().find(|m| !exported.contains(m.as_str())) {
+        return Err(Error::InvalidParameter {
+            name: "--event-name",
+            reason: format!(
+                "`{m}` is not an exported meter (exported: {})",
+                exported.iter().copied().collect::<Vec<_>>().join(", ")
+            ),
+        });
+    }
     let mut out = Export::default();
     let mut unmapped = std::collections::BTreeSet::new();
     let mut skipped = std::collections::BTreeSet::new();

@@ -318,6 +318,30 @@ fn stripe_export_is_whole_stable_and_complete() {
         err.contains("bad.csv") && err.contains("stripe_customer_id"),
         "{err}"
     );
+    // A name for a meter not exported (a typo of api_calls) is refused, naming it: its
+    // usage went out under the default name.
+    let o = mlk(&[
+        "export",
+        "stripe",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--customers",
+        customers.to_str().unwrap(),
+        "--meters",
+        METERS,
+        "--out",
+        out.to_str().unwrap(),
+        "--period",
+        "2026-10",
+        "--event-name",
+        "api_call=api_requests",
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--event-name") && err.contains("api_call"),
+        "{err}"
+    );
 }
 
 #[test]
