@@ -128,7 +128,20 @@ impl Register {
         let path = self.file(period);
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            // Issued (its state is written after the file) and gone: deleted, not a month
+            // to issue again with today's numbers.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return match self.state(period)? {
+                    Some(st) => Err(Error::CorruptLake {
+                        path,
+                        reason: format!(
+                            "the issued invoices of {period} (SHA-256 {}) are missing: restore the file (a copy is in the job's out/invoices/); they are never issued twice",
+                            st.sha256
+                        ),
+                    }),
+                    None => Ok(None),
+                };
+            }
             Err(e) => return Err(e).at(&path),
         };
         if let Some(st) = self.state(period)?
@@ -670,6 +683,10 @@ mod tests {
             err.contains("2026-09.json") && err.contains("SHA-256"),
             "{err}"
         );
+        // Deleted after issue: an error, not a month to issue again.
+        std::fs::remove_file(dir.path().join(DIR).join("2026-09.json")).unwrap();
+        let err = reg.issued_bytes("2026-09").unwrap_err().to_string();
+        assert!(err.contains("2026-09.json") && err.contains("missing"), "{err}");
     }
 
     #[test]
