@@ -686,7 +686,10 @@ mod tests {
         // Deleted after issue: an error, not a month to issue again.
         std::fs::remove_file(dir.path().join(DIR).join("2026-09.json")).unwrap();
         let err = reg.issued_bytes("2026-09").unwrap_err().to_string();
-        assert!(err.contains("2026-09.json") && err.contains("missing"), "{err}");
+        assert!(
+            err.contains("2026-09.json") && err.contains("missing"),
+            "{err}"
+        );
     }
 
     #[test]

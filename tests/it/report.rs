@@ -745,3 +745,32 @@ fn reports_read_time_zones_without_a_plans_file_and_name_a_missing_file() {
         );
     }
 }
+
+/// After the detection granularity changed (hour, then day), the anomaly report shows the
+/// last detection's incidents, not the stale hourly ones left beside them.
+#[test]
+fn the_anomaly_report_reads_the_last_detection() {
+    let s = sample();
+    let dir = tempfile::tempdir().unwrap();
+    let lake = dir.path().join("lake");
+    copy_dir(&s.lake, &lake);
+    ok(&[
+        "detect",
+        "--lake",
+        lake.to_str().unwrap(),
+        "--granularity",
+        "day",
+        "--quiet",
+    ]);
+    let (from, to) = default_period(&read_lake(&lake));
+    let day = read_incidents_of(&lake, "day");
+    let hour = read_incidents(&lake);
+    let in_period = |v: &[IncidentRow]| v.iter().filter(|i| i.start < to && i.end > from).count();
+    assert_ne!(
+        in_period(&day),
+        in_period(&hour),
+        "the two detections differ"
+    );
+    let a = report_to(&lake, "anomaly", &dir.path().join("a.json"), &[]);
+    assert_eq!(rows_of(&a, "incidents").len(), in_period(&day));
+}

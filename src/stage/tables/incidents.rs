@@ -56,12 +56,20 @@ pub fn dir(lake_dir: &Path, granularity: &str) -> PathBuf {
         .join(format!("granularity={granularity}"))
 }
 
-/// The incidents file of a lake's detection: hourly if there is one, else daily.
+/// The incidents file of a lake's last detection: the most recently written of the hourly
+/// and daily ones.
 pub fn latest_file(lake_dir: &Path) -> Option<PathBuf> {
+    // The most recently written: after `anomalies.granularity` changed from hour to day,
+    // the hourly file is a stale result the reports must not show. Equal times: hourly.
     ["hour", "day"]
         .iter()
         .map(|g| dir(lake_dir, g).join(FILE))
-        .find(|p| p.exists())
+        .filter_map(|p| {
+            let t = std::fs::metadata(&p).and_then(|m| m.modified()).ok()?;
+            Some((t, p))
+        })
+        .reduce(|a, b| if b.0 > a.0 { b } else { a })
+        .map(|(_, p)| p)
 }
 
 /// Every incidents file of a lake with its granularity, by granularity name.

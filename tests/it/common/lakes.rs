@@ -266,7 +266,14 @@ pub struct IncidentRow {
 
 /// The hourly incidents of `detect --lake` (LAKE/anomalies/granularity=hour).
 pub fn read_incidents(lake: &Path) -> Vec<IncidentRow> {
-    let path = lake.join("anomalies/granularity=hour/incidents.parquet");
+    read_incidents_of(lake, "hour")
+}
+
+/// The incidents of `detect --lake --granularity G`.
+pub fn read_incidents_of(lake: &Path, granularity: &str) -> Vec<IncidentRow> {
+    let path = lake.join(format!(
+        "anomalies/granularity={granularity}/incidents.parquet"
+    ));
     let mut out = Vec::new();
     for b in parquet_batches(&path) {
         let text = |n: &str| -> Vec<String> {
