@@ -547,12 +547,42 @@ pub fn forecast_lake_for(
     };
     rollup(&lake, meters, &rspec, &ropts)?;
     let keep = |t: &str, m: &str| part.covers(t, m);
-    let series: Vec<Series> = rollup_series_of(&lake, &rspec, part.shard, &keep)?
+    let rows = rollup_series_of(&lake, &rspec, part.shard, &keep)?;
+    // Every series is forecast from the lake's last window on: a counter whose last event
+    // is older has had zeros since (its forecast started on its own last day, half of the
+    // "next 30 days" already past); a gauge has no reading there and ends where it ends.
+    let step = match granularity {
+        Granularity::Hour => crate::time::MICROS_PER_HOUR,
+        _ => crate::time::MICROS_PER_DAY,
+    };
+    let lake_last = lake
+        .data_files()
+        .iter()
+        .filter_map(|f| crate::time::date_str_start(&f.date))
+        .max()
+        .filter(|_| granularity == Granularity::Day)
         .into_iter()
-        .map(|r| Series {
-            id: format!("{}\u{1f}{}", r.tenant_id, r.meter),
-            ts: r.ts,
-            values: r.values,
+        .chain(rows.iter().filter_map(|r| r.ts.last().copied()))
+        .max();
+    let series: Vec<Series> = rows
+        .into_iter()
+        .map(|r| {
+            let (mut ts, mut values) = (r.ts, r.values);
+            if let (Some(end), Some(&last)) = (lake_last, ts.last())
+                && crate::rollup::aggregation_of(meters, &r.meter).zero_when_empty()
+            {
+                let mut t = last + step;
+                while t <= end {
+                    ts.push(t);
+                    values.push(0.0);
+                    t += step;
+                }
+            }
+            Series {
+                id: format!("{}\u{1f}{}", r.tenant_id, r.meter),
+                ts,
+                values,
+            }
         })
         .collect();
     let read = clock.elapsed().as_secs_f64();
