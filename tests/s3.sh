@@ -338,16 +338,19 @@ done
 # once the first is published: that commit is whole in the bucket (the files the second
 # removed were sent from where the mirror keeps them aside), and the rerun finishes.
 sed -e "s#^inputs = .*#inputs = [\"$TMP/a.ndjson\"]#" -e 's#^lake = .*#lake = "s3://lake/retention"#' \
-    -e "s#^out = .*#out = \"$TMP/out-ret\"#" -e 's#^plans = .*#plans = "/nonexistent"#' \
+    -e "s#^out = .*#out = \"$TMP/out-ret\"#" \
     -e "s#^retention_days = 0#retention_days = $(( ( $(date +%s) - $(date -d 2026-09-11 +%s) ) / 86400 ))#" \
     "$REPO/data/meterlake.toml" > "$TMP/ret.toml"
 echo "remote.published=abort" > faults
-(cd "$REPO" && MLK_FAULTS="$TMP/faults" MLK_LAKE_CACHE="$TMP/cache-r" "$BIN" run --config "$TMP/ret.toml" -q > /dev/null 2>&1) \
+# Run where the default plans and tenants files are absent (billing skipped, so nothing
+# keeps the retention from dropping its days; a plans path that does not exist is an error).
+mkdir -p "$TMP/ret-dir"
+(cd "$TMP/ret-dir" && MLK_FAULTS="$TMP/faults" MLK_LAKE_CACHE="$TMP/cache-r" "$BIN" run --config "$TMP/ret.toml" -q > /dev/null 2>&1) \
   && fail "the armed run did not stop"
 rm faults
 n=$(view s3://lake/retention "$TMP/cache-r1") || fail "a commit whose files a later one removed is not whole in the bucket"
 [ "$n" = "$want_a" ] || fail "after the first commit: $n, want $want_a"
-(cd "$REPO" && MLK_LAKE_CACHE="$TMP/cache-r" "$BIN" run --config "$TMP/ret.toml" -q > /dev/null 2>&1) || fail "the rerun after the kill"
+(cd "$TMP/ret-dir" && MLK_LAKE_CACHE="$TMP/cache-r" "$BIN" run --config "$TMP/ret.toml" -q > /dev/null 2>&1) || fail "the rerun after the kill"
 n=$(view s3://lake/retention "$TMP/cache-r2") || fail "the lake after retention"
 [ "${n%% *}" -lt "${want_a%% *}" ] || fail "retention dropped nothing: $n"
 echo "s3: a kill or a failed request before, at and after the commit point loses nothing and stores nothing twice"
