@@ -415,9 +415,12 @@ pub fn deliver(lake_dir: &Path, hook: &Webhook) -> Result<Delivered> {
     let mut store = AlertStore::open(lake_dir)?;
     let agent = crate::http::agent(hook.timeout);
     let mut out = Delivered::default();
-    let pending: Vec<usize> = (0..store.alerts.len())
+    let mut pending: Vec<usize> = (0..store.alerts.len())
         .filter(|&i| store.alerts[i].delivered_at.is_none())
         .collect();
+    // Alerts tried before go last: two that the receiver always refuses must not keep the
+    // others from being tried (stable: the order otherwise).
+    pending.sort_by_key(|&i| store.alerts[i].attempts > 0);
     let mut failed_in_a_row = 0;
     for (k, &i) in pending.iter().enumerate() {
         if failed_in_a_row >= GIVE_UP_AFTER {
@@ -442,7 +445,7 @@ pub fn deliver(lake_dir: &Path, hook: &Webhook) -> Result<Delivered> {
             attempts: hook.max_attempts,
             backoff: hook.backoff,
         };
-        let (res, _) = crate::http::with_retries(retry, |_| {
+        let (res, tries) = crate::http::with_retries(retry, |_| {
             let now = chrono::Utc::now();
             out.requests += 1;
             let outcome = post_signed(&agent, &hook.url, &hook.secret, &store.alerts[i].id, &body);
@@ -466,7 +469,10 @@ pub fn deliver(lake_dir: &Path, hook: &Webhook) -> Result<Delivered> {
             failed_in_a_row = 0;
         } else {
             out.failed += 1;
-            failed_in_a_row += 1;
+            // A refusal of this alert alone (a 4xx, not retried) says nothing of the rest.
+            if tries >= retry.attempts.max(1) {
+                failed_in_a_row += 1;
+            }
         }
     }
     Ok(out)

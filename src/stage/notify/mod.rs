@@ -592,6 +592,22 @@ pub fn deliver(
     if report.covered > 0 {
         tables::deliveries::write(&path, &records)?;
     }
+    // Messages that failed before go last: two that always fail (a refused address) must
+    // not keep a channel's other messages from being tried (stable: the order otherwise).
+    let failed_before = |d: &Due| {
+        d.alerts.iter().any(|&i| {
+            let k = (
+                store.alerts[i].id.clone(),
+                d.rule.name.clone(),
+                d.level,
+                d.channel.to_string(),
+            );
+            index
+                .get(&k)
+                .is_some_and(|&r| records[r].status == "failed")
+        })
+    };
+    dues.sort_by_cached_key(|d| failed_before(d));
     let mut senders: HashMap<&str, channel::Sender> = HashMap::new();
     let mut failed_in_a_row: HashMap<&str, usize> = HashMap::new();
     for due in dues {
